@@ -1,0 +1,70 @@
+import { describe, expect, it } from "vitest";
+import vectors from "./vectors.json";
+import { canonicalize } from "../canonical/index.js";
+import {
+  deviceIdFromPublicKey, fromBase64Url, generateKeyPair, signObject, verifyBytes, verifyBytesFast, verifySignedObject,
+} from "./index.js";
+import { verifyCommand } from "../protocol/verify-command.js";
+import { commandSchema } from "../protocol/schemas.js";
+import { FreshnessError, VerificationError } from "../errors/index.js";
+
+const keys = { plane: fromBase64Url(vectors.planePublicKey), other: fromBase64Url(vectors.otherPublicKey) };
+
+describe("committed signature vectors", () => {
+  it("canonical form is RFC 8785 (sorted keys, ES number form)", () => {
+    const { sig: _sig, ...body } = vectors.cases[0]!.message;
+    expect(canonicalize(body)).toBe(vectors.canonical);
+  });
+
+  for (const vector of vectors.cases) {
+    it(`${vector.name}: reference and native verifiers agree (${vector.valid ? "valid" : "invalid"})`, () => {
+      const key = keys[vector.publicKey as "plane" | "other"];
+      const reference = () => verifySignedObject(vector.message, key, verifyBytes);
+      const fast = () => verifySignedObject(vector.message, key, verifyBytesFast);
+      if (vector.valid) {
+        expect(reference).not.toThrow();
+        expect(fast).not.toThrow();
+      } else {
+        expect(reference).toThrow(VerificationError);
+        expect(fast).toThrow(VerificationError);
+      }
+    });
+
+    it(`${vector.name}: command acceptance ${vector.valid && vector.fresh ? "accepts" : "rejects"}`, () => {
+      const command = commandSchema.parse(vector.message);
+      const key = keys[vector.publicKey as "plane" | "other"];
+      const run = () => verifyCommand(command, key, { deviceId: vectors.deviceId, lastSeq: 0, nowMs: vector.nowMs });
+      if (vector.valid && vector.fresh) expect(run).not.toThrow();
+      else if (vector.valid) expect(run).toThrow(FreshnessError);
+      else expect(run).toThrow(VerificationError);
+    });
+  }
+
+  it("a command replayed at or below the last executed seq is refused", () => {
+    const command = commandSchema.parse(vectors.cases[0]!.message);
+    expect(() => verifyCommand(command, keys.plane, { deviceId: vectors.deviceId, lastSeq: 5, nowMs: vectors.cases[0]!.nowMs }))
+      .toThrow(FreshnessError);
+  });
+
+  it("a command for another device is refused", () => {
+    const command = commandSchema.parse(vectors.cases[0]!.message);
+    expect(() => verifyCommand(command, keys.plane, { deviceId: "hw-000000000000000000000000", lastSeq: 0, nowMs: vectors.cases[0]!.nowMs }))
+      .toThrow(VerificationError);
+  });
+});
+
+describe("signObject / verifySignedObject", () => {
+  it("round-trips on fresh keys with both verifiers and fails closed on garbage", () => {
+    const { privateKey, publicKey } = generateKeyPair();
+    const signed = signObject({ a: 1, b: "x" }, privateKey);
+    expect(() => verifySignedObject(signed, publicKey)).not.toThrow();
+    expect(() => verifySignedObject(signed, publicKey, verifyBytesFast)).not.toThrow();
+    expect(() => verifySignedObject({ ...signed, sig: "***" }, publicKey)).toThrow(VerificationError);
+    expect(() => verifySignedObject({ a: 1 }, publicKey)).toThrow(VerificationError);
+    expect(() => verifySignedObject({ ...signed, a: Number.NaN }, publicKey)).toThrow(VerificationError);
+  });
+
+  it("derives a topic-safe device id from the public key", () => {
+    expect(deviceIdFromPublicKey(generateKeyPair().publicKey)).toMatch(/^hw-[0-9a-f]{24}$/);
+  });
+});

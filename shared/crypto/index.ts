@@ -1,0 +1,119 @@
+/**
+ * Ed25519 identity and signatures over canonical JSON.
+ *
+ * @noble/ed25519 is the reference implementation and signs everything. `verifyFast` uses node:crypto
+ * (also implemented by Bun) for hot verification paths on the control plane; `vectors.json` beside this file
+ * proves both verifiers agree, negative cases included.
+ */
+import { createHash, createPublicKey, randomBytes, verify as nodeVerify, type KeyObject } from "node:crypto";
+import * as ed from "@noble/ed25519";
+import { canonicalBytes } from "../canonical/index.js";
+import { VerificationError } from "../errors/index.js";
+
+ed.hashes.sha512 = (message: Uint8Array) => new Uint8Array(createHash("sha512").update(message).digest());
+
+export interface KeyPair {
+  /** 32-byte Ed25519 seed. Never leaves the process that made it except into a 0600 file. */
+  privateKey: Uint8Array;
+  publicKey: Uint8Array;
+}
+
+export function generateKeyPair(): KeyPair {
+  const privateKey = new Uint8Array(randomBytes(32));
+  return { privateKey, publicKey: ed.getPublicKey(privateKey) };
+}
+
+export function keyPairFromPrivate(privateKey: Uint8Array): KeyPair {
+  if (privateKey.length !== 32) throw new VerificationError(`Ed25519 private key must be 32 bytes, got ${privateKey.length}`);
+  return { privateKey, publicKey: ed.getPublicKey(privateKey) };
+}
+
+export function toBase64Url(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("base64url");
+}
+
+export function fromBase64Url(text: string): Uint8Array {
+  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new VerificationError(`not base64url: ${JSON.stringify(text.slice(0, 40))}`);
+  return new Uint8Array(Buffer.from(text, "base64url"));
+}
+
+export function sha256Hex(data: Uint8Array | string): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** A device's id is derived from its public key, so a device cannot claim another device's id. */
+export function deviceIdFromPublicKey(publicKey: Uint8Array): string {
+  return `hw-${sha256Hex(publicKey).slice(0, 24)}`;
+}
+
+export function signBytes(message: Uint8Array, privateKey: Uint8Array): Uint8Array {
+  return ed.sign(message, privateKey);
+}
+
+/** Reference verification (@noble/ed25519). Never throws: any failure is `false` (fail closed). */
+export function verifyBytes(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+  try {
+    if (signature.length !== 64 || publicKey.length !== 32) return false;
+    return ed.verify(signature, message, publicKey);
+  } catch {
+    return false;
+  }
+}
+
+// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 raw key bytes follow.
+const SPKI_ED25519_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
+const nodeKeyCache = new Map<string, KeyObject>();
+const NODE_KEY_CACHE_MAX = 50_000;
+
+function nodePublicKey(publicKey: Uint8Array): KeyObject {
+  const cacheKey = Buffer.from(publicKey).toString("hex");
+  let key = nodeKeyCache.get(cacheKey);
+  if (!key) {
+    key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, publicKey]), format: "der", type: "spki" });
+    if (nodeKeyCache.size >= NODE_KEY_CACHE_MAX) nodeKeyCache.clear();
+    nodeKeyCache.set(cacheKey, key);
+  }
+  return key;
+}
+
+/** Fast verification through node:crypto; must agree with `verifyBytes` on every committed vector. */
+export function verifyBytesFast(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+  try {
+    if (signature.length !== 64 || publicKey.length !== 32) return false;
+    return nodeVerify(null, message, nodePublicKey(publicKey), signature);
+  } catch {
+    return false;
+  }
+}
+
+/** A JSON object with a detached Ed25519 signature in `sig` over the RFC 8785 form of every other field. */
+export type Signed<T extends object> = T & { sig: string };
+
+export function signObject<T extends object>(body: T, privateKey: Uint8Array): Signed<T> {
+  const { sig: _ignored, ...rest } = body as T & { sig?: unknown };
+  const signature = signBytes(canonicalBytes(rest), privateKey);
+  return { ...(rest as T), sig: toBase64Url(signature) };
+}
+
+export type Verifier = (signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array) => boolean;
+
+/**
+ * Verifies `sig` over the canonical form of the rest of the object. Throws VerificationError on any failure,
+ * including malformed input (fail closed).
+ */
+export function verifySignedObject(
+  signed: object,
+  publicKey: Uint8Array,
+  verifier: Verifier = verifyBytes,
+): void {
+  let ok = false;
+  try {
+    const { sig, ...rest } = signed as { sig?: unknown };
+    if (typeof sig !== "string") throw new VerificationError("missing signature field 'sig'");
+    ok = verifier(fromBase64Url(sig), canonicalBytes(rest), publicKey);
+  } catch (cause) {
+    if (cause instanceof VerificationError) throw cause;
+    throw new VerificationError(`signature check failed: ${String(cause)}`, { cause });
+  }
+  if (!ok) throw new VerificationError("signature does not verify with the expected key");
+}

@@ -1,0 +1,196 @@
+/**
+ * One schema per MQTT message and per device-facing HTTP body. Everything received is parsed with these
+ * before use; anything that fails is dropped, counted and logged once with the reason (see `parseMessage`).
+ *
+ * Messages with security meaning (enrollment, evidence, event, command, ack) carry `sig`: Ed25519 over the
+ * RFC 8785 form of every other field (shared/crypto `signObject`).
+ */
+import { z } from "zod";
+
+export const PROTOCOL_VERSION = 1 as const;
+
+/** Hard caps: a payload larger than this is refused by the broker before parsing. */
+export const MAX_PAYLOAD_BYTES = 256 * 1024;
+export const MAX_MEASUREMENTS = 4096;
+
+const deviceId = z.string().regex(/^hw-[0-9a-f]{24}$/, "must be a Hashward device id (hw- and 24 hex digits)");
+const base64url = z.string().regex(/^[A-Za-z0-9_-]+$/, "must be base64url").max(512);
+const signature = z.string().regex(/^[A-Za-z0-9_-]{86}$/, "must be a base64url Ed25519 signature");
+const publicKey = z.string().regex(/^[A-Za-z0-9_-]{43}$/, "must be a base64url Ed25519 public key");
+const timestampMs = z.number().int().nonnegative();
+const shortText = z.string().min(1).max(128);
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, "must be a lowercase hex SHA-256");
+export const nonceSchema = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, "must be 16-64 base64url characters");
+
+export const measurementSchema = z.object({
+  /** Path as seen on the device (`/config/cgminer.conf`), or `@agent` for the agent's own binary. */
+  path: z.string().min(1).max(1024),
+  kind: z.enum(["file", "block", "missing"]),
+  size: z.number().int().nonnegative(),
+  /** Empty for `missing`. */
+  sha256: z.union([sha256, z.literal("")]),
+});
+export type Measurement = z.infer<typeof measurementSchema>;
+
+export const enrollmentRequestSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  type: z.literal("enroll"),
+  deviceId,
+  publicKey,
+  model: shortText,
+  firmwareVersion: shortText,
+  agentVersion: shortText,
+  enrollmentToken: z.string().min(1).max(256).optional(),
+  ts: timestampMs,
+  sig: signature,
+});
+export type EnrollmentRequest = z.infer<typeof enrollmentRequestSchema>;
+
+export const enrollmentResponseSchema = z.object({
+  deviceId,
+  enrollment: z.enum(["pending", "accepted", "rejected", "revoked"]),
+  /** The plane's command-signing public key, pinned by the agent on first enrollment. */
+  commandPublicKey: publicKey,
+  mqttUrl: z.string().optional(),
+});
+export type EnrollmentResponse = z.infer<typeof enrollmentResponseSchema>;
+
+export const helloSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  type: z.literal("hello"),
+  deviceId,
+  model: shortText,
+  firmwareVersion: shortText,
+  agentVersion: shortText,
+  bootId: shortText,
+  containment: z.enum(["none", "quarantined"]),
+  lastCommandSeq: z.number().int().nonnegative(),
+  ts: timestampMs,
+});
+export type Hello = z.infer<typeof helloSchema>;
+
+export const telemetrySchema = z
+  .object({
+    hashrateGhs: z.number().nonnegative().optional(),
+    hashrateAvgGhs: z.number().nonnegative().optional(),
+    accepted: z.number().int().nonnegative().optional(),
+    rejected: z.number().int().nonnegative().optional(),
+    temperaturesC: z.array(z.number()).max(64).optional(),
+    fanRpm: z.array(z.number()).max(64).optional(),
+    activePool: z.string().max(512).optional(),
+  })
+  .strict();
+
+export const heartbeatSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  type: z.literal("heartbeat"),
+  deviceId,
+  seq: z.number().int().nonnegative(),
+  ts: timestampMs,
+  uptimeMs: z.number().int().nonnegative(),
+  containment: z.enum(["none", "quarantined"]),
+  outboxDepth: z.number().int().nonnegative(),
+  telemetry: telemetrySchema.optional(),
+});
+export type Heartbeat = z.infer<typeof heartbeatSchema>;
+
+export const challengeSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  type: z.literal("challenge"),
+  deviceId,
+  nonce: nonceSchema,
+  issuedAt: timestampMs,
+  expiresAt: timestampMs,
+});
+export type Challenge = z.infer<typeof challengeSchema>;
+
+export const evidenceSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  type: z.literal("evidence"),
+  deviceId,
+  /** Monotonic per device, persisted by the agent: evidence with seq <= the last accepted one is a replay. */
+  seq: z.number().int().nonnegative(),
+  /** The challenge nonce this answers; null for evidence sent on a timer, at start, or on a watched change. */
+  nonce: nonceSchema.nullable(),
+  reason: z.enum(["challenge", "timer", "watch", "startup"]),
+  ts: timestampMs,
+  model: shortText,
+  firmwareVersion: shortText,
+  agentVersion: shortText,
+  bootId: shortText,
+  measurements: z.array(measurementSchema).max(MAX_MEASUREMENTS),
+  sig: signature,
+});
+export type Evidence = z.infer<typeof evidenceSchema>;
+
+export const EVENT_KINDS = [
+  "quarantine-enforced",
+  "quarantine-lifted",
+  "command-rejected",
+  "watch-change",
+  "outbox-overflow",
+  "agent-started",
+  "platform-error",
+  "update-progress",
+  "guard-alert",
+] as const;
+
+export const eventSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  type: z.literal("event"),
+  deviceId,
+  /** Unique per event (the agent's outbox file name); the plane stores each id once. */
+  id: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/),
+  ts: timestampMs,
+  kind: z.enum(EVENT_KINDS),
+  severity: z.enum(["info", "warning", "critical"]),
+  detail: z.record(z.string(), z.unknown()),
+  sig: signature,
+});
+export type DeviceEvent = z.infer<typeof eventSchema>;
+
+export const COMMAND_ACTIONS = ["quarantine", "release", "attest-now", "update", "rotate-key", "set-policy"] as const;
+export type CommandAction = (typeof COMMAND_ACTIONS)[number];
+
+export const commandSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  type: z.literal("command"),
+  deviceId,
+  /** Strictly increasing per device; the agent refuses seq <= the last it executed (replay). */
+  seq: z.number().int().positive(),
+  issuedAt: timestampMs,
+  expiresAt: timestampMs,
+  action: z.enum(COMMAND_ACTIONS),
+  params: z.record(z.string(), z.unknown()),
+  sig: signature,
+});
+export type Command = z.infer<typeof commandSchema>;
+
+export const ackSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  type: z.literal("ack"),
+  deviceId,
+  seq: z.number().int().positive(),
+  action: z.enum(COMMAND_ACTIONS),
+  status: z.enum(["done", "failed"]),
+  containment: z.enum(["none", "quarantined"]),
+  reason: z.string().max(1024).optional(),
+  ts: timestampMs,
+  sig: signature,
+});
+export type Ack = z.infer<typeof ackSchema>;
+
+export const upSchemas = {
+  hello: helloSchema,
+  heartbeat: heartbeatSchema,
+  evidence: evidenceSchema,
+  event: eventSchema,
+  ack: ackSchema,
+} as const;
+
+export const downSchemas = {
+  challenge: challengeSchema,
+  command: commandSchema,
+} as const;
+
+export { base64url as base64urlSchema, deviceId as deviceIdSchema, publicKey as publicKeySchema, sha256 as sha256Schema, signature as signatureSchema };

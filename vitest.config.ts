@@ -1,0 +1,12 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["{agent,control-plane,shared,scripts,test}/**/*.test.ts"],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    pool: "forks",
+    // End-to-end suites start real processes; two cores cannot run many at once.
+    maxWorkers: 2,
+  },
+});
