@@ -194,3 +194,50 @@ export interface ControlPlaneService {
 }
 
 export type { Measurement };
+
+// ---------------------------------------------------------------------------------------------------------------
+// Device side: what the broker/ingest layer (control-plane/src/broker) calls, and the port it implements.
+// ---------------------------------------------------------------------------------------------------------------
+import type { Ack, Challenge, Command, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
+
+/** Implemented by the broker layer: publishes a plane -> device message (QoS 1) on asic/v1/<id>/down/<kind>. */
+export interface DevicePublisher {
+  publish(deviceId: string, kind: "challenge", message: Challenge): Promise<void>;
+  publish(deviceId: string, kind: "command", message: Command): Promise<void>;
+  isConnected(deviceId: string): boolean;
+}
+
+export interface ConnectIdentity {
+  deviceId: string;
+  /** base64url Ed25519 public key. */
+  publicKey: string;
+  enrollment: EnrollmentState;
+}
+
+/**
+ * Handlers for messages that already passed topic ACL and schema parsing (deviceId in the payload equals the
+ * topic's). They verify signatures and freshness themselves and throw VerificationError / FreshnessError /
+ * ValidationError on refusal, having changed nothing.
+ */
+export interface DeviceSideService {
+  /** For CONNECT authentication; null when unknown. Cached by the caller at most a few seconds. */
+  identityForConnect(deviceId: string): Promise<ConnectIdentity | null>;
+  onConnected(deviceId: string): Promise<void>;
+  onDisconnected(deviceId: string): Promise<void>;
+  /** Records versions/boot; re-publishes pending commands; sends a challenge when no fresh appraisal exists. */
+  onHello(hello: Hello): Promise<void>;
+  /** Batched: may buffer and flush later (PGlite costs ~100us per query). */
+  onHeartbeat(heartbeat: Heartbeat): Promise<void>;
+  /** Verifies signature, nonce/seq freshness, appraises, transitions, applies policy (auto-quarantine). */
+  onEvidence(evidence: Evidence): Promise<AttestationResult>;
+  /** Verifies signature; stores each event id once. */
+  onEvent(event: DeviceEvent): Promise<void>;
+  /** Verifies signature; marks the command acked; moves containment (quarantine_requested -> quarantined, ...). */
+  onAck(ack: Ack): Promise<void>;
+  /** Timer work, safe to call from several replicas: re-publish pending commands, expire old ones. */
+  retryPendingCommands(): Promise<void>;
+  /** Timer work: devices not seen for staleAfterMs move to appraisal `stale`. */
+  markStaleDevices(): Promise<void>;
+  /** Flush buffered heartbeats (also on shutdown). */
+  flush(): Promise<void>;
+}
