@@ -131,6 +131,17 @@ export interface CommandView {
   reason: string | null;
 }
 
+export interface EventView {
+  id: string;
+  deviceId: string;
+  kind: string;
+  severity: "info" | "warning" | "critical";
+  detail: Record<string, unknown>;
+  /** When the device produced it (its clock) and when the plane stored it. */
+  ts: string;
+  receivedAt: string;
+}
+
 export interface EnrollmentTokenCreated {
   id: string;
   /** Shown once; only its hash is stored. */
@@ -174,6 +185,8 @@ export interface ControlPlaneService {
   preauthorizeDevice(actor: Actor, input: { publicKey: string; model: string }): Promise<DeviceView>;
   history(deviceId: string, limit: number): Promise<TransitionView[]>;
   listCommands(deviceId: string, limit: number): Promise<CommandView[]>;
+  /** Device events (newest first), e.g. command-rejected, watch-change, outbox-overflow. */
+  listEvents(deviceId: string, limit: number): Promise<EventView[]>;
 
   // Attestation and containment.
   attestNow(actor: Actor, deviceId: string): Promise<{ nonce: string; expiresAt: string }>;
