@@ -1,0 +1,102 @@
+import { resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError } from "../../../shared/errors/index.js";
+import { describeConfig, loadConfig } from "./index.js";
+
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("loadConfig", () => {
+  it("has defaults for everything", () => {
+    expect(loadConfig({})).toEqual({
+      httpPort: 8080,
+      httpHost: "0.0.0.0",
+      mqttPort: 1883,
+      mqttHost: "0.0.0.0",
+      dataDir: resolve("./data"),
+      commandTtlMs: 300_000,
+      challengeTtlMs: 60_000,
+      commandRetryMs: 5_000,
+      staleAfterMs: 90_000,
+      autoQuarantine: "contraindicated",
+      logLevel: "info",
+      maxMqttClients: 20_000,
+    });
+  });
+
+  it("reads every variable", () => {
+    const config = loadConfig({
+      HASHWARD_HTTP_PORT: "0",
+      HASHWARD_HTTP_HOST: "127.0.0.1",
+      HASHWARD_MQTT_PORT: "0",
+      HASHWARD_MQTT_HOST: "::1",
+      HASHWARD_DATA_DIR: "/tmp/hw",
+      DATABASE_URL: "postgresql://u:secret@db/hashward",
+      HASHWARD_PUBLIC_MQTT_URL: "mqtts://plane.example:8883",
+      HASHWARD_COMMAND_TTL_MS: "1000",
+      HASHWARD_CHALLENGE_TTL_MS: "2000",
+      HASHWARD_COMMAND_RETRY_MS: "250",
+      HASHWARD_STALE_AFTER_MS: "3000",
+      HASHWARD_AUTO_QUARANTINE: "off",
+      HASHWARD_LOG_LEVEL: "debug",
+      HASHWARD_MAX_MQTT_CLIENTS: "5",
+    });
+    expect(config).toMatchObject({
+      httpPort: 0,
+      mqttPort: 0,
+      mqttHost: "::1",
+      dataDir: "/tmp/hw",
+      databaseUrl: "postgresql://u:secret@db/hashward",
+      publicMqttUrl: "mqtts://plane.example:8883",
+      commandTtlMs: 1000,
+      challengeTtlMs: 2000,
+      commandRetryMs: 250,
+      staleAfterMs: 3000,
+      autoQuarantine: "off",
+      logLevel: "debug",
+      maxMqttClients: 5,
+    });
+    expect(describeConfig(config).databaseUrl).toBe("postgresql://u:***@db/hashward");
+  });
+
+  it("treats empty values as unset", () => {
+    expect(loadConfig({ HASHWARD_HTTP_PORT: "", DATABASE_URL: " " })).toMatchObject({ httpPort: 8080 });
+    expect(loadConfig({ DATABASE_URL: "" }).databaseUrl).toBeUndefined();
+  });
+
+  it.each([
+    ["HASHWARD_HTTP_PORT", "http"],
+    ["HASHWARD_HTTP_PORT", "65536"],
+    ["HASHWARD_HTTP_PORT", "-1"],
+    ["HASHWARD_MQTT_PORT", "1.5"],
+    ["HASHWARD_HTTP_HOST", "http://x"],
+    ["HASHWARD_COMMAND_TTL_MS", "10"],
+    ["HASHWARD_CHALLENGE_TTL_MS", "99999999999"],
+    ["HASHWARD_COMMAND_RETRY_MS", "5s"],
+    ["HASHWARD_STALE_AFTER_MS", "0"],
+    ["HASHWARD_AUTO_QUARANTINE", "always"],
+    ["HASHWARD_LOG_LEVEL", "verbose"],
+    ["HASHWARD_MAX_MQTT_CLIENTS", "0"],
+    ["DATABASE_URL", "mysql://db/x"],
+    ["DATABASE_URL", "not a url"],
+    ["HASHWARD_PUBLIC_MQTT_URL", "http://plane"],
+  ])("refuses %s=%s naming the variable and value", (name, value) => {
+    const error = configError({ [name]: value });
+    expect(error.option).toBe(name);
+    expect(error.message).toContain(name);
+    expect(error.message).toContain(JSON.stringify(value));
+  });
+
+  it("never echoes a database password", () => {
+    const error = configError({ DATABASE_URL: "mysql://u:hunter2@db/x" });
+    expect(error.message).not.toContain("hunter2");
+    expect(error.option).toBe("DATABASE_URL");
+  });
+});

@@ -1,0 +1,120 @@
+/**
+ * The control plane's configuration: a typed object read from the environment, with defaults and hard caps,
+ * validated at start. Every error is a ConfigError naming the variable and the value it had.
+ */
+import { resolve } from "node:path";
+import { ConfigError } from "../../../shared/errors/index.js";
+
+export type AutoQuarantine = "contraindicated" | "off";
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+
+export interface ControlPlaneConfig {
+  httpPort: number;
+  httpHost: string;
+  mqttPort: number;
+  mqttHost: string;
+  /** Absolute path. Holds the PGlite database, the command-signing key and the admin token. */
+  dataDir: string;
+  /** postgres:// or postgresql://; unset = embedded PGlite in dataDir. */
+  databaseUrl?: string;
+  /** The MQTT URL told to agents in the enrollment response (e.g. mqtts://plane.farm.example:8883). */
+  publicMqttUrl?: string;
+  commandTtlMs: number;
+  challengeTtlMs: number;
+  commandRetryMs: number;
+  staleAfterMs: number;
+  autoQuarantine: AutoQuarantine;
+  logLevel: LogLevel;
+  maxMqttClients: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+const AUTO_QUARANTINE: readonly AutoQuarantine[] = ["contraindicated", "off"];
+const MINUTE_MS = 60_000;
+const DAY_MS = 24 * 60 * MINUTE_MS;
+
+/** Unset and empty both mean "use the default" (so `FOO= cmd` in a shell behaves like no FOO). */
+function raw(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === "" ? undefined : value.trim();
+}
+
+function fail(name: string, value: string, why: string): never {
+  throw new ConfigError(`${name}=${JSON.stringify(value)}: ${why}`, name);
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) fail(name, value, `must be a whole number between ${min} and ${max}`);
+  const parsed = Number(value);
+  if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+    fail(name, value, `must be between ${min} and ${max}`);
+  }
+  return parsed;
+}
+
+function oneOf<T extends string>(env: Env, name: string, fallback: T, allowed: readonly T[]): T {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(value)) fail(name, value, `must be one of ${allowed.join(", ")}`);
+  return value as T;
+}
+
+function host(env: Env, name: string, fallback: string): string {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  // A host name or an IP literal; no scheme, port or path (those belong in other variables).
+  if (!/^[A-Za-z0-9.:_-]{1,253}$/.test(value)) fail(name, value, "must be a host name or IP address");
+  return value;
+}
+
+function url(env: Env, name: string, protocols: readonly string[]): string | undefined {
+  const value = raw(env, name);
+  if (value === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch {
+    fail(name, redact(value), "is not a URL");
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    fail(name, redact(value), `must start with ${protocols.map((p) => `${p}//`).join(" or ")}`);
+  }
+  return value;
+}
+
+/** Database URLs carry passwords: never echo one into a log or an error. */
+function redact(value: string): string {
+  return value.replace(/\/\/([^:@/]+):[^@/]*@/, "//$1:***@");
+}
+
+export function loadConfig(env: Env = process.env): ControlPlaneConfig {
+  const dataDir = raw(env, "HASHWARD_DATA_DIR") ?? "./data";
+  const config: ControlPlaneConfig = {
+    httpPort: integer(env, "HASHWARD_HTTP_PORT", 8080, 0, 65535),
+    httpHost: host(env, "HASHWARD_HTTP_HOST", "0.0.0.0"),
+    mqttPort: integer(env, "HASHWARD_MQTT_PORT", 1883, 0, 65535),
+    mqttHost: host(env, "HASHWARD_MQTT_HOST", "0.0.0.0"),
+    dataDir: resolve(dataDir),
+    commandTtlMs: integer(env, "HASHWARD_COMMAND_TTL_MS", 5 * MINUTE_MS, 1_000, 30 * DAY_MS),
+    challengeTtlMs: integer(env, "HASHWARD_CHALLENGE_TTL_MS", MINUTE_MS, 1_000, 60 * MINUTE_MS),
+    commandRetryMs: integer(env, "HASHWARD_COMMAND_RETRY_MS", 5_000, 100, 60 * MINUTE_MS),
+    staleAfterMs: integer(env, "HASHWARD_STALE_AFTER_MS", 90_000, 1_000, 30 * DAY_MS),
+    autoQuarantine: oneOf(env, "HASHWARD_AUTO_QUARANTINE", "contraindicated", AUTO_QUARANTINE),
+    logLevel: oneOf(env, "HASHWARD_LOG_LEVEL", "info", LOG_LEVELS),
+    maxMqttClients: integer(env, "HASHWARD_MAX_MQTT_CLIENTS", 20_000, 1, 1_000_000),
+  };
+  const databaseUrl = url(env, "DATABASE_URL", ["postgres:", "postgresql:"]);
+  if (databaseUrl !== undefined) config.databaseUrl = databaseUrl;
+  const publicMqttUrl = url(env, "HASHWARD_PUBLIC_MQTT_URL", ["mqtt:", "mqtts:", "tcp:", "tls:", "ws:", "wss:"]);
+  if (publicMqttUrl !== undefined) config.publicMqttUrl = publicMqttUrl;
+  return config;
+}
+
+/** The config as it may be logged (database password hidden). */
+export function describeConfig(config: ControlPlaneConfig): Record<string, unknown> {
+  return { ...config, databaseUrl: config.databaseUrl === undefined ? undefined : redact(config.databaseUrl) };
+}
