@@ -1,0 +1,229 @@
+/**
+ * The trust loop with real components: the control plane under Bun (embedded aedes + PGlite), compiled agent
+ * binaries on simulated boards, real MQTT and HTTP. Steps build on each other, so they share one plane.
+ */
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { execFileSync } from "node:child_process";
+import mqtt from "mqtt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createSimulatedBoard } from "../../agent/src/platform/index.js";
+import { createConnectToken, signObject, sha256Hex } from "../../shared/index.js";
+import { upTopic } from "../../shared/protocol/index.js";
+import { ApiClient } from "../support/api.js";
+import { loadDeviceKey } from "../support/device-key.js";
+import {
+  AGENT_BINARY, restartControlPlane, startAgent, startControlPlane, tempDir, writeAgentConfig,
+  type ControlPlane, type ManagedProcess,
+} from "../support/processes.js";
+import { waitFor } from "../support/wait.js";
+
+const MODEL = "S19";
+const FIRMWARE = "2024.06.1";
+
+interface Miner {
+  name: string;
+  dir: string;
+  boardRoot: string;
+  stateDir: string;
+  configFile: string;
+  proc?: ManagedProcess;
+  deviceId?: string;
+}
+
+let plane: ControlPlane;
+let admin: ApiClient;
+const miners: Miner[] = [];
+
+async function newMiner(name: string, extra: Record<string, unknown> = {}): Promise<Miner> {
+  const dir = tempDir(name);
+  const boardRoot = join(dir, "board");
+  await createSimulatedBoard(boardRoot, { model: MODEL });
+  const stateDir = join(dir, "state");
+  const configFile = writeAgentConfig(dir, {
+    controlPlaneUrl: plane.httpUrl,
+    mqttUrl: plane.mqttUrl,
+    stateDir,
+    model: MODEL,
+    firmwareVersion: FIRMWARE,
+    platform: { kind: "simulated", root: boardRoot },
+    measure: { paths: ["/firmware", "/config", "/dev/mtd2"] },
+    heartbeatIntervalMs: 500,
+    attestIntervalMs: 600_000,
+    enrollPollMs: 300,
+    reconnectMinMs: 100,
+    reconnectMaxMs: 1000,
+    ...extra,
+  });
+  const miner: Miner = { name, dir, boardRoot, stateDir, configFile };
+  miners.push(miner);
+  return miner;
+}
+
+function run(miner: Miner): ManagedProcess {
+  miner.proc = startAgent(miner.name, miner.configFile);
+  return miner.proc;
+}
+
+async function deviceIdOf(miner: Miner): Promise<string> {
+  miner.deviceId ??= await waitFor(`${miner.name}'s key`, () => loadDeviceKey(miner.stateDir)?.deviceId);
+  return miner.deviceId;
+}
+
+const device = (id: string) => admin.get(`/api/v1/devices/${id}`);
+const minerState = (miner: Miner) => readFileSync(join(miner.boardRoot, "run/miner.state"), "utf8").trim();
+
+beforeAll(async () => {
+  plane = await startControlPlane();
+  admin = new ApiClient(plane.httpUrl, plane.adminToken);
+});
+
+afterAll(async () => {
+  await Promise.all(miners.map((miner) => miner.proc?.kill("SIGKILL")));
+  await plane?.proc.kill("SIGKILL");
+});
+
+describe("trust loop (real control plane, real agent binaries, real MQTT)", () => {
+  let trusted: Miner;
+
+  it("a device whose key was not accepted stays pending and can publish nothing", async () => {
+    const miner = await newMiner("pending-miner");
+    run(miner);
+    const id = await deviceIdOf(miner);
+    const view = await waitFor("pending device listed", async () => {
+      const { devices } = await admin.get(`/api/v1/devices?enrollment=pending`);
+      return devices.find((d: any) => d.deviceId === id);
+    });
+    expect(view.enrollment).toBe("pending");
+
+    // Its own key and a valid connect token still do not get it onto the broker.
+    const key = loadDeviceKey(miner.stateDir)!;
+    const error = await mqtt
+      .connectAsync(plane.mqttUrl, {
+        protocolVersion: 4, clientId: id, username: id, password: createConnectToken(id, key.privateKey, Date.now()),
+        reconnectPeriod: 0, connectTimeout: 5000,
+      })
+      .then((client) => { client.end(true); return null; }, (err: Error) => err);
+    expect(error?.message).toMatch(/Not authorized|Bad username or password/i);
+    const after = await device(id);
+    expect(after.enrollment).toBe("pending");
+    expect(after.lastSeenAt).toBeNull();
+    await miner.proc!.kill("SIGKILL");
+  });
+
+  it("an accepted device whose firmware matches the reference values becomes trusted", async () => {
+    const token = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: 5, label: "e2e" });
+    trusted = await newMiner("trusted-miner", { enrollmentToken: token.token });
+
+    // Reference values captured the way an operator would: `measure` on a known-good board, then registered.
+    const measured = JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", trusted.configFile], { encoding: "utf8" }));
+    await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
+
+    run(trusted);
+    const id = await deviceIdOf(trusted);
+    const view = await waitFor("device trusted", async () => {
+      const d = await device(id).catch(() => undefined);
+      return d?.appraisal === "trusted" && d;
+    });
+    expect(view).toMatchObject({ enrollment: "accepted", containment: "none", connected: true });
+    expect(view.lastAppraisal.status).toBe("affirming");
+    expect(minerState(trusted)).toBe("running");
+  });
+
+  it("one changed file is contraindicated, named with both digests, and the device is quarantined by policy", async () => {
+    const id = trusted.deviceId!;
+    const conf = join(trusted.boardRoot, "config/cgminer.conf");
+    const expected = sha256Hex(readFileSync(conf));
+    appendFileSync(conf, '\n{"url":"stratum+tcp://evil.example:3333"}\n');
+    const seen = sha256Hex(readFileSync(conf));
+
+    const view = await waitFor("device quarantined", async () => {
+      const d = await device(id);
+      return d.containment === "quarantined" && d;
+    });
+    expect(view.appraisal).toBe("contraindicated");
+    expect(view.lastAppraisal.differences).toContainEqual(
+      expect.objectContaining({ path: "/config/cgminer.conf", kind: "changed", expected: expect.objectContaining({ sha256: expected }), seen: expect.objectContaining({ sha256: seen }) }),
+    );
+    expect(minerState(trusted)).toBe("stopped");
+    const { transitions } = await admin.get(`/api/v1/devices/${id}/history`);
+    expect(transitions.map((t: any) => `${t.machine}:${t.to}`)).toEqual(
+      expect.arrayContaining(["appraisal:contraindicated", "containment:quarantine_requested", "containment:quarantined"]),
+    );
+  });
+
+  it("the restarted agent is still quarantined; an operator release lifts it", async () => {
+    const id = trusted.deviceId!;
+    await trusted.proc!.kill("SIGKILL");
+    writeFileSync(join(trusted.boardRoot, "run/miner.state"), "running\n"); // a reboot would start the miner again
+    run(trusted);
+    await waitFor("agent re-applies quarantine on start", () => minerState(trusted) === "stopped");
+    expect((await device(id)).containment).toBe("quarantined");
+
+    await admin.post(`/api/v1/devices/${id}/release`, { reason: "config restored by operator" });
+    const view = await waitFor("device released", async () => {
+      const d = await device(id);
+      return d.containment === "none" && d;
+    });
+    expect(view.containment).toBe("none");
+    expect(minerState(trusted)).toBe("running");
+  });
+
+  it("replayed evidence (an old nonce) is refused and changes nothing", async () => {
+    const id = trusted.deviceId!;
+    const before = await device(id);
+    const key = loadDeviceKey(trusted.stateDir)!;
+    const client = await mqtt.connectAsync(plane.mqttUrl, {
+      protocolVersion: 4, clientId: `${id}`, username: id, password: createConnectToken(id, key.privateKey, Date.now()), reconnectPeriod: 0,
+    });
+    try {
+      const forgedEvidence = signObject({
+        v: 1, type: "evidence", deviceId: id, seq: 1, nonce: "AAAAAAAAAAAAAAAAAAAAAAAA", reason: "challenge", ts: Date.now(),
+        model: MODEL, firmwareVersion: FIRMWARE, agentVersion: "0.0.0", bootId: "replay", measurements: [],
+      }, key.privateKey);
+      await client.publishAsync(upTopic(id, "evidence"), JSON.stringify(forgedEvidence), { qos: 1 });
+    } finally {
+      await client.endAsync(true);
+    }
+    const metrics = await waitFor("rejection counted", async () => {
+      const text = (await admin.request("GET", "/metrics")).body as string;
+      return /hashward_mqtt_messages_rejected_total\{[^}]*kind="evidence"[^}]*\} [1-9]/.test(text) && text;
+    });
+    expect(metrics).toBeTruthy();
+    const after = await device(id);
+    expect(after.lastAppraisal).toEqual(before.lastAppraisal);
+  });
+
+  it("a device publishing to another device's topic is cut off", async () => {
+    const id = trusted.deviceId!;
+    const key = loadDeviceKey(trusted.stateDir)!;
+    const client = await mqtt.connectAsync(plane.mqttUrl, {
+      protocolVersion: 4, clientId: id, username: id, password: createConnectToken(id, key.privateKey, Date.now()), reconnectPeriod: 0,
+    });
+    const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
+    client.publish(upTopic("hw-0123456789abcdef01234567", "heartbeat"), "{}", { qos: 1 });
+    await closed;
+    expect(client.connected).toBe(false);
+    client.end(true);
+  });
+
+  it("the control plane SIGKILLed and restarted has lost nothing; agents reconnect; offline events arrive", async () => {
+    const id = trusted.deviceId!;
+    const before = await device(id);
+    await plane.proc.kill("SIGKILL");
+
+    // While the broker is down the agent notices a watched change and queues the event on disk.
+    appendFileSync(join(trusted.boardRoot, "config/cgminer.conf"), "\n# offline edit\n");
+
+    plane = await restartControlPlane(plane);
+    admin = new ApiClient(plane.httpUrl, plane.adminToken);
+    const after = await device(id);
+    expect(after).toMatchObject({ deviceId: id, enrollment: "accepted", model: MODEL });
+    await waitFor("agent reconnected", async () => (await device(id)).connected === true);
+    const { events } = await waitFor("watch-change event delivered after restart", async () => {
+      const result = await admin.get(`/api/v1/devices/${id}/events`);
+      return result.events.some((e: any) => e.kind === "watch-change" && Date.parse(e.receivedAt) > Date.parse(before.updatedAt)) && result;
+    });
+    expect(events.length).toBeGreaterThan(0);
+  });
+});

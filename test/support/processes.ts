@@ -1,0 +1,178 @@
+/**
+ * Real processes for end-to-end tests: the control plane (under Bun, as `npm start` runs it) and the compiled
+ * agent binary. Readiness is read from their JSON log lines, never guessed with a sleep.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
+export const BUN = join(REPO_ROOT, "node_modules/.bin/bun");
+export const AGENT_BINARY = join(REPO_ROOT, "dist/agent/hashward-agent-linux-x64");
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `hashward-${prefix}-`));
+}
+
+type LogLine = Record<string, unknown>;
+
+export class ManagedProcess {
+  readonly lines: LogLine[] = [];
+  readonly rawOutput: string[] = [];
+  readonly exited: Promise<number | null>;
+  private waiters: Array<{ match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }> = [];
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    let buffer = "";
+    const onData = (chunk: Buffer) => {
+      buffer += chunk.toString("utf8");
+      let newline: number;
+      while ((newline = buffer.indexOf("\n")) >= 0) {
+        const text = buffer.slice(0, newline);
+        buffer = buffer.slice(newline + 1);
+        this.rawOutput.push(text);
+        if (process.env.HASHWARD_TEST_VERBOSE) process.stderr.write(`[${name}] ${text}\n`);
+        let line: LogLine;
+        try {
+          line = JSON.parse(text) as LogLine;
+        } catch {
+          continue;
+        }
+        this.lines.push(line);
+        this.waiters = this.waiters.filter((waiter) => {
+          if (!waiter.match(line)) return true;
+          waiter.resolve(line);
+          return false;
+        });
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+  }
+
+  /** Resolves with the first log line (past or future) that matches; rejects if the process exits first. */
+  waitForLine(what: string, match: (line: LogLine) => boolean, timeoutMs = 30_000): Promise<LogLine> {
+    const seen = this.lines.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.name}: no log line "${what}" within ${timeoutMs} ms\n${this.tail()}`)), timeoutMs);
+      const waiter = {
+        match,
+        resolve: (line: LogLine) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      this.waiters.push(waiter);
+      void this.exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`${this.name} exited with ${code} before "${what}"\n${this.tail()}`));
+      });
+    });
+  }
+
+  tail(count = 30): string {
+    return this.rawOutput.slice(-count).join("\n");
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async kill(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    if (!this.running) return;
+    this.child.kill(signal);
+    await this.exited;
+  }
+}
+
+export interface ControlPlane {
+  proc: ManagedProcess;
+  httpUrl: string;
+  mqttUrl: string;
+  httpPort: number;
+  mqttPort: number;
+  dataDir: string;
+  adminToken: string;
+  env: Record<string, string>;
+}
+
+export interface ControlPlaneOptions {
+  dataDir?: string;
+  httpPort?: number;
+  mqttPort?: number;
+  env?: Record<string, string>;
+}
+
+export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  const dataDir = options.dataDir ?? tempDir("plane");
+  const env: Record<string, string> = {
+    HASHWARD_HTTP_HOST: "127.0.0.1",
+    HASHWARD_MQTT_HOST: "127.0.0.1",
+    HASHWARD_HTTP_PORT: String(options.httpPort ?? 0),
+    HASHWARD_MQTT_PORT: String(options.mqttPort ?? 0),
+    HASHWARD_DATA_DIR: dataDir,
+    HASHWARD_COMMAND_RETRY_MS: "500",
+    HASHWARD_LOG_LEVEL: "info",
+    ...options.env,
+  };
+  const child = spawn(BUN, ["control-plane/src/main.ts"], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env, DATABASE_URL: env.DATABASE_URL ?? "" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const proc = new ManagedProcess("control-plane", child);
+  const ready = await proc.waitForLine("control plane ready", (line) => line.msg === "control plane ready", 60_000);
+  const httpPort = Number(ready.httpPort);
+  const mqttPort = Number(ready.mqttPort);
+  const adminToken = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
+  return {
+    proc,
+    httpUrl: `http://127.0.0.1:${httpPort}`,
+    mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
+    httpPort,
+    mqttPort,
+    dataDir,
+    adminToken,
+    env,
+  };
+}
+
+/** Starts the control plane again on the same data folder and ports (agents were configured with those ports). */
+export function restartControlPlane(plane: ControlPlane): Promise<ControlPlane> {
+  return startControlPlane({ dataDir: plane.dataDir, httpPort: plane.httpPort, mqttPort: plane.mqttPort, env: plane.env });
+}
+
+export interface AgentHandle {
+  proc: ManagedProcess;
+  configFile: string;
+  stateDir: string;
+  boardRoot: string;
+}
+
+export function requireAgentBinary(): string {
+  if (!existsSync(AGENT_BINARY)) {
+    throw new Error(`${AGENT_BINARY} is missing: run \`npm run build:agent\` (npm test does it first)`);
+  }
+  return AGENT_BINARY;
+}
+
+export function writeAgentConfig(dir: string, config: Record<string, unknown>): string {
+  const file = join(dir, "agent.json");
+  writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
+  return file;
+}
+
+export function startAgent(name: string, configFile: string, env: Record<string, string> = {}): ManagedProcess {
+  const child = spawn(requireAgentBinary(), ["run", "--config", configFile], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return new ManagedProcess(name, child);
+}
