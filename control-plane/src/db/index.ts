@@ -1,0 +1,100 @@
+/**
+ * Opens the control plane's database: embedded PGlite in `<dataDir>/pglite` by default, PostgreSQL through a
+ * node-postgres Pool when a URL is given. The committed drizzle-kit migrations (control-plane/drizzle/) are
+ * applied at open, so a fresh directory or an empty database is ready after this returns.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PGlite } from "@electric-sql/pglite";
+import type { PgDatabase } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
+import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
+import pg from "pg";
+import * as schema from "./schema.js";
+
+export { schema };
+export * from "./schema.js";
+
+/** One query surface for both drivers: code never branches on the dialect. */
+export type Database = PgDatabase<any, typeof schema>;
+/** A transaction handle, or the database itself when no transaction is open. */
+export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
+export type Queryable = Database | Tx;
+
+export type Dialect = "pglite" | "postgres";
+
+export interface OpenedDatabase {
+  db: Database;
+  dialect: Dialect;
+  close(): Promise<void>;
+}
+
+export const MIGRATIONS_FOLDER = fileURLToPath(new URL("../../drizzle", import.meta.url));
+
+// Any constant works; replicas starting together take turns applying migrations.
+const MIGRATION_LOCK_KEY = 0x4857_4d31;
+
+export async function openDatabase(opts: { dataDir: string; databaseUrl?: string }): Promise<OpenedDatabase> {
+  if (opts.databaseUrl) return openPostgres(opts.databaseUrl);
+  return openPglite(join(opts.dataDir, "pglite"));
+}
+
+async function openPglite(directory: string): Promise<OpenedDatabase> {
+  mkdirSync(directory, { recursive: true });
+  // PGlite replays its write-ahead log on open, so a folder left by a SIGKILLed process reopens (tested).
+  const client = await PGlite.create(directory);
+  const db = drizzlePglite({ client, schema }) as unknown as Database;
+  try {
+    await migratePglite(db as never, { migrationsFolder: MIGRATIONS_FOLDER });
+  } catch (error) {
+    await client.close();
+    throw error;
+  }
+  let closed = false;
+  return {
+    db,
+    dialect: "pglite",
+    async close() {
+      if (closed) return;
+      closed = true;
+      await client.close();
+    },
+  };
+}
+
+async function openPostgres(url: string): Promise<OpenedDatabase> {
+  const pool = new pg.Pool({ connectionString: url, max: 10 });
+  // An idle client losing its connection must not crash the process; the next query reconnects.
+  pool.on("error", () => {});
+  try {
+    const client = await pool.connect();
+    try {
+      await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
+      try {
+        await migratePg(drizzlePg({ client }), { migrationsFolder: MIGRATIONS_FOLDER });
+      } finally {
+        await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]);
+      }
+    } finally {
+      client.release();
+    }
+  } catch (error) {
+    await pool.end();
+    throw error;
+  }
+  const db = drizzlePg({ client: pool, schema }) as unknown as Database;
+  let closed = false;
+  return {
+    db,
+    dialect: "postgres",
+    async close() {
+      if (closed) return;
+      closed = true;
+      await pool.end();
+    },
+  };
+}
+
