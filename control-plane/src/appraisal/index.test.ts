@@ -1,0 +1,119 @@
+import { describe, expect, it } from "vitest";
+import type { Evidence } from "../../../shared/protocol/index.js";
+import { appraise, claimForPath, type ReferenceValues } from "./index.js";
+
+const A = "a".repeat(64);
+const B = "b".repeat(64);
+const C = "c".repeat(64);
+const NOW = Date.UTC(2025, 0, 1);
+
+function evidence(measurements: Evidence["measurements"], overrides: Partial<Evidence> = {}): Evidence {
+  return {
+    v: 1,
+    type: "evidence",
+    deviceId: "hw-000000000000000000000000",
+    seq: 7,
+    nonce: null,
+    reason: "timer",
+    ts: NOW,
+    model: "S19",
+    firmwareVersion: "1.2.0",
+    agentVersion: "0.1.0",
+    bootId: "boot-1",
+    measurements,
+    sig: "x".repeat(86),
+    ...overrides,
+  };
+}
+
+const reference: ReferenceValues = {
+  id: "rv_1",
+  model: "S19",
+  firmwareVersion: "1.2.0",
+  measurements: [
+    { path: "/config/cgminer.conf", sha256: A, size: 10 },
+    { path: "/usr/bin/cgminer", sha256: B, size: 20 },
+    { path: "/etc/hosts", sha256: C, size: 30 },
+    { path: "/opt/custom", sha256: C, size: 5, claim: "executables" },
+  ],
+};
+
+const good: Evidence["measurements"] = [
+  { path: "/config/cgminer.conf", kind: "file", sha256: A, size: 10 },
+  { path: "/usr/bin/cgminer", kind: "file", sha256: B, size: 20 },
+  { path: "/etc/hosts", kind: "file", sha256: C, size: 30 },
+  { path: "/opt/custom", kind: "file", sha256: C, size: 5 },
+];
+
+describe("appraise", () => {
+  it("affirms evidence that matches the reference values", () => {
+    const result = appraise(evidence(good), reference, NOW);
+    expect(result.status).toBe("affirming");
+    expect(result.differences).toEqual([]);
+    expect(result.trustworthiness).toEqual({
+      "instance-identity": "affirming",
+      configuration: "affirming",
+      executables: "affirming",
+      "file-system": "affirming",
+    });
+    expect(result.referenceId).toBe("rv_1");
+    expect(result.evidenceSeq).toBe(7);
+    expect(result.appraisedAt).toBe(new Date(NOW).toISOString());
+  });
+
+  it("lists changed, missing and unexpected paths with expected and seen digests", () => {
+    const measurements: Evidence["measurements"] = [
+      { path: "/config/cgminer.conf", kind: "file", sha256: B, size: 11 },
+      { path: "/etc/hosts", kind: "file", sha256: C, size: 30 },
+      { path: "/opt/custom", kind: "file", sha256: C, size: 5 },
+      { path: "/usr/bin/cgminer", kind: "missing", sha256: "", size: 0 },
+      { path: "/etc/ld.so.preload", kind: "file", sha256: A, size: 3 },
+    ];
+    const result = appraise(evidence(measurements), reference, NOW);
+    expect(result.status).toBe("contraindicated");
+    expect(result.differences).toEqual([
+      { path: "/config/cgminer.conf", claim: "configuration", kind: "changed", expected: { sha256: A, size: 10 }, seen: { sha256: B, size: 11 } },
+      { path: "/etc/ld.so.preload", claim: "file-system", kind: "unexpected", expected: null, seen: { sha256: A, size: 3 } },
+      { path: "/usr/bin/cgminer", claim: "executables", kind: "missing", expected: { sha256: B, size: 20 }, seen: null },
+    ]);
+    expect(result.trustworthiness.configuration).toBe("contraindicated");
+    expect(result.trustworthiness.executables).toBe("contraindicated");
+    expect(result.trustworthiness["file-system"]).toBe("contraindicated");
+    expect(result.summary).toContain("1 changed, 1 missing, 1 unexpected");
+  });
+
+  it("uses the reference entry's claim before the path heuristic", () => {
+    const measurements = good.map((m) => (m.path === "/opt/custom" ? { ...m, sha256: A } : m));
+    const result = appraise(evidence(measurements), reference, NOW);
+    expect(result.differences.map((d) => [d.path, d.claim])).toEqual([["/opt/custom", "executables"]]);
+    expect(result.trustworthiness["file-system"]).toBe("affirming");
+    expect(result.trustworthiness.executables).toBe("contraindicated");
+  });
+
+  it("warns, and says so, without approved reference values", () => {
+    const result = appraise(evidence(good), null, NOW);
+    expect(result.status).toBe("warning");
+    expect(result.referenceId).toBeNull();
+    expect(result.summary).toBe("no approved reference values for S19 1.2.0");
+    expect(result.trustworthiness["instance-identity"]).toBe("affirming");
+  });
+
+  it("does not appraise against reference values for another firmware version", () => {
+    const result = appraise(evidence(good, { firmwareVersion: "1.3.0" }), reference, NOW);
+    expect(result.status).toBe("warning");
+    expect(result.summary).toBe("no approved reference values for S19 1.3.0");
+  });
+
+  it("maps paths to claims", () => {
+    expect(claimForPath("/config/cgminer.conf")).toBe("configuration");
+    expect(claimForPath("/etc/network.conf")).toBe("configuration");
+    expect(claimForPath("@agent")).toBe("executables");
+    expect(claimForPath("/usr/bin/build")).toBe("executables");
+    expect(claimForPath("/sbin/init")).toBe("executables");
+    expect(claimForPath("/bin/sh")).toBe("executables");
+    expect(claimForPath("/dev/mtd2")).toBe("executables");
+    expect(claimForPath("/mnt/data/part", "block")).toBe("executables");
+    expect(claimForPath("/boot/firmware.bin")).toBe("executables");
+    expect(claimForPath("/etc/hosts")).toBe("file-system");
+  });
+});

@@ -1,0 +1,118 @@
+/**
+ * Appraisal of evidence against reference values, yielding an EAR-style attestation result with an IETF RATS
+ * AR4SI trustworthiness vector (draft-ietf-rats-ar4si): instance-identity, configuration, executables, file-system,
+ * each none/affirming/warning/contraindicated; the status is the worst claim.
+ *
+ * The caller verifies the evidence signature with the enrolled device key BEFORE calling `appraise`; that is what
+ * makes instance-identity affirming here. Rule HW-APPRAISE-1: every difference is listed with the exact path and
+ * the expected and seen digest and size; any difference makes its claim contraindicated.
+ */
+import type { Evidence, Measurement } from "../../../shared/protocol/index.js";
+import type { AttestationResult, Claim, Difference, ReferenceMeasurement, Tier } from "../service/types.js";
+
+export type MeasuredClaim = Exclude<Claim, "instance-identity">;
+
+/** What appraisal needs from a reference value set (a ReferenceValueSet satisfies it). */
+export interface ReferenceValues {
+  id: string;
+  model: string;
+  firmwareVersion: string;
+  measurements: ReferenceMeasurement[];
+}
+
+const TIER_RANK: Record<Tier, number> = { none: 0, affirming: 1, warning: 2, contraindicated: 3 };
+const MEASURED_CLAIMS: readonly MeasuredClaim[] = ["configuration", "executables", "file-system"];
+
+export function worstTier(tiers: Iterable<Tier>): Tier {
+  let worst: Tier = "none";
+  for (const tier of tiers) if (TIER_RANK[tier] > TIER_RANK[worst]) worst = tier;
+  return worst;
+}
+
+/**
+ * The claim a path belongs to when its reference entry names none. Miner layout: cgminer/bmminer config in
+ * `/config/*.conf`; binaries, firmware images and partitions are executables; everything else is file-system.
+ */
+export function claimForPath(path: string, kind?: Measurement["kind"]): MeasuredClaim {
+  if (path.includes("/config/") || path.startsWith("/config") || path.endsWith(".conf")) return "configuration";
+  if (
+    kind === "block" ||
+    path === "@agent" ||
+    path.startsWith("/dev/") ||
+    path.includes("/firmware") ||
+    /(^|\/)(usr\/)?s?bin\//.test(path)
+  ) {
+    return "executables";
+  }
+  return "file-system";
+}
+
+export function appraise(evidence: Evidence, reference: ReferenceValues | null, now: number): AttestationResult {
+  const base = { evidenceSeq: evidence.seq, appraisedAt: new Date(now).toISOString() };
+  const label = `${evidence.model} ${evidence.firmwareVersion}`;
+
+  if (!reference || reference.model !== evidence.model || reference.firmwareVersion !== evidence.firmwareVersion) {
+    // Without approved reference values nothing can be affirmed or contradicted: a warning, not a verdict.
+    return {
+      ...base,
+      status: "warning",
+      trustworthiness: { "instance-identity": "affirming", configuration: "none", executables: "none", "file-system": "none" },
+      differences: [],
+      referenceId: null,
+      summary: `no approved reference values for ${label}`,
+    };
+  }
+
+  const seen = new Map<string, Measurement>();
+  for (const measurement of evidence.measurements) {
+    if (measurement.kind !== "missing") seen.set(measurement.path, measurement);
+  }
+  const expectedPaths = new Set<string>();
+  const differences: Difference[] = [];
+  const mentioned = new Set<MeasuredClaim>();
+
+  for (const expected of reference.measurements) {
+    expectedPaths.add(expected.path);
+    const actual = seen.get(expected.path);
+    const claim = expected.claim ?? claimForPath(expected.path, actual?.kind);
+    mentioned.add(claim);
+    const want = { sha256: expected.sha256, size: expected.size };
+    if (!actual) {
+      differences.push({ path: expected.path, claim, kind: "missing", expected: want, seen: null });
+    } else if (actual.sha256 !== expected.sha256 || actual.size !== expected.size) {
+      differences.push({ path: expected.path, claim, kind: "changed", expected: want, seen: { sha256: actual.sha256, size: actual.size } });
+    }
+  }
+  for (const actual of seen.values()) {
+    if (expectedPaths.has(actual.path)) continue;
+    const claim = claimForPath(actual.path, actual.kind);
+    mentioned.add(claim);
+    differences.push({ path: actual.path, claim, kind: "unexpected", expected: null, seen: { sha256: actual.sha256, size: actual.size } });
+  }
+  differences.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+
+  const trustworthiness: Record<Claim, Tier> = {
+    "instance-identity": "affirming",
+    configuration: "none",
+    executables: "none",
+    "file-system": "none",
+  };
+  for (const claim of MEASURED_CLAIMS) {
+    if (differences.some((difference) => difference.claim === claim)) trustworthiness[claim] = "contraindicated";
+    else if (mentioned.has(claim)) trustworthiness[claim] = "affirming";
+  }
+  const status = worstTier(Object.values(trustworthiness));
+  return { ...base, status, trustworthiness, differences, referenceId: reference.id, summary: summarize(differences, reference.id, label) };
+}
+
+function summarize(differences: Difference[], referenceId: string, label: string): string {
+  if (differences.length === 0) return `matches reference values ${referenceId} for ${label}`;
+  const count = (kind: Difference["kind"]) => differences.filter((difference) => difference.kind === kind).length;
+  const claims = [...new Set(differences.map((difference) => difference.claim))].join(", ");
+  const first = differences.slice(0, 3).map((difference) => `${difference.kind} ${difference.path}`).join("; ");
+  const more = differences.length > 3 ? `; and ${differences.length - 3} more` : "";
+  return (
+    `${differences.length} difference(s) from reference values ${referenceId} for ${label} ` +
+    `(${count("changed")} changed, ${count("missing")} missing, ${count("unexpected")} unexpected; ${claims}): ${first}${more}`
+  );
+}
