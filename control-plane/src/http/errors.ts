@@ -1,0 +1,87 @@
+/**
+ * Maps the error tree to HTTP. Branches on the class only, never on message text (STYLE 2).
+ * Body shape everywhere: `{ error: { code, message, field? } }`.
+ */
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { z } from "zod";
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError, VerificationError } from "../errors.js";
+
+export type ErrorCode =
+  | "validation_error"
+  | "verification_failed"
+  | "unauthorized"
+  | "forbidden"
+  | "not_found"
+  | "conflict"
+  | "payload_too_large"
+  | "internal";
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; field?: string };
+}
+
+export interface HttpError {
+  status: ContentfulStatusCode;
+  body: ErrorBody;
+}
+
+export function errorBody(code: ErrorCode, message: string, field?: string): ErrorBody {
+  return { error: field === undefined ? { code, message } : { code, message, field } };
+}
+
+export function errorResponse(c: Context, status: ContentfulStatusCode, body: ErrorBody): Response {
+  return c.json(body, status);
+}
+
+/** The first zod issue as a field path. Unrecognized keys have an empty path; name the first key instead. */
+export function fieldOfIssue(issue: z.core.$ZodIssue | undefined): string {
+  if (!issue) return "";
+  const path = issue.path.map(String);
+  if (issue.code === "unrecognized_keys" && issue.keys[0] !== undefined) path.push(issue.keys[0]);
+  return path.join(".");
+}
+
+export function validationFailure(error: z.ZodError, target: string): HttpError {
+  const issue = error.issues[0];
+  const field = fieldOfIssue(issue);
+  const message = issue?.code === "unrecognized_keys" ? "unknown field" : (issue?.message ?? "invalid");
+  return { status: 400, body: errorBody("validation_error", `${target}: ${field || "(root)"}: ${message}`, field) };
+}
+
+/**
+ * Known errors become their status; anything else is `null` (the caller answers 500 with a generic message and
+ * logs the real one with the request id).
+ */
+export function httpErrorFor(err: unknown): HttpError | null {
+  if (err instanceof ValidationError) return { status: 400, body: errorBody("validation_error", err.message, err.field) };
+  // FreshnessError extends VerificationError: a replayed or stale signed request is a failed verification too.
+  if (err instanceof VerificationError) return { status: 400, body: errorBody("verification_failed", err.message) };
+  if (err instanceof NotFoundError) return { status: 404, body: errorBody("not_found", err.message) };
+  if (err instanceof ConflictError) return { status: 409, body: errorBody("conflict", err.message) };
+  if (err instanceof ForbiddenError) return { status: 403, body: errorBody("forbidden", err.message) };
+  if (err instanceof HTTPException) return httpExceptionFor(err);
+  return null;
+}
+
+/** Errors raised by hono itself before our handlers run (body limit, media-type gate, JSON parsing). */
+function httpExceptionFor(err: HTTPException): HttpError | null {
+  switch (err.status) {
+    case 413:
+      return { status: 413, body: errorBody("payload_too_large", "request body too large") };
+    case 415:
+      return { status: 400, body: errorBody("validation_error", "request body must be application/json", "content-type") };
+    case 400:
+      // hono's validator: "Malformed JSON in request body".
+      return { status: 400, body: errorBody("validation_error", "request body is not valid JSON", "body") };
+    case 401:
+      return { status: 401, body: errorBody("unauthorized", "authentication required") };
+    case 403:
+      return { status: 403, body: errorBody("forbidden", "forbidden") };
+    case 404:
+      return { status: 404, body: errorBody("not_found", "not found") };
+    default:
+      return null;
+  }
+}

@@ -1,0 +1,468 @@
+/**
+ * The control plane's HTTP API: device enrollment plus the operator API, described by an OpenAPI 3.1 document at
+ * GET /api/v1/openapi.json. The server (control-plane/src/main.ts) only calls `createHttpApp(...).fetch`.
+ *
+ * Order per request (HW-HTTP-2): request id -> log/metrics -> body limit (413 before any parsing) -> route: auth
+ * (401/403) -> validators (400 naming the field) -> handler -> service. A refused request never reaches the
+ * service, so nothing is written on any error; the service guarantees the same for its own refusals.
+ */
+import { OpenAPIHono, createRoute, z } from "@hono/zod-openapi";
+import type { Hook } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { requestId } from "hono/request-id";
+import { matchedRoutes } from "hono/route";
+import type { Logger } from "pino";
+import { Histogram } from "prom-client";
+import type { Registry } from "prom-client";
+import type { ControlPlaneService, Role } from "../service/types.js";
+import { requireRole } from "./auth.js";
+import type { AuthVariables } from "./auth.js";
+import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
+import {
+  apiTokenBody,
+  apiTokenCreatedSchema,
+  attestNowSchema,
+  auditSchema,
+  bulkContainmentBody,
+  captureReferenceBody,
+  commandsSchema,
+  deviceListQuery,
+  deviceParams,
+  deviceViewSchema,
+  devicesSchema,
+  enrollBody,
+  enrollmentResponse,
+  enrollmentTokenBody,
+  enrollmentTokenCreatedSchema,
+  errorSchema,
+  eventsSchema,
+  healthSchema,
+  limitOnlyQuery,
+  optionalReasonBody,
+  pageQuery,
+  preauthorizeBody,
+  reasonBody,
+  referenceIdParams,
+  referenceListQuery,
+  referenceValueSetSchema,
+  referenceValuesSchema,
+  registerReferenceBody,
+  transitionsSchema,
+} from "./schemas.js";
+
+export { ROLE_RANK, bearerToken, roleAllows } from "./auth.js";
+export type { ErrorBody, ErrorCode } from "./errors.js";
+
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+export const OPENAPI_PATH = "/api/v1/openapi.json";
+export const BEARER_SCHEME = "bearerAuth";
+/** OpenAPI extension naming the least role a route needs ("none" for public routes). */
+export const ROLE_EXTENSION = "x-hashward-role";
+
+export interface HttpAppDeps {
+  service: ControlPlaneService;
+  logger: Logger;
+  registry: Registry;
+  version: string;
+  /** Request bodies above this are refused with 413 before parsing. Default 1 MiB. */
+  maxBodyBytes?: number;
+}
+
+export type HttpEnv = { Variables: AuthVariables };
+
+const HISTOGRAM_NAME = "hashward_http_request_duration_seconds";
+
+const json = <S extends z.ZodType>(schema: S, description: string) => ({ description, content: { "application/json": { schema } } });
+
+const errorResponses = {
+  400: json(errorSchema, "Validation failed (names the field)"),
+  401: json(errorSchema, "Missing or unknown bearer token"),
+  403: json(errorSchema, "Role too low"),
+  404: json(errorSchema, "Not found"),
+  409: json(errorSchema, "Conflicts with the current state"),
+  413: json(errorSchema, "Request body too large"),
+  500: json(errorSchema, "Internal error (see logs by request id)"),
+};
+
+type SecurityRequirement = Record<string, string[]>;
+
+function publicRoute(summary: string, tag: string) {
+  return { summary, tags: [tag], security: [] as SecurityRequirement[], [ROLE_EXTENSION]: "none" };
+}
+
+function jsonBody<S extends z.ZodType>(schema: S, required = true) {
+  return { body: { required, content: { "application/json": { schema } } } };
+}
+
+/** Validation failures become `{ error: { code: "validation_error", field } }` naming the first bad field. */
+const validationHook: Hook<unknown, HttpEnv, string, Response | undefined> = (result, c) => {
+  if (result.success) return undefined;
+  const where = result.target === "param" ? "path" : result.target === "json" ? "body" : result.target;
+  const failure = validationFailure(result.error, where);
+  return c.json(failure.body, failure.status);
+};
+
+export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
+  const { service, logger, registry, version } = deps;
+  const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1024) {
+    throw new RangeError(`maxBodyBytes must be an integer >= 1024, got ${String(deps.maxBodyBytes)}`);
+  }
+  const duration = httpDurationHistogram(registry);
+  const app = new OpenAPIHono<HttpEnv>({ defaultHook: validationHook });
+
+  app.openAPIRegistry.registerComponent("securitySchemes", BEARER_SCHEME, {
+    type: "http",
+    scheme: "bearer",
+    description: "API token made with POST /api/v1/api-tokens. Roles: viewer < operator < admin.",
+  });
+
+  const secured = (role: Role, summary: string, tag: string) => ({
+    summary,
+    description: `Requires role \`${role}\` or higher.`,
+    tags: [tag],
+    security: [{ [BEARER_SCHEME]: [] }] as SecurityRequirement[],
+    [ROLE_EXTENSION]: role,
+    middleware: requireRole(service, role),
+  });
+
+  // --- cross-cutting middleware -------------------------------------------------------------------------------
+  app.use("*", requestId());
+  app.use("*", async (c, next) => {
+    const started = performance.now();
+    await next();
+    const seconds = (performance.now() - started) / 1000;
+    const route = routeLabel(c);
+    duration.observe({ method: c.req.method, route, status: String(c.res.status) }, seconds);
+    // Never log headers: they carry bearer tokens. The path has no query string.
+    logger.info(
+      { reqId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 },
+      "request",
+    );
+  });
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: (c) => c.json(errorBody("payload_too_large", `request body exceeds ${maxBodyBytes} bytes`), 413),
+    }),
+  );
+
+  app.onError((err, c) => {
+    const known = httpErrorFor(err);
+    if (known) return c.json(known.body, known.status);
+    logger.error({ reqId: c.get("requestId"), err, method: c.req.method, path: c.req.path }, "request failed");
+    return c.json(errorBody("internal", `internal error (request id ${c.get("requestId")})`), 500);
+  });
+  app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${c.req.path}`), 404));
+
+  // --- public ---------------------------------------------------------------------------------------------------
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/healthz",
+      ...publicRoute("Liveness", "system"),
+      responses: { 200: json(healthSchema, "Alive") },
+    }),
+    (c) => c.json({ status: "ok" as const, version }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/metrics",
+      ...publicRoute("Prometheus metrics", "system"),
+      responses: { 200: { description: "Prometheus text exposition", content: { "text/plain": { schema: z.string() } } } },
+    }),
+    async (c) => c.text(await registry.metrics(), 200, { "Content-Type": registry.contentType }),
+  );
+
+  app.openAPIRegistry.registerPath({
+    method: "get",
+    path: OPENAPI_PATH,
+    ...publicRoute("This OpenAPI 3.1 document", "system"),
+    responses: { 200: { description: "OpenAPI 3.1 document", content: { "application/json": { schema: z.record(z.string(), z.unknown()) } } } },
+  });
+  app.doc31(OPENAPI_PATH, {
+    openapi: "3.1.0",
+    info: {
+      title: "Hashward control plane",
+      version,
+      description: "Device enrollment and the operator API. Authenticate with `Authorization: Bearer <token>`.",
+    },
+  });
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/enroll",
+      ...publicRoute("Enroll a device (signed by the device key); agents poll by re-posting", "enrollment"),
+      request: jsonBody(enrollBody),
+      responses: {
+        200: json(enrollmentResponse, "Accepted or pending"),
+        403: json(enrollmentResponse, "Rejected or revoked (same body shape)"),
+        400: errorResponses[400],
+        409: errorResponses[409],
+        413: errorResponses[413],
+      },
+    }),
+    async (c) => {
+      const response = await service.enroll(c.req.valid("json"));
+      // Same body either way: the agent learns its state and stops polling on rejected/revoked.
+      const refused = response.enrollment === "rejected" || response.enrollment === "revoked";
+      return refused ? c.json(response, 403) : c.json(response, 200);
+    },
+  );
+
+  // --- tokens ---------------------------------------------------------------------------------------------------
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/enrollment-tokens",
+      ...secured("operator", "Create an enrollment token (shown once)", "enrollment"),
+      request: jsonBody(enrollmentTokenBody, false),
+      responses: { 201: json(enrollmentTokenCreatedSchema, "Created"), ...errorResponses },
+    }),
+    async (c) => {
+      const body = enrollmentTokenBody.parse(c.req.valid("json"));
+      const input = body.label === undefined ? { ttlMs: body.ttlMs, maxUses: body.maxUses } : body;
+      return c.json(await service.createEnrollmentToken(c.get("actor"), input), 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/api-tokens",
+      ...secured("admin", "Create an API token (shown once)", "admin"),
+      request: jsonBody(apiTokenBody),
+      responses: { 201: json(apiTokenCreatedSchema, "Created"), ...errorResponses },
+    }),
+    async (c) => c.json(await service.createApiToken(c.get("actor"), c.req.valid("json")), 201),
+  );
+
+  // --- devices --------------------------------------------------------------------------------------------------
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/devices",
+      ...secured("viewer", "List devices", "devices"),
+      request: { query: deviceListQuery },
+      responses: { 200: json(devicesSchema, "Devices"), ...errorResponses },
+    }),
+    async (c) => {
+      const query = c.req.valid("query");
+      const filter = Object.fromEntries(Object.entries(query).filter(([, v]) => v !== undefined)) as typeof query;
+      return c.json({ devices: await service.listDevices(filter) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/devices/preauthorize",
+      ...secured("operator", "Pre-authorize a device key: accepted on arrival", "devices"),
+      request: jsonBody(preauthorizeBody),
+      responses: { 201: json(deviceViewSchema, "Pre-authorized"), ...errorResponses },
+    }),
+    async (c) => c.json(await service.preauthorizeDevice(c.get("actor"), c.req.valid("json")), 201),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/devices/{deviceId}",
+      ...secured("viewer", "Get a device", "devices"),
+      request: { params: deviceParams },
+      responses: { 200: json(deviceViewSchema, "Device"), ...errorResponses },
+    }),
+    async (c) => c.json(await service.getDevice(c.req.valid("param").deviceId), 200),
+  );
+
+  const enrollmentActions = [
+    { action: "accept", role: "operator", summary: "Accept a pending device", call: service.acceptDevice.bind(service) },
+    { action: "reject", role: "operator", summary: "Reject a device", call: service.rejectDevice.bind(service) },
+    { action: "revoke", role: "admin", summary: "Revoke (decommission) a device", call: service.revokeDevice.bind(service) },
+  ] as const;
+  for (const { action, role, summary, call } of enrollmentActions) {
+    app.openapi(
+      createRoute({
+        method: "post",
+        path: `/api/v1/devices/{deviceId}/${action}`,
+        ...secured(role, summary, "devices"),
+        request: { params: deviceParams, ...jsonBody(optionalReasonBody, false) },
+        responses: { 200: json(deviceViewSchema, "Device after the transition"), ...errorResponses },
+      }),
+      async (c) => {
+        const { deviceId } = c.req.valid("param");
+        const reason = c.req.valid("json").reason ?? `${action} via API`;
+        return c.json(await call(c.get("actor"), deviceId, reason), 200);
+      },
+    );
+  }
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/devices/{deviceId}/history",
+      ...secured("viewer", "State transitions of a device, newest first", "devices"),
+      request: { params: deviceParams, query: limitOnlyQuery },
+      responses: { 200: json(transitionsSchema, "Transitions"), ...errorResponses },
+    }),
+    async (c) => c.json({ transitions: await service.history(c.req.valid("param").deviceId, c.req.valid("query").limit) }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/devices/{deviceId}/commands",
+      ...secured("viewer", "Commands sent to a device, newest first", "devices"),
+      request: { params: deviceParams, query: limitOnlyQuery },
+      responses: { 200: json(commandsSchema, "Commands"), ...errorResponses },
+    }),
+    async (c) => c.json({ commands: await service.listCommands(c.req.valid("param").deviceId, c.req.valid("query").limit) }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/devices/{deviceId}/events",
+      ...secured("viewer", "Signed events reported by a device, newest first", "devices"),
+      request: { params: deviceParams, query: limitOnlyQuery },
+      responses: { 200: json(eventsSchema, "Events"), ...errorResponses },
+    }),
+    async (c) => c.json({ events: await service.listEvents(c.req.valid("param").deviceId, c.req.valid("query").limit) }, 200),
+  );
+
+  // --- attestation and containment ------------------------------------------------------------------------------
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/devices/{deviceId}/attest",
+      ...secured("operator", "Challenge a device for fresh evidence now", "containment"),
+      request: { params: deviceParams },
+      responses: { 202: json(attestNowSchema, "Challenge sent"), ...errorResponses },
+    }),
+    async (c) => c.json(await service.attestNow(c.get("actor"), c.req.valid("param").deviceId), 202),
+  );
+
+  for (const action of ["quarantine", "release"] as const) {
+    const call = action === "quarantine" ? service.quarantine.bind(service) : service.release.bind(service);
+    app.openapi(
+      createRoute({
+        method: "post",
+        path: `/api/v1/devices/{deviceId}/${action}`,
+        ...secured("operator", `Send a signed ${action} command to one device`, "containment"),
+        request: { params: deviceParams, ...jsonBody(reasonBody) },
+        responses: { 202: json(commandsSchema, "Command queued"), ...errorResponses },
+      }),
+      async (c) => {
+        const { deviceId } = c.req.valid("param");
+        return c.json({ commands: await call(c.get("actor"), [deviceId], c.req.valid("json").reason) }, 202);
+      },
+    );
+    app.openapi(
+      createRoute({
+        method: "post",
+        path: `/api/v1/${action}`,
+        ...secured("operator", `Send signed ${action} commands to many devices`, "containment"),
+        request: jsonBody(bulkContainmentBody),
+        responses: { 202: json(commandsSchema, "Commands queued"), ...errorResponses },
+      }),
+      async (c) => {
+        const { deviceIds, reason } = c.req.valid("json");
+        return c.json({ commands: await call(c.get("actor"), [...new Set(deviceIds)], reason) }, 202);
+      },
+    );
+  }
+
+  // --- reference values -----------------------------------------------------------------------------------------
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/reference-values",
+      ...secured("viewer", "List reference value sets", "reference-values"),
+      request: { query: referenceListQuery },
+      responses: { 200: json(referenceValuesSchema, "Reference value sets"), ...errorResponses },
+    }),
+    async (c) => {
+      const { model, firmwareVersion } = c.req.valid("query");
+      const filter = { ...(model === undefined ? {} : { model }), ...(firmwareVersion === undefined ? {} : { firmwareVersion }) };
+      return c.json({ referenceValues: await service.listReferenceValues(filter) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/reference-values",
+      ...secured("operator", "Register reference values (approved at once)", "reference-values"),
+      request: jsonBody(registerReferenceBody),
+      responses: { 201: json(referenceValueSetSchema, "Registered"), ...errorResponses },
+    }),
+    async (c) => c.json(await service.registerReferenceValues(c.get("actor"), c.req.valid("json")), 201),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/reference-values/capture",
+      ...secured("operator", "Propose reference values from a device's last evidence", "reference-values"),
+      request: jsonBody(captureReferenceBody),
+      responses: { 201: json(referenceValueSetSchema, "Proposed"), ...errorResponses },
+    }),
+    async (c) => c.json(await service.captureReferenceValues(c.get("actor"), c.req.valid("json").deviceId), 201),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/reference-values/{id}/approve",
+      ...secured("admin", "Approve proposed reference values", "reference-values"),
+      request: { params: referenceIdParams },
+      responses: { 200: json(referenceValueSetSchema, "Approved"), ...errorResponses },
+    }),
+    async (c) => c.json(await service.approveReferenceValues(c.get("actor"), c.req.valid("param").id), 200),
+  );
+
+  // --- audit ----------------------------------------------------------------------------------------------------
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/audit",
+      ...secured("admin", "Audit log, newest first", "admin"),
+      request: { query: pageQuery },
+      responses: { 200: json(auditSchema, "Audit entries"), ...errorResponses },
+    }),
+    async (c) => {
+      const { limit, offset } = c.req.valid("query");
+      return c.json({ entries: await service.listAudit(limit, offset) }, 200);
+    },
+  );
+
+  return app;
+}
+
+/** The matched route pattern (bounded label set), or "unmatched" for unknown paths. */
+function routeLabel(c: Context): string {
+  const routes = matchedRoutes(c);
+  for (let i = routes.length - 1; i >= 0; i--) {
+    const route = routes[i];
+    if (route && route.path !== "*" && route.path !== "/*") return route.path;
+  }
+  return "unmatched";
+}
+
+/** One histogram per registry, so several apps (tests, restarts in-process) can share a registry. */
+function httpDurationHistogram(registry: Registry): Histogram<"method" | "route" | "status"> {
+  const existing = registry.getSingleMetric(HISTOGRAM_NAME);
+  if (existing) return existing as Histogram<"method" | "route" | "status">;
+  return new Histogram({
+    name: HISTOGRAM_NAME,
+    help: "HTTP request duration by method, matched route and status",
+    labelNames: ["method", "route", "status"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+}

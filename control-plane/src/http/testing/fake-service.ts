@@ -1,0 +1,252 @@
+/**
+ * A recording fake ControlPlaneService for HTTP tests (STYLE 7): every call is recorded with its arguments,
+ * answers are canned views, and any method can be told to throw a given error once or always.
+ */
+import type {
+  AuditEntry,
+  ApiPrincipal,
+  CommandView,
+  ControlPlaneService,
+  DeviceView,
+  EventView,
+  ReferenceValueSet,
+  Role,
+  TransitionView,
+} from "../../service/types.js";
+import type { EnrollmentResponse } from "../../../../shared/protocol/index.js";
+
+export type ServiceMethod = keyof ControlPlaneService;
+
+export interface RecordedCall {
+  method: ServiceMethod;
+  args: unknown[];
+}
+
+export const TOKENS: Readonly<Record<Role, string>> = {
+  viewer: "viewer-token-0123456789",
+  operator: "operator-token-0123456789",
+  admin: "admin-token-0123456789",
+};
+
+export const DEVICE_ID = "hw-0123456789abcdef01234567";
+export const COMMAND_PUBLIC_KEY = "A".repeat(43);
+const AT = "2025-01-01T00:00:00.000Z";
+
+export function deviceView(deviceId = DEVICE_ID, overrides: Partial<DeviceView> = {}): DeviceView {
+  return {
+    deviceId,
+    publicKey: "B".repeat(43),
+    model: "S19",
+    firmwareVersion: "1.2.0",
+    agentVersion: "0.1.0",
+    enrollment: "accepted",
+    appraisal: "trusted",
+    containment: "none",
+    connected: true,
+    lastSeenAt: AT,
+    lastAppraisal: null,
+    telemetry: null,
+    createdAt: AT,
+    updatedAt: AT,
+    ...overrides,
+  };
+}
+
+export function commandView(deviceId: string, action: string, seq = 1): CommandView {
+  return {
+    deviceId,
+    seq,
+    action,
+    params: {},
+    status: "pending",
+    issuedAt: AT,
+    expiresAt: AT,
+    ackedAt: null,
+    reason: null,
+  };
+}
+
+export function referenceSet(overrides: Partial<ReferenceValueSet> = {}): ReferenceValueSet {
+  return {
+    id: "ref-1",
+    model: "S19",
+    firmwareVersion: "1.2.0",
+    status: "approved",
+    source: "registered",
+    capturedFrom: null,
+    measurements: [{ path: "/config/cgminer.conf", sha256: "a".repeat(64), size: 10 }],
+    createdAt: AT,
+    approvedAt: AT,
+    approvedBy: "tok-admin",
+    ...overrides,
+  };
+}
+
+export class FakeControlPlaneService implements ControlPlaneService {
+  readonly calls: RecordedCall[] = [];
+  /** What `enroll` answers; tests flip it to "rejected" etc. */
+  enrollment: EnrollmentResponse["enrollment"] = "accepted";
+  private readonly failures = new Map<ServiceMethod, { error: unknown; once: boolean }>();
+  private readonly principals = new Map<string, ApiPrincipal>(
+    (Object.keys(TOKENS) as Role[]).map((role) => [TOKENS[role], { id: `tok-${role}`, role, label: role }]),
+  );
+
+  /** Makes `method` throw `error` (once by default). */
+  failWith(method: ServiceMethod, error: unknown, once = true): void {
+    this.failures.set(method, { error, once });
+  }
+
+  /** Calls other than token look-ups: what a refused request must never cause. */
+  domainCalls(): RecordedCall[] {
+    return this.calls.filter((call) => call.method !== "authenticateApiToken");
+  }
+
+  callsOf(method: ServiceMethod): RecordedCall[] {
+    return this.calls.filter((call) => call.method === method);
+  }
+
+  reset(): void {
+    this.calls.length = 0;
+    this.failures.clear();
+    this.enrollment = "accepted";
+  }
+
+  private record(method: ServiceMethod, args: unknown[]): void {
+    this.calls.push({ method, args });
+    const failure = this.failures.get(method);
+    if (failure) {
+      if (failure.once) this.failures.delete(method);
+      throw failure.error;
+    }
+  }
+
+  async enroll(...args: Parameters<ControlPlaneService["enroll"]>) {
+    this.record("enroll", args);
+    const [request] = args;
+    return { deviceId: request.deviceId, enrollment: this.enrollment, commandPublicKey: COMMAND_PUBLIC_KEY };
+  }
+
+  async authenticateApiToken(token: string) {
+    this.record("authenticateApiToken", [token]);
+    return this.principals.get(token) ?? null;
+  }
+
+  async createApiToken(...args: Parameters<ControlPlaneService["createApiToken"]>) {
+    this.record("createApiToken", args);
+    const [, input] = args;
+    return { id: "tok-new", token: "new-secret-token", role: input.role, label: input.label };
+  }
+
+  async createEnrollmentToken(...args: Parameters<ControlPlaneService["createEnrollmentToken"]>) {
+    this.record("createEnrollmentToken", args);
+    const [, input] = args;
+    return { id: "enr-1", token: "enrollment-secret", expiresAt: new Date(Date.parse(AT) + input.ttlMs).toISOString(), maxUses: input.maxUses };
+  }
+
+  async listDevices(...args: Parameters<ControlPlaneService["listDevices"]>) {
+    this.record("listDevices", args);
+    return [deviceView()];
+  }
+
+  async getDevice(deviceId: string) {
+    this.record("getDevice", [deviceId]);
+    return deviceView(deviceId);
+  }
+
+  async acceptDevice(...args: Parameters<ControlPlaneService["acceptDevice"]>) {
+    this.record("acceptDevice", args);
+    return deviceView(args[1], { enrollment: "accepted" });
+  }
+
+  async rejectDevice(...args: Parameters<ControlPlaneService["rejectDevice"]>) {
+    this.record("rejectDevice", args);
+    return deviceView(args[1], { enrollment: "rejected" });
+  }
+
+  async revokeDevice(...args: Parameters<ControlPlaneService["revokeDevice"]>) {
+    this.record("revokeDevice", args);
+    return deviceView(args[1], { enrollment: "revoked" });
+  }
+
+  async preauthorizeDevice(...args: Parameters<ControlPlaneService["preauthorizeDevice"]>) {
+    this.record("preauthorizeDevice", args);
+    return deviceView(DEVICE_ID, { publicKey: args[1].publicKey, model: args[1].model, enrollment: "accepted", connected: false });
+  }
+
+  async history(...args: Parameters<ControlPlaneService["history"]>) {
+    this.record("history", args);
+    const transition: TransitionView = {
+      id: "tr-1",
+      deviceId: args[0],
+      machine: "enrollment",
+      from: "pending",
+      to: "accepted",
+      reason: "test",
+      actor: { kind: "operator", id: "tok-operator", role: "operator" },
+      evidence: null,
+      at: AT,
+    };
+    return [transition];
+  }
+
+  async listCommands(...args: Parameters<ControlPlaneService["listCommands"]>) {
+    this.record("listCommands", args);
+    return [commandView(args[0], "quarantine")];
+  }
+
+  async listEvents(...args: Parameters<ControlPlaneService["listEvents"]>) {
+    this.record("listEvents", args);
+    const event: EventView = {
+      id: "evt-00000001",
+      deviceId: args[0],
+      kind: "watch-change",
+      severity: "warning",
+      detail: { path: "/config/cgminer.conf" },
+      ts: AT,
+      receivedAt: AT,
+    };
+    return [event];
+  }
+
+  async attestNow(...args: Parameters<ControlPlaneService["attestNow"]>) {
+    this.record("attestNow", args);
+    return { nonce: "n".repeat(22), expiresAt: AT };
+  }
+
+  async quarantine(...args: Parameters<ControlPlaneService["quarantine"]>) {
+    this.record("quarantine", args);
+    return args[1].map((id, i) => commandView(id, "quarantine", i + 1));
+  }
+
+  async release(...args: Parameters<ControlPlaneService["release"]>) {
+    this.record("release", args);
+    return args[1].map((id, i) => commandView(id, "release", i + 1));
+  }
+
+  async registerReferenceValues(...args: Parameters<ControlPlaneService["registerReferenceValues"]>) {
+    this.record("registerReferenceValues", args);
+    const [, input] = args;
+    return referenceSet({ model: input.model, firmwareVersion: input.firmwareVersion, measurements: input.measurements });
+  }
+
+  async captureReferenceValues(...args: Parameters<ControlPlaneService["captureReferenceValues"]>) {
+    this.record("captureReferenceValues", args);
+    return referenceSet({ status: "proposed", source: "captured", capturedFrom: args[1], approvedAt: null, approvedBy: null });
+  }
+
+  async approveReferenceValues(...args: Parameters<ControlPlaneService["approveReferenceValues"]>) {
+    this.record("approveReferenceValues", args);
+    return referenceSet({ id: args[1] });
+  }
+
+  async listReferenceValues(...args: Parameters<ControlPlaneService["listReferenceValues"]>) {
+    this.record("listReferenceValues", args);
+    return [referenceSet()];
+  }
+
+  async listAudit(...args: Parameters<ControlPlaneService["listAudit"]>) {
+    this.record("listAudit", args);
+    const entry: AuditEntry = { id: "au-1", at: AT, actor: { kind: "system", id: "policy" }, action: "test", target: null, detail: null };
+    return [entry];
+  }
+}
