@@ -1,0 +1,136 @@
+import pino from "pino";
+import { Registry } from "prom-client";
+import { beforeEach, describe, expect, it } from "vitest";
+import { NotFoundError } from "../errors.js";
+import { createHttpApp } from "../http/index.js";
+import { DEVICE_ID, FakeControlPlaneService, TOKENS } from "../http/testing/fake-service.js";
+import { runCli } from "./index.js";
+
+const OTHER_ID = "hw-abcdefabcdefabcdefabcdef";
+const BASE = "http://plane.test:1/";
+
+function harness(env: Record<string, string | undefined> = { HASHWARD_URL: BASE, HASHWARD_TOKEN: TOKENS.admin }) {
+  const service = new FakeControlPlaneService();
+  const app = createHttpApp({ service, logger: pino({ level: "silent" }), registry: new Registry(), version: "1" });
+  const files = new Map<string, string>();
+  const out: string[] = [];
+  const err: string[] = [];
+  const requests: Array<{ url: string; method: string; body: string | null }> = [];
+  const io = {
+    env,
+    // The fetch shim: the CLI talks to the real app in-process, no socket.
+    fetch: async (url: string, init: RequestInit) => {
+      requests.push({ url, method: init.method ?? "GET", body: typeof init.body === "string" ? init.body : null });
+      return app.request(url, init);
+    },
+    readFile: async (path: string) => {
+      const text = files.get(path);
+      if (text === undefined) throw new Error(`ENOENT: ${path}`);
+      return text;
+    },
+    stdout: (text: string) => void out.push(text),
+    stderr: (text: string) => void err.push(text),
+  };
+  const run = async (...argv: string[]) => {
+    out.length = 0;
+    err.length = 0;
+    const code = await runCli(argv, io);
+    return { code, stdout: out.join(""), stderr: err.join("") };
+  };
+  return { service, files, run, requests };
+}
+
+let h: ReturnType<typeof harness>;
+beforeEach(() => {
+  h = harness();
+});
+
+describe("hashward CLI", () => {
+  it("devices list passes filters and prints the JSON answer", async () => {
+    const { code, stdout } = await h.run("devices", "list", "--containment", "quarantined", "--limit", "5");
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout).devices[0].deviceId).toBe(DEVICE_ID);
+    expect(h.service.callsOf("listDevices")[0]!.args[0]).toEqual({ containment: "quarantined", limit: 5, offset: 0 });
+  });
+
+  it("devices accept ID with a reason, as the token's principal", async () => {
+    const { code } = await h.run("devices", "accept", DEVICE_ID, "--reason", "racked in row 3");
+    expect(code).toBe(0);
+    expect(h.service.callsOf("acceptDevice")[0]!.args).toEqual([
+      { kind: "operator", id: "tok-admin", role: "admin" },
+      DEVICE_ID,
+      "racked in row 3",
+    ]);
+  });
+
+  it("quarantine one ID uses the device route; several use the bulk route", async () => {
+    expect((await h.run("quarantine", DEVICE_ID, "--reason", "pool hijack")).code).toBe(0);
+    expect(h.requests.at(-1)!.url).toBe(`${BASE}api/v1/devices/${DEVICE_ID}/quarantine`);
+    expect((await h.run("release", DEVICE_ID, OTHER_ID, "--reason", "cleaned")).code).toBe(0);
+    expect(h.requests.at(-1)!.url).toBe(`${BASE}api/v1/release`);
+    expect(h.service.callsOf("release")[0]!.args[1]).toEqual([DEVICE_ID, OTHER_ID]);
+  });
+
+  it("quarantine without a reason is a usage error and sends nothing", async () => {
+    const { code, stderr } = await h.run("quarantine", DEVICE_ID);
+    expect(code).toBe(2);
+    expect(stderr).toContain("--reason");
+    expect(h.requests).toEqual([]);
+  });
+
+  it("refs capture and approve", async () => {
+    const captured = await h.run("refs", "capture", DEVICE_ID);
+    expect(captured.code).toBe(0);
+    expect(JSON.parse(captured.stdout).status).toBe("proposed");
+    expect((await h.run("refs", "approve", "ref-7")).code).toBe(0);
+    expect(h.service.callsOf("approveReferenceValues")[0]!.args[1]).toBe("ref-7");
+  });
+
+  it("refs register reads the file", async () => {
+    h.files.set("/tmp/refs.json", JSON.stringify({ model: "S19", firmwareVersion: "1.2.0", measurements: [{ path: "/a", sha256: "c".repeat(64), size: 3 }] }));
+    expect((await h.run("refs", "register", "--file", "/tmp/refs.json")).code).toBe(0);
+    expect(h.service.callsOf("registerReferenceValues")).toHaveLength(1);
+  });
+
+  it("tokens enrollment and api", async () => {
+    const enrollment = await h.run("tokens", "enrollment", "--ttl-ms", "60000", "--max-uses", "10", "--label", "rack 7");
+    expect(enrollment.code).toBe(0);
+    expect(h.service.callsOf("createEnrollmentToken")[0]!.args[1]).toEqual({ ttlMs: 60000, maxUses: 10, label: "rack 7" });
+    expect((await h.run("tokens", "api", "--role", "viewer", "--label", "grafana")).code).toBe(0);
+    expect((await h.run("tokens", "enrollment", "--max-uses", "ten")).code).toBe(2);
+  });
+
+  it("reads the token from --token-file instead of the environment", async () => {
+    const h2 = harness({ HASHWARD_URL: BASE });
+    h2.files.set("/run/token", `${TOKENS.viewer}\n`);
+    const { code } = await h2.run("--token-file", "/run/token", "devices", "get", DEVICE_ID);
+    expect(code).toBe(0);
+    expect(h2.service.callsOf("authenticateApiToken")[0]!.args[0]).toBe(TOKENS.viewer);
+  });
+
+  it("API errors go to stderr with exit 1", async () => {
+    h.service.failWith("getDevice", new NotFoundError("device", DEVICE_ID));
+    const { code, stdout, stderr } = await h.run("devices", "get", DEVICE_ID);
+    expect(code).toBe(1);
+    expect(stdout).toBe("");
+    expect(stderr).toContain("404");
+    expect(stderr).toContain('"not_found"');
+    const badId = await h.run("devices", "get", "nope");
+    expect(badId.code).toBe(1);
+    expect(badId.stderr).toContain('"field": "deviceId"');
+  });
+
+  it("missing configuration and unknown commands are usage errors", async () => {
+    expect((await harness({}).run("devices", "list")).stderr).toContain("HASHWARD_URL");
+    expect((await harness({ HASHWARD_URL: BASE }).run("devices", "list")).stderr).toContain("HASHWARD_TOKEN");
+    expect((await h.run("devices", "explode")).code).toBe(2);
+    expect((await h.run("--bogus")).code).toBe(2);
+    expect((await h.run("--help")).code).toBe(0);
+  });
+
+  it("health needs no token", async () => {
+    const { code, stdout } = await harness({ HASHWARD_URL: "http://plane.test:1" }).run("health");
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toEqual({ status: "ok", version: "1" });
+  });
+});

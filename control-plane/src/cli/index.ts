@@ -1,0 +1,260 @@
+/**
+ * `hashward`: a small operator CLI over the HTTP API (control-plane/src/http). Prints the API's JSON answer on
+ * stdout; on an API error prints its `{ error }` body on stderr and exits 1; usage errors exit 2.
+ *
+ * Configuration: HASHWARD_URL (or --url) and HASHWARD_TOKEN (or --token-file, a file holding the token; a file
+ * keeps the token out of the process list and shell history). Side effects (fetch, files, output) are injected.
+ */
+import { parseArgs } from "node:util";
+
+export interface CliIo {
+  env: Readonly<Record<string, string | undefined>>;
+  fetch: (url: string, init: RequestInit) => Promise<Response>;
+  readFile: (path: string) => Promise<string>;
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+export const USAGE = `usage: hashward [--url URL] [--token-file FILE] <command>
+
+devices list [--enrollment S] [--appraisal S] [--containment S] [--model M] [--limit N] [--offset N]
+devices get ID | history ID | commands ID | events ID [--limit N]
+devices accept ID | reject ID [--reason R]
+devices revoke ID [--reason R]                      (admin)
+devices preauthorize --public-key KEY --model M
+attest ID
+quarantine ID... --reason R
+release ID... --reason R
+refs list [--model M] [--firmware-version V]
+refs register --file FILE                           (JSON: {model, firmwareVersion, measurements})
+refs capture ID
+refs approve REF_ID                                 (admin)
+tokens enrollment [--ttl-ms N] [--max-uses N] [--label L]
+tokens api --role viewer|operator|admin --label L   (admin)
+audit [--limit N] [--offset N]                      (admin)
+health
+
+environment: HASHWARD_URL, HASHWARD_TOKEN`;
+
+class UsageError extends Error {
+  override name = "UsageError";
+}
+
+const OPTIONS = {
+  url: { type: "string" },
+  "token-file": { type: "string" },
+  reason: { type: "string" },
+  limit: { type: "string" },
+  offset: { type: "string" },
+  enrollment: { type: "string" },
+  appraisal: { type: "string" },
+  containment: { type: "string" },
+  model: { type: "string" },
+  "firmware-version": { type: "string" },
+  "public-key": { type: "string" },
+  file: { type: "string" },
+  "ttl-ms": { type: "string" },
+  "max-uses": { type: "string" },
+  label: { type: "string" },
+  role: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>["values"];
+
+interface ApiCall {
+  method: "GET" | "POST";
+  path: string;
+  body?: unknown;
+  auth: boolean;
+}
+
+/** Runs one CLI invocation; returns the process exit code. */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  let call: ApiCall;
+  let values: Values;
+  try {
+    const parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+    values = parsed.values;
+    if (values.help || parsed.positionals.length === 0) {
+      io.stdout(`${USAGE}\n`);
+      return values.help ? 0 : 2;
+    }
+    call = await commandToCall(parsed.positionals, values, io);
+  } catch (err) {
+    io.stderr(`hashward: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}\n`);
+    return 2;
+  }
+
+  const baseUrl = values.url ?? io.env.HASHWARD_URL;
+  if (!baseUrl) {
+    io.stderr("hashward: set HASHWARD_URL or pass --url\n");
+    return 2;
+  }
+  const headers: Record<string, string> = {};
+  if (call.auth) {
+    const token = values["token-file"] ? (await io.readFile(values["token-file"])).trim() : io.env.HASHWARD_TOKEN;
+    if (!token) {
+      io.stderr("hashward: set HASHWARD_TOKEN or pass --token-file\n");
+      return 2;
+    }
+    headers.authorization = `Bearer ${token}`;
+  }
+  if (call.body !== undefined) headers["content-type"] = "application/json";
+
+  let response: Response;
+  try {
+    response = await io.fetch(new URL(call.path, baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`).toString(), {
+      method: call.method,
+      headers,
+      ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),
+    });
+  } catch (err) {
+    io.stderr(`hashward: cannot reach ${baseUrl}: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+  const text = await response.text();
+  const pretty = prettyJson(text);
+  if (!response.ok) {
+    io.stderr(`hashward: ${call.method} ${call.path} -> ${response.status}\n${pretty}\n`);
+    return 1;
+  }
+  io.stdout(`${pretty}\n`);
+  return 0;
+}
+
+function prettyJson(text: string): string {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text.trimEnd();
+  }
+}
+
+function query(entries: Record<string, string | undefined>): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(entries)) if (value !== undefined) params.set(key, value);
+  const text = params.toString();
+  return text ? `?${text}` : "";
+}
+
+function integer(value: string | undefined, option: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^-?\d+$/.test(value)) throw new UsageError(`--${option} must be an integer, got ${JSON.stringify(value)}`);
+  return Number(value);
+}
+
+function one(args: string[], what: string): string {
+  if (args.length !== 1 || !args[0]) throw new UsageError(`expected exactly one ${what}`);
+  return args[0];
+}
+
+function required(value: string | undefined, option: string): string {
+  if (value === undefined || value === "") throw new UsageError(`--${option} is required`);
+  return value;
+}
+
+/** Path segments are encoded: the API validates ids, but a CLI argument must never change the route. */
+const seg = encodeURIComponent;
+
+async function commandToCall(positionals: string[], v: Values, io: CliIo): Promise<ApiCall> {
+  const [group, verb, ...rest] = positionals;
+  const post = (path: string, body?: unknown): ApiCall => ({ method: "POST", path, body, auth: true });
+  const get = (path: string): ApiCall => ({ method: "GET", path, auth: true });
+  const reasonBody = () => (v.reason === undefined ? {} : { reason: v.reason });
+  const containment = (action: "quarantine" | "release") => {
+    const ids = [verb, ...rest].filter((id): id is string => id !== undefined);
+    if (ids.length === 0) throw new UsageError(`${action} needs at least one device id`);
+    const reason = required(v.reason, "reason");
+    // One device -> the per-device route (its 404 names the device); several -> the bulk route.
+    const [single] = ids;
+    return ids.length === 1 && single !== undefined
+      ? post(`api/v1/devices/${seg(single)}/${action}`, { reason })
+      : post(`api/v1/${action}`, { deviceIds: ids, reason });
+  };
+
+  switch (group) {
+    case "health":
+      return { method: "GET", path: "healthz", auth: false };
+    case "attest":
+      return post(`api/v1/devices/${seg(one([verb, ...rest].filter(Boolean) as string[], "device id"))}/attest`);
+    case "quarantine":
+    case "release":
+      return containment(group);
+    case "audit": {
+      if (verb !== undefined) throw new UsageError(`unexpected argument ${JSON.stringify(verb)}`);
+      return get(`api/v1/audit${query({ limit: v.limit, offset: v.offset })}`);
+    }
+    case "devices":
+      switch (verb) {
+        case "list":
+          return get(
+            `api/v1/devices${query({
+              enrollment: v.enrollment,
+              appraisal: v.appraisal,
+              containment: v.containment,
+              model: v.model,
+              limit: v.limit,
+              offset: v.offset,
+            })}`,
+          );
+        case "get":
+          return get(`api/v1/devices/${seg(one(rest, "device id"))}`);
+        case "history":
+        case "commands":
+        case "events":
+          return get(`api/v1/devices/${seg(one(rest, "device id"))}/${verb}${query({ limit: v.limit })}`);
+        case "accept":
+        case "reject":
+        case "revoke":
+          return post(`api/v1/devices/${seg(one(rest, "device id"))}/${verb}`, reasonBody());
+        case "preauthorize":
+          return post("api/v1/devices/preauthorize", { publicKey: required(v["public-key"], "public-key"), model: required(v.model, "model") });
+        default:
+          break;
+      }
+      break;
+    case "refs":
+      switch (verb) {
+        case "list":
+          return get(`api/v1/reference-values${query({ model: v.model, firmwareVersion: v["firmware-version"] })}`);
+        case "register": {
+          const file = required(v.file, "file");
+          let body: unknown;
+          try {
+            body = JSON.parse(await io.readFile(file));
+          } catch (err) {
+            throw new UsageError(`--file ${file}: ${err instanceof Error ? err.message : String(err)}`);
+          }
+          return post("api/v1/reference-values", body);
+        }
+        case "capture":
+          return post("api/v1/reference-values/capture", { deviceId: one(rest, "device id") });
+        case "approve":
+          return post(`api/v1/reference-values/${seg(one(rest, "reference id"))}/approve`);
+        default:
+          break;
+      }
+      break;
+    case "tokens":
+      switch (verb) {
+        case "enrollment": {
+          const ttlMs = integer(v["ttl-ms"], "ttl-ms");
+          const maxUses = integer(v["max-uses"], "max-uses");
+          return post("api/v1/enrollment-tokens", {
+            ...(ttlMs === undefined ? {} : { ttlMs }),
+            ...(maxUses === undefined ? {} : { maxUses }),
+            ...(v.label === undefined ? {} : { label: v.label }),
+          });
+        }
+        case "api":
+          return post("api/v1/api-tokens", { role: required(v.role, "role"), label: required(v.label, "label") });
+        default:
+          break;
+      }
+      break;
+    default:
+      break;
+  }
+  throw new UsageError(`unknown command: ${positionals.join(" ")}`);
+}
