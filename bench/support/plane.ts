@@ -1,0 +1,67 @@
+/** Helpers around the real control plane (started with test/support/processes.ts) for the load benches. */
+import { ApiClient } from "../../test/support/api.js";
+import { startControlPlane, type ControlPlane } from "../../test/support/processes.js";
+
+export interface BenchPlane {
+  plane: ControlPlane;
+  admin: ApiClient;
+  close(): Promise<void>;
+}
+
+/**
+ * The plane as `npm start` runs it (Bun, embedded aedes, PGlite in a temp dir), logging at warn so that the
+ * bench parent does not spend its half of the machine parsing one request log line per enrollment.
+ */
+export async function startBenchPlane(env: Record<string, string> = {}): Promise<BenchPlane> {
+  const plane = await startControlPlane({
+    env: { HASHWARD_LOG_LEVEL: process.env.BENCH_PLANE_LOG_LEVEL ?? "warn", ...env },
+  });
+  return {
+    plane,
+    admin: new ApiClient(plane.httpUrl, plane.adminToken),
+    async close() {
+      await plane.proc.kill("SIGTERM");
+    },
+  };
+}
+
+export async function createEnrollmentToken(admin: ApiClient, maxUses: number): Promise<string> {
+  const created = await admin.post<{ token: string }>("/api/v1/enrollment-tokens", { ttlMs: 3_600_000, maxUses, label: "bench" });
+  return created.token;
+}
+
+/** Sums every sample of `name` whose labels include all of `labels` (Prometheus text format). */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name) || line.startsWith("#")) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const labelText = match[2] ?? "";
+    if (Object.entries(labels).every(([key, value]) => labelText.includes(`${key}="${value}"`))) total += Number(match[3]);
+  }
+  return total;
+}
+
+export async function readMetric(admin: ApiClient, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const { body } = await admin.request<string>("GET", "/metrics");
+  return metricValue(typeof body === "string" ? body : "", name, labels);
+}
+
+export interface DeviceRow {
+  deviceId: string;
+  containment: string;
+  connected: boolean;
+  lastSeenAt: string | null;
+  telemetry: { accepted?: number } | null;
+}
+
+/** Every device the plane lists (pages of 1,000, the API's maximum), optionally filtered by a query string. */
+export async function listAllDevices(admin: ApiClient, expected: number, query = ""): Promise<DeviceRow[]> {
+  const rows: DeviceRow[] = [];
+  for (let offset = 0; ; offset += 1000) {
+    const { devices } = await admin.get<{ devices: DeviceRow[] }>(`/api/v1/devices?limit=1000&offset=${offset}${query}`);
+    rows.push(...devices);
+    if (devices.length < 1000 || rows.length >= expected + 1000) return rows;
+  }
+}
