@@ -1,0 +1,68 @@
+/**
+ * Signed evidence (ARCHITECTURE "Attestation"): device, nonce, firmware and agent version, boot id and the
+ * measurement list, signed with the device key over canonical JSON. The evidence seq is taken from the
+ * persisted state (incremented and written BEFORE the evidence leaves) so it never repeats across crashes.
+ */
+import { encodePayload, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, signObject, type Evidence } from "../../../shared/index.js";
+import type { Logger } from "../log/index.js";
+import { measure } from "../measure/index.js";
+import type { Platform } from "../platform/index.js";
+import type { StateStore } from "../state/index.js";
+
+export { watchPaths, type WatchHandle, type WatchTarget } from "./watch.js";
+
+export type EvidenceReason = Evidence["reason"];
+
+export interface AttesterDeps {
+  deviceId: string;
+  privateKey: Uint8Array;
+  state: StateStore;
+  platform: Platform;
+  measurePaths: readonly string[];
+  includeAgentBinary: boolean;
+  model: string;
+  firmwareVersion: string;
+  agentVersion: string;
+  bootId: string;
+  now: () => number;
+  log: Logger;
+  execPath?: string;
+}
+
+export class Attester {
+  constructor(private readonly deps: AttesterDeps) {}
+
+  async evidence(reason: EvidenceReason, nonce: string | null): Promise<Evidence> {
+    const d = this.deps;
+    if ((reason === "challenge") !== (nonce !== null)) {
+      throw new TypeError(`evidence reason ${reason} ${nonce === null ? "needs" : "must not have"} a nonce`);
+    }
+    const { measurements, truncated } = await measure(d.measurePaths, {
+      resolve: (p) => d.platform.resolve(p),
+      includeAgentBinary: d.includeAgentBinary,
+      ...(d.execPath ? { execPath: d.execPath } : {}),
+    });
+    if (truncated > 0) d.log.error({ truncated }, "measurement list over the evidence cap; tail left out");
+    const seq = d.state.nextEvidenceSeq();
+    const evidence = signObject(
+      {
+        v: PROTOCOL_VERSION,
+        type: "evidence" as const,
+        deviceId: d.deviceId,
+        seq,
+        nonce,
+        reason,
+        ts: d.now(),
+        model: d.model,
+        firmwareVersion: d.firmwareVersion,
+        agentVersion: d.agentVersion,
+        bootId: d.bootId,
+        measurements,
+      },
+      d.privateKey,
+    );
+    const bytes = encodePayload(evidence).byteLength;
+    if (bytes > MAX_PAYLOAD_BYTES) d.log.error({ bytes, max: MAX_PAYLOAD_BYTES }, "evidence exceeds the payload cap; the broker will refuse it");
+    return evidence;
+  }
+}

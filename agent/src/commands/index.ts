@@ -1,0 +1,136 @@
+/**
+ * Executes plane commands (ARCHITECTURE "Trust and containment"; rule HW-CMD-1).
+ *
+ * Order for each command, one at a time:
+ *  1. Idempotent re-ack: same seq AND same sig as the last executed command -> re-send the stored ack,
+ *     change nothing (the plane re-publishes until it sees an ack).
+ *  2. shared verifyCommand against the PINNED plane key and the persisted lastCommandSeq. Any failure
+ *     changes nothing and is reported as a signed "command-rejected" event.
+ *  3. Execute through the Platform, then persist seq + ack + containment in one atomic write, then queue
+ *     the signed ack in the outbox (acks survive being offline).
+ * A crash between 3's execute and persist means the redelivered command executes again: every action is
+ * idempotent, so that is safe; the opposite order could record a quarantine that never happened.
+ */
+import {
+  fromBase64Url,
+  nonceSchema,
+  PROTOCOL_VERSION,
+  signObject,
+  verifyCommand,
+  type Ack,
+  type Command,
+} from "../../../shared/index.js";
+import type { Logger } from "../log/index.js";
+import { createEvent, type EventKind, type EventSeverity, type OutboxMessage } from "../outbox/index.js";
+import type { Platform } from "../platform/index.js";
+import type { Containment, StateStore } from "../state/index.js";
+
+export interface CommandDeps {
+  deviceId: string;
+  privateKey: Uint8Array;
+  state: StateStore;
+  platform: Platform;
+  /** Hosts of controlPlaneUrl and mqttUrl: the only ones reachable in quarantine. */
+  controlPlaneHosts: string[];
+  /** Queues a durable message (ack or event) and triggers sending. */
+  send: (entry: OutboxMessage) => void;
+  /** Produces and sends evidence now; `nonce` only when the command carried one. */
+  attestNow: (nonce: string | null) => Promise<void>;
+  now: () => number;
+  log: Logger;
+}
+
+export type CommandOutcome =
+  | { result: "executed"; ack: Ack }
+  | { result: "re-acked"; ack: Ack }
+  | { result: "rejected"; reason: string };
+
+export class CommandHandler {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly deps: CommandDeps) {}
+
+  /** Commands are handled strictly one after another: each check depends on the previous one's state. */
+  handle(command: Command): Promise<CommandOutcome> {
+    const run = this.queue.then(() => this.handleOne(command));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async handleOne(command: Command): Promise<CommandOutcome> {
+    const { state, log } = this.deps;
+    const stored = state.storedAckFor(command.seq, command.sig);
+    if (stored) {
+      log.info({ seq: command.seq, action: command.action }, "command redelivered; re-sending stored ack");
+      this.deps.send({ kind: "ack", message: stored });
+      return { result: "re-acked", ack: stored };
+    }
+
+    const nowMs = this.deps.now();
+    try {
+      const pinned = state.commandPublicKey;
+      if (!pinned) throw new Error("no command key is pinned yet");
+      // HW-CMD-1: signature by the pinned key, this device, not expired, seq above the last executed.
+      verifyCommand(command, fromBase64Url(pinned), { deviceId: this.deps.deviceId, lastSeq: state.lastCommandSeq, nowMs });
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      log.warn({ seq: command.seq, action: command.action, reason }, "command rejected");
+      this.event("command-rejected", "warning", { reason, seq: command.seq, action: command.action }, nowMs);
+      return { result: "rejected", reason };
+    }
+
+    const { status, containment, reason } = await this.execute(command, nowMs);
+    const ack: Ack = signObject(
+      {
+        v: PROTOCOL_VERSION,
+        type: "ack" as const,
+        deviceId: this.deps.deviceId,
+        seq: command.seq,
+        action: command.action,
+        status,
+        containment,
+        ...(reason ? { reason: reason.slice(0, 1024) } : {}),
+        ts: this.deps.now(),
+      },
+      this.deps.privateKey,
+    );
+    state.recordCommand(command.seq, command.sig, ack, containment);
+    this.deps.send({ kind: "ack", message: ack });
+    log.info({ seq: command.seq, action: command.action, status, containment }, "command executed");
+    return { result: "executed", ack };
+  }
+
+  private async execute(command: Command, nowMs: number): Promise<{ status: "done" | "failed"; containment: Containment; reason?: string }> {
+    const before = this.deps.state.containment;
+    try {
+      switch (command.action) {
+        case "quarantine":
+          await this.deps.platform.quarantine({ controlPlaneHosts: this.deps.controlPlaneHosts });
+          this.event("quarantine-enforced", "critical", { seq: command.seq, controlPlaneHosts: this.deps.controlPlaneHosts }, nowMs);
+          return { status: "done", containment: "quarantined" };
+        case "release":
+          await this.deps.platform.release();
+          this.event("quarantine-lifted", "info", { seq: command.seq }, nowMs);
+          return { status: "done", containment: "none" };
+        case "attest-now": {
+          const nonce = nonceSchema.safeParse(command.params["nonce"]);
+          await this.deps.attestNow(nonce.success ? nonce.data : null);
+          return { status: "done", containment: before };
+        }
+        default:
+          return { status: "failed", containment: before, reason: `unsupported action ${command.action}` };
+      }
+    } catch (error) {
+      const reason = `${command.action} failed: ${error instanceof Error ? error.message : String(error)}`;
+      this.deps.log.error({ seq: command.seq, err: error }, "platform action failed");
+      this.event("platform-error", "critical", { seq: command.seq, action: command.action, reason }, nowMs);
+      // Report what the board is really in; a half-applied quarantine is re-applied on the next try.
+      const containment: Containment = (await this.deps.platform.isQuarantined().catch(() => false)) ? "quarantined" : before;
+      return { status: "failed", containment, reason };
+    }
+  }
+
+  private event(kind: EventKind, severity: EventSeverity, detail: Record<string, unknown>, nowMs: number): void {
+    this.deps.send({ kind: "event", message: createEvent(this.deps.deviceId, this.deps.privateKey, kind, severity, detail, nowMs) });
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * Agent configuration: a JSON file plus environment overrides, validated once at start (STYLE rule 8).
+ *
+ * Every key can be overridden by `HASHWARD_AGENT_<UPPER_SNAKE of the dotted key>`, e.g. `HASHWARD_AGENT_MQTT_URL`,
+ * `HASHWARD_AGENT_PLATFORM_ROOT`, `HASHWARD_AGENT_MEASURE_PATHS` (JSON array or comma list). Errors are
+ * ConfigError naming the option (the key, or the env variable it came from) and the offending value.
+ * Relative paths in the file are resolved against the file's directory.
+ */
+import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { z } from "zod";
+import { ConfigError, fromBase64Url } from "../../../shared/index.js";
+import { LOG_LEVELS } from "../log/index.js";
+
+/** Hard caps: a typo such as an extra zero must not make the agent silent for a week or fill the flash. */
+export const CAPS = {
+  heartbeatIntervalMs: { min: 100, max: 3_600_000 },
+  attestIntervalMs: { min: 1_000, max: 7 * 86_400_000 },
+  reconnectMinMs: { min: 10, max: 600_000 },
+  reconnectMaxMs: { min: 100, max: 3_600_000 },
+  enrollPollMs: { min: 100, max: 3_600_000 },
+  outboxMaxEvents: { min: 1, max: 100_000 },
+  measurePaths: { max: 256 },
+} as const;
+
+const ms = (name: keyof typeof CAPS & `${string}Ms`, fallback: number) =>
+  z.number().int().min(CAPS[name].min).max(CAPS[name].max).default(fallback);
+
+const devicePath = z
+  .string()
+  .min(1)
+  .max(1024)
+  .refine((p) => p.startsWith("/"), "must be an absolute device path such as /config/cgminer.conf")
+  .refine((p) => !p.split("/").includes(".."), "must not contain '..'");
+
+const httpUrl = z
+  .string()
+  .refine((u) => URL.canParse(u) && ["http:", "https:"].includes(new URL(u).protocol), "must be an http(s):// URL");
+const mqttUrl = z
+  .string()
+  .refine((u) => URL.canParse(u) && ["mqtt:", "mqtts:"].includes(new URL(u).protocol), "must be an mqtt:// or mqtts:// URL");
+const ed25519PublicKey = z.string().refine((k) => {
+  try {
+    return /^[A-Za-z0-9_-]{43}$/.test(k) && fromBase64Url(k).length === 32;
+  } catch {
+    return false;
+  }
+}, "must be a base64url Ed25519 public key (43 characters)");
+const label = z.string().min(1).max(128);
+
+export const agentConfigSchema = z
+  .strictObject({
+    controlPlaneUrl: httpUrl,
+    mqttUrl: mqttUrl.optional(),
+    stateDir: z.string().min(1),
+    keyFile: z.string().min(1).optional(),
+    model: label,
+    firmwareVersion: label,
+    enrollmentToken: z.string().min(1).max(256).optional(),
+    commandPublicKey: ed25519PublicKey.optional(),
+    platform: z.discriminatedUnion("kind", [z.strictObject({ kind: z.literal("simulated"), root: z.string().min(1) })]),
+    measure: z
+      .strictObject({
+        paths: z.array(devicePath).max(CAPS.measurePaths.max).default([]),
+        includeAgentBinary: z.boolean().default(true),
+      })
+      .default({ paths: [], includeAgentBinary: true }),
+    watch: z.boolean().default(true),
+    heartbeatIntervalMs: ms("heartbeatIntervalMs", 10_000),
+    attestIntervalMs: ms("attestIntervalMs", 300_000),
+    reconnectMinMs: ms("reconnectMinMs", 500),
+    reconnectMaxMs: ms("reconnectMaxMs", 30_000),
+    enrollPollMs: ms("enrollPollMs", 5_000),
+    outboxMaxEvents: z.number().int().min(CAPS.outboxMaxEvents.min).max(CAPS.outboxMaxEvents.max).default(1000),
+    logLevel: z.enum(LOG_LEVELS).default("info"),
+  })
+  .refine((c) => c.reconnectMaxMs >= c.reconnectMinMs, {
+    path: ["reconnectMaxMs"],
+    message: "must be >= reconnectMinMs",
+  });
+
+export type AgentConfigInput = z.input<typeof agentConfigSchema>;
+export type AgentConfig = z.output<typeof agentConfigSchema> & { keyFile: string };
+
+type EnvKind = "string" | "int" | "bool" | "list";
+/** Dotted key -> how its env override is parsed. Every config key is overridable. */
+const ENV_KEYS: Record<string, EnvKind> = {
+  controlPlaneUrl: "string",
+  mqttUrl: "string",
+  stateDir: "string",
+  keyFile: "string",
+  model: "string",
+  firmwareVersion: "string",
+  enrollmentToken: "string",
+  commandPublicKey: "string",
+  "platform.kind": "string",
+  "platform.root": "string",
+  "measure.paths": "list",
+  "measure.includeAgentBinary": "bool",
+  watch: "bool",
+  heartbeatIntervalMs: "int",
+  attestIntervalMs: "int",
+  reconnectMinMs: "int",
+  reconnectMaxMs: "int",
+  enrollPollMs: "int",
+  outboxMaxEvents: "int",
+  logLevel: "string",
+};
+
+export function envName(dottedKey: string): string {
+  return `HASHWARD_AGENT_${dottedKey
+    .split(".")
+    .map((part) => part.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase())
+    .join("_")}`;
+}
+
+function parseEnvValue(kind: EnvKind, raw: string, option: string): unknown {
+  switch (kind) {
+    case "string":
+      return raw;
+    case "int": {
+      if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(`${option}: must be an integer (got ${JSON.stringify(raw)})`, option);
+      return Number(raw.trim());
+    }
+    case "bool": {
+      const v = raw.trim().toLowerCase();
+      if (["1", "true", "yes", "on"].includes(v)) return true;
+      if (["0", "false", "no", "off"].includes(v)) return false;
+      throw new ConfigError(`${option}: must be true or false (got ${JSON.stringify(raw)})`, option);
+    }
+    case "list": {
+      const trimmed = raw.trim();
+      if (trimmed.startsWith("[")) {
+        try {
+          return JSON.parse(trimmed) as unknown;
+        } catch {
+          throw new ConfigError(`${option}: not a JSON array (got ${JSON.stringify(raw)})`, option);
+        }
+      }
+      return trimmed === "" ? [] : trimmed.split(",").map((s) => s.trim());
+    }
+  }
+}
+
+function setDotted(target: Record<string, unknown>, dotted: string, value: unknown): void {
+  const parts = dotted.split(".");
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (typeof next !== "object" || next === null || Array.isArray(next)) node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts[parts.length - 1]!] = value;
+}
+
+function getDotted(source: unknown, path: readonly PropertyKey[]): unknown {
+  let node: unknown = source;
+  for (const part of path) {
+    if (typeof node !== "object" || node === null) return undefined;
+    node = (node as Record<PropertyKey, unknown>)[part];
+  }
+  return node;
+}
+
+/**
+ * Validates a raw config object (already merged with env overrides). `sources` maps dotted keys to the env
+ * variable they came from, so errors name what the operator actually set.
+ */
+export function parseAgentConfig(raw: unknown, opts: { baseDir?: string; sources?: Map<string, string> } = {}): AgentConfig {
+  const result = agentConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const key = issue.path.map(String).join(".") || "(root)";
+    const option = opts.sources?.get(key) ?? key;
+    const value = getDotted(raw, issue.path);
+    const shown = value === undefined ? "missing" : `got ${JSON.stringify(value)?.slice(0, 200)}`;
+    const message =
+      issue.code === "unrecognized_keys"
+        ? `unknown option(s) ${issue.keys.map((k) => (key === "(root)" ? k : `${key}.${k}`)).join(", ")}`
+        : `${option}: ${issue.message} (${shown})`;
+    const named = issue.code === "unrecognized_keys" ? (key === "(root)" ? issue.keys[0]! : `${key}.${issue.keys[0]}`) : option;
+    throw new ConfigError(message, named, { cause: result.error });
+  }
+  const base = opts.baseDir ?? process.cwd();
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const config = result.data;
+  const stateDir = abs(config.stateDir);
+  return {
+    ...config,
+    stateDir,
+    keyFile: config.keyFile ? abs(config.keyFile) : join(stateDir, "device.key"),
+    platform: { ...config.platform, root: abs(config.platform.root) },
+  };
+}
+
+/** Reads the JSON file, applies HASHWARD_AGENT_* overrides from `env`, validates. Throws ConfigError. */
+export function loadAgentConfig(file: string, env: Record<string, string | undefined> = process.env): AgentConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (cause) {
+    throw new ConfigError(`--config: cannot read ${file}: ${(cause as Error).message}`, "--config", { cause });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new ConfigError(`--config: ${file} is not valid JSON: ${(cause as Error).message}`, "--config", { cause });
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`--config: ${file} must hold a JSON object`, "--config");
+  }
+  const merged = structuredClone(raw) as Record<string, unknown>;
+  const sources = new Map<string, string>();
+  for (const [key, kind] of Object.entries(ENV_KEYS)) {
+    const name = envName(key);
+    const value = env[name];
+    if (value === undefined) continue;
+    setDotted(merged, key, parseEnvValue(kind, value, name));
+    sources.set(key, name);
+  }
+  return parseAgentConfig(merged, { baseDir: dirname(resolve(file)), sources });
+}

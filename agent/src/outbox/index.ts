@@ -1,0 +1,161 @@
+/**
+ * Durable, bounded outbox for messages that must not be lost while offline: events and acks.
+ * One file per message in `<stateDir>/outbox/` (atomic writes), named `<12-digit counter>-<kind>-<id>.json`
+ * so a directory listing is the send order. Sent in order when connected (QoS 1); a file is deleted only
+ * after its PUBACK. Bounded by `outboxMaxEvents`: when full the OLDEST entries are dropped, counted (persisted
+ * in `overflow.json`) and reported first on the next flush as an "outbox-overflow" event.
+ * Delivery is at-least-once: a crash between PUBACK and unlink re-sends; the plane stores each event id once.
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import { PROTOCOL_VERSION, signObject, type Ack, type DeviceEvent } from "../../../shared/index.js";
+import { writeFileAtomicSync } from "../atomic/index.js";
+import type { Logger } from "../log/index.js";
+
+export type OutboxKind = "event" | "ack";
+export type OutboxMessage = { kind: "event"; message: DeviceEvent } | { kind: "ack"; message: Ack };
+export type OutboxPublish = (entry: OutboxMessage) => Promise<void>;
+
+const ENTRY = /^(\d{12})-(event|ack)-([A-Za-z0-9_-]+)\.json$/;
+const OVERFLOW_FILE = "overflow.json";
+
+export interface OutboxOptions {
+  dir: string;
+  maxEvents: number;
+  log: Logger;
+  /** Builds the signed "outbox-overflow" event reporting how many entries were dropped. */
+  overflowEvent: (dropped: number) => DeviceEvent;
+}
+
+export class Outbox {
+  private counter = 0;
+  private files: string[];
+  private dropped: number;
+  private flushing: Promise<void> | null = null;
+  private flushAgain = false;
+  /** Total entries dropped by the bound since this process started (for metrics/tests). */
+  droppedTotal = 0;
+
+  constructor(private readonly opts: OutboxOptions) {
+    mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+    this.files = readdirSync(opts.dir).filter((f) => ENTRY.test(f)).sort();
+    const last = this.files[this.files.length - 1];
+    this.counter = last ? Number(ENTRY.exec(last)![1]) : 0;
+    this.dropped = this.readDropped();
+  }
+
+  /** Entries waiting to be sent (the pending overflow report counts as one). */
+  get depth(): number {
+    return this.files.length + (this.dropped > 0 ? 1 : 0);
+  }
+
+  enqueue(entry: OutboxMessage): void {
+    const overflow = this.files.length + 1 - this.opts.maxEvents;
+    if (overflow > 0) {
+      for (const file of this.files.splice(0, overflow)) this.remove(file);
+      this.dropped += overflow;
+      this.droppedTotal += overflow;
+      this.writeDropped();
+      this.opts.log.warn({ dropped: overflow, droppedPending: this.dropped, maxEvents: this.opts.maxEvents }, "outbox full: dropped oldest entries");
+    }
+    this.counter += 1;
+    const id = entry.kind === "event" ? entry.message.id : `s${entry.message.seq}`;
+    const name = `${String(this.counter).padStart(12, "0")}-${entry.kind}-${id}.json`;
+    writeFileAtomicSync(join(this.opts.dir, name), JSON.stringify(entry), 0o600);
+    this.files.push(name);
+  }
+
+  /**
+   * Sends everything in order through `publish` (which resolves on PUBACK). Stops at the first failure and
+   * leaves the rest for the next flush. Concurrent calls coalesce into one running flush.
+   */
+  flush(publish: OutboxPublish): Promise<void> {
+    if (this.flushing) {
+      this.flushAgain = true;
+      return this.flushing;
+    }
+    this.flushing = (async () => {
+      try {
+        do {
+          this.flushAgain = false;
+          await this.drain(publish);
+        } while (this.flushAgain);
+      } finally {
+        this.flushing = null;
+      }
+    })();
+    return this.flushing;
+  }
+
+  private async drain(publish: OutboxPublish): Promise<void> {
+    if (this.dropped > 0) {
+      const dropped = this.dropped;
+      await publish({ kind: "event", message: this.opts.overflowEvent(dropped) });
+      this.dropped -= dropped;
+      this.writeDropped();
+    }
+    while (this.files.length > 0) {
+      const file = this.files[0]!;
+      let entry: OutboxMessage;
+      try {
+        entry = JSON.parse(readFileSync(join(this.opts.dir, file), "utf8")) as OutboxMessage;
+      } catch (error) {
+        // A corrupt entry cannot be sent; drop it rather than block everything behind it.
+        this.opts.log.error({ file, err: error }, "outbox entry unreadable; dropped");
+        this.files.shift();
+        this.remove(file);
+        continue;
+      }
+      await publish(entry);
+      // The bound may have dropped this very file while we were waiting for the PUBACK.
+      if (this.files[0] === file) this.files.shift();
+      this.remove(file);
+    }
+  }
+
+  private remove(file: string): void {
+    try {
+      unlinkSync(join(this.opts.dir, file));
+    } catch {
+      // already gone
+    }
+  }
+
+  private readDropped(): number {
+    const path = join(this.opts.dir, OVERFLOW_FILE);
+    if (!existsSync(path)) return 0;
+    try {
+      const value = (JSON.parse(readFileSync(path, "utf8")) as { dropped?: unknown }).dropped;
+      return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  private writeDropped(): void {
+    const path = join(this.opts.dir, OVERFLOW_FILE);
+    if (this.dropped > 0) writeFileAtomicSync(path, JSON.stringify({ dropped: this.dropped }), 0o600);
+    else this.remove(OVERFLOW_FILE);
+  }
+}
+
+export type EventKind = DeviceEvent["kind"];
+export type EventSeverity = DeviceEvent["severity"];
+
+/** A fresh event id (also the outbox file suffix); the plane stores each id once. */
+export function newEventId(): string {
+  return randomBytes(12).toString("base64url");
+}
+
+/** Builds a signed event. */
+export function createEvent(
+  deviceId: string,
+  privateKey: Uint8Array,
+  kind: EventKind,
+  severity: EventSeverity,
+  detail: Record<string, unknown>,
+  nowMs: number,
+): DeviceEvent {
+  return signObject({ v: PROTOCOL_VERSION, type: "event" as const, deviceId, id: newEventId(), ts: nowMs, kind, severity, detail }, privateKey);
+}

@@ -1,0 +1,316 @@
+/**
+ * The running agent: wires identity, state, platform, enrollment, MQTT session, commands, attestation,
+ * outbox, heartbeats and watches. Each concern lives in its own folder; this file only orders them.
+ *
+ * Start order matters:
+ *  1. identity and state (refuse a foreign or corrupt state);
+ *  2. if the state says quarantined, re-apply platform.quarantine() BEFORE anything else: quarantine
+ *     survives restart and only a signed release lifts it;
+ *  3. enrollment (pins the plane's command key), then MQTT.
+ */
+import { readFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { join } from "node:path";
+import { ConfigError, PROTOCOL_VERSION, type Challenge, type Evidence } from "../../../shared/index.js";
+import { Attester, watchPaths, type EvidenceReason, type WatchHandle } from "../attest/index.js";
+import { CommandHandler } from "../commands/index.js";
+import type { AgentConfig } from "../config/index.js";
+import { enroll, EnrollmentRevokedError } from "../enroll/index.js";
+import { loadOrCreateIdentity, type DeviceIdentity } from "../identity/index.js";
+import type { Logger } from "../log/index.js";
+import { createEvent, Outbox, type EventKind, type EventSeverity, type OutboxMessage } from "../outbox/index.js";
+import { createPlatform, type Platform } from "../platform/index.js";
+import { MqttSession } from "../session/index.js";
+import { StateStore } from "../state/index.js";
+import { AGENT_VERSION } from "../version/index.js";
+
+export interface AgentDeps {
+  log: Logger;
+  platform?: Platform;
+  fetch?: typeof fetch;
+  now?: () => number;
+  /** Overrides process.execPath for the "@agent" measurement. */
+  execPath?: string;
+  agentVersion?: string;
+}
+
+/** Exit codes of `hashward-agent run`. */
+export const EXIT = { ok: 0, failure: 1, usage: 2, revoked: 3 } as const;
+
+export function readBootId(): string {
+  try {
+    const id = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+    if (id) return id.slice(0, 128);
+  } catch {
+    // not Linux: a per-process id still tells restarts apart
+  }
+  return `proc-${randomUUID()}`;
+}
+
+export function controlPlaneHosts(urls: readonly (string | null | undefined)[]): string[] {
+  const hosts = new Set<string>();
+  for (const url of urls) if (url && URL.canParse(url)) hosts.add(new URL(url).hostname);
+  return [...hosts].sort();
+}
+
+export class Agent {
+  readonly identity: DeviceIdentity;
+  readonly state: StateStore;
+  readonly platform: Platform;
+  readonly outbox: Outbox;
+  readonly attester: Attester;
+  readonly commands: CommandHandler;
+  session: MqttSession | null = null;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly startedAtMs: number;
+  private readonly bootId = readBootId();
+  private readonly agentVersion: string;
+  private readonly abort = new AbortController();
+  private timers: ReturnType<typeof setInterval>[] = [];
+  private watcher: WatchHandle | null = null;
+  private evidenceQueue: Promise<unknown> = Promise.resolve();
+  private mqttUrl: string | null;
+  private exitResolve!: (code: number) => void;
+  /** Resolves with the process exit code when the agent stops. */
+  readonly exited: Promise<number>;
+
+  constructor(
+    readonly config: AgentConfig,
+    deps: AgentDeps,
+  ) {
+    this.log = deps.log;
+    this.now = deps.now ?? Date.now;
+    this.startedAtMs = this.now();
+    this.agentVersion = deps.agentVersion ?? AGENT_VERSION;
+    this.exited = new Promise((resolve) => (this.exitResolve = resolve));
+    this.identity = loadOrCreateIdentity(config.keyFile);
+    if (this.identity.created) this.log.info({ deviceId: this.identity.deviceId, keyFile: config.keyFile }, "created device key");
+    this.state = StateStore.open(config.stateDir, this.identity.deviceId);
+    if (config.commandPublicKey) {
+      try {
+        this.state.pinCommandKey(config.commandPublicKey);
+      } catch (cause) {
+        throw new ConfigError(`commandPublicKey: ${config.commandPublicKey} differs from the key pinned in ${config.stateDir}; a pinned key is never replaced`, "commandPublicKey", { cause });
+      }
+    }
+    this.mqttUrl = config.mqttUrl ?? this.state.snapshot.mqttUrl;
+    this.platform = deps.platform ?? createPlatform(config);
+    const { deviceId, keyPair } = this.identity;
+    this.outbox = new Outbox({
+      dir: join(config.stateDir, "outbox"),
+      maxEvents: config.outboxMaxEvents,
+      log: this.log,
+      overflowEvent: (dropped) => createEvent(deviceId, keyPair.privateKey, "outbox-overflow", "warning", { dropped, maxEvents: config.outboxMaxEvents }, this.now()),
+    });
+    this.attester = new Attester({
+      deviceId,
+      privateKey: keyPair.privateKey,
+      state: this.state,
+      platform: this.platform,
+      measurePaths: config.measure.paths,
+      includeAgentBinary: config.measure.includeAgentBinary,
+      model: config.model,
+      firmwareVersion: config.firmwareVersion,
+      agentVersion: this.agentVersion,
+      bootId: this.bootId,
+      now: this.now,
+      log: this.log,
+      ...(deps.execPath ? { execPath: deps.execPath } : {}),
+    });
+    this.commands = new CommandHandler({
+      deviceId,
+      privateKey: keyPair.privateKey,
+      state: this.state,
+      platform: this.platform,
+      controlPlaneHosts: this.quarantineHosts(),
+      send: (entry) => this.send(entry),
+      attestNow: (nonce) => this.sendEvidence(nonce ? "challenge" : "timer", nonce),
+      now: this.now,
+      log: this.log,
+    });
+    this.fetchImpl = deps.fetch;
+  }
+
+  private readonly fetchImpl: typeof fetch | undefined;
+
+  get deviceId(): string {
+    return this.identity.deviceId;
+  }
+
+  private quarantineHosts(): string[] {
+    return controlPlaneHosts([this.config.controlPlaneUrl, this.mqttUrl]);
+  }
+
+  /** Runs until stop() or a terminal condition; `exited` resolves with the exit code. */
+  async start(): Promise<void> {
+    const log = this.log.child({ deviceId: this.deviceId });
+    if (this.state.containment === "quarantined") {
+      // Quarantine survives restart: re-apply before enrollment, network or anything else.
+      log.warn("state is quarantined: re-applying quarantine before anything else");
+      await this.platform.quarantine({ controlPlaneHosts: this.quarantineHosts() });
+    }
+    this.event("agent-started", "info", { agentVersion: this.agentVersion, bootId: this.bootId, containment: this.state.containment });
+
+    let response;
+    try {
+      response = await enroll(
+        {
+          controlPlaneUrl: this.config.controlPlaneUrl,
+          identity: this.identity,
+          model: this.config.model,
+          firmwareVersion: this.config.firmwareVersion,
+          agentVersion: this.agentVersion,
+          enrollmentToken: this.config.enrollmentToken,
+          state: this.state,
+          pollMs: this.config.enrollPollMs,
+          log,
+          signal: this.abort.signal,
+          now: this.now,
+          ...(this.fetchImpl ? { fetch: this.fetchImpl } : {}),
+        },
+        { alreadyAccepted: this.state.snapshot.enrollment === "accepted" && this.state.commandPublicKey !== null },
+      );
+    } catch (error) {
+      if (error instanceof EnrollmentRevokedError) {
+        log.fatal({ err: error.message }, "device revoked by the control plane; exiting");
+        await this.stop(EXIT.revoked);
+        return;
+      }
+      throw error;
+    }
+    if (this.abort.signal.aborted) return;
+    if (!this.mqttUrl) this.mqttUrl = response?.mqttUrl ?? this.state.snapshot.mqttUrl;
+    if (!this.mqttUrl) throw new ConfigError("mqttUrl: not configured and the control plane did not provide one", "mqttUrl");
+
+    this.session = new MqttSession({
+      url: this.mqttUrl,
+      deviceId: this.deviceId,
+      privateKey: this.identity.keyPair.privateKey,
+      reconnectMinMs: this.config.reconnectMinMs,
+      reconnectMaxMs: this.config.reconnectMaxMs,
+      log,
+      now: this.now,
+      onConnect: () => this.onConnect(),
+      onChallenge: (challenge) => this.onChallenge(challenge),
+      onCommand: async (command) => {
+        await this.commands.handle(command);
+      },
+    });
+    this.session.start();
+
+    this.timers.push(setInterval(() => void this.heartbeat(), this.config.heartbeatIntervalMs));
+    this.timers.push(setInterval(() => void this.sendEvidence("timer", null), this.config.attestIntervalMs));
+    if (this.config.watch && this.config.measure.paths.length > 0) {
+      this.watcher = watchPaths(
+        this.config.measure.paths.map((devicePath) => ({ devicePath, hostPath: this.platform.resolve(devicePath) })),
+        (paths) => {
+          log.warn({ paths }, "watched paths changed");
+          this.event("watch-change", "warning", { paths });
+          void this.sendEvidence("watch", null);
+        },
+        { log },
+      );
+    }
+  }
+
+  async stop(code: number = EXIT.ok): Promise<void> {
+    this.abort.abort();
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.watcher?.close();
+    this.watcher = null;
+    await this.session?.stop();
+    this.exitResolve(code);
+  }
+
+  private async onConnect(): Promise<void> {
+    const session = this.session!;
+    await session.publish("hello", {
+      v: PROTOCOL_VERSION,
+      type: "hello",
+      deviceId: this.deviceId,
+      model: this.config.model,
+      firmwareVersion: this.config.firmwareVersion,
+      agentVersion: this.agentVersion,
+      bootId: this.bootId,
+      containment: this.state.containment,
+      lastCommandSeq: this.state.lastCommandSeq,
+      ts: this.now(),
+    });
+    await this.sendEvidence("startup", null);
+    await this.flushOutbox();
+  }
+
+  private async onChallenge(challenge: Challenge): Promise<void> {
+    if (challenge.deviceId !== this.deviceId || challenge.expiresAt <= this.now()) {
+      this.log.warn({ nonce: challenge.nonce, expiresAt: challenge.expiresAt }, "challenge for another device or expired; ignored");
+      return;
+    }
+    await this.sendEvidence("challenge", challenge.nonce);
+  }
+
+  /** Produces evidence (seq persisted first) and publishes it; serialized so seqs leave in order. */
+  sendEvidence(reason: EvidenceReason, nonce: string | null): Promise<void> {
+    const run = this.evidenceQueue.then(async () => {
+      if (!this.session?.connected) {
+        // Evidence is about "now": a stale one is worthless, the next connect sends fresh startup evidence.
+        this.log.debug({ reason }, "offline: evidence skipped");
+        return;
+      }
+      let evidence: Evidence;
+      try {
+        evidence = await this.attester.evidence(reason, nonce);
+      } catch (error) {
+        this.log.error({ err: String(error), reason }, "measurement failed");
+        this.event("platform-error", "warning", { reason: `measurement failed: ${String(error)}` });
+        return;
+      }
+      await this.session.publish("evidence", evidence, 1);
+    });
+    this.evidenceQueue = run.catch(() => undefined);
+    return run.catch((error) => this.log.warn({ err: String(error), reason }, "evidence not sent"));
+  }
+
+  private async heartbeat(): Promise<void> {
+    const session = this.session;
+    if (!session?.connected) return;
+    try {
+      await session.publish(
+        "heartbeat",
+        {
+          v: PROTOCOL_VERSION,
+          type: "heartbeat",
+          deviceId: this.deviceId,
+          seq: this.state.nextHeartbeatSeq(),
+          ts: this.now(),
+          uptimeMs: Math.max(0, Math.round(this.now() - this.startedAtMs)),
+          containment: this.state.containment,
+          outboxDepth: this.outbox.depth,
+        },
+        0,
+      );
+    } catch (error) {
+      this.log.debug({ err: String(error) }, "heartbeat not sent");
+    }
+  }
+
+  private event(kind: EventKind, severity: EventSeverity, detail: Record<string, unknown>): void {
+    this.send({ kind: "event", message: createEvent(this.deviceId, this.identity.keyPair.privateKey, kind, severity, detail, this.now()) });
+  }
+
+  private send(entry: OutboxMessage): void {
+    this.outbox.enqueue(entry);
+    void this.flushOutbox();
+  }
+
+  private async flushOutbox(): Promise<void> {
+    const session = this.session;
+    if (!session?.connected) return;
+    try {
+      await this.outbox.flush((entry) => session.publish(entry.kind, entry.message, 1));
+    } catch (error) {
+      this.log.debug({ err: String(error), depth: this.outbox.depth }, "outbox flush interrupted; retried on reconnect");
+    }
+  }
+}

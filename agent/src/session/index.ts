@@ -1,0 +1,223 @@
+/**
+ * The agent's MQTT session (ARCHITECTURE "Wire protocol").
+ * - MQTT 3.1.1 (protocolVersion 4: aedes speaks 3.1/3.1.1 only), clientId = username = deviceId,
+ *   clean: false so QoS 1 commands queued while we were away are delivered (persistent session).
+ * - password = a FRESH connect token on every (re)connect (HW-AUTH-1: the broker remembers nonces, so a
+ *   token is single-use). mqtt.js would reuse the old password, hence `reconnectPeriod: 0` and our own
+ *   reconnect loop with jittered exponential backoff between reconnectMinMs and reconnectMaxMs.
+ * - subscribes QoS 1 to its own down/ filter only (HW-TOPIC-1).
+ * - every down message is parsed with the shared schemas; anything invalid is dropped, counted and logged
+ *   once per reason; a handler error never crashes the process.
+ */
+import mqtt, { type MqttClient } from "mqtt";
+import {
+  challengeSchema,
+  commandSchema,
+  createConnectToken,
+  downFilter,
+  encodePayload,
+  HashwardError,
+  parsePayload,
+  parseTopic,
+  upTopic,
+  type Challenge,
+  type Command,
+  type UpKind,
+} from "../../../shared/index.js";
+import { OnceLogger, type Logger } from "../log/index.js";
+
+export class NotConnectedError extends HashwardError {
+  override name = "NotConnectedError";
+}
+
+export interface SessionOptions {
+  url: string;
+  deviceId: string;
+  privateKey: Uint8Array;
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+  log: Logger;
+  now?: () => number;
+  /** [0,1) source for backoff jitter (tests pass a fixed one). */
+  random?: () => number;
+  connectTimeoutMs?: number;
+  keepaliveSeconds?: number;
+  /** Called after CONNACK and SUBACK: publish hello, startup evidence, flush the outbox. */
+  onConnect: () => void | Promise<void>;
+  onChallenge: (challenge: Challenge) => void | Promise<void>;
+  onCommand: (command: Command) => void | Promise<void>;
+  onDisconnect?: () => void;
+}
+
+export interface SessionStats {
+  connects: number;
+  connectFailures: number;
+  dropped: Record<string, number>;
+}
+
+export function backoffDelayMs(attempt: number, minMs: number, maxMs: number, random: () => number): number {
+  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
+  // "Equal jitter": never below half the ceiling, so a fleet restarted together spreads out but still backs off.
+  return Math.max(minMs, Math.round(ceiling / 2 + random() * (ceiling / 2)));
+}
+
+export class MqttSession {
+  private client: MqttClient | null = null;
+  private stopped = true;
+  private attempt = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly pending = new Set<(error: Error) => void>();
+  private readonly once: OnceLogger;
+  private readonly dropped: Record<string, number> = {};
+  private stats = { connects: 0, connectFailures: 0 };
+  private isUp = false;
+
+  constructor(private readonly opts: SessionOptions) {
+    this.once = new OnceLogger(opts.log);
+  }
+
+  get connected(): boolean {
+    return this.isUp && this.client?.connected === true;
+  }
+
+  get statistics(): SessionStats {
+    return { ...this.stats, dropped: { ...this.dropped } };
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    const client = this.client;
+    this.client = null;
+    this.failPending(new NotConnectedError("session stopped"));
+    if (client) await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+  }
+
+  /** Publishes to our own up/ topic. QoS 1 resolves on PUBACK; rejects when not connected or the link drops. */
+  publish(kind: UpKind, message: object, qos: 0 | 1 = 1): Promise<void> {
+    const client = this.client;
+    if (!client || !this.connected) return Promise.reject(new NotConnectedError(`not connected; ${kind} not sent`));
+    return new Promise<void>((resolve, reject) => {
+      const fail = (error: Error) => {
+        this.pending.delete(fail);
+        reject(error);
+      };
+      this.pending.add(fail);
+      client.publish(upTopic(this.opts.deviceId, kind), encodePayload(message), { qos }, (error) => {
+        if (!this.pending.has(fail)) return;
+        this.pending.delete(fail);
+        if (error) reject(error);
+        else resolve();
+      });
+    });
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const now = this.opts.now ?? Date.now;
+    const client = mqtt.connect(this.opts.url, {
+      protocolVersion: 4,
+      clientId: this.opts.deviceId,
+      username: this.opts.deviceId,
+      // HW-AUTH-1: a fresh single-use token per CONNECT.
+      password: createConnectToken(this.opts.deviceId, this.opts.privateKey, now()),
+      clean: false,
+      reconnectPeriod: 0,
+      connectTimeout: this.opts.connectTimeoutMs ?? 10_000,
+      keepalive: this.opts.keepaliveSeconds ?? 30,
+      resubscribe: false,
+    });
+    this.client = client;
+    let connackSeen = false;
+
+    client.on("connect", () => {
+      connackSeen = true;
+      void this.afterConnack(client);
+    });
+    client.on("message", (topic, payload) => {
+      if (client === this.client) this.onMessage(topic, payload);
+    });
+    client.on("error", (error) => {
+      this.opts.log.warn({ err: error.message, url: this.opts.url }, connackSeen ? "mqtt error" : "mqtt connect failed");
+    });
+    client.on("close", () => {
+      if (client !== this.client && this.client !== null) return;
+      const wasUp = this.isUp;
+      this.isUp = false;
+      this.failPending(new NotConnectedError("connection closed"));
+      if (!connackSeen) this.stats.connectFailures += 1;
+      client.removeAllListeners("close");
+      client.end(true);
+      if (wasUp) this.opts.onDisconnect?.();
+      this.scheduleReconnect();
+    });
+  }
+
+  private async afterConnack(client: MqttClient): Promise<void> {
+    try {
+      // HW-TOPIC-1: our own down/ filter only, QoS 1.
+      const granted = await client.subscribeAsync(downFilter(this.opts.deviceId), { qos: 1 });
+      if (granted.some((g) => g.qos === 128)) throw new Error("subscription refused by the broker");
+    } catch (error) {
+      this.opts.log.error({ err: String(error) }, "subscribe failed; reconnecting");
+      client.end(true);
+      return;
+    }
+    if (client !== this.client) return;
+    this.isUp = true;
+    this.attempt = 0;
+    this.stats.connects += 1;
+    this.opts.log.info({ url: this.opts.url, connects: this.stats.connects }, "mqtt connected");
+    try {
+      await this.opts.onConnect();
+    } catch (error) {
+      this.opts.log.warn({ err: String(error) }, "on-connect work failed; it is retried on the next connect");
+    }
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped) return;
+    const delay = backoffDelayMs(this.attempt, this.opts.reconnectMinMs, this.opts.reconnectMaxMs, this.opts.random ?? Math.random);
+    this.attempt += 1;
+    this.opts.log.info({ delayMs: delay, attempt: this.attempt }, "mqtt reconnect scheduled");
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    const parsed = parseTopic(topic);
+    if (!parsed || parsed.direction !== "down" || parsed.deviceId !== this.opts.deviceId) {
+      this.drop("unexpected topic", { topic });
+      return;
+    }
+    try {
+      if (parsed.kind === "command") {
+        const command = parsePayload(commandSchema, payload, "command");
+        Promise.resolve(this.opts.onCommand(command)).catch((error) => this.opts.log.error({ err: String(error) }, "command handler failed"));
+      } else {
+        const challenge = parsePayload(challengeSchema, payload, "challenge");
+        Promise.resolve(this.opts.onChallenge(challenge)).catch((error) => this.opts.log.error({ err: String(error) }, "challenge handler failed"));
+      }
+    } catch (error) {
+      this.drop(error instanceof Error ? error.message : String(error), { topic });
+    }
+  }
+
+  private drop(reason: string, fields: Record<string, unknown>): void {
+    this.dropped[reason] = (this.dropped[reason] ?? 0) + 1;
+    this.once.warn(reason, fields);
+  }
+
+  private failPending(error: Error): void {
+    for (const fail of [...this.pending]) fail(error);
+  }
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+/**
+ * Builds the agent as single-file Bun executables, fully offline:
+ *   dist/agent/hashward-agent-linux-x64    (bun build --compile --target=bun-linux-x64, uses the installed bun)
+ *   dist/agent/hashward-agent-linux-arm64  (--target=bun-linux-arm64 --compile-executable-path
+ *                                           .cache/bun-linux-aarch64/bun, fetched by fetch-cross-runtime.mjs)
+ * The version from package.json is embedded with --define. Both need only GLIBC_2.17 (Bun's baseline).
+ * Skips work when every output is newer than every agent/ and shared/ source (keeps `npm test` fast);
+ * `--force` rebuilds. `--only=x64|arm64` builds one target.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const outDir = join(repoRoot, "dist", "agent");
+const entry = join(repoRoot, "agent", "src", "main.ts");
+const crossBun = join(repoRoot, ".cache", "bun-linux-aarch64", "bun");
+const force = process.argv.includes("--force");
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
+
+const version = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")).version;
+const targets = [
+  { arch: "x64", target: "bun-linux-x64", extra: [] },
+  { arch: "arm64", target: "bun-linux-arm64", extra: () => [`--compile-executable-path=${crossBun}`] },
+].filter((t) => !only || t.arch === only);
+if (targets.length === 0) fail(`--only must be x64 or arm64, got ${JSON.stringify(only)}`);
+
+function fail(message) {
+  console.error(`build-agent: ${message}`);
+  process.exit(1);
+}
+
+/** Newest mtime of the inputs that end up in the binary. */
+function newestInput() {
+  let newest = 0;
+  const walk = (dir) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (entry.name !== "node_modules") walk(path);
+      } else if (/\.(ts|js|mjs|json)$/.test(entry.name) && !entry.name.endsWith(".test.ts")) {
+        newest = Math.max(newest, statSync(path).mtimeMs);
+      }
+    }
+  };
+  walk(join(repoRoot, "agent"));
+  walk(join(repoRoot, "shared"));
+  for (const file of ["package.json", "package-lock.json", "scripts/build-agent.mjs"]) {
+    const path = join(repoRoot, file);
+    if (existsSync(path)) newest = Math.max(newest, statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+const bunBin = join(repoRoot, "node_modules", "bun", "bin", "bun.exe");
+const bun = existsSync(bunBin) ? bunBin : "bun";
+const inputMtime = newestInput();
+mkdirSync(outDir, { recursive: true });
+
+for (const t of targets) {
+  const outfile = join(outDir, `hashward-agent-linux-${t.arch}`);
+  if (!force && existsSync(outfile) && statSync(outfile).mtimeMs > inputMtime) {
+    console.log(`build-agent: ${relative(repoRoot, outfile)} is up to date (${mib(outfile)})`);
+    continue;
+  }
+  if (t.arch === "arm64" && !existsSync(crossBun)) {
+    fail(`${relative(repoRoot, crossBun)} is missing; run "node scripts/fetch-cross-runtime.mjs" (npm install does it)`);
+  }
+  const args = [
+    "build",
+    "--compile",
+    "--minify",
+    `--target=${t.target}`,
+    ...(typeof t.extra === "function" ? t.extra() : t.extra),
+    `--define=HASHWARD_AGENT_VERSION=${JSON.stringify(version)}`,
+    // The binary must not pick up a stray bunfig.toml/.env from whatever directory it runs in.
+    "--no-compile-autoload-dotenv",
+    "--no-compile-autoload-bunfig",
+    entry,
+    `--outfile=${outfile}`,
+  ];
+  const started = Date.now();
+  try {
+    execFileSync(bun, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, BUN_OFFLINE: "1" } });
+  } catch (error) {
+    fail(`bun build for ${t.target} failed:\n${error.stderr?.toString() || error.message}`);
+  }
+  console.log(`build-agent: built ${relative(repoRoot, outfile)} (${mib(outfile)}, ${Date.now() - started} ms, version ${version})`);
+}
+
+function mib(path) {
+  return `${(statSync(path).size / 1024 / 1024).toFixed(1)} MiB`;
+}
