@@ -1,0 +1,84 @@
+/** A recording fake DeviceSideService for broker tests: identities are set by the test, calls are recorded. */
+import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
+import type { AttestationResult, ConnectIdentity, DeviceSideService } from "../service/types.js";
+
+export type RecordedCall =
+  | { method: "onConnected" | "onDisconnected"; deviceId: string }
+  | { method: "onHello"; message: Hello }
+  | { method: "onHeartbeat"; message: Heartbeat }
+  | { method: "onEvidence"; message: Evidence }
+  | { method: "onEvent"; message: DeviceEvent }
+  | { method: "onAck"; message: Ack };
+
+export class FakeDeviceSide implements DeviceSideService {
+  readonly identities = new Map<string, ConnectIdentity>();
+  readonly calls: RecordedCall[] = [];
+  identityLookups = 0;
+  /** Set to make the next message handler throw (then cleared). */
+  failNext: Error | null = null;
+
+  setIdentity(deviceId: string, publicKey: string, enrollment: ConnectIdentity["enrollment"]): void {
+    this.identities.set(deviceId, { deviceId, publicKey, enrollment });
+  }
+
+  callsOf<M extends RecordedCall["method"]>(method: M): Extract<RecordedCall, { method: M }>[] {
+    return this.calls.filter((call): call is Extract<RecordedCall, { method: M }> => call.method === method);
+  }
+
+  async identityForConnect(deviceId: string): Promise<ConnectIdentity | null> {
+    this.identityLookups++;
+    return this.identities.get(deviceId) ?? null;
+  }
+
+  async onConnected(deviceId: string): Promise<void> {
+    this.calls.push({ method: "onConnected", deviceId });
+  }
+
+  async onDisconnected(deviceId: string): Promise<void> {
+    this.calls.push({ method: "onDisconnected", deviceId });
+  }
+
+  private maybeFail(): void {
+    const failure = this.failNext;
+    this.failNext = null;
+    if (failure) throw failure;
+  }
+
+  async onHello(message: Hello): Promise<void> {
+    this.maybeFail();
+    this.calls.push({ method: "onHello", message });
+  }
+
+  async onHeartbeat(message: Heartbeat): Promise<void> {
+    this.maybeFail();
+    this.calls.push({ method: "onHeartbeat", message });
+  }
+
+  async onEvidence(message: Evidence): Promise<AttestationResult> {
+    this.maybeFail();
+    this.calls.push({ method: "onEvidence", message });
+    return {
+      status: "none",
+      trustworthiness: { "instance-identity": "affirming", configuration: "none", executables: "none", "file-system": "none" },
+      differences: [],
+      referenceId: null,
+      evidenceSeq: message.seq,
+      appraisedAt: new Date(0).toISOString(),
+      summary: "fake",
+    };
+  }
+
+  async onEvent(message: DeviceEvent): Promise<void> {
+    this.maybeFail();
+    this.calls.push({ method: "onEvent", message });
+  }
+
+  async onAck(message: Ack): Promise<void> {
+    this.maybeFail();
+    this.calls.push({ method: "onAck", message });
+  }
+
+  async retryPendingCommands(): Promise<void> {}
+  async markStaleDevices(): Promise<void> {}
+  async flush(): Promise<void> {}
+}

@@ -1,0 +1,401 @@
+import { connect as connectTcp } from "node:net";
+import mqtt, { type MqttClient } from "mqtt";
+import { pino } from "pino";
+import { Registry } from "prom-client";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createConnectToken } from "../../../shared/auth/connect-token.js";
+import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
+import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
+import { downFilter, downTopic, upTopic, type Command, type Hello } from "../../../shared/protocol/index.js";
+import { FakeDeviceSide } from "./fake-device-side.js";
+import { createBroker, type Broker } from "./index.js";
+
+const MAX_PAYLOAD = 2_048;
+
+interface Device {
+  id: string;
+  keys: KeyPair;
+}
+
+function newDevice(): Device {
+  const keys = generateKeyPair();
+  return { id: deviceIdFromPublicKey(keys.publicKey), keys };
+}
+
+function hello(deviceId: string, bootId = "boot-1"): Hello {
+  return {
+    v: 1,
+    type: "hello",
+    deviceId,
+    model: "S19",
+    firmwareVersion: "1.0.0",
+    agentVersion: "0.1.0",
+    bootId,
+    containment: "none",
+    lastCommandSeq: 0,
+    ts: Date.now(),
+  };
+}
+
+async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+let fake: FakeDeviceSide;
+let registry: Registry;
+let broker: Broker;
+let port: number;
+const clients: MqttClient[] = [];
+
+async function metric(name: string, labels: Record<string, string>): Promise<number> {
+  const found = registry.getSingleMetric(name);
+  if (!found) return 0;
+  const { values } = await found.get();
+  const match = values.find((value) => Object.entries(labels).every(([key, label]) => value.labels[key] === label));
+  return match?.value ?? 0;
+}
+
+function enroll(device: Device, enrollment: "accepted" | "pending" | "rejected" | "revoked" = "accepted"): void {
+  fake.setIdentity(device.id, toBase64Url(device.keys.publicKey), enrollment);
+}
+
+function connect(device: Device, options: { password?: string; clientId?: string; username?: string } = {}): Promise<MqttClient> {
+  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
+    protocolVersion: 4,
+    clientId: options.clientId ?? device.id,
+    username: options.username ?? device.id,
+    password: options.password ?? createConnectToken(device.id, device.keys.privateKey, Date.now()),
+    reconnectPeriod: 0,
+    connectTimeout: 5_000,
+  });
+  clients.push(client);
+  return new Promise((resolve, reject) => {
+    client.once("connect", () => resolve(client));
+    client.once("error", reject);
+    client.once("close", () => reject(new Error("closed before CONNACK")));
+  });
+}
+
+async function refusedWith(promise: Promise<unknown>): Promise<number | undefined> {
+  const error = await promise.then(
+    () => {
+      throw new Error("connect unexpectedly succeeded");
+    },
+    (e: unknown) => e as { code?: number },
+  );
+  return error.code;
+}
+
+function closed(client: MqttClient): Promise<void> {
+  return new Promise((resolve) => {
+    if (!client.connected) return resolve();
+    client.once("close", () => resolve());
+  });
+}
+
+beforeEach(async () => {
+  fake = new FakeDeviceSide();
+  registry = new Registry();
+  broker = await createBroker({
+    deviceSide: fake,
+    logger: pino({ level: "silent" }),
+    registry,
+    maxPayloadBytes: MAX_PAYLOAD,
+    identityCacheMs: 0,
+  });
+  port = await broker.listen(0, "127.0.0.1");
+});
+
+afterEach(async () => {
+  for (const client of clients.splice(0)) client.end(true);
+  await broker.close();
+});
+
+describe("CONNECT authentication", () => {
+  it("accepts an accepted device with a fresh token and reports the connection", async () => {
+    const device = newDevice();
+    enroll(device);
+    await connect(device);
+    await until(() => fake.callsOf("onConnected").length === 1, "onConnected");
+    expect(broker.publisher.isConnected(device.id)).toBe(true);
+  });
+
+  it.each(["pending", "rejected", "revoked"] as const)("refuses a %s device with code 5", async (state) => {
+    const device = newDevice();
+    enroll(device, state);
+    expect(await refusedWith(connect(device))).toBe(5);
+    expect(await metric("hashward_mqtt_connect_refused_total", { reason: "not-accepted" })).toBe(1);
+    expect(fake.callsOf("onConnected")).toHaveLength(0);
+  });
+
+  it("refuses an unknown device with code 5", async () => {
+    expect(await refusedWith(connect(newDevice()))).toBe(5);
+    expect(await metric("hashward_mqtt_connect_refused_total", { reason: "unknown-device" })).toBe(1);
+  });
+
+  it("refuses a token signed by another key with code 4", async () => {
+    const device = newDevice();
+    enroll(device);
+    const forged = createConnectToken(device.id, generateKeyPair().privateKey, Date.now());
+    expect(await refusedWith(connect(device, { password: forged }))).toBe(4);
+    expect(await metric("hashward_mqtt_connect_refused_total", { reason: "bad-token" })).toBe(1);
+  });
+
+  it("refuses an expired token with code 4", async () => {
+    const device = newDevice();
+    enroll(device);
+    const expired = createConnectToken(device.id, device.keys.privateKey, Date.now() - 10 * 60_000, 60_000);
+    expect(await refusedWith(connect(device, { password: expired }))).toBe(4);
+    expect(await metric("hashward_mqtt_connect_refused_total", { reason: "expired-token" })).toBe(1);
+  });
+
+  it("refuses a replayed token with code 4 (HW-AUTH-1)", async () => {
+    const device = newDevice();
+    enroll(device);
+    const token = createConnectToken(device.id, device.keys.privateKey, Date.now());
+    const first = await connect(device, { password: token });
+    first.end(true);
+    expect(await refusedWith(connect(device, { password: token }))).toBe(4);
+    expect(await metric("hashward_mqtt_connect_refused_total", { reason: "replayed-token" })).toBe(1);
+  });
+
+  it("refuses a token for another device, a garbage password and a non-device username", async () => {
+    const device = newDevice();
+    const other = newDevice();
+    enroll(device);
+    enroll(other);
+    const otherToken = createConnectToken(other.id, other.keys.privateKey, Date.now());
+    expect(await refusedWith(connect(device, { password: otherToken }))).toBe(4);
+    expect(await refusedWith(connect(device, { password: "not.a-token" }))).toBe(4);
+    expect(await refusedWith(connect(device, { username: "admin", clientId: "admin" }))).toBe(4);
+  });
+
+  it("refuses a clientId that is not the username with code 2 [MQTT-3.1.3-9]", async () => {
+    const device = newDevice();
+    enroll(device);
+    expect(await refusedWith(connect(device, { clientId: newDevice().id }))).toBe(2);
+  });
+});
+
+describe("publish ACL and ingest", () => {
+  it("hands an own-topic publish to the device side once, and counts it", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    await until(() => fake.callsOf("onHello").length === 1, "onHello");
+    expect(fake.callsOf("onHello")[0]?.message.deviceId).toBe(device.id);
+    expect(await metric("hashward_mqtt_messages_total", { kind: "hello" })).toBe(1);
+    expect(client.connected).toBe(true);
+  });
+
+  it("keeps per-device order (hello before evidence) even for one TCP chunk", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    for (let i = 0; i < 20; i++) {
+      client.publish(upTopic(device.id, "hello"), JSON.stringify(hello(device.id, `boot-${i}`)), { qos: 0 });
+    }
+    await until(() => fake.callsOf("onHello").length === 20, "20 hellos");
+    expect(fake.callsOf("onHello").map((call) => call.message.bootId)).toEqual(Array.from({ length: 20 }, (_, i) => `boot-${i}`));
+  });
+
+  it("disconnects a device publishing to another device's topic and hands nothing over (HW-TOPIC-1)", async () => {
+    const device = newDevice();
+    const victim = newDevice();
+    enroll(device);
+    enroll(victim);
+    const client = await connect(device);
+    const gone = closed(client);
+    client.publish(upTopic(victim.id, "hello"), JSON.stringify(hello(victim.id)), { qos: 1 });
+    await gone;
+    expect(await metric("hashward_mqtt_acl_denied_total", { action: "publish", reason: "foreign-topic" })).toBe(1);
+    expect(fake.callsOf("onHello")).toHaveLength(0);
+    await until(() => fake.callsOf("onDisconnected").length === 1, "onDisconnected");
+  });
+
+  it.each(["asic/v1/x/up/hello", "other/topic", "$SYS/broker/x"])("disconnects a device publishing to %s", async (topic) => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const gone = closed(client);
+    client.publish(topic, "{}", { qos: 0 });
+    await gone;
+    expect(fake.calls.filter((call) => call.method.startsWith("onH"))).toHaveLength(0);
+  });
+
+  it("refuses a device publishing to its own down/ topic", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const gone = closed(client);
+    client.publish(downTopic(device.id, "command"), "{}", { qos: 0 });
+    await gone;
+  });
+
+  it.each([
+    ["just over the payload cap (checked in authorizePublish)", MAX_PAYLOAD + 1, "publish"],
+    ["far over (refused by the packet parser before buffering)", MAX_PAYLOAD * 8, "packet"],
+  ])("disconnects an oversize payload %s", async (_what, size, action) => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const gone = closed(client);
+    client.publish(upTopic(device.id, "heartbeat"), Buffer.alloc(size, 0x20), { qos: 0 });
+    await gone;
+    expect(await metric("hashward_mqtt_acl_denied_total", { action, reason: "oversize" })).toBe(1);
+    expect(fake.callsOf("onHeartbeat")).toHaveLength(0);
+  });
+
+  it("drops malformed JSON, counts it, and keeps the client connected", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    await client.publishAsync(upTopic(device.id, "heartbeat"), "{not json", { qos: 1 });
+    await client.publishAsync(upTopic(device.id, "evidence"), JSON.stringify({ type: "evidence" }), { qos: 1 });
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    await until(() => fake.callsOf("onHello").length === 1, "the valid hello after the malformed ones");
+    expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "heartbeat", reason: "invalid" })).toBe(1);
+    expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "evidence", reason: "invalid" })).toBe(1);
+    expect(fake.callsOf("onHeartbeat")).toHaveLength(0);
+    expect(client.connected).toBe(true);
+  });
+
+  it("drops a payload naming another device", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(newDevice().id)), { qos: 1 });
+    await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "device-mismatch" })) === 1, "count");
+    expect(fake.callsOf("onHello")).toHaveLength(0);
+  });
+
+  it.each([
+    [new VerificationError("bad sig"), "unverified"],
+    [new FreshnessError("replayed seq"), "stale"],
+    [new ValidationError("bad nonce", "nonce"), "invalid"],
+    [new Error("database down"), "internal"],
+  ])("counts a handler refusal %s as %s and survives it", async (error, reason) => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    fake.failNext = error;
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason })) === 1, "count");
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    await until(() => fake.callsOf("onHello").length === 1, "next hello handled");
+  });
+
+  it("disconnects a connected device at its next publish once it is revoked", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    enroll(device, "revoked");
+    const gone = closed(client);
+    client.publish(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    await gone;
+    expect(fake.callsOf("onHello")).toHaveLength(0);
+    expect(await metric("hashward_mqtt_acl_denied_total", { action: "publish", reason: "not-accepted" })).toBe(1);
+  });
+
+  it("disconnect(deviceId) closes the live connection", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const gone = closed(client);
+    broker.disconnect(device.id);
+    await gone;
+    await until(() => !broker.publisher.isConnected(device.id), "isConnected false");
+    broker.disconnect(newDevice().id); // unknown: no-op
+  });
+});
+
+describe("subscribe ACL and publisher", () => {
+  function command(deviceId: string, seq: number): Command {
+    return signObject(
+      {
+        v: 1 as const,
+        type: "command" as const,
+        deviceId,
+        seq,
+        issuedAt: Date.now(),
+        expiresAt: Date.now() + 60_000,
+        action: "quarantine" as const,
+        params: {},
+      },
+      generateKeyPair().privateKey,
+    );
+  }
+
+  it("delivers the plane's QoS 1 command on the device's own down/ filter", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const granted = await client.subscribeAsync(downFilter(device.id), { qos: 1 });
+    expect(granted[0]?.qos).toBe(1);
+    const received = new Promise<{ topic: string; payload: Buffer }>((resolve) =>
+      client.once("message", (topic, payload) => resolve({ topic, payload })),
+    );
+    await broker.publisher.publish(device.id, "command", command(device.id, 1));
+    const message = await received;
+    expect(message.topic).toBe(downTopic(device.id, "command"));
+    expect(JSON.parse(message.payload.toString()).seq).toBe(1);
+  });
+
+  it("refuses to publish a message for one device on another's topic", async () => {
+    await expect(broker.publisher.publish(newDevice().id, "command", command(newDevice().id, 1))).rejects.toBeInstanceOf(ValidationError);
+  });
+
+  it.each(["victim-down", "wildcard", "up"])("disconnects a device subscribing to a %s topic", async (which) => {
+    const device = newDevice();
+    const victim = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const topic = { "victim-down": downFilter(victim.id), wildcard: "#", up: upTopic(device.id, "hello") }[which]!;
+    const gone = closed(client);
+    client.subscribe(topic, { qos: 1 });
+    await gone;
+    expect(await metric("hashward_mqtt_acl_denied_total", { action: "subscribe", reason: "foreign-topic" })).toBe(1);
+  });
+
+  it("never forwards one device's up/ messages to another device", async () => {
+    const a = newDevice();
+    const b = newDevice();
+    enroll(a);
+    enroll(b);
+    const clientA = await connect(a);
+    const clientB = await connect(b);
+    await clientB.subscribeAsync(downFilter(b.id), { qos: 1 });
+    const seen: string[] = [];
+    clientB.on("message", (topic) => seen.push(topic));
+    await clientA.publishAsync(upTopic(a.id, "hello"), JSON.stringify(hello(a.id)), { qos: 1 });
+    await broker.publisher.publish(b.id, "command", command(b.id, 7));
+    await until(() => seen.length === 1, "B's own command");
+    expect(seen).toEqual([downTopic(b.id, "command")]);
+  });
+});
+
+describe("robustness", () => {
+  it("survives garbage bytes on the socket", async () => {
+    await new Promise<void>((resolve) => {
+      const socket = connectTcp(port, "127.0.0.1", () => socket.end(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x00])));
+      socket.on("close", () => resolve());
+      socket.on("error", () => resolve());
+    });
+    const device = newDevice();
+    enroll(device);
+    await connect(device);
+  });
+
+  it("close() is idempotent and waits for ingest", async () => {
+    const device = newDevice();
+    enroll(device);
+    await connect(device);
+    await Promise.all([broker.close(), broker.close()]);
+    expect(fake.callsOf("onDisconnected")).toHaveLength(1);
+  });
+});

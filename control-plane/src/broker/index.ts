@@ -1,0 +1,478 @@
+/**
+ * The embedded MQTT 3.1.1 broker (aedes) and the device ingest.
+ *
+ * Broker policy is aedes hook options, each one failing closed:
+ *   - authenticate: username = device id, clientId = username, password = a connect token signed by that
+ *     device's enrolled key, single-use, and the device must be `accepted` (HW-AUTH-1).
+ *   - authorizePublish: only `asic/v1/<own id>/up/<kind>`, payload <= MAX_PAYLOAD_BYTES, device still accepted
+ *     (HW-TOPIC-1). Anything else is an error, and aedes closes the connection.
+ *   - authorizeSubscribe: only the client's own down/ topics (HW-TOPIC-1); anything else closes the connection.
+ *   - authorizeForward: a message reaches a client only when it is that client's own down/ topic, so a device
+ *     message is never relayed to another device whatever the subscriptions.
+ *   - published: every accepted up/ message is parsed with its schema and handed to the DeviceSideService
+ *     exactly once, in arrival order per device.
+ *
+ * Malformed or refused payloads (bad JSON, schema, signature, freshness, deviceId != topic's) are dropped,
+ * counted in hashward_mqtt_messages_rejected_total{kind,reason} and logged once per (client, reason); the client
+ * stays connected, because a well-formed topic from an authenticated device is not an attack on the broker and
+ * a buggy or outdated agent should keep its heartbeat and command path. Topic and size violations disconnect.
+ */
+import { createServer, type Server, type Socket } from "node:net";
+import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from "aedes";
+import type { Logger } from "pino";
+import { Counter, Gauge, type Registry } from "prom-client";
+import { verifyConnectToken, NonceMemory } from "../../../shared/auth/connect-token.js";
+import { fromBase64Url, verifyBytesFast } from "../../../shared/crypto/index.js";
+import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
+import {
+  downFilter,
+  downTopic,
+  encodePayload,
+  isDeviceId,
+  MAX_PAYLOAD_BYTES,
+  parsePayload,
+  parseTopic,
+  upSchemas,
+  type Challenge,
+  type Command,
+  type UpKind,
+} from "../../../shared/protocol/index.js";
+import type { ConnectIdentity, DevicePublisher, DeviceSideService } from "../service/types.js";
+
+export interface BrokerDeps {
+  deviceSide: DeviceSideService;
+  logger: Logger;
+  registry: Registry;
+  now?: () => number;
+  /** Largest accepted PUBLISH payload; default MAX_PAYLOAD_BYTES. */
+  maxPayloadBytes?: number;
+  /** How long a device's enrollment state is trusted without asking again; default 2000, capped at 5000. */
+  identityCacheMs?: number;
+  /** Concurrent TCP connections the listener accepts; default 20000. */
+  maxClients?: number;
+  /** A socket that has not completed CONNECT by then is closed; default 10000. */
+  connectTimeoutMs?: number;
+}
+
+export interface Broker {
+  aedes: Aedes;
+  publisher: DevicePublisher;
+  /** Starts the MQTT TCP listener; resolves with the bound port (useful with port 0). */
+  listen(port: number, host?: string): Promise<number>;
+  /** Closes a device's live connection now (call after revoke/reject so revocation bites at once). */
+  disconnect(deviceId: string): void;
+  /** Stops accepting, closes every client, waits for in-flight ingest. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** aedes' CONNACK return codes (MQTT 3.1.1 table 3.1). */
+const CONNACK = {
+  identifierRejected: 2,
+  serverUnavailable: 3,
+  badUsernameOrPassword: 4,
+  notAuthorized: 5,
+} as const;
+
+const MAX_IDENTITY_CACHE_MS = 5_000;
+const MAX_PASSWORD_BYTES = 2_048;
+/** Topic, length prefixes and message id on top of the payload. */
+const PACKET_OVERHEAD_BYTES = 1_024;
+const REFUSAL_LOG_INTERVAL_MS = 60_000;
+
+type RefusalReason =
+  | "bad-username"
+  | "client-id-mismatch"
+  | "unknown-device"
+  | "not-accepted"
+  | "bad-token"
+  | "expired-token"
+  | "replayed-token"
+  | "unavailable";
+
+class ConnectRefusal extends Error {
+  constructor(
+    readonly reason: RefusalReason,
+    readonly returnCode: number,
+    detail: string,
+  ) {
+    super(detail);
+  }
+}
+
+/** A reason to drop an up/ message, for the metric label and the log. */
+function rejectionReason(error: unknown): "invalid" | "stale" | "unverified" | "internal" {
+  if (error instanceof ValidationError) return "invalid";
+  if (error instanceof FreshnessError) return "stale"; // before VerificationError: it is a subclass
+  if (error instanceof VerificationError) return "unverified";
+  return "internal";
+}
+
+export async function createBroker(deps: BrokerDeps): Promise<Broker> {
+  const { deviceSide, registry } = deps;
+  const logger = deps.logger.child({ component: "mqtt" });
+  const now = deps.now ?? Date.now;
+  const maxPayloadBytes = Math.min(deps.maxPayloadBytes ?? MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES);
+  const identityCacheMs = Math.min(deps.identityCacheMs ?? 2_000, MAX_IDENTITY_CACHE_MS);
+  const maxClients = deps.maxClients ?? 20_000;
+
+  const messagesTotal = new Counter({
+    name: "hashward_mqtt_messages_total",
+    help: "Device messages accepted and handled, by kind",
+    labelNames: ["kind"] as const,
+    registers: [registry],
+  });
+  const messagesRejected = new Counter({
+    name: "hashward_mqtt_messages_rejected_total",
+    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal)",
+    labelNames: ["kind", "reason"] as const,
+    registers: [registry],
+  });
+  const aclDenied = new Counter({
+    name: "hashward_mqtt_acl_denied_total",
+    help: "Publishes/subscriptions refused by the topic ACL or size cap (the client is disconnected)",
+    labelNames: ["action", "reason"] as const,
+    registers: [registry],
+  });
+  const connectRefused = new Counter({
+    name: "hashward_mqtt_connect_refused_total",
+    help: "MQTT CONNECTs refused, by reason",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+  });
+  /** Devices with an authenticated, live connection (the one aedes knows under their id). */
+  const live = new Map<string, Client>();
+  new Gauge({
+    name: "hashward_mqtt_connected_devices",
+    help: "Devices with a live authenticated MQTT connection",
+    registers: [registry],
+    collect() {
+      this.set(live.size);
+    },
+  });
+
+  // HW-AUTH-1: each connect token is usable once for the broker's lifetime (nonces kept until expiry).
+  const nonces = new NonceMemory();
+  const identities = new Map<string, { identity: ConnectIdentity | null; at: number }>();
+  const refusalLoggedAt = new Map<string, number>();
+  const loggedPerClient = new WeakMap<Client, Set<string>>();
+  /** Per-device ingest chain: messages and connect/disconnect events are handled one at a time, in order. */
+  const chains = new Map<string, Promise<void>>();
+
+  function logOncePerClient(client: Client, reason: string, fields: Record<string, unknown>, msg: string): void {
+    let seen = loggedPerClient.get(client);
+    if (!seen) loggedPerClient.set(client, (seen = new Set()));
+    if (seen.has(reason)) return;
+    seen.add(reason);
+    logger.warn({ deviceId: client.id, reason, ...fields }, msg);
+  }
+
+  async function lookupIdentity(deviceId: string, fresh: boolean): Promise<ConnectIdentity | null> {
+    const at = now();
+    const cached = identities.get(deviceId);
+    if (!fresh && cached && at - cached.at < identityCacheMs) return cached.identity;
+    const identity = await deviceSide.identityForConnect(deviceId);
+    if (identities.size >= maxClients * 2) identities.clear(); // bounded; entries are cheap to refetch
+    identities.set(deviceId, { identity, at });
+    return identity;
+  }
+
+  function enqueue(deviceId: string, work: () => Promise<void>): Promise<void> {
+    const previous = chains.get(deviceId) ?? Promise.resolve();
+    const next = previous.then(work, work);
+    chains.set(deviceId, next);
+    void next.finally(() => {
+      if (chains.get(deviceId) === next) chains.delete(deviceId);
+    });
+    return next;
+  }
+
+  async function verifyConnect(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
+    if (username === undefined || !isDeviceId(username)) {
+      throw new ConnectRefusal("bad-username", CONNACK.badUsernameOrPassword, "username is not a device id");
+    }
+    if (client.id !== username) {
+      // [MQTT-3.1.3-9]: a refused client identifier is answered with return code 2.
+      throw new ConnectRefusal("client-id-mismatch", CONNACK.identifierRejected, `clientId ${JSON.stringify(client.id)} is not the username`);
+    }
+    if (password === undefined || password.length === 0 || password.length > MAX_PASSWORD_BYTES) {
+      throw new ConnectRefusal("bad-token", CONNACK.badUsernameOrPassword, "password is missing or too long");
+    }
+    let identity: ConnectIdentity | null;
+    try {
+      identity = await lookupIdentity(username, true);
+    } catch (cause) {
+      logger.error({ deviceId: username, err: cause }, "identity lookup failed during CONNECT");
+      throw new ConnectRefusal("unavailable", CONNACK.serverUnavailable, "identity lookup failed");
+    }
+    if (identity === null) throw new ConnectRefusal("unknown-device", CONNACK.notAuthorized, "device is not enrolled");
+    if (identity.enrollment !== "accepted") {
+      throw new ConnectRefusal("not-accepted", CONNACK.notAuthorized, `enrollment is ${identity.enrollment}`);
+    }
+    const at = now();
+    let claims;
+    try {
+      claims = verifyConnectToken(password.toString("utf8"), username, fromBase64Url(identity.publicKey), at, verifyBytesFast);
+    } catch (error) {
+      if (error instanceof FreshnessError) throw new ConnectRefusal("expired-token", CONNACK.badUsernameOrPassword, error.message);
+      const detail = error instanceof Error ? error.message : String(error);
+      throw new ConnectRefusal("bad-token", CONNACK.badUsernameOrPassword, detail);
+    }
+    if (!nonces.remember(claims.nonce, claims.exp, at)) {
+      throw new ConnectRefusal("replayed-token", CONNACK.badUsernameOrPassword, "connect token nonce was already used");
+    }
+  }
+
+  function logRefusal(deviceId: string, refusal: ConnectRefusal): void {
+    connectRefused.inc({ reason: refusal.reason });
+    const key = `${deviceId}\u0000${refusal.reason}`;
+    const at = now();
+    const last = refusalLoggedAt.get(key);
+    if (last !== undefined && at - last < REFUSAL_LOG_INTERVAL_MS) return;
+    if (refusalLoggedAt.size >= 10_000) refusalLoggedAt.clear();
+    refusalLoggedAt.set(key, at);
+    logger.warn({ deviceId, reason: refusal.reason, returnCode: refusal.returnCode, detail: refusal.message }, "mqtt connect refused");
+  }
+
+  function denyAcl(client: Client, action: "publish" | "subscribe", reason: string, topic: string, callback: (error: Error) => void): void {
+    aclDenied.inc({ action, reason });
+    logOncePerClient(client, `${action}:${reason}`, { action, topic: topic.slice(0, 256) }, "mqtt client disconnected: ACL violation");
+    callback(new Error(`${action} refused: ${reason} (${topic.slice(0, 256)})`));
+  }
+
+  async function ingest(client: Client, deviceId: string, kind: UpKind, payload: Buffer): Promise<void> {
+    try {
+      const message = parsePayload(upSchemas[kind], payload, `${kind} from ${deviceId}`);
+      if (message.deviceId !== deviceId) {
+        // A device signs with its own key, but a payload naming another device is never handed over.
+        messagesRejected.inc({ kind, reason: "device-mismatch" });
+        logOncePerClient(client, "device-mismatch", { kind, payloadDeviceId: message.deviceId }, "mqtt message dropped");
+        return;
+      }
+      switch (message.type) {
+        case "hello":
+          await deviceSide.onHello(message);
+          break;
+        case "heartbeat":
+          await deviceSide.onHeartbeat(message);
+          break;
+        case "evidence":
+          await deviceSide.onEvidence(message);
+          break;
+        case "event":
+          await deviceSide.onEvent(message);
+          break;
+        case "ack":
+          await deviceSide.onAck(message);
+          break;
+      }
+      messagesTotal.inc({ kind });
+    } catch (error) {
+      const reason = rejectionReason(error);
+      messagesRejected.inc({ kind, reason });
+      if (reason === "internal") {
+        logger.error({ deviceId, kind, err: error }, "mqtt message handler failed");
+      } else {
+        const detail = error instanceof Error ? error.message : String(error);
+        logOncePerClient(client, `${kind}:${reason}`, { kind, detail: detail.slice(0, 512) }, "mqtt message dropped");
+      }
+    }
+  }
+
+  const aedes = await Aedes.createBroker({
+    // Device ids are 27 characters; MQTT 3.1's 23-character limit would refuse them.
+    maxClientsIdLength: 64,
+    connectTimeout: deps.connectTimeoutMs ?? 10_000,
+    maxTopicLevels: 8,
+
+    authenticate(client, username, password, done) {
+      verifyConnect(client, username, password).then(
+        () => done(null, true),
+        (error: unknown) => {
+          const refusal =
+            error instanceof ConnectRefusal
+              ? error
+              : new ConnectRefusal("unavailable", CONNACK.serverUnavailable, String(error));
+          logRefusal(username ?? "(none)", refusal);
+          const authError = Object.assign(new Error(refusal.message), { returnCode: refusal.returnCode }) as AuthenticateError;
+          done(authError, false);
+        },
+      );
+    },
+
+    authorizePublish(client, packet, callback) {
+      if (client === null) return callback(null); // the plane's own publishes
+      const topic = packet.topic;
+      const parsed = parseTopic(topic);
+      // HW-TOPIC-1: a device publishes only under its own up/.
+      if (parsed === null || parsed.direction !== "up" || parsed.deviceId !== client.id) {
+        return denyAcl(client, "publish", "foreign-topic", topic, callback);
+      }
+      const size = packet.payload.length;
+      if (size > maxPayloadBytes) return denyAcl(client, "publish", "oversize", `${topic} (${size} bytes)`, callback);
+      // Retained device messages would sit in broker memory and be replayed to later subscribers; none may exist.
+      packet.retain = false;
+      // Revocation bites within identityCacheMs even for a connection that is already open.
+      lookupIdentity(client.id, false).then(
+        (identity) => {
+          if (identity?.enrollment === "accepted") return callback(null);
+          denyAcl(client, "publish", "not-accepted", topic, callback);
+        },
+        (error: unknown) => {
+          logger.error({ deviceId: client.id, err: error }, "identity lookup failed during PUBLISH");
+          callback(new Error("identity lookup failed"));
+        },
+      );
+    },
+
+    authorizeSubscribe(client, subscription, callback) {
+      const topic = subscription.topic;
+      const parsed = parseTopic(topic);
+      // HW-TOPIC-1: only its own down/ topics, as the one filter or a concrete topic.
+      const own = topic === downFilter(client.id) || (parsed?.direction === "down" && parsed.deviceId === client.id);
+      if (!own) return denyAcl(client, "subscribe", "foreign-topic", topic, (error) => callback(error, null));
+      const granted: Subscription = { ...subscription, qos: Math.min(subscription.qos, 1) as 0 | 1 };
+      callback(null, granted);
+    },
+
+    authorizeForward(client, packet) {
+      const parsed = parseTopic(packet.topic);
+      // Defence in depth behind authorizeSubscribe: deliver only a client's own down/ messages.
+      if (parsed?.direction === "down" && parsed.deviceId === client.id) return packet;
+      return null;
+    },
+
+    published(packet, client, callback) {
+      if (client === null) return callback(null);
+      const parsed = parseTopic(packet.topic);
+      if (parsed === null || parsed.direction !== "up" || parsed.deviceId !== client.id) return callback(null);
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      const { deviceId, kind } = parsed;
+      // Waiting gives per-client backpressure: aedes reads this client's next packets after this one is handled.
+      enqueue(deviceId, () => ingest(client, deviceId, kind, payload)).then(() => callback(null));
+    },
+  });
+
+  // 'client' fires when aedes registers the connection, before CONNACK: from then on it is the device's
+  // connection (a takeover closes the older one first, which emits its clientDisconnect before this).
+  aedes.on("client", (client) => {
+    live.set(client.id, client);
+    logger.info({ deviceId: client.id }, "mqtt device connected");
+    void enqueue(client.id, () =>
+      deviceSide.onConnected(client.id).catch((error: unknown) => {
+        logger.error({ deviceId: client.id, err: error }, "onConnected failed");
+      }),
+    );
+  });
+  aedes.on("clientDisconnect", (client) => {
+    // A takeover by a newer connection of the same device must not mark the device disconnected.
+    if (live.get(client.id) !== client) return;
+    live.delete(client.id);
+    logger.info({ deviceId: client.id }, "mqtt device disconnected");
+    void enqueue(client.id, () =>
+      deviceSide.onDisconnected(client.id).catch((error: unknown) => {
+        logger.error({ deviceId: client.id, err: error }, "onDisconnected failed");
+      }),
+    );
+  });
+  aedes.on("clientError", (client, error) => {
+    logger.debug({ deviceId: client.id, err: error.message }, "mqtt client error");
+  });
+  aedes.on("connectionError", (client, error) => {
+    logger.debug({ clientId: client.id, err: error.message }, "mqtt connection error");
+  });
+  // aedes emits 'error' for persistence failures; an unhandled 'error' event would kill the process.
+  aedes.on("error" as "closed", ((error: Error) => logger.error({ err: error }, "mqtt broker error")) as () => void);
+
+  const publisher: DevicePublisher = {
+    publish(deviceId: string, kind: "challenge" | "command", message: Challenge | Command): Promise<void> {
+      if (message.deviceId !== deviceId) {
+        return Promise.reject(new ValidationError(`${kind} for ${message.deviceId} published to ${deviceId}`, "deviceId"));
+      }
+      const packet: PublishPacket = {
+        cmd: "publish",
+        topic: downTopic(deviceId, kind),
+        payload: encodePayload(message),
+        qos: 1,
+        retain: false,
+        dup: false,
+      };
+      return new Promise((resolve, reject) => aedes.publish(packet, (error) => (error ? reject(error) : resolve())));
+    },
+    isConnected(deviceId: string): boolean {
+      return live.has(deviceId);
+    },
+  } as DevicePublisher;
+
+  const maxPacketBytes = maxPayloadBytes + PACKET_OVERHEAD_BYTES;
+  const servers: Server[] = [];
+  let closing: Promise<void> | null = null;
+
+  function handleSocket(socket: Socket): void {
+    const client = aedes.handle(socket);
+    capPacketSize(client, maxPacketBytes, () => {
+      aclDenied.inc({ action: "packet", reason: "oversize" });
+      logger.warn({ clientId: client.id, reason: "oversize", maxPacketBytes }, "mqtt client disconnected: packet too large");
+    });
+  }
+
+  return {
+    aedes,
+    publisher,
+    listen(port: number, host = "0.0.0.0"): Promise<number> {
+      const server = createServer(handleSocket);
+      server.maxConnections = maxClients;
+      return new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, host, () => {
+          server.off("error", reject);
+          server.on("error", (error) => logger.error({ err: error }, "mqtt listener error"));
+          servers.push(server);
+          const address = server.address();
+          resolve(typeof address === "object" && address !== null ? address.port : port);
+        });
+      });
+    },
+    disconnect(deviceId: string): void {
+      identities.delete(deviceId);
+      const client = live.get(deviceId);
+      if (!client) return;
+      logger.info({ deviceId }, "mqtt device disconnected by the plane");
+      client.close();
+    },
+    close(): Promise<void> {
+      closing ??= (async () => {
+        const stopped = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+        await new Promise<void>((resolve) => aedes.close(() => resolve()));
+        await Promise.all(stopped);
+        while (chains.size > 0) await Promise.allSettled([...chains.values()]);
+      })();
+      return closing;
+    },
+  };
+}
+
+interface PacketParser {
+  packet: { length: number };
+  _parseLength(): boolean;
+  _emitError(error: Error): void;
+}
+
+/**
+ * Refuses an oversize packet as soon as its fixed header announces the length, before buffering the body
+ * (aedes 1.2 offers no parser limit; mqtt-packet's parser lives on client._parser). When the internals differ
+ * the size check in authorizePublish still applies, after buffering.
+ */
+function capPacketSize(client: Client, maxPacketBytes: number, onRefused: () => void): void {
+  const parser = (client as unknown as { _parser?: PacketParser })._parser;
+  if (!parser || typeof parser._parseLength !== "function" || typeof parser._emitError !== "function") return;
+  const parseLength = parser._parseLength;
+  parser._parseLength = function cappedParseLength(this: PacketParser): boolean {
+    const complete = parseLength.call(this);
+    if (complete && this.packet.length > maxPacketBytes) {
+      onRefused();
+      this._emitError(new Error(`packet of ${this.packet.length} bytes exceeds ${maxPacketBytes}`));
+      return false;
+    }
+    return complete;
+  };
+}
