@@ -246,6 +246,7 @@ describe("body limit: 413 before parsing, no service call", () => {
       headers: { "content-type": "application/json", "content-length": String(big.length) },
     });
     expect(res.status).toBe(413);
+    expect(res.headers.get("connection")).toBe("close");
     expect((await errorOf(res)).code).toBe("payload_too_large");
     expect(ctx.service.calls).toEqual([]);
   });

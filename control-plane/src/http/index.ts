@@ -145,7 +145,9 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     "*",
     bodyLimit({
       maxSize: maxBodyBytes,
-      onError: (c) => c.json(errorBody("payload_too_large", `request body exceeds ${maxBodyBytes} bytes`), 413),
+      // The unread rest of the body is still on the wire: close the connection so no client reuses it mid-upload.
+      onError: (c) =>
+        c.json(errorBody("payload_too_large", `request body exceeds ${maxBodyBytes} bytes`), 413, { Connection: "close" }),
     }),
   );
 
