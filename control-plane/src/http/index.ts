@@ -136,10 +136,10 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     const route = routeLabel(c);
     duration.observe({ method: c.req.method, route, status: String(c.res.status) }, seconds);
     // Never log headers: they carry bearer tokens. The path has no query string.
-    logger.info(
-      { reqId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 },
-      "request",
-    );
+    const entry = { reqId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 };
+    // Probes and scrapes arrive every few seconds and would drown the operator actions: debug only.
+    if (route === "/healthz" || route === "/metrics") logger.debug(entry, "request");
+    else logger.info(entry, "request");
   });
   app.use(
     "*",
