@@ -1,0 +1,64 @@
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { ConfigError, FreshnessError, generateKeyPair, PROTOCOL_VERSION, signObject, VerificationError, type Ack } from "../../../shared/index.js";
+import { tempDir } from "../testing/index.js";
+import { StateStore } from "./index.js";
+
+const deviceId = "hw-0123456789abcdef01234567";
+const key = generateKeyPair();
+const ack = (seq: number): Ack =>
+  signObject({ v: PROTOCOL_VERSION, type: "ack" as const, deviceId, seq, action: "quarantine" as const, status: "done" as const, containment: "quarantined" as const, ts: 1 }, key.privateKey);
+
+describe("state store", () => {
+  const dirs: (() => void)[] = [];
+  afterEach(() => dirs.splice(0).forEach((c) => c()));
+  const dir = () => {
+    const d = tempDir();
+    dirs.push(d.cleanup);
+    return d.path;
+  };
+
+  it("persists every change atomically with mode 0600 and reloads it", () => {
+    const stateDir = dir();
+    const store = StateStore.open(stateDir, deviceId);
+    expect(store.nextEvidenceSeq()).toBe(1);
+    expect(store.nextEvidenceSeq()).toBe(2);
+    expect(store.nextHeartbeatSeq()).toBe(1);
+    store.recordCommand(5, "sig5", ack(5), "quarantined");
+    expect(statSync(join(stateDir, "state.json")).mode & 0o777).toBe(0o600);
+    const reloaded = StateStore.open(stateDir, deviceId);
+    expect(reloaded.snapshot).toMatchObject({ evidenceSeq: 2, heartbeatSeq: 1, lastCommandSeq: 5, containment: "quarantined" });
+    expect(reloaded.nextEvidenceSeq()).toBe(3);
+  });
+
+  it("only accepts increasing command seqs and keeps state unchanged on refusal", () => {
+    const store = StateStore.open(dir(), deviceId);
+    store.recordCommand(3, "sig3", ack(3), "quarantined");
+    expect(() => store.recordCommand(3, "other", ack(3), "none")).toThrow(FreshnessError);
+    expect(() => store.recordCommand(2, "sig2", ack(2), "none")).toThrow(FreshnessError);
+    expect(() => store.recordCommand(4, "sig4", ack(5), "none")).toThrow(FreshnessError);
+    expect(store.snapshot).toMatchObject({ lastCommandSeq: 3, containment: "quarantined" });
+    expect(store.storedAckFor(3, "sig3")?.seq).toBe(3);
+    expect(store.storedAckFor(3, "other")).toBeNull();
+  });
+
+  it("pins the command key once and never replaces it", () => {
+    const store = StateStore.open(dir(), deviceId);
+    const a = "A".repeat(43);
+    store.pinCommandKey(a);
+    store.pinCommandKey(a);
+    expect(() => store.pinCommandKey("B".repeat(43))).toThrow(VerificationError);
+    expect(store.commandPublicKey).toBe(a);
+  });
+
+  it("refuses a corrupt state file or one that belongs to another key", () => {
+    const stateDir = dir();
+    StateStore.open(stateDir, deviceId);
+    expect(() => StateStore.open(stateDir, "hw-ffffffffffffffffffffffff")).toThrow(ConfigError);
+    const file = join(stateDir, "state.json");
+    const original = readFileSync(file, "utf8");
+    writeFileSync(file, original.replace('"lastCommandSeq": 0', '"lastCommandSeq": -1'));
+    expect(() => StateStore.open(stateDir, deviceId)).toThrow(expect.objectContaining({ option: "stateDir" }));
+  });
+});
