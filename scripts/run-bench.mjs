@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench` runs every bench in bench/ one after the other (each bounded, 127.0.0.1 only, stops by itself)
+ * and prints a summary; `npm run bench -- quarantine-fanout measure` runs only those; `--list` names them.
+ * Each bench prints its own table and, last, one JSON line {"bench": name, ...}; the summary is built from those
+ * lines and written to bench/results/summary.json (git-ignored). Scale knobs are env vars documented in
+ * bench/README.md. Exit code 1 when a bench fails, 2 for an unknown bench name.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const tsx = join(root, "node_modules/.bin/tsx");
+
+/** Order matters a little: the CPU-bound file bench first, before sockets from earlier runs linger. */
+const BENCHES = {
+  measure: { needsAgent: true, headline: ["agentBinaryMBps", "agentInProcessMBps", "sha256sumMBps", "opensslMBps", "ratioAgentBinaryToSha256sum", "ratioAgentBinaryToOpenssl"] },
+  "heartbeat-ingest": { needsAgent: false, headline: ["planeHandledMsgsPerSec", "planePersistedMsgsPerSec", "baselineMsgsPerSec", "ratioHandled", "ratioPersisted", "complete"] },
+  "quarantine-fanout": { needsAgent: false, headline: ["p50Ms", "p99Ms", "totalMs", "baselineTotalMs", "ratioTotal", "complete"] },
+  "agent-footprint": { needsAgent: true, headline: ["binaryX64Bytes", "binaryArm64Bytes", "agentRssKiB", "bareBunRssKiB", "ratioRss"] },
+};
+const MAX_MS = Number(process.env.BENCH_MAX_MS ?? 300_000);
+
+const args = process.argv.slice(2);
+if (args.includes("--list")) {
+  process.stdout.write(`${Object.keys(BENCHES).join("\n")}\n`);
+  process.exit(0);
+}
+const selected = args.length === 0 ? Object.keys(BENCHES) : args.map((arg) => arg.replace(/^bench\//, "").replace(/\.ts$/, ""));
+const unknown = selected.filter((name) => !(name in BENCHES));
+if (unknown.length > 0) {
+  process.stderr.write(`unknown bench ${unknown.map((n) => JSON.stringify(n)).join(", ")}; known: ${Object.keys(BENCHES).join(", ")}\n`);
+  process.exit(2);
+}
+
+if (selected.some((name) => BENCHES[name].needsAgent) && existsSync(join(root, "scripts/build-agent.mjs"))) {
+  // Rebuilds only when agent/ or shared/ changed since the last build.
+  const build = spawnSync(process.execPath, [join(root, "scripts/build-agent.mjs")], { cwd: root, stdio: ["ignore", "inherit", "inherit"] });
+  if (build.status !== 0) {
+    process.stderr.write("bench: building the agent failed\n");
+    process.exit(1);
+  }
+}
+
+function runBench(name) {
+  return new Promise((resolve) => {
+    process.stdout.write(`\n=== bench ${name} ===\n`);
+    const started = Date.now();
+    const child = spawn(tsx, [join(root, "bench", `${name}.ts`)], { cwd: root, stdio: ["ignore", "pipe", "inherit"], detached: false });
+    let stdout = "";
+    child.stdout.on("data", (chunk) => {
+      stdout += chunk;
+      process.stdout.write(chunk);
+    });
+    const timer = setTimeout(() => {
+      process.stderr.write(`bench ${name}: still running after ${MAX_MS} ms, stopping it\n`);
+      child.kill("SIGTERM");
+    }, MAX_MS);
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      const lines = stdout.trim().split("\n").reverse();
+      let result = null;
+      for (const line of lines) {
+        try {
+          const parsed = JSON.parse(line);
+          if (parsed && parsed.bench === name) {
+            result = parsed;
+            break;
+          }
+        } catch {
+          // Not the result line.
+        }
+      }
+      const ok = code === 0 && result !== null;
+      resolve({ name, ok, exit: signal ?? code, seconds: Math.round((Date.now() - started) / 100) / 10, result });
+    });
+  });
+}
+
+const outcomes = [];
+for (const name of selected) outcomes.push(await runBench(name));
+
+process.stdout.write("\n=== summary ===\n");
+for (const outcome of outcomes) {
+  const status = outcome.ok ? "ok" : `FAILED (exit ${outcome.exit})`;
+  process.stdout.write(`${outcome.name.padEnd(18)} ${status.padEnd(18)} ${String(outcome.seconds).padStart(6)} s\n`);
+  if (outcome.result) {
+    for (const key of BENCHES[outcome.name].headline) {
+      if (key in outcome.result) process.stdout.write(`    ${key.padEnd(30)} ${outcome.result[key]}\n`);
+    }
+  }
+}
+try {
+  mkdirSync(join(root, "bench/results"), { recursive: true });
+  writeFileSync(join(root, "bench/results/summary.json"), `${JSON.stringify({ at: new Date().toISOString(), outcomes }, null, 2)}\n`);
+} catch {
+  // The summary above is the output; the file is a convenience.
+}
+process.exit(outcomes.every((o) => o.ok) ? 0 : 1);
