@@ -1,0 +1,147 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { generateKeyPair, signObject, verifySignedObject, type DeviceEvent } from "../../../shared/index.js";
+import { silentLogger } from "../log/index.js";
+import type { OutboxMessage } from "../outbox/index.js";
+import { RecordingPlatform } from "../platform/index.js";
+import { StateStore } from "../state/index.js";
+import { PlaneSigner, tempDir } from "../testing/index.js";
+import { CommandHandler } from "./index.js";
+
+const deviceId = "hw-0123456789abcdef01234567";
+const deviceKey = generateKeyPair();
+
+function setup(opts: { pin?: boolean; stateDir?: string; platform?: RecordingPlatform } = {}) {
+  const dir = opts.stateDir ? { path: opts.stateDir, cleanup: () => {} } : tempDir();
+  const plane = new PlaneSigner();
+  const state = StateStore.open(dir.path, deviceId);
+  if (opts.pin !== false) state.pinCommandKey(plane.publicKey);
+  const platform = opts.platform ?? new RecordingPlatform();
+  const sent: OutboxMessage[] = [];
+  const attests: (string | null)[] = [];
+  let nowMs = 1_700_000_000_000;
+  const handler = new CommandHandler({
+    deviceId,
+    privateKey: deviceKey.privateKey,
+    state,
+    platform,
+    controlPlaneHosts: ["mqtt.example.net", "plane.example.net"],
+    send: (entry) => sent.push(entry),
+    attestNow: async (nonce) => {
+      attests.push(nonce);
+    },
+    now: () => nowMs,
+    log: silentLogger(),
+  });
+  return { dir, plane, state, platform, sent, attests, handler, now: () => nowMs, setNow: (v: number) => (nowMs = v) };
+}
+
+const events = (sent: OutboxMessage[]) => sent.filter((s) => s.kind === "event").map((s) => s.message as DeviceEvent);
+const acks = (sent: OutboxMessage[]) => sent.filter((s) => s.kind === "ack").map((s) => s.message);
+
+describe("command handling", () => {
+  const cleanups: (() => void)[] = [];
+  afterEach(() => cleanups.splice(0).forEach((c) => c()));
+  const make = (opts?: Parameters<typeof setup>[0]) => {
+    const s = setup(opts);
+    cleanups.push(s.dir.cleanup);
+    return s;
+  };
+
+  it("executes a valid quarantine: platform call, persisted state, signed ack", async () => {
+    const s = make();
+    const outcome = await s.handler.handle(s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() }));
+    expect(outcome.result).toBe("executed");
+    expect(s.platform.calls).toEqual([{ op: "quarantine", opts: { controlPlaneHosts: ["mqtt.example.net", "plane.example.net"] } }]);
+    expect(s.state.snapshot).toMatchObject({ lastCommandSeq: 1, containment: "quarantined" });
+    const [ack] = acks(s.sent);
+    expect(ack).toMatchObject({ type: "ack", seq: 1, action: "quarantine", status: "done", containment: "quarantined" });
+    verifySignedObject(ack!, deviceKey.publicKey);
+    expect(events(s.sent).map((e) => e.kind)).toEqual(["quarantine-enforced"]);
+  });
+
+  it("release lifts quarantine", async () => {
+    const s = make();
+    await s.handler.handle(s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() }));
+    await s.handler.handle(s.plane.command(deviceId, 2, "release", { nowMs: s.now() }));
+    expect(s.platform.calls.map((c) => c.op)).toEqual(["quarantine", "release"]);
+    expect(s.state.containment).toBe("none");
+    expect(acks(s.sent).at(-1)).toMatchObject({ seq: 2, status: "done", containment: "none" });
+  });
+
+  it.each([
+    ["forged (wrong key)", (s: ReturnType<typeof setup>) => s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now(), key: generateKeyPair() }), /signature/],
+    ["tampered", (s: ReturnType<typeof setup>) => ({ ...s.plane.command(deviceId, 1, "release", { nowMs: s.now() }), action: "quarantine" as const }), /signature/],
+    ["wrong device", (s: ReturnType<typeof setup>) => s.plane.command("hw-ffffffffffffffffffffffff", 1, "quarantine", { nowMs: s.now() }), /addressed to/],
+    ["expired", (s: ReturnType<typeof setup>) => s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() - 120_000, ttlMs: 60_000 }), /expired/],
+  ])("rejects a %s command, changes nothing, reports a signed command-rejected event", async (_name, build, reason) => {
+    const s = make();
+    const outcome = await s.handler.handle(build(s));
+    expect(outcome.result).toBe("rejected");
+    expect(s.platform.calls).toEqual([]);
+    expect(s.state.snapshot).toMatchObject({ lastCommandSeq: 0, containment: "none", lastAck: null });
+    expect(acks(s.sent)).toEqual([]);
+    const [event] = events(s.sent);
+    expect(event).toMatchObject({ kind: "command-rejected", detail: { seq: 1, reason: expect.stringMatching(reason) } });
+    verifySignedObject(event!, deviceKey.publicKey);
+  });
+
+  it("rejects every command while no plane key is pinned", async () => {
+    const s = make({ pin: false });
+    const outcome = await s.handler.handle(s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() }));
+    expect(outcome).toMatchObject({ result: "rejected", reason: expect.stringContaining("pinned") });
+    expect(s.platform.calls).toEqual([]);
+  });
+
+  it("re-sends the stored ack for an exact redelivery and rejects a replay with another signature", async () => {
+    const s = make();
+    const command = s.plane.command(deviceId, 7, "quarantine", { nowMs: s.now() });
+    const first = await s.handler.handle(command);
+    const stateAfter = s.state.snapshot;
+    // Redelivered long after: still re-acked (expiry does not matter for an already executed command).
+    s.setNow(s.now() + 3_600_000);
+    const again = await s.handler.handle(command);
+    expect(again).toEqual({ result: "re-acked", ack: (first as { ack: unknown }).ack });
+    expect(s.platform.calls).toHaveLength(1);
+    expect(s.state.snapshot).toEqual(stateAfter);
+    const replay = s.plane.command(deviceId, 7, "release", { nowMs: s.now() });
+    expect((await s.handler.handle(replay)).result).toBe("rejected");
+    const older = s.plane.command(deviceId, 6, "release", { nowMs: s.now() });
+    expect(await s.handler.handle(older)).toMatchObject({ result: "rejected", reason: expect.stringMatching(/replay/) });
+    expect(s.state.containment).toBe("quarantined");
+    expect(acks(s.sent)).toHaveLength(2);
+  });
+
+  it("acks unsupported actions as failed and attest-now with and without nonce", async () => {
+    const s = make();
+    expect(await s.handler.handle(s.plane.command(deviceId, 1, "rotate-key", { nowMs: s.now() }))).toMatchObject({ ack: { status: "failed", reason: "unsupported action rotate-key" } });
+    await s.handler.handle(s.plane.command(deviceId, 2, "attest-now", { nowMs: s.now() }));
+    await s.handler.handle(s.plane.command(deviceId, 3, "attest-now", { nowMs: s.now(), params: { nonce: "n".repeat(22) } }));
+    expect(s.attests).toEqual([null, "n".repeat(22)]);
+    expect(s.state.lastCommandSeq).toBe(3);
+  });
+
+  it("acks failed when the platform fails, and keeps the seq consumed", async () => {
+    const platform = new RecordingPlatform();
+    platform.failNext = new Error("iptables missing");
+    const s = make({ platform });
+    const outcome = await s.handler.handle(s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() }));
+    expect(outcome).toMatchObject({ result: "executed", ack: { status: "failed", containment: "none", reason: expect.stringContaining("iptables missing") } });
+    expect(events(s.sent).map((e) => e.kind)).toEqual(["platform-error"]);
+    expect(s.state.lastCommandSeq).toBe(1);
+  });
+
+  it("handles concurrent deliveries one at a time", async () => {
+    const s = make();
+    const c1 = s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() });
+    const c2 = s.plane.command(deviceId, 2, "release", { nowMs: s.now() });
+    const results = await Promise.all([s.handler.handle(c1), s.handler.handle(c1), s.handler.handle(c2)]);
+    expect(results.map((r) => r.result)).toEqual(["executed", "re-acked", "executed"]);
+    expect(s.state.snapshot).toMatchObject({ lastCommandSeq: 2, containment: "none" });
+  });
+
+  it("signObject output is accepted unchanged (sanity for the fake signer)", () => {
+    const plane = new PlaneSigner();
+    const c = plane.command(deviceId, 1, "release");
+    expect(signObject(c, plane.keyPair.privateKey)).toEqual(c);
+  });
+});

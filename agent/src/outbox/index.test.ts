@@ -1,0 +1,95 @@
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { generateKeyPair, verifySignedObject, type DeviceEvent } from "../../../shared/index.js";
+import { silentLogger } from "../log/index.js";
+import { tempDir } from "../testing/index.js";
+import { createEvent, Outbox, type OutboxMessage } from "./index.js";
+
+const deviceId = "hw-0123456789abcdef01234567";
+const key = generateKeyPair();
+const ev = (n: number): OutboxMessage => ({ kind: "event", message: createEvent(deviceId, key.privateKey, "watch-change", "info", { n }, n) });
+
+function open(dir: string, maxEvents: number) {
+  return new Outbox({
+    dir,
+    maxEvents,
+    log: silentLogger(),
+    overflowEvent: (dropped) => createEvent(deviceId, key.privateKey, "outbox-overflow", "warning", { dropped }, 0),
+  });
+}
+
+describe("outbox", () => {
+  const cleanups: (() => void)[] = [];
+  afterEach(() => cleanups.splice(0).forEach((c) => c()));
+  const dir = () => {
+    const d = tempDir();
+    cleanups.push(d.cleanup);
+    return join(d.path, "outbox");
+  };
+
+  it("keeps entries on disk across restarts and sends them in order, deleting each after its ack", async () => {
+    const d = dir();
+    const box = open(d, 10);
+    for (let i = 1; i <= 3; i++) box.enqueue(ev(i));
+    const reopened = open(d, 10);
+    expect(reopened.depth).toBe(3);
+    const sent: number[] = [];
+    await reopened.flush(async (entry) => {
+      sent.push((entry.message as DeviceEvent).detail["n"] as number);
+    });
+    expect(sent).toEqual([1, 2, 3]);
+    expect(reopened.depth).toBe(0);
+    expect(readdirSync(d)).toEqual([]);
+  });
+
+  it("stops at the first failed publish and resumes from there", async () => {
+    const box = open(dir(), 10);
+    for (let i = 1; i <= 3; i++) box.enqueue(ev(i));
+    const sent: number[] = [];
+    let fail = true;
+    const publish = async (entry: OutboxMessage) => {
+      const n = (entry.message as DeviceEvent).detail["n"] as number;
+      if (n === 2 && fail) {
+        fail = false;
+        throw new Error("link down");
+      }
+      sent.push(n);
+    };
+    await expect(box.flush(publish)).rejects.toThrow("link down");
+    expect(box.depth).toBe(2);
+    await box.flush(publish);
+    expect(sent).toEqual([1, 2, 3]);
+  });
+
+  it("is bounded: drops the oldest and reports an outbox-overflow event first", async () => {
+    const d = dir();
+    const box = open(d, 3);
+    for (let i = 1; i <= 7; i++) box.enqueue(ev(i));
+    expect(box.droppedTotal).toBe(4);
+    expect(box.depth).toBe(4); // 3 entries + the pending overflow report
+    // The dropped count survives a restart.
+    const reopened = open(d, 3);
+    const sent: OutboxMessage[] = [];
+    await reopened.flush(async (entry) => {
+      sent.push(entry);
+    });
+    const [overflow, ...rest] = sent.map((s) => s.message as DeviceEvent);
+    expect(overflow).toMatchObject({ kind: "outbox-overflow", detail: { dropped: 4 } });
+    verifySignedObject(overflow!, key.publicKey);
+    expect(rest.map((e) => e.detail["n"])).toEqual([5, 6, 7]);
+    expect(reopened.depth).toBe(0);
+    expect(open(d, 3).depth).toBe(0);
+  });
+
+  it("stores acks too", async () => {
+    const box = open(dir(), 5);
+    box.enqueue(ev(1));
+    box.enqueue({ kind: "ack", message: { v: 1, type: "ack", deviceId, seq: 1, action: "release", status: "done", containment: "none", ts: 1, sig: "x".repeat(86) } });
+    const kinds: string[] = [];
+    await box.flush(async (e) => {
+      kinds.push(e.kind);
+    });
+    expect(kinds).toEqual(["event", "ack"]);
+  });
+});
