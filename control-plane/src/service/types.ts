@@ -218,6 +218,8 @@ export interface DevicePublisher {
   publish(deviceId: string, kind: "challenge", message: Challenge): Promise<void>;
   publish(deviceId: string, kind: "command", message: Command): Promise<void>;
   isConnected(deviceId: string): boolean;
+  /** Optional: drop the device's MQTT session now (called after revoke/reject; the CONNECT check refuses it next). */
+  disconnect?(deviceId: string): Promise<void> | void;
 }
 
 export interface ConnectIdentity {

@@ -1,0 +1,200 @@
+/**
+ * Signed plane -> device commands: issue (with the device's next seq), supersede, re-publish, expire.
+ * Rule HW-CMD-1 (device side) relies on what is enforced here: seq strictly increasing per device, an expiry,
+ * and a signature by the plane's command key over the canonical command.
+ */
+import { and, asc, eq, gt, inArray, lte, sql } from "drizzle-orm";
+import { signObject } from "../../../shared/crypto/index.js";
+import { PROTOCOL_VERSION, type Command, type CommandAction } from "../../../shared/protocol/index.js";
+import { commands, devices } from "../db/index.js";
+import { canTransition, transition, type ContainmentEvent } from "../trust/index.js";
+import { chunks, type DeviceRow, iso, lockDevice, recordAudit, recordTransitions, type ServiceContext, type TransitionRecord, type Tx } from "./context.js";
+import type { Actor, CommandView, ContainmentState } from "./types.js";
+
+export type CommandRow = typeof commands.$inferSelect;
+export type ContainmentAction = Extract<CommandAction, "quarantine" | "release">;
+
+export function toCommandView(row: CommandRow): CommandView {
+  return {
+    deviceId: row.deviceId,
+    seq: row.seq,
+    action: row.action,
+    params: row.params as Record<string, unknown>,
+    status: row.status as CommandView["status"],
+    issuedAt: row.issuedAt.toISOString(),
+    expiresAt: row.expiresAt.toISOString(),
+    ackedAt: iso(row.ackedAt),
+    reason: row.reason,
+  };
+}
+
+const REQUEST_EVENT: Record<ContainmentAction, ContainmentEvent> = {
+  quarantine: "quarantine-requested",
+  release: "release-requested",
+};
+/** Containment states in which a request is already in force: asking again changes nothing. */
+const ALREADY: Record<ContainmentAction, readonly ContainmentState[]> = {
+  quarantine: ["quarantine_requested", "quarantined"],
+  release: ["release_requested", "none"],
+};
+/** The requested-state a pending command of each action stands for (used on expiry and failure). */
+export const REQUESTED_STATE: Record<ContainmentAction, ContainmentState> = {
+  quarantine: "quarantine_requested",
+  release: "release_requested",
+};
+
+export interface IssueResult {
+  /** One per device, in the order given: the new command, or for a no-op the latest of that action (if any). */
+  views: CommandView[];
+  /** Commands to publish once the transaction has committed. */
+  toPublish: Command[];
+}
+
+/**
+ * Issues quarantine/release commands to already-locked, accepted devices inside `tx`: batched inserts, one
+ * supersede statement, one device update. A device already in (or heading to) the asked state is left alone.
+ */
+export async function issueContainment(
+  ctx: ServiceContext,
+  tx: Tx,
+  rows: DeviceRow[],
+  action: ContainmentAction,
+  actor: Actor,
+  reason: string,
+  now: number,
+): Promise<IssueResult> {
+  const at = new Date(now);
+  const expiresAt = now + ctx.options.commandTtlMs;
+  const noop = rows.filter((row) => ALREADY[action].includes(row.containment as ContainmentState));
+  const act = rows.filter((row) => !ALREADY[action].includes(row.containment as ContainmentState));
+
+  const issued: CommandRow[] = [];
+  const toPublish: Command[] = [];
+  const records: TransitionRecord[] = [];
+  for (const row of act) {
+    const to = transition("containment", row.containment as ContainmentState, REQUEST_EVENT[action]);
+    const payload = signObject(
+      {
+        v: PROTOCOL_VERSION,
+        type: "command" as const,
+        deviceId: row.id,
+        seq: row.nextCommandSeq,
+        issuedAt: now,
+        expiresAt,
+        action,
+        params: { reason },
+      },
+      ctx.commandKey.privateKey,
+    );
+    issued.push({
+      deviceId: row.id,
+      seq: row.nextCommandSeq,
+      action,
+      params: payload.params,
+      payload,
+      status: "pending",
+      issuedAt: at,
+      expiresAt: new Date(expiresAt),
+      ackedAt: null,
+      reason: null,
+      ack: null,
+      issuedBy: actor,
+    });
+    toPublish.push(payload);
+    records.push({ deviceId: row.id, machine: "containment", from: row.containment, to, reason, actor, evidence: { command: payload } });
+  }
+
+  for (const ids of chunks(act.map((row) => row.id), 5000)) {
+    // A release supersedes pending quarantine commands and vice versa (only one containment request is live).
+    await tx
+      .update(commands)
+      .set({ status: "superseded", reason: `superseded by ${action}` })
+      .where(and(inArray(commands.deviceId, ids), eq(commands.status, "pending"), inArray(commands.action, ["quarantine", "release"])));
+    await tx
+      .update(devices)
+      .set({ containment: REQUESTED_STATE[action], nextCommandSeq: sql`${devices.nextCommandSeq} + 1`, updatedAt: at })
+      .where(inArray(devices.id, ids));
+  }
+  for (const part of chunks(issued)) await tx.insert(commands).values(part);
+  await recordTransitions(tx, records, at);
+  if (noop.length > 0) {
+    await recordAudit(
+      tx,
+      noop.map((row) => ({ actor, action: `${action}.noop`, target: row.id, detail: { containment: row.containment, reason } })),
+      at,
+    );
+  }
+
+  const latest = new Map<string, CommandRow>();
+  for (const ids of chunks(noop.map((row) => row.id), 5000)) {
+    const existing = await tx
+      .select()
+      .from(commands)
+      .where(and(inArray(commands.deviceId, ids), eq(commands.action, action)))
+      .orderBy(asc(commands.seq));
+    for (const command of existing) latest.set(command.deviceId, command);
+  }
+  for (const command of issued) latest.set(command.deviceId, command);
+  const views = rows.flatMap((row) => {
+    const command = latest.get(row.id);
+    return command ? [toCommandView(command)] : [];
+  });
+  return { views, toPublish };
+}
+
+/** Publishes after commit; a failure is logged and left to the retry timer (the command stays pending). */
+export async function publishCommands(ctx: ServiceContext, toPublish: Command[]): Promise<void> {
+  for (const command of toPublish) {
+    if (!ctx.publisher.isConnected(command.deviceId)) continue;
+    try {
+      await ctx.publisher.publish(command.deviceId, "command", command);
+    } catch (error) {
+      ctx.logger.warn({ err: error, deviceId: command.deviceId, seq: command.seq }, "command publish failed; will retry");
+    }
+  }
+}
+
+/** Pending, unexpired commands of the device, in seq order (what a (re)connecting agent must receive). */
+export async function pendingCommands(tx: Tx, deviceIds: string[] | null, now: number): Promise<Command[]> {
+  const base = and(eq(commands.status, "pending"), gt(commands.expiresAt, new Date(now)));
+  const where = deviceIds ? and(base, inArray(commands.deviceId, deviceIds)) : base;
+  const rows = await tx.select({ payload: commands.payload }).from(commands).where(where).orderBy(asc(commands.deviceId), asc(commands.seq));
+  return rows.map((row) => row.payload as Command);
+}
+
+/**
+ * Marks pending commands past their expiry `expired` and moves containment back from the requested state
+ * (HW-TRUST-3). One UPDATE ... RETURNING claims each command once, so several replicas can run this.
+ */
+export async function expireCommands(ctx: ServiceContext, now: number): Promise<number> {
+  const at = new Date(now);
+  return ctx.db.transaction(async (tx) => {
+    const expired = await tx
+      .update(commands)
+      .set({ status: "expired", reason: "expired before the device acknowledged it" })
+      .where(and(eq(commands.status, "pending"), lte(commands.expiresAt, at)))
+      .returning({ deviceId: commands.deviceId, seq: commands.seq, action: commands.action, payload: commands.payload });
+    const records: TransitionRecord[] = [];
+    const actor: Actor = { kind: "system", id: "command-expiry" };
+    for (const command of expired) {
+      if (command.action !== "quarantine" && command.action !== "release") continue;
+      const device = await lockDevice(tx, command.deviceId);
+      if (!device || device.containment !== REQUESTED_STATE[command.action]) continue;
+      const from = device.containment as ContainmentState;
+      if (!canTransition("containment", from, "command-expired")) continue;
+      const to = transition("containment", from, "command-expired");
+      await tx.update(devices).set({ containment: to, updatedAt: at }).where(eq(devices.id, device.id));
+      records.push({
+        deviceId: device.id,
+        machine: "containment",
+        from,
+        to,
+        reason: `${command.action} command ${command.seq} expired before the device acknowledged it`,
+        actor,
+        evidence: { command: command.payload },
+      });
+    }
+    await recordTransitions(tx, records, at);
+    return expired.length;
+  });
+}

@@ -1,0 +1,502 @@
+/**
+ * Contract suite for the domain services, run against every database implementation: PGlite (always) and
+ * PostgreSQL when HASHWARD_TEST_DATABASE_URL is set (a throw-away database per run).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { sql } from "drizzle-orm";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
+import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
+import { type Ack, type Challenge, type Command, type Evidence, verifyCommand } from "../../../shared/protocol/index.js";
+import { ConflictError, NotFoundError } from "../errors.js";
+import { type Database, openDatabase } from "../db/index.js";
+import { createTemporaryPostgres } from "../db/test-postgres.js";
+import { createServices, type DevicePublisher, type ServiceOptions, type Services } from "./index.js";
+
+const A = "a".repeat(64);
+const B = "b".repeat(64);
+const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
+const OPTIONS: ServiceOptions = { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "contraindicated" };
+
+class RecordingPublisher implements DevicePublisher {
+  connected = new Set<string>();
+  sent: Array<{ deviceId: string; kind: "challenge" | "command"; message: Challenge | Command }> = [];
+  disconnected: string[] = [];
+  async publish(deviceId: string, kind: "challenge" | "command", message: Challenge | Command): Promise<void> {
+    this.sent.push({ deviceId, kind, message });
+  }
+  isConnected(deviceId: string): boolean {
+    return this.connected.has(deviceId);
+  }
+  disconnect(deviceId: string): void {
+    this.disconnected.push(deviceId);
+  }
+  of(deviceId: string, kind: "challenge" | "command") {
+    return this.sent.filter((s) => s.deviceId === deviceId && s.kind === kind).map((s) => s.message);
+  }
+}
+
+interface Harness {
+  db: Database;
+  close(): Promise<void>;
+}
+
+function contract(name: string, open: () => Promise<Harness>) {
+  describe(`ControlPlaneService contract (${name})`, () => {
+    let harness: Harness;
+    let services: Services;
+    let clock = Date.UTC(2025, 5, 1);
+    const publisher = new RecordingPublisher();
+    const commandKey = generateKeyPair();
+    const logger = pino({ level: "silent" });
+
+    beforeAll(async () => {
+      harness = await open();
+      services = createServices({ db: harness.db, publisher, commandKey, logger, now: () => clock, options: OPTIONS });
+    });
+    afterAll(async () => {
+      await services?.close();
+      await harness?.close();
+    });
+
+    async function count(table: string): Promise<number> {
+      const result = await harness.db.execute(sql.raw(`select count(*)::int as n from ${table}`));
+      return (result.rows[0] as { n: number }).n;
+    }
+    async function counts() {
+      const tables = ["devices", "transitions", "audit_log", "commands", "evidence", "challenges", "enrollment_tokens", "device_events"];
+      return Object.fromEntries(await Promise.all(tables.map(async (t) => [t, await count(t)])));
+    }
+
+    function device(model = "S19", firmwareVersion = "1.2.0") {
+      const keys = generateKeyPair();
+      const id = deviceIdFromPublicKey(keys.publicKey);
+      let seq = 0;
+      return {
+        keys,
+        id,
+        enrollment(token?: string, signer: KeyPair = keys) {
+          return signObject(
+            {
+              v: 1 as const,
+              type: "enroll" as const,
+              deviceId: id,
+              publicKey: toBase64Url(keys.publicKey),
+              model,
+              firmwareVersion,
+              agentVersion: "0.1.0",
+              ...(token ? { enrollmentToken: token } : {}),
+              ts: clock,
+            },
+            signer.privateKey,
+          );
+        },
+        evidence(measurements: Evidence["measurements"], nonce: string | null = null, overrides: Partial<Evidence> = {}): Evidence {
+          seq += 1;
+          return signObject(
+            {
+              v: 1 as const,
+              type: "evidence" as const,
+              deviceId: id,
+              seq,
+              nonce,
+              reason: nonce ? ("challenge" as const) : ("timer" as const),
+              ts: clock,
+              model,
+              firmwareVersion,
+              agentVersion: "0.1.0",
+              bootId: "boot-1",
+              measurements,
+              ...overrides,
+            },
+            keys.privateKey,
+          ) as Evidence;
+        },
+        ack(command: Command, status: "done" | "failed" = "done", signer: KeyPair = keys): Ack {
+          return signObject(
+            {
+              v: 1 as const,
+              type: "ack" as const,
+              deviceId: id,
+              seq: command.seq,
+              action: command.action,
+              status,
+              containment: command.action === "quarantine" && status === "done" ? ("quarantined" as const) : ("none" as const),
+              ts: clock,
+            },
+            signer.privateKey,
+          ) as Ack;
+        },
+      };
+    }
+
+    async function acceptedDevice(model = "S19", firmwareVersion = "1.2.0") {
+      const d = device(model, firmwareVersion);
+      await services.service.enroll(d.enrollment());
+      await services.service.acceptDevice(OPERATOR, d.id, "test");
+      publisher.connected.add(d.id);
+      return d;
+    }
+
+    const good: Evidence["measurements"] = [
+      { path: "/config/cgminer.conf", kind: "file", sha256: A, size: 10 },
+      { path: "/usr/bin/cgminer", kind: "file", sha256: B, size: 20 },
+    ];
+
+    it("creates the first admin token once and authenticates by hash", async () => {
+      const token = await services.ensureAdminToken();
+      expect(token).toMatch(/^hwa_[A-Za-z0-9_-]{43}$/);
+      expect(await services.ensureAdminToken()).toBeNull();
+      const principal = await services.service.authenticateApiToken(token ?? "");
+      expect(principal?.role).toBe("admin");
+      expect(await services.service.authenticateApiToken("hwa_nope")).toBeNull();
+      const created = await services.service.createApiToken(OPERATOR, { role: "viewer", label: "dash" });
+      expect((await services.service.authenticateApiToken(created.token))?.role).toBe("viewer");
+      const dump = JSON.stringify((await harness.db.execute(sql`select * from api_tokens`)).rows);
+      expect(dump).not.toContain(created.token);
+    });
+
+    it("enrolls without a token as pending, idempotently, until an operator accepts", async () => {
+      const d = device();
+      const first = await services.service.enroll(d.enrollment());
+      expect(first).toEqual({ deviceId: d.id, enrollment: "pending", commandPublicKey: toBase64Url(commandKey.publicKey) });
+      const before = await counts();
+      expect((await services.service.enroll(d.enrollment())).enrollment).toBe("pending");
+      expect((await counts()).transitions).toBe(before.transitions);
+      expect((await services.deviceSide.identityForConnect(d.id))?.enrollment).toBe("pending");
+      const view = await services.service.acceptDevice(OPERATOR, d.id, "looks right");
+      expect(view.enrollment).toBe("accepted");
+      expect((await services.service.enroll(d.enrollment())).enrollment).toBe("accepted");
+      const history = await services.service.history(d.id, 10);
+      expect(history.map((t) => [t.from, t.to])).toEqual([["pending", "accepted"], ["new", "pending"]]);
+      expect(history[0]?.actor).toEqual(OPERATOR);
+      const audit = (await services.service.listAudit(50, 0)).filter((e) => e.target === d.id);
+      expect(audit.map((e) => e.action)).toEqual(["enrollment.accepted", "enrollment.pending"]);
+    });
+
+    it("accepts at once with an enrollment token and enforces its use limit atomically", async () => {
+      const { token } = await services.service.createEnrollmentToken(OPERATOR, { ttlMs: 60_000, maxUses: 1, label: "rack 1" });
+      expect(token).toMatch(/^hwe_/);
+      const d1 = device();
+      expect((await services.service.enroll(d1.enrollment(token))).enrollment).toBe("accepted");
+      // The same device re-posting with its token does not consume another use.
+      expect((await services.service.enroll(d1.enrollment(token))).enrollment).toBe("accepted");
+      const d2 = device();
+      const before = await counts();
+      await expect(services.service.enroll(d2.enrollment(token))).rejects.toBeInstanceOf(ConflictError);
+      await expect(services.service.enroll(d2.enrollment("hwe_unknown"))).rejects.toBeInstanceOf(VerificationError);
+      expect(await counts()).toEqual(before);
+      expect(await services.deviceSide.identityForConnect(d2.id)).toBeNull();
+    });
+
+    it("refuses an expired enrollment token", async () => {
+      const { token } = await services.service.createEnrollmentToken(OPERATOR, { ttlMs: 1000, maxUses: 5 });
+      clock += 2000;
+      await expect(services.service.enroll(device().enrollment(token))).rejects.toBeInstanceOf(ConflictError);
+      await expect(services.service.createEnrollmentToken(OPERATOR, { ttlMs: 0, maxUses: 1 })).rejects.toBeInstanceOf(ValidationError);
+    });
+
+    it("refuses a bad signature, a foreign id and a stale timestamp, writing nothing", async () => {
+      const d = device();
+      const before = await counts();
+      await expect(services.service.enroll(d.enrollment(undefined, generateKeyPair()))).rejects.toBeInstanceOf(VerificationError);
+      const other = device();
+      const forged = signObject({ ...d.enrollment(), deviceId: other.id }, d.keys.privateKey);
+      await expect(services.service.enroll(forged)).rejects.toBeInstanceOf(VerificationError);
+      const old = signObject({ ...d.enrollment(), ts: clock - 10 * 60_000 }, d.keys.privateKey);
+      await expect(services.service.enroll(old)).rejects.toBeInstanceOf(FreshnessError);
+      expect(await counts()).toEqual(before);
+    });
+
+    it("keeps rejected and revoked devices so; revoked is terminal", async () => {
+      const r = device();
+      await services.service.enroll(r.enrollment());
+      await services.service.rejectDevice(OPERATOR, r.id, "unknown hardware");
+      expect((await services.service.enroll(r.enrollment())).enrollment).toBe("rejected");
+      const v = await acceptedDevice();
+      const revoked = await services.service.revokeDevice(OPERATOR, v.id, "decommissioned");
+      expect(revoked.enrollment).toBe("revoked");
+      expect(publisher.disconnected).toContain(v.id);
+      expect((await services.service.enroll(v.enrollment())).enrollment).toBe("revoked");
+      await expect(services.service.acceptDevice(OPERATOR, v.id, "oops")).rejects.toBeInstanceOf(ConflictError);
+      await expect(services.service.revokeDevice(OPERATOR, v.id, "again")).rejects.toBeInstanceOf(ConflictError);
+      await expect(services.service.acceptDevice(OPERATOR, "hw-000000000000000000000000", "x")).rejects.toBeInstanceOf(NotFoundError);
+    });
+
+    it("accepts a pre-authorized key on arrival", async () => {
+      const d = device();
+      const view = await services.service.preauthorizeDevice(OPERATOR, { publicKey: toBase64Url(d.keys.publicKey), model: "S19" });
+      expect(view).toMatchObject({ deviceId: d.id, enrollment: "accepted", firmwareVersion: "" });
+      expect((await services.service.enroll(d.enrollment())).enrollment).toBe("accepted");
+      expect((await services.service.getDevice(d.id)).firmwareVersion).toBe("1.2.0");
+      await expect(services.service.preauthorizeDevice(OPERATOR, { publicKey: "short", model: "S19" })).rejects.toBeInstanceOf(ValidationError);
+    });
+
+    it("quarantines with a signed command, completes on the ack, and releases the same way", async () => {
+      const d = await acceptedDevice();
+      const [command] = await services.service.quarantine(OPERATOR, [d.id], "pool hijack suspected");
+      expect(command).toMatchObject({ deviceId: d.id, seq: 1, action: "quarantine", status: "pending" });
+      expect((await services.service.getDevice(d.id)).containment).toBe("quarantine_requested");
+      const [sent] = publisher.of(d.id, "command") as Command[];
+      expect(sent).toBeDefined();
+      verifyCommand(sent as Command, commandKey.publicKey, { deviceId: d.id, lastSeq: 0, nowMs: clock });
+
+      // Quarantining again is a no-op returning the existing command.
+      const again = await services.service.quarantine(OPERATOR, [d.id], "again");
+      expect(again.map((c) => c.seq)).toEqual([1]);
+      expect(publisher.of(d.id, "command")).toHaveLength(1);
+
+      await services.deviceSide.onAck(d.ack(sent as Command));
+      expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
+      const before = await counts();
+      await services.deviceSide.onAck(d.ack(sent as Command)); // redelivered: nothing changes
+      expect(await counts()).toEqual(before);
+
+      const [release] = await services.service.release(OPERATOR, [d.id], "cleared");
+      expect(release).toMatchObject({ seq: 2, action: "release", status: "pending" });
+      expect((await services.service.getDevice(d.id)).containment).toBe("release_requested");
+      const releaseCommand = publisher.of(d.id, "command")[1] as Command;
+      await services.deviceSide.onAck(d.ack(releaseCommand));
+      expect((await services.service.getDevice(d.id)).containment).toBe("none");
+
+      const history = await services.service.history(d.id, 10);
+      expect(history.filter((t) => t.machine === "containment").map((t) => t.to)).toEqual([
+        "none",
+        "release_requested",
+        "quarantined",
+        "quarantine_requested",
+      ]);
+      expect((history[0]?.evidence as { ack: Ack }).ack.seq).toBe(2);
+      const commands = await services.service.listCommands(d.id, 10);
+      expect(commands.map((c) => [c.seq, c.status])).toEqual([
+        [2, "acked"],
+        [1, "acked"],
+      ]);
+      const audit = (await services.service.listAudit(100, 0)).filter((e) => e.target === d.id).map((e) => e.action);
+      expect(audit).toContain("quarantine.noop");
+      expect(audit).toContain("containment.quarantine_requested");
+    });
+
+    it("supersedes a pending quarantine with a release", async () => {
+      const d = await acceptedDevice();
+      await services.service.quarantine(OPERATOR, [d.id], "suspect");
+      await services.service.release(OPERATOR, [d.id], "false alarm");
+      const commands = await services.service.listCommands(d.id, 10);
+      expect(commands.map((c) => [c.seq, c.action, c.status])).toEqual([
+        [2, "release", "pending"],
+        [1, "quarantine", "superseded"],
+      ]);
+    });
+
+    it("refuses a forged ack and an ack for an unknown command, changing nothing", async () => {
+      const d = await acceptedDevice();
+      await services.service.quarantine(OPERATOR, [d.id], "suspect");
+      const sent = publisher.of(d.id, "command")[0] as Command;
+      const before = await counts();
+      await expect(services.deviceSide.onAck(d.ack(sent, "done", generateKeyPair()))).rejects.toBeInstanceOf(VerificationError);
+      await expect(services.deviceSide.onAck(d.ack({ ...sent, seq: 99 }))).rejects.toBeInstanceOf(VerificationError);
+      expect(await counts()).toEqual(before);
+      expect((await services.service.getDevice(d.id)).containment).toBe("quarantine_requested");
+      await expect(services.service.quarantine(OPERATOR, [d.id, "hw-ffffffffffffffffffffffff"], "x")).rejects.toBeInstanceOf(NotFoundError);
+    });
+
+    it("expires unacknowledged commands and falls back", async () => {
+      const d = await acceptedDevice();
+      await services.service.quarantine(OPERATOR, [d.id], "suspect");
+      publisher.sent = [];
+      await services.deviceSide.retryPendingCommands();
+      expect(publisher.of(d.id, "command")).toHaveLength(1);
+      clock += OPTIONS.commandTtlMs + 1;
+      await services.deviceSide.retryPendingCommands();
+      expect((await services.service.listCommands(d.id, 1))[0]?.status).toBe("expired");
+      expect((await services.service.getDevice(d.id)).containment).toBe("none");
+      const [last] = await services.service.history(d.id, 1);
+      expect(last).toMatchObject({ machine: "containment", from: "quarantine_requested", to: "none", actor: { kind: "system" } });
+    });
+
+    it("re-publishes pending commands and sends a challenge on hello", async () => {
+      const d = await acceptedDevice();
+      await services.service.quarantine(OPERATOR, [d.id], "suspect");
+      publisher.sent = [];
+      await services.deviceSide.onHello({
+        v: 1,
+        type: "hello",
+        deviceId: d.id,
+        model: "S19",
+        firmwareVersion: "1.2.1",
+        agentVersion: "0.2.0",
+        bootId: "boot-2",
+        containment: "none",
+        lastCommandSeq: 0,
+        ts: clock,
+      });
+      expect(publisher.sent.map((s) => s.kind)).toEqual(["command", "challenge"]);
+      const view = await services.service.getDevice(d.id);
+      expect(view).toMatchObject({ firmwareVersion: "1.2.1", agentVersion: "0.2.0", connected: true });
+    });
+
+    it("appraises evidence: warning without reference values, trusted with them", async () => {
+      const d = await acceptedDevice("S19j", "2.0.0");
+      const noRef = await services.deviceSide.onEvidence(d.evidence(good));
+      expect(noRef.status).toBe("warning");
+      expect(noRef.summary).toBe("no approved reference values for S19j 2.0.0");
+      expect((await services.service.getDevice(d.id)).appraisal).toBe("warning");
+
+      const captured = await services.service.captureReferenceValues(OPERATOR, d.id);
+      expect(captured).toMatchObject({ status: "proposed", source: "captured", capturedFrom: d.id, model: "S19j", firmwareVersion: "2.0.0" });
+      const approved = await services.service.approveReferenceValues(OPERATOR, captured.id);
+      expect(approved.status).toBe("approved");
+
+      const { nonce } = await services.service.attestNow(OPERATOR, d.id);
+      expect(publisher.of(d.id, "challenge").some((c) => (c as Challenge).nonce === nonce)).toBe(true);
+      const result = await services.deviceSide.onEvidence(d.evidence(good, nonce, { reason: "challenge" }));
+      expect(result).toMatchObject({ status: "affirming", referenceId: captured.id });
+      const view = await services.service.getDevice(d.id);
+      expect(view.appraisal).toBe("trusted");
+      expect(view.lastAppraisal?.referenceId).toBe(captured.id);
+
+      const replacement = await services.service.registerReferenceValues(OPERATOR, { model: "S19j", firmwareVersion: "2.0.0", measurements: [{ path: "/x", sha256: A, size: 1 }] });
+      expect(replacement.status).toBe("approved");
+      const sets = await services.service.listReferenceValues({ model: "S19j" });
+      expect(sets.find((s) => s.id === captured.id)?.status).toBe("superseded");
+      await expect(services.service.approveReferenceValues(OPERATOR, captured.id)).rejects.toBeInstanceOf(ConflictError);
+    });
+
+    it("refuses replayed seq, reused, unknown and foreign nonces, and forged evidence, writing nothing", async () => {
+      const d = await acceptedDevice();
+      const { nonce } = await services.service.attestNow(OPERATOR, d.id);
+      const accepted = d.evidence(good, nonce);
+      await services.deviceSide.onEvidence(accepted);
+      const before = await counts();
+      await expect(services.deviceSide.onEvidence(accepted)).rejects.toBeInstanceOf(FreshnessError);
+      await expect(services.deviceSide.onEvidence(d.evidence(good, nonce))).rejects.toBeInstanceOf(FreshnessError);
+      await expect(services.deviceSide.onEvidence(d.evidence(good, "A".repeat(32)))).rejects.toBeInstanceOf(FreshnessError);
+      const other = await acceptedDevice();
+      const { nonce: foreign } = await services.service.attestNow(OPERATOR, other.id);
+      const mid = await counts();
+      await expect(services.deviceSide.onEvidence(d.evidence(good, foreign))).rejects.toBeInstanceOf(FreshnessError);
+      await expect(services.deviceSide.onEvidence(d.evidence(good, null, { ts: clock - 10 * 60_000 }))).rejects.toBeInstanceOf(FreshnessError);
+      const forged = signObject({ ...d.evidence(good), sig: undefined }, generateKeyPair().privateKey) as Evidence;
+      await expect(services.deviceSide.onEvidence(forged)).rejects.toBeInstanceOf(VerificationError);
+      expect((await counts()).evidence).toBe(before.evidence);
+      expect(await counts()).toEqual(mid);
+      // An expired challenge is refused too.
+      const { nonce: late } = await services.service.attestNow(OPERATOR, d.id);
+      clock += OPTIONS.challengeTtlMs + 1;
+      await expect(services.deviceSide.onEvidence(d.evidence(good, late))).rejects.toBeInstanceOf(FreshnessError);
+    });
+
+    it("auto-quarantines a contraindicated device with the policy as actor", async () => {
+      const d = await acceptedDevice("S9", "3.0.0");
+      await services.service.registerReferenceValues(OPERATOR, { model: "S9", firmwareVersion: "3.0.0", measurements: good.map(({ path, sha256, size }) => ({ path, sha256, size })) });
+      expect((await services.deviceSide.onEvidence(d.evidence(good))).status).toBe("affirming");
+      const tampered = good.map((m) => (m.path === "/config/cgminer.conf" ? { ...m, sha256: B, size: 11 } : m));
+      const result = await services.deviceSide.onEvidence(d.evidence(tampered));
+      expect(result.status).toBe("contraindicated");
+      expect(result.differences).toEqual([
+        { path: "/config/cgminer.conf", claim: "configuration", kind: "changed", expected: { sha256: A, size: 10 }, seen: { sha256: B, size: 11 } },
+      ]);
+      const view = await services.service.getDevice(d.id);
+      expect(view).toMatchObject({ appraisal: "contraindicated", containment: "quarantine_requested" });
+      const history = await services.service.history(d.id, 2);
+      expect(history.map((t) => [t.machine, t.to, t.actor.id])).toEqual([
+        ["containment", "quarantine_requested", "policy"],
+        ["appraisal", "contraindicated", d.id],
+      ]);
+      expect((history[1]?.evidence as { status: string }).status).toBe("contraindicated");
+    });
+
+    it("buffers heartbeats, marks silent devices stale, and leaves stale on the next appraisal", async () => {
+      const d = await acceptedDevice();
+      await services.deviceSide.onEvidence(d.evidence(good));
+      await services.deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId: d.id, seq: 1, ts: clock, uptimeMs: 5, containment: "none", outboxDepth: 0, telemetry: { hashrateGhs: 95000 } });
+      await services.deviceSide.flush();
+      const view = await services.service.getDevice(d.id);
+      expect(view.telemetry).toEqual({ hashrateGhs: 95000 });
+      expect(view.lastSeenAt).toBe(new Date(clock).toISOString());
+      clock += OPTIONS.staleAfterMs + 1;
+      await services.deviceSide.markStaleDevices();
+      expect((await services.service.getDevice(d.id)).appraisal).toBe("stale");
+      expect((await services.service.history(d.id, 1))[0]).toMatchObject({ from: "warning", to: "stale", actor: { kind: "system" } });
+      await services.deviceSide.onEvidence(d.evidence(good));
+      expect((await services.service.getDevice(d.id)).appraisal).toBe("warning");
+    });
+
+    it("stores each device event once", async () => {
+      const d = await acceptedDevice();
+      const event = signObject(
+        { v: 1 as const, type: "event" as const, deviceId: d.id, id: "evt-00000001", ts: clock, kind: "command-rejected" as const, severity: "warning" as const, detail: { reason: "replay" } },
+        d.keys.privateKey,
+      );
+      await services.deviceSide.onEvent(event);
+      await services.deviceSide.onEvent(event);
+      const events = await services.service.listEvents(d.id, 10);
+      expect(events).toHaveLength(1);
+      expect(events[0]).toMatchObject({ id: "evt-00000001", kind: "command-rejected", detail: { reason: "replay" } });
+    });
+
+    it("lists devices with filters", async () => {
+      const d = await acceptedDevice("L7", "1.0.0");
+      const byModel = await services.service.listDevices({ model: "L7", limit: 10, offset: 0 });
+      expect(byModel.map((v) => v.deviceId)).toEqual([d.id]);
+      const pending = await services.service.listDevices({ enrollment: "pending", limit: 1000, offset: 0 });
+      expect(pending.every((v) => v.enrollment === "pending")).toBe(true);
+    });
+
+    it("quarantines 1,000 devices in one call quickly", async () => {
+      const ids: string[] = [];
+      for (let i = 0; i < 1000; i++) ids.push(deviceIdFromPublicKey(generateKeyPair().publicKey));
+      const t = new Date(clock);
+      for (let i = 0; i < ids.length; i += 500) {
+        await harness.db.execute(
+          sql`insert into devices (id, public_key, model, enrollment, created_at, updated_at) values ${sql.join(
+            ids.slice(i, i + 500).map((id) => sql`(${id}, ${id}, ${"bulk"}, ${"accepted"}, ${t.toISOString()}::timestamptz, ${t.toISOString()}::timestamptz)`),
+            sql`, `,
+          )}`,
+        );
+      }
+      const started = performance.now();
+      const views = await services.service.quarantine(OPERATOR, ids, "fleet-wide incident");
+      const elapsed = performance.now() - started;
+      expect(views).toHaveLength(1000);
+      expect(new Set(views.map((v) => v.status))).toEqual(new Set(["pending"]));
+      expect(elapsed).toBeLessThan(15_000);
+      const quarantined = await services.service.listDevices({ model: "bulk", containment: "quarantine_requested", limit: 2000, offset: 0 });
+      expect(quarantined).toHaveLength(1000);
+    });
+  });
+}
+
+contract("PGlite", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "hw-service-"));
+  const opened = await openDatabase({ dataDir });
+  return {
+    db: opened.db,
+    async close() {
+      await opened.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+});
+
+const pgUrl = process.env.HASHWARD_TEST_DATABASE_URL;
+if (pgUrl) {
+  contract("PostgreSQL", async () => {
+    const temp = await createTemporaryPostgres(pgUrl);
+    const opened = await openDatabase({ dataDir: "unused", databaseUrl: temp.url });
+    return {
+      db: opened.db,
+      async close() {
+        await opened.close();
+        await temp.drop();
+      },
+    };
+  });
+} else {
+  describe.skip("ControlPlaneService contract (PostgreSQL): set HASHWARD_TEST_DATABASE_URL to run", () => {
+    it("skipped", () => {});
+  });
+}
