@@ -1,0 +1,150 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { verifySignedObject, fromBase64Url, PROTOCOL_VERSION } from "../../../shared/index.js";
+import { parseAgentConfig, type AgentConfig } from "../config/index.js";
+import { silentLogger } from "../log/index.js";
+import { createSimulatedBoard, RecordingPlatform, SIMULATED_MEASURE_PATHS, type SimulatedBoard } from "../platform/index.js";
+import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "../testing/index.js";
+import { Agent, EXIT } from "./index.js";
+
+describe("agent runtime against aedes and a fake enrollment server", () => {
+  const cleanups: (() => void | Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function setup(overrides: Partial<Record<string, unknown>> = {}) {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const board = createSimulatedBoard(join(dir.path, "board"), { model: "S19" });
+    const plane = new PlaneSigner();
+    const holder = { broker: await new TestBroker().start() };
+    cleanups.push(() => holder.broker.close().catch(() => undefined));
+    const enrollment = await new FakeEnrollmentServer(plane.publicKey).start();
+    cleanups.push(() => enrollment.close());
+    enrollment.onAccepted = (deviceId, pub) => holder.broker.keys.set(deviceId, pub);
+    const config: AgentConfig = parseAgentConfig({
+      controlPlaneUrl: enrollment.url,
+      mqttUrl: holder.broker.url,
+      stateDir: join(dir.path, "state"),
+      model: "S19",
+      firmwareVersion: "1.0.0",
+      platform: { kind: "simulated", root: board.root },
+      measure: { paths: [...SIMULATED_MEASURE_PATHS] },
+      heartbeatIntervalMs: 100,
+      reconnectMinMs: 20,
+      reconnectMaxMs: 200,
+      enrollPollMs: 100,
+      ...overrides,
+    });
+    const agents: Agent[] = [];
+    const startAgent = async (deps: { platform?: RecordingPlatform } = {}) => {
+      const agent = new Agent(config, { log: silentLogger(), agentVersion: "0.1.0-test", ...deps });
+      agents.push(agent);
+      cleanups.push(() => agent.stop());
+      await agent.start();
+      return agent;
+    };
+    return { dir, board: board as SimulatedBoard, plane, holder, enrollment, config, startAgent };
+  }
+
+  it("enrolls, connects with a token, says hello, sends startup evidence, heartbeats, answers challenges and commands", async () => {
+    const s = await setup();
+    const agent = await s.startAgent();
+    const broker = s.holder.broker;
+    const id = agent.deviceId;
+    await waitFor(() => broker.of("hello").length === 1, "hello");
+    await waitFor(() => broker.of("evidence").length === 1, "startup evidence");
+    await waitFor(() => broker.of("heartbeat").length >= 2, "heartbeats");
+    await waitFor(() => broker.of("event").some((e) => e["kind"] === "agent-started"), "agent-started event");
+    const hello = broker.of("hello")[0]!;
+    expect(hello).toMatchObject({ v: PROTOCOL_VERSION, deviceId: id, model: "S19", containment: "none", lastCommandSeq: 0, agentVersion: "0.1.0-test" });
+    const evidence = broker.of("evidence")[0]!;
+    expect(evidence).toMatchObject({ reason: "startup", nonce: null, seq: 1 });
+    verifySignedObject(evidence, agent.identity.keyPair.publicKey);
+    expect((evidence["measurements"] as { path: string }[]).map((m) => m.path)).toContain("/firmware/bmminer");
+    const hb = broker.of("heartbeat");
+    expect(hb[1]!["seq"]).toBe((hb[0]!["seq"] as number) + 1);
+
+    const nonce = "abcdefghijklmnopqrstuv";
+    await broker.publishDown(id, "challenge", { v: 1, type: "challenge", deviceId: id, nonce, issuedAt: Date.now(), expiresAt: Date.now() + 30_000 });
+    await waitFor(() => broker.of("evidence").find((e) => e["nonce"] === nonce), "challenge evidence");
+    expect(broker.of("evidence").at(-1)).toMatchObject({ reason: "challenge", seq: 2 });
+
+    await broker.publishDown(id, "command", s.plane.command(id, 1, "quarantine"));
+    await waitFor(() => broker.of("ack").length === 1, "ack");
+    expect(broker.of("ack")[0]).toMatchObject({ seq: 1, status: "done", containment: "quarantined" });
+    verifySignedObject(broker.of("ack")[0]!, fromBase64Url(agent.identity.publicKey));
+    expect(await s.board.isQuarantined()).toBe(true);
+    expect(s.board.networkPolicy()).toEqual({ mode: "restricted", allow: ["127.0.0.1"] });
+    await waitFor(() => broker.of("heartbeat").some((h) => h["containment"] === "quarantined"), "quarantined heartbeat");
+  });
+
+  it("reconnects after a broker restart and delivers events produced while it was down", async () => {
+    const s = await setup();
+    const agent = await s.startAgent();
+    const first = s.holder.broker;
+    await waitFor(() => first.of("evidence").length === 1 && agent.outbox.depth === 0, "connected and flushed");
+    const port = first.port;
+    await first.close();
+    await waitFor(() => !agent.session?.connected, "disconnect noticed");
+
+    // An out-of-band config edit while offline: detected by the watch, queued in the outbox.
+    writeFileSync(join(s.board.root, "config/cgminer.conf"), '{"pools":[{"url":"stratum+tcp://evil.example:3333"}]}\n');
+    await waitFor(() => agent.outbox.depth >= 1, "watch-change queued while offline");
+
+    // Same port: the agent's configured URL (the OS gave it to us first; not a fixed port).
+    const second = await new TestBroker().start(port);
+    s.holder.broker = second;
+    for (const [k, v] of first.keys) second.keys.set(k, v);
+    await waitFor(() => second.of("event").some((e) => e["kind"] === "watch-change"), "watch-change delivered after reconnect");
+    expect(second.of("event").find((e) => e["kind"] === "watch-change")).toMatchObject({ detail: { paths: ["/config/cgminer.conf"] } });
+    await waitFor(() => second.of("hello").length === 1 && second.of("evidence").length >= 1, "hello and evidence after reconnect");
+    const evidence = second.of("evidence")[0]!;
+    expect(evidence["seq"]).toBeGreaterThan(1);
+    await waitFor(() => agent.outbox.depth === 0, "outbox drained");
+  });
+
+  it("re-applies a persisted quarantine on restart before enrolling, and only a signed release lifts it", async () => {
+    const s = await setup();
+    const agent = await s.startAgent();
+    const id = agent.deviceId;
+    await waitFor(() => s.holder.broker.of("hello").length === 1, "hello");
+    await s.holder.broker.publishDown(id, "command", s.plane.command(id, 1, "quarantine"));
+    await waitFor(() => s.holder.broker.of("ack").length === 1, "quarantine ack");
+    await agent.stop();
+
+    // Reboot: the board comes back mining with the upgrade path enabled; the agent must restore quarantine.
+    await s.board.release();
+    const requestsBefore = s.enrollment.requests.length;
+    const platform = new RecordingPlatform(s.board.root);
+    let requestsAtQuarantine = -1;
+    const quarantine = platform.quarantine.bind(platform);
+    platform.quarantine = async (opts) => {
+      requestsAtQuarantine = s.enrollment.requests.length;
+      await quarantine(opts);
+    };
+    const restarted = await s.startAgent({ platform });
+    expect(platform.calls[0]).toEqual({ op: "quarantine", opts: { controlPlaneHosts: ["127.0.0.1"] } });
+    expect(requestsAtQuarantine).toBe(requestsBefore);
+    await waitFor(() => s.holder.broker.of("hello").length === 2, "second hello");
+    expect(s.holder.broker.of("hello")[1]).toMatchObject({ containment: "quarantined", lastCommandSeq: 1 });
+
+    // Redelivered quarantine is re-acked from state; a forged release is rejected; a signed release lifts it.
+    await s.holder.broker.publishDown(id, "command", s.plane.command(id, 2, "release", { key: new PlaneSigner().keyPair }));
+    await waitFor(() => s.holder.broker.of("event").some((e) => e["kind"] === "command-rejected"), "forged release rejected");
+    expect(restarted.state.containment).toBe("quarantined");
+    await s.holder.broker.publishDown(id, "command", s.plane.command(id, 2, "release"));
+    await waitFor(() => s.holder.broker.of("ack").some((a) => a["seq"] === 2), "release ack");
+    expect(restarted.state.containment).toBe("none");
+    expect(platform.calls.map((c) => c.op)).toEqual(["quarantine", "release"]);
+  });
+
+  it("exits with code 3 when the device is revoked", async () => {
+    const s = await setup();
+    s.enrollment.decide = () => ({ status: 403, enrollment: "revoked" });
+    const agent = await s.startAgent();
+    expect(await agent.exited).toBe(EXIT.revoked);
+  });
+});
