@@ -4,6 +4,7 @@
  * transaction so that it rolls back (nothing changes on refusal).
  */
 import { and, desc, eq, inArray, lt } from "drizzle-orm";
+import { canonicalize } from "../../../shared/canonical/index.js";
 import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
 import { FreshnessError, VerificationError } from "../../../shared/errors/index.js";
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
@@ -16,6 +17,7 @@ import { HeartbeatBuffer } from "./heartbeats.js";
 import { insertChallenge, publishChallenge } from "./operator.js";
 import type { Actor, AppraisalState, AttestationResult, ContainmentState, DeviceSideService, EnrollmentState } from "./types.js";
 
+const CHALLENGE_RETENTION_MS = 60 * 60_000;
 const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
 const STALE_FROM: AppraisalState[] = APPRAISAL_TABLE.filter((edge) => edge.event === "stale-timer").map((edge) => edge.from);
 
@@ -164,7 +166,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
         // Policy: contraindicated -> quarantine, when the verdict is new (entered, or different differences),
         // so an operator's release of a known-bad device sticks until the device changes again.
         const previous = device.lastAppraisal as AttestationResult | null;
-        const verdictIsNew = from !== "contraindicated" || JSON.stringify(previous?.differences ?? null) !== JSON.stringify(result.differences);
+        // Canonical form: jsonb does not keep key order, so plain JSON.stringify would always differ.
+        const verdictIsNew = from !== "contraindicated" || canonicalize(previous?.differences ?? null) !== canonicalize(result.differences);
         let toPublish: Awaited<ReturnType<typeof issueContainment>>["toPublish"] = [];
         if (ctx.options.autoQuarantine === "contraindicated" && result.status === "contraindicated" && verdictIsNew && updated) {
           if (updated.containment === "none" || updated.containment === "release_requested") {
@@ -236,6 +239,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
     async retryPendingCommands() {
       const now = ctx.now();
       await expireCommands(ctx, now);
+      // Old challenges only take space: a deleted nonce is refused as "not issued", so this cannot weaken HW-EVD-1.
+      await db.delete(challenges).where(lt(challenges.expiresAt, new Date(now - CHALLENGE_RETENTION_MS)));
       const pending = await pendingCommands(db, null, now);
       await publishCommands(ctx, pending);
     },

@@ -409,6 +409,24 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect((history[1]?.evidence as { status: string }).status).toBe("contraindicated");
     });
 
+    it("lets an operator's release of a known-bad device stick until its evidence changes again", async () => {
+      const d = await acceptedDevice("S9", "3.0.0");
+      await services.deviceSide.onEvidence(d.evidence(good));
+      const tampered = good.map((m) => (m.path === "/config/cgminer.conf" ? { ...m, sha256: B } : m));
+      await services.deviceSide.onEvidence(d.evidence(tampered));
+      const quarantine = publisher.of(d.id, "command").at(-1) as Command;
+      await services.deviceSide.onAck(d.ack(quarantine));
+      await services.service.release(OPERATOR, [d.id], "investigating on site");
+      await services.deviceSide.onAck(d.ack(publisher.of(d.id, "command").at(-1) as Command));
+      expect((await services.service.getDevice(d.id)).containment).toBe("none");
+
+      await services.deviceSide.onEvidence(d.evidence(tampered));
+      expect((await services.service.getDevice(d.id)).containment).toBe("none");
+      const worse = [...tampered, { path: "/etc/ld.so.preload", kind: "file" as const, sha256: A, size: 3 }];
+      await services.deviceSide.onEvidence(d.evidence(worse));
+      expect((await services.service.getDevice(d.id)).containment).toBe("quarantine_requested");
+    });
+
     it("buffers heartbeats, marks silent devices stale, and leaves stale on the next appraisal", async () => {
       const d = await acceptedDevice();
       await services.deviceSide.onEvidence(d.evidence(good));
