@@ -1,0 +1,301 @@
+/**
+ * Wires one control-plane process: data folder, database, command-signing key, domain services, the embedded
+ * MQTT broker, the HTTP API and the timers. `startPlane` either returns a running plane or cleans up what it
+ * opened and throws (a ConfigError naming the variable for the operator's own mistakes, such as a busy port).
+ */
+// Evaluated first on purpose: @hono/zod-openapi adds .openapi() to zod schemas created after it loads, and the
+// HTTP layer calls it on shared protocol schemas that the broker would otherwise load first.
+import { createHttpApp } from "../http/index.js";
+import { existsSync, readFileSync } from "node:fs";
+import { chmod, mkdir } from "node:fs/promises";
+import type { Server } from "node:http";
+import { join } from "node:path";
+import { createAdaptorServer } from "@hono/node-server";
+import type { Logger } from "pino";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import type { KeyPair } from "../../../shared/crypto/index.js";
+import { ConfigError } from "../../../shared/errors/index.js";
+import { createBroker, type Broker } from "../broker/index.js";
+import type { ControlPlaneConfig } from "../config/index.js";
+import { openDatabase } from "../db/index.js";
+import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
+import { createServices } from "../service/index.js";
+import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
+
+export const STALE_CHECK_INTERVAL_MS = 5_000;
+
+export interface Plane {
+  httpPort: number;
+  mqttPort: number;
+  httpUrl: string;
+  mqttUrl: string;
+  dataDir: string;
+  database: "pglite" | "postgres";
+  adminTokenFile: string;
+  /** Set only on the start that created it (also written to adminTokenFile). */
+  adminToken?: string;
+  commandPublicKey: Uint8Array;
+  /** Stops accepting, flushes buffered writes, closes the broker, HTTP server and database. Idempotent. */
+  close(): Promise<void>;
+}
+
+interface Services {
+  service: ControlPlaneService;
+  deviceSide: DeviceSideService;
+  ensureAdminToken(): Promise<string | null>;
+  /** Stops the services' own timers and flushes buffered writes; falls back to deviceSide.flush(). */
+  close?(): Promise<void>;
+}
+
+interface OpenedDb {
+  db: unknown;
+  dialect: "pglite" | "postgres";
+  close(): Promise<void>;
+}
+
+/** Seams for tests; production uses the real modules. */
+export interface PlaneFactories {
+  openDatabase(opts: { dataDir: string; databaseUrl?: string }): Promise<OpenedDb>;
+  createServices(deps: {
+    db: never;
+    publisher: DevicePublisher;
+    commandKey: KeyPair;
+    logger: Logger;
+    now?: () => number;
+    options: ServiceOptions;
+  }): Services;
+}
+
+type ServiceOptions = Parameters<typeof createServices>[0]["options"];
+
+const defaultFactories: PlaneFactories = {
+  openDatabase,
+  createServices: (deps) => createServices(deps as Parameters<typeof createServices>[0]),
+};
+
+function readVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version?: string };
+    return pkg.version ?? "0.0.0";
+  } catch {
+    return "0.0.0";
+  }
+}
+
+/** Turns a listen() failure into an operator-facing error that names the variable. */
+function listenError(error: unknown, portOption: string, port: number, hostOption: string, host: string): unknown {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  if (code === "EADDRINUSE") return new ConfigError(`${portOption}=${port}: port already in use`, portOption, { cause: error });
+  if (code === "EACCES") return new ConfigError(`${portOption}=${port}: permission denied (ports below 1024 need privileges)`, portOption, { cause: error });
+  if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EAI_AGAIN") {
+    return new ConfigError(`${hostOption}=${host}: address not available on this host`, hostOption, { cause: error });
+  }
+  return error;
+}
+
+function listenHttp(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      const address = server.address();
+      resolve(typeof address === "object" && address !== null ? address.port : port);
+    });
+  });
+}
+
+function closeHttp(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    // Keep-alive connections would hold close() open; in-flight requests still finish.
+    server.closeIdleConnections?.();
+  });
+}
+
+function urlHost(host: string): string {
+  if (host === "0.0.0.0" || host === "::") return "127.0.0.1";
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+/** Revocation must bite at once: a revoked or rejected device loses its live MQTT connection. */
+function disconnectOnRevocation(service: ControlPlaneService, broker: Broker): ControlPlaneService {
+  return new Proxy(service, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver);
+      if (typeof value !== "function") return value;
+      if (property === "revokeDevice" || property === "rejectDevice") {
+        return async (...args: unknown[]) => {
+          const result: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          broker.disconnect(args[1] as string);
+          return result;
+        };
+      }
+      return (value as (...a: unknown[]) => unknown).bind(target);
+    },
+  });
+}
+
+/** Runs `task` every `intervalMs`, never overlapping itself, never throwing, never keeping the process alive. */
+function every(intervalMs: number, name: string, logger: Logger, task: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = task()
+      .catch((error: unknown) => logger.error({ err: error, task: name }, "timer task failed"))
+      .finally(() => {
+        running = null;
+      });
+  }, intervalMs);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
+}
+
+export async function startPlane(
+  config: ControlPlaneConfig,
+  logger: Logger,
+  factories: PlaneFactories = defaultFactories,
+): Promise<Plane> {
+  const cleanups: (() => Promise<void>)[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const step of cleanups.splice(0).reverse()) {
+      try {
+        await step();
+      } catch (error) {
+        logger.error({ err: error }, "shutdown step failed");
+      }
+    }
+  };
+
+  try {
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    const commandKey = await loadOrCreateCommandKey(config.dataDir);
+    logger.info({ path: commandKey.path, created: commandKey.created }, commandKey.created ? "command-signing key created" : "command-signing key loaded");
+
+    const opened = await factories.openDatabase(
+      config.databaseUrl === undefined ? { dataDir: config.dataDir } : { dataDir: config.dataDir, databaseUrl: config.databaseUrl },
+    );
+    cleanups.push(() => opened.close());
+
+    const registry = new Registry();
+    try {
+      collectDefaultMetrics({ register: registry });
+    } catch (error) {
+      logger.warn({ err: error }, "default process metrics unavailable on this runtime");
+    }
+
+    // The services publish through the broker, and the broker hands messages to the services: bind late.
+    let broker: Broker | null = null;
+    const publisher = {
+      publish(deviceId: string, kind: "challenge" | "command", message: never): Promise<void> {
+        if (!broker) return Promise.reject(new Error("MQTT broker is not started"));
+        return broker.publisher.publish(deviceId, kind as "command", message);
+      },
+      isConnected(deviceId: string): boolean {
+        return broker?.publisher.isConnected(deviceId) ?? false;
+      },
+    } as DevicePublisher;
+
+    const options: ServiceOptions = {
+      commandTtlMs: config.commandTtlMs,
+      challengeTtlMs: config.challengeTtlMs,
+      staleAfterMs: config.staleAfterMs,
+      autoQuarantine: config.autoQuarantine,
+      ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
+    };
+    const services = factories.createServices({
+      db: opened.db as never,
+      publisher,
+      commandKey: commandKey.keyPair,
+      logger,
+      now: Date.now,
+      options,
+    });
+    cleanups.push(() => (services.close ? services.close() : services.deviceSide.flush()));
+
+    broker = await createBroker({ deviceSide: services.deviceSide, logger, registry, maxClients: config.maxMqttClients });
+    const startedBroker = broker;
+    cleanups.push(() => startedBroker.close());
+
+    // First start: the service makes an admin API token; it is shown once, so it goes to a 0600 file.
+    const adminTokenFile = join(config.dataDir, ADMIN_TOKEN_FILE);
+    const adminToken = await services.ensureAdminToken();
+    if (adminToken !== null) {
+      await writeSecretFileAtomic(adminTokenFile, `${adminToken}\n`);
+      logger.warn({ adminTokenFile }, "admin API token created; read it from this file, then keep it safe");
+    } else if (existsSync(adminTokenFile)) {
+      await chmod(adminTokenFile, 0o600).catch(() => undefined);
+      logger.info({ adminTokenFile }, "admin API token is in this file (created on first start)");
+    } else {
+      logger.warn({ adminTokenFile }, "admin API token was created on first start and its file is gone; use an existing admin token");
+    }
+
+    const version = readVersion();
+    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version });
+
+    const mqttPort = await startedBroker
+      .listen(config.mqttPort, config.mqttHost)
+      .catch((error: unknown) => {
+        throw listenError(error, "HASHWARD_MQTT_PORT", config.mqttPort, "HASHWARD_MQTT_HOST", config.mqttHost);
+      });
+
+    const httpServer = createAdaptorServer({ fetch: app.fetch }) as Server;
+    httpServer.on("error", (error) => logger.error({ err: error }, "http server error"));
+    cleanups.push(() => closeHttp(httpServer)); // runs first on shutdown: stop taking requests before the broker/DB go
+    const httpPort = await listenHttp(httpServer, config.httpPort, config.httpHost).catch((error: unknown) => {
+      throw listenError(error, "HASHWARD_HTTP_PORT", config.httpPort, "HASHWARD_HTTP_HOST", config.httpHost);
+    });
+
+    const stopRetry = every(config.commandRetryMs, "retryPendingCommands", logger, () => services.deviceSide.retryPendingCommands());
+    const stopStale = every(STALE_CHECK_INTERVAL_MS, "markStaleDevices", logger, () => services.deviceSide.markStaleDevices());
+    cleanups.push(async () => {
+      await stopRetry();
+      await stopStale();
+    });
+
+    const httpUrl = `http://${urlHost(config.httpHost)}:${httpPort}`;
+    const mqttUrl = `mqtt://${urlHost(config.mqttHost)}:${mqttPort}`;
+    logger.info(
+      {
+        httpPort,
+        mqttPort,
+        httpUrl,
+        mqttUrl,
+        publicMqttUrl: config.publicMqttUrl,
+        dataDir: config.dataDir,
+        database: opened.dialect,
+        adminTokenFile,
+        version,
+      },
+      "control plane ready",
+    );
+
+    let closing: Promise<void> | null = null;
+    const plane: Plane = {
+      httpPort,
+      mqttPort,
+      httpUrl,
+      mqttUrl,
+      dataDir: config.dataDir,
+      database: opened.dialect,
+      adminTokenFile,
+      commandPublicKey: commandKey.keyPair.publicKey,
+      close() {
+        closing ??= (async () => {
+          logger.info("control plane stopping");
+          await cleanup();
+          logger.info("control plane stopped");
+        })();
+        return closing;
+      },
+    };
+    if (adminToken !== null) plane.adminToken = adminToken;
+    return plane;
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+}
