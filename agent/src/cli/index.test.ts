@@ -1,0 +1,25 @@
+import { describe, expect, it } from "vitest";
+import { parseCli, UsageError } from "./index.js";
+
+describe("cli", () => {
+  it.each([
+    [[], { name: "help" }],
+    [["help"], { name: "help" }],
+    [["--version"], { name: "version" }],
+    [["run", "--config", "a.json"], { name: "run", configFile: "a.json" }],
+    [["measure", "--config=b.json"], { name: "measure", configFile: "b.json" }],
+  ])("parses %j", (argv, expected) => {
+    expect(parseCli(argv)).toEqual(expected);
+  });
+
+  it.each([
+    [["frobnicate"], "frobnicate"],
+    [["--frob"], "--frob"],
+    [["run", "--config", "a.json", "--verbose"], "--verbose"],
+    [["run"], "--config"],
+    [["measure", "--config"], "--config"],
+  ])("refuses %j naming %s", (argv, named) => {
+    expect(() => parseCli(argv)).toThrow(UsageError);
+    expect(() => parseCli(argv)).toThrow(named);
+  });
+});

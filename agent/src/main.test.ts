@@ -1,0 +1,106 @@
+/**
+ * Runs the compiled agent (dist/agent/hashward-agent-linux-x64) as a real process: --version, measure, usage
+ * and config errors, and a short `run` against an in-process aedes broker and fake enrollment server.
+ * Skips with a message when the binary is not built (`npm run build:agent`).
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { createSimulatedBoard, SIMULATED_MEASURE_PATHS } from "./platform/index.js";
+import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "./testing/index.js";
+
+const binary = resolve(import.meta.dirname, "../../dist/agent/hashward-agent-linux-x64");
+const built = existsSync(binary);
+if (!built) console.warn(`skipping compiled-agent tests: ${binary} is not built (run "npm run build:agent")`);
+const version = (JSON.parse(readFileSync(resolve(import.meta.dirname, "../../package.json"), "utf8")) as { version: string }).version;
+
+describe.skipIf(!built)("compiled agent binary", () => {
+  const cleanups: (() => void | Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  function boardConfig(extra: Record<string, unknown> = {}) {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    createSimulatedBoard(join(dir.path, "board"), { model: "S19" });
+    const file = join(dir.path, "agent.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        controlPlaneUrl: "http://127.0.0.1:9",
+        stateDir: "state",
+        model: "S19",
+        firmwareVersion: "1.0.0",
+        platform: { kind: "simulated", root: "board" },
+        measure: { paths: [...SIMULATED_MEASURE_PATHS, "/etc/ld.so.preload"] },
+        ...extra,
+      }),
+    );
+    return { dir: dir.path, file };
+  }
+
+  it("prints its embedded version", () => {
+    const out = spawnSync(binary, ["--version"], { encoding: "utf8" });
+    expect(out.status).toBe(0);
+    expect(out.stdout.trim()).toBe(`hashward-agent ${version}`);
+  });
+
+  it("measure prints the measurement list with @agent", () => {
+    const { file } = boardConfig();
+    const out = spawnSync(binary, ["measure", "--config", file], { encoding: "utf8" });
+    expect(out.status, out.stderr).toBe(0);
+    const list = JSON.parse(out.stdout) as { path: string; kind: string }[];
+    expect(list.map((m) => m.path)).toEqual([
+      "/config/cgminer.conf",
+      "/dev/mtd2",
+      "/etc/ld.so.preload",
+      "/firmware/bmminer",
+      "/firmware/etc/version",
+      "/firmware/lib/libcgminer.so",
+      "@agent",
+    ]);
+    expect(list.find((m) => m.path === "/dev/mtd2")?.kind).toBe("block");
+  });
+
+  it("exits 2 naming an unknown command or a bad option", () => {
+    const unknown = spawnSync(binary, ["frobnicate"], { encoding: "utf8" });
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain("frobnicate");
+    const { file } = boardConfig({ heartbeatIntervalMs: 1 });
+    const bad = spawnSync(binary, ["run", "--config", file], { encoding: "utf8" });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain("heartbeatIntervalMs");
+    const env = spawnSync(binary, ["measure", "--config", file], { encoding: "utf8", env: { ...process.env, HASHWARD_AGENT_HEARTBEAT_INTERVAL_MS: "500", HASHWARD_AGENT_MQTT_URL: "tcp://x" } });
+    expect(env.status).toBe(2);
+    expect(env.stderr).toContain("HASHWARD_AGENT_MQTT_URL");
+  });
+
+  it("runs: enrolls, connects, sends hello, evidence with @agent and heartbeats; stops on SIGTERM", async () => {
+    const plane = new PlaneSigner();
+    const broker = await new TestBroker().start();
+    cleanups.push(() => broker.close());
+    const enrollment = await new FakeEnrollmentServer(plane.publicKey).start();
+    cleanups.push(() => enrollment.close());
+    enrollment.onAccepted = (deviceId, pub) => broker.keys.set(deviceId, pub);
+    enrollment.decide = () => ({ status: 200, enrollment: "accepted", mqttUrl: broker.url });
+    const { file } = boardConfig({ controlPlaneUrl: enrollment.url, heartbeatIntervalMs: 100 });
+    const child = spawn(binary, ["run", "--config", file], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    cleanups.push(() => {
+      child.kill("SIGKILL");
+    });
+    await waitFor(() => broker.of("hello").length === 1, "hello from the binary", 20_000);
+    await waitFor(() => broker.of("evidence").length === 1 && broker.of("heartbeat").length >= 1, "evidence and heartbeat", 20_000);
+    const paths = (broker.of("evidence")[0]!["measurements"] as { path: string }[]).map((m) => m.path);
+    expect(paths).toContain("@agent");
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    // Logs are pino JSON lines on stdout.
+    const firstLine = JSON.parse(stdout.split("\n")[0]!) as { msg: string; app: string };
+    expect(firstLine.app).toBe("hashward-agent");
+  });
+});
