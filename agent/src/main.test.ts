@@ -85,7 +85,7 @@ describe.skipIf(!built)("compiled agent binary", () => {
     cleanups.push(() => enrollment.close());
     enrollment.onAccepted = (deviceId, pub) => broker.keys.set(deviceId, pub);
     enrollment.decide = () => ({ status: 200, enrollment: "accepted", mqttUrl: broker.url });
-    const { file } = boardConfig({ controlPlaneUrl: enrollment.url, heartbeatIntervalMs: 100 });
+    const { file, dir } = boardConfig({ controlPlaneUrl: enrollment.url, heartbeatIntervalMs: 100 });
     const child = spawn(binary, ["run", "--config", file], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -97,6 +97,10 @@ describe.skipIf(!built)("compiled agent binary", () => {
     await waitFor(() => broker.of("evidence").length === 1 && broker.of("heartbeat").length >= 1, "evidence and heartbeat", 20_000);
     const paths = (broker.of("evidence")[0]!["measurements"] as { path: string }[]).map((m) => m.path);
     expect(paths).toContain("@agent");
+    // A hand edit of the miner config is seen by the watcher inside the compiled binary (Bun's fs.watch).
+    writeFileSync(join(dir, "board", "config", "cgminer.conf"), '{"pools":[{"url":"stratum+tcp://evil.example:3333"}]}\n');
+    await waitFor(() => broker.of("evidence").some((e) => e["reason"] === "watch"), "watch evidence", 20_000);
+    expect(broker.of("event").find((e) => e["kind"] === "watch-change")).toMatchObject({ detail: { paths: ["/config/cgminer.conf"] } });
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
     // Logs are pino JSON lines on stdout.

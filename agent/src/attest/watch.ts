@@ -18,6 +18,8 @@ export interface WatchHandle {
   close(): void;
   /** "inotify" or "poll" per device path, for diagnostics and tests. */
   readonly modes: Record<string, "inotify" | "poll">;
+  /** Resolves once every poller has its baseline fingerprint (changes before that are not seen). */
+  readonly ready: Promise<void>;
 }
 
 export interface WatchOptions {
@@ -36,6 +38,7 @@ export function watchPaths(targets: readonly WatchTarget[], onChange: (devicePat
   const watchers: FSWatcher[] = [];
   const pollers: ReturnType<typeof setInterval>[] = [];
   const modes: Record<string, "inotify" | "poll"> = {};
+  const baselines: Promise<void>[] = [];
 
   const changed = (devicePath: string) => {
     if (closed) return;
@@ -68,7 +71,7 @@ export function watchPaths(targets: readonly WatchTarget[], onChange: (devicePat
         busy = false;
       }
     };
-    void poll();
+    baselines.push(poll());
     const interval = setInterval(() => void poll(), opts.pollMs ?? 2000);
     interval.unref?.();
     pollers.push(interval);
@@ -76,6 +79,7 @@ export function watchPaths(targets: readonly WatchTarget[], onChange: (devicePat
 
   return {
     modes,
+    ready: Promise.all(baselines).then(() => undefined),
     close() {
       closed = true;
       if (timer) clearTimeout(timer);
