@@ -4,6 +4,7 @@
  *   dist/agent/hashward-agent-linux-x64    (bun build --compile --target=bun-linux-x64, uses the installed bun)
  *   dist/agent/hashward-agent-linux-arm64  (--target=bun-linux-arm64 --compile-executable-path
  *                                           .cache/bun-linux-aarch64/bun, fetched by fetch-cross-runtime.mjs)
+ *   dist/agent/hashward-agent-node.mjs     (plain JS bundle for Node >= 20: 32-bit ARM boards, no Bun target)
  * The version from package.json is embedded with --define. Both need only GLIBC_2.17 (Bun's baseline).
  * Skips work when every output is newer than every agent/ and shared/ source (keeps `npm test` fast);
  * `--force` rebuilds. `--only=x64|arm64` builds one target.
@@ -24,8 +25,10 @@ const version = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8"))
 const targets = [
   { arch: "x64", target: "bun-linux-x64", extra: [] },
   { arch: "arm64", target: "bun-linux-arm64", extra: () => [`--compile-executable-path=${crossBun}`] },
+  // 32-bit ARM controllers (Zynq/BeagleBone) are not a Bun target: the same code as one JS file for Node >= 20.
+  { arch: "node", target: "node", extra: ["--define=HASHWARD_AGENT_NODE_BUNDLE=true"] },
 ].filter((t) => !only || t.arch === only);
-if (targets.length === 0) fail(`--only must be x64 or arm64, got ${JSON.stringify(only)}`);
+if (targets.length === 0) fail(`--only must be x64, arm64 or node, got ${JSON.stringify(only)}`);
 
 function fail(message) {
   console.error(`build-agent: ${message}`);
@@ -60,7 +63,7 @@ const inputMtime = newestInput();
 mkdirSync(outDir, { recursive: true });
 
 for (const t of targets) {
-  const outfile = join(outDir, `hashward-agent-linux-${t.arch}`);
+  const outfile = join(outDir, t.arch === "node" ? "hashward-agent-node.mjs" : `hashward-agent-linux-${t.arch}`);
   if (!force && existsSync(outfile) && statSync(outfile).mtimeMs > inputMtime) {
     console.log(`build-agent: ${relative(repoRoot, outfile)} is up to date (${mib(outfile)})`);
     continue;
@@ -68,22 +71,22 @@ for (const t of targets) {
   if (t.arch === "arm64" && !existsSync(crossBun)) {
     fail(`${relative(repoRoot, crossBun)} is missing; run "node scripts/fetch-cross-runtime.mjs" (npm install does it)`);
   }
+  const compile = t.arch !== "node";
   const args = [
     "build",
-    "--compile",
+    ...(compile ? ["--compile"] : []),
     "--minify",
     `--target=${t.target}`,
     ...(typeof t.extra === "function" ? t.extra() : t.extra),
     `--define=HASHWARD_AGENT_VERSION=${JSON.stringify(version)}`,
     // The binary must not pick up a stray bunfig.toml/.env from whatever directory it runs in.
-    "--no-compile-autoload-dotenv",
-    "--no-compile-autoload-bunfig",
+    ...(compile ? ["--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"] : []),
     entry,
     `--outfile=${outfile}`,
   ];
   const started = Date.now();
   try {
-    execFileSync(bun, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, BUN_OFFLINE: "1" } });
+    execFileSync(bun, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   } catch (error) {
     fail(`bun build for ${t.target} failed:\n${error.stderr?.toString() || error.message}`);
   }

@@ -108,3 +108,22 @@ describe.skipIf(!built)("compiled agent binary", () => {
     expect(firstLine.app).toBe("hashward-agent");
   });
 });
+
+const nodeBundle = resolve(import.meta.dirname, "../../dist/agent/hashward-agent-node.mjs");
+describe.skipIf(!existsSync(nodeBundle))("node bundle (32-bit ARM boards)", () => {
+  it("runs on Node and measures itself as @agent", () => {
+    const out = spawnSync(process.execPath, [nodeBundle, "--version"], { encoding: "utf8" });
+    expect(out.stdout.trim()).toBe(`hashward-agent ${version}`);
+    const dir = tempDir();
+    try {
+      createSimulatedBoard(join(dir.path, "board"), { model: "S19" });
+      const file = join(dir.path, "agent.json");
+      writeFileSync(file, JSON.stringify({ controlPlaneUrl: "http://127.0.0.1:9", stateDir: "s", model: "S19", firmwareVersion: "1", platform: { kind: "simulated", root: "board" }, measure: { paths: ["/firmware/bmminer"] } }));
+      const measured = spawnSync(process.execPath, [nodeBundle, "measure", "--config", file], { encoding: "utf8" });
+      expect(measured.status, measured.stderr).toBe(0);
+      expect((JSON.parse(measured.stdout) as { path: string }[]).map((m) => m.path)).toEqual(["/firmware/bmminer", "@agent"]);
+    } finally {
+      dir.cleanup();
+    }
+  });
+});

@@ -24,7 +24,7 @@ function setup(opts: { pin?: boolean; stateDir?: string; platform?: RecordingPla
     privateKey: deviceKey.privateKey,
     state,
     platform,
-    controlPlaneHosts: ["mqtt.example.net", "plane.example.net"],
+    controlPlaneHosts: () => ["mqtt.example.net", "plane.example.net"],
     send: (entry) => sent.push(entry),
     attestNow: async (nonce) => {
       attests.push(nonce);

@@ -30,8 +30,9 @@ export interface CommandDeps {
   privateKey: Uint8Array;
   state: StateStore;
   platform: Platform;
-  /** Hosts of controlPlaneUrl and mqttUrl: the only ones reachable in quarantine. */
-  controlPlaneHosts: string[];
+  /** Hosts of controlPlaneUrl and mqttUrl: the only ones reachable in quarantine (read at execution time:
+   * the MQTT URL may be learned from enrollment after this handler is built). */
+  controlPlaneHosts: () => string[];
   /** Queues a durable message (ack or event) and triggers sending. */
   send: (entry: OutboxMessage) => void;
   /** Produces and sends evidence now; `nonce` only when the command carried one. */
@@ -104,10 +105,12 @@ export class CommandHandler {
     const before = this.deps.state.containment;
     try {
       switch (command.action) {
-        case "quarantine":
-          await this.deps.platform.quarantine({ controlPlaneHosts: this.deps.controlPlaneHosts });
-          this.event("quarantine-enforced", "critical", { seq: command.seq, controlPlaneHosts: this.deps.controlPlaneHosts }, nowMs);
+        case "quarantine": {
+          const controlPlaneHosts = this.deps.controlPlaneHosts();
+          await this.deps.platform.quarantine({ controlPlaneHosts });
+          this.event("quarantine-enforced", "critical", { seq: command.seq, controlPlaneHosts }, nowMs);
           return { status: "done", containment: "quarantined" };
+        }
         case "release":
           await this.deps.platform.release();
           this.event("quarantine-lifted", "info", { seq: command.seq }, nowMs);

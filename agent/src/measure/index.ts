@@ -12,8 +12,9 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { lstat, readdir, stat } from "node:fs/promises";
-import { basename } from "node:path";
+import { basename, resolve } from "node:path";
 import { MAX_MEASUREMENTS, type Measurement } from "../../../shared/index.js";
+import { AGENT_IS_NODE_BUNDLE } from "../version/index.js";
 
 export const AGENT_BINARY_PATH = "@agent";
 const READ_CHUNK_BYTES = 1024 * 1024;
@@ -46,13 +47,23 @@ export async function measure(paths: readonly string[], opts: MeasureOptions): P
   for (const devicePath of new Set(paths)) {
     await collect(devicePath, opts.resolve(devicePath), targets, missing, true);
   }
-  const execPath = opts.execPath ?? process.execPath;
-  if ((opts.includeAgentBinary ?? true) && !isInterpreter(execPath)) {
-    targets.push({ devicePath: AGENT_BINARY_PATH, hostPath: execPath, kind: "file" });
+  const agentFile = opts.execPath !== undefined ? (isInterpreter(opts.execPath) ? null : opts.execPath) : agentExecutable();
+  if ((opts.includeAgentBinary ?? true) && agentFile) {
+    targets.push({ devicePath: AGENT_BINARY_PATH, hostPath: agentFile, kind: "file" });
   }
   const hashed = await mapLimited(targets, opts.concurrency ?? DEFAULT_CONCURRENCY, hashTarget);
   const all = dedupe([...hashed, ...missing]).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return { measurements: all.slice(0, MAX_MEASUREMENTS), truncated: Math.max(0, all.length - MAX_MEASUREMENTS) };
+}
+
+/**
+ * The file that is "the agent": the compiled binary (process.execPath), or in the Node bundle for 32-bit ARM
+ * the bundle script itself; null when running from source under bun/node (nothing stable to measure).
+ */
+export function agentExecutable(): string | null {
+  if (!isInterpreter(process.execPath)) return process.execPath;
+  if (AGENT_IS_NODE_BUNDLE && process.argv[1]) return resolve(process.argv[1]);
+  return null;
 }
 
 /** True when execPath is a JS runtime (bun, node, node20...), not a compiled agent. */

@@ -123,7 +123,7 @@ export class Agent {
       privateKey: keyPair.privateKey,
       state: this.state,
       platform: this.platform,
-      controlPlaneHosts: this.quarantineHosts(),
+      controlPlaneHosts: () => this.quarantineHosts(),
       send: (entry) => this.send(entry),
       attestNow: (nonce) => this.sendEvidence(nonce ? "challenge" : "timer", nonce),
       now: this.now,

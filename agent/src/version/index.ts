@@ -5,6 +5,10 @@
 import { readFileSync } from "node:fs";
 
 declare const HASHWARD_AGENT_VERSION: string | undefined;
+declare const HASHWARD_AGENT_NODE_BUNDLE: boolean | undefined;
+
+/** True in the plain-JS bundle for Node (32-bit ARM boards, where Bun has no target). */
+export const AGENT_IS_NODE_BUNDLE: boolean = typeof HASHWARD_AGENT_NODE_BUNDLE === "boolean" && HASHWARD_AGENT_NODE_BUNDLE;
 
 function fromPackageJson(): string {
   try {
