@@ -13,8 +13,9 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = pino({ level: config.logLevel, base: { service: "control-plane" } });
   logger.debug({ config: describeConfig(config) }, "configuration");
-  const plane: Plane = await startPlane(config, logger);
 
+  // Handlers go in before the plane starts, so a signal right after the ready line is never missed.
+  let plane: Plane | null = null;
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
@@ -23,7 +24,10 @@ async function main(): Promise<void> {
     }
     stopping = true;
     logger.info({ signal }, "shutting down");
-    plane.close().then(
+    if (plane) shutDown(plane);
+  };
+  const shutDown = (running: Plane): void => {
+    running.close().then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");
@@ -33,6 +37,9 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
+
+  plane = await startPlane(config, logger);
+  if (stopping) shutDown(plane);
 }
 
 main().catch((error: unknown) => {

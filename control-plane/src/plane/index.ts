@@ -93,11 +93,12 @@ function listenError(error: unknown, portOption: string, port: number, hostOptio
   return error;
 }
 
-function listenHttp(server: Server, port: number, host: string): Promise<number> {
+function listenHttp(server: Server, port: number, host: string, logger: Logger): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
       server.off("error", reject);
+      server.on("error", (error) => logger.error({ err: error }, "http server error"));
       const address = server.address();
       resolve(typeof address === "object" && address !== null ? address.port : port);
     });
@@ -243,9 +244,8 @@ export async function startPlane(
       });
 
     const httpServer = createAdaptorServer({ fetch: app.fetch }) as Server;
-    httpServer.on("error", (error) => logger.error({ err: error }, "http server error"));
     cleanups.push(() => closeHttp(httpServer)); // runs first on shutdown: stop taking requests before the broker/DB go
-    const httpPort = await listenHttp(httpServer, config.httpPort, config.httpHost).catch((error: unknown) => {
+    const httpPort = await listenHttp(httpServer, config.httpPort, config.httpHost, logger).catch((error: unknown) => {
       throw listenError(error, "HASHWARD_HTTP_PORT", config.httpPort, "HASHWARD_HTTP_HOST", config.httpHost);
     });
 

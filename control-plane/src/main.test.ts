@@ -1,0 +1,133 @@
+/** The entry point as a real process, on both runtimes: ready line, graceful stop, one-line start-up errors. */
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const MAIN = "control-plane/src/main.ts";
+const RUNTIMES = {
+  bun: [join(ROOT, "node_modules/.bin/bun"), MAIN],
+  tsx: [process.execPath, "--import", "tsx", MAIN],
+} as const;
+
+interface Run {
+  lines: Record<string, unknown>[];
+  stderr: string;
+  exit: Promise<number | null>;
+  waitFor(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  signal(name: NodeJS.Signals): void;
+}
+
+function run(runtime: keyof typeof RUNTIMES, env: Record<string, string>): Run {
+  const [command, ...args] = RUNTIMES[runtime];
+  const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, DATABASE_URL: "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const lines: Record<string, unknown>[] = [];
+  const waiters: (() => void)[] = [];
+  let buffered = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    buffered += chunk.toString();
+    let newline: number;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      try {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        lines.push({ raw: line });
+      }
+      for (const wake of waiters.splice(0)) wake();
+    }
+  });
+  child.stderr.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => {
+    for (const wake of waiters.splice(0)) wake();
+    resolve(code);
+  }));
+  let exited = false;
+  void exit.then(() => (exited = true));
+  return {
+    lines,
+    get stderr() {
+      return stderr;
+    },
+    exit,
+    async waitFor(msg, timeoutMs = 60_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = lines.find((line) => line.msg === msg);
+        if (found) return found;
+        if (exited) throw new Error(`exited before "${msg}": ${JSON.stringify(lines)} ${stderr}`);
+        if (Date.now() > deadline) throw new Error(`timed out waiting for "${msg}"`);
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve);
+          setTimeout(resolve, 250).unref();
+        });
+      }
+    },
+    signal(name) {
+      child.kill(name);
+    },
+  } as Run;
+}
+
+let dataDir: string;
+let busy: Server | null = null;
+beforeEach(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), "hw-main-"));
+});
+afterEach(async () => {
+  const server = busy;
+  busy = null;
+  if (server) await new Promise((resolve) => server.close(resolve));
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+const baseEnv = (): Record<string, string> => ({
+  HASHWARD_HTTP_HOST: "127.0.0.1",
+  HASHWARD_MQTT_HOST: "127.0.0.1",
+  HASHWARD_HTTP_PORT: "0",
+  HASHWARD_MQTT_PORT: "0",
+  HASHWARD_DATA_DIR: dataDir,
+});
+
+describe.each(["bun", "tsx"] as const)("control-plane main on %s", (runtime) => {
+  it("logs the ready line and stops gracefully on SIGTERM", async () => {
+    const proc = run(runtime, baseEnv());
+    const ready = await proc.waitFor("control plane ready");
+    expect(ready).toMatchObject({ database: "pglite", dataDir, adminTokenFile: join(dataDir, "admin.token") });
+    expect(ready.httpPort).toEqual(expect.any(Number));
+    expect(ready.mqttPort).toEqual(expect.any(Number));
+    expect(ready.httpUrl).toBe(`http://127.0.0.1:${String(ready.httpPort)}`);
+    expect(ready.mqttUrl).toBe(`mqtt://127.0.0.1:${String(ready.mqttPort)}`);
+    proc.signal("SIGTERM");
+    expect(await proc.exit).toBe(0);
+    expect(proc.lines.some((line) => line.msg === "control plane stopped")).toBe(true);
+  });
+
+  it("exits 1 with one line naming the variable when the port is in use", async () => {
+    const server = createServer();
+    busy = server;
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    const proc = run(runtime, { ...baseEnv(), HASHWARD_HTTP_PORT: String(port) });
+    expect(await proc.exit).toBe(1);
+    const fatal = proc.lines.filter((line) => line.level === 60);
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]).toMatchObject({ msg: `HASHWARD_HTTP_PORT=${port}: port already in use`, option: "HASHWARD_HTTP_PORT" });
+    expect(JSON.stringify(proc.lines)).not.toContain("    at ");
+    expect(proc.stderr).not.toContain("    at ");
+  });
+});
+
+it("exits 1 naming a bad variable before touching anything", async () => {
+  const proc = run("tsx", { ...baseEnv(), HASHWARD_MQTT_PORT: "mqtt" });
+  expect(await proc.exit).toBe(1);
+  expect(proc.lines.find((line) => line.level === 60)).toMatchObject({ option: "HASHWARD_MQTT_PORT", msg: expect.stringContaining('HASHWARD_MQTT_PORT="mqtt"') });
+});
