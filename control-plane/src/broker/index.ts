@@ -17,6 +17,7 @@
  * stays connected, because a well-formed topic from an authenticated device is not an attack on the broker and
  * a buggy or outdated agent should keep its heartbeat and command path. Topic and size violations disconnect.
  */
+import type { EventEmitter } from "node:events";
 import { createServer, type Server, type Socket } from "node:net";
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from "aedes";
 import type { Logger } from "pino";
@@ -381,7 +382,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     logger.debug({ clientId: client.id, err: error.message }, "mqtt connection error");
   });
   // aedes emits 'error' for persistence failures; an unhandled 'error' event would kill the process.
-  aedes.on("error" as "closed", ((error: Error) => logger.error({ err: error }, "mqtt broker error")) as () => void);
+  (aedes as EventEmitter).on("error", (error: Error) => logger.error({ err: error }, "mqtt broker error"));
 
   const publisher: DevicePublisher = {
     publish(deviceId: string, kind: "challenge" | "command", message: Challenge | Command): Promise<void> {
