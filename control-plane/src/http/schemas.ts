@@ -81,9 +81,12 @@ export const bulkContainmentBody = z
 export const referenceMeasurementSchema = z
   .strictObject({
     path: z.string().min(1).max(1024),
-    sha256: sha256Schema,
+    // "" records a path that must be absent (the agent's `measure` reports it as kind "missing").
+    sha256: z.union([sha256Schema, z.literal("")]),
     size: z.number().int().nonnegative(),
     claim: measuredClaimSchema.optional(),
+    // Accepted so `hashward-agent measure` output can be registered as is; the claim comes from `claim` or the path.
+    kind: z.enum(["file", "block", "missing"]).optional(),
   })
   .openapi("ReferenceMeasurement");
 export const registerReferenceBody = z
