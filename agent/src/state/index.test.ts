@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ConfigError, FreshnessError, generateKeyPair, PROTOCOL_VERSION, signObject, VerificationError, type Ack } from "../../../shared/index.js";
 import { tempDir } from "../testing/index.js";
-import { StateStore } from "./index.js";
+import { HEARTBEAT_SEQ_BLOCK, StateStore } from "./index.js";
 
 const deviceId = "hw-0123456789abcdef01234567";
 const key = generateKeyPair();
@@ -28,8 +28,22 @@ describe("state store", () => {
     store.recordCommand(5, "sig5", ack(5), "quarantined");
     expect(statSync(join(stateDir, "state.json")).mode & 0o777).toBe(0o600);
     const reloaded = StateStore.open(stateDir, deviceId);
-    expect(reloaded.snapshot).toMatchObject({ evidenceSeq: 2, heartbeatSeq: 1, lastCommandSeq: 5, containment: "quarantined" });
+    expect(reloaded.snapshot).toMatchObject({ evidenceSeq: 2, lastCommandSeq: 5, containment: "quarantined" });
     expect(reloaded.nextEvidenceSeq()).toBe(3);
+  });
+
+  it("reserves heartbeat seqs in blocks: one write per block, still increasing across restarts", () => {
+    const stateDir = dir();
+    const store = StateStore.open(stateDir, deviceId);
+    const file = join(stateDir, "state.json");
+    expect(store.nextHeartbeatSeq()).toBe(1);
+    const afterFirst = statSync(file).ino;
+    for (let i = 2; i <= HEARTBEAT_SEQ_BLOCK; i++) expect(store.nextHeartbeatSeq()).toBe(i);
+    expect(statSync(file).ino).toBe(afterFirst); // no rewrite (atomic writes replace the inode)
+    expect(store.nextHeartbeatSeq()).toBe(HEARTBEAT_SEQ_BLOCK + 1);
+    expect(statSync(file).ino).not.toBe(afterFirst);
+    const reloaded = StateStore.open(stateDir, deviceId);
+    expect(reloaded.nextHeartbeatSeq()).toBe(2 * HEARTBEAT_SEQ_BLOCK + 1);
   });
 
   it("only accepts increasing command seqs and keeps state unchanged on refusal", () => {

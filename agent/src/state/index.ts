@@ -14,6 +14,8 @@ import { writeFileAtomicSync } from "../atomic/index.js";
 
 export type Containment = "none" | "quarantined";
 
+export const HEARTBEAT_SEQ_BLOCK = 100;
+
 const stateSchema = z.strictObject({
   v: z.literal(1),
   deviceId: z.string(),
@@ -26,6 +28,7 @@ const stateSchema = z.strictObject({
   /** The ack sent for lastCommandSeq, re-sent verbatim when the same command is redelivered. */
   lastAck: z.strictObject({ seq: z.number().int().positive(), commandSig: z.string(), message: ackSchema }).nullable(),
   evidenceSeq: z.number().int().nonnegative(),
+  /** Highest heartbeat seq reserved (see nextHeartbeatSeq). */
   heartbeatSeq: z.number().int().nonnegative(),
   containment: z.enum(["none", "quarantined"]),
 });
@@ -124,11 +127,19 @@ export class StateStore {
     return seq;
   }
 
+  /**
+   * Heartbeat seqs are reserved in blocks: the file records the highest seq that may have been used, and is
+   * written once per HEARTBEAT_SEQ_BLOCK beats instead of every beat (flash wear on controller boards: every
+   * 10 s is 8640 writes a day). After a restart numbering resumes above the reservation, so it only grows.
+   */
   nextHeartbeatSeq(): number {
-    const seq = this.state.heartbeatSeq + 1;
-    this.commit({ ...this.state, heartbeatSeq: seq });
+    const seq = (this.heartbeatSeqInMemory ?? this.state.heartbeatSeq) + 1;
+    if (seq > this.state.heartbeatSeq) this.commit({ ...this.state, heartbeatSeq: seq + HEARTBEAT_SEQ_BLOCK - 1 });
+    this.heartbeatSeqInMemory = seq;
     return seq;
   }
+
+  private heartbeatSeqInMemory: number | null = null;
 
   private commit(next: AgentState): void {
     const checked = stateSchema.parse(next);
