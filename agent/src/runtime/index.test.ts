@@ -141,6 +141,17 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
     expect(platform.calls.map((c) => c.op)).toEqual(["quarantine", "release"]);
   });
 
+  it("an already accepted device connects even when the enrollment endpoint is down", async () => {
+    const s = await setup({ mqttUrl: undefined });
+    s.enrollment.decide = () => ({ status: 200, enrollment: "accepted", mqttUrl: s.holder.broker.url });
+    const agent = await s.startAgent();
+    await waitFor(() => s.holder.broker.of("hello").length === 1, "hello via the enrollment-provided mqttUrl");
+    await agent.stop();
+    await s.enrollment.close();
+    await s.startAgent();
+    await waitFor(() => s.holder.broker.of("hello").length === 2, "hello after restart without the enrollment endpoint");
+  });
+
   it("exits with code 3 when the device is revoked", async () => {
     const s = await setup();
     s.enrollment.decide = () => ({ status: 403, enrollment: "revoked" });
