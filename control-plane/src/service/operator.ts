@@ -109,7 +109,8 @@ function validateMeasurements(measurements: ReferenceMeasurement[]): ReferenceMe
     if (typeof m.path !== "string" || m.path.length === 0) throw new ValidationError(`measurements[${i}].path is empty`, `measurements.${i}.path`);
     if (seen.has(m.path)) throw new ValidationError(`measurements[${i}].path ${JSON.stringify(m.path)} is listed twice`, `measurements.${i}.path`);
     seen.add(m.path);
-    if (!/^[0-9a-f]{64}$/.test(m.sha256)) throw new ValidationError(`measurements[${i}].sha256 must be lowercase hex SHA-256`, `measurements.${i}.sha256`);
+    // "" means the path must be absent (the agent reports it as kind "missing").
+    if (!/^([0-9a-f]{64})?$/.test(m.sha256)) throw new ValidationError(`measurements[${i}].sha256 must be lowercase hex SHA-256 or ""`, `measurements.${i}.sha256`);
     if (!Number.isInteger(m.size) || m.size < 0) throw new ValidationError(`measurements[${i}].size must be a non-negative integer`, `measurements.${i}.size`);
     const out: ReferenceMeasurement = { path: m.path, sha256: m.sha256, size: m.size };
     if (m.claim !== undefined) {
