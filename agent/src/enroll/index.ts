@@ -161,7 +161,7 @@ export async function enroll(deps: EnrollDeps, opts: EnrollOptions = {}): Promis
           break;
         case "accepted":
           try {
-            // Pinned once, never replaced (ARCHITECTURE "Identity and enrollment").
+            // HW-PIN-1: pinned once, never replaced by a later message.
             deps.state.pinCommandKey(response.commandPublicKey);
           } catch (error) {
             log.fatal({ offered: response.commandPublicKey, pinned: deps.state.commandPublicKey, err: String(error) }, "CRITICAL: control plane offered a different command key than the pinned one; refusing");

@@ -146,7 +146,7 @@ export class Agent {
   async start(): Promise<void> {
     const log = this.log.child({ deviceId: this.deviceId });
     if (this.state.containment === "quarantined") {
-      // Quarantine survives restart: re-apply before enrollment, network or anything else.
+      // HW-Q-1: quarantine survives restart: re-apply before enrollment, network or anything else.
       log.warn("state is quarantined: re-applying quarantine before anything else");
       await this.platform.quarantine({ controlPlaneHosts: this.quarantineHosts() });
     }

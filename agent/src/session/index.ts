@@ -193,6 +193,7 @@ export class MqttSession {
     }, delay);
   }
 
+  /** HW-MSG-1: size-capped, schema-parsed, topic must be our own down/; anything else dropped, counted, logged once. */
   private onMessage(topic: string, payload: Buffer): void {
     const parsed = parseTopic(topic);
     if (!parsed || parsed.direction !== "down" || parsed.deviceId !== this.opts.deviceId) {

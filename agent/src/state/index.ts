@@ -89,6 +89,7 @@ export class StateStore {
 
   /** Pins the plane's command key. Never replaces a pinned key: a different one throws VerificationError. */
   pinCommandKey(key: string): void {
+    // HW-PIN-1
     if (this.state.commandPublicKey === key) return;
     if (this.state.commandPublicKey !== null) {
       throw new VerificationError(`command key ${key} differs from the pinned ${this.state.commandPublicKey}; refusing to replace it`);
@@ -107,6 +108,7 @@ export class StateStore {
    * produced, in one atomic write. HW-CMD-1: seq must be strictly above the last executed one.
    */
   recordCommand(seq: number, commandSig: string, ack: Ack, containment: Containment): void {
+    // HW-CMD-1 (seq) and HW-Q-1 (containment persisted with the ack, in one write)
     if (seq <= this.state.lastCommandSeq) {
       throw new FreshnessError(`command seq ${seq} is not above the last executed ${this.state.lastCommandSeq}`);
     }
