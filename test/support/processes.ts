@@ -115,12 +115,12 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   const env: Record<string, string> = {
     HASHWARD_HTTP_HOST: "127.0.0.1",
     HASHWARD_MQTT_HOST: "127.0.0.1",
-    HASHWARD_HTTP_PORT: String(options.httpPort ?? 0),
-    HASHWARD_MQTT_PORT: String(options.mqttPort ?? 0),
-    HASHWARD_DATA_DIR: dataDir,
     HASHWARD_COMMAND_RETRY_MS: "500",
     HASHWARD_LOG_LEVEL: "info",
     ...options.env,
+    HASHWARD_HTTP_PORT: String(options.httpPort ?? 0),
+    HASHWARD_MQTT_PORT: String(options.mqttPort ?? 0),
+    HASHWARD_DATA_DIR: dataDir,
   };
   const child = spawn(BUN, ["control-plane/src/main.ts"], {
     cwd: REPO_ROOT,
