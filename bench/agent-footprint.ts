@@ -28,11 +28,11 @@ function sizes(file: string): { bytes: number; gzipBytes: number | null } {
   return { bytes, gzipBytes: GZIP ? gzipSync(readFileSync(file), { level: 6 }).length : null };
 }
 
-/** VmRSS and VmHWM in KiB from /proc/<pid>/status. */
-function memory(pid: number): { rssKiB: number; hwmKiB: number } {
+/** VmRSS, VmHWM (peak) and the anonymous/file-backed split of VmRSS, in KiB, from /proc/<pid>/status. */
+function memory(pid: number): { rssKiB: number; hwmKiB: number; anonKiB: number; fileKiB: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
-  return { rssKiB: field("VmRSS"), hwmKiB: field("VmHWM") };
+  return { rssKiB: field("VmRSS"), hwmKiB: field("VmHWM"), anonKiB: field("RssAnon"), fileKiB: field("RssFile") };
 }
 
 const binarySizes = Object.fromEntries(Object.entries(BINARIES).map(([arch, file]) => [arch, sizes(file)])) as Record<
@@ -91,7 +91,9 @@ try {
     ["binary arm64", `${round(binarySizes.arm64.bytes / MB, 1)} MiB`, binarySizes.arm64.gzipBytes ? `gzip ${round(binarySizes.arm64.gzipBytes / MB, 1)} MiB` : ""],
     ["agent: start -> connected", `${round(connectMs, 0)} ms`],
     ["agent: VmRSS", `${mib(agentMemory.rssKiB)} MiB`, `peak (VmHWM) ${mib(agentMemory.hwmKiB)} MiB; connected ${stillConnected}`],
+    ["agent: RssAnon / RssFile", `${mib(agentMemory.anonKiB)} / ${mib(agentMemory.fileKiB)} MiB`, "heap vs mapped binary"],
     ["bare bun: VmRSS", `${mib(bareMemory.rssKiB)} MiB`, `peak ${mib(bareMemory.hwmKiB)} MiB`],
+    ["bare bun: RssAnon / RssFile", `${mib(bareMemory.anonKiB)} / ${mib(bareMemory.fileKiB)} MiB`],
     ["ratio agent/bare bun", ratio(agentMemory.rssKiB, bareMemory.rssKiB)],
   ]);
 
@@ -104,7 +106,10 @@ try {
     connectMs: round(connectMs, 0),
     agentRssKiB: agentMemory.rssKiB,
     agentPeakRssKiB: agentMemory.hwmKiB,
+    agentRssAnonKiB: agentMemory.anonKiB,
+    agentRssFileKiB: agentMemory.fileKiB,
     bareBunRssKiB: bareMemory.rssKiB,
+    bareBunRssAnonKiB: bareMemory.anonKiB,
     bareBunPeakRssKiB: bareMemory.hwmKiB,
     ratioRss: ratio(agentMemory.rssKiB, bareMemory.rssKiB),
     connected: stillConnected,

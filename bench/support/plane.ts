@@ -9,12 +9,12 @@ export interface BenchPlane {
 }
 
 /**
- * The plane as `npm start` runs it (Bun, embedded aedes, PGlite in a temp dir), logging at warn so that the
- * bench parent does not spend its half of the machine parsing one request log line per enrollment.
+ * The plane as `npm start` runs it (Bun, embedded aedes, PGlite in a temp dir). Log level info: the harness waits
+ * for the info-level "control plane ready" line (BENCH_PLANE_LOG_LEVEL may lower it to debug, not raise it).
  */
 export async function startBenchPlane(env: Record<string, string> = {}): Promise<BenchPlane> {
   const plane = await startControlPlane({
-    env: { HASHWARD_LOG_LEVEL: process.env.BENCH_PLANE_LOG_LEVEL ?? "warn", ...env },
+    env: { HASHWARD_LOG_LEVEL: process.env.BENCH_PLANE_LOG_LEVEL ?? "info", ...env },
   });
   return {
     plane,
