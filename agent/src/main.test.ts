@@ -88,7 +88,9 @@ describe.skipIf(!built)("compiled agent binary", () => {
     const { file, dir } = boardConfig({ controlPlaneUrl: enrollment.url, heartbeatIntervalMs: 100 });
     const child = spawn(binary, ["run", "--config", file], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
+    let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
     cleanups.push(() => {
       child.kill("SIGKILL");
@@ -106,6 +108,7 @@ describe.skipIf(!built)("compiled agent binary", () => {
     // Logs are pino JSON lines on stdout.
     const firstLine = JSON.parse(stdout.split("\n")[0]!) as { msg: string; app: string };
     expect(firstLine.app).toBe("hashward-agent");
+    expect(stderr).not.toContain("DeprecationWarning");
   });
 });
 

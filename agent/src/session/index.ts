@@ -122,7 +122,14 @@ export class MqttSession {
   private connect(): void {
     if (this.stopped) return;
     const now = this.opts.now ?? Date.now;
-    const client = mqtt.connect(this.opts.url, {
+    // Parsed with WHATWG URL here: a URL string makes mqtt.js call the deprecated url.parse() (DEP0169).
+    const url = new URL(this.opts.url);
+    const secure = url.protocol === "mqtts:";
+    const client = mqtt.connect({
+      protocol: secure ? "mqtts" : "mqtt",
+      host: url.hostname.replace(/^\[|\]$/g, ""),
+      port: url.port ? Number(url.port) : secure ? 8883 : 1883,
+      ...(secure ? { servername: url.hostname } : {}),
       protocolVersion: 4,
       clientId: this.opts.deviceId,
       username: this.opts.deviceId,
