@@ -52,6 +52,8 @@ export const agentConfigSchema = z
   .strictObject({
     controlPlaneUrl: httpUrl,
     mqttUrl: mqttUrl.optional(),
+    /** PEM CA bundle for mqtts:// when the plane's certificate is from a private CA (default: system CAs). */
+    mqttCaFile: z.string().min(1).optional(),
     stateDir: z.string().min(1),
     keyFile: z.string().min(1).optional(),
     model: label,
@@ -87,6 +89,7 @@ type EnvKind = "string" | "int" | "bool" | "list";
 const ENV_KEYS: Record<string, EnvKind> = {
   controlPlaneUrl: "string",
   mqttUrl: "string",
+  mqttCaFile: "string",
   stateDir: "string",
   keyFile: "string",
   model: "string",
@@ -189,6 +192,7 @@ export function parseAgentConfig(raw: unknown, opts: { baseDir?: string; sources
     ...config,
     stateDir,
     keyFile: config.keyFile ? abs(config.keyFile) : join(stateDir, "device.key"),
+    ...(config.mqttCaFile ? { mqttCaFile: abs(config.mqttCaFile) } : {}),
     platform: { ...config.platform, root: abs(config.platform.root) },
   };
 }

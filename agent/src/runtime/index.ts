@@ -47,6 +47,14 @@ export function readBootId(): string {
   return `proc-${randomUUID()}`;
 }
 
+function readMqttCa(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (cause) {
+    throw new ConfigError(`mqttCaFile: cannot read ${file}: ${(cause as Error).message}`, "mqttCaFile", { cause });
+  }
+}
+
 export function controlPlaneHosts(urls: readonly (string | null | undefined)[]): string[] {
   const hosts = new Set<string>();
   for (const url of urls) if (url && URL.canParse(url)) hosts.add(new URL(url).hostname);
@@ -187,6 +195,7 @@ export class Agent {
       url: this.mqttUrl,
       deviceId: this.deviceId,
       privateKey: this.identity.keyPair.privateKey,
+      ...(this.config.mqttCaFile ? { ca: readMqttCa(this.config.mqttCaFile) } : {}),
       reconnectMinMs: this.config.reconnectMinMs,
       reconnectMaxMs: this.config.reconnectMaxMs,
       log,

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { generateKeyPair, deviceIdFromPublicKey, type Command } from "../../../shared/index.js";
 import { silentLogger } from "../log/index.js";
-import { PlaneSigner, TestBroker, waitFor } from "../testing/index.js";
+import { makeTestCertificates, PlaneSigner, TestBroker, tempDir, waitFor } from "../testing/index.js";
 import { backoffDelayMs, MqttSession, NotConnectedError } from "./index.js";
 
 describe("backoff", () => {
@@ -80,5 +80,36 @@ describe("mqtt session against aedes", () => {
     s.broker.keys.set(s.deviceId, s.key.publicKey);
     await waitFor(() => s.session.connected, "connected after acceptance");
     expect(s.session.statistics.connectFailures).toBeGreaterThanOrEqual(2);
+  });
+
+  it("connects over mqtts with a private CA and refuses a server it cannot verify", async () => {
+    const dir = tempDir();
+    stops.push(async () => dir.cleanup());
+    const certs = makeTestCertificates(dir.path);
+    if (!certs) {
+      console.warn("skipping mqtts test: openssl CLI not available");
+      return;
+    }
+    const broker = await new TestBroker().start(0, { key: certs.key, cert: certs.cert });
+    stops.push(() => broker.close());
+    const key = generateKeyPair();
+    const deviceId = deviceIdFromPublicKey(key.publicKey);
+    broker.keys.set(deviceId, key.publicKey);
+    const make = (ca?: string) => {
+      const session = new MqttSession({
+        url: broker.url, deviceId, privateKey: key.privateKey, reconnectMinMs: 20, reconnectMaxMs: 100, log: silentLogger(),
+        ...(ca ? { ca } : {}), onConnect: () => {}, onChallenge: () => {}, onCommand: () => {},
+      });
+      stops.push(() => session.stop());
+      return session;
+    };
+    const untrusting = make();
+    untrusting.start();
+    await waitFor(() => untrusting.statistics.connectFailures >= 2, "TLS refused without the CA");
+    expect(broker.connects).toBe(0);
+    await untrusting.stop();
+    const trusting = make(certs.ca);
+    trusting.start();
+    await waitFor(() => trusting.connected, "mqtts connect with the private CA");
   });
 });

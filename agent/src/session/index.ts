@@ -41,6 +41,8 @@ export interface SessionOptions {
   /** [0,1) source for backoff jitter (tests pass a fixed one). */
   random?: () => number;
   connectTimeoutMs?: number;
+  /** PEM CA certificates for mqtts:// (private CA). */
+  ca?: string;
   keepaliveSeconds?: number;
   /** Called after CONNACK and SUBACK: publish hello, startup evidence, flush the outbox. */
   onConnect: () => void | Promise<void>;
@@ -129,7 +131,7 @@ export class MqttSession {
       protocol: secure ? "mqtts" : "mqtt",
       host: url.hostname.replace(/^\[|\]$/g, ""),
       port: url.port ? Number(url.port) : secure ? 8883 : 1883,
-      ...(secure ? { servername: url.hostname } : {}),
+      ...(secure ? { servername: url.hostname, rejectUnauthorized: true, ...(this.opts.ca ? { ca: this.opts.ca } : {}) } : {}),
       protocolVersion: 4,
       clientId: this.opts.deviceId,
       username: this.opts.deviceId,

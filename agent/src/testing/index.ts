@@ -3,10 +3,12 @@
  * temp dirs, a deadline-polling waitFor, a plane command signer, an in-process aedes broker on port 0 that
  * checks connect tokens, and a fake enrollment HTTP server.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
+import { createServer as createTlsServer } from "node:tls";
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { Aedes, type AedesPublishPacket } from "aedes";
 import {
@@ -73,7 +75,8 @@ export class TestBroker {
   connects = 0;
   refused = 0;
 
-  async start(port = 0): Promise<this> {
+  /** Listens with TLS (mqtts) when given a key and certificate. */
+  async start(port = 0, tls?: { key: string; cert: string }): Promise<this> {
     this.broker = await Aedes.createBroker({
       authenticate: (client, username, password, done) => {
         try {
@@ -96,14 +99,17 @@ export class TestBroker {
       if (!topic || topic.direction !== "up") return;
       this.received.push({ deviceId: topic.deviceId, kind: topic.kind, body: JSON.parse(packet.payload.toString()) as Record<string, unknown>, qos: packet.qos });
     });
-    this.server = createNetServer(this.broker.handle);
+    this.tls = tls !== undefined;
+    this.server = tls ? createTlsServer(tls, this.broker.handle) : createNetServer(this.broker.handle);
     await new Promise<void>((resolve) => this.server.listen(port, "127.0.0.1", resolve));
     this.port = (this.server.address() as AddressInfo).port;
     return this;
   }
 
+  private tls = false;
+
   get url(): string {
-    return `mqtt://127.0.0.1:${this.port}`;
+    return `${this.tls ? "mqtts://localhost" : "mqtt://127.0.0.1"}:${this.port}`;
   }
 
   of(kind: string): Record<string, unknown>[] {
@@ -183,4 +189,19 @@ export class FakeEnrollmentServer {
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/** A throwaway CA and a localhost server certificate made with the openssl CLI; null when openssl is absent. */
+export function makeTestCertificates(dir: string): { ca: string; key: string; cert: string } | null {
+  const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
+  try {
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=hashward test CA");
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
+    writeFileSync(join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "ext.cnf");
+  } catch {
+    return null;
+  }
+  const read = (f: string) => readFileSync(join(dir, f), "utf8");
+  return { ca: read("ca.pem"), key: read("server.key"), cert: read("server.pem") };
 }
