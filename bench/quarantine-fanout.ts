@@ -127,7 +127,7 @@ async function measurePlane(devices: SimDevice[]) {
         for (const row of rows) if (ours.has(row.deviceId) && !firstSeen.has(row.deviceId)) firstSeen.set(row.deviceId, now);
         return firstSeen.size >= devices.length ? performance.now() : undefined;
       },
-      { timeoutMs: TIMEOUT_MS, intervalMs: 50 },
+      { timeoutMs: TIMEOUT_MS, intervalMs: 200 },
     );
     const totalMs = (doneAt ?? performance.now()) - started;
     const history = await transitionTimes(admin, devices);

@@ -48,7 +48,16 @@ function runBench(name) {
   return new Promise((resolve) => {
     process.stdout.write(`\n=== bench ${name} ===\n`);
     const started = Date.now();
-    const child = spawn(tsx, [join(root, "bench", `${name}.ts`)], { cwd: root, stdio: ["ignore", "pipe", "inherit"], detached: false });
+    // Its own process group: the plane and brokers a bench starts stay in it even if the bench dies without
+    // stopping them, so the group is ended (by its id) after the bench, whatever happened.
+    const child = spawn(tsx, [join(root, "bench", `${name}.ts`)], { cwd: root, stdio: ["ignore", "pipe", "inherit"], detached: true });
+    const endGroup = (signal) => {
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        // Group already gone.
+      }
+    };
     let stdout = "";
     child.stdout.on("data", (chunk) => {
       stdout += chunk;
@@ -56,10 +65,17 @@ function runBench(name) {
     });
     const timer = setTimeout(() => {
       process.stderr.write(`bench ${name}: still running after ${MAX_MS} ms, stopping it\n`);
-      child.kill("SIGTERM");
+      endGroup("SIGTERM");
+      setTimeout(() => endGroup("SIGKILL"), 5000).unref();
     }, MAX_MS);
+    const interrupt = () => endGroup("SIGTERM");
+    process.once("SIGINT", interrupt);
+    process.once("SIGTERM", interrupt);
     child.on("exit", (code, signal) => {
       clearTimeout(timer);
+      process.off("SIGINT", interrupt);
+      process.off("SIGTERM", interrupt);
+      endGroup("SIGKILL");
       const lines = stdout.trim().split("\n").reverse();
       let result = null;
       for (const line of lines) {
