@@ -171,6 +171,8 @@ describe("trust loop (real control plane, real agent binaries, real MQTT)", () =
 
   it("replayed evidence (an old nonce) is refused and changes nothing", async () => {
     const id = trusted.deviceId!;
+    // The test plays the device (a thief of its key) from here on, so the real agent must not race it.
+    await trusted.proc!.kill("SIGKILL");
     const before = await device(id);
     const key = loadDeviceKey(trusted.stateDir)!;
     const client = await mqtt.connectAsync(plane.mqttUrl, {
@@ -209,6 +211,8 @@ describe("trust loop (real control plane, real agent binaries, real MQTT)", () =
 
   it("the control plane SIGKILLed and restarted has lost nothing; agents reconnect; offline events arrive", async () => {
     const id = trusted.deviceId!;
+    run(trusted);
+    await waitFor("agent connected again", async () => (await device(id)).connected === true);
     const before = await device(id);
     await plane.proc.kill("SIGKILL");
 

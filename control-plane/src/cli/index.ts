@@ -26,7 +26,9 @@ attest ID
 quarantine ID... --reason R
 release ID... --reason R
 refs list [--model M] [--firmware-version V]
-refs register --file FILE                           (JSON: {model, firmwareVersion, measurements})
+refs register --file FILE [--model M --firmware-version V]
+                                                    (FILE: {model, firmwareVersion, measurements}, or the
+                                                     JSON array printed by "hashward-agent measure")
 refs capture ID
 refs approve REF_ID                                 (admin)
 tokens enrollment [--ttl-ms N] [--max-uses N] [--label L]
@@ -225,6 +227,10 @@ async function commandToCall(positionals: string[], v: Values, io: CliIo): Promi
             body = JSON.parse(await io.readFile(file));
           } catch (err) {
             throw new UsageError(`--file ${file}: ${err instanceof Error ? err.message : String(err)}`);
+          }
+          // A bare measurement list (`hashward-agent measure` output) takes its model and version from the options.
+          if (Array.isArray(body)) {
+            body = { model: required(v.model, "model"), firmwareVersion: required(v["firmware-version"], "firmware-version"), measurements: body };
           }
           return post("api/v1/reference-values", body);
         }

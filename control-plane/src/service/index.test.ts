@@ -464,7 +464,7 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect(pending.every((v) => v.enrollment === "pending")).toBe(true);
     });
 
-    it("quarantines 1,000 devices in one call quickly", async () => {
+    it("quarantines 1,000 devices in one call (speed: bench/quarantine-fanout.ts)", async () => {
       const ids: string[] = [];
       for (let i = 0; i < 1000; i++) ids.push(deviceIdFromPublicKey(generateKeyPair().publicKey));
       const t = new Date(clock);
@@ -476,12 +476,9 @@ function contract(name: string, open: () => Promise<Harness>) {
           )}`,
         );
       }
-      const started = performance.now();
       const views = await services.service.quarantine(OPERATOR, ids, "fleet-wide incident");
-      const elapsed = performance.now() - started;
       expect(views).toHaveLength(1000);
       expect(new Set(views.map((v) => v.status))).toEqual(new Set(["pending"]));
-      expect(elapsed).toBeLessThan(15_000);
       const quarantined = await services.service.listDevices({ model: "bulk", containment: "quarantine_requested", limit: 2000, offset: 0 });
       expect(quarantined).toHaveLength(1000);
     });
