@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { ConfigError, deviceIdFromPublicKey, fromBase64Url, generateKeyPair, keyPairFromPrivate, toBase64Url, type KeyPair } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../atomic/index.js";
+import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 
 export interface DeviceIdentity {
   deviceId: string;

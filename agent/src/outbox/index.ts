@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { PROTOCOL_VERSION, signObject, type Ack, type DeviceEvent } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../atomic/index.js";
+import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { Logger } from "../log/index.js";
 
 export type OutboxKind = "event" | "ack";

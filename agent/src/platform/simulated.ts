@@ -10,7 +10,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import { HashwardError } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../atomic/index.js";
+import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { Platform, PlatformDescription, QuarantineOptions } from "./types.js";
 
 export class PlatformError extends HashwardError {

@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ackSchema, ConfigError, FreshnessError, VerificationError, type Ack } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../atomic/index.js";
+import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 
 export type Containment = "none" | "quarantined";
 

@@ -4,53 +4,18 @@
  * directory) so a crash never leaves a half-written key. A key file that group or others can read is refused:
  * whoever can read it can sign quarantine/release/update commands for the whole fleet.
  */
-import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
-import { open, readFile, rename, rm, stat } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
 import { fromBase64Url, generateKeyPair, keyPairFromPrivate, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
+import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 
 export const COMMAND_KEY_FILE = "command-signing.key";
 export const ADMIN_TOKEN_FILE = "admin.token";
 
 /** Writes `data` to `path` with `mode`, atomically: readers see the old file or the whole new one. */
 export async function writeSecretFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
-  // O_EXCL: never follow or reuse a file someone else placed at the temp name.
-  const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
-  try {
-    await handle.writeFile(data);
-    await handle.chmod(mode); // the umask may have narrowed or (on odd systems) not applied `mode`
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await rm(temp, { force: true });
-    throw error;
-  }
-  await handle.close();
-  try {
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
-  await syncDirectory(dirname(path));
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  // Makes the rename itself durable. Not every platform/runtime allows fsync on a directory; the data is
-  // already synced, so failing here only weakens durability of the name, never integrity.
-  try {
-    const handle = await open(dir, constants.O_RDONLY);
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    // best effort
-  }
+  writeFileAtomicSync(path, data, mode);
 }
 
 /** Refuses a secret file that group or others may read or write. */

@@ -1,8 +1,8 @@
 /**
- * Crash-safe file writes: a reader sees the old file or the new one, never a torn mix. Keys, state and
- * outbox entries all go through here (temp file in the same directory + fsync + rename + fsync of the dir).
+ * Crash-safe file writes: a reader sees the old file or the new one, never a torn mix. Keys, tokens, agent
+ * state and outbox entries all go through here (temp file in the same directory + fsync + rename + fsync of the dir).
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
 
@@ -16,6 +16,7 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array, mod
     const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
     let offset = 0;
     while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset, bytes.byteLength - offset);
+    fchmodSync(fd, mode); // the umask may have narrowed `mode`; the caller asked for exactly this
     fsyncSync(fd);
   } catch (error) {
     closeSync(fd);
@@ -27,7 +28,12 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array, mod
     throw error;
   }
   closeSync(fd);
-  renameSync(temp, path);
+  try {
+    renameSync(temp, path);
+  } catch (error) {
+    unlinkSync(temp);
+    throw error;
+  }
   fsyncDir(dir);
 }
 
