@@ -31,7 +31,9 @@ const label = z.string().min(1).max(128);
 const reason = z.string().min(1).max(1024);
 const isoTime = z.string().openapi({ format: "date-time" });
 
-export const deviceIdParam = deviceIdSchema.openapi({ param: { name: "deviceId", in: "path" }, example: "hw-0123456789abcdef01234567" });
+// Shared protocol schemas may be built before @hono/zod-openapi extends zod (import order is the caller's), so
+// `.openapi()` is only ever called on schemas made here, wrapping the shared ones.
+export const deviceIdParam = z.string().pipe(deviceIdSchema).openapi({ param: { name: "deviceId", in: "path" }, example: "hw-0123456789abcdef01234567" });
 
 // ---------------------------------------------------------------------------------------------------------------
 // Requests
@@ -63,7 +65,7 @@ export const deviceListQuery = z.object({
 export const referenceListQuery = z.object({ model: label.optional(), firmwareVersion: label.optional() });
 
 // Strict bodies: an unknown key is more likely a typo ("reasn") than something to ignore silently.
-export const enrollBody = enrollmentRequestSchema.openapi("EnrollmentRequest");
+export const enrollBody = z.strictObject(enrollmentRequestSchema.shape).openapi("EnrollmentRequest");
 export const enrollmentTokenBody = z
   .strictObject({
     ttlMs: z.number().int().min(1000).max(MAX_ENROLLMENT_TOKEN_TTL_MS).default(DEFAULT_ENROLLMENT_TOKEN_TTL_MS),
@@ -121,7 +123,7 @@ export const errorSchema = z
   })
   .openapi("Error");
 
-export const enrollmentResponse = enrollmentResponseSchema.openapi("EnrollmentResponse");
+export const enrollmentResponse = z.object(enrollmentResponseSchema.shape).openapi("EnrollmentResponse");
 
 const actorSchema = z
   .object({ kind: z.enum(["operator", "system", "device"]), id: z.string(), role: roleSchema.optional() })

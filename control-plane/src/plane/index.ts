@@ -3,12 +3,10 @@
  * MQTT broker, the HTTP API and the timers. `startPlane` either returns a running plane or cleans up what it
  * opened and throws (a ConfigError naming the variable for the operator's own mistakes, such as a busy port).
  */
-// Evaluated first on purpose: @hono/zod-openapi adds .openapi() to zod schemas created after it loads, and the
-// HTTP layer calls it on shared protocol schemas that the broker would otherwise load first.
-import { createHttpApp } from "../http/index.js";
 import { existsSync, readFileSync } from "node:fs";
 import { chmod, mkdir } from "node:fs/promises";
 import type { Server } from "node:http";
+import { createHttpApp } from "../http/index.js";
 import { join } from "node:path";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
