@@ -68,10 +68,13 @@ function runBench(name) {
       endGroup("SIGTERM");
       setTimeout(() => endGroup("SIGKILL"), 5000).unref();
     }, MAX_MS);
-    const interrupt = () => endGroup("SIGTERM");
+    const interrupt = () => {
+      interrupted = true;
+      endGroup("SIGTERM");
+    };
     process.once("SIGINT", interrupt);
     process.once("SIGTERM", interrupt);
-    child.on("exit", (code, signal) => {
+    child.on("close", (code, signal) => {
       clearTimeout(timer);
       process.off("SIGINT", interrupt);
       process.off("SIGTERM", interrupt);
@@ -95,8 +98,12 @@ function runBench(name) {
   });
 }
 
+let interrupted = false;
 const outcomes = [];
-for (const name of selected) outcomes.push(await runBench(name));
+for (const name of selected) {
+  if (interrupted) break;
+  outcomes.push(await runBench(name));
+}
 
 process.stdout.write("\n=== summary ===\n");
 for (const outcome of outcomes) {
@@ -114,4 +121,4 @@ try {
 } catch {
   // The summary above is the output; the file is a convenience.
 }
-process.exit(outcomes.every((o) => o.ok) ? 0 : 1);
+process.exit(!interrupted && outcomes.every((o) => o.ok) ? 0 : 1);
