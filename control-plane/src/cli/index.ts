@@ -36,7 +36,9 @@ tokens api --role viewer|operator|admin --label L   (admin)
 audit [--limit N] [--offset N]                      (admin)
 health
 
-environment: HASHWARD_URL, HASHWARD_TOKEN`;
+environment: HASHWARD_URL (default http://127.0.0.1:8080), HASHWARD_TOKEN`;
+
+const DEFAULT_URL = "http://127.0.0.1:8080";
 
 class UsageError extends Error {
   override name = "UsageError";
@@ -88,11 +90,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     return 2;
   }
 
-  const baseUrl = values.url ?? io.env.HASHWARD_URL;
-  if (!baseUrl) {
-    io.stderr("hashward: set HASHWARD_URL or pass --url\n");
-    return 2;
-  }
+  // The default matches the control plane's default HTTP port on this host.
+  const baseUrl = values.url ?? (io.env.HASHWARD_URL || DEFAULT_URL);
   const headers: Record<string, string> = {};
   if (call.auth) {
     const token = values["token-file"] ? (await io.readFile(values["token-file"])).trim() : io.env.HASHWARD_TOKEN;
