@@ -40,7 +40,7 @@ const binarySizes = Object.fromEntries(Object.entries(BINARIES).map(([arch, file
   ReturnType<typeof sizes>
 >;
 
-const { plane, admin, close } = await startBenchPlane();
+const { plane, admin, describe, close } = await startBenchPlane();
 const processes: ManagedProcess[] = [];
 try {
   const token = await createEnrollmentToken(admin, 1);
@@ -114,6 +114,9 @@ try {
     ratioRss: ratio(agentMemory.rssKiB, bareMemory.rssKiB),
     connected: stillConnected,
   });
+} catch (error) {
+  progress(describe());
+  throw error;
 } finally {
   await Promise.all(processes.map((p) => p.kill("SIGKILL")));
   await close();

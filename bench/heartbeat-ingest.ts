@@ -71,7 +71,7 @@ async function devicesPersisted(admin: ApiClient, devices: readonly SimDevice[],
 }
 
 async function measurePlane(devices: SimDevice[]) {
-  const { plane, admin, close } = await startBenchPlane();
+  const { plane, admin, describe, close } = await startBenchPlane();
   try {
     const token = await createEnrollmentToken(admin, devices.length);
     const enrollMs = await enrollAll(plane.httpUrl, devices, token);
@@ -109,6 +109,9 @@ async function measurePlane(devices: SimDevice[]) {
       persistedComplete: persistedAt !== undefined,
       stillConnected,
     };
+  } catch (error) {
+    progress(describe());
+    throw error;
   } finally {
     await close();
   }

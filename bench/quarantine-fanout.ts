@@ -15,7 +15,7 @@ import { upTopic, type Ack, type Command } from "../shared/protocol/index.js";
 import { startBareBroker } from "./support/bare-broker.js";
 import { connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, listAllDevices, startBenchPlane } from "./support/plane.js";
-import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
+import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 1000, { max: 10_000 });
 const TIMEOUT_MS = envInt("BENCH_TIMEOUT_MS", 60_000, { max: 600_000 });
@@ -90,9 +90,9 @@ async function measureBaseline(devices: SimDevice[]) {
 async function transitionTimes(admin: ApiClient, devices: readonly SimDevice[]): Promise<Map<string, number>> {
   const times = new Map<string, number>();
   await mapPool(devices, 8, async (device) => {
-    const { transitions } = await admin.get<{ transitions: Array<{ machine: string; to: string; at: string }> }>(
+    const { transitions } = await withRetry(() => admin.get<{ transitions: Array<{ machine: string; to: string; at: string }> }>(
       `/api/v1/devices/${device.deviceId}/history?limit=20`,
-    );
+    ));
     const quarantined = transitions.find((t) => t.machine === "containment" && t.to === "quarantined");
     if (quarantined) times.set(device.deviceId, Date.parse(quarantined.at));
   });
@@ -100,7 +100,7 @@ async function transitionTimes(admin: ApiClient, devices: readonly SimDevice[]):
 }
 
 async function measurePlane(devices: SimDevice[]) {
-  const { plane, admin, close } = await startBenchPlane();
+  const { plane, admin, describe, close } = await startBenchPlane();
   try {
     const token = await createEnrollmentToken(admin, devices.length);
     const enrollMs = await enrollAll(plane.httpUrl, devices, token);
@@ -152,6 +152,9 @@ async function measurePlane(devices: SimDevice[]) {
       receivedP50: percentile(received, 50),
       receivedP99: percentile(received, 99),
     };
+  } catch (error) {
+    progress(describe());
+    throw error;
   } finally {
     await close();
   }

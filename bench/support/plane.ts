@@ -1,10 +1,13 @@
 /** Helpers around the real control plane (started with test/support/processes.ts) for the load benches. */
 import { ApiClient } from "../../test/support/api.js";
 import { startControlPlane, type ControlPlane } from "../../test/support/processes.js";
+import { withRetry } from "./report.js";
 
 export interface BenchPlane {
   plane: ControlPlane;
   admin: ApiClient;
+  /** Whether the plane still runs, and the tail of its log: printed when a bench fails. */
+  describe(): string;
   close(): Promise<void>;
 }
 
@@ -19,6 +22,12 @@ export async function startBenchPlane(env: Record<string, string> = {}): Promise
   return {
     plane,
     admin: new ApiClient(plane.httpUrl, plane.adminToken),
+    describe() {
+      const state = plane.proc.running
+        ? "still running"
+        : `exited (code ${plane.proc.child.exitCode}, signal ${plane.proc.child.signalCode})`;
+      return `control plane ${state}; last log lines:\n${plane.proc.tail(40)}`;
+    },
     async close() {
       await plane.proc.kill("SIGTERM");
     },
@@ -44,7 +53,7 @@ export function metricValue(text: string, name: string, labels: Record<string, s
 }
 
 export async function readMetric(admin: ApiClient, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const { body } = await admin.request<string>("GET", "/metrics");
+  const { body } = await withRetry(() => admin.request<string>("GET", "/metrics"));
   return metricValue(typeof body === "string" ? body : "", name, labels);
 }
 
@@ -60,7 +69,7 @@ export interface DeviceRow {
 export async function listAllDevices(admin: ApiClient, expected: number, query = ""): Promise<DeviceRow[]> {
   const rows: DeviceRow[] = [];
   for (let offset = 0; ; offset += 1000) {
-    const { devices } = await admin.get<{ devices: DeviceRow[] }>(`/api/v1/devices?limit=1000&offset=${offset}${query}`);
+    const { devices } = await withRetry(() => admin.get<{ devices: DeviceRow[] }>(`/api/v1/devices?limit=1000&offset=${offset}${query}`));
     rows.push(...devices);
     if (devices.length < 1000 || rows.length >= expected + 1000) return rows;
   }

@@ -85,6 +85,18 @@ export async function mapPool<T, R>(items: readonly T[], concurrency: number, fn
   return results;
 }
 
+/** Retries `fn` on a thrown error (network hiccups under load), `attempts` times in all. */
+export async function withRetry<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (error) {
+      if (attempt >= attempts) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+    }
+  }
+}
+
 /**
  * Polls `probe` every `intervalMs` until it returns a value; at the deadline returns undefined instead of throwing
  * so a bench can still report how far it got. Measurement loops only: never a synchronisation in a test.
@@ -92,7 +104,11 @@ export async function mapPool<T, R>(items: readonly T[], concurrency: number, fn
 export async function pollUntil<T>(probe: () => Promise<T | undefined>, { timeoutMs, intervalMs }: { timeoutMs: number; intervalMs: number }): Promise<T | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const value = await probe();
+    // A probe that fails (e.g. a keep-alive socket the loaded server just closed) is one more miss, not the end.
+    const value = await probe().catch((error: unknown) => {
+      progress(`probe failed, polling on: ${error instanceof Error ? (error.cause ?? error.message) : String(error)}`);
+      return undefined;
+    });
     if (value !== undefined) return value;
     if (Date.now() >= deadline) return undefined;
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
