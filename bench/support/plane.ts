@@ -16,8 +16,14 @@ export interface BenchPlane {
  * for the info-level "control plane ready" line (BENCH_PLANE_LOG_LEVEL may lower it to debug, not raise it).
  */
 export async function startBenchPlane(env: Record<string, string> = {}): Promise<BenchPlane> {
+  const profileDir = process.env.BENCH_PLANE_CPU_PROF;
   const plane = await startControlPlane({
-    env: { HASHWARD_LOG_LEVEL: process.env.BENCH_PLANE_LOG_LEVEL ?? "info", ...env },
+    env: {
+      HASHWARD_LOG_LEVEL: process.env.BENCH_PLANE_LOG_LEVEL ?? "info",
+      // Opt-in: a Bun CPU profile (markdown) of the plane, written when it exits, to see where the time goes.
+      ...(profileDir ? { BUN_OPTIONS: `--cpu-prof-md --cpu-prof-dir=${profileDir}` } : {}),
+      ...env,
+    },
   });
   return {
     plane,
