@@ -96,6 +96,17 @@ async function measurePlane(devices: SimDevice[]) {
       { timeoutMs: TIMEOUT_MS, intervalMs: 100 },
     );
     const persistedDevices = await devicesPersisted(admin, devices, sent.startedWallMs);
+    if (persistedDevices < devices.length) {
+      // Which heartbeat seq the lagging devices show: tells "late" from "lost" from "out of order".
+      const ours = new Set(devices.map((d) => d.deviceId));
+      const seen = new Map<string, number>();
+      for (const row of await listAllDevices(admin, devices.length)) {
+        if (!ours.has(row.deviceId)) continue;
+        const key = `seq ${row.telemetry?.accepted ?? "none"}`;
+        seen.set(key, (seen.get(key) ?? 0) + 1);
+      }
+      progress(`plane: persisted heartbeat seq per device: ${JSON.stringify(Object.fromEntries(seen))}`);
+    }
     const stillConnected = devices.filter((d) => d.client?.connected).length;
     await disconnectAll(devices);
     return {

@@ -1,4 +1,6 @@
 /** Helpers around the real control plane (started with test/support/processes.ts) for the load benches. */
+import { randomBytes } from "node:crypto";
+import pg from "pg";
 import { ApiClient } from "../../test/support/api.js";
 import { startControlPlane, type ControlPlane } from "../../test/support/processes.js";
 import { withRetry } from "./report.js";
@@ -17,8 +19,10 @@ export interface BenchPlane {
  */
 export async function startBenchPlane(env: Record<string, string> = {}): Promise<BenchPlane> {
   const profileDir = process.env.BENCH_PLANE_CPU_PROF;
+  const database = process.env.BENCH_DATABASE_URL ? await createScratchDatabase(process.env.BENCH_DATABASE_URL) : null;
   const plane = await startControlPlane({
     env: {
+      ...(database ? { DATABASE_URL: database.url } : {}),
       HASHWARD_LOG_LEVEL: process.env.BENCH_PLANE_LOG_LEVEL ?? "info",
       // Opt-in: a Bun CPU profile (markdown) of the plane, written when it exits, to see where the time goes.
       ...(profileDir ? { BUN_OPTIONS: `--cpu-prof-md --cpu-prof-dir=${profileDir}` } : {}),
@@ -36,8 +40,30 @@ export async function startBenchPlane(env: Record<string, string> = {}): Promise
     },
     async close() {
       await plane.proc.kill("SIGTERM");
+      await database?.drop();
     },
   };
+}
+
+/**
+ * BENCH_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/test) runs the plane on PostgreSQL instead of
+ * PGlite: a fresh database per run (the plane creates its admin token only on an empty database), dropped after.
+ */
+async function createScratchDatabase(adminUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `hashward_bench_${randomBytes(4).toString("hex")}`;
+  const run = async (statement: string) => {
+    const client = new pg.Client({ connectionString: adminUrl });
+    await client.connect();
+    try {
+      await client.query(statement);
+    } finally {
+      await client.end();
+    }
+  };
+  await run(`create database ${name}`);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop: () => run(`drop database if exists ${name} with (force)`) };
 }
 
 export async function createEnrollmentToken(admin: ApiClient, maxUses: number): Promise<string> {
