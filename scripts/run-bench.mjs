@@ -4,7 +4,8 @@
  * and prints a summary; `npm run bench -- quarantine-fanout measure` runs only those; `--list` names them.
  * Each bench prints its own table and, last, one JSON line {"bench": name, ...}; the summary is built from those
  * lines and written to bench/results/summary.json (git-ignored). Scale knobs are env vars documented in
- * bench/README.md. Exit code 1 when a bench fails, 2 for an unknown bench name.
+ * bench/README.md. Exit code 1 when a bench fails or reports "complete": false (it timed out waiting for the
+ * plane; its figures are then partial), 2 for an unknown bench name.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
@@ -92,8 +93,10 @@ function runBench(name) {
           // Not the result line.
         }
       }
-      const ok = code === 0 && result !== null;
-      resolve({ name, ok, exit: signal ?? code, seconds: Math.round((Date.now() - started) / 100) / 10, result });
+      // A bench that timed out waiting for the plane still prints what it saw, with "complete": false.
+      const incomplete = result !== null && result.complete === false;
+      const ok = code === 0 && result !== null && !incomplete;
+      resolve({ name, ok, incomplete, exit: signal ?? code, seconds: Math.round((Date.now() - started) / 100) / 10, result });
     });
   });
 }
@@ -107,7 +110,7 @@ for (const name of selected) {
 
 process.stdout.write("\n=== summary ===\n");
 for (const outcome of outcomes) {
-  const status = outcome.ok ? "ok" : `FAILED (exit ${outcome.exit})`;
+  const status = outcome.ok ? "ok" : outcome.incomplete ? "INCOMPLETE" : `FAILED (exit ${outcome.exit})`;
   process.stdout.write(`${outcome.name.padEnd(18)} ${status.padEnd(18)} ${String(outcome.seconds).padStart(6)} s\n`);
   if (outcome.result) {
     for (const key of BENCHES[outcome.name].headline) {
