@@ -32,6 +32,25 @@ export const measurementSchema = z.object({
 });
 export type Measurement = z.infer<typeof measurementSchema>;
 
+/**
+ * A guard's verdict about something that is not a file digest: the live pool, the miner API's exposure, a
+ * network connection, a malware indicator. Findings travel inside signed evidence so appraisal can fold them
+ * into the trustworthiness vector with the exact difference (expected vs seen).
+ */
+export const findingSchema = z.strictObject({
+  /** Which guard saw it, e.g. "pool-config", "pool-live", "api-exposure", "connection", "indicator". */
+  guard: z.string().regex(/^[a-z][a-z0-9-]{1,47}$/),
+  claim: z.enum(["configuration", "executables", "file-system", "runtime-opaque"]),
+  tier: z.enum(["warning", "contraindicated"]),
+  /** What it is about: a path, a pool URL, host:port. */
+  subject: z.string().min(1).max(1024),
+  expected: z.unknown().optional(),
+  seen: z.unknown().optional(),
+  message: z.string().max(1024),
+});
+export type Finding = z.infer<typeof findingSchema>;
+export const MAX_FINDINGS = 256;
+
 export const enrollmentRequestSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   type: z.literal("enroll"),
@@ -112,13 +131,15 @@ export const evidenceSchema = z.strictObject({
   seq: z.number().int().nonnegative(),
   /** The challenge nonce this answers; null for evidence sent on a timer, at start, or on a watched change. */
   nonce: nonceSchema.nullable(),
-  reason: z.enum(["challenge", "timer", "watch", "startup"]),
+  reason: z.enum(["challenge", "timer", "watch", "startup", "guard", "update"]),
   ts: timestampMs,
   model: shortText,
   firmwareVersion: shortText,
   agentVersion: shortText,
   bootId: shortText,
   measurements: z.array(measurementSchema).max(MAX_MEASUREMENTS),
+  /** Guard findings (absent or empty when every guard is satisfied). */
+  findings: z.array(findingSchema).max(MAX_FINDINGS).optional(),
   sig: signature,
 });
 export type Evidence = z.infer<typeof evidenceSchema>;

@@ -68,6 +68,11 @@ export const agentConfigSchema = z
       })
       .default({ paths: [], includeAgentBinary: true }),
     watch: z.boolean().default(true),
+    /**
+     * `monitor` only reports; `enforcing` also acts on the board: the vendor upgrade path stays disabled and
+     * guards restore approved settings (approved pools, narrowed miner API access).
+     */
+    mode: z.enum(["monitor", "enforcing"]).default("monitor"),
     heartbeatIntervalMs: ms("heartbeatIntervalMs", 10_000),
     attestIntervalMs: ms("attestIntervalMs", 300_000),
     reconnectMinMs: ms("reconnectMinMs", 500),
@@ -101,6 +106,7 @@ const ENV_KEYS: Record<string, EnvKind> = {
   "measure.paths": "list",
   "measure.includeAgentBinary": "bool",
   watch: "bool",
+  mode: "string",
   heartbeatIntervalMs: "int",
   attestIntervalMs: "int",
   reconnectMinMs: "int",
