@@ -25,8 +25,13 @@ export class FakeDeviceSide implements DeviceSideService {
     return this.calls.filter((call): call is Extract<RecordedCall, { method: M }> => call.method === method);
   }
 
+  /** When set, each identity lookup waits this long (ms): lets tests make lookups finish out of order. */
+  lookupDelayMs: (() => number) | null = null;
+
   async identityForConnect(deviceId: string): Promise<ConnectIdentity | null> {
     this.identityLookups++;
+    const delay = this.lookupDelayMs?.();
+    if (delay) await new Promise((resolve) => setTimeout(resolve, delay));
     return this.identities.get(deviceId) ?? null;
   }
 

@@ -302,6 +302,22 @@ describe("publish ACL and ingest", () => {
     expect(await metric("hashward_mqtt_acl_denied_total", { action: "publish", reason: "not-accepted" })).toBe(1);
   });
 
+  it("hands one device's messages over in the order it sent them, however long identity re-checks take", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    // Descending delays: with an asynchronous ACL check the later packets of one read would overtake earlier ones.
+    let delay = 40;
+    fake.lookupDelayMs = () => (delay = Math.max(0, delay - 2));
+    const sent = Array.from({ length: 20 }, (_, i) => i + 1);
+    for (const seq of sent) {
+      const heartbeat = { v: 1, type: "heartbeat", deviceId: device.id, seq, ts: Date.now(), uptimeMs: 1, containment: "none", outboxDepth: 0 };
+      client.publish(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat), { qos: 0 });
+    }
+    await until(() => fake.callsOf("onHeartbeat").length === sent.length, "every heartbeat handled");
+    expect(fake.callsOf("onHeartbeat").map((call) => (call.message as { seq: number }).seq)).toEqual(sent);
+  });
+
   it("disconnect(deviceId) closes the live connection", async () => {
     const device = newDevice();
     enroll(device);

@@ -47,7 +47,7 @@ export interface BrokerDeps {
   now?: () => number;
   /** Largest accepted PUBLISH payload; default MAX_PAYLOAD_BYTES. */
   maxPayloadBytes?: number;
-  /** How long a device's enrollment state is trusted without asking again; default 2000, capped at 5000. */
+  /** How long a device's enrollment state is trusted without asking again; default 10000, capped at 30000. Revoke and reject through this plane disconnect at once (disconnect()); this bounds the other paths. */
   identityCacheMs?: number;
   /** Concurrent TCP connections the listener accepts; default 20000. */
   maxClients?: number;
@@ -74,7 +74,7 @@ const CONNACK = {
   notAuthorized: 5,
 } as const;
 
-const MAX_IDENTITY_CACHE_MS = 5_000;
+const MAX_IDENTITY_CACHE_MS = 30_000;
 const MAX_PASSWORD_BYTES = 2_048;
 /** Topic, length prefixes and message id on top of the payload. */
 const PACKET_OVERHEAD_BYTES = 1_024;
@@ -113,7 +113,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const logger = deps.logger.child({ component: "mqtt" });
   const now = deps.now ?? Date.now;
   const maxPayloadBytes = Math.min(deps.maxPayloadBytes ?? MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES);
-  const identityCacheMs = Math.min(deps.identityCacheMs ?? 2_000, MAX_IDENTITY_CACHE_MS);
+  const identityCacheMs = Math.min(deps.identityCacheMs ?? 10_000, MAX_IDENTITY_CACHE_MS);
   const maxClients = deps.maxClients ?? 20_000;
 
   const messagesTotal = new Counter({
@@ -240,6 +240,25 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     callback(new Error(`${action} refused: ${reason} (${topic.slice(0, 256)})`));
   }
 
+  /** Revocation bites within identityCacheMs even for a connection that is already open (HW-AUTH-1). */
+  async function ingestIfAccepted(client: Client, deviceId: string, kind: UpKind, payload: Buffer): Promise<void> {
+    let identity: ConnectIdentity | null;
+    try {
+      identity = await lookupIdentity(deviceId, false);
+    } catch (error) {
+      logger.error({ deviceId, err: error }, "identity lookup failed during PUBLISH");
+      messagesRejected.inc({ kind, reason: "identity-unavailable" });
+      return;
+    }
+    if (identity?.enrollment !== "accepted") {
+      aclDenied.inc({ action: "publish", reason: "not-accepted" });
+      logOncePerClient(client, "publish:not-accepted", { kind }, "mqtt client disconnected: no longer accepted");
+      client.close();
+      return;
+    }
+    await ingest(client, deviceId, kind, payload);
+  }
+
   async function ingest(client: Client, deviceId: string, kind: UpKind, payload: Buffer): Promise<void> {
     try {
       const message = parsePayload(upSchemas[kind], payload, `${kind} from ${deviceId}`);
@@ -312,17 +331,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       if (size > maxPayloadBytes) return denyAcl(client, "publish", "oversize", `${topic} (${size} bytes)`, callback);
       // Retained device messages would sit in broker memory and be replayed to later subscribers; none may exist.
       packet.retain = false;
-      // Revocation bites within identityCacheMs even for a connection that is already open.
-      lookupIdentity(client.id, false).then(
-        (identity) => {
-          if (identity?.enrollment === "accepted") return callback(null);
-          denyAcl(client, "publish", "not-accepted", topic, callback);
-        },
-        (error: unknown) => {
-          logger.error({ deviceId: client.id, err: error }, "identity lookup failed during PUBLISH");
-          callback(new Error("identity lookup failed"));
-        },
-      );
+      // Synchronous on purpose: an asynchronous answer here lets aedes complete the packets of one read out of order,
+      // and evidence/heartbeat sequence checks would then refuse the late ones. The device's enrollment is re-checked
+      // in its ordered ingest queue instead (see `published`); only the plane subscribes to up/ topics.
+      callback(null);
     },
 
     authorizeSubscribe(client, subscription, callback) {
@@ -349,7 +361,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
       const { deviceId, kind } = parsed;
       // Waiting gives per-client backpressure: aedes reads this client's next packets after this one is handled.
-      enqueue(deviceId, () => ingest(client, deviceId, kind, payload)).then(() => callback(null));
+      enqueue(deviceId, () => ingestIfAccepted(client, deviceId, kind, payload)).then(() => callback(null));
     },
   });
 
