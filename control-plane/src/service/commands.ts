@@ -144,14 +144,26 @@ export async function issueContainment(
 
 /** Publishes after commit; a failure is logged and left to the retry timer (the command stays pending). */
 export async function publishCommands(ctx: ServiceContext, toPublish: Command[]): Promise<void> {
+  // In seq order per device (the agent refuses a seq below one it executed), devices side by side: a fleet-wide
+  // quarantine must not wait for 1,000 publishes one after another.
+  const byDevice = new Map<string, Command[]>();
   for (const command of toPublish) {
-    if (!ctx.publisher.isConnected(command.deviceId)) continue;
-    try {
-      await ctx.publisher.publish(command.deviceId, "command", command);
-    } catch (error) {
-      ctx.logger.warn({ err: error, deviceId: command.deviceId, seq: command.seq }, "command publish failed; will retry");
-    }
+    const list = byDevice.get(command.deviceId);
+    if (list) list.push(command);
+    else byDevice.set(command.deviceId, [command]);
   }
+  await Promise.all(
+    [...byDevice].map(async ([deviceId, list]) => {
+      for (const command of list) {
+        if (!ctx.publisher.isConnected(deviceId)) return;
+        try {
+          await ctx.publisher.publish(deviceId, "command", command);
+        } catch (error) {
+          ctx.logger.warn({ err: error, deviceId, seq: command.seq }, "command publish failed; will retry");
+        }
+      }
+    }),
+  );
 }
 
 /** Pending, unexpired commands of the device, in seq order (what a (re)connecting agent must receive). */
