@@ -210,3 +210,59 @@ export async function expireCommands(ctx: ServiceContext, now: number): Promise<
     return expired.length;
   });
 }
+
+/**
+ * Issues one signed command of any action (update, set-policy, ...) to each already-locked, accepted device in
+ * `tx`: the device's next seq (HW-CMD-1), an expiry of `ttlMs`, and with `supersede` the device's earlier pending
+ * commands of the same action are marked superseded (one live request per action). Publish `toPublish` after
+ * the transaction commits (publishCommands); the retry timer re-publishes until acked or expired.
+ */
+export async function issueCommands(
+  ctx: ServiceContext,
+  tx: Tx,
+  rows: DeviceRow[],
+  input: { action: CommandAction; params: Record<string, unknown>; actor: Actor; ttlMs?: number; supersede?: boolean },
+  now: number,
+): Promise<{ views: CommandView[]; toPublish: Command[] }> {
+  const at = new Date(now);
+  const expiresAt = now + (input.ttlMs ?? ctx.options.commandTtlMs);
+  const issued: CommandRow[] = [];
+  const toPublish: Command[] = [];
+  for (const row of rows) {
+    const payload = signObject(
+      { v: PROTOCOL_VERSION, type: "command" as const, deviceId: row.id, seq: row.nextCommandSeq, issuedAt: now, expiresAt, action: input.action, params: input.params },
+      ctx.commandKey.privateKey,
+    );
+    issued.push({
+      deviceId: row.id,
+      seq: row.nextCommandSeq,
+      action: input.action,
+      params: payload.params,
+      payload,
+      status: "pending",
+      issuedAt: at,
+      expiresAt: new Date(expiresAt),
+      ackedAt: null,
+      reason: null,
+      ack: null,
+      issuedBy: input.actor,
+    });
+    toPublish.push(payload);
+  }
+  for (const ids of chunks(rows.map((row) => row.id), 5000)) {
+    if (input.supersede) {
+      await tx
+        .update(commands)
+        .set({ status: "superseded", reason: `superseded by a newer ${input.action}` })
+        .where(and(inArray(commands.deviceId, ids), eq(commands.status, "pending"), eq(commands.action, input.action)));
+    }
+    await tx.update(devices).set({ nextCommandSeq: sql`${devices.nextCommandSeq} + 1`, updatedAt: at }).where(inArray(devices.id, ids));
+  }
+  for (const part of chunks(issued)) await tx.insert(commands).values(part);
+  await recordAudit(
+    tx,
+    issued.map((command) => ({ actor: input.actor, action: `command.${input.action}`, target: command.deviceId, detail: { seq: command.seq, params: command.params } })),
+    at,
+  );
+  return { views: issued.map(toCommandView), toPublish };
+}
