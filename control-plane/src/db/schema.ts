@@ -195,3 +195,4 @@ export const evidence = pgTable(
   (t) => [uniqueIndex("evidence_device_seq_idx").on(t.deviceId, t.seq)],
 );
 
+export * from "./schema-tuf.js";
