@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Evidence } from "../../../shared/protocol/index.js";
-import { appraise, claimForPath, type ReferenceValues } from "./index.js";
+import { appraise, claimForPath, type ReferenceValues, verdictKey } from "./index.js";
 
 const A = "a".repeat(64);
 const B = "b".repeat(64);
@@ -102,6 +102,61 @@ describe("appraise", () => {
     const result = appraise(evidence(good, { firmwareVersion: "1.3.0" }), reference, NOW);
     expect(result.status).toBe("warning");
     expect(result.summary).toBe("no approved reference values for S19 1.3.0");
+  });
+
+  const poolFinding = {
+    guard: "pool-live",
+    claim: "configuration" as const,
+    tier: "contraindicated" as const,
+    subject: "stratum+tcp://evil.example:3333",
+    expected: ["stratum+tcp://pool.example:3333"],
+    seen: "stratum+tcp://evil.example:3333",
+    message: "active pool not allowed",
+  };
+  const exposure = { guard: "api-exposure", claim: "configuration" as const, tier: "warning" as const, subject: "api-allow", seen: "W:0/0", message: "wide" };
+  const listener = { guard: "listening-port", claim: "runtime-opaque" as const, tier: "warning" as const, subject: "0.0.0.0:2222", message: "unexpected listener" };
+
+  it("folds guard findings into the vector: claim -> worst tier, listed in a stable order", () => {
+    const result = appraise(evidence(good, { findings: [poolFinding, exposure] }), reference, NOW);
+    expect(result.status).toBe("contraindicated");
+    expect(result.differences).toEqual([]);
+    expect(result.trustworthiness).toEqual({
+      "instance-identity": "affirming",
+      configuration: "contraindicated",
+      executables: "affirming",
+      "file-system": "affirming",
+    });
+    expect(result.findings.map((f) => f.guard)).toEqual(["api-exposure", "pool-live"]);
+    expect(result.summary).toContain("2 guard finding(s) (api-exposure, pool-live)");
+  });
+
+  it("adds runtime-opaque only when a finding names it; a warning finding leaves a clean device at warning", () => {
+    const clean = appraise(evidence(good, { findings: [] }), reference, NOW);
+    expect(clean.status).toBe("affirming");
+    expect(clean.findings).toEqual([]);
+    expect("runtime-opaque" in clean.trustworthiness).toBe(false);
+    const result = appraise(evidence(good, { findings: [listener] }), reference, NOW);
+    expect(result.status).toBe("warning");
+    expect(result.trustworthiness["runtime-opaque"]).toBe("warning");
+    expect(result.trustworthiness.configuration).toBe("affirming");
+  });
+
+  it("contraindicates on a finding even without reference values", () => {
+    const result = appraise(evidence(good, { findings: [poolFinding] }), null, NOW);
+    expect(result.status).toBe("contraindicated");
+    expect(result.referenceId).toBeNull();
+    expect(result.summary).toMatch(/^no approved reference values for S19 1.2.0; 1 guard finding/);
+  });
+
+  it("keys verdicts on differences and contraindicated findings, not on messages or warnings", () => {
+    const a = appraise(evidence(good, { findings: [poolFinding] }), reference, NOW);
+    const reworded = appraise(evidence(good, { findings: [exposure, { ...poolFinding, message: "other words" }] }), reference, NOW);
+    const other = appraise(evidence(good, { findings: [{ ...poolFinding, seen: "stratum+tcp://other.example:1" }] }), reference, NOW);
+    expect(verdictKey(a)).toBe(verdictKey(reworded));
+    expect(verdictKey(a)).not.toBe(verdictKey(other));
+    // A stored result from before findings existed compares equal to one without findings.
+    const { findings: _omitted, ...old } = appraise(evidence(good), reference, NOW);
+    expect(verdictKey(old)).toBe(verdictKey(appraise(evidence(good, { findings: [] }), reference, NOW)));
   });
 
   it("maps paths to claims", () => {

@@ -6,8 +6,13 @@
  * The caller verifies the evidence signature with the enrolled device key BEFORE calling `appraise`; that is what
  * makes instance-identity affirming here. Rule HW-APPRAISE-1: every difference is listed with the exact path and
  * the expected and seen digest and size; any difference makes its claim contraindicated.
+ *
+ * Rule HW-APPRAISE-2: guard findings carried in the (signed) evidence fold into the same vector: each finding's
+ * claim takes the worst of its measured tier and the finding's tier, so a contraindicated finding (a hijacked
+ * pool, an unknown outbound connection) makes the whole result contraindicated, with or without reference values.
  */
-import type { Evidence, Measurement } from "../../../shared/protocol/index.js";
+import { canonicalize } from "../../../shared/canonical/index.js";
+import type { Evidence, Finding, Measurement } from "../../../shared/protocol/index.js";
 import type { AttestationResult, Claim, Difference, ReferenceMeasurement, Tier } from "../service/types.js";
 
 export type MeasuredClaim = Exclude<Claim, "instance-identity">;
@@ -48,7 +53,47 @@ export function claimForPath(path: string, kind?: Measurement["kind"]): Measured
 }
 
 export function appraise(evidence: Evidence, reference: ReferenceValues | null, now: number): AttestationResult {
-  const base = { evidenceSeq: evidence.seq, appraisedAt: new Date(now).toISOString() };
+  const measured = appraiseMeasurements(evidence, reference, now);
+  return foldFindings(measured, evidence.findings ?? []);
+}
+
+/** Findings in a stable order (guard, subject, claim), so results and their comparison do not depend on the agent's order. */
+export function sortFindings(findings: readonly Finding[]): Finding[] {
+  const key = (finding: Finding) => `${finding.guard}\u0000${finding.subject}\u0000${finding.claim}\u0000${finding.tier}`;
+  return [...findings].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+}
+
+/**
+ * What makes two contraindicated verdicts "the same" for the auto-quarantine policy: the differences and the
+ * contraindicated findings (without their free-text message). A warning finding coming or going is not a new
+ * reason to quarantine a device an operator has released.
+ */
+export function verdictKey(result: Pick<AttestationResult, "differences"> & { findings?: Finding[] } | null): string {
+  const findings = sortFindings((result?.findings ?? []).filter((finding) => finding.tier === "contraindicated")).map(
+    ({ guard, claim, tier, subject, expected, seen }) => ({ guard, claim, tier, subject, expected: expected ?? null, seen: seen ?? null }),
+  );
+  // Canonical form: jsonb does not keep key order, so plain JSON.stringify would differ for equal verdicts.
+  return canonicalize({ differences: result?.differences ?? null, findings });
+}
+
+function foldFindings(result: AttestationResult, findings: readonly Finding[]): AttestationResult {
+  if (findings.length === 0) return result;
+  const sorted = sortFindings(findings);
+  const trustworthiness = { ...result.trustworthiness };
+  for (const finding of sorted) {
+    // HW-APPRAISE-2: claim -> worst tier of what was measured and what the guards saw.
+    trustworthiness[finding.claim] = worstTier([trustworthiness[finding.claim] ?? "none", finding.tier]);
+  }
+  const status = worstTier(Object.values(trustworthiness));
+  const guards = [...new Set(sorted.map((finding) => finding.guard))].join(", ");
+  const first = sorted.slice(0, 3).map((finding) => `${finding.guard} ${finding.tier}: ${finding.subject}`).join("; ");
+  const more = sorted.length > 3 ? `; and ${sorted.length - 3} more` : "";
+  const summary = `${result.summary}; ${sorted.length} guard finding(s) (${guards}): ${first}${more}`;
+  return { ...result, status, trustworthiness, findings: sorted, summary };
+}
+
+function appraiseMeasurements(evidence: Evidence, reference: ReferenceValues | null, now: number): AttestationResult {
+  const base = { evidenceSeq: evidence.seq, appraisedAt: new Date(now).toISOString(), findings: [] as Finding[] };
   const label = `${evidence.model} ${evidence.firmwareVersion}`;
 
   if (!reference || reference.model !== evidence.model || reference.firmwareVersion !== evidence.firmwareVersion) {

@@ -66,6 +66,7 @@ export class FakeDeviceSide implements DeviceSideService {
       status: "none",
       trustworthiness: { "instance-identity": "affirming", configuration: "none", executables: "none", "file-system": "none" },
       differences: [],
+      findings: [],
       referenceId: null,
       evidenceSeq: message.seq,
       appraisedAt: new Date(0).toISOString(),

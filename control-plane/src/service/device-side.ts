@@ -4,11 +4,10 @@
  * transaction so that it rolls back (nothing changes on refusal).
  */
 import { and, desc, eq, inArray, lt } from "drizzle-orm";
-import { canonicalize } from "../../../shared/canonical/index.js";
 import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
 import { FreshnessError, VerificationError } from "../../../shared/errors/index.js";
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
-import { appraise } from "../appraisal/index.js";
+import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, deviceEvents, devices, evidence as evidenceTable, referenceValueSets } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
 import { expireCommands, issueContainment, pendingCommands, publishCommands, type ContainmentAction } from "./commands.js";
@@ -163,11 +162,10 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
           await recordTransitions(tx, [{ deviceId: device.id, machine: "appraisal", from, to, reason: result.summary, actor, evidence: result }], at);
         }
 
-        // Policy: contraindicated -> quarantine, when the verdict is new (entered, or different differences),
-        // so an operator's release of a known-bad device sticks until the device changes again.
+        // Policy: contraindicated -> quarantine, when the verdict is new (entered, or different differences or
+        // contraindicated guard findings), so an operator's release of a known-bad device sticks until it changes again.
         const previous = device.lastAppraisal as AttestationResult | null;
-        // Canonical form: jsonb does not keep key order, so plain JSON.stringify would always differ.
-        const verdictIsNew = from !== "contraindicated" || canonicalize(previous?.differences ?? null) !== canonicalize(result.differences);
+        const verdictIsNew = from !== "contraindicated" || verdictKey(previous) !== verdictKey(result);
         let toPublish: Awaited<ReturnType<typeof issueContainment>>["toPublish"] = [];
         if (ctx.options.autoQuarantine === "contraindicated" && result.status === "contraindicated" && verdictIsNew && updated) {
           if (updated.containment === "none" || updated.containment === "release_requested") {

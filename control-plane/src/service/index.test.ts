@@ -427,6 +427,41 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect((await services.service.getDevice(d.id)).containment).toBe("quarantine_requested");
     });
 
+    it("quarantines by policy on a contraindicated guard finding (pool-live) even with matching measurements", async () => {
+      const d = await acceptedDevice("S19k", "2.0.0");
+      await services.service.registerReferenceValues(OPERATOR, { model: "S19k", firmwareVersion: "2.0.0", measurements: good.map(({ path, sha256, size }) => ({ path, sha256, size })) });
+      expect((await services.deviceSide.onEvidence(d.evidence(good, null, { findings: [] }))).status).toBe("affirming");
+      const hijack = {
+        guard: "pool-live",
+        claim: "configuration" as const,
+        tier: "contraindicated" as const,
+        subject: "stratum+tcp://evil.example:3333",
+        expected: ["stratum+tcp://pool.example:3333"],
+        seen: "stratum+tcp://evil.example:3333",
+        message: "active pool is not allowed by policy",
+      };
+      const result = await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [hijack] }));
+      expect(result).toMatchObject({ status: "contraindicated", differences: [], findings: [hijack] });
+      expect(result.trustworthiness.configuration).toBe("contraindicated");
+      expect(await services.service.getDevice(d.id)).toMatchObject({ appraisal: "contraindicated", containment: "quarantine_requested" });
+      const quarantine = publisher.of(d.id, "command").at(-1) as Command;
+      expect(quarantine).toMatchObject({ action: "quarantine", params: { reason: expect.stringContaining("pool-live") } });
+
+      // Released by an operator: the same finding again does not re-quarantine; a new contraindicated one does.
+      await services.deviceSide.onAck(d.ack(quarantine));
+      await services.service.release(OPERATOR, [d.id], "pool fixed by hand");
+      await services.deviceSide.onAck(d.ack(publisher.of(d.id, "command").at(-1) as Command));
+      await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [{ ...hijack, message: "reworded" }] }));
+      expect((await services.service.getDevice(d.id)).containment).toBe("none");
+      const warning = { guard: "api-exposure", claim: "configuration" as const, tier: "warning" as const, subject: "api-allow", seen: "W:0/0", message: "wide" };
+      await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [hijack, warning] }));
+      expect((await services.service.getDevice(d.id)).containment).toBe("none");
+      const backdoor = { guard: "connection", claim: "runtime-opaque" as const, tier: "contraindicated" as const, subject: "203.0.113.9:7000", message: "unknown outbound" };
+      const worse = await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [hijack, warning, backdoor] }));
+      expect(worse.trustworthiness["runtime-opaque"]).toBe("contraindicated");
+      expect((await services.service.getDevice(d.id)).containment).toBe("quarantine_requested");
+    });
+
     it("buffers heartbeats, marks silent devices stale, and leaves stale on the next appraisal", async () => {
       const d = await acceptedDevice();
       await services.deviceSide.onEvidence(d.evidence(good));

@@ -4,7 +4,7 @@
  * machines. Every mutating method takes the acting principal and writes an audit entry.
  * Methods throw NotFoundError / ConflictError / ValidationError / VerificationError (control-plane/src/errors.ts).
  */
-import type { EnrollmentRequest, EnrollmentResponse, Measurement } from "../../../shared/protocol/index.js";
+import type { EnrollmentRequest, EnrollmentResponse, Finding, Measurement } from "../../../shared/protocol/index.js";
 
 export type Role = "viewer" | "operator" | "admin";
 export type EnrollmentState = "pending" | "accepted" | "rejected" | "revoked";
@@ -29,11 +29,19 @@ export interface Difference {
   seen: { sha256: string; size: number } | null;
 }
 
+/**
+ * A guard finding folded into the vector: AR4SI's runtime-opaque claim appears only when a finding names it
+ * (network connections, listening ports, the miner API), since the file measurements say nothing about it.
+ */
+export type GuardClaim = Finding["claim"];
+
 /** An EAR-style attestation result. */
 export interface AttestationResult {
   status: Tier;
-  trustworthiness: Record<Claim, Tier>;
+  trustworthiness: Record<Claim, Tier> & { "runtime-opaque"?: Tier };
   differences: Difference[];
+  /** The guard findings of the evidence (pool, exposure, connections, indicators), sorted; empty when clean. */
+  findings: Finding[];
   referenceId: string | null;
   evidenceSeq: number;
   appraisedAt: string;
@@ -206,7 +214,7 @@ export interface ControlPlaneService {
   listAudit(limit: number, offset: number): Promise<AuditEntry[]>;
 }
 
-export type { Measurement };
+export type { Finding, Measurement };
 
 // ---------------------------------------------------------------------------------------------------------------
 // Device side: what the broker/ingest layer (control-plane/src/broker) calls, and the port it implements.
