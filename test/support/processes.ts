@@ -128,7 +128,10 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     stdio: ["ignore", "pipe", "pipe"],
   });
   const proc = new ManagedProcess("control-plane", child);
-  const ready = await proc.waitForLine("control plane ready", (line) => line.msg === "control plane ready", 60_000);
+  const ready = await proc.waitForLine("control plane ready", (line) => line.msg === "control plane ready", 60_000).catch(async (error: unknown) => {
+    await proc.kill("SIGKILL"); // never leave a plane behind that a test could not use
+    throw error;
+  });
   const httpPort = Number(ready.httpPort);
   const mqttPort = Number(ready.mqttPort);
   const adminToken = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
