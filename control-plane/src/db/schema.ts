@@ -196,3 +196,4 @@ export const evidence = pgTable(
 );
 
 export * from "./schema-tuf.js";
+export * from "./schema-policy.js";
