@@ -26,6 +26,14 @@ export interface ControlPlaneConfig {
   autoQuarantine: AutoQuarantine;
   logLevel: LogLevel;
   maxMqttClients: number;
+  /** TUF repository (control-plane/src/tuf): online metadata lifetimes, renewal check, image upload cap. */
+  tufTimestampTtlMs: number;
+  tufSnapshotTtlMs: number;
+  tufRenewCheckMs: number;
+  tufMaxImageBytes: number;
+  /** Rollouts (control-plane/src/rollouts): engine tick and the expiry of each signed update command. */
+  rolloutTickMs: number;
+  updateCommandTtlMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -106,6 +114,13 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     autoQuarantine: oneOf(env, "HASHWARD_AUTO_QUARANTINE", "contraindicated", AUTO_QUARANTINE),
     logLevel: oneOf(env, "HASHWARD_LOG_LEVEL", "info", LOG_LEVELS),
     maxMqttClients: integer(env, "HASHWARD_MAX_MQTT_CLIENTS", 20_000, 1, 1_000_000),
+    tufTimestampTtlMs: integer(env, "HASHWARD_TUF_TIMESTAMP_TTL_MS", DAY_MS, 3_000, 30 * DAY_MS),
+    tufSnapshotTtlMs: integer(env, "HASHWARD_TUF_SNAPSHOT_TTL_MS", 7 * DAY_MS, 3_000, 365 * DAY_MS),
+    tufRenewCheckMs: integer(env, "HASHWARD_TUF_RENEW_CHECK_MS", MINUTE_MS, 100, 60 * MINUTE_MS),
+    // Image lengths are stored as 32-bit integers: 2 GiB - 1 is the hard cap.
+    tufMaxImageBytes: integer(env, "HASHWARD_TUF_MAX_IMAGE_BYTES", 512 * 1024 * 1024, 1024, 2 ** 31 - 1),
+    rolloutTickMs: integer(env, "HASHWARD_ROLLOUT_TICK_MS", 5_000, 100, 60 * MINUTE_MS),
+    updateCommandTtlMs: integer(env, "HASHWARD_UPDATE_COMMAND_TTL_MS", 60 * MINUTE_MS, 1_000, 30 * DAY_MS),
   };
   const databaseUrl = url(env, "DATABASE_URL", ["postgres:", "postgresql:"]);
   if (databaseUrl !== undefined) config.databaseUrl = databaseUrl;
