@@ -28,6 +28,12 @@ describe("loadConfig", () => {
       autoQuarantine: "contraindicated",
       logLevel: "info",
       maxMqttClients: 20_000,
+      tufTimestampTtlMs: 86_400_000,
+      tufSnapshotTtlMs: 7 * 86_400_000,
+      tufRenewCheckMs: 60_000,
+      tufMaxImageBytes: 512 * 1024 * 1024,
+      rolloutTickMs: 5_000,
+      updateCommandTtlMs: 3_600_000,
     });
   });
 
