@@ -21,6 +21,7 @@ export const CAPS = {
   enrollPollMs: { min: 100, max: 3_600_000 },
   outboxMaxEvents: { min: 1, max: 100_000 },
   measurePaths: { max: 256 },
+  guardsIntervalMs: { min: 1_000, max: 3_600_000 },
 } as const;
 
 const ms = (name: keyof typeof CAPS & `${string}Ms`, fallback: number) =>
@@ -60,7 +61,21 @@ export const agentConfigSchema = z
     firmwareVersion: label,
     enrollmentToken: z.string().min(1).max(256).optional(),
     commandPublicKey: ed25519PublicKey.optional(),
-    platform: z.discriminatedUnion("kind", [z.strictObject({ kind: z.literal("simulated"), root: z.string().min(1) })]),
+    platform: z.discriminatedUnion("kind", [
+      z.strictObject({ kind: z.literal("simulated"), root: z.string().min(1) }),
+      /** A real Antminer-class board (agent/src/platform/antminer.ts): init scripts, iptables, upgrade CGI. */
+      z.strictObject({
+        kind: z.literal("antminer"),
+        root: z.string().min(1).default("/"),
+        /** Miner init scripts, first existing one wins (BusyBox: bmminer.sh on S9/S17/S19, cgminer.sh on older). */
+        initScripts: z.array(devicePath).min(1).max(8).default(["/etc/init.d/bmminer.sh", "/etc/init.d/cgminer.sh"]),
+        /** The vendor web upgrade CGIs (run any uploaded runme.sh as root). */
+        upgradeCgiPaths: z.array(devicePath).max(8).default(["/www/pages/cgi-bin/upgrade.cgi", "/www/pages/cgi-bin/upgrade_clear.cgi"]),
+        iptables: z.string().min(1).default("iptables"),
+        /** Empty string: the board has no IPv6 firewall to manage. */
+        ip6tables: z.string().default("ip6tables"),
+      }),
+    ]),
     measure: z
       .strictObject({
         paths: z.array(devicePath).max(CAPS.measurePaths.max).default([]),
@@ -73,6 +88,37 @@ export const agentConfigSchema = z
      * guards restore approved settings (approved pools, narrowed miner API access).
      */
     mode: z.enum(["monitor", "enforcing"]).default("monitor"),
+    /** Miner guards (issue 4; agent/src/guards): pool policy, API exposure, sockets, malware indicators. */
+    guards: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        intervalMs: z.number().int().min(CAPS.guardsIntervalMs.min).max(CAPS.guardsIntervalMs.max).default(10_000),
+        /** The cgminer/bmminer JSON API. Absent: 127.0.0.1:4028 on an antminer platform, no miner API otherwise. */
+        minerApi: z
+          .strictObject({
+            host: z.string().min(1).max(255).default("127.0.0.1"),
+            port: z.number().int().min(1).max(65_535).default(4028),
+            timeoutMs: z.number().int().min(100).max(60_000).default(3_000),
+            maxResponseBytes: z.number().int().min(4096).max(16 * 1024 * 1024).default(1024 * 1024),
+          })
+          .optional(),
+        minerConfigPaths: z.array(devicePath).max(16).default(["/config/bmminer.conf", "/config/cgminer.conf"]),
+        /** Outbound destinations always allowed (host or host:port), on top of the signed policy's. */
+        allowedHosts: z.array(z.string().min(1).max(300)).max(256).default([]),
+        /** Non-loopback listening ports expected on the board (ssh, web UI, miner API). */
+        allowedListenPorts: z.array(z.number().int().min(1).max(65_535)).max(256).default([22, 80, 443, 4028]),
+        dnsTimeoutMs: z.number().int().min(100).max(30_000).default(2_000),
+        dnsCacheMs: z.number().int().min(1_000).max(86_400_000).default(300_000),
+      })
+      .default({
+        enabled: true,
+        intervalMs: 10_000,
+        minerConfigPaths: ["/config/bmminer.conf", "/config/cgminer.conf"],
+        allowedHosts: [],
+        allowedListenPorts: [22, 80, 443, 4028],
+        dnsTimeoutMs: 2_000,
+        dnsCacheMs: 300_000,
+      }),
     heartbeatIntervalMs: ms("heartbeatIntervalMs", 10_000),
     attestIntervalMs: ms("attestIntervalMs", 300_000),
     reconnectMinMs: ms("reconnectMinMs", 500),
@@ -107,6 +153,13 @@ const ENV_KEYS: Record<string, EnvKind> = {
   "measure.includeAgentBinary": "bool",
   watch: "bool",
   mode: "string",
+  "guards.enabled": "bool",
+  "guards.intervalMs": "int",
+  "guards.minerApi.host": "string",
+  "guards.minerApi.port": "int",
+  "guards.minerConfigPaths": "list",
+  "guards.allowedHosts": "list",
+  "guards.allowedListenPorts": "list",
   heartbeatIntervalMs: "int",
   attestIntervalMs: "int",
   reconnectMinMs: "int",

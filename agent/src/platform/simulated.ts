@@ -11,6 +11,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import { dirname, join, resolve, sep } from "node:path";
 import { HashwardError } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import type { MinerControl } from "./types.js";
 import type { Platform, PlatformDescription, QuarantineOptions } from "./types.js";
 
 export class PlatformError extends HashwardError {
@@ -21,6 +22,19 @@ export type NetworkPolicy = { mode: "open" } | { mode: "restricted"; allow: stri
 
 export class SimulatedBoard implements Platform {
   readonly root: string;
+  /** The simulated miner process: restart bumps run/miner.generation, and the sim-miner reloads its config. */
+  readonly miner: MinerControl = {
+    restart: async () => {
+      const file = join(this.root, "run/miner.generation");
+      let generation = 0;
+      try {
+        generation = Number.parseInt(readFileSync(file, "utf8"), 10) || 0;
+      } catch {
+        // never restarted yet
+      }
+      writeFileAtomicSync(file, `${generation + 1}\n`, 0o644);
+    },
+  };
 
   constructor(root: string) {
     this.root = resolve(root);

@@ -7,6 +7,12 @@ export interface QuarantineOptions {
   controlPlaneHosts: string[];
 }
 
+/** Control of the mining process (optional capability; issue 4): guards restart it after restoring its config. */
+export interface MinerControl {
+  /** Restarts the miner so it re-reads its config file (pools, api-allow). Idempotent. */
+  restart(): Promise<void>;
+}
+
 export interface PlatformDescription {
   kind: string;
   root: string;
@@ -24,4 +30,6 @@ export interface Platform {
   release(): Promise<void>;
   isQuarantined(): Promise<boolean>;
   describe(): PlatformDescription;
+  /** The miner process (restart after a pool/api-allow restore); absent on boards where the agent cannot. */
+  miner?: MinerControl;
 }

@@ -1,0 +1,107 @@
+/**
+ * Malware indicators, as data from the signed policy (HW-GUARD-5). Kinds:
+ *  - file-present:          `path` exists (Antbuild: /etc/ld.so.preload)                      -> file-system
+ *  - reappearing-file:      `path` exists; when it was seen, went away and came back, `seen` says "reappeared"
+ *  - hosts-entry:           a host name in `path` (default /etc/hosts) matching the anchored, case-insensitive
+ *                           `pattern` (absent: any name but localhost)                          -> file-system
+ *  - unexpected-executable: `path` is an executable file, or (a directory) holds executable files whose name
+ *                           matches `pattern` (absent: any)                                     -> executables
+ * severity critical -> tier contraindicated, warning -> warning.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import type { Indicator } from "../policy/index.js";
+import type { BoardReader } from "./board.js";
+import { finding, type Finding } from "./findings.js";
+
+const HOSTS_MAX_BYTES = 256 * 1024;
+const DIR_MAX_ENTRIES = 4096;
+const LOCAL_NAMES = /^(localhost(\.localdomain)?|ip6-localhost|ip6-loopback|ip6-allnodes|ip6-allrouters|ip6-localnet|ip6-mcastprefix)$/i;
+
+/** Remembers which reappearing-file indicators were seen and then removed (`<stateDir>/indicator-memory.json`). */
+export class IndicatorMemory {
+  private state: Record<string, "seen" | "removed" | "reappeared">;
+
+  constructor(private readonly file: string | null) {
+    this.state = {};
+    if (file && existsSync(file)) {
+      const parsed = z.record(z.string(), z.enum(["seen", "removed", "reappeared"])).safeParse(JSON.parse(readFileSync(file, "utf8")));
+      if (parsed.success) this.state = parsed.data;
+    }
+  }
+
+  static inDir(stateDir: string): IndicatorMemory {
+    return new IndicatorMemory(join(stateDir, "indicator-memory.json"));
+  }
+
+  /** Returns what this presence means: first sighting, still there, or back after a removal. */
+  observe(key: string, present: boolean): "seen" | "reappeared" | null {
+    const before = this.state[key];
+    let next = before;
+    if (present) next = before === "removed" || before === "reappeared" ? "reappeared" : "seen";
+    else if (before) next = "removed";
+    if (next !== before) {
+      if (next === undefined) delete this.state[key];
+      else this.state[key] = next;
+      if (this.file) writeFileAtomicSync(this.file, `${JSON.stringify(this.state)}\n`, 0o600);
+    }
+    return present ? (next as "seen" | "reappeared") : null;
+  }
+}
+
+const tierOf = (i: Indicator): Finding["tier"] => (i.severity === "critical" ? "contraindicated" : "warning");
+
+export function indicatorGuard(indicators: readonly Indicator[], board: BoardReader, memory: IndicatorMemory): Finding[] {
+  const out: Finding[] = [];
+  const hit = (i: Indicator, claim: Finding["claim"], subject: string, seen: unknown, detail: string) =>
+    out.push(finding({ guard: "indicator", claim, tier: tierOf(i), subject, expected: { indicator: i.id, kind: i.kind }, seen, message: `${i.description} (${detail})` }));
+
+  for (const i of indicators) {
+    switch (i.kind) {
+      case "file-present": {
+        if (i.path && board.stat(i.path)) hit(i, "file-system", i.path, "present", `${i.path} is present`);
+        break;
+      }
+      case "reappearing-file": {
+        if (!i.path) break;
+        const seen = memory.observe(`${i.id}:${i.path}`, board.stat(i.path) !== null);
+        if (seen) hit(i, "file-system", i.path, seen, seen === "reappeared" ? `${i.path} came back after removal` : `${i.path} is present`);
+        break;
+      }
+      case "hosts-entry": {
+        const path = i.path ?? "/etc/hosts";
+        const text = board.readText(path, HOSTS_MAX_BYTES);
+        if (text === null) break;
+        const re = i.pattern ? new RegExp(`^(?:${i.pattern})$`, "i") : null;
+        for (const line of text.split("\n")) {
+          const [ip, ...names] = line.replace(/#.*/, "").trim().split(/\s+/);
+          if (!ip) continue;
+          for (const name of names) {
+            if (re ? !re.test(name) : LOCAL_NAMES.test(name)) continue;
+            hit(i, "file-system", `${path}: ${name}`, `${ip} ${name}`, `${path} maps ${name} to ${ip}`);
+          }
+        }
+        break;
+      }
+      case "unexpected-executable": {
+        if (!i.path) break;
+        const st = board.stat(i.path);
+        if (!st) break;
+        const re = i.pattern ? new RegExp(`^(?:${i.pattern})$`) : null;
+        const check = (path: string, name: string) => {
+          const s = path === i.path ? st : board.stat(path);
+          if (!s || s.kind !== "file" || (s.mode & 0o111) === 0) return;
+          if (re && !re.test(name)) return;
+          hit(i, "executables", path, { mode: s.mode.toString(8), size: s.size }, `${path} is executable`);
+        };
+        if (st.kind === "directory") {
+          for (const name of board.list(i.path, DIR_MAX_ENTRIES) ?? []) check(`${i.path.replace(/\/$/, "")}/${name}`, name);
+        } else check(i.path, i.path.split("/").pop() ?? "");
+        break;
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,343 @@
+/**
+ * GuardRunner: one guard cycle every `guards.intervalMs`, inputs read through the Platform, findings diffed
+ * against the previous cycle (HW-GUARD-2: a finding is reported once until it changes):
+ *   - set of findings changed  -> onFindingsChanged (the agent sends evidence with reason "guard")
+ *   - each NEW finding         -> onNewFinding      (the agent sends a signed guard-alert event)
+ * In enforcing mode the cycle then restores what it can (approved pools, narrow api-allow); the next cycle
+ * confirms it and the evidence shows the finding gone.
+ *
+ * A cycle never throws: a failing input is a finding (miner-api) or is skipped with a log line. Cycles never
+ * overlap; runNow() while one runs waits for it and runs once more (a fresh policy must be judged fresh).
+ */
+import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import type { telemetrySchema } from "../../../shared/index.js";
+import type { z } from "zod";
+type Telemetry = z.infer<typeof telemetrySchema>;
+import type { Logger } from "../log/index.js";
+import { MinerApiError, type MinerApiClient, type MinerPool } from "../miner-api/index.js";
+import type { Platform } from "../platform/index.js";
+import type { GuardPolicy, PolicyStore } from "../policy/index.js";
+import type { BoardReader } from "./board.js";
+import { connectionGuard, listeningGuard, type ApprovedEndpoint } from "./connections.js";
+import { apiExposureGuard, NARROW_API_ALLOW } from "./exposure.js";
+import { finding, findingKey, normalizeFindings, type Finding } from "./findings.js";
+import { IndicatorMemory, indicatorGuard } from "./indicators.js";
+import type { KnownGoodPools } from "./known-good.js";
+import { parseEndpoint, parseProcNetTcp, type HostResolver, type SocketEntry } from "./net.js";
+import { parseMinerConfig, PoolMatcher, poolConfigGuard, poolLiveGuard, type ConfigPool, type MinerConfigFile } from "./pools.js";
+
+export const MAX_REPORTED_FINDINGS = 256;
+const CONFIG_MAX_BYTES = 256 * 1024;
+const PROC_NET_MAX_BYTES = 4 * 1024 * 1024;
+
+export interface GuardSettings {
+  /** Device paths of the miner's JSON config files; missing ones are skipped. */
+  minerConfigPaths: readonly string[];
+  /** Hosts or host:port always allowed as outbound destinations, on top of the policy's. */
+  allowedHosts: readonly string[];
+  /** Non-loopback listening ports expected on this board. */
+  allowedListenPorts: readonly number[];
+}
+
+export interface GuardRunnerDeps {
+  platform: Pick<Platform, "resolve" | "miner">;
+  board: BoardReader;
+  policy: PolicyStore;
+  minerApi: MinerApiClient | null;
+  resolver: HostResolver;
+  memory: IndicatorMemory;
+  knownGood: KnownGoodPools;
+  settings: GuardSettings;
+  mode: () => "monitor" | "enforcing";
+  /** URLs of the control plane (HTTP and MQTT): always approved destinations. */
+  controlPlaneUrls: () => readonly string[];
+  /** True while the agent holds the board in quarantine: the miner is stopped on purpose, do not query it. */
+  minerStopped: () => boolean;
+  onFindingsChanged: (findings: Finding[]) => void;
+  onNewFinding: (finding: Finding) => void;
+  /** Enforcement actions taken (for an event and the log). */
+  onEnforced?: (actions: string[]) => void;
+  log: Logger;
+}
+
+export interface GuardCycle {
+  findings: Finding[];
+  added: Finding[];
+  removed: Finding[];
+  telemetry: Telemetry | undefined;
+  enforced: string[];
+}
+
+export class GuardRunner {
+  private previous: Finding[] | null = null;
+  private lastTelemetry: Telemetry | undefined;
+  private running: Promise<GuardCycle> | null = null;
+  private again = false;
+  private timer: ReturnType<typeof setInterval> | null = null;
+
+  constructor(private readonly deps: GuardRunnerDeps) {}
+
+  /** Findings of the last completed cycle (null before the first): every evidence carries them. */
+  get findings(): Finding[] | null {
+    return this.previous === null ? null : structuredClone(this.previous);
+  }
+
+  get telemetry(): Telemetry | undefined {
+    return this.lastTelemetry;
+  }
+
+  start(intervalMs: number): void {
+    if (this.timer) return;
+    void this.runNow();
+    this.timer = setInterval(() => void this.runNow(), intervalMs);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Runs a cycle now; if one is running, runs one more right after it. */
+  runNow(): Promise<GuardCycle> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      let cycle: GuardCycle;
+      try {
+        do {
+          this.again = false;
+          cycle = await this.cycle();
+        } while (this.again);
+      } finally {
+        this.running = null;
+      }
+      return cycle;
+    })();
+    return this.running;
+  }
+
+  private async cycle(): Promise<GuardCycle> {
+    const { deps } = this;
+    const policy = deps.policy.policy;
+    const found: Finding[] = [];
+
+    const configs = this.readConfigs();
+    if (policy) found.push(...poolConfigGuard(configs, policy));
+    found.push(...apiExposureGuard(configs));
+
+    const live = await this.queryMiner(policy);
+    found.push(...live.findings);
+
+    const sockets = this.readSockets();
+    if (sockets.length > 0) {
+      const approved = await this.approvedEndpoints(policy, configs, live.pools);
+      found.push(...connectionGuard(sockets, approved));
+      found.push(...listeningGuard(sockets, deps.settings.allowedListenPorts));
+    }
+    if (policy) found.push(...indicatorGuard(policy.indicators, deps.board, deps.memory));
+    if (policy) this.learnKnownGood(configs, policy);
+
+    let findings = normalizeFindings(found);
+    if (findings.length > MAX_REPORTED_FINDINGS) {
+      deps.log.error({ findings: findings.length, max: MAX_REPORTED_FINDINGS }, "more findings than evidence can carry; reporting the contraindications first");
+      findings = [...findings.filter((f) => f.tier === "contraindicated"), ...findings.filter((f) => f.tier !== "contraindicated")].slice(0, MAX_REPORTED_FINDINGS);
+    }
+    const before = new Set((this.previous ?? []).map(findingKey));
+    const now = new Set(findings.map(findingKey));
+    const added = findings.filter((f) => !before.has(findingKey(f)));
+    const removed = (this.previous ?? []).filter((f) => !now.has(findingKey(f)));
+    this.previous = findings;
+    this.lastTelemetry = live.telemetry;
+    for (const f of added) {
+      deps.log.warn({ guard: f.guard, subject: f.subject, tier: f.tier }, f.message);
+      deps.onNewFinding(f);
+    }
+    if (added.length > 0 || removed.length > 0) deps.onFindingsChanged(structuredClone(findings));
+
+    const enforced = deps.mode() === "enforcing" ? await this.enforce(policy, configs, findings, live.pools) : [];
+    if (enforced.length > 0) {
+      deps.log.warn({ actions: enforced }, "guards restored approved settings");
+      deps.onEnforced?.(enforced);
+    }
+    return { findings, added, removed, telemetry: live.telemetry, enforced };
+  }
+
+  private readConfigs(): MinerConfigFile[] {
+    const out: MinerConfigFile[] = [];
+    for (const path of this.deps.settings.minerConfigPaths) {
+      const text = this.deps.board.readText(path, CONFIG_MAX_BYTES);
+      if (text !== null) out.push(parseMinerConfig(path, text));
+    }
+    return out;
+  }
+
+  private readSockets(): SocketEntry[] {
+    const out: SocketEntry[] = [];
+    for (const path of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+      const text = this.deps.board.readText(path, PROC_NET_MAX_BYTES);
+      if (text !== null) out.push(...parseProcNetTcp(text));
+    }
+    return out;
+  }
+
+  /**
+   * summary + stats + pools. HW-MINER-1: a failing answer changes nothing: the previous live-pool verdict is
+   * kept, no enforcement acts on it, and one miner-api warning per failure kind is reported (once, HW-GUARD-2).
+   */
+  private async queryMiner(policy: GuardPolicy | null): Promise<{ findings: Finding[]; pools: MinerPool[] | null; telemetry: Telemetry | undefined }> {
+    const api = this.deps.minerApi;
+    if (!api || this.deps.minerStopped()) return { findings: [], pools: null, telemetry: undefined };
+    const errors = new Map<string, MinerApiError>();
+    const attempt = async <T>(call: () => Promise<T>): Promise<T | null> => {
+      try {
+        return await call();
+      } catch (error) {
+        const e = error instanceof MinerApiError ? error : new MinerApiError(String(error));
+        if (!errors.has(e.kind)) errors.set(e.kind, e);
+        return null;
+      }
+    };
+    const summary = await attempt(() => api.summary());
+    const stats = summary ? await attempt(() => api.stats()) : null;
+    const pools = summary || errors.get("unreachable") === undefined ? await attempt(() => api.pools()) : null;
+    const findings: Finding[] = [];
+    for (const [kind, error] of errors) {
+      findings.push(
+        finding({ guard: "miner-api", claim: "runtime-opaque", tier: "warning", subject: api.endpoint, expected: "well-formed answers", seen: kind, message: error.message }),
+      );
+    }
+    if (policy) {
+      if (pools) findings.push(...poolLiveGuard(pools, policy));
+      else findings.push(...(this.previous ?? []).filter((f) => f.guard === "pool-live"));
+    }
+    const active = pools?.find((p) => p.active);
+    const telemetry: Telemetry = {
+      ...(summary?.hashrateGhs !== undefined ? { hashrateGhs: summary.hashrateGhs } : {}),
+      ...(summary?.hashrateAvgGhs !== undefined ? { hashrateAvgGhs: summary.hashrateAvgGhs } : {}),
+      ...(summary?.accepted !== undefined ? { accepted: summary.accepted } : {}),
+      ...(summary?.rejected !== undefined ? { rejected: summary.rejected } : {}),
+      ...(stats && stats.temperaturesC.length ? { temperaturesC: stats.temperaturesC } : {}),
+      ...(stats && stats.fanRpm.length ? { fanRpm: stats.fanRpm } : {}),
+      ...(active ? { activePool: active.url.slice(0, 512) } : {}),
+    };
+    return { findings, pools, telemetry: Object.keys(telemetry).length > 0 ? telemetry : undefined };
+  }
+
+  /** Approved destinations: policy pools (or, without a policy, the configured ones), the plane, allowlists. */
+  private async approvedEndpoints(policy: GuardPolicy | null, configs: readonly MinerConfigFile[], livePools: MinerPool[] | null): Promise<ApprovedEndpoint[]> {
+    const names: string[] = [...this.deps.controlPlaneUrls(), ...this.deps.settings.allowedHosts];
+    if (policy) names.push(...policy.pools.allowedUrls, ...policy.network.allowedHosts);
+    else {
+      // No policy yet: the board's own pools are the best notion of "expected" we have.
+      for (const c of configs) if (c.ok) names.push(...c.pools.map((p) => p.url));
+      for (const p of livePools ?? []) names.push(p.url);
+    }
+    const out: ApprovedEndpoint[] = [];
+    for (const name of [...new Set(names)]) {
+      const ep = parseEndpoint(name);
+      if (!ep) continue;
+      const ips = await this.deps.resolver.resolve(ep.host);
+      out.push({ label: ep.port ? `${ep.host}:${ep.port}` : ep.host, ips, ...(ep.port ? { port: ep.port } : {}) });
+    }
+    return out;
+  }
+
+  private learnKnownGood(configs: readonly MinerConfigFile[], policy: GuardPolicy): void {
+    const m = new PoolMatcher(policy);
+    const clean = configs.find((c): c is Extract<MinerConfigFile, { ok: true }> => c.ok && c.pools.length > 0 && c.pools.every((p) => m.allowed(p)));
+    if (clean) this.deps.knownGood.record(clean.pools);
+  }
+
+  /** Pools to put back: the last clean list still allowed by the current policy, else the allowed subset. */
+  private restorePools(policy: GuardPolicy, config: Extract<MinerConfigFile, { ok: true }>): ConfigPool[] {
+    const m = new PoolMatcher(policy);
+    const known = this.deps.knownGood.get().filter((p) => m.allowed(p));
+    return known.length > 0 ? known : config.pools.filter((p) => m.allowed(p));
+  }
+
+  /** HW-GUARD-6 (enforcing mode only): restore approved pools and narrow api-allow. */
+  private async enforce(policy: GuardPolicy | null, configs: readonly MinerConfigFile[], findings: readonly Finding[], livePools: MinerPool[] | null): Promise<string[]> {
+    const actions: string[] = [];
+    const { deps } = this;
+    let restartMiner = false;
+    for (const config of configs) {
+      if (!config.ok) continue;
+      const poolBad = policy !== null && findings.some((f) => f.guard === "pool-config" && f.subject.startsWith(`${config.path}#`));
+      const apiWide = findings.some((f) => f.guard === "api-exposure" && f.subject === `${config.path}#api-allow`);
+      if (!poolBad && !apiWide) continue;
+      const next: Record<string, unknown> = { ...config.raw };
+      if (poolBad) {
+        const pools = this.restorePools(policy!, config);
+        if (pools.length === 0) {
+          deps.log.error({ path: config.path }, "no approved pool is known: cannot restore pools");
+        } else {
+          next["pools"] = pools;
+          actions.push(`${config.path}: restored ${pools.length} approved pool(s)`);
+        }
+      }
+      if (apiWide) {
+        next["api-allow"] = NARROW_API_ALLOW;
+        actions.push(`${config.path}: api-allow narrowed to ${NARROW_API_ALLOW}`);
+      }
+      if (JSON.stringify(next) === JSON.stringify(config.raw)) continue;
+      try {
+        writeFileAtomicSync(deps.platform.resolve(config.path), `${JSON.stringify(next, null, 2)}\n`, 0o644);
+        restartMiner = true;
+      } catch (error) {
+        deps.log.error({ path: config.path, err: String(error) }, "cannot rewrite the miner config");
+      }
+    }
+    if (restartMiner && !deps.minerStopped()) {
+      // A restarted miner re-reads its config: the live pools come back from the file, no API calls needed.
+      try {
+        await deps.platform.miner?.restart();
+        actions.push("miner restarted");
+      } catch (error) {
+        deps.log.error({ err: String(error) }, "miner restart failed");
+      }
+      return actions;
+    }
+    if (policy && livePools && deps.minerApi && !deps.minerStopped() && findings.some((f) => f.guard === "pool-live")) {
+      actions.push(...(await this.restoreLivePools(policy, configs, livePools, deps.minerApi)));
+    }
+    return actions;
+  }
+
+  /** addpool an approved pool if none is listed, switchpool to it, removepool the rest (highest index first). */
+  private async restoreLivePools(policy: GuardPolicy, configs: readonly MinerConfigFile[], livePools: MinerPool[], api: MinerApiClient): Promise<string[]> {
+    const m = new PoolMatcher(policy);
+    const actions: string[] = [];
+    try {
+      let pools = livePools;
+      let good = pools.find((p) => m.allowed(p));
+      if (!good) {
+        const config = configs.find((c): c is Extract<MinerConfigFile, { ok: true }> => c.ok);
+        const candidate = (config ? this.restorePools(policy, config) : this.deps.knownGood.get().filter((p) => m.allowed(p)))[0];
+        if (!candidate) {
+          this.deps.log.error("no approved pool is known: cannot restore the live pools");
+          return actions;
+        }
+        await api.addpool(candidate.url, candidate.user, candidate.pass);
+        actions.push(`addpool ${candidate.url}`);
+        pools = await api.pools();
+        good = pools.find((p) => m.allowed(p));
+        if (!good) return actions;
+      }
+      if (!good.active) {
+        await api.switchpool(good.index);
+        actions.push(`switchpool ${good.index} (${good.url})`);
+      }
+      pools = await api.pools();
+      for (const p of [...pools].sort((a, b) => b.index - a.index)) {
+        if (m.allowed(p) || p.active) continue;
+        await api.removepool(p.index);
+        actions.push(`removepool ${p.index} (${p.url})`);
+      }
+    } catch (error) {
+      this.deps.log.error({ err: String(error) }, "live pool restore failed; retried next cycle");
+    }
+    return actions;
+  }
+}

@@ -1,0 +1,277 @@
+/**
+ * Client for the cgminer/bmminer JSON API (TCP 4028; ARCHITECTURE "Who uses it"): one request per connection,
+ * `{"command":"summary"}` (plus `"parameter"`), the answer is JSON terminated by a NUL byte or by the close.
+ *
+ * The miner is not trusted: every answer is bounded in time (`timeoutMs`, whole exchange) and size
+ * (`maxResponseBytes`), parsed strictly for the fields we use, and every failure is a MinerApiError subclass
+ * (callers branch on the class; HW-MINER-1). Nothing here throws anything else or crashes the agent.
+ */
+import { connect } from "node:net";
+import { z } from "zod";
+import { HashwardError } from "../../../shared/index.js";
+
+export class MinerApiError extends HashwardError {
+  override name = "MinerApiError";
+  /** Stable short kind, used as the finding's `seen` so one failure mode is reported once. */
+  readonly kind: string = "error";
+}
+/** Connection refused, reset or closed before any answer. */
+export class MinerApiUnreachableError extends MinerApiError {
+  override name = "MinerApiUnreachableError";
+  override readonly kind = "unreachable";
+}
+export class MinerApiTimeoutError extends MinerApiError {
+  override name = "MinerApiTimeoutError";
+  override readonly kind = "timeout";
+}
+export class MinerApiOversizedError extends MinerApiError {
+  override name = "MinerApiOversizedError";
+  override readonly kind = "oversized";
+}
+/** Not JSON, or JSON without the fields we use (names the first bad field). */
+export class MinerApiMalformedError extends MinerApiError {
+  override name = "MinerApiMalformedError";
+  override readonly kind = "malformed";
+}
+/** A well-formed answer with STATUS "E"/"F" (e.g. "Cannot remove active pool"). */
+export class MinerApiCommandError extends MinerApiError {
+  override name = "MinerApiCommandError";
+  override readonly kind = "refused";
+  constructor(
+    message: string,
+    readonly code: number | undefined,
+  ) {
+    super(message);
+  }
+}
+
+export interface MinerApiOptions {
+  host: string;
+  port: number;
+  /** Whole exchange: connect, send, read to NUL/close. */
+  timeoutMs?: number;
+  maxResponseBytes?: number;
+}
+
+export const MINER_API_DEFAULTS = { host: "127.0.0.1", port: 4028, timeoutMs: 3_000, maxResponseBytes: 1024 * 1024 } as const;
+
+/** bmminer prints many numbers as strings ("GHS 5s": "13512.34"). */
+const num = z.union([z.number(), z.string().trim().regex(/^-?\d+(\.\d+)?([eE][-+]?\d+)?$/).transform(Number)]);
+const int = num.pipe(z.number().int());
+
+const statusSchema = z.array(
+  z.looseObject({ STATUS: z.enum(["S", "I", "W", "E", "F"]), Code: z.number().int().optional(), Msg: z.string().max(4096).optional() }),
+).min(1);
+
+const summarySchema = z.looseObject({
+  SUMMARY: z
+    .array(
+      z.looseObject({
+        "GHS 5s": num.optional(),
+        "GHS av": num.optional(),
+        "MHS 5s": num.optional(),
+        "MHS av": num.optional(),
+        Accepted: int.optional(),
+        Rejected: int.optional(),
+        Elapsed: int.optional(),
+      }),
+    )
+    .min(1),
+});
+export type MinerSummary = { hashrateGhs?: number; hashrateAvgGhs?: number; accepted?: number; rejected?: number; elapsedS?: number };
+
+const poolSchema = z.looseObject({
+  POOL: int,
+  URL: z.string().max(1024),
+  User: z.string().max(1024).default(""),
+  Status: z.string().max(64).default(""),
+  Priority: int.default(0),
+  "Stratum Active": z.boolean().optional(),
+});
+const poolsSchema = z.looseObject({ POOLS: z.array(poolSchema).max(256).default([]) });
+export interface MinerPool {
+  index: number;
+  url: string;
+  user: string;
+  status: string;
+  priority: number;
+  /** The pool the miner hashes for right now. */
+  active: boolean;
+}
+
+const devsSchema = z.looseObject({ DEVS: z.array(z.looseObject({})).max(1024).default([]) });
+const statsSchema = z.looseObject({ STATS: z.array(z.record(z.string(), z.unknown())).max(64).default([]) });
+export interface MinerStats {
+  temperaturesC: number[];
+  fanRpm: number[];
+}
+const configSchema = z.looseObject({ CONFIG: z.array(z.looseObject({ "Pool Count": int.optional(), Strategy: z.string().max(64).optional() })).min(1) });
+
+export type MinerCommand = "summary" | "pools" | "devs" | "stats" | "config" | "addpool" | "switchpool" | "removepool" | "enablepool" | "disablepool";
+
+export class MinerApiClient {
+  readonly host: string;
+  readonly port: number;
+  private readonly timeoutMs: number;
+  private readonly maxResponseBytes: number;
+
+  constructor(opts: MinerApiOptions) {
+    this.host = opts.host;
+    this.port = opts.port;
+    this.timeoutMs = opts.timeoutMs ?? MINER_API_DEFAULTS.timeoutMs;
+    this.maxResponseBytes = opts.maxResponseBytes ?? MINER_API_DEFAULTS.maxResponseBytes;
+  }
+
+  get endpoint(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  /** Sends one command on a fresh connection and returns the parsed JSON object (STATUS checked). */
+  async request(command: MinerCommand, parameter?: string): Promise<Record<string, unknown>> {
+    const raw = await this.exchange(JSON.stringify(parameter === undefined ? { command } : { command, parameter }));
+    const body = parseAnswer(raw, command);
+    const status = statusSchema.safeParse(body["STATUS"]);
+    if (!status.success) throw new MinerApiMalformedError(`${command}: answer has no valid STATUS (${firstIssue(status.error)})`);
+    const first = status.data[0]!;
+    if (first.STATUS === "E" || first.STATUS === "F") {
+      throw new MinerApiCommandError(`${command}: miner refused: ${(first.Msg ?? "").slice(0, 200)}`, first.Code);
+    }
+    return body;
+  }
+
+  async summary(): Promise<MinerSummary> {
+    const s = this.parse(summarySchema, await this.request("summary"), "summary").SUMMARY[0]!;
+    const ghs = s["GHS 5s"] ?? (s["MHS 5s"] !== undefined ? s["MHS 5s"] / 1000 : undefined);
+    const ghsAv = s["GHS av"] ?? (s["MHS av"] !== undefined ? s["MHS av"] / 1000 : undefined);
+    return {
+      ...(ghs !== undefined ? { hashrateGhs: nonNegative(ghs) } : {}),
+      ...(ghsAv !== undefined ? { hashrateAvgGhs: nonNegative(ghsAv) } : {}),
+      ...(s.Accepted !== undefined ? { accepted: Math.max(0, s.Accepted) } : {}),
+      ...(s.Rejected !== undefined ? { rejected: Math.max(0, s.Rejected) } : {}),
+      ...(s.Elapsed !== undefined ? { elapsedS: s.Elapsed } : {}),
+    };
+  }
+
+  async pools(): Promise<MinerPool[]> {
+    const pools = this.parse(poolsSchema, await this.request("pools"), "pools").POOLS;
+    const flagged = pools.some((p) => p["Stratum Active"] === true);
+    // Without "Stratum Active" (getwork-era cgminer) the live pool is the alive one with the best priority.
+    const fallback = flagged ? undefined : [...pools].filter((p) => p.Status === "Alive").sort((a, b) => a.Priority - b.Priority)[0];
+    return pools.map((p) => ({
+      index: p.POOL,
+      url: p.URL,
+      user: p.User,
+      status: p.Status,
+      priority: p.Priority,
+      active: flagged ? p["Stratum Active"] === true : p === fallback,
+    }));
+  }
+
+  async devs(): Promise<Record<string, unknown>[]> {
+    return this.parse(devsSchema, await this.request("devs"), "devs").DEVS;
+  }
+
+  /** Board temperatures and fan speeds from `stats` (bmminer: temp1..N, temp2_1..N chip temps, fan1..N). */
+  async stats(): Promise<MinerStats> {
+    const stats = this.parse(statsSchema, await this.request("stats"), "stats").STATS;
+    const temperaturesC: number[] = [];
+    const fanRpm: number[] = [];
+    for (const entry of stats) {
+      for (const [key, value] of Object.entries(entry)) {
+        const n = typeof value === "number" ? value : typeof value === "string" && /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN;
+        if (!Number.isFinite(n) || n <= 0) continue; // 0 = sensor or fan slot not fitted
+        if (/^temp(\d+|2_\d+|_chip\d*)$/.test(key) && temperaturesC.length < 64) temperaturesC.push(n);
+        else if (/^fan\d+$/.test(key) && fanRpm.length < 64) fanRpm.push(n);
+      }
+    }
+    return { temperaturesC, fanRpm };
+  }
+
+  async config(): Promise<{ poolCount?: number; strategy?: string }> {
+    const c = this.parse(configSchema, await this.request("config"), "config").CONFIG[0]!;
+    return { ...(c["Pool Count"] !== undefined ? { poolCount: c["Pool Count"] } : {}), ...(c.Strategy ? { strategy: c.Strategy } : {}) };
+  }
+
+  async addpool(url: string, user: string, pass: string): Promise<void> {
+    // The API splits the parameter on commas; cgminer escapes them with a backslash.
+    const esc = (s: string) => s.replace(/\\/g, "\\\\").replace(/,/g, "\\,");
+    await this.request("addpool", `${esc(url)},${esc(user)},${esc(pass)}`);
+  }
+
+  async switchpool(index: number): Promise<void> {
+    await this.request("switchpool", String(index));
+  }
+
+  async removepool(index: number): Promise<void> {
+    await this.request("removepool", String(index));
+  }
+
+  async enablepool(index: number): Promise<void> {
+    await this.request("enablepool", String(index));
+  }
+
+  private parse<T extends z.ZodType>(schema: T, body: Record<string, unknown>, command: string): z.output<T> {
+    const parsed = schema.safeParse(body);
+    if (!parsed.success) throw new MinerApiMalformedError(`${command}: ${firstIssue(parsed.error)}`);
+    return parsed.data;
+  }
+
+  private exchange(request: string): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      let settled = false;
+      const socket = connect({ host: this.host, port: this.port });
+      const finish = (error: MinerApiError | null) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.destroy();
+        if (error) reject(error);
+        else resolve(Buffer.concat(chunks));
+      };
+      const timer = setTimeout(() => finish(new MinerApiTimeoutError(`miner API ${this.endpoint}: no complete answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+      socket.on("connect", () => socket.end(request));
+      socket.on("data", (chunk: Buffer) => {
+        const nul = chunk.indexOf(0);
+        const part = nul >= 0 ? chunk.subarray(0, nul) : chunk;
+        bytes += part.length;
+        if (bytes > this.maxResponseBytes) {
+          finish(new MinerApiOversizedError(`miner API ${this.endpoint}: answer over ${this.maxResponseBytes} bytes`));
+          return;
+        }
+        chunks.push(part);
+        if (nul >= 0) finish(null);
+      });
+      socket.on("end", () => (bytes === 0 ? finish(new MinerApiUnreachableError(`miner API ${this.endpoint}: closed without an answer`)) : finish(null)));
+      socket.on("close", () => finish(bytes === 0 ? new MinerApiUnreachableError(`miner API ${this.endpoint}: closed without an answer`) : null));
+      socket.on("error", (error) => finish(new MinerApiUnreachableError(`miner API ${this.endpoint}: ${error.message}`)));
+    });
+  }
+}
+
+function parseAnswer(raw: Buffer, command: string): Record<string, unknown> {
+  const text = raw.toString("utf8").trim();
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    try {
+      // Known bmminer defect: `stats` objects are printed back to back without a comma ("}{").
+      value = JSON.parse(text.replace(/\}\s*\{/g, "},{"));
+    } catch {
+      throw new MinerApiMalformedError(`${command}: answer is not JSON (${JSON.stringify(text.slice(0, 60))})`);
+    }
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new MinerApiMalformedError(`${command}: answer is not a JSON object`);
+  return value as Record<string, unknown>;
+}
+
+function firstIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  return issue ? `${issue.path.map(String).join(".") || "(root)"}: ${issue.message}` : "invalid";
+}
+
+function nonNegative(n: number): number {
+  return Number.isFinite(n) && n > 0 ? Math.round(n * 100) / 100 : 0;
+}

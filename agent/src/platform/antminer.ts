@@ -1,0 +1,247 @@
+/**
+ * A real Antminer-class board (BusyBox, bmminer/cgminer, lighttpd web UI) behind the Platform interface.
+ * Every side effect is a command through an injected CommandExecutor (STYLE rule 7), so tests record them.
+ *
+ * Quarantine (HW-Q-2), in the order that is safe to crash between, each step idempotent:
+ *  1. stop mining: `<init script> stop` (the costly harm is hashing for an attacker);
+ *  2. firewall: dedicated chains HASHWARD (OUTPUT) and HASHWARD_IN (INPUT), rebuilt from scratch each time and
+ *     hooked once at the top; they leave only loopback, the control plane's IPs (resolved from its host names)
+ *     and DNS to the board's resolvers (so the plane's name can be re-resolved); IPv6 too with ip6tables;
+ *  3. vendor upgrade path: `mount -o bind /dev/null` over each upgrade CGI (works on a read-only rootfs),
+ *     falling back to `chmod 000`.
+ * Release undoes 3, 2, 1 in reverse; the upgrade CGIs stay disabled once disableVendorUpgrade() was called
+ * (enforcing mode). Quarantine survives reboot because the agent re-applies it at start (HW-Q-1).
+ */
+import { execFile } from "node:child_process";
+import { readFileSync, statSync } from "node:fs";
+import { isIP } from "node:net";
+import { resolve as resolvePath, sep } from "node:path";
+import type { HostResolver } from "../guards/net.js";
+import { PlatformError } from "./simulated.js";
+import type { MinerControl, Platform, PlatformDescription, QuarantineOptions } from "./types.js";
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program with arguments (never through a shell). Non-zero exit is a result, not an exception. */
+export interface CommandExecutor {
+  run(command: string, args: readonly string[]): Promise<CommandResult>;
+}
+
+export class NodeCommandExecutor implements CommandExecutor {
+  constructor(private readonly timeoutMs = 30_000) {}
+
+  run(command: string, args: readonly string[]): Promise<CommandResult> {
+    return new Promise((resolve) => {
+      execFile(command, [...args], { timeout: this.timeoutMs, maxBuffer: 1024 * 1024, encoding: "utf8" }, (error, stdout, stderr) => {
+        const err = error as (NodeJS.ErrnoException & { code?: unknown }) | null;
+        const code = err === null ? 0 : typeof err.code === "number" ? err.code : err.code === "ENOENT" ? 127 : 1;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr || err?.message || "") });
+      });
+    });
+  }
+}
+
+/** Records every command; answers from `respond` (default: success). For tests and dry runs. */
+export class RecordingExecutor implements CommandExecutor {
+  readonly calls: string[] = [];
+  respond: (command: string, args: readonly string[]) => Partial<CommandResult> | undefined = () => undefined;
+
+  async run(command: string, args: readonly string[]): Promise<CommandResult> {
+    this.calls.push([command, ...args].join(" "));
+    return { code: 0, stdout: "", stderr: "", ...this.respond(command, args) };
+  }
+}
+
+export interface AntminerOptions {
+  root?: string;
+  initScripts?: readonly string[];
+  upgradeCgiPaths?: readonly string[];
+  iptables?: string;
+  /** Empty: no IPv6 firewall. */
+  ip6tables?: string;
+  executor?: CommandExecutor;
+  resolver?: Pick<HostResolver, "resolve">;
+}
+
+export const FIREWALL_CHAINS = { out: "HASHWARD", in: "HASHWARD_IN" } as const;
+
+export class AntminerPlatform implements Platform {
+  readonly root: string;
+  readonly miner: MinerControl;
+  private readonly exec: CommandExecutor;
+  private readonly initScripts: readonly string[];
+  private readonly upgradeCgiPaths: readonly string[];
+  private readonly iptables: string;
+  private readonly ip6tables: string;
+  private readonly resolver: Pick<HostResolver, "resolve"> | null;
+  private vendorUpgradeLocked = false;
+
+  constructor(opts: AntminerOptions = {}) {
+    this.root = resolvePath(opts.root ?? "/");
+    this.exec = opts.executor ?? new NodeCommandExecutor();
+    this.initScripts = opts.initScripts ?? ["/etc/init.d/bmminer.sh", "/etc/init.d/cgminer.sh"];
+    this.upgradeCgiPaths = opts.upgradeCgiPaths ?? ["/www/pages/cgi-bin/upgrade.cgi", "/www/pages/cgi-bin/upgrade_clear.cgi"];
+    this.iptables = opts.iptables ?? "iptables";
+    this.ip6tables = opts.ip6tables ?? "ip6tables";
+    this.resolver = opts.resolver ?? null;
+    this.miner = {
+      restart: async () => {
+        await this.initScript("stop");
+        await this.initScript("start");
+      },
+    };
+  }
+
+  resolve(devicePath: string): string {
+    if (!devicePath.startsWith("/") || devicePath.split("/").includes("..")) {
+      throw new PlatformError(`device path ${JSON.stringify(devicePath)} must be absolute without '..'`);
+    }
+    const hostPath = resolvePath(this.root, `.${devicePath}`);
+    if (hostPath !== this.root && !hostPath.startsWith(this.root === sep ? sep : this.root + sep)) {
+      throw new PlatformError(`device path ${devicePath} escapes the platform root`);
+    }
+    return hostPath;
+  }
+
+  async quarantine(opts: QuarantineOptions): Promise<void> {
+    await this.initScript("stop");
+    await this.firewallOn(opts.controlPlaneHosts);
+    await this.disableUpgradeCgis();
+  }
+
+  async release(): Promise<void> {
+    if (!this.vendorUpgradeLocked) await this.enableUpgradeCgis();
+    await this.firewallOff();
+    await this.initScript("start");
+  }
+
+  async isQuarantined(): Promise<boolean> {
+    return (await this.exec.run(this.iptables, ["-C", "OUTPUT", "-j", FIREWALL_CHAINS.out])).code === 0;
+  }
+
+  async disableVendorUpgrade(): Promise<void> {
+    this.vendorUpgradeLocked = true;
+    await this.disableUpgradeCgis();
+  }
+
+  describe(): PlatformDescription {
+    return { kind: "antminer", root: this.root, initScript: this.findInitScript() ?? "none" };
+  }
+
+  private exists(devicePath: string): { mode: number } | null {
+    try {
+      return { mode: statSync(this.resolve(devicePath)).mode & 0o7777 };
+    } catch {
+      return null;
+    }
+  }
+
+  private findInitScript(): string | null {
+    return this.initScripts.find((p) => this.exists(p) !== null) ?? null;
+  }
+
+  private async must(command: string, args: readonly string[]): Promise<CommandResult> {
+    const result = await this.exec.run(command, args);
+    if (result.code !== 0) throw new PlatformError(`${command} ${args.join(" ")} exited ${result.code}: ${result.stderr.trim().slice(0, 200)}`);
+    return result;
+  }
+
+  private async initScript(action: "start" | "stop"): Promise<void> {
+    const script = this.findInitScript();
+    if (!script) throw new PlatformError(`no miner init script found (looked for ${this.initScripts.join(", ")})`);
+    await this.must(script, [action]);
+  }
+
+  /** Control-plane IPs by family: literal IPs as given, host names through the resolver. */
+  private async planeIps(hosts: readonly string[]): Promise<{ v4: string[]; v6: string[] }> {
+    const ips = new Set<string>();
+    for (const host of hosts) {
+      if (isIP(host)) ips.add(host);
+      else if (this.resolver) for (const ip of await this.resolver.resolve(host)) ips.add(ip);
+    }
+    const all = [...ips].sort();
+    return { v4: all.filter((ip) => isIP(ip) === 4), v6: all.filter((ip) => isIP(ip) === 6) };
+  }
+
+  private nameservers(): { v4: string[]; v6: string[] } {
+    let text = "";
+    try {
+      text = readFileSync(this.resolve("/etc/resolv.conf"), "utf8");
+    } catch {
+      // no resolver configured: the plane must then be named by IP
+    }
+    const servers = [...text.matchAll(/^\s*nameserver\s+(\S+)/gm)].map((m) => m[1]!).filter((ip) => isIP(ip));
+    return { v4: servers.filter((ip) => isIP(ip) === 4), v6: servers.filter((ip) => isIP(ip) === 6) };
+  }
+
+  private tools(): { tool: string; family: "v4" | "v6" }[] {
+    return [{ tool: this.iptables, family: "v4" as const }, ...(this.ip6tables ? [{ tool: this.ip6tables, family: "v6" as const }] : [])];
+  }
+
+  private async firewallOn(controlPlaneHosts: readonly string[]): Promise<void> {
+    const plane = await this.planeIps(controlPlaneHosts);
+    const dns = this.nameservers();
+    for (const { tool, family } of this.tools()) {
+      const { out, in: inbound } = FIREWALL_CHAINS;
+      // -N fails when the chain exists: fine, it is flushed and rebuilt right after.
+      const created = await this.exec.run(tool, ["-N", out]);
+      if (created.code === 127 && family === "v6") continue; // no ip6tables on this board
+      await this.exec.run(tool, ["-N", inbound]);
+      await this.must(tool, ["-F", out]);
+      await this.must(tool, ["-F", inbound]);
+      await this.must(tool, ["-A", out, "-o", "lo", "-j", "ACCEPT"]);
+      for (const ip of plane[family]) await this.must(tool, ["-A", out, "-d", ip, "-j", "ACCEPT"]);
+      for (const ns of dns[family]) await this.must(tool, ["-A", out, "-p", "udp", "-d", ns, "--dport", "53", "-j", "ACCEPT"]);
+      await this.must(tool, ["-A", out, "-j", "DROP"]);
+      await this.must(tool, ["-A", inbound, "-i", "lo", "-j", "ACCEPT"]);
+      for (const ip of plane[family]) await this.must(tool, ["-A", inbound, "-s", ip, "-j", "ACCEPT"]);
+      // Replies to what OUTPUT still allows (the plane, DNS); nothing else can have been sent.
+      await this.must(tool, ["-A", inbound, "-m", "state", "--state", "ESTABLISHED,RELATED", "-j", "ACCEPT"]);
+      await this.must(tool, ["-A", inbound, "-j", "DROP"]);
+      for (const [builtin, chain] of [["OUTPUT", out], ["INPUT", inbound]] as const) {
+        if ((await this.exec.run(tool, ["-C", builtin, "-j", chain])).code !== 0) await this.must(tool, ["-I", builtin, "1", "-j", chain]);
+      }
+    }
+  }
+
+  private async firewallOff(): Promise<void> {
+    for (const { tool } of this.tools()) {
+      for (const [builtin, chain] of [["OUTPUT", FIREWALL_CHAINS.out], ["INPUT", FIREWALL_CHAINS.in]] as const) {
+        // Unhook every copy (at most a few), then drop the chain; each step tolerates "not there".
+        for (let i = 0; i < 8; i++) if ((await this.exec.run(tool, ["-D", builtin, "-j", chain])).code !== 0) break;
+        await this.exec.run(tool, ["-F", chain]);
+        await this.exec.run(tool, ["-X", chain]);
+      }
+    }
+  }
+
+  private mounted(devicePath: string): boolean {
+    try {
+      const mounts = readFileSync(this.resolve("/proc/mounts"), "utf8");
+      return mounts.split("\n").some((line) => line.split(" ")[1] === devicePath);
+    } catch {
+      return false;
+    }
+  }
+
+  private async disableUpgradeCgis(): Promise<void> {
+    for (const cgi of this.upgradeCgiPaths) {
+      const st = this.exists(cgi);
+      if (!st || this.mounted(cgi)) continue;
+      const bound = await this.exec.run("mount", ["-o", "bind", "/dev/null", cgi]);
+      if (bound.code !== 0) await this.must("chmod", ["000", cgi]);
+    }
+  }
+
+  private async enableUpgradeCgis(): Promise<void> {
+    for (const cgi of this.upgradeCgiPaths) {
+      if (this.mounted(cgi)) await this.must("umount", [cgi]);
+      const st = this.exists(cgi);
+      if (st && (st.mode & 0o777) === 0) await this.must("chmod", ["755", cgi]);
+    }
+  }
+}

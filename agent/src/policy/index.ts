@@ -1,0 +1,127 @@
+/**
+ * The agent's guard policy (approved pools, network allowlist, malware indicators), delivered by the plane in a
+ * signed `set-policy` command and persisted in `<stateDir>/policy.json` (atomic write, mode 0600).
+ *
+ * The command's signature (verified before this runs, HW-CMD-1) is what makes the policy trusted; here the
+ * order is what matters (STYLE rule 4): a version <= the stored one is refused (HW-POL-1), so a replayed or
+ * reordered older policy can never widen what the guards accept. A corrupt file refuses to start, like state.json.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import { ConfigError, FreshnessError, ValidationError } from "../../../shared/index.js";
+import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+
+const regexSource = z
+  .string()
+  .min(1)
+  .max(512)
+  .refine((source) => {
+    try {
+      new RegExp(`^(?:${source})$`);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "must be a valid regular expression");
+
+export const INDICATOR_KINDS = ["file-present", "hosts-entry", "unexpected-executable", "reappearing-file"] as const;
+
+export const indicatorSchema = z.object({
+  id: z.string().min(1).max(128),
+  kind: z.enum(INDICATOR_KINDS),
+  /** file-present / reappearing-file: the file; unexpected-executable: a file or a directory; hosts-entry: the hosts file (default /etc/hosts). */
+  path: z.string().min(1).max(1024).startsWith("/").optional(),
+  /** hosts-entry: host names that must not appear; unexpected-executable in a directory: file names flagged. */
+  pattern: regexSource.optional(),
+  severity: z.enum(["warning", "critical"]),
+  description: z.string().max(1024),
+});
+export type Indicator = z.infer<typeof indicatorSchema>;
+
+export const policySchema = z.object({
+  version: z.number().int().positive(),
+  pools: z.object({
+    allowedUrls: z.array(z.string().min(1).max(1024)).max(256),
+    /** Anchored regex sources: the whole worker name must match one. */
+    workerPatterns: z.array(regexSource).max(64),
+  }),
+  network: z.object({ allowedHosts: z.array(z.string().min(1).max(300)).max(256) }),
+  indicators: z.array(indicatorSchema).max(256),
+});
+export type GuardPolicy = z.infer<typeof policySchema>;
+
+const fileSchema = z.strictObject({ v: z.literal(1), policy: policySchema, appliedAtMs: z.number().int().nonnegative() });
+
+export class StalePolicyError extends FreshnessError {
+  override name = "StalePolicyError";
+}
+
+export class PolicyStore {
+  private current: GuardPolicy | null;
+
+  private constructor(
+    private readonly file: string,
+    current: GuardPolicy | null,
+  ) {
+    this.current = current;
+  }
+
+  static open(stateDir: string): PolicyStore {
+    const file = join(stateDir, "policy.json");
+    if (!existsSync(file)) return new PolicyStore(file, null);
+    try {
+      return new PolicyStore(file, fileSchema.parse(JSON.parse(readFileSync(file, "utf8"))).policy);
+    } catch (cause) {
+      throw new ConfigError(`stateDir: ${file} is corrupt; refusing to start without the stored policy version (${String(cause).slice(0, 200)})`, "stateDir", { cause });
+    }
+  }
+
+  get policy(): GuardPolicy | null {
+    return this.current === null ? null : structuredClone(this.current);
+  }
+
+  get version(): number {
+    return this.current?.version ?? 0;
+  }
+
+  /** Validates and persists a policy; HW-POL-1: refuses a version not above the stored one. */
+  apply(raw: unknown, nowMs: number): GuardPolicy {
+    const parsed = policySchema.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const field = `policy.${issue.path.map(String).join(".")}`;
+      throw new ValidationError(`invalid policy: ${field}: ${issue.message}`, field);
+    }
+    const policy = parsed.data;
+    if (policy.version <= this.version) {
+      throw new StalePolicyError(`policy version ${policy.version} is not above the stored ${this.version}`);
+    }
+    writeFileAtomicSync(this.file, `${JSON.stringify({ v: 1, policy, appliedAtMs: nowMs }, null, 2)}\n`, 0o600);
+    this.current = policy;
+    return structuredClone(policy);
+  }
+}
+
+/** What the set-policy command needs: the store, and a way to re-run the guards at once. */
+export interface PolicyTarget {
+  store: PolicyStore;
+  onApplied: (policy: GuardPolicy) => void;
+  now: () => number;
+}
+
+/**
+ * The `set-policy` action: params `{ policy }`. Returns the ack status; never throws (a bad or stale policy
+ * is a failed ack with the reason, and nothing changes).
+ */
+export function executeSetPolicy(params: Record<string, unknown>, target: PolicyTarget | undefined): { status: "done" | "failed"; reason?: string } {
+  if (!target) return { status: "failed", reason: "guards are disabled on this device" };
+  try {
+    const policy = target.store.apply(params["policy"], target.now());
+    target.onApplied(policy);
+    return { status: "done" };
+  } catch (error) {
+    if (error instanceof StalePolicyError) return { status: "failed", reason: `stale policy version: ${error.message}` };
+    return { status: "failed", reason: error instanceof Error ? error.message : String(error) };
+  }
+}

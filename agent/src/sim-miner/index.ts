@@ -1,0 +1,367 @@
+/**
+ * A simulated miner for tests and demos (ARCHITECTURE "Trust and containment": a directory tree plus a fake
+ * cgminer API): a TCP server speaking the real cgminer JSON protocol (one request per connection, NUL-terminated
+ * answer) over the pools of the simulated board's config file, and simulated `/proc/net/tcp{,6}` and
+ * `/etc/hosts` files under the board root that tests edit to stage attacks.
+ *
+ * Board files it reads (device paths under the board root):
+ *   /config/bmminer.conf or /config/cgminer.conf  pools loaded at start and after every restart
+ *   /run/miner.state        "stopped" -> connections are dropped without an answer (the miner process is down)
+ *   /run/miner.generation   changed by SimulatedBoard.miner.restart(): reload the config (a restarted bmminer)
+ *   /run/miner-api.fault    optional: malformed | oversized | wrong-shape | hang (stage a misbehaving miner)
+ * Live pool changes (addpool/switchpool/removepool) stay in memory, like cgminer's, until a restart.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { dirname, join } from "node:path";
+import { ipv6Groups } from "../guards/net.js";
+
+export type SimMinerFault = "none" | "malformed" | "oversized" | "wrong-shape" | "hang";
+
+interface SimPool {
+  url: string;
+  user: string;
+  pass: string;
+  priority: number;
+  enabled: boolean;
+}
+
+export interface SimMinerOptions {
+  /** Board root directory (created by createSimulatedBoard). */
+  root: string;
+  host?: string;
+  port?: number;
+  /** Device path of the miner config; default: /config/bmminer.conf if present, else /config/cgminer.conf. */
+  configPath?: string;
+  now?: () => number;
+}
+
+export const SIM_MINER_FILES = {
+  tcp: "proc/net/tcp",
+  tcp6: "proc/net/tcp6",
+  hosts: "etc/hosts",
+  state: "run/miner.state",
+  generation: "run/miner.generation",
+  fault: "run/miner-api.fault",
+} as const;
+
+export class SimMiner {
+  private server: Server | null = null;
+  private pools: SimPool[] = [];
+  private loadedGeneration: string | null = null;
+  private readonly startedAtMs: number;
+  private readonly now: () => number;
+  private readonly sockets = new Set<Socket>();
+  /** Overrides the fault file when set (in-process tests). */
+  fault: SimMinerFault | null = null;
+  /** Commands answered, in order (for tests). */
+  readonly log: string[] = [];
+  port = 0;
+
+  constructor(private readonly opts: SimMinerOptions) {
+    this.now = opts.now ?? Date.now;
+    this.startedAtMs = this.now();
+    prepareSimulatedBoardFiles(opts.root);
+    this.reloadIfRestarted();
+  }
+
+  async start(): Promise<number> {
+    this.server = createServer((socket) => this.onConnection(socket));
+    await new Promise<void>((resolve) => this.server!.listen(this.opts.port ?? 0, this.opts.host ?? "127.0.0.1", resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this.port;
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    this.server = null;
+  }
+
+  /** The live pool list (what `pools` answers). */
+  livePools(): { url: string; user: string; active: boolean }[] {
+    this.reloadIfRestarted();
+    const active = this.activeIndex();
+    return this.pools.map((p, i) => ({ url: p.url, user: p.user, active: i === active }));
+  }
+
+  private file(rel: string): string {
+    return join(this.opts.root, rel);
+  }
+
+  private configFile(): string {
+    if (this.opts.configPath) return this.file(`.${this.opts.configPath}`);
+    const bmminer = this.file("config/bmminer.conf");
+    return existsSync(bmminer) ? bmminer : this.file("config/cgminer.conf");
+  }
+
+  private readOptional(rel: string): string {
+    try {
+      return readFileSync(this.file(rel), "utf8").trim();
+    } catch {
+      return "";
+    }
+  }
+
+  private reloadIfRestarted(): void {
+    const generation = this.readOptional(SIM_MINER_FILES.generation);
+    if (generation === this.loadedGeneration) return;
+    this.loadedGeneration = generation;
+    let pools: unknown = [];
+    try {
+      pools = (JSON.parse(readFileSync(this.configFile(), "utf8")) as { pools?: unknown }).pools ?? [];
+    } catch {
+      pools = []; // a miner with an unreadable config starts without pools
+    }
+    this.pools = (Array.isArray(pools) ? pools : []).map((p: Record<string, unknown>, i) => ({
+      url: String(p["url"] ?? ""),
+      user: String(p["user"] ?? ""),
+      pass: String(p["pass"] ?? ""),
+      priority: i,
+      enabled: true,
+    }));
+  }
+
+  private activeIndex(): number {
+    let best = -1;
+    this.pools.forEach((p, i) => {
+      if (p.enabled && (best < 0 || p.priority < this.pools[best]!.priority)) best = i;
+    });
+    return best;
+  }
+
+  private onConnection(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.on("close", () => this.sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    if (this.readOptional(SIM_MINER_FILES.state) === "stopped") {
+      socket.destroy();
+      return;
+    }
+    let text = "";
+    let answered = false;
+    const tryAnswer = (final: boolean) => {
+      if (answered) return;
+      let request: { command?: unknown; parameter?: unknown };
+      try {
+        request = JSON.parse(text.replace(/\0/g, "")) as typeof request;
+      } catch {
+        if (!final) return;
+        request = {};
+      }
+      answered = true;
+      this.answer(socket, String(request.command ?? ""), request.parameter === undefined ? "" : String(request.parameter));
+    };
+    socket.on("data", (chunk: Buffer) => {
+      text += chunk.toString("utf8");
+      if (text.length > 64 * 1024) socket.destroy();
+      else tryAnswer(false);
+    });
+    socket.on("end", () => tryAnswer(true));
+  }
+
+  private answer(socket: Socket, command: string, parameter: string): void {
+    this.reloadIfRestarted();
+    this.log.push(parameter ? `${command}|${parameter}` : command);
+    const fault = this.fault ?? ((this.readOptional(SIM_MINER_FILES.fault) || "none") as SimMinerFault);
+    const isQuery = ["summary", "pools", "devs", "stats", "config"].includes(command);
+    if (isQuery && fault === "hang") return; // say nothing; the client's timeout must fire
+    if (isQuery && fault === "oversized") {
+      const blob = `{"STATUS":[{"STATUS":"S","Code":7,"Msg":"x"}],"POOLS":[${`{"POOL":0,"URL":"${"x".repeat(1000)}"},`.repeat(2048)}{}]}`;
+      socket.end(`${blob}\0`);
+      return;
+    }
+    if (isQuery && fault === "malformed") {
+      socket.end(`{"STATUS":[{"STATUS":"S","Code":7,"Msg":"${command}"}],"POOLS":[{"POOL":0,"URL":\0`);
+      return;
+    }
+    const body = isQuery && fault === "wrong-shape" ? this.wrongShape(command) : this.respond(command, parameter);
+    socket.end(`${JSON.stringify(body)}\0`);
+  }
+
+  private status(status: "S" | "E", code: number, msg: string): unknown[] {
+    return [{ STATUS: status, When: Math.floor(this.now() / 1000), Code: code, Msg: msg, Description: "bmminer 1.0.0 (simulated)" }];
+  }
+
+  private wrongShape(command: string): Record<string, unknown> {
+    return { STATUS: this.status("S", 7, command), SUMMARY: "not a list", POOLS: "not a list", STATS: 42, DEVS: "x", CONFIG: [] };
+  }
+
+  private respond(command: string, parameter: string): Record<string, unknown> {
+    const elapsed = Math.max(0, Math.floor((this.now() - this.startedAtMs) / 1000));
+    const active = this.activeIndex();
+    const index = Number.parseInt(parameter, 10);
+    const validIndex = Number.isInteger(index) && index >= 0 && index < this.pools.length;
+    switch (command) {
+      case "summary":
+        return {
+          STATUS: this.status("S", 11, "Summary"),
+          SUMMARY: [{ Elapsed: elapsed, "GHS 5s": "13512.34", "GHS av": 13500.12, Accepted: 10 + elapsed, Rejected: 1, "Hardware Errors": 0, Utility: 1.2 }],
+          id: 1,
+        };
+      case "pools":
+        return {
+          STATUS: this.status("S", 7, `${this.pools.length} Pool(s)`),
+          POOLS: this.pools.map((p, i) => ({
+            POOL: i,
+            URL: p.url,
+            Status: p.enabled ? "Alive" : "Disabled",
+            Priority: p.priority,
+            Quota: 1,
+            User: p.user,
+            "Stratum Active": i === active,
+            "Stratum URL": safeHost(p.url),
+            Accepted: i === active ? 10 + elapsed : 0,
+          })),
+          id: 1,
+        };
+      case "devs":
+        return {
+          STATUS: this.status("S", 9, "3 ASC(s)"),
+          DEVS: [0, 1, 2].map((asc) => ({ ASC: asc, Name: "BTM", ID: asc, Enabled: "Y", Status: "Alive", Temperature: 62 + asc, "MHS av": 4_500_000 })),
+          id: 1,
+        };
+      case "stats":
+        return {
+          STATUS: this.status("S", 70, "CGMiner stats"),
+          STATS: [
+            { CGMiner: "4.9.0", Miner: "1.0.0", CompileTime: "simulated", Type: "Antminer S19 (simulated)" },
+            { STATS: 0, ID: "BC50", Elapsed: elapsed, "GHS 5s": "13512.34", "GHS av": 13500.12, fan_num: 4, fan1: 5400, fan2: 5460, fan3: 5520, fan4: 5580, temp_num: 3, temp1: 60, temp2: 61, temp3: 62, temp2_1: 75, temp2_2: 76, temp2_3: 77 },
+          ],
+          id: 1,
+        };
+      case "config":
+        return { STATUS: this.status("S", 33, "CGMiner config"), CONFIG: [{ "ASC Count": 3, "PGA Count": 0, "Pool Count": this.pools.length, Strategy: "Failover", "Log Interval": 5 }], id: 1 };
+      case "addpool": {
+        const [url, user, pass] = splitEscaped(parameter);
+        if (!url) return { STATUS: this.status("E", 25, "Missing addpool details") };
+        this.pools.push({ url, user: user ?? "", pass: pass ?? "", priority: Math.max(-1, ...this.pools.map((p) => p.priority)) + 1, enabled: true });
+        return { STATUS: this.status("S", 55, `Added pool ${this.pools.length - 1}: '${url}'`) };
+      }
+      case "switchpool": {
+        if (!validIndex) return { STATUS: this.status("E", 26, `Invalid pool id ${parameter}`) };
+        const chosen = this.pools[index]!;
+        const old = chosen.priority;
+        for (const p of this.pools) if (p.priority < old) p.priority += 1;
+        chosen.priority = 0;
+        chosen.enabled = true;
+        return { STATUS: this.status("S", 27, `Switching to pool ${index}:'${chosen.url}'`) };
+      }
+      case "enablepool":
+        if (!validIndex) return { STATUS: this.status("E", 26, `Invalid pool id ${parameter}`) };
+        this.pools[index]!.enabled = true;
+        return { STATUS: this.status("S", 47, `Enabling pool ${index}`) };
+      case "disablepool":
+        if (!validIndex) return { STATUS: this.status("E", 26, `Invalid pool id ${parameter}`) };
+        this.pools[index]!.enabled = false;
+        return { STATUS: this.status("S", 48, `Disabling pool ${index}`) };
+      case "removepool": {
+        if (!validIndex) return { STATUS: this.status("E", 26, `Invalid pool id ${parameter}`) };
+        if (index === active) return { STATUS: this.status("E", 67, "Cannot remove active pool") };
+        const [removed] = this.pools.splice(index, 1);
+        return { STATUS: this.status("S", 68, `Removed pool ${index}:'${removed!.url}'`) };
+      }
+      default:
+        return { STATUS: this.status("E", 14, `Invalid command`) };
+    }
+  }
+}
+
+function safeHost(url: string): string {
+  try {
+    return new URL(url).hostname;
+  } catch {
+    return "";
+  }
+}
+
+function splitEscaped(parameter: string): string[] {
+  const parts: string[] = [];
+  let current = "";
+  for (let i = 0; i < parameter.length; i++) {
+    const c = parameter[i]!;
+    if (c === "\\" && i + 1 < parameter.length) current += parameter[++i];
+    else if (c === ",") {
+      parts.push(current);
+      current = "";
+    } else current += c;
+  }
+  parts.push(current);
+  return parts;
+}
+
+/** One socket as a line of /proc/net/tcp{,6}. */
+export interface SimSocket {
+  local: string; // "0.0.0.0:4028", "[::]:22", "192.168.1.20:40112"
+  remote?: string; // default 0.0.0.0:0 / [::]:0
+  state: "LISTEN" | "ESTABLISHED" | "TIME_WAIT";
+}
+
+const STATE_CODES = { ESTABLISHED: "01", TIME_WAIT: "06", LISTEN: "0A" } as const;
+
+function hexPort(port: number): string {
+  return port.toString(16).toUpperCase().padStart(4, "0");
+}
+
+function splitHostPort(endpoint: string): { host: string; port: number } {
+  const m = /^\[(.*)\]:(\d+)$/.exec(endpoint) ?? /^([^:]*):(\d+)$/.exec(endpoint);
+  if (!m) throw new TypeError(`endpoint ${endpoint} must be host:port or [v6]:port`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+function hexIpv4(ip: string): string {
+  const bytes = ip.split(".").map(Number);
+  return bytes.reverse().map((b) => b.toString(16).toUpperCase().padStart(2, "0")).join("");
+}
+
+function hexIpv6(ip: string): string {
+  const groups = ipv6Groups(ip);
+  let out = "";
+  for (let w = 0; w < 4; w++) {
+    // Each 32-bit word is printed in host (little-endian) byte order.
+    const bytes = [groups[w * 2]! >> 8, groups[w * 2]! & 0xff, groups[w * 2 + 1]! >> 8, groups[w * 2 + 1]! & 0xff];
+    out += bytes.reverse().map((b) => b.toString(16).toUpperCase().padStart(2, "0")).join("");
+  }
+  return out;
+}
+
+/** Formats sockets as /proc/net/tcp (IPv4) or tcp6 (IPv6) text, the inverse of guards' parseProcNetTcp. */
+export function formatProcNetTcp(sockets: readonly SimSocket[], family: 4 | 6): string {
+  const header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+  const lines = sockets.map((s, i) => {
+    const local = splitHostPort(s.local);
+    const remote = splitHostPort(s.remote ?? (family === 4 ? "0.0.0.0:0" : "[::]:0"));
+    const addr = (host: string) => (family === 4 ? hexIpv4(host) : hexIpv6(host));
+    return `${String(i).padStart(4)}: ${addr(local.host)}:${hexPort(local.port)} ${addr(remote.host)}:${hexPort(remote.port)} ${STATE_CODES[s.state]} 00000000:00000000 00:00000000 00000000     0        0 ${10000 + i} 1 0000000000000000 100 0 0 10 0\n`;
+  });
+  return header + lines.join("");
+}
+
+/** A clean board's sockets: the miner API, the web UI and ssh listening; nothing established outbound. */
+export const CLEAN_SOCKETS: readonly SimSocket[] = [
+  { local: "0.0.0.0:4028", state: "LISTEN" },
+  { local: "0.0.0.0:80", state: "LISTEN" },
+  { local: "0.0.0.0:22", state: "LISTEN" },
+];
+export const CLEAN_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/** Writes clean /proc/net/tcp, tcp6 and /etc/hosts under the board root when they are missing. */
+export function prepareSimulatedBoardFiles(root: string): void {
+  const files: Record<string, string> = {
+    [SIM_MINER_FILES.tcp]: formatProcNetTcp(CLEAN_SOCKETS, 4),
+    [SIM_MINER_FILES.tcp6]: formatProcNetTcp([], 6),
+    [SIM_MINER_FILES.hosts]: CLEAN_HOSTS,
+  };
+  for (const [rel, content] of Object.entries(files)) {
+    const target = join(root, rel);
+    if (existsSync(target)) continue;
+    mkdirSync(dirname(target), { recursive: true });
+    writeFileSync(target, content);
+  }
+}
+
+/** Replaces the simulated socket tables (tests stage a phone-home connection this way). */
+export function writeSimulatedSockets(root: string, sockets: { v4?: readonly SimSocket[]; v6?: readonly SimSocket[] }): void {
+  if (sockets.v4) writeFileSync(join(root, SIM_MINER_FILES.tcp), formatProcNetTcp(sockets.v4, 4));
+  if (sockets.v6) writeFileSync(join(root, SIM_MINER_FILES.tcp6), formatProcNetTcp(sockets.v6, 6));
+}
