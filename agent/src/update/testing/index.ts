@@ -1,0 +1,201 @@
+/**
+ * A small TUF repository for tests (not shipped): ed25519 keys per role, metadata built and signed with
+ * @tufjs/models, published with consistent snapshots exactly as the control plane serves them
+ * (`<v>.root.json`, `<v>.targets.json`, `<v>.snapshot.json`, `timestamp.json`, targets as `<sha256>.<name>`),
+ * and an HTTP server on port 0 whose answers a test can override to stage an attack.
+ */
+import { createHash, generateKeyPairSync, sign as cryptoSign, type KeyObject } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { Key, Metadata, MetaFile, Root, Signature, Snapshot, TargetFile, Targets, Timestamp } from "@tufjs/models";
+import { buildFirmwareImage, type ImageFile } from "../image.js";
+import { simulatedFirmwareFiles } from "../../platform/simulated.js";
+
+export interface TestKey {
+  keyId: string;
+  key: Key;
+  privateKey: KeyObject;
+}
+
+export function generateTufKey(): TestKey {
+  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+  const raw = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+  const publicHex = Buffer.from(raw).toString("hex");
+  const keyId = createHash("sha256").update(publicHex).digest("hex");
+  return { keyId, key: new Key({ keyID: keyId, keyType: "ed25519", scheme: "ed25519", keyVal: { public: publicHex } }), privateKey };
+}
+
+function signWith<T extends Root | Targets | Snapshot | Timestamp>(md: Metadata<T>, signers: readonly TestKey[]): Metadata<T> {
+  for (const signer of signers) {
+    md.sign((data) => new Signature({ keyID: signer.keyId, sig: cryptoSign(null, data, signer.privateKey).toString("hex") }), true);
+  }
+  return md;
+}
+
+const isoIn = (ms: number) => new Date(Date.now() + ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+const DAY = 86_400_000;
+
+export interface ReleaseCustom {
+  hardwareModels: string[];
+  version: string;
+  referenceMeasurements?: unknown[];
+  [key: string]: unknown;
+}
+
+type Override = (req: IncomingMessage, res: ServerResponse) => void;
+
+export class TestTufRepo {
+  readonly keys: { root: TestKey[]; targets: TestKey[]; snapshot: TestKey; timestamp: TestKey };
+  readonly thresholds: { root: number; targets: number };
+  readonly targets = new Map<string, TargetFile>();
+  readonly versions = { root: 1, targets: 0, snapshot: 0, timestamp: 0 };
+  readonly overrides = new Map<string, Override>();
+  /** Every request path the server saw, in order. */
+  readonly requests: string[] = [];
+  private server: Server | null = null;
+  baseUrl = "";
+
+  constructor(
+    readonly dir: string,
+    opts: { rootKeys?: number; rootThreshold?: number; targetsKeys?: number; targetsThreshold?: number } = {},
+  ) {
+    this.keys = {
+      root: Array.from({ length: opts.rootKeys ?? 1 }, generateTufKey),
+      targets: Array.from({ length: opts.targetsKeys ?? 1 }, generateTufKey),
+      snapshot: generateTufKey(),
+      timestamp: generateTufKey(),
+    };
+    this.thresholds = { root: opts.rootThreshold ?? 1, targets: opts.targetsThreshold ?? 1 };
+    mkdirSync(join(dir, "metadata"), { recursive: true });
+    mkdirSync(join(dir, "targets"), { recursive: true });
+    this.writeRoot();
+  }
+
+  get metadataUrl(): string {
+    return `${this.baseUrl}/tuf/metadata/`;
+  }
+
+  get targetsUrl(): string {
+    return `${this.baseUrl}/tuf/targets/`;
+  }
+
+  /** The v1 root, as a device is provisioned with it (`update.trustedRootFile`). */
+  get rootFile(): string {
+    return join(this.dir, "metadata", "1.root.json");
+  }
+
+  private writeRoot(): void {
+    const root = new Root({ version: this.versions.root, specVersion: "1.0.31", expires: isoIn(365 * DAY), consistentSnapshot: true });
+    for (const k of this.keys.root) root.addKey(k.key, "root");
+    for (const k of this.keys.targets) root.addKey(k.key, "targets");
+    root.addKey(this.keys.snapshot.key, "snapshot");
+    root.addKey(this.keys.timestamp.key, "timestamp");
+    root.roles["root"] = Object.assign(root.roles["root"]!, { threshold: this.thresholds.root });
+    root.roles["targets"] = Object.assign(root.roles["targets"]!, { threshold: this.thresholds.targets });
+    const md = signWith(new Metadata(root), this.keys.root.slice(0, this.thresholds.root));
+    this.writeMetadata(`${this.versions.root}.root.json`, md);
+    this.writeMetadata("root.json", md);
+  }
+
+  private writeMetadata(name: string, md: Metadata<Root | Targets | Snapshot | Timestamp>): Buffer {
+    const bytes = Buffer.from(JSON.stringify(md.toJSON()));
+    writeFileSync(join(this.dir, "metadata", name), bytes);
+    return bytes;
+  }
+
+  /** Stores an image and lists it as a target with `custom` metadata (published by the next `publish`). */
+  addTarget(name: string, image: Buffer, custom: ReleaseCustom): TargetFile {
+    const sha256 = createHash("sha256").update(image).digest("hex");
+    writeFileSync(join(this.dir, "targets", `${sha256}.${name}`), image);
+    const target = new TargetFile({ path: name, length: image.byteLength, hashes: { sha256 }, unrecognizedFields: { custom: custom as never } });
+    this.targets.set(name, target);
+    return target;
+  }
+
+  /**
+   * Signs and writes new targets, snapshot and timestamp versions. Options stage attacks: who signs targets
+   * (default: the targets keys to threshold), expiry of the timestamp.
+   */
+  publish(opts: { targetsSigners?: readonly TestKey[]; timestampExpiresInMs?: number; timestampSigners?: readonly TestKey[] } = {}): void {
+    this.versions.targets += 1;
+    const targets = new Targets({ version: this.versions.targets, specVersion: "1.0.31", expires: isoIn(30 * DAY) });
+    for (const t of this.targets.values()) targets.addTarget(t);
+    const targetsBytes = this.writeMetadata(
+      `${this.versions.targets}.targets.json`,
+      signWith(new Metadata(targets), opts.targetsSigners ?? this.keys.targets.slice(0, this.thresholds.targets)),
+    );
+    this.versions.snapshot += 1;
+    const snapshot = new Snapshot({
+      version: this.versions.snapshot,
+      specVersion: "1.0.31",
+      expires: isoIn(7 * DAY),
+      meta: { "targets.json": new MetaFile({ version: this.versions.targets, length: targetsBytes.byteLength, hashes: { sha256: createHash("sha256").update(targetsBytes).digest("hex") } }) },
+    });
+    const snapshotBytes = this.writeMetadata(`${this.versions.snapshot}.snapshot.json`, signWith(new Metadata(snapshot), [this.keys.snapshot]));
+    this.signTimestamp({ ...opts, snapshotBytes });
+  }
+
+  /** A new timestamp over the current snapshot (or over `snapshotVersion`, to stage mix-and-match). */
+  signTimestamp(opts: { timestampExpiresInMs?: number; timestampSigners?: readonly TestKey[]; snapshotVersion?: number; snapshotBytes?: Buffer } = {}): void {
+    this.versions.timestamp += 1;
+    const snapshotVersion = opts.snapshotVersion ?? this.versions.snapshot;
+    const bytes = opts.snapshotBytes ?? readFileSync(join(this.dir, "metadata", `${this.versions.snapshot}.snapshot.json`));
+    const timestamp = new Timestamp({
+      version: this.versions.timestamp,
+      specVersion: "1.0.31",
+      expires: isoIn(opts.timestampExpiresInMs ?? DAY),
+      snapshotMeta: new MetaFile({ version: snapshotVersion, length: bytes.byteLength, hashes: { sha256: createHash("sha256").update(bytes).digest("hex") } }),
+    });
+    this.writeMetadata("timestamp.json", signWith(new Metadata(timestamp), opts.timestampSigners ?? [this.keys.timestamp]));
+  }
+
+  /** The URL path of a target's file (consistent snapshot: hash-prefixed). */
+  targetPath(name: string): string {
+    const t = this.targets.get(name);
+    if (!t) throw new Error(`no target ${name}`);
+    return `/tuf/targets/${t.hashes["sha256"]}.${name}`;
+  }
+
+  metadataPath(name: string): string {
+    return join(this.dir, "metadata", name);
+  }
+
+  async start(): Promise<this> {
+    this.server = createServer((req, res) => {
+      const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+      this.requests.push(path);
+      const override = this.overrides.get(path);
+      if (override) return override(req, res);
+      const m = /^\/tuf\/(metadata|targets)\/([^/]+)$/.exec(path);
+      const file = m ? join(this.dir, m[1]!, m[2]!) : null;
+      if (!file || m![2]!.startsWith(".") || !existsSync(file)) {
+        res.writeHead(404).end();
+        return;
+      }
+      const body = readFileSync(file);
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": body.byteLength }).end(body);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
+    this.baseUrl = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
+
+/** A simulated-board firmware image for `model`/`version`; `selftest: "fail"` makes its health check fail. */
+export function testFirmwareImage(model: string, version: string, opts: { selftest?: string; extraFiles?: ImageFile[] } = {}): Buffer {
+  const files: ImageFile[] = Object.entries(simulatedFirmwareFiles(model, version)).map(([path, content]) => ({
+    path,
+    content,
+    mode: path === "bmminer" ? 0o755 : 0o644,
+  }));
+  if (opts.selftest !== undefined) files.push({ path: "etc/selftest", content: `${opts.selftest}\n` });
+  files.push(...(opts.extraFiles ?? []));
+  return buildFirmwareImage(files);
+}
