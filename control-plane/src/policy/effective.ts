@@ -1,0 +1,123 @@
+/**
+ * Which policy applies to a device, per kind: rule HW-POLICY-3, the most specific scope wins — a device group
+ * naming the device, else the device's model, else the fleet default, else the built-in default. Pure functions
+ * over the (small) set of policy rows, so a bulk change resolves 10,000 devices without a query each.
+ */
+import { canonicalize } from "../../../shared/canonical/index.js";
+import { sha256Hex } from "../../../shared/crypto/index.js";
+import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK, BUILT_IN_POOLS } from "./defaults.js";
+import type { Indicator, NetworkPolicyBody, PolicyBodies, PolicyKind, PolicyScope, PoolPolicyBody } from "./schemas.js";
+import { POLICY_KINDS } from "./schemas.js";
+
+/** A stored policy as resolution needs it. */
+export interface PolicyRecord<K extends PolicyKind = PolicyKind> {
+  id: string;
+  kind: K;
+  scope: PolicyScope;
+  body: PolicyBodies[K];
+  version: number;
+}
+
+export type ScopeLevel = "devices" | "model" | "default" | "built-in";
+
+export interface PolicySource {
+  level: ScopeLevel;
+  /** null for the built-in default. */
+  policyId: string | null;
+  version: number | null;
+}
+
+/** The policy content a device gets (without the delivery version). */
+export interface PolicyContent {
+  pools: PoolPolicyBody;
+  network: NetworkPolicyBody;
+  indicators: Indicator[];
+}
+
+export interface EffectivePolicy {
+  content: PolicyContent;
+  sources: Record<PolicyKind, PolicySource>;
+  /** sha256 of the canonical content: a delivery is due when it differs from the delivered one. */
+  hash: string;
+}
+
+interface KindIndex {
+  byDevice: Map<string, PolicyRecord>;
+  byModel: Map<string, PolicyRecord>;
+  fleet: PolicyRecord | null;
+}
+
+export type PolicyIndex = Record<PolicyKind, KindIndex>;
+
+export function scopeLevel(scope: PolicyScope): Exclude<ScopeLevel, "built-in"> {
+  if (scope.deviceIds !== undefined) return "devices";
+  if (scope.model !== undefined) return "model";
+  return "default";
+}
+
+/** One row per kind and scope key. Device groups key on their sorted member list. */
+export function scopeKey(scope: PolicyScope): string {
+  if (scope.deviceIds !== undefined) return `devices:${sha256Hex([...new Set(scope.deviceIds)].sort().join(","))}`;
+  if (scope.model !== undefined) return `model:${scope.model}`;
+  return "default";
+}
+
+/** The scope as stored: device ids de-duplicated and sorted, so equal groups look equal. */
+export function normalizeScope(scope: PolicyScope): PolicyScope {
+  if (scope.deviceIds !== undefined) return { deviceIds: [...new Set(scope.deviceIds)].sort() };
+  if (scope.model !== undefined) return { model: scope.model };
+  return {};
+}
+
+export function buildPolicyIndex(records: Iterable<PolicyRecord>): PolicyIndex {
+  const index = Object.fromEntries(
+    POLICY_KINDS.map((kind) => [kind, { byDevice: new Map(), byModel: new Map(), fleet: null } satisfies KindIndex]),
+  ) as PolicyIndex;
+  for (const record of records) {
+    const slot = index[record.kind];
+    if (!slot) continue;
+    const level = scopeLevel(record.scope);
+    if (level === "devices") for (const id of record.scope.deviceIds ?? []) slot.byDevice.set(id, record);
+    else if (level === "model") slot.byModel.set(record.scope.model ?? "", record);
+    else slot.fleet = record;
+  }
+  return index;
+}
+
+function pick(slot: KindIndex, device: { id: string; model: string }): { record: PolicyRecord | null; level: ScopeLevel } {
+  // HW-POLICY-3: device group > model > fleet default > built-in.
+  const byDevice = slot.byDevice.get(device.id);
+  if (byDevice) return { record: byDevice, level: "devices" };
+  const byModel = slot.byModel.get(device.model);
+  if (byModel) return { record: byModel, level: "model" };
+  if (slot.fleet) return { record: slot.fleet, level: "default" };
+  return { record: null, level: "built-in" };
+}
+
+export function resolvePolicy(index: PolicyIndex, device: { id: string; model: string }): EffectivePolicy {
+  const pools = pick(index.pools, device);
+  const network = pick(index.network, device);
+  const indicators = pick(index.indicators, device);
+  const content: PolicyContent = {
+    pools: pools.record ? (pools.record.body as PoolPolicyBody) : BUILT_IN_POOLS,
+    network: network.record ? (network.record.body as NetworkPolicyBody) : BUILT_IN_NETWORK,
+    indicators: indicators.record ? (indicators.record.body as PolicyBodies["indicators"]).indicators : [...BUILT_IN_INDICATORS],
+  };
+  const source = ({ record, level }: { record: PolicyRecord | null; level: ScopeLevel }): PolicySource => ({
+    level,
+    policyId: record?.id ?? null,
+    version: record?.version ?? null,
+  });
+  return {
+    content,
+    sources: { pools: source(pools), network: source(network), indicators: source(indicators) },
+    hash: sha256Hex(canonicalize(content)),
+  };
+}
+
+/** Which of two scopes' device groups overlap: the first shared device id, or null. */
+export function firstSharedDevice(a: PolicyScope, b: PolicyScope): string | null {
+  if (!a.deviceIds || !b.deviceIds) return null;
+  const members = new Set(a.deviceIds);
+  return b.deviceIds.find((id) => members.has(id)) ?? null;
+}

@@ -1,0 +1,284 @@
+/**
+ * Policy service contract on PGlite (always) and PostgreSQL (HASHWARD_TEST_DATABASE_URL): storage, scoping,
+ * validation, bulk delivery as signed set-policy commands, delivery on hello, acked versions.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
+import { ValidationError } from "../../../shared/errors/index.js";
+import { type Ack, type Challenge, type Command, type Hello, verifyCommand } from "../../../shared/protocol/index.js";
+import { type Database, openDatabase } from "../db/index.js";
+import { createTemporaryPostgres } from "../db/test-postgres.js";
+import { ConflictError, NotFoundError } from "../errors.js";
+import { createServices, type DevicePublisher, type DeviceSideService, type ServiceOptions, type Services } from "../service/index.js";
+import { BUILT_IN_INDICATORS, createPolicyService, type PolicyService, setPolicyParamsSchema, withPolicyDelivery } from "./index.js";
+
+const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
+const OPTIONS: ServiceOptions = { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "contraindicated" };
+const POOL = "stratum+tcp://pool.example.com:3333";
+const BACKUP = "stratum+ssl://backup.example.com:443";
+
+class RecordingPublisher implements DevicePublisher {
+  connected = new Set<string>();
+  sent: Array<{ deviceId: string; kind: "challenge" | "command"; message: Challenge | Command }> = [];
+  async publish(deviceId: string, kind: "challenge" | "command", message: Challenge | Command): Promise<void> {
+    this.sent.push({ deviceId, kind, message });
+  }
+  isConnected(deviceId: string): boolean {
+    return this.connected.has(deviceId);
+  }
+  policies(deviceId: string): Command[] {
+    return this.sent.filter((s) => s.deviceId === deviceId && s.kind === "command" && (s.message as Command).action === "set-policy").map((s) => s.message as Command);
+  }
+}
+
+function contract(name: string, open: () => Promise<{ db: Database; close(): Promise<void> }>) {
+  describe(`PolicyService (${name})`, () => {
+    let harness: { db: Database; close(): Promise<void> };
+    let services: Services;
+    let policy: PolicyService;
+    let deviceSide: DeviceSideService;
+    const clock = Date.UTC(2025, 5, 1);
+    const publisher = new RecordingPublisher();
+    const commandKey = generateKeyPair();
+    const logger = pino({ level: "silent" });
+
+    beforeAll(async () => {
+      harness = await open();
+      const deps = { db: harness.db, publisher, commandKey, logger, now: () => clock, options: OPTIONS };
+      services = createServices(deps);
+      policy = createPolicyService(deps);
+      deviceSide = withPolicyDelivery(services.deviceSide, policy, logger);
+    });
+    afterAll(async () => {
+      await services?.close();
+      await harness?.close();
+    });
+
+    async function device(model: string, accept = true) {
+      const keys = generateKeyPair();
+      const id = deviceIdFromPublicKey(keys.publicKey);
+      const request = signObject(
+        { v: 1 as const, type: "enroll" as const, deviceId: id, publicKey: toBase64Url(keys.publicKey), model, firmwareVersion: "1.0.0", agentVersion: "0.1.0", ts: clock },
+        keys.privateKey,
+      );
+      await services.service.enroll(request);
+      if (accept) await services.service.acceptDevice(OPERATOR, id, "test");
+      publisher.connected.add(id);
+      const hello: Hello = { v: 1, type: "hello", deviceId: id, model, firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "b1", containment: "none", lastCommandSeq: 0, ts: clock };
+      const ack = (command: Command, status: "done" | "failed" = "done", reason?: string): Ack =>
+        signObject(
+          { v: 1 as const, type: "ack" as const, deviceId: id, seq: command.seq, action: command.action, status, containment: "none" as const, ...(reason ? { reason } : {}), ts: clock },
+          keys.privateKey,
+        ) as Ack;
+      return { id, hello, ack };
+    }
+
+    function expectValidPolicyCommand(command: Command | undefined, deviceId: string) {
+      expect(command).toBeDefined();
+      verifyCommand(command!, commandKey.publicKey, { deviceId, lastSeq: command!.seq - 1, nowMs: clock });
+      return setPolicyParamsSchema.parse(command!.params);
+    }
+
+    it("refuses invalid policies naming the field, storing nothing", async () => {
+      const cases: Array<[string, unknown, unknown, string]> = [
+        ["pools", "http url", { allowedUrls: ["http://pool.example.com:80"] }, "allowedUrls.0"],
+        ["pools", "no port", { allowedUrls: ["stratum+tcp://pool.example.com"] }, "allowedUrls.0"],
+        ["pools", "credentials", { allowedUrls: ["stratum+tcp://me:pw@pool.example.com:3333"] }, "allowedUrls.0"],
+        ["pools", "no url", { allowedUrls: [] }, "allowedUrls"],
+        ["pools", "unanchored", { allowedUrls: [POOL], workerPatterns: ["farm\\.rig\\d+"] }, "workerPatterns.0"],
+        ["pools", "escaped $", { allowedUrls: [POOL], workerPatterns: ["^farm\\$"] }, "workerPatterns.0"],
+        ["pools", "bad regex", { allowedUrls: [POOL], workerPatterns: ["^farm(\\.rig$"] }, "workerPatterns.0"],
+        ["pools", "unknown key", { allowedUrls: [POOL], extra: 1 }, "extra"],
+        ["pools", "both scopes", { scope: { model: "S19", deviceIds: ["hw-000000000000000000000000"] }, allowedUrls: [POOL] }, "scope.deviceIds"],
+        ["pools", "bad device id", { scope: { deviceIds: ["nope"] }, allowedUrls: [POOL] }, "scope.deviceIds.0"],
+        ["network", "bad host", { allowedHosts: ["exa mple.com"] }, "allowedHosts.0"],
+        ["network", "bad port", { allowedHosts: ["ntp.example.com:70000"] }, "allowedHosts.0"],
+        ["indicators", "no path", { indicators: [{ id: "x", kind: "file-present", severity: "critical", description: "d" }] }, "indicators.0.path"],
+        ["indicators", "no pattern", { indicators: [{ id: "x", kind: "hosts-entry", severity: "warning", description: "d" }] }, "indicators.0.pattern"],
+        [
+          "indicators",
+          "duplicate id",
+          { indicators: [BUILT_IN_INDICATORS[0], { ...BUILT_IN_INDICATORS[1], id: BUILT_IN_INDICATORS[0]!.id }] },
+          "indicators.1.id",
+        ],
+      ];
+      for (const [kind, label, input, field] of cases) {
+        const error = await policy.putPolicy(OPERATOR, kind as "pools", input as never).catch((e: unknown) => e);
+        expect(error, label).toBeInstanceOf(ValidationError);
+        expect((error as ValidationError).field, label).toBe(field);
+      }
+      for (const kind of ["pools", "network", "indicators"] as const) expect((await policy.listPolicies(kind)).policies).toEqual([]);
+    });
+
+    it("accepts stratum V1/V2 URLs, anchored worker patterns, hosts with ports and IPv6", async () => {
+      const pools = await policy.putPolicy(OPERATOR, "pools", {
+        scope: { model: "validation-only" },
+        allowedUrls: [POOL, BACKUP, "stratum2+tcp://v2.example.com:3336/9bDuixKmZqAJnrmP746n8zU1wyAQRrus7th9dxnkPg6RzQvCnan"],
+        workerPatterns: ["^farm1\\.rig[0-9]{1,4}$"],
+      });
+      expect(pools.policy).toMatchObject({ kind: "pools", scope: { model: "validation-only" }, workerPatterns: ["^farm1\\.rig[0-9]{1,4}$"] });
+      const network = await policy.putPolicy(OPERATOR, "network", { scope: { model: "validation-only" }, allowedHosts: ["ntp.example.com", "10.0.0.5:123", "[2001:db8::1]:53", "2001:db8::2"] });
+      expect(network.policy.version).toBeGreaterThan(pools.policy.version);
+      expect(pools.delivery).toEqual({ version: null, devices: 0 });
+    });
+
+    it("delivers a fleet default to every accepted device as a signed set-policy, in one change", async () => {
+      const a = await device("S19");
+      const b = await device("S19j");
+      const pending = await device("S19", false);
+      const change = await policy.putPolicy(OPERATOR, "pools", { allowedUrls: [POOL], workerPatterns: ["^farm\\..+$"] });
+      expect(change.delivery.version).toBe(change.policy.version);
+      expect(change.delivery.devices).toBeGreaterThanOrEqual(2);
+      for (const d of [a, b]) {
+        const params = expectValidPolicyCommand(publisher.policies(d.id).at(-1), d.id);
+        expect(params).toEqual({
+          version: change.policy.version,
+          pools: { allowedUrls: [POOL], workerPatterns: ["^farm\\..+$"] },
+          network: { allowedHosts: [] },
+          indicators: [...BUILT_IN_INDICATORS],
+        });
+      }
+      expect(publisher.policies(pending.id)).toEqual([]);
+      const audit = await services.service.listAudit(200, 0);
+      expect(audit.find((e) => e.action === "policy.pools.put" && e.target === change.policy.id)?.actor).toEqual(OPERATOR);
+      expect(audit.filter((e) => e.action === "command.set-policy" && e.target === a.id)).toHaveLength(1);
+
+      const view = await policy.devicePolicy(a.id);
+      expect(view).toMatchObject({
+        deviceId: a.id,
+        sources: { pools: { level: "default", policyId: change.policy.id }, indicators: { level: "built-in", policyId: null } },
+        delivered: { version: change.policy.version, current: true },
+        acked: null,
+        upToDate: false,
+      });
+      await expect(policy.devicePolicy("hw-ffffffffffffffffffffffff")).rejects.toBeInstanceOf(NotFoundError);
+    });
+
+    it("applies the most specific scope: device group > model > default; unaffected devices get nothing", async () => {
+      const plain = await device("T21");
+      const modelled = await device("S21");
+      const grouped = await device("S21");
+      await policy.putPolicy(OPERATOR, "pools", { allowedUrls: [POOL] });
+      const byModel = await policy.putPolicy(OPERATOR, "pools", { scope: { model: "S21" }, allowedUrls: [BACKUP] });
+      expect(byModel.delivery.devices).toBe(2);
+      const group = await policy.putPolicy(OPERATOR, "pools", { scope: { deviceIds: [grouped.id, grouped.id] }, allowedUrls: [POOL, BACKUP] });
+      expect(group.policy.scope).toEqual({ deviceIds: [grouped.id] });
+      expect(group.delivery.devices).toBe(1);
+      expect(expectValidPolicyCommand(publisher.policies(grouped.id).at(-1), grouped.id).pools.allowedUrls).toEqual([POOL, BACKUP]);
+      expect(expectValidPolicyCommand(publisher.policies(modelled.id).at(-1), modelled.id).pools.allowedUrls).toEqual([BACKUP]);
+      expect(expectValidPolicyCommand(publisher.policies(plain.id).at(-1), plain.id).pools.allowedUrls).toEqual([POOL]);
+      expect((await policy.devicePolicy(grouped.id)).sources.pools).toEqual({ level: "devices", policyId: group.policy.id, version: group.policy.version });
+
+      // Re-saving the same content is audited and versioned, but no device's policy changed: nothing is sent.
+      const before = publisher.sent.length;
+      const again = await policy.putPolicy(OPERATOR, "pools", { scope: { model: "S21" }, allowedUrls: [BACKUP] });
+      expect(again.policy.id).toBe(byModel.policy.id);
+      expect(again.policy.version).toBeGreaterThan(group.policy.version);
+      expect(again.delivery).toEqual({ version: null, devices: 0 });
+      expect(publisher.sent.length).toBe(before);
+
+      // Overlapping groups are refused; deleting the group falls the device back to its model's policy.
+      await expect(policy.putPolicy(OPERATOR, "pools", { scope: { deviceIds: [grouped.id, plain.id] }, allowedUrls: [POOL] })).rejects.toBeInstanceOf(ConflictError);
+      const removed = await policy.deletePolicy(OPERATOR, "pools", group.policy.id);
+      expect(removed.delivery.devices).toBe(1);
+      expect(removed.delivery.version).toBeGreaterThan(again.policy.version);
+      const fallback = expectValidPolicyCommand(publisher.policies(grouped.id).at(-1), grouped.id);
+      expect(fallback).toMatchObject({ version: removed.delivery.version, pools: { allowedUrls: [BACKUP] } });
+      await expect(policy.deletePolicy(OPERATOR, "pools", group.policy.id)).rejects.toBeInstanceOf(NotFoundError);
+      await expect(policy.deletePolicy(OPERATOR, "network", byModel.policy.id)).rejects.toBeInstanceOf(NotFoundError);
+
+      const list = await policy.listPolicies("pools");
+      expect(list.policies.map((p) => p.scope)).toEqual([{}, { model: "S21" }, { model: "validation-only" }]);
+      expect((await policy.listPolicies("indicators")).builtInDefault).toEqual({ indicators: [...BUILT_IN_INDICATORS] });
+    });
+
+    it("supersedes an unacknowledged older set-policy with the newer one", async () => {
+      const d = await device("L9");
+      await policy.putPolicy(OPERATOR, "network", { scope: { model: "L9" }, allowedHosts: ["ntp.example.com"] });
+      await policy.putPolicy(OPERATOR, "network", { scope: { model: "L9" }, allowedHosts: ["ntp.example.com", "10.0.0.1"] });
+      const commands = await services.service.listCommands(d.id, 10);
+      const setPolicies = commands.filter((c) => c.action === "set-policy");
+      expect(setPolicies.map((c) => c.status)).toEqual(["pending", "superseded"]);
+    });
+
+    it("sends the policy on hello before the challenge, records the ack, and re-sends only when due", async () => {
+      const d = await device("KS5");
+      publisher.sent.length = 0;
+      await deviceSide.onHello(d.hello);
+      const kinds = publisher.sent.filter((s) => s.deviceId === d.id).map((s) => (s.kind === "command" ? (s.message as Command).action : s.kind));
+      expect(kinds).toEqual(["set-policy", "challenge"]);
+      const first = publisher.policies(d.id)[0] as Command;
+      const params = expectValidPolicyCommand(first, d.id);
+
+      // Pending and unexpired: a second hello re-publishes the same command, it does not issue another.
+      publisher.sent.length = 0;
+      await deviceSide.onHello(d.hello);
+      expect(publisher.policies(d.id)).toEqual([first]);
+
+      await deviceSide.onAck(d.ack(first));
+      let view = await policy.devicePolicy(d.id);
+      expect(view).toMatchObject({ acked: { version: params.version }, upToDate: true, lastFailure: null });
+      publisher.sent.length = 0;
+      await deviceSide.onHello(d.hello);
+      expect(publisher.policies(d.id)).toEqual([]);
+
+      // A failed ack (e.g. "stale policy version") is recorded; the next hello sends a higher version.
+      await policy.putPolicy(OPERATOR, "indicators", { scope: { model: "KS5" }, indicators: [BUILT_IN_INDICATORS[0]!] });
+      const second = publisher.policies(d.id).at(-1) as Command;
+      await deviceSide.onAck(d.ack(second, "failed", "stale policy version"));
+      view = await policy.devicePolicy(d.id);
+      expect(view).toMatchObject({ acked: { version: params.version }, upToDate: false, lastFailure: expect.stringContaining("stale policy version") });
+      publisher.sent.length = 0;
+      await deviceSide.onHello(d.hello);
+      const third = publisher.policies(d.id)[0] as Command;
+      const thirdParams = expectValidPolicyCommand(third, d.id);
+      expect(thirdParams.version).toBeGreaterThan((second.params as { version: number }).version);
+      expect(thirdParams.indicators.map((i) => i.id)).toEqual([BUILT_IN_INDICATORS[0]!.id]);
+      await deviceSide.onAck(d.ack(third));
+      expect(await policy.devicePolicy(d.id)).toMatchObject({ acked: { version: thirdParams.version }, upToDate: true, lastFailure: null });
+    });
+
+    it("sends nothing on hello from a device that is not accepted", async () => {
+      const d = await device("S9", false);
+      publisher.sent.length = 0;
+      expect(await policy.deliverOnHello(d.id)).toBe(false);
+      await deviceSide.onHello(d.hello);
+      expect(publisher.sent).toEqual([]);
+    });
+  });
+}
+
+contract("PGlite", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "hw-policy-"));
+  const opened = await openDatabase({ dataDir });
+  return {
+    db: opened.db,
+    async close() {
+      await opened.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+});
+
+const pgUrl = process.env.HASHWARD_TEST_DATABASE_URL;
+if (pgUrl) {
+  contract("PostgreSQL", async () => {
+    const temp = await createTemporaryPostgres(pgUrl);
+    const opened = await openDatabase({ dataDir: "unused", databaseUrl: temp.url });
+    return {
+      db: opened.db,
+      async close() {
+        await opened.close();
+        await temp.drop();
+      },
+    };
+  });
+} else {
+  describe.skip("PolicyService (PostgreSQL): set HASHWARD_TEST_DATABASE_URL to run", () => {
+    it("skipped", () => {});
+  });
+}

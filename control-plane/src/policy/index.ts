@@ -1,0 +1,329 @@
+/**
+ * Guard policy: pool policies, network allowlists and malware indicator sets per fleet, model or device group,
+ * delivered to devices as signed `set-policy` commands (the command mechanism of control-plane/src/service:
+ * per-device seq, expiry, retried until acked). See README.md beside this file.
+ *
+ * HW-POLICY-2: every change takes a new version from policy_version_seq and, in the same transaction as the
+ * change and its audit row, issues the new policy to every accepted device whose effective policy changed (one
+ * bulk transaction). A device that was offline gets it on its next hello when its acked version is older.
+ */
+import { and, eq, gt, inArray, isNull, lt, or, sql } from "drizzle-orm";
+import type pino from "pino";
+import { type KeyPair, toBase64Url } from "../../../shared/crypto/index.js";
+import { ValidationError } from "../../../shared/errors/index.js";
+import type { Ack, Command } from "../../../shared/protocol/index.js";
+import { type Database, commands, devicePolicies, devices, policies } from "../db/index.js";
+import { ConflictError, NotFoundError } from "../errors.js";
+import { issueCommands, publishCommands } from "../service/commands.js";
+import { chunks, type DeviceRow, lockDevice, lockDevices, newId, recordAudit, type ServiceContext, type Tx } from "../service/context.js";
+import type { Actor, DevicePublisher, DeviceSideService, ServiceOptions } from "../service/index.js";
+import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK, BUILT_IN_POOLS } from "./defaults.js";
+import { buildPolicyIndex, firstSharedDevice, normalizeScope, type PolicyRecord, resolvePolicy, scopeKey, scopeLevel } from "./effective.js";
+import { type PolicyBodies, type PolicyKind, type PolicyScope, policyInputSchemas, type SetPolicyParams } from "./schemas.js";
+import type { DevicePolicyView, PolicyChange, PolicyDelivery, PolicyList, PolicyService, PolicyView } from "./types.js";
+
+export * from "./types.js";
+export { BUILT_IN_INDICATORS, BUILT_IN_NETWORK, BUILT_IN_POOLS } from "./defaults.js";
+export { POLICY_KINDS, policyInputSchemas, setPolicyParamsSchema, type SetPolicyParams } from "./schemas.js";
+
+const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
+/** pg_advisory_xact_lock key: policy writers take turns (group overlap checks and version order). */
+const POLICY_WRITE_LOCK = 0x4857_504c;
+const LEVEL_ORDER = { default: 0, model: 1, devices: 2 } as const;
+
+export interface PolicyServiceDeps {
+  db: Database;
+  publisher: DevicePublisher;
+  commandKey: KeyPair;
+  logger: pino.Logger;
+  now?: () => number;
+  /** The same options the domain services get (commandTtlMs is the set-policy command's lifetime). */
+  options: ServiceOptions;
+}
+
+type PolicyRow = typeof policies.$inferSelect;
+
+function toRecord(row: PolicyRow): PolicyRecord {
+  return { id: row.id, kind: row.kind as PolicyKind, scope: row.scope as PolicyScope, body: row.body as PolicyBodies[PolicyKind], version: row.version };
+}
+
+function toView(row: PolicyRow): PolicyView {
+  return {
+    id: row.id,
+    kind: row.kind,
+    scope: row.scope as PolicyScope,
+    version: row.version,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+    updatedBy: row.updatedBy as Actor,
+    ...(row.body as object),
+  } as PolicyView;
+}
+
+/** The first zod issue as a ValidationError naming the field (unknown keys name the key). */
+function parseInput<K extends PolicyKind>(kind: K, input: unknown) {
+  const result = policyInputSchemas[kind].safeParse(input);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const path = (issue?.path ?? []).map(String);
+  if (issue?.code === "unrecognized_keys" && issue.keys[0] !== undefined) path.push(issue.keys[0]);
+  const field = path.join(".");
+  const message = issue?.code === "unrecognized_keys" ? "unknown field" : (issue?.message ?? "invalid");
+  throw new ValidationError(`${kind} policy: ${field || "(root)"}: ${message}`, field);
+}
+
+async function nextVersion(tx: Tx): Promise<number> {
+  const result = await tx.execute(sql`select nextval('policy_version_seq')::text as v`);
+  return Number((result.rows[0] as { v: string }).v);
+}
+
+export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
+  const ctx: ServiceContext = {
+    db: deps.db,
+    publisher: deps.publisher,
+    commandKey: deps.commandKey,
+    commandPublicKey: toBase64Url(deps.commandKey.publicKey),
+    logger: deps.logger,
+    now: deps.now ?? Date.now,
+    options: deps.options,
+  };
+  const { db } = ctx;
+
+  async function loadIndex(tx: Tx) {
+    return buildPolicyIndex((await tx.select().from(policies)).map(toRecord));
+  }
+
+  /**
+   * Issues a set-policy to each locked, accepted device whose effective policy differs from what it was last
+   * sent (all of them with `force`): one version for the whole change, one issueCommands call per distinct
+   * content, the delivered version recorded per device. Publish `toPublish` after commit.
+   */
+  async function issuePolicies(tx: Tx, rows: DeviceRow[], actor: Actor, version: number | null, now: number, force = false) {
+    const none = { toPublish: [] as Command[], devices: 0, version: null as number | null };
+    if (rows.length === 0) return none;
+    const index = await loadIndex(tx);
+    const delivered = new Map<string, string>();
+    for (const ids of chunks(rows.map((row) => row.id), 5000)) {
+      const found = await tx
+        .select({ deviceId: devicePolicies.deviceId, hash: devicePolicies.deliveredHash })
+        .from(devicePolicies)
+        .where(inArray(devicePolicies.deviceId, ids));
+      for (const row of found) delivered.set(row.deviceId, row.hash);
+    }
+    const groups = new Map<string, { effective: ReturnType<typeof resolvePolicy>; members: DeviceRow[] }>();
+    for (const row of rows) {
+      const effective = resolvePolicy(index, { id: row.id, model: row.model });
+      if (!force && delivered.get(row.id) === effective.hash) continue;
+      const group = groups.get(effective.hash) ?? { effective, members: [] };
+      group.members.push(row);
+      groups.set(effective.hash, group);
+    }
+    if (groups.size === 0) return none;
+
+    const issuedVersion = version ?? (await nextVersion(tx));
+    const at = new Date(now);
+    const toPublish: Command[] = [];
+    const deliveries: (typeof devicePolicies.$inferInsert)[] = [];
+    for (const { effective, members } of groups.values()) {
+      const params: SetPolicyParams = { version: issuedVersion, ...effective.content };
+      // supersede: an older pending set-policy is never worth delivering once a newer one exists.
+      const issued = await issueCommands(ctx, tx, members, { action: "set-policy", params, actor, supersede: true }, now);
+      toPublish.push(...issued.toPublish);
+      for (const member of members) {
+        deliveries.push({ deviceId: member.id, deliveredVersion: issuedVersion, deliveredHash: effective.hash, deliveredSeq: member.nextCommandSeq, deliveredAt: at });
+      }
+    }
+    for (const part of chunks(deliveries)) {
+      await tx
+        .insert(devicePolicies)
+        .values(part)
+        .onConflictDoUpdate({
+          target: devicePolicies.deviceId,
+          set: {
+            deliveredVersion: sql`excluded.delivered_version`,
+            deliveredHash: sql`excluded.delivered_hash`,
+            deliveredSeq: sql`excluded.delivered_seq`,
+            deliveredAt: sql`excluded.delivered_at`,
+          },
+        });
+    }
+    return { toPublish, devices: deliveries.length, version: issuedVersion };
+  }
+
+  /** Locks the accepted devices a scope covers and sends those whose effective policy changed a new one. */
+  async function deliverToScope(tx: Tx, scope: PolicyScope, actor: Actor, version: number | null, now: number) {
+    const accepted = eq(devices.enrollment, "accepted");
+    const ids: string[] = [];
+    if (scope.deviceIds !== undefined) {
+      for (const part of chunks(scope.deviceIds, 5000)) {
+        const found = await tx.select({ id: devices.id }).from(devices).where(and(accepted, inArray(devices.id, part)));
+        ids.push(...found.map((row) => row.id));
+      }
+    } else {
+      const where = scope.model !== undefined ? and(accepted, eq(devices.model, scope.model)) : accepted;
+      ids.push(...(await tx.select({ id: devices.id }).from(devices).where(where)).map((row) => row.id));
+    }
+    const rows = (await lockDevices(tx, ids)).filter((row) => row.enrollment === "accepted");
+    return issuePolicies(tx, rows, actor, version, now);
+  }
+
+  async function change(actor: Actor, kind: PolicyKind, write: (tx: Tx, now: number) => Promise<{ row: PolicyRow; scope: PolicyScope; version: number | null }>) {
+    const now = ctx.now();
+    const outcome = await db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${POLICY_WRITE_LOCK})`);
+      const { row, scope, version } = await write(tx, now);
+      const delivery = await deliverToScope(tx, scope, actor, version, now);
+      return { row, delivery };
+    });
+    await publishCommands(ctx, outcome.delivery.toPublish);
+    ctx.logger.info({ kind, policyId: outcome.row.id, version: outcome.delivery.version, devices: outcome.delivery.devices }, "policy changed");
+    const delivery: PolicyDelivery = { version: outcome.delivery.version, devices: outcome.delivery.devices };
+    return { policy: toView(outcome.row), delivery };
+  }
+
+  return {
+    async listPolicies<K extends PolicyKind>(kind: K): Promise<PolicyList<K>> {
+      const rows = await db.select().from(policies).where(eq(policies.kind, kind));
+      const level = (row: PolicyRow) => LEVEL_ORDER[scopeLevel(row.scope as PolicyScope)];
+      rows.sort((a, b) => level(a) - level(b) || (a.scopeKey < b.scopeKey ? -1 : a.scopeKey > b.scopeKey ? 1 : 0));
+      const builtIn: PolicyBodies = { pools: BUILT_IN_POOLS, network: BUILT_IN_NETWORK, indicators: { indicators: [...BUILT_IN_INDICATORS] } };
+      return { kind, policies: rows.map(toView) as PolicyView<K>[], builtInDefault: builtIn[kind] };
+    },
+
+    async putPolicy<K extends PolicyKind>(actor: Actor, kind: K, input: unknown): Promise<PolicyChange<K>> {
+      const { scope: givenScope, ...body } = parseInput(kind, input); // HW-POLICY-1
+      const scope = normalizeScope(givenScope);
+      const key = scopeKey(scope);
+      return change(actor, kind, async (tx, now) => {
+        const at = new Date(now);
+        const existing = await tx.select().from(policies).where(eq(policies.kind, kind));
+        for (const row of existing) {
+          if (row.scopeKey === key) continue;
+          // A device in two groups would have two "most specific" policies: refuse rather than guess.
+          const shared = firstSharedDevice(scope, row.scope as PolicyScope);
+          if (shared) throw new ConflictError(`device ${shared} is already in ${kind} policy ${row.id}; delete that policy or leave the device out`);
+        }
+        const version = await nextVersion(tx);
+        const previous = existing.find((row) => row.scopeKey === key);
+        let row: PolicyRow;
+        if (previous) {
+          [row] = (await tx
+            .update(policies)
+            .set({ scope, body, version, updatedAt: at, updatedBy: actor })
+            .where(eq(policies.id, previous.id))
+            .returning()) as [PolicyRow];
+        } else {
+          [row] = (await tx
+            .insert(policies)
+            .values({ id: newId("pol"), kind, scopeKey: key, scope, body, version, createdAt: at, updatedAt: at, updatedBy: actor })
+            .returning()) as [PolicyRow];
+        }
+        await recordAudit(tx, [{ actor, action: `policy.${kind}.put`, target: row.id, detail: { scope, version, previousVersion: previous?.version ?? null, body } }], at);
+        return { row, scope, version };
+      }) as Promise<PolicyChange<K>>;
+    },
+
+    async deletePolicy(actor, kind, id) {
+      return change(actor, kind, async (tx, now) => {
+        const [row] = await tx.delete(policies).where(and(eq(policies.id, id), eq(policies.kind, kind))).returning();
+        if (!row) throw new NotFoundError(`${kind} policy`, id);
+        const version = await nextVersion(tx);
+        await recordAudit(tx, [{ actor, action: `policy.${kind}.delete`, target: row.id, detail: { scope: row.scope, version, deletedVersion: row.version } }], new Date(now));
+        return { row, scope: row.scope as PolicyScope, version };
+      });
+    },
+
+    async devicePolicy(deviceId): Promise<DevicePolicyView> {
+      const [device] = await db.select({ id: devices.id, model: devices.model }).from(devices).where(eq(devices.id, deviceId));
+      if (!device) throw new NotFoundError("device", deviceId);
+      const effective = resolvePolicy(await loadIndex(db), device);
+      const [delivered] = await db.select().from(devicePolicies).where(eq(devicePolicies.deviceId, deviceId));
+      const current = delivered?.deliveredHash === effective.hash;
+      return {
+        deviceId,
+        model: device.model,
+        policy: effective.content,
+        sources: effective.sources,
+        hash: effective.hash,
+        delivered: delivered
+          ? { version: delivered.deliveredVersion, seq: delivered.deliveredSeq, at: delivered.deliveredAt.toISOString(), current }
+          : null,
+        acked: delivered?.ackedVersion != null ? { version: delivered.ackedVersion, at: delivered.ackedAt?.toISOString() ?? null } : null,
+        lastFailure: delivered?.lastFailure ?? null,
+        upToDate: current && delivered !== undefined && (delivered.ackedVersion ?? 0) >= delivered.deliveredVersion,
+      };
+    },
+
+    async deliverOnHello(deviceId) {
+      const now = ctx.now();
+      const issued = await db.transaction(async (tx) => {
+        const row = await lockDevice(tx, deviceId);
+        if (!row || row.enrollment !== "accepted") return false;
+        const effective = resolvePolicy(await loadIndex(tx), row);
+        const [delivered] = await tx.select().from(devicePolicies).where(eq(devicePolicies.deviceId, deviceId));
+        let due = !delivered || delivered.deliveredHash !== effective.hash;
+        if (!due && delivered && (delivered.ackedVersion ?? 0) < delivered.deliveredVersion) {
+          // Sent but never acknowledged (expired, or failed): send again unless a live command is on its way.
+          const [pending] = await tx
+            .select({ seq: commands.seq })
+            .from(commands)
+            .where(and(eq(commands.deviceId, deviceId), eq(commands.action, "set-policy"), eq(commands.status, "pending"), gt(commands.expiresAt, new Date(now))))
+            .limit(1);
+          due = !pending;
+        }
+        if (!due) return false;
+        // A fresh version even for the same content: the agent refuses a version <= the one it stores.
+        return (await issuePolicies(tx, [row], POLICY_ACTOR, null, now, true)).devices > 0;
+      });
+      return issued;
+    },
+
+    async recordAck(ack: Ack) {
+      if (ack.action !== "set-policy") return;
+      const [command] = await db
+        .select({ params: commands.params })
+        .from(commands)
+        .where(and(eq(commands.deviceId, ack.deviceId), eq(commands.seq, ack.seq)));
+      const version = (command?.params as { version?: unknown } | undefined)?.version;
+      if (typeof version !== "number" || !Number.isSafeInteger(version)) return;
+      const at = new Date(ctx.now());
+      if (ack.status === "done") {
+        await db
+          .update(devicePolicies)
+          .set({ ackedVersion: version, ackedAt: at, lastFailure: null })
+          .where(and(eq(devicePolicies.deviceId, ack.deviceId), or(isNull(devicePolicies.ackedVersion), lt(devicePolicies.ackedVersion, version))));
+      } else {
+        await db
+          .update(devicePolicies)
+          .set({ lastFailure: `version ${version}: ${ack.reason ?? "failed without a reason"}` })
+          .where(eq(devicePolicies.deviceId, ack.deviceId));
+      }
+    },
+  };
+}
+
+/**
+ * The DeviceSideService with policy delivery around it: before a hello is handled, a due set-policy is issued
+ * (so the hello handler publishes it with the other pending commands, before the challenge); after a verified
+ * set-policy ack, the acked version is recorded. A policy failure is logged and never blocks the device.
+ */
+export function withPolicyDelivery(deviceSide: DeviceSideService, policy: PolicyService, logger: pino.Logger): DeviceSideService {
+  return new Proxy(deviceSide, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver);
+      if (property === "onHello") {
+        return async (hello: Parameters<DeviceSideService["onHello"]>[0]) => {
+          await policy.deliverOnHello(hello.deviceId).catch((error: unknown) => logger.error({ err: error, deviceId: hello.deviceId }, "policy delivery on hello failed"));
+          await target.onHello(hello);
+        };
+      }
+      if (property === "onAck") {
+        return async (ack: Ack) => {
+          await target.onAck(ack);
+          await policy.recordAck(ack).catch((error: unknown) => logger.error({ err: error, deviceId: ack.deviceId }, "recording the policy ack failed"));
+        };
+      }
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}

@@ -1,0 +1,188 @@
+/**
+ * The guard policy's shapes and their validation, used by the service (any caller) and the HTTP routes alike.
+ * Rule HW-POLICY-1: a policy is refused before anything is stored unless every pool URL is a stratum URL with a
+ * host and a port, every worker pattern is an anchored regular expression that compiles, every allowed host is a
+ * host or host:port, and every indicator names what it needs (a path or a pattern) — errors name the field.
+ */
+import { isIP } from "node:net";
+import { z } from "zod";
+import { deviceIdSchema } from "../../../shared/protocol/index.js";
+
+export const POLICY_KINDS = ["pools", "network", "indicators"] as const;
+export type PolicyKind = (typeof POLICY_KINDS)[number];
+
+export const MAX_POOL_URLS = 32;
+export const MAX_WORKER_PATTERNS = 32;
+export const MAX_ALLOWED_HOSTS = 256;
+export const MAX_INDICATORS = 256;
+export const MAX_SCOPE_DEVICES = 10_000;
+export const MAX_PATTERN_CHARS = 256;
+
+/** Stratum V1 over TCP or TLS and Stratum V2 (`stratum2+tcp://host:port/<authority key>`). */
+export const POOL_URL_SCHEMES = ["stratum+tcp:", "stratum+ssl:", "stratum2+tcp:", "stratum2+ssl:"] as const;
+
+function poolUrlProblem(value: string): string | null {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return "must be a URL such as stratum+tcp://pool.example.com:3333";
+  }
+  if (!(POOL_URL_SCHEMES as readonly string[]).includes(url.protocol)) {
+    return `scheme ${url.protocol} is not one of ${POOL_URL_SCHEMES.map((s) => s.slice(0, -1)).join(", ")}`;
+  }
+  if (!url.hostname) return "must name a host";
+  if (!url.port) return "must name a port (stratum has no default port)";
+  // Worker names and passwords belong in the miner's config, never in the policy the whole group shares.
+  if (url.username || url.password) return "must not carry a user or password";
+  if (url.search || url.hash) return "must not carry a query or fragment";
+  return null;
+}
+
+/** `^` at the start and an unescaped `$` at the end: the agent matches the whole worker name, not a part of it. */
+export function isAnchored(source: string): boolean {
+  if (!source.startsWith("^") || !source.endsWith("$")) return false;
+  let backslashes = 0;
+  for (let i = source.length - 2; i >= 0 && source[i] === "\\"; i--) backslashes++;
+  return backslashes % 2 === 0;
+}
+
+function compileProblem(source: string): string | null {
+  try {
+    new RegExp(source);
+    return null;
+  } catch (error) {
+    return `does not compile as a regular expression: ${(error as Error).message}`;
+  }
+}
+
+const refineWith =
+  (problem: (value: string) => string | null) =>
+  (value: string, ctx: z.RefinementCtx): void => {
+    const message = problem(value);
+    if (message) ctx.addIssue({ code: "custom", message });
+  };
+
+export const poolUrlSchema = z.string().trim().min(1).max(512).superRefine(refineWith(poolUrlProblem));
+
+export const workerPatternSchema = z
+  .string()
+  .min(2)
+  .max(MAX_PATTERN_CHARS)
+  .superRefine(refineWith((value) => (isAnchored(value) ? compileProblem(value) : "must be anchored: start with ^ and end with $")));
+
+const regexSourceSchema = z.string().min(1).max(MAX_PATTERN_CHARS).superRefine(refineWith(compileProblem));
+
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+function hostProblem(value: string): string | null {
+  const bad = "must be a host name, an IP address, host:port or [IPv6]:port";
+  if (isIP(value) === 6) return null;
+  const bracketed = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(value);
+  let host: string;
+  let port: string | undefined;
+  if (bracketed) {
+    if (isIP(bracketed[1] ?? "") !== 6) return bad;
+    host = bracketed[1] ?? "";
+    port = bracketed[2];
+  } else {
+    const colon = value.lastIndexOf(":");
+    host = colon === -1 ? value : value.slice(0, colon);
+    port = colon === -1 ? undefined : value.slice(colon + 1);
+    if (!HOSTNAME.test(host)) return bad;
+  }
+  if (port !== undefined && (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535)) return "port must be 1-65535";
+  return null;
+}
+
+export const allowedHostSchema = z.string().trim().min(1).max(260).superRefine(refineWith(hostProblem));
+
+export const INDICATOR_KINDS = ["file-present", "hosts-entry", "unexpected-executable", "reappearing-file"] as const;
+
+const absolutePath = z.string().min(2).max(1024).regex(/^\/[^\0]*$/, "must be an absolute path");
+
+export const indicatorSchema = z
+  .strictObject({
+    id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "must be 1-64 lowercase letters, digits, '.', '_' or '-'"),
+    kind: z.enum(INDICATOR_KINDS),
+    /** file-present / reappearing-file: the file; unexpected-executable: the directory to look in. */
+    path: absolutePath.optional(),
+    /** hosts-entry: matched against each host name in /etc/hosts. */
+    pattern: regexSourceSchema.optional(),
+    severity: z.enum(["warning", "critical"]),
+    description: z.string().min(1).max(512),
+  })
+  .superRefine((indicator, ctx) => {
+    const needsPath = indicator.kind !== "hosts-entry";
+    if (needsPath && indicator.path === undefined) ctx.addIssue({ code: "custom", path: ["path"], message: `a ${indicator.kind} indicator needs a path` });
+    if (!needsPath && indicator.pattern === undefined) ctx.addIssue({ code: "custom", path: ["pattern"], message: "a hosts-entry indicator needs a pattern" });
+  });
+export type Indicator = z.infer<typeof indicatorSchema>;
+
+const uniqueIds = (indicators: Indicator[], ctx: z.RefinementCtx): void => {
+  const seen = new Set<string>();
+  indicators.forEach((indicator, index) => {
+    if (seen.has(indicator.id)) ctx.addIssue({ code: "custom", path: [index, "id"], message: `duplicate indicator id ${indicator.id}` });
+    seen.add(indicator.id);
+  });
+};
+
+export const indicatorListSchema = z.array(indicatorSchema).max(MAX_INDICATORS).superRefine(uniqueIds);
+
+/**
+ * Who a policy applies to: `{}` the whole fleet (default), `{ model }` every device of that model, `{ deviceIds }`
+ * an explicit group. The most specific applies: device group > model > default (HW-POLICY-3).
+ */
+export const policyScopeSchema = z
+  .strictObject({
+    model: z.string().min(1).max(128).optional(),
+    deviceIds: z.array(deviceIdSchema).min(1).max(MAX_SCOPE_DEVICES).optional(),
+  })
+  .refine((scope) => scope.model === undefined || scope.deviceIds === undefined, {
+    message: "give model or deviceIds, not both",
+    path: ["deviceIds"],
+  });
+export type PolicyScope = z.infer<typeof policyScopeSchema>;
+
+export const poolPolicyBodySchema = z.strictObject({
+  allowedUrls: z.array(poolUrlSchema).min(1).max(MAX_POOL_URLS),
+  workerPatterns: z.array(workerPatternSchema).max(MAX_WORKER_PATTERNS).default([]),
+});
+export const networkPolicyBodySchema = z.strictObject({
+  allowedHosts: z.array(allowedHostSchema).max(MAX_ALLOWED_HOSTS),
+});
+export const indicatorPolicyBodySchema = z.strictObject({
+  indicators: indicatorListSchema,
+});
+
+export type PoolPolicyBody = z.infer<typeof poolPolicyBodySchema>;
+export type NetworkPolicyBody = z.infer<typeof networkPolicyBodySchema>;
+export type IndicatorPolicyBody = z.infer<typeof indicatorPolicyBodySchema>;
+
+export interface PolicyBodies {
+  pools: PoolPolicyBody;
+  network: NetworkPolicyBody;
+  indicators: IndicatorPolicyBody;
+}
+
+const scopeField = { scope: policyScopeSchema.default({}) };
+/** PUT bodies: the scope plus the kind's fields. */
+export const policyInputSchemas = {
+  pools: poolPolicyBodySchema.extend(scopeField),
+  network: networkPolicyBodySchema.extend(scopeField),
+  indicators: indicatorPolicyBodySchema.extend(scopeField),
+} as const;
+export type PolicyInput<K extends PolicyKind> = z.input<(typeof policyInputSchemas)[K]>;
+
+/**
+ * The `set-policy` command's params (the wire contract with the agent, agent/src/policy). The command is signed
+ * by the plane's command key, so the params are plain. An empty `pools.allowedUrls` means no pool policy is set
+ * for the device: the pool guards have nothing to compare with.
+ */
+export const setPolicyParamsSchema = z.strictObject({
+  version: z.number().int().positive(),
+  pools: z.strictObject({ allowedUrls: z.array(z.string()), workerPatterns: z.array(z.string()) }),
+  network: z.strictObject({ allowedHosts: z.array(z.string()) }),
+  indicators: z.array(indicatorSchema),
+});
+export type SetPolicyParams = z.infer<typeof setPolicyParamsSchema>;
