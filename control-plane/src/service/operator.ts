@@ -455,7 +455,7 @@ export function createOperatorService(ctx: ServiceContext): ControlPlaneService 
             model: input.model,
             firmwareVersion: input.firmwareVersion,
             status: "proposed",
-            source: "registered",
+            source: input.source === "release" ? "release" : "registered",
             measurements,
             createdAt: at,
           })

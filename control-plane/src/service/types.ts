@@ -204,7 +204,8 @@ export interface ControlPlaneService {
   // Reference values.
   registerReferenceValues(
     actor: Actor,
-    input: { model: string; firmwareVersion: string; measurements: ReferenceMeasurement[] },
+    /** source "release": from signed release metadata (control-plane/src/tuf); default "registered". */
+    input: { model: string; firmwareVersion: string; measurements: ReferenceMeasurement[]; source?: "registered" | "release" },
   ): Promise<ReferenceValueSet>;
   captureReferenceValues(actor: Actor, deviceId: string): Promise<ReferenceValueSet>;
   approveReferenceValues(actor: Actor, id: string): Promise<ReferenceValueSet>;
