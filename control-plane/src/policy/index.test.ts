@@ -84,7 +84,7 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
     }
 
     it("refuses invalid policies naming the field, storing nothing", async () => {
-      const cases: Array<[string, unknown, unknown, string]> = [
+      const cases: Array<[string, string, unknown, string]> = [
         ["pools", "http url", { allowedUrls: ["http://pool.example.com:80"] }, "allowedUrls.0"],
         ["pools", "no port", { allowedUrls: ["stratum+tcp://pool.example.com"] }, "allowedUrls.0"],
         ["pools", "credentials", { allowedUrls: ["stratum+tcp://me:pw@pool.example.com:3333"] }, "allowedUrls.0"],
