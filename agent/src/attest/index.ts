@@ -3,7 +3,7 @@
  * measurement list, signed with the device key over canonical JSON. The evidence seq is taken from the
  * persisted state (incremented and written BEFORE the evidence leaves) so it never repeats across crashes.
  */
-import { encodePayload, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, signObject, type Evidence } from "../../../shared/index.js";
+import { encodePayload, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, signObject, type Evidence, type Finding } from "../../../shared/index.js";
 import type { Logger } from "../log/index.js";
 import { measure } from "../measure/index.js";
 import type { Platform } from "../platform/index.js";
@@ -27,6 +27,8 @@ export interface AttesterDeps {
   now: () => number;
   log: Logger;
   execPath?: string;
+  /** The guards' current findings (issue 4), carried in every evidence once the guards have run. */
+  findings?: () => Finding[] | null;
 }
 
 export class Attester {
@@ -43,6 +45,7 @@ export class Attester {
       ...(d.execPath ? { execPath: d.execPath } : {}),
     });
     if (truncated > 0) d.log.error({ truncated }, "measurement list over the evidence cap; tail left out");
+    const findings = d.findings?.() ?? null;
     const seq = d.state.nextEvidenceSeq();
     const evidence = signObject(
       {
@@ -58,6 +61,7 @@ export class Attester {
         agentVersion: d.agentVersion,
         bootId: d.bootId,
         measurements,
+        ...(findings ? { findings } : {}),
       },
       d.privateKey,
     );

@@ -23,6 +23,7 @@ import {
 import type { Logger } from "../log/index.js";
 import { createEvent, type EventKind, type EventSeverity, type OutboxMessage } from "../outbox/index.js";
 import type { Platform } from "../platform/index.js";
+import { executeSetPolicy, type PolicyTarget } from "../policy/index.js";
 import type { Containment, StateStore } from "../state/index.js";
 
 export interface CommandDeps {
@@ -39,6 +40,8 @@ export interface CommandDeps {
   attestNow: (nonce: string | null) => Promise<void>;
   now: () => number;
   log: Logger;
+  /** set-policy: the guard policy store (absent: the action fails with a reason). */
+  policy?: PolicyTarget;
 }
 
 export type CommandOutcome =
@@ -120,6 +123,8 @@ export class CommandHandler {
           await this.deps.attestNow(nonce.success ? nonce.data : null);
           return { status: "done", containment: before };
         }
+        case "set-policy":
+          return { ...executeSetPolicy(command.params, this.deps.policy), containment: before };
         default:
           return { status: "failed", containment: before, reason: `unsupported action ${command.action}` };
       }

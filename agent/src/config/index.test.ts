@@ -51,7 +51,7 @@ describe("agent config", () => {
     [{ measure: { paths: ["/firmware/../etc"] } }, "measure.paths.0", "/firmware/../etc"],
     [{ reconnectMinMs: 5000, reconnectMaxMs: 1000 }, "reconnectMaxMs", "1000"],
     [{ logLevel: "loud" }, "logLevel", "loud"],
-    [{ platform: { kind: "antminer", root: "/" } }, "platform.kind", "antminer"],
+    [{ platform: { kind: "whatsminer", root: "/" } }, "platform.kind", "whatsminer"],
   ])("names the option and value for %j", (override, option, value) => {
     const error = configError(() => parseAgentConfig({ ...base, ...override }));
     expect(error.option).toBe(option);

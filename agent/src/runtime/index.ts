@@ -20,6 +20,8 @@ import { loadOrCreateIdentity, type DeviceIdentity } from "../identity/index.js"
 import type { Logger } from "../log/index.js";
 import { createEvent, Outbox, type EventKind, type EventSeverity, type OutboxMessage } from "../outbox/index.js";
 import { createPlatform, type Platform } from "../platform/index.js";
+import { createGuardRunner, type Finding, type GuardRunner, type LookupAll } from "../guards/index.js";
+import { PolicyStore } from "../policy/index.js";
 import { MqttSession } from "../session/index.js";
 import { StateStore } from "../state/index.js";
 import { AGENT_VERSION } from "../version/index.js";
@@ -32,6 +34,8 @@ export interface AgentDeps {
   /** Overrides process.execPath for the "@agent" measurement. */
   execPath?: string;
   agentVersion?: string;
+  /** DNS for the guards (tests resolve pool names without a network). */
+  lookup?: LookupAll;
 }
 
 /** Exit codes of `hashward-agent run`. */
@@ -68,6 +72,9 @@ export class Agent {
   readonly outbox: Outbox;
   readonly attester: Attester;
   readonly commands: CommandHandler;
+  readonly policy: PolicyStore;
+  /** Miner guards (null when guards.enabled is false). */
+  readonly guards: GuardRunner | null;
   session: MqttSession | null = null;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -111,6 +118,20 @@ export class Agent {
       log: this.log,
       overflowEvent: (dropped) => createEvent(deviceId, keyPair.privateKey, "outbox-overflow", "warning", { dropped, maxEvents: config.outboxMaxEvents }, this.now()),
     });
+    this.policy = PolicyStore.open(config.stateDir);
+    this.guards = createGuardRunner({
+      config,
+      platform: this.platform,
+      policy: this.policy,
+      log: this.log,
+      controlPlaneUrls: () => [config.controlPlaneUrl, ...(this.mqttUrl ? [this.mqttUrl] : [])],
+      minerStopped: () => this.state.containment === "quarantined",
+      // HW-GUARD-2: evidence when the set of findings changes, one signed guard-alert per new finding.
+      onFindingsChanged: () => void this.sendEvidence("guard", null),
+      onNewFinding: (f) => this.guardAlert(f),
+      onEnforced: (actions) => this.event("guard-alert", "warning", { guard: "enforcement", subject: "board", tier: "warning", message: "restored approved settings", actions }),
+      ...(deps.lookup ? { lookup: deps.lookup } : {}),
+    });
     this.attester = new Attester({
       deviceId,
       privateKey: keyPair.privateKey,
@@ -125,6 +146,7 @@ export class Agent {
       now: this.now,
       log: this.log,
       ...(deps.execPath ? { execPath: deps.execPath } : {}),
+      findings: () => this.guards?.findings ?? null,
     });
     this.commands = new CommandHandler({
       deviceId,
@@ -136,6 +158,7 @@ export class Agent {
       attestNow: (nonce) => this.sendEvidence(nonce ? "challenge" : "timer", nonce),
       now: this.now,
       log: this.log,
+      policy: { store: this.policy, now: this.now, onApplied: () => void this.guards?.runNow() },
     });
     this.fetchImpl = deps.fetch;
   }
@@ -208,6 +231,7 @@ export class Agent {
     });
     this.session.start();
 
+    this.guards?.start(this.config.guards.intervalMs);
     this.timers.push(setInterval(() => void this.heartbeat(), this.config.heartbeatIntervalMs));
     this.timers.push(setInterval(() => void this.sendEvidence("timer", null), this.config.attestIntervalMs));
     if (this.config.watch && this.config.measure.paths.length > 0) {
@@ -225,6 +249,7 @@ export class Agent {
 
   async stop(code: number = EXIT.ok): Promise<void> {
     this.abort.abort();
+    this.guards?.stop();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.watcher?.close();
@@ -296,12 +321,19 @@ export class Agent {
           uptimeMs: Math.max(0, Math.round(this.now() - this.startedAtMs)),
           containment: this.state.containment,
           outboxDepth: this.outbox.depth,
+          ...(this.guards?.telemetry ? { telemetry: this.guards.telemetry } : {}),
         },
         0,
       );
     } catch (error) {
       this.log.debug({ err: String(error) }, "heartbeat not sent");
     }
+  }
+
+  private guardAlert(f: Finding): void {
+    const { guard, subject, tier, expected, seen, message } = f;
+    const detail = { guard, subject, tier, message, ...(expected !== undefined ? { expected } : {}), ...(seen !== undefined ? { seen } : {}) };
+    this.event("guard-alert", tier === "contraindicated" ? "critical" : "warning", detail);
   }
 
   private event(kind: EventKind, severity: EventSeverity, detail: Record<string, unknown>): void {
