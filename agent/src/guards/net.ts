@@ -109,7 +109,7 @@ export function parseEndpoint(text: string): { host: string; port?: number } | n
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(t)) {
     try {
       const url = new URL(t);
-      const host = url.hostname.replace(/^\[|\]$/g, "");
+      const host = url.hostname.replace(/^\[|\]$/g, "").toLowerCase();
       const port = url.port ? Number(url.port) : DEFAULT_PORTS[url.protocol];
       return host ? { host, ...(port ? { port } : {}) } : null;
     } catch {

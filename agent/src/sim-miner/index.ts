@@ -66,7 +66,8 @@ export class SimMiner {
   }
 
   async start(): Promise<number> {
-    this.server = createServer((socket) => this.onConnection(socket));
+    // Half-open: a client that sends and shuts down its side still gets the answer (and a "hang" stays silent).
+    this.server = createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
     await new Promise<void>((resolve) => this.server!.listen(this.opts.port ?? 0, this.opts.host ?? "127.0.0.1", resolve));
     this.port = (this.server.address() as AddressInfo).port;
     return this.port;

@@ -1,0 +1,218 @@
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { SimulatedBoard } from "../platform/index.js";
+import type { GuardPolicy } from "../policy/index.js";
+import { formatProcNetTcp } from "../sim-miner/index.js";
+import { tempDir } from "../testing/index.js";
+import {
+  apiExposureGuard,
+  connectionGuard,
+  findingKey,
+  HostResolver,
+  IndicatorMemory,
+  indicatorGuard,
+  listeningGuard,
+  normalizeIp,
+  parseEndpoint,
+  parseMinerConfig,
+  parseProcNetTcp,
+  platformReader,
+  poolConfigGuard,
+  poolLiveGuard,
+  wideApiAllowEntries,
+} from "./index.js";
+
+const policy: GuardPolicy = {
+  version: 1,
+  pools: { allowedUrls: ["stratum+tcp://pool.example.net:3333"], workerPatterns: ["farm\\.worker\\d+"] },
+  network: { allowedHosts: ["ntp.example.net:123", "10.9.9.9"] },
+  indicators: [],
+};
+
+describe("/proc/net/tcp parsing", () => {
+  it("decodes little-endian IPv4, IPv6 words, ports and states", () => {
+    const v4 = [
+      "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
+      "   0: 00000000:0FBC 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1234 1 0000000000000000 100 0 0 10 0",
+      "   1: 1401A8C0:9C40 420071CB:1B58 01 00000000:00000000 00:00000000 00000000     0        0 1235 1 0000000000000000 100 0 0 10 0",
+      "garbage line",
+    ].join("\n");
+    expect(parseProcNetTcp(v4)).toEqual([
+      { family: 4, localIp: "0.0.0.0", localPort: 4028, remoteIp: "0.0.0.0", remotePort: 0, state: "LISTEN" },
+      { family: 4, localIp: "192.168.1.20", localPort: 40000, remoteIp: "203.113.0.66", remotePort: 7000, state: "ESTABLISHED" },
+    ]);
+    // ::1 and ::ffff:203.0.113.66 as the kernel prints them (each 32-bit word little-endian)
+    const v6 = "   0: 00000000000000000000000001000000:0016 0000000000000000FFFF0000427100CB:0050 01 00000000:00000000\n";
+    expect(parseProcNetTcp(v6)).toEqual([{ family: 6, localIp: "0:0:0:0:0:0:0:1", localPort: 22, remoteIp: "203.0.113.66", remotePort: 80, state: "ESTABLISHED" }]);
+  });
+
+  it("round-trips the simulated formatter", () => {
+    const sockets = parseProcNetTcp(
+      formatProcNetTcp([{ local: "[2001:db8::5]:40000", remote: "[2001:db8::66]:7000", state: "ESTABLISHED" }, { local: "[::]:22", state: "LISTEN" }], 6),
+    );
+    expect(sockets).toEqual([
+      { family: 6, localIp: normalizeIp("2001:db8::5"), localPort: 40000, remoteIp: normalizeIp("2001:db8::66"), remotePort: 7000, state: "ESTABLISHED" },
+      { family: 6, localIp: "0:0:0:0:0:0:0:0", localPort: 22, remoteIp: "0:0:0:0:0:0:0:0", remotePort: 0, state: "LISTEN" },
+    ]);
+  });
+
+  it("normalises addresses and parses endpoints", () => {
+    expect(normalizeIp("::ffff:10.0.0.1")).toBe("10.0.0.1");
+    expect(normalizeIp("2001:DB8::1")).toBe("2001:db8:0:0:0:0:0:1");
+    expect(parseEndpoint("stratum+tcp://Pool.Example.net:3333")).toEqual({ host: "pool.example.net", port: 3333 });
+    expect(parseEndpoint("https://plane.example")).toEqual({ host: "plane.example", port: 443 });
+    expect(parseEndpoint("[2001:db8::1]:7000")).toEqual({ host: "2001:db8::1", port: 7000 });
+    expect(parseEndpoint("auth.minerlink.com")).toEqual({ host: "auth.minerlink.com" });
+    expect(parseEndpoint("not a host")).toBeNull();
+  });
+
+  it("resolver: caches answers, times out, keeps the last good answer through an outage", async () => {
+    let calls = 0;
+    let now = 0;
+    let mode: "ok" | "fail" | "hang" = "ok";
+    const resolver = new HostResolver({
+      now: () => now,
+      ttlMs: 1000,
+      negativeTtlMs: 500,
+      timeoutMs: 50,
+      lookup: async () => {
+        calls += 1;
+        if (mode === "fail") throw new Error("SERVFAIL");
+        if (mode === "hang") return new Promise<string[]>(() => undefined);
+        return ["198.51.100.7", "::ffff:198.51.100.8"];
+      },
+    });
+    expect(await resolver.resolve("pool.example.net")).toEqual(["198.51.100.7", "198.51.100.8"]);
+    expect(await resolver.resolve("POOL.example.net")).toEqual(["198.51.100.7", "198.51.100.8"]);
+    expect(calls).toBe(1);
+    expect(await resolver.resolve("10.0.0.1")).toEqual(["10.0.0.1"]);
+    now = 2000;
+    mode = "hang";
+    expect(await resolver.resolve("pool.example.net")).toEqual(["198.51.100.7", "198.51.100.8"]);
+    mode = "fail";
+    expect(await resolver.resolve("other.example")).toEqual([]);
+  });
+});
+
+describe("pool guards", () => {
+  const config = (pools: unknown, extra: Record<string, unknown> = {}) => parseMinerConfig("/config/cgminer.conf", JSON.stringify({ pools, ...extra }));
+
+  it("a clean config yields nothing; a rewritten URL or worker names the exact difference", () => {
+    expect(poolConfigGuard([config([{ url: "stratum+tcp://POOL.example.net:3333/", user: "farm.worker7", pass: "x" }])], policy)).toEqual([]);
+    const findings = poolConfigGuard(
+      [config([{ url: "stratum+tcp://pool.example.net:3333", user: "thief.1", pass: "x" }, { url: "stratum+tcp://evil.example:3333", user: "farm.worker1", pass: "x" }])],
+      policy,
+    );
+    expect(findings).toEqual([
+      expect.objectContaining({ guard: "pool-config", claim: "configuration", tier: "contraindicated", subject: "/config/cgminer.conf#pools[0]", expected: { workerPatterns: ["farm\\.worker\\d+"] }, seen: { url: "stratum+tcp://pool.example.net:3333", user: "thief.1" } }),
+      expect.objectContaining({ subject: "/config/cgminer.conf#pools[1]", expected: { allowedUrls: policy.pools.allowedUrls }, seen: { url: "stratum+tcp://evil.example:3333", user: "farm.worker1" } }),
+    ]);
+  });
+
+  it("worker patterns are anchored", () => {
+    const f = poolConfigGuard([config([{ url: "stratum+tcp://pool.example.net:3333", user: "evil.farm.worker1.x", pass: "" }])], policy);
+    expect(f).toHaveLength(1);
+  });
+
+  it("an unparseable config is a warning", () => {
+    expect(poolConfigGuard([parseMinerConfig("/config/bmminer.conf", "{nope")], policy)).toEqual([expect.objectContaining({ tier: "warning", subject: "/config/bmminer.conf" })]);
+  });
+
+  it("live pools: every unapproved pool, marked active when it hashes", () => {
+    const live = [
+      { index: 0, url: "stratum+tcp://pool.example.net:3333", user: "farm.worker1", status: "Alive", priority: 1, active: false },
+      { index: 1, url: "stratum+tcp://evil.example:3333", user: "thief", status: "Alive", priority: 0, active: true },
+    ];
+    expect(poolLiveGuard(live, policy)).toEqual([expect.objectContaining({ guard: "pool-live", subject: "stratum+tcp://evil.example:3333", seen: { url: "stratum+tcp://evil.example:3333", user: "thief", active: true } })]);
+  });
+});
+
+describe("API exposure guard", () => {
+  const cfg = (extra: Record<string, unknown>) => parseMinerConfig("/config/bmminer.conf", JSON.stringify({ pools: [], "api-listen": true, ...extra }));
+  it("flags anything wider than localhost, and api-network without api-allow", () => {
+    expect(wideApiAllowEntries("W:127.0.0.1")).toEqual([]);
+    expect(wideApiAllowEntries("A:0/0,W:*")).toEqual(["A:0/0", "W:*"]);
+    expect(apiExposureGuard([cfg({ "api-allow": "W:127.0.0.1" })])).toEqual([]);
+    expect(apiExposureGuard([cfg({ "api-allow": "R:10.0.0.0/8,W:127.0.0.1" })])).toEqual([expect.objectContaining({ guard: "api-exposure", tier: "warning", expected: "W:127.0.0.1", seen: "R:10.0.0.0/8,W:127.0.0.1" })]);
+    expect(apiExposureGuard([cfg({ "api-network": true })])).toHaveLength(1);
+    expect(apiExposureGuard([cfg({ "api-listen": false, "api-allow": "A:0/0" })])).toEqual([]);
+  });
+});
+
+describe("connection and listening guards", () => {
+  const sockets = parseProcNetTcp(
+    formatProcNetTcp(
+      [
+        { local: "0.0.0.0:4028", state: "LISTEN" },
+        { local: "0.0.0.0:8888", state: "LISTEN" },
+        { local: "127.0.0.1:5555", state: "LISTEN" },
+        { local: "192.168.1.20:4028", remote: "192.168.1.99:51000", state: "ESTABLISHED" }, // inbound API client
+        { local: "192.168.1.20:40001", remote: "198.51.100.7:3333", state: "ESTABLISHED" }, // the pool
+        { local: "192.168.1.20:40002", remote: "10.9.9.9:443", state: "ESTABLISHED" }, // allowlisted by IP
+        { local: "192.168.1.20:40003", remote: "203.0.113.66:7000", state: "ESTABLISHED" }, // Antbleed
+        { local: "192.168.1.20:40004", remote: "203.0.113.66:7000", state: "ESTABLISHED" },
+        { local: "192.168.1.20:40005", remote: "198.51.100.7:4444", state: "ESTABLISHED" }, // pool IP, wrong port
+        { local: "127.0.0.1:40006", remote: "127.0.0.1:4028", state: "ESTABLISHED" },
+      ],
+      4,
+    ),
+  );
+  const approved = [
+    { label: "pool.example.net:3333", ips: ["198.51.100.7"], port: 3333 },
+    { label: "10.9.9.9", ips: ["10.9.9.9"] },
+  ];
+
+  it("reports each unknown outbound destination once", () => {
+    const f = connectionGuard(sockets, approved);
+    expect(f.map((x) => x.subject)).toEqual(["203.0.113.66:7000", "198.51.100.7:4444"]);
+    expect(f[0]).toMatchObject({ guard: "connection", claim: "runtime-opaque", tier: "contraindicated", expected: ["10.9.9.9", "pool.example.net:3333"] });
+  });
+
+  it("reports unexpected non-loopback listeners", () => {
+    expect(listeningGuard(sockets, [22, 80, 4028])).toEqual([expect.objectContaining({ guard: "listening-port", tier: "warning", subject: "0.0.0.0:8888", seen: 8888 })]);
+  });
+});
+
+describe("indicator guard", () => {
+  const cleanups: (() => void)[] = [];
+  afterEach(() => cleanups.splice(0).forEach((c) => c()));
+
+  it("matches file-present, hosts-entry, unexpected-executable and reappearing-file indicators", () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const root = join(dir.path, "board");
+    mkdirSync(join(root, "etc"), { recursive: true });
+    mkdirSync(join(root, "usr/bin"), { recursive: true });
+    writeFileSync(join(root, "etc/hosts"), "127.0.0.1 localhost\n203.0.113.66 auth.minerlink.com # Antbleed\n10.0.0.1 pool.evil.example\n");
+    writeFileSync(join(root, "usr/bin/build"), "#!/bin/sh\n");
+    chmodSync(join(root, "usr/bin/build"), 0o755);
+    writeFileSync(join(root, "usr/bin/readme"), "text\n");
+    const board = platformReader(new SimulatedBoard(root));
+    const memory = new IndicatorMemory(join(dir.path, "memory.json"));
+    const indicators: GuardPolicy["indicators"] = [
+      { id: "antbuild-preload", kind: "file-present", path: "/etc/ld.so.preload", severity: "critical", description: "Antbuild preload" },
+      { id: "antbleed", kind: "hosts-entry", pattern: ".*minerlink\\.com", severity: "critical", description: "Antbleed host" },
+      { id: "build", kind: "unexpected-executable", path: "/usr/bin", pattern: "build|ntpd2", severity: "critical", description: "Antbuild binary" },
+      { id: "cron", kind: "reappearing-file", path: "/etc/cron.hourly/x", severity: "warning", description: "dropper" },
+    ];
+    expect(indicatorGuard(indicators, board, memory).map((f) => f.subject)).toEqual(["/etc/hosts: auth.minerlink.com", "/usr/bin/build"]);
+    writeFileSync(join(root, "etc/ld.so.preload"), "/usr/lib/libsys.so\n");
+    mkdirSync(join(root, "etc/cron.hourly"));
+    writeFileSync(join(root, "etc/cron.hourly/x"), "x");
+    const second = indicatorGuard(indicators, board, memory);
+    expect(second.find((f) => f.subject === "/etc/ld.so.preload")).toMatchObject({ guard: "indicator", claim: "file-system", tier: "contraindicated", seen: "present" });
+    expect(second.find((f) => f.subject === "/etc/cron.hourly/x")).toMatchObject({ tier: "warning", seen: "seen" });
+    // removed, then back: "reappeared", remembered across a restart (a new memory on the same file)
+    rmSync(join(root, "etc/cron.hourly/x"));
+    expect(indicatorGuard(indicators, board, memory).some((f) => f.subject === "/etc/cron.hourly/x")).toBe(false);
+    writeFileSync(join(root, "etc/cron.hourly/x"), "x");
+    expect(indicatorGuard(indicators, board, new IndicatorMemory(join(dir.path, "memory.json"))).find((f) => f.subject === "/etc/cron.hourly/x")).toMatchObject({ seen: "reappeared" });
+  });
+
+  it("finding identity ignores the message", () => {
+    const base = { guard: "connection", claim: "runtime-opaque", tier: "contraindicated", subject: "a", seen: "a", message: "one" } as const;
+    expect(findingKey(base)).toBe(findingKey({ ...base, message: "two" }));
+    expect(findingKey(base)).not.toBe(findingKey({ ...base, seen: "b" }));
+  });
+});
