@@ -1,11 +1,13 @@
 /**
- * What applies when an operator has set nothing for a kind: no pool policy, an empty network allowlist (only the
- * approved pools and the control plane are expected destinations), and the built-in malware indicators below,
- * taken from real attacks on Antminer-class boards (ARCHITECTURE "Who uses it and what they fear").
+ * What applies when an operator has set nothing for a kind: an empty network allowlist (only the approved pools
+ * and the control plane are expected destinations) and the built-in malware indicators below, taken from real
+ * attacks on Antminer-class boards (ARCHITECTURE "Who uses it and what they fear"). There is no built-in pool
+ * policy: only an operator knows which pools are approved, and a device gets no policy until one applies to it.
+ *
+ * The agent matches `hosts-entry` patterns against the WHOLE host name, case-insensitively (`^(?:pattern)$`).
  */
-import type { Indicator, NetworkPolicyBody, PoolPolicyBody } from "./schemas.js";
+import type { Indicator, NetworkPolicyBody } from "./schemas.js";
 
-export const BUILT_IN_POOLS: PoolPolicyBody = { allowedUrls: [], workerPatterns: [] };
 export const BUILT_IN_NETWORK: NetworkPolicyBody = { allowedHosts: [] };
 
 /** Well-known public pool domains: an /etc/hosts entry for one of them redirects the hashrate (a pool hijack). */
@@ -43,7 +45,7 @@ export const BUILT_IN_INDICATORS: readonly Indicator[] = Object.freeze([
   {
     id: "antbleed-hosts",
     kind: "hosts-entry",
-    pattern: "(^|\\.)minerlink\\.com\\.?$",
+    pattern: "(?:.+\\.)?minerlink\\.com\\.?",
     // Warning, not critical: the public Antbleed mitigation is exactly such an entry pointing at 127.0.0.1.
     severity: "warning",
     description: "/etc/hosts names the Antbleed backdoor domain (auth.minerlink.com): redirected phone-home that can stop mining",
@@ -51,7 +53,7 @@ export const BUILT_IN_INDICATORS: readonly Indicator[] = Object.freeze([
   {
     id: "pool-domain-hosts",
     kind: "hosts-entry",
-    pattern: `(^|\\.)(${POOL_DOMAINS.join("|")})\\.?$`,
+    pattern: `(?:.+\\.)?(?:${POOL_DOMAINS.join("|")})\\.?`,
     severity: "critical",
     description: "/etc/hosts redirects a public pool's domain: the miner hashes for whoever that address belongs to",
   },

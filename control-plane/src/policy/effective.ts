@@ -5,7 +5,7 @@
  */
 import { canonicalize } from "../../../shared/canonical/index.js";
 import { sha256Hex } from "../../../shared/crypto/index.js";
-import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK, BUILT_IN_POOLS } from "./defaults.js";
+import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
 import type { Indicator, NetworkPolicyBody, PolicyBodies, PolicyKind, PolicyScope, PoolPolicyBody } from "./schemas.js";
 import { POLICY_KINDS } from "./schemas.js";
 
@@ -29,7 +29,8 @@ export interface PolicySource {
 
 /** The policy content a device gets (without the delivery version). */
 export interface PolicyContent {
-  pools: PoolPolicyBody;
+  /** null: no pool policy applies, so the device is sent no policy at all (HW-POLICY-3). */
+  pools: PoolPolicyBody | null;
   network: NetworkPolicyBody;
   indicators: Indicator[];
 }
@@ -39,6 +40,8 @@ export interface EffectivePolicy {
   sources: Record<PolicyKind, PolicySource>;
   /** sha256 of the canonical content: a delivery is due when it differs from the delivered one. */
   hash: string;
+  /** A pool policy applies: only then is the policy sent (the agent flags every pool outside allowedUrls). */
+  deliverable: boolean;
 }
 
 interface KindIndex {
@@ -99,7 +102,7 @@ export function resolvePolicy(index: PolicyIndex, device: { id: string; model: s
   const network = pick(index.network, device);
   const indicators = pick(index.indicators, device);
   const content: PolicyContent = {
-    pools: pools.record ? (pools.record.body as PoolPolicyBody) : BUILT_IN_POOLS,
+    pools: pools.record ? (pools.record.body as PoolPolicyBody) : null,
     network: network.record ? (network.record.body as NetworkPolicyBody) : BUILT_IN_NETWORK,
     indicators: indicators.record ? (indicators.record.body as PolicyBodies["indicators"]).indicators : [...BUILT_IN_INDICATORS],
   };
@@ -112,6 +115,7 @@ export function resolvePolicy(index: PolicyIndex, device: { id: string; model: s
     content,
     sources: { pools: source(pools), network: source(network), indicators: source(indicators) },
     hash: sha256Hex(canonicalize(content)),
+    deliverable: content.pools !== null,
   };
 }
 

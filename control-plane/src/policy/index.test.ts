@@ -80,7 +80,7 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
     function expectValidPolicyCommand(command: Command | undefined, deviceId: string) {
       expect(command).toBeDefined();
       verifyCommand(command!, commandKey.publicKey, { deviceId, lastSeq: command!.seq - 1, nowMs: clock });
-      return setPolicyParamsSchema.parse(command!.params);
+      return setPolicyParamsSchema.parse(command!.params).policy;
     }
 
     it("refuses invalid policies naming the field, storing nothing", async () => {
@@ -124,6 +124,17 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       const network = await policy.putPolicy(OPERATOR, "network", { scope: { model: "validation-only" }, allowedHosts: ["ntp.example.com", "10.0.0.5:123", "[2001:db8::1]:53", "2001:db8::2"] });
       expect(network.policy.version).toBeGreaterThan(pools.policy.version);
       expect(pools.delivery).toEqual({ version: null, devices: 0 });
+    });
+
+    it("sends no policy before a pool policy applies (the agent would flag every pool)", async () => {
+      const d = await device("S17");
+      publisher.sent.length = 0;
+      await policy.putPolicy(OPERATOR, "network", { allowedHosts: ["ntp.example.com"] });
+      await deviceSide.onHello(d.hello);
+      expect(publisher.policies(d.id)).toEqual([]);
+      expect(await policy.devicePolicy(d.id)).toMatchObject({ deliverable: false, delivered: null, policy: { pools: null, network: { allowedHosts: ["ntp.example.com"] } } });
+      expect((await policy.listPolicies("pools")).builtInDefault).toBeNull();
+      await policy.deletePolicy(OPERATOR, "network", (await policy.listPolicies("network")).policies[0]!.id);
     });
 
     it("delivers a fleet default to every accepted device as a signed set-policy, in one change", async () => {
@@ -191,6 +202,9 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       await expect(policy.deletePolicy(OPERATOR, "pools", group.policy.id)).rejects.toBeInstanceOf(NotFoundError);
       await expect(policy.deletePolicy(OPERATOR, "network", byModel.policy.id)).rejects.toBeInstanceOf(NotFoundError);
 
+      // The fleet default is the only pool policy of some devices: deleting it would leave them with a stale one.
+      const fleet = (await policy.listPolicies("pools")).policies[0]!;
+      await expect(policy.deletePolicy(OPERATOR, "pools", fleet.id)).rejects.toBeInstanceOf(ConflictError);
       const list = await policy.listPolicies("pools");
       expect(list.policies.map((p) => p.scope)).toEqual([{}, { model: "S21" }, { model: "validation-only" }]);
       expect((await policy.listPolicies("indicators")).builtInDefault).toEqual({ indicators: [...BUILT_IN_INDICATORS] });
@@ -236,7 +250,7 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       await deviceSide.onHello(d.hello);
       const third = publisher.policies(d.id)[0] as Command;
       const thirdParams = expectValidPolicyCommand(third, d.id);
-      expect(thirdParams.version).toBeGreaterThan((second.params as { version: number }).version);
+      expect(thirdParams.version).toBeGreaterThan((second.params as { policy: { version: number } }).policy.version);
       expect(thirdParams.indicators.map((i) => i.id)).toEqual([BUILT_IN_INDICATORS[0]!.id]);
       await deviceSide.onAck(d.ack(third));
       expect(await policy.devicePolicy(d.id)).toMatchObject({ acked: { version: thirdParams.version }, upToDate: true, lastFailure: null });

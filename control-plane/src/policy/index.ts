@@ -17,14 +17,14 @@ import { ConflictError, NotFoundError } from "../errors.js";
 import { issueCommands, publishCommands } from "../service/commands.js";
 import { chunks, type DeviceRow, lockDevice, lockDevices, newId, recordAudit, type ServiceContext, type Tx } from "../service/context.js";
 import type { Actor, DevicePublisher, DeviceSideService, ServiceOptions } from "../service/index.js";
-import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK, BUILT_IN_POOLS } from "./defaults.js";
+import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
 import { buildPolicyIndex, firstSharedDevice, normalizeScope, type PolicyRecord, resolvePolicy, scopeKey, scopeLevel } from "./effective.js";
-import { type PolicyBodies, type PolicyKind, type PolicyScope, policyInputSchemas, type SetPolicyParams } from "./schemas.js";
+import { type PolicyBodies, type PolicyKind, type PolicyScope, type PoolPolicyBody, policyInputSchemas, type SetPolicyParams } from "./schemas.js";
 import type { DevicePolicyView, PolicyChange, PolicyDelivery, PolicyList, PolicyService, PolicyView } from "./types.js";
 
 export * from "./types.js";
-export { BUILT_IN_INDICATORS, BUILT_IN_NETWORK, BUILT_IN_POOLS } from "./defaults.js";
-export { POLICY_KINDS, policyInputSchemas, setPolicyParamsSchema, type SetPolicyParams } from "./schemas.js";
+export { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
+export { guardPolicySchema, type GuardPolicy, POLICY_KINDS, policyInputSchemas, setPolicyParamsSchema, type SetPolicyParams } from "./schemas.js";
 
 const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
 /** pg_advisory_xact_lock key: policy writers take turns (group overlap checks and version order). */
@@ -113,6 +113,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     const groups = new Map<string, { effective: ReturnType<typeof resolvePolicy>; members: DeviceRow[] }>();
     for (const row of rows) {
       const effective = resolvePolicy(index, { id: row.id, model: row.model });
+      if (!effective.deliverable) continue;
       if (!force && delivered.get(row.id) === effective.hash) continue;
       const group = groups.get(effective.hash) ?? { effective, members: [] };
       group.members.push(row);
@@ -125,7 +126,8 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     const toPublish: Command[] = [];
     const deliveries: (typeof devicePolicies.$inferInsert)[] = [];
     for (const { effective, members } of groups.values()) {
-      const params: SetPolicyParams = { version: issuedVersion, ...effective.content };
+      const { pools, network, indicators } = effective.content;
+      const params: SetPolicyParams = { policy: { version: issuedVersion, pools: pools as PoolPolicyBody, network, indicators } };
       // supersede: an older pending set-policy is never worth delivering once a newer one exists.
       const issued = await issueCommands(ctx, tx, members, { action: "set-policy", params, actor, supersede: true }, now);
       toPublish.push(...issued.toPublish);
@@ -167,6 +169,22 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     return issuePolicies(tx, rows, actor, version, now);
   }
 
+  /**
+   * A device cannot be told "no pool policy" (the agent keeps its last one), so deleting the pool policy that is
+   * the last one covering an accepted device is refused: replace it instead. Runs after the delete, in its tx.
+   */
+  async function refuseOrphanedDevices(tx: Tx, deleted: PolicyRow): Promise<void> {
+    const scope = deleted.scope as PolicyScope;
+    const accepted = eq(devices.enrollment, "accepted");
+    const where = scope.deviceIds !== undefined ? and(accepted, inArray(devices.id, scope.deviceIds)) : scope.model !== undefined ? and(accepted, eq(devices.model, scope.model)) : accepted;
+    const covered = await tx.select({ id: devices.id, model: devices.model }).from(devices).where(where);
+    const index = await loadIndex(tx);
+    const orphan = covered.find((device) => !resolvePolicy(index, device).deliverable);
+    if (orphan) {
+      throw new ConflictError(`pools policy ${deleted.id} is the only pool policy of device ${orphan.id} (and maybe others); replace it with PUT instead of deleting it`);
+    }
+  }
+
   async function change(actor: Actor, kind: PolicyKind, write: (tx: Tx, now: number) => Promise<{ row: PolicyRow; scope: PolicyScope; version: number | null }>) {
     const now = ctx.now();
     const outcome = await db.transaction(async (tx) => {
@@ -186,8 +204,8 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
       const rows = await db.select().from(policies).where(eq(policies.kind, kind));
       const level = (row: PolicyRow) => LEVEL_ORDER[scopeLevel(row.scope as PolicyScope)];
       rows.sort((a, b) => level(a) - level(b) || (a.scopeKey < b.scopeKey ? -1 : a.scopeKey > b.scopeKey ? 1 : 0));
-      const builtIn: PolicyBodies = { pools: BUILT_IN_POOLS, network: BUILT_IN_NETWORK, indicators: { indicators: [...BUILT_IN_INDICATORS] } };
-      return { kind, policies: rows.map(toView) as PolicyView<K>[], builtInDefault: builtIn[kind] };
+      const builtIn: { [P in PolicyKind]: PolicyBodies[P] | null } = { pools: null, network: BUILT_IN_NETWORK, indicators: { indicators: [...BUILT_IN_INDICATORS] } };
+      return { kind, policies: rows.map(toView) as PolicyView<K>[], builtInDefault: builtIn[kind] as PolicyBodies[K] | null };
     },
 
     async putPolicy<K extends PolicyKind>(actor: Actor, kind: K, input: unknown): Promise<PolicyChange<K>> {
@@ -227,6 +245,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
       return change(actor, kind, async (tx, now) => {
         const [row] = await tx.delete(policies).where(and(eq(policies.id, id), eq(policies.kind, kind))).returning();
         if (!row) throw new NotFoundError(`${kind} policy`, id);
+        if (kind === "pools") await refuseOrphanedDevices(tx, row);
         const version = await nextVersion(tx);
         await recordAudit(tx, [{ actor, action: `policy.${kind}.delete`, target: row.id, detail: { scope: row.scope, version, deletedVersion: row.version } }], new Date(now));
         return { row, scope: row.scope as PolicyScope, version };
@@ -243,6 +262,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
         deviceId,
         model: device.model,
         policy: effective.content,
+        deliverable: effective.deliverable,
         sources: effective.sources,
         hash: effective.hash,
         delivered: delivered
@@ -260,6 +280,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
         const row = await lockDevice(tx, deviceId);
         if (!row || row.enrollment !== "accepted") return false;
         const effective = resolvePolicy(await loadIndex(tx), row);
+        if (!effective.deliverable) return false;
         const [delivered] = await tx.select().from(devicePolicies).where(eq(devicePolicies.deviceId, deviceId));
         let due = !delivered || delivered.deliveredHash !== effective.hash;
         if (!due && delivered && (delivered.ackedVersion ?? 0) < delivered.deliveredVersion) {
@@ -284,7 +305,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
         .select({ params: commands.params })
         .from(commands)
         .where(and(eq(commands.deviceId, ack.deviceId), eq(commands.seq, ack.seq)));
-      const version = (command?.params as { version?: unknown } | undefined)?.version;
+      const version = (command?.params as { policy?: { version?: unknown } } | undefined)?.policy?.version;
       if (typeof version !== "number" || !Number.isSafeInteger(version)) return;
       const at = new Date(ctx.now());
       if (ack.status === "done") {

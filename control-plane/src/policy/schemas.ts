@@ -175,14 +175,16 @@ export const policyInputSchemas = {
 export type PolicyInput<K extends PolicyKind> = z.input<(typeof policyInputSchemas)[K]>;
 
 /**
- * The `set-policy` command's params (the wire contract with the agent, agent/src/policy). The command is signed
- * by the plane's command key, so the params are plain. An empty `pools.allowedUrls` means no pool policy is set
- * for the device: the pool guards have nothing to compare with.
+ * The `set-policy` command's params (the wire contract with the agent, agent/src/policy): `{ policy }`. The
+ * command is signed by the plane's command key, so the policy inside is plain. A device is sent a policy only
+ * once a pool policy applies to it: the agent's pool guards treat every pool outside `allowedUrls` as a hijack.
  */
-export const setPolicyParamsSchema = z.strictObject({
+export const guardPolicySchema = z.strictObject({
   version: z.number().int().positive(),
-  pools: z.strictObject({ allowedUrls: z.array(z.string()), workerPatterns: z.array(z.string()) }),
+  pools: z.strictObject({ allowedUrls: z.array(z.string()).min(1), workerPatterns: z.array(z.string()) }),
   network: z.strictObject({ allowedHosts: z.array(z.string()) }),
   indicators: z.array(indicatorSchema),
 });
+export type GuardPolicy = z.infer<typeof guardPolicySchema>;
+export const setPolicyParamsSchema = z.strictObject({ policy: guardPolicySchema });
 export type SetPolicyParams = z.infer<typeof setPolicyParamsSchema>;

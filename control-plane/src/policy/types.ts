@@ -28,8 +28,8 @@ export interface PolicyList<K extends PolicyKind = PolicyKind> {
   kind: K;
   /** Fleet default first, then models, then device groups. */
   policies: PolicyView<K>[];
-  /** What applies where no stored policy does. */
-  builtInDefault: PolicyBodies[K];
+  /** What applies where no stored policy does (pools: none, so such devices are sent no policy). */
+  builtInDefault: PolicyBodies[K] | null;
 }
 
 export interface PolicyDelivery {
@@ -48,7 +48,9 @@ export interface DevicePolicyView {
   deviceId: string;
   model: string;
   /** What the device should enforce now (the set-policy params without the version). */
-  policy: { pools: PoolPolicyBody; network: NetworkPolicyBody; indicators: Indicator[] };
+  policy: { pools: PoolPolicyBody | null; network: NetworkPolicyBody; indicators: Indicator[] };
+  /** False until a pool policy applies to the device: nothing is sent before. */
+  deliverable: boolean;
   sources: Record<PolicyKind, PolicySource>;
   hash: string;
   delivered: { version: number; seq: number; at: string; current: boolean } | null;
