@@ -7,6 +7,7 @@ import { createLogger } from "./log/index.js";
 import { measure } from "./measure/index.js";
 import { createPlatform } from "./platform/index.js";
 import { Agent, EXIT } from "./runtime/index.js";
+import { runTufCli } from "./tuf-cli/index.js";
 import { AGENT_VERSION } from "./version/index.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -18,6 +19,8 @@ async function main(argv: string[]): Promise<number> {
     case "version":
       process.stdout.write(`hashward-agent ${AGENT_VERSION}\n`);
       return EXIT.ok;
+    case "tuf":
+      return runTufCli(cli.args, { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) });
     case "measure": {
       const config = loadAgentConfig(cli.configFile);
       const platform = createPlatform(config);

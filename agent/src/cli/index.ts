@@ -8,13 +8,19 @@ export class UsageError extends HashwardError {
   override name = "UsageError";
 }
 
-export type CliCommand = { name: "version" } | { name: "help" } | { name: "run"; configFile: string } | { name: "measure"; configFile: string };
+export type CliCommand =
+  | { name: "version" }
+  | { name: "help" }
+  | { name: "run"; configFile: string }
+  | { name: "measure"; configFile: string }
+  | { name: "tuf"; args: string[] };
 
 export const USAGE = `Usage: hashward-agent <command> [options]
 
 Commands:
   run --config FILE       enroll, connect to the control plane and attest (runs until stopped)
   measure --config FILE   print the measurement list as a JSON array and exit
+  tuf ...                 TUF client for conformance suites (init, refresh, download; see \`tuf --help\`)
   help                    show this help
   --version               print the agent version
 
@@ -32,6 +38,8 @@ export function parseCli(argv: readonly string[]): CliCommand {
     if (rest.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])} after --version`);
     return { name: "version" };
   }
+  // The conformance suites' command-line shape; agent/src/tuf-cli parses its own options.
+  if (first === "tuf") return { name: "tuf", args: rest };
   if (first !== "run" && first !== "measure") {
     throw new UsageError(first.startsWith("-") ? `unknown option ${JSON.stringify(first)}` : `unknown command ${JSON.stringify(first)}`);
   }

@@ -42,6 +42,8 @@ export interface CommandDeps {
   log: Logger;
   /** set-policy: the guard policy store (absent: the action fails with a reason). */
   policy?: PolicyTarget;
+  /** update: the signed-update engine (agent/src/update; absent: the action fails with a reason). */
+  updater?: { handle(command: Command): Promise<{ status: "done" | "failed"; reason?: string }> };
 }
 
 export type CommandOutcome =
@@ -125,6 +127,8 @@ export class CommandHandler {
         }
         case "set-policy":
           return { ...executeSetPolicy(command.params, this.deps.policy), containment: before };
+        case "update":
+          return { ...(this.deps.updater ? await this.deps.updater.handle(command) : { status: "failed" as const, reason: "updates are not supported by this agent" }), containment: before };
         default:
           return { status: "failed", containment: before, reason: `unsupported action ${command.action}` };
       }

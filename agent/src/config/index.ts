@@ -22,6 +22,9 @@ export const CAPS = {
   outboxMaxEvents: { min: 1, max: 100_000 },
   measurePaths: { max: 256 },
   guardsIntervalMs: { min: 1_000, max: 3_600_000 },
+  updateMaxImageBytes: { min: 1024, max: 4 * 1024 * 1024 * 1024 },
+  updateMetadataTimeoutMs: { min: 1_000, max: 600_000 },
+  updateTargetTimeoutMs: { min: 1_000, max: 6 * 3_600_000 },
 } as const;
 
 const ms = (name: keyof typeof CAPS & `${string}Ms`, fallback: number) =>
@@ -119,6 +122,22 @@ export const agentConfigSchema = z
         dnsTimeoutMs: 2_000,
         dnsCacheMs: 300_000,
       }),
+    /**
+     * Signed updates (issue 3; agent/src/update). Without `trustedRootFile` every update command is refused:
+     * the device's TUF root is provisioned, never taken from the plane.
+     */
+    update: z
+      .strictObject({
+        trustedRootFile: z.string().min(1).optional(),
+        /** Default `<controlPlaneUrl>/tuf/metadata/`. */
+        metadataUrl: httpUrl.optional(),
+        /** Default `<controlPlaneUrl>/tuf/targets/`. */
+        targetsUrl: httpUrl.optional(),
+        maxImageBytes: z.number().int().min(CAPS.updateMaxImageBytes.min).max(CAPS.updateMaxImageBytes.max).default(512 * 1024 * 1024),
+        metadataTimeoutMs: ms("updateMetadataTimeoutMs", 30_000),
+        targetTimeoutMs: ms("updateTargetTimeoutMs", 1_800_000),
+      })
+      .default({ maxImageBytes: 512 * 1024 * 1024, metadataTimeoutMs: 30_000, targetTimeoutMs: 1_800_000 }),
     heartbeatIntervalMs: ms("heartbeatIntervalMs", 10_000),
     attestIntervalMs: ms("attestIntervalMs", 300_000),
     reconnectMinMs: ms("reconnectMinMs", 500),
@@ -133,7 +152,10 @@ export const agentConfigSchema = z
   });
 
 export type AgentConfigInput = z.input<typeof agentConfigSchema>;
-export type AgentConfig = z.output<typeof agentConfigSchema> & { keyFile: string };
+export type AgentConfig = z.output<typeof agentConfigSchema> & {
+  keyFile: string;
+  update: z.output<typeof agentConfigSchema>["update"] & { metadataUrl: string; targetsUrl: string };
+};
 
 type EnvKind = "string" | "int" | "bool" | "list";
 /** Dotted key -> how its env override is parsed. Every config key is overridable. */
@@ -160,6 +182,12 @@ const ENV_KEYS: Record<string, EnvKind> = {
   "guards.minerConfigPaths": "list",
   "guards.allowedHosts": "list",
   "guards.allowedListenPorts": "list",
+  "update.trustedRootFile": "string",
+  "update.metadataUrl": "string",
+  "update.targetsUrl": "string",
+  "update.maxImageBytes": "int",
+  "update.metadataTimeoutMs": "int",
+  "update.targetTimeoutMs": "int",
   heartbeatIntervalMs: "int",
   attestIntervalMs: "int",
   reconnectMinMs: "int",
@@ -253,8 +281,16 @@ export function parseAgentConfig(raw: unknown, opts: { baseDir?: string; sources
     keyFile: config.keyFile ? abs(config.keyFile) : join(stateDir, "device.key"),
     ...(config.mqttCaFile ? { mqttCaFile: abs(config.mqttCaFile) } : {}),
     platform: { ...config.platform, root: abs(config.platform.root) },
+    update: {
+      ...config.update,
+      ...(config.update.trustedRootFile ? { trustedRootFile: abs(config.update.trustedRootFile) } : {}),
+      metadataUrl: config.update.metadataUrl ?? new URL("tuf/metadata/", withSlash(config.controlPlaneUrl)).href,
+      targetsUrl: config.update.targetsUrl ?? new URL("tuf/targets/", withSlash(config.controlPlaneUrl)).href,
+    },
   };
 }
+
+const withSlash = (url: string) => (url.endsWith("/") ? url : `${url}/`);
 
 /** Reads the JSON file, applies HASHWARD_AGENT_* overrides from `env`, validates. Throws ConfigError. */
 export function loadAgentConfig(file: string, env: Record<string, string | undefined> = process.env): AgentConfig {

@@ -8,7 +8,7 @@
  *     survives restart and only a signed release lifts it;
  *  3. enrollment (pins the plane's command key), then MQTT.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { ConfigError, PROTOCOL_VERSION, type Challenge, type Evidence } from "../../../shared/index.js";
@@ -24,6 +24,7 @@ import { createGuardRunner, type Finding, type GuardRunner, type LookupAll } fro
 import { PolicyStore } from "../policy/index.js";
 import { MqttSession } from "../session/index.js";
 import { StateStore } from "../state/index.js";
+import { fileCheckpoint, initTrustedRoot, TufClient, UpdateEngine } from "../update/index.js";
 import { AGENT_VERSION } from "../version/index.js";
 
 export interface AgentDeps {
@@ -73,6 +74,8 @@ export class Agent {
   readonly attester: Attester;
   readonly commands: CommandHandler;
   readonly policy: PolicyStore;
+  /** Signed updates (agent/src/update): TUF-verified install into the inactive slot, commit or roll back. */
+  readonly updates: UpdateEngine;
   /** Miner guards (null when guards.enabled is false). */
   readonly guards: GuardRunner | null;
   session: MqttSession | null = null;
@@ -132,6 +135,21 @@ export class Agent {
       onEnforced: (actions) => this.event("guard-alert", "warning", { guard: "enforcement", subject: "board", tier: "warning", message: "restored approved settings", actions }),
       ...(deps.lookup ? { lookup: deps.lookup } : {}),
     });
+    this.updates = new UpdateEngine({
+      stateDir: config.stateDir,
+      model: config.model,
+      configuredFirmwareVersion: config.firmwareVersion,
+      platform: this.platform,
+      tuf: this.tufClient(deps.fetch),
+      maxImageBytes: config.update.maxImageBytes,
+      progress: (severity, detail) => this.event("update-progress", severity, detail),
+      attest: () => this.sendEvidence("update", null),
+      log: this.log,
+      now: this.now,
+      // Tests only: freeze the install at a checkpoint so the test can SIGKILL the agent there.
+      checkpoint: fileCheckpoint(config.stateDir, process.env["HASHWARD_AGENT_TEST_PAUSE_AT"]),
+    });
+    const runningFirmware = () => this.firmwareVersion;
     this.attester = new Attester({
       deviceId,
       privateKey: keyPair.privateKey,
@@ -140,7 +158,10 @@ export class Agent {
       measurePaths: config.measure.paths,
       includeAgentBinary: config.measure.includeAgentBinary,
       model: config.model,
-      firmwareVersion: config.firmwareVersion,
+      // The running firmware changes with a committed update: read at every evidence.
+      get firmwareVersion() {
+        return runningFirmware();
+      },
       agentVersion: this.agentVersion,
       bootId: this.bootId,
       now: this.now,
@@ -159,6 +180,7 @@ export class Agent {
       now: this.now,
       log: this.log,
       policy: { store: this.policy, now: this.now, onApplied: () => void this.guards?.runNow() },
+      updater: this.updates,
     });
     this.fetchImpl = deps.fetch;
   }
@@ -167,6 +189,34 @@ export class Agent {
 
   get deviceId(): string {
     return this.identity.deviceId;
+  }
+
+  /** The committed running firmware version (the configured one until an update commits). */
+  get firmwareVersion(): string {
+    return this.updates.firmwareVersion;
+  }
+
+  /** HW-UPD-1: the TUF root is provisioned (update.trustedRootFile), copied once into <stateDir>/tuf. */
+  private tufClient(fetchImpl: typeof fetch | undefined): TufClient | null {
+    const { update, stateDir } = this.config;
+    if (!update.trustedRootFile) return null;
+    const metadataDir = join(stateDir, "tuf");
+    if (!existsSync(join(metadataDir, "root.json"))) {
+      try {
+        initTrustedRoot(metadataDir, update.trustedRootFile);
+      } catch (cause) {
+        throw new ConfigError(`update.trustedRootFile: cannot use ${update.trustedRootFile}: ${(cause as Error).message}`, "update.trustedRootFile", { cause });
+      }
+    }
+    return new TufClient({
+      metadataDir,
+      metadataUrl: update.metadataUrl,
+      targetsUrl: update.targetsUrl,
+      metadataTimeoutMs: update.metadataTimeoutMs,
+      targetTimeoutMs: update.targetTimeoutMs,
+      userAgent: `hashward-agent/${this.agentVersion}`,
+      ...(fetchImpl ? { fetch: fetchImpl } : {}),
+    });
   }
 
   private quarantineHosts(): string[] {
@@ -181,6 +231,12 @@ export class Agent {
       log.warn("state is quarantined: re-applying quarantine before anything else");
       await this.platform.quarantine({ controlPlaneHosts: this.quarantineHosts() });
     }
+    if (this.config.mode === "enforcing" && this.platform.disableVendorUpgrade) {
+      // HW-UPD-6: enforcing mode closes the vendor upgrade path for good; firmware arrives only signed.
+      await this.platform.disableVendorUpgrade();
+    }
+    // HW-UPD-5: finish or roll back an install a crash interrupted, before the network.
+    await this.updates.resume();
     this.event("agent-started", "info", { agentVersion: this.agentVersion, bootId: this.bootId, containment: this.state.containment });
 
     let response;
@@ -190,7 +246,7 @@ export class Agent {
           controlPlaneUrl: this.config.controlPlaneUrl,
           identity: this.identity,
           model: this.config.model,
-          firmwareVersion: this.config.firmwareVersion,
+          firmwareVersion: this.firmwareVersion,
           agentVersion: this.agentVersion,
           enrollmentToken: this.config.enrollmentToken,
           state: this.state,
@@ -265,7 +321,7 @@ export class Agent {
       type: "hello",
       deviceId: this.deviceId,
       model: this.config.model,
-      firmwareVersion: this.config.firmwareVersion,
+      firmwareVersion: this.firmwareVersion,
       agentVersion: this.agentVersion,
       bootId: this.bootId,
       containment: this.state.containment,

@@ -5,10 +5,10 @@
  * and an HTTP server on port 0 whose answers a test can override to stage an attack.
  */
 import { createHash, generateKeyPairSync, sign as cryptoSign, type KeyObject } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Key, Metadata, MetaFile, Root, Signature, Snapshot, TargetFile, Targets, Timestamp } from "@tufjs/models";
 import { buildFirmwareImage, type ImageFile } from "../image.js";
 import { simulatedFirmwareFiles } from "../../platform/simulated.js";
@@ -32,6 +32,12 @@ function signWith<T extends Root | Targets | Snapshot | Timestamp>(md: Metadata<
     md.sign((data) => new Signature({ keyID: signer.keyId, sig: cryptoSign(null, data, signer.privateKey).toString("hex") }), true);
   }
   return md;
+}
+
+/** TUF 5.7.3 with consistent snapshots: `dir/name` is served as `dir/<sha256>.name`. */
+function hashedName(name: string, sha256: string): string {
+  const slash = name.lastIndexOf("/");
+  return slash < 0 ? `${sha256}.${name}` : `${name.slice(0, slash)}/${sha256}.${name.slice(slash + 1)}`;
 }
 
 const isoIn = (ms: number) => new Date(Date.now() + ms).toISOString().replace(/\.\d{3}Z$/, "Z");
@@ -108,7 +114,9 @@ export class TestTufRepo {
   /** Stores an image and lists it as a target with `custom` metadata (published by the next `publish`). */
   addTarget(name: string, image: Buffer, custom: ReleaseCustom): TargetFile {
     const sha256 = createHash("sha256").update(image).digest("hex");
-    writeFileSync(join(this.dir, "targets", `${sha256}.${name}`), image);
+    const file = join(this.dir, "targets", hashedName(name, sha256));
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, image);
     const target = new TargetFile({ path: name, length: image.byteLength, hashes: { sha256 }, unrecognizedFields: { custom: custom as never } });
     this.targets.set(name, target);
     return target;
@@ -155,7 +163,7 @@ export class TestTufRepo {
   targetPath(name: string): string {
     const t = this.targets.get(name);
     if (!t) throw new Error(`no target ${name}`);
-    return `/tuf/targets/${t.hashes["sha256"]}.${name}`;
+    return `/tuf/targets/${hashedName(name, t.hashes["sha256"]!)}`;
   }
 
   metadataPath(name: string): string {
@@ -168,9 +176,9 @@ export class TestTufRepo {
       this.requests.push(path);
       const override = this.overrides.get(path);
       if (override) return override(req, res);
-      const m = /^\/tuf\/(metadata|targets)\/([^/]+)$/.exec(path);
-      const file = m ? join(this.dir, m[1]!, m[2]!) : null;
-      if (!file || m![2]!.startsWith(".") || !existsSync(file)) {
+      const m = /^\/tuf\/(metadata|targets)\/(.+)$/.exec(path);
+      const file = m && !m[2]!.split("/").some((s) => s === "" || s.startsWith(".")) ? join(this.dir, m[1]!, m[2]!) : null;
+      if (!file || !existsSync(file) || !statSync(file).isFile()) {
         res.writeHead(404).end();
         return;
       }
