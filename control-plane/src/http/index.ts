@@ -19,6 +19,8 @@ import type { ControlPlaneService, Role } from "../service/types.js";
 import { requireRole } from "./auth.js";
 import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
+import { isStreamedUpload, registerUpdateRoutes, type UpdateRoutesDeps } from "./routes/releases.js";
+import { registerPolicyRoutes } from "./routes/policies.js";
 import {
   apiTokenBody,
   apiTokenCreatedSchema,
@@ -67,6 +69,10 @@ export interface HttpAppDeps {
   version: string;
   /** Request bodies above this are refused with 413 before parsing. Default 1 MiB. */
   maxBodyBytes?: number;
+  /** Signed updates: the TUF repository (control-plane/src/tuf) and rollouts (routes/releases.ts). */
+  updates?: UpdateRoutesDeps;
+  /** Guard policies (control-plane/src/policy; routes/policies.ts). */
+  policies?: import("../policy/types.js").PolicyService;
 }
 
 export type HttpEnv = { Variables: AuthVariables };
@@ -141,15 +147,13 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     if (route === "/healthz" || route === "/metrics") logger.debug(entry, "request");
     else logger.info(entry, "request");
   });
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: maxBodyBytes,
-      // The unread rest of the body is still on the wire: close the connection so no client reuses it mid-upload.
-      onError: (c) =>
-        c.json(errorBody("payload_too_large", `request body exceeds ${maxBodyBytes} bytes`), 413, { Connection: "close" }),
-    }),
-  );
+  const limitBody = bodyLimit({
+    maxSize: maxBodyBytes,
+    // The unread rest of the body is still on the wire: close the connection so no client reuses it mid-upload.
+    onError: (c) => c.json(errorBody("payload_too_large", `request body exceeds ${maxBodyBytes} bytes`), 413, { Connection: "close" }),
+  });
+  // Release images stream to disk under their own cap (routes/releases.ts); every other body is capped here.
+  app.use("*", (c, next) => (isStreamedUpload(c.req.path) ? next() : limitBody(c, next)));
 
   app.onError((err, c) => {
     const known = httpErrorFor(err);
@@ -427,6 +431,9 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     }),
     async (c) => c.json(await service.approveReferenceValues(c.get("actor"), c.req.valid("param").id), 200),
   );
+
+  if (deps.updates) registerUpdateRoutes(app, service, deps.updates);
+  if (deps.policies) registerPolicyRoutes(app, service, deps.policies);
 
   // --- audit ----------------------------------------------------------------------------------------------------
   app.openapi(

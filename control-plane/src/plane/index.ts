@@ -18,6 +18,7 @@ import type { ControlPlaneConfig } from "../config/index.js";
 import { openDatabase } from "../db/index.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
 import { createServices } from "../service/index.js";
+import { createUpdates } from "../rollouts/updates.js";
 import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
 
 export const STALE_CHECK_INTERVAL_MS = 5_000;
@@ -232,8 +233,10 @@ export async function startPlane(
       logger.warn({ adminTokenFile }, "admin API token was created on first start and its file is gone; use an existing admin token");
     }
 
+    const updates = await createUpdates({ config, db: opened.db as never, publisher, commandKey: commandKey.keyPair, options, logger });
+
     const version = readVersion();
-    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version });
+    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates });
 
     const mqttPort = await startedBroker
       .listen(config.mqttPort, config.mqttHost)
@@ -252,6 +255,10 @@ export async function startPlane(
     cleanups.push(async () => {
       await stopRetry();
       await stopStale();
+    });
+    const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task));
+    cleanups.push(async () => {
+      for (const stop of stopUpdateTimers) await stop();
     });
 
     const httpUrl = `http://${urlHost(config.httpHost)}:${httpPort}`;

@@ -79,6 +79,8 @@ export interface PublishedTargets {
 
 export interface TufRepository {
   readonly onlineKeys: OnlineKeysExport;
+  /** Upload cap of one image (bytes). */
+  readonly maxImageBytes: number;
   status(): Promise<TufStatus>;
   /** TUF 5.3.4: v1 self-signed; vN+1 signed by the thresholds of vN AND vN+1. */
   uploadRoot(document: unknown): Promise<{ version: number }>;
@@ -234,6 +236,7 @@ export function createTufRepository(deps: {
 
   return {
     onlineKeys,
+    maxImageBytes: options.maxImageBytes,
 
     async status() {
       const rows = await db

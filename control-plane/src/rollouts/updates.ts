@@ -1,0 +1,58 @@
+/**
+ * Wiring of the plane's signed-update half (called by plane/index.ts): the TUF repository with its online keys
+ * and the rollout engine on the service's signed command path, plus the timer work each needs.
+ */
+import type pino from "pino";
+import { toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
+import type { ControlPlaneConfig } from "../config/index.js";
+import type { Database } from "../db/index.js";
+import type { ServiceContext, ServiceOptions } from "../service/context.js";
+import type { DevicePublisher } from "../service/types.js";
+import { createTufRepository, loadOrCreateOnlineKeys, type TufRepository } from "../tuf/index.js";
+import { createRolloutService } from "./index.js";
+import type { RolloutService } from "./types.js";
+
+export interface Updates {
+  tuf: TufRepository;
+  rollouts: RolloutService;
+  /** Timer work: [name, interval, task] for the plane's non-overlapping `every`. */
+  timers: Array<[string, number, () => Promise<void>]>;
+}
+
+export async function createUpdates(deps: {
+  config: ControlPlaneConfig;
+  db: Database;
+  publisher: DevicePublisher;
+  commandKey: KeyPair;
+  options: ServiceOptions;
+  logger: pino.Logger;
+}): Promise<Updates> {
+  const { config, logger } = deps;
+  const keys = await loadOrCreateOnlineKeys(config.dataDir);
+  if (keys.created) logger.warn({ dataDir: config.dataDir }, "TUF online snapshot/timestamp keys created; export them with GET /api/v1/tuf/online-keys for `release root init`");
+  const tuf = createTufRepository({
+    db: deps.db,
+    dataDir: config.dataDir,
+    keys,
+    options: { timestampTtlMs: config.tufTimestampTtlMs, snapshotTtlMs: config.tufSnapshotTtlMs, maxImageBytes: config.tufMaxImageBytes },
+    logger,
+  });
+  const ctx: ServiceContext = {
+    db: deps.db,
+    publisher: deps.publisher,
+    commandKey: deps.commandKey,
+    commandPublicKey: toBase64Url(deps.commandKey.publicKey),
+    logger,
+    now: Date.now,
+    options: deps.options,
+  };
+  const rollouts = createRolloutService({ ctx, targets: tuf, updateCommandTtlMs: config.updateCommandTtlMs });
+  return {
+    tuf,
+    rollouts,
+    timers: [
+      ["renewTufMetadata", config.tufRenewCheckMs, async () => void (await tuf.renewIfDue())],
+      ["rolloutTick", config.rolloutTickMs, () => rollouts.tick()],
+    ],
+  };
+}
