@@ -1,0 +1,150 @@
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { tempDir } from "../testing/index.js";
+import { AntminerPlatform, RecordingExecutor } from "./antminer.js";
+import { PlatformError } from "./simulated.js";
+
+const cleanups: (() => void)[] = [];
+afterEach(() => cleanups.splice(0).forEach((c) => c()));
+
+/** A board root with the files the platform looks at; commands go to a RecordingExecutor. */
+function board(opts: { chains?: boolean; noIp6tables?: boolean; mountFails?: boolean } = {}) {
+  const d = tempDir();
+  cleanups.push(d.cleanup);
+  const root = d.path;
+  for (const dir of ["etc/init.d", "www/pages/cgi-bin", "proc"]) mkdirSync(join(root, dir), { recursive: true });
+  writeFileSync(join(root, "etc/init.d/bmminer.sh"), "#!/bin/sh\n");
+  writeFileSync(join(root, "www/pages/cgi-bin/upgrade.cgi"), "#!/bin/sh\n");
+  chmodSync(join(root, "www/pages/cgi-bin/upgrade.cgi"), 0o755);
+  writeFileSync(join(root, "etc/resolv.conf"), "nameserver 192.168.1.1\n");
+  writeFileSync(join(root, "proc/mounts"), "rootfs / rootfs rw 0 0\n");
+  const exec = new RecordingExecutor();
+  // The kernel's hooks as the fake sees them: "<tool> <builtin> <chain>".
+  const hooks = new Set<string>(opts.chains ? ["iptables OUTPUT HASHWARD", "iptables INPUT HASHWARD_IN"] : []);
+  exec.respond = (command, args) => {
+    if (command === "ip6tables" && opts.noIp6tables) return { code: 127 };
+    const hook = `${command} ${args[1]} ${args.at(-1)}`;
+    if (args[0] === "-C") return { code: hooks.has(hook) ? 0 : 1 };
+    if (args[0] === "-I") hooks.add(hook);
+    if (args[0] === "-D") return { code: hooks.delete(hook) ? 0 : 1 };
+    if (command === "mount" && opts.mountFails) return { code: 1, stderr: "mount: permission denied" };
+    return undefined;
+  };
+  const platform = new AntminerPlatform({
+    root,
+    executor: exec,
+    resolver: { resolve: async (host: string) => (host === "plane.example.net" ? ["192.0.2.10", "2001:db8::10"] : []) },
+  });
+  return { root, exec, platform, mount: (path: string) => writeFileSync(join(root, "proc/mounts"), `rootfs / rootfs rw 0 0\n/dev/null ${path} devtmpfs rw 0 0\n`) };
+}
+
+describe("Antminer platform (recorded commands)", () => {
+  it("quarantine: stop the miner, HASHWARD chains that leave only the plane and DNS, bind-mount over the upgrade CGI", async () => {
+    const { platform, exec } = board();
+    await platform.quarantine({ controlPlaneHosts: ["plane.example.net", "198.51.100.20"] });
+    expect(exec.calls).toEqual([
+      "/etc/init.d/bmminer.sh stop",
+      "iptables -N HASHWARD",
+      "iptables -N HASHWARD_IN",
+      "iptables -F HASHWARD",
+      "iptables -F HASHWARD_IN",
+      "iptables -A HASHWARD -o lo -j ACCEPT",
+      "iptables -A HASHWARD -d 192.0.2.10 -j ACCEPT",
+      "iptables -A HASHWARD -d 198.51.100.20 -j ACCEPT",
+      "iptables -A HASHWARD -p udp -d 192.168.1.1 --dport 53 -j ACCEPT",
+      "iptables -A HASHWARD -j DROP",
+      "iptables -A HASHWARD_IN -i lo -j ACCEPT",
+      "iptables -A HASHWARD_IN -s 192.0.2.10 -j ACCEPT",
+      "iptables -A HASHWARD_IN -s 198.51.100.20 -j ACCEPT",
+      "iptables -A HASHWARD_IN -m state --state ESTABLISHED,RELATED -j ACCEPT",
+      "iptables -A HASHWARD_IN -j DROP",
+      "iptables -C OUTPUT -j HASHWARD",
+      "iptables -I OUTPUT 1 -j HASHWARD",
+      "iptables -C INPUT -j HASHWARD_IN",
+      "iptables -I INPUT 1 -j HASHWARD_IN",
+      "ip6tables -N HASHWARD",
+      "ip6tables -N HASHWARD_IN",
+      "ip6tables -F HASHWARD",
+      "ip6tables -F HASHWARD_IN",
+      "ip6tables -A HASHWARD -o lo -j ACCEPT",
+      "ip6tables -A HASHWARD -d 2001:db8::10 -j ACCEPT",
+      "ip6tables -A HASHWARD -j DROP",
+      "ip6tables -A HASHWARD_IN -i lo -j ACCEPT",
+      "ip6tables -A HASHWARD_IN -s 2001:db8::10 -j ACCEPT",
+      "ip6tables -A HASHWARD_IN -m state --state ESTABLISHED,RELATED -j ACCEPT",
+      "ip6tables -A HASHWARD_IN -j DROP",
+      "ip6tables -C OUTPUT -j HASHWARD",
+      "ip6tables -I OUTPUT 1 -j HASHWARD",
+      "ip6tables -C INPUT -j HASHWARD_IN",
+      "ip6tables -I INPUT 1 -j HASHWARD_IN",
+      "mount -o bind /dev/null /www/pages/cgi-bin/upgrade.cgi",
+    ]);
+    expect(await platform.isQuarantined()).toBe(true);
+  });
+
+  it("is idempotent: a second quarantine does not hook the chains twice nor mount twice", async () => {
+    const { platform, exec, mount } = board({ chains: true, noIp6tables: true });
+    mount("/www/pages/cgi-bin/upgrade.cgi");
+    await platform.quarantine({ controlPlaneHosts: ["198.51.100.20"] });
+    expect(exec.calls.filter((c) => c.includes(" -I "))).toEqual([]);
+    expect(exec.calls.filter((c) => c.startsWith("mount"))).toEqual([]);
+    expect(exec.calls.filter((c) => c.startsWith("ip6tables"))).toEqual(["ip6tables -N HASHWARD"]);
+  });
+
+  it("falls back to chmod 000 when the bind mount fails; release undoes it, unhooks, and starts the miner", async () => {
+    const { platform, exec } = board({ mountFails: true, noIp6tables: true });
+    await platform.quarantine({ controlPlaneHosts: ["198.51.100.20"] });
+    expect(exec.calls).toContain("chmod 000 /www/pages/cgi-bin/upgrade.cgi");
+    exec.calls.length = 0;
+    // chmod was only recorded, so make the file look disabled as it would be
+    const { root } = platform;
+    chmodSync(join(root, "www/pages/cgi-bin/upgrade.cgi"), 0o000);
+    await platform.release();
+    expect(exec.calls).toEqual([
+      "chmod 755 /www/pages/cgi-bin/upgrade.cgi",
+      "iptables -D OUTPUT -j HASHWARD",
+      "iptables -D OUTPUT -j HASHWARD",
+      "iptables -F HASHWARD",
+      "iptables -X HASHWARD",
+      "iptables -D INPUT -j HASHWARD_IN",
+      "iptables -D INPUT -j HASHWARD_IN",
+      "iptables -F HASHWARD_IN",
+      "iptables -X HASHWARD_IN",
+      "ip6tables -D OUTPUT -j HASHWARD",
+      "ip6tables -F HASHWARD",
+      "ip6tables -X HASHWARD",
+      "ip6tables -D INPUT -j HASHWARD_IN",
+      "ip6tables -F HASHWARD_IN",
+      "ip6tables -X HASHWARD_IN",
+      "/etc/init.d/bmminer.sh start",
+    ]);
+  });
+
+  it("release unmounts the CGI unless the vendor upgrade path is locked (enforcing mode)", async () => {
+    const { platform, exec, mount } = board({ noIp6tables: true });
+    mount("/www/pages/cgi-bin/upgrade.cgi");
+    await platform.release();
+    expect(exec.calls[0]).toBe("umount /www/pages/cgi-bin/upgrade.cgi");
+    exec.calls.length = 0;
+    await platform.disableVendorUpgrade();
+    await platform.release();
+    expect(exec.calls.some((c) => c.startsWith("umount"))).toBe(false);
+  });
+
+  it("miner restart runs the init script; a board without one is a PlatformError; paths stay under the root", async () => {
+    const { platform, exec, root } = board();
+    await platform.miner.restart();
+    expect(exec.calls).toEqual(["/etc/init.d/bmminer.sh stop", "/etc/init.d/bmminer.sh start"]);
+    const bare = new AntminerPlatform({ root: join(root, "nothing"), executor: exec });
+    await expect(bare.quarantine({ controlPlaneHosts: [] })).rejects.toBeInstanceOf(PlatformError);
+    expect(() => platform.resolve("/../etc/passwd")).toThrow(PlatformError);
+    expect(new AntminerPlatform({ executor: exec }).resolve("/config/bmminer.conf")).toBe("/config/bmminer.conf");
+  });
+
+  it("a failing iptables command fails the quarantine (the ack then says failed)", async () => {
+    const { platform, exec } = board({ noIp6tables: true });
+    exec.respond = (command, args) => (command === "iptables" && args[0] === "-A" ? { code: 4, stderr: "iptables: No chain/target/match by that name." } : undefined);
+    await expect(platform.quarantine({ controlPlaneHosts: ["198.51.100.20"] })).rejects.toThrow(/iptables -A HASHWARD -o lo -j ACCEPT exited 4/);
+  });
+});
