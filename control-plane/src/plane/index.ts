@@ -18,6 +18,7 @@ import type { ControlPlaneConfig } from "../config/index.js";
 import { openDatabase } from "../db/index.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
 import { createServices } from "../service/index.js";
+import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
 import { createUpdates } from "../rollouts/updates.js";
 import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
 
@@ -216,7 +217,10 @@ export async function startPlane(
     });
     cleanups.push(() => (services.close ? services.close() : services.deviceSide.flush()));
 
-    broker = await createBroker({ deviceSide: services.deviceSide, logger, registry, maxClients: config.maxMqttClients });
+    // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
+    const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
+    const deviceSide = withPolicyDelivery(services.deviceSide, policies, logger);
+    broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients });
     const startedBroker = broker;
     cleanups.push(() => startedBroker.close());
 
@@ -236,7 +240,7 @@ export async function startPlane(
     const updates = await createUpdates({ config, db: opened.db as never, publisher, commandKey: commandKey.keyPair, options, logger });
 
     const version = readVersion();
-    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates });
+    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies });
 
     const mqttPort = await startedBroker
       .listen(config.mqttPort, config.mqttHost)
