@@ -132,6 +132,10 @@ export class UpdateEngine {
   async resume(): Promise<void> {
     const j = this.store.journal;
     const slots = this.slots;
+    if (j && FINAL_PHASES.includes(j.phase) && !j.reported) {
+      // Killed between recording the outcome and queueing its event: report it now.
+      this.reportFinal(j);
+    }
     if (!j || FINAL_PHASES.includes(j.phase)) {
       // A trial flag without a journal is not ours to keep: fall back to the known-good slot.
       if (slots && (await slots.status().catch(() => null))?.fallback) {
@@ -161,9 +165,7 @@ export class UpdateEngine {
     const previous = this.store.journal;
     if (previous && previous.commandSeq === command.seq && FINAL_PHASES.includes(previous.phase)) {
       // Redelivery of a command whose install finished across a restart: same answer, nothing installed twice.
-      return previous.phase === "committed"
-        ? { status: "done" }
-        : { status: "failed", reason: previous.reason ?? "rolled back" };
+      return previous.phase === "committed" ? { status: "done" } : { status: "failed", reason: `rolled back: ${previous.reason ?? "unknown reason"}` };
     }
     try {
       if (!parsed.success) throw new Rejected(`invalid update params: ${parsed.error.issues[0]?.message ?? "?"}`);
@@ -216,6 +218,7 @@ export class UpdateEngine {
           fromSlot: status.active,
           toSlot: null,
           reason: null,
+          reported: false,
           startedAt: started,
           updatedAt: started,
         });
@@ -296,15 +299,21 @@ export class UpdateEngine {
     }
     rmSync(this.downloadDir, { recursive: true, force: true });
     await this.checkpoint("final");
+    this.reportFinal(this.store.journal!);
     if (commit) {
       log.info({ slot: j.toSlot }, "update committed");
-      this.emit("committed", j, { slot: j.toSlot });
       await this.deps.attest().catch((error: unknown) => log.warn({ err: String(error) }, "post-update evidence not sent"));
       return { status: "done" };
     }
     log.warn({ reason, slot: j.fromSlot }, "update rolled back");
-    this.emit("rolled-back", j, { reason, slot: j.fromSlot });
     return { status: "failed", reason: `rolled back: ${reason}` };
+  }
+
+  /** Queues the final update-progress event once, then marks the journal reported. */
+  private reportFinal(j: UpdateJournal): void {
+    if (j.phase === "committed") this.emit("committed", j, { slot: j.toSlot });
+    else this.emit("rolled-back", j, { reason: j.reason, slot: j.fromSlot });
+    this.store.setJournal({ ...j, reported: true });
   }
 }
 

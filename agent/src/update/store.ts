@@ -32,10 +32,12 @@ const journalSchema = z.strictObject({
   fromSlot: slot.nullable(),
   toSlot: slot.nullable(),
   reason: z.string().max(1024).nullable(),
+  /** The final update-progress event is in the outbox (set once; a crash before it re-sends at start). */
+  reported: z.boolean().default(false),
   startedAt: z.number().int().nonnegative(),
   updatedAt: z.number().int().nonnegative(),
 });
-export type UpdateJournal = z.infer<typeof journalSchema>;
+export type UpdateJournal = z.output<typeof journalSchema>;
 
 const updateStateSchema = z.strictObject({
   v: z.literal(1),

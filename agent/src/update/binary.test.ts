@@ -1,0 +1,151 @@
+/**
+ * The update path in the COMPILED agent (dist/agent/hashward-agent-linux-x64): the `tuf` conformance CLI, and
+ * SIGKILL at every install checkpoint (HASHWARD_AGENT_TEST_PAUSE_AT freezes the agent there) followed by a
+ * restart that completes or rolls back, against an in-process broker, enrollment server and TUF repository.
+ * Skips with a message when the binary is not built (`npm run build:agent`).
+ */
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { createSimulatedBoard, type SimulatedBoard } from "../platform/simulated.js";
+import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "../testing/index.js";
+import { CHECKPOINTS } from "./index.js";
+import { TestTufRepo, testFirmwareImage } from "./testing/index.js";
+
+const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64");
+const built = existsSync(binary);
+if (!built) console.warn(`skipping compiled update tests: ${binary} is not built (run "npm run build:agent")`);
+
+describe.skipIf(!built)("compiled agent: updates", () => {
+  const cleanups: (() => void | Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function setup() {
+    const dir = tempDir("hw-update-bin-");
+    cleanups.push(dir.cleanup);
+    const repo = await new TestTufRepo(join(dir.path, "repo")).start();
+    cleanups.push(() => repo.stop());
+    const plane = new PlaneSigner();
+    const broker = await new TestBroker().start();
+    cleanups.push(() => broker.close());
+    const enrollment = await new FakeEnrollmentServer(plane.publicKey).start();
+    cleanups.push(() => enrollment.close());
+    enrollment.onAccepted = (deviceId, pub) => broker.keys.set(deviceId, pub);
+    enrollment.decide = () => ({ status: 200, enrollment: "accepted", mqttUrl: broker.url });
+    const board = createSimulatedBoard(join(dir.path, "board"), { model: "S19", firmwareVersion: "1.0.0", slots: true });
+    const config = join(dir.path, "agent.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        controlPlaneUrl: enrollment.url,
+        stateDir: "state",
+        model: "S19",
+        firmwareVersion: "1.0.0",
+        platform: { kind: "simulated", root: "board" },
+        measure: { paths: ["/firmware"] },
+        watch: false,
+        update: { trustedRootFile: repo.rootFile, metadataUrl: repo.metadataUrl, targetsUrl: repo.targetsUrl },
+      }),
+    );
+    const stateDir = join(dir.path, "state");
+    const start = (env: Record<string, string> = {}): { child: ChildProcess; exited: Promise<number | null>; output: () => string } => {
+      const child = spawn(binary, ["run", "--config", config], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+      let output = "";
+      child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+      child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+      const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+      cleanups.push(() => void child.kill("SIGKILL"));
+      return { child, exited, output: () => output };
+    };
+    return { dir: dir.path, repo, plane, broker, board, stateDir, start };
+  }
+
+  it("tuf init / refresh / download through the binary; exit 1 on a bad artifact", async () => {
+    const { dir, repo } = await setup();
+    repo.addTarget("fw.img", Buffer.from("image bytes"), { hardwareModels: ["S19"], version: "1.1.0" });
+    repo.publish();
+    const md = join(dir, "md");
+    const out = join(dir, "out");
+    // Asynchronous: the repository's HTTP server runs in this process and must keep answering.
+    const tuf = (...args: string[]) =>
+      new Promise<{ status: number | null; stderr: string }>((done) =>
+        execFile(binary, ["tuf", ...args], { encoding: "utf8" }, (error, _stdout, stderr) => done({ status: error ? (typeof error.code === "number" ? error.code : -1) : 0, stderr })),
+      );
+    expect((await tuf("--metadata-dir", md, "init", repo.rootFile)).status).toBe(0);
+    const refresh = await tuf("--metadata-dir", md, "--metadata-url", repo.metadataUrl, "refresh");
+    expect(refresh.status, refresh.stderr).toBe(0);
+    expect(readdirSync(md).sort()).toEqual(["root.json", "snapshot.json", "targets.json", "timestamp.json"]);
+    const download = () => tuf("--metadata-dir", md, "--metadata-url", repo.metadataUrl, "--target-name", "fw.img", "--target-base-url", repo.targetsUrl, "--target-dir", out, "download");
+    const first = await download();
+    expect(first.status, first.stderr).toBe(0);
+    expect(readFileSync(join(out, "fw.img"), "utf8")).toBe("image bytes");
+    writeFileSync(join(repo.dir, repo.targetPath("fw.img").slice("/tuf/".length)), "evil bytes!");
+    writeFileSync(join(out, "fw.img"), "stale");
+    expect((await download()).status).toBe(1);
+    expect((await tuf("--metadata-dir", md, "refresh")).status).toBe(1);
+  });
+
+  for (const point of CHECKPOINTS) {
+    it(`SIGKILL at ${point}: the board stays bootable and the next start completes the install`, async () => {
+      const s = await setup();
+      s.repo.addTarget("fw-1.1.0", testFirmwareImage("S19", "1.1.0"), { hardwareModels: ["S19"], version: "1.1.0" });
+      s.repo.publish();
+      const first = s.start({ HASHWARD_AGENT_TEST_PAUSE_AT: point });
+      const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 20_000))["deviceId"] as string;
+      const command = s.plane.command(deviceId, 1, "update", { params: { targetName: "fw-1.1.0" } });
+      await s.broker.publishDown(deviceId, "command", command);
+      await waitFor(() => existsSync(join(s.stateDir, "update", `paused-at-${point}`)), `pause at ${point}`, 20_000);
+      first.child.kill("SIGKILL");
+      await first.exited;
+      expectBootable(s.board);
+
+      const second = s.start();
+      await waitFor(() => s.broker.of("hello").length >= 2, "hello after restart", 20_000);
+      // The plane re-publishes the unacked command on hello (same seq and signature).
+      await s.broker.publishDown(deviceId, "command", command);
+      const ack = await waitFor(() => s.broker.of("ack").find((a) => a["seq"] === 1), "ack", 20_000);
+      expect(ack, second.output()).toMatchObject({ status: "done", action: "update" });
+      expect(await s.board.slots.status()).toEqual({ active: "b", fallback: null });
+      expect(readFileSync(s.board.resolve("/firmware/etc/version"), "utf8")).toBe("S19 1.1.0\n");
+      const committed = s.broker.of("event").filter((e) => e["kind"] === "update-progress" && (e["detail"] as { phase: string }).phase === "committed");
+      expect(committed).toHaveLength(1);
+      // Evidence after the restart reports the running firmware.
+      await waitFor(() => s.broker.of("evidence").some((e) => e["firmwareVersion"] === "1.1.0"), "evidence with 1.1.0", 20_000);
+      second.child.kill("SIGTERM");
+      expect(await second.exited).toBe(0);
+    });
+  }
+
+  it("SIGKILL on a trial boot of an image that fails its health check: the next start rolls back", async () => {
+    const s = await setup();
+    s.repo.addTarget("fw-bad", testFirmwareImage("S19", "1.2.0", { selftest: "fail" }), { hardwareModels: ["S19"], version: "1.2.0" });
+    s.repo.publish();
+    const first = s.start({ HASHWARD_AGENT_TEST_PAUSE_AT: "trial" });
+    const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 20_000))["deviceId"] as string;
+    const command = s.plane.command(deviceId, 1, "update", { params: { targetName: "fw-bad" } });
+    await s.broker.publishDown(deviceId, "command", command);
+    await waitFor(() => existsSync(join(s.stateDir, "update", "paused-at-trial")), "pause at trial", 20_000);
+    first.child.kill("SIGKILL");
+    await first.exited;
+    // Killed on the trial boot of the bad slot: it is what boot/active names right now, with a fallback.
+    expect(await s.board.slots.status()).toEqual({ active: "b", fallback: "a" });
+    s.start();
+    await waitFor(() => s.broker.of("hello").length >= 2, "hello after restart", 20_000);
+    await s.broker.publishDown(deviceId, "command", command);
+    const ack = await waitFor(() => s.broker.of("ack").find((a) => a["seq"] === 1), "ack", 20_000);
+    expect(ack).toMatchObject({ status: "failed" });
+    expect(String(ack["reason"])).toMatch(/rolled back: health check failed/);
+    expect(await s.board.slots.status()).toEqual({ active: "a", fallback: null });
+    expect(readFileSync(s.board.resolve("/firmware/etc/version"), "utf8")).toBe("S19 1.0.0\n");
+  });
+});
+
+function expectBootable(board: SimulatedBoard): void {
+  const active = readFileSync(join(board.root, "boot/active"), "utf8").trim();
+  expect(["a", "b"]).toContain(active);
+  expect(existsSync(join(board.root, "slots", active, "firmware", "bmminer"))).toBe(true);
+  expect(readFileSync(join(board.root, "slots", active, "firmware", "etc", "version"), "utf8")).toMatch(/^S19 1\.[01]\.0\n$/);
+}
