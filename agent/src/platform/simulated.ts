@@ -185,7 +185,7 @@ export class SimulatedSlots implements UpdateSlots {
 
   async writeInactive(imageFile: string, imageBytes: number): Promise<SlotName> {
     const { active, fallback } = await this.status();
-    // The fallback of a trial is the only known-good slot: never overwrite it.
+    // HW-UPD-4: never the running slot; and the fallback of a trial is the only known-good one.
     if (fallback !== null) throw new PlatformError(`slot ${active} is on trial; commit or roll back before writing slot ${fallback}`);
     const slot = other(active);
     const partial = this.path("slots", `${slot}.partial`);

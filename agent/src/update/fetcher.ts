@@ -86,6 +86,7 @@ export class BoundedFetcher extends BaseFetcher {
             return;
           }
           received += value.byteLength;
+          // HW-UPD-2, TUF 5.7.3: never more than the signed length ("endless data").
           if (received > maxLength) {
             const error = new DownloadLengthMismatchError(`${url}: more than the ${maxLength} bytes allowed`);
             cleanup();

@@ -90,6 +90,7 @@ export class TufClient {
         },
       });
       try {
+        // HW-UPD-1: TUF 5.3-5.6 (root rotation, freeze, rollback, mix-and-match) against the trusted root only.
         await updater.refresh();
         return await fn(updater);
       } catch (error) {
