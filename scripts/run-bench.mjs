@@ -21,6 +21,7 @@ const BENCHES = {
   "heartbeat-ingest": { needsAgent: false, headline: ["planeHandledMsgsPerSec", "planePersistedMsgsPerSec", "baselineMsgsPerSec", "ratioHandled", "ratioPersisted", "complete"] },
   "quarantine-fanout": { needsAgent: false, headline: ["p50Ms", "p99Ms", "totalMs", "baselineTotalMs", "ratioTotal", "complete"] },
   "agent-footprint": { needsAgent: true, headline: ["binaryX64Bytes", "binaryArm64Bytes", "agentRssKiB", "bareBunRssKiB", "ratioRss"] },
+  guards: { needsAgent: true, headline: ["guardCycleCpuMs", "baselineSummaryCpuMs", "ratioCycleToSummary", "agentCpuPercentGuardsOn", "agentCpuPercentGuardsOff", "ratioIdleOnToOff"] },
 };
 const MAX_MS = Number(process.env.BENCH_MAX_MS ?? 300_000);
 
