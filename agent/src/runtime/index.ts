@@ -143,7 +143,10 @@ export class Agent {
       tuf: this.tufClient(deps.fetch),
       maxImageBytes: config.update.maxImageBytes,
       progress: (severity, detail) => this.event("update-progress", severity, detail),
-      attest: () => this.sendEvidence("update", null),
+      attest: () => {
+        if (this.session) this.watch(); // running: /firmware now names the new slot
+        return this.sendEvidence("update", null);
+      },
       log: this.log,
       now: this.now,
       // Tests only: freeze the install at a checkpoint so the test can SIGKILL the agent there.
@@ -290,17 +293,24 @@ export class Agent {
     this.guards?.start(this.config.guards.intervalMs);
     this.timers.push(setInterval(() => void this.heartbeat(), this.config.heartbeatIntervalMs));
     this.timers.push(setInterval(() => void this.sendEvidence("timer", null), this.config.attestIntervalMs));
-    if (this.config.watch && this.config.measure.paths.length > 0) {
-      this.watcher = watchPaths(
-        this.config.measure.paths.map((devicePath) => ({ devicePath, hostPath: this.platform.resolve(devicePath) })),
-        (paths) => {
-          log.warn({ paths }, "watched paths changed");
-          this.event("watch-change", "warning", { paths });
-          void this.sendEvidence("watch", null);
-        },
-        { log },
-      );
-    }
+    this.watch();
+  }
+
+  /** (Re)starts the watcher: device paths resolve anew, e.g. `/firmware` to the slot an update switched to. */
+  private watch(): void {
+    this.watcher?.close();
+    this.watcher = null;
+    if (this.abort.signal.aborted || !this.config.watch || this.config.measure.paths.length === 0) return;
+    const log = this.log.child({ deviceId: this.deviceId });
+    this.watcher = watchPaths(
+      this.config.measure.paths.map((devicePath) => ({ devicePath, hostPath: this.platform.resolve(devicePath) })),
+      (paths) => {
+        log.warn({ paths }, "watched paths changed");
+        this.event("watch-change", "warning", { paths });
+        void this.sendEvidence("watch", null);
+      },
+      { log },
+    );
   }
 
   async stop(code: number = EXIT.ok): Promise<void> {

@@ -5,7 +5,7 @@
  * Skips with a message when the binary is not built (`npm run build:agent`).
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSimulatedBoard, type SimulatedBoard } from "../platform/simulated.js";
@@ -23,7 +23,7 @@ describe.skipIf(!built)("compiled agent: updates", () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
 
-  async function setup() {
+  async function setup(extra: Record<string, unknown> = {}) {
     const dir = tempDir("hw-update-bin-");
     cleanups.push(dir.cleanup);
     const repo = await new TestTufRepo(join(dir.path, "repo")).start();
@@ -48,6 +48,7 @@ describe.skipIf(!built)("compiled agent: updates", () => {
         measure: { paths: ["/firmware"] },
         watch: false,
         update: { trustedRootFile: repo.rootFile, metadataUrl: repo.metadataUrl, targetsUrl: repo.targetsUrl },
+        ...extra,
       }),
     );
     const stateDir = join(dir.path, "state");
@@ -118,6 +119,19 @@ describe.skipIf(!built)("compiled agent: updates", () => {
       expect(await second.exited).toBe(0);
     });
   }
+
+  it("after a commit the watcher follows /firmware to the new slot", async () => {
+    const s = await setup({ watch: true });
+    s.repo.addTarget("fw-1.1.0", testFirmwareImage("S19", "1.1.0"), { hardwareModels: ["S19"], version: "1.1.0" });
+    s.repo.publish();
+    s.start();
+    const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 20_000))["deviceId"] as string;
+    await s.broker.publishDown(deviceId, "command", s.plane.command(deviceId, 1, "update", { params: { targetName: "fw-1.1.0" } }));
+    await waitFor(() => s.broker.of("evidence").some((e) => e["reason"] === "update" && e["firmwareVersion"] === "1.1.0"), "update evidence", 20_000);
+    appendFileSync(s.board.resolve("/firmware/bmminer"), "# out-of-band edit\n");
+    await waitFor(() => s.broker.of("evidence").some((e) => e["reason"] === "watch"), "watch evidence from the new slot", 20_000);
+    expect(s.board.resolve("/firmware/bmminer")).toContain(join("slots", "b", "firmware"));
+  });
 
   it("SIGKILL on a trial boot of an image that fails its health check: the next start rolls back", async () => {
     const s = await setup();
