@@ -10,6 +10,7 @@
  */
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAgentConfig } from "../../agent/src/config/index.js";
 import { silentLogger } from "../../agent/src/log/index.js";
@@ -174,4 +175,44 @@ describe("guards on a clean fleet (real control plane, 5 agent binaries + 95 in-
     }
     for (const miner of fleet.filter((m) => m.proc)) expect(miner.proc!.running, `${miner.name} still running`).toBe(true);
   }, 300_000);
+
+  it("one miner hijacked over its API (addpool + switchpool) is quarantined by policy; the other 99 stay trusted", async () => {
+    const victim = fleet[COMPILED + 7]!;
+    for (const [command, parameter] of [["addpool", "stratum+tcp://evil.example:3333,thief.1,x"], ["switchpool", "1"]] as const) {
+      const answer = await minerApi(victim.sim.port, command, parameter);
+      expect(answer).toContain('"STATUS":"S"');
+    }
+    const view = await waitFor(
+      "the hijacked miner quarantined",
+      async () => {
+        const device = await admin.get(`/api/v1/devices/${victim.deviceId}`);
+        return device.containment === "quarantined" && device;
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+    expect(view.appraisal).toBe("contraindicated");
+    expect(view.lastAppraisal.findings).toContainEqual(
+      expect.objectContaining({ guard: "pool-live", tier: "contraindicated", subject: "stratum+tcp://evil.example:3333" }),
+    );
+    const { events } = await admin.get(`/api/v1/devices/${victim.deviceId}/events?limit=100`);
+    expect(events.filter((e: { kind: string; detail: { guard?: string } }) => e.kind === "guard-alert" && e.detail.guard === "pool-live")).toHaveLength(1);
+    const history = await admin.get(`/api/v1/devices/${victim.deviceId}/history?limit=10`);
+    expect(history.transitions).toContainEqual(expect.objectContaining({ machine: "containment", to: "quarantine_requested", actor: expect.objectContaining({ id: "policy" }) }));
+
+    const { devices } = await admin.get("/api/v1/devices?limit=1000");
+    const others = devices.filter((device: { deviceId: string }) => device.deviceId !== victim.deviceId && fleet.some((miner) => miner.deviceId === device.deviceId));
+    expect(others).toHaveLength(FLEET - 1);
+    for (const device of others) expect(device, device.deviceId).toMatchObject({ appraisal: "trusted", containment: "none" });
+  }, 120_000);
 });
+
+/** One cgminer API request, as any host on the farm's LAN can send it. */
+function minerApi(port: number, command: string, parameter: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => socket.end(JSON.stringify({ command, parameter })));
+    let answer = "";
+    socket.on("data", (chunk: Buffer) => (answer += chunk.toString("utf8")));
+    socket.on("close", () => resolve(answer.replace(/\0/g, "")));
+    socket.on("error", reject);
+  });
+}
