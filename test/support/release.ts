@@ -3,7 +3,7 @@
  * (control-plane/src/release, run in-process with the real fetch): offline keys, root v1 with the plane's online
  * keys, then `sign` + `upload` per release. Images are simulated-board firmware bundles (agent/src/update/image.ts).
  */
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildFirmwareImage } from "../../agent/src/update/index.js";
 import { simulatedFirmwareFiles } from "../../agent/src/platform/simulated.js";
@@ -15,7 +15,16 @@ export interface Releaser {
   repo: string;
   /** The trusted root a device is provisioned with (`update.trustedRootFile`). */
   rootFile: string;
-  publish(release: { name: string; model: string; models?: string[]; version: string; healthy?: boolean; reference?: unknown[] }): Promise<{ sha256: string }>;
+  publish(release: {
+    name: string;
+    model: string;
+    models?: string[];
+    version: string;
+    healthy?: boolean;
+    reference?: unknown[];
+    /** More files in the image (e.g. a large blob for the update benchmark). */
+    extraFiles?: Array<{ path: string; content: string | Buffer }>;
+  }): Promise<{ sha256: string; imageFile: string }>;
 }
 
 async function release(args: string[]): Promise<Record<string, unknown>> {
@@ -30,6 +39,7 @@ export async function createReleaser(dir: string, admin: ApiClient): Promise<Rel
   const keys = join(dir, "keys");
   const repo = join(dir, "repo");
   const tokenFile = join(dir, "admin.token");
+  mkdirSync(dir, { recursive: true });
   writeFileSync(tokenFile, `${admin.token}\n`, { mode: 0o600 });
   await release(["keys", "init", "--dir", keys, "--root-keys", "3", "--root-threshold", "2", "--targets-keys", "2", "--targets-threshold", "2"]);
   writeFileSync(join(dir, "online-keys.json"), JSON.stringify(await admin.get("/api/v1/tuf/online-keys")));
@@ -39,7 +49,7 @@ export async function createReleaser(dir: string, admin: ApiClient): Promise<Rel
     dir,
     repo,
     rootFile: join(repo, "1.root.json"),
-    async publish({ name, model, models, version, healthy = true, reference = [] }) {
+    async publish({ name, model, models, version, healthy = true, reference = [], extraFiles = [] }) {
       const files: Array<{ path: string; content: string | Buffer; mode?: number }> = Object.entries(simulatedFirmwareFiles(model, version)).map(([path, content]) => ({
         path,
         content,
@@ -47,13 +57,14 @@ export async function createReleaser(dir: string, admin: ApiClient): Promise<Rel
       }));
       // The simulated board's health check reads firmware/etc/selftest: anything but "pass" fails the trial boot.
       if (!healthy) files.push({ path: "etc/selftest", content: "fail: hashboard 2 not detected\n" });
+      files.push(...extraFiles);
       const image = join(dir, `${name}.img`);
       writeFileSync(image, buildFirmwareImage(files));
       const referenceFile = join(dir, `${name}.reference.json`);
       writeFileSync(referenceFile, JSON.stringify(reference));
       const signed = await release(["sign", "--keys", keys, "--repo", repo, "--image", image, "--name", name, "--version", version, "--models", (models ?? [model]).join(","), "--reference", referenceFile]);
       await release(["upload", "--url", admin.baseUrl, "--token-file", tokenFile, "--repo", repo]);
-      return { sha256: (signed.target as { sha256: string }).sha256 };
+      return { sha256: (signed.target as { sha256: string }).sha256, imageFile: image };
     },
   };
 }

@@ -7,9 +7,8 @@
  */
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
-import { createReadStream, statSync } from "node:fs";
+import { createReadStream, openAsBlob } from "node:fs";
 import { basename, join } from "node:path";
-import { Readable } from "node:stream";
 import { parseArgs } from "node:util";
 import type { Metadata, Root, Targets } from "@tufjs/models";
 import { HashwardError } from "../../../shared/errors/index.js";
@@ -234,14 +233,13 @@ export async function runRelease(argv: readonly string[], io: ReleaseIo): Promis
           const sha256 = target.hashes.sha256 as string;
           const path = join(repo, "images", sha256);
           if (!existsSync(path)) throw new UsageError(`${path} is missing (target ${target.path}); sign it again or copy the image there`);
-          // Streamed: a 500 MB image never sits in memory.
-          const body = Readable.toWeb(createReadStream(path)) as unknown as RequestInit["body"];
+          // A file-backed Blob: streamed from disk with its length known, so a 500 MB image never sits in memory.
+          const body = (await openAsBlob(path)) as unknown as RequestInit["body"];
           await io.fetch(`${base}/api/v1/tuf/images/${sha256}`, {
             method: "PUT",
-            headers: { ...auth, "Content-Type": "application/octet-stream", "Content-Length": String(statSync(path).size) },
+            headers: { ...auth, "Content-Type": "application/octet-stream" },
             body,
-            duplex: "half",
-          } as RequestInit).then(async (response) => {
+          }).then(async (response) => {
             if (!response.ok) throw new HashwardError(`PUT /api/v1/tuf/images/${sha256}: HTTP ${response.status} ${await response.text()}`);
           });
           (uploaded.images as string[]).push(sha256);
