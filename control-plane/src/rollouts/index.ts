@@ -262,6 +262,7 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
     const failed = members.filter((m) => m.status === "failed").length;
     const succeeded = members.filter((m) => m.status === "succeeded").length;
     const finished = members.filter((m) => FINISHED.includes(m.status as RolloutDeviceStatus)).length;
+    // HW-RO-1: the error threshold stops everything, by itself.
     if (size > 0 && failed * 100 >= row.errorThreshold * size) {
       const why = `error threshold reached: ${failed} of ${size} devices failed in group ${row.currentGroup} (threshold ${row.errorThreshold}%)`;
       await move(tx, row, "error-threshold", engine, why, at);

@@ -268,7 +268,7 @@ export function createTufRepository(deps: {
         if (trusted === null) {
           if (version !== 1) throw new ConflictError(`the first root must be version 1, got ${version}`);
         } else {
-          // TUF 5.3.4/5.3.5: the next root is exactly N+1 and signed by a threshold of the trusted root's keys.
+          // HW-TUF-2, TUF 5.3.4/5.3.5: the next root is exactly N+1, signed by a threshold of the trusted root's keys.
           if (version !== trusted.signed.version + 1) {
             throw new ConflictError(`root version ${version} is not the next version (trusted root is v${trusted.signed.version})`);
           }
@@ -292,7 +292,7 @@ export function createTufRepository(deps: {
         const root = await trustedRoot(tx);
         if (!root) throw new ConflictError("no root is published yet: upload root metadata first (release upload)");
         const version = candidate.signed.version;
-        // TUF 5.6.3: signed by a threshold of the targets keys the trusted root names (online keys do not count).
+        // HW-TUF-1, TUF 5.6.3: a threshold of the targets keys the trusted root names (online keys do not count).
         verifyRole(root, "targets", candidate, `targets v${version} is not signed by a threshold of the root's targets keys`);
         const previous = await currentTargets(tx);
         // TUF 5.6.5 (rollback): a repository only moves forward.
@@ -417,6 +417,7 @@ export function createTufRepository(deps: {
       }
     },
 
+    // HW-TUF-3: re-signed while still valid, so clients never see an expired timestamp from an available plane.
     async renewIfDue() {
       const at = now();
       return db.transaction(async (tx) => {
