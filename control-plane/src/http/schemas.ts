@@ -145,8 +145,24 @@ const attestationResultSchema = z
       configuration: tierSchema,
       executables: tierSchema,
       "file-system": tierSchema,
+      /** Present only when a guard finding names it (HW-APPRAISE-2). */
+      "runtime-opaque": tierSchema.optional(),
     }),
     differences: z.array(differenceSchema),
+    /** Guard findings of the evidence (control-plane/src/appraisal, HW-APPRAISE-2); absent in results stored before guards. */
+    findings: z
+      .array(
+        z.object({
+          guard: z.string(),
+          claim: z.enum(["configuration", "executables", "file-system", "runtime-opaque"]),
+          tier: z.enum(["warning", "contraindicated"]),
+          subject: z.string(),
+          expected: z.unknown().optional(),
+          seen: z.unknown().optional(),
+          message: z.string(),
+        }),
+      )
+      .optional(),
     referenceId: z.string().nullable(),
     evidenceSeq: z.number(),
     appraisedAt: isoTime,
