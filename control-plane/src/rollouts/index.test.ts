@@ -11,6 +11,7 @@ import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBas
 import { ValidationError } from "../../../shared/errors/index.js";
 import { type Command, verifyCommand } from "../../../shared/protocol/index.js";
 import { type Database, devices, openDatabase } from "../db/index.js";
+import { createTemporaryPostgres } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
 import type { ServiceContext } from "../service/context.js";
@@ -30,7 +31,8 @@ class RecordingPublisher implements DevicePublisher {
   }
 }
 
-describe("rollout engine", () => {
+function contract(backend: string, openAt: (dir: string) => Promise<{ db: Database; close(): Promise<void> }>) {
+describe(`rollout engine (${backend})`, () => {
   let dir: string;
   let db: Database;
   let close: () => Promise<void>;
@@ -45,7 +47,7 @@ describe("rollout engine", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "hw-rollout-"));
-    ({ db, close } = await openDatabase({ dataDir: dir }));
+    ({ db, close } = await openAt(dir));
     const logger = pino({ level: "silent" });
     services = createServices({ db, publisher, commandKey, logger, now: () => clock, options: OPTIONS });
     const ctx: ServiceContext = { db, publisher, commandKey, commandPublicKey: toBase64Url(commandKey.publicKey), logger, now: () => clock, options: OPTIONS };
@@ -225,3 +227,18 @@ describe("rollout engine", () => {
     expect(readme).toContain(renderRolloutMermaid());
   });
 });
+}
+
+contract("PGlite", (dir) => openDatabase({ dataDir: dir }));
+const postgresUrl = process.env.HASHWARD_TEST_DATABASE_URL;
+if (postgresUrl) {
+  contract("PostgreSQL", async () => {
+    const temp = await createTemporaryPostgres(postgresUrl);
+    const opened = await openDatabase({ dataDir: "", databaseUrl: temp.url });
+    return { db: opened.db, close: async () => { await opened.close(); await temp.drop(); } };
+  });
+} else {
+  describe.skip("PostgreSQL contract (set HASHWARD_TEST_DATABASE_URL to run)", () => {
+    it("skipped", () => undefined);
+  });
+}

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKeyPair } from "../../../shared/crypto/index.js";
 import { ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import { type Database, openDatabase } from "../db/index.js";
+import { createTemporaryPostgres } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { nextRoot, signWith, expiresIn } from "../release/metadata.js";
 import { createTufRepository, ImageTooLargeError, type TufRepository } from "./index.js";
@@ -18,7 +19,8 @@ import { chunksOf, offlineKeys, rootDocument, SAMPLE_CUSTOM, targetFor, targetsD
 
 const DAY_MS = 86_400_000;
 
-describe("TUF repository", () => {
+function contract(backend: string, openAt: (dir: string) => Promise<{ db: Database; close(): Promise<void> }>) {
+describe(`TUF repository (${backend})`, () => {
   let dir: string;
   let db: Database;
   let close: () => Promise<void>;
@@ -31,7 +33,7 @@ describe("TUF repository", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "hw-tuf-"));
-    const opened = await openDatabase({ dataDir: dir });
+    const opened = await openAt(dir);
     db = opened.db;
     close = opened.close;
     repo = createTufRepository({
@@ -161,3 +163,18 @@ describe("TUF repository", () => {
     expect((await repo.status()).snapshotVersion).toBe((before.snapshotVersion as number) + 1);
   });
 });
+}
+
+contract("PGlite", (dir) => openDatabase({ dataDir: dir }));
+const postgresUrl = process.env.HASHWARD_TEST_DATABASE_URL;
+if (postgresUrl) {
+  contract("PostgreSQL", async () => {
+    const temp = await createTemporaryPostgres(postgresUrl);
+    const opened = await openDatabase({ dataDir: "", databaseUrl: temp.url });
+    return { db: opened.db, close: async () => { await opened.close(); await temp.drop(); } };
+  });
+} else {
+  describe.skip("PostgreSQL contract (set HASHWARD_TEST_DATABASE_URL to run)", () => {
+    it("skipped", () => undefined);
+  });
+}
