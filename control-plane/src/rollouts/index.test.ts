@@ -32,201 +32,201 @@ class RecordingPublisher implements DevicePublisher {
 }
 
 function contract(backend: string, openAt: (dir: string) => Promise<{ db: Database; close(): Promise<void> }>) {
-describe(`rollout engine (${backend})`, () => {
-  let dir: string;
-  let db: Database;
-  let close: () => Promise<void>;
-  let services: Services;
-  let rollouts: RolloutService;
-  let clock = Date.UTC(2030, 0, 1);
-  let eventNo = 0;
-  const publisher = new RecordingPublisher();
-  const commandKey = generateKeyPair();
-  const operator = { kind: "operator", id: "tok_op", role: "operator" } as const;
-  const fleet: Array<{ id: string; key: KeyPair }> = [];
+  describe(`rollout engine (${backend})`, () => {
+    let dir: string;
+    let db: Database;
+    let close: () => Promise<void>;
+    let services: Services;
+    let rollouts: RolloutService;
+    let clock = Date.UTC(2030, 0, 1);
+    let eventNo = 0;
+    const publisher = new RecordingPublisher();
+    const commandKey = generateKeyPair();
+    const operator = { kind: "operator", id: "tok_op", role: "operator" } as const;
+    const fleet: Array<{ id: string; key: KeyPair }> = [];
 
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "hw-rollout-"));
-    ({ db, close } = await openAt(dir));
-    const logger = pino({ level: "silent" });
-    services = createServices({ db, publisher, commandKey, logger, now: () => clock, options: OPTIONS });
-    const ctx: ServiceContext = { db, publisher, commandKey, commandPublicKey: toBase64Url(commandKey.publicKey), logger, now: () => clock, options: OPTIONS };
-    rollouts = createRolloutService({
-      ctx,
-      targets: { getTarget: async (name) => (name === TARGET.name ? TARGET : Promise.reject(new NotFoundError("target", name))) },
-      updateCommandTtlMs: 600_000,
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), "hw-rollout-"));
+      ({ db, close } = await openAt(dir));
+      const logger = pino({ level: "silent" });
+      services = createServices({ db, publisher, commandKey, logger, now: () => clock, options: OPTIONS });
+      const ctx: ServiceContext = { db, publisher, commandKey, commandPublicKey: toBase64Url(commandKey.publicKey), logger, now: () => clock, options: OPTIONS };
+      rollouts = createRolloutService({
+        ctx,
+        targets: { getTarget: async (name) => (name === TARGET.name ? TARGET : Promise.reject(new NotFoundError("target", name))) },
+        updateCommandTtlMs: 600_000,
+      });
+      for (let i = 0; i < 6; i++) {
+        const key = generateKeyPair();
+        const id = deviceIdFromPublicKey(key.publicKey);
+        fleet.push({ id, key });
+        await db.insert(devices).values({ id, publicKey: toBase64Url(key.publicKey), model: i < 5 ? "S19" : "L7", enrollment: "accepted" });
+      }
+      fleet.sort((a, b) => a.id.localeCompare(b.id));
     });
-    for (let i = 0; i < 6; i++) {
-      const key = generateKeyPair();
-      const id = deviceIdFromPublicKey(key.publicKey);
-      fleet.push({ id, key });
-      await db.insert(devices).values({ id, publicKey: toBase64Url(key.publicKey), model: i < 5 ? "S19" : "L7", enrollment: "accepted" });
-    }
-    fleet.sort((a, b) => a.id.localeCompare(b.id));
-  });
-  afterAll(async () => {
-    await services.close();
-    await close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  const keyOf = (deviceId: string) => (fleet.find((d) => d.id === deviceId) as { key: KeyPair }).key;
-  const commandsFor = (rolloutId: string) => publisher.commands.filter((c) => c.params.rolloutId === rolloutId);
-
-  async function ack(command: Command, status: "done" | "failed", reason?: string) {
-    const body = { v: 1 as const, type: "ack" as const, deviceId: command.deviceId, seq: command.seq, action: command.action, status, containment: "none" as const, ts: clock, ...(reason ? { reason } : {}) };
-    await services.deviceSide.onAck(signObject(body, keyOf(command.deviceId).privateKey));
-  }
-
-  async function progress(command: Command, phase: string, reason?: string) {
-    const detail = { phase, targetName: command.params.targetName, ...(reason ? { reason } : {}) };
-    const body = { v: 1 as const, type: "event" as const, deviceId: command.deviceId, id: `evt-${String(++eventNo).padStart(6, "0")}`, ts: clock, kind: "update-progress" as const, severity: "info" as const, detail };
-    await services.deviceSide.onEvent(signObject(body, keyOf(command.deviceId).privateKey));
-  }
-
-  it("plans groups by size and percent, with leftovers in a last group", () => {
-    expect(planGroups(6, [{ size: 2 }, { percent: 50 }])).toEqual([2, 3, 1]);
-    expect(planGroups(3, [{ size: 5 }, { size: 5 }])).toEqual([3]);
-    expect(planGroups(10, [{ percent: 1 }])).toEqual([1, 9]);
-  });
-
-  it("validates input, naming the field, and refuses an unknown target or an empty selection", async () => {
-    const base = { targetName: TARGET.name, selector: { model: "S19" }, groups: [{ size: 1 }], successThreshold: 100, errorThreshold: 50 };
-    await expect(rollouts.create(operator, { ...base, selector: {} })).rejects.toMatchObject({ field: "selector" });
-    await expect(rollouts.create(operator, { ...base, errorThreshold: 0 })).rejects.toBeInstanceOf(ValidationError);
-    await expect(rollouts.create(operator, { ...base, groups: [{ size: 0 }] })).rejects.toMatchObject({ field: "groups.0.size" });
-    await expect(rollouts.create(operator, { ...base, targetName: "nope" })).rejects.toBeInstanceOf(NotFoundError);
-    await expect(rollouts.create(operator, { ...base, selector: { model: "S21" } })).rejects.toBeInstanceOf(ConflictError);
-  });
-
-  it("advances group by group on success and completes", async () => {
-    const created = await rollouts.create(operator, {
-      targetName: TARGET.name,
-      selector: { model: "S19" },
-      groups: [{ size: 2 }, { percent: 40 }],
-      successThreshold: 100,
-      errorThreshold: 50,
+    afterAll(async () => {
+      await services.close();
+      await close();
+      rmSync(dir, { recursive: true, force: true });
     });
-    expect(created.state).toBe("running");
-    expect(created.groupStatus.map((g) => g.size)).toEqual([2, 2, 1]);
-    let sent = commandsFor(created.id);
-    expect(sent).toHaveLength(2);
-    for (const command of sent) {
-      // Signed with the plane key, names the target and the rollout (the agent's verifyCommand accepts it).
-      expect(() => verifyCommand(command, commandKey.publicKey, { deviceId: command.deviceId, lastSeq: 0, nowMs: clock })).not.toThrow();
-      expect(command).toMatchObject({ action: "update", params: { targetName: TARGET.name, rolloutId: created.id } });
+
+    const keyOf = (deviceId: string) => (fleet.find((d) => d.id === deviceId) as { key: KeyPair }).key;
+    const commandsFor = (rolloutId: string) => publisher.commands.filter((c) => c.params.rolloutId === rolloutId);
+
+    async function ack(command: Command, status: "done" | "failed", reason?: string) {
+      const body = { v: 1 as const, type: "ack" as const, deviceId: command.deviceId, seq: command.seq, action: command.action, status, containment: "none" as const, ts: clock, ...(reason ? { reason } : {}) };
+      await services.deviceSide.onAck(signObject(body, keyOf(command.deviceId).privateKey));
     }
 
-    await progress(sent[0] as Command, "download");
-    await rollouts.tick();
-    let detail = await rollouts.get(created.id);
-    expect(detail.devices.find((d) => d.deviceId === sent[0]?.deviceId)).toMatchObject({ status: "downloading", phase: "download" });
-    expect(detail.currentGroup).toBe(0);
+    async function progress(command: Command, phase: string, reason?: string) {
+      const detail = { phase, targetName: command.params.targetName, ...(reason ? { reason } : {}) };
+      const body = { v: 1 as const, type: "event" as const, deviceId: command.deviceId, id: `evt-${String(++eventNo).padStart(6, "0")}`, ts: clock, kind: "update-progress" as const, severity: "info" as const, detail };
+      await services.deviceSide.onEvent(signObject(body, keyOf(command.deviceId).privateKey));
+    }
 
-    for (const command of sent) await ack(command, "done");
-    await rollouts.tick();
-    detail = await rollouts.get(created.id);
-    expect(detail.currentGroup).toBe(1);
-    sent = commandsFor(created.id).slice(2);
-    expect(sent).toHaveLength(2);
-
-    for (const command of sent) await ack(command, "done");
-    await rollouts.tick();
-    sent = commandsFor(created.id).slice(4);
-    expect(sent).toHaveLength(1);
-    await ack(sent[0] as Command, "done");
-    await rollouts.tick();
-    detail = await rollouts.get(created.id);
-    expect(detail.state).toBe("completed");
-    expect(detail.groupStatus.every((g) => g.succeeded === g.size)).toBe(true);
-  });
-
-  it("stops by itself when a group's failures reach the error threshold", async () => {
-    const created = await rollouts.create(operator, {
-      targetName: TARGET.name,
-      selector: { model: "S19" },
-      groups: [{ size: 2 }],
-      successThreshold: 100,
-      errorThreshold: 50,
+    it("plans groups by size and percent, with leftovers in a last group", () => {
+      expect(planGroups(6, [{ size: 2 }, { percent: 50 }])).toEqual([2, 3, 1]);
+      expect(planGroups(3, [{ size: 5 }, { size: 5 }])).toEqual([3]);
+      expect(planGroups(10, [{ percent: 1 }])).toEqual([1, 9]);
     });
-    const sent = commandsFor(created.id);
-    expect(sent).toHaveLength(2);
-    await progress(sent[0] as Command, "rejected", "model S19 is not listed by the target");
-    await rollouts.tick();
-    const detail = await rollouts.get(created.id);
-    expect(detail.state).toBe("stopped");
-    expect(detail.reason).toMatch(/error threshold/);
-    expect(detail.devices.find((d) => d.deviceId === sent[0]?.deviceId)).toMatchObject({ status: "failed", reason: "model S19 is not listed by the target" });
-    expect(detail.devices.filter((d) => d.group === 1).every((d) => d.status === "cancelled")).toBe(true);
-    // The other device's pending command stops being re-published.
-    const pending = await services.service.listCommands(sent[1]?.deviceId as string, 10);
-    expect(pending.find((c) => c.seq === sent[1]?.seq)?.status).toBe("superseded");
-    // Nothing more is issued, and a stopped rollout cannot be resumed.
-    await rollouts.tick();
-    expect(commandsFor(created.id)).toHaveLength(2);
-    await expect(rollouts.resume(operator, created.id)).rejects.toBeInstanceOf(ConflictError);
-  });
 
-  it("counts a failed ack and an expired command as failures", async () => {
-    const created = await rollouts.create(operator, {
-      targetName: TARGET.name,
-      selector: { deviceIds: fleet.slice(0, 2).map((d) => d.id) },
-      groups: [{ size: 2 }],
-      successThreshold: 50,
-      errorThreshold: 100,
+    it("validates input, naming the field, and refuses an unknown target or an empty selection", async () => {
+      const base = { targetName: TARGET.name, selector: { model: "S19" }, groups: [{ size: 1 }], successThreshold: 100, errorThreshold: 50 };
+      await expect(rollouts.create(operator, { ...base, selector: {} })).rejects.toMatchObject({ field: "selector" });
+      await expect(rollouts.create(operator, { ...base, errorThreshold: 0 })).rejects.toBeInstanceOf(ValidationError);
+      await expect(rollouts.create(operator, { ...base, groups: [{ size: 0 }] })).rejects.toMatchObject({ field: "groups.0.size" });
+      await expect(rollouts.create(operator, { ...base, targetName: "nope" })).rejects.toBeInstanceOf(NotFoundError);
+      await expect(rollouts.create(operator, { ...base, selector: { model: "S21" } })).rejects.toBeInstanceOf(ConflictError);
     });
-    const [first, second] = commandsFor(created.id) as [Command, Command];
-    await ack(first, "failed", "health check failed; rolled back");
-    clock += 600_001;
-    await services.deviceSide.retryPendingCommands(); // expires the second device's command
-    await rollouts.tick();
-    const detail = await rollouts.get(created.id);
-    expect(detail.devices.map((d) => d.status)).toEqual(["failed", "failed"]);
-    expect(detail.state).toBe("stopped");
-    expect(second.deviceId).not.toBe(first.deviceId);
-  });
 
-  it("pauses, resumes and cancels; illegal transitions are refused", async () => {
-    const created = await rollouts.create(operator, {
-      targetName: TARGET.name,
-      selector: { model: "S19" },
-      groups: [{ size: 1 }, { size: 1 }],
-      successThreshold: 100,
-      errorThreshold: 100,
-      start: false,
+    it("advances group by group on success and completes", async () => {
+      const created = await rollouts.create(operator, {
+        targetName: TARGET.name,
+        selector: { model: "S19" },
+        groups: [{ size: 2 }, { percent: 40 }],
+        successThreshold: 100,
+        errorThreshold: 50,
+      });
+      expect(created.state).toBe("running");
+      expect(created.groupStatus.map((g) => g.size)).toEqual([2, 2, 1]);
+      let sent = commandsFor(created.id);
+      expect(sent).toHaveLength(2);
+      for (const command of sent) {
+        // Signed with the plane key, names the target and the rollout (the agent's verifyCommand accepts it).
+        expect(() => verifyCommand(command, commandKey.publicKey, { deviceId: command.deviceId, lastSeq: 0, nowMs: clock })).not.toThrow();
+        expect(command).toMatchObject({ action: "update", params: { targetName: TARGET.name, rolloutId: created.id } });
+      }
+
+      await progress(sent[0] as Command, "download");
+      await rollouts.tick();
+      let detail = await rollouts.get(created.id);
+      expect(detail.devices.find((d) => d.deviceId === sent[0]?.deviceId)).toMatchObject({ status: "downloading", phase: "download" });
+      expect(detail.currentGroup).toBe(0);
+
+      for (const command of sent) await ack(command, "done");
+      await rollouts.tick();
+      detail = await rollouts.get(created.id);
+      expect(detail.currentGroup).toBe(1);
+      sent = commandsFor(created.id).slice(2);
+      expect(sent).toHaveLength(2);
+
+      for (const command of sent) await ack(command, "done");
+      await rollouts.tick();
+      sent = commandsFor(created.id).slice(4);
+      expect(sent).toHaveLength(1);
+      await ack(sent[0] as Command, "done");
+      await rollouts.tick();
+      detail = await rollouts.get(created.id);
+      expect(detail.state).toBe("completed");
+      expect(detail.groupStatus.every((g) => g.succeeded === g.size)).toBe(true);
     });
-    expect(created.state).toBe("created");
-    expect(commandsFor(created.id)).toHaveLength(0);
-    await expect(rollouts.pause(operator, created.id)).rejects.toBeInstanceOf(ConflictError);
-    expect((await rollouts.start(operator, created.id)).state).toBe("running");
-    expect(commandsFor(created.id)).toHaveLength(1);
-    expect((await rollouts.pause(operator, created.id)).state).toBe("paused");
-    await ack(commandsFor(created.id)[0] as Command, "done");
-    await rollouts.tick(); // paused: nothing advances
-    expect((await rollouts.get(created.id)).currentGroup).toBe(0);
-    const resumed = await rollouts.resume(operator, created.id);
-    expect(resumed).toMatchObject({ state: "running", currentGroup: 1 });
-    expect(commandsFor(created.id)).toHaveLength(2);
-    const cancelled = await rollouts.cancel(operator, created.id, "bad batch");
-    expect(cancelled).toMatchObject({ state: "cancelled", reason: "bad batch" });
-    expect(cancelled.devices.filter((d) => d.group === 2).every((d) => d.status === "cancelled")).toBe(true);
-    await expect(rollouts.cancel(operator, created.id)).rejects.toBeInstanceOf(ConflictError);
-    expect((await rollouts.list(10)).map((r) => r.id)).toContain(created.id);
-    await expect(rollouts.get("ro_missing")).rejects.toBeInstanceOf(NotFoundError);
-  });
 
-  it("sends one update command to one device outside a rollout", async () => {
-    const device = fleet[5] as { id: string };
-    const command = await rollouts.updateDevice(operator, device.id, TARGET.name);
-    expect(command).toMatchObject({ deviceId: device.id, action: "update", params: { targetName: TARGET.name }, status: "pending" });
-    await expect(rollouts.updateDevice(operator, "hw-000000000000000000000000", TARGET.name)).rejects.toBeInstanceOf(NotFoundError);
-  });
+    it("stops by itself when a group's failures reach the error threshold", async () => {
+      const created = await rollouts.create(operator, {
+        targetName: TARGET.name,
+        selector: { model: "S19" },
+        groups: [{ size: 2 }],
+        successThreshold: 100,
+        errorThreshold: 50,
+      });
+      const sent = commandsFor(created.id);
+      expect(sent).toHaveLength(2);
+      await progress(sent[0] as Command, "rejected", "model S19 is not listed by the target");
+      await rollouts.tick();
+      const detail = await rollouts.get(created.id);
+      expect(detail.state).toBe("stopped");
+      expect(detail.reason).toMatch(/error threshold/);
+      expect(detail.devices.find((d) => d.deviceId === sent[0]?.deviceId)).toMatchObject({ status: "failed", reason: "model S19 is not listed by the target" });
+      expect(detail.devices.filter((d) => d.group === 1).every((d) => d.status === "cancelled")).toBe(true);
+      // The other device's pending command stops being re-published.
+      const pending = await services.service.listCommands(sent[1]?.deviceId as string, 10);
+      expect(pending.find((c) => c.seq === sent[1]?.seq)?.status).toBe("superseded");
+      // Nothing more is issued, and a stopped rollout cannot be resumed.
+      await rollouts.tick();
+      expect(commandsFor(created.id)).toHaveLength(2);
+      await expect(rollouts.resume(operator, created.id)).rejects.toBeInstanceOf(ConflictError);
+    });
 
-  it("README carries the generated state diagram", () => {
-    const readme = readFileSync(new URL("./README.md", import.meta.url), "utf8");
-    expect(readme).toContain(renderRolloutMermaid());
+    it("counts a failed ack and an expired command as failures", async () => {
+      const created = await rollouts.create(operator, {
+        targetName: TARGET.name,
+        selector: { deviceIds: fleet.slice(0, 2).map((d) => d.id) },
+        groups: [{ size: 2 }],
+        successThreshold: 50,
+        errorThreshold: 100,
+      });
+      const [first, second] = commandsFor(created.id) as [Command, Command];
+      await ack(first, "failed", "health check failed; rolled back");
+      clock += 600_001;
+      await services.deviceSide.retryPendingCommands(); // expires the second device's command
+      await rollouts.tick();
+      const detail = await rollouts.get(created.id);
+      expect(detail.devices.map((d) => d.status)).toEqual(["failed", "failed"]);
+      expect(detail.state).toBe("stopped");
+      expect(second.deviceId).not.toBe(first.deviceId);
+    });
+
+    it("pauses, resumes and cancels; illegal transitions are refused", async () => {
+      const created = await rollouts.create(operator, {
+        targetName: TARGET.name,
+        selector: { model: "S19" },
+        groups: [{ size: 1 }, { size: 1 }],
+        successThreshold: 100,
+        errorThreshold: 100,
+        start: false,
+      });
+      expect(created.state).toBe("created");
+      expect(commandsFor(created.id)).toHaveLength(0);
+      await expect(rollouts.pause(operator, created.id)).rejects.toBeInstanceOf(ConflictError);
+      expect((await rollouts.start(operator, created.id)).state).toBe("running");
+      expect(commandsFor(created.id)).toHaveLength(1);
+      expect((await rollouts.pause(operator, created.id)).state).toBe("paused");
+      await ack(commandsFor(created.id)[0] as Command, "done");
+      await rollouts.tick(); // paused: nothing advances
+      expect((await rollouts.get(created.id)).currentGroup).toBe(0);
+      const resumed = await rollouts.resume(operator, created.id);
+      expect(resumed).toMatchObject({ state: "running", currentGroup: 1 });
+      expect(commandsFor(created.id)).toHaveLength(2);
+      const cancelled = await rollouts.cancel(operator, created.id, "bad batch");
+      expect(cancelled).toMatchObject({ state: "cancelled", reason: "bad batch" });
+      expect(cancelled.devices.filter((d) => d.group === 2).every((d) => d.status === "cancelled")).toBe(true);
+      await expect(rollouts.cancel(operator, created.id)).rejects.toBeInstanceOf(ConflictError);
+      expect((await rollouts.list(10)).map((r) => r.id)).toContain(created.id);
+      await expect(rollouts.get("ro_missing")).rejects.toBeInstanceOf(NotFoundError);
+    });
+
+    it("sends one update command to one device outside a rollout", async () => {
+      const device = fleet[5] as { id: string };
+      const command = await rollouts.updateDevice(operator, device.id, TARGET.name);
+      expect(command).toMatchObject({ deviceId: device.id, action: "update", params: { targetName: TARGET.name }, status: "pending" });
+      await expect(rollouts.updateDevice(operator, "hw-000000000000000000000000", TARGET.name)).rejects.toBeInstanceOf(NotFoundError);
+    });
+
+    it("README carries the generated state diagram", () => {
+      const readme = readFileSync(new URL("./README.md", import.meta.url), "utf8");
+      expect(readme).toContain(renderRolloutMermaid());
+    });
   });
-});
 }
 
 contract("PGlite", (dir) => openDatabase({ dataDir: dir }));

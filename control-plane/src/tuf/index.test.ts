@@ -20,149 +20,149 @@ import { chunksOf, offlineKeys, rootDocument, SAMPLE_CUSTOM, targetFor, targetsD
 const DAY_MS = 86_400_000;
 
 function contract(backend: string, openAt: (dir: string) => Promise<{ db: Database; close(): Promise<void> }>) {
-describe(`TUF repository (${backend})`, () => {
-  let dir: string;
-  let db: Database;
-  let close: () => Promise<void>;
-  let repo: TufRepository;
-  let clock = Date.UTC(2030, 0, 1);
-  const online = { snapshot: generateKeyPair(), timestamp: generateKeyPair() };
-  const keys = offlineKeys();
-  const image = new TextEncoder().encode("firmware image v2 ".repeat(1000));
-  const image3 = new TextEncoder().encode("firmware image v3 ".repeat(1000));
+  describe(`TUF repository (${backend})`, () => {
+    let dir: string;
+    let db: Database;
+    let close: () => Promise<void>;
+    let repo: TufRepository;
+    let clock = Date.UTC(2030, 0, 1);
+    const online = { snapshot: generateKeyPair(), timestamp: generateKeyPair() };
+    const keys = offlineKeys();
+    const image = new TextEncoder().encode("firmware image v2 ".repeat(1000));
+    const image3 = new TextEncoder().encode("firmware image v3 ".repeat(1000));
 
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "hw-tuf-"));
-    const opened = await openAt(dir);
-    db = opened.db;
-    close = opened.close;
-    repo = createTufRepository({
-      db,
-      dataDir: dir,
-      keys: online,
-      options: { timestampTtlMs: DAY_MS, snapshotTtlMs: 7 * DAY_MS, maxImageBytes: 1024 * 1024 },
-      logger: pino({ level: "silent" }),
-      now: () => clock,
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), "hw-tuf-"));
+      const opened = await openAt(dir);
+      db = opened.db;
+      close = opened.close;
+      repo = createTufRepository({
+        db,
+        dataDir: dir,
+        keys: online,
+        options: { timestampTtlMs: DAY_MS, snapshotTtlMs: 7 * DAY_MS, maxImageBytes: 1024 * 1024 },
+        logger: pino({ level: "silent" }),
+        now: () => clock,
+      });
+    });
+    afterAll(async () => {
+      await close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    const doc = (opts: Parameters<typeof rootDocument>[2] = {}) => rootDocument(keys, repo.onlineKeys, { now: clock, ...opts });
+
+    it("refuses targets before any root, and a first root that is not version 1 or not self-signed to threshold", async () => {
+      await expect(repo.uploadTargets(targetsDocument([], keys.targets, { now: clock }))).rejects.toBeInstanceOf(ConflictError);
+      await expect(repo.uploadRoot(doc({ version: 2 }))).rejects.toBeInstanceOf(ConflictError);
+      await expect(repo.uploadRoot(doc({ signers: keys.root.slice(0, 1) }))).rejects.toBeInstanceOf(VerificationError);
+      await expect(repo.uploadRoot(doc({ expiresMs: -DAY_MS }))).rejects.toBeInstanceOf(VerificationError);
+      expect((await repo.status()).rootVersion).toBeNull();
+    });
+
+    it("refuses a root that does not list the plane's online keys", async () => {
+      const otherOnline = rootDocument(keys, { ...repo.onlineKeys, snapshot: repo.onlineKeys.timestamp }, { now: clock });
+      await expect(repo.uploadRoot(otherOnline)).rejects.toThrow(/online snapshot key/);
+    });
+
+    it("accepts root v1 and serves it as root.json and 1.root.json", async () => {
+      await expect(repo.uploadRoot(doc())).resolves.toEqual({ version: 1 });
+      expect(JSON.parse((await repo.metadata("root.json")) ?? "null").signed.version).toBe(1);
+      expect(await repo.metadata("1.root.json")).toBe(await repo.metadata("root.json"));
+      expect(await repo.metadata("2.root.json")).toBeNull();
+      expect(await repo.metadata("../etc/passwd")).toBeNull();
+    });
+
+    it("stores an image only when it hashes to its name, and caps the size", async () => {
+      const hash = targetFor("x", image).sha256;
+      await expect(repo.storeImage(chunksOf(image), "0".repeat(64))).rejects.toBeInstanceOf(VerificationError);
+      await expect(repo.storeImage(chunksOf(new Uint8Array(2 * 1024 * 1024)), "1".repeat(64))).rejects.toBeInstanceOf(ImageTooLargeError);
+      await expect(repo.storeImage(chunksOf(image), hash)).resolves.toEqual({ sha256: hash, length: image.length, created: true });
+      await expect(repo.storeImage(chunksOf(image), hash)).resolves.toMatchObject({ created: false });
+    });
+
+    it("refuses targets below the targets threshold, signed by a wrong key, or by the online keys only", async () => {
+      const target = targetFor("fw-s19", image);
+      await expect(repo.uploadTargets(targetsDocument([target], keys.targets.slice(0, 1), { now: clock }))).rejects.toThrow(/threshold/);
+      await expect(repo.uploadTargets(targetsDocument([target], [generateKeyPair(), generateKeyPair()], { now: clock }))).rejects.toBeInstanceOf(VerificationError);
+      await expect(repo.uploadTargets(targetsDocument([target], [online.snapshot, online.timestamp], { now: clock }))).rejects.toBeInstanceOf(VerificationError);
+      await expect(repo.uploadTargets(targetsDocument([target], [...keys.root], { now: clock }))).rejects.toBeInstanceOf(VerificationError);
+      expect((await repo.status()).targetsVersion).toBeNull();
+    });
+
+    it("refuses expired targets, a missing image, a length that differs, and bad custom metadata", async () => {
+      const target = targetFor("fw-s19", image);
+      await expect(repo.uploadTargets(targetsDocument([target], keys.targets, { now: clock, expiresMs: -1000 }))).rejects.toThrow(/expired/);
+      await expect(repo.uploadTargets(targetsDocument([targetFor("fw-s19", image3)], keys.targets, { now: clock }))).rejects.toThrow(/not uploaded/);
+      await expect(repo.uploadTargets(targetsDocument([{ ...target, length: target.length + 1 }], keys.targets, { now: clock }))).rejects.toThrow(/length/);
+      const bad = { ...target, custom: { ...SAMPLE_CUSTOM, version: "two" } };
+      await expect(repo.uploadTargets(targetsDocument([bad], keys.targets, { now: clock }))).rejects.toBeInstanceOf(ValidationError);
+      await expect(repo.uploadTargets({ signed: { _type: "snapshot" } })).rejects.toBeInstanceOf(ValidationError);
+    });
+
+    it("publishes valid targets with a snapshot and timestamp signed by the online keys, verifiable from root", async () => {
+      const published = await repo.uploadTargets(targetsDocument([targetFor("fw-s19", image)], keys.targets, { now: clock }));
+      expect(published).toMatchObject({ targetsVersion: 1, snapshotVersion: 1, timestampVersion: 1 });
+      expect(published.changed.map((t) => t.name)).toEqual(["fw-s19"]);
+
+      const root = Metadata.fromJSON(MetadataKind.Root, JSON.parse((await repo.metadata("root.json")) as string));
+      const timestampText = (await repo.metadata("timestamp.json")) as string;
+      const timestamp = Metadata.fromJSON(MetadataKind.Timestamp, JSON.parse(timestampText));
+      root.verifyDelegate("timestamp", timestamp);
+      const snapshotText = (await repo.metadata(`${timestamp.signed.snapshotMeta.version}.snapshot.json`)) as string;
+      timestamp.signed.snapshotMeta.verify(Buffer.from(snapshotText));
+      const snapshot = Metadata.fromJSON(MetadataKind.Snapshot, JSON.parse(snapshotText));
+      root.verifyDelegate("snapshot", snapshot);
+      const targetsText = (await repo.metadata(`${snapshot.signed.meta["targets.json"]?.version}.targets.json`)) as string;
+      const targets = Metadata.fromJSON(MetadataKind.Targets, JSON.parse(targetsText));
+      root.verifyDelegate("targets", targets);
+
+      const sha = targets.signed.targets["fw-s19"]?.hashes.sha256 as string;
+      await expect(repo.targetFile(`${sha}.fw-s19`)).resolves.toMatchObject({ length: image.length });
+      await expect(repo.targetFile(`${sha}.other`)).resolves.toBeNull();
+      await expect(repo.targetFile(`${"0".repeat(64)}.fw-s19`)).resolves.toBeNull();
+      await expect(repo.getTarget("fw-s19")).resolves.toMatchObject({ version: "2.0.0", hardwareModels: ["S19"] });
+      await expect(repo.getTarget("nope")).rejects.toBeInstanceOf(NotFoundError);
+    });
+
+    it("refuses a rollback to the same or an older targets version", async () => {
+      await expect(repo.uploadTargets(targetsDocument([targetFor("fw-s19", image)], keys.targets, { now: clock, version: 1 }))).rejects.toThrow(/rollback/);
+    });
+
+    it("publishes the next targets version on top of the previous one", async () => {
+      await repo.storeImage(chunksOf(image3), targetFor("x", image3).sha256);
+      const previous = Metadata.fromJSON(MetadataKind.Targets, JSON.parse((await repo.metadata("targets.json")) as string));
+      const custom = { ...SAMPLE_CUSTOM, version: "3.0.0" };
+      const published = await repo.uploadTargets(targetsDocument([targetFor("fw-s19-v3", image3, custom)], keys.targets, { now: clock, previous }));
+      expect(published.targetsVersion).toBe(2);
+      expect(published.changed.map((t) => t.name)).toEqual(["fw-s19-v3"]);
+      expect((await repo.listTargets()).map((t) => t.name).sort()).toEqual(["fw-s19", "fw-s19-v3"]);
+    });
+
+    it("rotates root: v2 needs the old AND the new thresholds", async () => {
+      const current = Metadata.fromJSON(MetadataKind.Root, JSON.parse((await repo.metadata("root.json")) as string));
+      const newKeys = offlineKeys();
+      const next = () => nextRoot(current, { rootKeys: newKeys.root.map((k) => k.publicKey), rootThreshold: 2, expires: expiresIn(365 * DAY_MS, clock) });
+      await expect(repo.uploadRoot(signWith(next(), newKeys.root).toJSON())).rejects.toThrow(/root v1's keys/);
+      await expect(repo.uploadRoot(signWith(next(), keys.root).toJSON())).rejects.toThrow(/its own root keys/);
+      await expect(repo.uploadRoot(signWith(next(), [...keys.root.slice(0, 2), ...newKeys.root.slice(0, 2)]).toJSON())).resolves.toEqual({ version: 2 });
+      expect(JSON.parse((await repo.metadata("1.root.json")) as string).signed.version).toBe(1);
+      expect(JSON.parse((await repo.metadata("root.json")) as string).signed.version).toBe(2);
+    });
+
+    it("renews the timestamp when less than a third of its lifetime is left, and the snapshot likewise", async () => {
+      const before = await repo.status();
+      await expect(repo.renewIfDue()).resolves.toEqual({ renewed: [] });
+      clock += DAY_MS - DAY_MS / 4;
+      await expect(repo.renewIfDue()).resolves.toEqual({ renewed: ["timestamp"] });
+      const after = await repo.status();
+      expect(after.timestampVersion).toBe((before.timestampVersion as number) + 1);
+      expect(after.snapshotVersion).toBe(before.snapshotVersion);
+      clock += 5 * DAY_MS;
+      await expect(repo.renewIfDue()).resolves.toEqual({ renewed: ["snapshot", "timestamp"] });
+      expect((await repo.status()).snapshotVersion).toBe((before.snapshotVersion as number) + 1);
     });
   });
-  afterAll(async () => {
-    await close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  const doc = (opts: Parameters<typeof rootDocument>[2] = {}) => rootDocument(keys, repo.onlineKeys, { now: clock, ...opts });
-
-  it("refuses targets before any root, and a first root that is not version 1 or not self-signed to threshold", async () => {
-    await expect(repo.uploadTargets(targetsDocument([], keys.targets, { now: clock }))).rejects.toBeInstanceOf(ConflictError);
-    await expect(repo.uploadRoot(doc({ version: 2 }))).rejects.toBeInstanceOf(ConflictError);
-    await expect(repo.uploadRoot(doc({ signers: keys.root.slice(0, 1) }))).rejects.toBeInstanceOf(VerificationError);
-    await expect(repo.uploadRoot(doc({ expiresMs: -DAY_MS }))).rejects.toBeInstanceOf(VerificationError);
-    expect((await repo.status()).rootVersion).toBeNull();
-  });
-
-  it("refuses a root that does not list the plane's online keys", async () => {
-    const otherOnline = rootDocument(keys, { ...repo.onlineKeys, snapshot: repo.onlineKeys.timestamp }, { now: clock });
-    await expect(repo.uploadRoot(otherOnline)).rejects.toThrow(/online snapshot key/);
-  });
-
-  it("accepts root v1 and serves it as root.json and 1.root.json", async () => {
-    await expect(repo.uploadRoot(doc())).resolves.toEqual({ version: 1 });
-    expect(JSON.parse((await repo.metadata("root.json")) ?? "null").signed.version).toBe(1);
-    expect(await repo.metadata("1.root.json")).toBe(await repo.metadata("root.json"));
-    expect(await repo.metadata("2.root.json")).toBeNull();
-    expect(await repo.metadata("../etc/passwd")).toBeNull();
-  });
-
-  it("stores an image only when it hashes to its name, and caps the size", async () => {
-    const hash = targetFor("x", image).sha256;
-    await expect(repo.storeImage(chunksOf(image), "0".repeat(64))).rejects.toBeInstanceOf(VerificationError);
-    await expect(repo.storeImage(chunksOf(new Uint8Array(2 * 1024 * 1024)), "1".repeat(64))).rejects.toBeInstanceOf(ImageTooLargeError);
-    await expect(repo.storeImage(chunksOf(image), hash)).resolves.toEqual({ sha256: hash, length: image.length, created: true });
-    await expect(repo.storeImage(chunksOf(image), hash)).resolves.toMatchObject({ created: false });
-  });
-
-  it("refuses targets below the targets threshold, signed by a wrong key, or by the online keys only", async () => {
-    const target = targetFor("fw-s19", image);
-    await expect(repo.uploadTargets(targetsDocument([target], keys.targets.slice(0, 1), { now: clock }))).rejects.toThrow(/threshold/);
-    await expect(repo.uploadTargets(targetsDocument([target], [generateKeyPair(), generateKeyPair()], { now: clock }))).rejects.toBeInstanceOf(VerificationError);
-    await expect(repo.uploadTargets(targetsDocument([target], [online.snapshot, online.timestamp], { now: clock }))).rejects.toBeInstanceOf(VerificationError);
-    await expect(repo.uploadTargets(targetsDocument([target], [...keys.root], { now: clock }))).rejects.toBeInstanceOf(VerificationError);
-    expect((await repo.status()).targetsVersion).toBeNull();
-  });
-
-  it("refuses expired targets, a missing image, a length that differs, and bad custom metadata", async () => {
-    const target = targetFor("fw-s19", image);
-    await expect(repo.uploadTargets(targetsDocument([target], keys.targets, { now: clock, expiresMs: -1000 }))).rejects.toThrow(/expired/);
-    await expect(repo.uploadTargets(targetsDocument([targetFor("fw-s19", image3)], keys.targets, { now: clock }))).rejects.toThrow(/not uploaded/);
-    await expect(repo.uploadTargets(targetsDocument([{ ...target, length: target.length + 1 }], keys.targets, { now: clock }))).rejects.toThrow(/length/);
-    const bad = { ...target, custom: { ...SAMPLE_CUSTOM, version: "two" } };
-    await expect(repo.uploadTargets(targetsDocument([bad], keys.targets, { now: clock }))).rejects.toBeInstanceOf(ValidationError);
-    await expect(repo.uploadTargets({ signed: { _type: "snapshot" } })).rejects.toBeInstanceOf(ValidationError);
-  });
-
-  it("publishes valid targets with a snapshot and timestamp signed by the online keys, verifiable from root", async () => {
-    const published = await repo.uploadTargets(targetsDocument([targetFor("fw-s19", image)], keys.targets, { now: clock }));
-    expect(published).toMatchObject({ targetsVersion: 1, snapshotVersion: 1, timestampVersion: 1 });
-    expect(published.changed.map((t) => t.name)).toEqual(["fw-s19"]);
-
-    const root = Metadata.fromJSON(MetadataKind.Root, JSON.parse((await repo.metadata("root.json")) as string));
-    const timestampText = (await repo.metadata("timestamp.json")) as string;
-    const timestamp = Metadata.fromJSON(MetadataKind.Timestamp, JSON.parse(timestampText));
-    root.verifyDelegate("timestamp", timestamp);
-    const snapshotText = (await repo.metadata(`${timestamp.signed.snapshotMeta.version}.snapshot.json`)) as string;
-    timestamp.signed.snapshotMeta.verify(Buffer.from(snapshotText));
-    const snapshot = Metadata.fromJSON(MetadataKind.Snapshot, JSON.parse(snapshotText));
-    root.verifyDelegate("snapshot", snapshot);
-    const targetsText = (await repo.metadata(`${snapshot.signed.meta["targets.json"]?.version}.targets.json`)) as string;
-    const targets = Metadata.fromJSON(MetadataKind.Targets, JSON.parse(targetsText));
-    root.verifyDelegate("targets", targets);
-
-    const sha = targets.signed.targets["fw-s19"]?.hashes.sha256 as string;
-    await expect(repo.targetFile(`${sha}.fw-s19`)).resolves.toMatchObject({ length: image.length });
-    await expect(repo.targetFile(`${sha}.other`)).resolves.toBeNull();
-    await expect(repo.targetFile(`${"0".repeat(64)}.fw-s19`)).resolves.toBeNull();
-    await expect(repo.getTarget("fw-s19")).resolves.toMatchObject({ version: "2.0.0", hardwareModels: ["S19"] });
-    await expect(repo.getTarget("nope")).rejects.toBeInstanceOf(NotFoundError);
-  });
-
-  it("refuses a rollback to the same or an older targets version", async () => {
-    await expect(repo.uploadTargets(targetsDocument([targetFor("fw-s19", image)], keys.targets, { now: clock, version: 1 }))).rejects.toThrow(/rollback/);
-  });
-
-  it("publishes the next targets version on top of the previous one", async () => {
-    await repo.storeImage(chunksOf(image3), targetFor("x", image3).sha256);
-    const previous = Metadata.fromJSON(MetadataKind.Targets, JSON.parse((await repo.metadata("targets.json")) as string));
-    const custom = { ...SAMPLE_CUSTOM, version: "3.0.0" };
-    const published = await repo.uploadTargets(targetsDocument([targetFor("fw-s19-v3", image3, custom)], keys.targets, { now: clock, previous }));
-    expect(published.targetsVersion).toBe(2);
-    expect(published.changed.map((t) => t.name)).toEqual(["fw-s19-v3"]);
-    expect((await repo.listTargets()).map((t) => t.name).sort()).toEqual(["fw-s19", "fw-s19-v3"]);
-  });
-
-  it("rotates root: v2 needs the old AND the new thresholds", async () => {
-    const current = Metadata.fromJSON(MetadataKind.Root, JSON.parse((await repo.metadata("root.json")) as string));
-    const newKeys = offlineKeys();
-    const next = () => nextRoot(current, { rootKeys: newKeys.root.map((k) => k.publicKey), rootThreshold: 2, expires: expiresIn(365 * DAY_MS, clock) });
-    await expect(repo.uploadRoot(signWith(next(), newKeys.root).toJSON())).rejects.toThrow(/root v1's keys/);
-    await expect(repo.uploadRoot(signWith(next(), keys.root).toJSON())).rejects.toThrow(/its own root keys/);
-    await expect(repo.uploadRoot(signWith(next(), [...keys.root.slice(0, 2), ...newKeys.root.slice(0, 2)]).toJSON())).resolves.toEqual({ version: 2 });
-    expect(JSON.parse((await repo.metadata("1.root.json")) as string).signed.version).toBe(1);
-    expect(JSON.parse((await repo.metadata("root.json")) as string).signed.version).toBe(2);
-  });
-
-  it("renews the timestamp when less than a third of its lifetime is left, and the snapshot likewise", async () => {
-    const before = await repo.status();
-    await expect(repo.renewIfDue()).resolves.toEqual({ renewed: [] });
-    clock += DAY_MS - DAY_MS / 4;
-    await expect(repo.renewIfDue()).resolves.toEqual({ renewed: ["timestamp"] });
-    const after = await repo.status();
-    expect(after.timestampVersion).toBe((before.timestampVersion as number) + 1);
-    expect(after.snapshotVersion).toBe(before.snapshotVersion);
-    clock += 5 * DAY_MS;
-    await expect(repo.renewIfDue()).resolves.toEqual({ renewed: ["snapshot", "timestamp"] });
-    expect((await repo.status()).snapshotVersion).toBe((before.snapshotVersion as number) + 1);
-  });
-});
 }
 
 contract("PGlite", (dir) => openDatabase({ dataDir: dir }));
