@@ -93,6 +93,19 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     return buildPolicyIndex((await tx.select().from(policies)).map(toRecord));
   }
 
+  // Hello storms (a farm reconnecting) should not cost a transaction per device when no pool policy exists at all.
+  // The cached answer is only a shortcut for "nothing to send": a change made on another replica reaches the
+  // accepted devices through that replica's bulk delivery; only a device accepted within the TTL window and
+  // saying hello here waits for its next hello.
+  const POOL_CHECK_TTL_MS = 2_000;
+  let anyPoolPolicy: { value: boolean; at: number } | null = null;
+  async function hasAnyPoolPolicy(): Promise<boolean> {
+    if (anyPoolPolicy && performance.now() - anyPoolPolicy.at < POOL_CHECK_TTL_MS) return anyPoolPolicy.value;
+    const [row] = await db.select({ id: policies.id }).from(policies).where(eq(policies.kind, "pools")).limit(1);
+    anyPoolPolicy = { value: row !== undefined, at: performance.now() };
+    return anyPoolPolicy.value;
+  }
+
   /**
    * Issues a set-policy to each locked, accepted device whose effective policy differs from what it was last
    * sent (all of them with `force`): one version for the whole change, one issueCommands call per distinct
@@ -193,6 +206,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
       const delivery = await deliverToScope(tx, scope, actor, version, now);
       return { row, delivery };
     });
+    anyPoolPolicy = null;
     await publishCommands(ctx, outcome.delivery.toPublish);
     ctx.logger.info({ kind, policyId: outcome.row.id, version: outcome.delivery.version, devices: outcome.delivery.devices }, "policy changed");
     const delivery: PolicyDelivery = { version: outcome.delivery.version, devices: outcome.delivery.devices };
@@ -275,6 +289,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     },
 
     async deliverOnHello(deviceId) {
+      if (!(await hasAnyPoolPolicy())) return false; // HW-POLICY-3: nothing is sent without a pool policy
       const now = ctx.now();
       const issued = await db.transaction(async (tx) => {
         const row = await lockDevice(tx, deviceId);
