@@ -5,6 +5,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { sql } from "drizzle-orm";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
@@ -254,6 +255,25 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       expect(thirdParams.indicators.map((i) => i.id)).toEqual([BUILT_IN_INDICATORS[0]!.id]);
       await deviceSide.onAck(d.ack(third));
       expect(await policy.devicePolicy(d.id)).toMatchObject({ acked: { version: thirdParams.version }, upToDate: true, lastFailure: null });
+    });
+
+    it("delivers one change to 1,000 devices of a model in one transaction", async () => {
+      const ids = Array.from({ length: 1000 }, () => deviceIdFromPublicKey(generateKeyPair().publicKey));
+      const t = new Date(clock).toISOString();
+      for (let i = 0; i < ids.length; i += 500) {
+        await harness.db.execute(
+          sql`insert into devices (id, public_key, model, enrollment, created_at, updated_at) values ${sql.join(
+            ids.slice(i, i + 500).map((id) => sql`(${id}, ${id}, ${"bulk-policy"}, ${"accepted"}, ${t}::timestamptz, ${t}::timestamptz)`),
+            sql`, `,
+          )}`,
+        );
+      }
+      const change = await policy.putPolicy(OPERATOR, "pools", { scope: { model: "bulk-policy" }, allowedUrls: [BACKUP] });
+      expect(change.delivery).toEqual({ version: change.policy.version, devices: 1000 });
+      const commands = await harness.db.execute(sql`select count(*)::int as n from commands where action = 'set-policy' and status = 'pending' and device_id in (select id from devices where model = 'bulk-policy')`);
+      expect((commands.rows[0] as { n: number }).n).toBe(1000);
+      const view = await policy.devicePolicy(ids[999]!);
+      expect(view).toMatchObject({ delivered: { version: change.policy.version, seq: 1, current: true }, sources: { pools: { level: "model" } } });
     });
 
     it("sends nothing on hello from a device that is not accepted", async () => {
