@@ -10,7 +10,9 @@ import { CommandHandler } from "./index.js";
 const deviceId = "hw-0123456789abcdef01234567";
 const deviceKey = generateKeyPair();
 
-function setup(opts: { pin?: boolean; stateDir?: string; platform?: RecordingPlatform } = {}) {
+type Updater = NonNullable<ConstructorParameters<typeof CommandHandler>[0]["updater"]>;
+
+function setup(opts: { pin?: boolean; stateDir?: string; platform?: RecordingPlatform; updater?: Updater } = {}) {
   const dir = opts.stateDir ? { path: opts.stateDir, cleanup: () => {} } : tempDir();
   const plane = new PlaneSigner();
   const state = StateStore.open(dir.path, deviceId);
@@ -31,6 +33,7 @@ function setup(opts: { pin?: boolean; stateDir?: string; platform?: RecordingPla
     },
     now: () => nowMs,
     log: silentLogger(),
+    ...(opts.updater ? { updater: opts.updater } : {}),
   });
   return { dir, plane, state, platform, sent, attests, handler, now: () => nowMs, setNow: (v: number) => (nowMs = v) };
 }
@@ -143,5 +146,71 @@ describe("command handling", () => {
     const plane = new PlaneSigner();
     const c = plane.command(deviceId, 1, "release");
     expect(signObject(c, plane.keyPair.privateKey)).toEqual(c);
+  });
+
+  describe("updates run in the background (HW-Q-3)", () => {
+    /** An updater whose install finishes only when the test says so, like a long download. */
+    function slowUpdater() {
+      let finish!: (outcome: { status: "done" | "failed"; reason?: string }) => void;
+      const calls: number[] = [];
+      const updater: Updater = {
+        handle: (command) => {
+          calls.push(command.seq);
+          return new Promise((resolve) => (finish = resolve));
+        },
+      };
+      return { updater, calls, finish: (outcome: { status: "done" | "failed"; reason?: string }) => finish(outcome) };
+    }
+
+    it("a quarantine sent during an update is executed at once; the update acks when it finishes", async () => {
+      const slow = slowUpdater();
+      const s = make({ updater: slow.updater });
+      const update = s.plane.command(deviceId, 1, "update", { nowMs: s.now(), params: { targetName: "fw-2.0" } });
+      expect(await s.handler.handle(update)).toEqual({ result: "started" });
+      expect(s.state.snapshot.lastCommandSeq).toBe(1);
+
+      const quarantine = await s.handler.handle(s.plane.command(deviceId, 2, "quarantine", { nowMs: s.now() }));
+      expect(quarantine).toMatchObject({ result: "executed", ack: { seq: 2, status: "done", containment: "quarantined" } });
+      expect(acks(s.sent).map((a) => a.seq)).toEqual([2]);
+
+      // Redelivered while it runs: ignored, nothing started twice.
+      expect(await s.handler.handle(update)).toEqual({ result: "in-progress" });
+      expect(slow.calls).toEqual([1]);
+
+      slow.finish({ status: "done" });
+      await s.handler.idle();
+      const updateAck = acks(s.sent).find((a) => a.seq === 1);
+      expect(updateAck).toMatchObject({ action: "update", status: "done", containment: "quarantined" });
+      verifySignedObject(updateAck!, deviceKey.publicKey);
+      // Redelivered after it finished: the stored ack again.
+      expect(await s.handler.handle(update)).toEqual({ result: "re-acked", ack: updateAck });
+    });
+
+    it("refuses a second update while one runs, and a replay of the first after a newer command", async () => {
+      const slow = slowUpdater();
+      const s = make({ updater: slow.updater });
+      await s.handler.handle(s.plane.command(deviceId, 1, "update", { nowMs: s.now(), params: { targetName: "a" } }));
+      const second = await s.handler.handle(s.plane.command(deviceId, 2, "update", { nowMs: s.now(), params: { targetName: "b" } }));
+      expect(second).toMatchObject({ result: "executed", ack: { seq: 2, status: "failed", reason: expect.stringContaining("in progress") } });
+      expect(slow.calls).toEqual([1]);
+      slow.finish({ status: "failed", reason: "rejected: hash mismatch" });
+      await s.handler.idle();
+      expect(acks(s.sent).find((a) => a.seq === 1)).toMatchObject({ status: "failed", reason: "rejected: hash mismatch" });
+    });
+
+    it("resumes an accepted update after a restart when the plane redelivers it", async () => {
+      const dir = tempDir();
+      cleanups.push(dir.cleanup);
+      const first = setup({ stateDir: dir.path, updater: slowUpdater().updater });
+      const update = first.plane.command(deviceId, 1, "update", { nowMs: first.now(), params: { targetName: "fw" } });
+      await first.handler.handle(update); // the process "dies" with the update running
+
+      const resumed = slowUpdater();
+      const again = setup({ stateDir: dir.path, pin: false, updater: resumed.updater });
+      expect(await again.handler.handle(update)).toEqual({ result: "started" });
+      resumed.finish({ status: "done" });
+      await again.handler.idle();
+      expect(acks(again.sent)).toMatchObject([{ seq: 1, status: "done" }]);
+    });
   });
 });

@@ -10,6 +10,11 @@
  *     the signed ack in the outbox (acks survive being offline).
  * A crash between 3's execute and persist means the redelivered command executes again: every action is
  * idempotent, so that is safe; the opposite order could record a quarantine that never happened.
+ *
+ * An update can take minutes (download, install, health check), and a quarantine must never wait behind it
+ * (rule HW-Q-3). So `update` is accepted in step 3 (its seq persisted), runs in the background, and its signed
+ * ack is recorded and sent when it finishes; one update runs at a time. A redelivery while it runs is ignored;
+ * after an agent restart it resumes it (the update engine's journal makes that idempotent).
  */
 import {
   fromBase64Url,
@@ -49,10 +54,15 @@ export interface CommandDeps {
 export type CommandOutcome =
   | { result: "executed"; ack: Ack }
   | { result: "re-acked"; ack: Ack }
+  | { result: "started" }
+  | { result: "in-progress" }
   | { result: "rejected"; reason: string };
 
 export class CommandHandler {
   private queue: Promise<unknown> = Promise.resolve();
+  /** Seq of the background command running in this process, if any. */
+  private runningBackground: number | null = null;
+  private background: Promise<void> = Promise.resolve();
 
   constructor(private readonly deps: CommandDeps) {}
 
@@ -71,6 +81,12 @@ export class CommandHandler {
       this.deps.send({ kind: "ack", message: stored });
       return { result: "re-acked", ack: stored };
     }
+    if (state.unfinishedBackgroundCommand(command.seq, command.sig)) {
+      if (this.runningBackground === command.seq) return { result: "in-progress" };
+      log.info({ seq: command.seq, action: command.action }, "resuming a background command accepted before a restart");
+      this.startBackground(command);
+      return { result: "started" };
+    }
 
     const nowMs = this.deps.now();
     try {
@@ -85,8 +101,47 @@ export class CommandHandler {
       return { result: "rejected", reason };
     }
 
+    if (command.action === "update" && this.runningBackground === null) {
+      state.acceptBackgroundCommand(command.seq, command.sig);
+      this.startBackground(command);
+      return { result: "started" };
+    }
+
     const { status, containment, reason } = await this.execute(command, nowMs);
-    const ack: Ack = signObject(
+    const ack = this.signAck(command, status, containment, reason);
+    state.recordCommand(command.seq, command.sig, ack, containment);
+    this.deps.send({ kind: "ack", message: ack });
+    log.info({ seq: command.seq, action: command.action, status, containment }, "command executed");
+    return { result: "executed", ack };
+  }
+
+  /** Resolves when the background command running now (if any) has finished and its ack was queued. */
+  idle(): Promise<void> {
+    return this.background;
+  }
+
+  private startBackground(command: Command): void {
+    this.runningBackground = command.seq;
+    this.background = (async () => {
+      let outcome: { status: "done" | "failed"; reason?: string };
+      try {
+        outcome = this.deps.updater ? await this.deps.updater.handle(command) : { status: "failed", reason: "updates are not supported by this agent" };
+      } catch (error) {
+        outcome = { status: "failed", reason: `${command.action} failed: ${error instanceof Error ? error.message : String(error)}` };
+      }
+      const ack = this.signAck(command, outcome.status, this.deps.state.containment, outcome.reason);
+      this.deps.state.completeBackgroundCommand(command.seq, command.sig, ack);
+      this.deps.send({ kind: "ack", message: ack });
+      this.deps.log.info({ seq: command.seq, action: command.action, status: outcome.status }, "background command finished");
+    })()
+      .catch((error: unknown) => this.deps.log.error({ seq: command.seq, err: error }, "background command could not be recorded"))
+      .finally(() => {
+        this.runningBackground = null;
+      });
+  }
+
+  private signAck(command: Command, status: "done" | "failed", containment: Containment, reason: string | undefined): Ack {
+    return signObject(
       {
         v: PROTOCOL_VERSION,
         type: "ack" as const,
@@ -100,10 +155,6 @@ export class CommandHandler {
       },
       this.deps.privateKey,
     );
-    state.recordCommand(command.seq, command.sig, ack, containment);
-    this.deps.send({ kind: "ack", message: ack });
-    log.info({ seq: command.seq, action: command.action, status, containment }, "command executed");
-    return { result: "executed", ack };
   }
 
   private async execute(command: Command, nowMs: number): Promise<{ status: "done" | "failed"; containment: Containment; reason?: string }> {
@@ -128,7 +179,8 @@ export class CommandHandler {
         case "set-policy":
           return { ...executeSetPolicy(command.params, this.deps.policy), containment: before };
         case "update":
-          return { ...(this.deps.updater ? await this.deps.updater.handle(command) : { status: "failed" as const, reason: "updates are not supported by this agent" }), containment: before };
+          // Reached only while another update runs in the background (see handleOne).
+          return { status: "failed", containment: before, reason: `another update (command ${this.runningBackground}) is in progress` };
         default:
           return { status: "failed", containment: before, reason: `unsupported action ${command.action}` };
       }

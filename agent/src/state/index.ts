@@ -27,6 +27,14 @@ const stateSchema = z.strictObject({
   lastCommandSeq: z.number().int().nonnegative(),
   /** The ack sent for lastCommandSeq, re-sent verbatim when the same command is redelivered. */
   lastAck: z.strictObject({ seq: z.number().int().positive(), commandSig: z.string(), message: ackSchema }).nullable(),
+  /**
+   * The last long-running command (an update), accepted (its seq counts as executed) and running in the
+   * background so containment commands are never queued behind a download; `ack` is set once it finished.
+   */
+  background: z
+    .strictObject({ seq: z.number().int().positive(), commandSig: z.string(), ack: ackSchema.nullable() })
+    .nullable()
+    .default(null),
   evidenceSeq: z.number().int().nonnegative(),
   /** Highest heartbeat seq reserved (see nextHeartbeatSeq). */
   heartbeatSeq: z.number().int().nonnegative(),
@@ -51,6 +59,7 @@ export class StateStore {
         mqttUrl: null,
         lastCommandSeq: 0,
         lastAck: null,
+        background: null,
         evidenceSeq: 0,
         heartbeatSeq: 0,
         containment: "none",
@@ -116,10 +125,39 @@ export class StateStore {
     this.commit({ ...this.state, lastCommandSeq: seq, lastAck: { seq, commandSig, message: ack }, containment });
   }
 
-  /** The stored ack when `seq`/`sig` are exactly the last executed command (idempotent re-ack), else null. */
+  /** The stored ack when `seq`/`sig` are exactly an executed command's (idempotent re-ack), else null. */
   storedAckFor(seq: number, commandSig: string): Ack | null {
     const last = this.state.lastAck;
-    return last && last.seq === seq && last.commandSig === commandSig ? last.message : null;
+    if (last && last.seq === seq && last.commandSig === commandSig) return last.message;
+    const background = this.state.background;
+    return background && background.seq === seq && background.commandSig === commandSig ? background.ack : null;
+  }
+
+  /** The accepted background command, when `seq`/`sig` are exactly it and it has not finished, else null. */
+  unfinishedBackgroundCommand(seq: number, commandSig: string): { seq: number } | null {
+    const background = this.state.background;
+    return background && background.seq === seq && background.commandSig === commandSig && background.ack === null ? { seq } : null;
+  }
+
+  /**
+   * Accepts a long-running command: its seq becomes the last executed one now (HW-CMD-1: strictly above), so a
+   * later quarantine is checked against it and a replay of it is refused; its ack is recorded when it finishes.
+   */
+  acceptBackgroundCommand(seq: number, commandSig: string): void {
+    if (seq <= this.state.lastCommandSeq) {
+      throw new FreshnessError(`command seq ${seq} is not above the last executed ${this.state.lastCommandSeq}`);
+    }
+    this.commit({ ...this.state, lastCommandSeq: seq, background: { seq, commandSig, ack: null } });
+  }
+
+  /** Records the ack of the accepted background command (containment is not touched: updates do not change it). */
+  completeBackgroundCommand(seq: number, commandSig: string, ack: Ack): void {
+    const background = this.state.background;
+    if (!background || background.seq !== seq || background.commandSig !== commandSig) {
+      throw new FreshnessError(`command seq ${seq} is not the accepted background command`);
+    }
+    if (ack.seq !== seq) throw new FreshnessError(`ack seq ${ack.seq} does not match command seq ${seq}`);
+    this.commit({ ...this.state, background: { ...background, ack } });
   }
 
   /** Evidence seq is persisted BEFORE the evidence leaves the device, so a crash can never reuse one. */
