@@ -46,6 +46,24 @@ beforeEach(() => {
 });
 
 describe("hashward CLI", () => {
+  it("policies set/list/delete and device-policy map to the policy routes", async () => {
+    const body = { scope: { model: "S19" }, allowedUrls: ["stratum+tcp://pool.example.net:3333"] };
+    h.files.set("pools.json", JSON.stringify(body));
+    await h.run("policies", "set", "pools", "--file", "pools.json");
+    await h.run("policies", "list", "indicators");
+    await h.run("policies", "delete", "network", "pol_1");
+    await h.run("device-policy", DEVICE_ID);
+    expect(h.requests.map((r) => `${r.method} ${new URL(r.url).pathname}`)).toEqual([
+      "PUT /api/v1/policies/pools",
+      "GET /api/v1/policies/indicators",
+      "DELETE /api/v1/policies/network/pol_1",
+      `GET /api/v1/devices/${DEVICE_ID}/policy`,
+    ]);
+    expect(JSON.parse(h.requests[0]!.body!)).toEqual(body);
+    expect((await h.run("policies", "set", "pools")).code).toBe(2);
+    expect((await h.run("policies", "list", "firewall")).code).toBe(2);
+  });
+
   it("devices list passes filters and prints the JSON answer", async () => {
     const { code, stdout } = await h.run("devices", "list", "--containment", "quarantined", "--limit", "5");
     expect(code).toBe(0);

@@ -31,6 +31,10 @@ refs register --file FILE [--model M --firmware-version V]
                                                      JSON array printed by "hashward-agent measure")
 refs capture ID
 refs approve REF_ID                                 (admin)
+policies list pools|network|indicators
+policies set pools|network|indicators --file FILE   (FILE: the PUT body, e.g. {"scope":{"model":"S19"},"allowedUrls":[...]})
+policies delete pools|network|indicators POLICY_ID
+device-policy ID                                    (effective policy, delivered and acked versions)
 tokens enrollment [--ttl-ms N] [--max-uses N] [--label L]
 tokens api --role viewer|operator|admin --label L   (admin)
 audit [--limit N] [--offset N]                      (admin)
@@ -67,7 +71,7 @@ const OPTIONS = {
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>["values"];
 
 interface ApiCall {
-  method: "GET" | "POST";
+  method: "GET" | "POST" | "PUT" | "DELETE";
   path: string;
   body?: unknown;
   auth: boolean;
@@ -162,6 +166,15 @@ async function commandToCall(positionals: string[], v: Values, io: CliIo): Promi
   const [group, verb, ...rest] = positionals;
   const post = (path: string, body?: unknown): ApiCall => ({ method: "POST", path, body, auth: true });
   const get = (path: string): ApiCall => ({ method: "GET", path, auth: true });
+  const put = (path: string, body: unknown): ApiCall => ({ method: "PUT", path, body, auth: true });
+  const readJsonFile = async (): Promise<unknown> => {
+    const file = required(v.file, "file");
+    try {
+      return JSON.parse(await io.readFile(file));
+    } catch (err) {
+      throw new UsageError(`--file ${file}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
   const reasonBody = () => (v.reason === undefined ? {} : { reason: v.reason });
   const containment = (action: "quarantine" | "release") => {
     const ids = [verb, ...rest].filter((id): id is string => id !== undefined);
@@ -241,6 +254,23 @@ async function commandToCall(positionals: string[], v: Values, io: CliIo): Promi
           break;
       }
       break;
+    case "policies": {
+      const kind = one(rest.slice(0, 1), "policy kind (pools, network or indicators)");
+      if (!["pools", "network", "indicators"].includes(kind)) throw new UsageError(`unknown policy kind ${JSON.stringify(kind)}`);
+      switch (verb) {
+        case "list":
+          return get(`api/v1/policies/${kind}`);
+        case "set":
+          return put(`api/v1/policies/${kind}`, await readJsonFile());
+        case "delete":
+          return { method: "DELETE", path: `api/v1/policies/${kind}/${seg(one(rest.slice(1), "policy id"))}`, auth: true };
+        default:
+          break;
+      }
+      break;
+    }
+    case "device-policy":
+      return get(`api/v1/devices/${seg(one([verb, ...rest].filter(Boolean) as string[], "device id"))}/policy`);
     case "tokens":
       switch (verb) {
         case "enrollment": {
