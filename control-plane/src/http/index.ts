@@ -16,7 +16,6 @@ import type { Logger } from "pino";
 import { Histogram } from "prom-client";
 import type { Registry } from "prom-client";
 import type { ControlPlaneService, Role } from "../service/types.js";
-import { requireRole } from "./auth.js";
 import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
 import { isStreamedUpload, registerUpdateRoutes, type UpdateRoutesDeps } from "./routes/releases.js";
@@ -37,7 +36,6 @@ import {
   enrollmentResponse,
   enrollmentTokenBody,
   enrollmentTokenCreatedSchema,
-  errorSchema,
   eventsSchema,
   healthSchema,
   limitOnlyQuery,
@@ -53,14 +51,14 @@ import {
   transitionsSchema,
 } from "./schemas.js";
 
+import { BEARER_SCHEME, errorResponses as makeErrorResponses, json, jsonBody, publicRoute, securedRoute } from "./openapi.js";
+
 export { ROLE_RANK, bearerToken, roleAllows } from "./auth.js";
 export type { ErrorBody, ErrorCode } from "./errors.js";
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 export const OPENAPI_PATH = "/api/v1/openapi.json";
-export const BEARER_SCHEME = "bearerAuth";
-/** OpenAPI extension naming the least role a route needs ("none" for public routes). */
-export const ROLE_EXTENSION = "x-hashward-role";
+export { BEARER_SCHEME, ROLE_EXTENSION } from "./openapi.js";
 
 export interface HttpAppDeps {
   service: ControlPlaneService;
@@ -79,27 +77,7 @@ export type HttpEnv = { Variables: AuthVariables };
 
 const HISTOGRAM_NAME = "hashward_http_request_duration_seconds";
 
-const json = <S extends z.ZodType>(schema: S, description: string) => ({ description, content: { "application/json": { schema } } });
-
-const errorResponses = {
-  400: json(errorSchema, "Validation failed (names the field)"),
-  401: json(errorSchema, "Missing or unknown bearer token"),
-  403: json(errorSchema, "Role too low"),
-  404: json(errorSchema, "Not found"),
-  409: json(errorSchema, "Conflicts with the current state"),
-  413: json(errorSchema, "Request body too large"),
-  500: json(errorSchema, "Internal error (see logs by request id)"),
-};
-
-type SecurityRequirement = Record<string, string[]>;
-
-function publicRoute(summary: string, tag: string) {
-  return { summary, tags: [tag], security: [] as SecurityRequirement[], [ROLE_EXTENSION]: "none" };
-}
-
-function jsonBody<S extends z.ZodType>(schema: S, required = true) {
-  return { body: { required, content: { "application/json": { schema } } } };
-}
+const errorResponses = makeErrorResponses();
 
 /** Validation failures become `{ error: { code: "validation_error", field } }` naming the first bad field. */
 const validationHook: Hook<unknown, HttpEnv, string, Response | undefined> = (result, c) => {
@@ -124,14 +102,7 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     description: "API token made with POST /api/v1/api-tokens. Roles: viewer < operator < admin.",
   });
 
-  const secured = (role: Role, summary: string, tag: string) => ({
-    summary,
-    description: `Requires role \`${role}\` or higher.`,
-    tags: [tag],
-    security: [{ [BEARER_SCHEME]: [] }] as SecurityRequirement[],
-    [ROLE_EXTENSION]: role,
-    middleware: requireRole(service, role),
-  });
+  const secured = (role: Role, summary: string, tag: string) => securedRoute(service, role, summary, tag);
 
   // --- cross-cutting middleware -------------------------------------------------------------------------------
   app.use("*", requestId());

@@ -8,20 +8,11 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { INDICATOR_KINDS, POLICY_KINDS, type PolicyKind, policyInputSchemas } from "../../policy/schemas.js";
 import type { PolicyService } from "../../policy/types.js";
 import type { ControlPlaneService, Role } from "../../service/types.js";
-import { requireRole } from "../auth.js";
+import { errorResponses, json, securedRoute } from "../openapi.js";
 import type { HttpEnv } from "../index.js";
-import { deviceParams, errorSchema } from "../schemas.js";
+import { deviceParams } from "../schemas.js";
 
-const json = <S extends z.ZodType>(schema: S, description: string) => ({ description, content: { "application/json": { schema } } });
-const errors = {
-  400: json(errorSchema, "Validation failed (names the field)"),
-  401: json(errorSchema, "Missing or unknown bearer token"),
-  403: json(errorSchema, "Role too low"),
-  404: json(errorSchema, "Not found"),
-  409: json(errorSchema, "Conflicts with another policy (overlapping device groups, a device's last pool policy)"),
-  413: json(errorSchema, "Request body too large"),
-  500: json(errorSchema, "Internal error (see logs by request id)"),
-};
+const errors = errorResponses({ 409: "Conflicts with another policy (overlapping device groups, a device's last pool policy)" });
 
 const isoTime = z.string().openapi({ format: "date-time" });
 const scopeView = z
@@ -83,14 +74,7 @@ const SUMMARY: Record<PolicyKind, string> = {
 };
 
 export function registerPolicyRoutes(app: OpenAPIHono<HttpEnv>, service: ControlPlaneService, policies: PolicyService): void {
-  const secured = (role: Role, summary: string, tag = "policies") => ({
-    summary,
-    description: `Requires role \`${role}\` or higher.`,
-    tags: [tag],
-    security: [{ bearerAuth: [] }] as Record<string, string[]>[],
-    "x-hashward-role": role,
-    middleware: requireRole(service, role),
-  });
+  const secured = (role: Role, summary: string, tag = "policies") => securedRoute(service, role, summary, tag);
 
   for (const kind of POLICY_KINDS) {
     const view = views[kind];

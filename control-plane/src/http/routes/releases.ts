@@ -8,9 +8,8 @@ import { Readable } from "node:stream";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Actor, ControlPlaneService, Role } from "../../service/types.js";
 import { ImageTooLargeError, type TargetView, type TufRepository } from "../../tuf/index.js";
-import { requireRole } from "../auth.js";
+import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
 import { errorBody } from "../errors.js";
-import { errorSchema } from "../schemas.js";
 import type { HttpEnv } from "../index.js";
 import type { RolloutService } from "../../rollouts/index.js";
 import { registerRolloutRoutes } from "./rollouts.js";
@@ -26,15 +25,7 @@ export interface ReleaseRoutesDeps {
   tuf: TufRepository;
 }
 
-const json = <S extends z.ZodType>(schema: S, description: string) => ({ description, content: { "application/json": { schema } } });
-const errors = {
-  400: json(errorSchema, "Validation or verification failed (names the field or the reason)"),
-  401: json(errorSchema, "Missing or unknown bearer token"),
-  403: json(errorSchema, "Role too low"),
-  404: json(errorSchema, "Not found"),
-  409: json(errorSchema, "Conflicts with the current state"),
-  413: json(errorSchema, "Too large"),
-};
+const errors = errorResponses({ 400: "Validation or verification failed (names the field or the reason)", 413: "Too large" });
 const metadataDocument = z.record(z.string(), z.unknown()).openapi("TufMetadataDocument");
 const measurement = z.object({ path: z.string(), sha256: z.string(), size: z.number().int(), claim: z.string().optional() });
 export const targetViewSchema = z
@@ -106,22 +97,15 @@ async function* bodyChunks(body: ReadableStream<Uint8Array> | null): AsyncIterab
 
 export function registerReleaseRoutes(app: OpenAPIHono<HttpEnv>, service: ControlPlaneService, deps: ReleaseRoutesDeps): void {
   const { tuf } = deps;
-  const publicRoute = (summary: string) => ({ summary, tags: ["tuf"], security: [] as Record<string, string[]>[], "x-hashward-role": "none" });
-  const secured = (role: Role, summary: string, tag = "releases") => ({
-    summary,
-    description: `Requires role \`${role}\` or higher.`,
-    tags: [tag],
-    security: [{ bearerAuth: [] }] as Record<string, string[]>[],
-    "x-hashward-role": role,
-    middleware: requireRole(service, role),
-  });
+  const publicTufRoute = (summary: string) => publicRoute(summary, "tuf");
+  const secured = (role: Role, summary: string, tag = "releases") => securedRoute(service, role, summary, tag);
 
   // --- the repository (public, read-only) ------------------------------------------------------------------------
   // Plain handlers (documented through the registry): they answer raw bytes and streams, not typed JSON.
   app.openAPIRegistry.registerPath({
     method: "get",
     path: "/tuf/metadata/{file}",
-    ...publicRoute("TUF metadata: root.json, <v>.root.json, <v>.targets.json, <v>.snapshot.json, timestamp.json"),
+    ...publicTufRoute("TUF metadata: root.json, <v>.root.json, <v>.targets.json, <v>.snapshot.json, timestamp.json"),
     request: { params: fileParams },
     responses: { 200: json(metadataDocument, "Signed metadata, byte for byte as published"), 404: errors[404] },
   });
@@ -138,7 +122,7 @@ export function registerReleaseRoutes(app: OpenAPIHono<HttpEnv>, service: Contro
   app.openAPIRegistry.registerPath({
     method: "get",
     path: "/tuf/targets/{file}",
-    ...publicRoute("A published target image as <sha256>.<name> (consistent snapshot)"),
+    ...publicTufRoute("A published target image as <sha256>.<name> (consistent snapshot)"),
     request: { params: fileParams },
     responses: {
       200: { description: "The image (streamed)", content: { "application/octet-stream": { schema: z.string().openapi({ format: "binary" }) } } },

@@ -3,18 +3,11 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { deviceIdSchema } from "../../../../shared/protocol/index.js";
 import type { RolloutService } from "../../rollouts/index.js";
 import type { ControlPlaneService, Role } from "../../service/types.js";
-import { requireRole } from "../auth.js";
-import { commandViewSchema, deviceParams, errorSchema } from "../schemas.js";
+import { errorResponses, json, securedRoute } from "../openapi.js";
+import { commandViewSchema, deviceParams } from "../schemas.js";
 import type { HttpEnv } from "../index.js";
 
-const json = <S extends z.ZodType>(schema: S, description: string) => ({ description, content: { "application/json": { schema } } });
-const errors = {
-  400: json(errorSchema, "Validation failed (names the field)"),
-  401: json(errorSchema, "Missing or unknown bearer token"),
-  403: json(errorSchema, "Role too low"),
-  404: json(errorSchema, "Not found"),
-  409: json(errorSchema, "Conflicts with the current state"),
-};
+const errors = errorResponses();
 
 const targetName = z.string().min(1).max(128);
 const percent = z.number().int().min(1).max(100);
@@ -85,14 +78,7 @@ const optionalReason = z.strictObject({ reason: z.string().min(1).max(1024).opti
 const listQuery = z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) });
 
 export function registerRolloutRoutes(app: OpenAPIHono<HttpEnv>, service: ControlPlaneService, rollouts: RolloutService): void {
-  const secured = (role: Role, summary: string, tag = "rollouts") => ({
-    summary,
-    description: `Requires role \`${role}\` or higher.`,
-    tags: [tag],
-    security: [{ bearerAuth: [] }] as Record<string, string[]>[],
-    "x-hashward-role": role,
-    middleware: requireRole(service, role),
-  });
+  const secured = (role: Role, summary: string, tag = "rollouts") => securedRoute(service, role, summary, tag);
 
   app.openapi(
     createRoute({
