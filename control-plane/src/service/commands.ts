@@ -50,6 +50,37 @@ export interface IssueResult {
   toPublish: Command[];
 }
 
+/** A command signed by the plane with the device's next seq (HW-CMD-1), and the row that stores it. */
+function signedCommand(
+  ctx: ServiceContext,
+  row: DeviceRow,
+  action: CommandAction,
+  params: Record<string, unknown>,
+  actor: Actor,
+  now: number,
+  expiresAt: number,
+): { command: CommandRow; payload: Command } {
+  const payload = signObject(
+    { v: PROTOCOL_VERSION, type: "command" as const, deviceId: row.id, seq: row.nextCommandSeq, issuedAt: now, expiresAt, action, params },
+    ctx.commandKey.privateKey,
+  );
+  const command: CommandRow = {
+    deviceId: row.id,
+    seq: row.nextCommandSeq,
+    action,
+    params: payload.params,
+    payload,
+    status: "pending",
+    issuedAt: new Date(now),
+    expiresAt: new Date(expiresAt),
+    ackedAt: null,
+    reason: null,
+    ack: null,
+    issuedBy: actor,
+  };
+  return { command, payload };
+}
+
 /**
  * Issues quarantine/release commands to already-locked, accepted devices inside `tx`: batched inserts, one
  * supersede statement, one device update. A device already in (or heading to) the asked state is left alone.
@@ -73,33 +104,8 @@ export async function issueContainment(
   const records: TransitionRecord[] = [];
   for (const row of act) {
     const to = transition("containment", row.containment as ContainmentState, REQUEST_EVENT[action]);
-    const payload = signObject(
-      {
-        v: PROTOCOL_VERSION,
-        type: "command" as const,
-        deviceId: row.id,
-        seq: row.nextCommandSeq,
-        issuedAt: now,
-        expiresAt,
-        action,
-        params: { reason },
-      },
-      ctx.commandKey.privateKey,
-    );
-    issued.push({
-      deviceId: row.id,
-      seq: row.nextCommandSeq,
-      action,
-      params: payload.params,
-      payload,
-      status: "pending",
-      issuedAt: at,
-      expiresAt: new Date(expiresAt),
-      ackedAt: null,
-      reason: null,
-      ack: null,
-      issuedBy: actor,
-    });
+    const { command, payload } = signedCommand(ctx, row, action, { reason }, actor, now, expiresAt);
+    issued.push(command);
     toPublish.push(payload);
     records.push({ deviceId: row.id, machine: "containment", from: row.containment, to, reason, actor, evidence: { command: payload } });
   }
@@ -229,24 +235,8 @@ export async function issueCommands(
   const issued: CommandRow[] = [];
   const toPublish: Command[] = [];
   for (const row of rows) {
-    const payload = signObject(
-      { v: PROTOCOL_VERSION, type: "command" as const, deviceId: row.id, seq: row.nextCommandSeq, issuedAt: now, expiresAt, action: input.action, params: input.params },
-      ctx.commandKey.privateKey,
-    );
-    issued.push({
-      deviceId: row.id,
-      seq: row.nextCommandSeq,
-      action: input.action,
-      params: payload.params,
-      payload,
-      status: "pending",
-      issuedAt: at,
-      expiresAt: new Date(expiresAt),
-      ackedAt: null,
-      reason: null,
-      ack: null,
-      issuedBy: input.actor,
-    });
+    const { command, payload } = signedCommand(ctx, row, input.action, input.params, input.actor, now, expiresAt);
+    issued.push(command);
     toPublish.push(payload);
   }
   for (const ids of chunks(rows.map((row) => row.id), 5000)) {
