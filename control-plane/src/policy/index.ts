@@ -9,14 +9,13 @@
  */
 import { and, eq, gt, inArray, isNull, lt, or, sql } from "drizzle-orm";
 import type pino from "pino";
-import { type KeyPair, toBase64Url } from "../../../shared/crypto/index.js";
 import { ValidationError } from "../../../shared/errors/index.js";
 import type { Ack, Command } from "../../../shared/protocol/index.js";
-import { type Database, commands, devicePolicies, devices, policies } from "../db/index.js";
+import { commands, devicePolicies, devices, policies } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { issueCommands, publishCommands } from "../service/commands.js";
-import { chunks, type DeviceRow, lockDevice, lockDevices, newId, recordAudit, type ServiceContext, type Tx } from "../service/context.js";
-import type { Actor, DevicePublisher, DeviceSideService, ServiceOptions } from "../service/index.js";
+import { chunks, createServiceContext, type DeviceRow, lockDevice, lockDevices, newId, recordAudit, type ServiceDeps, type Tx } from "../service/context.js";
+import type { Actor, DeviceSideService } from "../service/index.js";
 import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
 import { buildPolicyIndex, firstSharedDevice, normalizeScope, type PolicyRecord, resolvePolicy, scopeKey, scopeLevel } from "./effective.js";
 import { type PolicyBodies, type PolicyKind, type PolicyScope, type PoolPolicyBody, policyInputSchemas, type SetPolicyParams } from "./schemas.js";
@@ -31,15 +30,8 @@ const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
 const POLICY_WRITE_LOCK = 0x4857_504c;
 const LEVEL_ORDER = { default: 0, model: 1, devices: 2 } as const;
 
-export interface PolicyServiceDeps {
-  db: Database;
-  publisher: DevicePublisher;
-  commandKey: KeyPair;
-  logger: pino.Logger;
-  now?: () => number;
-  /** The same options the domain services get (commandTtlMs is the set-policy command's lifetime). */
-  options: ServiceOptions;
-}
+/** The same dependencies as the domain services (options.commandTtlMs is the set-policy command's lifetime). */
+export type PolicyServiceDeps = ServiceDeps;
 
 type PolicyRow = typeof policies.$inferSelect;
 
@@ -78,15 +70,7 @@ async function nextVersion(tx: Tx): Promise<number> {
 }
 
 export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
-  const ctx: ServiceContext = {
-    db: deps.db,
-    publisher: deps.publisher,
-    commandKey: deps.commandKey,
-    commandPublicKey: toBase64Url(deps.commandKey.publicKey),
-    logger: deps.logger,
-    now: deps.now ?? Date.now,
-    options: deps.options,
-  };
+  const ctx = createServiceContext(deps);
   const { db } = ctx;
 
   async function loadIndex(tx: Tx) {

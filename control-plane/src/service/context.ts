@@ -5,8 +5,7 @@
 import { randomBytes } from "node:crypto";
 import type pino from "pino";
 import { eq, inArray } from "drizzle-orm";
-import type { KeyPair } from "../../../shared/crypto/index.js";
-import { toBase64Url } from "../../../shared/crypto/index.js";
+import { toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
 import { auditLog, type Database, devices, transitions } from "../db/index.js";
 import type { MachineName } from "../trust/index.js";
 import type { Actor, AttestationResult, DevicePublisher, DeviceTelemetry, DeviceView } from "./types.js";
@@ -32,6 +31,28 @@ export interface ServiceContext {
   logger: pino.Logger;
   now: () => number;
   options: ServiceOptions;
+}
+
+/** What every service over the database is built from (the domain services, the policy service, ...). */
+export interface ServiceDeps {
+  db: Database;
+  publisher: DevicePublisher;
+  commandKey: KeyPair;
+  logger: pino.Logger;
+  now?: () => number;
+  options: ServiceOptions;
+}
+
+export function createServiceContext(deps: ServiceDeps): ServiceContext {
+  return {
+    db: deps.db,
+    publisher: deps.publisher,
+    commandKey: deps.commandKey,
+    commandPublicKey: toBase64Url(deps.commandKey.publicKey),
+    logger: deps.logger,
+    now: deps.now ?? Date.now,
+    options: deps.options,
+  };
 }
 
 /** Any transaction (or the database). PgTransaction extends PgDatabase, so both fit. */

@@ -2,15 +2,13 @@
  * The control plane's domain services over the database: `createServices` wires the operator-facing
  * ControlPlaneService (called by control-plane/src/http) and the DeviceSideService (called by the broker ingest).
  */
-import type pino from "pino";
 import { eq } from "drizzle-orm";
-import { type KeyPair, toBase64Url } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
-import { apiTokens, type Database } from "../db/index.js";
-import type { ServiceContext, ServiceOptions } from "./context.js";
+import { apiTokens } from "../db/index.js";
+import { createServiceContext, type ServiceDeps, type ServiceOptions } from "./context.js";
 import { createDeviceSideService } from "./device-side.js";
 import { createOperatorService } from "./operator.js";
-import type { Actor, ControlPlaneService, DevicePublisher, DeviceSideService } from "./types.js";
+import type { Actor, ControlPlaneService, DeviceSideService } from "./types.js";
 
 export type { ServiceOptions } from "./context.js";
 export * from "./types.js";
@@ -34,24 +32,9 @@ function validateOptions(options: ServiceOptions): void {
   }
 }
 
-export function createServices(deps: {
-  db: Database;
-  publisher: DevicePublisher;
-  commandKey: KeyPair;
-  logger: pino.Logger;
-  now?: () => number;
-  options: ServiceOptions;
-}): Services {
+export function createServices(deps: ServiceDeps): Services {
   validateOptions(deps.options);
-  const ctx: ServiceContext = {
-    db: deps.db,
-    publisher: deps.publisher,
-    commandKey: deps.commandKey,
-    commandPublicKey: toBase64Url(deps.commandKey.publicKey),
-    logger: deps.logger,
-    now: deps.now ?? Date.now,
-    options: deps.options,
-  };
+  const ctx = createServiceContext(deps);
   const { createApiTokenRow, ...service } = createOperatorService(ctx);
   const { close, ...deviceSide } = createDeviceSideService(ctx);
   const bootstrap: Actor = { kind: "system", id: "bootstrap" };
