@@ -12,8 +12,8 @@ import { generateKeyPair } from "../../../shared/crypto/index.js";
 import { openDatabase } from "../db/index.js";
 import { createHttpApp, OPENAPI_PATH, ROLE_EXTENSION } from "../http/index.js";
 import { createRolloutService } from "../rollouts/index.js";
+import { createServiceContext } from "../service/context.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
-import { toBase64Url } from "../../../shared/crypto/index.js";
 import { createTufRepository, loadOrCreateOnlineKeys } from "../tuf/index.js";
 import { runRelease } from "./index.js";
 import { sha256OfBytes } from "./metadata.js";
@@ -57,7 +57,7 @@ describe("release CLI", () => {
       options: { timestampTtlMs: 86_400_000, snapshotTtlMs: 7 * 86_400_000, maxImageBytes: 1024 * 1024 },
       logger,
     });
-    const ctx = { db: opened.db, publisher, commandKey, commandPublicKey: toBase64Url(commandKey.publicKey), logger, now: Date.now, options: OPTIONS };
+    const ctx = createServiceContext({ db: opened.db, publisher, commandKey, logger, options: OPTIONS });
     const rollouts = createRolloutService({ ctx, targets: tuf, updateCommandTtlMs: 600_000 });
     app = createHttpApp({ service: services.service, logger, registry: new Registry(), version: "test", updates: { tuf, rollouts } });
     adminTokenFile = join(dir, "admin.token");

@@ -14,7 +14,7 @@ import { type Database, devices, openDatabase } from "../db/index.js";
 import { createTemporaryPostgres } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
-import type { ServiceContext } from "../service/context.js";
+import { createServiceContext } from "../service/context.js";
 import type { TargetView } from "../tuf/index.js";
 import { createRolloutService, planGroups, renderRolloutMermaid, type RolloutService } from "./index.js";
 
@@ -50,7 +50,7 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
       ({ db, close } = await openAt(dir));
       const logger = pino({ level: "silent" });
       services = createServices({ db, publisher, commandKey, logger, now: () => clock, options: OPTIONS });
-      const ctx: ServiceContext = { db, publisher, commandKey, commandPublicKey: toBase64Url(commandKey.publicKey), logger, now: () => clock, options: OPTIONS };
+      const ctx = createServiceContext({ db, publisher, commandKey, logger, now: () => clock, options: OPTIONS });
       rollouts = createRolloutService({
         ctx,
         targets: { getTarget: async (name) => (name === TARGET.name ? TARGET : Promise.reject(new NotFoundError("target", name))) },

@@ -3,10 +3,10 @@
  * and the rollout engine on the service's signed command path, plus the timer work each needs.
  */
 import type pino from "pino";
-import { toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
+import type { KeyPair } from "../../../shared/crypto/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import type { Database } from "../db/index.js";
-import type { ServiceContext, ServiceOptions } from "../service/context.js";
+import { createServiceContext, type ServiceOptions } from "../service/context.js";
 import type { DevicePublisher } from "../service/types.js";
 import { createTufRepository, loadOrCreateOnlineKeys, type TufRepository } from "../tuf/index.js";
 import { createRolloutService } from "./index.js";
@@ -37,15 +37,7 @@ export async function createUpdates(deps: {
     options: { timestampTtlMs: config.tufTimestampTtlMs, snapshotTtlMs: config.tufSnapshotTtlMs, maxImageBytes: config.tufMaxImageBytes },
     logger,
   });
-  const ctx: ServiceContext = {
-    db: deps.db,
-    publisher: deps.publisher,
-    commandKey: deps.commandKey,
-    commandPublicKey: toBase64Url(deps.commandKey.publicKey),
-    logger,
-    now: Date.now,
-    options: deps.options,
-  };
+  const ctx = createServiceContext({ db: deps.db, publisher: deps.publisher, commandKey: deps.commandKey, logger, options: deps.options });
   const rollouts = createRolloutService({ ctx, targets: tuf, updateCommandTtlMs: config.updateCommandTtlMs });
   return {
     tuf,

@@ -63,6 +63,7 @@ function signedCommand(
   const payload = signObject(
     { v: PROTOCOL_VERSION, type: "command" as const, deviceId: row.id, seq: row.nextCommandSeq, issuedAt: now, expiresAt, action, params },
     ctx.commandKey.privateKey,
+    ctx.signWithCommandKey,
   );
   const command: CommandRow = {
     deviceId: row.id,

@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import type pino from "pino";
 import { eq, inArray } from "drizzle-orm";
-import { toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
+import { createFastSigner, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
 import { auditLog, type Database, devices, transitions } from "../db/index.js";
 import type { MachineName } from "../trust/index.js";
 import type { Actor, AttestationResult, DevicePublisher, DeviceTelemetry, DeviceView } from "./types.js";
@@ -28,6 +28,8 @@ export interface ServiceContext {
   publisher: DevicePublisher;
   commandKey: KeyPair;
   commandPublicKey: string;
+  /** Signs with the command key through node:crypto (same bytes as @noble/ed25519, see shared/crypto). */
+  signWithCommandKey: (message: Uint8Array) => Uint8Array;
   logger: pino.Logger;
   now: () => number;
   options: ServiceOptions;
@@ -49,6 +51,7 @@ export function createServiceContext(deps: ServiceDeps): ServiceContext {
     publisher: deps.publisher,
     commandKey: deps.commandKey,
     commandPublicKey: toBase64Url(deps.commandKey.publicKey),
+    signWithCommandKey: createFastSigner(deps.commandKey.privateKey),
     logger: deps.logger,
     now: deps.now ?? Date.now,
     options: deps.options,
