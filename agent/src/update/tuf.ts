@@ -37,7 +37,11 @@ export interface TufClientOptions {
 
 const withSlash = (url: string) => (url.endsWith("/") ? url : `${url}/`);
 
-/** Copies a trusted root into an empty metadata directory (`tuf init`). Refuses to overwrite trust. */
+/**
+ * Copies a trusted root into a metadata directory (`tuf init`). It replaces what is there: `init` is the explicit
+ * act of choosing trust (conformance suites call it on a fresh directory); the agent calls it only when no
+ * root.json exists, and from then on only TUF root rotation moves trust forward.
+ */
 export function initTrustedRoot(metadataDir: string, rootFile: string): void {
   const bytes = readFileSync(rootFile);
   try {

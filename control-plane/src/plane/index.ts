@@ -20,6 +20,7 @@ import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from 
 import { createServices } from "../service/index.js";
 import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
 import { createUpdates } from "../rollouts/updates.js";
+import { reconcileReleaseReferenceValues } from "../tuf/index.js";
 import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
 
 export const STALE_CHECK_INTERVAL_MS = 5_000;
@@ -238,6 +239,7 @@ export async function startPlane(
     }
 
     const updates = await createUpdates({ config, db: opened.db as never, publisher, commandKey: commandKey.keyPair, options, logger });
+    await reconcileReleaseReferenceValues(services.service, await updates.tuf.listTargets(), logger);
 
     const version = readVersion();
     const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies });

@@ -229,8 +229,12 @@ export async function runRelease(argv: readonly string[], io: ReleaseIo): Promis
       if (targetsTop !== null && targetsTop > (status.targetsVersion ?? 0)) {
         const text = readFileSync(join(repo, `${targetsTop}.targets.json`), "utf8");
         const targets = parseTargetsJson(JSON.parse(text));
+        // Images the plane already publishes are not sent again (a repository accumulates releases).
+        const published = (await call("GET", "/api/v1/releases")) as { releases?: Array<{ sha256: string }> };
+        const onPlane = new Set((published.releases ?? []).map((release) => release.sha256));
         for (const target of Object.values(targets.signed.targets)) {
           const sha256 = target.hashes.sha256 as string;
+          if (onPlane.has(sha256)) continue;
           const path = join(repo, "images", sha256);
           if (!existsSync(path)) throw new UsageError(`${path} is missing (target ${target.path}); sign it again or copy the image there`);
           // A file-backed Blob: streamed from disk with its length known, so a 500 MB image never sits in memory.

@@ -97,6 +97,10 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
       await expect(repo.uploadTargets(targetsDocument([{ ...target, length: target.length + 1 }], keys.targets, { now: clock }))).rejects.toThrow(/length/);
       const bad = { ...target, custom: { ...SAMPLE_CUSTOM, version: "two" } };
       await expect(repo.uploadTargets(targetsDocument([bad], keys.targets, { now: clock }))).rejects.toBeInstanceOf(ValidationError);
+      // A path listed twice could not become reference values, so the release is refused before publishing.
+      const twice = { ...target, custom: { ...SAMPLE_CUSTOM, referenceMeasurements: [...SAMPLE_CUSTOM.referenceMeasurements, ...SAMPLE_CUSTOM.referenceMeasurements] } };
+      await expect(repo.uploadTargets(targetsDocument([twice], keys.targets, { now: clock }))).rejects.toThrow(/listed twice/);
+      expect((await repo.status()).targetsVersion).toBeNull();
       await expect(repo.uploadTargets({ signed: { _type: "snapshot" } })).rejects.toBeInstanceOf(ValidationError);
     });
 
@@ -123,6 +127,11 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
       await expect(repo.targetFile(`${"0".repeat(64)}.fw-s19`)).resolves.toBeNull();
       await expect(repo.getTarget("fw-s19")).resolves.toMatchObject({ version: "2.0.0", hardwareModels: ["S19"] });
       await expect(repo.getTarget("nope")).rejects.toBeInstanceOf(NotFoundError);
+      // Names of Object.prototype's members are just unknown names, not a crash (public route).
+      for (const name of ["constructor", "__proto__", "toString"]) {
+        await expect(repo.getTarget(name)).rejects.toBeInstanceOf(NotFoundError);
+        await expect(repo.targetFile(`${sha}.${name}`)).resolves.toBeNull();
+      }
     });
 
     it("refuses a rollback to the same or an older targets version", async () => {

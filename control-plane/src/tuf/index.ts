@@ -2,3 +2,4 @@
 export * from "./keys.js";
 export * from "./release-metadata.js";
 export * from "./repository.js";
+export * from "./reference-values.js";

@@ -35,6 +35,13 @@ export function parseReleaseCustom(custom: unknown, name: string): ReleaseCustom
   if (typeof version !== "string" || !SEMVER.test(version)) throw new ValidationError(`target ${name}: version must be semver`, field("version"));
   if (!Array.isArray(referenceMeasurements)) throw new ValidationError(`target ${name}: referenceMeasurements must be a list`, field("referenceMeasurements"));
   const measurements = referenceMeasurements.map((m, i) => parseMeasurement(m, `${field("referenceMeasurements")}.${i}`));
+  // Refused here, before anything is published, for the same reason reference-value registration refuses it:
+  // a release the plane publishes must also become reference values (see reference-values.ts).
+  const seen = new Set<string>();
+  measurements.forEach((m, i) => {
+    if (seen.has(m.path)) throw new ValidationError(`target ${name}: ${m.path} is listed twice`, `${field("referenceMeasurements")}.${i}.path`);
+    seen.add(m.path);
+  });
   return { hardwareModels: hardwareModels as string[], version, referenceMeasurements: measurements };
 }
 

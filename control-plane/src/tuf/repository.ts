@@ -380,7 +380,8 @@ export function createTufRepository(deps: {
 
     async getTarget(name) {
       const targets = await currentTargets(db);
-      const target = targets?.signed.targets[name];
+      // Own properties only: a name like "constructor" must be "not found", not Object.prototype's.
+      const target = targets && Object.hasOwn(targets.signed.targets, name) ? targets.signed.targets[name] : undefined;
       if (!targets || !target) throw new NotFoundError("target", name);
       return toView(target, targets.signed.version);
     },
@@ -405,7 +406,7 @@ export function createTufRepository(deps: {
       const [, sha256, name] = match as unknown as [string, string, string];
       // Only what the current targets metadata lists is served (the plane is not a general file host).
       const targets = await currentTargets(db);
-      const target = targets?.signed.targets[name];
+      const target = targets && Object.hasOwn(targets.signed.targets, name) ? targets.signed.targets[name] : undefined;
       if (!target || target.hashes.sha256 !== sha256) return null;
       const path = join(imageDir, sha256);
       try {

@@ -7,7 +7,7 @@ import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Actor, ControlPlaneService, Role } from "../../service/types.js";
-import { ImageTooLargeError, type TargetView, type TufRepository } from "../../tuf/index.js";
+import { ImageTooLargeError, registerReleaseReferenceValues, type TufRepository } from "../../tuf/index.js";
 import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
 import { errorBody } from "../errors.js";
 import type { HttpEnv } from "../index.js";
@@ -69,17 +69,6 @@ const shaParams = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/).openapi(
  * A release's reference measurements become approved reference values (source "release") for each listed model
  * at the release's version; appraisal then compares devices running that version against them.
  */
-export async function registerReleaseReferenceValues(service: ControlPlaneService, actor: Actor, targets: TargetView[]): Promise<string[]> {
-  const ids: string[] = [];
-  for (const target of targets) {
-    if (target.referenceMeasurements.length === 0) continue;
-    for (const model of target.hardwareModels) {
-      const set = await service.registerReferenceValues(actor, { model, firmwareVersion: target.version, measurements: target.referenceMeasurements, source: "release" });
-      ids.push(set.id);
-    }
-  }
-  return ids;
-}
 
 async function* bodyChunks(body: ReadableStream<Uint8Array> | null): AsyncIterable<Uint8Array> {
   if (!body) return;
