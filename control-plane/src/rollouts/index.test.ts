@@ -78,8 +78,9 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
       await services.deviceSide.onAck(signObject(body, keyOf(command.deviceId).privateKey));
     }
 
-    async function progress(command: Command, phase: string, reason?: string) {
-      const detail = { phase, targetName: command.params.targetName, ...(reason ? { reason } : {}) };
+    // The detail the agent sends (agent/src/update): the command's seq and rollout id identify whose progress it is.
+    async function progress(command: Command, phase: string, reason?: string, seq = command.seq) {
+      const detail = { phase, targetName: command.params.targetName, rolloutId: command.params.rolloutId, seq, ...(reason ? { reason } : {}) };
       const body = { v: 1 as const, type: "event" as const, deviceId: command.deviceId, id: `evt-${String(++eventNo).padStart(6, "0")}`, ts: clock, kind: "update-progress" as const, severity: "info" as const, detail };
       await services.deviceSide.onEvent(signObject(body, keyOf(command.deviceId).privateKey));
     }
@@ -117,6 +118,7 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
         expect(command).toMatchObject({ action: "update", params: { targetName: TARGET.name, rolloutId: created.id } });
       }
 
+      await progress(sent[0] as Command, "rejected", "a manual update of the same target", (sent[0] as Command).seq + 100);
       await progress(sent[0] as Command, "download");
       await rollouts.tick();
       let detail = await rollouts.get(created.id);

@@ -220,8 +220,10 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
     for (const device of active) {
       const command = commandRows.find((c) => c.deviceId === device.deviceId && c.seq === device.commandSeq);
       const progress = events.filter((e) => {
-        const d = e.detail as { targetName?: unknown; rolloutId?: unknown };
-        return e.deviceId === device.deviceId && d.targetName === row.targetName && (d.rolloutId === undefined || d.rolloutId === row.id);
+        const d = e.detail as { targetName?: unknown; rolloutId?: unknown; seq?: unknown };
+        if (e.deviceId !== device.deviceId || d.targetName !== row.targetName) return false;
+        // Progress of this rollout's own command only, not of a manual update of the same target.
+        return typeof d.seq === "number" ? d.seq === device.commandSeq : d.rolloutId === row.id;
       });
       const last = progress.at(-1)?.detail as { phase?: string; reason?: string } | undefined;
       let status: RolloutDeviceStatus = device.status as RolloutDeviceStatus;
