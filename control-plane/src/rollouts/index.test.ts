@@ -118,8 +118,9 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
         expect(command).toMatchObject({ action: "update", params: { targetName: TARGET.name, rolloutId: created.id } });
       }
 
-      await progress(sent[0] as Command, "rejected", "a manual update of the same target", (sent[0] as Command).seq + 100);
       await progress(sent[0] as Command, "download");
+      // Progress of another command (a manual update of the same target) does not count for this rollout.
+      await progress(sent[0] as Command, "rejected", "a manual update of the same target", (sent[0] as Command).seq + 100);
       await rollouts.tick();
       let detail = await rollouts.get(created.id);
       expect(detail.devices.find((d) => d.deviceId === sent[0]?.deviceId)).toMatchObject({ status: "downloading", phase: "download" });
