@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { generateKeyPair, signObject, verifySignedObject, type DeviceEvent } from "../../../shared/index.js";
+import { generateKeyPair, signObject, verifySignedObject, type Command, type DeviceEvent } from "../../../shared/index.js";
 import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
 import { RecordingPlatform } from "../platform/index.js";
@@ -153,13 +153,15 @@ describe("command handling", () => {
     function slowUpdater() {
       let finish!: (outcome: { status: "done" | "failed"; reason?: string }) => void;
       const calls: number[] = [];
+      const commands: Command[] = [];
       const updater: Updater = {
         handle: (command) => {
           calls.push(command.seq);
+          commands.push(command);
           return new Promise((resolve) => (finish = resolve));
         },
       };
-      return { updater, calls, finish: (outcome: { status: "done" | "failed"; reason?: string }) => finish(outcome) };
+      return { updater, calls, commands, finish: (outcome: { status: "done" | "failed"; reason?: string }) => finish(outcome) };
     }
 
     it("a quarantine sent during an update is executed at once; the update acks when it finishes", async () => {
@@ -207,10 +209,27 @@ describe("command handling", () => {
 
       const resumed = slowUpdater();
       const again = setup({ stateDir: dir.path, pin: false, updater: resumed.updater });
-      expect(await again.handler.handle(update)).toEqual({ result: "started" });
+      // A redelivery with the recorded sig but another body (a broker attacker) resumes the VERIFIED copy.
+      const tampered = { ...update, params: { targetName: "fw-attacker-choice" }, expiresAt: update.expiresAt + 3_600_000 };
+      expect(await again.handler.handle(tampered)).toEqual({ result: "started" });
+      expect(resumed.commands.map((c) => c.params)).toEqual([{ targetName: "fw" }]);
       resumed.finish({ status: "done" });
       await again.handler.idle();
       expect(acks(again.sent)).toMatchObject([{ seq: 1, status: "done" }]);
+    });
+
+    it("does not resume an accepted update that expired while the agent was down", async () => {
+      const dir = tempDir();
+      cleanups.push(dir.cleanup);
+      const first = setup({ stateDir: dir.path, updater: slowUpdater().updater });
+      const update = first.plane.command(deviceId, 1, "update", { nowMs: first.now(), ttlMs: 1000, params: { targetName: "fw" } });
+      await first.handler.handle(update);
+
+      const resumed = slowUpdater();
+      const again = setup({ stateDir: dir.path, pin: false, updater: resumed.updater });
+      again.setNow(first.now() + 5000);
+      expect(await again.handler.handle(update)).toMatchObject({ result: "executed", ack: { seq: 1, status: "failed", reason: expect.stringContaining("expired") } });
+      expect(resumed.calls).toEqual([]);
     });
   });
 });

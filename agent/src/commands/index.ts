@@ -81,10 +81,19 @@ export class CommandHandler {
       this.deps.send({ kind: "ack", message: stored });
       return { result: "re-acked", ack: stored };
     }
-    if (state.unfinishedBackgroundCommand(command.seq, command.sig)) {
-      if (this.runningBackground === command.seq) return { result: "in-progress" };
-      log.info({ seq: command.seq, action: command.action }, "resuming a background command accepted before a restart");
-      this.startBackground(command);
+    const accepted = state.unfinishedBackgroundCommand(command.seq, command.sig);
+    if (accepted) {
+      if (this.runningBackground === accepted.seq) return { result: "in-progress" };
+      // Resume the copy verified at acceptance (HW-CMD-1): the redelivered body is never trusted, only its seq+sig
+      // pointed at it. An accepted command that expired meanwhile is not started again.
+      if (accepted.expiresAt <= this.deps.now()) {
+        const ack = this.signAck(accepted, "failed", state.containment, `command ${accepted.seq} expired before it could resume`);
+        state.completeBackgroundCommand(accepted.seq, accepted.sig, ack);
+        this.deps.send({ kind: "ack", message: ack });
+        return { result: "executed", ack };
+      }
+      log.info({ seq: accepted.seq, action: accepted.action }, "resuming a background command accepted before a restart");
+      this.startBackground(accepted);
       return { result: "started" };
     }
 
@@ -102,7 +111,7 @@ export class CommandHandler {
     }
 
     if (command.action === "update" && this.runningBackground === null) {
-      state.acceptBackgroundCommand(command.seq, command.sig);
+      state.acceptBackgroundCommand(command);
       this.startBackground(command);
       return { result: "started" };
     }

@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { ackSchema, ConfigError, FreshnessError, VerificationError, type Ack } from "../../../shared/index.js";
+import { ackSchema, commandSchema, ConfigError, FreshnessError, VerificationError, type Ack, type Command } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 
 export type Containment = "none" | "quarantined";
@@ -32,7 +32,13 @@ const stateSchema = z.strictObject({
    * background so containment commands are never queued behind a download; `ack` is set once it finished.
    */
   background: z
-    .strictObject({ seq: z.number().int().positive(), commandSig: z.string(), ack: ackSchema.nullable() })
+    .strictObject({
+      seq: z.number().int().positive(),
+      commandSig: z.string(),
+      /** The command as verified when accepted: a resume runs this copy, never a redelivered body. */
+      command: commandSchema,
+      ack: ackSchema.nullable(),
+    })
     .nullable()
     .default(null),
   evidenceSeq: z.number().int().nonnegative(),
@@ -133,21 +139,21 @@ export class StateStore {
     return background && background.seq === seq && background.commandSig === commandSig ? background.ack : null;
   }
 
-  /** The accepted background command, when `seq`/`sig` are exactly it and it has not finished, else null. */
-  unfinishedBackgroundCommand(seq: number, commandSig: string): { seq: number } | null {
+  /** The accepted background command as verified, when `seq`/`sig` are exactly it and it has not finished, else null. */
+  unfinishedBackgroundCommand(seq: number, commandSig: string): Command | null {
     const background = this.state.background;
-    return background && background.seq === seq && background.commandSig === commandSig && background.ack === null ? { seq } : null;
+    return background && background.seq === seq && background.commandSig === commandSig && background.ack === null ? background.command : null;
   }
 
   /**
    * Accepts a long-running command: its seq becomes the last executed one now (HW-CMD-1: strictly above), so a
    * later quarantine is checked against it and a replay of it is refused; its ack is recorded when it finishes.
    */
-  acceptBackgroundCommand(seq: number, commandSig: string): void {
-    if (seq <= this.state.lastCommandSeq) {
-      throw new FreshnessError(`command seq ${seq} is not above the last executed ${this.state.lastCommandSeq}`);
+  acceptBackgroundCommand(command: Command): void {
+    if (command.seq <= this.state.lastCommandSeq) {
+      throw new FreshnessError(`command seq ${command.seq} is not above the last executed ${this.state.lastCommandSeq}`);
     }
-    this.commit({ ...this.state, lastCommandSeq: seq, background: { seq, commandSig, ack: null } });
+    this.commit({ ...this.state, lastCommandSeq: command.seq, background: { seq: command.seq, commandSig: command.sig, command, ack: null } });
   }
 
   /** Records the ack of the accepted background command (containment is not touched: updates do not change it). */
