@@ -92,4 +92,20 @@ describe("outbox", () => {
     });
     expect(kinds).toEqual(["event", "ack"]);
   });
+
+  it("never drops an ack to make room: the oldest events go instead", async () => {
+    const box = open(dir(), 3);
+    const ack = (seq: number): OutboxMessage => ({
+      kind: "ack",
+      message: { v: 1, type: "ack", deviceId, seq, action: "quarantine", status: "done", containment: "quarantined", ts: 1, sig: "x".repeat(86) },
+    });
+    box.enqueue(ack(1));
+    for (let i = 1; i <= 5; i++) box.enqueue(ev(i));
+    const sent: OutboxMessage[] = [];
+    await box.flush(async (entry) => {
+      sent.push(entry);
+    });
+    expect(sent.filter((e) => e.kind === "ack").map((e) => (e.message as { seq: number }).seq)).toEqual([1]);
+    expect(sent.filter((e) => e.kind === "event").map((e) => (e.message as DeviceEvent).detail["n"] ?? "overflow")).toEqual(["overflow", 4, 5]);
+  });
 });

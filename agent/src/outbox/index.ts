@@ -53,11 +53,19 @@ export class Outbox {
   enqueue(entry: OutboxMessage): void {
     const overflow = this.files.length + 1 - this.opts.maxEvents;
     if (overflow > 0) {
-      for (const file of this.files.splice(0, overflow)) this.remove(file);
-      this.dropped += overflow;
-      this.droppedTotal += overflow;
-      this.writeDropped();
-      this.opts.log.warn({ dropped: overflow, droppedPending: this.dropped, maxEvents: this.opts.maxEvents }, "outbox full: dropped oldest entries");
+      // Oldest EVENTS go first. Acks are never dropped: only the last executed command's ack is kept in state,
+      // so a dropped older ack could never be re-sent and the plane would wait for it until it expires. Acks
+      // are bounded anyway (one per plane command, and the plane sends few while a device is offline).
+      const victims = this.files.filter((file) => file.includes("-event-")).slice(0, overflow);
+      if (victims.length > 0) {
+        const drop = new Set(victims);
+        this.files = this.files.filter((file) => !drop.has(file));
+        for (const file of victims) this.remove(file);
+        this.dropped += victims.length;
+        this.droppedTotal += victims.length;
+        this.writeDropped();
+        this.opts.log.warn({ dropped: victims.length, droppedPending: this.dropped, maxEvents: this.opts.maxEvents }, "outbox full: dropped oldest events");
+      }
     }
     this.counter += 1;
     const id = entry.kind === "event" ? entry.message.id : `s${entry.message.seq}`;
