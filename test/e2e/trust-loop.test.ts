@@ -2,7 +2,7 @@
  * The trust loop with real components: the control plane under Bun (embedded aedes + PGlite), compiled agent
  * binaries on simulated boards, real MQTT and HTTP. Steps build on each other, so they share one plane.
  */
-import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import mqtt from "mqtt";
@@ -214,20 +214,39 @@ describe("trust loop (real control plane, real agent binaries, real MQTT)", () =
     run(trusted);
     await waitFor("agent connected again", async () => (await device(id)).connected === true);
     const before = await device(id);
+    const { transitions: historyBefore } = await admin.get(`/api/v1/devices/${id}/history?limit=1000`);
+    const { entries: auditBefore } = await admin.get("/api/v1/audit?limit=1000");
+    const { referenceValues: referencesBefore } = await admin.get("/api/v1/reference-values");
     await plane.proc.kill("SIGKILL");
 
     // While the broker is down the agent notices a watched change and queues the event on disk.
+    const outbox = join(trusted.stateDir, "outbox");
     appendFileSync(join(trusted.boardRoot, "config/cgminer.conf"), "\n# offline edit\n");
+    const queued = await waitFor("the watch-change event queued in the agent's outbox while the plane is down", () =>
+      readdirSync(outbox).find((file) => file.includes("-event-") && readFileSync(join(outbox, file), "utf8").includes('"watch-change"')),
+    );
+    expect(queued).toBeTruthy();
 
     plane = await restartControlPlane(plane);
     admin = new ApiClient(plane.httpUrl, plane.adminToken);
+    // Every committed fact is still there (the agent may add new ones as soon as it reconnects).
     const after = await device(id);
-    expect(after).toMatchObject({ deviceId: id, enrollment: "accepted", model: MODEL });
+    expect(after).toMatchObject({
+      deviceId: id, publicKey: before.publicKey, enrollment: before.enrollment, model: MODEL, firmwareVersion: before.firmwareVersion,
+    });
+    const { transitions: historyAfter } = await admin.get(`/api/v1/devices/${id}/history?limit=1000`);
+    expect(historyAfter.map((t: any) => t.id)).toEqual(expect.arrayContaining(historyBefore.map((t: any) => t.id)));
+    const { entries: auditAfter } = await admin.get("/api/v1/audit?limit=1000");
+    expect(auditAfter.map((e: any) => e.id)).toEqual(expect.arrayContaining(auditBefore.map((e: any) => e.id)));
+    const { referenceValues: referencesAfter } = await admin.get("/api/v1/reference-values");
+    expect(referencesAfter).toEqual(expect.arrayContaining(referencesBefore));
+
     await waitFor("agent reconnected", async () => (await device(id)).connected === true);
     const { events } = await waitFor("watch-change event delivered after restart", async () => {
       const result = await admin.get(`/api/v1/devices/${id}/events`);
       return result.events.some((e: any) => e.kind === "watch-change" && Date.parse(e.receivedAt) > Date.parse(before.updatedAt)) && result;
     });
     expect(events.length).toBeGreaterThan(0);
+    await waitFor("the agent's outbox drained", () => !readdirSync(outbox).includes(queued));
   });
 });
