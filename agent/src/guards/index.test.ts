@@ -169,6 +169,37 @@ describe("connection and listening guards", () => {
     expect(f[0]).toMatchObject({ guard: "connection", claim: "runtime-opaque", tier: "contraindicated", expected: ["10.9.9.9", "pool.example.net:3333"] });
   });
 
+  it("a backdoor listening on 127.0.0.1:P and connecting out from the LAN IP on port P is outbound, not inbound", () => {
+    const table = parseProcNetTcp(
+      formatProcNetTcp(
+        [
+          { local: "127.0.0.1:7777", state: "LISTEN" }, // the backdoor's own loopback listener
+          { local: "192.168.1.20:7777", remote: "203.0.113.66:7000", state: "ESTABLISHED" }, // its phone-home, same port
+          { local: "192.168.1.20:4028", state: "LISTEN" }, // a listener on one address...
+          { local: "192.168.1.21:4028", remote: "203.0.113.67:80", state: "ESTABLISHED" }, // ...does not cover another
+          { local: "192.168.1.20:4028", remote: "192.168.1.99:51000", state: "ESTABLISHED" }, // inbound to it
+        ],
+        4,
+      ),
+    );
+    expect(connectionGuard(table, approved).map((x) => x.subject)).toEqual(["203.0.113.66:7000", "203.0.113.67:80"]);
+    // A wildcard listener covers every local address of its family, and an IPv6 [::] one the v4-mapped sockets it accepts.
+    const wildcard = parseProcNetTcp(formatProcNetTcp([{ local: "0.0.0.0:7777", state: "LISTEN" }, { local: "192.168.1.20:7777", remote: "203.0.113.66:7000", state: "ESTABLISHED" }], 4));
+    expect(connectionGuard(wildcard, approved)).toEqual([]);
+    const v6 = parseProcNetTcp(formatProcNetTcp([{ local: "[::]:22", state: "LISTEN" }, { local: "[::ffff:192.168.1.20]:22", remote: "[::ffff:192.168.1.99]:51000", state: "ESTABLISHED" }], 6));
+    expect(connectionGuard(v6, approved)).toEqual([]);
+  });
+
+  it("reports an outbound connection attempt (SYN_SENT, state 02) too, as the same finding once it connects", () => {
+    const attempt = parseProcNetTcp(formatProcNetTcp([{ local: "0.0.0.0:7000", state: "LISTEN" }, { local: "192.168.1.20:7000", remote: "203.0.113.66:7000", state: "SYN_SENT" }], 4));
+    expect(attempt[1]?.state).toBe("SYN_SENT");
+    const [f] = connectionGuard(attempt, approved);
+    expect(f).toMatchObject({ guard: "connection", tier: "contraindicated", subject: "203.0.113.66:7000" });
+    expect(f!.message).toContain("SYN_SENT");
+    const established = parseProcNetTcp(formatProcNetTcp([{ local: "192.168.1.20:40000", remote: "203.0.113.66:7000", state: "ESTABLISHED" }], 4));
+    expect(findingKey(connectionGuard(established, approved)[0]!)).toBe(findingKey(f!));
+  });
+
   it("reports unexpected non-loopback listeners", () => {
     expect(listeningGuard(sockets, [22, 80, 4028])).toEqual([expect.objectContaining({ guard: "listening-port", tier: "warning", subject: "0.0.0.0:8888", seen: 8888 })]);
   });

@@ -4,12 +4,12 @@
  *
  * /proc/net/tcp prints addresses as hex in the kernel's (little-endian on every board we target) byte order:
  * IPv4 `0100007F:0FA0` is 127.0.0.1:4000; IPv6 is four 32-bit words, each byte-reversed. States: 01
- * ESTABLISHED, 0A LISTEN (include/net/tcp_states.h).
+ * ESTABLISHED, 02 SYN_SENT, 0A LISTEN (include/net/tcp_states.h).
  */
 import { lookup as dnsLookup } from "node:dns/promises";
 import { isIP } from "node:net";
 
-export type SocketState = "LISTEN" | "ESTABLISHED" | "OTHER";
+export type SocketState = "LISTEN" | "ESTABLISHED" | "SYN_SENT" | "OTHER";
 
 export interface SocketEntry {
   family: 4 | 6;
@@ -54,7 +54,7 @@ export function parseProcNetTcp(text: string, maxEntries = 65_536): SocketEntry[
       localPort: parseInt(localPort, 16),
       remoteIp: decodeAddress(remote),
       remotePort: parseInt(remotePort, 16),
-      state: code === "0A" ? "LISTEN" : code === "01" ? "ESTABLISHED" : "OTHER",
+      state: code === "0A" ? "LISTEN" : code === "01" ? "ESTABLISHED" : code === "02" ? "SYN_SENT" : "OTHER",
     });
   }
   return entries;

@@ -295,10 +295,10 @@ function splitEscaped(parameter: string): string[] {
 export interface SimSocket {
   local: string; // "0.0.0.0:4028", "[::]:22", "192.168.1.20:40112"
   remote?: string; // default 0.0.0.0:0 / [::]:0
-  state: "LISTEN" | "ESTABLISHED" | "TIME_WAIT";
+  state: "LISTEN" | "ESTABLISHED" | "SYN_SENT" | "TIME_WAIT";
 }
 
-const STATE_CODES = { ESTABLISHED: "01", TIME_WAIT: "06", LISTEN: "0A" } as const;
+const STATE_CODES = { ESTABLISHED: "01", SYN_SENT: "02", TIME_WAIT: "06", LISTEN: "0A" } as const;
 
 function hexPort(port: number): string {
   return port.toString(16).toUpperCase().padStart(4, "0");
