@@ -19,6 +19,11 @@ export class ConflictError extends HashwardError {
   override name = "ConflictError";
 }
 
+/** A bounded resource is full (e.g. too many devices awaiting an operator). HTTP 429: retry later. */
+export class CapacityError extends HashwardError {
+  override name = "CapacityError";
+}
+
 /** The caller is authenticated but its role does not allow this. HTTP 403. */
 export class ForbiddenError extends HashwardError {
   override name = "ForbiddenError";

@@ -28,6 +28,7 @@ describe("loadConfig", () => {
       autoQuarantine: "contraindicated",
       logLevel: "info",
       maxMqttClients: 20_000,
+      maxPendingDevices: 10_000,
       tufTimestampTtlMs: 86_400_000,
       tufSnapshotTtlMs: 7 * 86_400_000,
       tufRenewCheckMs: 60_000,

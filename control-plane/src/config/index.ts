@@ -26,6 +26,8 @@ export interface ControlPlaneConfig {
   autoQuarantine: AutoQuarantine;
   logLevel: LogLevel;
   maxMqttClients: number;
+  /** Devices that may wait in `pending` at once; more enrollments without a token get HTTP 429. */
+  maxPendingDevices: number;
   /** TUF repository (control-plane/src/tuf): online metadata lifetimes, renewal check, image upload cap. */
   tufTimestampTtlMs: number;
   tufSnapshotTtlMs: number;
@@ -114,6 +116,7 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     autoQuarantine: oneOf(env, "HASHWARD_AUTO_QUARANTINE", "contraindicated", AUTO_QUARANTINE),
     logLevel: oneOf(env, "HASHWARD_LOG_LEVEL", "info", LOG_LEVELS),
     maxMqttClients: integer(env, "HASHWARD_MAX_MQTT_CLIENTS", 20_000, 1, 1_000_000),
+    maxPendingDevices: integer(env, "HASHWARD_MAX_PENDING_DEVICES", 10_000, 1, 1_000_000),
     tufTimestampTtlMs: integer(env, "HASHWARD_TUF_TIMESTAMP_TTL_MS", DAY_MS, 3_000, 30 * DAY_MS),
     tufSnapshotTtlMs: integer(env, "HASHWARD_TUF_SNAPSHOT_TTL_MS", 7 * DAY_MS, 3_000, 365 * DAY_MS),
     tufRenewCheckMs: integer(env, "HASHWARD_TUF_RENEW_CHECK_MS", MINUTE_MS, 100, 60 * MINUTE_MS),

@@ -6,7 +6,7 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { z } from "zod";
-import { ConflictError, ForbiddenError, NotFoundError, ValidationError, VerificationError } from "../errors.js";
+import { CapacityError, ConflictError, ForbiddenError, NotFoundError, ValidationError, VerificationError } from "../errors.js";
 
 export type ErrorCode =
   | "validation_error"
@@ -16,6 +16,7 @@ export type ErrorCode =
   | "not_found"
   | "conflict"
   | "payload_too_large"
+  | "too_many_requests"
   | "internal";
 
 export interface ErrorBody {
@@ -61,6 +62,7 @@ export function httpErrorFor(err: unknown): HttpError | null {
   if (err instanceof NotFoundError) return { status: 404, body: errorBody("not_found", err.message) };
   if (err instanceof ConflictError) return { status: 409, body: errorBody("conflict", err.message) };
   if (err instanceof ForbiddenError) return { status: 403, body: errorBody("forbidden", err.message) };
+  if (err instanceof CapacityError) return { status: 429, body: errorBody("too_many_requests", err.message) };
   if (err instanceof HTTPException) return httpExceptionFor(err);
   return null;
 }

@@ -36,6 +36,7 @@ import {
   enrollmentResponse,
   enrollmentTokenBody,
   enrollmentTokenCreatedSchema,
+  errorSchema,
   eventsSchema,
   healthSchema,
   limitOnlyQuery,
@@ -182,6 +183,7 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
         400: errorResponses[400],
         409: errorResponses[409],
         413: errorResponses[413],
+        429: json(errorSchema, "Too many devices already await an operator (HASHWARD_MAX_PENDING_DEVICES); retry later"),
       },
     }),
     async (c) => {

@@ -115,6 +115,7 @@ export const errorSchema = z
         "not_found",
         "conflict",
         "payload_too_large",
+        "too_many_requests",
         "internal",
       ]),
       message: z.string(),

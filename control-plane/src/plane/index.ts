@@ -206,6 +206,7 @@ export async function startPlane(
       challengeTtlMs: config.challengeTtlMs,
       staleAfterMs: config.staleAfterMs,
       autoQuarantine: config.autoQuarantine,
+      maxPendingDevices: config.maxPendingDevices,
       ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
     };
     const services = factories.createServices({

@@ -21,6 +21,11 @@ export interface ServiceOptions {
   autoQuarantine: "contraindicated" | "off";
   /** Returned to devices in the enrollment response. */
   publicMqttUrl?: string;
+  /**
+   * Cap on devices waiting in `pending` (enrollment needs no login, so an attacker on the network could
+   * otherwise fill the database with made-up keys). Above it a new key without a token gets HTTP 429.
+   */
+  maxPendingDevices?: number;
 }
 
 export interface ServiceContext {

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import { type Ack, type Challenge, type Command, type Evidence, verifyCommand } from "../../../shared/protocol/index.js";
-import { ConflictError, NotFoundError } from "../errors.js";
+import { CapacityError, ConflictError, NotFoundError } from "../errors.js";
 import { type Database, openDatabase } from "../db/index.js";
 import { createTemporaryPostgres } from "../db/test-postgres.js";
 import { createServices, type DevicePublisher, type ServiceOptions, type Services } from "./index.js";
@@ -190,6 +190,22 @@ function contract(name: string, open: () => Promise<Harness>) {
       await expect(services.service.enroll(d2.enrollment("hwe_unknown"))).rejects.toBeInstanceOf(VerificationError);
       expect(await counts()).toEqual(before);
       expect(await services.deviceSide.identityForConnect(d2.id)).toBeNull();
+    });
+
+    it("caps devices waiting in pending: a new key without a token is refused (429) and nothing is written", async () => {
+      const pendingNow = (await services.service.listDevices({ enrollment: "pending", limit: 1000, offset: 0 })).length;
+      const capped = createServices({ db: harness.db, publisher, commandKey, logger, now: () => clock, options: { ...OPTIONS, maxPendingDevices: pendingNow + 1 } });
+      try {
+        expect((await capped.service.enroll(device().enrollment())).enrollment).toBe("pending");
+        const before = await counts();
+        await expect(capped.service.enroll(device().enrollment())).rejects.toBeInstanceOf(CapacityError);
+        expect(await counts()).toEqual(before);
+        // An operator's token still gets a device in, and a pending device re-posting is not refused.
+        const { token } = await capped.service.createEnrollmentToken(OPERATOR, { ttlMs: 60_000, maxUses: 1 });
+        expect((await capped.service.enroll(device().enrollment(token))).enrollment).toBe("accepted");
+      } finally {
+        await capped.close();
+      }
     });
 
     it("refuses an expired enrollment token", async () => {

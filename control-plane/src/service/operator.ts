@@ -14,7 +14,10 @@ import {
 } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import type { EnrollmentRequest, EnrollmentResponse } from "../../../shared/protocol/index.js";
-import { ConflictError, NotFoundError } from "../errors.js";
+import { CapacityError, ConflictError, NotFoundError } from "../errors.js";
+
+/** Devices that may wait in `pending` at once unless ServiceOptions.maxPendingDevices says otherwise. */
+export const DEFAULT_MAX_PENDING_DEVICES = 10_000;
 import {
   apiTokens,
   auditLog,
@@ -245,6 +248,14 @@ export function createOperatorService(ctx: ServiceContext): ControlPlaneService 
         to = transition("enrollment", NEW, "enroll-with-token");
         reason = `enrollment token ${tokenId}`;
       } else {
+        const maxPending = ctx.options.maxPendingDevices ?? DEFAULT_MAX_PENDING_DEVICES;
+        const [{ pending } = { pending: 0 }] = await tx
+          .select({ pending: sql<number>`count(*)::int` })
+          .from(devices)
+          .where(eq(devices.enrollment, "pending"));
+        if (pending >= maxPending) {
+          throw new CapacityError(`${pending} devices already await an operator (cap ${maxPending}); accept or reject some, or enroll with a token`);
+        }
         to = transition("enrollment", NEW, "enroll");
         reason = "enrollment request without token; awaiting an operator";
       }
