@@ -9,7 +9,12 @@ import { verifyCommand } from "../protocol/verify-command.js";
 import { commandSchema } from "../protocol/schemas.js";
 import { FreshnessError, VerificationError } from "../errors/index.js";
 
-const keys = { plane: fromBase64Url(vectors.planePublicKey), other: fromBase64Url(vectors.otherPublicKey) };
+const keys = {
+  plane: fromBase64Url(vectors.planePublicKey),
+  other: fromBase64Url(vectors.otherPublicKey),
+  smallOrder: fromBase64Url(vectors.smallOrderPublicKey),
+};
+type KeyName = keyof typeof keys;
 
 describe("committed signature vectors", () => {
   it("canonical form is RFC 8785 (sorted keys, ES number form)", () => {
@@ -19,7 +24,7 @@ describe("committed signature vectors", () => {
 
   for (const vector of vectors.cases) {
     it(`${vector.name}: reference and native verifiers agree (${vector.valid ? "valid" : "invalid"})`, () => {
-      const key = keys[vector.publicKey as "plane" | "other"];
+      const key = keys[vector.publicKey as KeyName];
       const reference = () => verifySignedObject(vector.message, key, verifyBytes);
       const fast = () => verifySignedObject(vector.message, key, verifyBytesFast);
       if (vector.valid) {
@@ -33,7 +38,7 @@ describe("committed signature vectors", () => {
 
     it(`${vector.name}: command acceptance ${vector.valid && vector.fresh ? "accepts" : "rejects"}`, () => {
       const command = commandSchema.parse(vector.message);
-      const key = keys[vector.publicKey as "plane" | "other"];
+      const key = keys[vector.publicKey as KeyName];
       const run = () => verifyCommand(command, key, { deviceId: vectors.deviceId, lastSeq: 0, nowMs: vector.nowMs });
       if (vector.valid && vector.fresh) expect(run).not.toThrow();
       else if (vector.valid) expect(run).toThrow(FreshnessError);

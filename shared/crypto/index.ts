@@ -50,11 +50,34 @@ export function signBytes(message: Uint8Array, privateKey: Uint8Array): Uint8Arr
   return ed.sign(message, privateKey);
 }
 
-/** Reference verification (@noble/ed25519). Never throws: any failure is `false` (fail closed). */
+const weakKeyCache = new Map<string, boolean>();
+
+/**
+ * A public key that is not a canonical point of large order. A small-order key (the identity point, say)
+ * "verifies" signatures nobody made, and the two verifiers would disagree on it (OpenSSL accepts it, strict
+ * @noble/ed25519 does not), so both refuse it up front.
+ */
+export function isWeakPublicKey(publicKey: Uint8Array): boolean {
+  if (publicKey.length !== 32) return true;
+  const cacheKey = Buffer.from(publicKey).toString("hex");
+  let weak = weakKeyCache.get(cacheKey);
+  if (weak === undefined) {
+    try {
+      weak = ed.Point.fromBytes(publicKey, false).isSmallOrder();
+    } catch {
+      weak = true; // not a point at all
+    }
+    if (weakKeyCache.size >= NODE_KEY_CACHE_MAX) weakKeyCache.clear();
+    weakKeyCache.set(cacheKey, weak);
+  }
+  return weak;
+}
+
+/** Reference verification (@noble/ed25519, strict RFC 8032). Never throws: any failure is `false` (fail closed). */
 export function verifyBytes(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
   try {
-    if (signature.length !== 64 || publicKey.length !== 32) return false;
-    return ed.verify(signature, message, publicKey);
+    if (signature.length !== 64 || isWeakPublicKey(publicKey)) return false;
+    return ed.verify(signature, message, publicKey, { zip215: false });
   } catch {
     return false;
   }
@@ -79,7 +102,7 @@ function nodePublicKey(publicKey: Uint8Array): KeyObject {
 /** Fast verification through node:crypto; must agree with `verifyBytes` on every committed vector. */
 export function verifyBytesFast(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
   try {
-    if (signature.length !== 64 || publicKey.length !== 32) return false;
+    if (signature.length !== 64 || isWeakPublicKey(publicKey)) return false;
     return nodeVerify(null, message, nodePublicKey(publicKey), signature);
   } catch {
     return false;
