@@ -6,7 +6,7 @@ import { loadAgentConfig } from "./config/index.js";
 import { createLogger } from "./log/index.js";
 import { measure } from "./measure/index.js";
 import { createPlatform } from "./platform/index.js";
-import { Agent, EXIT } from "./runtime/index.js";
+import { Agent, EXIT, installProcessHandlers } from "./runtime/index.js";
 import { runTufCli } from "./tuf-cli/index.js";
 import { AGENT_VERSION } from "./version/index.js";
 
@@ -34,6 +34,7 @@ async function main(argv: string[]): Promise<number> {
     case "run": {
       const config = loadAgentConfig(cli.configFile);
       const log = createLogger(config.logLevel);
+      installProcessHandlers(log);
       const agent = new Agent(config, { log });
       const stop = (signal: string) => {
         log.info({ signal }, "stopping");

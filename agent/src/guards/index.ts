@@ -11,6 +11,7 @@ import type { PolicyStore } from "../policy/index.js";
 import { platformReader } from "./board.js";
 import { IndicatorMemory } from "./indicators.js";
 import { KnownGoodPools } from "./known-good.js";
+import { ReportedFindings } from "./reported.js";
 import { HostResolver, type LookupAll } from "./net.js";
 import { GuardRunner, type GuardRunnerDeps } from "./runner.js";
 
@@ -21,6 +22,7 @@ export { apiExposureGuard, wideApiAllowEntries, NARROW_API_ALLOW } from "./expos
 export { connectionGuard, listeningGuard, type ApprovedEndpoint } from "./connections.js";
 export { indicatorGuard, IndicatorMemory } from "./indicators.js";
 export { KnownGoodPools } from "./known-good.js";
+export { ReportedFindings } from "./reported.js";
 export { platformReader, type BoardReader, type BoardStat } from "./board.js";
 export { parseProcNetTcp, normalizeIp, ipv6Groups, isLoopback, parseEndpoint, HostResolver, type SocketEntry, type LookupAll } from "./net.js";
 
@@ -51,6 +53,7 @@ export function createGuardRunner(w: GuardWiring): GuardRunner | null {
     resolver: new HostResolver({ timeoutMs: g.dnsTimeoutMs, ttlMs: g.dnsCacheMs, ...(w.lookup ? { lookup: w.lookup } : {}) }),
     memory: IndicatorMemory.inDir(w.config.stateDir),
     knownGood: KnownGoodPools.inDir(w.config.stateDir),
+    reported: ReportedFindings.inDir(w.config.stateDir),
     settings: { minerConfigPaths: g.minerConfigPaths, allowedHosts: g.allowedHosts, allowedListenPorts: g.allowedListenPorts },
     mode: () => w.config.mode,
     controlPlaneUrls: w.controlPlaneUrls,

@@ -20,15 +20,21 @@ const HOSTS_MAX_BYTES = 256 * 1024;
 const DIR_MAX_ENTRIES = 4096;
 const LOCAL_NAMES = /^(localhost(\.localdomain)?|ip6-localhost|ip6-loopback|ip6-allnodes|ip6-allrouters|ip6-localnet|ip6-mcastprefix)$/i;
 
+const memorySchema = z.record(z.string(), z.enum(["seen", "removed", "reappeared"]));
+
 /** Remembers which reappearing-file indicators were seen and then removed (`<stateDir>/indicator-memory.json`). */
 export class IndicatorMemory {
-  private state: Record<string, "seen" | "removed" | "reappeared">;
+  private state: Record<string, "seen" | "removed" | "reappeared"> = {};
 
   constructor(private readonly file: string | null) {
-    this.state = {};
     if (file && existsSync(file)) {
-      const parsed = z.record(z.string(), z.enum(["seen", "removed", "reappeared"])).safeParse(JSON.parse(readFileSync(file, "utf8")));
-      if (parsed.success) this.state = parsed.data;
+      try {
+        this.state = memorySchema.parse(JSON.parse(readFileSync(file, "utf8")));
+      } catch {
+        // Like known-good-pools.json: a hint, not trusted state; a corrupt copy (power cut, full flash) starts
+        // over rather than stopping every guard. The worst case is one "reappeared" reported as "seen".
+        this.state = {};
+      }
     }
   }
 
@@ -36,16 +42,22 @@ export class IndicatorMemory {
     return new IndicatorMemory(join(stateDir, "indicator-memory.json"));
   }
 
-  /** Returns what this presence means: first sighting, still there, or back after a removal. */
+  /**
+   * Returns what this presence means: first sighting, still there, or back after a removal. The change is
+   * written before it is remembered: when the write throws (ENOSPC, read-only /config) nothing changed and the
+   * next observation tries again.
+   */
   observe(key: string, present: boolean): "seen" | "reappeared" | null {
     const before = this.state[key];
     let next = before;
     if (present) next = before === "removed" || before === "reappeared" ? "reappeared" : "seen";
     else if (before) next = "removed";
     if (next !== before) {
-      if (next === undefined) delete this.state[key];
-      else this.state[key] = next;
-      if (this.file) writeFileAtomicSync(this.file, `${JSON.stringify(this.state)}\n`, 0o600);
+      const state = { ...this.state };
+      if (next === undefined) delete state[key];
+      else state[key] = next;
+      if (this.file) writeFileAtomicSync(this.file, `${JSON.stringify(state)}\n`, 0o600);
+      this.state = state;
     }
     return present ? (next as "seen" | "reappeared") : null;
   }
@@ -53,7 +65,8 @@ export class IndicatorMemory {
 
 const tierOf = (i: Indicator): Finding["tier"] => (i.severity === "critical" ? "contraindicated" : "warning");
 
-export function indicatorGuard(indicators: readonly Indicator[], board: BoardReader, memory: IndicatorMemory): Finding[] {
+/** `onError`: the indicator memory could not be written; the indicator is then judged on presence alone. */
+export function indicatorGuard(indicators: readonly Indicator[], board: BoardReader, memory: IndicatorMemory, onError?: (where: string, error: unknown) => void): Finding[] {
   const out: Finding[] = [];
   const hit = (i: Indicator, claim: Finding["claim"], subject: string, seen: unknown, detail: string) =>
     out.push(finding({ guard: "indicator", claim, tier: tierOf(i), subject, expected: { indicator: i.id, kind: i.kind }, seen, message: `${i.description} (${detail})` }));
@@ -66,7 +79,14 @@ export function indicatorGuard(indicators: readonly Indicator[], board: BoardRea
       }
       case "reappearing-file": {
         if (!i.path) break;
-        const seen = memory.observe(`${i.id}:${i.path}`, board.stat(i.path) !== null);
+        const present = board.stat(i.path) !== null;
+        let seen: "seen" | "reappeared" | null;
+        try {
+          seen = memory.observe(`${i.id}:${i.path}`, present);
+        } catch (error) {
+          onError?.("indicator memory", error);
+          seen = present ? "seen" : null;
+        }
         if (seen) hit(i, "file-system", i.path, seen, seen === "reappeared" ? `${i.path} came back after removal` : `${i.path} is present`);
         break;
       }

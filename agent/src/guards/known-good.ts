@@ -32,9 +32,11 @@ export class KnownGoodPools {
     return structuredClone(this.pools);
   }
 
+  /** Written before remembered: when the write throws, nothing changed and the next clean cycle tries again. */
   record(pools: readonly ConfigPool[]): void {
     if (pools.length === 0 || JSON.stringify(pools) === JSON.stringify(this.pools)) return;
-    this.pools = structuredClone([...pools]).slice(0, 64);
-    if (this.file) writeFileAtomicSync(this.file, `${JSON.stringify(this.pools, null, 2)}\n`, 0o600);
+    const next = structuredClone([...pools]).slice(0, 64);
+    if (this.file) writeFileAtomicSync(this.file, `${JSON.stringify(next, null, 2)}\n`, 0o600);
+    this.pools = next;
   }
 }

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "../log/index.js";
@@ -8,7 +8,7 @@ import { createSimulatedBoard, SimulatedBoard } from "../platform/index.js";
 import { PolicyStore, type GuardPolicy } from "../policy/index.js";
 import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets } from "../sim-miner/index.js";
 import { tempDir, waitFor } from "../testing/index.js";
-import { GuardRunner, HostResolver, IndicatorMemory, KnownGoodPools, platformReader, type Finding } from "./index.js";
+import { GuardRunner, HostResolver, IndicatorMemory, KnownGoodPools, platformReader, ReportedFindings, type Finding, type GuardRunnerDeps, type LookupAll } from "./index.js";
 
 const POLICY: GuardPolicy = {
   version: 1,
@@ -22,7 +22,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(opts: { mode?: "monitor" | "enforcing"; policy?: GuardPolicy | null } = {}) {
+async function setup(opts: { mode?: "monitor" | "enforcing"; policy?: GuardPolicy | null; deps?: Partial<GuardRunnerDeps>; lookup?: LookupAll } = {}) {
   const dir = tempDir();
   cleanups.push(dir.cleanup);
   const root = join(dir.path, "board");
@@ -40,7 +40,7 @@ async function setup(opts: { mode?: "monitor" | "enforcing"; policy?: GuardPolic
     board: platformReader(board),
     policy,
     minerApi: new MinerApiClient({ host: "127.0.0.1", port, timeoutMs: 1000 }),
-    resolver: new HostResolver({ lookup: async (host) => (host === "pool.example.net" ? ["198.51.100.7"] : host === "plane.example.net" ? ["192.0.2.10"] : []) }),
+    resolver: new HostResolver({ lookup: opts.lookup ?? (async (host) => (host === "pool.example.net" ? ["198.51.100.7"] : host === "plane.example.net" ? ["192.0.2.10"] : [])) }),
     memory: new IndicatorMemory(join(dir.path, "memory.json")),
     knownGood: new KnownGoodPools(join(dir.path, "known-good.json")),
     settings: { minerConfigPaths: ["/config/bmminer.conf", "/config/cgminer.conf"], allowedHosts: [], allowedListenPorts: [22, 80, 443, 4028] },
@@ -51,9 +51,10 @@ async function setup(opts: { mode?: "monitor" | "enforcing"; policy?: GuardPolic
     onNewFinding: (f) => events.added.push(f),
     onEnforced: (a) => events.enforced.push(a),
     log: silentLogger(),
+    ...opts.deps,
   });
   cleanups.push(() => runner.stop());
-  return { root, board, miner, port, runner, events, stateDir, setMode: (m: typeof mode) => (mode = m) };
+  return { dir: dir.path, root, board, miner, port, runner, events, stateDir, setMode: (m: typeof mode) => (mode = m) };
 }
 
 /** Another process speaking the real protocol: one command per connection, like an attacker on the LAN. */
@@ -208,5 +209,120 @@ describe("GuardRunner on a simulated board", () => {
     const file = join(root, "config/cgminer.conf");
     writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), pools: [{ url: "stratum+tcp://evil.example:3333", user: "x", pass: "x" }] }));
     expect((await runner.runNow()).findings).toEqual([]);
+  });
+});
+
+describe("GuardRunner failures (HW-GUARD-7) and restarts", () => {
+  /** A path no write can succeed at, even as root: its parent is a regular file (ENOTDIR). */
+  function unwritable(dir: string, name: string): string {
+    writeFileSync(join(dir, "not-a-dir"), "");
+    return join(dir, "not-a-dir", name);
+  }
+
+  it("failing state writes and a throwing alert callback never reject a cycle nor stop the timer", async () => {
+    const policy: GuardPolicy = { ...POLICY, indicators: [...POLICY.indicators, { id: "dropper", kind: "reappearing-file", path: "/etc/dropper", severity: "critical", description: "dropper" }] };
+    const d = tempDir();
+    cleanups.push(d.cleanup);
+    let alerts = 0;
+    let failAlerts = true;
+    const errors: string[] = [];
+    const log = Object.assign(silentLogger(), { error: (obj: unknown) => void errors.push(JSON.stringify(obj)) });
+    const { runner, root } = await setup({
+      policy,
+      deps: {
+        memory: new IndicatorMemory(unwritable(d.path, "memory.json")),
+        knownGood: new KnownGoodPools(unwritable(d.path, "known-good.json")),
+        reported: new ReportedFindings(unwritable(d.path, "reported.json")),
+        onNewFinding: () => {
+          alerts++;
+          if (failAlerts) throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+        },
+        log,
+      },
+    });
+    writeFileSync(join(root, "etc/ld.so.preload"), "/lib/libsys.so\n");
+    writeFileSync(join(root, "etc/dropper"), "x");
+    runner.start(60_000); // an unhandled rejection from the timer's cycle would fail this test file
+    await waitFor(() => runner.findings !== null, "first cycle");
+    const cycle = await runner.runNow();
+    expect(cycle.error).toBeUndefined();
+    const both = ["indicator /etc/ld.so.preload", "indicator /etc/dropper"]; // sorted by finding key
+    expect(subjects(cycle.findings)).toEqual(both);
+    expect(cycle.added).toEqual([]); // the alert failed: not marked reported...
+    failAlerts = false;
+    const retried = await runner.runNow();
+    expect(subjects(retried.added)).toEqual(both); // ...so it is alerted again
+    expect((await runner.runNow()).added).toEqual([]);
+    // logged once per reason, not once per cycle
+    expect(errors.filter((e) => e.includes("guard alert"))).toHaveLength(1);
+    expect(errors.filter((e) => e.includes("indicator memory"))).toHaveLength(1);
+    expect(errors.filter((e) => e.includes("known-good pools"))).toHaveLength(1);
+    expect(errors.filter((e) => e.includes("reported findings"))).toHaveLength(1);
+    expect(alerts).toBe(6);
+  });
+
+  it("an exception anywhere in a cycle is caught: runNow resolves with the error and the previous findings", async () => {
+    const { runner } = await setup();
+    await runner.runNow();
+    const broken = Object.assign(runner, {}) as unknown as { deps: GuardRunnerDeps };
+    const readText = broken.deps.board.readText;
+    broken.deps.board.readText = () => {
+      throw new Error("EIO: i/o error");
+    };
+    const cycle = await runner.runNow();
+    expect(cycle.error).toContain("EIO");
+    expect(cycle.findings).toEqual([]);
+    broken.deps.board.readText = readText;
+    expect((await runner.runNow()).error).toBeUndefined();
+  });
+
+  it("indicator memory and known-good pools are not changed in memory when their write fails", () => {
+    const d = tempDir();
+    cleanups.push(d.cleanup);
+    const file = join(d.path, "memory.json");
+    mkdirSync(file); // rename onto a directory fails: the write throws
+    const memory = new IndicatorMemory(file);
+    expect(() => memory.observe("k", true)).toThrow();
+    rmSync(file, { recursive: true });
+    // had the failed write been remembered, this would now be "removed" and the next sighting "reappeared"
+    expect(memory.observe("k", false)).toBeNull();
+    expect(existsSync(file)).toBe(false);
+    expect(memory.observe("k", true)).toBe("seen");
+
+    const kgFile = join(d.path, "known-good.json");
+    mkdirSync(kgFile);
+    const known = new KnownGoodPools(kgFile);
+    expect(() => known.record([{ url: "stratum+tcp://pool.example.net:3333", user: "farm.worker1", pass: "x" }])).toThrow();
+    expect(known.get()).toEqual([]);
+  });
+
+  it("a corrupt indicator-memory.json is tolerated like the known-good pools file", () => {
+    const d = tempDir();
+    cleanups.push(d.cleanup);
+    writeFileSync(join(d.path, "indicator-memory.json"), "{ torn wri");
+    const memory = IndicatorMemory.inDir(d.path);
+    expect(memory.observe("k", true)).toBe("seen");
+  });
+
+  it("a restart does not re-alert findings already reported; evidence still carries them", async () => {
+    const d = tempDir();
+    cleanups.push(d.cleanup);
+    const first = await setup({ deps: { reported: ReportedFindings.inDir(d.path) } });
+    writeFileSync(join(first.root, "etc/ld.so.preload"), "/lib/libsys.so\n");
+    expect(subjects((await first.runner.runNow()).added)).toEqual(["indicator /etc/ld.so.preload"]);
+    // the "restarted agent": a new runner on the same state dir and board
+    const second = await setup({ deps: { reported: ReportedFindings.inDir(d.path) } });
+    writeFileSync(join(second.root, "etc/ld.so.preload"), "/lib/libsys.so\n");
+    const cycle = await second.runner.runNow();
+    expect(subjects(cycle.findings)).toEqual(["indicator /etc/ld.so.preload"]);
+    expect(cycle.added).toEqual([]);
+    expect(second.events.added).toEqual([]);
+    expect(second.events.changed).toHaveLength(1); // evidence with the findings still goes out
+    // gone, then back: alerted again
+    rmSync(join(second.root, "etc/ld.so.preload"));
+    await second.runner.runNow();
+    writeFileSync(join(second.root, "etc/ld.so.preload"), "/lib/libsys.so\n");
+    expect(second.events.added).toHaveLength(0);
+    expect(subjects((await second.runner.runNow()).added)).toEqual(["indicator /etc/ld.so.preload"]);
   });
 });

@@ -6,8 +6,10 @@
  * In enforcing mode the cycle then restores what it can (approved pools, narrow api-allow); the next cycle
  * confirms it and the evidence shows the finding gone.
  *
- * A cycle never throws: a failing input is a finding (miner-api) or is skipped with a log line. Cycles never
- * overlap; runNow() while one runs waits for it and runs once more (a fresh policy must be judged fresh).
+ * A cycle never throws and never stops the timer: a failing input is a finding (miner-api) or is skipped with
+ * a log line; a failing state write (ENOSPC, read-only /config) or callback is logged once per reason and the
+ * guards keep running (HW-GUARD-7). Cycles never overlap; runNow() while one runs waits for it and runs once
+ * more (a fresh policy must be judged fresh).
  */
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { telemetrySchema } from "../../../shared/index.js";
@@ -23,6 +25,7 @@ import { apiExposureGuard, NARROW_API_ALLOW } from "./exposure.js";
 import { finding, findingKey, normalizeFindings, type Finding } from "./findings.js";
 import { IndicatorMemory, indicatorGuard } from "./indicators.js";
 import type { KnownGoodPools } from "./known-good.js";
+import { ReportedFindings } from "./reported.js";
 import { parseEndpoint, parseProcNetTcp, type HostResolver, type SocketEntry } from "./net.js";
 import { parseMinerConfig, PoolMatcher, poolConfigGuard, poolLiveGuard, type ConfigPool, type MinerConfigFile } from "./pools.js";
 
@@ -47,6 +50,8 @@ export interface GuardRunnerDeps {
   resolver: HostResolver;
   memory: IndicatorMemory;
   knownGood: KnownGoodPools;
+  /** Findings already alerted, persisted so a restart does not re-alert them (default: in memory only). */
+  reported?: ReportedFindings;
   settings: GuardSettings;
   mode: () => "monitor" | "enforcing";
   /** URLs of the control plane (HTTP and MQTT): always approved destinations. */
@@ -66,7 +71,12 @@ export interface GuardCycle {
   removed: Finding[];
   telemetry: Telemetry | undefined;
   enforced: string[];
+  /** Set when the cycle failed as a whole (logged; the previous findings stand). */
+  error?: string;
 }
+
+/** Bounded: a misbehaving board cannot grow the set of remembered failure reasons without limit. */
+const MAX_LOGGED_REASONS = 64;
 
 export class GuardRunner {
   private previous: Finding[] | null = null;
@@ -74,8 +84,22 @@ export class GuardRunner {
   private running: Promise<GuardCycle> | null = null;
   private again = false;
   private timer: ReturnType<typeof setInterval> | null = null;
+  private readonly reported: ReportedFindings;
+  private readonly loggedReasons = new Set<string>();
 
-  constructor(private readonly deps: GuardRunnerDeps) {}
+  constructor(private readonly deps: GuardRunnerDeps) {
+    this.reported = deps.reported ?? new ReportedFindings(null);
+  }
+
+  /** HW-GUARD-7: one error line per distinct failure, not one per cycle (a full flash would flood the log). */
+  private failed(where: string, error: unknown): void {
+    const code = (error as NodeJS.ErrnoException | null)?.code;
+    const reason = `${where}: ${code ?? (error instanceof Error ? error.message : String(error)).slice(0, 200)}`;
+    if (this.loggedReasons.has(reason)) return;
+    if (this.loggedReasons.size >= MAX_LOGGED_REASONS) return;
+    this.loggedReasons.add(reason);
+    this.deps.log.error({ where, err: error instanceof Error ? error.message : String(error), ...(code ? { code } : {}) }, `guards: ${where} failed; guards keep running`);
+  }
 
   /** Findings of the last completed cycle (null before the first): every evidence carries them. */
   get findings(): Finding[] | null {
@@ -97,7 +121,7 @@ export class GuardRunner {
     this.timer = null;
   }
 
-  /** Runs a cycle now; if one is running, runs one more right after it. */
+  /** Runs a cycle now; if one is running, runs one more right after it. Never rejects (HW-GUARD-7). */
   runNow(): Promise<GuardCycle> {
     if (this.running) {
       this.again = true;
@@ -108,7 +132,13 @@ export class GuardRunner {
       try {
         do {
           this.again = false;
-          cycle = await this.cycle();
+          try {
+            cycle = await this.cycle();
+          } catch (error) {
+            this.failed("cycle", error);
+            const findings = structuredClone(this.previous ?? []);
+            cycle = { findings, added: [], removed: [], telemetry: this.lastTelemetry, enforced: [], error: error instanceof Error ? error.message : String(error) };
+          }
         } while (this.again);
       } finally {
         this.running = null;
@@ -136,26 +166,56 @@ export class GuardRunner {
       found.push(...connectionGuard(sockets, approved));
       found.push(...listeningGuard(sockets, deps.settings.allowedListenPorts));
     }
-    if (policy) found.push(...indicatorGuard(policy.indicators, deps.board, deps.memory));
-    if (policy) this.learnKnownGood(configs, policy);
+    if (policy) found.push(...indicatorGuard(policy.indicators, deps.board, deps.memory, (where, error) => this.failed(where, error)));
+    if (policy) {
+      try {
+        this.learnKnownGood(configs, policy);
+      } catch (error) {
+        this.failed("known-good pools", error);
+      }
+    }
 
     let findings = normalizeFindings(found);
     if (findings.length > MAX_REPORTED_FINDINGS) {
       deps.log.error({ findings: findings.length, max: MAX_REPORTED_FINDINGS }, "more findings than evidence can carry; reporting the contraindications first");
       findings = [...findings.filter((f) => f.tier === "contraindicated"), ...findings.filter((f) => f.tier !== "contraindicated")].slice(0, MAX_REPORTED_FINDINGS);
     }
-    const before = new Set((this.previous ?? []).map(findingKey));
+    const first = this.previous === null;
     const now = new Set(findings.map(findingKey));
-    const added = findings.filter((f) => !before.has(findingKey(f)));
     const removed = (this.previous ?? []).filter((f) => !now.has(findingKey(f)));
+    // HW-GUARD-2: "new" means not alerted yet, remembered across restarts (reported-findings.json).
+    const fresh = findings.filter((f) => !this.reported.has(findingKey(f)));
+    const before = new Set((this.previous ?? []).map(findingKey));
+    // The first cycle's findings go out as evidence too: the startup evidence may have left before them.
+    const changed = first ? findings.length > 0 : removed.length > 0 || findings.some((f) => !before.has(findingKey(f)));
     this.previous = findings;
     this.lastTelemetry = live.telemetry;
-    deps.log.debug({ findings: findings.length, added: added.length, removed: removed.length }, "guard cycle");
-    for (const f of added) {
+    const alerted = findings.filter((f) => this.reported.has(findingKey(f))).map(findingKey);
+    const added: Finding[] = [];
+    for (const f of fresh) {
       deps.log.warn({ guard: f.guard, subject: f.subject, tier: f.tier }, f.message);
-      deps.onNewFinding(f);
+      try {
+        deps.onNewFinding(f);
+        added.push(f);
+        alerted.push(findingKey(f));
+      } catch (error) {
+        this.failed("guard alert", error); // not marked reported: the next cycle alerts it again
+      }
     }
-    if (added.length > 0 || removed.length > 0) deps.onFindingsChanged(structuredClone(findings));
+    this.reported.replace(alerted);
+    try {
+      this.reported.flush();
+    } catch (error) {
+      this.failed("reported findings", error);
+    }
+    deps.log.debug({ findings: findings.length, added: added.length, removed: removed.length }, "guard cycle");
+    if (changed) {
+      try {
+        deps.onFindingsChanged(structuredClone(findings));
+      } catch (error) {
+        this.failed("guard evidence", error);
+      }
+    }
 
     const enforced = deps.mode() === "enforcing" ? await this.enforce(policy, configs, findings, live.pools) : [];
     if (enforced.length > 0) {

@@ -6,7 +6,8 @@ import { parseAgentConfig, type AgentConfig } from "../config/index.js";
 import { silentLogger } from "../log/index.js";
 import { createSimulatedBoard, RecordingPlatform, SIMULATED_MEASURE_PATHS, type SimulatedBoard } from "../platform/index.js";
 import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "../testing/index.js";
-import { Agent, EXIT } from "./index.js";
+import { EventEmitter } from "node:events";
+import { Agent, agentDestinations, EXIT, installProcessHandlers } from "./index.js";
 
 describe("agent runtime against aedes and a fake enrollment server", () => {
   const cleanups: (() => void | Promise<void>)[] = [];
@@ -157,5 +158,40 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
     s.enrollment.decide = () => ({ status: 403, enrollment: "revoked" });
     const agent = await s.startAgent();
     expect(await agent.exited).toBe(EXIT.revoked);
+  });
+});
+
+describe("process-level handlers and the agent's own destinations", () => {
+  it("an unhandled rejection is logged and the agent keeps running; an uncaught exception exits 1 for the supervisor", () => {
+    const proc = Object.assign(new EventEmitter(), { exits: [] as number[], exit(code: number) { this.exits.push(code); } });
+    const lines: { level: string; msg: string }[] = [];
+    const log = Object.assign(silentLogger(), {
+      error: (_: unknown, msg: string) => void lines.push({ level: "error", msg }),
+      fatal: (_: unknown, msg: string) => void lines.push({ level: "fatal", msg }),
+    });
+    installProcessHandlers(log, proc);
+    proc.emit("unhandledRejection", Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" }), Promise.resolve());
+    expect(proc.exits).toEqual([]);
+    expect(lines).toEqual([{ level: "error", msg: expect.stringContaining("unhandled promise rejection") }]);
+    proc.emit("uncaughtException", new Error("boom"));
+    expect(proc.exits).toEqual([EXIT.failure]);
+    expect(lines[1]).toMatchObject({ level: "fatal" });
+  });
+
+  it("the TUF metadata and targets hosts are approved destinations besides the plane's HTTP and MQTT URLs", () => {
+    const config = parseAgentConfig({
+      controlPlaneUrl: "https://plane.example.net",
+      stateDir: "/tmp/x",
+      model: "S19",
+      firmwareVersion: "1.0.0",
+      platform: { kind: "simulated", root: "/tmp/x" },
+      update: { metadataUrl: "https://cdn.example.org/tuf/metadata/", targetsUrl: "https://files.example.org/targets/" },
+    });
+    expect(agentDestinations(config, "mqtts://mqtt.example.net:8883")).toEqual([
+      "https://plane.example.net",
+      "mqtts://mqtt.example.net:8883",
+      "https://cdn.example.org/tuf/metadata/",
+      "https://files.example.org/targets/",
+    ]);
   });
 });

@@ -60,6 +60,35 @@ function readMqttCa(file: string): string {
   }
 }
 
+/**
+ * HW-GUARD-7 at process level: a stray rejected promise (a timer's `void` call that slipped a catch) is logged
+ * and the agent keeps running; quarantine and the guards must not die of a bug in a side path. An uncaught
+ * exception leaves the process in an unknown state: it is logged as fatal and the process exits 1, so the init
+ * script's supervisor loop restarts it (and the agent re-applies a persisted quarantine first, HW-Q-1).
+ */
+export function installProcessHandlers(
+  log: Logger,
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- process.on's own listener type
+  proc: { on(event: "unhandledRejection" | "uncaughtException", listener: (...args: any[]) => void): unknown; exit(code: number): void } = process,
+): void {
+  proc.on("unhandledRejection", (reason: unknown) => {
+    log.error({ err: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) }, "unhandled promise rejection; the agent keeps running");
+  });
+  proc.on("uncaughtException", (error: Error) => {
+    log.fatal({ err: error.stack ?? error.message }, "uncaught exception; exiting for the supervisor to restart the agent");
+    proc.exit(EXIT.failure);
+  });
+}
+
+/**
+ * The destinations the agent itself talks to, approved for the connection guard: the plane's HTTP and MQTT
+ * URLs and the TUF metadata and targets URLs (which may name a CDN rather than the plane). Without the latter
+ * the agent's own update download was reported as an unknown connection and could auto-quarantine the board.
+ */
+export function agentDestinations(config: Pick<AgentConfig, "controlPlaneUrl" | "update">, mqttUrl: string | null): string[] {
+  return [...new Set([config.controlPlaneUrl, ...(mqttUrl ? [mqttUrl] : []), config.update.metadataUrl, config.update.targetsUrl])];
+}
+
 export function controlPlaneHosts(urls: readonly (string | null | undefined)[]): string[] {
   const hosts = new Set<string>();
   for (const url of urls) if (url && URL.canParse(url)) hosts.add(new URL(url).hostname);
@@ -127,7 +156,7 @@ export class Agent {
       platform: this.platform,
       policy: this.policy,
       log: this.log,
-      controlPlaneUrls: () => [config.controlPlaneUrl, ...(this.mqttUrl ? [this.mqttUrl] : [])],
+      controlPlaneUrls: () => agentDestinations(config, this.mqttUrl),
       minerStopped: () => this.state.containment === "quarantined",
       // HW-GUARD-2: evidence when the set of findings changes, one signed guard-alert per new finding.
       onFindingsChanged: () => void this.sendEvidence("guard", null),
