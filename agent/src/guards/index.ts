@@ -12,6 +12,7 @@ import { platformReader } from "./board.js";
 import { IndicatorMemory } from "./indicators.js";
 import { KnownGoodPools } from "./known-good.js";
 import { ReportedFindings } from "./reported.js";
+import { KnownAddresses } from "./addresses.js";
 import { HostResolver, type LookupAll } from "./net.js";
 import { GuardRunner, type GuardRunnerDeps } from "./runner.js";
 
@@ -23,6 +24,7 @@ export { connectionGuard, listeningGuard, type ApprovedEndpoint } from "./connec
 export { indicatorGuard, IndicatorMemory } from "./indicators.js";
 export { KnownGoodPools } from "./known-good.js";
 export { ReportedFindings } from "./reported.js";
+export { KnownAddresses } from "./addresses.js";
 export { platformReader, type BoardReader, type BoardStat } from "./board.js";
 export { parseProcNetTcp, normalizeIp, ipv6Groups, isLoopback, parseEndpoint, HostResolver, type SocketEntry, type LookupAll } from "./net.js";
 
@@ -54,6 +56,7 @@ export function createGuardRunner(w: GuardWiring): GuardRunner | null {
     memory: IndicatorMemory.inDir(w.config.stateDir),
     knownGood: KnownGoodPools.inDir(w.config.stateDir),
     reported: ReportedFindings.inDir(w.config.stateDir),
+    addresses: KnownAddresses.inDir(w.config.stateDir),
     settings: { minerConfigPaths: g.minerConfigPaths, allowedHosts: g.allowedHosts, allowedListenPorts: g.allowedListenPorts },
     mode: () => w.config.mode,
     controlPlaneUrls: w.controlPlaneUrls,

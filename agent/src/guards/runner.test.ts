@@ -8,7 +8,7 @@ import { createSimulatedBoard, SimulatedBoard } from "../platform/index.js";
 import { PolicyStore, type GuardPolicy } from "../policy/index.js";
 import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets } from "../sim-miner/index.js";
 import { tempDir, waitFor } from "../testing/index.js";
-import { GuardRunner, HostResolver, IndicatorMemory, KnownGoodPools, platformReader, ReportedFindings, type Finding, type GuardRunnerDeps, type LookupAll } from "./index.js";
+import { GuardRunner, HostResolver, IndicatorMemory, KnownAddresses, KnownGoodPools, platformReader, ReportedFindings, type Finding, type GuardRunnerDeps, type LookupAll } from "./index.js";
 
 const POLICY: GuardPolicy = {
   version: 1,
@@ -324,5 +324,28 @@ describe("GuardRunner failures (HW-GUARD-7) and restarts", () => {
     writeFileSync(join(second.root, "etc/ld.so.preload"), "/lib/libsys.so\n");
     expect(second.events.added).toHaveLength(0);
     expect(subjects((await second.runner.runNow()).added)).toEqual(["indicator /etc/ld.so.preload"]);
+  });
+
+  it("a pool behind rotating DNS: the miner's connection to an address the name resolved to earlier is no finding, also after a restart", async () => {
+    const d = tempDir();
+    cleanups.push(d.cleanup);
+    let answer = ["198.51.100.7"];
+    const lookup: LookupAll = async (host) => (host === "pool.example.net" ? answer : host === "plane.example.net" ? ["192.0.2.10"] : []);
+    const resolver = () => new HostResolver({ lookup, ttlMs: 0 });
+    const { runner, root } = await setup({ lookup, deps: { resolver: resolver(), addresses: KnownAddresses.inDir(d.path) } });
+    writeSimulatedSockets(root, { v4: [...CLEAN_SOCKETS, { local: "192.168.1.20:40001", remote: "198.51.100.7:3333", state: "ESTABLISHED" }] });
+    expect((await runner.runNow()).findings).toEqual([]);
+    answer = ["198.51.100.8", "198.51.100.9"]; // the DNS rotated; the miner kept its connection
+    expect((await runner.runNow()).findings).toEqual([]);
+    // a restarted agent remembers the addresses (state dir), and still only on the approved port
+    const again = await setup({ lookup, deps: { resolver: resolver(), addresses: KnownAddresses.inDir(d.path) } });
+    writeSimulatedSockets(again.root, {
+      v4: [
+        ...CLEAN_SOCKETS,
+        { local: "192.168.1.20:40001", remote: "198.51.100.7:3333", state: "ESTABLISHED" },
+        { local: "192.168.1.20:40002", remote: "198.51.100.7:7000", state: "ESTABLISHED" },
+      ],
+    });
+    expect(subjects((await again.runner.runNow()).findings)).toEqual(["connection 198.51.100.7:7000"]);
   });
 });

@@ -11,6 +11,7 @@
  * guards keep running (HW-GUARD-7). Cycles never overlap; runNow() while one runs waits for it and runs once
  * more (a fresh policy must be judged fresh).
  */
+import { isIP } from "node:net";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { telemetrySchema } from "../../../shared/index.js";
 import type { z } from "zod";
@@ -25,6 +26,7 @@ import { apiExposureGuard, NARROW_API_ALLOW } from "./exposure.js";
 import { finding, findingKey, normalizeFindings, type Finding } from "./findings.js";
 import { IndicatorMemory, indicatorGuard } from "./indicators.js";
 import type { KnownGoodPools } from "./known-good.js";
+import { KnownAddresses } from "./addresses.js";
 import { ReportedFindings } from "./reported.js";
 import { parseEndpoint, parseProcNetTcp, type HostResolver, type SocketEntry } from "./net.js";
 import { parseMinerConfig, PoolMatcher, poolConfigGuard, poolLiveGuard, type ConfigPool, type MinerConfigFile } from "./pools.js";
@@ -50,6 +52,8 @@ export interface GuardRunnerDeps {
   resolver: HostResolver;
   memory: IndicatorMemory;
   knownGood: KnownGoodPools;
+  /** Every address approved names resolved to (default: in memory only): rotating pool DNS is no backdoor. */
+  addresses?: KnownAddresses;
   /** Findings already alerted, persisted so a restart does not re-alert them (default: in memory only). */
   reported?: ReportedFindings;
   settings: GuardSettings;
@@ -85,10 +89,12 @@ export class GuardRunner {
   private again = false;
   private timer: ReturnType<typeof setInterval> | null = null;
   private readonly reported: ReportedFindings;
+  private readonly addresses: KnownAddresses;
   private readonly loggedReasons = new Set<string>();
 
   constructor(private readonly deps: GuardRunnerDeps) {
     this.reported = deps.reported ?? new ReportedFindings(null);
+    this.addresses = deps.addresses ?? new KnownAddresses(null);
   }
 
   /** HW-GUARD-7: one error line per distinct failure, not one per cycle (a full flash would flood the log). */
@@ -299,7 +305,15 @@ export class GuardRunner {
     for (const name of [...new Set(names)]) {
       const ep = parseEndpoint(name);
       if (!ep) continue;
-      const ips = await this.deps.resolver.resolve(ep.host);
+      let ips = await this.deps.resolver.resolve(ep.host);
+      if (!isIP(ep.host)) {
+        try {
+          ips = this.addresses.remember(ep.host, ips);
+        } catch (error) {
+          this.failed("known addresses", error);
+          ips = [...new Set([...this.addresses.get(ep.host), ...ips])];
+        }
+      }
       out.push({ label: ep.port ? `${ep.host}:${ep.port}` : ep.host, ips, ...(ep.port ? { port: ep.port } : {}) });
     }
     return out;
