@@ -71,6 +71,11 @@ async function deviceIdOf(miner: Miner): Promise<string> {
 }
 
 const device = (id: string) => admin.get(`/api/v1/devices/${id}`);
+/** Evidence messages the plane refused so far (every reason), from its Prometheus metrics. */
+async function rejectedEvidence(): Promise<number> {
+  const text = (await admin.request("GET", "/metrics")).body as string;
+  return [...text.matchAll(/^hashward_mqtt_messages_rejected_total\{[^}]*kind="evidence"[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+}
 const minerState = (miner: Miner) => readFileSync(join(miner.boardRoot, "run/miner.state"), "utf8").trim();
 
 beforeAll(async () => {
@@ -173,27 +178,34 @@ describe("trust loop (real control plane, real agent binaries, real MQTT)", () =
     const id = trusted.deviceId!;
     // The test plays the device (a thief of its key) from here on, so the real agent must not race it.
     await trusted.proc!.kill("SIGKILL");
-    const before = await device(id);
     const key = loadDeviceKey(trusted.stateDir)!;
+    const measurements = JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", trusted.configFile], { encoding: "utf8" }));
+    const evidence = (seq: number, nonce: string) =>
+      JSON.stringify(signObject({
+        v: 1, type: "evidence", deviceId: id, seq, nonce, reason: "challenge", ts: Date.now(),
+        model: MODEL, firmwareVersion: FIRMWARE, agentVersion: "0.0.0", bootId: "replay", measurements,
+      }, key.privateKey));
     const client = await mqtt.connectAsync(plane.mqttUrl, {
       protocolVersion: 4, clientId: `${id}`, username: id, password: createConnectToken(id, key.privateKey, Date.now()), reconnectPeriod: 0,
     });
     try {
-      const forgedEvidence = signObject({
-        v: 1, type: "evidence", deviceId: id, seq: 1, nonce: "AAAAAAAAAAAAAAAAAAAAAAAA", reason: "challenge", ts: Date.now(),
-        model: MODEL, firmwareVersion: FIRMWARE, agentVersion: "0.0.0", bootId: "replay", measurements: [],
-      }, key.privateKey);
-      await client.publishAsync(upTopic(id, "evidence"), JSON.stringify(forgedEvidence), { qos: 1 });
+      // A challenge answered once, as the device would: accepted, and its nonce is used up.
+      const { nonce } = await admin.post(`/api/v1/devices/${id}/attest`);
+      const answeredSeq = (await device(id)).lastAppraisal.evidenceSeq + 50;
+      await client.publishAsync(upTopic(id, "evidence"), evidence(answeredSeq, nonce), { qos: 1 });
+      await waitFor("the answer appraised", async () => (await device(id)).lastAppraisal.evidenceSeq === answeredSeq);
+
+      // The same nonce again, correctly signed and with a fresh seq: only the reused nonce can make it refused.
+      const before = await device(id);
+      const rejectedBefore = await rejectedEvidence();
+      await client.publishAsync(upTopic(id, "evidence"), evidence(answeredSeq + 50, nonce), { qos: 1 });
+      await waitFor("rejection counted", async () => (await rejectedEvidence()) > rejectedBefore);
+      const after = await device(id);
+      expect(after.lastAppraisal).toEqual(before.lastAppraisal);
+      expect(after.appraisal).toBe(before.appraisal);
     } finally {
       await client.endAsync(true);
     }
-    const metrics = await waitFor("rejection counted", async () => {
-      const text = (await admin.request("GET", "/metrics")).body as string;
-      return /hashward_mqtt_messages_rejected_total\{[^}]*kind="evidence"[^}]*\} [1-9]/.test(text) && text;
-    });
-    expect(metrics).toBeTruthy();
-    const after = await device(id);
-    expect(after.lastAppraisal).toEqual(before.lastAppraisal);
   });
 
   it("a device publishing to another device's topic is cut off", async () => {
