@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { tempDir } from "../testing/index.js";
+import { tempDir, waitFor } from "../testing/index.js";
 import { AntminerPlatform, RecordingExecutor } from "./antminer.js";
 import { PlatformError } from "./simulated.js";
 
@@ -9,7 +9,7 @@ const cleanups: (() => void)[] = [];
 afterEach(() => cleanups.splice(0).forEach((c) => c()));
 
 /** A board root with the files the platform looks at; commands go to a RecordingExecutor. */
-function board(opts: { chains?: boolean; noIp6tables?: boolean; mountFails?: boolean } = {}) {
+function board(opts: { chains?: boolean; noIp6tables?: boolean; noIp6Table?: boolean; mountFails?: boolean; stateDir?: string; resolve?: (host: string) => string[]; refreshMs?: number } = {}) {
   const d = tempDir();
   cleanups.push(d.cleanup);
   const root = d.path;
@@ -24,6 +24,8 @@ function board(opts: { chains?: boolean; noIp6tables?: boolean; mountFails?: boo
   const hooks = new Set<string>(opts.chains ? ["iptables OUTPUT HASHWARD", "iptables INPUT HASHWARD_IN"] : []);
   exec.respond = (command, args) => {
     if (command === "ip6tables" && opts.noIp6tables) return { code: 127 };
+    // ip6tables installed, kernel without the IPv6 filter table: every call fails
+    if (command === "ip6tables" && opts.noIp6Table) return { code: 3, stderr: "ip6tables v1.4: can't initialize ip6tables table `filter': Table does not exist" };
     const hook = `${command} ${args[1]} ${args.at(-1)}`;
     if (args[0] === "-C") return { code: hooks.has(hook) ? 0 : 1 };
     if (args[0] === "-I") hooks.add(hook);
@@ -31,12 +33,17 @@ function board(opts: { chains?: boolean; noIp6tables?: boolean; mountFails?: boo
     if (command === "mount" && opts.mountFails) return { code: 1, stderr: "mount: permission denied" };
     return undefined;
   };
+  const warnings: string[] = [];
   const platform = new AntminerPlatform({
     root,
     executor: exec,
-    resolver: { resolve: async (host: string) => (host === "plane.example.net" ? ["192.0.2.10", "2001:db8::10"] : []) },
+    resolver: { resolve: async (host: string) => (opts.resolve ? opts.resolve(host) : host === "plane.example.net" ? ["192.0.2.10", "2001:db8::10"] : []) },
+    warn: (m) => warnings.push(m),
+    quarantineRefreshMs: opts.refreshMs ?? 0,
+    ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
   });
-  return { root, exec, platform, mount: (path: string) => writeFileSync(join(root, "proc/mounts"), `rootfs / rootfs rw 0 0\n/dev/null ${path} devtmpfs rw 0 0\n`) };
+  cleanups.push(() => void platform.release().catch(() => undefined)); // stops a refresh timer
+  return { root, exec, platform, warnings, mount: (path: string) => writeFileSync(join(root, "proc/mounts"), `rootfs / rootfs rw 0 0\n/dev/null ${path} devtmpfs rw 0 0\n`) };
 }
 
 describe("Antminer platform (recorded commands)", () => {
@@ -146,5 +153,61 @@ describe("Antminer platform (recorded commands)", () => {
     const { platform, exec } = board({ noIp6tables: true });
     exec.respond = (command, args) => (command === "iptables" && args[0] === "-A" ? { code: 4, stderr: "iptables: No chain/target/match by that name." } : undefined);
     await expect(platform.quarantine({ controlPlaneHosts: ["198.51.100.20"] })).rejects.toThrow(/iptables -A HASHWARD -o lo -j ACCEPT exited 4/);
+  });
+
+  it("HW-Q-3: a plane name that does not resolve at boot gets its last-known addresses from the state dir", async () => {
+    const state = tempDir();
+    cleanups.push(state.cleanup);
+    const before = board({ noIp6tables: true, stateDir: state.path });
+    await before.platform.quarantine({ controlPlaneHosts: ["plane.example.net"] });
+    await before.platform.release();
+    // power cut: the board boots before DNS answers; a new agent process on the same state dir
+    const after = board({ noIp6tables: true, stateDir: state.path, resolve: () => [] });
+    await after.platform.quarantine({ controlPlaneHosts: ["plane.example.net"] });
+    expect(after.exec.calls).toContain("iptables -A HASHWARD -d 192.0.2.10 -j ACCEPT");
+    expect(after.exec.calls).toContain("iptables -A HASHWARD_IN -s 192.0.2.10 -j ACCEPT");
+  });
+
+  it("HW-Q-3: with no address known, the chains are rebuilt once the plane resolves (refresh while quarantined)", async () => {
+    let answer: string[] = [];
+    const { platform, exec, warnings } = board({ noIp6tables: true, resolve: (h) => (h === "plane.example.net" ? answer : []) });
+    await platform.quarantine({ controlPlaneHosts: ["plane.example.net"] });
+    expect(exec.calls.some((c) => c.includes("192.0.2.10"))).toBe(false);
+    expect(warnings.some((w) => w.includes("plane.example.net does not resolve"))).toBe(true);
+    expect(await platform.refreshQuarantine()).toBe(false); // still nothing: nothing to rebuild
+    answer = ["192.0.2.10"];
+    exec.calls.length = 0;
+    expect(await platform.refreshQuarantine()).toBe(true);
+    expect(exec.calls).toContain("iptables -A HASHWARD -d 192.0.2.10 -j ACCEPT");
+    expect(exec.calls.some((c) => c.includes("bmminer.sh") || c.startsWith("mount"))).toBe(false); // only the firewall
+    exec.calls.length = 0;
+    expect(await platform.refreshQuarantine()).toBe(false); // unchanged: no churn
+    expect(exec.calls).toEqual([]);
+    await platform.release();
+    answer = ["192.0.2.11"];
+    expect(await platform.refreshQuarantine()).toBe(false); // released: the firewall is not rebuilt
+  });
+
+  it("HW-Q-3: the refresh runs on its own timer while quarantined", async () => {
+    let answer: string[] = [];
+    const { platform, exec } = board({ noIp6tables: true, refreshMs: 20, resolve: (h) => (h === "plane.example.net" ? answer : []) });
+    await platform.quarantine({ controlPlaneHosts: ["plane.example.net"] });
+    answer = ["192.0.2.10"];
+    await waitFor(() => exec.calls.includes("iptables -A HASHWARD -d 192.0.2.10 -j ACCEPT"), "firewall rebuilt with the plane's address");
+  });
+
+  it("ip6tables without a kernel IPv6 filter table: IPv6 skipped with a warning, the quarantine completes and the CGI is disabled", async () => {
+    const { platform, exec, warnings } = board({ noIp6Table: true });
+    await platform.quarantine({ controlPlaneHosts: ["plane.example.net"] });
+    expect(exec.calls).toContain("iptables -I INPUT 1 -j HASHWARD_IN");
+    expect(exec.calls.at(-1)).toBe("mount -o bind /dev/null /www/pages/cgi-bin/upgrade.cgi");
+    expect(warnings.some((w) => w.includes("IPv6 firewall skipped"))).toBe(true);
+  });
+
+  it("a failing firewall still disables the upgrade CGI, then fails the quarantine", async () => {
+    const { platform, exec } = board({ noIp6tables: true });
+    exec.respond = (command, args) => (command === "iptables" && args[0] === "-A" ? { code: 4, stderr: "iptables: No chain/target/match by that name." } : undefined);
+    await expect(platform.quarantine({ controlPlaneHosts: ["198.51.100.20"] })).rejects.toThrow(/exited 4/);
+    expect(exec.calls.at(-1)).toBe("mount -o bind /dev/null /www/pages/cgi-bin/upgrade.cgi");
   });
 });

@@ -6,16 +6,26 @@
  *  1. stop mining: `<init script> stop` (the costly harm is hashing for an attacker);
  *  2. firewall: dedicated chains HASHWARD (OUTPUT) and HASHWARD_IN (INPUT), rebuilt from scratch each time and
  *     hooked once at the top; they leave only loopback, the control plane's IPs (resolved from its host names)
- *     and DNS to the board's resolvers (so the plane's name can be re-resolved); IPv6 too with ip6tables;
+ *     and DNS to the board's resolvers (so the plane's name can be re-resolved); IPv6 too with ip6tables, skipped
+ *     with a warning when the kernel has no IPv6 filter table (the chain cannot be created);
  *  3. vendor upgrade path: `mount -o bind /dev/null` over each upgrade CGI (works on a read-only rootfs),
  *     falling back to `chmod 000`.
+ * Every step runs even when an earlier one failed (a firewall error must not leave the upgrade CGI open); the
+ * first failure is then thrown so the ack says failed.
+ *
+ * HW-Q-3: the plane's addresses are remembered in `<stateDir>/plane-addresses.json` whenever its names resolve,
+ * and used when they do not (boards boot before DNS after a power cut: a quarantine built from no address would
+ * cut the device off from the only party that can release it, forever). While quarantined, the plane's names
+ * are re-resolved every `quarantineRefreshMs` and the chains rebuilt when the addresses changed.
  * Release undoes 3, 2, 1 in reverse; the upgrade CGIs stay disabled once disableVendorUpgrade() was called
  * (enforcing mode). Quarantine survives reboot because the agent re-applies it at start (HW-Q-1).
  */
 import { execFile } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
-import { resolve as resolvePath, sep } from "node:path";
+import { join, resolve as resolvePath, sep } from "node:path";
+import { z } from "zod";
+import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { HostResolver } from "../guards/net.js";
 import { PlatformError } from "./simulated.js";
 import type { MinerControl, Platform, PlatformDescription, QuarantineOptions } from "./types.js";
@@ -65,7 +75,15 @@ export interface AntminerOptions {
   ip6tables?: string;
   executor?: CommandExecutor;
   resolver?: Pick<HostResolver, "resolve">;
+  /** Where the last-known plane addresses are kept (HW-Q-3); none: only in memory. */
+  stateDir?: string;
+  /** While quarantined: how often the plane's names are re-resolved and the chains rebuilt if they changed. */
+  quarantineRefreshMs?: number;
+  /** Non-fatal problems (no IPv6 filter table, unresolvable plane name). Default: a line on stderr. */
+  warn?: (message: string) => void;
 }
+
+const planeAddressesSchema = z.record(z.string().max(300), z.array(z.string().max(64)).max(64));
 
 export const FIREWALL_CHAINS = { out: "HASHWARD", in: "HASHWARD_IN" } as const;
 
@@ -79,6 +97,13 @@ export class AntminerPlatform implements Platform {
   private readonly ip6tables: string;
   private readonly resolver: Pick<HostResolver, "resolve"> | null;
   private vendorUpgradeLocked = false;
+  private readonly planeFile: string | null;
+  private readonly refreshMs: number;
+  private readonly warn: (message: string) => void;
+  private knownPlane: Record<string, string[]> = {};
+  /** While quarantined: the plane hosts and the addresses the chains were built from. */
+  private quarantined: { hosts: string[]; installed: string } | null = null;
+  private refreshTimer: ReturnType<typeof setInterval> | null = null;
 
   constructor(opts: AntminerOptions = {}) {
     this.root = resolvePath(opts.root ?? "/");
@@ -88,6 +113,16 @@ export class AntminerPlatform implements Platform {
     this.iptables = opts.iptables ?? "iptables";
     this.ip6tables = opts.ip6tables ?? "ip6tables";
     this.resolver = opts.resolver ?? null;
+    this.planeFile = opts.stateDir ? join(opts.stateDir, "plane-addresses.json") : null;
+    this.refreshMs = opts.quarantineRefreshMs ?? 30_000;
+    this.warn = opts.warn ?? ((message) => process.stderr.write(`hashward-agent: warning: ${message}\n`));
+    if (this.planeFile && existsSync(this.planeFile)) {
+      try {
+        this.knownPlane = planeAddressesSchema.parse(JSON.parse(readFileSync(this.planeFile, "utf8")));
+      } catch {
+        this.knownPlane = {}; // re-learned at the next successful resolution
+      }
+    }
     this.miner = {
       restart: async () => {
         await this.initScript("stop");
@@ -108,12 +143,57 @@ export class AntminerPlatform implements Platform {
   }
 
   async quarantine(opts: QuarantineOptions): Promise<void> {
-    await this.initScript("stop");
-    await this.firewallOn(opts.controlPlaneHosts);
-    await this.disableUpgradeCgis();
+    const errors: unknown[] = [];
+    const step = async (run: () => Promise<void>) => {
+      try {
+        await run();
+      } catch (error) {
+        errors.push(error);
+      }
+    };
+    await step(() => this.initScript("stop"));
+    await step(async () => {
+      const plane = await this.planeIps(opts.controlPlaneHosts);
+      await this.firewallOn(plane);
+      this.quarantined = { hosts: [...opts.controlPlaneHosts], installed: JSON.stringify(plane) };
+      this.startRefresh();
+    });
+    await step(() => this.disableUpgradeCgis());
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) throw new PlatformError(errors.map((e) => (e instanceof Error ? e.message : String(e))).join("; "));
+  }
+
+  /**
+   * HW-Q-3: re-resolves the plane's names and rebuilds the chains when its addresses changed (a name that did
+   * not resolve at quarantine time, a plane that moved). Returns true when the chains were rebuilt.
+   */
+  async refreshQuarantine(): Promise<boolean> {
+    const current = this.quarantined;
+    if (!current) return false;
+    const plane = await this.planeIps(current.hosts);
+    const installed = JSON.stringify(plane);
+    if (installed === current.installed || this.quarantined !== current) return false;
+    await this.firewallOn(plane);
+    this.quarantined = { hosts: current.hosts, installed };
+    return true;
+  }
+
+  private startRefresh(): void {
+    if (this.refreshTimer || this.refreshMs <= 0) return;
+    this.refreshTimer = setInterval(() => {
+      this.refreshQuarantine().catch((error: unknown) => this.warn(`quarantine refresh failed: ${error instanceof Error ? error.message : String(error)}`));
+    }, this.refreshMs);
+    this.refreshTimer.unref?.(); // never keeps the process alive on its own
+  }
+
+  private stopRefresh(): void {
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    this.refreshTimer = null;
+    this.quarantined = null;
   }
 
   async release(): Promise<void> {
+    this.stopRefresh();
     if (!this.vendorUpgradeLocked) await this.enableUpgradeCgis();
     await this.firewallOff();
     await this.initScript("start");
@@ -156,15 +236,44 @@ export class AntminerPlatform implements Platform {
     await this.must(script, [action]);
   }
 
-  /** Control-plane IPs by family: literal IPs as given, host names through the resolver. */
+  /**
+   * Control-plane IPs by family: literal IPs as given, host names through the resolver; a name that does not
+   * resolve now gets the addresses it had last time (HW-Q-3), and a fresh answer is remembered.
+   */
   private async planeIps(hosts: readonly string[]): Promise<{ v4: string[]; v6: string[] }> {
     const ips = new Set<string>();
     for (const host of hosts) {
-      if (isIP(host)) ips.add(host);
-      else if (this.resolver) for (const ip of await this.resolver.resolve(host)) ips.add(ip);
+      if (isIP(host)) {
+        ips.add(host);
+        continue;
+      }
+      const key = host.toLowerCase();
+      let fresh: string[] = [];
+      try {
+        fresh = this.resolver ? await this.resolver.resolve(host) : [];
+      } catch {
+        fresh = [];
+      }
+      if (fresh.length > 0) this.rememberPlane(key, fresh);
+      const use = fresh.length > 0 ? fresh : (this.knownPlane[key] ?? []);
+      if (use.length === 0) this.warn(`control plane host ${host} does not resolve and no earlier address is known; retried while quarantined`);
+      for (const ip of use) ips.add(ip);
     }
     const all = [...ips].sort();
     return { v4: all.filter((ip) => isIP(ip) === 4), v6: all.filter((ip) => isIP(ip) === 6) };
+  }
+
+  private rememberPlane(host: string, ips: readonly string[]): void {
+    const list = [...new Set(ips)].sort().slice(0, 64);
+    if (JSON.stringify(this.knownPlane[host]) === JSON.stringify(list)) return;
+    const next = { ...this.knownPlane, [host]: list };
+    try {
+      if (this.planeFile) writeFileAtomicSync(this.planeFile, `${JSON.stringify(next)}\n`, 0o600);
+      this.knownPlane = next;
+    } catch (error) {
+      // Only a fallback for the next unresolvable boot: the quarantine itself goes on with the fresh answer.
+      this.warn(`cannot remember the plane's addresses: ${error instanceof Error ? error.message : String(error)}`);
+    }
   }
 
   private nameservers(): { v4: string[]; v6: string[] } {
@@ -182,8 +291,7 @@ export class AntminerPlatform implements Platform {
     return [{ tool: this.iptables, family: "v4" as const }, ...(this.ip6tables ? [{ tool: this.ip6tables, family: "v6" as const }] : [])];
   }
 
-  private async firewallOn(controlPlaneHosts: readonly string[]): Promise<void> {
-    const plane = await this.planeIps(controlPlaneHosts);
+  private async firewallOn(plane: { v4: string[]; v6: string[] }): Promise<void> {
     const dns = this.nameservers();
     for (const { tool, family } of this.tools()) {
       const { out, in: inbound } = FIREWALL_CHAINS;
@@ -191,7 +299,15 @@ export class AntminerPlatform implements Platform {
       const created = await this.exec.run(tool, ["-N", out]);
       if (created.code === 127 && family === "v6") continue; // no ip6tables on this board
       await this.exec.run(tool, ["-N", inbound]);
-      await this.must(tool, ["-F", out]);
+      if (family === "v6" && created.code !== 0) {
+        // -N failed: the chain exists (flush works), or ip6tables is there but the kernel has no IPv6 filter
+        // table (nothing works). Then skip IPv6 with a warning rather than fail the quarantine half-way.
+        const flushed = await this.exec.run(tool, ["-F", out]);
+        if (flushed.code !== 0) {
+          this.warn(`${tool}: cannot create chain ${out} (${(flushed.stderr || created.stderr).trim().slice(0, 200)}); IPv6 firewall skipped`);
+          continue;
+        }
+      } else await this.must(tool, ["-F", out]);
       await this.must(tool, ["-F", inbound]);
       await this.must(tool, ["-A", out, "-o", "lo", "-j", "ACCEPT"]);
       for (const ip of plane[family]) await this.must(tool, ["-A", out, "-d", ip, "-j", "ACCEPT"]);

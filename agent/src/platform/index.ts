@@ -9,13 +9,13 @@ import { SimulatedBoard } from "./simulated.js";
 import type { Platform } from "./types.js";
 
 /** Builds the configured platform. Only "simulated" exists so far; real boards add kinds here. */
-export function createPlatform(config: Pick<AgentConfig, "platform">): Platform {
+export function createPlatform(config: Pick<AgentConfig, "platform"> & Partial<Pick<AgentConfig, "stateDir">>): Platform {
   switch (config.platform.kind) {
     case "simulated":
       return new SimulatedBoard(config.platform.root);
     case "antminer": {
       const { root, initScripts, upgradeCgiPaths, iptables, ip6tables } = config.platform;
-      return new AntminerPlatform({ root, initScripts, upgradeCgiPaths, iptables, ip6tables, resolver: new HostResolver() });
+      return new AntminerPlatform({ root, initScripts, upgradeCgiPaths, iptables, ip6tables, resolver: new HostResolver(), ...(config.stateDir ? { stateDir: config.stateDir } : {}) });
     }
   }
 }
