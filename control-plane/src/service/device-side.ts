@@ -9,12 +9,13 @@ import { FreshnessError, VerificationError } from "../../../shared/errors/index.
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
 import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, deviceEvents, devices, evidence as evidenceTable, referenceValueSets } from "../db/index.js";
-import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
-import { expireCommands, issueContainment, pendingCommands, publishCommands, type ContainmentAction } from "./commands.js";
+import { APPRAISAL_TABLE, appraisalEventFor, transition } from "../trust/index.js";
+import { expireCommands, issueContainment, pendingCommands, publishCommands } from "./commands.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
+import { AckBatcher } from "./acks.js";
 import { HeartbeatBuffer } from "./heartbeats.js";
 import { insertChallenge, publishChallenge } from "./operator.js";
-import type { Actor, AppraisalState, AttestationResult, ContainmentState, DeviceSideService, EnrollmentState } from "./types.js";
+import type { Actor, AppraisalState, AttestationResult, DeviceSideService, EnrollmentState } from "./types.js";
 
 const CHALLENGE_RETENTION_MS = 60 * 60_000;
 const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
@@ -23,6 +24,7 @@ const STALE_FROM: AppraisalState[] = APPRAISAL_TABLE.filter((edge) => edge.event
 export function createDeviceSideService(ctx: ServiceContext): DeviceSideService & { close(): Promise<void> } {
   const { db } = ctx;
   const heartbeats = new HeartbeatBuffer(ctx);
+  const acks = new AckBatcher(ctx);
 
   /** The enrolled key of a device, for signature checks; unknown devices fail closed. */
   async function deviceFor(deviceId: string): Promise<{ row: DeviceRow; key: Uint8Array }> {
@@ -195,43 +197,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
     },
 
     async onAck(ack: Ack) {
-      await verifiedFrom(ack);
-      const at = new Date(ctx.now());
-      await db.transaction(async (tx) => {
-        const device = (await lockDevice(tx, ack.deviceId)) as DeviceRow;
-        const [command] = await tx
-          .select()
-          .from(commands)
-          .where(and(eq(commands.deviceId, ack.deviceId), eq(commands.seq, ack.seq)))
-          .for("update");
-        if (!command) throw new VerificationError(`ack for unknown command seq ${ack.seq} of ${ack.deviceId}`);
-        if (command.action !== ack.action) {
-          throw new VerificationError(`ack for command ${ack.seq} says ${ack.action}, the command was ${command.action}`);
-        }
-        if (command.ackedAt) return; // a redelivered ack: already recorded, nothing changes
-        const status = command.status === "pending" ? (ack.status === "done" ? "acked" : "failed") : command.status;
-        await tx
-          .update(commands)
-          .set({ status, ackedAt: at, ack, reason: ack.reason ?? command.reason })
-          .where(and(eq(commands.deviceId, ack.deviceId), eq(commands.seq, ack.seq)));
-        if (command.status !== "pending") {
-          // Superseded or expired: the live request is another command; containment follows that one's ack.
-          ctx.logger.info({ deviceId: ack.deviceId, seq: ack.seq, status: command.status }, "late ack recorded without a transition");
-          return;
-        }
-        if (command.action !== "quarantine" && command.action !== "release") return;
-        const action = command.action as ContainmentAction;
-        const event = ack.status === "done" ? (`${action}-acked` as const) : "command-failed";
-        const from = device.containment as ContainmentState;
-        if (!canTransition("containment", from, event)) {
-          ctx.logger.warn({ deviceId: ack.deviceId, seq: ack.seq, from, event }, "ack does not match the containment state");
-          return;
-        }
-        const to = transition("containment", from, event);
-        await tx.update(devices).set({ containment: to, updatedAt: at }).where(eq(devices.id, device.id));
-        const reason = ack.status === "done" ? `device acknowledged ${action} command ${ack.seq}` : `device failed ${action} command ${ack.seq}: ${ack.reason ?? "no reason given"}`;
-        await recordTransitions(tx, [{ deviceId: device.id, machine: "containment", from, to, reason, actor: { kind: "device", id: device.id }, evidence: { ack } }], at);
-      });
+      await acks.submit(ack);
     },
 
     async retryPendingCommands() {

@@ -319,6 +319,24 @@ function contract(name: string, open: () => Promise<Harness>) {
       await expect(services.service.quarantine(OPERATOR, [d.id, "hw-ffffffffffffffffffffffff"], "x")).rejects.toBeInstanceOf(NotFoundError);
     });
 
+    it("applies acks arriving together in one batch, refusing only the bad ones", async () => {
+      const fleet = await Promise.all([1, 2, 3, 4].map(() => acceptedDevice()));
+      await services.service.quarantine(OPERATOR, fleet.map((d) => d.id), "fleet incident");
+      const sent = fleet.map((d) => publisher.of(d.id, "command").at(-1) as Command);
+      const results = await Promise.allSettled([
+        services.deviceSide.onAck(fleet[0]!.ack(sent[0]!)),
+        services.deviceSide.onAck(fleet[1]!.ack(sent[1]!, "done", generateKeyPair())), // forged
+        services.deviceSide.onAck(fleet[2]!.ack({ ...sent[2]!, seq: 99 })), // unknown command
+        services.deviceSide.onAck(fleet[3]!.ack(sent[3]!, "failed")),
+      ]);
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "rejected", "fulfilled"]);
+      expect((results[1] as PromiseRejectedResult).reason).toBeInstanceOf(VerificationError);
+      expect((results[2] as PromiseRejectedResult).reason).toBeInstanceOf(VerificationError);
+      const states = await Promise.all(fleet.map(async (d) => (await services.service.getDevice(d.id)).containment));
+      expect(states).toEqual(["quarantined", "quarantine_requested", "quarantine_requested", "none"]);
+      expect((await services.service.listCommands(fleet[1]!.id, 1))[0]?.status).toBe("pending");
+    });
+
     it("expires unacknowledged commands and falls back", async () => {
       const d = await acceptedDevice();
       await services.service.quarantine(OPERATOR, [d.id], "suspect");
