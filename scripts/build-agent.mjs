@@ -75,7 +75,10 @@ for (const t of targets) {
   const args = [
     "build",
     ...(compile ? ["--compile"] : []),
-    "--minify",
+    // No identifier minification: error class names reach operators (ack reasons, logs), and Bun's --keep-names
+    // does not keep class names (checked with 1.4.5); the binary's size is the runtime's anyway.
+    "--minify-syntax",
+    "--minify-whitespace",
     `--target=${t.target}`,
     ...(typeof t.extra === "function" ? t.extra() : t.extra),
     `--define=HASHWARD_AGENT_VERSION=${JSON.stringify(version)}`,
