@@ -1,8 +1,9 @@
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { chmodSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { SimulatedBoard } from "../platform/index.js";
-import type { GuardPolicy } from "../policy/index.js";
+import { policySchema, type GuardPolicy } from "../policy/index.js";
 import { formatProcNetTcp } from "../sim-miner/index.js";
 import { tempDir } from "../testing/index.js";
 import {
@@ -239,6 +240,52 @@ describe("indicator guard", () => {
     expect(indicatorGuard(indicators, board, memory).some((f) => f.subject === "/etc/cron.hourly/x")).toBe(false);
     writeFileSync(join(root, "etc/cron.hourly/x"), "x");
     expect(indicatorGuard(indicators, board, new IndicatorMemory(join(dir.path, "memory.json"))).find((f) => f.subject === "/etc/cron.hourly/x")).toMatchObject({ seen: "reappeared" });
+  });
+
+  it("HW-GUARD-8: executables whose sha256 is not in the reference values are reported with {path, sha256, size}", () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const root = join(dir.path, "board");
+    for (const d of ["usr/bin", "tmp", "config"]) mkdirSync(join(root, d), { recursive: true });
+    const exe = (path: string, body: string) => {
+      writeFileSync(join(root, path), body);
+      chmodSync(join(root, path), 0o755);
+    };
+    exe("usr/bin/bmminer", "the vendor's miner");
+    exe("usr/bin/build", "antbuild trojan");
+    exe("tmp/.x", "dropped payload");
+    writeFileSync(join(root, "usr/bin/readme"), "not executable");
+    symlinkSync("bmminer", join(root, "usr/bin/cgminer")); // links are not files: their target is judged
+    const sha = (body: string) => createHash("sha256").update(body).digest("hex");
+    const board = platformReader(new SimulatedBoard(root));
+    const indicator: GuardPolicy["indicators"][number] = {
+      id: "not-in-reference",
+      kind: "unexpected-executable",
+      paths: ["/usr/bin", "/tmp", "/config", "/nonexistent"],
+      allowedSha256: [sha("the vendor's miner")],
+      allowReferenceValues: true,
+      severity: "critical",
+      description: "executable not in the reference values",
+    };
+    const found = indicatorGuard([indicator], board, new IndicatorMemory(null));
+    expect(found.map((f) => f.subject)).toEqual(["/usr/bin/build", "/tmp/.x"]);
+    expect(found[0]).toMatchObject({
+      guard: "indicator",
+      claim: "executables",
+      tier: "contraindicated",
+      expected: { indicator: "not-in-reference", kind: "unexpected-executable" },
+      seen: { path: "/usr/bin/build", sha256: sha("antbuild trojan"), size: "antbuild trojan".length },
+    });
+    // the same executable with an allowed digest anywhere is fine; an edit makes it unknown again
+    writeFileSync(join(root, "usr/bin/build"), "the vendor's miner");
+    expect(indicatorGuard([indicator], board, new IndicatorMemory(null)).map((f) => f.subject)).toEqual(["/tmp/.x"]);
+    writeFileSync(join(root, "usr/bin/bmminer"), "patched miner");
+    expect(indicatorGuard([indicator], board, new IndicatorMemory(null)).map((f) => f.subject)).toEqual(["/usr/bin/bmminer", "/tmp/.x"]);
+    // the policy schema stays additive: an older indicator without the new fields still parses, and so does this one
+    const base = { version: 1, pools: { allowedUrls: [], workerPatterns: [] }, network: { allowedHosts: [] } };
+    expect(policySchema.parse({ ...base, indicators: [indicator] }).indicators[0]).toEqual(indicator);
+    expect(policySchema.parse({ ...base, indicators: [{ id: "old", kind: "unexpected-executable", path: "/tmp", severity: "critical", description: "old" }] }).indicators[0]).not.toHaveProperty("allowedSha256");
+    expect(() => policySchema.parse({ ...base, indicators: [{ ...indicator, allowedSha256: ["NOT-A-DIGEST"] }] })).toThrow();
   });
 
   it("finding identity ignores the message", () => {

@@ -4,8 +4,9 @@
  *  - reappearing-file:      `path` exists; when it was seen, went away and came back, `seen` says "reappeared"
  *  - hosts-entry:           a host name in `path` (default /etc/hosts) matching the anchored, case-insensitive
  *                           `pattern` (absent: any name but localhost)                          -> file-system
- *  - unexpected-executable: `path` is an executable file, or (a directory) holds executable files whose name
- *                           matches `pattern` (absent: any)                                     -> executables
+ *  - unexpected-executable: `path` (and each of `paths`) is an executable file, or (a directory, not recursed)
+ *                           holds executable files whose name matches `pattern` (absent: any); with
+ *                           `allowedSha256`, only those whose digest is not listed (HW-GUARD-8) -> executables
  * severity critical -> tier contraindicated, warning -> warning.
  */
 import { existsSync, readFileSync } from "node:fs";
@@ -13,11 +14,15 @@ import { join } from "node:path";
 import { z } from "zod";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { Indicator } from "../policy/index.js";
-import type { BoardReader } from "./board.js";
+import type { BoardReader, BoardStat } from "./board.js";
 import { finding, type Finding } from "./findings.js";
 
 const HOSTS_MAX_BYTES = 256 * 1024;
 const DIR_MAX_ENTRIES = 4096;
+/** Per unexpected-executable indicator and cycle: a directory stuffed with files cannot make a cycle endless. */
+const EXECUTABLES_MAX_PER_INDICATOR = 4096;
+/** Larger executables are reported unhashed: the agent does not read hundreds of MB each cycle. */
+export const EXECUTABLE_MAX_HASH_BYTES = 64 * 1024 * 1024;
 const LOCAL_NAMES = /^(localhost(\.localdomain)?|ip6-localhost|ip6-loopback|ip6-allnodes|ip6-allrouters|ip6-localnet|ip6-mcastprefix)$/i;
 
 const memorySchema = z.record(z.string(), z.enum(["seen", "removed", "reappeared"]));
@@ -106,19 +111,39 @@ export function indicatorGuard(indicators: readonly Indicator[], board: BoardRea
         break;
       }
       case "unexpected-executable": {
-        if (!i.path) break;
-        const st = board.stat(i.path);
-        if (!st) break;
+        // HW-GUARD-8: with allowedSha256 (from the device's approved reference values) only an executable whose
+        // digest is not listed is flagged, with {path, sha256, size}; without it every executable found is.
+        const allowed = i.allowedSha256 ? new Set(i.allowedSha256) : null;
         const re = i.pattern ? new RegExp(`^(?:${i.pattern})$`) : null;
-        const check = (path: string, name: string) => {
-          const s = path === i.path ? st : board.stat(path);
+        let budget = EXECUTABLES_MAX_PER_INDICATOR;
+        const check = (path: string, name: string, s: BoardStat | null) => {
           if (!s || s.kind !== "file" || (s.mode & 0o111) === 0) return;
           if (re && !re.test(name)) return;
-          hit(i, "executables", path, { mode: s.mode.toString(8), size: s.size }, `${path} is executable`);
+          if (budget-- <= 0) return;
+          if (!allowed) {
+            hit(i, "executables", path, { mode: s.mode.toString(8), size: s.size }, `${path} is executable`);
+            return;
+          }
+          const sha256 = s.size <= EXECUTABLE_MAX_HASH_BYTES && board.sha256 ? board.sha256(path, EXECUTABLE_MAX_HASH_BYTES) : null;
+          if (sha256 !== null && allowed.has(sha256)) return;
+          hit(
+            i,
+            "executables",
+            path,
+            { path, sha256, size: s.size },
+            sha256 === null ? `${path} is executable and could not be hashed (over ${EXECUTABLE_MAX_HASH_BYTES} bytes or unreadable)` : `${path} is executable and its sha256 is not in the reference values`,
+          );
         };
-        if (st.kind === "directory") {
-          for (const name of board.list(i.path, DIR_MAX_ENTRIES) ?? []) check(`${i.path.replace(/\/$/, "")}/${name}`, name);
-        } else check(i.path, i.path.split("/").pop() ?? "");
+        for (const root of [...new Set([...(i.path ? [i.path] : []), ...(i.paths ?? [])])]) {
+          const st = board.stat(root);
+          if (!st) continue;
+          if (st.kind === "directory") {
+            for (const name of board.list(root, DIR_MAX_ENTRIES) ?? []) {
+              const path = `${root.replace(/\/$/, "")}/${name}`;
+              check(path, name, board.stat(path));
+            }
+          } else check(root, root.split("/").pop() ?? "", st);
+        }
         break;
       }
     }

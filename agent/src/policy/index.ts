@@ -27,15 +27,31 @@ const regexSource = z
 
 export const INDICATOR_KINDS = ["file-present", "hosts-entry", "unexpected-executable", "reappearing-file"] as const;
 
+/** Bounds of the optional unexpected-executable fields (the whole policy must fit one MQTT payload). */
+export const MAX_SCAN_PATHS = 16;
+export const MAX_ALLOWED_SHA256 = 2048;
+
+const devicePath = z.string().min(1).max(1024).startsWith("/");
+
 export const indicatorSchema = z.object({
   id: z.string().min(1).max(128),
   kind: z.enum(INDICATOR_KINDS),
   /** file-present / reappearing-file: the file; unexpected-executable: a file or a directory; hosts-entry: the hosts file (default /etc/hosts). */
-  path: z.string().min(1).max(1024).startsWith("/").optional(),
+  path: devicePath.optional(),
   /** hosts-entry: host names that must not appear; unexpected-executable in a directory: file names flagged. */
   pattern: regexSource.optional(),
   severity: z.enum(["warning", "critical"]),
   description: z.string().max(1024),
+  // Additive (older agents ignore them, older policies lack them):
+  /** unexpected-executable: more files or directories to scan besides `path` (/usr/bin, /tmp, /config). */
+  paths: z.array(devicePath).max(MAX_SCAN_PATHS).optional(),
+  /**
+   * unexpected-executable: the digests of the executables the device's approved reference values name (HW-GUARD-8).
+   * Present: only an executable whose sha256 is not listed is flagged. Absent: every executable found is.
+   */
+  allowedSha256: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(MAX_ALLOWED_SHA256).optional(),
+  /** Set by the plane on indicators whose allowedSha256 came from the reference values (informational). */
+  allowReferenceValues: z.boolean().optional(),
 });
 export type Indicator = z.infer<typeof indicatorSchema>;
 
