@@ -1,13 +1,14 @@
 /**
  * Which policy applies to a device, per kind: rule HW-POLICY-3, the most specific scope wins — a device group
- * naming the device, else the device's model, else the fleet default, else the built-in default. Pure functions
+ * naming the device, else the device's model, else the fleet default, else the built-in default. Indicators
+ * that allow the reference values get the device's approved reference digests (HW-GUARD-8). Pure functions
  * over the (small) set of policy rows, so a bulk change resolves 10,000 devices without a query each.
  */
 import { canonicalize } from "../../../shared/canonical/index.js";
 import { sha256Hex } from "../../../shared/crypto/index.js";
 import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
 import type { Indicator, NetworkPolicyBody, PolicyBodies, PolicyKind, PolicyScope, PoolPolicyBody } from "./schemas.js";
-import { POLICY_KINDS } from "./schemas.js";
+import { MAX_ALLOWED_SHA256, POLICY_KINDS } from "./schemas.js";
 
 /** A stored policy as resolution needs it. */
 export interface PolicyRecord<K extends PolicyKind = PolicyKind> {
@@ -97,14 +98,45 @@ function pick(slot: KindIndex, device: { id: string; model: string }): { record:
   return { record: null, level: "built-in" };
 }
 
-export function resolvePolicy(index: PolicyIndex, device: { id: string; model: string }): EffectivePolicy {
+/** The executable digests of the device's approved reference values (its model + firmware version), or null. */
+export type ReferenceDigests = readonly string[] | null;
+
+/**
+ * HW-GUARD-8: an unexpected-executable indicator with `allowReferenceValues` gets the device's approved
+ * reference digests added to `allowedSha256` (sorted, de-duplicated). Without approved reference values, or
+ * with more digests than one policy can carry, it is left out: the agent would flag every executable.
+ */
+export function withReferenceDigests(indicators: readonly Indicator[], reference: ReferenceDigests): Indicator[] {
+  const out: Indicator[] = [];
+  for (const indicator of indicators) {
+    if (indicator.kind !== "unexpected-executable" || !indicator.allowReferenceValues) {
+      out.push(indicator);
+      continue;
+    }
+    if (!reference) continue;
+    const allowed = [...new Set([...(indicator.allowedSha256 ?? []), ...reference])].sort();
+    if (allowed.length > MAX_ALLOWED_SHA256) continue;
+    out.push({ ...indicator, allowedSha256: allowed });
+  }
+  return out;
+}
+
+/** The sha256 values of a reference value set's measurements (files only; "missing" entries have none). */
+export function referenceDigests(measurements: unknown): string[] {
+  if (!Array.isArray(measurements)) return [];
+  const out = new Set<string>();
+  for (const m of measurements as { sha256?: unknown }[]) if (typeof m?.sha256 === "string" && /^[0-9a-f]{64}$/.test(m.sha256)) out.add(m.sha256);
+  return [...out].sort();
+}
+
+export function resolvePolicy(index: PolicyIndex, device: { id: string; model: string }, reference: ReferenceDigests = null): EffectivePolicy {
   const pools = pick(index.pools, device);
   const network = pick(index.network, device);
   const indicators = pick(index.indicators, device);
   const content: PolicyContent = {
     pools: pools.record ? (pools.record.body as PoolPolicyBody) : null,
     network: network.record ? (network.record.body as NetworkPolicyBody) : BUILT_IN_NETWORK,
-    indicators: indicators.record ? (indicators.record.body as PolicyBodies["indicators"]).indicators : [...BUILT_IN_INDICATORS],
+    indicators: withReferenceDigests(indicators.record ? (indicators.record.body as PolicyBodies["indicators"]).indicators : [...BUILT_IN_INDICATORS], reference),
   };
   const source = ({ record, level }: { record: PolicyRecord | null; level: ScopeLevel }): PolicySource => ({
     level,

@@ -100,6 +100,9 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
         ["network", "bad port", { allowedHosts: ["ntp.example.com:70000"] }, "allowedHosts.0"],
         ["indicators", "no path", { indicators: [{ id: "x", kind: "file-present", severity: "critical", description: "d" }] }, "indicators.0.path"],
         ["indicators", "no pattern", { indicators: [{ id: "x", kind: "hosts-entry", severity: "warning", description: "d" }] }, "indicators.0.pattern"],
+        ["indicators", "paths on a file indicator", { indicators: [{ id: "x", kind: "file-present", path: "/a", paths: ["/b"], severity: "warning", description: "d" }] }, "indicators.0.paths"],
+        ["indicators", "bad digest", { indicators: [{ id: "x", kind: "unexpected-executable", paths: ["/tmp"], allowedSha256: ["ABC"], severity: "warning", description: "d" }] }, "indicators.0.allowedSha256.0"],
+        ["indicators", "no path nor paths", { indicators: [{ id: "x", kind: "unexpected-executable", allowReferenceValues: true, severity: "warning", description: "d" }] }, "indicators.0.path"],
         [
           "indicators",
           "duplicate id",
@@ -275,6 +278,49 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       const view = await policy.devicePolicy(ids[999]!);
       expect(view).toMatchObject({ delivered: { version: change.policy.version, seq: 1, current: true }, sources: { pools: { level: "model" } } });
     });
+
+    it("HW-GUARD-8: an unexpected-executable indicator gets the device's approved reference digests; without them it is left out", async () => {
+      const withRef = await device("S21-ref");
+      const withoutRef = await device("S21-noref");
+      const digest = (c: string) => c.repeat(64);
+      await services.service.registerReferenceValues(OPERATOR, {
+        model: "S21-ref",
+        firmwareVersion: "1.0.0",
+        measurements: [
+          { path: "/usr/bin/bmminer", sha256: digest("b"), size: 10 },
+          { path: "/usr/bin/busybox", sha256: digest("a"), size: 20 },
+          { path: "/etc/removed", sha256: "", size: 0 },
+        ],
+      });
+      const scope = { deviceIds: [withRef.id, withoutRef.id] };
+      await policy.putPolicy(OPERATOR, "pools", { scope, allowedUrls: [POOL] });
+      const executables = {
+        id: "not-in-reference",
+        kind: "unexpected-executable" as const,
+        paths: ["/usr/bin", "/tmp", "/config"],
+        allowReferenceValues: true,
+        allowedSha256: [digest("c")],
+        severity: "critical" as const,
+        description: "an executable the approved reference values do not name",
+      };
+      await policy.putPolicy(OPERATOR, "indicators", { scope, indicators: [BUILT_IN_INDICATORS[0]!, executables] });
+      const sent = expectValidPolicyCommand(publisher.policies(withRef.id).at(-1), withRef.id);
+      expect(sent.indicators.find((i) => i.id === "not-in-reference")).toEqual({ ...executables, allowedSha256: [digest("a"), digest("b"), digest("c")] });
+      const other = expectValidPolicyCommand(publisher.policies(withoutRef.id).at(-1), withoutRef.id);
+      expect(other.indicators.map((i) => i.id)).toEqual([BUILT_IN_INDICATORS[0]!.id]);
+      expect((await policy.devicePolicy(withRef.id)).policy.indicators.find((i) => i.id === "not-in-reference")?.allowedSha256).toHaveLength(3);
+      // reference values approved later: the device's next hello brings the indicator
+      await deviceSide.onAck(withoutRef.ack(publisher.policies(withoutRef.id).at(-1)!));
+      await services.service.registerReferenceValues(OPERATOR, { model: "S21-noref", firmwareVersion: "1.0.0", measurements: [{ path: "/usr/bin/bmminer", sha256: digest("d"), size: 10 }] });
+      expect(await policy.deliverOnHello(withoutRef.id)).toBe(true);
+      const later = expectValidPolicyCommand(await lastPolicyCommand(withoutRef.id), withoutRef.id); // issued, published by the hello handler
+      expect(later.indicators.find((i) => i.id === "not-in-reference")?.allowedSha256).toEqual([digest("c"), digest("d")]);
+    });
+
+    async function lastPolicyCommand(deviceId: string): Promise<Command> {
+      const rows = await harness.db.execute(sql`select payload from commands where device_id = ${deviceId} and action = 'set-policy' order by seq desc limit 1`);
+      return (rows.rows[0] as { payload: Command }).payload;
+    }
 
     it("sends nothing on hello from a device that is not accepted", async () => {
       const d = await device("S9", false);

@@ -11,13 +11,13 @@ import { and, eq, gt, inArray, isNull, lt, or, sql } from "drizzle-orm";
 import type pino from "pino";
 import { ValidationError } from "../../../shared/errors/index.js";
 import type { Ack, Command } from "../../../shared/protocol/index.js";
-import { commands, devicePolicies, devices, policies } from "../db/index.js";
+import { commands, devicePolicies, devices, policies, referenceValueSets } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { issueCommands, publishCommands } from "../service/commands.js";
 import { chunks, createServiceContext, type DeviceRow, lockDevice, lockDevices, newId, recordAudit, type ServiceDeps, type Tx } from "../service/context.js";
 import type { Actor, DeviceSideService } from "../service/index.js";
 import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
-import { buildPolicyIndex, firstSharedDevice, normalizeScope, type PolicyRecord, resolvePolicy, scopeKey, scopeLevel } from "./effective.js";
+import { buildPolicyIndex, firstSharedDevice, normalizeScope, type PolicyRecord, type ReferenceDigests, referenceDigests, resolvePolicy, scopeKey, scopeLevel } from "./effective.js";
 import { type PolicyBodies, type PolicyKind, type PolicyScope, type PoolPolicyBody, policyInputSchemas, type SetPolicyParams } from "./schemas.js";
 import type { DevicePolicyView, PolicyChange, PolicyDelivery, PolicyList, PolicyService, PolicyView } from "./types.js";
 
@@ -77,6 +77,28 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     return buildPolicyIndex((await tx.select().from(policies)).map(toRecord));
   }
 
+  /**
+   * HW-GUARD-8: the approved reference digests per model + firmware version of the given devices, loaded only
+   * when some indicator asks for them (one query per change, not one per device).
+   */
+  async function loadReferences(tx: Tx, index: ReturnType<typeof buildPolicyIndex>, rows: readonly { model: string; firmwareVersion: string }[]) {
+    const byKey = new Map<string, string[]>();
+    const records = [...index.indicators.byDevice.values(), ...index.indicators.byModel.values(), ...(index.indicators.fleet ? [index.indicators.fleet] : [])];
+    const wanted = records.some((r) => (r.body as PolicyBodies["indicators"]).indicators.some((i) => i.allowReferenceValues));
+    const key = (model: string, firmwareVersion: string) => `${model}\u0000${firmwareVersion}`;
+    if (wanted && rows.length > 0) {
+      const models = [...new Set(rows.map((r) => r.model))];
+      for (const part of chunks(models, 1000)) {
+        const sets = await tx
+          .select({ model: referenceValueSets.model, firmwareVersion: referenceValueSets.firmwareVersion, measurements: referenceValueSets.measurements })
+          .from(referenceValueSets)
+          .where(and(eq(referenceValueSets.status, "approved"), inArray(referenceValueSets.model, part)));
+        for (const set of sets) byKey.set(key(set.model, set.firmwareVersion), referenceDigests(set.measurements));
+      }
+    }
+    return (device: { model: string; firmwareVersion: string }): ReferenceDigests => byKey.get(key(device.model, device.firmwareVersion)) ?? null;
+  }
+
   // Hello storms (a farm reconnecting) should not cost a transaction per device when no pool policy exists at all.
   // The cached answer is only a shortcut for "nothing to send": a change made on another replica reaches the
   // accepted devices through that replica's bulk delivery; only a device accepted within the TTL window and
@@ -99,6 +121,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     const none = { toPublish: [] as Command[], devices: 0, version: null as number | null };
     if (rows.length === 0) return none;
     const index = await loadIndex(tx);
+    const referenceOf = await loadReferences(tx, index, rows);
     const delivered = new Map<string, string>();
     for (const ids of chunks(rows.map((row) => row.id), 5000)) {
       const found = await tx
@@ -109,7 +132,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     }
     const groups = new Map<string, { effective: ReturnType<typeof resolvePolicy>; members: DeviceRow[] }>();
     for (const row of rows) {
-      const effective = resolvePolicy(index, { id: row.id, model: row.model });
+      const effective = resolvePolicy(index, { id: row.id, model: row.model }, referenceOf(row));
       if (!effective.deliverable) continue;
       if (!force && delivered.get(row.id) === effective.hash) continue;
       const group = groups.get(effective.hash) ?? { effective, members: [] };
@@ -251,9 +274,10 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     },
 
     async devicePolicy(deviceId): Promise<DevicePolicyView> {
-      const [device] = await db.select({ id: devices.id, model: devices.model }).from(devices).where(eq(devices.id, deviceId));
+      const [device] = await db.select({ id: devices.id, model: devices.model, firmwareVersion: devices.firmwareVersion }).from(devices).where(eq(devices.id, deviceId));
       if (!device) throw new NotFoundError("device", deviceId);
-      const effective = resolvePolicy(await loadIndex(db), device);
+      const index = await loadIndex(db);
+      const effective = resolvePolicy(index, device, (await loadReferences(db, index, [device]))(device));
       const [delivered] = await db.select().from(devicePolicies).where(eq(devicePolicies.deviceId, deviceId));
       const current = delivered?.deliveredHash === effective.hash;
       return {
@@ -278,7 +302,8 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
       const issued = await db.transaction(async (tx) => {
         const row = await lockDevice(tx, deviceId);
         if (!row || row.enrollment !== "accepted") return false;
-        const effective = resolvePolicy(await loadIndex(tx), row);
+        const index = await loadIndex(tx);
+        const effective = resolvePolicy(index, row, (await loadReferences(tx, index, [row]))(row));
         if (!effective.deliverable) return false;
         const [delivered] = await tx.select().from(devicePolicies).where(eq(devicePolicies.deviceId, deviceId));
         let due = !delivered || delivered.deliveredHash !== effective.hash;

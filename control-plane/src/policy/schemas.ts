@@ -101,6 +101,10 @@ export const INDICATOR_KINDS = ["file-present", "hosts-entry", "unexpected-execu
 
 const absolutePath = z.string().min(2).max(1024).regex(/^\/[^\0]*$/, "must be an absolute path");
 
+/** Bounds of the unexpected-executable fields; the agent (agent/src/policy) enforces the same ones. */
+export const MAX_SCAN_PATHS = 16;
+export const MAX_ALLOWED_SHA256 = 2048;
+
 export const indicatorSchema = z
   .strictObject({
     id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "must be 1-64 lowercase letters, digits, '.', '_' or '-'"),
@@ -111,11 +115,28 @@ export const indicatorSchema = z
     pattern: regexSourceSchema.optional(),
     severity: z.enum(["warning", "critical"]),
     description: z.string().min(1).max(512),
+    // unexpected-executable only (HW-GUARD-8), all optional so older policies and agents keep working:
+    /** More files or directories to scan besides `path` (not recursed): /usr/bin, /tmp, /config. */
+    paths: z.array(absolutePath).min(1).max(MAX_SCAN_PATHS).optional(),
+    /** Digests always allowed (lowercase hex sha256). */
+    allowedSha256: z.array(z.string().regex(/^[0-9a-f]{64}$/, "must be a lowercase hex SHA-256")).max(MAX_ALLOWED_SHA256).optional(),
+    /**
+     * The digests of the device's approved reference values (its model and firmware version) are allowed too:
+     * only an executable not in them is flagged. A device without approved reference values is not sent this
+     * indicator (everything would look unknown).
+     */
+    allowReferenceValues: z.boolean().optional(),
   })
   .superRefine((indicator, ctx) => {
     const needsPath = indicator.kind !== "hosts-entry";
-    if (needsPath && indicator.path === undefined) ctx.addIssue({ code: "custom", path: ["path"], message: `a ${indicator.kind} indicator needs a path` });
+    const hasPath = indicator.path !== undefined || (indicator.kind === "unexpected-executable" && indicator.paths !== undefined);
+    if (needsPath && !hasPath) ctx.addIssue({ code: "custom", path: ["path"], message: `a ${indicator.kind} indicator needs a path` });
     if (!needsPath && indicator.pattern === undefined) ctx.addIssue({ code: "custom", path: ["pattern"], message: "a hosts-entry indicator needs a pattern" });
+    if (indicator.kind !== "unexpected-executable") {
+      for (const field of ["paths", "allowedSha256", "allowReferenceValues"] as const) {
+        if (indicator[field] !== undefined) ctx.addIssue({ code: "custom", path: [field], message: `only an unexpected-executable indicator takes ${field}` });
+      }
+    }
   });
 export type Indicator = z.infer<typeof indicatorSchema>;
 
