@@ -27,6 +27,9 @@ const indicatorView = z
     pattern: z.string().optional(),
     severity: z.enum(["warning", "critical"]),
     description: z.string(),
+    paths: z.array(z.string()).optional().openapi({ description: "unexpected-executable: more files or directories to scan" }),
+    allowedSha256: z.array(z.string()).optional().openapi({ description: "unexpected-executable: digests always allowed" }),
+    allowReferenceValues: z.boolean().optional().openapi({ description: "unexpected-executable: the device's approved reference digests are allowed too (HW-GUARD-8)" }),
   })
   .openapi("Indicator");
 const bodies = {
