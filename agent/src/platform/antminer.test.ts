@@ -155,7 +155,7 @@ describe("Antminer platform (recorded commands)", () => {
     await expect(platform.quarantine({ controlPlaneHosts: ["198.51.100.20"] })).rejects.toThrow(/iptables -A HASHWARD -o lo -j ACCEPT exited 4/);
   });
 
-  it("HW-Q-3: a plane name that does not resolve at boot gets its last-known addresses from the state dir", async () => {
+  it("HW-Q-4: a plane name that does not resolve at boot gets its last-known addresses from the state dir", async () => {
     const state = tempDir();
     cleanups.push(state.cleanup);
     const before = board({ noIp6tables: true, stateDir: state.path });
@@ -168,7 +168,7 @@ describe("Antminer platform (recorded commands)", () => {
     expect(after.exec.calls).toContain("iptables -A HASHWARD_IN -s 192.0.2.10 -j ACCEPT");
   });
 
-  it("HW-Q-3: with no address known, the chains are rebuilt once the plane resolves (refresh while quarantined)", async () => {
+  it("HW-Q-4: with no address known, the chains are rebuilt once the plane resolves (refresh while quarantined)", async () => {
     let answer: string[] = [];
     const { platform, exec, warnings } = board({ noIp6tables: true, resolve: (h) => (h === "plane.example.net" ? answer : []) });
     await platform.quarantine({ controlPlaneHosts: ["plane.example.net"] });
@@ -188,7 +188,7 @@ describe("Antminer platform (recorded commands)", () => {
     expect(await platform.refreshQuarantine()).toBe(false); // released: the firewall is not rebuilt
   });
 
-  it("HW-Q-3: the refresh runs on its own timer while quarantined", async () => {
+  it("HW-Q-4: the refresh runs on its own timer while quarantined", async () => {
     let answer: string[] = [];
     const { platform, exec } = board({ noIp6tables: true, refreshMs: 20, resolve: (h) => (h === "plane.example.net" ? answer : []) });
     await platform.quarantine({ controlPlaneHosts: ["plane.example.net"] });

@@ -13,7 +13,7 @@
  * Every step runs even when an earlier one failed (a firewall error must not leave the upgrade CGI open); the
  * first failure is then thrown so the ack says failed.
  *
- * HW-Q-3: the plane's addresses are remembered in `<stateDir>/plane-addresses.json` whenever its names resolve,
+ * HW-Q-4: the plane's addresses are remembered in `<stateDir>/plane-addresses.json` whenever its names resolve,
  * and used when they do not (boards boot before DNS after a power cut: a quarantine built from no address would
  * cut the device off from the only party that can release it, forever). While quarantined, the plane's names
  * are re-resolved every `quarantineRefreshMs` and the chains rebuilt when the addresses changed.
@@ -75,7 +75,7 @@ export interface AntminerOptions {
   ip6tables?: string;
   executor?: CommandExecutor;
   resolver?: Pick<HostResolver, "resolve">;
-  /** Where the last-known plane addresses are kept (HW-Q-3); none: only in memory. */
+  /** Where the last-known plane addresses are kept (HW-Q-4); none: only in memory. */
   stateDir?: string;
   /** While quarantined: how often the plane's names are re-resolved and the chains rebuilt if they changed. */
   quarantineRefreshMs?: number;
@@ -164,7 +164,7 @@ export class AntminerPlatform implements Platform {
   }
 
   /**
-   * HW-Q-3: re-resolves the plane's names and rebuilds the chains when its addresses changed (a name that did
+   * HW-Q-4: re-resolves the plane's names and rebuilds the chains when its addresses changed (a name that did
    * not resolve at quarantine time, a plane that moved). Returns true when the chains were rebuilt.
    */
   async refreshQuarantine(): Promise<boolean> {
@@ -238,7 +238,7 @@ export class AntminerPlatform implements Platform {
 
   /**
    * Control-plane IPs by family: literal IPs as given, host names through the resolver; a name that does not
-   * resolve now gets the addresses it had last time (HW-Q-3), and a fresh answer is remembered.
+   * resolve now gets the addresses it had last time (HW-Q-4), and a fresh answer is remembered.
    */
   private async planeIps(hosts: readonly string[]): Promise<{ v4: string[]; v6: string[] }> {
     const ips = new Set<string>();
