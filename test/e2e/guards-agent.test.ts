@@ -5,9 +5,10 @@
  * policy. A second board stages a phone-home connection and /etc/ld.so.preload, and a malformed miner answer.
  */
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sha256Hex } from "../../shared/crypto/index.js";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets } from "../../agent/src/sim-miner/index.js";
 import { ApiClient } from "../support/api.js";
@@ -100,7 +101,11 @@ beforeAll(async () => {
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
   await admin.ok("PUT", "/api/v1/policies/pools", { allowedUrls: [GOOD_POOL], workerPatterns: ["^farm\\.worker\\d+$"] });
   await admin.ok("PUT", "/api/v1/policies/indicators", {
-    indicators: [{ id: "antbuild-preload", kind: "file-present", path: "/etc/ld.so.preload", severity: "critical", description: "Antbuild malware: /etc/ld.so.preload" }],
+    indicators: [
+      { id: "antbuild-preload", kind: "file-present", path: "/etc/ld.so.preload", severity: "critical", description: "Antbuild malware: /etc/ld.so.preload" },
+      // HW-GUARD-8: the plane fills in the approved reference digests of the device's model + firmware version.
+      { id: "not-in-reference", kind: "unexpected-executable", paths: ["/firmware", "/tmp"], allowReferenceValues: true, severity: "critical", description: "an executable the reference values do not name" },
+    ],
   });
 }, 120_000);
 
@@ -152,5 +157,18 @@ describe("miner guards (real plane, compiled agent, simulated miner)", () => {
     const seen = cycles();
     await waitFor("three more guard cycles", () => cycles() >= seen + 3);
     expect(await guardAlerts(board.id)).toHaveLength(3);
+  }, 120_000);
+
+  it("HW-GUARD-8: an executable whose sha256 is not in the approved reference values is reported with {path, sha256, size}", async () => {
+    const board = await startBoard("guard-executables");
+    const policy = await admin.get(`/api/v1/devices/${board.id}/policy`);
+    const indicator = policy.policy.indicators.find((i: { id: string }) => i.id === "not-in-reference");
+    expect(indicator.allowedSha256.length).toBeGreaterThan(0); // the reference digests, sent signed
+    mkdirSync(join(board.root, "tmp"), { recursive: true });
+    writeFileSync(join(board.root, "tmp/.payload"), "#!/bin/sh\necho dropped\n", { mode: 0o755 });
+    const alert = await waitFor("executable alert", async () => (await guardAlerts(board.id)).find((e) => e.detail.subject === "/tmp/.payload"));
+    expect(alert.detail).toMatchObject({ guard: "indicator", tier: "contraindicated", seen: { path: "/tmp/.payload", sha256: sha256Hex("#!/bin/sh\necho dropped\n"), size: 23 } });
+    expect((await guardAlerts(board.id)).map((e) => e.detail.subject)).toEqual(["/tmp/.payload"]); // the firmware's own executables are known
+    await waitFor("contraindicated by the finding", async () => (await admin.get(`/api/v1/devices/${board.id}`)).appraisal === "contraindicated");
   }, 120_000);
 });
