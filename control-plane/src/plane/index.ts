@@ -240,7 +240,12 @@ export async function startPlane(
     }
 
     const updates = await createUpdates({ config, db: opened.db as never, publisher, commandKey: commandKey.keyPair, options, logger });
-    await reconcileReleaseReferenceValues(services.service, await updates.tuf.listTargets(), logger);
+    // Best effort: a repair of what a crash between publishing a release and registering its values left behind.
+    // It must not keep the plane from starting; it runs again at the next start.
+    await updates.tuf
+      .listTargets()
+      .then((targets) => reconcileReleaseReferenceValues(services.service, targets, logger))
+      .catch((error: unknown) => logger.error({ err: error }, "could not reconcile release reference values"));
 
     const version = readVersion();
     const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies });
