@@ -3,7 +3,12 @@
  * Needs a role that may CREATE DATABASE (the test server's `postgres` has it).
  */
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
+import { describe, it } from "vitest";
+import { type Database, openDatabase } from "./index.js";
 
 export async function createTemporaryPostgres(baseUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `hw_test_${Date.now().toString(36)}_${randomBytes(4).toString("hex")}`;
@@ -37,4 +42,46 @@ export async function withTemporaryPostgres<T>(baseUrl: string, body: (url: stri
   } finally {
     await temp.drop();
   }
+}
+
+export interface TestDatabase {
+  db: Database;
+  close(): Promise<void>;
+}
+
+/**
+ * Runs one contract suite on every backend (STYLE: one shared contract suite per interface): PGlite in a temp
+ * folder always, and PostgreSQL in a throw-away database when HASHWARD_TEST_DATABASE_URL is set; otherwise a
+ * skipped suite says how to run it.
+ */
+export function onEveryDatabase(suite: string, contract: (backend: string, open: () => Promise<TestDatabase>) => void): void {
+  contract("PGlite", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "hw-db-"));
+    const opened = await openDatabase({ dataDir });
+    return {
+      db: opened.db,
+      async close() {
+        await opened.close();
+        rmSync(dataDir, { recursive: true, force: true });
+      },
+    };
+  });
+  const baseUrl = process.env.HASHWARD_TEST_DATABASE_URL;
+  if (!baseUrl) {
+    describe.skip(`${suite} (PostgreSQL): set HASHWARD_TEST_DATABASE_URL to run`, () => {
+      it("skipped", () => {});
+    });
+    return;
+  }
+  contract("PostgreSQL", async () => {
+    const temp = await createTemporaryPostgres(baseUrl);
+    const opened = await openDatabase({ dataDir: "unused", databaseUrl: temp.url });
+    return {
+      db: opened.db,
+      async close() {
+        await opened.close();
+        await temp.drop();
+      },
+    };
+  });
 }

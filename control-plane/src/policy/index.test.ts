@@ -2,8 +2,6 @@
  * Policy service contract on PGlite (always) and PostgreSQL (HASHWARD_TEST_DATABASE_URL): storage, scoping,
  * validation, bulk delivery as signed set-policy commands, delivery on hello, acked versions.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import pino from "pino";
@@ -11,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { ValidationError } from "../../../shared/errors/index.js";
 import { type Ack, type Challenge, type Command, type Hello, verifyCommand } from "../../../shared/protocol/index.js";
-import { type Database, openDatabase } from "../db/index.js";
-import { createTemporaryPostgres } from "../db/test-postgres.js";
+import type { Database } from "../db/index.js";
+import { onEveryDatabase } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { createServices, type DevicePublisher, type DeviceSideService, type ServiceOptions, type Services } from "../service/index.js";
 import { BUILT_IN_INDICATORS, createPolicyService, type PolicyService, setPolicyParamsSchema, withPolicyDelivery } from "./index.js";
@@ -332,33 +330,4 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
   });
 }
 
-contract("PGlite", async () => {
-  const dataDir = mkdtempSync(join(tmpdir(), "hw-policy-"));
-  const opened = await openDatabase({ dataDir });
-  return {
-    db: opened.db,
-    async close() {
-      await opened.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-});
-
-const pgUrl = process.env.HASHWARD_TEST_DATABASE_URL;
-if (pgUrl) {
-  contract("PostgreSQL", async () => {
-    const temp = await createTemporaryPostgres(pgUrl);
-    const opened = await openDatabase({ dataDir: "unused", databaseUrl: temp.url });
-    return {
-      db: opened.db,
-      async close() {
-        await opened.close();
-        await temp.drop();
-      },
-    };
-  });
-} else {
-  describe.skip("PolicyService (PostgreSQL): set HASHWARD_TEST_DATABASE_URL to run", () => {
-    it("skipped", () => {});
-  });
-}
+onEveryDatabase("PolicyService", contract);

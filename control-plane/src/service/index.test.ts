@@ -2,8 +2,6 @@
  * Contract suite for the domain services, run against every database implementation: PGlite (always) and
  * PostgreSQL when HASHWARD_TEST_DATABASE_URL is set (a throw-away database per run).
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import pino from "pino";
@@ -12,8 +10,8 @@ import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBas
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import { type Ack, type Challenge, type Command, type Evidence, verifyCommand } from "../../../shared/protocol/index.js";
 import { CapacityError, ConflictError, NotFoundError } from "../errors.js";
-import { type Database, openDatabase } from "../db/index.js";
-import { createTemporaryPostgres } from "../db/test-postgres.js";
+import type { Database } from "../db/index.js";
+import { onEveryDatabase } from "../db/test-postgres.js";
 import { createServices, type DevicePublisher, type ServiceOptions, type Services } from "./index.js";
 
 const A = "a".repeat(64);
@@ -554,33 +552,4 @@ function contract(name: string, open: () => Promise<Harness>) {
   });
 }
 
-contract("PGlite", async () => {
-  const dataDir = mkdtempSync(join(tmpdir(), "hw-service-"));
-  const opened = await openDatabase({ dataDir });
-  return {
-    db: opened.db,
-    async close() {
-      await opened.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-});
-
-const pgUrl = process.env.HASHWARD_TEST_DATABASE_URL;
-if (pgUrl) {
-  contract("PostgreSQL", async () => {
-    const temp = await createTemporaryPostgres(pgUrl);
-    const opened = await openDatabase({ dataDir: "unused", databaseUrl: temp.url });
-    return {
-      db: opened.db,
-      async close() {
-        await opened.close();
-        await temp.drop();
-      },
-    };
-  });
-} else {
-  describe.skip("ControlPlaneService contract (PostgreSQL): set HASHWARD_TEST_DATABASE_URL to run", () => {
-    it("skipped", () => {});
-  });
-}
+onEveryDatabase("ControlPlaneService contract", contract);
