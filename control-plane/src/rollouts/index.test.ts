@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { ValidationError } from "../../../shared/errors/index.js";
 import { type Command, verifyCommand } from "../../../shared/protocol/index.js";
-import { type Database, devices, openDatabase } from "../db/index.js";
-import { createTemporaryPostgres } from "../db/test-postgres.js";
+import { type Database, devices } from "../db/index.js";
+import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
 import { createServiceContext } from "../service/context.js";
@@ -31,7 +31,7 @@ class RecordingPublisher implements DevicePublisher {
   }
 }
 
-function contract(backend: string, openAt: (dir: string) => Promise<{ db: Database; close(): Promise<void> }>) {
+function contract(backend: string, open: () => Promise<TestDatabase>) {
   describe(`rollout engine (${backend})`, () => {
     let dir: string;
     let db: Database;
@@ -47,7 +47,7 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
 
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), "hw-rollout-"));
-      ({ db, close } = await openAt(dir));
+      ({ db, close } = await open());
       const logger = pino({ level: "silent" });
       services = createServices({ db, publisher, commandKey, logger, now: () => clock, options: OPTIONS });
       const ctx = createServiceContext({ db, publisher, commandKey, logger, now: () => clock, options: OPTIONS });
@@ -232,16 +232,4 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
   });
 }
 
-contract("PGlite", (dir) => openDatabase({ dataDir: dir }));
-const postgresUrl = process.env.HASHWARD_TEST_DATABASE_URL;
-if (postgresUrl) {
-  contract("PostgreSQL", async () => {
-    const temp = await createTemporaryPostgres(postgresUrl);
-    const opened = await openDatabase({ dataDir: "", databaseUrl: temp.url });
-    return { db: opened.db, close: async () => { await opened.close(); await temp.drop(); } };
-  });
-} else {
-  describe.skip("PostgreSQL contract (set HASHWARD_TEST_DATABASE_URL to run)", () => {
-    it("skipped", () => undefined);
-  });
-}
+onEveryDatabase("rollout engine", contract);

@@ -10,8 +10,8 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKeyPair } from "../../../shared/crypto/index.js";
 import { ValidationError, VerificationError } from "../../../shared/errors/index.js";
-import { type Database, openDatabase } from "../db/index.js";
-import { createTemporaryPostgres } from "../db/test-postgres.js";
+import type { Database } from "../db/index.js";
+import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { nextRoot, signWith, expiresIn } from "../release/metadata.js";
 import { createTufRepository, ImageTooLargeError, type TufRepository } from "./index.js";
@@ -19,7 +19,7 @@ import { chunksOf, offlineKeys, rootDocument, SAMPLE_CUSTOM, targetFor, targetsD
 
 const DAY_MS = 86_400_000;
 
-function contract(backend: string, openAt: (dir: string) => Promise<{ db: Database; close(): Promise<void> }>) {
+function contract(backend: string, open: () => Promise<TestDatabase>) {
   describe(`TUF repository (${backend})`, () => {
     let dir: string;
     let db: Database;
@@ -33,7 +33,7 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
 
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), "hw-tuf-"));
-      const opened = await openAt(dir);
+      const opened = await open();
       db = opened.db;
       close = opened.close;
       repo = createTufRepository({
@@ -174,16 +174,4 @@ function contract(backend: string, openAt: (dir: string) => Promise<{ db: Databa
   });
 }
 
-contract("PGlite", (dir) => openDatabase({ dataDir: dir }));
-const postgresUrl = process.env.HASHWARD_TEST_DATABASE_URL;
-if (postgresUrl) {
-  contract("PostgreSQL", async () => {
-    const temp = await createTemporaryPostgres(postgresUrl);
-    const opened = await openDatabase({ dataDir: "", databaseUrl: temp.url });
-    return { db: opened.db, close: async () => { await opened.close(); await temp.drop(); } };
-  });
-} else {
-  describe.skip("PostgreSQL contract (set HASHWARD_TEST_DATABASE_URL to run)", () => {
-    it("skipped", () => undefined);
-  });
-}
+onEveryDatabase("TUF repository", contract);
