@@ -35,6 +35,15 @@ export class FakeDeviceSide implements DeviceSideService {
     return this.identities.get(deviceId) ?? null;
   }
 
+  /** Token nonces as the database would keep them: shared by every broker built on this fake (a "restart"). */
+  readonly usedNonces = new Set<string>();
+
+  async rememberConnectNonce(_deviceId: string, nonce: string, _expiresAtMs: number): Promise<boolean> {
+    if (this.usedNonces.has(nonce)) return false;
+    this.usedNonces.add(nonce);
+    return true;
+  }
+
   async onConnected(deviceId: string): Promise<void> {
     this.calls.push({ method: "onConnected", deviceId });
   }

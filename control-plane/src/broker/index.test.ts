@@ -163,6 +163,20 @@ describe("CONNECT authentication", () => {
     expect(await metric("hashward_mqtt_connect_refused_total", { reason: "replayed-token" })).toBe(1);
   });
 
+  it("refuses a token replayed after a broker restart: used nonces are remembered by the device side (HW-AUTH-1)", async () => {
+    const device = newDevice();
+    enroll(device);
+    const token = createConnectToken(device.id, device.keys.privateKey, Date.now());
+    (await connect(device, { password: token })).end(true);
+    // A new broker (a restarted plane) has an empty memory; the nonce record survives with the database.
+    await broker.close();
+    broker = await createBroker({ deviceSide: fake, logger: pino({ level: "silent" }), registry: new Registry(), maxPayloadBytes: MAX_PAYLOAD, identityCacheMs: 0 });
+    port = await broker.listen(0, "127.0.0.1");
+    expect(await refusedWith(connect(device, { password: token }))).toBe(4);
+    const fresh = await connect(device); // a fresh token still gets in
+    expect(fresh.connected).toBe(true);
+  });
+
   it("refuses a token for another device, a garbage password and a non-device username", async () => {
     const device = newDevice();
     const other = newDevice();

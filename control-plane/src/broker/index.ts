@@ -218,7 +218,17 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       const detail = error instanceof Error ? error.message : String(error);
       throw new ConnectRefusal("bad-token", CONNACK.badUsernameOrPassword, detail);
     }
-    if (!nonces.remember(claims.nonce, claims.exp, at)) {
+    // HW-AUTH-1: memory answers a replay on this process at once; the database remembers across restarts/replicas.
+    let fresh = nonces.remember(claims.nonce, claims.exp, at);
+    if (fresh) {
+      try {
+        fresh = await deviceSide.rememberConnectNonce(username, claims.nonce, claims.exp);
+      } catch (cause) {
+        logger.error({ deviceId: username, err: cause }, "token nonce could not be recorded during CONNECT");
+        throw new ConnectRefusal("unavailable", CONNACK.serverUnavailable, "token nonce could not be recorded");
+      }
+    }
+    if (!fresh) {
       throw new ConnectRefusal("replayed-token", CONNACK.badUsernameOrPassword, "connect token nonce was already used");
     }
   }

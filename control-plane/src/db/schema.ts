@@ -100,6 +100,20 @@ export const challenges = pgTable(
   (t) => [index("challenges_device_idx").on(t.deviceId), index("challenges_expires_idx").on(t.expiresAt)],
 );
 
+/**
+ * Nonces of MQTT connect tokens already used (HW-AUTH-1). Kept in the database, not only in broker memory, so a
+ * captured token cannot be replayed after a plane restart or on another replica; rows go once the token expired.
+ */
+export const connectTokenNonces = pgTable(
+  "connect_token_nonces",
+  {
+    nonce: text("nonce").primaryKey(),
+    deviceId: text("device_id").notNull(),
+    expiresAt: ts("expires_at").notNull(),
+  },
+  (t) => [index("connect_token_nonces_expires_idx").on(t.expiresAt)],
+);
+
 export const commands = pgTable(
   "commands",
   {

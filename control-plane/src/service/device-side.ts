@@ -8,7 +8,7 @@ import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../sha
 import { FreshnessError, VerificationError } from "../../../shared/errors/index.js";
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
 import { appraise, verdictKey } from "../appraisal/index.js";
-import { challenges, commands, deviceEvents, devices, evidence as evidenceTable, referenceValueSets } from "../db/index.js";
+import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, transition } from "../trust/index.js";
 import { expireCommands, issueContainment, pendingCommands, publishCommands } from "./commands.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
@@ -47,6 +47,16 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
         .from(devices)
         .where(eq(devices.id, deviceId));
       return row ? { deviceId: row.deviceId, publicKey: row.publicKey, enrollment: row.enrollment as EnrollmentState } : null;
+    },
+
+    async rememberConnectNonce(deviceId, nonce, expiresAtMs) {
+      // HW-AUTH-1: one use per token nonce, across restarts and replicas.
+      const inserted = await db
+        .insert(connectTokenNonces)
+        .values({ nonce, deviceId, expiresAt: new Date(expiresAtMs) })
+        .onConflictDoNothing()
+        .returning({ nonce: connectTokenNonces.nonce });
+      return inserted.length > 0;
     },
 
     async onConnected(deviceId) {
@@ -205,6 +215,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       await expireCommands(ctx, now);
       // Old challenges only take space: a deleted nonce is refused as "not issued", so this cannot weaken HW-EVD-1.
       await db.delete(challenges).where(lt(challenges.expiresAt, new Date(now - CHALLENGE_RETENTION_MS)));
+      // An expired token is refused on its expiry alone, so its nonce no longer needs remembering.
+      await db.delete(connectTokenNonces).where(lt(connectTokenNonces.expiresAt, new Date(now)));
       const pending = await pendingCommands(db, null, now);
       await publishCommands(ctx, pending);
     },

@@ -206,6 +206,17 @@ function contract(name: string, open: () => Promise<Harness>) {
       }
     });
 
+    it("remembers each connect-token nonce once, in the database, until the token expired", async () => {
+      const d = await acceptedDevice();
+      expect(await services.deviceSide.rememberConnectNonce(d.id, "nonce-aaaaaaaaaaaaaaaa", clock + 60_000)).toBe(true);
+      expect(await services.deviceSide.rememberConnectNonce(d.id, "nonce-aaaaaaaaaaaaaaaa", clock + 60_000)).toBe(false);
+      const rows = async () => (await harness.db.execute(sql`select nonce from connect_token_nonces where device_id = ${d.id}`)).rows.length;
+      expect(await rows()).toBe(1);
+      clock += 61_000;
+      await services.deviceSide.retryPendingCommands();
+      expect(await rows()).toBe(0);
+    });
+
     it("refuses an expired enrollment token", async () => {
       const { token } = await services.service.createEnrollmentToken(OPERATOR, { ttlMs: 1000, maxUses: 5 });
       clock += 2000;

@@ -246,6 +246,8 @@ export interface ConnectIdentity {
 export interface DeviceSideService {
   /** For CONNECT authentication; null when unknown. Cached by the caller at most a few seconds. */
   identityForConnect(deviceId: string): Promise<ConnectIdentity | null>;
+  /** Records a connect token's nonce until it expires; false when it was already used (a replayed token). */
+  rememberConnectNonce(deviceId: string, nonce: string, expiresAtMs: number): Promise<boolean>;
   onConnected(deviceId: string): Promise<void>;
   onDisconnected(deviceId: string): Promise<void>;
   /** Records versions/boot; re-publishes pending commands; sends a challenge when no fresh appraisal exists. */
