@@ -13,7 +13,7 @@ import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets } from "../../agent/src/sim-miner/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -42,23 +42,15 @@ async function startBoard(name: string, extra: Record<string, unknown> = {}): Pr
   const port = await miner.start();
   const stateDir = join(dir, "state");
   const token = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: 1, label: name });
-  const configFile = writeAgentConfig(dir, {
-    controlPlaneUrl: plane.httpUrl,
-    mqttUrl: plane.mqttUrl,
-    stateDir,
-    model: MODEL,
-    firmwareVersion: FIRMWARE,
-    enrollmentToken: token.token,
-    platform: { kind: "simulated", root },
-    measure: { paths: ["/firmware"] },
-    heartbeatIntervalMs: 500,
-    attestIntervalMs: 600_000,
-    enrollPollMs: 300,
-    reconnectMinMs: 100,
-    reconnectMaxMs: 1000,
-    guards: { intervalMs: 1000, minerApi: { host: "127.0.0.1", port } },
-    ...extra,
-  });
+  const configFile = writeAgentConfig(
+    dir,
+    simulatedAgentConfig(plane, { stateDir, boardRoot: root, model: MODEL, firmwareVersion: FIRMWARE }, {
+      enrollmentToken: token.token,
+      measure: { paths: ["/firmware"] },
+      guards: { intervalMs: 1000, minerApi: { host: "127.0.0.1", port } },
+      ...extra,
+    }),
+  );
   if (!referenceRegistered) {
     const measured = JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" }));
     await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });

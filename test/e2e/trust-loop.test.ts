@@ -13,7 +13,7 @@ import { upTopic } from "../../shared/protocol/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
 import {
-  AGENT_BINARY, restartControlPlane, startAgent, startControlPlane, tempDir, writeAgentConfig,
+  AGENT_BINARY, restartControlPlane, simulatedAgentConfig, startAgent, startControlPlane, tempDir, writeAgentConfig,
   type ControlPlane, type ManagedProcess,
 } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
@@ -40,21 +40,13 @@ async function newMiner(name: string, extra: Record<string, unknown> = {}): Prom
   const boardRoot = join(dir, "board");
   await createSimulatedBoard(boardRoot, { model: MODEL });
   const stateDir = join(dir, "state");
-  const configFile = writeAgentConfig(dir, {
-    controlPlaneUrl: plane.httpUrl,
-    mqttUrl: plane.mqttUrl,
-    stateDir,
-    model: MODEL,
-    firmwareVersion: FIRMWARE,
-    platform: { kind: "simulated", root: boardRoot },
-    measure: { paths: ["/firmware", "/config", "/dev/mtd2"] },
-    heartbeatIntervalMs: 500,
-    attestIntervalMs: 600_000,
-    enrollPollMs: 300,
-    reconnectMinMs: 100,
-    reconnectMaxMs: 1000,
-    ...extra,
-  });
+  const configFile = writeAgentConfig(
+    dir,
+    simulatedAgentConfig(plane, { stateDir, boardRoot, model: MODEL, firmwareVersion: FIRMWARE }, {
+      measure: { paths: ["/firmware", "/config", "/dev/mtd2"] },
+      ...extra,
+    }),
+  );
   const miner: Miner = { name, dir, boardRoot, stateDir, configFile };
   miners.push(miner);
   return miner;

@@ -13,7 +13,7 @@ import { createSimulatedBoard, type SimulatedBoard } from "../../agent/src/platf
 import { testFirmwareImage } from "../../agent/src/update/testing/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -50,22 +50,11 @@ async function referenceFor(version: string, image: Buffer): Promise<string> {
   return file;
 }
 
-function agentConfigBase(state: string, boardRoot: string): Record<string, unknown> {
-  return {
-    controlPlaneUrl: plane.httpUrl,
-    mqttUrl: plane.mqttUrl,
-    stateDir: state,
-    model: MODEL,
-    firmwareVersion: "1.0.0",
-    platform: { kind: "simulated", root: boardRoot },
+function agentConfigBase(stateDir: string, boardRoot: string): Record<string, unknown> {
+  return simulatedAgentConfig(plane, { stateDir, boardRoot, model: MODEL, firmwareVersion: "1.0.0" }, {
     measure: { paths: ["/firmware"] },
     guards: { enabled: false },
-    heartbeatIntervalMs: 500,
-    attestIntervalMs: 600_000,
-    enrollPollMs: 300,
-    reconnectMinMs: 100,
-    reconnectMaxMs: 1000,
-  };
+  });
 }
 
 async function signAndUpload(name: string, version: string, image: Buffer, models = MODEL): Promise<void> {

@@ -225,22 +225,10 @@ describe("update attacks against the compiled agent: rejected, device unchanged"
   it("a target larger than signed (endless data)", async () => {
     release("fw-endless", "1.1.0");
     repo.publish();
-    let sent = 0;
-    repo.overrides.set(repo.targetPath("fw-endless"), (_req, res) => {
-      // No content-length: the signed length is the only bound.
-      res.writeHead(200, { "content-type": "application/octet-stream" });
-      const chunk = Buffer.alloc(64 * 1024, 0x41);
-      const pump = () => {
-        while (!res.destroyed && sent < 1024 * 1024 * 1024) {
-          sent += chunk.byteLength;
-          if (!res.write(chunk)) return void res.once("drain", pump);
-        }
-        if (!res.destroyed) res.end();
-      };
-      pump();
-    });
+    // No content-length: the signed length is the only bound.
+    const stream = repo.serveEndless("fw-endless");
     await expectRejected("endless data", "fw-endless", /more than the \d+ bytes allowed/);
-    expect(sent).toBeLessThan(64 * 1024 * 1024);
+    expect(stream.sent()).toBeLessThan(64 * 1024 * 1024);
   });
 
   it("a firmware version not above the anti-rollback floor", async () => {

@@ -17,7 +17,7 @@ import { generateKeyPair, keyPairFromPrivate } from "../../shared/crypto/index.j
 import { buildTargets, expiresIn, signWith } from "../../control-plane/src/release/metadata.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, BUN, REPO_ROOT, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, BUN, REPO_ROOT, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -42,21 +42,14 @@ function agentConfig(name: string, firmwareVersion: string, slots: boolean, extr
   const boardRoot = join(base, "board");
   createSimulatedBoard(boardRoot, { model: MODEL, firmwareVersion, slots });
   const stateDir = join(base, "state");
-  const configFile = writeAgentConfig(base, {
-    controlPlaneUrl: plane.httpUrl,
-    mqttUrl: plane.mqttUrl,
-    stateDir,
-    model: MODEL,
-    firmwareVersion,
-    platform: { kind: "simulated", root: boardRoot },
-    measure: { paths: ["/firmware", "/config"] },
-    heartbeatIntervalMs: 1000,
-    attestIntervalMs: 600_000,
-    enrollPollMs: 300,
-    reconnectMinMs: 100,
-    reconnectMaxMs: 1000,
-    ...extra,
-  });
+  const configFile = writeAgentConfig(
+    base,
+    simulatedAgentConfig(plane, { stateDir, boardRoot, model: MODEL, firmwareVersion }, {
+      measure: { paths: ["/firmware", "/config"] },
+      heartbeatIntervalMs: 1000,
+      ...extra,
+    }),
+  );
   return { boardRoot, stateDir, configFile };
 }
 

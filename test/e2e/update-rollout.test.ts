@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
 import { createReleaser, type Releaser } from "../support/release.js";
 import { waitFor } from "../support/wait.js";
 
@@ -38,22 +38,15 @@ async function startBoard(name: string, enrollmentToken: string): Promise<Board>
   const boardRoot = join(dir, "board");
   createSimulatedBoard(boardRoot, { model: MODEL, firmwareVersion: "1.0.0", slots: true });
   const stateDir = join(dir, "state");
-  const configFile = writeAgentConfig(dir, {
-    controlPlaneUrl: plane.httpUrl,
-    mqttUrl: plane.mqttUrl,
-    stateDir,
-    model: MODEL,
-    firmwareVersion: "1.0.0",
-    enrollmentToken,
-    platform: { kind: "simulated", root: boardRoot },
-    measure: { paths: ["/firmware", "/config"] },
-    heartbeatIntervalMs: 1000,
-    attestIntervalMs: 600_000,
-    enrollPollMs: 300,
-    reconnectMinMs: 100,
-    reconnectMaxMs: 1000,
-    update: { trustedRootFile: releaser.rootFile },
-  });
+  const configFile = writeAgentConfig(
+    dir,
+    simulatedAgentConfig(plane, { stateDir, boardRoot, model: MODEL, firmwareVersion: "1.0.0" }, {
+      enrollmentToken,
+      measure: { paths: ["/firmware", "/config"] },
+      heartbeatIntervalMs: 1000,
+      update: { trustedRootFile: releaser.rootFile },
+    }),
+  );
   const proc = startAgent(name, configFile);
   const deviceId = await waitFor(`${name}'s key`, () => loadDeviceKey(stateDir)?.deviceId);
   const board: Board = { name, boardRoot, stateDir, proc, deviceId };

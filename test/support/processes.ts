@@ -166,6 +166,31 @@ export function requireAgentBinary(): string {
   return AGENT_BINARY;
 }
 
+/**
+ * An agent config for a simulated board talking to `plane`, with timings short enough for tests (fast enrollment
+ * polling and reconnects, heartbeats twice a second, no timer attestation). `extra` adds or overrides keys.
+ */
+export function simulatedAgentConfig(
+  plane: { httpUrl: string; mqttUrl: string },
+  device: { stateDir: string; boardRoot: string; model: string; firmwareVersion: string },
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    controlPlaneUrl: plane.httpUrl,
+    mqttUrl: plane.mqttUrl,
+    stateDir: device.stateDir,
+    model: device.model,
+    firmwareVersion: device.firmwareVersion,
+    platform: { kind: "simulated", root: device.boardRoot },
+    heartbeatIntervalMs: 500,
+    attestIntervalMs: 600_000,
+    enrollPollMs: 300,
+    reconnectMinMs: 100,
+    reconnectMaxMs: 1000,
+    ...extra,
+  };
+}
+
 export function writeAgentConfig(dir: string, config: Record<string, unknown>): string {
   const file = join(dir, "agent.json");
   writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);

@@ -215,21 +215,9 @@ describe("UpdateEngine", () => {
     it("a target larger than signed (endless data)", async () => {
       release("fw", "1.1.0");
       repo.publish();
-      let sent = 0;
-      repo.overrides.set(repo.targetPath("fw"), (_req, res) => {
-        res.writeHead(200, { "content-type": "application/octet-stream" });
-        const chunk = Buffer.alloc(64 * 1024, 0x41);
-        const pump = () => {
-          while (!res.destroyed && sent < 1024 * 1024 * 1024) {
-            sent += chunk.byteLength;
-            if (!res.write(chunk)) return void res.once("drain", pump);
-          }
-        };
-        res.on("close", () => undefined);
-        pump();
-      });
+      const stream = repo.serveEndless("fw");
       await expectRejected("fw", /more than the \d+ bytes allowed/);
-      expect(sent).toBeLessThan(64 * 1024 * 1024);
+      expect(stream.sent()).toBeLessThan(64 * 1024 * 1024);
     });
 
     it("a target missing from the signed metadata", async () => {

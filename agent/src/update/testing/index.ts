@@ -166,6 +166,27 @@ export class TestTufRepo {
     return `/tuf/targets/${hashedName(name, t.hashes["sha256"]!)}`;
   }
 
+  /**
+   * Serves `name` as an endless stream with no content-length (the "endless data" attack: only the signed length
+   * bounds the download). Returns how many bytes were written so far; it stops by itself after 1 GiB.
+   */
+  serveEndless(name: string): { sent(): number } {
+    let sent = 0;
+    this.overrides.set(this.targetPath(name), (_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      const chunk = Buffer.alloc(64 * 1024, 0x41);
+      const pump = () => {
+        while (!res.destroyed && sent < 1024 * 1024 * 1024) {
+          sent += chunk.byteLength;
+          if (!res.write(chunk)) return void res.once("drain", pump);
+        }
+        if (!res.destroyed) res.end();
+      };
+      pump();
+    });
+    return { sent: () => sent };
+  }
+
   metadataPath(name: string): string {
     return join(this.dir, "metadata", name);
   }
