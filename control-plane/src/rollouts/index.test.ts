@@ -44,6 +44,8 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     const commandKey = generateKeyPair();
     const operator = { kind: "operator", id: "tok_op", role: "operator" } as const;
     const fleet: Array<{ id: string; key: KeyPair }> = [];
+    /** Ten more devices (model T21) for the late-failure cases. */
+    const farm: Array<{ id: string; key: KeyPair }> = [];
 
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), "hw-rollout-"));
@@ -63,6 +65,12 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
         await db.insert(devices).values({ id, publicKey: toBase64Url(key.publicKey), model: i < 5 ? "S19" : "L7", enrollment: "accepted" });
       }
       fleet.sort((a, b) => a.id.localeCompare(b.id));
+      for (let i = 0; i < 10; i++) {
+        const key = generateKeyPair();
+        const id = deviceIdFromPublicKey(key.publicKey);
+        farm.push({ id, key });
+        await db.insert(devices).values({ id, publicKey: toBase64Url(key.publicKey), model: "T21", enrollment: "accepted" });
+      }
     });
     afterAll(async () => {
       await services.close();
@@ -70,7 +78,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       rmSync(dir, { recursive: true, force: true });
     });
 
-    const keyOf = (deviceId: string) => (fleet.find((d) => d.id === deviceId) as { key: KeyPair }).key;
+    const keyOf = (deviceId: string) => ([...fleet, ...farm].find((d) => d.id === deviceId) as { key: KeyPair }).key;
     const commandsFor = (rolloutId: string) => publisher.commands.filter((c) => c.params.rolloutId === rolloutId);
 
     async function ack(command: Command, status: "done" | "failed", reason?: string) {
@@ -168,6 +176,77 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       await rollouts.tick();
       expect(commandsFor(created.id)).toHaveLength(2);
       await expect(rollouts.resume(operator, created.id)).rejects.toBeInstanceOf(ConflictError);
+    });
+
+    it("stops when devices of an earlier group fail after the rollout moved on (issue 7: late failures count)", async () => {
+      // 10 devices, groups [4, 6], success 50 %, error 50 %: two of group 0 commit, group 1 starts, then the other
+      // two of group 0 roll back. Group 0 failed 50 %: the rollout stops, group 1's pending commands are superseded.
+      const created = await rollouts.create(operator, {
+        targetName: TARGET.name,
+        selector: { model: "T21" },
+        groups: [{ size: 4 }, { size: 6 }],
+        successThreshold: 50,
+        errorThreshold: 50,
+      });
+      const group0 = commandsFor(created.id);
+      expect(group0).toHaveLength(4);
+      await ack(group0[0] as Command, "done");
+      await ack(group0[1] as Command, "done");
+      await rollouts.tick();
+      let detail = await rollouts.get(created.id);
+      expect(detail).toMatchObject({ state: "running", currentGroup: 1 });
+      const group1 = commandsFor(created.id).slice(4);
+      expect(group1).toHaveLength(6);
+
+      await progress(group0[2] as Command, "rolled-back", "rolled back: health check failed");
+      await ack(group0[2] as Command, "failed", "rolled back: health check failed");
+      await rollouts.tick();
+      expect((await rollouts.get(created.id)).state).toBe("running"); // 1 of 4 is below 50 %
+      await ack(group0[3] as Command, "failed", "rolled back: health check failed");
+      await rollouts.tick();
+      detail = await rollouts.get(created.id);
+      expect(detail.state).toBe("stopped");
+      expect(detail.reason).toMatch(/error threshold reached: 2 of 4 devices failed in group 0 \(after the rollout moved on to group 1\)/);
+      expect(detail.groupStatus[0]).toMatchObject({ succeeded: 2, failed: 2 });
+      // Group 1's unacknowledged commands are no longer re-published.
+      for (const command of group1) {
+        const listed = await services.service.listCommands(command.deviceId, 10);
+        expect(listed.find((c) => c.seq === command.seq)?.status).toBe("superseded");
+      }
+      await rollouts.tick();
+      expect(commandsFor(created.id)).toHaveLength(10);
+    });
+
+    it("stops on late failures in an earlier group after several groups passed, and never completes before they finish", async () => {
+      // Groups [2, 2, 2, 4] with success 50 %, error 50 %: one device of group 0 commits and the rollout moves on;
+      // groups 1 and 2 pass the same way; group 0's second device fails while group 3 runs: stopped.
+      const created = await rollouts.create(operator, {
+        targetName: TARGET.name,
+        selector: { model: "T21" },
+        groups: [{ size: 2 }, { size: 2 }, { size: 2 }],
+        successThreshold: 50,
+        errorThreshold: 50,
+      });
+      expect(created.groupStatus.map((g) => g.size)).toEqual([2, 2, 2, 4]);
+      for (let group = 0; group < 3; group++) {
+        const sent = commandsFor(created.id).slice(group * 2, group * 2 + 2);
+        expect(sent).toHaveLength(2);
+        await ack(sent[0] as Command, "done");
+        await rollouts.tick();
+        expect((await rollouts.get(created.id)).currentGroup).toBe(group + 1);
+      }
+      const last = commandsFor(created.id).slice(6);
+      expect(last).toHaveLength(4);
+      // The last group all succeed, but group 0..2 still have a device in progress: not completed yet.
+      for (const command of last) await ack(command, "done");
+      await rollouts.tick();
+      expect((await rollouts.get(created.id)).state).toBe("running");
+      await ack(commandsFor(created.id)[3] as Command, "done"); // group 1's second device
+      await progress(commandsFor(created.id)[1] as Command, "rejected", "model T21 is not listed by the target"); // group 0's second
+      await rollouts.tick();
+      const detail = await rollouts.get(created.id);
+      expect(detail.state).toBe("stopped");
+      expect(detail.reason).toMatch(/1 of 2 devices failed in group 0 \(after the rollout moved on to group 3\)/);
     });
 
     it("counts a failed ack and an expired command as failures", async () => {

@@ -7,7 +7,7 @@
  * share the work. Devices are told through signed `update` commands (service/commands.ts: per-device seq, expiry,
  * re-published until acked); progress comes from the devices' signed `update-progress` events and the ack.
  */
-import { and, asc, desc, eq, gte, inArray, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, gte, inArray, lte, type SQL } from "drizzle-orm";
 import { ValidationError } from "../../../shared/errors/index.js";
 import type { Command } from "../../../shared/protocol/index.js";
 import { commands, deviceEvents, devices, rolloutDevices, rollouts, type Database } from "../db/index.js";
@@ -251,27 +251,41 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
     }
   }
 
-  /** One engine step for one running rollout: track, then stop / advance / finish. Returns commands to publish. */
+  /**
+   * One engine step for one running rollout: track, then stop / advance / finish. Returns commands to publish.
+   *
+   * HW-RO-1: the error threshold is checked for EVERY group the rollout has reached (0..currentGroup), not only the
+   * current one: a device of an earlier group may fail after its group passed the success threshold (a health
+   * check that rolls back minutes after the first devices committed), and that group then failed all the same.
+   */
   async function step(tx: Tx, row: RolloutRow, now: number): Promise<Command[]> {
     const at = new Date(now);
     await track(tx, row, now);
     const engine: Actor = { kind: "system", id: "rollout-engine" };
-    const members = await tx
-      .select({ status: rolloutDevices.status })
+    const reached = await tx
+      .select({ status: rolloutDevices.status, groupIndex: rolloutDevices.groupIndex })
       .from(rolloutDevices)
-      .where(and(eq(rolloutDevices.rolloutId, row.id), eq(rolloutDevices.groupIndex, row.currentGroup)));
-    const size = members.length;
-    const failed = members.filter((m) => m.status === "failed").length;
-    const succeeded = members.filter((m) => m.status === "succeeded").length;
-    const finished = members.filter((m) => FINISHED.includes(m.status as RolloutDeviceStatus)).length;
-    // HW-RO-1: the error threshold stops everything, by itself.
-    if (size > 0 && failed * 100 >= row.errorThreshold * size) {
-      const why = `error threshold reached: ${failed} of ${size} devices failed in group ${row.currentGroup} (threshold ${row.errorThreshold}%)`;
-      await move(tx, row, "error-threshold", engine, why, at);
-      await haltIssuing(tx, row, why, at);
-      ctx.logger.warn({ rolloutId: row.id, group: row.currentGroup, failed, size }, "rollout stopped at its error threshold");
-      return [];
+      .where(and(eq(rolloutDevices.rolloutId, row.id), lte(rolloutDevices.groupIndex, row.currentGroup)));
+    // HW-RO-1: every reached group, in order; the first one at its error threshold stops the rollout.
+    for (let group = 0; group <= row.currentGroup; group++) {
+      const groupMembers = reached.filter((m) => m.groupIndex === group);
+      const groupSize = groupMembers.length;
+      const groupFailed = groupMembers.filter((m) => m.status === "failed").length;
+      if (groupSize > 0 && groupFailed * 100 >= row.errorThreshold * groupSize) {
+        const late = group < row.currentGroup ? ` (after the rollout moved on to group ${row.currentGroup})` : "";
+        const why = `error threshold reached: ${groupFailed} of ${groupSize} devices failed in group ${group}${late} (threshold ${row.errorThreshold}%)`;
+        await move(tx, row, "error-threshold", engine, why, at);
+        await haltIssuing(tx, row, why, at);
+        ctx.logger.warn({ rolloutId: row.id, group, currentGroup: row.currentGroup, failed: groupFailed, size: groupSize }, "rollout stopped at its error threshold");
+        return [];
+      }
     }
+    const members = reached.filter((m) => m.groupIndex === row.currentGroup);
+    const size = members.length;
+    const succeeded = members.filter((m) => m.status === "succeeded").length;
+    // A rollout completes only when no device of ANY group is still in progress: a late failure in an earlier
+    // group must still be able to stop it (HW-RO-1).
+    const unfinished = reached.filter((m) => !FINISHED.includes(m.status as RolloutDeviceStatus)).length;
     if (size === 0 || succeeded * 100 >= row.successThreshold * size) {
       const [next] = await tx
         .select({ groupIndex: rolloutDevices.groupIndex })
@@ -285,7 +299,7 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
         row.currentGroup = next.groupIndex;
         return issueGroup(tx, row, next.groupIndex, now);
       }
-      if (finished === size) {
+      if (unfinished === 0) {
         await move(tx, row, "finish", engine, `${succeeded} of ${size} devices in the last group succeeded`, at);
         return [];
       }
