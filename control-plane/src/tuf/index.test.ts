@@ -2,6 +2,7 @@
  * The plane's TUF repository: every upload is verified against the trusted root with @tufjs/models, and what is
  * published verifies for a client (checked here with @tufjs/models, and end to end with tuf-js in the e2e tests).
  */
+import { createPublicKey } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,12 +10,13 @@ import { Metadata, MetadataKind } from "@tufjs/models";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKeyPair } from "../../../shared/crypto/index.js";
+import { tufKeyIdOf } from "../../../shared/tuf/keys.js";
 import { ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import type { Database } from "../db/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { nextRoot, signWith, expiresIn } from "../release/metadata.js";
-import { createTufRepository, ImageTooLargeError, type TufRepository } from "./index.js";
+import { createTufRepository, ImageTooLargeError, tufKeyId, type TufRepository } from "./index.js";
 import { chunksOf, offlineKeys, rootDocument, SAMPLE_CUSTOM, targetFor, targetsDocument } from "./testing.js";
 
 const DAY_MS = 86_400_000;
@@ -63,6 +65,37 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     it("refuses a root that does not list the plane's online keys", async () => {
       const otherOnline = rootDocument(keys, { ...repo.onlineKeys, snapshot: repo.onlineKeys.timestamp }, { now: clock });
       await expect(repo.uploadRoot(otherOnline)).rejects.toThrow(/online snapshot key/);
+    });
+
+    // HW-TUF-4: @tufjs/models counts distinct key IDS; one key under two ids would meet a threshold of 2 alone.
+    it("refuses a root that lists one public key twice in a role, or a key under an id that is not its own", async () => {
+      const pemOf = (publicKey: Uint8Array) =>
+        createPublicKey({ key: Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), Buffer.from(publicKey)]), format: "der", type: "spki" })
+          .export({ type: "spki", format: "pem" })
+          .toString();
+      const resigned = (change: (signed: { keys: Record<string, unknown>; roles: Record<string, { keyids: string[]; threshold: number }> }) => void) => {
+        const json = structuredClone(doc()) as { signed: never; signatures: unknown[] };
+        change(json.signed);
+        json.signatures = [];
+        return signWith(Metadata.fromJSON(MetadataKind.Root, json as never), keys.root).toJSON();
+      };
+      const targetsKey = keys.targets[0]!.publicKey;
+      const forged = resigned((signed) => {
+        signed.keys["f".repeat(64)] = signed.keys[tufKeyId(targetsKey)];
+        signed.roles.targets = { keyids: [tufKeyId(targetsKey), "f".repeat(64)], threshold: 2 };
+      });
+      await expect(repo.uploadRoot(forged)).rejects.toThrow(/key id f{64} is not the id of its key/);
+      // Siblings: the same key in another encoding under its own id, in the targets, root, snapshot and timestamp roles.
+      const byRole = { targets: targetsKey, root: keys.root[0]!.publicKey, snapshot: online.snapshot.publicKey, timestamp: online.timestamp.publicKey };
+      for (const [role, publicKey] of Object.entries(byRole)) {
+        const pem = { keytype: "ed25519", scheme: "ed25519", keyval: { public: pemOf(publicKey) } };
+        const aliased = resigned((signed) => {
+          signed.keys[tufKeyIdOf(pem)] = pem;
+          signed.roles[role]!.keyids.push(tufKeyIdOf(pem));
+        });
+        await expect(repo.uploadRoot(aliased), role).rejects.toThrow(/lists one public key twice/);
+      }
+      expect((await repo.status()).rootVersion).toBeNull();
     });
 
     it("accepts root v1 and serves it as root.json and 1.root.json", async () => {

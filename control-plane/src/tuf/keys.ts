@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Key, Signature } from "@tufjs/models";
-import { canonicalize } from "../../../shared/canonical/index.js";
+import { tufKeyIdOf } from "../../../shared/tuf/keys.js";
 import { fromBase64Url, generateKeyPair, keyPairFromPrivate, sha256Hex, signBytes, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { assertPrivateFile, writeSecretFileAtomic } from "../keys/index.js";
@@ -28,9 +28,9 @@ export function tufKeyJson(publicKey: Uint8Array): TufKeyJson {
   return { keytype: "ed25519", scheme: "ed25519", keyval: { public: hex(publicKey) } };
 }
 
-/** TUF key id: sha256 over the canonical JSON of the key object (ASCII-only, so RFC 8785 = OLPC canonical). */
+/** TUF key id: sha256 over the canonical JSON of the key object (TUF 4.2; one definition: shared/tuf/keys.ts). */
 export function tufKeyId(publicKey: Uint8Array): string {
-  return sha256Hex(canonicalize(tufKeyJson(publicKey)));
+  return tufKeyIdOf(tufKeyJson(publicKey));
 }
 
 export function tufKey(publicKey: Uint8Array): Key {

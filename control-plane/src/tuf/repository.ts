@@ -17,6 +17,7 @@ import { Metadata, MetadataKind, MetaFile, Root, Snapshot, Targets, TargetFile, 
 import { and, desc, eq, inArray, sql } from "drizzle-orm";
 import type pino from "pino";
 import { HashwardError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
+import { assertDelegationKeys, assertRootKeys } from "../../../shared/tuf/keys.js";
 import { tufMetadata, tufImages, type Database } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { exportOnlineKeys, tufKeyId, tufSigner, type OnlineKeys, type OnlineKeysExport } from "./keys.js";
@@ -260,6 +261,8 @@ export function createTufRepository(deps: {
 
     async uploadRoot(document) {
       const candidate = parseMetadata(MetadataKind.Root, document);
+      // HW-TUF-4: every key under its own id, no public key twice in a role (@tufjs/models counts key ids).
+      assertRootKeys((document as { signed: unknown }).signed);
       const at = now();
       return db.transaction(async (tx) => {
         await lock(tx);
@@ -292,6 +295,9 @@ export function createTufRepository(deps: {
         const root = await trustedRoot(tx);
         if (!root) throw new ConflictError("no root is published yet: upload root metadata first (release upload)");
         const version = candidate.signed.version;
+        // HW-TUF-4: also a root stored before this check must count distinct keys before it verifies anything.
+        assertRootKeys(root.signed.toJSON());
+        assertDelegationKeys((document as { signed: unknown }).signed);
         // HW-TUF-1, TUF 5.6.3: a threshold of the targets keys the trusted root names (online keys do not count).
         verifyRole(root, "targets", candidate, `targets v${version} is not signed by a threshold of the root's targets keys`);
         const previous = await currentTargets(tx);

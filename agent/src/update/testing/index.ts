@@ -10,6 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { Key, Metadata, MetaFile, Root, Signature, Snapshot, TargetFile, Targets, Timestamp } from "@tufjs/models";
+import { tufKeyIdOf } from "../../../../shared/tuf/keys.js";
 import { buildFirmwareImage, type ImageFile } from "../image.js";
 import { simulatedFirmwareFiles } from "../../platform/simulated.js";
 
@@ -23,11 +24,13 @@ export function generateTufKey(): TestKey {
   const { publicKey, privateKey } = generateKeyPairSync("ed25519");
   const raw = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
   const publicHex = Buffer.from(raw).toString("hex");
-  const keyId = createHash("sha256").update(publicHex).digest("hex");
+  // TUF 4.2: the key id is the SHA-256 of the canonical key object (HW-TUF-4 refuses any other).
+  const keyId = tufKeyIdOf({ keytype: "ed25519", scheme: "ed25519", keyval: { public: publicHex } });
   return { keyId, key: new Key({ keyID: keyId, keyType: "ed25519", scheme: "ed25519", keyVal: { public: publicHex } }), privateKey };
 }
 
-function signWith<T extends Root | Targets | Snapshot | Timestamp>(md: Metadata<T>, signers: readonly TestKey[]): Metadata<T> {
+/** Signs `md` with each signer (appending); exported so tests can stage their own delegation graphs. */
+export function signWith<T extends Root | Targets | Snapshot | Timestamp>(md: Metadata<T>, signers: readonly TestKey[]): Metadata<T> {
   for (const signer of signers) {
     md.sign((data) => new Signature({ keyID: signer.keyId, sig: cryptoSign(null, data, signer.privateKey).toString("hex") }), true);
   }
@@ -40,7 +43,7 @@ function hashedName(name: string, sha256: string): string {
   return slash < 0 ? `${sha256}.${name}` : `${name.slice(0, slash)}/${sha256}.${name.slice(slash + 1)}`;
 }
 
-const isoIn = (ms: number) => new Date(Date.now() + ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+export const isoIn = (ms: number) => new Date(Date.now() + ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 const DAY = 86_400_000;
 
 export interface ReleaseCustom {
@@ -126,10 +129,21 @@ export class TestTufRepo {
    * Signs and writes new targets, snapshot and timestamp versions. Options stage attacks: who signs targets
    * (default: the targets keys to threshold), expiry of the timestamp.
    */
-  publish(opts: { targetsSigners?: readonly TestKey[]; timestampExpiresInMs?: number; timestampSigners?: readonly TestKey[] } = {}): void {
+  publish(
+    opts: {
+      targetsSigners?: readonly TestKey[];
+      timestampExpiresInMs?: number;
+      timestampSigners?: readonly TestKey[];
+      /** Returns the top-level targets to sign instead (e.g. with delegations added). */
+      configureTargets?: (targets: Targets) => Targets;
+      /** Delegated roles written with `writeDelegatedRole`, listed in the snapshot: role name -> version. */
+      delegated?: ReadonlyMap<string, number>;
+    } = {},
+  ): void {
     this.versions.targets += 1;
-    const targets = new Targets({ version: this.versions.targets, specVersion: "1.0.31", expires: isoIn(30 * DAY) });
+    let targets = new Targets({ version: this.versions.targets, specVersion: "1.0.31", expires: isoIn(30 * DAY) });
     for (const t of this.targets.values()) targets.addTarget(t);
+    if (opts.configureTargets) targets = opts.configureTargets(targets);
     const targetsBytes = this.writeMetadata(
       `${this.versions.targets}.targets.json`,
       signWith(new Metadata(targets), opts.targetsSigners ?? this.keys.targets.slice(0, this.thresholds.targets)),
@@ -139,7 +153,10 @@ export class TestTufRepo {
       version: this.versions.snapshot,
       specVersion: "1.0.31",
       expires: isoIn(7 * DAY),
-      meta: { "targets.json": new MetaFile({ version: this.versions.targets, length: targetsBytes.byteLength, hashes: { sha256: createHash("sha256").update(targetsBytes).digest("hex") } }) },
+      meta: {
+        "targets.json": new MetaFile({ version: this.versions.targets, length: targetsBytes.byteLength, hashes: { sha256: createHash("sha256").update(targetsBytes).digest("hex") } }),
+        ...Object.fromEntries([...(opts.delegated ?? new Map())].map(([name, version]) => [`${name}.json`, new MetaFile({ version })])),
+      },
     });
     const snapshotBytes = this.writeMetadata(`${this.versions.snapshot}.snapshot.json`, signWith(new Metadata(snapshot), [this.keys.snapshot]));
     this.signTimestamp({ ...opts, snapshotBytes });
@@ -157,6 +174,32 @@ export class TestTufRepo {
       snapshotMeta: new MetaFile({ version: snapshotVersion, length: bytes.byteLength, hashes: { sha256: createHash("sha256").update(bytes).digest("hex") } }),
     });
     this.writeMetadata("timestamp.json", signWith(new Metadata(timestamp), opts.timestampSigners ?? [this.keys.timestamp]));
+  }
+
+  /**
+   * Writes delegated role `name` (version `targets.version`), signed by `signers`, where tuf-js fetches it:
+   * `<v>.<encodeURIComponent(name)>.json` (served through an override, since the name may hold `/` or `..`).
+   */
+  writeDelegatedRole(name: string, targets: Targets, signers: readonly TestKey[]): Buffer {
+    const bytes = Buffer.from(JSON.stringify(signWith(new Metadata(targets), signers).toJSON()));
+    this.overrides.set(`/tuf/metadata/${targets.version}.${name}.json`, (_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": bytes.byteLength }).end(bytes);
+    });
+    return bytes;
+  }
+
+  /** Writes root v(N+1), changed by `change`, signed by the current root keys and `extraSigners`; returns it. */
+  rotateRoot(change: (root: Root) => void, extraSigners: readonly TestKey[] = []): Metadata<Root> {
+    const current = Metadata.fromJSON("root" as never, JSON.parse(readFileSync(join(this.dir, "metadata", "root.json"), "utf8"))) as Metadata<Root>;
+    const json = current.signed.toJSON() as Record<string, unknown>;
+    json.version = current.signed.version + 1;
+    const next = new Metadata(Root.fromJSON(json as never));
+    change(next.signed);
+    this.versions.root = next.signed.version;
+    const md = signWith(next, [...this.keys.root.slice(0, this.thresholds.root), ...extraSigners]);
+    this.writeMetadata(`${this.versions.root}.root.json`, md);
+    this.writeMetadata("root.json", md);
+    return md;
   }
 
   /** The URL path of a target's file (consistent snapshot: hash-prefixed). */
