@@ -19,17 +19,18 @@ import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSyn
 import { join } from "node:path";
 import type { TargetFile } from "tuf-js";
 import { z } from "zod";
-import { HashwardError, type Command } from "../../../shared/index.js";
+import { HashwardError, ValidationError, type Command } from "../../../shared/index.js";
 import type { Logger } from "../log/index.js";
 import type { Platform, UpdateSlots } from "../platform/types.js";
-import { compareSemVer, isSemVer } from "./semver.js";
+import { parseReleaseCustom, type ReleaseCustom } from "../../../shared/protocol/release.js";
+import { compareSemVer } from "../../../shared/semver/index.js";
 import { FINAL_PHASES, UpdateStore, type JournalPhase, type UpdateJournal } from "./store.js";
 import { TufClient, TufError } from "./tuf.js";
 
 export { TufClient, TufError, initTrustedRoot } from "./tuf.js";
 export { UpdateStore, type UpdateJournal } from "./store.js";
 export { buildFirmwareImage, extractFirmwareImage, ImageFormatError, IMAGE_FORMAT } from "./image.js";
-export { compareSemVer, isSemVer } from "./semver.js";
+export { compareSemVer, isSemVer } from "../../../shared/semver/index.js";
 
 export const UPDATE_PHASES = ["download", "verify", "install", "health-check", "committed", "rolled-back", "rejected"] as const;
 export type UpdatePhase = (typeof UPDATE_PHASES)[number];
@@ -43,11 +44,6 @@ export const updateParamsSchema = z.object({
   rolloutId: z.string().min(1).max(128).optional(),
 });
 
-/** The signed custom metadata of a release target (written by the release CLI). */
-export const releaseCustomSchema = z.looseObject({
-  hardwareModels: z.array(z.string().min(1).max(128)).min(1).max(256),
-  version: z.string().refine(isSemVer, "must be a semantic version"),
-});
 
 export interface UpdateOutcome {
   status: "done" | "failed";
@@ -251,23 +247,26 @@ export class UpdateEngine {
     return await this.finishFromTrial(j);
   }
 
-  private checkTarget(target: TargetFile): z.infer<typeof releaseCustomSchema> {
-    const custom = releaseCustomSchema.safeParse(target.custom);
-    if (!custom.success) {
-      const issue = custom.error.issues[0];
-      throw new Rejected(`target ${target.path}: signed custom metadata invalid at ${issue?.path.join(".") || "custom"}: ${issue?.message ?? "?"}`);
+  private checkTarget(target: TargetFile): ReleaseCustom {
+    let custom: ReleaseCustom;
+    try {
+      // The wire definition the plane checks at upload (shared/protocol/release.ts): one contract, one version rule.
+      custom = parseReleaseCustom(target.custom, target.path);
+    } catch (error) {
+      const field = error instanceof ValidationError ? ` at ${error.field}` : "";
+      throw new Rejected(`target ${target.path}: signed custom metadata invalid${field}: ${(error as Error).message}`);
     }
-    if (!custom.data.hardwareModels.includes(this.deps.model)) {
-      throw new Rejected(`target ${target.path} is for ${custom.data.hardwareModels.join(", ")}, not this ${this.deps.model}`);
+    if (!custom.hardwareModels.includes(this.deps.model)) {
+      throw new Rejected(`target ${target.path} is for ${custom.hardwareModels.join(", ")}, not this ${this.deps.model}`);
     }
     // HW-UPD-3: anti-rollback, strictly above the floor (the same version is not re-installed either).
-    if (compareSemVer(custom.data.version, this.floor) <= 0) {
-      throw new Rejected(`target version ${custom.data.version} is not above the anti-rollback floor ${this.floor}`);
+    if (compareSemVer(custom.version, this.floor) <= 0) {
+      throw new Rejected(`target version ${custom.version} is not above the anti-rollback floor ${this.floor}`);
     }
     if (target.length > this.deps.maxImageBytes) {
       throw new Rejected(`target ${target.path} is ${target.length} bytes, over update.maxImageBytes ${this.deps.maxImageBytes}`);
     }
-    return custom.data;
+    return custom;
   }
 
   /** From phase trial/commit/rollback: boot the new slot on trial, check its health, commit or roll back. */

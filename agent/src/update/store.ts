@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ConfigError } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
-import { isSemVer } from "./semver.js";
+import { isSemVer } from "../../../shared/semver/index.js";
 
 export const JOURNAL_PHASES = ["download", "verify", "install", "trial", "commit", "rollback", "committed", "rolled-back"] as const;
 export type JournalPhase = (typeof JOURNAL_PHASES)[number];

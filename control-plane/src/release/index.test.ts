@@ -111,7 +111,14 @@ describe("release CLI", () => {
     const signed = await run("sign", "--keys", join(dir, "keys"), "--repo", repo, "--image", join(dir, "fw.img"), "--name", "fw-s19-2.0.0", "--version", "2.0.0", "--models", "S19,S19j", "--reference", join(dir, "measure.json"));
     expect(signed.err).toBe("");
     expect(signed.json()).toMatchObject({ version: 1, target: { name: "fw-s19-2.0.0", sha256: sha256OfBytes(image), length: image.length } });
-    expect((await run("sign", "--keys", join(dir, "keys"), "--repo", repo, "--image", join(dir, "fw.img"), "--version", "two", "--models", "S19", "--reference", join(dir, "measure.json"))).code).toBe(2);
+    // One definition of a version (shared/semver): what every agent would refuse is never signed (issue 7).
+    for (const version of ["two", "1.0.0-01", "1.0.0-a..b", "1.0.0-rc.", "v2.0.0", "2.0.0+"]) {
+      const refused = await run("sign", "--keys", join(dir, "keys"), "--repo", repo, "--image", join(dir, "fw.img"), "--version", version, "--models", "S19", "--reference", join(dir, "measure.json"));
+      expect(refused.code, version).toBe(2);
+      expect(refused.err, version).toMatch(/semantic version/);
+    }
+    // A model name the agent-side definition refuses is not signed either.
+    expect((await run("sign", "--keys", join(dir, "keys"), "--repo", repo, "--image", join(dir, "fw.img"), "--version", "2.0.1", "--models", "S19,bad/model", "--reference", join(dir, "measure.json"))).code).toBe(2);
 
     const uploaded = await run("upload", "--url", "http://plane", "--token-file", adminTokenFile, "--repo", repo);
     expect(uploaded.err).toBe("");

@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import type { Metadata, Root, Targets } from "@tufjs/models";
 import { HashwardError } from "../../../shared/errors/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
-import { parseMeasurement, SEMVER, TARGET_NAME, type OnlineKeysExport, type ReleaseMeasurement } from "../tuf/index.js";
+import { isSemVer, parseMeasurement, parseReleaseCustom, TARGET_NAME, type OnlineKeysExport, type ReleaseMeasurement } from "../tuf/index.js";
 import { createKeyDir, loadKeyDir } from "./keydir.js";
 import { buildRoot, buildTargets, expiresIn, nextRoot, parseRootJson, parseTargetsJson, signWith } from "./metadata.js";
 
@@ -176,10 +176,17 @@ export async function runRelease(argv: readonly string[], io: ReleaseIo): Promis
       const name = v.name ?? basename(image);
       if (!TARGET_NAME.test(name)) throw new UsageError(`--name ${name}: must match ${TARGET_NAME.source}`);
       const version = required(v.version, "version");
-      if (!SEMVER.test(version)) throw new UsageError(`--version ${version}: must be semver (e.g. 2.1.0)`);
+      // HW-UPD-3: the version definition the plane's upload check and every agent's floor share (shared/semver).
+      if (!isSemVer(version)) throw new UsageError(`--version ${version}: must be a semantic version (SemVer 2.0.0, e.g. 2.1.0 or 2.1.0-rc.1)`);
       const models = required(v.models, "models").split(",").map((m) => m.trim()).filter(Boolean);
       if (models.length === 0) throw new UsageError("--models needs at least one model");
       const referenceMeasurements = readReference(required(v.reference, "reference"));
+      // The same check the plane runs at upload: nothing is signed that the plane (or an agent) would refuse.
+      try {
+        parseReleaseCustom({ hardwareModels: models, version, referenceMeasurements }, name);
+      } catch (error) {
+        throw new UsageError(`release metadata for ${name}: ${(error as Error).message}`);
+      }
       const { sha256, length } = await sha256OfFile(image);
       const previousVersion = latestVersion(repo, "targets");
       const previous = previousVersion === null ? null : parseTargetsJson(readJson(join(repo, `${previousVersion}.targets.json`), "targets"));

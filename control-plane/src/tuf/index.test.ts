@@ -128,8 +128,13 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       await expect(repo.uploadTargets(targetsDocument([target], keys.targets, { now: clock, expiresMs: -1000 }))).rejects.toThrow(/expired/);
       await expect(repo.uploadTargets(targetsDocument([targetFor("fw-s19", image3)], keys.targets, { now: clock }))).rejects.toThrow(/not uploaded/);
       await expect(repo.uploadTargets(targetsDocument([{ ...target, length: target.length + 1 }], keys.targets, { now: clock }))).rejects.toThrow(/length/);
-      const bad = { ...target, custom: { ...SAMPLE_CUSTOM, version: "two" } };
-      await expect(repo.uploadTargets(targetsDocument([bad], keys.targets, { now: clock }))).rejects.toBeInstanceOf(ValidationError);
+      // HW-UPD-3: the agents' version definition (shared/semver); each of these was published once and refused by every agent.
+      for (const version of ["two", "1.0.0-01", "1.0.0-a..b", "1.0.0-rc.", "01.0.0", "1.0.0+", "v1.0.0"]) {
+        const bad = { ...target, custom: { ...SAMPLE_CUSTOM, version } };
+        await expect(repo.uploadTargets(targetsDocument([bad], keys.targets, { now: clock })), version).rejects.toMatchObject({ field: "signed.targets.fw-s19.custom.version" });
+      }
+      const noMeasurements = { ...target, custom: { hardwareModels: ["S19"], version: "2.0.0" } as never };
+      await expect(repo.uploadTargets(targetsDocument([noMeasurements], keys.targets, { now: clock }))).rejects.toMatchObject({ field: "signed.targets.fw-s19.custom.referenceMeasurements" });
       // A path listed twice could not become reference values, so the release is refused before publishing.
       const twice = { ...target, custom: { ...SAMPLE_CUSTOM, referenceMeasurements: [...SAMPLE_CUSTOM.referenceMeasurements, ...SAMPLE_CUSTOM.referenceMeasurements] } };
       await expect(repo.uploadTargets(targetsDocument([twice], keys.targets, { now: clock }))).rejects.toThrow(/listed twice/);
