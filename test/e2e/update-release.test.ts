@@ -7,13 +7,17 @@
  *  - a device that installed the release attests trusted against the release's reference values.
  */
 import { execFileSync, spawnSync } from "node:child_process";
+import { createPublicKey } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Metadata, MetadataKind, Root } from "@tufjs/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildFirmwareImage } from "../../agent/src/update/index.js";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { simulatedFirmwareFiles } from "../../agent/src/platform/simulated.js";
 import { generateKeyPair, keyPairFromPrivate } from "../../shared/crypto/index.js";
+import { tufKeyIdOf } from "../../shared/tuf/keys.js";
+import { tufKeyId } from "../../control-plane/src/tuf/keys.js";
 import { buildTargets, expiresIn, signWith } from "../../control-plane/src/release/metadata.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
@@ -137,4 +141,35 @@ describe("signed releases (release CLI -> plane TUF repository -> tuf-js clients
     expect(view.lastAppraisal.referenceId).toBe((await admin.get(`/api/v1/reference-values?model=${MODEL}&firmwareVersion=2.0.0`)).referenceValues[0].id);
     expect(readFileSync(join(device.boardRoot, "boot/active"), "utf8").trim()).toBe("b");
   }, 90_000);
+
+  // Last in this file: its API calls leave keep-alive sockets that the blocking spawnSync of the tuf CLI in the
+  // tests above would let the server close under the client (issue 7 section 6, "other side closed").
+  it("refuses, over the API, a root v2 counting one targets key twice and a release version agents would refuse (issue 7)", async () => {
+    const keyPair = (role: string, i: number) => keyPairFromPrivate(new Uint8Array(Buffer.from(JSON.parse(readFileSync(join(keys(), role, `${role}-${i}.json`), "utf8")).private, "hex")));
+    // HW-TUF-4: root v2 lists targets key 1 twice (hex and PEM, each under its own key id) with threshold 2.
+    const current = Metadata.fromJSON(MetadataKind.Root, JSON.parse(readFileSync(join(repo(), "root.json"), "utf8")));
+    const json = current.signed.toJSON() as { version: number; keys: Record<string, unknown>; roles: Record<string, { keyids: string[]; threshold: number }> };
+    json.version = current.signed.version + 1;
+    const targetsKey = keyPair("targets", 1).publicKey;
+    const pem = createPublicKey({ key: Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), Buffer.from(targetsKey)]), format: "der", type: "spki" }).export({ type: "spki", format: "pem" }).toString();
+    const alias = { keytype: "ed25519", scheme: "ed25519", keyval: { public: pem } };
+    json.keys[tufKeyIdOf(alias)] = alias;
+    json.roles["targets"] = { keyids: [tufKeyId(targetsKey), tufKeyIdOf(alias)], threshold: 2 };
+    const doubled = signWith(new Metadata(Root.fromJSON(json as never)), [keyPair("root", 1), keyPair("root", 2)]).toJSON();
+    const refused = await admin.request("POST", "/api/v1/tuf/root", doubled);
+    expect(refused.status).toBe(400);
+    expect(refused.body.error.message).toMatch(/lists one public key twice/);
+    expect((await admin.get("/api/v1/tuf/status")).rootVersion).toBe(current.signed.version);
+
+    // HW-UPD-3: a release versioned 1.0.0-01, signed to threshold by the real targets keys, is not published.
+    const previous = Metadata.fromJSON(MetadataKind.Targets, JSON.parse(readFileSync(join(repo(), "targets.json"), "utf8")));
+    const published = previous.signed.targets["fw-s19-2.0.0"]!;
+    for (const version of ["1.0.0-01", "1.0.0-a..b", "1.0.0-rc."]) {
+      const next = buildTargets(previous, [{ name: "fw-s19-odd", length: published.length, sha256: published.hashes.sha256!, custom: { hardwareModels: [MODEL], version, referenceMeasurements: [] } }], expiresIn(86_400_000));
+      const response = await admin.request("POST", "/api/v1/tuf/targets", signWith(next, [keyPair("targets", 1), keyPair("targets", 2)]).toJSON());
+      expect(response.status, version).toBe(400);
+      expect(JSON.stringify(response.body), version).toMatch(/custom\.version/);
+    }
+    expect((await admin.get("/api/v1/tuf/status")).targetsVersion).toBe(previous.signed.version);
+  });
 });
