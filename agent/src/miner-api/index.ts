@@ -1,6 +1,7 @@
 /**
  * Client for the cgminer/bmminer JSON API (TCP 4028; ARCHITECTURE "Who uses it"): one request per connection,
- * `{"command":"summary"}` (plus `"parameter"`), the answer is JSON terminated by a NUL byte or by the close.
+ * `{"command":"summary"}` (plus `"parameter"`), the answer is JSON terminated by a NUL byte or by the close,
+ * read as cgminer writes it (raw control and non-UTF-8 bytes in strings, `}{` in arrays: answer.ts).
  *
  * The miner is not trusted: every answer is bounded in time (`timeoutMs`, whole exchange) and size
  * (`maxResponseBytes`), parsed strictly for the fields we use, and every failure is a MinerApiError subclass
@@ -8,42 +9,11 @@
  */
 import { connect } from "node:net";
 import { z } from "zod";
-import { HashwardError } from "../../../shared/index.js";
+import { parseCgminerAnswer } from "./answer.js";
+import { MinerApiCommandError, MinerApiError, MinerApiMalformedError, MinerApiOversizedError, MinerApiTimeoutError, MinerApiUnreachableError } from "./errors.js";
 
-export class MinerApiError extends HashwardError {
-  override name = "MinerApiError";
-  /** Stable short kind, used as the finding's `seen` so one failure mode is reported once. */
-  readonly kind: string = "error";
-}
-/** Connection refused, reset or closed before any answer. */
-export class MinerApiUnreachableError extends MinerApiError {
-  override name = "MinerApiUnreachableError";
-  override readonly kind = "unreachable";
-}
-export class MinerApiTimeoutError extends MinerApiError {
-  override name = "MinerApiTimeoutError";
-  override readonly kind = "timeout";
-}
-export class MinerApiOversizedError extends MinerApiError {
-  override name = "MinerApiOversizedError";
-  override readonly kind = "oversized";
-}
-/** Not JSON, or JSON without the fields we use (names the first bad field). */
-export class MinerApiMalformedError extends MinerApiError {
-  override name = "MinerApiMalformedError";
-  override readonly kind = "malformed";
-}
-/** A well-formed answer with STATUS "E"/"F" (e.g. "Cannot remove active pool"). */
-export class MinerApiCommandError extends MinerApiError {
-  override name = "MinerApiCommandError";
-  override readonly kind = "refused";
-  constructor(
-    message: string,
-    readonly code: number | undefined,
-  ) {
-    super(message);
-  }
-}
+export { MinerApiError, MinerApiUnreachableError, MinerApiTimeoutError, MinerApiOversizedError, MinerApiMalformedError, MinerApiCommandError } from "./errors.js";
+export { parseCgminerAnswer, MAX_ANSWER_DEPTH } from "./answer.js";
 
 export interface MinerApiOptions {
   host: string;
@@ -129,7 +99,7 @@ export class MinerApiClient {
   /** Sends one command on a fresh connection and returns the parsed JSON object (STATUS checked). */
   async request(command: MinerCommand, parameter?: string): Promise<Record<string, unknown>> {
     const raw = await this.exchange(JSON.stringify(parameter === undefined ? { command } : { command, parameter }));
-    const body = parseAnswer(raw, command);
+    const body = parseCgminerAnswer(raw, command);
     const status = statusSchema.safeParse(body["STATUS"]);
     if (!status.success) throw new MinerApiMalformedError(`${command}: answer has no valid STATUS (${firstIssue(status.error)})`);
     const first = status.data[0]!;
@@ -248,23 +218,6 @@ export class MinerApiClient {
       socket.on("error", (error) => finish(new MinerApiUnreachableError(`miner API ${this.endpoint}: ${error.message}`)));
     });
   }
-}
-
-function parseAnswer(raw: Buffer, command: string): Record<string, unknown> {
-  const text = raw.toString("utf8").trim();
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    try {
-      // Known bmminer defect: `stats` objects are printed back to back without a comma ("}{").
-      value = JSON.parse(text.replace(/\}\s*\{/g, "},{"));
-    } catch {
-      throw new MinerApiMalformedError(`${command}: answer is not JSON (${JSON.stringify(text.slice(0, 60))})`);
-    }
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new MinerApiMalformedError(`${command}: answer is not a JSON object`);
-  return value as Record<string, unknown>;
 }
 
 function firstIssue(error: z.ZodError): string {
