@@ -411,4 +411,17 @@ describe("GuardRunner failures (HW-GUARD-7) and restarts", () => {
     });
     expect(subjects((await again.runner.runNow()).findings)).toEqual(["connection 198.51.100.7:7000"]);
   });
+
+  it("a :* pool policy: the miner moved to another port of the approved host (client.reconnect) is no finding, another host is", async () => {
+    const policy: GuardPolicy = { ...POLICY, pools: { allowedUrls: ["stratum+tcp://pool.example.net:*"], workerPatterns: POLICY.pools.workerPatterns } };
+    const { runner, root, port } = await setup({ policy });
+    await attackFromAnotherProcess(port, [
+      { command: "addpool", parameter: "stratum+tcp://pool.example.net:17021,farm.worker1,x" },
+      { command: "switchpool", parameter: "1" },
+    ]);
+    writeSimulatedSockets(root, { v4: [...CLEAN_SOCKETS, { local: "192.168.1.20:40001", remote: "198.51.100.7:17021", state: "ESTABLISHED" }] });
+    expect((await runner.runNow()).findings).toEqual([]);
+    writeSimulatedSockets(root, { v4: [...CLEAN_SOCKETS, { local: "192.168.1.20:40001", remote: "203.0.113.66:17021", state: "ESTABLISHED" }] });
+    expect(subjects((await runner.runNow()).findings)).toEqual(["connection 203.0.113.66:17021"]);
+  });
 });
