@@ -77,6 +77,9 @@ export interface MinerStats {
 }
 const configSchema = z.looseObject({ CONFIG: z.array(z.looseObject({ "Pool Count": int.optional(), Strategy: z.string().max(64).optional() })).min(1) });
 
+/** cgminer api.c message code of the `pools` answer when the miner has no pool. */
+const MSG_NOPOOL = 8;
+
 export type MinerCommand = "summary" | "pools" | "devs" | "stats" | "config" | "addpool" | "switchpool" | "removepool" | "enablepool" | "disablepool";
 
 export class MinerApiClient {
@@ -123,7 +126,15 @@ export class MinerApiClient {
   }
 
   async pools(): Promise<MinerPool[]> {
-    const pools = this.parse(poolsSchema, await this.request("pools"), "pools").POOLS;
+    let body: Record<string, unknown>;
+    try {
+      body = await this.request("pools");
+    } catch (error) {
+      // cgminer answers a miner without pools with STATUS "E", code 8 (api.c MSG_NOPOOL "No pools"): an empty list.
+      if (error instanceof MinerApiCommandError && error.code === MSG_NOPOOL) return [];
+      throw error;
+    }
+    const pools = this.parse(poolsSchema, body, "pools").POOLS;
     const flagged = pools.some((p) => p["Stratum Active"] === true);
     // Without "Stratum Active" (getwork-era cgminer) the live pool is the alive one with the best priority.
     const fallback = flagged ? undefined : [...pools].filter((p) => p.Status === "Alive").sort((a, b) => a.Priority - b.Priority)[0];

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSimulatedBoard } from "../platform/index.js";
 import { tempDir } from "../testing/index.js";
+import { MinerApiClient } from "../miner-api/index.js";
 import { SimMiner } from "./index.js";
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -65,6 +66,12 @@ describe("simulated miner: cgminer's bytes", () => {
     const joined = (await ask(port, '{"command":"summary+pools"}')).toString("latin1");
     expect(JSON.parse(joined.slice(0, -1))).toMatchObject({ summary: [{ STATUS: [{ Code: 11 }], SUMMARY: [{}] }], pools: [{ STATUS: [{ Code: 7 }], POOLS: [{}] }], id: 1 });
     expect((await ask(port, '{"command":"pools+addpool","parameter":"x"}')).toString("latin1")).toContain('"STATUS":"E"');
+  });
+
+  it("a miner without pools answers STATUS E code 8 \"No pools\", which the client reads as an empty list", async () => {
+    const { port } = await miner({ pools: [] });
+    expect((await ask(port, '{"command":"pools"}')).toString("latin1")).toMatch(/^\{"STATUS":\[\{"STATUS":"E","When":\d+,"Code":8,"Msg":"No pools",/);
+    expect(await new MinerApiClient({ host: "127.0.0.1", port }).pools()).toEqual([]);
   });
 
   it("reads its config as cgminer does: a scheme-less URL gets stratum+tcp://, top-level url/user pools come first", async () => {
