@@ -5,7 +5,8 @@
  * worker name goes out raw, the answer is NUL-terminated). The attacker is another process using the plain
  * `command|parameter` form, as cgminer's own api-example tools do.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -54,7 +55,8 @@ async function startBoard(name: string, config?: Record<string, unknown>): Promi
     }),
   );
   if (!referenceRegistered) {
-    const measured = JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" }));
+    // Async: a blocked event loop would miss the plane closing an idle keep-alive socket and reuse it.
+    const measured = JSON.parse((await promisify(execFile)(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" })).stdout);
     await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
     referenceRegistered = true;
   }
