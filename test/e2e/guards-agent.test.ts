@@ -4,7 +4,8 @@
  * protocol. The attacker is another process on the "LAN" using addpool/switchpool; the plane quarantines by
  * policy. A second board stages a phone-home connection and /etc/ld.so.preload, and a malformed miner answer.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -52,7 +53,8 @@ async function startBoard(name: string, extra: Record<string, unknown> = {}): Pr
     }),
   );
   if (!referenceRegistered) {
-    const measured = JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" }));
+    // Async: a blocked event loop would miss the plane closing an idle keep-alive socket and reuse it.
+    const measured = JSON.parse((await promisify(execFile)(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" })).stdout);
     await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
     referenceRegistered = true;
   }
