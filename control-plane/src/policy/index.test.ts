@@ -88,6 +88,11 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
         ["pools", "no port", { allowedUrls: ["stratum+tcp://pool.example.com"] }, "allowedUrls.0"],
         ["pools", "credentials", { allowedUrls: ["stratum+tcp://me:pw@pool.example.com:3333"] }, "allowedUrls.0"],
         ["pools", "no url", { allowedUrls: [] }, "allowedUrls"],
+        ["pools", "no scheme", { allowedUrls: [POOL, "pool.example.com:3333"] }, "allowedUrls.1"],
+        ["pools", "other fragment", { allowedUrls: ["stratum+tcp://pool.example.com:3333#frag"] }, "allowedUrls.0"],
+        ["pools", "query", { allowedUrls: ["stratum+tcp://pool.example.com:3333?x=1"] }, "allowedUrls.0"],
+        ["pools", "port wildcard without host", { allowedUrls: ["stratum+tcp://:*"] }, "allowedUrls.0"],
+        ["pools", "port range", { allowedUrls: ["stratum+tcp://pool.example.com:3000-4000"] }, "allowedUrls.0"],
         ["pools", "unanchored", { allowedUrls: [POOL], workerPatterns: ["farm\\.rig\\d+"] }, "workerPatterns.0"],
         ["pools", "escaped $", { allowedUrls: [POOL], workerPatterns: ["^farm\\$"] }, "workerPatterns.0"],
         ["pools", "bad regex", { allowedUrls: [POOL], workerPatterns: ["^farm(\\.rig$"] }, "workerPatterns.0"],
@@ -116,10 +121,16 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       for (const kind of ["pools", "network", "indicators"] as const) expect((await policy.listPolicies(kind)).policies).toEqual([]);
     });
 
-    it("accepts stratum V1/V2 URLs, anchored worker patterns, hosts with ports and IPv6", async () => {
+    it("accepts stratum V1/V2 URLs, NiceHash #xnsub, any port on a host (:*), anchored worker patterns, hosts with ports and IPv6", async () => {
       const pools = await policy.putPolicy(OPERATOR, "pools", {
         scope: { model: "validation-only" },
-        allowedUrls: [POOL, BACKUP, "stratum2+tcp://v2.example.com:3336/9bDuixKmZqAJnrmP746n8zU1wyAQRrus7th9dxnkPg6RzQvCnan"],
+        allowedUrls: [
+          POOL,
+          BACKUP,
+          "stratum2+tcp://v2.example.com:3336/9bDuixKmZqAJnrmP746n8zU1wyAQRrus7th9dxnkPg6RzQvCnan",
+          "stratum+tcp://sha256.eu.nicehash.com:9200#xnsub",
+          "stratum+tcp://rental.example.com:*",
+        ],
         workerPatterns: ["^farm1\\.rig[0-9]{1,4}$"],
       });
       expect(pools.policy).toMatchObject({ kind: "pools", scope: { model: "validation-only" }, workerPatterns: ["^farm1\\.rig[0-9]{1,4}$"] });

@@ -1,11 +1,13 @@
 /**
  * The guard policy's shapes and their validation, used by the service (any caller) and the HTTP routes alike.
  * Rule HW-POLICY-1: a policy is refused before anything is stored unless every pool URL is a stratum URL with a
- * host and a port, every worker pattern is an anchored regular expression that compiles, every allowed host is a
+ * host and a port (or `:*`, any port; optional `#xnsub`; shared/pools is the one definition the agent matches
+ * with), every worker pattern is an anchored regular expression that compiles, every allowed host is a
  * host or host:port, and every indicator names what it needs (a path or a pattern) — errors name the field.
  */
 import { isIP } from "node:net";
 import { z } from "zod";
+import { parsePoolRule } from "../../../shared/pools/index.js";
 import { deviceIdSchema } from "../../../shared/protocol/index.js";
 
 export const POLICY_KINDS = ["pools", "network", "indicators"] as const;
@@ -18,25 +20,16 @@ export const MAX_INDICATORS = 256;
 export const MAX_SCOPE_DEVICES = 10_000;
 export const MAX_PATTERN_CHARS = 256;
 
-/** Stratum V1 over TCP or TLS and Stratum V2 (`stratum2+tcp://host:port/<authority key>`). */
-export const POOL_URL_SCHEMES = ["stratum+tcp:", "stratum+ssl:", "stratum2+tcp:", "stratum2+ssl:"] as const;
+export { POOL_URL_SCHEMES } from "../../../shared/pools/index.js";
 
+/**
+ * HW-POLICY-1: one pool URL definition shared with the agent's guards (shared/pools): `scheme://host:port`,
+ * `...#xnsub` (NiceHash) or `scheme://host:*` (any port on an approved host, for pools that move miners with
+ * client.reconnect); no credentials, query or other fragment.
+ */
 function poolUrlProblem(value: string): string | null {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return "must be a URL such as stratum+tcp://pool.example.com:3333";
-  }
-  if (!(POOL_URL_SCHEMES as readonly string[]).includes(url.protocol)) {
-    return `scheme ${url.protocol} is not one of ${POOL_URL_SCHEMES.map((s) => s.slice(0, -1)).join(", ")}`;
-  }
-  if (!url.hostname) return "must name a host";
-  if (!url.port) return "must name a port (stratum has no default port)";
-  // Worker names and passwords belong in the miner's config, never in the policy the whole group shares.
-  if (url.username || url.password) return "must not carry a user or password";
-  if (url.search || url.hash) return "must not carry a query or fragment";
-  return null;
+  const parsed = parsePoolRule(value);
+  return parsed.ok ? null : parsed.problem;
 }
 
 /** `^` at the start and an unescaped `$` at the end: the agent matches the whole worker name, not a part of it. */
