@@ -2,3 +2,4 @@ export * from "./topics.js";
 export * from "./schemas.js";
 export * from "./parse.js";
 export * from "./verify-command.js";
+export * from "./indicators.js";
