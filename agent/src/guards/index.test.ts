@@ -309,6 +309,9 @@ describe("indicator guard", () => {
     expect(subjects(named(2))).toEqual(["/config/a/b/bNminer.conf", "/config/bNminer.conf"]);
     expect(subjects(exe(1))).toEqual([]);
     expect(subjects(exe(8))).toEqual(["/config/a/b/run"]);
+    // a root that is itself a link to a directory (BusyBox: /var -> /tmp/var) is scanned through the link
+    symlinkSync("config", join(root, "var"));
+    expect(subjects({ ...named(2), paths: ["/var"] })).toEqual(["/var/a/b/bNminer.conf", "/var/bNminer.conf"]);
   });
 
   it("HW-GUARD-9: a scan of a big tree stays within its caps, and a scan cut short is a warning, never clean", () => {

@@ -107,14 +107,18 @@ class ScanBudget {
 }
 
 /**
- * Visits `root` (a file: itself; a directory: its entries, and theirs down to `maxDepth` levels below it) in
- * sorted order, depth first. Symbolic links are visited (lstat: kind "other") but never followed. Returns the cap
+ * Visits `root` (a file: itself; a directory, or a link to one: its entries, and theirs down to `maxDepth` levels
+ * below it) in sorted order, depth first. Symbolic links below the root are visited (lstat: kind "other") but never
+ * followed. Returns the cap
  * that cut the walk short, or null when it saw everything.
  */
 function walk(board: BoardReader, root: string, maxDepth: number, budget: ScanBudget, visit: (path: string, name: string, stat: BoardStat) => Cap | null): Cap | null {
   const rootStat = board.stat(root);
   if (!rootStat) return null;
-  if (rootStat.kind !== "directory") return visit(root, root.split("/").pop() ?? "", rootStat);
+  // The root the policy names may itself be a link to a directory (BusyBox firmwares link /var to /tmp/var): it
+  // is listed through the link; links met below it are never followed.
+  const rootIsDirectory = rootStat.kind === "directory" || (rootStat.kind === "other" && board.list(root, 1) !== null);
+  if (!rootIsDirectory) return visit(root, root.split("/").pop() ?? "", rootStat);
   let cut: Cap | null = null;
   const descend = (dir: string, depth: number): boolean => {
     const names = board.list(dir, budget.limits.maxDirEntries + 1) ?? [];
