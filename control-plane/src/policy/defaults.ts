@@ -75,6 +75,11 @@ export const BUILT_IN_INDICATORS: readonly Indicator[] = Object.freeze([
   // Markers of real Antminer malware from Hive OS's public virus check, `hive/bin/virus-check` v0.7.4 in
   // github.com/minershive/hiveos-asic (functions check_nightswitcher, check_bitmsfser_info, check_antbuild,
   // check_ntpd_size, check_for_suspicious_files). Each entry says what the marker is; the tiers follow Hive's.
+  // Not built in, on purpose: Antbuild v1 "cured" (/lib/modules/bitmain_axi.ko of 7415 bytes, POSIX cksum
+  // 1596665532) and the Antbuild kernel (uname -r containing g16220c3), which Hive checks only on an S9 running its
+  // own firmware 1.02 (its md5 list names that kernel string as legitimate on a T9 build), and check_system_files'
+  // md5 list of stock ntpd/bitmain_axi.ko builds: a changed kernel, module or ntpd is what the measured reference
+  // values judge (HW-APPRAISE-1), per model and firmware version, when those paths are in `measure.paths`.
   {
     id: "antbuild-egrep",
     kind: "file-present",
