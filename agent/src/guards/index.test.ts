@@ -345,6 +345,85 @@ describe("indicator guard", () => {
     expect(() => policySchema.parse({ ...base, indicators: [{ ...indicator, allowedSha256: ["NOT-A-DIGEST"] }] })).toThrow();
   });
 
+  it("HW-GUARD-9: named-file and unexpected-executable recurse maxDepth levels, never through a symbolic link", () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const root = join(dir.path, "board");
+    mkdirSync(join(root, "config/a/b"), { recursive: true });
+    mkdirSync(join(dir.path, "outside"), { recursive: true });
+    writeFileSync(join(root, "config/bNminer.conf"), "{}");
+    writeFileSync(join(root, "config/a/b/bNminer.conf"), "{}");
+    writeFileSync(join(root, "config/a/b/run"), "#!/bin/sh\n", { mode: 0o755 });
+    writeFileSync(join(dir.path, "outside/bNminer.conf"), "{}");
+    writeFileSync(join(dir.path, "outside/run"), "#!/bin/sh\n", { mode: 0o755 });
+    symlinkSync(join(dir.path, "outside"), join(root, "config/link"));
+    const board = platformReader(new SimulatedBoard(root));
+    const named = (maxDepth: number): GuardPolicy["indicators"][number] => ({ id: "names", kind: "named-file", paths: ["/config"], pattern: "bNminer\\.conf", maxDepth, severity: "critical", description: "Nightswitcher" });
+    const exe = (maxDepth: number): GuardPolicy["indicators"][number] => ({ id: "exe", kind: "unexpected-executable", paths: ["/config"], maxDepth, severity: "critical", description: "payload" });
+    const subjects = (i: GuardPolicy["indicators"][number]) => indicatorGuard([i], board, new IndicatorMemory(null)).map((f) => f.subject);
+    expect(subjects(named(0))).toEqual(["/config/bNminer.conf"]);
+    expect(subjects(named(1))).toEqual(["/config/bNminer.conf"]);
+    expect(subjects(named(2))).toEqual(["/config/a/b/bNminer.conf", "/config/bNminer.conf"]);
+    expect(subjects(exe(1))).toEqual([]);
+    expect(subjects(exe(8))).toEqual(["/config/a/b/run"]);
+    // a root that is itself a link to a directory (BusyBox: /var -> /tmp/var) is scanned through the link
+    symlinkSync("config", join(root, "var"));
+    expect(subjects({ ...named(2), paths: ["/var"] })).toEqual(["/var/a/b/bNminer.conf", "/var/bNminer.conf"]);
+  });
+
+  it("HW-GUARD-9: a scan of a big tree stays within its caps, and a scan cut short is a warning, never clean", () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const root = join(dir.path, "board");
+    // 40 directories x 50 files, every file an executable of 100 bytes, one of them dropped at the end
+    for (let d = 0; d < 40; d++) {
+      mkdirSync(join(root, `var/d${String(d).padStart(2, "0")}`), { recursive: true });
+      for (let f = 0; f < 50; f++) writeFileSync(join(root, `var/d${String(d).padStart(2, "0")}/f${f}`), "x".repeat(100), { mode: 0o755 });
+    }
+    const inner = platformReader(new SimulatedBoard(root));
+    const calls = { stat: 0, list: 0, listed: 0, hashedBytes: 0 };
+    const board: typeof inner = {
+      readText: (p, max) => inner.readText(p, max),
+      stat: (p) => (calls.stat++, inner.stat(p)),
+      list: (p, max) => {
+        calls.list++;
+        const names = inner.list(p, max);
+        calls.listed += names?.length ?? 0;
+        return names;
+      },
+      sha256: (p, max) => {
+        calls.hashedBytes += inner.stat(p)?.size ?? 0;
+        return inner.sha256!(p, max);
+      },
+    };
+    const allowed = createHash("sha256").update("x".repeat(100)).digest("hex");
+    const indicators: GuardPolicy["indicators"] = [
+      { id: "exe", kind: "unexpected-executable", paths: ["/var"], maxDepth: 8, allowedSha256: [allowed], severity: "critical", description: "payload" },
+      { id: "names", kind: "named-file", paths: ["/var"], pattern: "bNminer\\.conf", maxDepth: 8, severity: "critical", description: "Nightswitcher" },
+    ];
+    const incomplete = (cap: string) => [
+      expect.objectContaining({ subject: "/var", tier: "warning", expected: { indicator: "exe", kind: "unexpected-executable" }, seen: { scan: "incomplete", cap } }),
+      expect.objectContaining({ subject: "/var", tier: "warning", expected: { indicator: "names", kind: "named-file" }, seen: { scan: "incomplete", cap } }),
+    ];
+    // entries looked at: at most the cycle's budget (plus one stat per scanned root), shared by both indicators
+    const byEntries = { maxEntries: 500, maxHashBytes: 1_000_000, maxDirEntries: 4096 };
+    expect(indicatorGuard(indicators, board, new IndicatorMemory(null), undefined, byEntries)).toEqual(incomplete("entries per cycle"));
+    expect(calls.stat).toBeLessThanOrEqual(byEntries.maxEntries + indicators.length);
+    // entries read from one directory: at most the cap + 1 (to know there were more)
+    Object.assign(calls, { stat: 0, list: 0, listed: 0 });
+    expect(indicatorGuard(indicators, board, new IndicatorMemory(null), undefined, { maxEntries: 100_000, maxHashBytes: 1_000_000, maxDirEntries: 30 })).toEqual(incomplete("entries per directory"));
+    expect(calls.listed).toBeLessThanOrEqual(calls.list * 31);
+    // the bytes hashed per cycle are capped too
+    calls.hashedBytes = 0;
+    const byHash = indicatorGuard([indicators[0]!], board, new IndicatorMemory(null), undefined, { maxEntries: 100_000, maxHashBytes: 1_000, maxDirEntries: 4096 });
+    expect(byHash).toEqual([expect.objectContaining({ subject: "/var", tier: "warning", seen: { scan: "incomplete", cap: "bytes hashed per cycle" } })]);
+    expect(calls.hashedBytes).toBeLessThanOrEqual(1_000);
+    // within the caps the whole tree is judged: all 2000 files are known, nothing is reported
+    calls.hashedBytes = 0;
+    expect(indicatorGuard(indicators, board, new IndicatorMemory(null), undefined, { maxEntries: 10_000, maxHashBytes: 1_000_000, maxDirEntries: 4096 })).toEqual([]);
+    expect(calls.hashedBytes).toBe(2000 * 100);
+  });
+
   it("finding identity ignores the message", () => {
     const base = { guard: "connection", claim: "runtime-opaque", tier: "contraindicated", subject: "a", seen: "a", message: "one" } as const;
     expect(findingKey(base)).toBe(findingKey({ ...base, message: "two" }));

@@ -106,6 +106,15 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
         ["indicators", "paths on a file indicator", { indicators: [{ id: "x", kind: "file-present", path: "/a", paths: ["/b"], severity: "warning", description: "d" }] }, "indicators.0.paths"],
         ["indicators", "bad digest", { indicators: [{ id: "x", kind: "unexpected-executable", paths: ["/tmp"], allowedSha256: ["ABC"], severity: "warning", description: "d" }] }, "indicators.0.allowedSha256.0"],
         ["indicators", "no path nor paths", { indicators: [{ id: "x", kind: "unexpected-executable", allowReferenceValues: true, severity: "warning", description: "d" }] }, "indicators.0.path"],
+        // the kinds of HW-GUARD-9 and the Hive OS markers: each field only where it means something
+        ["indicators", "named-file without pattern", { indicators: [{ id: "x", kind: "named-file", paths: ["/config"], severity: "critical", description: "d" }] }, "indicators.0.pattern"],
+        ["indicators", "named-file without path", { indicators: [{ id: "x", kind: "named-file", pattern: "bNminer\\.conf", severity: "critical", description: "d" }] }, "indicators.0.path"],
+        ["indicators", "file-size-above without maxBytes", { indicators: [{ id: "x", kind: "file-size-above", path: "/usr/bin/ntpd", severity: "warning", description: "d" }] }, "indicators.0.maxBytes"],
+        ["indicators", "negative maxBytes", { indicators: [{ id: "x", kind: "file-size-above", path: "/usr/bin/ntpd", maxBytes: -1, severity: "warning", description: "d" }] }, "indicators.0.maxBytes"],
+        ["indicators", "maxBytes on a file indicator", { indicators: [{ id: "x", kind: "file-present", path: "/a", maxBytes: 1, severity: "warning", description: "d" }] }, "indicators.0.maxBytes"],
+        ["indicators", "maxDepth on a file indicator", { indicators: [{ id: "x", kind: "file-present", path: "/a", maxDepth: 1, severity: "warning", description: "d" }] }, "indicators.0.maxDepth"],
+        ["indicators", "maxDepth over the cap", { indicators: [{ id: "x", kind: "unexpected-executable", path: "/tmp", maxDepth: 9, severity: "warning", description: "d" }] }, "indicators.0.maxDepth"],
+        ["indicators", "presentSeverity on a file indicator", { indicators: [{ id: "x", kind: "file-present", path: "/a", presentSeverity: "warning", severity: "critical", description: "d" }] }, "indicators.0.presentSeverity"],
         [
           "indicators",
           "duplicate id",
@@ -163,7 +172,8 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
           version: change.policy.version,
           pools: { allowedUrls: [POOL], workerPatterns: ["^farm\\..+$"] },
           network: { allowedHosts: [] },
-          indicators: [...BUILT_IN_INDICATORS],
+          // no approved reference values: the built-in scan that needs them is left out (HW-GUARD-8)
+          indicators: BUILT_IN_INDICATORS.filter((i) => !i.allowReferenceValues),
         });
       }
       expect(publisher.policies(pending.id)).toEqual([]);
