@@ -75,6 +75,11 @@ export interface AntminerOptions {
   ip6tables?: string;
   executor?: CommandExecutor;
   resolver?: Pick<HostResolver, "resolve">;
+  /**
+   * The kernel's mount table, a HOST path (not under `root`): where a bind mount over an upgrade CGI is seen.
+   * Default `/proc/self/mounts`.
+   */
+  mountsFile?: string;
   /** Where the last-known plane addresses are kept (HW-Q-4); none: only in memory. */
   stateDir?: string;
   /** While quarantined: how often the plane's names are re-resolved and the chains rebuilt if they changed. */
@@ -98,6 +103,7 @@ export class AntminerPlatform implements Platform {
   private readonly resolver: Pick<HostResolver, "resolve"> | null;
   private vendorUpgradeLocked = false;
   private readonly planeFile: string | null;
+  private readonly mountsFile: string;
   private readonly refreshMs: number;
   private readonly warn: (message: string) => void;
   private knownPlane: Record<string, string[]> = {};
@@ -113,6 +119,7 @@ export class AntminerPlatform implements Platform {
     this.iptables = opts.iptables ?? "iptables";
     this.ip6tables = opts.ip6tables ?? "ip6tables";
     this.resolver = opts.resolver ?? null;
+    this.mountsFile = opts.mountsFile ?? "/proc/self/mounts";
     this.planeFile = opts.stateDir ? join(opts.stateDir, "plane-addresses.json") : null;
     this.refreshMs = opts.quarantineRefreshMs ?? 30_000;
     this.warn = opts.warn ?? ((message) => process.stderr.write(`hashward-agent: warning: ${message}\n`));
@@ -233,7 +240,8 @@ export class AntminerPlatform implements Platform {
   private async initScript(action: "start" | "stop"): Promise<void> {
     const script = this.findInitScript();
     if (!script) throw new PlatformError(`no miner init script found (looked for ${this.initScripts.join(", ")})`);
-    await this.must(script, [action]);
+    // Run from the platform root: with root "/" that is the device path; under a test root, the board's copy.
+    await this.must(this.resolve(script), [action]);
   }
 
   /**
@@ -335,10 +343,12 @@ export class AntminerPlatform implements Platform {
     }
   }
 
-  private mounted(devicePath: string): boolean {
+  /** Whether something is mounted on `hostPath` (the mount table escapes space, tab, newline, backslash as octal). */
+  private mounted(hostPath: string): boolean {
     try {
-      const mounts = readFileSync(this.resolve("/proc/mounts"), "utf8");
-      return mounts.split("\n").some((line) => line.split(" ")[1] === devicePath);
+      const mounts = readFileSync(this.mountsFile, "utf8");
+      const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+      return mounts.split("\n").some((line) => unescape(line.split(" ")[1] ?? "") === hostPath);
     } catch {
       return false;
     }
@@ -347,17 +357,19 @@ export class AntminerPlatform implements Platform {
   private async disableUpgradeCgis(): Promise<void> {
     for (const cgi of this.upgradeCgiPaths) {
       const st = this.exists(cgi);
-      if (!st || this.mounted(cgi)) continue;
-      const bound = await this.exec.run("mount", ["-o", "bind", "/dev/null", cgi]);
-      if (bound.code !== 0) await this.must("chmod", ["000", cgi]);
+      const hostPath = this.resolve(cgi);
+      if (!st || this.mounted(hostPath)) continue;
+      const bound = await this.exec.run("mount", ["-o", "bind", "/dev/null", hostPath]);
+      if (bound.code !== 0) await this.must("chmod", ["000", hostPath]);
     }
   }
 
   private async enableUpgradeCgis(): Promise<void> {
     for (const cgi of this.upgradeCgiPaths) {
-      if (this.mounted(cgi)) await this.must("umount", [cgi]);
+      const hostPath = this.resolve(cgi);
+      if (this.mounted(hostPath)) await this.must("umount", [hostPath]);
       const st = this.exists(cgi);
-      if (st && (st.mode & 0o777) === 0) await this.must("chmod", ["755", cgi]);
+      if (st && (st.mode & 0o777) === 0) await this.must("chmod", ["755", hostPath]);
     }
   }
 }
