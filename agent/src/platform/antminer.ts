@@ -28,7 +28,7 @@ import { z } from "zod";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { HostResolver } from "../guards/net.js";
 import { PlatformError } from "./simulated.js";
-import type { MinerControl, Platform, PlatformDescription, QuarantineOptions } from "./types.js";
+import type { MinerControl, Platform, PlatformDescription, QuarantineOptions, UpdateSlots } from "./types.js";
 
 export interface CommandResult {
   code: number;
@@ -84,6 +84,8 @@ export interface AntminerOptions {
   stateDir?: string;
   /** While quarantined: how often the plane's names are re-resolved and the chains rebuilt if they changed. */
   quarantineRefreshMs?: number;
+  /** A/B slots (a U-Boot board: `UBootSlots`, agent/src/platform/uboot.ts); none: updates are refused. */
+  slots?: UpdateSlots;
   /** Non-fatal problems (no IPv6 filter table, unresolvable plane name). Default: a line on stderr. */
   warn?: (message: string) => void;
 }
@@ -95,6 +97,7 @@ export const FIREWALL_CHAINS = { out: "HASHWARD", in: "HASHWARD_IN" } as const;
 export class AntminerPlatform implements Platform {
   readonly root: string;
   readonly miner: MinerControl;
+  readonly slots?: UpdateSlots;
   private readonly exec: CommandExecutor;
   private readonly initScripts: readonly string[];
   private readonly upgradeCgiPaths: readonly string[];
@@ -120,6 +123,7 @@ export class AntminerPlatform implements Platform {
     this.ip6tables = opts.ip6tables ?? "ip6tables";
     this.resolver = opts.resolver ?? null;
     this.mountsFile = opts.mountsFile ?? "/proc/self/mounts";
+    if (opts.slots) this.slots = opts.slots;
     this.planeFile = opts.stateDir ? join(opts.stateDir, "plane-addresses.json") : null;
     this.refreshMs = opts.quarantineRefreshMs ?? 30_000;
     this.warn = opts.warn ?? ((message) => process.stderr.write(`hashward-agent: warning: ${message}\n`));
@@ -216,7 +220,7 @@ export class AntminerPlatform implements Platform {
   }
 
   describe(): PlatformDescription {
-    return { kind: "antminer", root: this.root, initScript: this.findInitScript() ?? "none" };
+    return { kind: "antminer", root: this.root, initScript: this.findInitScript() ?? "none", slots: this.slots ? "u-boot" : "none" };
   }
 
   private exists(devicePath: string): { mode: number } | null {
