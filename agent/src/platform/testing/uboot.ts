@@ -7,7 +7,7 @@
  * UBootSlots reads as /proc/cmdline.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { SlotName } from "../types.js";
@@ -62,7 +62,7 @@ export class UBootEmulator {
   constructor(
     readonly dir: string,
     initialImage: Buffer,
-    opts: { slotBytes?: number; env?: Record<string, string> } = {},
+    opts: { slotBytes?: number; env?: Record<string, string>; cmdlineFile?: string } = {},
   ) {
     const slotBytes = opts.slotBytes ?? 1024 * 1024;
     this.slotFiles = { a: join(dir, "slot-a.img"), b: join(dir, "slot-b.img") };
@@ -87,17 +87,31 @@ export class UBootEmulator {
     for (const file of envFiles) execFileSync("mkenvimage", ["-r", "-s", String(ENV_BYTES), "-o", file, text]);
     this.fwEnvConfig = join(dir, "fw_env.config");
     writeFileSync(this.fwEnvConfig, envFiles.map((f) => `${f} 0x0 0x${ENV_BYTES.toString(16)}\n`).join(""));
-    this.cmdlineFile = join(dir, "cmdline");
+    this.cmdlineFile = opts.cmdlineFile ?? join(dir, "cmdline");
     this.boot();
+  }
+
+  /** The command line that runs U-Boot's boot of this board (argv; the boot script under busybox ash). */
+  bootCommand(): string[] {
+    return ["/bin/busybox", "ash", "-c", HUSH_SHIM, "hush", this.fwEnvConfig, BOOT_SCRIPT, this.cmdlineFile];
+  }
+
+  /**
+   * A `reboot` for a compiled agent (its `rebootCommand`): U-Boot boots the board, then the running agent (the
+   * script's parent) is killed, as a real reboot ends every process. The test then starts the agent again.
+   */
+  writeRebootScript(path: string): string {
+    const argv = this.bootCommand().map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+    writeFileSync(path, `#!/bin/busybox ash\nPATH=/usr/bin:/bin:/usr/sbin:/sbin ${argv} >/dev/null 2>&1\nkill -KILL $PPID\n`);
+    chmodSync(path, 0o755);
+    return path;
   }
 
   /** Power on: U-Boot runs bootcmd (the boot script); returns the slot the kernel was started from. */
   boot(): SlotName {
     this.boots++;
-    execFileSync("/bin/busybox", ["ash", "-c", HUSH_SHIM, "hush", this.fwEnvConfig, BOOT_SCRIPT, this.cmdlineFile], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, PATH: `/usr/bin:/bin:/usr/sbin:/sbin` },
-    });
+    const [command, ...args] = this.bootCommand();
+    execFileSync(command!, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PATH: `/usr/bin:/bin:/usr/sbin:/sbin` } });
     return this.bootedSlot();
   }
 
