@@ -92,7 +92,8 @@ for (const backend of BACKENDS) {
     continue;
   }
 
-  describe(title, () => {
+  // Real processes on a shared machine: every step waits on an observable condition, within generous bounds.
+  describe(title, { timeout: 240_000 }, () => {
     let ns: BoardNamespace;
     let plane: FakePlane;
     let root: string;
@@ -179,7 +180,7 @@ for (const backend of BACKENDS) {
       s99("start");
       const hello = await waitFor("the agent's hello", () => plane.received.find((r) => r.topic.endsWith("/up/hello")), { timeoutMs: 90_000 });
       deviceId = hello.message.deviceId;
-    });
+    }, 240_000);
 
     afterAll(async () => {
       if (ns) {
