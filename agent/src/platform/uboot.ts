@@ -127,6 +127,11 @@ export class UBootSlots implements UpdateSlots {
     }
   }
 
+  /**
+   * `active` is the slot the kernel booted (never the env's choice, which may be a switch not yet booted);
+   * `fallback` is set only while that slot is on trial (upgrade_available=1, selected, with a valid fallback).
+   * Throws PlatformError when the command line or the environment cannot be read.
+   */
   async status(): Promise<SlotStatus> {
     const running = this.running();
     const env = await this.env();
@@ -135,6 +140,11 @@ export class UBootSlots implements UpdateSlots {
     return { active: running, fallback: onTrial ? (fallback as SlotName) : null };
   }
 
+  /**
+   * Writes `imageFile` (exactly `imageBytes` bytes, a raw slot image) to the slot not running, reads it back and
+   * compares sha256 (HW-BOARD-2). Throws PlatformError, with nothing pointed at the slot, when on trial, when a
+   * switch is pending, when the image does not fit or does not read back identical, or when a tool fails.
+   */
   async writeInactive(imageFile: string, imageBytes: number): Promise<SlotName> {
     const { active, fallback } = await this.status();
     const env = await this.env();
@@ -156,6 +166,11 @@ export class UBootSlots implements UpdateSlots {
     return slot;
   }
 
+  /**
+   * Selects `slot` on trial (one environment write) and reboots; returns at once when already running it.
+   * Throws PlatformError when U-Boot already fell back from that slot (`hashward_failed`), or when the reboot did
+   * not end this process within `rebootWaitMs`.
+   */
   async bootTrial(slot: SlotName): Promise<void> {
     const running = this.running();
     if (running === slot) return; // booted into it: the trial is under way (or committed)
@@ -174,6 +189,7 @@ export class UBootSlots implements UpdateSlots {
     await this.reboot(slot);
   }
 
+  /** Healthy when U-Boot selects the running slot and `healthCommand` (if any) exits 0. */
   async healthCheck(): Promise<{ healthy: boolean; reason?: string }> {
     const running = this.running();
     const env = await this.env();
@@ -186,12 +202,17 @@ export class UBootSlots implements UpdateSlots {
     return { healthy: true };
   }
 
+  /** Ends the trial (upgrade_available=0, bootcount=0: one write); a no-op when not on trial. */
   async commit(): Promise<void> {
     const { fallback } = await this.status();
     if (fallback === null) return;
     await this.setEnv({ [UBOOT_ENV.upgradeAvailable]: "0", [UBOOT_ENV.bootcount]: "0", [UBOOT_ENV.fallback]: null });
   }
 
+  /**
+   * On trial: selects the fallback (one write) and reboots into it. Not on trial but a switch pending (its reboot
+   * never happened): points U-Boot back at the running slot. Otherwise a no-op.
+   */
   async rollback(): Promise<void> {
     const running = this.running();
     const env = await this.env();
