@@ -11,7 +11,7 @@ import { SimulatedBoard } from "./simulated.js";
 import { UBootSlots, type SlotDevice } from "./uboot.js";
 import type { Platform } from "./types.js";
 
-/** Builds the configured platform. Only "simulated" exists so far; real boards add kinds here. */
+/** Builds the configured platform: "simulated" (a board in a folder) or "antminer" (a real board; with `slots`, A/B on U-Boot). */
 export function createPlatform(config: Pick<AgentConfig, "platform"> & Partial<Pick<AgentConfig, "stateDir">>): Platform {
   switch (config.platform.kind) {
     case "simulated":
