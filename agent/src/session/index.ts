@@ -3,9 +3,10 @@
  * - MQTT 3.1.1 (protocolVersion 4: aedes speaks 3.1/3.1.1 only), clientId = username = deviceId,
  *   clean: false so QoS 1 commands queued while we were away are delivered (persistent session).
  * - password = a FRESH connect token on every (re)connect (HW-AUTH-1: the broker remembers nonces, so a
- *   token is single-use). Its nonce is `connectNonce` while that connection is up: hello and heartbeats sign it
- *   in, so the plane takes them only on this connection (HW-LIVE-1). mqtt.js would reuse the old password, hence `reconnectPeriod: 0` and our own
+ *   token is single-use). mqtt.js would reuse the old password, hence `reconnectPeriod: 0` and our own
  *   reconnect loop with jittered exponential backoff between reconnectMinMs and reconnectMaxMs.
+ * - the token's nonce is `connectNonce` while that connection is up: hello and heartbeats sign it in, so the
+ *   plane takes them on this connection only (HW-LIVE-1).
  * - subscribes QoS 1 to its own down/ filter only (HW-TOPIC-1).
  * - every down message is parsed with the shared schemas; anything invalid is dropped, counted and logged
  *   once per reason; a handler error never crashes the process.

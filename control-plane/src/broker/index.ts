@@ -11,7 +11,6 @@
  *     message is never relayed to another device whatever the subscriptions.
  *   - published: every accepted up/ message is parsed with its schema and handed to the DeviceSideService
  *     exactly once, in arrival order per device.
- *
  *   - liveness (HW-LIVE-1): each authenticated connection gets a DeviceSession (its connect token's nonce, the
  *     enrolled key, the last heartbeat seq accepted on it) handed to the service with every hello and heartbeat;
  *     the service takes last-seen and telemetry only from those whose signature verifies for this connection.
