@@ -5,7 +5,7 @@
  */
 import mqtt, { type MqttClient } from "mqtt";
 import {
-  createConnectToken, deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type KeyPair,
+  createFastSigner, deviceIdFromPublicKey, generateKeyPair, issueConnectToken, signObject, toBase64Url, type KeyPair,
 } from "../../shared/index.js";
 import { downFilter, upTopic, type Heartbeat } from "../../shared/protocol/index.js";
 import { mapPool } from "./report.js";
@@ -17,6 +17,8 @@ export interface SimDevice {
   deviceId: string;
   keyPair: KeyPair;
   client?: MqttClient;
+  /** Nonce of the connect token of the current connection: signed into heartbeats (HW-LIVE-1). */
+  connectNonce?: string;
 }
 
 export function makeDevices(count: number): SimDevice[] {
@@ -66,11 +68,12 @@ export async function enrollAll(httpUrl: string, devices: readonly SimDevice[], 
  * (single use, so a new one per connection). A bare broker ignores the credentials.
  */
 export async function connectDevice(mqttUrl: string, device: SimDevice, { subscribeDown }: { subscribeDown: boolean }): Promise<MqttClient> {
+  const { token, claims } = issueConnectToken(device.deviceId, device.keyPair.privateKey, Date.now());
   const client = await mqtt.connectAsync(mqttUrl, {
     protocolVersion: 4,
     clientId: device.deviceId,
     username: device.deviceId,
-    password: createConnectToken(device.deviceId, device.keyPair.privateKey, Date.now()),
+    password: token,
     clean: true,
     keepalive: 120,
     reconnectPeriod: 0,
@@ -78,6 +81,7 @@ export async function connectDevice(mqttUrl: string, device: SimDevice, { subscr
   });
   if (subscribeDown) await client.subscribeAsync(downFilter(device.deviceId), { qos: 1 });
   device.client = client;
+  device.connectNonce = claims.nonce;
   return client;
 }
 
@@ -100,19 +104,30 @@ export async function disconnectAll(devices: readonly SimDevice[]): Promise<void
   });
 }
 
-/** A heartbeat that passes the shared heartbeatSchema; telemetry.accepted carries seq so persistence can be checked. */
+const signers = new WeakMap<SimDevice, (message: Uint8Array) => Uint8Array>();
+
+/**
+ * A heartbeat as the agent sends it: signed by the device key for the device's current connection (HW-LIVE-1);
+ * telemetry.accepted carries seq so persistence can be checked. Signed through node:crypto (same bytes as the
+ * agent's @noble/ed25519 signature, Ed25519 is deterministic) so building payloads stays cheap.
+ */
 export function heartbeatPayload(device: SimDevice, seq: number, startedAt: number): string {
-  const heartbeat: Heartbeat = {
-    v: 1,
-    type: "heartbeat",
+  if (!device.connectNonce) throw new Error(`${device.deviceId} is not connected: a heartbeat is signed for a connection`);
+  const body = {
+    v: 1 as const,
+    type: "heartbeat" as const,
     deviceId: device.deviceId,
+    connectNonce: device.connectNonce,
     seq,
     ts: Date.now(),
     uptimeMs: Date.now() - startedAt,
-    containment: "none",
+    containment: "none" as const,
     outboxDepth: 0,
     telemetry: { hashrateGhs: 95_000, accepted: seq, rejected: 0, temperaturesC: [64, 66, 65], fanRpm: [5400, 5460] },
   };
+  let signer = signers.get(device);
+  if (!signer) signers.set(device, (signer = createFastSigner(device.keyPair.privateKey)));
+  const heartbeat: Heartbeat = signObject(body, device.keyPair.privateKey, signer);
   return JSON.stringify(heartbeat);
 }
 

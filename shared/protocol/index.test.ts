@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { downTopic, parsePayload, parseTopic, upTopic, heartbeatSchema, MAX_PAYLOAD_BYTES, ValidationError } from "../index.js";
+import { downTopic, generateKeyPair, helloSchema, parsePayload, parseTopic, signObject, upTopic, heartbeatSchema, MAX_PAYLOAD_BYTES, ValidationError } from "../index.js";
 
 const id = "hw-0123456789abcdef01234567";
 
@@ -17,13 +17,31 @@ describe("topics", () => {
 });
 
 describe("parsePayload", () => {
-  const good = { v: 1, type: "heartbeat", deviceId: id, seq: 1, ts: 1, uptimeMs: 5, containment: "none", outboxDepth: 0 };
+  const key = generateKeyPair();
+  const connectNonce = "AAAAAAAAAAAAAAAAAAAAAA";
+  const good = signObject({ v: 1, type: "heartbeat", deviceId: id, connectNonce, seq: 1, ts: 1, uptimeMs: 5, containment: "none", outboxDepth: 0 }, key.privateKey);
+  const hello = signObject(
+    { v: 1, type: "hello", deviceId: id, connectNonce, model: "S19", firmwareVersion: "1", agentVersion: "1", bootId: "b", containment: "none", lastCommandSeq: 0, ts: 1 },
+    key.privateKey,
+  );
   it("accepts a valid heartbeat", () => {
     expect(parsePayload(heartbeatSchema, Buffer.from(JSON.stringify(good)), "heartbeat").seq).toBe(1);
   });
   it("names the bad field", () => {
     const bad = Buffer.from(JSON.stringify({ ...good, seq: -1 }));
     expect(() => parsePayload(heartbeatSchema, bad, "heartbeat")).toThrow(expect.objectContaining({ field: "seq" }));
+  });
+  // HW-LIVE-1: hello and heartbeat carry the device's signature and the connection they were signed for.
+  it.each([
+    ["heartbeat", heartbeatSchema, good],
+    ["hello", helloSchema, hello],
+  ] as const)("a %s without sig or connectNonce names the missing field", (_kind, schema, message) => {
+    const { sig: _sig, ...unsigned } = message;
+    const { connectNonce: _nonce, ...unbound } = message;
+    expect(() => parsePayload(schema, Buffer.from(JSON.stringify(unsigned)), "m")).toThrow(expect.objectContaining({ field: "sig" }));
+    expect(() => parsePayload(schema, Buffer.from(JSON.stringify(unbound)), "m")).toThrow(expect.objectContaining({ field: "connectNonce" }));
+    expect(() => parsePayload(schema, Buffer.from(JSON.stringify({ ...message, sig: "x" })), "m")).toThrow(expect.objectContaining({ field: "sig" }));
+    expect(parsePayload(schema, Buffer.from(JSON.stringify(message)), "m")).toEqual(message);
   });
   it("refuses unknown fields, non-JSON, invalid UTF-8 and oversized payloads", () => {
     expect(() => parsePayload(heartbeatSchema, Buffer.from(JSON.stringify({ ...good, extra: 1 })), "hb")).toThrow(ValidationError);

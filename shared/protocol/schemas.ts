@@ -2,8 +2,9 @@
  * One schema per MQTT message and per device-facing HTTP body. Everything received is parsed with these
  * before use; anything that fails is dropped, counted and logged once with the reason (see `parseMessage`).
  *
- * Messages with security meaning (enrollment, evidence, event, command, ack) carry `sig`: Ed25519 over the
- * RFC 8785 form of every other field (shared/crypto `signObject`).
+ * Messages with security meaning (enrollment, hello, heartbeat, evidence, event, command, ack) carry `sig`:
+ * Ed25519 over the RFC 8785 form of every other field (shared/crypto `signObject`), HW-SIG-1. Everything that
+ * affects a verdict or liveness is signed by the device (ARCHITECTURE "Identity, enrollment and the channel").
  */
 import { z } from "zod";
 
@@ -74,10 +75,23 @@ export const enrollmentResponseSchema = z.object({
 });
 export type EnrollmentResponse = z.infer<typeof enrollmentResponseSchema>;
 
+/**
+ * The nonce of the connect token (shared/auth/connect-token.ts) that opened the MQTT connection a hello or heartbeat
+ * is sent on. Tokens are single-use (HW-AUTH-1), so a signed hello/heartbeat is valid on one connection only:
+ * whoever opens another session for the device (with a harvested token) cannot replay the device's messages on it
+ * (HW-LIVE-1).
+ */
+const connectNonce = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, "must be the connect token's nonce (16-64 base64url characters)");
+
+/**
+ * Sent once after every CONNECT (then the plane re-publishes pending commands and sends a challenge). Signed and
+ * bound to the connection (`connectNonce`) because it records versions and boot id and counts as "seen" (HW-LIVE-1).
+ */
 export const helloSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   type: z.literal("hello"),
   deviceId,
+  connectNonce,
   model: shortText,
   firmwareVersion: shortText,
   agentVersion: shortText,
@@ -85,6 +99,7 @@ export const helloSchema = z.strictObject({
   containment: z.enum(["none", "quarantined"]),
   lastCommandSeq: z.number().int().nonnegative(),
   ts: timestampMs,
+  sig: signature,
 });
 export type Hello = z.infer<typeof helloSchema>;
 
@@ -100,16 +115,26 @@ export const telemetrySchema = z
   })
   .strict();
 
+/**
+ * Liveness and miner telemetry, every `heartbeatIntervalMs`. The plane takes last-seen and telemetry only from a
+ * heartbeat whose signature verifies with the device's enrolled key, whose `connectNonce` is the one of the
+ * connection it arrived on, whose `seq` is above the last accepted on that connection and whose `ts` is within
+ * 5 minutes of the plane's clock (HW-LIVE-1); anything else changes nothing and is counted.
+ */
 export const heartbeatSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   type: z.literal("heartbeat"),
   deviceId,
+  connectNonce,
+  /** Strictly increasing per device (the agent persists it in blocks, so it also grows across restarts). */
   seq: z.number().int().nonnegative(),
+  /** The device's clock, ms since the epoch. */
   ts: timestampMs,
   uptimeMs: z.number().int().nonnegative(),
   containment: z.enum(["none", "quarantined"]),
   outboxDepth: z.number().int().nonnegative(),
   telemetry: telemetrySchema.optional(),
+  sig: signature,
 });
 export type Heartbeat = z.infer<typeof heartbeatSchema>;
 

@@ -11,7 +11,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import { ConfigError, PROTOCOL_VERSION, type Challenge, type Evidence } from "../../../shared/index.js";
+import { ConfigError, PROTOCOL_VERSION, signObject, type Challenge, type Evidence, type Heartbeat, type Hello } from "../../../shared/index.js";
 import { Attester, watchPaths, type EvidenceReason, type WatchHandle } from "../attest/index.js";
 import { CommandHandler } from "../commands/index.js";
 import type { AgentConfig } from "../config/index.js";
@@ -355,18 +355,26 @@ export class Agent {
 
   private async onConnect(): Promise<void> {
     const session = this.session!;
-    await session.publish("hello", {
-      v: PROTOCOL_VERSION,
-      type: "hello",
-      deviceId: this.deviceId,
-      model: this.config.model,
-      firmwareVersion: this.firmwareVersion,
-      agentVersion: this.agentVersion,
-      bootId: this.bootId,
-      containment: this.state.containment,
-      lastCommandSeq: this.state.lastCommandSeq,
-      ts: this.now(),
-    });
+    const connectNonce = session.connectNonce;
+    if (connectNonce === null) return; // the connection dropped already; the next connect says hello
+    // HW-LIVE-1: signed and bound to this connection.
+    const hello: Hello = signObject(
+      {
+        v: PROTOCOL_VERSION,
+        type: "hello" as const,
+        deviceId: this.deviceId,
+        connectNonce,
+        model: this.config.model,
+        firmwareVersion: this.firmwareVersion,
+        agentVersion: this.agentVersion,
+        bootId: this.bootId,
+        containment: this.state.containment,
+        lastCommandSeq: this.state.lastCommandSeq,
+        ts: this.now(),
+      },
+      this.identity.keyPair.privateKey,
+    );
+    await session.publish("hello", hello);
     await this.sendEvidence("startup", null);
     await this.flushOutbox();
   }
@@ -403,14 +411,17 @@ export class Agent {
 
   private async heartbeat(): Promise<void> {
     const session = this.session;
-    if (!session?.connected) return;
+    const connectNonce = session?.connectNonce ?? null;
+    if (!session || connectNonce === null) return;
     try {
-      await session.publish(
-        "heartbeat",
+      // HW-LIVE-1: the plane takes liveness and telemetry only from a heartbeat signed by the device key and
+      // bound to this connection; seq grows across restarts (persisted in blocks).
+      const heartbeat: Heartbeat = signObject(
         {
           v: PROTOCOL_VERSION,
-          type: "heartbeat",
+          type: "heartbeat" as const,
           deviceId: this.deviceId,
+          connectNonce,
           seq: this.state.nextHeartbeatSeq(),
           ts: this.now(),
           uptimeMs: Math.max(0, Math.round(this.now() - this.startedAtMs)),
@@ -418,8 +429,9 @@ export class Agent {
           outboxDepth: this.outbox.depth,
           ...(this.guards?.telemetry ? { telemetry: this.guards.telemetry } : {}),
         },
-        0,
+        this.identity.keyPair.privateKey,
       );
+      await session.publish("heartbeat", heartbeat, 0);
     } catch (error) {
       this.log.debug({ err: String(error) }, "heartbeat not sent");
     }

@@ -11,6 +11,10 @@
  *     message is never relayed to another device whatever the subscriptions.
  *   - published: every accepted up/ message is parsed with its schema and handed to the DeviceSideService
  *     exactly once, in arrival order per device.
+ *   - liveness (HW-LIVE-1): each authenticated connection gets a DeviceSession (its connect token's nonce, the
+ *     enrolled key, the last heartbeat seq accepted on it) handed to the service with every hello and heartbeat;
+ *     the service takes last-seen and telemetry only from those whose signature verifies for this connection.
+ *     An unsigned one is reason `unsigned`; refused ones carry the LivenessRefusal reason.
  *
  * Malformed or refused payloads (bad JSON, schema, signature, freshness, deviceId != topic's) are dropped,
  * counted in hashward_mqtt_messages_rejected_total{kind,reason} and logged once per (client, reason); the client
@@ -38,7 +42,8 @@ import {
   type Command,
   type UpKind,
 } from "../../../shared/protocol/index.js";
-import type { ConnectIdentity, DevicePublisher, DeviceSideService } from "../service/types.js";
+import { LivenessRefusal, type LivenessRejection } from "../errors.js";
+import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
 
 export interface BrokerDeps {
   deviceSide: DeviceSideService;
@@ -101,7 +106,12 @@ class ConnectRefusal extends Error {
 }
 
 /** A reason to drop an up/ message, for the metric label and the log. */
-function rejectionReason(error: unknown): "invalid" | "stale" | "unverified" | "internal" {
+function rejectionReason(kind: UpKind, error: unknown): "invalid" | "stale" | "unverified" | "internal" | "unsigned" | LivenessRejection {
+  if (error instanceof LivenessRefusal) return error.reason; // HW-LIVE-1
+  // HW-LIVE-1: a hello or heartbeat without its signature or connection binding (an outdated agent, or a forger).
+  if (error instanceof ValidationError && (kind === "hello" || kind === "heartbeat") && (error.field === "sig" || error.field === "connectNonce")) {
+    return "unsigned";
+  }
   if (error instanceof ValidationError) return "invalid";
   if (error instanceof FreshnessError) return "stale"; // before VerificationError: it is a subclass
   if (error instanceof VerificationError) return "unverified";
@@ -124,7 +134,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   });
   const messagesRejected = new Counter({
     name: "hashward_mqtt_messages_rejected_total",
-    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal)",
+    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
     labelNames: ["kind", "reason"] as const,
     registers: [registry],
   });
@@ -156,6 +166,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const identities = new Map<string, { identity: ConnectIdentity | null; at: number }>();
   const refusalLoggedAt = new Map<string, number>();
   const loggedPerClient = new WeakMap<Client, Set<string>>();
+  /** HW-LIVE-1: the session of each authenticated connection (set once its CONNECT verified). */
+  const sessions = new WeakMap<Client, DeviceSession>();
   /** Per-device ingest chain: messages and connect/disconnect events are handled one at a time, in order. */
   const chains = new Map<string, Promise<void>>();
 
@@ -231,6 +243,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (!fresh) {
       throw new ConnectRefusal("replayed-token", CONNACK.badUsernameOrPassword, "connect token nonce was already used");
     }
+    sessions.set(client, { connectNonce: claims.nonce, publicKey: identity.publicKey, lastHeartbeatSeq: -1 });
+  }
+
+  /** Every publishing client authenticated through verifyConnect; a missing session fails closed. */
+  function sessionOf(session: DeviceSession | undefined, kind: string): DeviceSession {
+    if (!session) throw new LivenessRefusal(`${kind} on a connection without a verified session`, "wrong-connection");
+    return session;
   }
 
   function logRefusal(deviceId: string, refusal: ConnectRefusal): void {
@@ -266,10 +285,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       client.close();
       return;
     }
-    await ingest(client, deviceId, kind, payload);
+    const session = sessions.get(client);
+    // Key rotation: hello and heartbeat verify with the key enrolled now (as evidence, events and acks do).
+    if (session) session.publicKey = identity.publicKey;
+    await ingest(client, deviceId, kind, payload, session);
   }
 
-  async function ingest(client: Client, deviceId: string, kind: UpKind, payload: Buffer): Promise<void> {
+  async function ingest(client: Client, deviceId: string, kind: UpKind, payload: Buffer, session: DeviceSession | undefined): Promise<void> {
     try {
       const message = parsePayload(upSchemas[kind], payload, `${kind} from ${deviceId}`);
       if (message.deviceId !== deviceId) {
@@ -280,10 +302,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
       switch (message.type) {
         case "hello":
-          await deviceSide.onHello(message);
+          await deviceSide.onHello(message, sessionOf(session, message.type));
           break;
         case "heartbeat":
-          await deviceSide.onHeartbeat(message);
+          await deviceSide.onHeartbeat(message, sessionOf(session, message.type));
           break;
         case "evidence":
           await deviceSide.onEvidence(message);
@@ -297,7 +319,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
       messagesTotal.inc({ kind });
     } catch (error) {
-      const reason = rejectionReason(error);
+      const reason = rejectionReason(kind, error);
       messagesRejected.inc({ kind, reason });
       if (reason === "internal") {
         logger.error({ deviceId, kind, err: error }, "mqtt message handler failed");

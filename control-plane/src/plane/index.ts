@@ -221,7 +221,7 @@ export async function startPlane(
 
     // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
-    const deviceSide = withPolicyDelivery(services.deviceSide, policies, logger);
+    const deviceSide = withPolicyDelivery(services.deviceSide, policies, logger, Date.now);
     broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients });
     const startedBroker = broker;
     cleanups.push(() => startedBroker.close());

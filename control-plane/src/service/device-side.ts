@@ -13,9 +13,9 @@ import { APPRAISAL_TABLE, appraisalEventFor, transition } from "../trust/index.j
 import { expireCommands, issueContainment, pendingCommands, publishCommands } from "./commands.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
 import { AckBatcher } from "./acks.js";
-import { HeartbeatBuffer } from "./heartbeats.js";
+import { HeartbeatBuffer, verifyLiveness } from "./heartbeats.js";
 import { insertChallenge, publishChallenge } from "./operator.js";
-import type { Actor, AppraisalState, AttestationResult, DeviceSideService, EnrollmentState } from "./types.js";
+import type { Actor, AppraisalState, AttestationResult, DeviceSession, DeviceSideService, EnrollmentState } from "./types.js";
 
 const CHALLENGE_RETENTION_MS = 60 * 60_000;
 const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
@@ -60,16 +60,17 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
     },
 
     async onConnected(deviceId) {
-      const at = new Date(ctx.now());
-      await db.update(devices).set({ connected: true, lastSeenAt: at }).where(eq(devices.id, deviceId));
+      // HW-LIVE-1: a CONNECT is no sign of life (its token may have been harvested); last-seen waits for a signed message.
+      await db.update(devices).set({ connected: true }).where(eq(devices.id, deviceId));
     },
 
     async onDisconnected(deviceId) {
       await db.update(devices).set({ connected: false }).where(eq(devices.id, deviceId));
     },
 
-    async onHello(hello: Hello) {
+    async onHello(hello: Hello, session: DeviceSession) {
       const now = ctx.now();
+      verifyLiveness(hello, session, now); // HW-LIVE-1: a hello counts as seen only when signed for this connection
       const at = new Date(now);
       const result = await db.transaction(async (tx) => {
         const [row] = await tx
@@ -98,8 +99,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       await publishChallenge(ctx, result.challenge);
     },
 
-    async onHeartbeat(heartbeat: Heartbeat) {
-      heartbeats.add(heartbeat);
+    async onHeartbeat(heartbeat: Heartbeat, session: DeviceSession) {
+      heartbeats.add(heartbeat, session); // HW-LIVE-1: verified before anything is buffered
     },
 
     async onEvidence(evidence: Evidence): Promise<AttestationResult> {

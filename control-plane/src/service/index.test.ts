@@ -2,17 +2,18 @@
  * Contract suite for the domain services, run against every database implementation: PGlite (always) and
  * PostgreSQL when HASHWARD_TEST_DATABASE_URL is set (a throw-away database per run).
  */
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
-import { type Ack, type Challenge, type Command, type Evidence, verifyCommand } from "../../../shared/protocol/index.js";
-import { CapacityError, ConflictError, NotFoundError } from "../errors.js";
+import { type Ack, type Challenge, type Command, type Evidence, type Heartbeat, type Hello, verifyCommand } from "../../../shared/protocol/index.js";
+import { CapacityError, ConflictError, LivenessRefusal, NotFoundError } from "../errors.js";
 import type { Database } from "../db/index.js";
 import { onEveryDatabase } from "../db/test-postgres.js";
-import { createServices, type DevicePublisher, type ServiceOptions, type Services } from "./index.js";
+import { createServices, type DevicePublisher, type DeviceSession, type ServiceOptions, type Services } from "./index.js";
 
 const A = "a".repeat(64);
 const B = "b".repeat(64);
@@ -112,6 +113,42 @@ function contract(name: string, open: () => Promise<Harness>) {
             },
             keys.privateKey,
           ) as Evidence;
+        },
+        /** The broker's view of one MQTT connection of this device (HW-LIVE-1). */
+        session(connectNonce = `conn-${randomBytes(12).toString("base64url")}`): DeviceSession {
+          return { connectNonce, publicKey: toBase64Url(keys.publicKey), lastHeartbeatSeq: -1 };
+        },
+        hello(session: DeviceSession, overrides: Partial<Hello> = {}, signer: KeyPair = keys): Hello {
+          const body = {
+            v: 1 as const,
+            type: "hello" as const,
+            deviceId: id,
+            connectNonce: session.connectNonce,
+            model,
+            firmwareVersion,
+            agentVersion: "0.1.0",
+            bootId: "boot-1",
+            containment: "none" as const,
+            lastCommandSeq: 0,
+            ts: clock,
+            ...overrides,
+          };
+          return signObject(body, signer.privateKey) as Hello;
+        },
+        heartbeat(session: DeviceSession, seq: number, overrides: Partial<Heartbeat> = {}, signer: KeyPair = keys): Heartbeat {
+          const body = {
+            v: 1 as const,
+            type: "heartbeat" as const,
+            deviceId: id,
+            connectNonce: session.connectNonce,
+            seq,
+            ts: clock,
+            uptimeMs: 5,
+            containment: "none" as const,
+            outboxDepth: 0,
+            ...overrides,
+          };
+          return signObject(body, signer.privateKey) as Heartbeat;
         },
         ack(command: Command, status: "done" | "failed" = "done", signer: KeyPair = keys): Ack {
           return signObject(
@@ -364,18 +401,8 @@ function contract(name: string, open: () => Promise<Harness>) {
       const d = await acceptedDevice();
       await services.service.quarantine(OPERATOR, [d.id], "suspect");
       publisher.sent = [];
-      await services.deviceSide.onHello({
-        v: 1,
-        type: "hello",
-        deviceId: d.id,
-        model: "S19",
-        firmwareVersion: "1.2.1",
-        agentVersion: "0.2.0",
-        bootId: "boot-2",
-        containment: "none",
-        lastCommandSeq: 0,
-        ts: clock,
-      });
+      const session = d.session();
+      await services.deviceSide.onHello(d.hello(session, { firmwareVersion: "1.2.1", agentVersion: "0.2.0", bootId: "boot-2" }), session);
       expect(publisher.sent.map((s) => s.kind)).toEqual(["command", "challenge"]);
       const view = await services.service.getDevice(d.id);
       expect(view).toMatchObject({ firmwareVersion: "1.2.1", agentVersion: "0.2.0", connected: true });
@@ -508,7 +535,8 @@ function contract(name: string, open: () => Promise<Harness>) {
     it("buffers heartbeats, marks silent devices stale, and leaves stale on the next appraisal", async () => {
       const d = await acceptedDevice();
       await services.deviceSide.onEvidence(d.evidence(good));
-      await services.deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId: d.id, seq: 1, ts: clock, uptimeMs: 5, containment: "none", outboxDepth: 0, telemetry: { hashrateGhs: 95000 } });
+      const session = d.session();
+      await services.deviceSide.onHeartbeat(d.heartbeat(session, 1, { telemetry: { hashrateGhs: 95000 } }), session);
       await services.deviceSide.flush();
       const view = await services.service.getDevice(d.id);
       expect(view.telemetry).toEqual({ hashrateGhs: 95000 });
@@ -519,6 +547,87 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect((await services.service.history(d.id, 1))[0]).toMatchObject({ from: "warning", to: "stale", actor: { kind: "system" } });
       await services.deviceSide.onEvidence(d.evidence(good));
       expect((await services.service.getDevice(d.id)).appraisal).toBe("warning");
+    });
+
+    describe("liveness only from signed messages (HW-LIVE-1)", () => {
+      async function expectRefused(work: Promise<unknown>, reason: LivenessRefusal["reason"]) {
+        const error = await work.then(() => null, (e: unknown) => e);
+        expect(error).toBeInstanceOf(LivenessRefusal);
+        expect((error as LivenessRefusal).reason).toBe(reason);
+      }
+
+      it("a heartbeat that is forged, for another connection, replayed or off-clock changes nothing; a signed one counts", async () => {
+        const d = await acceptedDevice();
+        await services.deviceSide.onEvidence(d.evidence(good));
+        const seenAt = (await services.service.getDevice(d.id)).lastSeenAt;
+        const session = d.session();
+        const other = d.session();
+        const thief = generateKeyPair();
+        const fake = { telemetry: { hashrateGhs: 1 } };
+        clock += 1000;
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 1, fake, thief), session), "bad-signature");
+        const tampered = { ...d.heartbeat(session, 1), telemetry: { hashrateGhs: 1 } };
+        await expectRefused(services.deviceSide.onHeartbeat(tampered, session), "bad-signature");
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(other, 1, fake), session), "wrong-connection");
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 1, { ...fake, ts: clock - 5 * 60_000 - 1 }), session), "clock");
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 1, { ...fake, ts: clock + 5 * 60_000 + 1 }), session), "clock");
+        expect(session.lastHeartbeatSeq).toBe(-1);
+        await services.deviceSide.flush();
+        expect(await services.service.getDevice(d.id)).toMatchObject({ lastSeenAt: seenAt, telemetry: null });
+
+        await services.deviceSide.onHeartbeat(d.heartbeat(session, 7, { telemetry: { hashrateGhs: 95000 } }), session);
+        expect(session.lastHeartbeatSeq).toBe(7);
+        await services.deviceSide.flush();
+        expect(await services.service.getDevice(d.id)).toMatchObject({ lastSeenAt: new Date(clock).toISOString(), telemetry: { hashrateGhs: 95000 } });
+
+        // Replays: the same seq or a lower one, even correctly signed, on this connection.
+        clock += 1000;
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 7, fake), session), "replay");
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 3, fake), session), "replay");
+        await services.deviceSide.flush();
+        expect(await services.service.getDevice(d.id)).toMatchObject({ lastSeenAt: new Date(clock - 1000).toISOString(), telemetry: { hashrateGhs: 95000 } });
+      });
+
+      it("a device whose session is held by a party without its key goes stale", async () => {
+        const d = await acceptedDevice();
+        await services.deviceSide.onEvidence(d.evidence(good));
+        const session = d.session();
+        await services.deviceSide.onHeartbeat(d.heartbeat(session, 1), session);
+        await services.deviceSide.flush();
+        // A thief connects with a harvested token: the CONNECT itself is no sign of life.
+        const stolen = d.session();
+        const thief = generateKeyPair();
+        for (let step = 1; step <= 4; step++) {
+          clock += OPTIONS.staleAfterMs / 4;
+          await services.deviceSide.onConnected(d.id);
+          await expectRefused(services.deviceSide.onHello(d.hello(stolen, {}, thief), stolen), "bad-signature");
+          await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(stolen, step + 1, {}, thief), stolen), "bad-signature");
+          // The device's own heartbeats, replayed by the thief on its connection, do not count either.
+          await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, step + 1), stolen), "wrong-connection");
+        }
+        clock += 1;
+        await services.deviceSide.markStaleDevices();
+        const view = await services.service.getDevice(d.id);
+        expect(view).toMatchObject({ appraisal: "stale", connected: true, firmwareVersion: "1.2.0" });
+        expect((await services.service.history(d.id, 1))[0]).toMatchObject({ to: "stale", actor: { kind: "system", id: "staleness" } });
+      });
+
+      it("a forged hello records nothing and triggers no commands or challenge", async () => {
+        const d = await acceptedDevice();
+        await services.service.quarantine(OPERATOR, [d.id], "suspect");
+        const before = await services.service.getDevice(d.id);
+        const session = d.session();
+        publisher.sent = [];
+        await expectRefused(services.deviceSide.onHello(d.hello(session, { firmwareVersion: "9.9.9", bootId: "forged" }, generateKeyPair()), session), "bad-signature");
+        await expectRefused(services.deviceSide.onHello(d.hello(d.session(), { firmwareVersion: "9.9.9" }), session), "wrong-connection");
+        await expectRefused(services.deviceSide.onHello(d.hello(session, { firmwareVersion: "9.9.9", ts: clock - 5 * 60_000 - 1 }), session), "clock");
+        expect(publisher.sent).toEqual([]);
+        expect(await services.service.getDevice(d.id)).toMatchObject({ firmwareVersion: before.firmwareVersion, lastSeenAt: before.lastSeenAt });
+        clock += 1000;
+        await services.deviceSide.onHello(d.hello(session, { firmwareVersion: "1.2.1" }), session);
+        expect(publisher.sent.map((sent) => sent.kind)).toEqual(["command", "challenge"]);
+        expect(await services.service.getDevice(d.id)).toMatchObject({ firmwareVersion: "1.2.1", lastSeenAt: new Date(clock).toISOString() });
+      });
     });
 
     it("stores each device event once", async () => {

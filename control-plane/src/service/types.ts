@@ -239,6 +239,19 @@ export interface ConnectIdentity {
 }
 
 /**
+ * The authenticated MQTT connection a hello or heartbeat arrived on (HW-LIVE-1). The broker makes one per
+ * connection once CONNECT verified and passes it with every hello and heartbeat from that connection.
+ */
+export interface DeviceSession {
+  /** Nonce of the connect token that opened the connection (single-use, HW-AUTH-1); hello and heartbeat sign it. */
+  readonly connectNonce: string;
+  /** The device's enrolled Ed25519 public key (base64url) as the broker knew it when the message arrived. */
+  publicKey: string;
+  /** Highest heartbeat seq accepted on this connection, -1 before the first; advanced by `onHeartbeat` only. */
+  lastHeartbeatSeq: number;
+}
+
+/**
  * Handlers for messages that already passed topic ACL and schema parsing (deviceId in the payload equals the
  * topic's). They verify signatures and freshness themselves and throw VerificationError / FreshnessError /
  * ValidationError on refusal, having changed nothing.
@@ -248,12 +261,20 @@ export interface DeviceSideService {
   identityForConnect(deviceId: string): Promise<ConnectIdentity | null>;
   /** Records a connect token's nonce until it expires; false when it was already used (a replayed token). */
   rememberConnectNonce(deviceId: string, nonce: string, expiresAtMs: number): Promise<boolean>;
+  /** Marks the device connected; liveness (last-seen) comes only from signed messages (HW-LIVE-1). */
   onConnected(deviceId: string): Promise<void>;
   onDisconnected(deviceId: string): Promise<void>;
-  /** Records versions/boot; re-publishes pending commands; sends a challenge when no fresh appraisal exists. */
-  onHello(hello: Hello): Promise<void>;
-  /** Batched: may buffer and flush later (PGlite costs ~100us per query). */
-  onHeartbeat(heartbeat: Heartbeat): Promise<void>;
+  /**
+   * Verifies the hello against `session` (HW-LIVE-1: signature, connectNonce, clock), then records versions/boot and
+   * last-seen, re-publishes pending commands and sends a challenge. Throws LivenessRefusal having changed nothing.
+   */
+  onHello(hello: Hello, session: DeviceSession): Promise<void>;
+  /**
+   * Verifies the heartbeat against `session` (HW-LIVE-1: signature, connectNonce, seq above
+   * `session.lastHeartbeatSeq`, clock), then buffers last-seen and telemetry (flushed in batches: PGlite costs
+   * ~100us per query). Throws LivenessRefusal having changed nothing.
+   */
+  onHeartbeat(heartbeat: Heartbeat, session: DeviceSession): Promise<void>;
   /** Verifies signature, nonce/seq freshness, appraises, transitions, applies policy (auto-quarantine). */
   onEvidence(evidence: Evidence): Promise<AttestationResult>;
   /** Verifies signature; stores each event id once. */
