@@ -200,6 +200,7 @@ export class Agent {
       log: this.log,
       ...(deps.execPath ? { execPath: deps.execPath } : {}),
       findings: () => this.guards?.findings ?? null,
+      observations: () => this.guards?.observations ?? null,
     });
     this.commands = new CommandHandler({
       deviceId,
