@@ -32,7 +32,6 @@ let plane: ControlPlane;
 let admin: ApiClient;
 const agents: ManagedProcess[] = [];
 const miners: SimMiner[] = [];
-let referenceRegistered = false;
 
 interface Board {
   root: string;
@@ -61,11 +60,6 @@ async function startBoard(name: string): Promise<Board> {
       logLevel: "debug",
     }),
   );
-  if (!referenceRegistered) {
-    const measured = JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" }));
-    await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
-    referenceRegistered = true;
-  }
   const proc = startAgent(name, configFile);
   agents.push(proc);
   const id = await waitFor(`${name}'s key`, () => loadDeviceKey(stateDir)?.deviceId);
@@ -104,11 +98,22 @@ async function rejectedEvidence(): Promise<number> {
   return [...text.matchAll(/^hashward_mqtt_messages_rejected_total\{[^}]*kind="evidence"[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
+/** Reference values of the simulated firmware, measured by the compiled agent before any HTTP connection is open. */
+function measureReference(): unknown {
+  const dir = tempDir("reference");
+  const root = join(dir, "board");
+  createSimulatedBoard(root, { model: MODEL, firmwareVersion: FIRMWARE });
+  const config = simulatedAgentConfig({ httpUrl: "http://127.0.0.1:9", mqttUrl: "mqtt://127.0.0.1:9" }, { stateDir: join(dir, "state"), boardRoot: root, model: MODEL, firmwareVersion: FIRMWARE }, { measure: { paths: ["/firmware"] } });
+  return JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", writeAgentConfig(dir, config)], { encoding: "utf8" }));
+}
+
 beforeAll(async () => {
+  const measured = measureReference();
   plane = await startControlPlane();
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
   await admin.ok("PUT", "/api/v1/policies/pools", { allowedUrls: [GOOD_POOL], workerPatterns: ["^farm\\.worker\\d+$"] });
-}, 120_000);
+  await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
+}, 180_000);
 
 afterAll(async () => {
   await Promise.all(agents.map((a) => a.kill("SIGKILL")));
