@@ -10,7 +10,7 @@ import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shar
 import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
-import { expireCommands, issueContainment, pendingCommands, publishCommands } from "./commands.js";
+import { expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
 import { AckBatcher } from "./acks.js";
 import { HeartbeatBuffer } from "./heartbeats.js";
@@ -102,6 +102,11 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
         if (!row) return null;
         if (row.containment !== hello.containment && !row.containment.endsWith("_requested")) {
           ctx.logger.warn({ deviceId: hello.deviceId, plane: row.containment, device: hello.containment }, "device reports a containment the plane did not record");
+          if (row.containment === "quarantined" && hello.containment === "none") {
+            // HW-Q-1: only a signed release lifts a quarantine; a device that lost it (state.json gone) gets it again.
+            const device = (await lockDevice(tx, hello.deviceId)) as DeviceRow;
+            await reassertQuarantine(ctx, tx, device, SEQUENCE_ACTOR, "device reports containment none while quarantined (agent state lost): quarantine sent again", now);
+          }
         }
         // HW-EVD-2 (sibling): the agent persists a command's seq before acking it, so a hello below the highest
         // acked seq means its state file was lost. Hold the verdict until it answers the challenge sent below.

@@ -678,6 +678,26 @@ function contract(name: string, open: () => Promise<Harness>) {
         clock += 1000;
         await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 1, reason: "startup" }))).rejects.toThrow(/waits for a challenge answer/);
       });
+
+      it("HW-Q-1: a quarantined device whose agent lost its state (hello says none) is sent the quarantine again", async () => {
+        const d = await trustedDevice("S31");
+        await services.service.quarantine(OPERATOR, [d.id], "drill");
+        const first = publisher.of(d.id, "command").at(-1) as Command;
+        await services.deviceSide.onAck(d.ack(first));
+        expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
+        publisher.sent = [];
+        await services.deviceSide.onHello({ v: 1, type: "hello", deviceId: d.id, model: "S31", firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-3", containment: "none", lastCommandSeq: 0, ts: clock });
+        const view = await services.service.getDevice(d.id);
+        expect(view).toMatchObject({ containment: "quarantine_requested", appraisal: "unknown" });
+        const again = publisher.of(d.id, "command") as Command[];
+        expect(again.map((c) => [c.action, c.seq])).toEqual([["quarantine", first.seq + 1]]);
+        expect(publisher.sent.map((s) => s.kind)).toEqual(["command", "challenge"]);
+        const containment = (await services.service.history(d.id, 10)).filter((t) => t.machine === "containment");
+        expect(containment[0]).toMatchObject({ from: "quarantined", to: "quarantine_requested", actor: { kind: "system", id: "sequence" } });
+        expect(containment[0]?.reason).toMatch(/agent state lost/);
+        await services.deviceSide.onAck(d.ack(again[0]!));
+        expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
+      });
     });
 
     it("stores each device event once", async () => {

@@ -37,7 +37,8 @@ export type ContainmentEvent =
   | "quarantine-acked"
   | "release-acked"
   | "command-expired"
-  | "command-failed";
+  | "command-failed"
+  | "containment-lost";
 
 export interface Machines {
   enrollment: { state: EnrollmentState | New; to: EnrollmentState; event: EnrollmentEvent };
@@ -101,6 +102,8 @@ export const CONTAINMENT_TABLE: readonly Edge<"containment">[] = [
   { from: "release_requested", event: "quarantine-requested", to: "quarantine_requested" },
   { from: "release_requested", event: "command-expired", to: "quarantined" },
   { from: "release_requested", event: "command-failed", to: "quarantined" },
+  // HW-Q-1: the device says it is not contained (it lost its state): the quarantine is sent again.
+  { from: "quarantined", event: "containment-lost", to: "quarantine_requested" },
 ];
 
 export const TABLES: { [M in MachineName]: readonly Edge<M>[] } = {
@@ -181,7 +184,8 @@ const MACHINE_NOTES: Record<MachineName, string> = {
   containment:
     "An operator (or the policy `contraindicated -> quarantine`) requests; the signed command is delivered until " +
     "acked or expired. Only the device's signed ack completes a request; an expired or failed command falls back " +
-    "(HW-TRUST-3). A release supersedes a pending quarantine and vice versa.",
+    "(HW-TRUST-3). A release supersedes a pending quarantine and vice versa. A device that says (hello) it is not " +
+    "contained while `quarantined` here lost its state: `containment-lost` sends the quarantine again (HW-Q-1).",
 };
 
 /** The committed STATE_MACHINES.md, regenerated with `npx tsx control-plane/src/trust/write-doc.ts`. */
