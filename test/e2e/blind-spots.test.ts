@@ -233,4 +233,20 @@ describe("HW-EVD-2: lost agent state does not show an old verdict as current", (
       await client.endAsync(true);
     }
   }, 240_000);
+
+  it("HW-Q-1: a quarantined board whose state.json is deleted (and rebooted) is quarantined again by the plane", async () => {
+    const board = await startBoard("lost-quarantine");
+    await admin.post(`/api/v1/devices/${board.id}/quarantine`, { reason: "incident drill" });
+    await waitFor("quarantined", async () => (await device(board.id)).containment === "quarantined", SLOW);
+    await board.proc.kill("SIGTERM");
+    rmSync(join(board.stateDir, "state.json"));
+    writeFileSync(join(board.root, "run/miner.state"), "running\n"); // a reboot starts the miner again
+    const restarted = startAgent("lost-quarantine-2", board.configFile);
+    agents.push(restarted);
+    const again = await waitFor("the quarantine sent again", async () =>
+      ((await admin.get(`/api/v1/devices/${board.id}/history?limit=100`)).transitions as any[]).find((t) => t.machine === "containment" && /agent state lost/.test(t.reason)), SLOW);
+    expect(again).toMatchObject({ from: "quarantined", to: "quarantine_requested" });
+    await waitFor("quarantined again, acked by the agent", async () => (await device(board.id)).containment === "quarantined", SLOW);
+    expect(readFileSync(join(board.root, "run/miner.state"), "utf8").trim()).toBe("stopped");
+  }, 240_000);
 });
