@@ -147,11 +147,10 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
             `evidence seq ${evidence.seq} is unsolicited while a sequence reset (since ${device.sequenceResetAt!.toISOString()}) waits for a challenge answer`,
           );
         }
-        // A fresh challenge answer (nonce checked below) from the enrolled key re-bases a reset sequence.
-        const rebase = evidence.nonce !== null && (held || belowSeq);
-        if (belowSeq && !rebase) {
+        let rebase = held; // a fresh challenge answer (nonce checked below) ends the hold and re-bases the sequence
+        if (belowSeq && !held) {
           // HW-EVD-1: seq must exceed the last accepted one. HW-EVD-2: unless this is an agent that lost its
-          // state (signed now, newer than the last accepted evidence): then hold the verdict and challenge.
+          // state (signed now, after the last accepted evidence; an older one is a replay or arrived out of order).
           const message = `evidence seq ${evidence.seq} is not above the last accepted ${device.lastEvidenceSeq} (replay)`;
           if (Math.abs(now - evidence.ts) > MAX_CLOCK_DIFFERENCE_MS) throw new FreshnessError(message);
           const [last] = await tx
@@ -159,8 +158,11 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
             .from(evidenceTable)
             .where(and(eq(evidenceTable.deviceId, device.id), eq(evidenceTable.epoch, device.evidenceEpoch), eq(evidenceTable.seq, device.lastEvidenceSeq)));
           if (!last || evidence.ts <= last.ts.getTime()) throw new FreshnessError(message);
-          await holdForSequenceReset(tx, device, `evidence seq ${evidence.seq} is not above the last accepted ${device.lastEvidenceSeq}, signed after it`, at);
-          return { sequenceReset: { message, challenge: await insertChallenge(ctx, tx, device.id, now) } };
+          if (evidence.nonce !== null) rebase = true; // the reset shows first in a challenge answer
+          else {
+            await holdForSequenceReset(tx, device, `evidence seq ${evidence.seq} is not above the last accepted ${device.lastEvidenceSeq}, signed after it`, at);
+            return { sequenceReset: { message, challenge: await insertChallenge(ctx, tx, device.id, now) } };
+          }
         }
         if (evidence.nonce === null && device.evidenceEpochStartedTs && evidence.ts < device.evidenceEpochStartedTs.getTime()) {
           // HW-EVD-2: signed before the challenge answer that began this sequence: from the lost one (replay).

@@ -663,6 +663,17 @@ function contract(name: string, open: () => Promise<Harness>) {
         await expect(services.deviceSide.onEvidence(bad.evidence(good, null, { seq: 2 }))).rejects.toThrow(/waits for a challenge answer/);
       });
 
+      it("a challenge answer that merely arrived after a later evidence (signed before it) is no reset: refused as before", async () => {
+        const d = await trustedDevice("S33");
+        const { nonce } = await services.service.attestNow(OPERATOR, d.id);
+        const answer = d.evidence(good, nonce, { reason: "challenge" }); // seq 4, signed first
+        clock += 1000;
+        await services.deviceSide.onEvidence(d.evidence(good)); // seq 5 overtakes it
+        await expect(services.deviceSide.onEvidence(answer)).rejects.toThrow(/not above the last accepted 5 \(replay\)$/);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("trusted");
+        expect((await services.service.history(d.id, 10)).some((t) => /sequence reset/.test(t.reason))).toBe(false);
+      });
+
       it("a hello below the highest acked command seq is a reset too: held at unknown, challenged", async () => {
         const d = await trustedDevice("S29");
         await services.service.quarantine(OPERATOR, [d.id], "drill");
