@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { downTopic, generateKeyPair, helloSchema, parsePayload, parseTopic, signObject, upTopic, heartbeatSchema, MAX_PAYLOAD_BYTES, ValidationError } from "../index.js";
+import { downTopic, evidenceSchema, generateKeyPair, helloSchema, observationForGuard, OBSERVATIONS, parsePayload, parseTopic, signObject, upTopic, heartbeatSchema, MAX_PAYLOAD_BYTES, ValidationError } from "../index.js";
 
 const id = "hw-0123456789abcdef01234567";
 
@@ -48,5 +48,33 @@ describe("parsePayload", () => {
     expect(() => parsePayload(heartbeatSchema, Buffer.from("{not json"), "hb")).toThrow(ValidationError);
     expect(() => parsePayload(heartbeatSchema, Buffer.from([0xff, 0xfe]), "hb")).toThrow(ValidationError);
     expect(() => parsePayload(heartbeatSchema, Buffer.alloc(MAX_PAYLOAD_BYTES + 1, 32), "hb")).toThrow(ValidationError);
+  });
+});
+
+describe("evidence observations (HW-APPRAISE-3)", () => {
+  const base = {
+    v: 1, type: "evidence", deviceId: "hw-0123456789abcdef01234567", seq: 1, nonce: null, reason: "guard", ts: 1, model: "S19",
+    firmwareVersion: "1", agentVersion: "1", bootId: "b", measurements: [], sig: "A".repeat(86),
+  };
+
+  it("are optional (older agents) and name each input with observed and an optional reason", () => {
+    expect(evidenceSchema.parse(base).observations).toBeUndefined();
+    const observations = { "miner-api": { observed: false, reason: "miner stopped (quarantined); unreachable" }, sockets: { observed: true } };
+    expect(evidenceSchema.parse({ ...base, observations }).observations).toEqual(observations);
+  });
+
+  it("refuse an unknown input, a missing flag or an over-long reason", () => {
+    for (const observations of [{ disk: { observed: true } }, { sockets: {} }, { sockets: { observed: "yes" } }, { config: { observed: false, reason: "x".repeat(257) } }]) {
+      expect(evidenceSchema.safeParse({ ...base, observations }).success, JSON.stringify(observations)).toBe(false);
+    }
+  });
+
+  it("map every guard to the input it reads; an unknown guard maps to none", () => {
+    expect(OBSERVATIONS).toEqual(["miner-api", "sockets", "config", "indicators"]);
+    expect(["pool-live", "miner-api", "miner-stop", "connection", "listening-port", "pool-config", "api-exposure", "indicator"].map(observationForGuard)).toEqual([
+      "miner-api", "miner-api", "miner-api", "sockets", "sockets", "config", "config", "indicators",
+    ]);
+    expect(observationForGuard("future-guard")).toBeNull();
+    expect(observationForGuard("constructor")).toBeNull();
   });
 });

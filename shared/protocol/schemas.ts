@@ -52,6 +52,52 @@ export const findingSchema = z.strictObject({
 export type Finding = z.infer<typeof findingSchema>;
 export const MAX_FINDINGS = 256;
 
+/**
+ * What the guards looked at in one cycle. "Not seen is not clean" (ARCHITECTURE "Trust and containment"): an
+ * input the agent could not read (a miner stopped by quarantine refuses its API, /proc/net/tcp is missing, no
+ * signed policy yet) is reported as not observed, so the plane never reads its silence as a clean verdict
+ * (HW-APPRAISE-3). Findings map to the observation that produced them with `observationForGuard`.
+ *   miner-api   the live pools, hashrate and stats from the miner's API (cgminer TCP 4028)
+ *   sockets     /proc/net/tcp{,6}: outbound connections and listeners
+ *   config      the miner's JSON config files (pools, api-allow)
+ *   indicators  the malware indicators of the signed policy
+ */
+export const OBSERVATIONS = ["miner-api", "sockets", "config", "indicators"] as const;
+export type ObservationName = (typeof OBSERVATIONS)[number];
+
+export const observationSchema = z.strictObject({
+  observed: z.boolean(),
+  /** Why not (or what was seen instead), e.g. "unreachable: connect ECONNREFUSED" or "no signed policy yet". */
+  reason: z.string().max(256).optional(),
+});
+export type Observation = z.infer<typeof observationSchema>;
+
+/** Every observation the agent reports; a missing key (or a missing `observations`, older agents) is "not observed". */
+export const observationsSchema = z.strictObject({
+  "miner-api": observationSchema.optional(),
+  sockets: observationSchema.optional(),
+  config: observationSchema.optional(),
+  indicators: observationSchema.optional(),
+});
+export type Observations = z.infer<typeof observationsSchema>;
+
+const GUARD_OBSERVATION: Record<string, ObservationName> = {
+  "pool-live": "miner-api",
+  "miner-api": "miner-api",
+  "miner-stop": "miner-api",
+  "pool-restore": "miner-api",
+  connection: "sockets",
+  "listening-port": "sockets",
+  "pool-config": "config",
+  "api-exposure": "config",
+  indicator: "indicators",
+};
+
+/** The observation a guard's findings come from; null for a guard this version does not know (treat as unseen). */
+export function observationForGuard(guard: string): ObservationName | null {
+  return Object.hasOwn(GUARD_OBSERVATION, guard) ? GUARD_OBSERVATION[guard]! : null;
+}
+
 export const enrollmentRequestSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   type: z.literal("enroll"),
@@ -165,6 +211,8 @@ export const evidenceSchema = z.strictObject({
   measurements: z.array(measurementSchema).max(MAX_MEASUREMENTS),
   /** Guard findings (absent or empty when every guard is satisfied). */
   findings: z.array(findingSchema).max(MAX_FINDINGS).optional(),
+  /** What the guards could observe for these findings (absent from agents before it existed: nothing observed). */
+  observations: observationsSchema.optional(),
   sig: signature,
 });
 export type Evidence = z.infer<typeof evidenceSchema>;

@@ -7,7 +7,7 @@ import { canonicalize, type Finding } from "../../../shared/index.js";
 
 export type { Finding };
 
-export type GuardName = "pool-config" | "pool-live" | "api-exposure" | "connection" | "listening-port" | "indicator" | "miner-api" | "pool-restore";
+export type GuardName = "pool-config" | "pool-live" | "api-exposure" | "connection" | "listening-port" | "indicator" | "miner-api" | "miner-stop" | "pool-restore";
 
 export function finding(f: { guard: GuardName; claim: Finding["claim"]; tier: Finding["tier"]; subject: string; expected?: unknown; seen?: unknown; message: string }): Finding {
   return {

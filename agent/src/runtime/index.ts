@@ -133,7 +133,12 @@ export class Agent {
     this.exited = new Promise((resolve) => (this.exitResolve = resolve));
     this.identity = loadOrCreateIdentity(config.keyFile);
     if (this.identity.created) this.log.info({ deviceId: this.identity.deviceId, keyFile: config.keyFile }, "created device key");
+    const stateLost = !this.identity.created && !existsSync(join(config.stateDir, "state.json"));
     this.state = StateStore.open(config.stateDir, this.identity.deviceId);
+    if (stateLost) {
+      // HW-EVD-2: the plane sees evidence seqs start again from a known key and holds the verdict until a challenge.
+      this.log.warn({ deviceId: this.identity.deviceId, stateDir: config.stateDir }, "state.json was missing for an existing device key: sequence numbers start again; the plane holds the verdict until this agent answers its challenge");
+    }
     if (config.commandPublicKey) {
       try {
         this.state.pinCommandKey(config.commandPublicKey);
@@ -200,6 +205,7 @@ export class Agent {
       log: this.log,
       ...(deps.execPath ? { execPath: deps.execPath } : {}),
       findings: () => this.guards?.findings ?? null,
+      observations: () => this.guards?.observations ?? null,
     });
     this.commands = new CommandHandler({
       deviceId,

@@ -168,6 +168,14 @@ const attestationResultSchema = z
     evidenceSeq: z.number(),
     appraisedAt: isoTime,
     summary: z.string(),
+    /** HW-APPRAISE-3: appraised under containment with inputs not observed; `held` findings of the previous verdict. */
+    underContainment: z
+      .object({
+        containment: z.enum(["none", "quarantine_requested", "quarantined", "release_requested"]),
+        notObserved: z.array(z.object({ observation: z.string(), reason: z.string().optional() })),
+        held: z.array(z.object({ guard: z.string(), subject: z.string(), tier: z.string() }).passthrough()),
+      })
+      .optional(),
   })
   .openapi("AttestationResult");
 

@@ -630,6 +630,196 @@ function contract(name: string, open: () => Promise<Harness>) {
       });
     });
 
+    describe("HW-APPRAISE-3: appraisal under containment", () => {
+      const ALL_SEEN: Evidence["observations"] = { "miner-api": { observed: true }, sockets: { observed: true }, config: { observed: true }, indicators: { observed: true } };
+      const MINER_STOPPED: Evidence["observations"] = { ...ALL_SEEN, "miner-api": { observed: false, reason: "miner stopped (quarantined); unreachable" } };
+      const hijack = {
+        guard: "pool-live",
+        claim: "configuration" as const,
+        tier: "contraindicated" as const,
+        subject: "stratum+tcp://hijack.example.org:443",
+        seen: { url: "stratum+tcp://hijack.example.org:443", user: "thief.w1", active: true },
+        message: "live pool not allowed",
+      };
+      const lastCommand = (id: string) => publisher.of(id, "command").at(-1) as Command;
+
+      it("a quarantined device never returns to trusted on evidence that could not see the cause; observed evidence after release does", async () => {
+        const d = await acceptedDevice("S21", "1.0.0");
+        await services.service.registerReferenceValues(OPERATOR, { model: "S21", firmwareVersion: "1.0.0", measurements: good.map(({ path, sha256, size }) => ({ path, sha256, size })) });
+        expect((await services.deviceSide.onEvidence(d.evidence(good, null, { observations: ALL_SEEN }))).status).toBe("affirming");
+        expect((await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [hijack], observations: ALL_SEEN }))).status).toBe("contraindicated");
+        const quarantine = lastCommand(d.id);
+        expect(quarantine.action).toBe("quarantine");
+        await services.deviceSide.onAck(d.ack(quarantine));
+        expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
+
+        // The miner is stopped: its API refuses, the guards report no live pools and say so.
+        const commandsBefore = publisher.of(d.id, "command").length;
+        for (const observations of [MINER_STOPPED, undefined]) {
+          const blind = await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [], ...(observations ? { observations } : {}) }));
+          expect(blind.status).toBe("contraindicated");
+          expect(blind.findings).toEqual([hijack]);
+          expect(blind.underContainment?.held).toEqual([hijack]);
+          const view = await services.service.getDevice(d.id);
+          expect(view.appraisal).toBe("contraindicated");
+          expect(view.lastAppraisal?.summary).toMatch(/under containment \(quarantined\) not observed: miner-api/);
+        }
+        expect(publisher.of(d.id, "command")).toHaveLength(commandsBefore); // same verdict: no second quarantine
+
+        // The stop failed: the agent says so; still contraindicated.
+        const stop = { guard: "miner-stop", claim: "runtime-opaque" as const, tier: "contraindicated" as const, subject: "127.0.0.1:4028", expected: "miner stopped (quarantined)", seen: { activePool: hijack.subject }, message: "the stop failed" };
+        const failed = await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [hijack, stop], observations: ALL_SEEN }));
+        expect(failed.findings.map((f) => f.guard)).toEqual(["miner-stop", "pool-live"]);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("contraindicated");
+
+        // Released: the miner runs again, the guards see a clean pool: trusted.
+        await services.service.release(OPERATOR, [d.id], "pool restored by hand");
+        await services.deviceSide.onAck(d.ack(lastCommand(d.id)));
+        expect((await services.service.getDevice(d.id)).containment).toBe("none");
+        expect((await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [], observations: ALL_SEEN }))).status).toBe("affirming");
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("trusted");
+      });
+
+      it("an operator quarantine of a clean device: blind evidence reads warning, never trusted", async () => {
+        const d = await acceptedDevice("S21", "1.0.0");
+        expect((await services.deviceSide.onEvidence(d.evidence(good, null, { observations: ALL_SEEN }))).status).toBe("affirming");
+        await services.service.quarantine(OPERATOR, [d.id], "suspect");
+        await services.deviceSide.onAck(d.ack(lastCommand(d.id)));
+        const blind = await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", observations: MINER_STOPPED }));
+        expect(blind.status).toBe("warning");
+        expect(blind.trustworthiness["runtime-opaque"]).toBe("warning");
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("warning");
+      });
+    });
+
+    describe("HW-EVD-2: a sequence reset from a known key", () => {
+      async function trustedDevice(model: string) {
+        const d = await acceptedDevice(model, "1.0.0");
+        await services.service.registerReferenceValues(OPERATOR, { model, firmwareVersion: "1.0.0", measurements: good.map(({ path, sha256, size }) => ({ path, sha256, size })) });
+        for (let i = 0; i < 3; i++) {
+          clock += 1000;
+          await services.deviceSide.onEvidence(d.evidence(good));
+        }
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("trusted");
+        return d;
+      }
+      const challengesTo = (id: string) => publisher.of(id, "challenge") as Challenge[];
+
+      it("holds the verdict as unknown (stored transition), challenges at once, and accepts only a fresh challenge answer; replays stay refused", async () => {
+        const d = await trustedDevice("S23");
+        const captured = d.evidence(good); // seq 4, never delivered... yet
+        clock += 1000;
+        await services.deviceSide.onEvidence(d.evidence(good)); // seq 5
+        // A replay of an old, accepted evidence changes nothing (not signed after the last accepted one).
+        const before = await counts();
+        await expect(services.deviceSide.onEvidence(captured)).rejects.toThrow(/not above the last accepted 5 \(replay\)$/);
+        expect(await counts()).toEqual(before);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("trusted");
+
+        // The agent lost state.json: its seq starts again at 1, signed now.
+        clock += 1000;
+        const beforeReset = clock;
+        const sent = challengesTo(d.id).length;
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 1, reason: "startup" }))).rejects.toThrow(/sequence reset noted, challenge sent/);
+        const view = await services.service.getDevice(d.id);
+        expect(view.appraisal).toBe("unknown");
+        const [hold] = await services.service.history(d.id, 1);
+        expect(hold).toMatchObject({ machine: "appraisal", from: "trusted", to: "unknown", actor: { kind: "system", id: "sequence" } });
+        expect(hold?.reason).toMatch(/^sequence reset: evidence seq 1 is not above the last accepted 5/);
+        expect(challengesTo(d.id)).toHaveLength(sent + 1);
+        const challenge = challengesTo(d.id).at(-1)!;
+
+        // While held: no unsolicited evidence counts, whatever its seq; old ones neither; a made-up nonce neither.
+        clock += 1000;
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 2 }))).rejects.toThrow(/waits for a challenge answer/);
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 99 }))).rejects.toThrow(/waits for a challenge answer/);
+        await expect(services.deviceSide.onEvidence(captured)).rejects.toBeInstanceOf(FreshnessError);
+        await expect(services.deviceSide.onEvidence(d.evidence(good, "B".repeat(32), { seq: 3 }))).rejects.toThrow(/was not issued/);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("unknown");
+
+        // The fresh challenge answer re-bases the sequence and is appraised (here: a changed config).
+        const tampered = good.map((m) => (m.path === "/config/cgminer.conf" ? { ...m, sha256: B, size: 11 } : m));
+        const answer = d.evidence(tampered, challenge.nonce, { seq: 4, reason: "challenge" });
+        expect((await services.deviceSide.onEvidence(answer)).status).toBe("contraindicated");
+        const [rebased] = await services.service.history(d.id, 10).then((h) => h.filter((t) => t.machine === "appraisal"));
+        expect(rebased).toMatchObject({ from: "unknown", to: "contraindicated" });
+        expect(rebased?.reason).toMatch(/^fresh challenge answer after a sequence reset \(evidence epoch 1\)/);
+        // The nonce is spent; evidence signed before the re-base (the lost sequence) is a replay even above seq 4.
+        await expect(services.deviceSide.onEvidence(answer)).rejects.toBeInstanceOf(FreshnessError);
+        await expect(services.deviceSide.onEvidence(d.evidence(good, challenge.nonce, { seq: 9 }))).rejects.toThrow(/already used/);
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 10, ts: beforeReset }))).rejects.toThrow(/older than the sequence reset/);
+        clock += 1000;
+        // The new sequence goes on (the policy quarantined the changed config, so this is appraised under containment).
+        expect(await services.deviceSide.onEvidence(d.evidence(good, null, { seq: 5 }))).toMatchObject({ evidenceSeq: 5, underContainment: { containment: "quarantine_requested" } });
+      });
+
+      it("a challenge answer that shows the reset first re-bases at once; a contraindicated verdict is never cleared by a reset", async () => {
+        const d = await trustedDevice("S25");
+        const { nonce } = await services.service.attestNow(OPERATOR, d.id);
+        clock += 1000;
+        expect((await services.deviceSide.onEvidence(d.evidence(good, nonce, { seq: 2, reason: "challenge" }))).status).toBe("affirming");
+        const appraisal = (await services.service.history(d.id, 10)).filter((t) => t.machine === "appraisal").map((t) => `${t.from}->${t.to}`);
+        expect(appraisal.slice(0, 2)).toEqual(["unknown->trusted", "trusted->unknown"]);
+
+        const bad = await trustedDevice("S27");
+        clock += 1000;
+        const tampered = good.map((m) => (m.path === "/config/cgminer.conf" ? { ...m, sha256: B, size: 11 } : m));
+        await services.deviceSide.onEvidence(bad.evidence(tampered));
+        expect((await services.service.getDevice(bad.id)).appraisal).toBe("contraindicated");
+        clock += 1000;
+        await expect(services.deviceSide.onEvidence(bad.evidence(good, null, { seq: 1 }))).rejects.toThrow(/sequence reset noted/);
+        expect((await services.service.getDevice(bad.id)).appraisal).toBe("contraindicated");
+        await expect(services.deviceSide.onEvidence(bad.evidence(good, null, { seq: 2 }))).rejects.toThrow(/waits for a challenge answer/);
+      });
+
+      it("a challenge answer that merely arrived after a later evidence (signed before it) is no reset: refused as before", async () => {
+        const d = await trustedDevice("S33");
+        const { nonce } = await services.service.attestNow(OPERATOR, d.id);
+        const answer = d.evidence(good, nonce, { reason: "challenge" }); // seq 4, signed first
+        clock += 1000;
+        await services.deviceSide.onEvidence(d.evidence(good)); // seq 5 overtakes it
+        await expect(services.deviceSide.onEvidence(answer)).rejects.toThrow(/not above the last accepted 5 \(replay\)$/);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("trusted");
+        expect((await services.service.history(d.id, 10)).some((t) => /sequence reset/.test(t.reason))).toBe(false);
+      });
+
+      it("a hello below the highest acked command seq is a reset too: held at unknown, challenged", async () => {
+        const d = await trustedDevice("S29");
+        await services.service.quarantine(OPERATOR, [d.id], "drill");
+        await services.deviceSide.onAck(d.ack(publisher.of(d.id, "command").at(-1) as Command));
+        const hello = { v: 1 as const, type: "hello" as const, deviceId: d.id, model: "S29", firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-2", containment: "quarantined" as const, ts: clock };
+        await services.deviceSide.onHello({ ...hello, lastCommandSeq: 1 }); // intact state: nothing happens
+        expect((await services.service.getDevice(d.id)).appraisal).not.toBe("unknown");
+        const sent = challengesTo(d.id).length;
+        await services.deviceSide.onHello({ ...hello, lastCommandSeq: 0 });
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("unknown");
+        expect((await services.service.history(d.id, 1))[0]?.reason).toMatch(/^sequence reset: agent reports lastCommandSeq 0 below the acked 1/);
+        expect(challengesTo(d.id)).toHaveLength(sent + 1);
+        clock += 1000;
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 1, reason: "startup" }))).rejects.toThrow(/waits for a challenge answer/);
+      });
+
+      it("HW-Q-1: a quarantined device whose agent lost its state (hello says none) is sent the quarantine again", async () => {
+        const d = await trustedDevice("S31");
+        await services.service.quarantine(OPERATOR, [d.id], "drill");
+        const first = publisher.of(d.id, "command").at(-1) as Command;
+        await services.deviceSide.onAck(d.ack(first));
+        expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
+        publisher.sent = [];
+        await services.deviceSide.onHello({ v: 1, type: "hello", deviceId: d.id, model: "S31", firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-3", containment: "none", lastCommandSeq: 0, ts: clock });
+        const view = await services.service.getDevice(d.id);
+        expect(view).toMatchObject({ containment: "quarantine_requested", appraisal: "unknown" });
+        const again = publisher.of(d.id, "command") as Command[];
+        expect(again.map((c) => [c.action, c.seq])).toEqual([["quarantine", first.seq + 1]]);
+        expect(publisher.sent.map((s) => s.kind)).toEqual(["command", "challenge"]);
+        const containment = (await services.service.history(d.id, 10)).filter((t) => t.machine === "containment");
+        expect(containment[0]).toMatchObject({ from: "quarantined", to: "quarantine_requested", actor: { kind: "system", id: "sequence" } });
+        expect(containment[0]?.reason).toMatch(/agent state lost/);
+        await services.deviceSide.onAck(d.ack(again[0]!));
+        expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
+      });
+    });
+
     it("stores each device event once", async () => {
       const d = await acceptedDevice();
       const event = signObject(

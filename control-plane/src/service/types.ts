@@ -47,6 +47,11 @@ export interface AttestationResult {
   appraisedAt: string;
   /** Why, in words, e.g. "no approved reference values for S19 1.2.0". */
   summary: string;
+  /**
+   * HW-APPRAISE-3: set when the evidence was appraised under containment and did not observe everything:
+   * which inputs were not observed (and why), and the previous verdict's findings held because of it.
+   */
+  underContainment?: { containment: ContainmentState; notObserved: { observation: string; reason?: string }[]; held: Finding[] };
 }
 
 export interface DeviceTelemetry {
