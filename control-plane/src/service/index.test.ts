@@ -787,11 +787,12 @@ function contract(name: string, open: () => Promise<Harness>) {
         const d = await trustedDevice("S29");
         await services.service.quarantine(OPERATOR, [d.id], "drill");
         await services.deviceSide.onAck(d.ack(publisher.of(d.id, "command").at(-1) as Command));
-        const hello = { v: 1 as const, type: "hello" as const, deviceId: d.id, model: "S29", firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-2", containment: "quarantined" as const, ts: clock };
-        await services.deviceSide.onHello({ ...hello, lastCommandSeq: 1 }); // intact state: nothing happens
+        const session = d.session();
+        const hello = { model: "S29", firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-2", containment: "quarantined" as const };
+        await services.deviceSide.onHello(d.hello(session, { ...hello, lastCommandSeq: 1 }), session); // intact state: nothing happens
         expect((await services.service.getDevice(d.id)).appraisal).not.toBe("unknown");
         const sent = challengesTo(d.id).length;
-        await services.deviceSide.onHello({ ...hello, lastCommandSeq: 0 });
+        await services.deviceSide.onHello(d.hello(session, { ...hello, lastCommandSeq: 0 }), session);
         expect((await services.service.getDevice(d.id)).appraisal).toBe("unknown");
         expect((await services.service.history(d.id, 1))[0]?.reason).toMatch(/^sequence reset: agent reports lastCommandSeq 0 below the acked 1/);
         expect(challengesTo(d.id)).toHaveLength(sent + 1);
@@ -806,7 +807,8 @@ function contract(name: string, open: () => Promise<Harness>) {
         await services.deviceSide.onAck(d.ack(first));
         expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
         publisher.sent = [];
-        await services.deviceSide.onHello({ v: 1, type: "hello", deviceId: d.id, model: "S31", firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-3", containment: "none", lastCommandSeq: 0, ts: clock });
+        const session = d.session();
+        await services.deviceSide.onHello(d.hello(session, { model: "S31", firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-3", containment: "none", lastCommandSeq: 0 }), session);
         const view = await services.service.getDevice(d.id);
         expect(view).toMatchObject({ containment: "quarantine_requested", appraisal: "unknown" });
         const again = publisher.of(d.id, "command") as Command[];
