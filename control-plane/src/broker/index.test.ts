@@ -376,6 +376,17 @@ describe("subscribe ACL and publisher", () => {
     expect(JSON.parse(message.payload.toString()).seq).toBe(1);
   });
 
+  it.each([0, 1, 2] as const)("grants QoS min(%i, 1) in the SUBACK and delivers at that QoS (HW-MQTT-1)", async (requested) => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const granted = await client.subscribeAsync(downFilter(device.id), { qos: requested });
+    expect(granted[0]?.qos).toBe(Math.min(requested, 1));
+    const received = new Promise<{ qos: number }>((resolve) => client.once("message", (_topic, _payload, packet) => resolve({ qos: packet.qos })));
+    await broker.publisher.publish(device.id, "command", command(device.id, 1));
+    expect((await received).qos).toBe(Math.min(requested, 1));
+  });
+
   it("refuses to publish a message for one device on another's topic", async () => {
     await expect(broker.publisher.publish(newDevice().id, "command", command(newDevice().id, 1))).rejects.toBeInstanceOf(ValidationError);
   });
@@ -427,5 +438,70 @@ describe("robustness", () => {
     await connect(device);
     await Promise.all([broker.close(), broker.close()]);
     expect(fake.callsOf("onDisconnected")).toHaveLength(1);
+  });
+});
+
+describe("bounded logging of attacker-chosen input (HW-LOG-1)", () => {
+  let logged: string[];
+  let loudBroker: Broker;
+  let loudPort: number;
+
+  beforeEach(async () => {
+    logged = [];
+    const sink = { write: (line: string) => void logged.push(line) };
+    // Info is the production default; debug adds one clipped line per connection.
+    loudBroker = await createBroker({ deviceSide: fake, logger: pino({ level: "info" }, sink), registry: new Registry(), identityCacheMs: 0 });
+    loudPort = await loudBroker.listen(0, "127.0.0.1");
+  });
+
+  afterEach(async () => {
+    await loudBroker.close();
+  });
+
+  function attempt(options: { clientId: string; username: string; password: string }): Promise<void> {
+    const client = mqtt.connect(`mqtt://127.0.0.1:${loudPort}`, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10_000, ...options });
+    clients.push(client);
+    return new Promise((resolve) => {
+      client.once("error", () => resolve());
+      client.once("close", () => resolve());
+    });
+  }
+
+  it("20 refused CONNECTs per kind with 60 KB usernames, client ids and passwords write a few short lines", async () => {
+    const huge = (seed: number) => `${seed}`.padEnd(60_000, "x");
+    const device = newDevice();
+    enroll(device);
+    for (let i = 0; i < 20; i++) {
+      // Each attempt chooses a new username: a throttle keyed on it would log every one.
+      await attempt({ clientId: huge(i), username: huge(i), password: "p" }); // bad-username
+      await attempt({ clientId: huge(i), username: device.id, password: "p" }); // client-id-mismatch
+      await attempt({ clientId: device.id, username: device.id, password: huge(i) }); // bad-token (too long)
+    }
+    const bytes = logged.reduce((sum, line) => sum + line.length, 0);
+    const refusals = logged.filter((line) => line.includes("mqtt connect refused"));
+    expect(refusals).toHaveLength(3); // one per (peer address, reason) per minute
+    for (const line of logged) expect(line.length).toBeLessThan(1_500);
+    expect(bytes).toBeLessThan(5_000); // 60 attempts; before: over 3.6 MB
+    expect(refusals.join("")).toContain("60000 chars");
+  });
+
+  it("clips a 60 KB topic of a refused SUBSCRIBE", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = mqtt.connect(`mqtt://127.0.0.1:${loudPort}`, {
+      protocolVersion: 4,
+      clientId: device.id,
+      username: device.id,
+      password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
+      reconnectPeriod: 0,
+    });
+    clients.push(client);
+    await new Promise((resolve) => client.once("connect", resolve));
+    const gone = closed(client);
+    client.subscribe(`asic/v1/${"y".repeat(60_000)}`, { qos: 1 });
+    await gone;
+    const refusal = logged.find((line) => line.includes("ACL violation"));
+    expect(refusal).toBeDefined();
+    expect(refusal!.length).toBeLessThan(1_500);
   });
 });

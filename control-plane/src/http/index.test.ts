@@ -161,6 +161,17 @@ describe("authentication and roles (HW-HTTP-1)", () => {
   });
 });
 
+describe("bounded logging (HW-LOG-1)", () => {
+  it("clips a 20 KB request path (any route, no token) in the request log line", async () => {
+    const res = await ctx.request("GET", `/api/v1/${"z".repeat(20_000)}`);
+    expect(res.status).toBe(404);
+    const line = ctx.logLines.find((l) => l.includes('"msg":"request"'));
+    expect(line).toBeDefined();
+    expect(line!.length).toBeLessThan(1_000);
+    expect(line).toContain("(20008 chars)");
+  });
+});
+
 describe("validation (HW-HTTP-2): 400 naming the field, no service call", () => {
   const cases: Array<{ name: string; method: string; path: string; body?: unknown; raw?: string; contentType?: string; field: string }> = [
     { name: "bad device id in path", method: "GET", path: "/api/v1/devices/not-a-device", field: "deviceId" },

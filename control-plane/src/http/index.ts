@@ -15,6 +15,7 @@ import { matchedRoutes } from "hono/route";
 import type { Logger } from "pino";
 import { Histogram } from "prom-client";
 import type { Registry } from "prom-client";
+import { clipForLog } from "../log/index.js";
 import type { ControlPlaneService, Role } from "../service/types.js";
 import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
@@ -114,7 +115,8 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     const route = routeLabel(c);
     duration.observe({ method: c.req.method, route, status: String(c.res.status) }, seconds);
     // Never log headers: they carry bearer tokens. The path has no query string.
-    const entry = { reqId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 };
+    // HW-LOG-1: the path is the (possibly unauthenticated) client's choice: clipped.
+    const entry = { reqId: c.get("requestId"), method: clipForLog(c.req.method, 16), path: clipForLog(c.req.path, 256), status: c.res.status, ms: Math.round(seconds * 1e4) / 10 };
     // Probes and scrapes arrive every few seconds and would drown the operator actions: debug only.
     if (route === "/healthz" || route === "/metrics") logger.debug(entry, "request");
     else logger.info(entry, "request");
@@ -130,7 +132,7 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
   app.onError((err, c) => {
     const known = httpErrorFor(err);
     if (known) return c.json(known.body, known.status);
-    logger.error({ reqId: c.get("requestId"), err, method: c.req.method, path: c.req.path }, "request failed");
+    logger.error({ reqId: c.get("requestId"), err, method: clipForLog(c.req.method, 16), path: clipForLog(c.req.path, 256) }, "request failed");
     return c.json(errorBody("internal", `internal error (request id ${c.get("requestId")})`), 500);
   });
   app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${c.req.path}`), 404));
