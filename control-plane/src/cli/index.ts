@@ -6,6 +6,7 @@
  * keeps the token out of the process list and shell history). Side effects (fetch, files, output) are injected.
  */
 import { parseArgs } from "node:util";
+import { fetchRetryingReset } from "../../../shared/http/retry.js";
 
 export interface CliIo {
   env: Readonly<Record<string, string | undefined>>;
@@ -109,7 +110,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
 
   let response: Response;
   try {
-    response = await io.fetch(new URL(call.path, baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`).toString(), {
+    // HW-HTTP-4: idempotent calls are retried once when a reused keep-alive connection was closed under them.
+    response = await fetchRetryingReset(io.fetch, new URL(call.path, baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`).toString(), {
       method: call.method,
       headers,
       ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),

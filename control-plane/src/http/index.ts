@@ -16,6 +16,7 @@ import type { Logger } from "pino";
 import { Histogram } from "prom-client";
 import type { Registry } from "prom-client";
 import { clipForLog } from "../log/index.js";
+import { bodyTimeoutOf } from "./body-timeout.js";
 import type { ControlPlaneService, Role } from "../service/types.js";
 import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
@@ -130,6 +131,9 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
   app.use("*", (c, next) => (isStreamedUpload(c.req.path) ? next() : limitBody(c, next)));
 
   app.onError((err, c) => {
+    // HW-HTTP-3: a body that never arrived surfaces as whatever the read turned into; the answer is 408.
+    const timedOut = bodyTimeoutOf(c.env);
+    if (timedOut) return c.json(errorBody("request_timeout", timedOut.message), 408, { Connection: "close" });
     const known = httpErrorFor(err);
     if (known) return c.json(known.body, known.status);
     logger.error({ reqId: c.get("requestId"), err, method: clipForLog(c.req.method, 16), path: clipForLog(c.req.path, 256) }, "request failed");

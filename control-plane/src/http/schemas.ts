@@ -116,6 +116,7 @@ export const errorSchema = z
         "conflict",
         "payload_too_large",
         "too_many_requests",
+        "request_timeout",
         "internal",
       ]),
       message: z.string(),

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { chmod, mkdir } from "node:fs/promises";
 import type { Server } from "node:http";
 import { createHttpApp } from "../http/index.js";
+import { applyHttpTimeouts } from "./http-timeouts.js";
 import { join } from "node:path";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
@@ -257,6 +258,7 @@ export async function startPlane(
       });
 
     const httpServer = createAdaptorServer({ fetch: app.fetch }) as Server;
+    applyHttpTimeouts(httpServer, { bodyTimeoutMs: config.httpBodyTimeoutMs, keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs }, logger);
     cleanups.push(() => closeHttp(httpServer)); // runs first on shutdown: stop taking requests before the broker/DB go
     const httpPort = await listenHttp(httpServer, config.httpPort, config.httpHost, logger).catch((error: unknown) => {
       throw listenError(error, "HASHWARD_HTTP_PORT", config.httpPort, "HASHWARD_HTTP_HOST", config.httpHost);
