@@ -4,10 +4,11 @@
  * opened and throws (a ConfigError naming the variable for the operator's own mistakes, such as a busy port).
  */
 import { existsSync, readFileSync } from "node:fs";
-import { chmod, mkdir } from "node:fs/promises";
+import { chmod } from "node:fs/promises";
 import type { Server } from "node:http";
 import { createHttpApp } from "../http/index.js";
 import { applyHttpTimeouts } from "./http-timeouts.js";
+import { privatizeDatabaseFiles, secureDataDir } from "./data-dir.js";
 import { join } from "node:path";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
@@ -174,7 +175,7 @@ export async function startPlane(
   };
 
   try {
-    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    await secureDataDir(config.dataDir, logger); // HW-DATA-1
     const commandKey = await loadOrCreateCommandKey(config.dataDir);
     logger.info({ path: commandKey.path, created: commandKey.created }, commandKey.created ? "command-signing key created" : "command-signing key loaded");
 
@@ -182,6 +183,7 @@ export async function startPlane(
       config.databaseUrl === undefined ? { dataDir: config.dataDir } : { dataDir: config.dataDir, databaseUrl: config.databaseUrl },
     );
     cleanups.push(() => opened.close());
+    await privatizeDatabaseFiles(config.dataDir, logger); // HW-DATA-1: PGlite sets its own file modes
 
     const registry = new Registry();
     try {
