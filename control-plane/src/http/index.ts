@@ -25,6 +25,11 @@ import { registerPolicyRoutes } from "./routes/policies.js";
 import {
   apiTokenBody,
   apiTokenCreatedSchema,
+  apiTokensSchema,
+  apiTokenViewSchema,
+  enrollmentTokensSchema,
+  enrollmentTokenViewSchema,
+  tokenIdParams,
   attestNowSchema,
   auditSchema,
   bulkContainmentBody,
@@ -225,6 +230,51 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
       responses: { 201: json(apiTokenCreatedSchema, "Created"), ...errorResponses },
     }),
     async (c) => c.json(await service.createApiToken(c.get("actor"), c.req.valid("json")), 201),
+  );
+
+  // HW-TOKEN-1: list (no secrets) and revoke, both token kinds, admin only; revokes are audited and bite on the
+  // token's next request (HW-HTTP-1 resolves tokens per request).
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/api-tokens",
+      ...secured("admin", "List API tokens (never the secret): role, created, expires, last used, revoked", "admin"),
+      responses: { 200: json(apiTokensSchema, "API tokens, newest first"), ...errorResponses },
+    }),
+    async (c) => c.json({ tokens: await service.listApiTokens() }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/api-tokens/{id}/revoke",
+      ...secured("admin", "Revoke an API token: refused from its next request on", "admin"),
+      request: { params: tokenIdParams, ...jsonBody(optionalReasonBody, false) },
+      responses: { 200: json(apiTokenViewSchema, "The revoked token"), ...errorResponses },
+    }),
+    async (c) => c.json(await service.revokeApiToken(c.get("actor"), c.req.valid("param").id, c.req.valid("json").reason ?? "revoked via API"), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/enrollment-tokens",
+      ...secured("admin", "List enrollment tokens (never the secret): uses, expiry, last used, revoked", "enrollment"),
+      responses: { 200: json(enrollmentTokensSchema, "Enrollment tokens, newest first"), ...errorResponses },
+    }),
+    async (c) => c.json({ tokens: await service.listEnrollmentTokens() }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/enrollment-tokens/{id}/revoke",
+      ...secured("admin", "Revoke an enrollment token: no device enrolls with it afterwards", "enrollment"),
+      request: { params: tokenIdParams, ...jsonBody(optionalReasonBody, false) },
+      responses: { 200: json(enrollmentTokenViewSchema, "The revoked token"), ...errorResponses },
+    }),
+    async (c) =>
+      c.json(await service.revokeEnrollmentToken(c.get("actor"), c.req.valid("param").id, c.req.valid("json").reason ?? "revoked via API"), 200),
   );
 
   // --- devices --------------------------------------------------------------------------------------------------
