@@ -505,3 +505,48 @@ describe("bounded logging of attacker-chosen input (HW-LOG-1)", () => {
     expect(refusal!.length).toBeLessThan(1_500);
   });
 });
+
+describe("session takeover (HW-AUTH-2)", () => {
+  it("a second authenticated CONNECT under a connected device's id: warn line with both peers, metric, service told; no takeover on a plain reconnect", async () => {
+    const logged: string[] = [];
+    const sink = { write: (line: string) => void logged.push(line) };
+    const localRegistry = new Registry();
+    const watched = await createBroker({ deviceSide: fake, logger: pino({ level: "info" }, sink), registry: localRegistry, identityCacheMs: 0 });
+    const watchedPort = await watched.listen(0, "127.0.0.1");
+    try {
+      const device = newDevice();
+      enroll(device);
+      const open = () => {
+        const client = mqtt.connect(`mqtt://127.0.0.1:${watchedPort}`, {
+          protocolVersion: 4,
+          clientId: device.id,
+          username: device.id,
+          password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
+          reconnectPeriod: 0,
+        });
+        clients.push(client);
+        return new Promise<MqttClient>((resolve, reject) => {
+          client.once("connect", () => resolve(client));
+          client.once("error", reject);
+        });
+      };
+      const first = await open();
+      await first.endAsync(); // a clean disconnect, then a reconnect: not a takeover
+      await until(() => fake.callsOf("onDisconnected").length === 1, "first disconnect");
+      const second = await open();
+      const secondGone = closed(second);
+      await open(); // takes the live session over
+      await secondGone;
+      await until(() => fake.callsOf("onSessionTakeover").length === 1, "onSessionTakeover");
+      expect(fake.callsOf("onSessionTakeover")[0]).toMatchObject({ deviceId: device.id, peers: { previousPeer: "127.0.0.1", newPeer: "127.0.0.1" } });
+      const metric = await localRegistry.getSingleMetric("hashward_mqtt_session_takeovers_total")!.get();
+      expect(metric.values[0]?.value).toBe(1);
+      const warn = logged.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => String(line.msg).startsWith("mqtt session takeover"));
+      expect(warn).toHaveLength(1);
+      expect(warn[0]).toMatchObject({ level: 40, deviceId: device.id, previousPeer: "127.0.0.1", newPeer: "127.0.0.1" });
+      expect(watched.publisher.isConnected(device.id)).toBe(true);
+    } finally {
+      await watched.close();
+    }
+  });
+});

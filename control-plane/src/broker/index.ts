@@ -144,6 +144,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     labelNames: ["action", "reason"] as const,
     registers: [registry],
   });
+  const sessionTakeovers = new Counter({
+    name: "hashward_mqtt_session_takeovers_total",
+    help: "Authenticated CONNECTs that took over a device's live session (HW-AUTH-2)",
+    registers: [registry],
+  });
   const connectRefused = new Counter({
     name: "hashward_mqtt_connect_refused_total",
     help: "MQTT CONNECTs refused, by reason",
@@ -289,6 +294,22 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     );
   }
 
+  /**
+   * HW-AUTH-2: a second authenticated CONNECT under a device's id closes its live session (MQTT 3.1.1 3.1.4-2).
+   * Either the device reconnected before its old socket died, or its key or token leaked: a warn line with both
+   * peer addresses, a metric, and a device event that counts against the device (service onSessionTakeover).
+   */
+  function noteTakeover(deviceId: string, previous: Client, next: Client): void {
+    const peers = { previousPeer: peerAddress(previous), newPeer: peerAddress(next) };
+    sessionTakeovers.inc();
+    logger.warn({ deviceId, ...peers }, "mqtt session takeover: a second authenticated CONNECT replaced the device's live session");
+    void enqueue(deviceId, async () => {
+      await deviceSide.onSessionTakeover?.(deviceId, peers).catch((error: unknown) => {
+        logger.error({ deviceId, err: error }, "onSessionTakeover failed");
+      });
+    });
+  }
+
   function denyAcl(client: Client, action: "publish" | "subscribe", reason: string, topic: string, callback: (error: Error) => void): void {
     aclDenied.inc({ action, reason });
     // HW-LOG-1: the topic is the client's choice (up to 64 KiB): clipped.
@@ -362,7 +383,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     authenticate(client, username, password, done) {
       verifyConnect(client, username, password).then(
-        () => done(null, true),
+        () => {
+          // HW-AUTH-2: a valid token for a device that is connected right now: the session is being taken over.
+          const previous = live.get(client.id);
+          if (previous !== undefined && previous !== client) noteTakeover(client.id, previous, client);
+          done(null, true);
+        },
         (error: unknown) => {
           const refusal =
             error instanceof ConnectRefusal

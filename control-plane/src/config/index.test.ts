@@ -37,6 +37,8 @@ describe("loadConfig", () => {
       updateCommandTtlMs: 3_600_000,
       httpBodyTimeoutMs: 10_000,
       httpKeepAliveTimeoutMs: 65_000,
+      sessionTakeoverThreshold: 3,
+      sessionTakeoverWindowMs: 60_000,
     });
   });
 

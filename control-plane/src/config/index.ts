@@ -39,6 +39,9 @@ export interface ControlPlaneConfig {
   /** HTTP listener (control-plane/src/plane/http-timeouts.ts): request body deadline (HW-HTTP-3) and keep-alive idle close (HW-HTTP-4), ms. */
   httpBodyTimeoutMs: number;
   httpKeepAliveTimeoutMs: number;
+  /** HW-AUTH-2: this many MQTT session takeovers within sessionTakeoverWindowMs make a device's appraisal `warning`. */
+  sessionTakeoverThreshold: number;
+  sessionTakeoverWindowMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -131,6 +134,8 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     httpBodyTimeoutMs: integer(env, "HASHWARD_HTTP_BODY_TIMEOUT_MS", 10_000, 100, 60 * MINUTE_MS),
     // HW-HTTP-4: longer than any client's keep-alive pool, so the server is not the side that closes a reused socket.
     httpKeepAliveTimeoutMs: integer(env, "HASHWARD_HTTP_KEEP_ALIVE_TIMEOUT_MS", 65_000, 1_000, 10 * MINUTE_MS),
+    sessionTakeoverThreshold: integer(env, "HASHWARD_SESSION_TAKEOVER_THRESHOLD", 3, 1, 1_000),
+    sessionTakeoverWindowMs: integer(env, "HASHWARD_SESSION_TAKEOVER_WINDOW_MS", MINUTE_MS, 1_000, DAY_MS),
   };
   const databaseUrl = url(env, "DATABASE_URL", ["postgres:", "postgresql:"]);
   if (databaseUrl !== undefined) config.databaseUrl = databaseUrl;

@@ -210,6 +210,8 @@ export async function startPlane(
       staleAfterMs: config.staleAfterMs,
       autoQuarantine: config.autoQuarantine,
       maxPendingDevices: config.maxPendingDevices,
+      sessionTakeoverThreshold: config.sessionTakeoverThreshold,
+      sessionTakeoverWindowMs: config.sessionTakeoverWindowMs,
       ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
     };
     const services = factories.createServices({

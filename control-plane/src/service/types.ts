@@ -293,6 +293,13 @@ export interface DeviceSideService {
   rememberConnectNonce(deviceId: string, nonce: string, expiresAtMs: number): Promise<boolean>;
   onConnected(deviceId: string): Promise<void>;
   onDisconnected(deviceId: string): Promise<void>;
+  /**
+   * HW-AUTH-2: a second authenticated CONNECT took over the device's live session. Stores a `session-takeover`
+   * device event (severity warning, detail {previousPeer, newPeer, takeoversInWindow}) and, at the configured
+   * threshold within the window, moves a trusted/unknown/stale appraisal to `warning` with reason "session takeover".
+   * Optional so transports without sessions (external brokers) need not implement it.
+   */
+  onSessionTakeover?(deviceId: string, peers: { previousPeer: string; newPeer: string }): Promise<void>;
   /** Records versions/boot; re-publishes pending commands; sends a challenge when no fresh appraisal exists. */
   onHello(hello: Hello): Promise<void>;
   /** Batched: may buffer and flush later (PGlite costs ~100us per query). */
