@@ -8,6 +8,7 @@ import {
   createFastSigner, deviceIdFromPublicKey, generateKeyPair, issueConnectToken, signObject, toBase64Url, type KeyPair,
 } from "../../shared/index.js";
 import { downFilter, upTopic, type Heartbeat } from "../../shared/protocol/index.js";
+import { fetchRetryingReset } from "../../shared/http/retry.js";
 import { mapPool } from "./report.js";
 
 export const BENCH_MODEL = "S19-bench";
@@ -44,11 +45,13 @@ export async function enrollDevice(httpUrl: string, device: SimDevice, enrollmen
     },
     device.keyPair.privateKey,
   );
-  const response = await fetch(`${httpUrl}/api/v1/enroll`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(request),
-  });
+  // HW-HTTP-4: enrollment is idempotent; one retry on a reused connection's reset, as the agent does.
+  const response = await fetchRetryingReset(
+    fetch,
+    `${httpUrl}/api/v1/enroll`,
+    { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(request) },
+    { idempotent: true },
+  );
   const body = (await response.json().catch(() => ({}))) as { enrollment?: string };
   if (response.status !== 200) throw new Error(`enroll ${device.deviceId} -> ${response.status}: ${JSON.stringify(body)}`);
   return body.enrollment ?? "unknown";

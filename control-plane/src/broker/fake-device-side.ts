@@ -4,6 +4,7 @@ import type { AttestationResult, ConnectIdentity, DeviceSession, DeviceSideServi
 
 export type RecordedCall =
   | { method: "onConnected" | "onDisconnected"; deviceId: string }
+  | { method: "onSessionTakeover"; deviceId: string; peers: { previousPeer: string; newPeer: string } }
   | { method: "onHello"; message: Hello; session: DeviceSession }
   | { method: "onHeartbeat"; message: Heartbeat; session: DeviceSession }
   | { method: "onEvidence"; message: Evidence }
@@ -50,6 +51,10 @@ export class FakeDeviceSide implements DeviceSideService {
 
   async onDisconnected(deviceId: string): Promise<void> {
     this.calls.push({ method: "onDisconnected", deviceId });
+  }
+
+  async onSessionTakeover(deviceId: string, peers: { previousPeer: string; newPeer: string }): Promise<void> {
+    this.calls.push({ method: "onSessionTakeover", deviceId, peers });
   }
 
   private maybeFail(): void {

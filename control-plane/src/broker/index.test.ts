@@ -434,6 +434,17 @@ describe("subscribe ACL and publisher", () => {
     expect(JSON.parse(message.payload.toString()).seq).toBe(1);
   });
 
+  it.each([0, 1, 2] as const)("grants QoS min(%i, 1) in the SUBACK and delivers at that QoS (HW-MQTT-1)", async (requested) => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const granted = await client.subscribeAsync(downFilter(device.id), { qos: requested });
+    expect(granted[0]?.qos).toBe(Math.min(requested, 1));
+    const received = new Promise<{ qos: number }>((resolve) => client.once("message", (_topic, _payload, packet) => resolve({ qos: packet.qos })));
+    await broker.publisher.publish(device.id, "command", command(device.id, 1));
+    expect((await received).qos).toBe(Math.min(requested, 1));
+  });
+
   it("refuses to publish a message for one device on another's topic", async () => {
     await expect(broker.publisher.publish(newDevice().id, "command", command(newDevice().id, 1))).rejects.toBeInstanceOf(ValidationError);
   });
@@ -485,5 +496,115 @@ describe("robustness", () => {
     await connect(device);
     await Promise.all([broker.close(), broker.close()]);
     expect(fake.callsOf("onDisconnected")).toHaveLength(1);
+  });
+});
+
+describe("bounded logging of attacker-chosen input (HW-LOG-1)", () => {
+  let logged: string[];
+  let loudBroker: Broker;
+  let loudPort: number;
+
+  beforeEach(async () => {
+    logged = [];
+    const sink = { write: (line: string) => void logged.push(line) };
+    // Info is the production default; debug adds one clipped line per connection.
+    loudBroker = await createBroker({ deviceSide: fake, logger: pino({ level: "info" }, sink), registry: new Registry(), identityCacheMs: 0 });
+    loudPort = await loudBroker.listen(0, "127.0.0.1");
+  });
+
+  afterEach(async () => {
+    await loudBroker.close();
+  });
+
+  function attempt(options: { clientId: string; username: string; password: string }): Promise<void> {
+    const client = mqtt.connect(`mqtt://127.0.0.1:${loudPort}`, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10_000, ...options });
+    clients.push(client);
+    return new Promise((resolve) => {
+      client.once("error", () => resolve());
+      client.once("close", () => resolve());
+    });
+  }
+
+  it("20 refused CONNECTs per kind with 60 KB usernames, client ids and passwords write a few short lines", async () => {
+    const huge = (seed: number) => `${seed}`.padEnd(60_000, "x");
+    const device = newDevice();
+    enroll(device);
+    for (let i = 0; i < 20; i++) {
+      // Each attempt chooses a new username: a throttle keyed on it would log every one.
+      await attempt({ clientId: huge(i), username: huge(i), password: "p" }); // bad-username
+      await attempt({ clientId: huge(i), username: device.id, password: "p" }); // client-id-mismatch
+      await attempt({ clientId: device.id, username: device.id, password: huge(i) }); // bad-token (too long)
+    }
+    const bytes = logged.reduce((sum, line) => sum + line.length, 0);
+    const refusals = logged.filter((line) => line.includes("mqtt connect refused"));
+    expect(refusals).toHaveLength(3); // one per (peer address, reason) per minute
+    for (const line of logged) expect(line.length).toBeLessThan(1_500);
+    expect(bytes).toBeLessThan(5_000); // 60 attempts; before: over 3.6 MB
+    expect(refusals.join("")).toContain("60000 chars");
+  });
+
+  it("clips a 60 KB topic of a refused SUBSCRIBE", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = mqtt.connect(`mqtt://127.0.0.1:${loudPort}`, {
+      protocolVersion: 4,
+      clientId: device.id,
+      username: device.id,
+      password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
+      reconnectPeriod: 0,
+    });
+    clients.push(client);
+    await new Promise((resolve) => client.once("connect", resolve));
+    const gone = closed(client);
+    client.subscribe(`asic/v1/${"y".repeat(60_000)}`, { qos: 1 });
+    await gone;
+    const refusal = logged.find((line) => line.includes("ACL violation"));
+    expect(refusal).toBeDefined();
+    expect(refusal!.length).toBeLessThan(1_500);
+  });
+});
+
+describe("session takeover (HW-AUTH-2)", () => {
+  it("a second authenticated CONNECT under a connected device's id: warn line with both peers, metric, service told; no takeover on a plain reconnect", async () => {
+    const logged: string[] = [];
+    const sink = { write: (line: string) => void logged.push(line) };
+    const localRegistry = new Registry();
+    const watched = await createBroker({ deviceSide: fake, logger: pino({ level: "info" }, sink), registry: localRegistry, identityCacheMs: 0 });
+    const watchedPort = await watched.listen(0, "127.0.0.1");
+    try {
+      const device = newDevice();
+      enroll(device);
+      const open = () => {
+        const client = mqtt.connect(`mqtt://127.0.0.1:${watchedPort}`, {
+          protocolVersion: 4,
+          clientId: device.id,
+          username: device.id,
+          password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
+          reconnectPeriod: 0,
+        });
+        clients.push(client);
+        return new Promise<MqttClient>((resolve, reject) => {
+          client.once("connect", () => resolve(client));
+          client.once("error", reject);
+        });
+      };
+      const first = await open();
+      await first.endAsync(); // a clean disconnect, then a reconnect: not a takeover
+      await until(() => fake.callsOf("onDisconnected").length === 1, "first disconnect");
+      const second = await open();
+      const secondGone = closed(second);
+      await open(); // takes the live session over
+      await secondGone;
+      await until(() => fake.callsOf("onSessionTakeover").length === 1, "onSessionTakeover");
+      expect(fake.callsOf("onSessionTakeover")[0]).toMatchObject({ deviceId: device.id, peers: { previousPeer: "127.0.0.1", newPeer: "127.0.0.1" } });
+      const metric = await localRegistry.getSingleMetric("hashward_mqtt_session_takeovers_total")!.get();
+      expect(metric.values[0]?.value).toBe(1);
+      const warn = logged.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => String(line.msg).startsWith("mqtt session takeover"));
+      expect(warn).toHaveLength(1);
+      expect(warn[0]).toMatchObject({ level: 40, deviceId: device.id, previousPeer: "127.0.0.1", newPeer: "127.0.0.1" });
+      expect(watched.publisher.isConnected(device.id)).toBe(true);
+    } finally {
+      await watched.close();
+    }
   });
 });

@@ -43,6 +43,7 @@ import {
   type UpKind,
 } from "../../../shared/protocol/index.js";
 import { LivenessRefusal, type LivenessRejection } from "../errors.js";
+import { clipForLog } from "../log/index.js";
 import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
 
 export interface BrokerDeps {
@@ -84,6 +85,15 @@ const MAX_PASSWORD_BYTES = 2_048;
 /** Topic, length prefixes and message id on top of the payload. */
 const PACKET_OVERHEAD_BYTES = 1_024;
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
+/** HW-LOG-1: peers whose last refusal time is remembered; the oldest is forgotten beyond this. */
+const REFUSAL_LOG_MAX_PEERS = 1_024;
+/** HW-LOG-1: refused-CONNECT lines per REFUSAL_LOG_INTERVAL_MS for all peers together (many source addresses). */
+const REFUSAL_LOG_MAX_LINES_PER_INTERVAL = 100;
+/** The peer's address ("ip:port" is too fine: one attacker opens many ports), or "unknown". */
+function peerAddress(client: Client): string {
+  const conn = (client as unknown as { conn?: { remoteAddress?: string } }).conn;
+  return conn?.remoteAddress ?? "unknown";
+}
 
 type RefusalReason =
   | "bad-username"
@@ -144,6 +154,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     labelNames: ["action", "reason"] as const,
     registers: [registry],
   });
+  const sessionTakeovers = new Counter({
+    name: "hashward_mqtt_session_takeovers_total",
+    help: "Authenticated CONNECTs that took over a device's live session (HW-AUTH-2)",
+    registers: [registry],
+  });
   const connectRefused = new Counter({
     name: "hashward_mqtt_connect_refused_total",
     help: "MQTT CONNECTs refused, by reason",
@@ -164,7 +179,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   // HW-AUTH-1: each connect token is usable once for the broker's lifetime (nonces kept until expiry).
   const nonces = new NonceMemory();
   const identities = new Map<string, { identity: ConnectIdentity | null; at: number }>();
+  /** HW-LOG-1: last refusal line per (peer address, reason), insertion-ordered so the oldest goes first. */
   const refusalLoggedAt = new Map<string, number>();
+  const refusalWindow = { startedAt: 0, lines: 0, suppressed: 0 };
   const loggedPerClient = new WeakMap<Client, Set<string>>();
   /** HW-LIVE-1: the session of each authenticated connection (set once its CONNECT verified). */
   const sessions = new WeakMap<Client, DeviceSession>();
@@ -205,7 +222,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
     if (client.id !== username) {
       // [MQTT-3.1.3-9]: a refused client identifier is answered with return code 2.
-      throw new ConnectRefusal("client-id-mismatch", CONNACK.identifierRejected, `clientId ${JSON.stringify(client.id)} is not the username`);
+      throw new ConnectRefusal("client-id-mismatch", CONNACK.identifierRejected, `clientId ${JSON.stringify(clipForLog(client.id))} is not the username`);
     }
     if (password === undefined || password.length === 0 || password.length > MAX_PASSWORD_BYTES) {
       throw new ConnectRefusal("bad-token", CONNACK.badUsernameOrPassword, "password is missing or too long");
@@ -252,21 +269,71 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     return session;
   }
 
-  function logRefusal(deviceId: string, refusal: ConnectRefusal): void {
+  /**
+   * HW-LOG-1: refused CONNECTs are counted always and logged at most once per REFUSAL_LOG_INTERVAL_MS per
+   * (peer address, reason), never keyed on what the peer chose (username, client id); at most
+   * REFUSAL_LOG_MAX_LINES_PER_INTERVAL lines per interval overall, then one line saying how many were suppressed;
+   * every attacker-chosen field is clipped (clipForLog).
+   */
+  function logRefusal(client: Client, username: string | undefined, refusal: ConnectRefusal): void {
     connectRefused.inc({ reason: refusal.reason });
-    const key = `${deviceId}\u0000${refusal.reason}`;
+    const peer = peerAddress(client);
+    const key = `${peer}\u0000${refusal.reason}`;
     const at = now();
     const last = refusalLoggedAt.get(key);
     if (last !== undefined && at - last < REFUSAL_LOG_INTERVAL_MS) return;
-    if (refusalLoggedAt.size >= 10_000) refusalLoggedAt.clear();
+    if (at - refusalWindow.startedAt >= REFUSAL_LOG_INTERVAL_MS) {
+      if (refusalWindow.suppressed > 0) {
+        logger.warn({ suppressed: refusalWindow.suppressed, intervalMs: REFUSAL_LOG_INTERVAL_MS }, "mqtt connect refusals not logged (too many peers)");
+      }
+      Object.assign(refusalWindow, { startedAt: at, lines: 0, suppressed: 0 });
+    }
+    if (refusalWindow.lines >= REFUSAL_LOG_MAX_LINES_PER_INTERVAL) {
+      refusalWindow.suppressed += 1;
+      return;
+    }
+    refusalWindow.lines += 1;
+    refusalLoggedAt.delete(key);
     refusalLoggedAt.set(key, at);
-    logger.warn({ deviceId, reason: refusal.reason, returnCode: refusal.returnCode, detail: refusal.message }, "mqtt connect refused");
+    while (refusalLoggedAt.size > REFUSAL_LOG_MAX_PEERS) {
+      const oldest = refusalLoggedAt.keys().next().value;
+      if (oldest === undefined) break;
+      refusalLoggedAt.delete(oldest);
+    }
+    logger.warn(
+      {
+        peer,
+        deviceId: clipForLog(username ?? "(none)"),
+        clientId: clipForLog(client.id),
+        reason: refusal.reason,
+        returnCode: refusal.returnCode,
+        detail: clipForLog(refusal.message, 256),
+      },
+      "mqtt connect refused",
+    );
+  }
+
+  /**
+   * HW-AUTH-2: a second authenticated CONNECT under a device's id closes its live session (MQTT 3.1.1 3.1.4-2).
+   * Either the device reconnected before its old socket died, or its key or token leaked: a warn line with both
+   * peer addresses, a metric, and a device event that counts against the device (service onSessionTakeover).
+   */
+  function noteTakeover(deviceId: string, previous: Client, next: Client): void {
+    const peers = { previousPeer: peerAddress(previous), newPeer: peerAddress(next) };
+    sessionTakeovers.inc();
+    logger.warn({ deviceId, ...peers }, "mqtt session takeover: a second authenticated CONNECT replaced the device's live session");
+    void enqueue(deviceId, async () => {
+      await deviceSide.onSessionTakeover?.(deviceId, peers).catch((error: unknown) => {
+        logger.error({ deviceId, err: error }, "onSessionTakeover failed");
+      });
+    });
   }
 
   function denyAcl(client: Client, action: "publish" | "subscribe", reason: string, topic: string, callback: (error: Error) => void): void {
     aclDenied.inc({ action, reason });
-    logOncePerClient(client, `${action}:${reason}`, { action, topic: topic.slice(0, 256) }, "mqtt client disconnected: ACL violation");
-    callback(new Error(`${action} refused: ${reason} (${topic.slice(0, 256)})`));
+    // HW-LOG-1: the topic is the client's choice (up to 64 KiB): clipped.
+    logOncePerClient(client, `${action}:${reason}`, { action, topic: clipForLog(topic, 256) }, "mqtt client disconnected: ACL violation");
+    callback(new Error(`${action} refused: ${reason} (${clipForLog(topic, 256)})`));
   }
 
   /** Revocation bites within identityCacheMs even for a connection that is already open (HW-AUTH-1). */
@@ -297,7 +364,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       if (message.deviceId !== deviceId) {
         // A device signs with its own key, but a payload naming another device is never handed over.
         messagesRejected.inc({ kind, reason: "device-mismatch" });
-        logOncePerClient(client, "device-mismatch", { kind, payloadDeviceId: message.deviceId }, "mqtt message dropped");
+        logOncePerClient(client, "device-mismatch", { kind, payloadDeviceId: clipForLog(message.deviceId) }, "mqtt message dropped");
         return;
       }
       switch (message.type) {
@@ -338,13 +405,18 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     authenticate(client, username, password, done) {
       verifyConnect(client, username, password).then(
-        () => done(null, true),
+        () => {
+          // HW-AUTH-2: a valid token for a device that is connected right now: the session is being taken over.
+          const previous = live.get(client.id);
+          if (previous !== undefined && previous !== client) noteTakeover(client.id, previous, client);
+          done(null, true);
+        },
         (error: unknown) => {
           const refusal =
             error instanceof ConnectRefusal
               ? error
               : new ConnectRefusal("unavailable", CONNACK.serverUnavailable, String(error));
-          logRefusal(username ?? "(none)", refusal);
+          logRefusal(client, username, refusal);
           const authError = Object.assign(new Error(refusal.message), { returnCode: refusal.returnCode }) as AuthenticateError;
           done(authError, false);
         },
@@ -375,7 +447,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       // HW-TOPIC-1: only its own down/ topics, as the one filter or a concrete topic.
       const own = topic === downFilter(client.id) || (parsed?.direction === "down" && parsed.deviceId === client.id);
       if (!own) return denyAcl(client, "subscribe", "foreign-topic", topic, (error) => callback(error, null));
-      const granted: Subscription = { ...subscription, qos: Math.min(subscription.qos, 1) as 0 | 1 };
+      // HW-MQTT-1: delivered at most at QoS 1 (capSubscribeQos already lowered the SUBACK's grant).
+      const granted: Subscription = { ...subscription, qos: Math.min(subscription.qos, MAX_GRANTED_QOS) as 0 | 1 };
       callback(null, granted);
     },
 
@@ -419,11 +492,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }),
     );
   });
+  // HW-LOG-1: client ids and error texts can carry what an unauthenticated peer sent: clipped.
   aedes.on("clientError", (client, error) => {
-    logger.debug({ deviceId: client.id, err: error.message }, "mqtt client error");
+    logger.debug({ deviceId: clipForLog(client.id), peer: peerAddress(client), err: clipForLog(error.message, 256) }, "mqtt client error");
   });
   aedes.on("connectionError", (client, error) => {
-    logger.debug({ clientId: client.id, err: error.message }, "mqtt connection error");
+    logger.debug({ clientId: clipForLog(client.id), peer: peerAddress(client), err: clipForLog(error.message, 256) }, "mqtt connection error");
   });
   // aedes emits 'error' for persistence failures; an unhandled 'error' event would kill the process.
   (aedes as EventEmitter).on("error", (error: Error) => logger.error({ err: error }, "mqtt broker error"));
@@ -454,9 +528,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   function handleSocket(socket: Socket): void {
     const client = aedes.handle(socket);
+    capSubscribeQos(client);
     capPacketSize(client, maxPacketBytes, () => {
       aclDenied.inc({ action: "packet", reason: "oversize" });
-      logger.warn({ clientId: client.id, reason: "oversize", maxPacketBytes }, "mqtt client disconnected: packet too large");
+      logger.warn({ clientId: clipForLog(client.id), peer: peerAddress(client), reason: "oversize", maxPacketBytes }, "mqtt client disconnected: packet too large");
     });
   }
 
@@ -494,6 +569,26 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       return closing;
     },
   };
+}
+
+/** The highest QoS the broker delivers with: the plane publishes commands and challenges at QoS 1. */
+export const MAX_GRANTED_QOS = 1;
+
+/**
+ * HW-MQTT-1: a SUBACK grants min(requested, MAX_GRANTED_QOS) ([MQTT-3.9.3-1]: the granted QoS is the maximum the
+ * server delivers with). aedes 1.2 copies the requested QoS into the SUBACK before authorizeSubscribe runs, so
+ * the requested QoS is lowered as the SUBSCRIBE packet leaves the parser, before any handler sees it. When the
+ * internals differ, authorizeSubscribe still caps the QoS actually delivered.
+ */
+function capSubscribeQos(client: Client): void {
+  const parser = (client as unknown as { _parser?: EventEmitter })._parser;
+  if (!parser || typeof parser.prependListener !== "function") return;
+  parser.prependListener("packet", (packet: { cmd?: string; subscriptions?: { qos: number }[] }) => {
+    if (packet.cmd !== "subscribe" || !Array.isArray(packet.subscriptions)) return;
+    for (const subscription of packet.subscriptions) {
+      subscription.qos = Math.min(subscription.qos, MAX_GRANTED_QOS);
+    }
+  });
 }
 
 interface PacketParser {

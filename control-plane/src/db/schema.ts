@@ -59,6 +59,13 @@ export const apiTokens = pgTable(
     label: text("label").notNull(),
     createdBy: jsonb("created_by").notNull(),
     createdAt: ts("created_at").notNull().defaultNow(),
+    /** HW-TOKEN-1: null = never expires; a token at or past it is refused like an unknown one. */
+    expiresAt: ts("expires_at"),
+    /** HW-TOKEN-1: set once by a revoke; a revoked token is refused on its next request. */
+    revokedAt: ts("revoked_at"),
+    revokedBy: jsonb("revoked_by"),
+    /** Last authenticated request (written at most once a minute per token). */
+    lastUsedAt: ts("last_used_at"),
   },
   (t) => [uniqueIndex("api_tokens_hash_idx").on(t.tokenHash), index("api_tokens_role_idx").on(t.role)],
 );
@@ -74,6 +81,11 @@ export const enrollmentTokens = pgTable(
     uses: integer("uses").notNull().default(0),
     createdBy: jsonb("created_by").notNull(),
     createdAt: ts("created_at").notNull().defaultNow(),
+    /** HW-TOKEN-1: a revoked enrollment token enrolls nothing more. */
+    revokedAt: ts("revoked_at"),
+    revokedBy: jsonb("revoked_by"),
+    /** Last enrollment that used it. */
+    lastUsedAt: ts("last_used_at"),
   },
   (t) => [uniqueIndex("enrollment_tokens_hash_idx").on(t.tokenHash)],
 );

@@ -3,7 +3,8 @@
  * Signatures and freshness are checked here; a refusal throws before anything is written, or inside the
  * transaction so that it rolls back (nothing changes on refusal).
  */
-import { and, desc, eq, inArray, isNotNull, lt, max } from "drizzle-orm";
+import { randomBytes } from "node:crypto";
+import { and, desc, eq, gte, inArray, isNotNull, lt, max } from "drizzle-orm";
 import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
 import { FreshnessError, VerificationError } from "../../../shared/errors/index.js";
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
@@ -16,6 +17,13 @@ import { AckBatcher } from "./acks.js";
 import { HeartbeatBuffer, verifyLiveness } from "./heartbeats.js";
 import { insertChallenge, publishChallenge } from "./operator.js";
 import type { Actor, AppraisalState, AttestationResult, ContainmentState, DeviceSession, DeviceSideService, EnrollmentState } from "./types.js";
+
+/** HW-AUTH-2: device event kind of a session takeover, and the defaults of its threshold (count within window, ms). */
+export const TAKEOVER_EVENT = "session-takeover";
+const DEFAULT_TAKEOVER_THRESHOLD = 3;
+const DEFAULT_TAKEOVER_WINDOW_MS = 60_000;
+/** Appraisals a takeover can worsen to `warning` (contraindicated stays). */
+const TAKEOVER_WARNS: readonly AppraisalState[] = ["unknown", "trusted", "stale"];
 
 const CHALLENGE_RETENTION_MS = 60 * 60_000;
 const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
@@ -81,6 +89,39 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
 
     async onDisconnected(deviceId) {
       await db.update(devices).set({ connected: false }).where(eq(devices.id, deviceId));
+    },
+
+    async onSessionTakeover(deviceId, peers) {
+      const now = ctx.now();
+      const at = new Date(now);
+      const threshold = ctx.options.sessionTakeoverThreshold ?? DEFAULT_TAKEOVER_THRESHOLD;
+      const windowMs = ctx.options.sessionTakeoverWindowMs ?? DEFAULT_TAKEOVER_WINDOW_MS;
+      await db.transaction(async (tx) => {
+        const device = await lockDevice(tx, deviceId);
+        if (!device) return;
+        const recent = await tx
+          .select({ id: deviceEvents.id })
+          .from(deviceEvents)
+          .where(and(eq(deviceEvents.deviceId, deviceId), eq(deviceEvents.kind, TAKEOVER_EVENT), gte(deviceEvents.receivedAt, new Date(now - windowMs))));
+        const takeoversInWindow = recent.length + 1;
+        // HW-AUTH-2: stored as a device event (plane-made: the id says so), visible in GET devices/{id}/events.
+        await tx.insert(deviceEvents).values({
+          deviceId,
+          id: `plane-${TAKEOVER_EVENT}-${now}-${randomBytes(4).toString("hex")}`,
+          kind: TAKEOVER_EVENT,
+          severity: "warning",
+          ts: at,
+          detail: { ...peers, takeoversInWindow, windowMs, source: "control-plane" },
+          receivedAt: at,
+        });
+        // HW-AUTH-2: repeated takeovers count against the device; a worse verdict is never lowered.
+        if (takeoversInWindow < threshold || !TAKEOVER_WARNS.includes(device.appraisal as AppraisalState)) return;
+        const to = transition("appraisal", device.appraisal as AppraisalState, "appraised-warning");
+        await tx.update(devices).set({ appraisal: to, updatedAt: at }).where(eq(devices.id, deviceId));
+        const actor: Actor = { kind: "system", id: "session-takeover" };
+        const reason = `session takeover: ${takeoversInWindow} in ${windowMs} ms (latest from ${peers.newPeer}, previous ${peers.previousPeer})`;
+        await recordTransitions(tx, [{ deviceId, machine: "appraisal", from: device.appraisal, to, reason, actor }], at);
+      });
     },
 
     async onHello(hello: Hello, session: DeviceSession) {

@@ -169,6 +169,40 @@ export interface ApiTokenCreated {
   token: string;
   role: Role;
   label: string;
+  /** ISO 8601, or null when the token does not expire. */
+  expiresAt: string | null;
+}
+
+/**
+ * An API token as listed (HW-TOKEN-1): never the secret or its hash, only the id (`api_...`) and metadata.
+ * Times are ISO 8601; null = never (expiresAt), not yet (lastUsedAt), not revoked (revokedAt).
+ */
+export interface ApiTokenView {
+  id: string;
+  role: Role;
+  label: string;
+  createdAt: string;
+  createdBy: Actor;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+  /** active, expired or revoked, as of the listing. */
+  status: "active" | "expired" | "revoked";
+}
+
+/** An enrollment token as listed (HW-TOKEN-1): no secret; `uses` of `maxUses` spent. */
+export interface EnrollmentTokenView {
+  id: string;
+  label: string | null;
+  createdAt: string;
+  createdBy: Actor;
+  expiresAt: string;
+  maxUses: number;
+  uses: number;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+  /** active, expired, used-up or revoked, as of the listing. */
+  status: "active" | "expired" | "used-up" | "revoked";
 }
 
 export interface ApiPrincipal {
@@ -183,10 +217,19 @@ export interface ControlPlaneService {
 
   // API tokens (admin).
   authenticateApiToken(token: string): Promise<ApiPrincipal | null>;
-  createApiToken(actor: Actor, input: { role: Role; label: string }): Promise<ApiTokenCreated>;
+  /** `ttlMs` (optional, ms): the token is refused from createdAt + ttlMs on (HW-TOKEN-1). */
+  createApiToken(actor: Actor, input: { role: Role; label: string; ttlMs?: number }): Promise<ApiTokenCreated>;
+  /** Every API token, newest first, without secrets (HW-TOKEN-1). */
+  listApiTokens(): Promise<ApiTokenView[]>;
+  /** Revokes an API token: refused from its next request on; audited. NotFoundError for an unknown id; revoking twice is a no-op answer. */
+  revokeApiToken(actor: Actor, id: string, reason: string): Promise<ApiTokenView>;
 
   // Enrollment tokens (operator).
   createEnrollmentToken(actor: Actor, input: { ttlMs: number; maxUses: number; label?: string }): Promise<EnrollmentTokenCreated>;
+  /** Every enrollment token, newest first, without secrets (HW-TOKEN-1). */
+  listEnrollmentTokens(): Promise<EnrollmentTokenView[]>;
+  /** Revokes an enrollment token: no enrollment uses it afterwards; audited. NotFoundError for an unknown id. */
+  revokeEnrollmentToken(actor: Actor, id: string, reason: string): Promise<EnrollmentTokenView>;
 
   // Devices.
   listDevices(filter: DeviceFilter): Promise<DeviceView[]>;
@@ -269,6 +312,13 @@ export interface DeviceSideService {
   /** Marks the device connected; liveness (last-seen) comes only from signed messages (HW-LIVE-1). */
   onConnected(deviceId: string): Promise<void>;
   onDisconnected(deviceId: string): Promise<void>;
+  /**
+   * HW-AUTH-2: a second authenticated CONNECT took over the device's live session. Stores a `session-takeover`
+   * device event (severity warning, detail {previousPeer, newPeer, takeoversInWindow}) and, at the configured
+   * threshold within the window, moves a trusted/unknown/stale appraisal to `warning` with reason "session takeover".
+   * Optional so transports without sessions (external brokers) need not implement it.
+   */
+  onSessionTakeover?(deviceId: string, peers: { previousPeer: string; newPeer: string }): Promise<void>;
   /**
    * Verifies the hello against `session` (HW-LIVE-1: signature, connectNonce, clock), then records versions/boot and
    * last-seen, re-publishes pending commands and sends a challenge. Throws LivenessRefusal having changed nothing.
