@@ -58,8 +58,11 @@ export interface BrokerDeps {
 export interface Broker {
   aedes: Aedes;
   publisher: DevicePublisher;
-  /** Starts the MQTT TCP listener; resolves with the bound port (useful with port 0). */
-  listen(port: number, host?: string): Promise<number>;
+  /**
+   * Starts an MQTT listener; resolves with the bound port (useful with port 0). `makeServer` builds the listening
+   * server around the connection handler (default plain TCP; the plane passes tls.createServer, HW-TLS-1).
+   */
+  listen(port: number, host?: string, makeServer?: (onConnection: (socket: Socket) => void) => Server): Promise<number>;
   /** Closes a device's live connection now (call after revoke/reject so revocation bites at once). */
   disconnect(deviceId: string): void;
   /** Stops accepting, closes every client, waits for in-flight ingest. Idempotent. */
@@ -441,8 +444,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   return {
     aedes,
     publisher,
-    listen(port: number, host = "0.0.0.0"): Promise<number> {
-      const server = createServer(handleSocket);
+    listen(port: number, host = "0.0.0.0", makeServer = (onConnection: (socket: Socket) => void): Server => createServer(onConnection)): Promise<number> {
+      const server = makeServer(handleSocket);
       server.maxConnections = maxClients;
       return new Promise((resolve, reject) => {
         server.once("error", reject);

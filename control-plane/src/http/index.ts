@@ -20,6 +20,7 @@ import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
 import { isStreamedUpload, registerUpdateRoutes, type UpdateRoutesDeps } from "./routes/releases.js";
 import { registerPolicyRoutes } from "./routes/policies.js";
+import { registerBootstrapRoutes, type BootstrapRoutesDeps } from "./routes/bootstrap.js";
 import {
   apiTokenBody,
   apiTokenCreatedSchema,
@@ -72,6 +73,8 @@ export interface HttpAppDeps {
   updates?: UpdateRoutesDeps;
   /** Guard policies (control-plane/src/policy; routes/policies.ts). */
   policies?: import("../policy/types.js").PolicyService;
+  /** The CA certificate and the bootstrap answer (routes/bootstrap.ts). */
+  bootstrap?: BootstrapRoutesDeps;
 }
 
 export type HttpEnv = { Variables: AuthVariables };
@@ -206,7 +209,9 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     async (c) => {
       const body = enrollmentTokenBody.parse(c.req.valid("json"));
       const input = body.label === undefined ? { ttlMs: body.ttlMs, maxUses: body.maxUses } : body;
-      return c.json(await service.createEnrollmentToken(c.get("actor"), input), 201);
+      const created = await service.createEnrollmentToken(c.get("actor"), input);
+      // HW-PIN-2: the token travels with the pin of the plane's CA, so the agent authenticates the plane first.
+      return c.json({ ...created, caCertHash: deps.bootstrap?.bootstrap().caCertHash ?? null }, 201);
     },
   );
 
@@ -407,6 +412,7 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
 
   if (deps.updates) registerUpdateRoutes(app, service, deps.updates);
   if (deps.policies) registerPolicyRoutes(app, service, deps.policies);
+  if (deps.bootstrap) registerBootstrapRoutes(app, service, deps.bootstrap);
 
   // --- audit ----------------------------------------------------------------------------------------------------
   app.openapi(
