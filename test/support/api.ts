@@ -1,3 +1,20 @@
+import { httpsFetch } from "../../shared/tls/index.js";
+
+/** CA certificates of the planes the tests started, by origin (https://127.0.0.1:PORT). */
+const trustedCas = new Map<string, string>();
+
+/** Trusts `caPem` for requests to `baseUrl`'s origin (startControlPlane registers each plane's own CA). */
+export function trustPlaneCa(baseUrl: string, caPem: string): void {
+  trustedCas.set(new URL(baseUrl).origin, caPem);
+}
+
+/** fetch that trusts the registered CA of the URL's plane (Node's global fetch takes no `ca`). */
+export const planeFetch: typeof fetch = (input, init) => {
+  const url = typeof input === "string" || input instanceof URL ? new URL(input.toString()) : new URL(input.url);
+  const ca = trustedCas.get(url.origin);
+  return url.protocol === "https:" ? httpsFetch(ca ? { ca } : {})(input, init) : fetch(input, init);
+};
+
 /** A tiny typed HTTP client for the operator API, as a test or a script would use it. */
 export class ApiClient {
   constructor(
@@ -9,7 +26,7 @@ export class ApiClient {
     const headers: Record<string, string> = {};
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers["content-type"] = "application/json";
-    const response = await fetch(`${this.baseUrl}${path}`, {
+    const response = await planeFetch(`${this.baseUrl}${path}`, {
       method,
       headers,
       body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),

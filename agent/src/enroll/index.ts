@@ -17,6 +17,7 @@ import {
   type EnrollmentRequest,
   type EnrollmentResponse,
 } from "../../../shared/index.js";
+import { isTlsVerificationError } from "../../../shared/tls/index.js";
 import type { DeviceIdentity } from "../identity/index.js";
 import type { Logger } from "../log/index.js";
 import type { StateStore } from "../state/index.js";
@@ -66,7 +67,7 @@ export function buildEnrollmentRequest(deps: Pick<EnrollDeps, "identity" | "mode
 
 export type EnrollAttempt =
   | { outcome: "response"; status: number; response: EnrollmentResponse }
-  | { outcome: "error"; reason: string };
+  | { outcome: "error"; reason: string; identityRefused?: boolean };
 
 /** One POST. Never throws for network/HTTP/parse problems: they become `{outcome: "error"}`. */
 export async function postEnrollment(deps: EnrollDeps): Promise<EnrollAttempt> {
@@ -84,7 +85,8 @@ export async function postEnrollment(deps: EnrollDeps): Promise<EnrollAttempt> {
     }
     return { outcome: "response", status: res.status, response };
   } catch (error) {
-    return { outcome: "error", reason: error instanceof Error ? error.message : String(error) };
+    const reason = error instanceof Error ? error.message : String(error);
+    return isTlsVerificationError(error) ? { outcome: "error", reason, identityRefused: true } : { outcome: "error", reason };
   }
 }
 
@@ -144,7 +146,12 @@ export async function enroll(deps: EnrollDeps, opts: EnrollOptions = {}): Promis
     const attempt = await postEnrollment(deps);
     let waitMs = deps.pollMs;
     if (attempt.outcome === "error") {
-      log.warn({ reason: attempt.reason }, "enrollment request failed; retrying");
+      if (attempt.identityRefused) {
+        // HW-PIN-2: TLS failed before the request was sent; the server got nothing.
+        log.error({ address: deps.controlPlaneUrl, reason: attempt.reason }, "control plane did not prove the pinned identity (TLS); enrollment not sent");
+      } else {
+        log.warn({ reason: attempt.reason }, "enrollment request failed; retrying");
+      }
       if (opts.alreadyAccepted) return null;
     } else {
       const { response } = attempt;

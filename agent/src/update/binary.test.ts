@@ -41,6 +41,7 @@ describe.skipIf(!built)("compiled agent: updates", () => {
       config,
       JSON.stringify({
         controlPlaneUrl: enrollment.url,
+        allowPlaintext: true,
         stateDir: "state",
         model: "S19",
         firmwareVersion: "1.0.0",
