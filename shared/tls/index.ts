@@ -97,12 +97,20 @@ export interface HttpsFetchOptions {
 
 type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
-function bodyBytes(body: RequestInit["body"]): Buffer | undefined {
+function bodyBytes(body: RequestInit["body"]): Buffer | Blob | undefined {
   if (body === undefined || body === null) return undefined;
   if (typeof body === "string") return Buffer.from(body, "utf8");
   if (body instanceof Uint8Array) return Buffer.from(body);
   if (body instanceof ArrayBuffer) return Buffer.from(new Uint8Array(body));
-  throw new TypeError("httpsFetch: only string and byte bodies are supported");
+  // A file-backed Blob (fs.openAsBlob): streamed, never held in memory (release image uploads).
+  if (body instanceof Blob) return body;
+  throw new TypeError("httpsFetch: only string, byte and Blob bodies are supported");
+}
+
+/** `<HASHWARD_DATA_DIR or ./data>/ca.pem`: where the plane writes its CA, trusted by the operator tools by default. */
+export function defaultPlaneCaFile(env: Readonly<Record<string, string | undefined>>): string {
+  const dataDir = env.HASHWARD_DATA_DIR?.trim() || "./data";
+  return `${dataDir.replace(/\/+$/, "")}/ca.pem`;
 }
 
 /**
@@ -119,7 +127,7 @@ export function httpsFetch(options: HttpsFetchOptions = {}): FetchLike {
         headers[name] = value;
       });
       const body = bodyBytes(init.body);
-      if (body) headers["content-length"] = String(body.length);
+      if (body) headers["content-length"] = String(body instanceof Blob ? body.size : body.length);
       const secure = url.protocol === "https:";
       const requestOptions: RequestOptions = {
         method: init.method ?? "GET",
@@ -155,7 +163,11 @@ export function httpsFetch(options: HttpsFetchOptions = {}): FetchLike {
         );
       });
       req.on("error", (error) => reject(new TypeError(`fetch failed: ${error.message}`, { cause: error })));
-      if (body) req.end(body);
+      if (body instanceof Blob) {
+        Readable.fromWeb(body.stream() as Parameters<typeof Readable.fromWeb>[0])
+          .on("error", (error) => req.destroy(error))
+          .pipe(req);
+      } else if (body) req.end(body);
       else req.end();
     });
 }
