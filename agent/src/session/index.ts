@@ -157,6 +157,22 @@ export class MqttSession {
     });
     this.client = client;
     let connackSeen = false;
+    // HW-PIN-2: a peer that takes the TCP connection but never completes TLS with the pinned CA (another
+    // certificate, or a plaintext broker on a TLS address) has had no CONNECT: mqtt.js writes it into the TLS
+    // stream, which sends nothing before the handshake is verified. Said at error, once per attempt.
+    let tcpConnected = false;
+    let tlsEstablished = false;
+    let identityLogged = false;
+    const identityRefused = (err: string) => {
+      if (identityLogged) return;
+      identityLogged = true;
+      this.opts.log.error({ err, url: this.opts.url }, "MQTT server did not prove the plane's identity (TLS); no CONNECT sent");
+    };
+    if (secure) {
+      const stream = (client as unknown as { stream?: NodeJS.EventEmitter }).stream;
+      stream?.once("connect", () => (tcpConnected = true));
+      stream?.once("secureConnect", () => (tlsEstablished = true));
+    }
 
     client.on("connect", () => {
       connackSeen = true;
@@ -166,15 +182,15 @@ export class MqttSession {
       if (client === this.client) this.onMessage(topic, payload);
     });
     client.on("error", (error) => {
-      if (!connackSeen && isTlsVerificationError(error)) {
-        // HW-PIN-2: the TLS handshake failed before CONNECT, so the broker got no connect token.
-        this.opts.log.error({ err: error.message, url: this.opts.url }, "MQTT server did not prove the plane's identity (TLS); no CONNECT sent");
+      if (!connackSeen && secure && (isTlsVerificationError(error) || (tcpConnected && !tlsEstablished))) {
+        identityRefused(error.message);
         return;
       }
       this.opts.log.warn({ err: error.message, url: this.opts.url }, connackSeen ? "mqtt error" : "mqtt connect failed");
     });
     client.on("close", () => {
       if (client !== this.client && this.client !== null) return;
+      if (secure && !connackSeen && tcpConnected && !tlsEstablished) identityRefused("connection closed before the TLS handshake completed");
       const wasUp = this.isUp;
       this.isUp = false;
       this.failPending(new NotConnectedError("connection closed"));
