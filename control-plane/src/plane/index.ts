@@ -278,6 +278,7 @@ export async function startPlane(
     };
     const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap });
 
+    await tls?.renewIfDue();
     const mqttPort = await startedBroker
       .listen(config.mqttPort, config.mqttHost, tls ? mqttTlsServerFactory(tls, config.tls.requireClientCert) : undefined)
       .catch((error: unknown) => {

@@ -200,6 +200,11 @@ export interface PlaneTls {
   current(): PemPair;
   /** Registers a listener called with the new pair after every renewal (e.g. server.setSecureContext). */
   onRenew(listener: (pair: PemPair) => void): void;
+  /**
+   * Re-issues now if less than a third of the lifetime is left (the plane calls it right before listening: a
+   * slow start, e.g. a first database initialisation, must not open listeners with a stale certificate).
+   */
+  renewIfDue(): Promise<void>;
   /** Issues a client certificate (mutual TLS); null when the CA key is not held. */
   issueClientCertificate(deviceId: string, publicKeyPem: string): Promise<string | null>;
   /** Stops the renewal timer. */
@@ -238,6 +243,7 @@ export async function startPlaneTls(dataDir: string, hosts: readonly string[], s
       ca: { certPem: caPem, caCertHash: hash, issuer: null },
       current: () => pair,
       onRenew: (listener) => listeners.push(listener),
+      renewIfDue: () => Promise.resolve(),
       issueClientCertificate: () => Promise.resolve(null),
       close: () => undefined,
     };
@@ -247,12 +253,12 @@ export async function startPlaneTls(dataDir: string, hosts: readonly string[], s
   logger.info({ caFile: join(dataDir, CA_CERT_FILE), caCertHash: ca.caCertHash, created }, created ? "TLS certificate authority created" : "TLS certificate authority loaded");
   let issued = await issueServerCertificate(ca, hosts, settings.certLifetimeMs, now());
   let pair: PemPair = { cert: issued.cert, key: issued.key };
-  let renewing = false;
-  const timer = setInterval(() => {
-    // Renew when less than a third of the lifetime is left (as the TUF timestamp, HW-TUF-3).
-    if (renewing || issued.notAfter.getTime() - now() > settings.certLifetimeMs / 3) return;
-    renewing = true;
-    issueServerCertificate(ca, hosts, settings.certLifetimeMs, now())
+  let renewing: Promise<void> | null = null;
+  // HW-TLS-2: renew when less than a third of the lifetime is left (as the TUF timestamp, HW-TUF-3).
+  const renewIfDue = (): Promise<void> => {
+    if (renewing) return renewing;
+    if (issued.notAfter.getTime() - now() > settings.certLifetimeMs / 3) return Promise.resolve();
+    renewing = issueServerCertificate(ca, hosts, settings.certLifetimeMs, now())
       .then((next) => {
         issued = next;
         pair = { cert: next.cert, key: next.key };
@@ -261,14 +267,17 @@ export async function startPlaneTls(dataDir: string, hosts: readonly string[], s
       })
       .catch((error: unknown) => logger.error({ err: error }, "TLS server certificate renewal failed; retrying"))
       .finally(() => {
-        renewing = false;
+        renewing = null;
       });
-  }, settings.renewCheckMs);
+    return renewing;
+  };
+  const timer = setInterval(() => void renewIfDue(), settings.renewCheckMs);
   timer.unref();
   return {
     ca,
     current: () => pair,
     onRenew: (listener) => listeners.push(listener),
+    renewIfDue,
     issueClientCertificate: (deviceId, publicKeyPem) => issueClientCertificate(ca, deviceId, publicKeyPem, CA_LIFETIME_MS / 10, now()),
     close: () => clearInterval(timer),
   };
