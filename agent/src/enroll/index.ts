@@ -38,6 +38,8 @@ export interface EnrollDeps {
   firmwareVersion: string;
   agentVersion: string;
   enrollmentToken?: string | undefined;
+  /** HW-MTLS-1: SPKI PEM of the device's TLS client key; the plane answers with a client certificate. */
+  tlsPublicKey?: string | undefined;
   state: StateStore;
   pollMs: number;
   log: Logger;
@@ -48,7 +50,7 @@ export interface EnrollDeps {
   signal?: AbortSignal;
 }
 
-export function buildEnrollmentRequest(deps: Pick<EnrollDeps, "identity" | "model" | "firmwareVersion" | "agentVersion" | "enrollmentToken">, nowMs: number): EnrollmentRequest {
+export function buildEnrollmentRequest(deps: Pick<EnrollDeps, "identity" | "model" | "firmwareVersion" | "agentVersion" | "enrollmentToken" | "tlsPublicKey">, nowMs: number): EnrollmentRequest {
   return signObject(
     {
       v: PROTOCOL_VERSION,
@@ -59,6 +61,7 @@ export function buildEnrollmentRequest(deps: Pick<EnrollDeps, "identity" | "mode
       firmwareVersion: deps.firmwareVersion,
       agentVersion: deps.agentVersion,
       ...(deps.enrollmentToken ? { enrollmentToken: deps.enrollmentToken } : {}),
+      ...(deps.tlsPublicKey ? { tlsPublicKey: deps.tlsPublicKey } : {}),
       ts: nowMs,
     },
     deps.identity.keyPair.privateKey,

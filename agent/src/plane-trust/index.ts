@@ -13,6 +13,7 @@
  *
  * Plaintext (`http://` plane or `mqtt://` broker) is refused unless `allowPlaintext: true` (logged at warn).
  */
+import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, HashwardError } from "../../../shared/index.js";
@@ -157,4 +158,38 @@ export function sameEndpoint(a: string, b: string): boolean {
   } catch {
     return a === b;
   }
+}
+
+export const CLIENT_KEY_FILE = "mqtt-client.key";
+export const CLIENT_CERT_FILE = "mqtt-client.pem";
+
+/**
+ * HW-MTLS-1: the device's TLS client key (ECDSA P-256, PKCS#8 PEM, 0600 in `<stateDir>/mqtt-client.key`), made
+ * once. Returns the key and its SPKI PEM public key (sent, signed, in the enrollment request).
+ */
+export function loadOrCreateClientKey(stateDir: string): { keyPem: string; publicKeyPem: string } {
+  const file = join(stateDir, CLIENT_KEY_FILE);
+  let keyPem: string;
+  if (existsSync(file)) {
+    keyPem = readPem(file, "mqttClientCertificate");
+  } else {
+    const { privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+    keyPem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+    writeFileAtomicSync(file, keyPem, 0o600);
+  }
+  const publicKeyPem = createPublicKey(keyPem).export({ type: "spki", format: "pem" }).toString();
+  return { keyPem, publicKeyPem };
+}
+
+/** The stored client certificate and key, or null when the plane has not issued one yet. */
+export function storedClientCertificate(stateDir: string): { cert: string; key: string } | null {
+  const certFile = join(stateDir, CLIENT_CERT_FILE);
+  const keyFile = join(stateDir, CLIENT_KEY_FILE);
+  if (!existsSync(certFile) || !existsSync(keyFile)) return null;
+  return { cert: readPem(certFile, "mqttClientCertificate"), key: readPem(keyFile, "mqttClientCertificate") };
+}
+
+/** Stores a client certificate from the (authenticated) enrollment answer. */
+export function storeClientCertificate(stateDir: string, pem: string): void {
+  writeFileAtomicSync(join(stateDir, CLIENT_CERT_FILE), pem, 0o644);
 }

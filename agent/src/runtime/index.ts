@@ -24,7 +24,15 @@ import { createPlatform, type Platform } from "../platform/index.js";
 import { createGuardRunner, type Finding, type GuardRunner, type LookupAll } from "../guards/index.js";
 import { PolicyStore } from "../policy/index.js";
 import { MqttSession } from "../session/index.js";
-import { establishPlaneTrust, PlaneIdentityError, sameEndpoint, type PlaneTrust } from "../plane-trust/index.js";
+import {
+  establishPlaneTrust,
+  loadOrCreateClientKey,
+  PlaneIdentityError,
+  sameEndpoint,
+  storeClientCertificate,
+  storedClientCertificate,
+  type PlaneTrust,
+} from "../plane-trust/index.js";
 import { StateStore } from "../state/index.js";
 import { fileCheckpoint, initTrustedRoot, TufClient, UpdateEngine } from "../update/index.js";
 import { AGENT_VERSION } from "../version/index.js";
@@ -303,6 +311,7 @@ export class Agent {
 
     this.trust = await this.planeTrust(log);
     if (!this.trust) return;
+    const clientKey = this.config.mqttClientCertificate ? loadOrCreateClientKey(this.config.stateDir) : null;
     let response;
     try {
       response = await enroll(
@@ -313,6 +322,7 @@ export class Agent {
           firmwareVersion: this.firmwareVersion,
           agentVersion: this.agentVersion,
           enrollmentToken: this.config.enrollmentToken,
+          tlsPublicKey: clientKey?.publicKeyPem,
           state: this.state,
           pollMs: this.config.enrollPollMs,
           log,
@@ -345,12 +355,17 @@ export class Agent {
       log.warn({ mqttUrl: this.mqttUrl }, "PLAINTEXT: MQTT without TLS (allowPlaintext)");
     }
     const mqttCa = this.config.mqttCaFile ? readMqttCa(this.config.mqttCaFile) : this.trust.ca;
+    // HW-MTLS-1: the certificate arrived in the authenticated enrollment answer; an earlier one is kept otherwise.
+    if (clientKey && response?.clientCertificate) storeClientCertificate(this.config.stateDir, response.clientCertificate);
+    const clientCert = clientKey ? storedClientCertificate(this.config.stateDir) : null;
+    if (clientKey && !clientCert) log.error("mqttClientCertificate: the plane issued no client certificate (is its CA key held by the plane?); connecting without one");
 
     this.session = new MqttSession({
       url: this.mqttUrl,
       deviceId: this.deviceId,
       privateKey: this.identity.keyPair.privateKey,
       ...(mqttCa ? { ca: mqttCa } : {}),
+      ...(clientCert ? { clientCert } : {}),
       reconnectMinMs: this.config.reconnectMinMs,
       reconnectMaxMs: this.config.reconnectMaxMs,
       log,

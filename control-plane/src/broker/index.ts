@@ -53,6 +53,11 @@ export interface BrokerDeps {
   maxClients?: number;
   /** A socket that has not completed CONNECT by then is closed; default 10000. */
   connectTimeoutMs?: number;
+  /**
+   * HW-MTLS-1: the listener already demands a client certificate from the plane's CA; the CONNECT username must
+   * also be its subject CN (a device's certificate does not let it pose as another device).
+   */
+  requireClientCertificate?: boolean;
 }
 
 export interface Broker {
@@ -85,6 +90,7 @@ const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 type RefusalReason =
   | "bad-username"
+  | "client-certificate"
   | "client-id-mismatch"
   | "unknown-device"
   | "not-accepted"
@@ -318,7 +324,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     maxTopicLevels: 8,
 
     authenticate(client, username, password, done) {
-      verifyConnect(client, username, password).then(
+      const certified = !deps.requireClientCertificate || clientCertificateCn(client) === username; // HW-MTLS-1
+      (certified ? verifyConnect(client, username, password) : Promise.reject(new ConnectRefusal("client-certificate", CONNACK.notAuthorized, "client certificate is not the device's"))).then(
         () => done(null, true),
         (error: unknown) => {
           const refusal =
@@ -475,6 +482,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       return closing;
     },
   };
+}
+
+/** The subject CN of the TLS client certificate on `client`'s connection, or null. */
+function clientCertificateCn(client: Client): string | null {
+  const conn = (client as unknown as { conn?: { getPeerCertificate?: () => { subject?: { CN?: string | string[] } } } }).conn;
+  const cn = conn?.getPeerCertificate?.()?.subject?.CN;
+  return typeof cn === "string" ? cn : null;
 }
 
 interface PacketParser {

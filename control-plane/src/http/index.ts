@@ -20,7 +20,7 @@ import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
 import { isStreamedUpload, registerUpdateRoutes, type UpdateRoutesDeps } from "./routes/releases.js";
 import { registerPolicyRoutes } from "./routes/policies.js";
-import { registerBootstrapRoutes, type BootstrapRoutesDeps } from "./routes/bootstrap.js";
+import { assertP256PublicKey, registerBootstrapRoutes, type BootstrapRoutesDeps } from "./routes/bootstrap.js";
 import {
   apiTokenBody,
   apiTokenCreatedSchema,
@@ -190,7 +190,14 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
       },
     }),
     async (c) => {
-      const response = await service.enroll(c.req.valid("json"));
+      const request = c.req.valid("json");
+      // HW-MTLS-1: a client certificate only for a P-256 key, checked before anything is written (HW-HTTP-2).
+      if (request.tlsPublicKey !== undefined) assertP256PublicKey(request.tlsPublicKey);
+      const response = await service.enroll(request);
+      if (response.enrollment === "accepted" && request.tlsPublicKey !== undefined && deps.bootstrap?.issueClientCertificate) {
+        const certificate = await deps.bootstrap.issueClientCertificate(response.deviceId, request.tlsPublicKey);
+        if (certificate !== null) response.clientCertificate = certificate;
+      }
       // Same body either way: the agent learns its state and stops polling on rejected/revoked.
       const refused = response.enrollment === "rejected" || response.enrollment === "revoked";
       return refused ? c.json(response, 403) : c.json(response, 200);

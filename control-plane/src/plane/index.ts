@@ -240,7 +240,7 @@ export async function startPlane(
     // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
     const deviceSide = withPolicyDelivery(services.deviceSide, policies, logger);
-    broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients });
+    broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
     const startedBroker = broker;
     cleanups.push(() => startedBroker.close());
 
@@ -267,8 +267,10 @@ export async function startPlane(
 
     const version = readVersion();
     let advertised: { controlPlaneUrl: string; mqttUrl: string } | null = null;
+    const planeTlsForCerts = tls;
     const bootstrap = {
       caPem: tls?.ca.certPem ?? null,
+      ...(planeTlsForCerts ? { issueClientCertificate: (deviceId: string, pem: string) => planeTlsForCerts.issueClientCertificate(deviceId, pem) } : {}),
       bootstrap: () => ({
         controlPlaneUrl: advertised?.controlPlaneUrl ?? "",
         mqttUrl: advertised?.mqttUrl ?? "",

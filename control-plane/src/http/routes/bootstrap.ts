@@ -3,7 +3,9 @@
  * key hash before they trust it (HW-PIN-2), and the bootstrap answer an operator tool (demo:board, provisioning)
  * copies into an agent config, so nobody types a port or a fingerprint twice.
  */
+import { createPublicKey } from "node:crypto";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import { ValidationError } from "../../../../shared/errors/index.js";
 import type { ControlPlaneService } from "../../service/types.js";
 import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
 import type { HttpEnv } from "../index.js";
@@ -26,6 +28,20 @@ export interface BootstrapRoutesDeps {
   bootstrap(): Bootstrap;
   /** PEM of the CA certificate; null when TLS is off. */
   caPem: string | null;
+  /** HW-MTLS-1: a client certificate for an accepted device's P-256 key (null: the plane holds no CA key). */
+  issueClientCertificate?: (deviceId: string, publicKeyPem: string) => Promise<string | null>;
+}
+
+/** Throws ValidationError (field `tlsPublicKey`) unless `pem` is an SPKI PEM of an ECDSA P-256 public key. */
+export function assertP256PublicKey(pem: string): void {
+  let ok = false;
+  try {
+    const key = createPublicKey(pem);
+    ok = key.asymmetricKeyType === "ec" && key.asymmetricKeyDetails?.namedCurve === "prime256v1";
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new ValidationError("tlsPublicKey must be an SPKI PEM ECDSA P-256 public key", "tlsPublicKey");
 }
 
 export function registerBootstrapRoutes(app: OpenAPIHono<HttpEnv>, service: ControlPlaneService, deps: BootstrapRoutesDeps): void {
