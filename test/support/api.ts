@@ -12,7 +12,9 @@ export function trustPlaneCa(baseUrl: string, caPem: string): void {
 export const planeFetch: typeof fetch = (input, init) => {
   const url = typeof input === "string" || input instanceof URL ? new URL(input.toString()) : new URL(input.url);
   const ca = trustedCas.get(url.origin);
-  return url.protocol === "https:" ? httpsFetch(ca ? { ca } : {})(input, init) : fetch(input, init);
+  // The same client for http:// and https:// (node:http(s), a fresh connection per request), so benchmarks compare
+  // TLS with plaintext and nothing else.
+  return httpsFetch(ca ? { ca } : {})(input, init);
 };
 
 /** A tiny typed HTTP client for the operator API, as a test or a script would use it. */
