@@ -57,7 +57,7 @@ try {
   for (let i = 0; i <= RUNS; i++) {
     const out = join(dir, `curl-${i}.img`);
     const ms = timed(() => {
-      run("curl", ["-sSf", "-o", out, targetUrl]);
+      run("curl", ["-sSf", ...(plane.caPem ? ["--cacert", join(plane.dataDir, "ca.pem")] : []), "-o", out, targetUrl]);
       const digest = run("sha256sum", [out]).slice(0, 64);
       if (digest !== published.sha256) throw new Error(`curl download hashes to ${digest}, not ${published.sha256}`);
     });
@@ -72,7 +72,7 @@ try {
     run(AGENT_BINARY, ["tuf", "--metadata-dir", join(client, "md"), "init", releaser.rootFile]);
     const ms = timed(() =>
       run(AGENT_BINARY, [
-        "tuf", "--metadata-dir", join(client, "md"), "--metadata-url", `${plane.httpUrl}/tuf/metadata/`, "--target-name", "fw-bench-2.0.0",
+        "tuf", "--metadata-dir", join(client, "md"), "--metadata-url", `${plane.httpUrl}/tuf/metadata/`, "--ca-file", join(plane.dataDir, "ca.pem"), "--target-name", "fw-bench-2.0.0",
         "--target-base-url", `${plane.httpUrl}/tuf/targets/`, "--target-dir", join(client, "out"), "download",
       ]),
     );
@@ -89,6 +89,7 @@ try {
   const configFile = writeAgentConfig(dir, {
     controlPlaneUrl: plane.httpUrl,
     mqttUrl: plane.mqttUrl,
+    caCertHash: plane.caCertHash,
     stateDir,
     model: MODEL,
     firmwareVersion: "1.0.0",
