@@ -19,7 +19,7 @@ import { loadDeviceKey } from "../test/support/device-key.js";
 import { AGENT_BINARY, startAgent, tempDir, writeAgentConfig, type ManagedProcess } from "../test/support/processes.js";
 import { createReleaser } from "../test/support/release.js";
 import { createEnrollmentToken, startBenchPlane } from "./support/plane.js";
-import { emitResult, envInt, median, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
+import { emitResult, envInt, median, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const IMAGE_MB = envInt("BENCH_UPDATE_MB", 64, { max: 1024 });
 const RUNS = envInt("BENCH_RUNS", 3, { max: 20 });
@@ -92,7 +92,8 @@ try {
     stateDir,
     model: MODEL,
     firmwareVersion: "1.0.0",
-    enrollmentToken: await createEnrollmentToken(admin, 1),
+    // Retried: the plane may close an idle keep-alive socket just as the next request goes out ("other side closed").
+    enrollmentToken: await withRetry(() => createEnrollmentToken(admin, 1)),
     platform: { kind: "simulated", root: boardRoot },
     measure: { paths: ["/config"] },
     heartbeatIntervalMs: 5000,
