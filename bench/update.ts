@@ -120,6 +120,10 @@ try {
   if (!acked || acked.status !== "acked") throw new Error(`update did not complete: ${JSON.stringify(acked)}`);
   if (readFileSync(join(boardRoot, "boot/active"), "utf8").trim() !== "b") throw new Error("the board did not switch slots");
   progress(`agent update (command -> ack): ${Math.round(updateMs)} ms`);
+  // Where the time went: the agent's own log lines about this update, in ms after the first of them.
+  const milestones = agent.lines.filter((line) => typeof line.time === "string" && /command|update/.test(String(line.msg)));
+  const first = Date.parse(String(milestones[0]?.time));
+  for (const line of milestones) progress(`  agent +${Date.parse(String(line.time)) - first} ms: ${String(line.msg)}`);
 
   const curlMs = median(curlRuns);
   const tufMs = median(tufRuns);
