@@ -21,13 +21,12 @@
  */
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, posix } from "node:path";
+import { join } from "node:path";
 import type { Metadata, Root, Targets } from "@tufjs/models";
 import { Updater, type TargetFile } from "tuf-js";
 import { HashwardError } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import { assertMetadataKeys, TufKeyError } from "../../../shared/tuf/keys.js";
-import { fileChunks } from "./file-chunks.js";
 import { BoundedFetcher, type BoundedFetcherOptions } from "./fetcher.js";
 
 /** Anything TUF refused (signatures, thresholds, expiry, versions, hashes, lengths) or could not fetch. */
@@ -92,16 +91,6 @@ class KeyCheckingFetcher extends BoundedFetcher {
 /** What tuf-js 5.0.1 keeps of verified metadata (a private field, read only): role name -> metadata. */
 interface TrustedSetView {
   getRole(name: string): Metadata<Root | Targets> | undefined;
-  root?: { signed?: { consistentSnapshot?: boolean } };
-}
-
-/** tuf-js 5.0.1 Updater fields downloadTarget reads (private, read only). */
-interface UpdaterInternals {
-  trustedSet?: TrustedSetView;
-  targetBaseUrl?: string;
-  fetcher?: BoundedFetcher;
-  config?: { prefixTargetsWithHash?: boolean };
-  generateTargetPath?: (target: TargetFile) => string;
 }
 
 /**
@@ -120,38 +109,6 @@ class DelegatorCheckingUpdater extends Updater {
     const found = await super.getTargetInfo(targetPath);
     if (found) this.assertVerifiedPath(targetPath, found);
     return found;
-  }
-
-  /**
-   * tuf-js 5.0.1's downloadTarget (TUF 5.7.3: fetch capped at the signed length, then check length and every signed
-   * hash of the downloaded file) with one change: the file is read back with plain reads, not createReadStream,
-   * which in Bun hashed a 64 MB image several times slower than `sha256sum` (issue 13). Same URL rules (hash prefix
-   * under consistent snapshots), same errors from TargetFile.verify.
-   * @throws TufError when tuf-js's internals are not what this was written against (fails closed).
-   */
-  override async downloadTarget(targetInfo: TargetFile, filePath?: string, targetBaseUrl?: string): Promise<string> {
-    const self = this as unknown as UpdaterInternals;
-    const { fetcher, generateTargetPath } = self;
-    const consistentSnapshot = self.trustedSet?.root?.signed?.consistentSnapshot;
-    if (!fetcher || typeof generateTargetPath !== "function" || typeof consistentSnapshot !== "boolean") {
-      throw new TufError("tuf-js internals changed: cannot download a target");
-    }
-    const targetPath = filePath ?? generateTargetPath.call(this, targetInfo);
-    const baseUrl = targetBaseUrl ?? self.targetBaseUrl;
-    if (!baseUrl) throw new TufError("target base URL not set");
-    let name = targetInfo.path;
-    if (consistentSnapshot && self.config?.prefixTargetsWithHash) {
-      const { dir, base } = posix.parse(name);
-      const prefixed = `${Object.values(targetInfo.hashes)[0]}.${base}`;
-      name = dir ? `${dir}/${prefixed}` : prefixed;
-    }
-    // As tuf-js's url.join: one slash between, and the URL parser's normalisation.
-    const url = new URL(`${baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`}${name.startsWith("/") ? name.slice(1) : name}`).toString();
-    await fetcher.downloadFile(url, targetInfo.length, async (downloaded) => {
-      await targetInfo.verify(fileChunks(downloaded)); // HW-UPD-1, TUF 5.7.3: signed length and hashes
-      copyFileSync(downloaded, targetPath);
-    });
-    return targetPath;
   }
 
   /** Re-walks the delegation graph (pre-order DFS, as tuf-js) verifying each role against its current delegator. */
