@@ -87,6 +87,14 @@ describe("UpdateEngine", () => {
 
   const phases = () => events.map((e) => e["phase"]);
 
+  it("installs a target named with directories: fetched as dir/<sha256>.name (TUF 5.7.3, consistent snapshot)", async () => {
+    release("models/S19/fw-1.1.0", "1.1.0");
+    repo.publish();
+    expect(await engine().handle(command(1, { targetName: "models/S19/fw-1.1.0" }))).toEqual({ status: "done" });
+    expect(repo.requests).toContain(repo.targetPath("models/S19/fw-1.1.0"));
+    expect(readFileSync(board.resolve("/firmware/etc/version"), "utf8")).toBe(`${MODEL} 1.1.0\n`);
+  });
+
   it("installs a signed release into the inactive slot, commits, raises the floor, survives a restart", async () => {
     release("fw-1.1.0", "1.1.0");
     repo.publish();

@@ -15,9 +15,7 @@
  * seq} with phase download | verify | install | health-check | committed | rolled-back | rejected, and as the
  * command's ack (done | failed with the reason). A commit is followed by evidence with reason "update".
  */
-import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { open } from "node:fs/promises";
-import { Readable } from "node:stream";
+import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TargetFile } from "tuf-js";
 import { z } from "zod";
@@ -230,7 +228,7 @@ export class UpdateEngine {
     await this.checkpoint("download");
 
     // Verify again from the staged copy: flash is not RAM, and the slot is written from this file.
-    await info.verify(Readable.from(fileChunks(file))).catch((cause: unknown) => {
+    await info.verify(createReadStream(file)).catch((cause: unknown) => {
       throw new Rejected(`staged image no longer matches its signed hashes: ${String(cause)}`);
     });
     let j = this.journal({ phase: "verify" });
@@ -335,20 +333,3 @@ export function fileCheckpoint(stateDir: string, pauseAt: string | undefined): (
   };
 }
 
-/**
- * The bytes of `path` in 1 MiB chunks, each a fresh Buffer (a consumer such as TargetFile.verify may queue them).
- * Plain FileHandle reads: Bun's createReadStream hashes at a fraction of the disk's speed (issue 13, as in measure).
- */
-async function* fileChunks(path: string): AsyncGenerator<Buffer> {
-  const file = await open(path, "r");
-  try {
-    for (;;) {
-      const buffer = Buffer.allocUnsafe(1024 * 1024);
-      const { bytesRead } = await file.read(buffer, 0, buffer.byteLength, null);
-      if (bytesRead === 0) return;
-      yield bytesRead === buffer.byteLength ? buffer : buffer.subarray(0, bytesRead);
-    }
-  } finally {
-    await file.close();
-  }
-}
