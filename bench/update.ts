@@ -19,7 +19,7 @@ import { loadDeviceKey } from "../test/support/device-key.js";
 import { AGENT_BINARY, startAgent, tempDir, writeAgentConfig, type ManagedProcess } from "../test/support/processes.js";
 import { createReleaser } from "../test/support/release.js";
 import { createEnrollmentToken, startBenchPlane } from "./support/plane.js";
-import { emitResult, envInt, median, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
+import { emitResult, envInt, median, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const IMAGE_MB = envInt("BENCH_UPDATE_MB", 64, { max: 1024 });
 const RUNS = envInt("BENCH_RUNS", 3, { max: 20 });
@@ -93,7 +93,8 @@ try {
     stateDir,
     model: MODEL,
     firmwareVersion: "1.0.0",
-    enrollmentToken: await createEnrollmentToken(admin, 1),
+    // Retried: the plane may close an idle keep-alive socket just as the next request goes out ("other side closed").
+    enrollmentToken: await withRetry(() => createEnrollmentToken(admin, 1)),
     platform: { kind: "simulated", root: boardRoot },
     measure: { paths: ["/config"] },
     heartbeatIntervalMs: 5000,
@@ -120,6 +121,10 @@ try {
   if (!acked || acked.status !== "acked") throw new Error(`update did not complete: ${JSON.stringify(acked)}`);
   if (readFileSync(join(boardRoot, "boot/active"), "utf8").trim() !== "b") throw new Error("the board did not switch slots");
   progress(`agent update (command -> ack): ${Math.round(updateMs)} ms`);
+  // Where the time went: the agent's own log lines about this update, in ms after the first of them.
+  const milestones = agent.lines.filter((line) => typeof line.time === "string" && /command|update/.test(String(line.msg)));
+  const first = Date.parse(String(milestones[0]?.time));
+  for (const line of milestones) progress(`  agent +${Date.parse(String(line.time)) - first} ms: ${String(line.msg)}`);
 
   const curlMs = median(curlRuns);
   const tufMs = median(tufRuns);
