@@ -4,6 +4,8 @@
  * real arm64 agent started by S99hashward, a stand-in plane on 127.0.0.1 (test/support/fake-plane.ts).
  * Figures (ms are wall clock of the EMULATED board on this host; a real cortex-a53 is faster, a loaded host slower):
  *   powerOnToHelloMs   qemu start -> the agent's first hello over MQTT (U-Boot, kernel, init, agent start, enroll)
+ *   powerOnToInitMs    baseline, same boot: qemu start -> rcS reports the board up (no agent yet);
+ *                      ratioHelloToInit = powerOnToHelloMs / powerOnToInitMs (what the agent adds to a boot)
  *   bootToTrustedMs    null: the stand-in plane does not appraise; the real plane's verdict is not measured here
  *   quarantineApplyMs  signed quarantine command published -> its ack (iptables in the arm64 kernel, miner stopped)
  *   releaseApplyMs     the same for release
@@ -18,7 +20,7 @@ import { signObject } from "../shared/crypto/index.js";
 import { downTopic } from "../shared/protocol/index.js";
 import { startFakePlane } from "../test/support/fake-plane.js";
 import { ARM64_AGENT, HOST_FROM_GUEST, qemuBoardSkipReason, startQemuBoard } from "../test/support/qemu-board.js";
-import { emitResult, envInt, pollUntil, printTable, progress } from "./support/report.js";
+import { emitResult, envInt, pollUntil, printTable, progress, ratio } from "./support/report.js";
 
 const IDLE_MS = envInt("BENCH_IDLE_MS", 20_000, { min: 1000, max: 300_000 });
 const BOOT_MS = 900_000;
@@ -48,6 +50,8 @@ const board = startQemuBoard({
 });
 try {
   progress("booting the emulated board (U-Boot, kernel, init, agent)");
+  await board.waitConsole(/hashward-board: up slot=/, BOOT_MS);
+  const powerOnToInitMs = Date.now() - powerOn;
   const hello = await pollUntil(async () => plane.received.find((r) => r.topic.endsWith("/up/hello")), { timeoutMs: BOOT_MS, intervalMs: 250 });
   if (!hello) throw new Error(`no hello within ${BOOT_MS} ms; console tail:\n${board.console().slice(-2000)}`);
   const powerOnToHelloMs = Date.now() - powerOn;
@@ -78,6 +82,8 @@ try {
 
   const figures = {
     powerOnToHelloMs,
+    powerOnToInitMs,
+    ratioHelloToInit: ratio(powerOnToHelloMs, powerOnToInitMs),
     bootToTrustedMs: null,
     quarantineApplyMs,
     releaseApplyMs,

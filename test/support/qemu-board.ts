@@ -8,7 +8,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, copyFileSync, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { REPO_ROOT, tempDir } from "./processes.js";
 import { waitFor } from "./wait.js";
 
@@ -20,8 +20,29 @@ export const HOST_FROM_GUEST = "10.0.2.2";
 export const POOL = { host: "10.0.2.100", port: 3333 };
 
 /** Why the emulated board cannot run here, or null: the image, qemu-system-aarch64 and the arm64 agent. */
+/**
+ * A rootfs slot image made from the image build's slot tree (`rootfs.d`) with `changes` applied (path in the
+ * slot -> content, mode 0755): what an update writes to the other slot. Returns the ext4 image's bytes.
+ */
+export function slotImage(changes: Record<string, string>): Buffer {
+  const dir = tempDir("qemu-slot");
+  try {
+    const tree = join(dir, "rootfs");
+    execFileSync("cp", ["-a", join(BOARD_IMAGE_DIR, "rootfs.d"), tree]);
+    for (const [path, content] of Object.entries(changes)) {
+      // Remove first: applet links point at /bin/busybox, and writing through one would write the HOST's.
+      rmSync(join(tree, path), { force: true });
+      writeFileSync(join(tree, path), content, { mode: 0o755 });
+    }
+    execFileSync("mke2fs", ["-q", "-t", "ext4", "-L", "rootfs", "-d", tree, join(dir, "slot.ext4"), "32M"]);
+    return readFileSync(join(dir, "slot.ext4"));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export function qemuBoardSkipReason(): string | null {
-  const missing = [join(BOARD_IMAGE_DIR, "disk.img"), join(BOARD_IMAGE_DIR, "layout.json"), QEMU, ARM64_AGENT].filter((p) => !existsSync(p));
+  const missing = [join(BOARD_IMAGE_DIR, "disk.img"), join(BOARD_IMAGE_DIR, "layout.json"), join(BOARD_IMAGE_DIR, "rootfs.d"), QEMU, ARM64_AGENT].filter((p) => !existsSync(p));
   if (missing.length === 0) return null;
   return `missing ${missing.join(", ")} (scripts/board/build-image.sh builds the image, apt-get install qemu-system-arm u-boot-qemu; npm run build:agent; .ci/run does all three)`;
 }
@@ -45,9 +66,10 @@ export interface QemuBoard {
 
 /**
  * Boots a fresh copy of the image with `/config` holding the arm64 agent and `agentConfig` (written to
- * /config/hashward/agent.json) unless `agentConfig` is null. Resolves once U-Boot has started (not when Linux is up).
+ * /config/hashward/agent.json) unless `agentConfig` is null; `configFiles` adds files under /config (path relative
+ * to /config -> content). Returns at once: qemu is started, nothing is booted yet.
  */
-export function startQemuBoard(agentConfig: Record<string, unknown> | null): QemuBoard {
+export function startQemuBoard(agentConfig: Record<string, unknown> | null, configFiles: Record<string, string | Buffer> = {}): QemuBoard {
   const dir = tempDir("qemu-board");
   const layout = JSON.parse(readFileSync(join(BOARD_IMAGE_DIR, "layout.json"), "utf8")) as Layout;
   const disk = join(dir, "disk.img");
@@ -60,6 +82,10 @@ export function startQemuBoard(agentConfig: Record<string, unknown> | null): Qem
     copyFileSync(ARM64_AGENT, join(config, "hashward/hashward-agent"));
     chmodSync(join(config, "hashward/hashward-agent"), 0o700);
     writeFileSync(join(config, "hashward/agent.json"), `${JSON.stringify(agentConfig, null, 2)}\n`, { mode: 0o600 });
+  }
+  for (const [path, content] of Object.entries(configFiles)) {
+    mkdirSync(dirname(join(config, path)), { recursive: true });
+    writeFileSync(join(config, path), content);
   }
   const configImage = join(dir, "config.ext4");
   execFileSync("mke2fs", ["-q", "-t", "ext4", "-L", "config", "-d", config, configImage, `${(layout.config.sectors * layout.sectorBytes) / 1024}k`]);
