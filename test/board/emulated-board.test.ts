@@ -4,10 +4,12 @@
  * selects, BusyBox init starts the stand-in miner and then the real `scripts/board/S99hashward`, which runs the
  * real cross-compiled `hashward-agent-linux-arm64` from /config. The test plays the plane on the host's loopback
  * (test/support/fake-plane.ts; the guest reaches it at 10.0.2.2 through qemu's user-mode NAT) and checks the
- * board from its serial console. Run with `npm run test:board` (not part of `npm test`: software emulation of
+ * board from its serial console. The tests run in order on ONE board (each boot costs about a minute): enrollment,
+ * quarantine/release, then signed A/B updates from a TUF repository on the host: commit, health-check rollback,
+ * and U-Boot's boot-count fallback from an image that never boots. Run with `npm run test:board` (not part of `npm test`: software emulation of
  * an arm64 board takes minutes); the image comes from `scripts/board/build-image.sh`.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { TestTufRepo } from "../../agent/src/update/testing/index.js";
@@ -27,6 +29,7 @@ describeUnless(qemuBoardSkipReason(), "emulated arm64 board (qemu-system-aarch64
   let plane: FakePlane;
   let board: QemuBoard;
   let repo: TestTufRepo;
+  let tufDir: string | undefined;
   let deviceId: string;
   let seq = 0;
   const acks = (n: number) => plane.received.filter((r) => r.topic.endsWith("/up/ack") && r.message?.seq === n);
@@ -64,7 +67,8 @@ describeUnless(qemuBoardSkipReason(), "emulated arm64 board (qemu-system-aarch64
 
   beforeAll(async () => {
     plane = await startFakePlane({ host: "127.0.0.1" });
-    repo = await new TestTufRepo(join(tempDir("qemu-tuf"), "repo")).start();
+    tufDir = tempDir("qemu-tuf");
+    repo = await new TestTufRepo(join(tufDir, "repo")).start();
     const port = (url: string) => new URL(url).port;
     const fromGuest = (url: string) => url.replace("//127.0.0.1:", `//${HOST_FROM_GUEST}:`);
     board = startQemuBoard({
@@ -94,6 +98,7 @@ describeUnless(qemuBoardSkipReason(), "emulated arm64 board (qemu-system-aarch64
   afterAll(async () => {
     await board?.stop();
     await repo?.stop();
+    if (tufDir) rmSync(tufDir, { recursive: true, force: true });
     await plane?.close();
   });
 
@@ -151,4 +156,21 @@ describeUnless(qemuBoardSkipReason(), "emulated arm64 board (qemu-system-aarch64
     expect(await env()).toMatchObject({ hashward_slot: "b", upgrade_available: "0" });
     expect(await floor()).toBe("1.1.0");
   }, 3 * BOOT_MS + 60_000);
+
+  it("an image that never boots (its init cannot run: kernel panic, reboot): U-Boot's boot count falls back to slot b after bootlimit boots; the agent reports rolled-back, the floor stays", async () => {
+    // A text file as /sbin/init: switch_root's exec fails, PID 1 dies, the kernel panics and reboots (panic=5).
+    repo.addTarget("fw", slotImage({ "etc/hashward-image": "hashward-board 4\n", "sbin/init": "not an executable\n" }), { hardwareModels: ["S19"], version: "1.3.0" });
+    repo.publish();
+    const from = board.console().length;
+    const ack = await send("update", { targetName: "fw" }, 6 * BOOT_MS);
+    expect(ack).toMatchObject({ status: "failed", action: "update" });
+    expect(String(ack["reason"])).toMatch(/rolled back/);
+    const boots = board.console().slice(from);
+    // bootlimit=2: two counted boots of slot a, the third attempt runs altbootcmd; then slot b comes up.
+    expect(boots.match(/Kernel panic/g)?.length ?? 0).toBeGreaterThanOrEqual(2);
+    expect(boots).toContain("was not committed after 2 boots; falling back");
+    expect(boots).toMatch(/falling back[\s\S]*hashward-board: up slot=b image=hashward-board 2 /);
+    expect(await env()).toMatchObject({ hashward_slot: "b", upgrade_available: "0", hashward_failed: "a" });
+    expect(await floor()).toBe("1.1.0");
+  }, 6 * BOOT_MS + 60_000);
 });
