@@ -18,13 +18,15 @@
 #                          setenv upgrade_available 0; setenv bootcount 0; saveenv; run bootcmd
 #                          (a U-Boot built with CONFIG_BOOTCOUNT_LIMIT runs it by itself instead of bootcmd;
 #                          then leave the counting below to U-Boot: set hashward_count_in_script=0)
+#   hashward_saveenv       optional: how this board persists the environment when `saveenv` cannot (the emulated
+#                          board keeps it on a disk partition: env export -c + virtio write); default saveenv
 if test -z "${hashward_slot}"; then setenv hashward_slot a; fi
 if test -z "${bootlimit}"; then setenv bootlimit 3; fi
 if test -z "${bootcount}"; then setenv bootcount 0; fi
 if test "${upgrade_available}" = "1"; then
   if test "${hashward_count_in_script}" != "0"; then
     setexpr bootcount ${bootcount} + 1
-    saveenv
+    if test -n "${hashward_saveenv}"; then run hashward_saveenv; else saveenv; fi
   fi
   if test ${bootcount} -gt ${bootlimit}; then
     echo "hashward: slot ${hashward_slot} was not committed after ${bootlimit} boots; falling back"

@@ -155,7 +155,7 @@ for (const backend of BACKENDS) {
       gate = join(ns.dir, "gate");
       mkdirSync(runDir());
       writeBoardRoot(root, backend, ns.addresses.resolver, gate);
-      plane = await startFakePlane({ host: ns.planeIp });
+      plane = await startFakePlane({ expose: ns.exposePlane });
       // The board's own firewall before the agent: the miner API closed to the LAN (v4 and v6).
       for (const tool of ["iptables", "ip6tables"]) ns.run(`/usr/sbin/${tool}-${backend}`, ["-A", "INPUT", "-p", "tcp", "--dport", "4028", "-i", "lo", "-j", "ACCEPT"]);
       for (const tool of ["iptables", "ip6tables"]) ns.run(`/usr/sbin/${tool}-${backend}`, ["-A", "INPUT", "-p", "tcp", "--dport", "4028", "-j", "DROP"]);

@@ -1,9 +1,11 @@
 /**
  * A miner board in Linux namespaces, for tests that need real packets and real mounts (issue 11 part 1).
  *
- * Topology (addresses drawn at random from 10.0.0.0/8 so parallel runs do not meet):
+ * Topology (addresses drawn at random from 10.0.0.0/8 so parallel runs do not meet). Every non-loopback address
+ * lives in a namespace made here; the host namespace gets none and sends no packet to one (the plane, running in
+ * the test process, listens on Unix sockets that a forwarder in the plane namespace publishes: exposePlane()):
  *
- *   host namespace (the test, the plane)      board namespace (agent, miner)      lan namespace (other hosts)
+ *   plane namespace (forwarder)             board namespace (agent, miner)      lan namespace (other hosts)
  *   planeIp 10.A.B.1/30  <--- veth --->  10.A.B.2/30
  *                                        10.A.B.130/25, fd00:A:B::2/64 <--- veth --->  pool 10.A.B.140:3333
  *                                                                                       other 10.A.B.141:80, [fd00:A:B::141]:80
@@ -59,6 +61,11 @@ export type ProbeResult = "answered" | "refused" | "silent";
 export interface BoardNamespace {
   dir: string;
   planeIp: string;
+  /**
+   * Publishes the plane's Unix sockets (test/support/fake-plane.ts `expose`) as TCP listeners on planeIp inside
+   * the plane namespace (ports chosen by the kernel); returns the URLs the board uses.
+   */
+  exposePlane(sockets: { http: string; mqtt: string }): Promise<{ httpUrl: string; mqttUrl: string }>;
   addresses: { pool: string; other: string; other6: string; resolver: string; rogueResolver: string };
   /** Runs a program inside the board's network and mount namespaces; returns stdout (throws on non-zero exit). */
   run(command: string, args: readonly string[], env?: Record<string, string>): string;
@@ -78,6 +85,25 @@ const ready = () => { if (--pending === 0) console.log("ready"); };
 for (const s of spec) {
   if (s.kind === "tcp") net.createServer((c) => c.end()).listen(s.port, s.host, ready);
   else { const u = dgram.createSocket(s.host.includes(":") ? "udp6" : "udp4"); u.on("message", (m, r) => u.send(m, r.port, r.address)); u.bind(s.port, s.host, ready); }
+}`;
+
+/** TCP on planeIp (port 0) -> the plane's Unix sockets; prints {"http": port, "mqtt": port} once listening. */
+const FORWARDER = `
+const net = require("node:net");
+const [host, sockets] = JSON.parse(process.argv[1]);
+const ports = {};
+const names = Object.keys(sockets);
+for (const name of names) {
+  const server = net.createServer((inbound) => {
+    const outbound = net.createConnection(sockets[name]);
+    inbound.pipe(outbound).pipe(inbound);
+    const close = () => { inbound.destroy(); outbound.destroy(); };
+    inbound.on("error", close); outbound.on("error", close); inbound.on("close", close); outbound.on("close", close);
+  });
+  server.listen(0, host, () => {
+    ports[name] = server.address().port;
+    if (Object.keys(ports).length === names.length) console.log(JSON.stringify(ports));
+  });
 }`;
 
 const PROBE = `
@@ -109,6 +135,7 @@ export async function createBoardNamespace(): Promise<BoardNamespace> {
   const [a, b] = [randomInt(16, 250), randomInt(0, 250)];
   const board = `hwb-${id}`;
   const lan = `hwl-${id}`;
+  const planeNs = `hwc-${id}`;
   const dir = tempDir("board-ns");
   const nsDir = join(dir, "ns");
   const mountNs = join(nsDir, "mnt");
@@ -116,8 +143,10 @@ export async function createBoardNamespace(): Promise<BoardNamespace> {
   const addresses = { pool: `10.${a}.${b}.140`, other: `10.${a}.${b}.141`, other6: `fd00:${a}:${b}::141`, resolver: `10.${a}.${b}.153`, rogueResolver: `10.${a}.${b}.154` };
   const undo: (() => void)[] = [];
   let services: ChildProcess | null = null;
+  let forwarder: ChildProcess | null = null;
   const destroy = async () => {
     services?.kill("SIGKILL");
+    forwarder?.kill("SIGKILL");
     for (const step of undo.splice(0).reverse()) {
       try {
         step();
@@ -133,10 +162,13 @@ export async function createBoardNamespace(): Promise<BoardNamespace> {
     undo.push(() => sh("ip", ["netns", "del", board]));
     sh("ip", ["netns", "add", lan]);
     undo.push(() => sh("ip", ["netns", "del", lan]));
-    // plane link: host <-> board (deleting the board namespace deletes the pair)
-    sh("ip", ["link", "add", `hwh${id}`, "type", "veth", "peer", "name", `hwp${id}`, "netns", board]);
-    sh("ip", ["addr", "add", `${planeIp}/30`, "dev", `hwh${id}`]);
-    sh("ip", ["link", "set", `hwh${id}`, "up"]);
+    sh("ip", ["netns", "add", planeNs]);
+    undo.push(() => sh("ip", ["netns", "del", planeNs]));
+    // plane link: plane namespace <-> board (made inside the plane namespace: the host never holds either end)
+    inNs(planeNs, "link", "add", `hwh${id}`, "type", "veth", "peer", "name", `hwp${id}`, "netns", board);
+    inNs(planeNs, "addr", "add", `${planeIp}/30`, "dev", `hwh${id}`);
+    inNs(planeNs, "link", "set", `hwh${id}`, "up");
+    inNs(planeNs, "link", "set", "lo", "up");
     inNs(board, "addr", "add", `10.${a}.${b}.2/30`, "dev", `hwp${id}`);
     inNs(board, "link", "set", `hwp${id}`, "up");
     inNs(board, "link", "set", "lo", "up");
@@ -182,9 +214,26 @@ export async function createBoardNamespace(): Promise<BoardNamespace> {
   }
 
   const enter = [`--mount=${mountNs}`, `--net=/run/netns/${board}`, "--"];
+  const exposePlane = (sockets: { http: string; mqtt: string }) =>
+    new Promise<{ httpUrl: string; mqttUrl: string }>((resolve, reject) => {
+      const child = spawn("ip", ["netns", "exec", planeNs, process.execPath, "-e", FORWARDER, JSON.stringify([planeIp, sockets])], { stdio: ["ignore", "pipe", "pipe"] });
+      forwarder = child;
+      let out = "";
+      let err = "";
+      child.stderr!.on("data", (chunk: Buffer) => (err += chunk.toString()));
+      child.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString();
+        if (!out.includes("\n")) return;
+        const ports = JSON.parse(out) as { http: number; mqtt: number };
+        resolve({ httpUrl: `http://${planeIp}:${ports.http}`, mqttUrl: `mqtt://${planeIp}:${ports.mqtt}` });
+      });
+      child.on("exit", (code) => reject(new Error(`plane forwarder exited ${code}: ${err}`)));
+    });
+
   return {
     dir,
     planeIp,
+    exposePlane,
     addresses,
     run: (command, args, env) =>
       execFileSync("nsenter", [...enter, command, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 60_000, env: { ...process.env, ...env } }),

@@ -4,9 +4,12 @@
  * attacker (or the plane) on the device's down/ topics, against the real compiled agent.
  */
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createConnection, createServer as createNetServer, type AddressInfo, type Server as NetServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Aedes } from "aedes";
-import mqtt, { type MqttClient } from "mqtt";
+import mqtt, { MqttClient } from "mqtt";
 import { generateKeyPair, toBase64Url, type KeyPair } from "../../shared/crypto/index.js";
 import { enrollmentRequestSchema } from "../../shared/protocol/index.js";
 
@@ -21,14 +24,27 @@ export interface FakePlane {
   close(): Promise<void>;
 }
 
-/** `host`: the address both servers listen on and the URLs name (default 127.0.0.1; a veth address for a namespaced board). */
-export async function startFakePlane({ host = "127.0.0.1" }: { host?: string } = {}): Promise<FakePlane> {
+/** The plane's two listening sockets when it listens on Unix sockets (paths). */
+export interface FakePlaneSockets {
+  http: string;
+  mqtt: string;
+}
+
+/**
+ * `host`: the address both servers listen on and the URLs name (default 127.0.0.1).
+ * `expose`: instead, listen on Unix sockets in a fresh temp dir (no network address in this namespace at all) and
+ * let `expose` publish them (e.g. a TCP forwarder inside a network namespace the test made); the URLs it returns
+ * are what `httpUrl`/`mqttUrl` name. The observer then talks to the broker over the Unix socket.
+ */
+export async function startFakePlane({ host = "127.0.0.1", expose }: { host?: string; expose?: (sockets: FakePlaneSockets) => Promise<{ httpUrl: string; mqttUrl: string }> } = {}): Promise<FakePlane> {
   const commandKey = generateKeyPair();
   const enrolled: string[] = [];
+  const socketDir = expose ? mkdtempSync(join(tmpdir(), "hashward-plane-sock-")) : null;
+  const sockets: FakePlaneSockets | null = socketDir ? { http: join(socketDir, "http.sock"), mqtt: join(socketDir, "mqtt.sock") } : null;
   const aedes = await Aedes.createBroker();
   const mqttServer: NetServer = createNetServer(aedes.handle);
-  await new Promise<void>((resolve) => mqttServer.listen(0, host, resolve));
-  const mqttUrl = `mqtt://${host}:${(mqttServer.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => (sockets ? mqttServer.listen(sockets.mqtt, resolve) : mqttServer.listen(0, host, resolve)));
+  let mqttUrl = sockets ? "" : `mqtt://${host}:${(mqttServer.address() as AddressInfo).port}`;
 
   const httpServer: HttpServer = createHttpServer((req, res) => {
     let body = "";
@@ -45,11 +61,19 @@ export async function startFakePlane({ host = "127.0.0.1" }: { host?: string } =
       );
     });
   });
-  await new Promise<void>((resolve) => httpServer.listen(0, host, resolve));
-  const httpUrl = `http://${host}:${(httpServer.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => (sockets ? httpServer.listen(sockets.http, resolve) : httpServer.listen(0, host, resolve)));
+  let httpUrl = sockets ? "" : `http://${host}:${(httpServer.address() as AddressInfo).port}`;
+  if (sockets && expose) ({ httpUrl, mqttUrl } = await expose(sockets));
 
   const received: FakePlane["received"] = [];
-  const observer = await mqtt.connectAsync(mqttUrl, { protocolVersion: 4, clientId: "test-observer" });
+  const observerOptions = { protocolVersion: 4 as const, clientId: "test-observer" };
+  const observer = sockets
+    ? await new Promise<MqttClient>((resolve, reject) => {
+        const client = new MqttClient(() => createConnection(sockets.mqtt), observerOptions);
+        client.once("connect", () => resolve(client));
+        client.once("error", reject);
+      })
+    : await mqtt.connectAsync(mqttUrl, observerOptions);
   await observer.subscribeAsync("asic/v1/+/up/+", { qos: 1 });
   observer.on("message", (topic, payload) => {
     try {
@@ -72,6 +96,7 @@ export async function startFakePlane({ host = "127.0.0.1" }: { host?: string } =
       await new Promise<void>((resolve) => mqttServer.close(() => resolve()));
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      if (socketDir) rmSync(socketDir, { recursive: true, force: true });
     },
   };
 }
