@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["{agent,control-plane,shared,scripts,test}/**/*.test.ts"],
+    include: ["{agent,control-plane,shared,scripts,test,fuzz}/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: "forks",
