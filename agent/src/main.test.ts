@@ -6,16 +6,16 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, expect, it } from "vitest";
+import { describeUnless } from "../../test/support/skip.js";
 import { createSimulatedBoard, SIMULATED_MEASURE_PATHS } from "./platform/index.js";
 import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "./testing/index.js";
 
 const binary = resolve(import.meta.dirname, "../../dist/agent/hashward-agent-linux-x64");
 const built = existsSync(binary);
-if (!built) console.warn(`skipping compiled-agent tests: ${binary} is not built (run "npm run build:agent")`);
 const version = (JSON.parse(readFileSync(resolve(import.meta.dirname, "../../package.json"), "utf8")) as { version: string }).version;
 
-describe.skipIf(!built)("compiled agent binary", () => {
+describeUnless(built ? null : `${binary} is not built (run "npm run build:agent")`, "compiled agent binary", () => {
   const cleanups: (() => void | Promise<void>)[] = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
@@ -113,7 +113,7 @@ describe.skipIf(!built)("compiled agent binary", () => {
 });
 
 const nodeBundle = resolve(import.meta.dirname, "../../dist/agent/hashward-agent-node.mjs");
-describe.skipIf(!existsSync(nodeBundle))("node bundle (32-bit ARM boards)", () => {
+describeUnless(existsSync(nodeBundle) ? null : `${nodeBundle} is not built (run "npm run build:agent")`, "node bundle (32-bit ARM boards)", () => {
   it("runs on Node and measures itself as @agent", () => {
     const out = spawnSync(process.execPath, [nodeBundle, "--version"], { encoding: "utf8" });
     expect(out.stdout.trim()).toBe(`hashward-agent ${version}`);

@@ -3,3 +3,4 @@ export * from "./schemas.js";
 export * from "./parse.js";
 export * from "./verify-command.js";
 export * from "./release.js";
+export * from "./indicators.js";

@@ -2,9 +2,10 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { REPO_ROOT, tempDir, writeAgentConfig } from "../support/processes.js";
+import { describeUnless } from "../support/skip.js";
 
 const ARM64_BINARY = join(REPO_ROOT, "dist/agent/hashward-agent-linux-arm64");
 const QEMU = "/usr/bin/qemu-aarch64-static";
@@ -12,9 +13,8 @@ const SYSROOT = "/usr/aarch64-linux-gnu";
 const missing = [ARM64_BINARY, QEMU, SYSROOT].filter((path) => !existsSync(path));
 // In CI the set-up installs qemu and the build makes the binary, so a gap there is a failure, not a skip.
 const runIt = missing.length === 0 || process.env.CI === "true";
-if (!runIt) console.warn(`skipping arm64 agent test: missing ${missing.join(", ")} (install qemu-user-static libc6-arm64-cross; npm run build:agent)`);
 
-describe.skipIf(!runIt)("arm64 agent under qemu-user", () => {
+describeUnless(runIt ? null : `missing ${missing.join(", ")} (install qemu-user-static libc6-arm64-cross; npm run build:agent)`, "arm64 agent under qemu-user", () => {
   const run = (...args: string[]) => execFileSync(QEMU, ["-L", SYSROOT, ARM64_BINARY, ...args], { encoding: "utf8", timeout: 120_000 });
 
   it("prints its version", () => {

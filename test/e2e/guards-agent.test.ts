@@ -4,7 +4,8 @@
  * protocol. The attacker is another process on the "LAN" using addpool/switchpool; the plane quarantines by
  * policy. A second board stages a phone-home connection and /etc/ld.so.preload, and a malformed miner answer.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -52,7 +53,8 @@ async function startBoard(name: string, extra: Record<string, unknown> = {}): Pr
     }),
   );
   if (!referenceRegistered) {
-    const measured = JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" }));
+    // Async: a blocked event loop would miss the plane closing an idle keep-alive socket and reuse it.
+    const measured = JSON.parse((await promisify(execFile)(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" })).stdout);
     await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
     referenceRegistered = true;
   }
@@ -130,25 +132,27 @@ describe("miner guards (real plane, compiled agent, simulated miner)", () => {
     writeSimulatedSockets(board.root, { v4: [...CLEAN_SOCKETS, { local: "192.168.1.20:40003", remote: "203.0.113.66:7000", state: "ESTABLISHED" }] });
     writeFileSync(join(board.root, "etc/ld.so.preload"), "/usr/lib/libsys.so\n");
     board.miner.fault = "malformed";
-    const alerts = await waitFor("three guard alerts", async () => {
+    const alerts = await waitFor("four guard alerts", async () => {
       const list = await guardAlerts(board.id);
-      return list.length >= 3 && list;
+      return list.length >= 4 && list;
     });
     expect(alerts.map((e) => `${e.detail.guard} ${e.detail.subject}`).sort()).toEqual([
       "connection 203.0.113.66:7000",
       "indicator /etc/ld.so.preload",
       `miner-api 127.0.0.1:${board.miner.port}`,
+      // HW-MINER-1: live pools that cannot be read are "not observed", never clean.
+      `pool-live 127.0.0.1:${board.miner.port}#pools`,
     ]);
     const view = await waitFor("contraindicated by the findings", async () => {
       const d = await admin.get(`/api/v1/devices/${board.id}`);
       return d.appraisal === "contraindicated" && d;
     });
     expect(JSON.stringify(view.lastAppraisal)).toContain("203.0.113.66:7000");
-    // Three more guard cycles on the unchanged board (debug log line per cycle): still exactly three alerts.
+    // Three more guard cycles on the unchanged board (debug log line per cycle): still exactly four alerts.
     const cycles = () => board.proc.lines.filter((l) => l.msg === "guard cycle").length;
     const seen = cycles();
     await waitFor("three more guard cycles", () => cycles() >= seen + 3);
-    expect(await guardAlerts(board.id)).toHaveLength(3);
+    expect(await guardAlerts(board.id)).toHaveLength(4);
   }, 120_000);
 
   it("HW-GUARD-8: an executable whose sha256 is not in the approved reference values is reported with {path, sha256, size}", async () => {

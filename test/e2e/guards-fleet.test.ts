@@ -9,7 +9,6 @@
  * no guard-alert event, no finding, every device trusted and not quarantined, every policy acknowledged.
  */
 import { join } from "node:path";
-import { execFileSync } from "node:child_process";
 import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAgentConfig } from "../../agent/src/config/index.js";
@@ -19,7 +18,7 @@ import { Agent } from "../../agent/src/runtime/index.js";
 import { SimMiner } from "../../agent/src/sim-miner/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { measureWithAgent, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
 
 const FLEET = 100;
@@ -108,7 +107,7 @@ describe("guards on a clean fleet (real control plane, 5 agent binaries + 95 in-
     // Reference values the way an operator captures them: `measure` on a known-good board.
     const first = fleet[0]!;
     const firstConfig = writeAgentConfig(join(first.stateDir, ".."), agentConfig(first, token));
-    const measured = JSON.parse(execFileSync(AGENT_BINARY, ["measure", "--config", firstConfig], { encoding: "utf8" }));
+    const measured = await measureWithAgent(firstConfig);
     await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
 
     for (const [i, miner] of fleet.entries()) {

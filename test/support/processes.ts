@@ -2,11 +2,12 @@
  * Real processes for end-to-end tests: the control plane (under Bun, as `npm start` runs it) and the compiled
  * agent binary. Readiness is read from their JSON log lines, never guessed with a sleep.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const BUN = join(REPO_ROOT, "node_modules/.bin/bun");
@@ -128,7 +129,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     stdio: ["ignore", "pipe", "pipe"],
   });
   const proc = new ManagedProcess("control-plane", child);
-  const ready = await proc.waitForLine("control plane ready", (line) => line.msg === "control plane ready", 60_000).catch(async (error: unknown) => {
+  // Generous: PGlite migrations take over a minute on a loaded shared machine (the hooks allow 120 s).
+  const ready = await proc.waitForLine("control plane ready", (line) => line.msg === "control plane ready", 110_000).catch(async (error: unknown) => {
     await proc.kill("SIGKILL"); // never leave a plane behind that a test could not use
     throw error;
   });
@@ -203,4 +205,14 @@ export function startAgent(name: string, configFile: string, env: Record<string,
     stdio: ["ignore", "pipe", "pipe"],
   });
   return new ManagedProcess(name, child);
+}
+
+/**
+ * `hashward-agent measure --config FILE` through the compiled agent: the measurement list an operator registers as
+ * reference values. Asynchronous on purpose: a blocked event loop (execFileSync) misses the plane closing an idle
+ * keep-alive socket, and the next API call then fails with "other side closed".
+ */
+export async function measureWithAgent(configFile: string): Promise<unknown> {
+  const { stdout } = await promisify(execFile)(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+  return JSON.parse(stdout) as unknown;
 }

@@ -120,6 +120,51 @@ describe("pool guards", () => {
     expect(poolConfigGuard([parseMinerConfig("/config/bmminer.conf", "{nope")], policy)).toEqual([expect.objectContaining({ tier: "warning", subject: "/config/bmminer.conf" })]);
   });
 
+  const contraindicated = (findings: ReturnType<typeof poolConfigGuard>) => findings.filter((f) => f.tier === "contraindicated").map((f) => [f.subject, f.seen]);
+  const raw = (obj: Record<string, unknown>) => parseMinerConfig("/config/cgminer.conf", JSON.stringify(obj));
+
+  it("reads pool URLs as cgminer does: no scheme = stratum+tcp, #xnsub, host case, final dot (issue 7 section 2)", () => {
+    const nicehash: GuardPolicy = { ...policy, pools: { allowedUrls: ["stratum+tcp://pool.example.net:3333", "stratum+tcp://sha256.eu.nicehash.com:9200#xnsub"], workerPatterns: [] } };
+    for (const url of ["pool.example.net:3333", "POOL.EXAMPLE.NET:3333", "pool.example.net.:3333", "stratum+tcp://sha256.eu.nicehash.com:9200#xnsub", "sha256.eu.nicehash.com:9200#xnsub"]) {
+      expect(poolConfigGuard([config([{ url, user: "farm.worker1", pass: "x" }])], nicehash), url).toEqual([]);
+    }
+    // what the miner would really connect to differs: port 80 when none, another port, a proxy, user info
+    for (const url of ["pool.example.net", "pool.example.net:4444", "socks5:10.0.0.9:1080|pool.example.net:3333", "stratum+tcp://me:pw@pool.example.net:3333"]) {
+      expect(contraindicated(poolConfigGuard([config([{ url, user: "farm.worker1", pass: "x" }])], nicehash)), url).toHaveLength(1);
+    }
+  });
+
+  it("a policy URL with :* approves any port on that host only (client.reconnect to another port)", () => {
+    const rental: GuardPolicy = { ...policy, pools: { allowedUrls: ["stratum+tcp://rental.example.net:*"], workerPatterns: [] } };
+    expect(poolConfigGuard([config([{ url: "stratum+tcp://rental.example.net:17021", user: "u", pass: "x" }])], rental)).toEqual([]);
+    expect(poolLiveGuard([{ index: 0, url: "stratum+tcp://rental.example.net:4444", user: "u", status: "Alive", priority: 0, active: true }], rental)).toEqual([]);
+    expect(poolLiveGuard([{ index: 0, url: "stratum+tcp://evil.example:4444", user: "u", status: "Alive", priority: 0, active: true }], rental)).toHaveLength(1);
+  });
+
+  it("reads every form cgminer's parse_config accepts: top-level keys, arrays, quota, userpass, nested objects", () => {
+    const evil = { url: "stratum+tcp://evil.example:3333", user: "thief.1" };
+    const forms: [string, Record<string, unknown>][] = [
+      ["top-level keys with an empty pools array", { url: evil.url, user: evil.user, pass: "x", pools: [] }],
+      ["array-valued url/user/pass", { url: [evil.url], user: [evil.user], pass: ["x"] }],
+      ["quota;URL and userpass", { quota: `1;${evil.url}`, userpass: `${evil.user}:x` }],
+      ["a pool object with array values", { pools: [{ url: [evil.url], user: [evil.user], pass: "x" }] }],
+      ["a number where a string goes", { pools: [{ url: evil.url, user: evil.user, pass: 7 }] }],
+    ];
+    for (const [label, obj] of forms) {
+      expect(contraindicated(poolConfigGuard([raw(obj)], policy)), label).toEqual([["/config/cgminer.conf#pools[0]", evil]]);
+    }
+    // Top-level url comes before the pools array (cgminer's option table puts --pools last), users pair by order.
+    const mixed = raw({ pools: [{ url: "stratum+tcp://pool.example.net:3333", user: "farm.worker1", pass: "x" }], url: evil.url, user: evil.user, pass: "x" });
+    expect(mixed).toMatchObject({ ok: true, pools: [{ url: evil.url, user: evil.user }, { url: "stratum+tcp://pool.example.net:3333", user: "farm.worker1" }], poolOrigins: ["url", "pools[0].url"] });
+    expect(contraindicated(poolConfigGuard([mixed], policy))).toEqual([["/config/cgminer.conf#pools[0]", evil]]);
+  });
+
+  it("flags what it cannot judge as a warning, never as clean: include, wrong types", () => {
+    for (const obj of [{ pools: [], include: "/tmp/x.conf" }, { url: true }, { pools: [{ url: null }] }, { pools: "stratum+tcp://evil.example:3333" }, { pools: [[{ url: "x" }]] }]) {
+      expect(poolConfigGuard([raw(obj)], policy).filter((f) => f.subject === "/config/cgminer.conf#unjudged"), JSON.stringify(obj)).toEqual([expect.objectContaining({ tier: "warning", guard: "pool-config" })]);
+    }
+  });
+
   it("live pools: every unapproved pool, marked active when it hashes", () => {
     const live = [
       { index: 0, url: "stratum+tcp://pool.example.net:3333", user: "farm.worker1", status: "Alive", priority: 1, active: false },
@@ -138,6 +183,18 @@ describe("API exposure guard", () => {
     expect(apiExposureGuard([cfg({ "api-allow": "R:10.0.0.0/8,W:127.0.0.1" })])).toEqual([expect.objectContaining({ guard: "api-exposure", tier: "warning", expected: "W:127.0.0.1", seen: "R:10.0.0.0/8,W:127.0.0.1" })]);
     expect(apiExposureGuard([cfg({ "api-network": true })])).toHaveLength(1);
     expect(apiExposureGuard([cfg({ "api-listen": false, "api-allow": "A:0/0" })])).toEqual([]);
+  });
+
+  it("reads api-allow in every form (array, inside a pool object) and knows what is loopback only", () => {
+    expect(apiExposureGuard([cfg({ "api-allow": ["W:0/0"] })])).toEqual([expect.objectContaining({ guard: "api-exposure", seen: "W:0/0" })]);
+    expect(apiExposureGuard([cfg({ "api-allow": ["W:127.0.0.1", "W:0/0"] })])).toHaveLength(1);
+    expect(apiExposureGuard([cfg({ pools: [{ url: "stratum+tcp://pool.example.net:3333", "api-allow": "W:0/0" }] })])).toHaveLength(1);
+    for (const local of ["W:127.0.0.1/8", "W:127.0.0.1", "W:127.1", "R:127.0.0.0/24", "W:::1", "W:::1/128", "W:::ffff:127.0.0.1/104", "localhost"]) {
+      expect(wideApiAllowEntries(local), local).toEqual([]);
+    }
+    for (const wide of ["W:127.0.0.1/7", "W:10.0.0.1/0", "W:0/0", "W:192.168.1.0/24", "W:::/0", "W:::1/64", "W:*", "W:pool.example.net", "W:127.0.0.1/33"]) {
+      expect(wideApiAllowEntries(wide), wide).toEqual([wide]);
+    }
   });
 });
 
@@ -286,6 +343,85 @@ describe("indicator guard", () => {
     expect(policySchema.parse({ ...base, indicators: [indicator] }).indicators[0]).toEqual(indicator);
     expect(policySchema.parse({ ...base, indicators: [{ id: "old", kind: "unexpected-executable", path: "/tmp", severity: "critical", description: "old" }] }).indicators[0]).not.toHaveProperty("allowedSha256");
     expect(() => policySchema.parse({ ...base, indicators: [{ ...indicator, allowedSha256: ["NOT-A-DIGEST"] }] })).toThrow();
+  });
+
+  it("HW-GUARD-9: named-file and unexpected-executable recurse maxDepth levels, never through a symbolic link", () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const root = join(dir.path, "board");
+    mkdirSync(join(root, "config/a/b"), { recursive: true });
+    mkdirSync(join(dir.path, "outside"), { recursive: true });
+    writeFileSync(join(root, "config/bNminer.conf"), "{}");
+    writeFileSync(join(root, "config/a/b/bNminer.conf"), "{}");
+    writeFileSync(join(root, "config/a/b/run"), "#!/bin/sh\n", { mode: 0o755 });
+    writeFileSync(join(dir.path, "outside/bNminer.conf"), "{}");
+    writeFileSync(join(dir.path, "outside/run"), "#!/bin/sh\n", { mode: 0o755 });
+    symlinkSync(join(dir.path, "outside"), join(root, "config/link"));
+    const board = platformReader(new SimulatedBoard(root));
+    const named = (maxDepth: number): GuardPolicy["indicators"][number] => ({ id: "names", kind: "named-file", paths: ["/config"], pattern: "bNminer\\.conf", maxDepth, severity: "critical", description: "Nightswitcher" });
+    const exe = (maxDepth: number): GuardPolicy["indicators"][number] => ({ id: "exe", kind: "unexpected-executable", paths: ["/config"], maxDepth, severity: "critical", description: "payload" });
+    const subjects = (i: GuardPolicy["indicators"][number]) => indicatorGuard([i], board, new IndicatorMemory(null)).map((f) => f.subject);
+    expect(subjects(named(0))).toEqual(["/config/bNminer.conf"]);
+    expect(subjects(named(1))).toEqual(["/config/bNminer.conf"]);
+    expect(subjects(named(2))).toEqual(["/config/a/b/bNminer.conf", "/config/bNminer.conf"]);
+    expect(subjects(exe(1))).toEqual([]);
+    expect(subjects(exe(8))).toEqual(["/config/a/b/run"]);
+    // a root that is itself a link to a directory (BusyBox: /var -> /tmp/var) is scanned through the link
+    symlinkSync("config", join(root, "var"));
+    expect(subjects({ ...named(2), paths: ["/var"] })).toEqual(["/var/a/b/bNminer.conf", "/var/bNminer.conf"]);
+  });
+
+  it("HW-GUARD-9: a scan of a big tree stays within its caps, and a scan cut short is a warning, never clean", () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const root = join(dir.path, "board");
+    // 40 directories x 50 files, every file an executable of 100 bytes, one of them dropped at the end
+    for (let d = 0; d < 40; d++) {
+      mkdirSync(join(root, `var/d${String(d).padStart(2, "0")}`), { recursive: true });
+      for (let f = 0; f < 50; f++) writeFileSync(join(root, `var/d${String(d).padStart(2, "0")}/f${f}`), "x".repeat(100), { mode: 0o755 });
+    }
+    const inner = platformReader(new SimulatedBoard(root));
+    const calls = { stat: 0, list: 0, listed: 0, hashedBytes: 0 };
+    const board: typeof inner = {
+      readText: (p, max) => inner.readText(p, max),
+      stat: (p) => (calls.stat++, inner.stat(p)),
+      list: (p, max) => {
+        calls.list++;
+        const names = inner.list(p, max);
+        calls.listed += names?.length ?? 0;
+        return names;
+      },
+      sha256: (p, max) => {
+        calls.hashedBytes += inner.stat(p)?.size ?? 0;
+        return inner.sha256!(p, max);
+      },
+    };
+    const allowed = createHash("sha256").update("x".repeat(100)).digest("hex");
+    const indicators: GuardPolicy["indicators"] = [
+      { id: "exe", kind: "unexpected-executable", paths: ["/var"], maxDepth: 8, allowedSha256: [allowed], severity: "critical", description: "payload" },
+      { id: "names", kind: "named-file", paths: ["/var"], pattern: "bNminer\\.conf", maxDepth: 8, severity: "critical", description: "Nightswitcher" },
+    ];
+    const incomplete = (cap: string) => [
+      expect.objectContaining({ subject: "/var", tier: "warning", expected: { indicator: "exe", kind: "unexpected-executable" }, seen: { scan: "incomplete", cap } }),
+      expect.objectContaining({ subject: "/var", tier: "warning", expected: { indicator: "names", kind: "named-file" }, seen: { scan: "incomplete", cap } }),
+    ];
+    // entries looked at: at most the cycle's budget (plus one stat per scanned root), shared by both indicators
+    const byEntries = { maxEntries: 500, maxHashBytes: 1_000_000, maxDirEntries: 4096 };
+    expect(indicatorGuard(indicators, board, new IndicatorMemory(null), undefined, byEntries)).toEqual(incomplete("entries per cycle"));
+    expect(calls.stat).toBeLessThanOrEqual(byEntries.maxEntries + indicators.length);
+    // entries read from one directory: at most the cap + 1 (to know there were more)
+    Object.assign(calls, { stat: 0, list: 0, listed: 0 });
+    expect(indicatorGuard(indicators, board, new IndicatorMemory(null), undefined, { maxEntries: 100_000, maxHashBytes: 1_000_000, maxDirEntries: 30 })).toEqual(incomplete("entries per directory"));
+    expect(calls.listed).toBeLessThanOrEqual(calls.list * 31);
+    // the bytes hashed per cycle are capped too
+    calls.hashedBytes = 0;
+    const byHash = indicatorGuard([indicators[0]!], board, new IndicatorMemory(null), undefined, { maxEntries: 100_000, maxHashBytes: 1_000, maxDirEntries: 4096 });
+    expect(byHash).toEqual([expect.objectContaining({ subject: "/var", tier: "warning", seen: { scan: "incomplete", cap: "bytes hashed per cycle" } })]);
+    expect(calls.hashedBytes).toBeLessThanOrEqual(1_000);
+    // within the caps the whole tree is judged: all 2000 files are known, nothing is reported
+    calls.hashedBytes = 0;
+    expect(indicatorGuard(indicators, board, new IndicatorMemory(null), undefined, { maxEntries: 10_000, maxHashBytes: 1_000_000, maxDirEntries: 4096 })).toEqual([]);
+    expect(calls.hashedBytes).toBe(2000 * 100);
   });
 
   it("finding identity ignores the message", () => {

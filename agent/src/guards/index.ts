@@ -18,7 +18,7 @@ import { GuardRunner, type GuardRunnerDeps } from "./runner.js";
 
 export { GuardRunner, MAX_REPORTED_FINDINGS, type GuardCycle, type GuardRunnerDeps, type GuardSettings } from "./runner.js";
 export { finding, findingKey, normalizeFindings, type Finding, type GuardName } from "./findings.js";
-export { poolConfigGuard, poolLiveGuard, parseMinerConfig, normalizePoolUrl, PoolMatcher, type ConfigPool, type MinerConfigFile } from "./pools.js";
+export { poolConfigGuard, poolLiveGuard, parseMinerConfig, PoolMatcher, POOL_CONFIG_KEYS, type ConfigPool, type MinerConfigFile } from "./pools.js";
 export { apiExposureGuard, wideApiAllowEntries, NARROW_API_ALLOW } from "./exposure.js";
 export { connectionGuard, listeningGuard, type ApprovedEndpoint } from "./connections.js";
 export { indicatorGuard, IndicatorMemory } from "./indicators.js";

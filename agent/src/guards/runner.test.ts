@@ -159,6 +159,36 @@ describe("GuardRunner on a simulated board", () => {
     expect((await runner.runNow()).findings).toEqual([]);
   });
 
+  it("enforcing restores every pool form the miner reads (top-level url/user/pass, arrays, quota, include) and narrows an api-allow array", async () => {
+    const { runner, root, miner, setMode } = await setup();
+    await runner.runNow(); // clean: the known-good pools are learned
+    setMode("enforcing");
+    const file = join(root, "config/cgminer.conf");
+    const original = JSON.parse(readFileSync(file, "utf8"));
+    const hijacks: Record<string, unknown>[] = [
+      { url: "stratum+tcp://evil.example:3333", user: "thief.1", pass: "x", pools: [] },
+      { url: ["stratum+tcp://evil.example:3333"], user: ["thief.1"], pass: ["x"], pools: [] },
+      { quota: "1;stratum+tcp://evil.example:3333", userpass: "thief.1:x", pools: [] },
+      { pools: [{ url: ["stratum+tcp://evil.example:3333"], userpass: "thief.1:x" }], include: "/tmp/more.conf" },
+    ];
+    for (const hijack of hijacks) {
+      const { pools: _pools, ...rest } = original as Record<string, unknown>;
+      writeFileSync(file, JSON.stringify({ ...rest, ...hijack, "api-allow": ["W:127.0.0.1", "W:0/0"] }));
+      await new SimulatedBoard(root).miner.restart();
+      expect(miner.livePools()[0]?.url, JSON.stringify(hijack)).toBe("stratum+tcp://evil.example:3333");
+      const attacked = await runner.runNow();
+      expect(attacked.findings.find((f) => f.guard === "pool-config" && f.tier === "contraindicated"), JSON.stringify(hijack)).toMatchObject({ subject: "/config/cgminer.conf#pools[0]", seen: { url: "stratum+tcp://evil.example:3333", user: "thief.1" } });
+      expect(attacked.findings.find((f) => f.guard === "api-exposure"), JSON.stringify(hijack)).toMatchObject({ seen: "W:127.0.0.1,W:0/0" });
+      expect(attacked.enforced).toContain("miner restarted");
+      const restored = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+      for (const key of ["url", "user", "pass", "quota", "userpass", "include"]) expect(restored[key], `${key} after ${JSON.stringify(hijack)}`).toBeUndefined();
+      expect(restored["pools"]).toEqual(original.pools);
+      expect(restored["api-allow"]).toBe("W:127.0.0.1");
+      expect(miner.livePools()).toEqual([{ url: "stratum+tcp://pool.example.net:3333", user: "farm.worker1", active: true }]);
+      expect((await runner.runNow()).findings, JSON.stringify(hijack)).toEqual([]);
+    }
+  });
+
   it("an unknown outbound connection and /etc/ld.so.preload are reported", async () => {
     const { runner, root, events } = await setup();
     writeSimulatedSockets(root, {
@@ -186,22 +216,55 @@ describe("GuardRunner on a simulated board", () => {
       miner.fault = fault;
       const cycle = await runner.runNow();
       expect(cycle.enforced).toEqual([]);
-      expect(cycle.findings.every((f) => f.guard === "miner-api")).toBe(true);
+      // Never clean: the miner-api warning, and the live pools "not observed" (HW-MINER-1).
+      expect(cycle.findings.map((f) => [f.guard, f.tier, f.seen])).toEqual([
+        ["pool-live", "warning", "not observed"],
+        ["miner-api", "warning", fault],
+      ]);
     }
-    expect(events.added.map((f) => f.seen)).toEqual(["malformed", "oversized"]);
+    expect(events.added.map((f) => f.seen)).toEqual(["not observed", "malformed", "oversized"]);
     expect(readFileSync(join(root, "config/cgminer.conf"), "utf8")).toBe(before);
     expect(miner.livePools()).toHaveLength(1);
     miner.fault = null;
     expect((await runner.runNow()).findings).toEqual([]);
-    expect(events.added).toHaveLength(2);
+    expect(events.added).toHaveLength(3);
   });
 
-  it("a malformed pools answer keeps the previous live-pool verdict instead of clearing it", async () => {
+  it("an unjudgeable pools answer never leaves a clean verdict standing, and never clears a contraindicated one", async () => {
     const { runner, miner, port } = await setup();
+    expect((await runner.runNow()).findings).toEqual([]); // clean
+    for (const fault of ["malformed", "wrong-shape", "oversized", "hang"] as const) {
+      miner.fault = fault;
+      const cycle = await runner.runNow();
+      expect(cycle.findings.find((f) => f.guard === "pool-live"), fault).toMatchObject({ tier: "warning", claim: "configuration", seen: "not observed" });
+    }
+    miner.fault = null;
     await attackFromAnotherProcess(port, [{ command: "addpool", parameter: "stratum+tcp://evil.example:3333,thief.1,x" }]);
     expect(subjects((await runner.runNow()).findings)).toEqual(["pool-live stratum+tcp://evil.example:3333"]);
     miner.fault = "malformed";
-    expect(subjects((await runner.runNow()).findings)).toContain("pool-live stratum+tcp://evil.example:3333");
+    const blind = await runner.runNow();
+    expect(blind.findings.filter((f) => f.guard === "pool-live").map((f) => [f.subject, f.tier])).toEqual([
+      [`127.0.0.1:${port}#pools`, "warning"],
+      ["stratum+tcp://evil.example:3333", "contraindicated"],
+    ]);
+  });
+
+  it("judges every pool of an answer with raw bytes: a rogue worker on the approved host, and a TAB in a user", async () => {
+    const { runner, port } = await setup();
+    expect((await runner.runNow()).findings).toEqual([]);
+    // The issue's scenario: cgminer sends the TAB raw (not strict JSON); the guard must still read the list.
+    const statuses = await attackFromAnotherProcess(port, [
+      { command: "addpool", parameter: "stratum+tcp://pool.example.net:3333,mallory.rig7,x" },
+      { command: "addpool", parameter: "stratum+tcp://pool.example.net:3333,x\ty,x" },
+      { command: "switchpool", parameter: "1" },
+    ]);
+    expect(statuses).toEqual(['"S"', '"S"', '"S"']);
+    const cycle = await runner.runNow();
+    expect(cycle.findings.filter((f) => f.guard !== "miner-api").map((f) => [f.guard, f.tier, f.seen])).toEqual([
+      ["pool-live", "contraindicated", { url: "stratum+tcp://pool.example.net:3333", user: "x\ty", active: false }],
+      ["pool-live", "contraindicated", { url: "stratum+tcp://pool.example.net:3333", user: "mallory.rig7", active: true }],
+    ]);
+    expect(cycle.findings.some((f) => f.guard === "miner-api")).toBe(false);
   });
 
   it("without a policy only exposure, sockets and the miner API are judged", async () => {
@@ -347,5 +410,18 @@ describe("GuardRunner failures (HW-GUARD-7) and restarts", () => {
       ],
     });
     expect(subjects((await again.runner.runNow()).findings)).toEqual(["connection 198.51.100.7:7000"]);
+  });
+
+  it("a :* pool policy: the miner moved to another port of the approved host (client.reconnect) is no finding, another host is", async () => {
+    const policy: GuardPolicy = { ...POLICY, pools: { allowedUrls: ["stratum+tcp://pool.example.net:*"], workerPatterns: POLICY.pools.workerPatterns } };
+    const { runner, root, port } = await setup({ policy });
+    await attackFromAnotherProcess(port, [
+      { command: "addpool", parameter: "stratum+tcp://pool.example.net:17021,farm.worker1,x" },
+      { command: "switchpool", parameter: "1" },
+    ]);
+    writeSimulatedSockets(root, { v4: [...CLEAN_SOCKETS, { local: "192.168.1.20:40001", remote: "198.51.100.7:17021", state: "ESTABLISHED" }] });
+    expect((await runner.runNow()).findings).toEqual([]);
+    writeSimulatedSockets(root, { v4: [...CLEAN_SOCKETS, { local: "192.168.1.20:40001", remote: "203.0.113.66:17021", state: "ESTABLISHED" }] });
+    expect(subjects((await runner.runNow()).findings)).toEqual(["connection 203.0.113.66:17021"]);
   });
 });

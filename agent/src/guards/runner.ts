@@ -12,6 +12,7 @@
  * more (a fresh policy must be judged fresh).
  */
 import { isIP } from "node:net";
+import { PoolAllowList, poolRuleEndpoint, readMinerPoolUrl } from "../../../shared/pools/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { telemetrySchema } from "../../../shared/index.js";
 import type { z } from "zod";
@@ -29,7 +30,7 @@ import type { KnownGoodPools } from "./known-good.js";
 import { KnownAddresses } from "./addresses.js";
 import { ReportedFindings } from "./reported.js";
 import { parseEndpoint, parseProcNetTcp, type HostResolver, type SocketEntry } from "./net.js";
-import { parseMinerConfig, PoolMatcher, poolConfigGuard, poolLiveGuard, type ConfigPool, type MinerConfigFile } from "./pools.js";
+import { parseMinerConfig, POOL_CONFIG_KEYS, PoolMatcher, poolConfigGuard, poolLiveGuard, type ConfigPool, type MinerConfigFile } from "./pools.js";
 
 export const MAX_REPORTED_FINDINGS = 256;
 const CONFIG_MAX_BYTES = 256 * 1024;
@@ -250,8 +251,10 @@ export class GuardRunner {
   }
 
   /**
-   * summary + stats + pools. HW-MINER-1: a failing answer changes nothing: the previous live-pool verdict is
-   * kept, no enforcement acts on it, and one miner-api warning per failure kind is reported (once, HW-GUARD-2).
+   * summary + stats + pools. HW-MINER-1: answers are read as cgminer writes them (miner-api/answer.ts) and every
+   * pool in a readable answer is judged. A failing answer is one miner-api warning per failure kind (once,
+   * HW-GUARD-2), makes the live pools "not observed" (a warning, never clean), keeps a contraindicated live-pool
+   * finding seen before, and no enforcement acts on it.
    */
   private async queryMiner(policy: GuardPolicy | null): Promise<{ findings: Finding[]; pools: MinerPool[] | null; telemetry: Telemetry | undefined }> {
     const api = this.deps.minerApi;
@@ -277,7 +280,23 @@ export class GuardRunner {
     }
     if (policy) {
       if (pools) findings.push(...poolLiveGuard(pools, policy));
-      else findings.push(...(this.previous ?? []).filter((f) => f.guard === "pool-live"));
+      else {
+        // HW-MINER-1: live pools that could not be read are "not observed", never clean: a warning on the
+        // configuration claim, and a contraindicated live pool seen before stays until an answer shows it gone.
+        const cause = errors.values().next().value;
+        findings.push(
+          finding({
+            guard: "pool-live",
+            claim: "configuration",
+            tier: "warning",
+            subject: `${api.endpoint}#pools`,
+            expected: "a pools answer the guard can judge",
+            seen: "not observed",
+            message: `live pools not observed${cause ? `: ${cause.message}` : ""}; the last verdict on them cannot stand as clean`,
+          }),
+        );
+        findings.push(...(this.previous ?? []).filter((f) => f.guard === "pool-live" && f.tier === "contraindicated"));
+      }
     }
     const active = pools?.find((p) => p.active);
     const telemetry: Telemetry = {
@@ -295,16 +314,29 @@ export class GuardRunner {
   /** Approved destinations: policy pools (or, without a policy, the configured ones), the plane, allowlists. */
   private async approvedEndpoints(policy: GuardPolicy | null, configs: readonly MinerConfigFile[], livePools: MinerPool[] | null): Promise<ApprovedEndpoint[]> {
     const names: string[] = [...this.deps.controlPlaneUrls(), ...this.deps.settings.allowedHosts];
-    if (policy) names.push(...policy.pools.allowedUrls, ...policy.network.allowedHosts);
-    else {
+    // Pool URLs are read with the shared pool rules (a `:*` rule approves every port on its host).
+    const endpoints: { host: string; port?: number }[] = [];
+    if (policy) {
+      names.push(...policy.network.allowedHosts);
+      endpoints.push(...new PoolAllowList(policy.pools.allowedUrls).rules.map(poolRuleEndpoint));
+    } else {
       // No policy yet: the board's own pools are the best notion of "expected" we have.
-      for (const c of configs) if (c.ok) names.push(...c.pools.map((p) => p.url));
-      for (const p of livePools ?? []) names.push(p.url);
+      const urls = [...configs.flatMap((c) => (c.ok ? c.pools.map((p) => p.url) : [])), ...(livePools ?? []).map((p) => p.url)];
+      for (const url of urls) {
+        const target = readMinerPoolUrl(url);
+        if (target.port !== null && target.proxy === undefined) endpoints.push({ host: target.host, port: target.port });
+      }
+    }
+    for (const name of names) {
+      const ep = parseEndpoint(name);
+      if (ep) endpoints.push(ep);
     }
     const out: ApprovedEndpoint[] = [];
-    for (const name of [...new Set(names)]) {
-      const ep = parseEndpoint(name);
-      if (!ep) continue;
+    const seen = new Set<string>();
+    for (const ep of endpoints) {
+      const key = `${ep.host}|${ep.port ?? ""}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
       let ips = await this.deps.resolver.resolve(ep.host);
       if (!isIP(ep.host)) {
         try {
@@ -339,7 +371,7 @@ export class GuardRunner {
     let restartMiner = false;
     for (const config of configs) {
       if (!config.ok) continue;
-      const poolBad = policy !== null && findings.some((f) => f.guard === "pool-config" && f.subject.startsWith(`${config.path}#`));
+      const poolBad = policy !== null && findings.some((f) => f.guard === "pool-config" && f.tier === "contraindicated" && f.subject.startsWith(`${config.path}#`));
       const apiWide = findings.some((f) => f.guard === "api-exposure" && f.subject === `${config.path}#api-allow`);
       if (!poolBad && !apiWide) continue;
       const next: Record<string, unknown> = { ...config.raw };
@@ -348,11 +380,23 @@ export class GuardRunner {
         if (pools.length === 0) {
           deps.log.error({ path: config.path }, "no approved pool is known: cannot restore pools");
         } else {
+          // HW-GUARD-6: every key the miner takes pools from (top-level url/user/pass, arrays, quota, include)
+          // goes; one clean `pools` array is what it reads after the restart.
+          for (const key of POOL_CONFIG_KEYS) delete next[key];
           next["pools"] = pools;
           actions.push(`${config.path}: restored ${pools.length} approved pool(s)`);
         }
       }
       if (apiWide) {
+        // cgminer keeps the LAST api-allow it reads and reads pool objects after the top level: a copy inside a
+        // pool object would win over the narrowed top-level value (HW-GUARD-6).
+        if (Array.isArray(next["pools"])) {
+          next["pools"] = (next["pools"] as unknown[]).map((p) => {
+            if (typeof p !== "object" || p === null || Array.isArray(p)) return p;
+            const { ["api-allow"]: _dropped, ...rest } = p as Record<string, unknown>;
+            return rest;
+          });
+        }
         next["api-allow"] = NARROW_API_ALLOW;
         actions.push(`${config.path}: api-allow narrowed to ${NARROW_API_ALLOW}`);
       }

@@ -87,6 +87,22 @@ describe("miner API client", () => {
     expect(await new MinerApiClient({ host: "127.0.0.1", port }).stats()).toEqual({ temperaturesC: [58], fanRpm: [3600] });
   });
 
+  it("reads cgminer's raw bytes over TCP (a TAB and a 0xFF in a user), and refuses an answer cut by a NUL mid-way", async () => {
+    const head = '{"STATUS":[{"STATUS":"S","When":1,"Code":7,"Msg":"1 Pool(s)","Description":"cgminer 4.11.1"}],"POOLS":[{"POOL":0,"URL":"stratum+tcp://pool.example.net:3333","Status":"Alive","Priority":0,"User":"';
+    const tail = '","Stratum Active":true}],"id":1}';
+    const rawAnswer = Buffer.concat([Buffer.from(`${head}x\ty`), Buffer.from([0xff]), Buffer.from(`${tail}\0`)]);
+    const server = createServer((socket) => {
+      socket.on("error", () => undefined);
+      socket.once("data", () => socket.end(rawAnswer));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const pools = await new MinerApiClient({ host: "127.0.0.1", port: (server.address() as AddressInfo).port }).pools();
+    expect(pools).toEqual([{ index: 0, url: "stratum+tcp://pool.example.net:3333", user: "x\ty\uFFFD", status: "Alive", priority: 0, active: true }]);
+    const cut = await rawServer(`${head}x\0y${tail}\0`);
+    await expect(new MinerApiClient({ host: "127.0.0.1", port: cut }).pools()).rejects.toBeInstanceOf(MinerApiMalformedError);
+  });
+
   it("a JSON answer without STATUS, or a non-object, is malformed", async () => {
     const noStatus = await rawServer('{"POOLS":[]}\0');
     await expect(new MinerApiClient({ host: "127.0.0.1", port: noStatus }).pools()).rejects.toBeInstanceOf(MinerApiMalformedError);

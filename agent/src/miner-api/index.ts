@@ -1,6 +1,7 @@
 /**
  * Client for the cgminer/bmminer JSON API (TCP 4028; ARCHITECTURE "Who uses it"): one request per connection,
- * `{"command":"summary"}` (plus `"parameter"`), the answer is JSON terminated by a NUL byte or by the close.
+ * `{"command":"summary"}` (plus `"parameter"`), the answer is JSON terminated by a NUL byte or by the close,
+ * read as cgminer writes it (raw control and non-UTF-8 bytes in strings, `}{` in arrays: answer.ts).
  *
  * The miner is not trusted: every answer is bounded in time (`timeoutMs`, whole exchange) and size
  * (`maxResponseBytes`), parsed strictly for the fields we use, and every failure is a MinerApiError subclass
@@ -8,42 +9,11 @@
  */
 import { connect } from "node:net";
 import { z } from "zod";
-import { HashwardError } from "../../../shared/index.js";
+import { parseCgminerAnswer } from "./answer.js";
+import { MinerApiCommandError, MinerApiError, MinerApiMalformedError, MinerApiOversizedError, MinerApiTimeoutError, MinerApiUnreachableError } from "./errors.js";
 
-export class MinerApiError extends HashwardError {
-  override name = "MinerApiError";
-  /** Stable short kind, used as the finding's `seen` so one failure mode is reported once. */
-  readonly kind: string = "error";
-}
-/** Connection refused, reset or closed before any answer. */
-export class MinerApiUnreachableError extends MinerApiError {
-  override name = "MinerApiUnreachableError";
-  override readonly kind = "unreachable";
-}
-export class MinerApiTimeoutError extends MinerApiError {
-  override name = "MinerApiTimeoutError";
-  override readonly kind = "timeout";
-}
-export class MinerApiOversizedError extends MinerApiError {
-  override name = "MinerApiOversizedError";
-  override readonly kind = "oversized";
-}
-/** Not JSON, or JSON without the fields we use (names the first bad field). */
-export class MinerApiMalformedError extends MinerApiError {
-  override name = "MinerApiMalformedError";
-  override readonly kind = "malformed";
-}
-/** A well-formed answer with STATUS "E"/"F" (e.g. "Cannot remove active pool"). */
-export class MinerApiCommandError extends MinerApiError {
-  override name = "MinerApiCommandError";
-  override readonly kind = "refused";
-  constructor(
-    message: string,
-    readonly code: number | undefined,
-  ) {
-    super(message);
-  }
-}
+export { MinerApiError, MinerApiUnreachableError, MinerApiTimeoutError, MinerApiOversizedError, MinerApiMalformedError, MinerApiCommandError } from "./errors.js";
+export { parseCgminerAnswer, MAX_ANSWER_DEPTH } from "./answer.js";
 
 export interface MinerApiOptions {
   host: string;
@@ -107,6 +77,9 @@ export interface MinerStats {
 }
 const configSchema = z.looseObject({ CONFIG: z.array(z.looseObject({ "Pool Count": int.optional(), Strategy: z.string().max(64).optional() })).min(1) });
 
+/** cgminer api.c message code of the `pools` answer when the miner has no pool. */
+const MSG_NOPOOL = 8;
+
 export type MinerCommand = "summary" | "pools" | "devs" | "stats" | "config" | "addpool" | "switchpool" | "removepool" | "enablepool" | "disablepool";
 
 export class MinerApiClient {
@@ -129,7 +102,7 @@ export class MinerApiClient {
   /** Sends one command on a fresh connection and returns the parsed JSON object (STATUS checked). */
   async request(command: MinerCommand, parameter?: string): Promise<Record<string, unknown>> {
     const raw = await this.exchange(JSON.stringify(parameter === undefined ? { command } : { command, parameter }));
-    const body = parseAnswer(raw, command);
+    const body = parseCgminerAnswer(raw, command);
     const status = statusSchema.safeParse(body["STATUS"]);
     if (!status.success) throw new MinerApiMalformedError(`${command}: answer has no valid STATUS (${firstIssue(status.error)})`);
     const first = status.data[0]!;
@@ -153,7 +126,15 @@ export class MinerApiClient {
   }
 
   async pools(): Promise<MinerPool[]> {
-    const pools = this.parse(poolsSchema, await this.request("pools"), "pools").POOLS;
+    let body: Record<string, unknown>;
+    try {
+      body = await this.request("pools");
+    } catch (error) {
+      // cgminer answers a miner without pools with STATUS "E", code 8 (api.c MSG_NOPOOL "No pools"): an empty list.
+      if (error instanceof MinerApiCommandError && error.code === MSG_NOPOOL) return [];
+      throw error;
+    }
+    const pools = this.parse(poolsSchema, body, "pools").POOLS;
     const flagged = pools.some((p) => p["Stratum Active"] === true);
     // Without "Stratum Active" (getwork-era cgminer) the live pool is the alive one with the best priority.
     const fallback = flagged ? undefined : [...pools].filter((p) => p.Status === "Alive").sort((a, b) => a.Priority - b.Priority)[0];
@@ -248,23 +229,6 @@ export class MinerApiClient {
       socket.on("error", (error) => finish(new MinerApiUnreachableError(`miner API ${this.endpoint}: ${error.message}`)));
     });
   }
-}
-
-function parseAnswer(raw: Buffer, command: string): Record<string, unknown> {
-  const text = raw.toString("utf8").trim();
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    try {
-      // Known bmminer defect: `stats` objects are printed back to back without a comma ("}{").
-      value = JSON.parse(text.replace(/\}\s*\{/g, "},{"));
-    } catch {
-      throw new MinerApiMalformedError(`${command}: answer is not JSON (${JSON.stringify(text.slice(0, 60))})`);
-    }
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new MinerApiMalformedError(`${command}: answer is not a JSON object`);
-  return value as Record<string, unknown>;
 }
 
 function firstIssue(error: z.ZodError): string {

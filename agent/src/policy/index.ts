@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ConfigError, FreshnessError, ValidationError } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { INDICATOR_KINDS, MAX_ALLOWED_SHA256, MAX_SCAN_DEPTH, MAX_SCAN_PATHS } from "../../../shared/protocol/index.js";
 
 const regexSource = z
   .string()
@@ -25,26 +26,25 @@ const regexSource = z
     }
   }, "must be a valid regular expression");
 
-export const INDICATOR_KINDS = ["file-present", "hosts-entry", "unexpected-executable", "reappearing-file"] as const;
-
-/** Bounds of the optional unexpected-executable fields (the whole policy must fit one MQTT payload). */
-export const MAX_SCAN_PATHS = 16;
-export const MAX_ALLOWED_SHA256 = 2048;
+// Kinds and bounds are shared with the plane (shared/protocol/indicators.ts), which adds stricter input checks.
+export { INDICATOR_KINDS, MAX_ALLOWED_SHA256, MAX_SCAN_DEPTH, MAX_SCAN_PATHS } from "../../../shared/protocol/index.js";
 
 const devicePath = z.string().min(1).max(1024).startsWith("/");
 
 export const indicatorSchema = z.object({
   id: z.string().min(1).max(128),
   kind: z.enum(INDICATOR_KINDS),
-  /** file-present / reappearing-file: the file; unexpected-executable: a file or a directory; hosts-entry: the hosts file (default /etc/hosts). */
+  /** file-present / reappearing-file / file-size-above: the file; unexpected-executable / named-file: a file or a directory; hosts-entry: the hosts file (default /etc/hosts). */
   path: devicePath.optional(),
-  /** hosts-entry: host names that must not appear; unexpected-executable in a directory: file names flagged. */
+  /** hosts-entry: host names that must not appear; unexpected-executable / named-file in a directory: file names flagged. */
   pattern: regexSource.optional(),
   severity: z.enum(["warning", "critical"]),
   description: z.string().max(1024),
   // Additive (older agents ignore them, older policies lack them):
-  /** unexpected-executable: more files or directories to scan besides `path` (/usr/bin, /tmp, /config). */
+  /** unexpected-executable / named-file: more files or directories to scan besides `path` (/usr/bin, /tmp, /config). */
   paths: z.array(devicePath).max(MAX_SCAN_PATHS).optional(),
+  /** unexpected-executable / named-file: levels of subdirectories scanned below each directory (default 0; HW-GUARD-9). */
+  maxDepth: z.number().int().min(0).max(MAX_SCAN_DEPTH).optional(),
   /**
    * unexpected-executable: the digests of the executables the device's approved reference values name (HW-GUARD-8).
    * Present: only an executable whose sha256 is not listed is flagged. Absent: every executable found is.
@@ -52,6 +52,10 @@ export const indicatorSchema = z.object({
   allowedSha256: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(MAX_ALLOWED_SHA256).optional(),
   /** Set by the plane on indicators whose allowedSha256 came from the reference values (informational). */
   allowReferenceValues: z.boolean().optional(),
+  /** file-size-above: the largest size, in bytes, a clean file has. */
+  maxBytes: z.number().int().min(0).optional(),
+  /** reappearing-file: the tier of a sighting that is not a return (default `severity`). */
+  presentSeverity: z.enum(["warning", "critical"]).optional(),
 });
 export type Indicator = z.infer<typeof indicatorSchema>;
 

@@ -1,7 +1,9 @@
 /**
  * A simulated miner for tests and demos (ARCHITECTURE "Trust and containment": a directory tree plus a fake
- * cgminer API): a TCP server speaking the real cgminer JSON protocol (one request per connection, NUL-terminated
- * answer) over the pools of the simulated board's config file, and simulated `/proc/net/tcp{,6}` and
+ * cgminer API): a TCP server that answers in cgminer's exact bytes (cgminer-format.ts: JSON and plain
+ * `command|parameter` requests, strings escaped only as cgminer escapes them, raw control and non-UTF-8 bytes,
+ * NUL terminator, joined `a+b` commands) over the pools of the simulated board's config file, read as cgminer's
+ * parse_config reads it, and simulated `/proc/net/tcp{,6}` and
  * `/etc/hosts` files under the board root that tests edit to stage attacks.
  *
  * Board files it reads (device paths under the board root):
@@ -14,7 +16,10 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { dirname, join } from "node:path";
+import { readMinerPoolUrl } from "../../../shared/pools/index.js";
 import { ipv6Groups } from "../guards/net.js";
+import { parseMinerConfig } from "../guards/pools.js";
+import { cgAnswer, cgAnswerBody, cgEscape, cgJoined, cgPoolUrl, parseCgRequest, splitCgParameter, type CgField, type CgRequest, type CgSection, type CgStatus } from "./cgminer-format.js";
 
 export type SimMinerFault = "none" | "malformed" | "oversized" | "wrong-shape" | "hang";
 
@@ -108,19 +113,16 @@ export class SimMiner {
     const generation = this.readOptional(SIM_MINER_FILES.generation);
     if (generation === this.loadedGeneration) return;
     this.loadedGeneration = generation;
-    let pools: unknown = [];
+    let text = "";
     try {
-      pools = (JSON.parse(readFileSync(this.configFile(), "utf8")) as { pools?: unknown }).pools ?? [];
+      // Binary string: one character per byte, so the config's bytes reach the answers unchanged.
+      text = readFileSync(this.configFile(), "latin1");
     } catch {
-      pools = []; // a miner with an unreadable config starts without pools
+      text = ""; // a miner with an unreadable config starts without pools
     }
-    this.pools = (Array.isArray(pools) ? pools : []).map((p: Record<string, unknown>, i) => ({
-      url: String(p["url"] ?? ""),
-      user: String(p["user"] ?? ""),
-      pass: String(p["pass"] ?? ""),
-      priority: i,
-      enabled: true,
-    }));
+    // The pools cgminer's parse_config builds (pools array, top-level url/user/pass, arrays, quota, userpass).
+    const config = parseMinerConfig(this.configFile(), text);
+    this.pools = (config.ok ? config.pools : []).map((p, i) => ({ url: cgPoolUrl(p.url), user: p.user, pass: p.pass, priority: i, enabled: true }));
   }
 
   private activeIndex(): number {
@@ -143,29 +145,27 @@ export class SimMiner {
     let answered = false;
     const tryAnswer = (final: boolean) => {
       if (answered) return;
-      let request: { command?: unknown; parameter?: unknown };
-      try {
-        request = JSON.parse(text.replace(/\0/g, "")) as typeof request;
-      } catch {
-        if (!final) return;
-        request = {};
-      }
+      const request = parseCgRequest(text);
+      // A JSON request is answered once it parses; a plain one when the client ends its side (or sends a NUL).
+      if (!final && (request === null || (!request.isJson && !text.includes("\0")))) return;
       answered = true;
-      this.answer(socket, String(request.command ?? ""), request.parameter === undefined ? "" : String(request.parameter));
+      this.answer(socket, request ?? { command: "", parameter: "", isJson: text.trimStart().startsWith("{") });
     };
     socket.on("data", (chunk: Buffer) => {
-      text += chunk.toString("utf8");
+      text += chunk.toString("latin1");
       if (text.length > 64 * 1024) socket.destroy();
       else tryAnswer(false);
     });
     socket.on("end", () => tryAnswer(true));
   }
 
-  private answer(socket: Socket, command: string, parameter: string): void {
+  private answer(socket: Socket, request: CgRequest): void {
     this.reloadIfRestarted();
+    const { command, parameter, isJson } = request;
     this.log.push(parameter ? `${command}|${parameter}` : command);
     const fault = this.fault ?? ((this.readOptional(SIM_MINER_FILES.fault) || "none") as SimMinerFault);
-    const isQuery = ["summary", "pools", "devs", "stats", "config"].includes(command);
+    const commands = isJson && command.includes("+") ? command.split("+") : [command];
+    const isQuery = commands.every((c) => QUERY_COMMANDS.has(c));
     if (isQuery && fault === "hang") return; // say nothing; the client's timeout must fire
     if (isQuery && fault === "oversized") {
       const blob = `{"STATUS":[{"STATUS":"S","Code":7,"Msg":"x"}],"POOLS":[${`{"POOL":0,"URL":"${"x".repeat(1000)}"},`.repeat(2048)}{}]}`;
@@ -176,119 +176,182 @@ export class SimMiner {
       socket.end(`{"STATUS":[{"STATUS":"S","Code":7,"Msg":"${command}"}],"POOLS":[{"POOL":0,"URL":\0`);
       return;
     }
-    const body = isQuery && fault === "wrong-shape" ? this.wrongShape(command) : this.respond(command, parameter);
-    socket.end(`${JSON.stringify(body)}\0`);
+    if (isQuery && fault === "wrong-shape") {
+      socket.end(`{"STATUS":[{"STATUS":"S","When":1,"Code":7,"Msg":"${command}","Description":"x"}],"SUMMARY":"not a list","POOLS":"not a list","STATS":42,"DEVS":"x","CONFIG":[],"id":1}\0`);
+      return;
+    }
+    if (commands.length > 1) {
+      // api.c: joined commands must all be joinable (no privileged ones) or the whole request is refused.
+      if (!isQuery) {
+        socket.end(cgAnswer(this.status("E", 45, `Invalid join command '${command}'`), null, true));
+        return;
+      }
+      socket.end(cgJoined(commands.map((c) => ({ command: c, body: this.respondBody(c, "", true) }))));
+      return;
+    }
+    socket.end(Buffer.from(`${this.respondBody(command, parameter, isJson)}\0`, "latin1"));
   }
 
-  private status(status: "S" | "E", code: number, msg: string): unknown[] {
-    return [{ STATUS: status, When: Math.floor(this.now() / 1000), Code: code, Msg: msg, Description: "bmminer 1.0.0 (simulated)" }];
+  private status(status: "S" | "E", code: number, msg: string): CgStatus {
+    return { status, when: Math.floor(this.now() / 1000), code, msg, description: "bmminer 1.0.0 (simulated)" };
   }
 
-  private wrongShape(command: string): Record<string, unknown> {
-    return { STATUS: this.status("S", 7, command), SUMMARY: "not a list", POOLS: "not a list", STATS: 42, DEVS: "x", CONFIG: [] };
-  }
-
-  private respond(command: string, parameter: string): Record<string, unknown> {
+  /** One answer in cgminer's bytes (binary string, no NUL). */
+  private respondBody(command: string, parameter: string, isJson: boolean): string {
     const elapsed = Math.max(0, Math.floor((this.now() - this.startedAtMs) / 1000));
     const active = this.activeIndex();
-    const index = Number.parseInt(parameter, 10);
+    const index = /^\d+$/.test(parameter) ? Number(parameter) : NaN;
     const validIndex = Number.isInteger(index) && index >= 0 && index < this.pools.length;
+    const say = (status: CgStatus, section: CgSection | null = null) => cgAnswerBody(status, section, isJson);
+    const invalidPool = () => say(this.status("E", 26, `Invalid pool id ${parameter} - range is 0 - ${this.pools.length - 1}`));
     switch (command) {
       case "summary":
-        return {
-          STATUS: this.status("S", 11, "Summary"),
-          SUMMARY: [{ Elapsed: elapsed, "GHS 5s": "13512.34", "GHS av": 13500.12, Accepted: 10 + elapsed, Rejected: 1, "Hardware Errors": 0, Utility: 1.2 }],
-          id: 1,
-        };
-      case "pools":
-        return {
-          STATUS: this.status("S", 7, `${this.pools.length} Pool(s)`),
-          POOLS: this.pools.map((p, i) => ({
-            POOL: i,
-            URL: p.url,
-            Status: p.enabled ? "Alive" : "Disabled",
-            Priority: p.priority,
-            Quota: 1,
-            User: p.user,
-            "Stratum Active": i === active,
-            "Stratum URL": safeHost(p.url),
-            Accepted: i === active ? 10 + elapsed : 0,
-          })),
-          id: 1,
-        };
-      case "devs":
-        return {
-          STATUS: this.status("S", 9, "3 ASC(s)"),
-          DEVS: [0, 1, 2].map((asc) => ({ ASC: asc, Name: "BTM", ID: asc, Enabled: "Y", Status: "Alive", Temperature: 62 + asc, "MHS av": 4_500_000 })),
-          id: 1,
-        };
-      case "stats":
-        return {
-          STATUS: this.status("S", 70, "CGMiner stats"),
-          STATS: [
-            { CGMiner: "4.9.0", Miner: "1.0.0", CompileTime: "simulated", Type: "Antminer S19 (simulated)" },
-            { STATS: 0, ID: "BC50", Elapsed: elapsed, "GHS 5s": "13512.34", "GHS av": 13500.12, fan_num: 4, fan1: 5400, fan2: 5460, fan3: 5520, fan4: 5580, temp_num: 3, temp1: 60, temp2: 61, temp3: 62, temp2_1: 75, temp2_2: 76, temp2_3: 77 },
+        return say(this.status("S", 11, "Summary"), {
+          name: "SUMMARY",
+          items: [
+            [
+              ["Elapsed", elapsed],
+              ["GHS 5s", "13512.34"],
+              ["GHS av", 13500.12, "float"],
+              ["Found Blocks", 0],
+              ["Getworks", 0],
+              ["Accepted", 10 + elapsed],
+              ["Rejected", 1],
+              ["Hardware Errors", 0],
+              ["Utility", 1.2, "float"],
+            ],
           ],
-          id: 1,
-        };
+        });
+      case "pools":
+        if (this.pools.length === 0) return say(this.status("E", 8, "No pools"));
+        return say(this.status("S", 7, `${this.pools.length} Pool(s)`), {
+          name: "POOLS",
+          items: this.pools.map((p, i): CgField[] => [
+            ["POOL", i],
+            ["URL", p.url, "escape"],
+            ["Status", p.enabled ? "Alive" : "Disabled"],
+            ["Priority", p.priority],
+            ["Quota", 1],
+            ["Long Poll", "N"],
+            ["Getworks", 0],
+            ["Accepted", i === active ? 10 + elapsed : 0],
+            ["Rejected", 0],
+            ["Discarded", 0],
+            ["Stale", 0],
+            ["Get Failures", 0],
+            ["Remote Failures", 0],
+            ["User", p.user, "escape"],
+            ["Last Share Time", 0],
+            ["Diff1 Shares", 0],
+            ["Proxy Type", ""],
+            ["Proxy", ""],
+            ["Difficulty Accepted", 0, "float"],
+            ["Has Stratum", true],
+            ["Stratum Active", i === active],
+            ["Stratum URL", i === active ? safeHost(p.url) : ""],
+            ["Has GBT", false],
+            ["Best Share", 0],
+          ]),
+        });
+      case "devs":
+        return say(this.status("S", 9, "3 ASC(s)"), {
+          name: "DEVS",
+          items: [0, 1, 2].map((asc): CgField[] => [
+            ["ASC", asc],
+            ["Name", "BTM"],
+            ["ID", asc],
+            ["Enabled", "Y"],
+            ["Status", "Alive"],
+            ["Temperature", 62 + asc, "float"],
+            ["MHS av", 4_500_000, "float"],
+          ]),
+        });
+      case "stats":
+        return say(this.status("S", 70, "CGMiner stats"), {
+          name: "STATS",
+          items: [
+            [
+              ["CGMiner", "4.9.0"],
+              ["Miner", "1.0.0"],
+              ["CompileTime", "simulated"],
+              ["Type", "Antminer S19 (simulated)"],
+            ],
+            [
+              ["STATS", 0],
+              ["ID", "BC50"],
+              ["Elapsed", elapsed],
+              ["GHS 5s", "13512.34"],
+              ["GHS av", 13500.12, "float"],
+              ["fan_num", 4],
+              ["fan1", 5400],
+              ["fan2", 5460],
+              ["fan3", 5520],
+              ["fan4", 5580],
+              ["temp_num", 3],
+              ["temp1", 60],
+              ["temp2", 61],
+              ["temp3", 62],
+              ["temp2_1", 75],
+              ["temp2_2", 76],
+              ["temp2_3", 77],
+            ],
+          ],
+        });
       case "config":
-        return { STATUS: this.status("S", 33, "CGMiner config"), CONFIG: [{ "ASC Count": 3, "PGA Count": 0, "Pool Count": this.pools.length, Strategy: "Failover", "Log Interval": 5 }], id: 1 };
+        return say(this.status("S", 33, "CGMiner config"), {
+          name: "CONFIG",
+          items: [
+            [
+              ["ASC Count", 3],
+              ["PGA Count", 0],
+              ["Pool Count", this.pools.length],
+              ["Strategy", "Failover"],
+              ["Log Interval", 5],
+            ],
+          ],
+        });
       case "addpool": {
-        const [url, user, pass] = splitEscaped(parameter);
-        if (!url) return { STATUS: this.status("E", 25, "Missing addpool details") };
-        this.pools.push({ url, user: user ?? "", pass: pass ?? "", priority: Math.max(-1, ...this.pools.map((p) => p.priority)) + 1, enabled: true });
-        return { STATUS: this.status("S", 55, `Added pool ${this.pools.length - 1}: '${url}'`) };
+        const [url, user, pass] = splitCgParameter(parameter);
+        if (!parameter || !url || user === undefined || pass === undefined) return say(this.status("E", 25, "Missing addpool details"));
+        const stored = cgPoolUrl(url);
+        this.pools.push({ url: stored, user, pass, priority: Math.max(-1, ...this.pools.map((p) => p.priority)) + 1, enabled: true });
+        // The Msg carries the URL through escape_string (api.c addpool).
+        return say(this.status("S", 55, `Added pool ${this.pools.length - 1}: '${cgEscape(stored, isJson)}'`));
       }
       case "switchpool": {
-        if (!validIndex) return { STATUS: this.status("E", 26, `Invalid pool id ${parameter}`) };
+        if (!validIndex) return invalidPool();
         const chosen = this.pools[index]!;
         const old = chosen.priority;
         for (const p of this.pools) if (p.priority < old) p.priority += 1;
         chosen.priority = 0;
         chosen.enabled = true;
-        return { STATUS: this.status("S", 27, `Switching to pool ${index}:'${chosen.url}'`) };
+        return say(this.status("S", 27, `Switching to pool ${index}:'${cgEscape(chosen.url, isJson)}'`));
       }
       case "enablepool":
-        if (!validIndex) return { STATUS: this.status("E", 26, `Invalid pool id ${parameter}`) };
+        if (!validIndex) return invalidPool();
         this.pools[index]!.enabled = true;
-        return { STATUS: this.status("S", 47, `Enabling pool ${index}`) };
+        return say(this.status("S", 47, `Enabling pool ${index}:'${cgEscape(this.pools[index]!.url, isJson)}'`));
       case "disablepool":
-        if (!validIndex) return { STATUS: this.status("E", 26, `Invalid pool id ${parameter}`) };
+        if (!validIndex) return invalidPool();
         this.pools[index]!.enabled = false;
-        return { STATUS: this.status("S", 48, `Disabling pool ${index}`) };
+        return say(this.status("S", 48, `Disabling pool ${index}:'${cgEscape(this.pools[index]!.url, isJson)}'`));
       case "removepool": {
-        if (!validIndex) return { STATUS: this.status("E", 26, `Invalid pool id ${parameter}`) };
-        if (index === active) return { STATUS: this.status("E", 67, "Cannot remove active pool") };
+        if (!validIndex) return invalidPool();
+        if (index === active) return say(this.status("E", 67, `Cannot remove active pool ${index}:'${cgEscape(this.pools[index]!.url, isJson)}'`));
         const [removed] = this.pools.splice(index, 1);
-        return { STATUS: this.status("S", 68, `Removed pool ${index}:'${removed!.url}'`) };
+        return say(this.status("S", 68, `Removed pool ${index}:'${cgEscape(removed!.url, isJson)}'`));
       }
       default:
-        return { STATUS: this.status("E", 14, `Invalid command`) };
+        return say(this.status("E", 14, "Invalid command"));
     }
   }
 }
 
-function safeHost(url: string): string {
-  try {
-    return new URL(url).hostname;
-  } catch {
-    return "";
-  }
-}
+const QUERY_COMMANDS = new Set(["summary", "pools", "devs", "stats", "config", "version", "devdetails"]);
 
-function splitEscaped(parameter: string): string[] {
-  const parts: string[] = [];
-  let current = "";
-  for (let i = 0; i < parameter.length; i++) {
-    const c = parameter[i]!;
-    if (c === "\\" && i + 1 < parameter.length) current += parameter[++i];
-    else if (c === ",") {
-      parts.push(current);
-      current = "";
-    } else current += c;
-  }
-  parts.push(current);
-  return parts;
+function safeHost(url: string): string {
+  const target = readMinerPoolUrl(url);
+  return target.port === null ? "" : target.host;
 }
 
 /** One socket as a line of /proc/net/tcp{,6}. */

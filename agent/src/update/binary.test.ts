@@ -7,7 +7,8 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, expect, it } from "vitest";
+import { describeUnless } from "../../../test/support/skip.js";
 import { createSimulatedBoard, type SimulatedBoard } from "../platform/simulated.js";
 import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "../testing/index.js";
 import { CHECKPOINTS } from "./index.js";
@@ -15,9 +16,8 @@ import { TestTufRepo, testFirmwareImage } from "./testing/index.js";
 
 const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64");
 const built = existsSync(binary);
-if (!built) console.warn(`skipping compiled update tests: ${binary} is not built (run "npm run build:agent")`);
 
-describe.skipIf(!built)("compiled agent: updates", () => {
+describeUnless(built ? null : `${binary} is not built (run "npm run build:agent")`, "compiled agent: updates", () => {
   const cleanups: (() => void | Promise<void>)[] = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();

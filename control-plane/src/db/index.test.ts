@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { eq } from "drizzle-orm";
 import { afterEach, describe, expect, it } from "vitest";
 import { devices, openDatabase } from "./index.js";
+import { describeUnless } from "../../../test/support/skip.js";
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -71,8 +72,7 @@ setInterval(() => {}, 1000);
 });
 
 const pgUrl = process.env.HASHWARD_TEST_DATABASE_URL;
-if (!pgUrl) console.warn("HASHWARD_TEST_DATABASE_URL is unset: skipping the PostgreSQL openDatabase tests");
-(pgUrl ? describe : describe.skip)("openDatabase (PostgreSQL)", () => {
+describeUnless(pgUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL URL to run", "openDatabase (PostgreSQL)", () => {
   it("migrates a fresh database, twice without harm", async () => {
     const { withTemporaryPostgres } = await import("./test-postgres.js");
     await withTemporaryPostgres(pgUrl ?? "", async (url) => {

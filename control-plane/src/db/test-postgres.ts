@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { describe, it } from "vitest";
+import { it } from "vitest";
+import { describeUnless } from "../../../test/support/skip.js";
 import { type Database, openDatabase } from "./index.js";
 
 export async function createTemporaryPostgres(baseUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
@@ -68,8 +69,8 @@ export function onEveryDatabase(suite: string, contract: (backend: string, open:
   });
   const baseUrl = process.env.HASHWARD_TEST_DATABASE_URL;
   if (!baseUrl) {
-    describe.skip(`${suite} (PostgreSQL): set HASHWARD_TEST_DATABASE_URL to run`, () => {
-      it("skipped", () => {});
+    describeUnless("set HASHWARD_TEST_DATABASE_URL to a PostgreSQL URL to run", `${suite} (PostgreSQL)`, () => {
+      it("the contract on PostgreSQL", () => {});
     });
     return;
   }

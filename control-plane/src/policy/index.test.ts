@@ -88,6 +88,11 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
         ["pools", "no port", { allowedUrls: ["stratum+tcp://pool.example.com"] }, "allowedUrls.0"],
         ["pools", "credentials", { allowedUrls: ["stratum+tcp://me:pw@pool.example.com:3333"] }, "allowedUrls.0"],
         ["pools", "no url", { allowedUrls: [] }, "allowedUrls"],
+        ["pools", "no scheme", { allowedUrls: [POOL, "pool.example.com:3333"] }, "allowedUrls.1"],
+        ["pools", "other fragment", { allowedUrls: ["stratum+tcp://pool.example.com:3333#frag"] }, "allowedUrls.0"],
+        ["pools", "query", { allowedUrls: ["stratum+tcp://pool.example.com:3333?x=1"] }, "allowedUrls.0"],
+        ["pools", "port wildcard without host", { allowedUrls: ["stratum+tcp://:*"] }, "allowedUrls.0"],
+        ["pools", "port range", { allowedUrls: ["stratum+tcp://pool.example.com:3000-4000"] }, "allowedUrls.0"],
         ["pools", "unanchored", { allowedUrls: [POOL], workerPatterns: ["farm\\.rig\\d+"] }, "workerPatterns.0"],
         ["pools", "escaped $", { allowedUrls: [POOL], workerPatterns: ["^farm\\$"] }, "workerPatterns.0"],
         ["pools", "bad regex", { allowedUrls: [POOL], workerPatterns: ["^farm(\\.rig$"] }, "workerPatterns.0"],
@@ -101,6 +106,15 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
         ["indicators", "paths on a file indicator", { indicators: [{ id: "x", kind: "file-present", path: "/a", paths: ["/b"], severity: "warning", description: "d" }] }, "indicators.0.paths"],
         ["indicators", "bad digest", { indicators: [{ id: "x", kind: "unexpected-executable", paths: ["/tmp"], allowedSha256: ["ABC"], severity: "warning", description: "d" }] }, "indicators.0.allowedSha256.0"],
         ["indicators", "no path nor paths", { indicators: [{ id: "x", kind: "unexpected-executable", allowReferenceValues: true, severity: "warning", description: "d" }] }, "indicators.0.path"],
+        // the kinds of HW-GUARD-9 and the Hive OS markers: each field only where it means something
+        ["indicators", "named-file without pattern", { indicators: [{ id: "x", kind: "named-file", paths: ["/config"], severity: "critical", description: "d" }] }, "indicators.0.pattern"],
+        ["indicators", "named-file without path", { indicators: [{ id: "x", kind: "named-file", pattern: "bNminer\\.conf", severity: "critical", description: "d" }] }, "indicators.0.path"],
+        ["indicators", "file-size-above without maxBytes", { indicators: [{ id: "x", kind: "file-size-above", path: "/usr/bin/ntpd", severity: "warning", description: "d" }] }, "indicators.0.maxBytes"],
+        ["indicators", "negative maxBytes", { indicators: [{ id: "x", kind: "file-size-above", path: "/usr/bin/ntpd", maxBytes: -1, severity: "warning", description: "d" }] }, "indicators.0.maxBytes"],
+        ["indicators", "maxBytes on a file indicator", { indicators: [{ id: "x", kind: "file-present", path: "/a", maxBytes: 1, severity: "warning", description: "d" }] }, "indicators.0.maxBytes"],
+        ["indicators", "maxDepth on a file indicator", { indicators: [{ id: "x", kind: "file-present", path: "/a", maxDepth: 1, severity: "warning", description: "d" }] }, "indicators.0.maxDepth"],
+        ["indicators", "maxDepth over the cap", { indicators: [{ id: "x", kind: "unexpected-executable", path: "/tmp", maxDepth: 9, severity: "warning", description: "d" }] }, "indicators.0.maxDepth"],
+        ["indicators", "presentSeverity on a file indicator", { indicators: [{ id: "x", kind: "file-present", path: "/a", presentSeverity: "warning", severity: "critical", description: "d" }] }, "indicators.0.presentSeverity"],
         [
           "indicators",
           "duplicate id",
@@ -116,10 +130,16 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       for (const kind of ["pools", "network", "indicators"] as const) expect((await policy.listPolicies(kind)).policies).toEqual([]);
     });
 
-    it("accepts stratum V1/V2 URLs, anchored worker patterns, hosts with ports and IPv6", async () => {
+    it("accepts stratum V1/V2 URLs, NiceHash #xnsub, any port on a host (:*), anchored worker patterns, hosts with ports and IPv6", async () => {
       const pools = await policy.putPolicy(OPERATOR, "pools", {
         scope: { model: "validation-only" },
-        allowedUrls: [POOL, BACKUP, "stratum2+tcp://v2.example.com:3336/9bDuixKmZqAJnrmP746n8zU1wyAQRrus7th9dxnkPg6RzQvCnan"],
+        allowedUrls: [
+          POOL,
+          BACKUP,
+          "stratum2+tcp://v2.example.com:3336/9bDuixKmZqAJnrmP746n8zU1wyAQRrus7th9dxnkPg6RzQvCnan",
+          "stratum+tcp://sha256.eu.nicehash.com:9200#xnsub",
+          "stratum+tcp://rental.example.com:*",
+        ],
         workerPatterns: ["^farm1\\.rig[0-9]{1,4}$"],
       });
       expect(pools.policy).toMatchObject({ kind: "pools", scope: { model: "validation-only" }, workerPatterns: ["^farm1\\.rig[0-9]{1,4}$"] });
@@ -152,7 +172,8 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
           version: change.policy.version,
           pools: { allowedUrls: [POOL], workerPatterns: ["^farm\\..+$"] },
           network: { allowedHosts: [] },
-          indicators: [...BUILT_IN_INDICATORS],
+          // no approved reference values: the built-in scan that needs them is left out (HW-GUARD-8)
+          indicators: BUILT_IN_INDICATORS.filter((i) => !i.allowReferenceValues),
         });
       }
       expect(publisher.policies(pending.id)).toEqual([]);

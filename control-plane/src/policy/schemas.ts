@@ -1,12 +1,14 @@
 /**
  * The guard policy's shapes and their validation, used by the service (any caller) and the HTTP routes alike.
  * Rule HW-POLICY-1: a policy is refused before anything is stored unless every pool URL is a stratum URL with a
- * host and a port, every worker pattern is an anchored regular expression that compiles, every allowed host is a
+ * host and a port (or `:*`, any port; optional `#xnsub`; shared/pools is the one definition the agent matches
+ * with), every worker pattern is an anchored regular expression that compiles, every allowed host is a
  * host or host:port, and every indicator names what it needs (a path or a pattern) — errors name the field.
  */
 import { isIP } from "node:net";
 import { z } from "zod";
-import { deviceIdSchema } from "../../../shared/protocol/index.js";
+import { parsePoolRule } from "../../../shared/pools/index.js";
+import { deviceIdSchema, INDICATOR_KINDS, type IndicatorKind, MAX_ALLOWED_SHA256, MAX_SCAN_DEPTH, MAX_SCAN_PATHS, SCANNING_INDICATOR_KINDS } from "../../../shared/protocol/index.js";
 
 export const POLICY_KINDS = ["pools", "network", "indicators"] as const;
 export type PolicyKind = (typeof POLICY_KINDS)[number];
@@ -18,25 +20,16 @@ export const MAX_INDICATORS = 256;
 export const MAX_SCOPE_DEVICES = 10_000;
 export const MAX_PATTERN_CHARS = 256;
 
-/** Stratum V1 over TCP or TLS and Stratum V2 (`stratum2+tcp://host:port/<authority key>`). */
-export const POOL_URL_SCHEMES = ["stratum+tcp:", "stratum+ssl:", "stratum2+tcp:", "stratum2+ssl:"] as const;
+export { POOL_URL_SCHEMES } from "../../../shared/pools/index.js";
 
+/**
+ * HW-POLICY-1: one pool URL definition shared with the agent's guards (shared/pools): `scheme://host:port`,
+ * `...#xnsub` (NiceHash) or `scheme://host:*` (any port on an approved host, for pools that move miners with
+ * client.reconnect); no credentials, query or other fragment.
+ */
 function poolUrlProblem(value: string): string | null {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return "must be a URL such as stratum+tcp://pool.example.com:3333";
-  }
-  if (!(POOL_URL_SCHEMES as readonly string[]).includes(url.protocol)) {
-    return `scheme ${url.protocol} is not one of ${POOL_URL_SCHEMES.map((s) => s.slice(0, -1)).join(", ")}`;
-  }
-  if (!url.hostname) return "must name a host";
-  if (!url.port) return "must name a port (stratum has no default port)";
-  // Worker names and passwords belong in the miner's config, never in the policy the whole group shares.
-  if (url.username || url.password) return "must not carry a user or password";
-  if (url.search || url.hash) return "must not carry a query or fragment";
-  return null;
+  const parsed = parsePoolRule(value);
+  return parsed.ok ? null : parsed.problem;
 }
 
 /** `^` at the start and an unescaped `$` at the end: the agent matches the whole worker name, not a part of it. */
@@ -97,44 +90,60 @@ function hostProblem(value: string): string | null {
 
 export const allowedHostSchema = z.string().trim().min(1).max(260).superRefine(refineWith(hostProblem));
 
-export const INDICATOR_KINDS = ["file-present", "hosts-entry", "unexpected-executable", "reappearing-file"] as const;
+export { INDICATOR_KINDS, MAX_ALLOWED_SHA256, MAX_SCAN_DEPTH, MAX_SCAN_PATHS } from "../../../shared/protocol/index.js";
 
 const absolutePath = z.string().min(2).max(1024).regex(/^\/[^\0]*$/, "must be an absolute path");
 
-/** Bounds of the unexpected-executable fields; the agent (agent/src/policy) enforces the same ones. */
-export const MAX_SCAN_PATHS = 16;
-export const MAX_ALLOWED_SHA256 = 2048;
+/** Which kinds take which optional fields; any other combination is refused naming the field (HW-POLICY-1). */
+const FIELD_KINDS = {
+  paths: SCANNING_INDICATOR_KINDS,
+  maxDepth: SCANNING_INDICATOR_KINDS,
+  allowedSha256: ["unexpected-executable"],
+  allowReferenceValues: ["unexpected-executable"],
+  maxBytes: ["file-size-above"],
+  presentSeverity: ["reappearing-file"],
+} as const satisfies Record<string, readonly IndicatorKind[]>;
 
+/** The indicator shape and bounds are shared with the agent (shared/protocol/indicators.ts); this adds the plane's stricter checks. */
 export const indicatorSchema = z
   .strictObject({
     id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "must be 1-64 lowercase letters, digits, '.', '_' or '-'"),
     kind: z.enum(INDICATOR_KINDS),
-    /** file-present / reappearing-file: the file; unexpected-executable: the directory to look in. */
+    /** file-present / reappearing-file / file-size-above: the file; unexpected-executable / named-file: a file or directory to scan. */
     path: absolutePath.optional(),
-    /** hosts-entry: matched against each host name in /etc/hosts. */
+    /** hosts-entry: host names; unexpected-executable / named-file: file names (anchored, whole name). */
     pattern: regexSourceSchema.optional(),
     severity: z.enum(["warning", "critical"]),
     description: z.string().min(1).max(512),
-    // unexpected-executable only (HW-GUARD-8), all optional so older policies and agents keep working:
-    /** More files or directories to scan besides `path` (not recursed): /usr/bin, /tmp, /config. */
+    // All optional so older policies and agents keep working:
+    /** unexpected-executable / named-file: more files or directories to scan besides `path`: /usr/bin, /tmp, /config. */
     paths: z.array(absolutePath).min(1).max(MAX_SCAN_PATHS).optional(),
-    /** Digests always allowed (lowercase hex sha256). */
+    /** unexpected-executable / named-file: levels of subdirectories scanned below each directory (0 = its entries only; HW-GUARD-9). */
+    maxDepth: z.number().int().min(0).max(MAX_SCAN_DEPTH).optional(),
+    /** unexpected-executable: digests always allowed (lowercase hex sha256). */
     allowedSha256: z.array(z.string().regex(/^[0-9a-f]{64}$/, "must be a lowercase hex SHA-256")).max(MAX_ALLOWED_SHA256).optional(),
     /**
-     * The digests of the device's approved reference values (its model and firmware version) are allowed too:
-     * only an executable not in them is flagged. A device without approved reference values is not sent this
-     * indicator (everything would look unknown).
+     * unexpected-executable: the digests of the device's approved reference values (its model and firmware
+     * version) are allowed too: only an executable not in them is flagged. A device without approved reference
+     * values is not sent this indicator (everything would look unknown).
      */
     allowReferenceValues: z.boolean().optional(),
+    /** file-size-above: the largest size, in bytes, a clean file has. */
+    maxBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+    /** reappearing-file: the tier of a sighting that is not a return (default `severity`). */
+    presentSeverity: z.enum(["warning", "critical"]).optional(),
   })
   .superRefine((indicator, ctx) => {
-    const needsPath = indicator.kind !== "hosts-entry";
-    const hasPath = indicator.path !== undefined || (indicator.kind === "unexpected-executable" && indicator.paths !== undefined);
-    if (needsPath && !hasPath) ctx.addIssue({ code: "custom", path: ["path"], message: `a ${indicator.kind} indicator needs a path` });
-    if (!needsPath && indicator.pattern === undefined) ctx.addIssue({ code: "custom", path: ["pattern"], message: "a hosts-entry indicator needs a pattern" });
-    if (indicator.kind !== "unexpected-executable") {
-      for (const field of ["paths", "allowedSha256", "allowReferenceValues"] as const) {
-        if (indicator[field] !== undefined) ctx.addIssue({ code: "custom", path: [field], message: `only an unexpected-executable indicator takes ${field}` });
+    const scanning = SCANNING_INDICATOR_KINDS.includes(indicator.kind);
+    const hasPath = indicator.path !== undefined || (scanning && indicator.paths !== undefined);
+    if (indicator.kind !== "hosts-entry" && !hasPath) ctx.addIssue({ code: "custom", path: ["path"], message: `a ${indicator.kind} indicator needs a path` });
+    if ((indicator.kind === "hosts-entry" || indicator.kind === "named-file") && indicator.pattern === undefined) {
+      ctx.addIssue({ code: "custom", path: ["pattern"], message: `a ${indicator.kind} indicator needs a pattern` });
+    }
+    if (indicator.kind === "file-size-above" && indicator.maxBytes === undefined) ctx.addIssue({ code: "custom", path: ["maxBytes"], message: "a file-size-above indicator needs maxBytes" });
+    for (const [field, kinds] of Object.entries(FIELD_KINDS) as [keyof typeof FIELD_KINDS, readonly IndicatorKind[]][]) {
+      if (indicator[field] !== undefined && !kinds.includes(indicator.kind)) {
+        ctx.addIssue({ code: "custom", path: [field], message: `only a ${kinds.join(" or ")} indicator takes ${field}` });
       }
     }
   });

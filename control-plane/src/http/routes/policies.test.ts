@@ -111,6 +111,14 @@ describe("policy routes", () => {
     expect(list.policies.map((p) => p.id)).toEqual([change.policy.id]);
     const indicators = (await (await request("GET", "/api/v1/policies/indicators", tokens.viewer)).json()) as { builtInDefault: { indicators: Array<{ id: string }> } };
     expect(indicators.builtInDefault.indicators.map((i) => i.id)).toContain("ld-so-preload");
+    // the built-in Hive OS markers come back whole through the API, new fields included (HW-GUARD-5, HW-GUARD-9)
+    expect(indicators.builtInDefault.indicators).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ id: "ntpd-oversized", kind: "file-size-above", path: "/usr/bin/ntpd", maxBytes: 499_999 }),
+        expect.objectContaining({ id: "known-bad-names", kind: "named-file", maxDepth: 6 }),
+        expect.objectContaining({ id: "hive-suspicious-nvdata-shadow", kind: "reappearing-file", presentSeverity: "warning", severity: "critical" }),
+      ]),
+    );
 
     const view = await request("GET", `/api/v1/devices/${deviceId}/policy`, tokens.viewer);
     expect(view.status).toBe(200);

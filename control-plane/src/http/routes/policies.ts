@@ -27,9 +27,12 @@ const indicatorView = z
     pattern: z.string().optional(),
     severity: z.enum(["warning", "critical"]),
     description: z.string(),
-    paths: z.array(z.string()).optional().openapi({ description: "unexpected-executable: more files or directories to scan" }),
+    paths: z.array(z.string()).optional().openapi({ description: "unexpected-executable / named-file: more files or directories to scan" }),
     allowedSha256: z.array(z.string()).optional().openapi({ description: "unexpected-executable: digests always allowed" }),
     allowReferenceValues: z.boolean().optional().openapi({ description: "unexpected-executable: the device's approved reference digests are allowed too (HW-GUARD-8)" }),
+    maxDepth: z.number().int().optional().openapi({ description: "unexpected-executable / named-file: levels of subdirectories scanned (0 = direct entries; HW-GUARD-9)" }),
+    maxBytes: z.number().int().optional().openapi({ description: "file-size-above: the largest size in bytes a clean file has" }),
+    presentSeverity: z.enum(["warning", "critical"]).optional().openapi({ description: "reappearing-file: the tier of a first sighting (default severity)" }),
   })
   .openapi("Indicator");
 const bodies = {
