@@ -5,6 +5,7 @@
  * `pools.workerPatterns`, is a configuration contraindication naming the exact difference.
  */
 import { PoolAllowList } from "../../../shared/pools/index.js";
+import { jsonDepthWithin } from "../../../shared/protocol/index.js";
 import type { MinerPool } from "../miner-api/index.js";
 import type { GuardPolicy } from "../policy/index.js";
 import { finding, type Finding } from "./findings.js";
@@ -130,6 +131,9 @@ function walkConfig(obj: Record<string, unknown>, where: string, depth: number, 
  * array; URLs, users and passes are paired by their order (set_url/set_user/set_pass keep separate counters).
  * Never throws: text that is not a JSON object is `{ok: false}`.
  */
+/** jansson's JSON_PARSER_MAX_DEPTH: deeper files are unreadable to cgminer/bmminer and to this guard. */
+export const MAX_CONFIG_FILE_DEPTH = 2048;
+
 export function parseMinerConfig(path: string, text: string): MinerConfigFile {
   let raw: unknown;
   try {
@@ -138,6 +142,10 @@ export function parseMinerConfig(path: string, text: string): MinerConfigFile {
     return { path, ok: false, error: `not valid JSON: ${(error as Error).message.slice(0, 200)}` };
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return { path, ok: false, error: "not a JSON object" };
+  // HW-GUARD-1 / HW-GUARD-6 (found by fuzzing, HW-FUZZ-1): JSON.parse takes a file nested 50,000 deep, but writing
+  // it back (enforcement restores pools by rewriting the file) overflows the stack, so a deep junk key would
+  // shield a hijacked pool from restoration. cgminer's own parser (jansson) refuses more than 2048 levels too.
+  if (!jsonDepthWithin(raw, MAX_CONFIG_FILE_DEPTH)) return { path, ok: false, error: `nested deeper than ${MAX_CONFIG_FILE_DEPTH} levels (cgminer cannot read it either)` };
   const obj = raw as Record<string, unknown>;
   const c: Collected = { urls: [], users: [], passes: [], apiAllow: [], apiListen: false, apiNetwork: false, problems: [] };
   walkConfig(obj, "", 0, c);
