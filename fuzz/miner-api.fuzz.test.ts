@@ -102,7 +102,7 @@ describe("HW-FUZZ-1: the miner API client over TCP (HW-MINER-1)", () => {
         next = { bytes, pieces, close };
         // A small cap makes the oversized path reachable with small cases (the real cap is 1 MiB).
         const client = new MinerApiClient({ host: "127.0.0.1", port, timeoutMs: 5_000, maxResponseBytes: 600 });
-        const outcome = await boundedAsync(() => client[command](), [MinerApiError]);
+        const outcome = await boundedAsync<unknown>(() => client[command](), [MinerApiError]);
         if (!outcome.ok) return;
         const value = outcome.value as unknown;
         if (command === "pools") {
