@@ -5,7 +5,10 @@
  *     pool policy, 20 malware indicators and a hosts file. Baseline (same run): one bare miner-API `summary`
  *     round trip, what any farm monitor already does per interval.
  *  2. Idle CPU share of the compiled agent (enrolled and connected to a stand-in plane) over BENCH_IDLE_MS with
- *     guards on (every BENCH_GUARD_INTERVAL_MS) against guards off, from /proc/<pid>/stat utime+stime.
+ *     guards on (every BENCH_GUARD_INTERVAL_MS) against guards off, from /proc/<pid>/stat utime+stime, heartbeats
+ *     every BENCH_HEARTBEAT_MS (the agent's default, 10 s; set it low to make the heartbeat's share visible).
+ *  3. CPU time of one signed heartbeat (HW-LIVE-1: RFC 8785 form + @noble/ed25519 signature, as the agent builds it)
+ *     against the same heartbeat built and JSON-encoded unsigned (baseline), in process, mean of BENCH_SIGN_COUNT.
  * Usage: npx tsx bench/guards.ts
  */
 import { readFileSync, writeFileSync } from "node:fs";
@@ -16,6 +19,7 @@ import { MinerApiClient } from "../agent/src/miner-api/index.js";
 import { createSimulatedBoard } from "../agent/src/platform/index.js";
 import { PolicyStore, type GuardPolicy } from "../agent/src/policy/index.js";
 import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets, type SimSocket } from "../agent/src/sim-miner/index.js";
+import { deviceIdFromPublicKey, generateKeyPair, signObject } from "../shared/index.js";
 import { startFakePlane } from "../test/support/fake-plane.js";
 import { startAgent, tempDir, writeAgentConfig } from "../test/support/processes.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
@@ -24,6 +28,8 @@ const CYCLES = envInt("BENCH_GUARD_CYCLES", 200, { max: 100_000 });
 const SOCKETS = envInt("BENCH_GUARD_SOCKETS", 200, { max: 50_000 });
 const IDLE_MS = envInt("BENCH_IDLE_MS", 10_000, { min: 1000, max: 120_000 });
 const INTERVAL_MS = envInt("BENCH_GUARD_INTERVAL_MS", 1000, { min: 1000, max: 600_000 });
+const HEARTBEAT_MS = envInt("BENCH_HEARTBEAT_MS", 10_000, { min: 100, max: 3_600_000 });
+const SIGN_COUNT = envInt("BENCH_SIGN_COUNT", 500, { min: 10, max: 100_000 });
 const CLK_TCK = 100; // Linux USER_HZ on every target
 
 const POLICY: GuardPolicy = {
@@ -115,6 +121,7 @@ async function idleShare(guards: boolean): Promise<{ cpuPercent: number; guardCy
     platform: { kind: "simulated", root },
     measure: { paths: ["/firmware"] },
     watch: false,
+    heartbeatIntervalMs: HEARTBEAT_MS,
     guards: { enabled: guards, intervalMs: INTERVAL_MS, minerApi: { host: "127.0.0.1", port } },
   });
   const agent = startAgent(`agent-${guards ? "on" : "off"}`, config);
@@ -136,6 +143,30 @@ async function idleShare(guards: boolean): Promise<{ cpuPercent: number; guardCy
   }
 }
 
+/** HW-LIVE-1: what signing a heartbeat adds, against building and encoding the same heartbeat unsigned. */
+function heartbeatSignCost(): { signedUs: number; unsignedUs: number } {
+  const key = generateKeyPair();
+  const deviceId = deviceIdFromPublicKey(key.publicKey);
+  const body = (seq: number) => ({
+    v: 1 as const, type: "heartbeat" as const, deviceId, connectNonce: "AAAAAAAAAAAAAAAAAAAAAA", seq, ts: Date.now(), uptimeMs: seq,
+    containment: "none" as const, outboxDepth: 0,
+    telemetry: { hashrateGhs: 13_512.34, accepted: seq, rejected: 0, temperaturesC: [64, 66, 65], fanRpm: [5400, 5460, 5520, 5580], activePool: "stratum+tcp://pool.example.net:3333" },
+  });
+  let sink = 0;
+  for (let i = 0; i < 20; i++) sink += JSON.stringify(signObject(body(i), key.privateKey)).length; // warm-up
+  let before = process.cpuUsage();
+  for (let i = 0; i < SIGN_COUNT; i++) sink += JSON.stringify(signObject(body(i), key.privateKey)).length;
+  let used = process.cpuUsage(before);
+  const signedUs = (used.user + used.system) / SIGN_COUNT;
+  before = process.cpuUsage();
+  for (let i = 0; i < SIGN_COUNT; i++) sink += JSON.stringify(body(i)).length;
+  used = process.cpuUsage(before);
+  if (sink === 0) throw new Error("unreachable");
+  return { signedUs, unsignedUs: (used.user + used.system) / SIGN_COUNT };
+}
+
+progress(`heartbeat signing: ${SIGN_COUNT} heartbeats signed, then unsigned`);
+const signing = heartbeatSignCost();
 progress(`guard cycle: ${CYCLES} cycles, ${SOCKETS} sockets, ${POLICY.indicators.length} indicators`);
 const cost = await cycleCost();
 progress(`idle share: compiled agent ${IDLE_MS} ms with guards on (every ${INTERVAL_MS} ms), then off`);
@@ -149,6 +180,10 @@ printTable("Guards on the agent", [
   ["agent idle CPU, guards on", `${round(on.cpuPercent, 3)} %`, `${on.guardCycles} cycles in ${IDLE_MS} ms`],
   ["agent idle CPU, guards off", `${round(off.cpuPercent, 3)} %`, "baseline"],
   ["ratio on / off", off.cpuPercent > 0 ? ratio(on.cpuPercent, off.cpuPercent) : "n/a (off below 1 tick)"],
+  ["heartbeat interval (idle runs)", `${HEARTBEAT_MS} ms`],
+  ["signed heartbeat CPU", `${round(signing.signedUs / 1000, 3)} ms`, `mean of ${SIGN_COUNT}, RFC 8785 + @noble/ed25519, this process`],
+  ["baseline: unsigned heartbeat", `${round(signing.unsignedUs / 1000, 3)} ms`, "built and JSON-encoded"],
+  ["signature share at the interval", `${round((signing.signedUs - signing.unsignedUs) / 1000 / HEARTBEAT_MS * 100, 4)} % of one core`],
 ]);
 emitResult("guards", {
   cycles: CYCLES,
@@ -162,6 +197,10 @@ emitResult("guards", {
   agentCpuPercentGuardsOff: round(off.cpuPercent, 4),
   guardCyclesInWindow: on.guardCycles,
   ratioIdleOnToOff: off.cpuPercent > 0 ? ratio(on.cpuPercent, off.cpuPercent) : null,
+  heartbeatIntervalMs: HEARTBEAT_MS,
+  signedHeartbeatCpuMs: round(signing.signedUs / 1000, 4),
+  unsignedHeartbeatCpuMs: round(signing.unsignedUs / 1000, 4),
+  ratioSignedToUnsigned: ratio(signing.signedUs, signing.unsignedUs),
   complete: on.guardCycles > 0,
 });
 process.exit(0);

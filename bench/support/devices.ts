@@ -5,9 +5,10 @@
  */
 import mqtt, { type MqttClient } from "mqtt";
 import {
-  createConnectToken, deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type KeyPair,
+  createFastSigner, deviceIdFromPublicKey, generateKeyPair, issueConnectToken, signObject, toBase64Url, type KeyPair,
 } from "../../shared/index.js";
 import { downFilter, upTopic, type Heartbeat } from "../../shared/protocol/index.js";
+import { fetchRetryingReset } from "../../shared/http/retry.js";
 import { mapPool } from "./report.js";
 
 export const BENCH_MODEL = "S19-bench";
@@ -17,6 +18,8 @@ export interface SimDevice {
   deviceId: string;
   keyPair: KeyPair;
   client?: MqttClient;
+  /** Nonce of the connect token of the current connection: signed into heartbeats (HW-LIVE-1). */
+  connectNonce?: string;
 }
 
 export function makeDevices(count: number): SimDevice[] {
@@ -42,11 +45,13 @@ export async function enrollDevice(httpUrl: string, device: SimDevice, enrollmen
     },
     device.keyPair.privateKey,
   );
-  const response = await fetch(`${httpUrl}/api/v1/enroll`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(request),
-  });
+  // HW-HTTP-4: enrollment is idempotent; one retry on a reused connection's reset, as the agent does.
+  const response = await fetchRetryingReset(
+    fetch,
+    `${httpUrl}/api/v1/enroll`,
+    { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(request) },
+    { idempotent: true },
+  );
   const body = (await response.json().catch(() => ({}))) as { enrollment?: string };
   if (response.status !== 200) throw new Error(`enroll ${device.deviceId} -> ${response.status}: ${JSON.stringify(body)}`);
   return body.enrollment ?? "unknown";
@@ -66,11 +71,12 @@ export async function enrollAll(httpUrl: string, devices: readonly SimDevice[], 
  * (single use, so a new one per connection). A bare broker ignores the credentials.
  */
 export async function connectDevice(mqttUrl: string, device: SimDevice, { subscribeDown }: { subscribeDown: boolean }): Promise<MqttClient> {
+  const { token, claims } = issueConnectToken(device.deviceId, device.keyPair.privateKey, Date.now());
   const client = await mqtt.connectAsync(mqttUrl, {
     protocolVersion: 4,
     clientId: device.deviceId,
     username: device.deviceId,
-    password: createConnectToken(device.deviceId, device.keyPair.privateKey, Date.now()),
+    password: token,
     clean: true,
     keepalive: 120,
     reconnectPeriod: 0,
@@ -78,6 +84,7 @@ export async function connectDevice(mqttUrl: string, device: SimDevice, { subscr
   });
   if (subscribeDown) await client.subscribeAsync(downFilter(device.deviceId), { qos: 1 });
   device.client = client;
+  device.connectNonce = claims.nonce;
   return client;
 }
 
@@ -100,19 +107,30 @@ export async function disconnectAll(devices: readonly SimDevice[]): Promise<void
   });
 }
 
-/** A heartbeat that passes the shared heartbeatSchema; telemetry.accepted carries seq so persistence can be checked. */
+const signers = new WeakMap<SimDevice, (message: Uint8Array) => Uint8Array>();
+
+/**
+ * A heartbeat as the agent sends it: signed by the device key for the device's current connection (HW-LIVE-1);
+ * telemetry.accepted carries seq so persistence can be checked. Signed through node:crypto (same bytes as the
+ * agent's @noble/ed25519 signature, Ed25519 is deterministic) so building payloads stays cheap.
+ */
 export function heartbeatPayload(device: SimDevice, seq: number, startedAt: number): string {
-  const heartbeat: Heartbeat = {
-    v: 1,
-    type: "heartbeat",
+  if (!device.connectNonce) throw new Error(`${device.deviceId} is not connected: a heartbeat is signed for a connection`);
+  const body = {
+    v: 1 as const,
+    type: "heartbeat" as const,
     deviceId: device.deviceId,
+    connectNonce: device.connectNonce,
     seq,
     ts: Date.now(),
     uptimeMs: Date.now() - startedAt,
-    containment: "none",
+    containment: "none" as const,
     outboxDepth: 0,
     telemetry: { hashrateGhs: 95_000, accepted: seq, rejected: 0, temperaturesC: [64, 66, 65], fanRpm: [5400, 5460] },
   };
+  let signer = signers.get(device);
+  if (!signer) signers.set(device, (signer = createFastSigner(device.keyPair.privateKey)));
+  const heartbeat: Heartbeat = signObject(body, device.keyPair.privateKey, signer);
   return JSON.stringify(heartbeat);
 }
 

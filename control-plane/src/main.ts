@@ -10,6 +10,8 @@ import { startPlane, type Plane } from "./plane/index.js";
 const bootLogger = pino({ base: { service: "control-plane" } });
 
 async function main(): Promise<void> {
+  // HW-DATA-1: every file this process creates (database files included) is private to its user.
+  process.umask(0o077);
   const config = loadConfig();
   const logger = pino({ level: config.logLevel, base: { service: "control-plane" } });
   logger.debug({ config: describeConfig(config) }, "configuration");

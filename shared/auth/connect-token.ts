@@ -22,6 +22,19 @@ const claimsSchema = z.strictObject({
 export type ConnectTokenClaims = z.infer<typeof claimsSchema>;
 
 export function createConnectToken(deviceId: string, privateKey: Uint8Array, nowMs: number, ttlMs = 5 * 60_000): string {
+  return issueConnectToken(deviceId, privateKey, nowMs, ttlMs).token;
+}
+
+/**
+ * Like `createConnectToken`, also returning the claims: the agent signs `claims.nonce` into every hello and
+ * heartbeat it sends on the connection this token opens (`connectNonce`, HW-LIVE-1).
+ */
+export function issueConnectToken(
+  deviceId: string,
+  privateKey: Uint8Array,
+  nowMs: number,
+  ttlMs = 5 * 60_000,
+): { token: string; claims: ConnectTokenClaims } {
   const claims: ConnectTokenClaims = {
     deviceId,
     iat: nowMs,
@@ -29,7 +42,7 @@ export function createConnectToken(deviceId: string, privateKey: Uint8Array, now
     nonce: randomBytes(16).toString("base64url"),
   };
   const body = canonicalBytes(claims);
-  return `${toBase64Url(body)}.${toBase64Url(signBytes(body, privateKey))}`;
+  return { token: `${toBase64Url(body)}.${toBase64Url(signBytes(body, privateKey))}`, claims };
 }
 
 /** Verifies a token for `deviceId`. Throws VerificationError (bad form/signature) or FreshnessError (time). */

@@ -2,8 +2,9 @@
  * One schema per MQTT message and per device-facing HTTP body. Everything received is parsed with these
  * before use; anything that fails is dropped, counted and logged once with the reason (see `parseMessage`).
  *
- * Messages with security meaning (enrollment, evidence, event, command, ack) carry `sig`: Ed25519 over the
- * RFC 8785 form of every other field (shared/crypto `signObject`).
+ * Messages with security meaning (enrollment, hello, heartbeat, evidence, event, command, ack) carry `sig`:
+ * Ed25519 over the RFC 8785 form of every other field (shared/crypto `signObject`), HW-SIG-1. Everything that
+ * affects a verdict or liveness is signed by the device (ARCHITECTURE "Identity, enrollment and the channel").
  */
 import { z } from "zod";
 
@@ -76,6 +77,52 @@ export const findingSchema = z.strictObject({
 export type Finding = z.infer<typeof findingSchema>;
 export const MAX_FINDINGS = 256;
 
+/**
+ * What the guards looked at in one cycle. "Not seen is not clean" (ARCHITECTURE "Trust and containment"): an
+ * input the agent could not read (a miner stopped by quarantine refuses its API, /proc/net/tcp is missing, no
+ * signed policy yet) is reported as not observed, so the plane never reads its silence as a clean verdict
+ * (HW-APPRAISE-3). Findings map to the observation that produced them with `observationForGuard`.
+ *   miner-api   the live pools, hashrate and stats from the miner's API (cgminer TCP 4028)
+ *   sockets     /proc/net/tcp{,6}: outbound connections and listeners
+ *   config      the miner's JSON config files (pools, api-allow)
+ *   indicators  the malware indicators of the signed policy
+ */
+export const OBSERVATIONS = ["miner-api", "sockets", "config", "indicators"] as const;
+export type ObservationName = (typeof OBSERVATIONS)[number];
+
+export const observationSchema = z.strictObject({
+  observed: z.boolean(),
+  /** Why not (or what was seen instead), e.g. "unreachable: connect ECONNREFUSED" or "no signed policy yet". */
+  reason: z.string().max(256).optional(),
+});
+export type Observation = z.infer<typeof observationSchema>;
+
+/** Every observation the agent reports; a missing key (or a missing `observations`, older agents) is "not observed". */
+export const observationsSchema = z.strictObject({
+  "miner-api": observationSchema.optional(),
+  sockets: observationSchema.optional(),
+  config: observationSchema.optional(),
+  indicators: observationSchema.optional(),
+});
+export type Observations = z.infer<typeof observationsSchema>;
+
+const GUARD_OBSERVATION: Record<string, ObservationName> = {
+  "pool-live": "miner-api",
+  "miner-api": "miner-api",
+  "miner-stop": "miner-api",
+  "pool-restore": "miner-api",
+  connection: "sockets",
+  "listening-port": "sockets",
+  "pool-config": "config",
+  "api-exposure": "config",
+  indicator: "indicators",
+};
+
+/** The observation a guard's findings come from; null for a guard this version does not know (treat as unseen). */
+export function observationForGuard(guard: string): ObservationName | null {
+  return Object.hasOwn(GUARD_OBSERVATION, guard) ? GUARD_OBSERVATION[guard]! : null;
+}
+
 export const enrollmentRequestSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   type: z.literal("enroll"),
@@ -99,10 +146,23 @@ export const enrollmentResponseSchema = z.object({
 });
 export type EnrollmentResponse = z.infer<typeof enrollmentResponseSchema>;
 
+/**
+ * The nonce of the connect token (shared/auth/connect-token.ts) that opened the MQTT connection a hello or heartbeat
+ * is sent on. Tokens are single-use (HW-AUTH-1), so a signed hello/heartbeat is valid on one connection only:
+ * whoever opens another session for the device (with a harvested token) cannot replay the device's messages on it
+ * (HW-LIVE-1).
+ */
+const connectNonce = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, "must be the connect token's nonce (16-64 base64url characters)");
+
+/**
+ * Sent once after every CONNECT (then the plane re-publishes pending commands and sends a challenge). Signed and
+ * bound to the connection (`connectNonce`) because it records versions and boot id and counts as "seen" (HW-LIVE-1).
+ */
 export const helloSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   type: z.literal("hello"),
   deviceId,
+  connectNonce,
   model: shortText,
   firmwareVersion: shortText,
   agentVersion: shortText,
@@ -110,6 +170,7 @@ export const helloSchema = z.strictObject({
   containment: z.enum(["none", "quarantined"]),
   lastCommandSeq: z.number().int().nonnegative(),
   ts: timestampMs,
+  sig: signature,
 });
 export type Hello = z.infer<typeof helloSchema>;
 
@@ -125,16 +186,26 @@ export const telemetrySchema = z
   })
   .strict();
 
+/**
+ * Liveness and miner telemetry, every `heartbeatIntervalMs`. The plane takes last-seen and telemetry only from a
+ * heartbeat whose signature verifies with the device's enrolled key, whose `connectNonce` is the one of the
+ * connection it arrived on, whose `seq` is above the last accepted on that connection and whose `ts` is within
+ * 5 minutes of the plane's clock (HW-LIVE-1); anything else changes nothing and is counted.
+ */
 export const heartbeatSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   type: z.literal("heartbeat"),
   deviceId,
+  connectNonce,
+  /** Strictly increasing per device (the agent persists it in blocks, so it also grows across restarts). */
   seq: z.number().int().nonnegative(),
+  /** The device's clock, ms since the epoch. */
   ts: timestampMs,
   uptimeMs: z.number().int().nonnegative(),
   containment: z.enum(["none", "quarantined"]),
   outboxDepth: z.number().int().nonnegative(),
   telemetry: telemetrySchema.optional(),
+  sig: signature,
 });
 export type Heartbeat = z.infer<typeof heartbeatSchema>;
 
@@ -165,6 +236,8 @@ export const evidenceSchema = z.strictObject({
   measurements: z.array(measurementSchema).max(MAX_MEASUREMENTS),
   /** Guard findings (absent or empty when every guard is satisfied). */
   findings: z.array(findingSchema).max(MAX_FINDINGS).optional(),
+  /** What the guards could observe for these findings (absent from agents before it existed: nothing observed). */
+  observations: observationsSchema.optional(),
   sig: signature,
 });
 export type Evidence = z.infer<typeof evidenceSchema>;

@@ -1,3 +1,4 @@
+import { fetchRetryingReset } from "../../shared/http/retry.js";
 /** A tiny typed HTTP client for the operator API, as a test or a script would use it. */
 export class ApiClient {
   constructor(
@@ -9,7 +10,8 @@ export class ApiClient {
     const headers: Record<string, string> = {};
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers["content-type"] = "application/json";
-    const response = await fetch(`${this.baseUrl}${path}`, {
+    // HW-HTTP-4: the same one retry on a reused connection's reset as the plane's own clients.
+    const response = await fetchRetryingReset(fetch, `${this.baseUrl}${path}`, {
       method,
       headers,
       body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),

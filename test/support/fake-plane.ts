@@ -21,13 +21,14 @@ export interface FakePlane {
   close(): Promise<void>;
 }
 
-export async function startFakePlane(): Promise<FakePlane> {
+/** `host`: the address both servers listen on and the URLs name (default 127.0.0.1; a veth address for a namespaced board). */
+export async function startFakePlane({ host = "127.0.0.1" }: { host?: string } = {}): Promise<FakePlane> {
   const commandKey = generateKeyPair();
   const enrolled: string[] = [];
   const aedes = await Aedes.createBroker();
   const mqttServer: NetServer = createNetServer(aedes.handle);
-  await new Promise<void>((resolve) => mqttServer.listen(0, "127.0.0.1", resolve));
-  const mqttUrl = `mqtt://127.0.0.1:${(mqttServer.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => mqttServer.listen(0, host, resolve));
+  const mqttUrl = `mqtt://${host}:${(mqttServer.address() as AddressInfo).port}`;
 
   const httpServer: HttpServer = createHttpServer((req, res) => {
     let body = "";
@@ -44,8 +45,8 @@ export async function startFakePlane(): Promise<FakePlane> {
       );
     });
   });
-  await new Promise<void>((resolve) => httpServer.listen(0, "127.0.0.1", resolve));
-  const httpUrl = `http://127.0.0.1:${(httpServer.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => httpServer.listen(0, host, resolve));
+  const httpUrl = `http://${host}:${(httpServer.address() as AddressInfo).port}`;
 
   const received: FakePlane["received"] = [];
   const observer = await mqtt.connectAsync(mqttUrl, { protocolVersion: 4, clientId: "test-observer" });

@@ -3,7 +3,7 @@
  * measurement list, signed with the device key over canonical JSON. The evidence seq is taken from the
  * persisted state (incremented and written BEFORE the evidence leaves) so it never repeats across crashes.
  */
-import { encodePayload, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, signObject, type Evidence, type Finding } from "../../../shared/index.js";
+import { encodePayload, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, signObject, type Evidence, type Finding, type Observations } from "../../../shared/index.js";
 import type { Logger } from "../log/index.js";
 import { measure } from "../measure/index.js";
 import type { Platform } from "../platform/index.js";
@@ -29,6 +29,8 @@ export interface AttesterDeps {
   execPath?: string;
   /** The guards' current findings (issue 4), carried in every evidence once the guards have run. */
   findings?: () => Finding[] | null;
+  /** What the guards could observe in their last cycle (HW-APPRAISE-3); absent before the first cycle. */
+  observations?: () => Observations | null;
 }
 
 export class Attester {
@@ -46,6 +48,7 @@ export class Attester {
     });
     if (truncated > 0) d.log.error({ truncated }, "measurement list over the evidence cap; tail left out");
     const findings = d.findings?.() ?? null;
+    const observations = d.observations?.() ?? null;
     const seq = d.state.nextEvidenceSeq();
     const evidence = signObject(
       {
@@ -62,6 +65,7 @@ export class Attester {
         bootId: d.bootId,
         measurements,
         ...(findings ? { findings } : {}),
+        ...(observations ? { observations } : {}),
       },
       d.privateKey,
     );

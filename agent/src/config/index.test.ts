@@ -59,6 +59,18 @@ describe("agent config", () => {
     expect(error.message).toContain(value);
   });
 
+  it("antminer A/B slots on U-Boot: defaults, and bad slot devices named (HW-BOARD-2)", () => {
+    const antminer = (slots: unknown) => ({ ...base, platform: { kind: "antminer", root: "/", slots } });
+    const config = parseAgentConfig(antminer({ a: { kind: "block", path: "/dev/mmcblk0p2" }, b: { kind: "block", path: "/dev/mmcblk0p3" } }));
+    expect(config.platform).toMatchObject({ slots: { fwEnvConfig: "/etc/fw_env.config", bootlimit: 3, rebootCommand: ["reboot"] } });
+    const same = configError(() => parseAgentConfig(antminer({ a: { kind: "ubi", volume: "/dev/ubi0_1" }, b: { kind: "ubi", volume: "/dev/ubi0_1" } })));
+    expect(same.option).toBe("platform.slots.b");
+    expect(same.message).toContain("different devices");
+    expect(configError(() => parseAgentConfig(antminer({ a: { kind: "nor", path: "/dev/mtd4" }, b: { kind: "mtd", device: "/dev/mtd5" } }))).option).toBe("platform.slots.a.kind");
+    expect(configError(() => parseAgentConfig(antminer({ a: { kind: "mtd", device: "dev/mtd4" }, b: { kind: "mtd", device: "/dev/mtd5" } }))).option).toBe("platform.slots.a.device");
+    expect(configError(() => parseAgentConfig(antminer({ a: { kind: "mtd", device: "/dev/mtd4" }, b: { kind: "mtd", device: "/dev/mtd5" }, bootlimit: 10 }))).option).toBe("platform.slots.bootlimit");
+  });
+
   it("names a missing required option and unknown keys", () => {
     const { model: _m, ...withoutModel } = base;
     expect(configError(() => parseAgentConfig(withoutModel)).option).toBe("model");

@@ -37,6 +37,14 @@ const devicePath = z
   .refine((p) => p.startsWith("/"), "must be an absolute device path such as /config/cgminer.conf")
   .refine((p) => !p.split("/").includes(".."), "must not contain '..'");
 
+/** One A/B slot: a block device (eMMC/SD partition), a raw MTD partition or a UBI volume (uboot.ts SlotDevice). */
+const slotDevice = z.discriminatedUnion("kind", [
+  z.strictObject({ kind: z.literal("block"), path: devicePath, sizeBytes: z.number().int().positive().optional() }),
+  z.strictObject({ kind: z.literal("mtd"), device: devicePath }),
+  z.strictObject({ kind: z.literal("ubi"), volume: devicePath }),
+]);
+const slotDevicePath = (d: z.infer<typeof slotDevice>) => (d.kind === "block" ? d.path : d.kind === "mtd" ? d.device : d.volume);
+
 const httpUrl = z
   .string()
   .refine((u) => URL.canParse(u) && ["http:", "https:"].includes(new URL(u).protocol), "must be an http(s):// URL");
@@ -77,6 +85,23 @@ export const agentConfigSchema = z
         iptables: z.string().min(1).default("iptables"),
         /** Empty string: the board has no IPv6 firewall to manage. */
         ip6tables: z.string().default("ip6tables"),
+        /**
+         * A/B slots on a U-Boot board (agent/src/platform/uboot.ts, docs/board.md; HW-BOARD-2). Absent: the
+         * board cannot update through the agent and every update is refused. Paths resolve under `root`.
+         */
+        slots: z
+          .strictObject({
+            a: slotDevice,
+            b: slotDevice,
+            fwEnvConfig: devicePath.default("/etc/fw_env.config"),
+            /** Boots on trial before U-Boot falls back (hashward-boot.cmd counts with setexpr: 1..9). */
+            bootlimit: z.number().int().min(1).max(9).default(3),
+            rebootCommand: z.array(z.string().min(1).max(1024)).min(1).max(16).default(["reboot"]),
+            /** Extra health check of a trial slot: a command that must exit 0. */
+            healthCommand: z.array(z.string().min(1).max(1024)).min(1).max(16).optional(),
+          })
+          .refine((s) => slotDevicePath(s.a) !== slotDevicePath(s.b), { message: "slots a and b must be different devices", path: ["b"] })
+          .optional(),
       }),
     ]),
     measure: z

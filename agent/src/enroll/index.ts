@@ -20,6 +20,7 @@ import {
 import type { DeviceIdentity } from "../identity/index.js";
 import type { Logger } from "../log/index.js";
 import type { StateStore } from "../state/index.js";
+import { fetchRetryingReset } from "../../../shared/http/retry.js";
 
 export const MAX_RESPONSE_BYTES = 64 * 1024;
 export const REQUEST_TIMEOUT_MS = 15_000;
@@ -75,7 +76,8 @@ export async function postEnrollment(deps: EnrollDeps): Promise<EnrollAttempt> {
   const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
   const signal = deps.signal ? AbortSignal.any([deps.signal, timeout]) : timeout;
   try {
-    const res = await (deps.fetch ?? fetch)(url, { method: "POST", headers: { "content-type": "application/json" }, body, signal });
+    // HW-HTTP-4: enrollment is idempotent (agents poll by re-posting): one retry on a reused connection's reset.
+    const res = await fetchRetryingReset(deps.fetch ?? fetch, url, { method: "POST", headers: { "content-type": "application/json" }, body, signal }, { idempotent: true });
     const text = await readCapped(res, MAX_RESPONSE_BYTES);
     if (res.status !== 200 && res.status !== 403) return { outcome: "error", reason: `HTTP ${res.status}: ${text.slice(0, 200)}` };
     const response = parseWith(enrollmentResponseSchema, JSON.parse(text), "enrollment response");

@@ -7,7 +7,7 @@ import { canonicalize, MAX_JSON_DEPTH, type Finding } from "../../../shared/inde
 
 export type { Finding };
 
-export type GuardName = "pool-config" | "pool-live" | "api-exposure" | "connection" | "listening-port" | "indicator" | "miner-api" | "pool-restore";
+export type GuardName = "pool-config" | "pool-live" | "api-exposure" | "connection" | "listening-port" | "indicator" | "miner-api" | "miner-stop" | "pool-restore";
 
 /** Longest string kept in a finding's `expected`/`seen` (characters); longer ones end in "...". */
 export const FINDING_STRING_MAX = 512;

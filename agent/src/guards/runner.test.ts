@@ -425,3 +425,83 @@ describe("GuardRunner failures (HW-GUARD-7) and restarts", () => {
     expect(subjects((await runner.runNow()).findings)).toEqual(["connection 203.0.113.66:17021"]);
   });
 });
+
+describe("HW-APPRAISE-3: quarantine keeps observing; not seen is never clean", () => {
+  const HIJACK = [
+    { command: "addpool", parameter: "stratum+tcp://hijack.example.org:443,thief.w1,x" },
+    { command: "switchpool", parameter: "1" },
+  ];
+
+  it("a clean board reports every input observed; each missing input is 'not observed' with its reason", async () => {
+    const { runner, root } = await setup();
+    const cycle = await runner.runNow();
+    expect(cycle.observations).toEqual({ "miner-api": { observed: true }, sockets: { observed: true }, config: { observed: true }, indicators: { observed: true } });
+    expect(runner.observations).toEqual(cycle.observations);
+    rmSync(join(root, "proc/net/tcp"));
+    rmSync(join(root, "proc/net/tcp6"), { force: true });
+    expect((await runner.runNow()).observations.sockets).toEqual({ observed: false, reason: "no /proc/net/tcp or /proc/net/tcp6" });
+
+    const noPolicy = await setup({ policy: null, deps: { minerApi: null } });
+    const blind = await noPolicy.runner.runNow();
+    expect(blind.observations).toMatchObject({
+      "miner-api": { observed: false, reason: "no miner API configured" },
+      config: { observed: false, reason: "no signed policy yet" },
+      indicators: { observed: false, reason: "no signed policy yet" },
+    });
+  });
+
+  it("a hijacked miner that really stopped under quarantine: still asked, 'miner-api not observed', the live-pool finding kept, no warning, evidence sent", async () => {
+    let quarantined = false;
+    const { runner, events, port, board, miner } = await setup({ deps: { minerStopped: () => quarantined } });
+    await runner.runNow();
+    await attackFromAnotherProcess(port, HIJACK);
+    expect(subjects((await runner.runNow()).findings)).toEqual(["pool-live stratum+tcp://hijack.example.org:443"]);
+    await board.quarantine({ controlPlaneHosts: ["127.0.0.1"] });
+    quarantined = true;
+    const asked = miner.log.length;
+    const changedBefore = events.changed.length;
+    const cycle = await runner.runNow();
+    // Before HW-APPRAISE-3 the runner stopped asking and the next evidence carried no findings: "clean".
+    expect(subjects(cycle.findings)).toEqual(["pool-live stratum+tcp://hijack.example.org:443"]);
+    expect(cycle.observations["miner-api"]).toMatchObject({ observed: false });
+    expect(cycle.observations["miner-api"]?.reason).toMatch(/^miner stopped \(quarantined\); unreachable/);
+    expect(cycle.findings.some((f) => f.guard === "miner-api" || f.guard === "miner-stop")).toBe(false);
+    expect(events.changed.length).toBe(changedBefore + 1); // the blind spot itself goes out as evidence
+    expect(miner.log.length).toBe(asked); // the stopped miner refused the connection before answering
+  });
+
+  it("a miner that ignores the stop (still hashing on the hijack pool) is a contraindicated miner-stop finding; enforcement leaves it alone", async () => {
+    let quarantined = false;
+    const { runner, events, port, board, miner } = await setup({ mode: "enforcing", deps: { minerStopped: () => quarantined } });
+    await runner.runNow();
+    await attackFromAnotherProcess(port, HIJACK);
+    miner.ignoreStop = true;
+    await board.quarantine({ controlPlaneHosts: ["127.0.0.1"] });
+    quarantined = true;
+    const before = miner.log.length;
+    const cycle = await runner.runNow();
+    expect(subjects(cycle.findings)).toEqual(["miner-stop 127.0.0.1:" + port, "pool-live stratum+tcp://hijack.example.org:443"]);
+    const stop = cycle.findings.find((f) => f.guard === "miner-stop")!;
+    expect(stop).toMatchObject({ tier: "contraindicated", claim: "runtime-opaque", expected: "miner stopped (quarantined)", seen: { activePool: "stratum+tcp://hijack.example.org:443", hashrateGhs: 13512.34 } });
+    expect(stop.message).toMatch(/the stop failed/);
+    expect(cycle.observations["miner-api"]).toEqual({ observed: true });
+    expect(events.added.map((f) => f.guard)).toContain("miner-stop");
+    // Quarantined: no addpool/switchpool/removepool on a miner the agent stopped on purpose.
+    expect(miner.log.slice(before).filter((c) => /^(addpool|switchpool|removepool)/.test(c))).toEqual([]);
+  });
+
+  it("a clean miner that ignores the stop is still a stop failure (hashrate without a hijack)", async () => {
+    let quarantined = false;
+    const { runner, board, miner, port } = await setup({ deps: { minerStopped: () => quarantined } });
+    miner.ignoreStop = true;
+    await board.quarantine({ controlPlaneHosts: ["127.0.0.1"] });
+    quarantined = true;
+    const cycle = await runner.runNow();
+    expect(subjects(cycle.findings)).toEqual([`miner-stop 127.0.0.1:${port}`]);
+    // The stop-fault knob as a board file (what an end-to-end test writes).
+    miner.ignoreStop = null;
+    expect(subjects((await runner.runNow()).findings)).toEqual([]);
+    writeFileSync(join(board.root, "run/miner-stop.fault"), "ignore-stop\n");
+    expect(subjects((await runner.runNow()).findings)).toEqual([`miner-stop 127.0.0.1:${port}`]);
+  });
+});

@@ -6,6 +6,11 @@
  * In enforcing mode the cycle then restores what it can (approved pools, narrow api-allow); the next cycle
  * confirms it and the evidence shows the finding gone.
  *
+ * HW-APPRAISE-3 (agent side): every cycle also says, per input, whether it was observed (`observations`, sent
+ * in every evidence). Quarantine does not stop the observing: a stopped miner is still asked (a miner that
+ * still answers with an active pool or a non-zero hashrate is a contraindicated `miner-stop` finding: the stop
+ * failed), and a miner that really stopped (API refused or silent) is "miner-api not observed", never clean.
+ *
  * A cycle never throws and never stops the timer: a failing input is a finding (miner-api) or is skipped with
  * a log line; a failing state write (ENOSPC, read-only /config) or callback is logged once per reason and the
  * guards keep running (HW-GUARD-7). Cycles never overlap; runNow() while one runs waits for it and runs once
@@ -14,7 +19,7 @@
 import { isIP } from "node:net";
 import { PoolAllowList, poolRuleEndpoint, readMinerPoolUrl } from "../../../shared/pools/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
-import type { telemetrySchema } from "../../../shared/index.js";
+import type { Observations, telemetrySchema } from "../../../shared/index.js";
 import type { z } from "zod";
 type Telemetry = z.infer<typeof telemetrySchema>;
 import type { Logger } from "../log/index.js";
@@ -61,7 +66,11 @@ export interface GuardRunnerDeps {
   mode: () => "monitor" | "enforcing";
   /** URLs of the control plane (HTTP and MQTT): always approved destinations. */
   controlPlaneUrls: () => readonly string[];
-  /** True while the agent holds the board in quarantine: the miner is stopped on purpose, do not query it. */
+  /**
+   * True while the agent holds the board in quarantine: the miner was stopped on purpose. It is still queried
+   * (HW-APPRAISE-3): an answer showing an active pool or hashrate is a `miner-stop` finding, silence is
+   * "miner-api not observed"; enforcement never touches a stopped miner.
+   */
   minerStopped: () => boolean;
   onFindingsChanged: (findings: Finding[]) => void;
   onNewFinding: (finding: Finding) => void;
@@ -75,9 +84,24 @@ export interface GuardCycle {
   added: Finding[];
   removed: Finding[];
   telemetry: Telemetry | undefined;
+  /** What this cycle could observe (HW-APPRAISE-3); carried in every evidence with the findings. */
+  observations: Observations;
   enforced: string[];
   /** Set when the cycle failed as a whole (logged; the previous findings stand). */
   error?: string;
+}
+
+type Observation = NonNullable<Observations["miner-api"]>;
+
+/** Every input "not observed" for one reason (a cycle that failed as a whole). */
+function notObserved(reason: string): Observations {
+  const o = { observed: false, reason: reason.slice(0, 256) };
+  return { "miner-api": o, sockets: o, config: o, indicators: o };
+}
+
+/** Which inputs were observed, without the free-text reasons (those may vary cycle to cycle). */
+function observedKey(o: Observations): string {
+  return JSON.stringify([o["miner-api"]?.observed, o.sockets?.observed, o.config?.observed, o.indicators?.observed]);
 }
 
 /** Bounded: a misbehaving board cannot grow the set of remembered failure reasons without limit. */
@@ -86,6 +110,7 @@ const MAX_LOGGED_REASONS = 64;
 export class GuardRunner {
   private previous: Finding[] | null = null;
   private lastTelemetry: Telemetry | undefined;
+  private lastObservations: Observations | null = null;
   private running: Promise<GuardCycle> | null = null;
   private again = false;
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -111,6 +136,11 @@ export class GuardRunner {
   /** Findings of the last completed cycle (null before the first): every evidence carries them. */
   get findings(): Finding[] | null {
     return this.previous === null ? null : structuredClone(this.previous);
+  }
+
+  /** Observations of the last completed cycle (null before the first): every evidence carries them. */
+  get observations(): Observations | null {
+    return this.lastObservations === null ? null : structuredClone(this.lastObservations);
   }
 
   get telemetry(): Telemetry | undefined {
@@ -144,7 +174,9 @@ export class GuardRunner {
           } catch (error) {
             this.failed("cycle", error);
             const findings = structuredClone(this.previous ?? []);
-            cycle = { findings, added: [], removed: [], telemetry: this.lastTelemetry, enforced: [], error: error instanceof Error ? error.message : String(error) };
+            // A failed cycle saw nothing: its inputs are not observed (HW-APPRAISE-3), the previous findings stand.
+            const observations = notObserved(`guard cycle failed: ${error instanceof Error ? error.message : String(error)}`);
+            cycle = { findings, added: [], removed: [], telemetry: this.lastTelemetry, observations, enforced: [], error: error instanceof Error ? error.message : String(error) };
           }
         } while (this.again);
       } finally {
@@ -167,7 +199,13 @@ export class GuardRunner {
     const live = await this.queryMiner(policy);
     found.push(...live.findings);
 
-    const sockets = this.readSockets();
+    const { sockets, read: socketsRead } = this.readSockets();
+    const observations: Observations = {
+      "miner-api": live.observation,
+      sockets: socketsRead ? { observed: true } : { observed: false, reason: "no /proc/net/tcp or /proc/net/tcp6" },
+      config: policy === null ? { observed: false, reason: "no signed policy yet" } : configs.length > 0 ? { observed: true } : { observed: false, reason: "no miner config file found" },
+      indicators: policy === null ? { observed: false, reason: "no signed policy yet" } : { observed: true },
+    };
     if (sockets.length > 0) {
       const approved = await this.approvedEndpoints(policy, configs, live.pools);
       found.push(...connectionGuard(sockets, approved));
@@ -194,9 +232,12 @@ export class GuardRunner {
     const fresh = findings.filter((f) => !this.reported.has(findingKey(f)));
     const before = new Set((this.previous ?? []).map(findingKey));
     // The first cycle's findings go out as evidence too: the startup evidence may have left before them.
-    const changed = first ? findings.length > 0 : removed.length > 0 || findings.some((f) => !before.has(findingKey(f)));
+    // HW-APPRAISE-3: an input going blind (or seeing again) is news for the plane as much as a finding is.
+    const observedChanged = this.lastObservations !== null && observedKey(this.lastObservations) !== observedKey(observations);
+    const changed = first ? findings.length > 0 : removed.length > 0 || findings.some((f) => !before.has(findingKey(f))) || observedChanged;
     this.previous = findings;
     this.lastTelemetry = live.telemetry;
+    this.lastObservations = observations;
     const alerted = findings.filter((f) => this.reported.has(findingKey(f))).map(findingKey);
     const added: Finding[] = [];
     for (const f of fresh) {
@@ -229,7 +270,7 @@ export class GuardRunner {
       deps.log.warn({ actions: enforced }, "guards restored approved settings");
       deps.onEnforced?.(enforced);
     }
-    return { findings, added, removed, telemetry: live.telemetry, enforced };
+    return { findings, added, removed, telemetry: live.telemetry, observations, enforced };
   }
 
   private readConfigs(): MinerConfigFile[] {
@@ -241,24 +282,32 @@ export class GuardRunner {
     return out;
   }
 
-  private readSockets(): SocketEntry[] {
+  private readSockets(): { sockets: SocketEntry[]; read: boolean } {
     const out: SocketEntry[] = [];
+    let read = false;
     for (const path of ["/proc/net/tcp", "/proc/net/tcp6"]) {
       const text = this.deps.board.readText(path, PROC_NET_MAX_BYTES);
-      if (text !== null) out.push(...parseProcNetTcp(text));
+      if (text !== null) {
+        read = true;
+        out.push(...parseProcNetTcp(text));
+      }
     }
-    return out;
+    return { sockets: out, read };
   }
 
   /**
    * summary + stats + pools. HW-MINER-1: answers are read as cgminer writes them (miner-api/answer.ts) and every
    * pool in a readable answer is judged. A failing answer is one miner-api warning per failure kind (once,
-   * HW-GUARD-2), makes the live pools "not observed" (a warning, never clean), keeps a contraindicated live-pool
-   * finding seen before, and no enforcement acts on it.
+   * HW-GUARD-2), makes the live pools "not observed" (a warning, never clean, except under quarantine where an
+   * unreachable miner is the stop working), keeps a contraindicated live-pool finding seen before, and no
+   * enforcement acts on it. HW-APPRAISE-3: the miner is asked under quarantine too. There an unreachable miner
+   * is the stop working (no warning, but "not observed"), and a miner still answering with an active pool or
+   * hashrate is a contraindicated `miner-stop` finding; its live pools are judged as always.
    */
-  private async queryMiner(policy: GuardPolicy | null): Promise<{ findings: Finding[]; pools: MinerPool[] | null; telemetry: Telemetry | undefined }> {
+  private async queryMiner(policy: GuardPolicy | null): Promise<{ findings: Finding[]; pools: MinerPool[] | null; telemetry: Telemetry | undefined; observation: Observation }> {
     const api = this.deps.minerApi;
-    if (!api || this.deps.minerStopped()) return { findings: [], pools: null, telemetry: undefined };
+    if (!api) return { findings: [], pools: null, telemetry: undefined, observation: { observed: false, reason: "no miner API configured" } };
+    const stopped = this.deps.minerStopped();
     const errors = new Map<string, MinerApiError>();
     const attempt = async <T>(call: () => Promise<T>): Promise<T | null> => {
       try {
@@ -274,6 +323,7 @@ export class GuardRunner {
     const pools = summary || errors.get("unreachable") === undefined ? await attempt(() => api.pools()) : null;
     const findings: Finding[] = [];
     for (const [kind, error] of errors) {
+      if (stopped && kind === "unreachable") continue; // HW-APPRAISE-3: the stop worked; "not observed" says so below
       findings.push(
         finding({ guard: "miner-api", claim: "runtime-opaque", tier: "warning", subject: api.endpoint, expected: "well-formed answers", seen: kind, message: error.message }),
       );
@@ -284,7 +334,10 @@ export class GuardRunner {
         // HW-MINER-1: live pools that could not be read are "not observed", never clean: a warning on the
         // configuration claim, and a contraindicated live pool seen before stays until an answer shows it gone.
         const cause = errors.values().next().value;
-        findings.push(
+        // Under quarantine a silent miner is the stop working: the observation says "not observed", and the
+        // plane holds the quarantine's cause (HW-APPRAISE-3); a warning here would only be noise.
+        const stopWorked = stopped && [...errors.keys()].every((kind) => kind === "unreachable");
+        if (!stopWorked) findings.push(
           finding({
             guard: "pool-live",
             claim: "configuration",
@@ -299,6 +352,25 @@ export class GuardRunner {
       }
     }
     const active = pools?.find((p) => p.active);
+    const hashing = (summary?.hashrateGhs ?? 0) > 0 || (summary?.hashrateAvgGhs ?? 0) > 0;
+    if (stopped && (active || hashing)) {
+      // HW-APPRAISE-3: the board is quarantined, yet the miner still mines: the stop failed.
+      findings.push(
+        finding({
+          guard: "miner-stop",
+          claim: "runtime-opaque",
+          tier: "contraindicated",
+          subject: api.endpoint,
+          expected: "miner stopped (quarantined)",
+          seen: { ...(active ? { activePool: active.url.slice(0, 512) } : {}), ...(summary?.hashrateGhs !== undefined ? { hashrateGhs: summary.hashrateGhs } : {}) },
+          message: `quarantined, but the miner still answers${active ? ` with active pool ${active.url.slice(0, 200)}` : ""}${hashing ? ` at ${summary?.hashrateGhs ?? summary?.hashrateAvgGhs} GH/s` : ""}: the stop failed`,
+        }),
+      );
+    }
+    const firstError = [...errors.values()][0];
+    const observation: Observation = pools
+      ? { observed: true }
+      : { observed: false, reason: `${stopped ? "miner stopped (quarantined); " : ""}${firstError ? `${firstError.kind}: ${firstError.message}` : "no pools answer"}`.slice(0, 256) };
     const telemetry: Telemetry = {
       ...(summary?.hashrateGhs !== undefined ? { hashrateGhs: summary.hashrateGhs } : {}),
       ...(summary?.hashrateAvgGhs !== undefined ? { hashrateAvgGhs: summary.hashrateAvgGhs } : {}),
@@ -308,7 +380,7 @@ export class GuardRunner {
       ...(stats && stats.fanRpm.length ? { fanRpm: stats.fanRpm } : {}),
       ...(active ? { activePool: active.url.slice(0, 512) } : {}),
     };
-    return { findings, pools, telemetry: Object.keys(telemetry).length > 0 ? telemetry : undefined };
+    return { findings, pools, telemetry: Object.keys(telemetry).length > 0 ? telemetry : undefined, observation };
   }
 
   /** Approved destinations: policy pools (or, without a policy, the configured ones), the plane, allowlists. */

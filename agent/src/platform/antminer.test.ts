@@ -20,6 +20,9 @@ function board(opts: { chains?: boolean; noIp6tables?: boolean; noIp6Table?: boo
   writeFileSync(join(root, "etc/resolv.conf"), "nameserver 192.168.1.1\n");
   writeFileSync(join(root, "proc/mounts"), "rootfs / rootfs rw 0 0\n");
   const exec = new RecordingExecutor();
+  // Commands name host paths (the board's files under `root`); record them as device paths.
+  const strip = (s: string) => (s.startsWith(root) ? s.slice(root.length) : s);
+  const executor = { run: (command: string, args: readonly string[]) => exec.run(strip(command), args.map(strip)) };
   // The kernel's hooks as the fake sees them: "<tool> <builtin> <chain>".
   const hooks = new Set<string>(opts.chains ? ["iptables OUTPUT HASHWARD", "iptables INPUT HASHWARD_IN"] : []);
   exec.respond = (command, args) => {
@@ -36,14 +39,15 @@ function board(opts: { chains?: boolean; noIp6tables?: boolean; noIp6Table?: boo
   const warnings: string[] = [];
   const platform = new AntminerPlatform({
     root,
-    executor: exec,
+    executor,
+    mountsFile: join(root, "proc/mounts"),
     resolver: { resolve: async (host: string) => (opts.resolve ? opts.resolve(host) : host === "plane.example.net" ? ["192.0.2.10", "2001:db8::10"] : []) },
     warn: (m) => warnings.push(m),
     quarantineRefreshMs: opts.refreshMs ?? 0,
     ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
   });
   cleanups.push(() => void platform.release().catch(() => undefined)); // stops a refresh timer
-  return { root, exec, platform, warnings, mount: (path: string) => writeFileSync(join(root, "proc/mounts"), `rootfs / rootfs rw 0 0\n/dev/null ${path} devtmpfs rw 0 0\n`) };
+  return { root, exec, platform, warnings, mount: (path: string) => writeFileSync(join(root, "proc/mounts"), `rootfs / rootfs rw 0 0\n/dev/null ${join(root, path)} devtmpfs rw 0 0\n`) };
 }
 
 describe("Antminer platform (recorded commands)", () => {

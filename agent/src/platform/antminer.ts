@@ -28,7 +28,7 @@ import { z } from "zod";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { HostResolver } from "../guards/net.js";
 import { PlatformError } from "./simulated.js";
-import type { MinerControl, Platform, PlatformDescription, QuarantineOptions } from "./types.js";
+import type { MinerControl, Platform, PlatformDescription, QuarantineOptions, UpdateSlots } from "./types.js";
 
 export interface CommandResult {
   code: number;
@@ -75,10 +75,17 @@ export interface AntminerOptions {
   ip6tables?: string;
   executor?: CommandExecutor;
   resolver?: Pick<HostResolver, "resolve">;
+  /**
+   * The kernel's mount table, a HOST path (not under `root`): where a bind mount over an upgrade CGI is seen.
+   * Default `/proc/self/mounts`.
+   */
+  mountsFile?: string;
   /** Where the last-known plane addresses are kept (HW-Q-4); none: only in memory. */
   stateDir?: string;
   /** While quarantined: how often the plane's names are re-resolved and the chains rebuilt if they changed. */
   quarantineRefreshMs?: number;
+  /** A/B slots (a U-Boot board: `UBootSlots`, agent/src/platform/uboot.ts); none: updates are refused. */
+  slots?: UpdateSlots;
   /** Non-fatal problems (no IPv6 filter table, unresolvable plane name). Default: a line on stderr. */
   warn?: (message: string) => void;
 }
@@ -90,6 +97,7 @@ export const FIREWALL_CHAINS = { out: "HASHWARD", in: "HASHWARD_IN" } as const;
 export class AntminerPlatform implements Platform {
   readonly root: string;
   readonly miner: MinerControl;
+  readonly slots?: UpdateSlots;
   private readonly exec: CommandExecutor;
   private readonly initScripts: readonly string[];
   private readonly upgradeCgiPaths: readonly string[];
@@ -98,6 +106,7 @@ export class AntminerPlatform implements Platform {
   private readonly resolver: Pick<HostResolver, "resolve"> | null;
   private vendorUpgradeLocked = false;
   private readonly planeFile: string | null;
+  private readonly mountsFile: string;
   private readonly refreshMs: number;
   private readonly warn: (message: string) => void;
   private knownPlane: Record<string, string[]> = {};
@@ -113,6 +122,8 @@ export class AntminerPlatform implements Platform {
     this.iptables = opts.iptables ?? "iptables";
     this.ip6tables = opts.ip6tables ?? "ip6tables";
     this.resolver = opts.resolver ?? null;
+    this.mountsFile = opts.mountsFile ?? "/proc/self/mounts";
+    if (opts.slots) this.slots = opts.slots;
     this.planeFile = opts.stateDir ? join(opts.stateDir, "plane-addresses.json") : null;
     this.refreshMs = opts.quarantineRefreshMs ?? 30_000;
     this.warn = opts.warn ?? ((message) => process.stderr.write(`hashward-agent: warning: ${message}\n`));
@@ -209,7 +220,7 @@ export class AntminerPlatform implements Platform {
   }
 
   describe(): PlatformDescription {
-    return { kind: "antminer", root: this.root, initScript: this.findInitScript() ?? "none" };
+    return { kind: "antminer", root: this.root, initScript: this.findInitScript() ?? "none", slots: this.slots ? "u-boot" : "none" };
   }
 
   private exists(devicePath: string): { mode: number } | null {
@@ -233,7 +244,8 @@ export class AntminerPlatform implements Platform {
   private async initScript(action: "start" | "stop"): Promise<void> {
     const script = this.findInitScript();
     if (!script) throw new PlatformError(`no miner init script found (looked for ${this.initScripts.join(", ")})`);
-    await this.must(script, [action]);
+    // Run from the platform root: with root "/" that is the device path; under a test root, the board's copy.
+    await this.must(this.resolve(script), [action]);
   }
 
   /**
@@ -335,10 +347,12 @@ export class AntminerPlatform implements Platform {
     }
   }
 
-  private mounted(devicePath: string): boolean {
+  /** Whether something is mounted on `hostPath` (the mount table escapes space, tab, newline, backslash as octal). */
+  private mounted(hostPath: string): boolean {
     try {
-      const mounts = readFileSync(this.resolve("/proc/mounts"), "utf8");
-      return mounts.split("\n").some((line) => line.split(" ")[1] === devicePath);
+      const mounts = readFileSync(this.mountsFile, "utf8");
+      const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+      return mounts.split("\n").some((line) => unescape(line.split(" ")[1] ?? "") === hostPath);
     } catch {
       return false;
     }
@@ -347,17 +361,19 @@ export class AntminerPlatform implements Platform {
   private async disableUpgradeCgis(): Promise<void> {
     for (const cgi of this.upgradeCgiPaths) {
       const st = this.exists(cgi);
-      if (!st || this.mounted(cgi)) continue;
-      const bound = await this.exec.run("mount", ["-o", "bind", "/dev/null", cgi]);
-      if (bound.code !== 0) await this.must("chmod", ["000", cgi]);
+      const hostPath = this.resolve(cgi);
+      if (!st || this.mounted(hostPath)) continue;
+      const bound = await this.exec.run("mount", ["-o", "bind", "/dev/null", hostPath]);
+      if (bound.code !== 0) await this.must("chmod", ["000", hostPath]);
     }
   }
 
   private async enableUpgradeCgis(): Promise<void> {
     for (const cgi of this.upgradeCgiPaths) {
-      if (this.mounted(cgi)) await this.must("umount", [cgi]);
+      const hostPath = this.resolve(cgi);
+      if (this.mounted(hostPath)) await this.must("umount", [hostPath]);
       const st = this.exists(cgi);
-      if (st && (st.mode & 0o777) === 0) await this.must("chmod", ["755", cgi]);
+      if (st && (st.mode & 0o777) === 0) await this.must("chmod", ["755", hostPath]);
     }
   }
 }

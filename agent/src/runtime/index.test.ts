@@ -67,6 +67,13 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
     expect((evidence["measurements"] as { path: string }[]).map((m) => m.path)).toContain("/firmware/bmminer");
     const hb = broker.of("heartbeat");
     expect(hb[1]!["seq"]).toBe((hb[0]!["seq"] as number) + 1);
+    // HW-LIVE-1: hello and heartbeats are signed by the device key and bound to the connection they travel on.
+    const connectionNonce = broker.received.find((m) => m.kind === "hello")!.connectNonce;
+    expect(connectionNonce).toBeTruthy();
+    for (const message of [hello, ...hb]) {
+      verifySignedObject(message, agent.identity.keyPair.publicKey);
+      expect(message["connectNonce"]).toBe(connectionNonce);
+    }
 
     const nonce = "abcdefghijklmnopqrstuv";
     await broker.publishDown(id, "challenge", { v: 1, type: "challenge", deviceId: id, nonce, issuedAt: Date.now(), expiresAt: Date.now() + 30_000 });
@@ -104,6 +111,11 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
     await waitFor(() => second.of("hello").length === 1 && second.of("evidence").length >= 1, "hello and evidence after reconnect");
     const evidence = second.of("evidence")[0]!;
     expect(evidence["seq"]).toBeGreaterThan(1);
+    // HW-LIVE-1: the new connection's hello carries the new token's nonce, not the old one.
+    const firstNonce = first.received.find((m) => m.kind === "hello")!.connectNonce;
+    const secondHello = second.received.find((m) => m.kind === "hello")!;
+    expect(secondHello.body["connectNonce"]).toBe(secondHello.connectNonce);
+    expect(secondHello.connectNonce).not.toBe(firstNonce);
     await waitFor(() => agent.outbox.depth === 0, "outbox drained");
   });
 

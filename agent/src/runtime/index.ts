@@ -11,7 +11,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import { ConfigError, PROTOCOL_VERSION, type Challenge, type Evidence } from "../../../shared/index.js";
+import { ConfigError, PROTOCOL_VERSION, signObject, type Challenge, type Evidence, type Heartbeat, type Hello } from "../../../shared/index.js";
 import { Attester, watchPaths, type EvidenceReason, type WatchHandle } from "../attest/index.js";
 import { CommandHandler } from "../commands/index.js";
 import type { AgentConfig } from "../config/index.js";
@@ -133,7 +133,12 @@ export class Agent {
     this.exited = new Promise((resolve) => (this.exitResolve = resolve));
     this.identity = loadOrCreateIdentity(config.keyFile);
     if (this.identity.created) this.log.info({ deviceId: this.identity.deviceId, keyFile: config.keyFile }, "created device key");
+    const stateLost = !this.identity.created && !existsSync(join(config.stateDir, "state.json"));
     this.state = StateStore.open(config.stateDir, this.identity.deviceId);
+    if (stateLost) {
+      // HW-EVD-2: the plane sees evidence seqs start again from a known key and holds the verdict until a challenge.
+      this.log.warn({ deviceId: this.identity.deviceId, stateDir: config.stateDir }, "state.json was missing for an existing device key: sequence numbers start again; the plane holds the verdict until this agent answers its challenge");
+    }
     if (config.commandPublicKey) {
       try {
         this.state.pinCommandKey(config.commandPublicKey);
@@ -200,6 +205,7 @@ export class Agent {
       log: this.log,
       ...(deps.execPath ? { execPath: deps.execPath } : {}),
       findings: () => this.guards?.findings ?? null,
+      observations: () => this.guards?.observations ?? null,
     });
     this.commands = new CommandHandler({
       deviceId,
@@ -355,18 +361,26 @@ export class Agent {
 
   private async onConnect(): Promise<void> {
     const session = this.session!;
-    await session.publish("hello", {
-      v: PROTOCOL_VERSION,
-      type: "hello",
-      deviceId: this.deviceId,
-      model: this.config.model,
-      firmwareVersion: this.firmwareVersion,
-      agentVersion: this.agentVersion,
-      bootId: this.bootId,
-      containment: this.state.containment,
-      lastCommandSeq: this.state.lastCommandSeq,
-      ts: this.now(),
-    });
+    const connectNonce = session.connectNonce;
+    if (connectNonce === null) return; // the connection dropped already; the next connect says hello
+    // HW-LIVE-1: signed and bound to this connection.
+    const hello: Hello = signObject(
+      {
+        v: PROTOCOL_VERSION,
+        type: "hello" as const,
+        deviceId: this.deviceId,
+        connectNonce,
+        model: this.config.model,
+        firmwareVersion: this.firmwareVersion,
+        agentVersion: this.agentVersion,
+        bootId: this.bootId,
+        containment: this.state.containment,
+        lastCommandSeq: this.state.lastCommandSeq,
+        ts: this.now(),
+      },
+      this.identity.keyPair.privateKey,
+    );
+    await session.publish("hello", hello);
     await this.sendEvidence("startup", null);
     await this.flushOutbox();
   }
@@ -403,14 +417,17 @@ export class Agent {
 
   private async heartbeat(): Promise<void> {
     const session = this.session;
-    if (!session?.connected) return;
+    const connectNonce = session?.connectNonce ?? null;
+    if (!session || connectNonce === null) return;
     try {
-      await session.publish(
-        "heartbeat",
+      // HW-LIVE-1: the plane takes liveness and telemetry only from a heartbeat signed by the device key and
+      // bound to this connection; seq grows across restarts (persisted in blocks).
+      const heartbeat: Heartbeat = signObject(
         {
           v: PROTOCOL_VERSION,
-          type: "heartbeat",
+          type: "heartbeat" as const,
           deviceId: this.deviceId,
+          connectNonce,
           seq: this.state.nextHeartbeatSeq(),
           ts: this.now(),
           uptimeMs: Math.max(0, Math.round(this.now() - this.startedAtMs)),
@@ -418,8 +435,9 @@ export class Agent {
           outboxDepth: this.outbox.depth,
           ...(this.guards?.telemetry ? { telemetry: this.guards.telemetry } : {}),
         },
-        0,
+        this.identity.keyPair.privateKey,
       );
+      await session.publish("heartbeat", heartbeat, 0);
     } catch (error) {
       this.log.debug({ err: String(error) }, "heartbeat not sent");
     }

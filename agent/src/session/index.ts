@@ -5,6 +5,8 @@
  * - password = a FRESH connect token on every (re)connect (HW-AUTH-1: the broker remembers nonces, so a
  *   token is single-use). mqtt.js would reuse the old password, hence `reconnectPeriod: 0` and our own
  *   reconnect loop with jittered exponential backoff between reconnectMinMs and reconnectMaxMs.
+ * - the token's nonce is `connectNonce` while that connection is up: hello and heartbeats sign it in, so the
+ *   plane takes them on this connection only (HW-LIVE-1).
  * - subscribes QoS 1 to its own down/ filter only (HW-TOPIC-1).
  * - every down message is parsed with the shared schemas; anything invalid is dropped, counted and logged
  *   once per reason; a handler error never crashes the process.
@@ -13,10 +15,10 @@ import mqtt, { type MqttClient } from "mqtt";
 import {
   challengeSchema,
   commandSchema,
-  createConnectToken,
   downFilter,
   encodePayload,
   HashwardError,
+  issueConnectToken,
   parsePayload,
   parseTopic,
   upTopic,
@@ -73,6 +75,8 @@ export class MqttSession {
   private readonly dropped: Record<string, number> = {};
   private stats = { connects: 0, connectFailures: 0 };
   private isUp = false;
+  /** Nonce of the connect token that opened `client` (HW-LIVE-1). */
+  private clientNonce: string | null = null;
 
   constructor(private readonly opts: SessionOptions) {
     this.once = new OnceLogger(opts.log);
@@ -80,6 +84,14 @@ export class MqttSession {
 
   get connected(): boolean {
     return this.isUp && this.client?.connected === true;
+  }
+
+  /**
+   * The nonce of the connect token that opened the current connection, or null when not connected. Sign it into
+   * hello and heartbeat (`connectNonce`): the plane refuses them on any other connection (HW-LIVE-1).
+   */
+  get connectNonce(): string | null {
+    return this.connected ? this.clientNonce : null;
   }
 
   get statistics(): SessionStats {
@@ -127,6 +139,8 @@ export class MqttSession {
     // Parsed with WHATWG URL here: a URL string makes mqtt.js call the deprecated url.parse() (DEP0169).
     const url = new URL(this.opts.url);
     const secure = url.protocol === "mqtts:";
+    // HW-AUTH-1: a fresh single-use token per CONNECT.
+    const { token, claims } = issueConnectToken(this.opts.deviceId, this.opts.privateKey, now());
     const client = mqtt.connect({
       protocol: secure ? "mqtts" : "mqtt",
       host: url.hostname.replace(/^\[|\]$/g, ""),
@@ -135,8 +149,7 @@ export class MqttSession {
       protocolVersion: 4,
       clientId: this.opts.deviceId,
       username: this.opts.deviceId,
-      // HW-AUTH-1: a fresh single-use token per CONNECT.
-      password: createConnectToken(this.opts.deviceId, this.opts.privateKey, now()),
+      password: token,
       clean: false,
       reconnectPeriod: 0,
       connectTimeout: this.opts.connectTimeoutMs ?? 10_000,
@@ -144,6 +157,7 @@ export class MqttSession {
       resubscribe: false,
     });
     this.client = client;
+    this.clientNonce = claims.nonce;
     let connackSeen = false;
 
     client.on("connect", () => {

@@ -11,6 +11,9 @@
  *   /run/miner.state        "stopped" -> connections are dropped without an answer (the miner process is down)
  *   /run/miner.generation   changed by SimulatedBoard.miner.restart(): reload the config (a restarted bmminer)
  *   /run/miner-api.fault    optional: malformed | oversized | wrong-shape | hang (stage a misbehaving miner)
+ *   /run/miner-stop.fault   optional: "ignore-stop" -> the miner keeps answering and hashing although
+ *                           miner.state says stopped (stage a quarantine whose stop failed: a trojaned init
+ *                           script, a second miner process)
  * Live pool changes (addpool/switchpool/removepool) stay in memory, like cgminer's, until a restart.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -48,6 +51,7 @@ export const SIM_MINER_FILES = {
   state: "run/miner.state",
   generation: "run/miner.generation",
   fault: "run/miner-api.fault",
+  stopFault: "run/miner-stop.fault",
 } as const;
 
 export class SimMiner {
@@ -59,6 +63,8 @@ export class SimMiner {
   private readonly sockets = new Set<Socket>();
   /** Overrides the fault file when set (in-process tests). */
   fault: SimMinerFault | null = null;
+  /** Overrides the stop-fault file when set (in-process tests): true keeps mining through a stop. */
+  ignoreStop: boolean | null = null;
   /** Commands answered, in order (for tests). */
   readonly log: string[] = [];
   port = 0;
@@ -109,6 +115,11 @@ export class SimMiner {
     }
   }
 
+  /** The stop-fault knob: a miner that does not stop when the board stops it. */
+  private ignoresStop(): boolean {
+    return this.ignoreStop ?? this.readOptional(SIM_MINER_FILES.stopFault) === "ignore-stop";
+  }
+
   private reloadIfRestarted(): void {
     const generation = this.readOptional(SIM_MINER_FILES.generation);
     if (generation === this.loadedGeneration) return;
@@ -137,7 +148,7 @@ export class SimMiner {
     this.sockets.add(socket);
     socket.on("close", () => this.sockets.delete(socket));
     socket.on("error", () => socket.destroy());
-    if (this.readOptional(SIM_MINER_FILES.state) === "stopped") {
+    if (this.readOptional(SIM_MINER_FILES.state) === "stopped" && !this.ignoresStop()) {
       socket.destroy();
       return;
     }

@@ -62,6 +62,8 @@ export interface ReceivedMessage {
   kind: string;
   body: Record<string, unknown>;
   qos: number;
+  /** Nonce of the connect token that opened the connection this message came on (HW-LIVE-1). */
+  connectNonce: string | undefined;
 }
 
 /** An aedes broker on port 0 that authenticates devices by connect token (HW-AUTH-1) and records up/ traffic. */
@@ -74,6 +76,7 @@ export class TestBroker {
   readonly nonces = new NonceMemory();
   connects = 0;
   refused = 0;
+  readonly #connectNonces = new WeakMap<object, string>();
 
   /** Listens with TLS (mqtts) when given a key and certificate. */
   async start(port = 0, tls?: { key: string; cert: string }): Promise<this> {
@@ -84,6 +87,7 @@ export class TestBroker {
           if (!pub || !password || client.id !== username) throw new Error("unknown device");
           const claims = verifyConnectToken(password.toString(), username!, pub, Date.now());
           if (!this.nonces.remember(claims.nonce, claims.exp, Date.now())) throw new Error("token replayed");
+          this.#connectNonces.set(client, claims.nonce);
           this.connects += 1;
           done(null, true);
         } catch {
@@ -97,7 +101,7 @@ export class TestBroker {
       if (!client) return;
       const topic = parseTopic(packet.topic);
       if (!topic || topic.direction !== "up") return;
-      this.received.push({ deviceId: topic.deviceId, kind: topic.kind, body: JSON.parse(packet.payload.toString()) as Record<string, unknown>, qos: packet.qos });
+      this.received.push({ deviceId: topic.deviceId, kind: topic.kind, body: JSON.parse(packet.payload.toString()) as Record<string, unknown>, qos: packet.qos, connectNonce: this.#connectNonces.get(client) });
     });
     this.tls = tls !== undefined;
     this.server = tls ? createTlsServer(tls, this.broker.handle) : createNetServer(this.broker.handle);

@@ -9,6 +9,7 @@
  */
 import { BaseFetcher } from "tuf-js";
 import { DownloadError, DownloadHTTPError, DownloadLengthMismatchError } from "tuf-js/dist/error.js";
+import { fetchRetryingReset } from "../../../shared/http/retry.js";
 
 export interface BoundedFetcherOptions {
   metadataTimeoutMs: number;
@@ -52,7 +53,8 @@ export class BoundedFetcher extends BaseFetcher {
     };
     let response: Response;
     try {
-      response = await (this.opts.fetch ?? fetch)(url, {
+      // HW-HTTP-4: a GET; retried once when a reused keep-alive connection was closed under it.
+      response = await fetchRetryingReset(this.opts.fetch ?? fetch, url, {
         signal: controller.signal,
         redirect: "error",
         headers: { "user-agent": this.opts.userAgent ?? "hashward-agent" },

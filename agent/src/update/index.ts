@@ -275,7 +275,14 @@ export class UpdateEngine {
     if (j.phase === "commit") return this.finish(j, true, null);
     if (j.phase === "rollback") return this.finish(j, false, j.reason ?? "rolled back");
     if (!j.toSlot) return this.finish(this.journal({ phase: "rollback", reason: "journal names no slot" }), false, "journal names no slot");
-    await slots.bootTrial(j.toSlot);
+    try {
+      await slots.bootTrial(j.toSlot);
+    } catch (error) {
+      // The new slot cannot be (or was not) booted: a U-Boot board fell back after bootlimit boots, or the
+      // reboot never happened. The running slot is the known-good one: record the rollback (HW-UPD-5).
+      const reason = `boot into slot ${j.toSlot} failed: ${error instanceof Error ? error.message : String(error)}`.slice(0, 900);
+      return this.finish(this.journal({ phase: "rollback", reason }), false, reason);
+    }
     this.emit("health-check", j);
     await this.checkpoint("trial");
     const health = await slots.healthCheck().catch((error: unknown) => ({ healthy: false, reason: `health check failed: ${String(error)}` }));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Evidence } from "../../../shared/protocol/index.js";
+import type { Evidence, Finding } from "../../../shared/protocol/index.js";
 import { appraise, claimForPath, type ReferenceValues, verdictKey } from "./index.js";
 
 const A = "a".repeat(64);
@@ -170,5 +170,83 @@ describe("appraise", () => {
     expect(claimForPath("/mnt/data/part", "block")).toBe("executables");
     expect(claimForPath("/boot/firmware.bin")).toBe("executables");
     expect(claimForPath("/etc/hosts")).toBe("file-system");
+  });
+});
+
+describe("HW-APPRAISE-3: appraisal under containment", () => {
+  const ALL_SEEN: Evidence["observations"] = { "miner-api": { observed: true }, sockets: { observed: true }, config: { observed: true }, indicators: { observed: true } };
+  const MINER_STOPPED: Evidence["observations"] = { ...ALL_SEEN, "miner-api": { observed: false, reason: "miner stopped (quarantined); unreachable: connect ECONNREFUSED" } };
+  const hijack: Finding = {
+    guard: "pool-live",
+    claim: "configuration",
+    tier: "contraindicated",
+    subject: "stratum+tcp://hijack.example.org:443",
+    expected: { allowedUrls: ["stratum+tcp://pool.example.net:3333"] },
+    seen: { url: "stratum+tcp://hijack.example.org:443", user: "thief.w1", active: true },
+    message: "live pool not allowed",
+  };
+  const phoneHome: Finding = { guard: "connection", claim: "runtime-opaque", tier: "contraindicated", subject: "203.0.113.66:7000", message: "unknown outbound" };
+  const quarantinedFor = (findings: Finding[]) => appraise(evidence(good, { findings, observations: ALL_SEEN }), reference, NOW);
+
+  it("a live-pool finding is not cleared by evidence whose miner API was not observed, in every containment state", () => {
+    const previous = quarantinedFor([hijack]);
+    expect(previous.status).toBe("contraindicated");
+    for (const containment of ["quarantine_requested", "quarantined", "release_requested"] as const) {
+      const result = appraise(evidence(good, { observations: MINER_STOPPED }), reference, NOW, { containment, previous });
+      expect(result.status).toBe("contraindicated");
+      expect(result.findings).toEqual([hijack]);
+      expect(result.underContainment).toEqual({ containment, notObserved: [{ observation: "miner-api", reason: MINER_STOPPED["miner-api"]!.reason }], held: [hijack] });
+      expect(result.summary).toMatch(/under containment .* not observed: miner-api .*held 1 finding/);
+      // Same verdict as the one that quarantined: auto-quarantine does not fire again.
+      expect(verdictKey(result)).toBe(verdictKey(previous));
+    }
+  });
+
+  it("held again and again while blind: the held finding carries through a chain of blind evidence", () => {
+    let previous = quarantinedFor([hijack]);
+    for (let i = 0; i < 3; i++) {
+      previous = appraise(evidence(good, { observations: MINER_STOPPED }), reference, NOW, { containment: "quarantined", previous });
+      expect(previous.status).toBe("contraindicated");
+    }
+  });
+
+  it("a finding of an input that was observed clears; one of an unobserved input (sockets) is held", () => {
+    const previous = quarantinedFor([hijack, phoneHome]);
+    const socketsBlind = { ...ALL_SEEN, sockets: { observed: false, reason: "no /proc/net/tcp or /proc/net/tcp6" } };
+    const result = appraise(evidence(good, { observations: socketsBlind }), reference, NOW, { containment: "quarantined", previous });
+    expect(result.findings.map((f) => f.guard)).toEqual(["connection"]);
+    expect(result.status).toBe("contraindicated");
+  });
+
+  it("evidence without observations (an older agent) observed nothing: every previous finding is held", () => {
+    const previous = quarantinedFor([hijack, phoneHome, { guard: "future-guard", claim: "runtime-opaque", tier: "contraindicated", subject: "x", message: "y" }]);
+    const result = appraise(evidence(good), reference, NOW, { containment: "quarantined", previous });
+    expect(result.findings).toHaveLength(3);
+    expect(result.underContainment?.notObserved.map((o) => o.observation)).toEqual(["miner-api", "sockets", "config", "indicators"]);
+  });
+
+  it("blind evidence never reads as trusted under containment (an operator quarantine of a clean device)", () => {
+    const previous = quarantinedFor([]);
+    expect(previous.status).toBe("affirming");
+    const result = appraise(evidence(good, { observations: MINER_STOPPED }), reference, NOW, { containment: "quarantined", previous });
+    expect(result.status).toBe("warning");
+    expect(result.trustworthiness["runtime-opaque"]).toBe("warning");
+    expect(result.underContainment?.held).toEqual([]);
+  });
+
+  it("evidence that observed everything is appraised as usual, under containment or not; outside containment nothing is held", () => {
+    const previous = quarantinedFor([hijack]);
+    expect(appraise(evidence(good, { observations: ALL_SEEN }), reference, NOW, { containment: "quarantined", previous }).status).toBe("affirming");
+    const outside = appraise(evidence(good, { observations: MINER_STOPPED }), reference, NOW, { containment: "none", previous });
+    expect(outside.status).toBe("affirming");
+    expect(outside.underContainment).toBeUndefined();
+  });
+
+  it("a stop-failed finding from the agent is contraindicated and names the pool it still mines on", () => {
+    const stop: Finding = { guard: "miner-stop", claim: "runtime-opaque", tier: "contraindicated", subject: "127.0.0.1:4028", expected: "miner stopped (quarantined)", seen: { activePool: hijack.subject }, message: "the stop failed" };
+    const result = appraise(evidence(good, { findings: [hijack, stop], observations: ALL_SEEN }), reference, NOW, { containment: "quarantined", previous: quarantinedFor([hijack]) });
+    expect(result.status).toBe("contraindicated");
+    expect(result.trustworthiness["runtime-opaque"]).toBe("contraindicated");
+    expect(result.findings.map((f) => f.guard)).toEqual(["miner-stop", "pool-live"]);
   });
 });

@@ -10,10 +10,18 @@
  * Rule HW-APPRAISE-2: guard findings carried in the (signed) evidence fold into the same vector: each finding's
  * claim takes the worst of its measured tier and the finding's tier, so a contraindicated finding (a hijacked
  * pool, an unknown outbound connection) makes the whole result contraindicated, with or without reference values.
+ *
+ * Rule HW-APPRAISE-3 (appraisal under containment; ARCHITECTURE "Not seen is not clean"): while a device is in
+ * containment (quarantine requested, quarantined, release requested), evidence that did not observe an input
+ * (`evidence.observations`, shared/protocol; absent = not observed) cannot clear what that input found before:
+ * every finding of the previous verdict whose observation is not observed now (or whose guard is unknown) is
+ * held into the new result, so a live-pool hijack stays contraindicated while the stopped miner is silent. And
+ * such evidence never reads as `trusted`: an affirming result with anything unobserved becomes a
+ * `runtime-opaque` warning. With every input observed the evidence is appraised as usual.
  */
 import { canonicalize } from "../../../shared/canonical/index.js";
-import type { Evidence, Finding, Measurement } from "../../../shared/protocol/index.js";
-import type { AttestationResult, Claim, Difference, ReferenceMeasurement, Tier } from "../service/types.js";
+import { OBSERVATIONS, observationForGuard, type Evidence, type Finding, type Measurement, type ObservationName } from "../../../shared/protocol/index.js";
+import type { AttestationResult, Claim, ContainmentState, Difference, ReferenceMeasurement, Tier } from "../service/types.js";
 
 export type MeasuredClaim = Exclude<Claim, "instance-identity">;
 
@@ -52,9 +60,61 @@ export function claimForPath(path: string, kind?: Measurement["kind"]): Measured
   return "file-system";
 }
 
-export function appraise(evidence: Evidence, reference: ReferenceValues | null, now: number): AttestationResult {
+/** What appraisal needs to know about the device beyond its evidence (HW-APPRAISE-3). */
+export interface AppraisalContext {
+  /** The device's containment state when the evidence arrived. */
+  containment: ContainmentState;
+  /** The device's previous attestation result (its findings may be held), null before the first. */
+  previous: AttestationResult | null;
+}
+
+/**
+ * Appraises signed, already verified evidence. Without `context` (or with containment `none`) the result
+ * depends on the evidence and reference values only; under containment HW-APPRAISE-3 applies (see above).
+ * Pure: never throws for well-formed evidence, `now` (ms since the epoch) only stamps `appraisedAt`.
+ */
+export function appraise(evidence: Evidence, reference: ReferenceValues | null, now: number, context?: AppraisalContext): AttestationResult {
   const measured = appraiseMeasurements(evidence, reference, now);
-  return foldFindings(measured, evidence.findings ?? []);
+  const findings = evidence.findings ?? [];
+  if (!context || context.containment === "none") return foldFindings(measured, findings);
+  const notObserved = unobserved(evidence);
+  if (notObserved.length === 0) return foldFindings(measured, findings);
+  // HW-APPRAISE-3: what the previous verdict found through an input this evidence could not see stays found.
+  const blind = new Set(notObserved.map((o) => o.observation));
+  const present = new Set(findings.map(findingIdentity));
+  const held = (context.previous?.findings ?? []).filter((f) => {
+    const observation = observationForGuard(f.guard);
+    return (observation === null || blind.has(observation)) && !present.has(findingIdentity(f));
+  });
+  const folded = foldFindings(measured, [...findings, ...held]);
+  const what = notObserved.map((o) => (o.reason ? `${o.observation} (${o.reason})` : o.observation)).join(", ");
+  let { status, trustworthiness } = folded;
+  if (status === "affirming") {
+    // HW-APPRAISE-3: what could not be seen is never clean.
+    trustworthiness = { ...trustworthiness, "runtime-opaque": "warning" };
+    status = "warning";
+  }
+  const heldText = held.length > 0 ? `; held ${held.length} finding(s) of the previous verdict` : "";
+  return {
+    ...folded,
+    status,
+    trustworthiness,
+    underContainment: { containment: context.containment, notObserved, held: sortFindings(held) },
+    summary: `${folded.summary}; under containment (${context.containment}) not observed: ${what}${heldText}`,
+  };
+}
+
+/** The observations this evidence did not make (absent ones included), in protocol order. */
+export function unobserved(evidence: Pick<Evidence, "observations">): { observation: ObservationName; reason?: string }[] {
+  return OBSERVATIONS.flatMap((observation) => {
+    const o = evidence.observations?.[observation];
+    if (o?.observed) return [];
+    return [{ observation, ...(o?.reason ? { reason: o.reason } : { reason: "not reported" }) }];
+  });
+}
+
+function findingIdentity(f: Finding): string {
+  return canonicalize({ g: f.guard, s: f.subject, t: f.tier, e: f.expected ?? null, v: f.seen ?? null });
 }
 
 /** Findings in a stable order (guard, subject, claim), so results and their comparison do not depend on the agent's order. */

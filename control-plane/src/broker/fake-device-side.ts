@@ -1,11 +1,12 @@
 /** A recording fake DeviceSideService for broker tests: identities are set by the test, calls are recorded. */
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
-import type { AttestationResult, ConnectIdentity, DeviceSideService } from "../service/types.js";
+import type { AttestationResult, ConnectIdentity, DeviceSession, DeviceSideService } from "../service/types.js";
 
 export type RecordedCall =
   | { method: "onConnected" | "onDisconnected"; deviceId: string }
-  | { method: "onHello"; message: Hello }
-  | { method: "onHeartbeat"; message: Heartbeat }
+  | { method: "onSessionTakeover"; deviceId: string; peers: { previousPeer: string; newPeer: string } }
+  | { method: "onHello"; message: Hello; session: DeviceSession }
+  | { method: "onHeartbeat"; message: Heartbeat; session: DeviceSession }
   | { method: "onEvidence"; message: Evidence }
   | { method: "onEvent"; message: DeviceEvent }
   | { method: "onAck"; message: Ack };
@@ -52,20 +53,25 @@ export class FakeDeviceSide implements DeviceSideService {
     this.calls.push({ method: "onDisconnected", deviceId });
   }
 
+  async onSessionTakeover(deviceId: string, peers: { previousPeer: string; newPeer: string }): Promise<void> {
+    this.calls.push({ method: "onSessionTakeover", deviceId, peers });
+  }
+
   private maybeFail(): void {
     const failure = this.failNext;
     this.failNext = null;
     if (failure) throw failure;
   }
 
-  async onHello(message: Hello): Promise<void> {
+  async onHello(message: Hello, session: DeviceSession): Promise<void> {
     this.maybeFail();
-    this.calls.push({ method: "onHello", message });
+    this.calls.push({ method: "onHello", message, session: { ...session } });
   }
 
-  async onHeartbeat(message: Heartbeat): Promise<void> {
+  /** Records the call; verification is the real service's (HW-LIVE-1), tested in the service contract suite. */
+  async onHeartbeat(message: Heartbeat, session: DeviceSession): Promise<void> {
     this.maybeFail();
-    this.calls.push({ method: "onHeartbeat", message });
+    this.calls.push({ method: "onHeartbeat", message, session: { ...session } });
   }
 
   async onEvidence(message: Evidence): Promise<AttestationResult> {

@@ -3,10 +3,11 @@ import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createConnectToken } from "../../../shared/auth/connect-token.js";
+import { createConnectToken, issueConnectToken } from "../../../shared/auth/connect-token.js";
 import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
-import { downFilter, downTopic, upTopic, type Command, type Hello } from "../../../shared/protocol/index.js";
+import { downFilter, downTopic, upTopic, type Command, type Heartbeat, type Hello } from "../../../shared/protocol/index.js";
+import { LivenessRefusal } from "../errors.js";
 import { FakeDeviceSide } from "./fake-device-side.js";
 import { createBroker, type Broker } from "./index.js";
 
@@ -22,19 +23,33 @@ function newDevice(): Device {
   return { id: deviceIdFromPublicKey(keys.publicKey), keys };
 }
 
-function hello(deviceId: string, bootId = "boot-1"): Hello {
-  return {
-    v: 1,
-    type: "hello",
-    deviceId,
-    model: "S19",
-    firmwareVersion: "1.0.0",
-    agentVersion: "0.1.0",
-    bootId,
-    containment: "none",
-    lastCommandSeq: 0,
-    ts: Date.now(),
-  };
+/** The fake device side does not verify (the service does, HW-LIVE-1), so any well-formed nonce will do here. */
+const SOME_CONNECT_NONCE = "test-connection-nonce-0";
+
+function hello(device: Device, bootId = "boot-1", connectNonce = SOME_CONNECT_NONCE): Hello {
+  return signObject(
+    {
+      v: 1 as const,
+      type: "hello" as const,
+      deviceId: device.id,
+      connectNonce,
+      model: "S19",
+      firmwareVersion: "1.0.0",
+      agentVersion: "0.1.0",
+      bootId,
+      containment: "none" as const,
+      lastCommandSeq: 0,
+      ts: Date.now(),
+    },
+    device.keys.privateKey,
+  ) as Hello;
+}
+
+function heartbeat(device: Device, seq: number, connectNonce = SOME_CONNECT_NONCE): Heartbeat {
+  return signObject(
+    { v: 1 as const, type: "heartbeat" as const, deviceId: device.id, connectNonce, seq, ts: Date.now(), uptimeMs: 1, containment: "none" as const, outboxDepth: 0 },
+    device.keys.privateKey,
+  ) as Heartbeat;
 }
 
 async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
@@ -63,16 +78,21 @@ function enroll(device: Device, enrollment: "accepted" | "pending" | "rejected" 
   fake.setIdentity(device.id, toBase64Url(device.keys.publicKey), enrollment);
 }
 
+/** The connect-token nonce each test client connected with (what the broker must hand over as the session, HW-LIVE-1). */
+const connectNonces = new WeakMap<MqttClient, string>();
+
 function connect(device: Device, options: { password?: string; clientId?: string; username?: string } = {}): Promise<MqttClient> {
+  const issued = issueConnectToken(device.id, device.keys.privateKey, Date.now());
   const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
     protocolVersion: 4,
     clientId: options.clientId ?? device.id,
     username: options.username ?? device.id,
-    password: options.password ?? createConnectToken(device.id, device.keys.privateKey, Date.now()),
+    password: options.password ?? issued.token,
     reconnectPeriod: 0,
     connectTimeout: 5_000,
   });
   clients.push(client);
+  if (options.password === undefined) connectNonces.set(client, issued.claims.nonce);
   return new Promise((resolve, reject) => {
     client.once("connect", () => resolve(client));
     client.once("error", reject);
@@ -200,7 +220,7 @@ describe("publish ACL and ingest", () => {
     const device = newDevice();
     enroll(device);
     const client = await connect(device);
-    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
     await until(() => fake.callsOf("onHello").length === 1, "onHello");
     expect(fake.callsOf("onHello")[0]?.message.deviceId).toBe(device.id);
     expect(await metric("hashward_mqtt_messages_total", { kind: "hello" })).toBe(1);
@@ -212,7 +232,7 @@ describe("publish ACL and ingest", () => {
     enroll(device);
     const client = await connect(device);
     for (let i = 0; i < 20; i++) {
-      client.publish(upTopic(device.id, "hello"), JSON.stringify(hello(device.id, `boot-${i}`)), { qos: 0 });
+      client.publish(upTopic(device.id, "hello"), JSON.stringify(hello(device, `boot-${i}`)), { qos: 0 });
     }
     await until(() => fake.callsOf("onHello").length === 20, "20 hellos");
     expect(fake.callsOf("onHello").map((call) => call.message.bootId)).toEqual(Array.from({ length: 20 }, (_, i) => `boot-${i}`));
@@ -225,7 +245,7 @@ describe("publish ACL and ingest", () => {
     enroll(victim);
     const client = await connect(device);
     const gone = closed(client);
-    client.publish(upTopic(victim.id, "hello"), JSON.stringify(hello(victim.id)), { qos: 1 });
+    client.publish(upTopic(victim.id, "hello"), JSON.stringify(hello(victim)), { qos: 1 });
     await gone;
     expect(await metric("hashward_mqtt_acl_denied_total", { action: "publish", reason: "foreign-topic" })).toBe(1);
     expect(fake.callsOf("onHello")).toHaveLength(0);
@@ -271,7 +291,7 @@ describe("publish ACL and ingest", () => {
     const client = await connect(device);
     await client.publishAsync(upTopic(device.id, "heartbeat"), "{not json", { qos: 1 });
     await client.publishAsync(upTopic(device.id, "evidence"), JSON.stringify({ type: "evidence" }), { qos: 1 });
-    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
     await until(() => fake.callsOf("onHello").length === 1, "the valid hello after the malformed ones");
     expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "heartbeat", reason: "invalid" })).toBe(1);
     expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "evidence", reason: "invalid" })).toBe(1);
@@ -283,7 +303,7 @@ describe("publish ACL and ingest", () => {
     const device = newDevice();
     enroll(device);
     const client = await connect(device);
-    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(newDevice().id)), { qos: 1 });
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(newDevice())), { qos: 1 });
     await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "device-mismatch" })) === 1, "count");
     expect(fake.callsOf("onHello")).toHaveLength(0);
   });
@@ -293,15 +313,54 @@ describe("publish ACL and ingest", () => {
     [new FreshnessError("replayed seq"), "stale"],
     [new ValidationError("bad nonce", "nonce"), "invalid"],
     [new Error("database down"), "internal"],
+    [new LivenessRefusal("forged", "bad-signature"), "bad-signature"],
+    [new LivenessRefusal("other connection", "wrong-connection"), "wrong-connection"],
+    [new LivenessRefusal("old seq", "replay"), "replay"],
+    [new LivenessRefusal("clock", "clock"), "clock"],
   ])("counts a handler refusal %s as %s and survives it", async (error, reason) => {
     const device = newDevice();
     enroll(device);
     const client = await connect(device);
     fake.failNext = error;
-    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
     await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason })) === 1, "count");
-    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
     await until(() => fake.callsOf("onHello").length === 1, "next hello handled");
+  });
+
+  it("hands each hello and heartbeat over with its connection's session: the token nonce and the enrolled key (HW-LIVE-1)", async () => {
+    const device = newDevice();
+    enroll(device);
+    const first = await connect(device);
+    await first.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
+    await first.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 1)), { qos: 1 });
+    await until(() => fake.callsOf("onHeartbeat").length === 1, "heartbeat handled");
+    const expected = { connectNonce: connectNonces.get(first), publicKey: toBase64Url(device.keys.publicKey) };
+    expect(fake.callsOf("onHello")[0]?.session).toMatchObject(expected);
+    expect(fake.callsOf("onHeartbeat")[0]?.session).toMatchObject({ ...expected, lastHeartbeatSeq: -1 });
+
+    // A takeover (a second CONNECT with another token) is another session: the old nonce is not handed over.
+    const second = await connect(device);
+    await second.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 2)), { qos: 1 });
+    await until(() => fake.callsOf("onHeartbeat").length === 2, "second heartbeat handled");
+    expect(fake.callsOf("onHeartbeat")[1]?.session.connectNonce).toBe(connectNonces.get(second));
+    expect(connectNonces.get(second)).not.toBe(connectNonces.get(first));
+  });
+
+  it("drops and counts an unsigned hello or heartbeat (reason unsigned) and keeps the client connected (HW-LIVE-1)", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const { sig: _sig, ...unsignedHeartbeat } = heartbeat(device, 1);
+    const { sig: _helloSig, connectNonce: _nonce, ...unsignedHello } = hello(device);
+    await client.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(unsignedHeartbeat), { qos: 1 });
+    await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(unsignedHello), { qos: 1 });
+    await client.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify({ ...heartbeat(device, 2), sig: "" }), { qos: 1 });
+    await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "unsigned" })) === 1, "unsigned hello counted");
+    expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "heartbeat", reason: "unsigned" })).toBe(2);
+    expect(fake.callsOf("onHeartbeat")).toHaveLength(0);
+    expect(fake.callsOf("onHello")).toHaveLength(0);
+    expect(client.connected).toBe(true);
   });
 
   it("disconnects a connected device at its next publish once it is revoked", async () => {
@@ -310,7 +369,7 @@ describe("publish ACL and ingest", () => {
     const client = await connect(device);
     enroll(device, "revoked");
     const gone = closed(client);
-    client.publish(upTopic(device.id, "hello"), JSON.stringify(hello(device.id)), { qos: 1 });
+    client.publish(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
     await gone;
     expect(fake.callsOf("onHello")).toHaveLength(0);
     expect(await metric("hashward_mqtt_acl_denied_total", { action: "publish", reason: "not-accepted" })).toBe(1);
@@ -325,8 +384,7 @@ describe("publish ACL and ingest", () => {
     fake.lookupDelayMs = () => (delay = Math.max(0, delay - 2));
     const sent = Array.from({ length: 20 }, (_, i) => i + 1);
     for (const seq of sent) {
-      const heartbeat = { v: 1, type: "heartbeat", deviceId: device.id, seq, ts: Date.now(), uptimeMs: 1, containment: "none", outboxDepth: 0 };
-      client.publish(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat), { qos: 0 });
+      client.publish(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, seq)), { qos: 0 });
     }
     await until(() => fake.callsOf("onHeartbeat").length === sent.length, "every heartbeat handled");
     expect(fake.callsOf("onHeartbeat").map((call) => (call.message as { seq: number }).seq)).toEqual(sent);
@@ -376,6 +434,17 @@ describe("subscribe ACL and publisher", () => {
     expect(JSON.parse(message.payload.toString()).seq).toBe(1);
   });
 
+  it.each([0, 1, 2] as const)("grants QoS min(%i, 1) in the SUBACK and delivers at that QoS (HW-MQTT-1)", async (requested) => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    const granted = await client.subscribeAsync(downFilter(device.id), { qos: requested });
+    expect(granted[0]?.qos).toBe(Math.min(requested, 1));
+    const received = new Promise<{ qos: number }>((resolve) => client.once("message", (_topic, _payload, packet) => resolve({ qos: packet.qos })));
+    await broker.publisher.publish(device.id, "command", command(device.id, 1));
+    expect((await received).qos).toBe(Math.min(requested, 1));
+  });
+
   it("refuses to publish a message for one device on another's topic", async () => {
     await expect(broker.publisher.publish(newDevice().id, "command", command(newDevice().id, 1))).rejects.toBeInstanceOf(ValidationError);
   });
@@ -402,7 +471,7 @@ describe("subscribe ACL and publisher", () => {
     await clientB.subscribeAsync(downFilter(b.id), { qos: 1 });
     const seen: string[] = [];
     clientB.on("message", (topic) => seen.push(topic));
-    await clientA.publishAsync(upTopic(a.id, "hello"), JSON.stringify(hello(a.id)), { qos: 1 });
+    await clientA.publishAsync(upTopic(a.id, "hello"), JSON.stringify(hello(a)), { qos: 1 });
     await broker.publisher.publish(b.id, "command", command(b.id, 7));
     await until(() => seen.length === 1, "B's own command");
     expect(seen).toEqual([downTopic(b.id, "command")]);
@@ -427,5 +496,115 @@ describe("robustness", () => {
     await connect(device);
     await Promise.all([broker.close(), broker.close()]);
     expect(fake.callsOf("onDisconnected")).toHaveLength(1);
+  });
+});
+
+describe("bounded logging of attacker-chosen input (HW-LOG-1)", () => {
+  let logged: string[];
+  let loudBroker: Broker;
+  let loudPort: number;
+
+  beforeEach(async () => {
+    logged = [];
+    const sink = { write: (line: string) => void logged.push(line) };
+    // Info is the production default; debug adds one clipped line per connection.
+    loudBroker = await createBroker({ deviceSide: fake, logger: pino({ level: "info" }, sink), registry: new Registry(), identityCacheMs: 0 });
+    loudPort = await loudBroker.listen(0, "127.0.0.1");
+  });
+
+  afterEach(async () => {
+    await loudBroker.close();
+  });
+
+  function attempt(options: { clientId: string; username: string; password: string }): Promise<void> {
+    const client = mqtt.connect(`mqtt://127.0.0.1:${loudPort}`, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10_000, ...options });
+    clients.push(client);
+    return new Promise((resolve) => {
+      client.once("error", () => resolve());
+      client.once("close", () => resolve());
+    });
+  }
+
+  it("20 refused CONNECTs per kind with 60 KB usernames, client ids and passwords write a few short lines", async () => {
+    const huge = (seed: number) => `${seed}`.padEnd(60_000, "x");
+    const device = newDevice();
+    enroll(device);
+    for (let i = 0; i < 20; i++) {
+      // Each attempt chooses a new username: a throttle keyed on it would log every one.
+      await attempt({ clientId: huge(i), username: huge(i), password: "p" }); // bad-username
+      await attempt({ clientId: huge(i), username: device.id, password: "p" }); // client-id-mismatch
+      await attempt({ clientId: device.id, username: device.id, password: huge(i) }); // bad-token (too long)
+    }
+    const bytes = logged.reduce((sum, line) => sum + line.length, 0);
+    const refusals = logged.filter((line) => line.includes("mqtt connect refused"));
+    expect(refusals).toHaveLength(3); // one per (peer address, reason) per minute
+    for (const line of logged) expect(line.length).toBeLessThan(1_500);
+    expect(bytes).toBeLessThan(5_000); // 60 attempts; before: over 3.6 MB
+    expect(refusals.join("")).toContain("60000 chars");
+  });
+
+  it("clips a 60 KB topic of a refused SUBSCRIBE", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = mqtt.connect(`mqtt://127.0.0.1:${loudPort}`, {
+      protocolVersion: 4,
+      clientId: device.id,
+      username: device.id,
+      password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
+      reconnectPeriod: 0,
+    });
+    clients.push(client);
+    await new Promise((resolve) => client.once("connect", resolve));
+    const gone = closed(client);
+    client.subscribe(`asic/v1/${"y".repeat(60_000)}`, { qos: 1 });
+    await gone;
+    const refusal = logged.find((line) => line.includes("ACL violation"));
+    expect(refusal).toBeDefined();
+    expect(refusal!.length).toBeLessThan(1_500);
+  });
+});
+
+describe("session takeover (HW-AUTH-2)", () => {
+  it("a second authenticated CONNECT under a connected device's id: warn line with both peers, metric, service told; no takeover on a plain reconnect", async () => {
+    const logged: string[] = [];
+    const sink = { write: (line: string) => void logged.push(line) };
+    const localRegistry = new Registry();
+    const watched = await createBroker({ deviceSide: fake, logger: pino({ level: "info" }, sink), registry: localRegistry, identityCacheMs: 0 });
+    const watchedPort = await watched.listen(0, "127.0.0.1");
+    try {
+      const device = newDevice();
+      enroll(device);
+      const open = () => {
+        const client = mqtt.connect(`mqtt://127.0.0.1:${watchedPort}`, {
+          protocolVersion: 4,
+          clientId: device.id,
+          username: device.id,
+          password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
+          reconnectPeriod: 0,
+        });
+        clients.push(client);
+        return new Promise<MqttClient>((resolve, reject) => {
+          client.once("connect", () => resolve(client));
+          client.once("error", reject);
+        });
+      };
+      const first = await open();
+      await first.endAsync(); // a clean disconnect, then a reconnect: not a takeover
+      await until(() => fake.callsOf("onDisconnected").length === 1, "first disconnect");
+      const second = await open();
+      const secondGone = closed(second);
+      await open(); // takes the live session over
+      await secondGone;
+      await until(() => fake.callsOf("onSessionTakeover").length === 1, "onSessionTakeover");
+      expect(fake.callsOf("onSessionTakeover")[0]).toMatchObject({ deviceId: device.id, peers: { previousPeer: "127.0.0.1", newPeer: "127.0.0.1" } });
+      const metric = await localRegistry.getSingleMetric("hashward_mqtt_session_takeovers_total")!.get();
+      expect(metric.values[0]?.value).toBe(1);
+      const warn = logged.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => String(line.msg).startsWith("mqtt session takeover"));
+      expect(warn).toHaveLength(1);
+      expect(warn[0]).toMatchObject({ level: 40, deviceId: device.id, previousPeer: "127.0.0.1", newPeer: "127.0.0.1" });
+      expect(watched.publisher.isConnected(device.id)).toBe(true);
+    } finally {
+      await watched.close();
+    }
   });
 });

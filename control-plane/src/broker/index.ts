@@ -11,6 +11,10 @@
  *     message is never relayed to another device whatever the subscriptions.
  *   - published: every accepted up/ message is parsed with its schema and handed to the DeviceSideService
  *     exactly once, in arrival order per device.
+ *   - liveness (HW-LIVE-1): each authenticated connection gets a DeviceSession (its connect token's nonce, the
+ *     enrolled key, the last heartbeat seq accepted on it) handed to the service with every hello and heartbeat;
+ *     the service takes last-seen and telemetry only from those whose signature verifies for this connection.
+ *     An unsigned one is reason `unsigned`; refused ones carry the LivenessRefusal reason.
  *
  * Malformed or refused payloads (bad JSON, schema, signature, freshness, deviceId != topic's) are dropped,
  * counted in hashward_mqtt_messages_rejected_total{kind,reason} and logged once per (client, reason); the client
@@ -38,7 +42,9 @@ import {
   type Command,
   type UpKind,
 } from "../../../shared/protocol/index.js";
-import type { ConnectIdentity, DevicePublisher, DeviceSideService } from "../service/types.js";
+import { LivenessRefusal, type LivenessRejection } from "../errors.js";
+import { clipForLog } from "../log/index.js";
+import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
 
 export interface BrokerDeps {
   deviceSide: DeviceSideService;
@@ -79,6 +85,15 @@ const MAX_PASSWORD_BYTES = 2_048;
 /** Topic, length prefixes and message id on top of the payload. */
 const PACKET_OVERHEAD_BYTES = 1_024;
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
+/** HW-LOG-1: peers whose last refusal time is remembered; the oldest is forgotten beyond this. */
+const REFUSAL_LOG_MAX_PEERS = 1_024;
+/** HW-LOG-1: refused-CONNECT lines per REFUSAL_LOG_INTERVAL_MS for all peers together (many source addresses). */
+const REFUSAL_LOG_MAX_LINES_PER_INTERVAL = 100;
+/** The peer's address ("ip:port" is too fine: one attacker opens many ports), or "unknown". */
+function peerAddress(client: Client): string {
+  const conn = (client as unknown as { conn?: { remoteAddress?: string } }).conn;
+  return conn?.remoteAddress ?? "unknown";
+}
 
 type RefusalReason =
   | "bad-username"
@@ -101,7 +116,12 @@ class ConnectRefusal extends Error {
 }
 
 /** A reason to drop an up/ message, for the metric label and the log. */
-function rejectionReason(error: unknown): "invalid" | "stale" | "unverified" | "internal" {
+function rejectionReason(kind: UpKind, error: unknown): "invalid" | "stale" | "unverified" | "internal" | "unsigned" | LivenessRejection {
+  if (error instanceof LivenessRefusal) return error.reason; // HW-LIVE-1
+  // HW-LIVE-1: a hello or heartbeat without its signature or connection binding (an outdated agent, or a forger).
+  if (error instanceof ValidationError && (kind === "hello" || kind === "heartbeat") && (error.field === "sig" || error.field === "connectNonce")) {
+    return "unsigned";
+  }
   if (error instanceof ValidationError) return "invalid";
   if (error instanceof FreshnessError) return "stale"; // before VerificationError: it is a subclass
   if (error instanceof VerificationError) return "unverified";
@@ -124,7 +144,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   });
   const messagesRejected = new Counter({
     name: "hashward_mqtt_messages_rejected_total",
-    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal)",
+    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
     labelNames: ["kind", "reason"] as const,
     registers: [registry],
   });
@@ -132,6 +152,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     name: "hashward_mqtt_acl_denied_total",
     help: "Publishes/subscriptions refused by the topic ACL or size cap (the client is disconnected)",
     labelNames: ["action", "reason"] as const,
+    registers: [registry],
+  });
+  const sessionTakeovers = new Counter({
+    name: "hashward_mqtt_session_takeovers_total",
+    help: "Authenticated CONNECTs that took over a device's live session (HW-AUTH-2)",
     registers: [registry],
   });
   const connectRefused = new Counter({
@@ -154,8 +179,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   // HW-AUTH-1: each connect token is usable once for the broker's lifetime (nonces kept until expiry).
   const nonces = new NonceMemory();
   const identities = new Map<string, { identity: ConnectIdentity | null; at: number }>();
+  /** HW-LOG-1: last refusal line per (peer address, reason), insertion-ordered so the oldest goes first. */
   const refusalLoggedAt = new Map<string, number>();
+  const refusalWindow = { startedAt: 0, lines: 0, suppressed: 0 };
   const loggedPerClient = new WeakMap<Client, Set<string>>();
+  /** HW-LIVE-1: the session of each authenticated connection (set once its CONNECT verified). */
+  const sessions = new WeakMap<Client, DeviceSession>();
   /** Per-device ingest chain: messages and connect/disconnect events are handled one at a time, in order. */
   const chains = new Map<string, Promise<void>>();
 
@@ -193,7 +222,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
     if (client.id !== username) {
       // [MQTT-3.1.3-9]: a refused client identifier is answered with return code 2.
-      throw new ConnectRefusal("client-id-mismatch", CONNACK.identifierRejected, `clientId ${JSON.stringify(client.id)} is not the username`);
+      throw new ConnectRefusal("client-id-mismatch", CONNACK.identifierRejected, `clientId ${JSON.stringify(clipForLog(client.id))} is not the username`);
     }
     if (password === undefined || password.length === 0 || password.length > MAX_PASSWORD_BYTES) {
       throw new ConnectRefusal("bad-token", CONNACK.badUsernameOrPassword, "password is missing or too long");
@@ -231,23 +260,80 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (!fresh) {
       throw new ConnectRefusal("replayed-token", CONNACK.badUsernameOrPassword, "connect token nonce was already used");
     }
+    sessions.set(client, { connectNonce: claims.nonce, publicKey: identity.publicKey, lastHeartbeatSeq: -1 });
   }
 
-  function logRefusal(deviceId: string, refusal: ConnectRefusal): void {
+  /** Every publishing client authenticated through verifyConnect; a missing session fails closed. */
+  function sessionOf(session: DeviceSession | undefined, kind: string): DeviceSession {
+    if (!session) throw new LivenessRefusal(`${kind} on a connection without a verified session`, "wrong-connection");
+    return session;
+  }
+
+  /**
+   * HW-LOG-1: refused CONNECTs are counted always and logged at most once per REFUSAL_LOG_INTERVAL_MS per
+   * (peer address, reason), never keyed on what the peer chose (username, client id); at most
+   * REFUSAL_LOG_MAX_LINES_PER_INTERVAL lines per interval overall, then one line saying how many were suppressed;
+   * every attacker-chosen field is clipped (clipForLog).
+   */
+  function logRefusal(client: Client, username: string | undefined, refusal: ConnectRefusal): void {
     connectRefused.inc({ reason: refusal.reason });
-    const key = `${deviceId}\u0000${refusal.reason}`;
+    const peer = peerAddress(client);
+    const key = `${peer}\u0000${refusal.reason}`;
     const at = now();
     const last = refusalLoggedAt.get(key);
     if (last !== undefined && at - last < REFUSAL_LOG_INTERVAL_MS) return;
-    if (refusalLoggedAt.size >= 10_000) refusalLoggedAt.clear();
+    if (at - refusalWindow.startedAt >= REFUSAL_LOG_INTERVAL_MS) {
+      if (refusalWindow.suppressed > 0) {
+        logger.warn({ suppressed: refusalWindow.suppressed, intervalMs: REFUSAL_LOG_INTERVAL_MS }, "mqtt connect refusals not logged (too many peers)");
+      }
+      Object.assign(refusalWindow, { startedAt: at, lines: 0, suppressed: 0 });
+    }
+    if (refusalWindow.lines >= REFUSAL_LOG_MAX_LINES_PER_INTERVAL) {
+      refusalWindow.suppressed += 1;
+      return;
+    }
+    refusalWindow.lines += 1;
+    refusalLoggedAt.delete(key);
     refusalLoggedAt.set(key, at);
-    logger.warn({ deviceId, reason: refusal.reason, returnCode: refusal.returnCode, detail: refusal.message }, "mqtt connect refused");
+    while (refusalLoggedAt.size > REFUSAL_LOG_MAX_PEERS) {
+      const oldest = refusalLoggedAt.keys().next().value;
+      if (oldest === undefined) break;
+      refusalLoggedAt.delete(oldest);
+    }
+    logger.warn(
+      {
+        peer,
+        deviceId: clipForLog(username ?? "(none)"),
+        clientId: clipForLog(client.id),
+        reason: refusal.reason,
+        returnCode: refusal.returnCode,
+        detail: clipForLog(refusal.message, 256),
+      },
+      "mqtt connect refused",
+    );
+  }
+
+  /**
+   * HW-AUTH-2: a second authenticated CONNECT under a device's id closes its live session (MQTT 3.1.1 3.1.4-2).
+   * Either the device reconnected before its old socket died, or its key or token leaked: a warn line with both
+   * peer addresses, a metric, and a device event that counts against the device (service onSessionTakeover).
+   */
+  function noteTakeover(deviceId: string, previous: Client, next: Client): void {
+    const peers = { previousPeer: peerAddress(previous), newPeer: peerAddress(next) };
+    sessionTakeovers.inc();
+    logger.warn({ deviceId, ...peers }, "mqtt session takeover: a second authenticated CONNECT replaced the device's live session");
+    void enqueue(deviceId, async () => {
+      await deviceSide.onSessionTakeover?.(deviceId, peers).catch((error: unknown) => {
+        logger.error({ deviceId, err: error }, "onSessionTakeover failed");
+      });
+    });
   }
 
   function denyAcl(client: Client, action: "publish" | "subscribe", reason: string, topic: string, callback: (error: Error) => void): void {
     aclDenied.inc({ action, reason });
-    logOncePerClient(client, `${action}:${reason}`, { action, topic: topic.slice(0, 256) }, "mqtt client disconnected: ACL violation");
-    callback(new Error(`${action} refused: ${reason} (${topic.slice(0, 256)})`));
+    // HW-LOG-1: the topic is the client's choice (up to 64 KiB): clipped.
+    logOncePerClient(client, `${action}:${reason}`, { action, topic: clipForLog(topic, 256) }, "mqtt client disconnected: ACL violation");
+    callback(new Error(`${action} refused: ${reason} (${clipForLog(topic, 256)})`));
   }
 
   /** Revocation bites within identityCacheMs even for a connection that is already open (HW-AUTH-1). */
@@ -266,24 +352,27 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       client.close();
       return;
     }
-    await ingest(client, deviceId, kind, payload);
+    const session = sessions.get(client);
+    // Key rotation: hello and heartbeat verify with the key enrolled now (as evidence, events and acks do).
+    if (session) session.publicKey = identity.publicKey;
+    await ingest(client, deviceId, kind, payload, session);
   }
 
-  async function ingest(client: Client, deviceId: string, kind: UpKind, payload: Buffer): Promise<void> {
+  async function ingest(client: Client, deviceId: string, kind: UpKind, payload: Buffer, session: DeviceSession | undefined): Promise<void> {
     try {
       const message = parsePayload(upSchemas[kind], payload, `${kind} from ${deviceId}`);
       if (message.deviceId !== deviceId) {
         // A device signs with its own key, but a payload naming another device is never handed over.
         messagesRejected.inc({ kind, reason: "device-mismatch" });
-        logOncePerClient(client, "device-mismatch", { kind, payloadDeviceId: message.deviceId }, "mqtt message dropped");
+        logOncePerClient(client, "device-mismatch", { kind, payloadDeviceId: clipForLog(message.deviceId) }, "mqtt message dropped");
         return;
       }
       switch (message.type) {
         case "hello":
-          await deviceSide.onHello(message);
+          await deviceSide.onHello(message, sessionOf(session, message.type));
           break;
         case "heartbeat":
-          await deviceSide.onHeartbeat(message);
+          await deviceSide.onHeartbeat(message, sessionOf(session, message.type));
           break;
         case "evidence":
           await deviceSide.onEvidence(message);
@@ -297,7 +386,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
       messagesTotal.inc({ kind });
     } catch (error) {
-      const reason = rejectionReason(error);
+      const reason = rejectionReason(kind, error);
       messagesRejected.inc({ kind, reason });
       if (reason === "internal") {
         logger.error({ deviceId, kind, err: error }, "mqtt message handler failed");
@@ -316,13 +405,18 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     authenticate(client, username, password, done) {
       verifyConnect(client, username, password).then(
-        () => done(null, true),
+        () => {
+          // HW-AUTH-2: a valid token for a device that is connected right now: the session is being taken over.
+          const previous = live.get(client.id);
+          if (previous !== undefined && previous !== client) noteTakeover(client.id, previous, client);
+          done(null, true);
+        },
         (error: unknown) => {
           const refusal =
             error instanceof ConnectRefusal
               ? error
               : new ConnectRefusal("unavailable", CONNACK.serverUnavailable, String(error));
-          logRefusal(username ?? "(none)", refusal);
+          logRefusal(client, username, refusal);
           const authError = Object.assign(new Error(refusal.message), { returnCode: refusal.returnCode }) as AuthenticateError;
           done(authError, false);
         },
@@ -353,7 +447,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       // HW-TOPIC-1: only its own down/ topics, as the one filter or a concrete topic.
       const own = topic === downFilter(client.id) || (parsed?.direction === "down" && parsed.deviceId === client.id);
       if (!own) return denyAcl(client, "subscribe", "foreign-topic", topic, (error) => callback(error, null));
-      const granted: Subscription = { ...subscription, qos: Math.min(subscription.qos, 1) as 0 | 1 };
+      // HW-MQTT-1: delivered at most at QoS 1 (capSubscribeQos already lowered the SUBACK's grant).
+      const granted: Subscription = { ...subscription, qos: Math.min(subscription.qos, MAX_GRANTED_QOS) as 0 | 1 };
       callback(null, granted);
     },
 
@@ -397,11 +492,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }),
     );
   });
+  // HW-LOG-1: client ids and error texts can carry what an unauthenticated peer sent: clipped.
   aedes.on("clientError", (client, error) => {
-    logger.debug({ deviceId: client.id, err: error.message }, "mqtt client error");
+    logger.debug({ deviceId: clipForLog(client.id), peer: peerAddress(client), err: clipForLog(error.message, 256) }, "mqtt client error");
   });
   aedes.on("connectionError", (client, error) => {
-    logger.debug({ clientId: client.id, err: error.message }, "mqtt connection error");
+    logger.debug({ clientId: clipForLog(client.id), peer: peerAddress(client), err: clipForLog(error.message, 256) }, "mqtt connection error");
   });
   // aedes emits 'error' for persistence failures; an unhandled 'error' event would kill the process.
   (aedes as EventEmitter).on("error", (error: Error) => logger.error({ err: error }, "mqtt broker error"));
@@ -432,9 +528,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   function handleSocket(socket: Socket): void {
     const client = aedes.handle(socket);
+    capSubscribeQos(client);
     capPacketSize(client, maxPacketBytes, () => {
       aclDenied.inc({ action: "packet", reason: "oversize" });
-      logger.warn({ clientId: client.id, reason: "oversize", maxPacketBytes }, "mqtt client disconnected: packet too large");
+      logger.warn({ clientId: clipForLog(client.id), peer: peerAddress(client), reason: "oversize", maxPacketBytes }, "mqtt client disconnected: packet too large");
     });
   }
 
@@ -472,6 +569,26 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       return closing;
     },
   };
+}
+
+/** The highest QoS the broker delivers with: the plane publishes commands and challenges at QoS 1. */
+export const MAX_GRANTED_QOS = 1;
+
+/**
+ * HW-MQTT-1: a SUBACK grants min(requested, MAX_GRANTED_QOS) ([MQTT-3.9.3-1]: the granted QoS is the maximum the
+ * server delivers with). aedes 1.2 copies the requested QoS into the SUBACK before authorizeSubscribe runs, so
+ * the requested QoS is lowered as the SUBSCRIBE packet leaves the parser, before any handler sees it. When the
+ * internals differ, authorizeSubscribe still caps the QoS actually delivered.
+ */
+function capSubscribeQos(client: Client): void {
+  const parser = (client as unknown as { _parser?: EventEmitter })._parser;
+  if (!parser || typeof parser.prependListener !== "function") return;
+  parser.prependListener("packet", (packet: { cmd?: string; subscriptions?: { qos: number }[] }) => {
+    if (packet.cmd !== "subscribe" || !Array.isArray(packet.subscriptions)) return;
+    for (const subscription of packet.subscriptions) {
+      subscription.qos = Math.min(subscription.qos, MAX_GRANTED_QOS);
+    }
+  });
 }
 
 interface PacketParser {

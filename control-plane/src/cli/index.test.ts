@@ -118,6 +118,24 @@ describe("hashward CLI", () => {
     expect((await h.run("tokens", "enrollment", "--max-uses", "ten")).code).toBe(2);
   });
 
+  it("tokens list, enrollment-list, revoke (either kind, by id prefix) and api --ttl-ms map to the token routes (HW-TOKEN-1)", async () => {
+    expect((await h.run("tokens", "list")).code).toBe(0);
+    expect((await h.run("tokens", "enrollment-list")).code).toBe(0);
+    expect((await h.run("tokens", "revoke", "tok_0123abcd", "--reason", "leaked")).code).toBe(0);
+    expect((await h.run("tokens", "revoke", "enr_0123abcd")).code).toBe(0);
+    expect((await h.run("tokens", "api", "--role", "viewer", "--label", "ci", "--ttl-ms", "3600000")).code).toBe(0);
+    expect(h.requests.map((r) => `${r.method} ${new URL(r.url).pathname}`)).toEqual([
+      "GET /api/v1/api-tokens",
+      "GET /api/v1/enrollment-tokens",
+      "POST /api/v1/api-tokens/tok_0123abcd/revoke",
+      "POST /api/v1/enrollment-tokens/enr_0123abcd/revoke",
+      "POST /api/v1/api-tokens",
+    ]);
+    expect(h.service.callsOf("revokeApiToken")[0]!.args.slice(1)).toEqual(["tok_0123abcd", "leaked"]);
+    expect(h.service.callsOf("createApiToken")[0]!.args[1]).toEqual({ role: "viewer", label: "ci", ttlMs: 3_600_000 });
+    expect((await h.run("tokens", "revoke")).code).toBe(2);
+  });
+
   it("reads the token from --token-file instead of the environment", async () => {
     const h2 = harness({ HASHWARD_URL: BASE });
     h2.files.set("/run/token", `${TOKENS.viewer}\n`);

@@ -6,6 +6,7 @@
  * keeps the token out of the process list and shell history). Side effects (fetch, files, output) are injected.
  */
 import { parseArgs } from "node:util";
+import { fetchRetryingReset } from "../../../shared/http/retry.js";
 
 export interface CliIo {
   env: Readonly<Record<string, string | undefined>>;
@@ -36,7 +37,9 @@ policies set pools|network|indicators --file FILE   (FILE: the PUT body, e.g. {"
 policies delete pools|network|indicators POLICY_ID
 device-policy ID                                    (effective policy, delivered and acked versions)
 tokens enrollment [--ttl-ms N] [--max-uses N] [--label L]
-tokens api --role viewer|operator|admin --label L   (admin)
+tokens api --role viewer|operator|admin --label L [--ttl-ms N]   (admin; no --ttl-ms = no expiry)
+tokens list | enrollment-list                       (admin; ids, roles, times, status, never secrets)
+tokens revoke TOKEN_ID [--reason R]                 (admin; tok_... API token or enr_... enrollment token)
 audit [--limit N] [--offset N]                      (admin)
 health
 
@@ -109,7 +112,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
 
   let response: Response;
   try {
-    response = await io.fetch(new URL(call.path, baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`).toString(), {
+    // HW-HTTP-4: idempotent calls are retried once when a reused keep-alive connection was closed under them.
+    response = await fetchRetryingReset(io.fetch, new URL(call.path, baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`).toString(), {
       method: call.method,
       headers,
       ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),
@@ -282,8 +286,20 @@ async function commandToCall(positionals: string[], v: Values, io: CliIo): Promi
             ...(v.label === undefined ? {} : { label: v.label }),
           });
         }
-        case "api":
-          return post("api/v1/api-tokens", { role: required(v.role, "role"), label: required(v.label, "label") });
+        case "api": {
+          const ttlMs = integer(v["ttl-ms"], "ttl-ms");
+          return post("api/v1/api-tokens", { role: required(v.role, "role"), label: required(v.label, "label"), ...(ttlMs === undefined ? {} : { ttlMs }) });
+        }
+        case "list":
+          return { method: "GET", path: "api/v1/api-tokens", auth: true };
+        case "enrollment-list":
+          return { method: "GET", path: "api/v1/enrollment-tokens", auth: true };
+        case "revoke": {
+          // HW-TOKEN-1: the id's prefix says which kind of token it is.
+          const id = required(positionals[2], "TOKEN_ID");
+          const kind = id.startsWith("enr_") ? "enrollment-tokens" : "api-tokens";
+          return post(`api/v1/${kind}/${encodeURIComponent(id)}/revoke`, v.reason === undefined ? {} : { reason: v.reason });
+        }
         default:
           break;
       }

@@ -35,6 +35,10 @@ describe("loadConfig", () => {
       tufMaxImageBytes: 512 * 1024 * 1024,
       rolloutTickMs: 5_000,
       updateCommandTtlMs: 3_600_000,
+      httpBodyTimeoutMs: 10_000,
+      httpKeepAliveTimeoutMs: 65_000,
+      sessionTakeoverThreshold: 3,
+      sessionTakeoverWindowMs: 60_000,
     });
   });
 
@@ -54,6 +58,8 @@ describe("loadConfig", () => {
       HASHWARD_AUTO_QUARANTINE: "off",
       HASHWARD_LOG_LEVEL: "debug",
       HASHWARD_MAX_MQTT_CLIENTS: "5",
+      HASHWARD_HTTP_BODY_TIMEOUT_MS: "500",
+      HASHWARD_HTTP_KEEP_ALIVE_TIMEOUT_MS: "2000",
     });
     expect(config).toMatchObject({
       httpPort: 0,
@@ -69,6 +75,8 @@ describe("loadConfig", () => {
       autoQuarantine: "off",
       logLevel: "debug",
       maxMqttClients: 5,
+      httpBodyTimeoutMs: 500,
+      httpKeepAliveTimeoutMs: 2000,
     });
     expect(describeConfig(config).databaseUrl).toBe("postgresql://u:***@db/hashward");
   });

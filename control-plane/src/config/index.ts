@@ -36,6 +36,12 @@ export interface ControlPlaneConfig {
   /** Rollouts (control-plane/src/rollouts): engine tick and the expiry of each signed update command. */
   rolloutTickMs: number;
   updateCommandTtlMs: number;
+  /** HTTP listener (control-plane/src/plane/http-timeouts.ts): request body deadline (HW-HTTP-3) and keep-alive idle close (HW-HTTP-4), ms. */
+  httpBodyTimeoutMs: number;
+  httpKeepAliveTimeoutMs: number;
+  /** HW-AUTH-2: this many MQTT session takeovers within sessionTakeoverWindowMs make a device's appraisal `warning`. */
+  sessionTakeoverThreshold: number;
+  sessionTakeoverWindowMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -124,6 +130,12 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     tufMaxImageBytes: integer(env, "HASHWARD_TUF_MAX_IMAGE_BYTES", 512 * 1024 * 1024, 1024, 2 ** 31 - 1),
     rolloutTickMs: integer(env, "HASHWARD_ROLLOUT_TICK_MS", 5_000, 100, 60 * MINUTE_MS),
     updateCommandTtlMs: integer(env, "HASHWARD_UPDATE_COMMAND_TTL_MS", 60 * MINUTE_MS, 1_000, 30 * DAY_MS),
+    // HW-HTTP-3: a body must arrive within this after the headers (release images stream for longer: see README).
+    httpBodyTimeoutMs: integer(env, "HASHWARD_HTTP_BODY_TIMEOUT_MS", 10_000, 100, 60 * MINUTE_MS),
+    // HW-HTTP-4: longer than any client's keep-alive pool, so the server is not the side that closes a reused socket.
+    httpKeepAliveTimeoutMs: integer(env, "HASHWARD_HTTP_KEEP_ALIVE_TIMEOUT_MS", 65_000, 1_000, 10 * MINUTE_MS),
+    sessionTakeoverThreshold: integer(env, "HASHWARD_SESSION_TAKEOVER_THRESHOLD", 3, 1, 1_000),
+    sessionTakeoverWindowMs: integer(env, "HASHWARD_SESSION_TAKEOVER_WINDOW_MS", MINUTE_MS, 1_000, DAY_MS),
   };
   const databaseUrl = url(env, "DATABASE_URL", ["postgres:", "postgresql:"]);
   if (databaseUrl !== undefined) config.databaseUrl = databaseUrl;

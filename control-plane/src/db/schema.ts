@@ -23,6 +23,15 @@ export const devices = pgTable(
     lastSeenAt: ts("last_seen_at"),
     /** Highest accepted evidence seq; -1 before the first. Evidence with seq <= this is a replay. */
     lastEvidenceSeq: bigint("last_evidence_seq", { mode: "number" }).notNull().default(-1),
+    /**
+     * HW-EVD-2: the evidence sequence the device is on; raised when a fresh challenge answer re-bases the
+     * sequence after the agent lost its state (stored evidence is unique per device, epoch and seq).
+     */
+    evidenceEpoch: integer("evidence_epoch").notNull().default(0),
+    /** HW-EVD-2: the device's own ts of the challenge answer that began the epoch; older evidence is a replay. */
+    evidenceEpochStartedTs: ts("evidence_epoch_started_ts"),
+    /** HW-EVD-2: set (plane time) while a sequence reset holds the verdict at unknown until a challenge answer. */
+    sequenceResetAt: ts("sequence_reset_at"),
     lastAppraisal: jsonb("last_appraisal"),
     telemetry: jsonb("telemetry"),
     /** The seq the next command to this device gets (strictly increasing per device, HW-CMD-1). */
@@ -50,6 +59,13 @@ export const apiTokens = pgTable(
     label: text("label").notNull(),
     createdBy: jsonb("created_by").notNull(),
     createdAt: ts("created_at").notNull().defaultNow(),
+    /** HW-TOKEN-1: null = never expires; a token at or past it is refused like an unknown one. */
+    expiresAt: ts("expires_at"),
+    /** HW-TOKEN-1: set once by a revoke; a revoked token is refused on its next request. */
+    revokedAt: ts("revoked_at"),
+    revokedBy: jsonb("revoked_by"),
+    /** Last authenticated request (written at most once a minute per token). */
+    lastUsedAt: ts("last_used_at"),
   },
   (t) => [uniqueIndex("api_tokens_hash_idx").on(t.tokenHash), index("api_tokens_role_idx").on(t.role)],
 );
@@ -65,6 +81,11 @@ export const enrollmentTokens = pgTable(
     uses: integer("uses").notNull().default(0),
     createdBy: jsonb("created_by").notNull(),
     createdAt: ts("created_at").notNull().defaultNow(),
+    /** HW-TOKEN-1: a revoked enrollment token enrolls nothing more. */
+    revokedAt: ts("revoked_at"),
+    revokedBy: jsonb("revoked_by"),
+    /** Last enrollment that used it. */
+    lastUsedAt: ts("last_used_at"),
   },
   (t) => [uniqueIndex("enrollment_tokens_hash_idx").on(t.tokenHash)],
 );
@@ -198,6 +219,8 @@ export const evidence = pgTable(
       .notNull()
       .references(() => devices.id, { onDelete: "cascade" }),
     seq: bigint("seq", { mode: "number" }).notNull(),
+    /** The device's evidence epoch (devices.evidence_epoch) this seq belongs to (HW-EVD-2). */
+    epoch: integer("epoch").notNull().default(0),
     nonce: text("nonce"),
     reason: text("reason").notNull(),
     ts: ts("ts").notNull(),
@@ -206,7 +229,7 @@ export const evidence = pgTable(
     payload: jsonb("payload").notNull(),
     result: jsonb("result").notNull(),
   },
-  (t) => [uniqueIndex("evidence_device_seq_idx").on(t.deviceId, t.seq)],
+  (t) => [uniqueIndex("evidence_device_epoch_seq_idx").on(t.deviceId, t.epoch, t.seq)],
 );
 
 export * from "./schema-tuf.js";

@@ -9,6 +9,7 @@ import type { z } from "zod";
 import { CapacityError, ConflictError, ForbiddenError, NotFoundError, ValidationError, VerificationError } from "../errors.js";
 
 export type ErrorCode =
+  | "request_timeout"
   | "validation_error"
   | "verification_failed"
   | "unauthorized"

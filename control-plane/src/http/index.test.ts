@@ -38,6 +38,10 @@ interface RouteCase {
 const ROUTES: RouteCase[] = [
   { method: "POST", path: "/api/v1/enrollment-tokens", role: "operator", body: { ttlMs: 60_000, maxUses: 5, label: "rack 7" }, status: 201, call: "createEnrollmentToken" },
   { method: "POST", path: "/api/v1/api-tokens", role: "admin", body: { role: "viewer", label: "grafana" }, status: 201, call: "createApiToken" },
+  { method: "GET", path: "/api/v1/api-tokens", role: "admin", status: 200, call: "listApiTokens" },
+  { method: "POST", path: "/api/v1/api-tokens/tok_0123abcd/revoke", role: "admin", body: { reason: "leaked" }, status: 200, call: "revokeApiToken" },
+  { method: "GET", path: "/api/v1/enrollment-tokens", role: "admin", status: 200, call: "listEnrollmentTokens" },
+  { method: "POST", path: "/api/v1/enrollment-tokens/enr_0123abcd/revoke", role: "admin", body: {}, status: 200, call: "revokeEnrollmentToken" },
   { method: "GET", path: "/api/v1/devices?containment=quarantined&limit=5", role: "viewer", status: 200, call: "listDevices" },
   { method: "POST", path: "/api/v1/devices/preauthorize", role: "operator", body: { publicKey: "E".repeat(43), model: "S19" }, status: 201, call: "preauthorizeDevice" },
   { method: "GET", path: `/api/v1/devices/${DEVICE_ID}`, role: "viewer", status: 200, call: "getDevice" },
@@ -158,6 +162,17 @@ describe("authentication and roles (HW-HTTP-1)", () => {
     expect(log).toContain('"path":"/api/v1/devices"');
     expect(log).not.toContain(TOKENS.admin);
     expect(log).not.toContain("secret-unknown-token");
+  });
+});
+
+describe("bounded logging (HW-LOG-1)", () => {
+  it("clips a 20 KB request path (any route, no token) in the request log line", async () => {
+    const res = await ctx.request("GET", `/api/v1/${"z".repeat(20_000)}`);
+    expect(res.status).toBe(404);
+    const line = ctx.logLines.find((l) => l.includes('"msg":"request"'));
+    expect(line).toBeDefined();
+    expect(line!.length).toBeLessThan(1_000);
+    expect(line).toContain("(20008 chars)");
   });
 });
 
@@ -399,7 +414,8 @@ describe("OpenAPI 3.1 document", () => {
     path
       .split("?")[0]!
       .replace(DEVICE_ID, "{deviceId}")
-      .replace(/reference-values\/ref-42\//, "reference-values/{id}/");
+      .replace(/reference-values\/ref-42\//, "reference-values/{id}/")
+      .replace(/-tokens\/(tok|enr)_0123abcd\//, "-tokens/{id}/");
 
   it("lists every operator route with bearer security and its role", async () => {
     const doc = await document();

@@ -15,6 +15,8 @@ import { matchedRoutes } from "hono/route";
 import type { Logger } from "pino";
 import { Histogram } from "prom-client";
 import type { Registry } from "prom-client";
+import { clipForLog } from "../log/index.js";
+import { bodyTimeoutOf } from "./body-timeout.js";
 import type { ControlPlaneService, Role } from "../service/types.js";
 import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
@@ -23,6 +25,11 @@ import { registerPolicyRoutes } from "./routes/policies.js";
 import {
   apiTokenBody,
   apiTokenCreatedSchema,
+  apiTokensSchema,
+  apiTokenViewSchema,
+  enrollmentTokensSchema,
+  enrollmentTokenViewSchema,
+  tokenIdParams,
   attestNowSchema,
   auditSchema,
   bulkContainmentBody,
@@ -114,7 +121,8 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     const route = routeLabel(c);
     duration.observe({ method: c.req.method, route, status: String(c.res.status) }, seconds);
     // Never log headers: they carry bearer tokens. The path has no query string.
-    const entry = { reqId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 };
+    // HW-LOG-1: the path is the (possibly unauthenticated) client's choice: clipped.
+    const entry = { reqId: c.get("requestId"), method: clipForLog(c.req.method, 16), path: clipForLog(c.req.path, 256), status: c.res.status, ms: Math.round(seconds * 1e4) / 10 };
     // Probes and scrapes arrive every few seconds and would drown the operator actions: debug only.
     if (route === "/healthz" || route === "/metrics") logger.debug(entry, "request");
     else logger.info(entry, "request");
@@ -128,9 +136,12 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
   app.use("*", (c, next) => (isStreamedUpload(c.req.path) ? next() : limitBody(c, next)));
 
   app.onError((err, c) => {
+    // HW-HTTP-3: a body that never arrived surfaces as whatever the read turned into; the answer is 408.
+    const timedOut = bodyTimeoutOf(c.env);
+    if (timedOut) return c.json(errorBody("request_timeout", timedOut.message), 408, { Connection: "close" });
     const known = httpErrorFor(err);
     if (known) return c.json(known.body, known.status);
-    logger.error({ reqId: c.get("requestId"), err, method: c.req.method, path: c.req.path }, "request failed");
+    logger.error({ reqId: c.get("requestId"), err, method: clipForLog(c.req.method, 16), path: clipForLog(c.req.path, 256) }, "request failed");
     return c.json(errorBody("internal", `internal error (request id ${c.get("requestId")})`), 500);
   });
   app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${c.req.path}`), 404));
@@ -219,6 +230,51 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
       responses: { 201: json(apiTokenCreatedSchema, "Created"), ...errorResponses },
     }),
     async (c) => c.json(await service.createApiToken(c.get("actor"), c.req.valid("json")), 201),
+  );
+
+  // HW-TOKEN-1: list (no secrets) and revoke, both token kinds, admin only; revokes are audited and bite on the
+  // token's next request (HW-HTTP-1 resolves tokens per request).
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/api-tokens",
+      ...secured("admin", "List API tokens (never the secret): role, created, expires, last used, revoked", "admin"),
+      responses: { 200: json(apiTokensSchema, "API tokens, newest first"), ...errorResponses },
+    }),
+    async (c) => c.json({ tokens: await service.listApiTokens() }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/api-tokens/{id}/revoke",
+      ...secured("admin", "Revoke an API token: refused from its next request on", "admin"),
+      request: { params: tokenIdParams, ...jsonBody(optionalReasonBody, false) },
+      responses: { 200: json(apiTokenViewSchema, "The revoked token"), ...errorResponses },
+    }),
+    async (c) => c.json(await service.revokeApiToken(c.get("actor"), c.req.valid("param").id, c.req.valid("json").reason ?? "revoked via API"), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/enrollment-tokens",
+      ...secured("admin", "List enrollment tokens (never the secret): uses, expiry, last used, revoked", "enrollment"),
+      responses: { 200: json(enrollmentTokensSchema, "Enrollment tokens, newest first"), ...errorResponses },
+    }),
+    async (c) => c.json({ tokens: await service.listEnrollmentTokens() }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/api/v1/enrollment-tokens/{id}/revoke",
+      ...secured("admin", "Revoke an enrollment token: no device enrolls with it afterwards", "enrollment"),
+      request: { params: tokenIdParams, ...jsonBody(optionalReasonBody, false) },
+      responses: { 200: json(enrollmentTokenViewSchema, "The revoked token"), ...errorResponses },
+    }),
+    async (c) =>
+      c.json(await service.revokeEnrollmentToken(c.get("actor"), c.req.valid("param").id, c.req.valid("json").reason ?? "revoked via API"), 200),
   );
 
   // --- devices --------------------------------------------------------------------------------------------------

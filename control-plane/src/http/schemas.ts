@@ -73,7 +73,21 @@ export const enrollmentTokenBody = z
     label: label.optional(),
   })
   .openapi("EnrollmentTokenRequest");
-export const apiTokenBody = z.strictObject({ role: roleSchema, label }).openapi("ApiTokenRequest");
+/** Longest API token lifetime, in ms (HW-TOKEN-1): about 10 years; leave ttlMs out for a token without expiry. */
+export const MAX_API_TOKEN_TTL_MS = 3650 * 24 * HOUR_MS;
+export const apiTokenBody = z
+  .strictObject({
+    role: roleSchema,
+    label,
+    ttlMs: z.number().int().min(1000).max(MAX_API_TOKEN_TTL_MS).optional().openapi({ description: "Lifetime in milliseconds; absent = no expiry" }),
+  })
+  .openapi("ApiTokenRequest");
+export const tokenIdParams = z.object({
+  id: z
+    .string()
+    .regex(/^(tok|enr)_[0-9a-f]{1,64}$/, "must be a token id such as tok_... or enr_...")
+    .openapi({ param: { name: "id", in: "path" } }),
+});
 export const preauthorizeBody = z.strictObject({ publicKey: publicKeySchema, model: label }).openapi("PreauthorizeRequest");
 export const optionalReasonBody = z.strictObject({ reason: reason.optional() }).openapi("OptionalReason");
 export const reasonBody = z.strictObject({ reason }).openapi("Reason");
@@ -116,6 +130,7 @@ export const errorSchema = z
         "conflict",
         "payload_too_large",
         "too_many_requests",
+        "request_timeout",
         "internal",
       ]),
       message: z.string(),
@@ -168,6 +183,14 @@ const attestationResultSchema = z
     evidenceSeq: z.number(),
     appraisedAt: isoTime,
     summary: z.string(),
+    /** HW-APPRAISE-3: appraised under containment with inputs not observed; `held` findings of the previous verdict. */
+    underContainment: z
+      .object({
+        containment: z.enum(["none", "quarantine_requested", "quarantined", "release_requested"]),
+        notObserved: z.array(z.object({ observation: z.string(), reason: z.string().optional() })),
+        held: z.array(z.object({ guard: z.string(), subject: z.string(), tier: z.string() }).passthrough()),
+      })
+      .optional(),
   })
   .openapi("AttestationResult");
 
@@ -266,8 +289,38 @@ export const enrollmentTokenCreatedSchema = z
   .openapi("EnrollmentTokenCreated");
 
 export const apiTokenCreatedSchema = z
-  .object({ id: z.string(), token: z.string(), role: roleSchema, label: z.string() })
+  .object({ id: z.string(), token: z.string(), role: roleSchema, label: z.string(), expiresAt: isoTime.nullable() })
   .openapi("ApiTokenCreated");
+/** HW-TOKEN-1: listed tokens carry no secret and no hash. */
+export const apiTokenViewSchema = z
+  .object({
+    id: z.string(),
+    role: roleSchema,
+    label: z.string(),
+    createdAt: isoTime,
+    createdBy: actorSchema,
+    expiresAt: isoTime.nullable(),
+    lastUsedAt: isoTime.nullable(),
+    revokedAt: isoTime.nullable(),
+    status: z.enum(["active", "expired", "revoked"]),
+  })
+  .openapi("ApiToken");
+export const apiTokensSchema = z.object({ tokens: z.array(apiTokenViewSchema) }).openapi("ApiTokens");
+export const enrollmentTokenViewSchema = z
+  .object({
+    id: z.string(),
+    label: z.string().nullable(),
+    createdAt: isoTime,
+    createdBy: actorSchema,
+    expiresAt: isoTime,
+    maxUses: z.number().int(),
+    uses: z.number().int(),
+    lastUsedAt: isoTime.nullable(),
+    revokedAt: isoTime.nullable(),
+    status: z.enum(["active", "expired", "used-up", "revoked"]),
+  })
+  .openapi("EnrollmentToken");
+export const enrollmentTokensSchema = z.object({ tokens: z.array(enrollmentTokenViewSchema) }).openapi("EnrollmentTokens");
 
 export const attestNowSchema = z.object({ nonce: z.string(), expiresAt: isoTime }).openapi("AttestNow");
 export const commandsSchema = z.object({ commands: z.array(commandViewSchema) }).openapi("Commands");

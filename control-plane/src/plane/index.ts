@@ -4,9 +4,11 @@
  * opened and throws (a ConfigError naming the variable for the operator's own mistakes, such as a busy port).
  */
 import { existsSync, readFileSync } from "node:fs";
-import { chmod, mkdir } from "node:fs/promises";
+import { chmod } from "node:fs/promises";
 import type { Server } from "node:http";
 import { createHttpApp } from "../http/index.js";
+import { applyHttpTimeouts } from "./http-timeouts.js";
+import { privatizeDatabaseFiles, secureDataDir } from "./data-dir.js";
 import { join } from "node:path";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
@@ -173,7 +175,7 @@ export async function startPlane(
   };
 
   try {
-    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    await secureDataDir(config.dataDir, logger); // HW-DATA-1
     const commandKey = await loadOrCreateCommandKey(config.dataDir);
     logger.info({ path: commandKey.path, created: commandKey.created }, commandKey.created ? "command-signing key created" : "command-signing key loaded");
 
@@ -181,6 +183,7 @@ export async function startPlane(
       config.databaseUrl === undefined ? { dataDir: config.dataDir } : { dataDir: config.dataDir, databaseUrl: config.databaseUrl },
     );
     cleanups.push(() => opened.close());
+    await privatizeDatabaseFiles(config.dataDir, logger); // HW-DATA-1: PGlite sets its own file modes
 
     const registry = new Registry();
     try {
@@ -207,6 +210,8 @@ export async function startPlane(
       staleAfterMs: config.staleAfterMs,
       autoQuarantine: config.autoQuarantine,
       maxPendingDevices: config.maxPendingDevices,
+      sessionTakeoverThreshold: config.sessionTakeoverThreshold,
+      sessionTakeoverWindowMs: config.sessionTakeoverWindowMs,
       ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
     };
     const services = factories.createServices({
@@ -221,7 +226,7 @@ export async function startPlane(
 
     // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
-    const deviceSide = withPolicyDelivery(services.deviceSide, policies, logger);
+    const deviceSide = withPolicyDelivery(services.deviceSide, policies, logger, Date.now);
     broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients });
     const startedBroker = broker;
     cleanups.push(() => startedBroker.close());
@@ -257,6 +262,7 @@ export async function startPlane(
       });
 
     const httpServer = createAdaptorServer({ fetch: app.fetch }) as Server;
+    applyHttpTimeouts(httpServer, { bodyTimeoutMs: config.httpBodyTimeoutMs, keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs }, logger);
     cleanups.push(() => closeHttp(httpServer)); // runs first on shutdown: stop taking requests before the broker/DB go
     const httpPort = await listenHttp(httpServer, config.httpPort, config.httpHost, logger).catch((error: unknown) => {
       throw listenError(error, "HASHWARD_HTTP_PORT", config.httpPort, "HASHWARD_HTTP_HOST", config.httpHost);

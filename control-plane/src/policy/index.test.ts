@@ -2,6 +2,7 @@
  * Policy service contract on PGlite (always) and PostgreSQL (HASHWARD_TEST_DATABASE_URL): storage, scoping,
  * validation, bulk delivery as signed set-policy commands, delivery on hello, acked versions.
  */
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import pino from "pino";
@@ -11,8 +12,8 @@ import { ValidationError } from "../../../shared/errors/index.js";
 import { type Ack, type Challenge, type Command, type Hello, verifyCommand } from "../../../shared/protocol/index.js";
 import type { Database } from "../db/index.js";
 import { onEveryDatabase } from "../db/test-postgres.js";
-import { ConflictError, NotFoundError } from "../errors.js";
-import { createServices, type DevicePublisher, type DeviceSideService, type ServiceOptions, type Services } from "../service/index.js";
+import { ConflictError, LivenessRefusal, NotFoundError } from "../errors.js";
+import { createServices, type DevicePublisher, type DeviceSession, type DeviceSideService, type ServiceOptions, type Services } from "../service/index.js";
 import { BUILT_IN_INDICATORS, createPolicyService, type PolicyService, setPolicyParamsSchema, withPolicyDelivery } from "./index.js";
 
 const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
@@ -50,7 +51,7 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       const deps = { db: harness.db, publisher, commandKey, logger, now: () => clock, options: OPTIONS };
       services = createServices(deps);
       policy = createPolicyService(deps);
-      deviceSide = withPolicyDelivery(services.deviceSide, policy, logger);
+      deviceSide = withPolicyDelivery(services.deviceSide, policy, logger, () => clock);
     });
     afterAll(async () => {
       await services?.close();
@@ -67,13 +68,17 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       await services.service.enroll(request);
       if (accept) await services.service.acceptDevice(OPERATOR, id, "test");
       publisher.connected.add(id);
-      const hello: Hello = { v: 1, type: "hello", deviceId: id, model, firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "b1", containment: "none", lastCommandSeq: 0, ts: clock };
+      // HW-LIVE-1: the hello is signed and bound to the connection it arrives on.
+      const session: DeviceSession = { connectNonce: randomBytes(16).toString("base64url"), publicKey: toBase64Url(keys.publicKey), lastHeartbeatSeq: -1 };
+      const helloBody = { v: 1 as const, type: "hello" as const, deviceId: id, connectNonce: session.connectNonce, model, firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "b1", containment: "none" as const, lastCommandSeq: 0, ts: clock };
+      const hello = signObject(helloBody, keys.privateKey) as Hello;
+      const forgedHello = signObject(helloBody, generateKeyPair().privateKey) as Hello;
       const ack = (command: Command, status: "done" | "failed" = "done", reason?: string): Ack =>
         signObject(
           { v: 1 as const, type: "ack" as const, deviceId: id, seq: command.seq, action: command.action, status, containment: "none" as const, ...(reason ? { reason } : {}), ts: clock },
           keys.privateKey,
         ) as Ack;
-      return { id, hello, ack };
+      return { id, hello, forgedHello, session, ack };
     }
 
     function expectValidPolicyCommand(command: Command | undefined, deviceId: string) {
@@ -152,7 +157,7 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       const d = await device("S17");
       publisher.sent.length = 0;
       await policy.putPolicy(OPERATOR, "network", { allowedHosts: ["ntp.example.com"] });
-      await deviceSide.onHello(d.hello);
+      await deviceSide.onHello(d.hello, d.session);
       expect(publisher.policies(d.id)).toEqual([]);
       expect(await policy.devicePolicy(d.id)).toMatchObject({ deliverable: false, delivered: null, policy: { pools: null, network: { allowedHosts: ["ntp.example.com"] } } });
       expect((await policy.listPolicies("pools")).builtInDefault).toBeNull();
@@ -245,7 +250,11 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
     it("sends the policy on hello before the challenge, records the ack, and re-sends only when due", async () => {
       const d = await device("KS5");
       publisher.sent.length = 0;
-      await deviceSide.onHello(d.hello);
+      // HW-LIVE-1: a hello not signed by the device issues nothing (no set-policy, no challenge).
+      await expect(deviceSide.onHello(d.forgedHello, d.session)).rejects.toBeInstanceOf(LivenessRefusal);
+      expect(publisher.sent).toEqual([]);
+      expect(await policy.devicePolicy(d.id)).toMatchObject({ delivered: null });
+      await deviceSide.onHello(d.hello, d.session);
       const kinds = publisher.sent.filter((s) => s.deviceId === d.id).map((s) => (s.kind === "command" ? (s.message as Command).action : s.kind));
       expect(kinds).toEqual(["set-policy", "challenge"]);
       const first = publisher.policies(d.id)[0] as Command;
@@ -253,14 +262,14 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
 
       // Pending and unexpired: a second hello re-publishes the same command, it does not issue another.
       publisher.sent.length = 0;
-      await deviceSide.onHello(d.hello);
+      await deviceSide.onHello(d.hello, d.session);
       expect(publisher.policies(d.id)).toEqual([first]);
 
       await deviceSide.onAck(d.ack(first));
       let view = await policy.devicePolicy(d.id);
       expect(view).toMatchObject({ acked: { version: params.version }, upToDate: true, lastFailure: null });
       publisher.sent.length = 0;
-      await deviceSide.onHello(d.hello);
+      await deviceSide.onHello(d.hello, d.session);
       expect(publisher.policies(d.id)).toEqual([]);
 
       // A failed ack (e.g. "stale policy version") is recorded; the next hello sends a higher version.
@@ -270,7 +279,7 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       view = await policy.devicePolicy(d.id);
       expect(view).toMatchObject({ acked: { version: params.version }, upToDate: false, lastFailure: expect.stringContaining("stale policy version") });
       publisher.sent.length = 0;
-      await deviceSide.onHello(d.hello);
+      await deviceSide.onHello(d.hello, d.session);
       const third = publisher.policies(d.id)[0] as Command;
       const thirdParams = expectValidPolicyCommand(third, d.id);
       expect(thirdParams.version).toBeGreaterThan((second.params as { policy: { version: number } }).policy.version);
@@ -345,7 +354,7 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
       const d = await device("S9", false);
       publisher.sent.length = 0;
       expect(await policy.deliverOnHello(d.id)).toBe(false);
-      await deviceSide.onHello(d.hello);
+      await deviceSide.onHello(d.hello, d.session);
       expect(publisher.sent).toEqual([]);
     });
   });

@@ -15,7 +15,7 @@ import { commands, devicePolicies, devices, policies, referenceValueSets } from 
 import { ConflictError, NotFoundError } from "../errors.js";
 import { issueCommands, publishCommands } from "../service/commands.js";
 import { chunks, createServiceContext, type DeviceRow, lockDevice, lockDevices, newId, recordAudit, type ServiceDeps, type Tx } from "../service/context.js";
-import type { Actor, DeviceSideService } from "../service/index.js";
+import { type Actor, type DeviceSideService, verifyLiveness } from "../service/index.js";
 import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
 import { buildPolicyIndex, firstSharedDevice, normalizeScope, type PolicyRecord, type ReferenceDigests, referenceDigests, resolvePolicy, scopeKey, scopeLevel } from "./effective.js";
 import { type PolicyBodies, type PolicyKind, type PolicyScope, type PoolPolicyBody, policyInputSchemas, type SetPolicyParams } from "./schemas.js";
@@ -349,17 +349,19 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
 
 /**
  * The DeviceSideService with policy delivery around it: before a hello is handled, a due set-policy is issued
- * (so the hello handler publishes it with the other pending commands, before the challenge); after a verified
+ * (so the hello handler publishes it with the other pending commands, before the challenge), and only for a hello
+ * that verifies against its connection (HW-LIVE-1); after a verified
  * set-policy ack, the acked version is recorded. A policy failure is logged and never blocks the device.
  */
-export function withPolicyDelivery(deviceSide: DeviceSideService, policy: PolicyService, logger: pino.Logger): DeviceSideService {
+export function withPolicyDelivery(deviceSide: DeviceSideService, policy: PolicyService, logger: pino.Logger, now: () => number = Date.now): DeviceSideService {
   return new Proxy(deviceSide, {
     get(target, property, receiver) {
       const value: unknown = Reflect.get(target, property, receiver);
       if (property === "onHello") {
-        return async (hello: Parameters<DeviceSideService["onHello"]>[0]) => {
+        return async (...[hello, session]: Parameters<DeviceSideService["onHello"]>) => {
+          verifyLiveness(hello, session, now()); // HW-LIVE-1: a hello that is not the device's issues nothing
           await policy.deliverOnHello(hello.deviceId).catch((error: unknown) => logger.error({ err: error, deviceId: hello.deviceId }, "policy delivery on hello failed"));
-          await target.onHello(hello);
+          await target.onHello(hello, session);
         };
       }
       if (property === "onAck") {

@@ -16,6 +16,7 @@ import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import { isSemVer, parseMeasurement, parseReleaseCustom, TARGET_NAME, type OnlineKeysExport, type ReleaseMeasurement } from "../tuf/index.js";
 import { createKeyDir, loadKeyDir } from "./keydir.js";
 import { buildRoot, buildTargets, expiresIn, nextRoot, parseRootJson, parseTargetsJson, signWith } from "./metadata.js";
+import { fetchRetryingReset } from "../../../shared/http/retry.js";
 
 export interface ReleaseIo {
   fetch: (url: string, init: RequestInit) => Promise<Response>;
@@ -220,7 +221,8 @@ export async function runRelease(argv: readonly string[], io: ReleaseIo): Promis
       const token = readFileSync(required(v["token-file"], "token-file"), "utf8").trim();
       const auth = { Authorization: `Bearer ${token}` };
       const call = async (method: string, path: string, body?: string, type = "application/json") => {
-        const response = await io.fetch(`${base}${path}`, { method, headers: body === undefined ? auth : { ...auth, "Content-Type": type }, ...(body === undefined ? {} : { body }) });
+        // HW-HTTP-4: idempotent calls (GET; PUT of an image) are retried once on a reused connection's reset.
+        const response = await fetchRetryingReset(io.fetch, `${base}${path}`, { method, headers: body === undefined ? auth : { ...auth, "Content-Type": type }, ...(body === undefined ? {} : { body }) });
         const text = await response.text();
         if (!response.ok) throw new HashwardError(`${method} ${path}: HTTP ${response.status} ${text}`);
         return JSON.parse(text) as Record<string, unknown>;
@@ -246,7 +248,7 @@ export async function runRelease(argv: readonly string[], io: ReleaseIo): Promis
           if (!existsSync(path)) throw new UsageError(`${path} is missing (target ${target.path}); sign it again or copy the image there`);
           // A file-backed Blob: streamed from disk with its length known, so a 500 MB image never sits in memory.
           const body = (await openAsBlob(path)) as unknown as RequestInit["body"];
-          await io.fetch(`${base}/api/v1/tuf/images/${sha256}`, {
+          await fetchRetryingReset(io.fetch, `${base}/api/v1/tuf/images/${sha256}`, {
             method: "PUT",
             headers: { ...auth, "Content-Type": "application/octet-stream" },
             body,

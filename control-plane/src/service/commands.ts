@@ -83,6 +83,25 @@ function signedCommand(
 }
 
 /**
+ * HW-Q-1 on the plane's side: a device that says (hello) it is not contained while the plane holds it
+ * `quarantined` lost its state; only a signed release lifts a quarantine, so a fresh quarantine command is issued
+ * (containment `quarantined --containment-lost--> quarantine_requested`). `row` must be locked by the caller.
+ */
+export async function reassertQuarantine(ctx: ServiceContext, tx: Tx, row: DeviceRow, actor: Actor, reason: string, now: number): Promise<Command> {
+  const at = new Date(now);
+  const to = transition("containment", row.containment as ContainmentState, "containment-lost");
+  const { command, payload } = signedCommand(ctx, row, "quarantine", { reason }, actor, now, now + ctx.options.commandTtlMs);
+  await tx
+    .update(commands)
+    .set({ status: "superseded", reason: "superseded by quarantine" })
+    .where(and(eq(commands.deviceId, row.id), eq(commands.status, "pending"), inArray(commands.action, ["quarantine", "release"])));
+  await tx.update(devices).set({ containment: to, nextCommandSeq: sql`${devices.nextCommandSeq} + 1`, updatedAt: at }).where(eq(devices.id, row.id));
+  await tx.insert(commands).values(command);
+  await recordTransitions(tx, [{ deviceId: row.id, machine: "containment", from: row.containment, to, reason, actor, evidence: { command: payload } }], at);
+  return payload;
+}
+
+/**
  * Issues quarantine/release commands to already-locked, accepted devices inside `tx`: batched inserts, one
  * supersede statement, one device update. A device already in (or heading to) the asked state is left alone.
  */

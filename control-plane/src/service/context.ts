@@ -26,6 +26,13 @@ export interface ServiceOptions {
    * otherwise fill the database with made-up keys). Above it a new key without a token gets HTTP 429.
    */
   maxPendingDevices?: number;
+  /**
+   * HW-AUTH-2: this many session takeovers (a second authenticated CONNECT while the device is connected) within
+   * sessionTakeoverWindowMs move a trusted/unknown/stale device's appraisal to `warning` ("session takeover").
+   * Defaults 3 takeovers in 60000 ms.
+   */
+  sessionTakeoverThreshold?: number;
+  sessionTakeoverWindowMs?: number;
 }
 
 export interface ServiceContext {

@@ -3,22 +3,31 @@
  * Signatures and freshness are checked here; a refusal throws before anything is written, or inside the
  * transaction so that it rolls back (nothing changes on refusal).
  */
-import { and, desc, eq, inArray, lt } from "drizzle-orm";
+import { randomBytes } from "node:crypto";
+import { and, desc, eq, gte, inArray, isNotNull, lt, max } from "drizzle-orm";
 import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
 import { FreshnessError, VerificationError } from "../../../shared/errors/index.js";
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
 import { appraise, verdictKey } from "../appraisal/index.js";
-import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets } from "../db/index.js";
-import { APPRAISAL_TABLE, appraisalEventFor, transition } from "../trust/index.js";
-import { expireCommands, issueContainment, pendingCommands, publishCommands } from "./commands.js";
+import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
+import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
+import { expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
 import { AckBatcher } from "./acks.js";
-import { HeartbeatBuffer } from "./heartbeats.js";
+import { HeartbeatBuffer, verifyLiveness } from "./heartbeats.js";
 import { insertChallenge, publishChallenge } from "./operator.js";
-import type { Actor, AppraisalState, AttestationResult, DeviceSideService, EnrollmentState } from "./types.js";
+import type { Actor, AppraisalState, AttestationResult, ContainmentState, DeviceSession, DeviceSideService, EnrollmentState } from "./types.js";
+
+/** HW-AUTH-2: device event kind of a session takeover, and the defaults of its threshold (count within window, ms). */
+export const TAKEOVER_EVENT = "session-takeover";
+const DEFAULT_TAKEOVER_THRESHOLD = 3;
+const DEFAULT_TAKEOVER_WINDOW_MS = 60_000;
+/** Appraisals a takeover can worsen to `warning` (contraindicated stays). */
+const TAKEOVER_WARNS: readonly AppraisalState[] = ["unknown", "trusted", "stale"];
 
 const CHALLENGE_RETENTION_MS = 60 * 60_000;
 const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
+const SEQUENCE_ACTOR: Actor = { kind: "system", id: "sequence" };
 const STALE_FROM: AppraisalState[] = APPRAISAL_TABLE.filter((edge) => edge.event === "stale-timer").map((edge) => edge.from);
 
 export function createDeviceSideService(ctx: ServiceContext): DeviceSideService & { close(): Promise<void> } {
@@ -38,6 +47,20 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
     verifySignedObject(message, key, verifyBytesFast); // HW-SIG-1
     if (row.enrollment !== "accepted") throw new VerificationError(`device ${row.id} is ${row.enrollment}, not accepted`);
     return row;
+  }
+
+  /**
+   * HW-EVD-2: marks a sequence reset on a locked device row: the verdict goes to `unknown` with a stored
+   * transition (a contraindicated verdict stays), and unsolicited evidence is refused until a challenge answer.
+   * A device already held stays held (its first reason is kept).
+   */
+  async function holdForSequenceReset(tx: Tx, device: DeviceRow, why: string, at: Date): Promise<void> {
+    if (device.sequenceResetAt !== null) return;
+    const from = device.appraisal as AppraisalState;
+    const to = canTransition("appraisal", from, "sequence-reset") ? transition("appraisal", from, "sequence-reset") : from;
+    await tx.update(devices).set({ appraisal: to, sequenceResetAt: at, updatedAt: at }).where(eq(devices.id, device.id));
+    const reason = `sequence reset: ${why}; the agent lost its state, verdict held until a fresh challenge answer`;
+    await recordTransitions(tx, [{ deviceId: device.id, machine: "appraisal", from, to, reason, actor: SEQUENCE_ACTOR }], at);
   }
 
   return {
@@ -60,16 +83,50 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
     },
 
     async onConnected(deviceId) {
-      const at = new Date(ctx.now());
-      await db.update(devices).set({ connected: true, lastSeenAt: at }).where(eq(devices.id, deviceId));
+      // HW-LIVE-1: a CONNECT is no sign of life (its token may have been harvested); last-seen waits for a signed message.
+      await db.update(devices).set({ connected: true }).where(eq(devices.id, deviceId));
     },
 
     async onDisconnected(deviceId) {
       await db.update(devices).set({ connected: false }).where(eq(devices.id, deviceId));
     },
 
-    async onHello(hello: Hello) {
+    async onSessionTakeover(deviceId, peers) {
       const now = ctx.now();
+      const at = new Date(now);
+      const threshold = ctx.options.sessionTakeoverThreshold ?? DEFAULT_TAKEOVER_THRESHOLD;
+      const windowMs = ctx.options.sessionTakeoverWindowMs ?? DEFAULT_TAKEOVER_WINDOW_MS;
+      await db.transaction(async (tx) => {
+        const device = await lockDevice(tx, deviceId);
+        if (!device) return;
+        const recent = await tx
+          .select({ id: deviceEvents.id })
+          .from(deviceEvents)
+          .where(and(eq(deviceEvents.deviceId, deviceId), eq(deviceEvents.kind, TAKEOVER_EVENT), gte(deviceEvents.receivedAt, new Date(now - windowMs))));
+        const takeoversInWindow = recent.length + 1;
+        // HW-AUTH-2: stored as a device event (plane-made: the id says so), visible in GET devices/{id}/events.
+        await tx.insert(deviceEvents).values({
+          deviceId,
+          id: `plane-${TAKEOVER_EVENT}-${now}-${randomBytes(4).toString("hex")}`,
+          kind: TAKEOVER_EVENT,
+          severity: "warning",
+          ts: at,
+          detail: { ...peers, takeoversInWindow, windowMs, source: "control-plane" },
+          receivedAt: at,
+        });
+        // HW-AUTH-2: repeated takeovers count against the device; a worse verdict is never lowered.
+        if (takeoversInWindow < threshold || !TAKEOVER_WARNS.includes(device.appraisal as AppraisalState)) return;
+        const to = transition("appraisal", device.appraisal as AppraisalState, "appraised-warning");
+        await tx.update(devices).set({ appraisal: to, updatedAt: at }).where(eq(devices.id, deviceId));
+        const actor: Actor = { kind: "system", id: "session-takeover" };
+        const reason = `session takeover: ${takeoversInWindow} in ${windowMs} ms (latest from ${peers.newPeer}, previous ${peers.previousPeer})`;
+        await recordTransitions(tx, [{ deviceId, machine: "appraisal", from: device.appraisal, to, reason, actor }], at);
+      });
+    },
+
+    async onHello(hello: Hello, session: DeviceSession) {
+      const now = ctx.now();
+      verifyLiveness(hello, session, now); // HW-LIVE-1: a hello counts as seen only when signed for this connection
       const at = new Date(now);
       const result = await db.transaction(async (tx) => {
         const [row] = await tx
@@ -87,6 +144,21 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
         if (!row) return null;
         if (row.containment !== hello.containment && !row.containment.endsWith("_requested")) {
           ctx.logger.warn({ deviceId: hello.deviceId, plane: row.containment, device: hello.containment }, "device reports a containment the plane did not record");
+          if (row.containment === "quarantined" && hello.containment === "none") {
+            // HW-Q-1: only a signed release lifts a quarantine; a device that lost it (state.json gone) gets it again.
+            const device = (await lockDevice(tx, hello.deviceId)) as DeviceRow;
+            await reassertQuarantine(ctx, tx, device, SEQUENCE_ACTOR, "device reports containment none while quarantined (agent state lost): quarantine sent again", now);
+          }
+        }
+        // HW-EVD-2 (sibling): the agent persists a command's seq before acking it, so a hello below the highest
+        // acked seq means its state file was lost. Hold the verdict until it answers the challenge sent below.
+        const [acked] = await tx
+          .select({ seq: max(commands.seq) })
+          .from(commands)
+          .where(and(eq(commands.deviceId, hello.deviceId), isNotNull(commands.ackedAt)));
+        if (acked?.seq != null && hello.lastCommandSeq < acked.seq) {
+          const device = (await lockDevice(tx, hello.deviceId)) as DeviceRow;
+          await holdForSequenceReset(tx, device, `agent reports lastCommandSeq ${hello.lastCommandSeq} below the acked ${acked.seq}`, at);
         }
         const pending = await pendingCommands(tx, [hello.deviceId], now);
         const challenge = await insertChallenge(ctx, tx, hello.deviceId, now);
@@ -98,8 +170,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       await publishChallenge(ctx, result.challenge);
     },
 
-    async onHeartbeat(heartbeat: Heartbeat) {
-      heartbeats.add(heartbeat);
+    async onHeartbeat(heartbeat: Heartbeat, session: DeviceSession) {
+      heartbeats.add(heartbeat, session); // HW-LIVE-1: verified before anything is buffered
     },
 
     async onEvidence(evidence: Evidence): Promise<AttestationResult> {
@@ -109,9 +181,34 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       const outcome = await db.transaction(async (tx) => {
         const device = (await lockDevice(tx, before.id)) as DeviceRow;
         if (device.enrollment !== "accepted") throw new VerificationError(`device ${device.id} is ${device.enrollment}, not accepted`);
-        // HW-EVD-1: seq must exceed the last accepted one, always.
-        if (evidence.seq <= device.lastEvidenceSeq) {
-          throw new FreshnessError(`evidence seq ${evidence.seq} is not above the last accepted ${device.lastEvidenceSeq} (replay)`);
+        const held = device.sequenceResetAt !== null;
+        const belowSeq = evidence.seq <= device.lastEvidenceSeq;
+        // HW-EVD-2: while a sequence reset holds the verdict, only a fresh challenge answer counts.
+        if (held && evidence.nonce === null) {
+          throw new FreshnessError(
+            `evidence seq ${evidence.seq} is unsolicited while a sequence reset (since ${device.sequenceResetAt!.toISOString()}) waits for a challenge answer`,
+          );
+        }
+        let rebase = held; // a fresh challenge answer (nonce checked below) ends the hold and re-bases the sequence
+        if (belowSeq && !held) {
+          // HW-EVD-1: seq must exceed the last accepted one. HW-EVD-2: unless this is an agent that lost its
+          // state (signed now, after the last accepted evidence; an older one is a replay or arrived out of order).
+          const message = `evidence seq ${evidence.seq} is not above the last accepted ${device.lastEvidenceSeq} (replay)`;
+          if (Math.abs(now - evidence.ts) > MAX_CLOCK_DIFFERENCE_MS) throw new FreshnessError(message);
+          const [last] = await tx
+            .select({ ts: evidenceTable.ts })
+            .from(evidenceTable)
+            .where(and(eq(evidenceTable.deviceId, device.id), eq(evidenceTable.epoch, device.evidenceEpoch), eq(evidenceTable.seq, device.lastEvidenceSeq)));
+          if (!last || evidence.ts <= last.ts.getTime()) throw new FreshnessError(message);
+          if (evidence.nonce !== null) rebase = true; // the reset shows first in a challenge answer
+          else {
+            await holdForSequenceReset(tx, device, `evidence seq ${evidence.seq} is not above the last accepted ${device.lastEvidenceSeq}, signed after it`, at);
+            return { sequenceReset: { message, challenge: await insertChallenge(ctx, tx, device.id, now) } };
+          }
+        }
+        if (evidence.nonce === null && device.evidenceEpochStartedTs && evidence.ts < device.evidenceEpochStartedTs.getTime()) {
+          // HW-EVD-2: signed before the challenge answer that began this sequence: from the lost one (replay).
+          throw new FreshnessError(`evidence ts ${evidence.ts} is older than the sequence reset at ${device.evidenceEpochStartedTs.toISOString()} (replay)`);
         }
         if (evidence.nonce !== null) {
           // HW-EVD-1: the nonce is one we issued to this device, unused and unexpired.
@@ -141,10 +238,19 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
           evidence,
           reference ? { id: reference.id, model: reference.model, firmwareVersion: reference.firmwareVersion, measurements: reference.measurements as never } : null,
           now,
+          // HW-APPRAISE-3: under containment, evidence that could not see the cause does not clear it.
+          { containment: device.containment as ContainmentState, previous: device.lastAppraisal as AttestationResult | null },
         );
 
+        if (rebase && !held) {
+          // The reset shows first in this challenge answer (the unsolicited evidence before it was lost).
+          await holdForSequenceReset(tx, device, `challenge answer seq ${evidence.seq} is not above the last accepted ${device.lastEvidenceSeq}`, at);
+          device.appraisal = device.appraisal === "contraindicated" ? device.appraisal : "unknown";
+        }
+        const epoch = rebase ? device.evidenceEpoch + 1 : device.evidenceEpoch;
         await tx.insert(evidenceTable).values({
           deviceId: device.id,
+          epoch,
           seq: evidence.seq,
           nonce: evidence.nonce,
           reason: evidence.reason,
@@ -160,6 +266,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
           .set({
             appraisal: to,
             lastEvidenceSeq: evidence.seq,
+            // HW-EVD-2: a fresh challenge answer ends a sequence-reset hold and begins the new sequence.
+            ...(rebase ? { evidenceEpoch: epoch, evidenceEpochStartedTs: new Date(evidence.ts), sequenceResetAt: null } : {}),
             lastAppraisal: result,
             firmwareVersion: evidence.firmwareVersion,
             agentVersion: evidence.agentVersion,
@@ -170,8 +278,9 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
           .where(eq(devices.id, device.id))
           .returning();
         const actor: Actor = { kind: "device", id: device.id };
-        if (from !== to) {
-          await recordTransitions(tx, [{ deviceId: device.id, machine: "appraisal", from, to, reason: result.summary, actor, evidence: result }], at);
+        if (from !== to || rebase) {
+          const reason = rebase ? `fresh challenge answer after a sequence reset (evidence epoch ${epoch}): ${result.summary}` : result.summary;
+          await recordTransitions(tx, [{ deviceId: device.id, machine: "appraisal", from, to, reason, actor, evidence: result }], at);
         }
 
         // Policy: contraindicated -> quarantine, when the verdict is new (entered, or different differences or
@@ -184,10 +293,16 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
             ({ toPublish } = await issueContainment(ctx, tx, [updated], "quarantine", POLICY_ACTOR, `policy: ${result.summary}`, now));
           }
         }
-        return { result, toPublish };
+        return { result, toPublish, sequenceReset: null };
       });
-      await publishCommands(ctx, outcome.toPublish);
-      return outcome.result;
+      if (outcome.sequenceReset) {
+        // Committed: the verdict is held and a challenge stored; the evidence itself is still refused.
+        ctx.logger.warn({ deviceId: evidence.deviceId, seq: evidence.seq }, "evidence sequence reset: verdict held as unknown until a challenge answer");
+        await publishChallenge(ctx, outcome.sequenceReset.challenge);
+        throw new FreshnessError(`${outcome.sequenceReset.message}; sequence reset noted, challenge sent`);
+      }
+      await publishCommands(ctx, outcome.toPublish!);
+      return outcome.result!;
     },
 
     async onEvent(event: DeviceEvent) {

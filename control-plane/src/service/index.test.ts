@@ -2,17 +2,18 @@
  * Contract suite for the domain services, run against every database implementation: PGlite (always) and
  * PostgreSQL when HASHWARD_TEST_DATABASE_URL is set (a throw-away database per run).
  */
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
-import { type Ack, type Challenge, type Command, type Evidence, verifyCommand } from "../../../shared/protocol/index.js";
-import { CapacityError, ConflictError, NotFoundError } from "../errors.js";
+import { type Ack, type Challenge, type Command, type Evidence, type Heartbeat, type Hello, verifyCommand } from "../../../shared/protocol/index.js";
+import { CapacityError, ConflictError, LivenessRefusal, NotFoundError } from "../errors.js";
 import type { Database } from "../db/index.js";
 import { onEveryDatabase } from "../db/test-postgres.js";
-import { createServices, type DevicePublisher, type ServiceOptions, type Services } from "./index.js";
+import { createServices, type DevicePublisher, type DeviceSession, type ServiceOptions, type Services } from "./index.js";
 
 const A = "a".repeat(64);
 const B = "b".repeat(64);
@@ -112,6 +113,42 @@ function contract(name: string, open: () => Promise<Harness>) {
             },
             keys.privateKey,
           ) as Evidence;
+        },
+        /** The broker's view of one MQTT connection of this device (HW-LIVE-1). */
+        session(connectNonce = `conn-${randomBytes(12).toString("base64url")}`): DeviceSession {
+          return { connectNonce, publicKey: toBase64Url(keys.publicKey), lastHeartbeatSeq: -1 };
+        },
+        hello(session: DeviceSession, overrides: Partial<Hello> = {}, signer: KeyPair = keys): Hello {
+          const body = {
+            v: 1 as const,
+            type: "hello" as const,
+            deviceId: id,
+            connectNonce: session.connectNonce,
+            model,
+            firmwareVersion,
+            agentVersion: "0.1.0",
+            bootId: "boot-1",
+            containment: "none" as const,
+            lastCommandSeq: 0,
+            ts: clock,
+            ...overrides,
+          };
+          return signObject(body, signer.privateKey) as Hello;
+        },
+        heartbeat(session: DeviceSession, seq: number, overrides: Partial<Heartbeat> = {}, signer: KeyPair = keys): Heartbeat {
+          const body = {
+            v: 1 as const,
+            type: "heartbeat" as const,
+            deviceId: id,
+            connectNonce: session.connectNonce,
+            seq,
+            ts: clock,
+            uptimeMs: 5,
+            containment: "none" as const,
+            outboxDepth: 0,
+            ...overrides,
+          };
+          return signObject(body, signer.privateKey) as Heartbeat;
         },
         ack(command: Command, status: "done" | "failed" = "done", signer: KeyPair = keys): Ack {
           return signObject(
@@ -364,18 +401,8 @@ function contract(name: string, open: () => Promise<Harness>) {
       const d = await acceptedDevice();
       await services.service.quarantine(OPERATOR, [d.id], "suspect");
       publisher.sent = [];
-      await services.deviceSide.onHello({
-        v: 1,
-        type: "hello",
-        deviceId: d.id,
-        model: "S19",
-        firmwareVersion: "1.2.1",
-        agentVersion: "0.2.0",
-        bootId: "boot-2",
-        containment: "none",
-        lastCommandSeq: 0,
-        ts: clock,
-      });
+      const session = d.session();
+      await services.deviceSide.onHello(d.hello(session, { firmwareVersion: "1.2.1", agentVersion: "0.2.0", bootId: "boot-2" }), session);
       expect(publisher.sent.map((s) => s.kind)).toEqual(["command", "challenge"]);
       const view = await services.service.getDevice(d.id);
       expect(view).toMatchObject({ firmwareVersion: "1.2.1", agentVersion: "0.2.0", connected: true });
@@ -508,7 +535,8 @@ function contract(name: string, open: () => Promise<Harness>) {
     it("buffers heartbeats, marks silent devices stale, and leaves stale on the next appraisal", async () => {
       const d = await acceptedDevice();
       await services.deviceSide.onEvidence(d.evidence(good));
-      await services.deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId: d.id, seq: 1, ts: clock, uptimeMs: 5, containment: "none", outboxDepth: 0, telemetry: { hashrateGhs: 95000 } });
+      const session = d.session();
+      await services.deviceSide.onHeartbeat(d.heartbeat(session, 1, { telemetry: { hashrateGhs: 95000 } }), session);
       await services.deviceSide.flush();
       const view = await services.service.getDevice(d.id);
       expect(view.telemetry).toEqual({ hashrateGhs: 95000 });
@@ -519,6 +547,279 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect((await services.service.history(d.id, 1))[0]).toMatchObject({ from: "warning", to: "stale", actor: { kind: "system" } });
       await services.deviceSide.onEvidence(d.evidence(good));
       expect((await services.service.getDevice(d.id)).appraisal).toBe("warning");
+    });
+
+    describe("liveness only from signed messages (HW-LIVE-1)", () => {
+      async function expectRefused(work: Promise<unknown>, reason: LivenessRefusal["reason"]) {
+        const error = await work.then(() => null, (e: unknown) => e);
+        expect(error).toBeInstanceOf(LivenessRefusal);
+        expect((error as LivenessRefusal).reason).toBe(reason);
+      }
+
+      it("a heartbeat that is forged, for another connection, replayed or off-clock changes nothing; a signed one counts", async () => {
+        const d = await acceptedDevice();
+        await services.deviceSide.onEvidence(d.evidence(good));
+        const seenAt = (await services.service.getDevice(d.id)).lastSeenAt;
+        const session = d.session();
+        const other = d.session();
+        const thief = generateKeyPair();
+        const fake = { telemetry: { hashrateGhs: 1 } };
+        clock += 1000;
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 1, fake, thief), session), "bad-signature");
+        const tampered = { ...d.heartbeat(session, 1), telemetry: { hashrateGhs: 1 } };
+        await expectRefused(services.deviceSide.onHeartbeat(tampered, session), "bad-signature");
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(other, 1, fake), session), "wrong-connection");
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 1, { ...fake, ts: clock - 5 * 60_000 - 1 }), session), "clock");
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 1, { ...fake, ts: clock + 5 * 60_000 + 1 }), session), "clock");
+        expect(session.lastHeartbeatSeq).toBe(-1);
+        await services.deviceSide.flush();
+        expect(await services.service.getDevice(d.id)).toMatchObject({ lastSeenAt: seenAt, telemetry: null });
+
+        await services.deviceSide.onHeartbeat(d.heartbeat(session, 7, { telemetry: { hashrateGhs: 95000 } }), session);
+        expect(session.lastHeartbeatSeq).toBe(7);
+        await services.deviceSide.flush();
+        expect(await services.service.getDevice(d.id)).toMatchObject({ lastSeenAt: new Date(clock).toISOString(), telemetry: { hashrateGhs: 95000 } });
+
+        // Replays: the same seq or a lower one, even correctly signed, on this connection.
+        clock += 1000;
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 7, fake), session), "replay");
+        await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, 3, fake), session), "replay");
+        await services.deviceSide.flush();
+        expect(await services.service.getDevice(d.id)).toMatchObject({ lastSeenAt: new Date(clock - 1000).toISOString(), telemetry: { hashrateGhs: 95000 } });
+      });
+
+      it("a device whose session is held by a party without its key goes stale", async () => {
+        const d = await acceptedDevice();
+        await services.deviceSide.onEvidence(d.evidence(good));
+        const session = d.session();
+        await services.deviceSide.onHeartbeat(d.heartbeat(session, 1), session);
+        await services.deviceSide.flush();
+        // A thief connects with a harvested token: the CONNECT itself is no sign of life.
+        const stolen = d.session();
+        const thief = generateKeyPair();
+        for (let step = 1; step <= 4; step++) {
+          clock += OPTIONS.staleAfterMs / 4;
+          await services.deviceSide.onConnected(d.id);
+          await expectRefused(services.deviceSide.onHello(d.hello(stolen, {}, thief), stolen), "bad-signature");
+          await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(stolen, step + 1, {}, thief), stolen), "bad-signature");
+          // The device's own heartbeats, replayed by the thief on its connection, do not count either.
+          await expectRefused(services.deviceSide.onHeartbeat(d.heartbeat(session, step + 1), stolen), "wrong-connection");
+        }
+        clock += 1;
+        await services.deviceSide.markStaleDevices();
+        const view = await services.service.getDevice(d.id);
+        expect(view).toMatchObject({ appraisal: "stale", connected: true, firmwareVersion: "1.2.0" });
+        expect((await services.service.history(d.id, 1))[0]).toMatchObject({ to: "stale", actor: { kind: "system", id: "staleness" } });
+      });
+
+      it("a forged hello records nothing and triggers no commands or challenge", async () => {
+        const d = await acceptedDevice();
+        await services.service.quarantine(OPERATOR, [d.id], "suspect");
+        const before = await services.service.getDevice(d.id);
+        const session = d.session();
+        publisher.sent = [];
+        await expectRefused(services.deviceSide.onHello(d.hello(session, { firmwareVersion: "9.9.9", bootId: "forged" }, generateKeyPair()), session), "bad-signature");
+        await expectRefused(services.deviceSide.onHello(d.hello(d.session(), { firmwareVersion: "9.9.9" }), session), "wrong-connection");
+        await expectRefused(services.deviceSide.onHello(d.hello(session, { firmwareVersion: "9.9.9", ts: clock - 5 * 60_000 - 1 }), session), "clock");
+        expect(publisher.sent).toEqual([]);
+        expect(await services.service.getDevice(d.id)).toMatchObject({ firmwareVersion: before.firmwareVersion, lastSeenAt: before.lastSeenAt });
+        clock += 1000;
+        await services.deviceSide.onHello(d.hello(session, { firmwareVersion: "1.2.1" }), session);
+        expect(publisher.sent.map((sent) => sent.kind)).toEqual(["command", "challenge"]);
+        expect(await services.service.getDevice(d.id)).toMatchObject({ firmwareVersion: "1.2.1", lastSeenAt: new Date(clock).toISOString() });
+      });
+    });
+
+    describe("HW-APPRAISE-3: appraisal under containment", () => {
+      const ALL_SEEN: Evidence["observations"] = { "miner-api": { observed: true }, sockets: { observed: true }, config: { observed: true }, indicators: { observed: true } };
+      const MINER_STOPPED: Evidence["observations"] = { ...ALL_SEEN, "miner-api": { observed: false, reason: "miner stopped (quarantined); unreachable" } };
+      const hijack = {
+        guard: "pool-live",
+        claim: "configuration" as const,
+        tier: "contraindicated" as const,
+        subject: "stratum+tcp://hijack.example.org:443",
+        seen: { url: "stratum+tcp://hijack.example.org:443", user: "thief.w1", active: true },
+        message: "live pool not allowed",
+      };
+      const lastCommand = (id: string) => publisher.of(id, "command").at(-1) as Command;
+
+      it("a quarantined device never returns to trusted on evidence that could not see the cause; observed evidence after release does", async () => {
+        const d = await acceptedDevice("S21", "1.0.0");
+        await services.service.registerReferenceValues(OPERATOR, { model: "S21", firmwareVersion: "1.0.0", measurements: good.map(({ path, sha256, size }) => ({ path, sha256, size })) });
+        expect((await services.deviceSide.onEvidence(d.evidence(good, null, { observations: ALL_SEEN }))).status).toBe("affirming");
+        expect((await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [hijack], observations: ALL_SEEN }))).status).toBe("contraindicated");
+        const quarantine = lastCommand(d.id);
+        expect(quarantine.action).toBe("quarantine");
+        await services.deviceSide.onAck(d.ack(quarantine));
+        expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
+
+        // The miner is stopped: its API refuses, the guards report no live pools and say so.
+        const commandsBefore = publisher.of(d.id, "command").length;
+        for (const observations of [MINER_STOPPED, undefined]) {
+          const blind = await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [], ...(observations ? { observations } : {}) }));
+          expect(blind.status).toBe("contraindicated");
+          expect(blind.findings).toEqual([hijack]);
+          expect(blind.underContainment?.held).toEqual([hijack]);
+          const view = await services.service.getDevice(d.id);
+          expect(view.appraisal).toBe("contraindicated");
+          expect(view.lastAppraisal?.summary).toMatch(/under containment \(quarantined\) not observed: miner-api/);
+        }
+        expect(publisher.of(d.id, "command")).toHaveLength(commandsBefore); // same verdict: no second quarantine
+
+        // The stop failed: the agent says so; still contraindicated.
+        const stop = { guard: "miner-stop", claim: "runtime-opaque" as const, tier: "contraindicated" as const, subject: "127.0.0.1:4028", expected: "miner stopped (quarantined)", seen: { activePool: hijack.subject }, message: "the stop failed" };
+        const failed = await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [hijack, stop], observations: ALL_SEEN }));
+        expect(failed.findings.map((f) => f.guard)).toEqual(["miner-stop", "pool-live"]);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("contraindicated");
+
+        // Released: the miner runs again, the guards see a clean pool: trusted.
+        await services.service.release(OPERATOR, [d.id], "pool restored by hand");
+        await services.deviceSide.onAck(d.ack(lastCommand(d.id)));
+        expect((await services.service.getDevice(d.id)).containment).toBe("none");
+        expect((await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", findings: [], observations: ALL_SEEN }))).status).toBe("affirming");
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("trusted");
+      });
+
+      it("an operator quarantine of a clean device: blind evidence reads warning, never trusted", async () => {
+        const d = await acceptedDevice("S21", "1.0.0");
+        expect((await services.deviceSide.onEvidence(d.evidence(good, null, { observations: ALL_SEEN }))).status).toBe("affirming");
+        await services.service.quarantine(OPERATOR, [d.id], "suspect");
+        await services.deviceSide.onAck(d.ack(lastCommand(d.id)));
+        const blind = await services.deviceSide.onEvidence(d.evidence(good, null, { reason: "guard", observations: MINER_STOPPED }));
+        expect(blind.status).toBe("warning");
+        expect(blind.trustworthiness["runtime-opaque"]).toBe("warning");
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("warning");
+      });
+    });
+
+    describe("HW-EVD-2: a sequence reset from a known key", () => {
+      async function trustedDevice(model: string) {
+        const d = await acceptedDevice(model, "1.0.0");
+        await services.service.registerReferenceValues(OPERATOR, { model, firmwareVersion: "1.0.0", measurements: good.map(({ path, sha256, size }) => ({ path, sha256, size })) });
+        for (let i = 0; i < 3; i++) {
+          clock += 1000;
+          await services.deviceSide.onEvidence(d.evidence(good));
+        }
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("trusted");
+        return d;
+      }
+      const challengesTo = (id: string) => publisher.of(id, "challenge") as Challenge[];
+
+      it("holds the verdict as unknown (stored transition), challenges at once, and accepts only a fresh challenge answer; replays stay refused", async () => {
+        const d = await trustedDevice("S23");
+        const captured = d.evidence(good); // seq 4, never delivered... yet
+        clock += 1000;
+        await services.deviceSide.onEvidence(d.evidence(good)); // seq 5
+        // A replay of an old, accepted evidence changes nothing (not signed after the last accepted one).
+        const before = await counts();
+        await expect(services.deviceSide.onEvidence(captured)).rejects.toThrow(/not above the last accepted 5 \(replay\)$/);
+        expect(await counts()).toEqual(before);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("trusted");
+
+        // The agent lost state.json: its seq starts again at 1, signed now.
+        clock += 1000;
+        const beforeReset = clock;
+        const sent = challengesTo(d.id).length;
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 1, reason: "startup" }))).rejects.toThrow(/sequence reset noted, challenge sent/);
+        const view = await services.service.getDevice(d.id);
+        expect(view.appraisal).toBe("unknown");
+        const [hold] = await services.service.history(d.id, 1);
+        expect(hold).toMatchObject({ machine: "appraisal", from: "trusted", to: "unknown", actor: { kind: "system", id: "sequence" } });
+        expect(hold?.reason).toMatch(/^sequence reset: evidence seq 1 is not above the last accepted 5/);
+        expect(challengesTo(d.id)).toHaveLength(sent + 1);
+        const challenge = challengesTo(d.id).at(-1)!;
+
+        // While held: no unsolicited evidence counts, whatever its seq; old ones neither; a made-up nonce neither.
+        clock += 1000;
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 2 }))).rejects.toThrow(/waits for a challenge answer/);
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 99 }))).rejects.toThrow(/waits for a challenge answer/);
+        await expect(services.deviceSide.onEvidence(captured)).rejects.toBeInstanceOf(FreshnessError);
+        await expect(services.deviceSide.onEvidence(d.evidence(good, "B".repeat(32), { seq: 3 }))).rejects.toThrow(/was not issued/);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("unknown");
+
+        // The fresh challenge answer re-bases the sequence and is appraised (here: a changed config).
+        const tampered = good.map((m) => (m.path === "/config/cgminer.conf" ? { ...m, sha256: B, size: 11 } : m));
+        const answer = d.evidence(tampered, challenge.nonce, { seq: 4, reason: "challenge" });
+        expect((await services.deviceSide.onEvidence(answer)).status).toBe("contraindicated");
+        const [rebased] = await services.service.history(d.id, 10).then((h) => h.filter((t) => t.machine === "appraisal"));
+        expect(rebased).toMatchObject({ from: "unknown", to: "contraindicated" });
+        expect(rebased?.reason).toMatch(/^fresh challenge answer after a sequence reset \(evidence epoch 1\)/);
+        // The nonce is spent; evidence signed before the re-base (the lost sequence) is a replay even above seq 4.
+        await expect(services.deviceSide.onEvidence(answer)).rejects.toBeInstanceOf(FreshnessError);
+        await expect(services.deviceSide.onEvidence(d.evidence(good, challenge.nonce, { seq: 9 }))).rejects.toThrow(/already used/);
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 10, ts: beforeReset }))).rejects.toThrow(/older than the sequence reset/);
+        clock += 1000;
+        // The new sequence goes on (the policy quarantined the changed config, so this is appraised under containment).
+        expect(await services.deviceSide.onEvidence(d.evidence(good, null, { seq: 5 }))).toMatchObject({ evidenceSeq: 5, underContainment: { containment: "quarantine_requested" } });
+      });
+
+      it("a challenge answer that shows the reset first re-bases at once; a contraindicated verdict is never cleared by a reset", async () => {
+        const d = await trustedDevice("S25");
+        const { nonce } = await services.service.attestNow(OPERATOR, d.id);
+        clock += 1000;
+        expect((await services.deviceSide.onEvidence(d.evidence(good, nonce, { seq: 2, reason: "challenge" }))).status).toBe("affirming");
+        const appraisal = (await services.service.history(d.id, 10)).filter((t) => t.machine === "appraisal").map((t) => `${t.from}->${t.to}`);
+        expect(appraisal.slice(0, 2)).toEqual(["unknown->trusted", "trusted->unknown"]);
+
+        const bad = await trustedDevice("S27");
+        clock += 1000;
+        const tampered = good.map((m) => (m.path === "/config/cgminer.conf" ? { ...m, sha256: B, size: 11 } : m));
+        await services.deviceSide.onEvidence(bad.evidence(tampered));
+        expect((await services.service.getDevice(bad.id)).appraisal).toBe("contraindicated");
+        clock += 1000;
+        await expect(services.deviceSide.onEvidence(bad.evidence(good, null, { seq: 1 }))).rejects.toThrow(/sequence reset noted/);
+        expect((await services.service.getDevice(bad.id)).appraisal).toBe("contraindicated");
+        await expect(services.deviceSide.onEvidence(bad.evidence(good, null, { seq: 2 }))).rejects.toThrow(/waits for a challenge answer/);
+      });
+
+      it("a challenge answer that merely arrived after a later evidence (signed before it) is no reset: refused as before", async () => {
+        const d = await trustedDevice("S33");
+        const { nonce } = await services.service.attestNow(OPERATOR, d.id);
+        const answer = d.evidence(good, nonce, { reason: "challenge" }); // seq 4, signed first
+        clock += 1000;
+        await services.deviceSide.onEvidence(d.evidence(good)); // seq 5 overtakes it
+        await expect(services.deviceSide.onEvidence(answer)).rejects.toThrow(/not above the last accepted 5 \(replay\)$/);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("trusted");
+        expect((await services.service.history(d.id, 10)).some((t) => /sequence reset/.test(t.reason))).toBe(false);
+      });
+
+      it("a hello below the highest acked command seq is a reset too: held at unknown, challenged", async () => {
+        const d = await trustedDevice("S29");
+        await services.service.quarantine(OPERATOR, [d.id], "drill");
+        await services.deviceSide.onAck(d.ack(publisher.of(d.id, "command").at(-1) as Command));
+        const session = d.session();
+        const hello = { model: "S29", firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-2", containment: "quarantined" as const };
+        await services.deviceSide.onHello(d.hello(session, { ...hello, lastCommandSeq: 1 }), session); // intact state: nothing happens
+        expect((await services.service.getDevice(d.id)).appraisal).not.toBe("unknown");
+        const sent = challengesTo(d.id).length;
+        await services.deviceSide.onHello(d.hello(session, { ...hello, lastCommandSeq: 0 }), session);
+        expect((await services.service.getDevice(d.id)).appraisal).toBe("unknown");
+        expect((await services.service.history(d.id, 1))[0]?.reason).toMatch(/^sequence reset: agent reports lastCommandSeq 0 below the acked 1/);
+        expect(challengesTo(d.id)).toHaveLength(sent + 1);
+        clock += 1000;
+        await expect(services.deviceSide.onEvidence(d.evidence(good, null, { seq: 1, reason: "startup" }))).rejects.toThrow(/waits for a challenge answer/);
+      });
+
+      it("HW-Q-1: a quarantined device whose agent lost its state (hello says none) is sent the quarantine again", async () => {
+        const d = await trustedDevice("S31");
+        await services.service.quarantine(OPERATOR, [d.id], "drill");
+        const first = publisher.of(d.id, "command").at(-1) as Command;
+        await services.deviceSide.onAck(d.ack(first));
+        expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
+        publisher.sent = [];
+        const session = d.session();
+        await services.deviceSide.onHello(d.hello(session, { model: "S31", firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-3", containment: "none", lastCommandSeq: 0 }), session);
+        const view = await services.service.getDevice(d.id);
+        expect(view).toMatchObject({ containment: "quarantine_requested", appraisal: "unknown" });
+        const again = publisher.of(d.id, "command") as Command[];
+        expect(again.map((c) => [c.action, c.seq])).toEqual([["quarantine", first.seq + 1]]);
+        expect(publisher.sent.map((s) => s.kind)).toEqual(["command", "challenge"]);
+        const containment = (await services.service.history(d.id, 10)).filter((t) => t.machine === "containment");
+        expect(containment[0]).toMatchObject({ from: "quarantined", to: "quarantine_requested", actor: { kind: "system", id: "sequence" } });
+        expect(containment[0]?.reason).toMatch(/agent state lost/);
+        await services.deviceSide.onAck(d.ack(again[0]!));
+        expect((await services.service.getDevice(d.id)).containment).toBe("quarantined");
+      });
     });
 
     it("stores each device event once", async () => {

@@ -12,6 +12,7 @@ import type { Actor, ControlPlaneService, DeviceSideService } from "./types.js";
 
 export type { ServiceOptions } from "./context.js";
 export * from "./types.js";
+export { verifyLiveness } from "./heartbeats.js";
 
 export interface Services {
   service: ControlPlaneService;

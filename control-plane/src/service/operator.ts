@@ -3,7 +3,7 @@
  * Every mutating method writes its audit row in the same transaction as the change (HW-DB-1).
  */
 import { randomBytes } from "node:crypto";
-import { and, asc, desc, eq, gt, lt, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gt, isNull, lt, type SQL, sql } from "drizzle-orm";
 import {
   deviceIdFromPublicKey,
   fromBase64Url,
@@ -50,6 +50,8 @@ import type {
   Actor,
   ApiPrincipal,
   ApiTokenCreated,
+  ApiTokenView,
+  EnrollmentTokenView,
   AuditEntry,
   CommandView,
   ControlPlaneService,
@@ -126,15 +128,50 @@ function validateMeasurements(measurements: ReferenceMeasurement[]): ReferenceMe
   });
 }
 
+/** lastUsedAt is refreshed at most this often per token (one write a minute, not one per request). */
+const LAST_USED_RESOLUTION_MS = 60_000;
+
+function toApiTokenView(row: typeof apiTokens.$inferSelect, now: number): ApiTokenView {
+  const status = row.revokedAt !== null ? "revoked" : row.expiresAt !== null && row.expiresAt.getTime() <= now ? "expired" : "active";
+  return {
+    id: row.id,
+    role: row.role as Role,
+    label: row.label,
+    createdAt: row.createdAt.toISOString(),
+    createdBy: row.createdBy as Actor,
+    expiresAt: iso(row.expiresAt),
+    lastUsedAt: iso(row.lastUsedAt),
+    revokedAt: iso(row.revokedAt),
+    status,
+  };
+}
+
+function toEnrollmentTokenView(row: typeof enrollmentTokens.$inferSelect, now: number): EnrollmentTokenView {
+  const status =
+    row.revokedAt !== null ? "revoked" : row.expiresAt.getTime() <= now ? "expired" : row.uses >= row.maxUses ? "used-up" : "active";
+  return {
+    id: row.id,
+    label: row.label,
+    createdAt: row.createdAt.toISOString(),
+    createdBy: row.createdBy as Actor,
+    expiresAt: row.expiresAt.toISOString(),
+    maxUses: row.maxUses,
+    uses: row.uses,
+    lastUsedAt: iso(row.lastUsedAt),
+    revokedAt: iso(row.revokedAt),
+    status,
+  };
+}
+
 export function createOperatorService(ctx: ServiceContext): ControlPlaneService & { createApiTokenRow: typeof createApiTokenRow } {
   const { db } = ctx;
 
-  async function createApiTokenRow(tx: Tx, actor: Actor, role: Role, label: string, at: Date): Promise<ApiTokenCreated> {
+  async function createApiTokenRow(tx: Tx, actor: Actor, role: Role, label: string, at: Date, expiresAt: Date | null = null): Promise<ApiTokenCreated> {
     const token = newSecret("hwa_");
     const id = newId("tok");
-    await tx.insert(apiTokens).values({ id, tokenHash: sha256Hex(token), role, label, createdBy: actor, createdAt: at });
-    await recordAudit(tx, [{ actor, action: "api-token.create", target: id, detail: { role, label } }], at);
-    return { id, token, role, label };
+    await tx.insert(apiTokens).values({ id, tokenHash: sha256Hex(token), role, label, createdBy: actor, createdAt: at, expiresAt });
+    await recordAudit(tx, [{ actor, action: "api-token.create", target: id, detail: { role, label, expiresAt: expiresAt?.toISOString() ?? null } }], at);
+    return { id, token, role, label, expiresAt: expiresAt?.toISOString() ?? null };
   }
 
   async function changeEnrollment(actor: Actor, deviceId: string, event: EnrollmentEvent, reason: string): Promise<DeviceView> {
@@ -209,12 +246,14 @@ export function createOperatorService(ctx: ServiceContext): ControlPlaneService 
         // Atomic: the WHERE re-checks uses and expiry under the row lock the UPDATE takes.
         const [used] = await tx
           .update(enrollmentTokens)
-          .set({ uses: sql`${enrollmentTokens.uses} + 1` })
-          .where(and(eq(enrollmentTokens.tokenHash, hash), lt(enrollmentTokens.uses, enrollmentTokens.maxUses), gt(enrollmentTokens.expiresAt, at)))
+          .set({ uses: sql`${enrollmentTokens.uses} + 1`, lastUsedAt: at })
+          // HW-TOKEN-1: a revoked token enrolls nothing.
+          .where(and(eq(enrollmentTokens.tokenHash, hash), lt(enrollmentTokens.uses, enrollmentTokens.maxUses), gt(enrollmentTokens.expiresAt, at), isNull(enrollmentTokens.revokedAt)))
           .returning({ id: enrollmentTokens.id });
         if (used) return used.id;
         const [known] = await tx.select().from(enrollmentTokens).where(eq(enrollmentTokens.tokenHash, hash));
         if (!known) throw new VerificationError("enrollment token not recognised");
+        if (known.revokedAt !== null) throw new ConflictError(`enrollment token ${known.id} was revoked at ${known.revokedAt.toISOString()}`);
         if (known.expiresAt <= at) throw new ConflictError(`enrollment token ${known.id} expired at ${known.expiresAt.toISOString()}`);
         throw new ConflictError(`enrollment token ${known.id} is used up (${known.uses}/${known.maxUses})`);
       };
@@ -311,13 +350,61 @@ export function createOperatorService(ctx: ServiceContext): ControlPlaneService 
     async authenticateApiToken(token) {
       if (typeof token !== "string" || !token.startsWith("hwa_")) return null;
       const [row] = await db.select().from(apiTokens).where(eq(apiTokens.tokenHash, sha256Hex(token)));
-      return row ? ({ id: row.id, role: row.role as Role, label: row.label } satisfies ApiPrincipal) : null;
+      if (!row) return null;
+      const now = ctx.now();
+      // HW-TOKEN-1: read on every request (HW-HTTP-1), so a revoke or an expiry bites on the very next one.
+      if (row.revokedAt !== null) return null;
+      if (row.expiresAt !== null && row.expiresAt.getTime() <= now) return null;
+      if (row.lastUsedAt === null || now - row.lastUsedAt.getTime() >= LAST_USED_RESOLUTION_MS) {
+        await db.update(apiTokens).set({ lastUsedAt: new Date(now) }).where(eq(apiTokens.id, row.id));
+      }
+      return { id: row.id, role: row.role as Role, label: row.label } satisfies ApiPrincipal;
     },
 
     async createApiToken(actor, input) {
       if (!ROLES.includes(input.role)) throw new ValidationError(`role ${JSON.stringify(input.role)} is not one of ${ROLES.join(", ")}`, "role");
+      if (input.ttlMs !== undefined && (!Number.isInteger(input.ttlMs) || input.ttlMs <= 0)) {
+        throw new ValidationError(`ttlMs must be a positive integer, got ${input.ttlMs}`, "ttlMs");
+      }
       const at = new Date(ctx.now());
-      return db.transaction((tx) => createApiTokenRow(tx, actor, input.role, input.label, at));
+      const expiresAt = input.ttlMs === undefined ? null : new Date(at.getTime() + input.ttlMs);
+      return db.transaction((tx) => createApiTokenRow(tx, actor, input.role, input.label, at, expiresAt));
+    },
+
+    async listApiTokens() {
+      const rows = await db.select().from(apiTokens).orderBy(desc(apiTokens.createdAt), asc(apiTokens.id));
+      const now = ctx.now();
+      return rows.map((row) => toApiTokenView(row, now));
+    },
+
+    async revokeApiToken(actor, id, reason) {
+      const at = new Date(ctx.now());
+      return db.transaction(async (tx) => {
+        const [row] = await tx.select().from(apiTokens).where(eq(apiTokens.id, id)).for("update");
+        if (!row) throw new NotFoundError("api token", id);
+        if (row.revokedAt !== null) return toApiTokenView(row, at.getTime());
+        const [revoked] = await tx.update(apiTokens).set({ revokedAt: at, revokedBy: actor }).where(eq(apiTokens.id, id)).returning();
+        await recordAudit(tx, [{ actor, action: "api-token.revoke", target: id, detail: { role: row.role, label: row.label, reason } }], at);
+        return toApiTokenView(revoked!, at.getTime());
+      });
+    },
+
+    async listEnrollmentTokens() {
+      const rows = await db.select().from(enrollmentTokens).orderBy(desc(enrollmentTokens.createdAt), asc(enrollmentTokens.id));
+      const now = ctx.now();
+      return rows.map((row) => toEnrollmentTokenView(row, now));
+    },
+
+    async revokeEnrollmentToken(actor, id, reason) {
+      const at = new Date(ctx.now());
+      return db.transaction(async (tx) => {
+        const [row] = await tx.select().from(enrollmentTokens).where(eq(enrollmentTokens.id, id)).for("update");
+        if (!row) throw new NotFoundError("enrollment token", id);
+        if (row.revokedAt !== null) return toEnrollmentTokenView(row, at.getTime());
+        const [revoked] = await tx.update(enrollmentTokens).set({ revokedAt: at, revokedBy: actor }).where(eq(enrollmentTokens.id, id)).returning();
+        await recordAudit(tx, [{ actor, action: "enrollment-token.revoke", target: id, detail: { label: row.label, uses: row.uses, reason } }], at);
+        return toEnrollmentTokenView(revoked!, at.getTime());
+      });
     },
 
     async createEnrollmentToken(actor, input): Promise<EnrollmentTokenCreated> {

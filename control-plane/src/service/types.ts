@@ -47,6 +47,11 @@ export interface AttestationResult {
   appraisedAt: string;
   /** Why, in words, e.g. "no approved reference values for S19 1.2.0". */
   summary: string;
+  /**
+   * HW-APPRAISE-3: set when the evidence was appraised under containment and did not observe everything:
+   * which inputs were not observed (and why), and the previous verdict's findings held because of it.
+   */
+  underContainment?: { containment: ContainmentState; notObserved: { observation: string; reason?: string }[]; held: Finding[] };
 }
 
 export interface DeviceTelemetry {
@@ -164,6 +169,40 @@ export interface ApiTokenCreated {
   token: string;
   role: Role;
   label: string;
+  /** ISO 8601, or null when the token does not expire. */
+  expiresAt: string | null;
+}
+
+/**
+ * An API token as listed (HW-TOKEN-1): never the secret or its hash, only the id (`api_...`) and metadata.
+ * Times are ISO 8601; null = never (expiresAt), not yet (lastUsedAt), not revoked (revokedAt).
+ */
+export interface ApiTokenView {
+  id: string;
+  role: Role;
+  label: string;
+  createdAt: string;
+  createdBy: Actor;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+  /** active, expired or revoked, as of the listing. */
+  status: "active" | "expired" | "revoked";
+}
+
+/** An enrollment token as listed (HW-TOKEN-1): no secret; `uses` of `maxUses` spent. */
+export interface EnrollmentTokenView {
+  id: string;
+  label: string | null;
+  createdAt: string;
+  createdBy: Actor;
+  expiresAt: string;
+  maxUses: number;
+  uses: number;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+  /** active, expired, used-up or revoked, as of the listing. */
+  status: "active" | "expired" | "used-up" | "revoked";
 }
 
 export interface ApiPrincipal {
@@ -178,10 +217,19 @@ export interface ControlPlaneService {
 
   // API tokens (admin).
   authenticateApiToken(token: string): Promise<ApiPrincipal | null>;
-  createApiToken(actor: Actor, input: { role: Role; label: string }): Promise<ApiTokenCreated>;
+  /** `ttlMs` (optional, ms): the token is refused from createdAt + ttlMs on (HW-TOKEN-1). */
+  createApiToken(actor: Actor, input: { role: Role; label: string; ttlMs?: number }): Promise<ApiTokenCreated>;
+  /** Every API token, newest first, without secrets (HW-TOKEN-1). */
+  listApiTokens(): Promise<ApiTokenView[]>;
+  /** Revokes an API token: refused from its next request on; audited. NotFoundError for an unknown id; revoking twice is a no-op answer. */
+  revokeApiToken(actor: Actor, id: string, reason: string): Promise<ApiTokenView>;
 
   // Enrollment tokens (operator).
   createEnrollmentToken(actor: Actor, input: { ttlMs: number; maxUses: number; label?: string }): Promise<EnrollmentTokenCreated>;
+  /** Every enrollment token, newest first, without secrets (HW-TOKEN-1). */
+  listEnrollmentTokens(): Promise<EnrollmentTokenView[]>;
+  /** Revokes an enrollment token: no enrollment uses it afterwards; audited. NotFoundError for an unknown id. */
+  revokeEnrollmentToken(actor: Actor, id: string, reason: string): Promise<EnrollmentTokenView>;
 
   // Devices.
   listDevices(filter: DeviceFilter): Promise<DeviceView[]>;
@@ -239,6 +287,19 @@ export interface ConnectIdentity {
 }
 
 /**
+ * The authenticated MQTT connection a hello or heartbeat arrived on (HW-LIVE-1). The broker makes one per
+ * connection once CONNECT verified and passes it with every hello and heartbeat from that connection.
+ */
+export interface DeviceSession {
+  /** Nonce of the connect token that opened the connection (single-use, HW-AUTH-1); hello and heartbeat sign it. */
+  readonly connectNonce: string;
+  /** The device's enrolled Ed25519 public key (base64url) as the broker knew it when the message arrived. */
+  publicKey: string;
+  /** Highest heartbeat seq accepted on this connection, -1 before the first; advanced by `onHeartbeat` only. */
+  lastHeartbeatSeq: number;
+}
+
+/**
  * Handlers for messages that already passed topic ACL and schema parsing (deviceId in the payload equals the
  * topic's). They verify signatures and freshness themselves and throw VerificationError / FreshnessError /
  * ValidationError on refusal, having changed nothing.
@@ -248,12 +309,27 @@ export interface DeviceSideService {
   identityForConnect(deviceId: string): Promise<ConnectIdentity | null>;
   /** Records a connect token's nonce until it expires; false when it was already used (a replayed token). */
   rememberConnectNonce(deviceId: string, nonce: string, expiresAtMs: number): Promise<boolean>;
+  /** Marks the device connected; liveness (last-seen) comes only from signed messages (HW-LIVE-1). */
   onConnected(deviceId: string): Promise<void>;
   onDisconnected(deviceId: string): Promise<void>;
-  /** Records versions/boot; re-publishes pending commands; sends a challenge when no fresh appraisal exists. */
-  onHello(hello: Hello): Promise<void>;
-  /** Batched: may buffer and flush later (PGlite costs ~100us per query). */
-  onHeartbeat(heartbeat: Heartbeat): Promise<void>;
+  /**
+   * HW-AUTH-2: a second authenticated CONNECT took over the device's live session. Stores a `session-takeover`
+   * device event (severity warning, detail {previousPeer, newPeer, takeoversInWindow}) and, at the configured
+   * threshold within the window, moves a trusted/unknown/stale appraisal to `warning` with reason "session takeover".
+   * Optional so transports without sessions (external brokers) need not implement it.
+   */
+  onSessionTakeover?(deviceId: string, peers: { previousPeer: string; newPeer: string }): Promise<void>;
+  /**
+   * Verifies the hello against `session` (HW-LIVE-1: signature, connectNonce, clock), then records versions/boot and
+   * last-seen, re-publishes pending commands and sends a challenge. Throws LivenessRefusal having changed nothing.
+   */
+  onHello(hello: Hello, session: DeviceSession): Promise<void>;
+  /**
+   * Verifies the heartbeat against `session` (HW-LIVE-1: signature, connectNonce, seq above
+   * `session.lastHeartbeatSeq`, clock), then buffers last-seen and telemetry (flushed in batches: PGlite costs
+   * ~100us per query). Throws LivenessRefusal having changed nothing.
+   */
+  onHeartbeat(heartbeat: Heartbeat, session: DeviceSession): Promise<void>;
   /** Verifies signature, nonce/seq freshness, appraises, transitions, applies policy (auto-quarantine). */
   onEvidence(evidence: Evidence): Promise<AttestationResult>;
   /** Verifies signature; stores each event id once. */

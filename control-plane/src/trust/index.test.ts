@@ -43,10 +43,22 @@ describe("trust state machines", () => {
     const intoStale = APPRAISAL_TABLE.filter((edge) => edge.to === "stale");
     expect(intoStale.every((edge) => edge.event === "stale-timer")).toBe(true);
     expect(canTransition("appraisal", "contraindicated", "stale-timer")).toBe(false);
-    const outOfStale = APPRAISAL_TABLE.filter((edge) => edge.from === "stale");
+    const outOfStale = APPRAISAL_TABLE.filter((edge) => edge.from === "stale" && edge.event !== "sequence-reset");
     expect(outOfStale.map((edge) => edge.event).sort()).toEqual(
       ["appraised-affirming", "appraised-contraindicated", "appraised-none", "appraised-warning"].sort(),
     );
+  });
+
+  it("HW-EVD-2: a sequence reset holds every verdict at unknown except contraindicated, which it never clears", () => {
+    for (const from of ["unknown", "trusted", "warning", "stale"] as const) expect(transition("appraisal", from, "sequence-reset")).toBe("unknown");
+    expect(canTransition("appraisal", "contraindicated", "sequence-reset")).toBe(false);
+    expect(APPRAISAL_TABLE.filter((edge) => edge.event === "sequence-reset").every((edge) => edge.to === "unknown")).toBe(true);
+  });
+
+  it("STATE_MACHINES.md states the appraisal-under-containment and sequence-reset rules", () => {
+    const doc = readFileSync(new URL("./STATE_MACHINES.md", import.meta.url), "utf8");
+    expect(doc).toContain("**Appraisal under containment (HW-APPRAISE-3).**");
+    expect(doc).toContain("**Sequence reset (HW-EVD-2).**");
   });
 
   it("complete containment only on an ack", () => {

@@ -8,6 +8,11 @@
  *  HW-TRUST-2  unreachable is not untrusted: only the staleness timer enters `stale`, and only from a state
  *              that a silent device could still hold honestly (a contraindicated device stays contraindicated);
  *              the next appraisal leaves it.
+ *  HW-EVD-2    a sequence reset (the agent lost its state; its evidence seq starts again from a known key)
+ *              holds the verdict at `unknown` until a fresh challenge answer; never from `contraindicated`
+ *              (deleting a state file must not clear a bad verdict).
+ *  HW-APPRAISE-3  under containment, evidence that could not observe the cause of the quarantine does not
+ *              clear it (control-plane/src/appraisal; described in STATE_MACHINES.md).
  *  HW-TRUST-3  containment moves to quarantined/none only on the device's signed ack; an expired or failed
  *              command falls back to the state before the request.
  */
@@ -24,14 +29,16 @@ export type AppraisalEvent =
   | "appraised-warning"
   | "appraised-contraindicated"
   | "appraised-none"
-  | "stale-timer";
+  | "stale-timer"
+  | "sequence-reset";
 export type ContainmentEvent =
   | "quarantine-requested"
   | "release-requested"
   | "quarantine-acked"
   | "release-acked"
   | "command-expired"
-  | "command-failed";
+  | "command-failed"
+  | "containment-lost";
 
 export interface Machines {
   enrollment: { state: EnrollmentState | New; to: EnrollmentState; event: EnrollmentEvent };
@@ -76,6 +83,11 @@ export const APPRAISAL_TABLE: readonly Edge<"appraisal">[] = [
   { from: "unknown", event: "stale-timer", to: "stale" },
   { from: "trusted", event: "stale-timer", to: "stale" },
   { from: "warning", event: "stale-timer", to: "stale" },
+  // HW-EVD-2: lost agent state holds the verdict at unknown until a fresh challenge answer; a bad verdict stays.
+  { from: "unknown", event: "sequence-reset", to: "unknown" },
+  { from: "trusted", event: "sequence-reset", to: "unknown" },
+  { from: "warning", event: "sequence-reset", to: "unknown" },
+  { from: "stale", event: "sequence-reset", to: "unknown" },
 ];
 
 export const CONTAINMENT_TABLE: readonly Edge<"containment">[] = [
@@ -90,6 +102,8 @@ export const CONTAINMENT_TABLE: readonly Edge<"containment">[] = [
   { from: "release_requested", event: "quarantine-requested", to: "quarantine_requested" },
   { from: "release_requested", event: "command-expired", to: "quarantined" },
   { from: "release_requested", event: "command-failed", to: "quarantined" },
+  // HW-Q-1: the device says it is not contained (it lost its state): the quarantine is sent again.
+  { from: "quarantined", event: "containment-lost", to: "quarantine_requested" },
 ];
 
 export const TABLES: { [M in MachineName]: readonly Edge<M>[] } = {
@@ -153,11 +167,25 @@ const MACHINE_NOTES: Record<MachineName, string> = {
   appraisal:
     "Every appraisal sets the state from its verdict (affirming -> trusted, warning -> warning, contraindicated -> " +
     "contraindicated, none -> unknown), whatever the state was. Only the staleness timer enters `stale`, and not from " +
-    "`contraindicated`: unreachable is not untrusted, and silence does not clear a bad verdict (HW-TRUST-2).",
+    "`contraindicated`: unreachable is not untrusted, and silence does not clear a bad verdict (HW-TRUST-2).\n\n" +
+    "**Sequence reset (HW-EVD-2).** Evidence from the enrolled key whose seq is not above the last accepted one but " +
+    "whose own timestamp is newer than that evidence's (or a hello whose `lastCommandSeq` is below the highest " +
+    "command the device acked) means the agent lost its state. The plane refuses that evidence as current, " +
+    "`sequence-reset` moves the verdict to `unknown` (a `contraindicated` verdict stays: deleting a file must not " +
+    "clear it), sends a challenge at once and accepts no unsolicited evidence until a challenge answer with an " +
+    "unused, unexpired nonce arrives; that answer starts a new evidence epoch (older evidence stays a replay).\n\n" +
+    "**Appraisal under containment (HW-APPRAISE-3).** While containment is `quarantine_requested`, `quarantined` " +
+    "or `release_requested`, the agent keeps observing and its evidence says, per input (`miner-api`, `sockets`, " +
+    "`config`, `indicators`), whether it was observed. Evidence that did not observe an input cannot clear what " +
+    "that input found before: those findings of the previous verdict are held (a live-pool hijack stays " +
+    "`contraindicated` while the stopped miner is silent), and such evidence never yields `trusted` (at best " +
+    "`warning`, `runtime-opaque`). A quarantined miner that still answers with an active pool or hashrate is a " +
+    "contraindicated `miner-stop` finding: the stop failed. Evidence that observed everything is appraised as usual.",
   containment:
     "An operator (or the policy `contraindicated -> quarantine`) requests; the signed command is delivered until " +
     "acked or expired. Only the device's signed ack completes a request; an expired or failed command falls back " +
-    "(HW-TRUST-3). A release supersedes a pending quarantine and vice versa.",
+    "(HW-TRUST-3). A release supersedes a pending quarantine and vice versa. A device that says (hello) it is not " +
+    "contained while `quarantined` here lost its state: `containment-lost` sends the quarantine again (HW-Q-1).",
 };
 
 /** The committed STATE_MACHINES.md, regenerated with `npx tsx control-plane/src/trust/write-doc.ts`. */

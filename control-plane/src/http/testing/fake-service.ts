@@ -5,7 +5,9 @@
 import type {
   AuditEntry,
   ApiPrincipal,
+  ApiTokenView,
   CommandView,
+  EnrollmentTokenView,
   ControlPlaneService,
   DeviceView,
   EventView,
@@ -31,6 +33,31 @@ export const TOKENS: Readonly<Record<Role, string>> = {
 export const DEVICE_ID = "hw-0123456789abcdef01234567";
 export const COMMAND_PUBLIC_KEY = "A".repeat(43);
 const AT = "2025-01-01T00:00:00.000Z";
+
+const API_TOKEN_VIEW: ApiTokenView = {
+  id: "api_listed",
+  role: "viewer",
+  label: "grafana",
+  createdAt: AT,
+  createdBy: { kind: "operator", id: "tok-admin", role: "admin" },
+  expiresAt: null,
+  lastUsedAt: null,
+  revokedAt: null,
+  status: "active",
+};
+
+const ENROLLMENT_TOKEN_VIEW: EnrollmentTokenView = {
+  id: "enr_listed",
+  label: "rack 7",
+  createdAt: AT,
+  createdBy: { kind: "operator", id: "tok-admin", role: "admin" },
+  expiresAt: AT,
+  maxUses: 5,
+  uses: 1,
+  lastUsedAt: AT,
+  revokedAt: null,
+  status: "active",
+};
 
 export function deviceView(deviceId = DEVICE_ID, overrides: Partial<DeviceView> = {}): DeviceView {
   return {
@@ -134,7 +161,27 @@ export class FakeControlPlaneService implements ControlPlaneService {
   async createApiToken(...args: Parameters<ControlPlaneService["createApiToken"]>) {
     this.record("createApiToken", args);
     const [, input] = args;
-    return { id: "tok-new", token: "new-secret-token", role: input.role, label: input.label };
+    return { id: "tok-new", token: "new-secret-token", role: input.role, label: input.label, expiresAt: input.ttlMs === undefined ? null : new Date(Date.parse(AT) + input.ttlMs).toISOString() };
+  }
+
+  async listApiTokens() {
+    this.record("listApiTokens", []);
+    return [API_TOKEN_VIEW];
+  }
+
+  async revokeApiToken(...args: Parameters<ControlPlaneService["revokeApiToken"]>) {
+    this.record("revokeApiToken", args);
+    return { ...API_TOKEN_VIEW, id: args[1], revokedAt: AT, status: "revoked" as const };
+  }
+
+  async listEnrollmentTokens() {
+    this.record("listEnrollmentTokens", []);
+    return [ENROLLMENT_TOKEN_VIEW];
+  }
+
+  async revokeEnrollmentToken(...args: Parameters<ControlPlaneService["revokeEnrollmentToken"]>) {
+    this.record("revokeEnrollmentToken", args);
+    return { ...ENROLLMENT_TOKEN_VIEW, id: args[1], revokedAt: AT, status: "revoked" as const };
   }
 
   async createEnrollmentToken(...args: Parameters<ControlPlaneService["createEnrollmentToken"]>) {

@@ -1,0 +1,78 @@
+/**
+ * HW-AUTH-2 through the whole plane in one process (real broker, real PGlite, real HTTP API, real MQTT clients):
+ * three takeovers of a device's session within the window leave it `warning` with three stored events, where
+ * before they left it `trusted, connected` with two info lines.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import mqtt, { type MqttClient } from "mqtt";
+import { pino } from "pino";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createConnectToken } from "../../../shared/auth/connect-token.js";
+import { deviceIdFromPublicKey, generateKeyPair, toBase64Url } from "../../../shared/crypto/index.js";
+import { ApiClient } from "../../../test/support/api.js";
+import { waitFor } from "../../../test/support/wait.js";
+import { loadConfig } from "../config/index.js";
+import { startPlane, type Plane } from "./index.js";
+
+let dataDir: string;
+let plane: Plane;
+const clients: MqttClient[] = [];
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), "hw-takeover-"));
+  const config = loadConfig({
+    HASHWARD_HTTP_HOST: "127.0.0.1",
+    HASHWARD_MQTT_HOST: "127.0.0.1",
+    HASHWARD_HTTP_PORT: "0",
+    HASHWARD_MQTT_PORT: "0",
+    HASHWARD_DATA_DIR: dataDir,
+    HASHWARD_SESSION_TAKEOVER_THRESHOLD: "3",
+    HASHWARD_SESSION_TAKEOVER_WINDOW_MS: "600000",
+  });
+  plane = await startPlane(config, pino({ level: "silent" }));
+}, 180_000);
+
+afterAll(async () => {
+  for (const client of clients) client.end(true);
+  await plane?.close();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+it("three session takeovers make the device `warning` with three session-takeover events (HW-AUTH-2)", async () => {
+  const admin = new ApiClient(plane.httpUrl, plane.adminToken);
+  const keys = generateKeyPair();
+  const deviceId = deviceIdFromPublicKey(keys.publicKey);
+  await admin.post("/api/v1/devices/preauthorize", { publicKey: toBase64Url(keys.publicKey), model: "S19" });
+  // preauthorized devices are accepted on arrival: enroll is not needed for the broker, only `accepted`.
+  await waitFor("device listed", async () => (await admin.get(`/api/v1/devices/${deviceId}`)).enrollment === "accepted", { timeoutMs: 30_000 });
+
+  const connect = () =>
+    new Promise<MqttClient>((resolve, reject) => {
+      const client = mqtt.connect(plane.mqttUrl, {
+        protocolVersion: 4,
+        clientId: deviceId,
+        username: deviceId,
+        password: createConnectToken(deviceId, keys.privateKey, Date.now()),
+        reconnectPeriod: 0,
+      });
+      clients.push(client);
+      client.once("connect", () => resolve(client));
+      client.once("error", reject);
+    });
+  await connect();
+  for (let i = 0; i < 3; i++) await connect(); // each one replaces the live session
+
+  const device = await waitFor("appraisal warning", async () => {
+    const view = await admin.get(`/api/v1/devices/${deviceId}`);
+    return view.appraisal === "warning" ? view : undefined;
+  }, { timeoutMs: 60_000 });
+  expect(device.connected).toBe(true);
+  const { events } = await admin.get(`/api/v1/devices/${deviceId}/events?limit=10`);
+  expect((events as Array<{ kind: string }>).filter((e) => e.kind === "session-takeover")).toHaveLength(3);
+  const { transitions } = await admin.get(`/api/v1/devices/${deviceId}/history?limit=5`);
+  expect(transitions[0]).toMatchObject({ machine: "appraisal", to: "warning", reason: expect.stringContaining("session takeover") });
+  const metrics = await (await fetch(`${plane.httpUrl}/metrics`)).text();
+  expect(metrics).toMatch(/^hashward_mqtt_session_takeovers_total 3$/m);
+}, 180_000);
