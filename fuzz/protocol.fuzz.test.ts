@@ -38,10 +38,10 @@ const sha = "ab".repeat(32);
 const VALID = {
   enroll: { schema: enrollmentRequestSchema, message: signObject({ v: 1, type: "enroll", deviceId, publicKey: "B".repeat(43), model: "S19", firmwareVersion: "2024.06.1", agentVersion: "0.1.0", enrollmentToken: "hwe_abc", ts: t }, deviceKey.privateKey) },
   "enroll-response": { schema: enrollmentResponseSchema, message: { deviceId, enrollment: "accepted", commandPublicKey: "C".repeat(43), mqttUrl: "mqtts://plane:8883" } },
-  hello: { schema: helloSchema, message: { v: 1, type: "hello", deviceId, model: "S19", firmwareVersion: "2024.06.1", agentVersion: "0.1.0", bootId: "boot-1", containment: "none", lastCommandSeq: 3, ts: t } },
+  hello: { schema: helloSchema, message: signObject({ v: 1, type: "hello", deviceId, model: "S19", firmwareVersion: "2024.06.1", agentVersion: "0.1.0", bootId: "boot-1", containment: "none", lastCommandSeq: 3, ts: t, connectNonce: "c".repeat(22) }, deviceKey.privateKey) },
   heartbeat: {
     schema: heartbeatSchema,
-    message: { v: 1, type: "heartbeat", deviceId, seq: 9, ts: t, uptimeMs: 5000, containment: "quarantined", outboxDepth: 0, telemetry: { hashrateGhs: 95000.5, accepted: 10, rejected: 1, temperaturesC: [61, 63.5], fanRpm: [5400], activePool: "stratum+tcp://pool.example.net:3333" } },
+    message: signObject({ v: 1, type: "heartbeat", deviceId, connectNonce: "c".repeat(22), seq: 9, ts: t, uptimeMs: 5000, containment: "quarantined", outboxDepth: 0, telemetry: { hashrateGhs: 95000.5, accepted: 10, rejected: 1, temperaturesC: [61, 63.5], fanRpm: [5400], activePool: "stratum+tcp://pool.example.net:3333" } }, deviceKey.privateKey),
   },
   challenge: { schema: challengeSchema, message: { v: 1, type: "challenge", deviceId, nonce: "n".repeat(22), issuedAt: t, expiresAt: t + 60_000 } },
   evidence: {
@@ -50,6 +50,7 @@ const VALID = {
       {
         v: 1, type: "evidence", deviceId, seq: 4, nonce: "n".repeat(22), reason: "challenge", ts: t, model: "S19", firmwareVersion: "2024.06.1", agentVersion: "0.1.0", bootId: "boot-1",
         measurements: [{ path: "/config/cgminer.conf", kind: "file", size: 120, sha256: sha }, { path: "/etc/ld.so.preload", kind: "missing", size: 0, sha256: "" }],
+        observations: { "miner-api": { observed: true }, sockets: { observed: false, reason: "no /proc/net/tcp" } },
         findings: [{ guard: "pool-live", claim: "configuration", tier: "contraindicated", subject: "stratum+tcp://evil:3333", expected: { allowedUrls: ["stratum+tcp://pool:3333"] }, seen: { url: "stratum+tcp://evil:3333", user: "x" }, message: "live pool 0" }],
       },
       deviceKey.privateKey,
@@ -60,7 +61,7 @@ const VALID = {
   ack: { schema: ackSchema, message: signObject({ v: 1, type: "ack", deviceId, seq: 7, action: "quarantine", status: "done", containment: "quarantined", reason: "ok", ts: t }, deviceKey.privateKey) },
 } as const;
 
-const SIGNED = new Set(["enroll", "evidence", "event", "command", "ack"]);
+const SIGNED = new Set(["enroll", "hello", "heartbeat", "evidence", "event", "command", "ack"]);
 
 describe("HW-FUZZ-1: MQTT and device-facing payload schemas", () => {
   for (const [kind, { schema, message }] of Object.entries(VALID)) {

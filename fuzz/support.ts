@@ -214,11 +214,14 @@ export function mutatedObject(valid: object): fc.Arbitrary<unknown> {
 }
 
 /**
- * Same meaning: equal JSON texts (key order is kept by JSON.parse, so a faithful parse re-encodes identically).
- * Used instead of a recursive deep-equal, which overflows on the 5000-deep values the mutators make.
+ * Same meaning: equal JSON texts once object keys are sorted (a schema may return its keys in its own order).
+ * JSON.stringify with a key-sorting replacer rather than a recursive deep-equal, which overflows on the 1000-deep
+ * values the mutators make.
  */
 export function sameMeaning(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+  const sorted = (_key: string, value: unknown) =>
+    value && typeof value === "object" && !Array.isArray(value) ? Object.fromEntries(Object.entries(value).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))) : value;
+  return JSON.stringify(a, sorted) === JSON.stringify(b, sorted);
 }
 
 /** A JSON text of `depth` nested arrays/objects: JSON.parse handles it, a naive recursive walker may not. */
