@@ -137,6 +137,16 @@ describe("HW-FUZZ-1: IP and endpoint spellings (DNS answers, policy hosts, socke
   });
 });
 
+// Found by this campaign (10,000 cases): "[B]" gave host "B" while "B" gives "b", so one host had two spellings.
+it.each([
+  ["[B]", { host: "b" }],
+  ["[FE80::1]:3333", { host: "fe80::1", port: 3333 }],
+  ["FE80::1", { host: "fe80::1" }],
+  ["POOL.Example.NET:3333", { host: "pool.example.net", port: 3333 }],
+])("regression: parseEndpoint(%s) is lowercased like every other spelling", (input, expected) => {
+  expect(parseEndpoint(input)).toEqual(expected);
+});
+
 // --- /etc/hosts ------------------------------------------------------------------------------------------------
 
 const HOSTS_INDICATOR: Indicator = { id: "hosts-any", kind: "hosts-entry", severity: "critical", description: "hosts entry" } as Indicator;

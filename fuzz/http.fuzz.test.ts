@@ -199,4 +199,21 @@ describe("HW-FUZZ-1: HTTP bodies of every route (real services, PGlite, app.requ
       }
     }
   });
+
+  // Found by this campaign (10,000 cases): GET /api/v1/rollouts/%00 answered 500 (PostgreSQL text cannot hold U+0000).
+  it("regression: a NUL in any path parameter or body string is a 4xx, never a 500, and writes nothing", async () => {
+    const withParams = routes.filter((r) => r.path.includes("{"));
+    for (const r of withParams) {
+      const before = await contentDigest();
+      const res = await app.request(r.path.replace(/\{[^}]+\}/g, "%00"), { method: r.method, headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "application/json" }, ...(r.method === "GET" ? {} : { body: JSON.stringify(SEEDS[`${r.method} ${r.path}`] ?? {}) }) });
+      expect(res.status, `${r.method} ${r.path}`).toBeGreaterThanOrEqual(400);
+      expect(res.status, `${r.method} ${r.path}`).toBeLessThan(500);
+      expect(await contentDigest()).toBe(before);
+    }
+    const before = await contentDigest();
+    const res = await app.request("/api/v1/enrollment-tokens", { method: "POST", headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "application/json" }, body: JSON.stringify({ ttlMs: 60_000, maxUses: 1, label: "rack\u00007" }) });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("validation_error");
+    expect(await contentDigest()).toBe(before);
+  });
 });

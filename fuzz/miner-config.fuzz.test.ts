@@ -78,3 +78,13 @@ describe("regression: deeply nested miner config files", () => {
     if (parsed.ok) expect(() => JSON.stringify(parsed.raw)).not.toThrow();
   });
 });
+
+// Found by this campaign (10,000 cases): String() on an object whose toString is not a function threw a TypeError.
+it.each(['{"pools":[],"include":{"toString":""}}', '{"include":{"valueOf":1,"toString":2}}', '{"include":[{"toString":""}]}', '{"include":null}'])(
+  "regression: %s is parsed (an include the guard cannot judge is a problem sentence), never a throw",
+  (content) => {
+    const parsed = parseMinerConfig("/config/bmminer.conf", content);
+    expect(parsed.ok).toBe(true);
+    if (parsed.ok) expect(parsed.problems.join(" ")).toMatch(/include/);
+  },
+);

@@ -122,7 +122,7 @@ function walkConfig(obj: Record<string, unknown>, where: string, depth: number, 
     } else c.problems.push(`${at(key)}: a ${value === null ? "null" : typeof value} where cgminer expects a string or an array`);
   }
   // JSON_INCLUDE_CONF: cgminer loads another config file from here; its pools are not read by the guard.
-  if (obj["include"] !== undefined) c.problems.push(`${at("include")}: includes ${JSON.stringify(String(obj["include"]).slice(0, 200))}, which the guard does not read`);
+  if (obj["include"] !== undefined) c.problems.push(`${at("include")}: includes ${describeIncluded(obj["include"])}, which the guard does not read`);
 }
 
 /**
@@ -131,6 +131,14 @@ function walkConfig(obj: Record<string, unknown>, where: string, depth: number, 
  * array; URLs, users and passes are paired by their order (set_url/set_user/set_pass keep separate counters).
  * Never throws: text that is not a JSON object is `{ok: false}`.
  */
+/**
+ * The `include` value for a problem sentence, never throwing: String() throws on an object whose `toString` is not
+ * a function (`{"include":{"toString":""}}`, found by fuzzing, HW-FUZZ-1), which made parseMinerConfig throw.
+ */
+function describeIncluded(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value.slice(0, 200)) : Array.isArray(value) ? "a list" : value === null || typeof value !== "object" ? JSON.stringify(value) : "an object";
+}
+
 /** jansson's JSON_PARSER_MAX_DEPTH: deeper files are unreadable to cgminer/bmminer and to this guard. */
 export const MAX_CONFIG_FILE_DEPTH = 2048;
 
