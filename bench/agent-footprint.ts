@@ -52,6 +52,7 @@ try {
   const configFile = writeAgentConfig(dir, {
     controlPlaneUrl: plane.httpUrl,
     mqttUrl: plane.mqttUrl,
+    caCertHash: plane.caCertHash,
     stateDir,
     model: "S19-bench",
     firmwareVersion: "bench",

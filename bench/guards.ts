@@ -115,6 +115,7 @@ async function idleShare(guards: boolean): Promise<{ cpuPercent: number; guardCy
   const config = writeAgentConfig(dir, {
     controlPlaneUrl: plane.httpUrl,
     mqttUrl: plane.mqttUrl,
+    allowPlaintext: true, // test/support/fake-plane.ts is plaintext
     stateDir: join(dir, "state"),
     model: "S19",
     firmwareVersion: "1.0.0",

@@ -9,7 +9,9 @@
  *   handled   = time until hashward_mqtt_messages_total{kind="heartbeat"} counts every message (GET /metrics)
  *   persisted = time until every device's latest heartbeat is in the database (GET /api/v1/devices: telemetry
  *               carries the heartbeat seq; lastSeenAt advanced)
- * Both timed from the first publish. Usage: npx tsx bench/heartbeat-ingest.ts
+ * Both timed from the first publish. The plane runs twice in the same run: plaintext (HASHWARD_TLS=off) and with
+ * TLS (the default, HW-TLS-1: HTTPS enrollment, MQTT over TLS with the plane's CA); the TLS/plaintext ratios of
+ * connects/s and handled msgs/s are what TLS costs. Usage: npx tsx bench/heartbeat-ingest.ts
  */
 import type { ApiClient } from "../test/support/api.js";
 import { startBareBroker } from "./support/bare-broker.js";
@@ -71,13 +73,13 @@ async function devicesPersisted(admin: ApiClient, devices: readonly SimDevice[],
   }).length;
 }
 
-async function measurePlane(devices: SimDevice[]) {
-  const { plane, admin, describe, close } = await startBenchPlane();
+async function measurePlane(devices: SimDevice[], tls: boolean) {
+  const { plane, admin, describe, close } = await startBenchPlane(tls ? {} : { HASHWARD_TLS: "off" });
   try {
     const token = await createEnrollmentToken(admin, devices.length);
     const enrollMs = await enrollAll(plane.httpUrl, devices, token);
     progress(`plane: ${devices.length} devices enrolled in ${Math.round(enrollMs)} ms`);
-    const connectMs = await connectAll(plane.mqttUrl, devices);
+    const connectMs = await connectAll(plane.mqttUrl, devices, { ca: plane.caPem });
     progress(`plane: ${devices.length} devices connected in ${Math.round(connectMs)} ms`);
     const labels = { kind: "heartbeat" };
     const before = await readMetric(admin, "hashward_mqtt_messages_total", labels);
@@ -134,7 +136,9 @@ const devices = makeDevices(DEVICES);
 progress(`${DEVICES} devices x ${HEARTBEATS} heartbeats = ${TOTAL} messages, QoS ${QOS}`);
 const baseline = await measureBaseline(devices);
 progress(`baseline: ${baseline.delivered} delivered in ${Math.round(baseline.handledMs)} ms`);
-const plane = await measurePlane(devices);
+const plaintext = await measurePlane(devices, false);
+progress(`plaintext plane: ${plaintext.handled} handled in ${Math.round(plaintext.handledMs)} ms`);
+const plane = await measurePlane(devices, true);
 
 const rate = (count: number, ms: number) => round(count / (ms / 1000), 0);
 const baselineRate = rate(baseline.delivered, baseline.handledMs);
@@ -154,6 +158,11 @@ printTable(`heartbeat ingest: ${DEVICES} devices x ${HEARTBEATS} heartbeats (QoS
   ["plane: persisted time", `${round(plane.persistedMs, 0)} ms`],
   ["plane: persisted msgs/s", persistedRate, `ratio plane/bare ${ratio(persistedRate, baselineRate)}`],
   ["plane: clients still connected", `${plane.stillConnected}/${DEVICES}`],
+  ["plaintext plane: connect", `${round(plaintext.connectMs, 0)} ms`, `${rate(DEVICES, plaintext.connectMs)} connects/s`],
+  ["plaintext plane: handled msgs/s", rate(plaintext.handled, plaintext.handledMs), plaintext.handledComplete ? "" : "INCOMPLETE (timeout)"],
+  ["TLS/plaintext: connects/s", ratio(rate(DEVICES, plane.connectMs), rate(DEVICES, plaintext.connectMs))],
+  ["TLS/plaintext: handled msgs/s", ratio(handledRate, rate(plaintext.handled, plaintext.handledMs))],
+  ["TLS/plaintext: enroll devices/s", ratio(rate(DEVICES, plane.enrollMs), rate(DEVICES, plaintext.enrollMs))],
 ]);
 
 emitResult("heartbeat-ingest", {
@@ -175,6 +184,11 @@ emitResult("heartbeat-ingest", {
   ratioPersisted: ratio(persistedRate, baselineRate),
   enrollDevicesPerSec: rate(DEVICES, plane.enrollMs),
   connectsPerSec: rate(DEVICES, plane.connectMs),
-  complete: baseline.complete && plane.handledComplete && plane.persistedComplete,
+  plaintextConnectsPerSec: rate(DEVICES, plaintext.connectMs),
+  plaintextHandledMsgsPerSec: rate(plaintext.handled, plaintext.handledMs),
+  ratioTlsConnects: ratio(rate(DEVICES, plane.connectMs), rate(DEVICES, plaintext.connectMs)),
+  ratioTlsHandled: ratio(handledRate, rate(plaintext.handled, plaintext.handledMs)),
+  ratioTlsEnroll: ratio(rate(DEVICES, plane.enrollMs), rate(DEVICES, plaintext.enrollMs)),
+  complete: plaintext.handledComplete && baseline.complete && plane.handledComplete && plane.persistedComplete,
 });
 process.exit(0);

@@ -104,7 +104,7 @@ async function measurePlane(devices: SimDevice[]) {
   try {
     const token = await createEnrollmentToken(admin, devices.length);
     const enrollMs = await enrollAll(plane.httpUrl, devices, token);
-    const connectMs = await connectAll(plane.mqttUrl, devices, { subscribeDown: true });
+    const connectMs = await connectAll(plane.mqttUrl, devices, { subscribeDown: true, ca: plane.caPem });
     progress(`plane: ${devices.length} devices enrolled in ${Math.round(enrollMs)} ms, connected in ${Math.round(connectMs)} ms`);
     const ours = new Set(devices.map((d) => d.deviceId));
     // The plane publishes only to devices it sees connected: start once it lists them all so.

@@ -19,7 +19,7 @@ import { loadDeviceKey } from "../test/support/device-key.js";
 import { AGENT_BINARY, startAgent, tempDir, writeAgentConfig, type ManagedProcess } from "../test/support/processes.js";
 import { createReleaser } from "../test/support/release.js";
 import { createEnrollmentToken, startBenchPlane } from "./support/plane.js";
-import { emitResult, envInt, median, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
+import { emitResult, envInt, median, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const IMAGE_MB = envInt("BENCH_UPDATE_MB", 64, { max: 1024 });
 const RUNS = envInt("BENCH_RUNS", 3, { max: 20 });
@@ -57,7 +57,7 @@ try {
   for (let i = 0; i <= RUNS; i++) {
     const out = join(dir, `curl-${i}.img`);
     const ms = timed(() => {
-      run("curl", ["-sSf", "-o", out, targetUrl]);
+      run("curl", ["-sSf", ...(plane.caPem ? ["--cacert", join(plane.dataDir, "ca.pem")] : []), "-o", out, targetUrl]);
       const digest = run("sha256sum", [out]).slice(0, 64);
       if (digest !== published.sha256) throw new Error(`curl download hashes to ${digest}, not ${published.sha256}`);
     });
@@ -72,7 +72,7 @@ try {
     run(AGENT_BINARY, ["tuf", "--metadata-dir", join(client, "md"), "init", releaser.rootFile]);
     const ms = timed(() =>
       run(AGENT_BINARY, [
-        "tuf", "--metadata-dir", join(client, "md"), "--metadata-url", `${plane.httpUrl}/tuf/metadata/`, "--target-name", "fw-bench-2.0.0",
+        "tuf", "--metadata-dir", join(client, "md"), "--metadata-url", `${plane.httpUrl}/tuf/metadata/`, "--ca-file", join(plane.dataDir, "ca.pem"), "--target-name", "fw-bench-2.0.0",
         "--target-base-url", `${plane.httpUrl}/tuf/targets/`, "--target-dir", join(client, "out"), "download",
       ]),
     );
@@ -89,10 +89,12 @@ try {
   const configFile = writeAgentConfig(dir, {
     controlPlaneUrl: plane.httpUrl,
     mqttUrl: plane.mqttUrl,
+    caCertHash: plane.caCertHash,
     stateDir,
     model: MODEL,
     firmwareVersion: "1.0.0",
-    enrollmentToken: await createEnrollmentToken(admin, 1),
+    // Retried: the plane may close an idle keep-alive socket just as the next request goes out ("other side closed").
+    enrollmentToken: await withRetry(() => createEnrollmentToken(admin, 1)),
     platform: { kind: "simulated", root: boardRoot },
     measure: { paths: ["/config"] },
     heartbeatIntervalMs: 5000,
@@ -119,6 +121,10 @@ try {
   if (!acked || acked.status !== "acked") throw new Error(`update did not complete: ${JSON.stringify(acked)}`);
   if (readFileSync(join(boardRoot, "boot/active"), "utf8").trim() !== "b") throw new Error("the board did not switch slots");
   progress(`agent update (command -> ack): ${Math.round(updateMs)} ms`);
+  // Where the time went: the agent's own log lines about this update, in ms after the first of them.
+  const milestones = agent.lines.filter((line) => typeof line.time === "string" && /command|update/.test(String(line.msg)));
+  const first = Date.parse(String(milestones[0]?.time));
+  for (const line of milestones) progress(`  agent +${Date.parse(String(line.time)) - first} ms: ${String(line.msg)}`);
 
   const curlMs = median(curlRuns);
   const tufMs = median(tufRuns);

@@ -22,6 +22,7 @@ const BENCHES = {
   "quarantine-fanout": { needsAgent: false, headline: ["p50Ms", "p99Ms", "totalMs", "baselineTotalMs", "ratioTotal", "complete"] },
   "agent-footprint": { needsAgent: true, headline: ["binaryX64Bytes", "binaryArm64Bytes", "agentRssKiB", "bareBunRssKiB", "ratioRss"] },
   guards: { needsAgent: true, headline: ["guardCycleCpuMs", "baselineSummaryCpuMs", "ratioCycleToSummary", "agentCpuPercentGuardsOn", "agentCpuPercentGuardsOff", "ratioIdleOnToOff"] },
+  "cold-start": { needsAgent: false, headline: ["imageMs", "noImageMs", "restartMs", "ratioImageToRestart", "ratioNoImageToImage"] },
   update: { needsAgent: true, headline: ["curlSha256sumMs", "tufDownloadMs", "agentUpdateMs", "ratioTufDownloadToCurl", "ratioAgentUpdateToCurl", "complete"] },
 };
 const MAX_MS = Number(process.env.BENCH_MAX_MS ?? 300_000);

@@ -30,6 +30,7 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
       file,
       JSON.stringify({
         controlPlaneUrl: "http://127.0.0.1:9",
+        allowPlaintext: true,
         stateDir: "state",
         model: "S19",
         firmwareVersion: "1.0.0",

@@ -9,6 +9,7 @@ import {
 } from "../../shared/index.js";
 import { downFilter, upTopic, type Heartbeat } from "../../shared/protocol/index.js";
 import { fetchRetryingReset } from "../../shared/http/retry.js";
+import { planeFetch } from "../../test/support/api.js";
 import { mapPool } from "./report.js";
 
 export const BENCH_MODEL = "S19-bench";
@@ -47,7 +48,7 @@ export async function enrollDevice(httpUrl: string, device: SimDevice, enrollmen
   );
   // HW-HTTP-4: enrollment is idempotent; one retry on a reused connection's reset, as the agent does.
   const response = await fetchRetryingReset(
-    fetch,
+    planeFetch,
     `${httpUrl}/api/v1/enroll`,
     { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(request) },
     { idempotent: true },
@@ -70,7 +71,7 @@ export async function enrollAll(httpUrl: string, devices: readonly SimDevice[], 
  * MQTT CONNECT as the agent does it: clientId = username = deviceId, password = a fresh connect token
  * (single use, so a new one per connection). A bare broker ignores the credentials.
  */
-export async function connectDevice(mqttUrl: string, device: SimDevice, { subscribeDown }: { subscribeDown: boolean }): Promise<MqttClient> {
+export async function connectDevice(mqttUrl: string, device: SimDevice, { subscribeDown, ca }: { subscribeDown: boolean; ca?: string | null }): Promise<MqttClient> {
   const { token, claims } = issueConnectToken(device.deviceId, device.keyPair.privateKey, Date.now());
   const client = await mqtt.connectAsync(mqttUrl, {
     protocolVersion: 4,
@@ -81,6 +82,8 @@ export async function connectDevice(mqttUrl: string, device: SimDevice, { subscr
     keepalive: 120,
     reconnectPeriod: 0,
     connectTimeout: 60_000,
+    // mqtts:// (HW-TLS-1): the plane's own CA is the only trust anchor, as on an agent.
+    ...(ca ? { ca } : {}),
   });
   if (subscribeDown) await client.subscribeAsync(downFilter(device.deviceId), { qos: 1 });
   device.client = client;
@@ -92,10 +95,10 @@ export async function connectDevice(mqttUrl: string, device: SimDevice, { subscr
 export async function connectAll(
   mqttUrl: string,
   devices: readonly SimDevice[],
-  { subscribeDown = false, concurrency = 32 }: { subscribeDown?: boolean; concurrency?: number } = {},
+  { subscribeDown = false, concurrency = 32, ca = null }: { subscribeDown?: boolean; concurrency?: number; ca?: string | null } = {},
 ): Promise<number> {
   const started = performance.now();
-  await mapPool(devices, concurrency, (device) => connectDevice(mqttUrl, device, { subscribeDown }));
+  await mapPool(devices, concurrency, (device) => connectDevice(mqttUrl, device, { subscribeDown, ca }));
   return performance.now() - started;
 }
 

@@ -132,6 +132,8 @@ export const enrollmentRequestSchema = z.strictObject({
   firmwareVersion: shortText,
   agentVersion: shortText,
   enrollmentToken: z.string().min(1).max(256).optional(),
+  /** HW-MTLS-1: SPKI PEM of the device's P-256 TLS key; the plane's CA answers with a client certificate for it. */
+  tlsPublicKey: z.string().min(1).max(1024).optional(),
   ts: timestampMs,
   sig: signature,
 });
@@ -143,6 +145,8 @@ export const enrollmentResponseSchema = z.object({
   /** The plane's command-signing public key, pinned by the agent on first enrollment. */
   commandPublicKey: publicKey,
   mqttUrl: z.string().optional(),
+  /** HW-MTLS-1: PEM client certificate (CN = deviceId) issued by the plane's CA for the request's tlsPublicKey. */
+  clientCertificate: z.string().max(16_384).optional(),
 });
 export type EnrollmentResponse = z.infer<typeof enrollmentResponseSchema>;
 

@@ -49,6 +49,7 @@ beforeAll(async () => {
   const config = writeAgentConfig(dir, {
     controlPlaneUrl: plane.httpUrl,
     mqttUrl: plane.mqttUrl,
+    allowPlaintext: true, // a stand-in plane for attacks on the command path (test/support/fake-plane.ts)
     stateDir: join(dir, "state"),
     model: "S19",
     firmwareVersion: "1.0.0",

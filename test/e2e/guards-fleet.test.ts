@@ -53,6 +53,7 @@ function agentConfig(miner: FleetMiner, enrollmentToken: string) {
   return {
     controlPlaneUrl: plane.httpUrl,
     mqttUrl: plane.mqttUrl,
+    caCertHash: plane.caCertHash,
     stateDir: miner.stateDir,
     model: MODEL,
     firmwareVersion: FIRMWARE,

@@ -98,7 +98,7 @@ describe("trust loop (real control plane, real agent binaries, real MQTT)", () =
     const error = await mqtt
       .connectAsync(plane.mqttUrl, {
         protocolVersion: 4, clientId: id, username: id, password: createConnectToken(id, key.privateKey, Date.now()),
-        reconnectPeriod: 0, connectTimeout: 5000,
+        reconnectPeriod: 0, connectTimeout: 5000, ca: plane.caPem!,
       })
       .then((client) => { client.end(true); return null; }, (err: Error) => err);
     expect(error?.message).toMatch(/Not authorized|Bad username or password/i);
@@ -178,7 +178,7 @@ describe("trust loop (real control plane, real agent binaries, real MQTT)", () =
         model: MODEL, firmwareVersion: FIRMWARE, agentVersion: "0.0.0", bootId: "replay", measurements,
       }, key.privateKey));
     const client = await mqtt.connectAsync(plane.mqttUrl, {
-      protocolVersion: 4, clientId: `${id}`, username: id, password: createConnectToken(id, key.privateKey, Date.now()), reconnectPeriod: 0,
+      protocolVersion: 4, clientId: `${id}`, username: id, password: createConnectToken(id, key.privateKey, Date.now()), reconnectPeriod: 0, ca: plane.caPem!,
     });
     try {
       // A challenge answered once, as the device would: accepted, and its nonce is used up.
@@ -204,7 +204,7 @@ describe("trust loop (real control plane, real agent binaries, real MQTT)", () =
     const id = trusted.deviceId!;
     const key = loadDeviceKey(trusted.stateDir)!;
     const client = await mqtt.connectAsync(plane.mqttUrl, {
-      protocolVersion: 4, clientId: id, username: id, password: createConnectToken(id, key.privateKey, Date.now()), reconnectPeriod: 0,
+      protocolVersion: 4, clientId: id, username: id, password: createConnectToken(id, key.privateKey, Date.now()), reconnectPeriod: 0, ca: plane.caPem!,
     });
     const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
     client.publish(upTopic("hw-0123456789abcdef01234567", "heartbeat"), "{}", { qos: 1 });

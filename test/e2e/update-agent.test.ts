@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runRelease } from "../../control-plane/src/release/index.js";
 import { createSimulatedBoard, type SimulatedBoard } from "../../agent/src/platform/simulated.js";
 import { testFirmwareImage } from "../../agent/src/update/testing/index.js";
-import { ApiClient } from "../support/api.js";
+import { ApiClient, planeFetch } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
 import { AGENT_BINARY, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
@@ -31,7 +31,7 @@ let deviceId: string;
 async function release(...argv: string[]): Promise<string> {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runRelease(argv, { fetch: (url, init) => fetch(url, init), stdout: (t) => out.push(t), stderr: (t) => err.push(t) });
+  const code = await runRelease(argv, { fetch: (url, init) => planeFetch(url, init), stdout: (t) => out.push(t), stderr: (t) => err.push(t) });
   if (code !== 0) throw new Error(`release ${argv.join(" ")} exited ${code}: ${err.join("")}`);
   return out.join("");
 }

@@ -144,6 +144,7 @@ beforeAll(async () => {
   const config = writeAgentConfig(work, {
     controlPlaneUrl: plane.httpUrl,
     mqttUrl: plane.mqttUrl,
+    allowPlaintext: true, // a stand-in plane for attacks on the command path (test/support/fake-plane.ts)
     stateDir,
     model: MODEL,
     firmwareVersion: "1.0.0",

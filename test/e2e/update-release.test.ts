@@ -112,7 +112,7 @@ describe("signed releases (release CLI -> plane TUF repository -> tuf-js clients
     expect(tuf("--metadata-dir", join(client, "md"), "init", join(repo(), "1.root.json")).code).toBe(0);
     const metadataUrl = `${plane.httpUrl}/tuf/metadata/`;
     const download = () =>
-      tuf("--metadata-dir", join(client, "md"), "--metadata-url", metadataUrl, "--target-name", "fw-s19-2.0.0", "--target-base-url", `${plane.httpUrl}/tuf/targets/`, "--target-dir", join(client, "out"), "download");
+      tuf("--metadata-dir", join(client, "md"), "--metadata-url", metadataUrl, "--ca-file", join(plane.dataDir, "ca.pem"), "--target-name", "fw-s19-2.0.0", "--target-base-url", `${plane.httpUrl}/tuf/targets/`, "--target-dir", join(client, "out"), "download");
     const first = download();
     expect(first.code, first.out).toBe(0);
     expect(readFileSync(join(client, "out", "fw-s19-2.0.0"))).toEqual(readFileSync(join(dir, "fw.img")));

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { trustPlaneCa } from "./api.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const BUN = join(REPO_ROOT, "node_modules/.bin/bun");
@@ -102,6 +103,9 @@ export interface ControlPlane {
   dataDir: string;
   adminToken: string;
   env: Record<string, string>;
+  /** The plane's CA (`<dataDir>/ca.pem`) and its pin; null when started with `tls: false`. */
+  caPem: string | null;
+  caCertHash: string | null;
 }
 
 export interface ControlPlaneOptions {
@@ -109,6 +113,8 @@ export interface ControlPlaneOptions {
   httpPort?: number;
   mqttPort?: number;
   env?: Record<string, string>;
+  /** HW-TLS-1: TLS is the default, as with `npm start`; false starts a plaintext plane (HASHWARD_TLS=off). */
+  tls?: boolean;
 }
 
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
@@ -118,6 +124,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     HASHWARD_MQTT_HOST: "127.0.0.1",
     HASHWARD_COMMAND_RETRY_MS: "500",
     HASHWARD_LOG_LEVEL: "info",
+    ...(options.tls === false ? { HASHWARD_TLS: "off" } : {}),
     ...options.env,
     HASHWARD_HTTP_PORT: String(options.httpPort ?? 0),
     HASHWARD_MQTT_PORT: String(options.mqttPort ?? 0),
@@ -129,18 +136,23 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     stdio: ["ignore", "pipe", "pipe"],
   });
   const proc = new ManagedProcess("control-plane", child);
-  // Generous: PGlite migrations take over a minute on a loaded shared machine (the hooks allow 120 s).
-  const ready = await proc.waitForLine("control plane ready", (line) => line.msg === "control plane ready", 110_000).catch(async (error: unknown) => {
+  const ready = await proc.waitForLine("control plane ready", (line) => line.msg === "control plane ready", 180_000).catch(async (error: unknown) => {
     await proc.kill("SIGKILL"); // never leave a plane behind that a test could not use
     throw error;
   });
   const httpPort = Number(ready.httpPort);
   const mqttPort = Number(ready.mqttPort);
   const adminToken = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
+  const tls = ready.tls === true;
+  const httpUrl = `${tls ? "https" : "http"}://127.0.0.1:${httpPort}`;
+  const caPem = tls ? readFileSync(join(dataDir, "ca.pem"), "utf8") : null;
+  if (caPem) trustPlaneCa(httpUrl, caPem);
   return {
     proc,
-    httpUrl: `http://127.0.0.1:${httpPort}`,
-    mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
+    httpUrl,
+    mqttUrl: `${tls ? "mqtts" : "mqtt"}://127.0.0.1:${mqttPort}`,
+    caPem,
+    caCertHash: tls ? String(ready.caCertHash) : null,
     httpPort,
     mqttPort,
     dataDir,
@@ -151,6 +163,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
 
 /** Starts the control plane again on the same data folder and ports (agents were configured with those ports). */
 export function restartControlPlane(plane: ControlPlane): Promise<ControlPlane> {
+  // plane.env already carries HASHWARD_TLS=off for a plaintext plane.
   return startControlPlane({ dataDir: plane.dataDir, httpPort: plane.httpPort, mqttPort: plane.mqttPort, env: plane.env });
 }
 
@@ -173,13 +186,15 @@ export function requireAgentBinary(): string {
  * polling and reconnects, heartbeats twice a second, no timer attestation). `extra` adds or overrides keys.
  */
 export function simulatedAgentConfig(
-  plane: { httpUrl: string; mqttUrl: string },
+  plane: { httpUrl: string; mqttUrl: string; caCertHash?: string | null },
   device: { stateDir: string; boardRoot: string; model: string; firmwareVersion: string },
   extra: Record<string, unknown> = {},
 ): Record<string, unknown> {
   return {
     controlPlaneUrl: plane.httpUrl,
     mqttUrl: plane.mqttUrl,
+    // HW-PIN-2: the pin travels with the config, as the enrollment token's caCertHash does.
+    ...(plane.caCertHash ? { caCertHash: plane.caCertHash } : { allowPlaintext: true }),
     stateDir: device.stateDir,
     model: device.model,
     firmwareVersion: device.firmwareVersion,

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { buildFirmwareImage } from "../../agent/src/update/index.js";
 import { simulatedFirmwareFiles } from "../../agent/src/platform/simulated.js";
 import { runRelease } from "../../control-plane/src/release/index.js";
+import { planeFetch } from "./api.js";
 import type { ApiClient } from "./api.js";
 
 export interface Releaser {
@@ -30,7 +31,7 @@ export interface Releaser {
 async function release(args: string[]): Promise<Record<string, unknown>> {
   let out = "";
   let err = "";
-  const code = await runRelease(args, { fetch: (url, init) => fetch(url, init), stdout: (t) => void (out += t), stderr: (t) => void (err += t) });
+  const code = await runRelease(args, { fetch: (url, init) => planeFetch(url, init), stdout: (t) => void (out += t), stderr: (t) => void (err += t) });
   if (code !== 0) throw new Error(`release ${args.join(" ")} exited ${code}: ${err}`);
   return JSON.parse(out) as Record<string, unknown>;
 }

@@ -11,6 +11,7 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import { z } from "zod";
 import { ConfigError, fromBase64Url } from "../../../shared/index.js";
 import { LOG_LEVELS } from "../log/index.js";
+import { CA_CERT_HASH_PATTERN } from "../../../shared/tls/index.js";
 
 /** Hard caps: a typo such as an extra zero must not make the agent silent for a week or fill the flash. */
 export const CAPS = {
@@ -64,8 +65,27 @@ export const agentConfigSchema = z
   .strictObject({
     controlPlaneUrl: httpUrl,
     mqttUrl: mqttUrl.optional(),
-    /** PEM CA bundle for mqtts:// when the plane's certificate is from a private CA (default: system CAs). */
+    /**
+     * PEM CA bundle for an EXTERNAL broker whose certificate is not from the plane's CA (default: the plane's
+     * CA, agent/src/plane-trust).
+     */
     mqttCaFile: z.string().min(1).optional(),
+    /**
+     * HW-PIN-2: `sha256:<hex>` of the plane CA's SubjectPublicKeyInfo, given with the enrollment token
+     * (kubeadm's discovery-token-ca-cert-hash). The agent checks the plane against it before sending anything.
+     */
+    caCertHash: z.string().regex(CA_CERT_HASH_PATTERN, "must be sha256: and 64 lowercase hex digits").optional(),
+    /** A provisioned PEM CA certificate for the plane (instead of caCertHash). */
+    caFile: z.string().min(1).optional(),
+    /** Take the plane's CA unauthenticated on first contact (logged at warn). Off unless set. */
+    trustOnFirstUse: z.boolean().default(false),
+    /** HW-TLS-1: allow http:// and mqtt:// (no TLS; logged at warn). Off unless set. */
+    allowPlaintext: z.boolean().default(false),
+    /**
+     * HW-MTLS-1: ask the plane's CA for a client certificate at enrollment and present it to the broker
+     * (for brokers that authenticate devices by certificate). Key `<stateDir>/mqtt-client.key` (P-256, 0600).
+     */
+    mqttClientCertificate: z.boolean().default(false),
     stateDir: z.string().min(1),
     keyFile: z.string().min(1).optional(),
     model: label,
@@ -188,6 +208,11 @@ const ENV_KEYS: Record<string, EnvKind> = {
   controlPlaneUrl: "string",
   mqttUrl: "string",
   mqttCaFile: "string",
+  caCertHash: "string",
+  caFile: "string",
+  trustOnFirstUse: "bool",
+  allowPlaintext: "bool",
+  mqttClientCertificate: "bool",
   stateDir: "string",
   keyFile: "string",
   model: "string",
@@ -305,6 +330,7 @@ export function parseAgentConfig(raw: unknown, opts: { baseDir?: string; sources
     stateDir,
     keyFile: config.keyFile ? abs(config.keyFile) : join(stateDir, "device.key"),
     ...(config.mqttCaFile ? { mqttCaFile: abs(config.mqttCaFile) } : {}),
+    ...(config.caFile ? { caFile: abs(config.caFile) } : {}),
     platform: { ...config.platform, root: abs(config.platform.root) },
     update: {
       ...config.update,

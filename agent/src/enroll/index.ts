@@ -17,6 +17,7 @@ import {
   type EnrollmentRequest,
   type EnrollmentResponse,
 } from "../../../shared/index.js";
+import { isTlsVerificationError } from "../../../shared/tls/index.js";
 import type { DeviceIdentity } from "../identity/index.js";
 import type { Logger } from "../log/index.js";
 import type { StateStore } from "../state/index.js";
@@ -38,6 +39,8 @@ export interface EnrollDeps {
   firmwareVersion: string;
   agentVersion: string;
   enrollmentToken?: string | undefined;
+  /** HW-MTLS-1: SPKI PEM of the device's TLS client key; the plane answers with a client certificate. */
+  tlsPublicKey?: string | undefined;
   state: StateStore;
   pollMs: number;
   log: Logger;
@@ -48,7 +51,7 @@ export interface EnrollDeps {
   signal?: AbortSignal;
 }
 
-export function buildEnrollmentRequest(deps: Pick<EnrollDeps, "identity" | "model" | "firmwareVersion" | "agentVersion" | "enrollmentToken">, nowMs: number): EnrollmentRequest {
+export function buildEnrollmentRequest(deps: Pick<EnrollDeps, "identity" | "model" | "firmwareVersion" | "agentVersion" | "enrollmentToken" | "tlsPublicKey">, nowMs: number): EnrollmentRequest {
   return signObject(
     {
       v: PROTOCOL_VERSION,
@@ -59,6 +62,7 @@ export function buildEnrollmentRequest(deps: Pick<EnrollDeps, "identity" | "mode
       firmwareVersion: deps.firmwareVersion,
       agentVersion: deps.agentVersion,
       ...(deps.enrollmentToken ? { enrollmentToken: deps.enrollmentToken } : {}),
+      ...(deps.tlsPublicKey ? { tlsPublicKey: deps.tlsPublicKey } : {}),
       ts: nowMs,
     },
     deps.identity.keyPair.privateKey,
@@ -67,7 +71,7 @@ export function buildEnrollmentRequest(deps: Pick<EnrollDeps, "identity" | "mode
 
 export type EnrollAttempt =
   | { outcome: "response"; status: number; response: EnrollmentResponse }
-  | { outcome: "error"; reason: string };
+  | { outcome: "error"; reason: string; identityRefused?: boolean };
 
 /** One POST. Never throws for network/HTTP/parse problems: they become `{outcome: "error"}`. */
 export async function postEnrollment(deps: EnrollDeps): Promise<EnrollAttempt> {
@@ -86,7 +90,8 @@ export async function postEnrollment(deps: EnrollDeps): Promise<EnrollAttempt> {
     }
     return { outcome: "response", status: res.status, response };
   } catch (error) {
-    return { outcome: "error", reason: error instanceof Error ? error.message : String(error) };
+    const reason = error instanceof Error ? error.message : String(error);
+    return isTlsVerificationError(error) ? { outcome: "error", reason, identityRefused: true } : { outcome: "error", reason };
   }
 }
 
@@ -146,7 +151,12 @@ export async function enroll(deps: EnrollDeps, opts: EnrollOptions = {}): Promis
     const attempt = await postEnrollment(deps);
     let waitMs = deps.pollMs;
     if (attempt.outcome === "error") {
-      log.warn({ reason: attempt.reason }, "enrollment request failed; retrying");
+      if (attempt.identityRefused) {
+        // HW-PIN-2: TLS failed before the request was sent; the server got nothing.
+        log.error({ address: deps.controlPlaneUrl, reason: attempt.reason }, "control plane did not prove the pinned identity (TLS); enrollment not sent");
+      } else {
+        log.warn({ reason: attempt.reason }, "enrollment request failed; retrying");
+      }
       if (opts.alreadyAccepted) return null;
     } else {
       const { response } = attempt;

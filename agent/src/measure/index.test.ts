@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -65,5 +65,21 @@ describe("measure", () => {
     expect(isInterpreter("/home/u/.bun/bin/bun")).toBe(true);
     expect(isInterpreter("/usr/local/bin/node20")).toBe(true);
     expect(isInterpreter("/usr/bin/hashward-agent")).toBe(false);
+  });
+
+  it("gives every file its own digest when reads of several files interleave, at every chunk boundary and concurrency", async () => {
+    const b = board();
+    const MiB = 1024 * 1024;
+    // Random bytes: a read buffer shared or reused too early between files would change some digest.
+    const sizes = [0, 1, MiB - 1, MiB, MiB + 1, 2 * MiB, 3 * MiB + 5, 17];
+    const contents = sizes.map((size) => randomBytes(size));
+    const dir = join(b.root, "blobs");
+    mkdirSync(dir);
+    contents.forEach((content, i) => writeFileSync(join(dir, `f${i}`), content));
+    const expected = contents.map((content, i) => ({ path: `/blobs/f${i}`, kind: "file", size: content.byteLength, sha256: sha(content) }));
+    for (const concurrency of [1, 2, 3, 8]) {
+      const { measurements } = await measure(["/blobs"], { resolve: b.resolve, includeAgentBinary: false, concurrency });
+      expect(measurements).toEqual(expected);
+    }
   });
 });

@@ -28,6 +28,7 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
     const config: AgentConfig = parseAgentConfig({
       controlPlaneUrl: enrollment.url,
       mqttUrl: holder.broker.url,
+      allowPlaintext: true, // in-process fakes; TLS and pinning: agent/src/plane-trust and test/e2e/hostile-lan
       stateDir: join(dir.path, "state"),
       model: "S19",
       firmwareVersion: "1.0.0",

@@ -6,7 +6,8 @@
  *  1. identity and state (refuse a foreign or corrupt state);
  *  2. if the state says quarantined, re-apply platform.quarantine() BEFORE anything else: quarantine
  *     survives restart and only a signed release lifts it;
- *  3. enrollment (pins the plane's command key), then MQTT.
+ *  3. the plane's TLS identity (HW-PIN-2: CA pinned before anything is sent), enrollment (pins the plane's
+ *     command key in the same authenticated exchange, HW-PIN-1), then MQTT over TLS with that CA.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
@@ -23,6 +24,15 @@ import { createPlatform, type Platform } from "../platform/index.js";
 import { createGuardRunner, type Finding, type GuardRunner, type LookupAll } from "../guards/index.js";
 import { PolicyStore } from "../policy/index.js";
 import { MqttSession } from "../session/index.js";
+import {
+  establishPlaneTrust,
+  loadOrCreateClientKey,
+  PlaneIdentityError,
+  sameEndpoint,
+  storeClientCertificate,
+  storedClientCertificate,
+  type PlaneTrust,
+} from "../plane-trust/index.js";
 import { StateStore } from "../state/index.js";
 import { fileCheckpoint, initTrustedRoot, TufClient, UpdateEngine } from "../update/index.js";
 import { AGENT_VERSION } from "../version/index.js";
@@ -174,7 +184,8 @@ export class Agent {
       model: config.model,
       configuredFirmwareVersion: config.firmwareVersion,
       platform: this.platform,
-      tuf: this.tufClient(deps.fetch),
+      // Bound late: the plane's CA is known only after establishPlaneTrust in start().
+      tuf: this.tufClient(deps.fetch ?? ((input, init) => (this.trust?.fetch ?? fetch)(input, init))),
       maxImageBytes: config.update.maxImageBytes,
       progress: (severity, detail) => this.event("update-progress", severity, detail),
       attest: () => {
@@ -224,6 +235,33 @@ export class Agent {
   }
 
   private readonly fetchImpl: typeof fetch | undefined;
+  /** The plane's trust anchor (agent/src/plane-trust); set in start() before any request. */
+  private trust: PlaneTrust | null = null;
+
+  /**
+   * HW-PIN-2: retries until the plane proves the pinned identity. A server that does not gets nothing: each
+   * failed attempt is an error line naming its address. Returns null when stopped meanwhile.
+   */
+  private async planeTrust(log: Logger): Promise<PlaneTrust | null> {
+    for (;;) {
+      if (this.abort.signal.aborted) return null;
+      try {
+        return await establishPlaneTrust({ config: this.config, log, signal: this.abort.signal });
+      } catch (error) {
+        if (error instanceof ConfigError) throw error;
+        if (error instanceof PlaneIdentityError) {
+          log.error({ address: error.address, err: error.message }, "control plane did not prove the pinned identity; nothing sent to it");
+        } else {
+          log.warn({ controlPlaneUrl: this.config.controlPlaneUrl, err: error instanceof Error ? error.message : String(error) }, "control plane CA not reachable; retrying");
+        }
+      }
+      const waited = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(true), this.config.enrollPollMs);
+        this.abort.signal.addEventListener("abort", () => (clearTimeout(timer), resolve(false)), { once: true });
+      });
+      if (!waited) return null;
+    }
+  }
 
   get deviceId(): string {
     return this.identity.deviceId;
@@ -277,6 +315,9 @@ export class Agent {
     await this.updates.resume();
     this.event("agent-started", "info", { agentVersion: this.agentVersion, bootId: this.bootId, containment: this.state.containment });
 
+    this.trust = await this.planeTrust(log);
+    if (!this.trust) return;
+    const clientKey = this.config.mqttClientCertificate ? loadOrCreateClientKey(this.config.stateDir) : null;
     let response;
     try {
       response = await enroll(
@@ -287,12 +328,13 @@ export class Agent {
           firmwareVersion: this.firmwareVersion,
           agentVersion: this.agentVersion,
           enrollmentToken: this.config.enrollmentToken,
+          tlsPublicKey: clientKey?.publicKeyPem,
           state: this.state,
           pollMs: this.config.enrollPollMs,
           log,
           signal: this.abort.signal,
           now: this.now,
-          ...(this.fetchImpl ? { fetch: this.fetchImpl } : {}),
+          fetch: this.fetchImpl ?? this.trust.fetch,
         },
         { alreadyAccepted: this.state.snapshot.enrollment === "accepted" && this.state.commandPublicKey !== null },
       );
@@ -305,14 +347,31 @@ export class Agent {
       throw error;
     }
     if (this.abort.signal.aborted) return;
+    if (this.config.mqttUrl && response?.mqttUrl && !sameEndpoint(this.config.mqttUrl, response.mqttUrl)) {
+      // Issue 7 section 6: an agent pointed at another broker than the plane's says so loudly.
+      log.error({ configured: this.config.mqttUrl, announced: response.mqttUrl }, "configured mqttUrl disagrees with the control plane's enrollment answer; check the agent config");
+    }
     if (!this.mqttUrl) this.mqttUrl = response?.mqttUrl ?? this.state.snapshot.mqttUrl;
     if (!this.mqttUrl) throw new ConfigError("mqttUrl: not configured and the control plane did not provide one", "mqttUrl");
+    if (new URL(this.mqttUrl).protocol === "mqtt:") {
+      // HW-TLS-1: the connect token would travel in the clear, for any LAN host to take the session with.
+      if (!this.config.allowPlaintext) {
+        throw new ConfigError(`mqttUrl: ${this.mqttUrl} is plaintext MQTT; use mqtts:// (or set allowPlaintext: true on a trusted network)`, "mqttUrl");
+      }
+      log.warn({ mqttUrl: this.mqttUrl }, "PLAINTEXT: MQTT without TLS (allowPlaintext)");
+    }
+    const mqttCa = this.config.mqttCaFile ? readMqttCa(this.config.mqttCaFile) : this.trust.ca;
+    // HW-MTLS-1: the certificate arrived in the authenticated enrollment answer; an earlier one is kept otherwise.
+    if (clientKey && response?.clientCertificate) storeClientCertificate(this.config.stateDir, response.clientCertificate);
+    const clientCert = clientKey ? storedClientCertificate(this.config.stateDir) : null;
+    if (clientKey && !clientCert) log.error("mqttClientCertificate: the plane issued no client certificate (is its CA key held by the plane?); connecting without one");
 
     this.session = new MqttSession({
       url: this.mqttUrl,
       deviceId: this.deviceId,
       privateKey: this.identity.keyPair.privateKey,
-      ...(this.config.mqttCaFile ? { ca: readMqttCa(this.config.mqttCaFile) } : {}),
+      ...(mqttCa ? { ca: mqttCa } : {}),
+      ...(clientCert ? { clientCert } : {}),
       reconnectMinMs: this.config.reconnectMinMs,
       reconnectMaxMs: this.config.reconnectMaxMs,
       log,

@@ -11,6 +11,7 @@
  * - every down message is parsed with the shared schemas; anything invalid is dropped, counted and logged
  *   once per reason; a handler error never crashes the process.
  */
+import { isIP } from "node:net";
 import mqtt, { type MqttClient } from "mqtt";
 import {
   challengeSchema,
@@ -27,6 +28,7 @@ import {
   type UpKind,
 } from "../../../shared/index.js";
 import { OnceLogger, type Logger } from "../log/index.js";
+import { isTlsVerificationError } from "../../../shared/tls/index.js";
 
 export class NotConnectedError extends HashwardError {
   override name = "NotConnectedError";
@@ -43,8 +45,10 @@ export interface SessionOptions {
   /** [0,1) source for backoff jitter (tests pass a fixed one). */
   random?: () => number;
   connectTimeoutMs?: number;
-  /** PEM CA certificates for mqtts:// (private CA). */
+  /** PEM CA certificates for mqtts://: the ONLY trust anchors (the plane's pinned CA, HW-PIN-2). */
   ca?: string;
+  /** Client certificate and key (PEM) for brokers that authenticate devices by certificate (HW-MTLS-1). */
+  clientCert?: { cert: string; key: string };
   keepaliveSeconds?: number;
   /** Called after CONNACK and SUBACK: publish hello, startup evidence, flush the outbox. */
   onConnect: () => void | Promise<void>;
@@ -145,7 +149,15 @@ export class MqttSession {
       protocol: secure ? "mqtts" : "mqtt",
       host: url.hostname.replace(/^\[|\]$/g, ""),
       port: url.port ? Number(url.port) : secure ? 8883 : 1883,
-      ...(secure ? { servername: url.hostname, rejectUnauthorized: true, ...(this.opts.ca ? { ca: this.opts.ca } : {}) } : {}),
+      ...(secure
+        ? {
+            // SNI carries host names only (RFC 6066 3); an IP literal is still verified against the IP SANs.
+            ...(isIP(url.hostname.replace(/^\[|\]$/g, "")) ? {} : { servername: url.hostname }),
+            rejectUnauthorized: true,
+            ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+            ...(this.opts.clientCert ? { cert: this.opts.clientCert.cert, key: this.opts.clientCert.key } : {}),
+          }
+        : {}),
       protocolVersion: 4,
       clientId: this.opts.deviceId,
       username: this.opts.deviceId,
@@ -159,6 +171,22 @@ export class MqttSession {
     this.client = client;
     this.clientNonce = claims.nonce;
     let connackSeen = false;
+    // HW-PIN-2: a peer that takes the TCP connection but never completes TLS with the pinned CA (another
+    // certificate, or a plaintext broker on a TLS address) has had no CONNECT: mqtt.js writes it into the TLS
+    // stream, which sends nothing before the handshake is verified. Said at error, once per attempt.
+    let tcpConnected = false;
+    let tlsEstablished = false;
+    let identityLogged = false;
+    const identityRefused = (err: string) => {
+      if (identityLogged) return;
+      identityLogged = true;
+      this.opts.log.error({ err, url: this.opts.url }, "MQTT server did not prove the plane's identity (TLS); no CONNECT sent");
+    };
+    if (secure) {
+      const stream = (client as unknown as { stream?: NodeJS.EventEmitter }).stream;
+      stream?.once("connect", () => (tcpConnected = true));
+      stream?.once("secureConnect", () => (tlsEstablished = true));
+    }
 
     client.on("connect", () => {
       connackSeen = true;
@@ -168,10 +196,15 @@ export class MqttSession {
       if (client === this.client) this.onMessage(topic, payload);
     });
     client.on("error", (error) => {
+      if (!connackSeen && secure && (isTlsVerificationError(error) || (tcpConnected && !tlsEstablished))) {
+        identityRefused(error.message);
+        return;
+      }
       this.opts.log.warn({ err: error.message, url: this.opts.url }, connackSeen ? "mqtt error" : "mqtt connect failed");
     });
     client.on("close", () => {
       if (client !== this.client && this.client !== null) return;
+      if (secure && !connackSeen && tcpConnected && !tlsEstablished) identityRefused("connection closed before the TLS handshake completed");
       const wasUp = this.isUp;
       this.isUp = false;
       this.failPending(new NotConnectedError("connection closed"));

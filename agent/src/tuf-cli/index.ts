@@ -13,7 +13,8 @@
  * length for targets, tuf-js's caps for metadata) and a timeout (HASHWARD_TUF_METADATA_TIMEOUT_MS, default 30 s;
  * HASHWARD_TUF_TARGET_TIMEOUT_MS, default 30 min).
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { httpsFetch } from "../../../shared/tls/index.js";
 import { join } from "node:path";
 import { initTrustedRoot, TufClient } from "../update/tuf.js";
 
@@ -21,6 +22,7 @@ export const TUF_USAGE = `Usage:
   hashward-agent tuf --metadata-dir D init ROOT_FILE
   hashward-agent tuf --metadata-dir D --metadata-url U refresh
   hashward-agent tuf --metadata-dir D --metadata-url U --target-name N [--target-name N2 ...] --target-base-url T --target-dir O download
+  --ca-file F: trust only this PEM CA for https:// (e.g. the plane's ca.pem; default: the system CAs)
 `;
 
 export interface TufArgs {
@@ -31,11 +33,12 @@ export interface TufArgs {
   targetBaseUrl?: string;
   targetDir?: string;
   rootFile?: string;
+  caFile?: string;
 }
 
 export class TufUsageError extends Error {}
 
-const VALUE_OPTIONS = new Set(["--metadata-dir", "--metadata-url", "--target-name", "--target-base-url", "--target-dir"]);
+const VALUE_OPTIONS = new Set(["--metadata-dir", "--metadata-url", "--target-name", "--target-base-url", "--target-dir", "--ca-file"]);
 
 export function parseTufArgs(argv: readonly string[]): TufArgs {
   const values = new Map<string, string[]>();
@@ -75,10 +78,12 @@ export function parseTufArgs(argv: readonly string[]): TufArgs {
   }
   if (rest.length > 0) throw new TufUsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
   const metadataUrl = need("--metadata-url", command);
-  if (command === "refresh") return { command, metadataDir, metadataUrl, targetNames: [] };
+  const caFile = one("--ca-file");
+  const ca = caFile === undefined ? {} : { caFile };
+  if (command === "refresh") return { command, metadataDir, metadataUrl, targetNames: [], ...ca };
   const targetNames = values.get("--target-name") ?? [];
   if (targetNames.length === 0) throw new TufUsageError("download needs at least one --target-name");
-  return { command, metadataDir, metadataUrl, targetNames, targetBaseUrl: need("--target-base-url", command), targetDir: need("--target-dir", command) };
+  return { command, metadataDir, metadataUrl, targetNames, targetBaseUrl: need("--target-base-url", command), targetDir: need("--target-dir", command), ...ca };
 }
 
 export interface TufCliIo {
@@ -111,7 +116,7 @@ export async function runTufCli(argv: readonly string[], io: TufCliIo): Promise<
       ...(args.targetBaseUrl ? { targetsUrl: args.targetBaseUrl } : {}),
       metadataTimeoutMs: timeoutFromEnv(env, "HASHWARD_TUF_METADATA_TIMEOUT_MS", 30_000),
       targetTimeoutMs: timeoutFromEnv(env, "HASHWARD_TUF_TARGET_TIMEOUT_MS", 1_800_000),
-      ...(io.fetch ? { fetch: io.fetch } : {}),
+      ...(io.fetch ? { fetch: io.fetch } : args.caFile ? { fetch: httpsFetch({ ca: readFileSync(args.caFile, "utf8") }) as typeof fetch } : {}),
     });
     if (args.command === "refresh") {
       await client.session(async () => undefined);

@@ -41,6 +41,7 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
       config,
       JSON.stringify({
         controlPlaneUrl: enrollment.url,
+        allowPlaintext: true,
         stateDir: "state",
         model: "S19",
         firmwareVersion: "1.0.0",

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, type Command } from "../../../shared/index.js";
@@ -40,8 +40,13 @@ describe("UpdateEngine", () => {
   let events: Record<string, unknown>[];
   let attested: number;
 
+  let savedTmpdir: string | undefined;
   beforeEach(async () => {
     dir = tempDir("hw-update-");
+    // A private TMPDIR: the downloads' temporary files (BoundedFetcher) must all be gone after each update.
+    savedTmpdir = process.env.TMPDIR;
+    process.env.TMPDIR = join(dir.path, "tmp");
+    mkdirSync(process.env.TMPDIR);
     repo = await new TestTufRepo(join(dir.path, "repo"), { targetsKeys: 3, targetsThreshold: 2 }).start();
     board = createSimulatedBoard(join(dir.path, "board"), { model: MODEL, firmwareVersion: "1.0.0", slots: true });
     stateDir = join(dir.path, "state");
@@ -51,6 +56,8 @@ describe("UpdateEngine", () => {
   });
   afterEach(async () => {
     await repo.stop();
+    if (savedTmpdir === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = savedTmpdir;
     dir.cleanup();
   });
 
@@ -80,6 +87,14 @@ describe("UpdateEngine", () => {
 
   const phases = () => events.map((e) => e["phase"]);
 
+  it("installs a target named with directories: fetched as dir/<sha256>.name (TUF 5.7.3, consistent snapshot)", async () => {
+    release("models/S19/fw-1.1.0", "1.1.0");
+    repo.publish();
+    expect(await engine().handle(command(1, { targetName: "models/S19/fw-1.1.0" }))).toEqual({ status: "done" });
+    expect(repo.requests).toContain(repo.targetPath("models/S19/fw-1.1.0"));
+    expect(readFileSync(board.resolve("/firmware/etc/version"), "utf8")).toBe(`${MODEL} 1.1.0\n`);
+  });
+
   it("installs a signed release into the inactive slot, commits, raises the floor, survives a restart", async () => {
     release("fw-1.1.0", "1.1.0");
     repo.publish();
@@ -94,6 +109,7 @@ describe("UpdateEngine", () => {
     expect(attested).toBe(1);
     // trusted metadata kept under non-versioned names
     expect(readdirSync(join(stateDir, "tuf")).sort()).toEqual(["root.json", "snapshot.json", "targets.json", "timestamp.json"]);
+    expect(readdirSync(join(dir.path, "tmp"))).toEqual([]); // downloads' temporary files removed
 
     const restarted = engine();
     await restarted.resume();
@@ -133,6 +149,7 @@ describe("UpdateEngine", () => {
       expect(e.floor).toBe("1.0.0");
       expect(e.store.journal).toBeNull();
       expect(existsSync(join(stateDir, "update", "download"))).toBe(false);
+      expect(readdirSync(join(dir.path, "tmp"))).toEqual([]); // no temporary download left behind
     }
 
     it("an image whose hash differs from the signed one", async () => {

@@ -195,6 +195,7 @@ export class UpdateEngine {
     mkdirSync(this.downloadDir, { recursive: true, mode: 0o700 });
     const started = this.deps.now();
     const base = { targetName, rolloutId, commandSeq };
+    log.info({ targetName, seq: commandSeq }, "update started: refreshing TUF metadata and downloading");
     this.emit("download", base);
     // HW-UPD-1/2: tuf-js refreshes and verifies the metadata, then fetches the image capped at its signed
     // length and checks its hashes, in one session.
@@ -338,3 +339,4 @@ export function fileCheckpoint(stateDir: string, pauseAt: string | undefined): (
     while (!existsSync(join(dir, `continue-${point}`))) await new Promise((r) => setTimeout(r, 20));
   };
 }
+

@@ -59,13 +59,21 @@ export interface BrokerDeps {
   maxClients?: number;
   /** A socket that has not completed CONNECT by then is closed; default 10000. */
   connectTimeoutMs?: number;
+  /**
+   * HW-MTLS-1: the listener already demands a client certificate from the plane's CA; the CONNECT username must
+   * also be its subject CN (a device's certificate does not let it pose as another device).
+   */
+  requireClientCertificate?: boolean;
 }
 
 export interface Broker {
   aedes: Aedes;
   publisher: DevicePublisher;
-  /** Starts the MQTT TCP listener; resolves with the bound port (useful with port 0). */
-  listen(port: number, host?: string): Promise<number>;
+  /**
+   * Starts an MQTT listener; resolves with the bound port (useful with port 0). `makeServer` builds the listening
+   * server around the connection handler (default plain TCP; the plane passes tls.createServer, HW-TLS-1).
+   */
+  listen(port: number, host?: string, makeServer?: (onConnection: (socket: Socket) => void) => Server): Promise<number>;
   /** Closes a device's live connection now (call after revoke/reject so revocation bites at once). */
   disconnect(deviceId: string): void;
   /** Stops accepting, closes every client, waits for in-flight ingest. Idempotent. */
@@ -97,6 +105,7 @@ function peerAddress(client: Client): string {
 
 type RefusalReason =
   | "bad-username"
+  | "client-certificate"
   | "client-id-mismatch"
   | "unknown-device"
   | "not-accepted"
@@ -404,7 +413,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     maxTopicLevels: 8,
 
     authenticate(client, username, password, done) {
-      verifyConnect(client, username, password).then(
+      const certified = !deps.requireClientCertificate || clientCertificateCn(client) === username; // HW-MTLS-1
+      (certified ? verifyConnect(client, username, password) : Promise.reject(new ConnectRefusal("client-certificate", CONNACK.notAuthorized, "client certificate is not the device's"))).then(
         () => {
           // HW-AUTH-2: a valid token for a device that is connected right now: the session is being taken over.
           const previous = live.get(client.id);
@@ -538,8 +548,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   return {
     aedes,
     publisher,
-    listen(port: number, host = "0.0.0.0"): Promise<number> {
-      const server = createServer(handleSocket);
+    listen(port: number, host = "0.0.0.0", makeServer = (onConnection: (socket: Socket) => void): Server => createServer(onConnection)): Promise<number> {
+      const server = makeServer(handleSocket);
       server.maxConnections = maxClients;
       return new Promise((resolve, reject) => {
         server.once("error", reject);
@@ -589,6 +599,13 @@ function capSubscribeQos(client: Client): void {
       subscription.qos = Math.min(subscription.qos, MAX_GRANTED_QOS);
     }
   });
+}
+
+/** The subject CN of the TLS client certificate on `client`'s connection, or null. */
+function clientCertificateCn(client: Client): string | null {
+  const conn = (client as unknown as { conn?: { getPeerCertificate?: () => { subject?: { CN?: string | string[] } } } }).conn;
+  const cn = conn?.getPeerCertificate?.()?.subject?.CN;
+  return typeof cn === "string" ? cn : null;
 }
 
 interface PacketParser {

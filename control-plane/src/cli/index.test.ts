@@ -15,12 +15,12 @@ function harness(env: Record<string, string | undefined> = { HASHWARD_URL: BASE,
   const files = new Map<string, string>();
   const out: string[] = [];
   const err: string[] = [];
-  const requests: Array<{ url: string; method: string; body: string | null }> = [];
+  const requests: Array<{ url: string; method: string; body: string | null; ca?: string }> = [];
   const io = {
     env,
     // The fetch shim: the CLI talks to the real app in-process, no socket.
-    fetch: async (url: string, init: RequestInit) => {
-      requests.push({ url, method: init.method ?? "GET", body: typeof init.body === "string" ? init.body : null });
+    fetch: async (url: string, init: RequestInit, ca?: string) => {
+      requests.push({ url, method: init.method ?? "GET", body: typeof init.body === "string" ? init.body : null, ...(ca ? { ca } : {}) });
       return app.request(url, init);
     },
     readFile: async (path: string) => {
@@ -46,6 +46,29 @@ beforeEach(() => {
 });
 
 describe("hashward CLI", () => {
+  // HW-TLS-1: `npm start` makes a CA in ./data; the CLI trusts exactly it by default.
+  it("trusts the plane's CA from the data dir by default, or the --ca-file / HASHWARD_CA_FILE given", async () => {
+    const https = harness({ HASHWARD_URL: "https://plane.test:1/", HASHWARD_TOKEN: TOKENS.admin });
+    https.files.set("./data/ca.pem", "CA FROM DATA DIR");
+    https.files.set("other/ca.pem", "OTHER CA");
+    expect((await https.run("health")).code).toBe(0);
+    expect(https.requests.at(-1)?.ca).toBe("CA FROM DATA DIR");
+    expect((await https.run("--ca-file", "other/ca.pem", "health")).code).toBe(0);
+    expect(https.requests.at(-1)?.ca).toBe("OTHER CA");
+    const named = harness({ HASHWARD_URL: "https://plane.test:1/", HASHWARD_TOKEN: TOKENS.admin, HASHWARD_DATA_DIR: "/srv/hashward" });
+    named.files.set("/srv/hashward/ca.pem", "CA OF /srv");
+    await named.run("health");
+    expect(named.requests.at(-1)?.ca).toBe("CA OF /srv");
+  });
+
+  it("refuses an unreadable --ca-file with exit 2 and sends nothing", async () => {
+    const https = harness({ HASHWARD_URL: "https://plane.test:1/", HASHWARD_TOKEN: TOKENS.admin });
+    const result = await https.run("--ca-file", "missing.pem", "health");
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("missing.pem");
+    expect(https.requests).toEqual([]);
+  });
+
   it("policies set/list/delete and device-policy map to the policy routes", async () => {
     const body = { scope: { model: "S19" }, allowedUrls: ["stratum+tcp://pool.example.net:3333"] };
     h.files.set("pools.json", JSON.stringify(body));

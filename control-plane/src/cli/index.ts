@@ -7,16 +7,18 @@
  */
 import { parseArgs } from "node:util";
 import { fetchRetryingReset } from "../../../shared/http/retry.js";
+import { defaultPlaneCaFile } from "../../../shared/tls/index.js";
 
 export interface CliIo {
   env: Readonly<Record<string, string | undefined>>;
-  fetch: (url: string, init: RequestInit) => Promise<Response>;
+  /** `ca`: PEM of the only CA to trust for an https:// plane (the plane's own, HW-TLS-1). */
+  fetch: (url: string, init: RequestInit, ca?: string) => Promise<Response>;
   readFile: (path: string) => Promise<string>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
 }
 
-export const USAGE = `usage: hashward [--url URL] [--token-file FILE] <command>
+export const USAGE = `usage: hashward [--url URL] [--token-file FILE] [--ca-file FILE] <command>
 
 devices list [--enrollment S] [--appraisal S] [--containment S] [--model M] [--limit N] [--offset N]
 devices get ID | history ID | commands ID | events ID [--limit N]
@@ -43,9 +45,10 @@ tokens revoke TOKEN_ID [--reason R]                 (admin; tok_... API token or
 audit [--limit N] [--offset N]                      (admin)
 health
 
-environment: HASHWARD_URL (default http://127.0.0.1:8080), HASHWARD_TOKEN`;
+environment: HASHWARD_URL (default https://127.0.0.1:8080), HASHWARD_TOKEN, HASHWARD_CA_FILE (default
+  <HASHWARD_DATA_DIR or ./data>/ca.pem: the plane's own CA; --ca-file FILE also sets it)`;
 
-const DEFAULT_URL = "http://127.0.0.1:8080";
+const DEFAULT_URL = "https://127.0.0.1:8080";
 
 class UsageError extends Error {
   override name = "UsageError";
@@ -54,6 +57,7 @@ class UsageError extends Error {
 const OPTIONS = {
   url: { type: "string" },
   "token-file": { type: "string" },
+  "ca-file": { type: "string" },
   reason: { type: "string" },
   limit: { type: "string" },
   offset: { type: "string" },
@@ -110,10 +114,25 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   }
   if (call.body !== undefined) headers["content-type"] = "application/json";
 
+  // HW-TLS-1: the plane's own CA from its data dir is the trust anchor, so `npm start` + this CLI just work.
+  let ca: string | undefined;
+  if (new URL(baseUrl).protocol === "https:") {
+    const caFile = values["ca-file"] ?? (io.env.HASHWARD_CA_FILE || defaultPlaneCaFile(io.env));
+    try {
+      ca = await io.readFile(caFile);
+    } catch (err) {
+      // Without it only a certificate from a system-trusted CA is accepted (operator-provided certificates).
+      if (values["ca-file"] !== undefined || io.env.HASHWARD_CA_FILE) {
+        io.stderr(`hashward: cannot read the CA file ${caFile}: ${err instanceof Error ? err.message : String(err)}\n`);
+        return 2;
+      }
+    }
+  }
+
   let response: Response;
   try {
     // HW-HTTP-4: idempotent calls are retried once when a reused keep-alive connection was closed under them.
-    response = await fetchRetryingReset(io.fetch, new URL(call.path, baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`).toString(), {
+    response = await fetchRetryingReset((url, init) => io.fetch(url, init, ca), new URL(call.path, baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`).toString(), {
       method: call.method,
       headers,
       ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),

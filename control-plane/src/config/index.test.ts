@@ -39,7 +39,22 @@ describe("loadConfig", () => {
       httpKeepAliveTimeoutMs: 65_000,
       sessionTakeoverThreshold: 3,
       sessionTakeoverWindowMs: 60_000,
+      // HW-TLS-1: TLS on unless HASHWARD_TLS=off.
+      tls: { enabled: true, extraNames: [], certLifetimeMs: 90 * 86_400_000, renewCheckMs: 3_600_000, requireClientCert: false },
     });
+  });
+
+  it.each([
+    ["HASHWARD_TLS", "maybe"],
+    ["HASHWARD_TLS_SAN", "plane.example,bad host"],
+    ["HASHWARD_TLS_CERT_TTL_MS", "1000"],
+    ["HASHWARD_MQTT_CLIENT_CERT", "sometimes"],
+  ])("refuses %s=%s naming it", (name, value) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(expect.objectContaining({ option: name }));
+  });
+
+  it("refuses mutual TLS without TLS", () => {
+    expect(() => loadConfig({ HASHWARD_TLS: "off", HASHWARD_MQTT_CLIENT_CERT: "required" })).toThrow(expect.objectContaining({ option: "HASHWARD_MQTT_CLIENT_CERT" }));
   });
 
   it("reads every variable", () => {

@@ -19,6 +19,24 @@ export interface ControlPlaneConfig {
   databaseUrl?: string;
   /** The MQTT URL told to agents in the enrollment response (e.g. mqtts://plane.farm.example:8883). */
   publicMqttUrl?: string;
+  /** The HTTPS URL of this plane as agents reach it (bootstrap answer, demo:board); default from the listener. */
+  publicUrl?: string;
+  /**
+   * HW-TLS-1: HTTPS and MQTT over TLS unless `tls.enabled` is false (HASHWARD_TLS=off, logged at warn on every
+   * start). Without operator files the plane issues its own certificates (control-plane/src/tls).
+   */
+  tls: {
+    enabled: boolean;
+    certFile?: string;
+    keyFile?: string;
+    caFile?: string;
+    /** Extra subject alternative names (HASHWARD_TLS_SAN, comma list of host names or IPs). */
+    extraNames: string[];
+    certLifetimeMs: number;
+    renewCheckMs: number;
+    /** HW-MTLS-1: the embedded broker requires a client certificate issued by the plane's CA. */
+    requireClientCert: boolean;
+  };
   commandTtlMs: number;
   challengeTtlMs: number;
   commandRetryMs: number;
@@ -49,6 +67,7 @@ type Env = Record<string, string | undefined>;
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 const AUTO_QUARANTINE: readonly AutoQuarantine[] = ["contraindicated", "off"];
 const MINUTE_MS = 60_000;
+const ON_OFF = ["on", "off"] as const;
 const DAY_MS = 24 * 60 * MINUTE_MS;
 
 /** Unset and empty both mean "use the default" (so `FOO= cmd` in a shell behaves like no FOO). */
@@ -85,6 +104,14 @@ function host(env: Env, name: string, fallback: string): string {
   // A host name or an IP literal; no scheme, port or path (those belong in other variables).
   if (!/^[A-Za-z0-9.:_-]{1,253}$/.test(value)) fail(name, value, "must be a host name or IP address");
   return value;
+}
+
+function hostList(env: Env, name: string): string[] {
+  const value = raw(env, name);
+  if (value === undefined) return [];
+  const hosts = value.split(",").map((h) => h.trim()).filter((h) => h !== "");
+  for (const h of hosts) if (!/^[A-Za-z0-9.:_-]{1,253}$/.test(h)) fail(name, value, `${JSON.stringify(h)} is not a host name or IP address`);
+  return hosts;
 }
 
 function url(env: Env, name: string, protocols: readonly string[]): string | undefined {
@@ -136,9 +163,26 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     httpKeepAliveTimeoutMs: integer(env, "HASHWARD_HTTP_KEEP_ALIVE_TIMEOUT_MS", 65_000, 1_000, 10 * MINUTE_MS),
     sessionTakeoverThreshold: integer(env, "HASHWARD_SESSION_TAKEOVER_THRESHOLD", 3, 1, 1_000),
     sessionTakeoverWindowMs: integer(env, "HASHWARD_SESSION_TAKEOVER_WINDOW_MS", MINUTE_MS, 1_000, DAY_MS),
+    tls: {
+      enabled: oneOf(env, "HASHWARD_TLS", "on", ON_OFF) === "on",
+      extraNames: hostList(env, "HASHWARD_TLS_SAN"),
+      // A certificate shorter than a few seconds could expire between issue and handshake.
+      certLifetimeMs: integer(env, "HASHWARD_TLS_CERT_TTL_MS", 90 * DAY_MS, 3_000, 825 * DAY_MS),
+      renewCheckMs: integer(env, "HASHWARD_TLS_RENEW_CHECK_MS", 60 * MINUTE_MS, 100, 24 * 60 * MINUTE_MS),
+      requireClientCert: oneOf(env, "HASHWARD_MQTT_CLIENT_CERT", "optional", ["optional", "required"] as const) === "required",
+    },
   };
+  for (const [field, name] of [["certFile", "HASHWARD_TLS_CERT_FILE"], ["keyFile", "HASHWARD_TLS_KEY_FILE"], ["caFile", "HASHWARD_TLS_CA_FILE"]] as const) {
+    const value = raw(env, name);
+    if (value !== undefined) config.tls[field] = resolve(value);
+  }
+  if (!config.tls.enabled && config.tls.requireClientCert) {
+    fail("HASHWARD_MQTT_CLIENT_CERT", "required", "needs TLS (HASHWARD_TLS=on)");
+  }
   const databaseUrl = url(env, "DATABASE_URL", ["postgres:", "postgresql:"]);
   if (databaseUrl !== undefined) config.databaseUrl = databaseUrl;
+  const publicUrl = url(env, "HASHWARD_PUBLIC_URL", ["https:", "http:"]);
+  if (publicUrl !== undefined) config.publicUrl = publicUrl;
   const publicMqttUrl = url(env, "HASHWARD_PUBLIC_MQTT_URL", ["mqtt:", "mqtts:", "tcp:", "tls:", "ws:", "wss:"]);
   if (publicMqttUrl !== undefined) config.publicMqttUrl = publicMqttUrl;
   return config;

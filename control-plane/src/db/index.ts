@@ -1,7 +1,8 @@
 /**
  * Opens the control plane's database: embedded PGlite in `<dataDir>/pglite` by default, PostgreSQL through a
  * node-postgres Pool when a URL is given. The committed drizzle-kit migrations (control-plane/drizzle/) are
- * applied at open, so a fresh directory or an empty database is ready after this returns.
+ * applied at open, so a fresh directory or an empty database is ready after this returns. A fresh PGlite directory
+ * starts as a copy of the prepared image for the current migrations (./image.ts) instead of running initdb.
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -13,6 +14,7 @@ import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
+import { copyDatabaseImage, ensureDatabaseImage, imageCacheDirFromEnv, isFreshDirectory } from "./image.js";
 import * as schema from "./schema.js";
 
 export { schema };
@@ -37,12 +39,23 @@ export const MIGRATIONS_FOLDER = fileURLToPath(new URL("../../drizzle", import.m
 // Any constant works; replicas starting together take turns applying migrations.
 const MIGRATION_LOCK_KEY = 0x4857_4d31;
 
-export async function openDatabase(opts: { dataDir: string; databaseUrl?: string }): Promise<OpenedDatabase> {
+export { DatabaseImageError, ensureDatabaseImage, imageCacheDirFromEnv } from "./image.js";
+
+/**
+ * Opens (and migrates) the database: PostgreSQL at `databaseUrl` when given, else PGlite in `<dataDir>/pglite`.
+ * `imageCacheDir` is where prepared PGlite images live (default: HASHWARD_PGLITE_IMAGE_DIR, else
+ * `<repository>/.cache/pglite-image`; `false` creates a fresh directory with initdb as before).
+ * @throws DatabaseImageError when the image cache is not private to this user (HW-DB-2); driver and migration errors.
+ */
+export async function openDatabase(opts: { dataDir: string; databaseUrl?: string; imageCacheDir?: string | false }): Promise<OpenedDatabase> {
   if (opts.databaseUrl) return openPostgres(opts.databaseUrl);
-  return openPglite(join(opts.dataDir, "pglite"));
+  return openPglite(join(opts.dataDir, "pglite"), opts.imageCacheDir ?? imageCacheDirFromEnv());
 }
 
-async function openPglite(directory: string): Promise<OpenedDatabase> {
+async function openPglite(directory: string, imageCacheDir: string | false): Promise<OpenedDatabase> {
+  if (imageCacheDir !== false && isFreshDirectory(directory)) {
+    copyDatabaseImage(await ensureDatabaseImage(imageCacheDir, MIGRATIONS_FOLDER), directory);
+  }
   mkdirSync(directory, { recursive: true });
   // PGlite replays its write-ahead log on open, so a folder left by a SIGKILLed process reopens (tested).
   const client = await PGlite.create(directory);

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from "node:crypto";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { beforeEach, describe, expect, it } from "vitest";
@@ -231,6 +232,18 @@ describe("validation (HW-HTTP-2): 400 naming the field, no service call", () => 
     expect((await errorOf(res)).field).toBe("deviceId");
     const extra = await ctx.request("POST", "/api/v1/enroll", { body: enrollBody({ admin: true }) });
     expect((await errorOf(extra)).field).toBe("admin");
+    expect(ctx.service.calls).toEqual([]);
+  });
+
+  // HW-MTLS-1: a client certificate only for a P-256 key; anything else is refused before the service runs.
+  it.each([
+    ["not PEM", "hello"],
+    ["an Ed25519 key", generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }).toString()],
+    ["a P-384 key", generateKeyPairSync("ec", { namedCurve: "secp384r1" }).publicKey.export({ type: "spki", format: "pem" }).toString()],
+  ])("enroll: tlsPublicKey that is %s is a 400 naming it, and nothing reaches the service", async (_what, tlsPublicKey) => {
+    const res = await ctx.request("POST", "/api/v1/enroll", { body: enrollBody({ tlsPublicKey }) });
+    expect(res.status).toBe(400);
+    expect((await errorOf(res)).field).toBe("tlsPublicKey");
     expect(ctx.service.calls).toEqual([]);
   });
 

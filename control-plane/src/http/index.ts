@@ -22,6 +22,7 @@ import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
 import { isStreamedUpload, registerUpdateRoutes, type UpdateRoutesDeps } from "./routes/releases.js";
 import { registerPolicyRoutes } from "./routes/policies.js";
+import { assertP256PublicKey, registerBootstrapRoutes, type BootstrapRoutesDeps } from "./routes/bootstrap.js";
 import {
   apiTokenBody,
   apiTokenCreatedSchema,
@@ -79,6 +80,8 @@ export interface HttpAppDeps {
   updates?: UpdateRoutesDeps;
   /** Guard policies (control-plane/src/policy; routes/policies.ts). */
   policies?: import("../policy/types.js").PolicyService;
+  /** The CA certificate and the bootstrap answer (routes/bootstrap.ts). */
+  bootstrap?: BootstrapRoutesDeps;
 }
 
 export type HttpEnv = { Variables: AuthVariables };
@@ -198,7 +201,14 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
       },
     }),
     async (c) => {
-      const response = await service.enroll(c.req.valid("json"));
+      const request = c.req.valid("json");
+      // HW-MTLS-1: a client certificate only for a P-256 key, checked before anything is written (HW-HTTP-2).
+      if (request.tlsPublicKey !== undefined) assertP256PublicKey(request.tlsPublicKey);
+      const response = await service.enroll(request);
+      if (response.enrollment === "accepted" && request.tlsPublicKey !== undefined && deps.bootstrap?.issueClientCertificate) {
+        const certificate = await deps.bootstrap.issueClientCertificate(response.deviceId, request.tlsPublicKey);
+        if (certificate !== null) response.clientCertificate = certificate;
+      }
       // Same body either way: the agent learns its state and stops polling on rejected/revoked.
       const refused = response.enrollment === "rejected" || response.enrollment === "revoked";
       return refused ? c.json(response, 403) : c.json(response, 200);
@@ -217,7 +227,9 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     async (c) => {
       const body = enrollmentTokenBody.parse(c.req.valid("json"));
       const input = body.label === undefined ? { ttlMs: body.ttlMs, maxUses: body.maxUses } : body;
-      return c.json(await service.createEnrollmentToken(c.get("actor"), input), 201);
+      const created = await service.createEnrollmentToken(c.get("actor"), input);
+      // HW-PIN-2: the token travels with the pin of the plane's CA, so the agent authenticates the plane first.
+      return c.json({ ...created, caCertHash: deps.bootstrap?.bootstrap().caCertHash ?? null }, 201);
     },
   );
 
@@ -463,6 +475,7 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
 
   if (deps.updates) registerUpdateRoutes(app, service, deps.updates);
   if (deps.policies) registerPolicyRoutes(app, service, deps.policies);
+  if (deps.bootstrap) registerBootstrapRoutes(app, service, deps.bootstrap);
 
   // --- audit ----------------------------------------------------------------------------------------------------
   app.openapi(

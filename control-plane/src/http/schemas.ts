@@ -285,7 +285,15 @@ export const auditEntrySchema = z
   .openapi("AuditEntry");
 
 export const enrollmentTokenCreatedSchema = z
-  .object({ id: z.string(), token: z.string(), expiresAt: isoTime, maxUses: z.number() })
+  .object({
+    id: z.string(),
+    token: z.string(),
+    expiresAt: isoTime,
+    maxUses: z.number(),
+    caCertHash: z.string().nullable().optional().openapi({
+      description: "HW-PIN-2: sha256 of the plane CA's SubjectPublicKeyInfo; give it to the agent with the token (config `caCertHash`), as kubeadm's discovery-token-ca-cert-hash",
+    }),
+  })
   .openapi("EnrollmentTokenCreated");
 
 export const apiTokenCreatedSchema = z

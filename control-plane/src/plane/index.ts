@@ -10,7 +10,6 @@ import { createHttpApp } from "../http/index.js";
 import { applyHttpTimeouts } from "./http-timeouts.js";
 import { privatizeDatabaseFiles, secureDataDir } from "./data-dir.js";
 import { join } from "node:path";
-import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { KeyPair } from "../../../shared/crypto/index.js";
@@ -23,6 +22,7 @@ import { createServices } from "../service/index.js";
 import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
 import { createUpdates } from "../rollouts/updates.js";
 import { reconcileReleaseReferenceValues } from "../tuf/index.js";
+import { createApiServer, mqttTlsServerFactory, startPlaneTls, type PlaneTls } from "../tls/index.js";
 import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
 
 export const STALE_CHECK_INTERVAL_MS = 5_000;
@@ -32,6 +32,8 @@ export interface Plane {
   mqttPort: number;
   httpUrl: string;
   mqttUrl: string;
+  /** `sha256:<hex>` of the CA's public key (HW-PIN-2); null when TLS is off. */
+  caCertHash: string | null;
   dataDir: string;
   database: "pglite" | "postgres";
   adminTokenFile: string;
@@ -179,6 +181,22 @@ export async function startPlane(
     const commandKey = await loadOrCreateCommandKey(config.dataDir);
     logger.info({ path: commandKey.path, created: commandKey.created }, commandKey.created ? "command-signing key created" : "command-signing key loaded");
 
+    // HW-TLS-1: TLS unless explicitly turned off, and then said at warn on every start.
+    let tls: PlaneTls | null = null;
+    if (config.tls.enabled) {
+      const hostOf = (u: string | undefined) => (u === undefined ? [] : [new URL(u).hostname]);
+      tls = await startPlaneTls(
+        config.dataDir,
+        [config.httpHost, config.mqttHost, ...hostOf(config.publicUrl), ...hostOf(config.publicMqttUrl), ...config.tls.extraNames],
+        config.tls,
+        logger,
+      );
+      const planeTls = tls;
+      cleanups.push(async () => planeTls.close());
+    } else {
+      logger.warn({ option: "HASHWARD_TLS", value: "off" }, "PLAINTEXT: HTTP and MQTT without TLS; anyone on the network can read and hijack device sessions (HW-TLS-1)");
+    }
+
     const opened = await factories.openDatabase(
       config.databaseUrl === undefined ? { dataDir: config.dataDir } : { dataDir: config.dataDir, databaseUrl: config.databaseUrl },
     );
@@ -227,7 +245,7 @@ export async function startPlane(
     // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
     const deviceSide = withPolicyDelivery(services.deviceSide, policies, logger, Date.now);
-    broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients });
+    broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
     const startedBroker = broker;
     cleanups.push(() => startedBroker.close());
 
@@ -253,15 +271,28 @@ export async function startPlane(
       .catch((error: unknown) => logger.error({ err: error }, "could not reconcile release reference values"));
 
     const version = readVersion();
-    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies });
+    let advertised: { controlPlaneUrl: string; mqttUrl: string } | null = null;
+    const planeTlsForCerts = tls;
+    const bootstrap = {
+      caPem: tls?.ca.certPem ?? null,
+      ...(planeTlsForCerts ? { issueClientCertificate: (deviceId: string, pem: string) => planeTlsForCerts.issueClientCertificate(deviceId, pem) } : {}),
+      bootstrap: () => ({
+        controlPlaneUrl: advertised?.controlPlaneUrl ?? "",
+        mqttUrl: advertised?.mqttUrl ?? "",
+        tls: tls !== null,
+        caCertHash: tls?.ca.caCertHash ?? null,
+      }),
+    };
+    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap });
 
+    await tls?.renewIfDue();
     const mqttPort = await startedBroker
-      .listen(config.mqttPort, config.mqttHost)
+      .listen(config.mqttPort, config.mqttHost, tls ? mqttTlsServerFactory(tls, config.tls.requireClientCert) : undefined)
       .catch((error: unknown) => {
         throw listenError(error, "HASHWARD_MQTT_PORT", config.mqttPort, "HASHWARD_MQTT_HOST", config.mqttHost);
       });
 
-    const httpServer = createAdaptorServer({ fetch: app.fetch }) as Server;
+    const httpServer = createApiServer(app.fetch, tls);
     applyHttpTimeouts(httpServer, { bodyTimeoutMs: config.httpBodyTimeoutMs, keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs }, logger);
     cleanups.push(() => closeHttp(httpServer)); // runs first on shutdown: stop taking requests before the broker/DB go
     const httpPort = await listenHttp(httpServer, config.httpPort, config.httpHost, logger).catch((error: unknown) => {
@@ -279,8 +310,12 @@ export async function startPlane(
       for (const stop of stopUpdateTimers) await stop();
     });
 
-    const httpUrl = `http://${urlHost(config.httpHost)}:${httpPort}`;
-    const mqttUrl = `mqtt://${urlHost(config.mqttHost)}:${mqttPort}`;
+    const httpUrl = `${tls ? "https" : "http"}://${urlHost(config.httpHost)}:${httpPort}`;
+    const mqttUrl = `${tls ? "mqtts" : "mqtt"}://${urlHost(config.mqttHost)}:${mqttPort}`;
+    advertised = { controlPlaneUrl: config.publicUrl ?? httpUrl, mqttUrl: config.publicMqttUrl ?? mqttUrl };
+    // The enrollment answer always names the broker (the bound port is known only now): an agent configured with
+    // another address says so at error level (agent/src/runtime).
+    options.publicMqttUrl = advertised.mqttUrl;
     logger.info(
       {
         httpPort,
@@ -288,6 +323,9 @@ export async function startPlane(
         httpUrl,
         mqttUrl,
         publicMqttUrl: config.publicMqttUrl,
+        tls: tls !== null,
+        caFile: tls && !config.tls.certFile ? join(config.dataDir, "ca.pem") : config.tls.caFile,
+        caCertHash: tls?.ca.caCertHash ?? null,
         dataDir: config.dataDir,
         database: opened.dialect,
         adminTokenFile,
@@ -302,6 +340,7 @@ export async function startPlane(
       mqttPort,
       httpUrl,
       mqttUrl,
+      caCertHash: tls?.ca.caCertHash ?? null,
       dataDir: config.dataDir,
       database: opened.dialect,
       adminTokenFile,

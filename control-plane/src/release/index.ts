@@ -13,13 +13,15 @@ import { parseArgs } from "node:util";
 import type { Metadata, Root, Targets } from "@tufjs/models";
 import { HashwardError } from "../../../shared/errors/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { defaultPlaneCaFile } from "../../../shared/tls/index.js";
 import { isSemVer, parseMeasurement, parseReleaseCustom, TARGET_NAME, type OnlineKeysExport, type ReleaseMeasurement } from "../tuf/index.js";
 import { createKeyDir, loadKeyDir } from "./keydir.js";
 import { buildRoot, buildTargets, expiresIn, nextRoot, parseRootJson, parseTargetsJson, signWith } from "./metadata.js";
 import { fetchRetryingReset } from "../../../shared/http/retry.js";
 
 export interface ReleaseIo {
-  fetch: (url: string, init: RequestInit) => Promise<Response>;
+  /** `ca`: PEM of the only CA to trust for an https:// plane (its `<dataDir>/ca.pem`, HW-TLS-1). */
+  fetch: (url: string, init: RequestInit, ca?: string) => Promise<Response>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
 }
@@ -36,7 +38,7 @@ sign --keys D --image FILE --name NAME --version SEMVER --models S19,S19j --refe
     (measure.json: "hashward-agent measure" output, or {measurements: [...]}, of the installed firmware)
 rotate-root --keys OLD --new-keys NEW [--repo R] [--expires 365d]
     root vN+1 with NEW's root keys and threshold, signed by OLD's and NEW's root keys (TUF 5.3.4)
-upload --url URL --token-file FILE [--repo R]
+upload --url URL --token-file FILE [--repo R] [--ca-file F (default <HASHWARD_DATA_DIR or ./data>/ca.pem)]
     POST new root versions, PUT images, POST the targets metadata to the plane (operator token; admin for root)`;
 
 class UsageError extends HashwardError {
@@ -56,6 +58,7 @@ const OPTIONS = {
   models: { type: "string" },
   reference: { type: "string" },
   url: { type: "string" },
+  "ca-file": { type: "string" },
   "token-file": { type: "string" },
   "root-keys": { type: "string" },
   "root-threshold": { type: "string" },
@@ -220,9 +223,12 @@ export async function runRelease(argv: readonly string[], io: ReleaseIo): Promis
       const base = required(v.url, "url").replace(/\/+$/, "");
       const token = readFileSync(required(v["token-file"], "token-file"), "utf8").trim();
       const auth = { Authorization: `Bearer ${token}` };
+      // HW-TLS-1: trust the plane's own CA (--ca-file, default <HASHWARD_DATA_DIR or ./data>/ca.pem when present).
+      const caFile = v["ca-file"] ?? defaultPlaneCaFile(process.env);
+      const ca = base.startsWith("https:") && (v["ca-file"] !== undefined || existsSync(caFile)) ? readFileSync(caFile, "utf8") : undefined;
       const call = async (method: string, path: string, body?: string, type = "application/json") => {
         // HW-HTTP-4: idempotent calls (GET; PUT of an image) are retried once on a reused connection's reset.
-        const response = await fetchRetryingReset(io.fetch, `${base}${path}`, { method, headers: body === undefined ? auth : { ...auth, "Content-Type": type }, ...(body === undefined ? {} : { body }) });
+        const response = await fetchRetryingReset((url, init) => io.fetch(url, init, ca), `${base}${path}`, { method, headers: body === undefined ? auth : { ...auth, "Content-Type": type }, ...(body === undefined ? {} : { body }) });
         const text = await response.text();
         if (!response.ok) throw new HashwardError(`${method} ${path}: HTTP ${response.status} ${text}`);
         return JSON.parse(text) as Record<string, unknown>;
@@ -252,7 +258,7 @@ export async function runRelease(argv: readonly string[], io: ReleaseIo): Promis
             method: "PUT",
             headers: { ...auth, "Content-Type": "application/octet-stream" },
             body,
-          }).then(async (response) => {
+          }, ca).then(async (response) => {
             if (!response.ok) throw new HashwardError(`PUT /api/v1/tuf/images/${sha256}: HTTP ${response.status} ${await response.text()}`);
           });
           (uploaded.images as string[]).push(sha256);
