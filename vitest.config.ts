@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["{agent,control-plane,shared,scripts,test}/**/*.test.ts"],
+    include: ["{agent,control-plane,shared,scripts,test,fuzz}/**/*.test.ts"],
     // The emulated arm64 board boots a whole machine in software (minutes): its own target, npm run test:board.
     exclude: ["**/node_modules/**", "test/board/**"],
     testTimeout: 60_000,

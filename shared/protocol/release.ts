@@ -34,6 +34,14 @@ export interface ReleaseCustom {
   referenceMeasurements: ReleaseMeasurement[];
 }
 
+/**
+ * A short, never-throwing description of a refused value for an error message. JSON.stringify would overflow the
+ * stack on a value nested thousands deep (found by fuzzing, HW-FUZZ-1), turning a ValidationError into a crash.
+ */
+function describeValue(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value.slice(0, 80)) : value === null || typeof value !== "object" ? String(value) : Array.isArray(value) ? "(a list)" : "(an object)";
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
@@ -56,7 +64,7 @@ export function parseReleaseCustom(custom: unknown, name: string): ReleaseCustom
   }
   // HW-UPD-3: the one definition of a version (strict SemVer 2.0.0), the same the agent's floor compares.
   if (typeof version !== "string" || !isSemVer(version)) {
-    throw new ValidationError(`target ${name}: version ${JSON.stringify(version)} must be a semantic version (SemVer 2.0.0, e.g. 2.1.0 or 2.1.0-rc.1)`, field("version"));
+    throw new ValidationError(`target ${name}: version ${describeValue(version)} must be a semantic version (SemVer 2.0.0, e.g. 2.1.0 or 2.1.0-rc.1)`, field("version"));
   }
   if (referenceMeasurements !== undefined && !Array.isArray(referenceMeasurements)) {
     throw new ValidationError(`target ${name}: referenceMeasurements must be a list`, field("referenceMeasurements"));

@@ -21,6 +21,31 @@ const publicKey = z.string().regex(/^[A-Za-z0-9_-]{43}$/, "must be a base64url E
 const timestampMs = z.number().int().nonnegative();
 const shortText = z.string().min(1).max(128);
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, "must be a lowercase hex SHA-256");
+/** Nesting limit of the free-form JSON fields (finding `expected`/`seen`, event `detail`, command `params`). */
+export const MAX_JSON_DEPTH = 32;
+
+/**
+ * True when `value` nests arrays/objects at most `maxDepth` deep (a scalar is depth 0). Iterative, so a hostile
+ * 100,000-deep value cannot overflow the stack here.
+ */
+export function jsonDepthWithin(value: unknown, maxDepth: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (depth + 1 > maxDepth) return false;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return true;
+}
+
+/**
+ * HW-MSG-1 (found by fuzzing, HW-FUZZ-1): a free-form field accepted by JSON.parse may be nested so deep that
+ * re-encoding it (JSON.stringify, RFC 8785 canonical form for the signature, the database's jsonb) overflows the
+ * stack. Such a payload is refused here, as a ValidationError naming the field, like every other bad field.
+ */
+const freeJson = z.unknown().refine((v) => jsonDepthWithin(v, MAX_JSON_DEPTH), `must be JSON nested at most ${MAX_JSON_DEPTH} deep`);
+
 export const nonceSchema = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, "must be 16-64 base64url characters");
 
 export const measurementSchema = z.object({
@@ -45,8 +70,8 @@ export const findingSchema = z.strictObject({
   tier: z.enum(["warning", "contraindicated"]),
   /** What it is about: a path, a pool URL, host:port. */
   subject: z.string().min(1).max(1024),
-  expected: z.unknown().optional(),
-  seen: z.unknown().optional(),
+  expected: freeJson.optional(),
+  seen: freeJson.optional(),
   message: z.string().max(1024),
 });
 export type Finding = z.infer<typeof findingSchema>;
@@ -242,7 +267,7 @@ export const eventSchema = z.strictObject({
   ts: timestampMs,
   kind: z.enum(EVENT_KINDS),
   severity: z.enum(["info", "warning", "critical"]),
-  detail: z.record(z.string(), z.unknown()),
+  detail: z.record(z.string(), freeJson),
   sig: signature,
 });
 export type DeviceEvent = z.infer<typeof eventSchema>;
@@ -259,7 +284,7 @@ export const commandSchema = z.strictObject({
   issuedAt: timestampMs,
   expiresAt: timestampMs,
   action: z.enum(COMMAND_ACTIONS),
-  params: z.record(z.string(), z.unknown()),
+  params: z.record(z.string(), freeJson),
   sig: signature,
 });
 export type Command = z.infer<typeof commandSchema>;

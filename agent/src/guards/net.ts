@@ -116,9 +116,10 @@ export function parseEndpoint(text: string): { host: string; port?: number } | n
       return null;
     }
   }
-  if (isIP(t) === 6) return { host: t };
+  if (isIP(t) === 6) return { host: t.toLowerCase() };
   const bracket = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(t);
-  if (bracket) return { host: bracket[1]!, ...(bracket[2] ? { port: Number(bracket[2]) } : {}) };
+  // Lowercased like every other form (found by fuzzing, HW-FUZZ-1): "[FE80::1]" and "fe80::1" are one host.
+  if (bracket) return { host: bracket[1]!.toLowerCase(), ...(bracket[2] ? { port: Number(bracket[2]) } : {}) };
   const hostPort = /^([^:/\s]+)(?::(\d{1,5}))?$/.exec(t);
   if (!hostPort) return null;
   return { host: hostPort[1]!.toLowerCase(), ...(hostPort[2] ? { port: Number(hostPort[2]) } : {}) };

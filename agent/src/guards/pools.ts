@@ -5,6 +5,7 @@
  * `pools.workerPatterns`, is a configuration contraindication naming the exact difference.
  */
 import { PoolAllowList } from "../../../shared/pools/index.js";
+import { jsonDepthWithin } from "../../../shared/protocol/index.js";
 import type { MinerPool } from "../miner-api/index.js";
 import type { GuardPolicy } from "../policy/index.js";
 import { finding, type Finding } from "./findings.js";
@@ -121,7 +122,7 @@ function walkConfig(obj: Record<string, unknown>, where: string, depth: number, 
     } else c.problems.push(`${at(key)}: a ${value === null ? "null" : typeof value} where cgminer expects a string or an array`);
   }
   // JSON_INCLUDE_CONF: cgminer loads another config file from here; its pools are not read by the guard.
-  if (obj["include"] !== undefined) c.problems.push(`${at("include")}: includes ${JSON.stringify(String(obj["include"]).slice(0, 200))}, which the guard does not read`);
+  if (obj["include"] !== undefined) c.problems.push(`${at("include")}: includes ${describeIncluded(obj["include"])}, which the guard does not read`);
 }
 
 /**
@@ -130,6 +131,17 @@ function walkConfig(obj: Record<string, unknown>, where: string, depth: number, 
  * array; URLs, users and passes are paired by their order (set_url/set_user/set_pass keep separate counters).
  * Never throws: text that is not a JSON object is `{ok: false}`.
  */
+/**
+ * The `include` value for a problem sentence, never throwing: String() throws on an object whose `toString` is not
+ * a function (`{"include":{"toString":""}}`, found by fuzzing, HW-FUZZ-1), which made parseMinerConfig throw.
+ */
+function describeIncluded(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value.slice(0, 200)) : Array.isArray(value) ? "a list" : value === null || typeof value !== "object" ? JSON.stringify(value) : "an object";
+}
+
+/** jansson's JSON_PARSER_MAX_DEPTH: deeper files are unreadable to cgminer/bmminer and to this guard. */
+export const MAX_CONFIG_FILE_DEPTH = 2048;
+
 export function parseMinerConfig(path: string, text: string): MinerConfigFile {
   let raw: unknown;
   try {
@@ -138,6 +150,10 @@ export function parseMinerConfig(path: string, text: string): MinerConfigFile {
     return { path, ok: false, error: `not valid JSON: ${(error as Error).message.slice(0, 200)}` };
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return { path, ok: false, error: "not a JSON object" };
+  // HW-GUARD-1 / HW-GUARD-6 (found by fuzzing, HW-FUZZ-1): JSON.parse takes a file nested 50,000 deep, but writing
+  // it back (enforcement restores pools by rewriting the file) overflows the stack, so a deep junk key would
+  // shield a hijacked pool from restoration. cgminer's own parser (jansson) refuses more than 2048 levels too.
+  if (!jsonDepthWithin(raw, MAX_CONFIG_FILE_DEPTH)) return { path, ok: false, error: `nested deeper than ${MAX_CONFIG_FILE_DEPTH} levels (cgminer cannot read it either)` };
   const obj = raw as Record<string, unknown>;
   const c: Collected = { urls: [], users: [], passes: [], apiAllow: [], apiListen: false, apiNetwork: false, problems: [] };
   walkConfig(obj, "", 0, c);

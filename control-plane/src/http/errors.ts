@@ -65,7 +65,21 @@ export function httpErrorFor(err: unknown): HttpError | null {
   if (err instanceof ForbiddenError) return { status: 403, body: errorBody("forbidden", err.message) };
   if (err instanceof CapacityError) return { status: 429, body: errorBody("too_many_requests", err.message) };
   if (err instanceof HTTPException) return httpExceptionFor(err);
+  if (isUnstorableText(err)) return { status: 400, body: errorBody("validation_error", "text contains a NUL character (U+0000), which cannot be stored", "") };
   return null;
+}
+
+/**
+ * HW-HTTP-2 (found by fuzzing, HW-FUZZ-1): PostgreSQL and PGlite text cannot hold U+0000, so a path parameter or body
+ * string with a NUL made the query fail (SQLSTATE 22021 / 22P05) and the request answered 500. It is bad input: 400.
+ * The statement failed, so its transaction wrote nothing. Drivers and drizzle wrap the error: the cause chain is read.
+ */
+function isUnstorableText(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && typeof e === "object" && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "22021" || code === "22P05") return true;
+  }
+  return false;
 }
 
 /** Errors raised by hono itself before our handlers run (body limit, media-type gate, JSON parsing). */
