@@ -254,11 +254,11 @@ export async function runRelease(argv: readonly string[], io: ReleaseIo): Promis
           if (!existsSync(path)) throw new UsageError(`${path} is missing (target ${target.path}); sign it again or copy the image there`);
           // A file-backed Blob: streamed from disk with its length known, so a 500 MB image never sits in memory.
           const body = (await openAsBlob(path)) as unknown as RequestInit["body"];
-          await fetchRetryingReset(io.fetch, `${base}/api/v1/tuf/images/${sha256}`, {
+          await fetchRetryingReset((url, init) => io.fetch(url, init, ca), `${base}/api/v1/tuf/images/${sha256}`, {
             method: "PUT",
             headers: { ...auth, "Content-Type": "application/octet-stream" },
             body,
-          }, ca).then(async (response) => {
+          }).then(async (response) => {
             if (!response.ok) throw new HashwardError(`PUT /api/v1/tuf/images/${sha256}: HTTP ${response.status} ${await response.text()}`);
           });
           (uploaded.images as string[]).push(sha256);
