@@ -73,7 +73,7 @@ afterAll(async () => {
 describe("signed releases (release CLI -> plane TUF repository -> tuf-js clients)", () => {
   const repo = () => join(dir, "repo");
   const keys = () => join(dir, "keys");
-  const upload = () => release("upload", "--url", plane.httpUrl, "--token-file", join(dir, "admin.token"), "--repo", repo());
+  const upload = () => release("upload", "--url", plane.httpUrl, "--token-file", join(dir, "admin.token"), "--ca-file", join(plane.dataDir, "ca.pem"), "--repo", repo());
 
   it("publishes root v1 and a release made offline with the CLI", async () => {
     expect(release("keys", "init", "--dir", keys(), "--root-keys", "3", "--root-threshold", "2", "--targets-keys", "2", "--targets-threshold", "2").code).toBe(0);
