@@ -36,6 +36,17 @@ export interface ControlPlaneConfig {
   /** Rollouts (control-plane/src/rollouts): engine tick and the expiry of each signed update command. */
   rolloutTickMs: number;
   updateCommandTtlMs: number;
+  /** Events queued for one event-stream client before it is dropped (HW-SSE-1). */
+  eventStreamMaxQueue: number;
+  /** How often the event stream reads committed events. */
+  eventPollMs: number;
+  /** HW-HOOK-3: allow loopback and link-local webhook targets. */
+  webhookAllowLoopback: boolean;
+  webhookMaxConsecutiveFailures: number;
+  webhookMaxAttempts: number;
+  webhookRetryBaseMs: number;
+  webhookTimeoutMs: number;
+  webhookTickMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -124,6 +135,14 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     tufMaxImageBytes: integer(env, "HASHWARD_TUF_MAX_IMAGE_BYTES", 512 * 1024 * 1024, 1024, 2 ** 31 - 1),
     rolloutTickMs: integer(env, "HASHWARD_ROLLOUT_TICK_MS", 5_000, 100, 60 * MINUTE_MS),
     updateCommandTtlMs: integer(env, "HASHWARD_UPDATE_COMMAND_TTL_MS", 60 * MINUTE_MS, 1_000, 30 * DAY_MS),
+    eventStreamMaxQueue: integer(env, "HASHWARD_EVENT_STREAM_MAX_QUEUE", 1_000, 1, 100_000),
+    eventPollMs: integer(env, "HASHWARD_EVENT_POLL_MS", 250, 10, MINUTE_MS),
+    webhookAllowLoopback: oneOf(env, "HASHWARD_WEBHOOK_ALLOW_LOOPBACK", "false", ["true", "false"]) === "true",
+    webhookMaxConsecutiveFailures: integer(env, "HASHWARD_WEBHOOK_MAX_FAILURES", 10, 1, 1_000),
+    webhookMaxAttempts: integer(env, "HASHWARD_WEBHOOK_MAX_ATTEMPTS", 12, 1, 100),
+    webhookRetryBaseMs: integer(env, "HASHWARD_WEBHOOK_RETRY_BASE_MS", 5_000, 10, 60 * MINUTE_MS),
+    webhookTimeoutMs: integer(env, "HASHWARD_WEBHOOK_TIMEOUT_MS", 10_000, 100, 5 * MINUTE_MS),
+    webhookTickMs: integer(env, "HASHWARD_WEBHOOK_TICK_MS", 1_000, 10, MINUTE_MS),
   };
   const databaseUrl = url(env, "DATABASE_URL", ["postgres:", "postgresql:"]);
   if (databaseUrl !== undefined) config.databaseUrl = databaseUrl;

@@ -20,6 +20,8 @@ import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
 import { isStreamedUpload, registerUpdateRoutes, type UpdateRoutesDeps } from "./routes/releases.js";
 import { registerPolicyRoutes } from "./routes/policies.js";
+import { registerEventRoutes, type EventRoutesDeps } from "./routes/events.js";
+import { registerWebhookRoutes } from "./routes/webhooks.js";
 import {
   apiTokenBody,
   apiTokenCreatedSchema,
@@ -72,6 +74,10 @@ export interface HttpAppDeps {
   updates?: UpdateRoutesDeps;
   /** Guard policies (control-plane/src/policy; routes/policies.ts). */
   policies?: import("../policy/types.js").PolicyService;
+  /** The live event stream (routes/events.ts). */
+  events?: EventRoutesDeps;
+  /** Webhook endpoints and delivery logs (routes/webhooks.ts). */
+  webhooks?: import("../webhooks/index.js").WebhookService;
 }
 
 export type HttpEnv = { Variables: AuthVariables };
@@ -407,6 +413,8 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
 
   if (deps.updates) registerUpdateRoutes(app, service, deps.updates);
   if (deps.policies) registerPolicyRoutes(app, service, deps.policies);
+  if (deps.events) registerEventRoutes(app, service, deps.events);
+  if (deps.webhooks) registerWebhookRoutes(app, service, deps.webhooks);
 
   // --- audit ----------------------------------------------------------------------------------------------------
   app.openapi(

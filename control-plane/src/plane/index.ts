@@ -15,7 +15,9 @@ import type { KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
-import { openDatabase } from "../db/index.js";
+import { openDatabase, type Database } from "../db/index.js";
+import { createEventHub } from "../events/index.js";
+import { createWebhookService } from "../webhooks/index.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
 import { createServices } from "../service/index.js";
 import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
@@ -248,7 +250,20 @@ export async function startPlane(
       .catch((error: unknown) => logger.error({ err: error }, "could not reconcile release reference values"));
 
     const version = readVersion();
-    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies });
+    const hub = createEventHub({ db: opened.db as Database, logger, registry, options: { pollIntervalMs: config.eventPollMs, maxQueuedPerClient: config.eventStreamMaxQueue } });
+    const webhooks = createWebhookService({
+      db: opened.db as Database,
+      logger,
+      registry,
+      options: {
+        allowLoopback: config.webhookAllowLoopback,
+        maxConsecutiveFailures: config.webhookMaxConsecutiveFailures,
+        maxAttempts: config.webhookMaxAttempts,
+        retryBaseMs: config.webhookRetryBaseMs,
+        timeoutMs: config.webhookTimeoutMs,
+      },
+    });
+    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, events: { hub }, webhooks });
 
     const mqttPort = await startedBroker
       .listen(config.mqttPort, config.mqttHost)
@@ -258,6 +273,7 @@ export async function startPlane(
 
     const httpServer = createAdaptorServer({ fetch: app.fetch }) as Server;
     cleanups.push(() => closeHttp(httpServer)); // runs first on shutdown: stop taking requests before the broker/DB go
+    cleanups.push(() => hub.close()); // ends the event streams, which closeHttp would otherwise wait for
     const httpPort = await listenHttp(httpServer, config.httpPort, config.httpHost, logger).catch((error: unknown) => {
       throw listenError(error, "HASHWARD_HTTP_PORT", config.httpPort, "HASHWARD_HTTP_HOST", config.httpHost);
     });
@@ -268,6 +284,10 @@ export async function startPlane(
       await stopRetry();
       await stopStale();
     });
+    const stopWebhooks = every(config.webhookTickMs, "deliverWebhooks", logger, async () => {
+      await webhooks.deliverDue();
+    });
+    cleanups.push(stopWebhooks);
     const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task));
     cleanups.push(async () => {
       for (const stop of stopUpdateTimers) await stop();
