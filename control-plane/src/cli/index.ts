@@ -37,6 +37,12 @@ policies delete pools|network|indicators POLICY_ID
 device-policy ID                                    (effective policy, delivered and acked versions)
 tokens enrollment [--ttl-ms N] [--max-uses N] [--label L]
 tokens api --role viewer|operator|admin --label L   (admin)
+webhooks add --target URL --kinds K1,K2 [--label D] (admin; prints the signing secret once)
+webhooks list | deliveries ENDPOINT_ID [--limit N]
+webhooks delete ENDPOINT_ID                         (admin)
+                                                    (kinds: appraisal.changed, device.quarantined,
+                                                     device.released, guard.alert, rollout.halted,
+                                                     session.takeover, device.stale, farm.alert)
 audit [--limit N] [--offset N]                      (admin)
 health
 
@@ -50,6 +56,8 @@ class UsageError extends Error {
 
 const OPTIONS = {
   url: { type: "string" },
+  kinds: { type: "string" },
+  target: { type: "string" },
   "token-file": { type: "string" },
   reason: { type: "string" },
   limit: { type: "string" },
@@ -269,6 +277,24 @@ async function commandToCall(positionals: string[], v: Values, io: CliIo): Promi
       }
       break;
     }
+    case "webhooks":
+      switch (verb) {
+        case "add":
+          return post("api/v1/webhooks", {
+            url: required(v.target, "target"),
+            kinds: required(v.kinds, "kinds").split(",").filter((k) => k !== ""),
+            ...(v.label === undefined ? {} : { description: v.label }),
+          });
+        case "list":
+          return get("api/v1/webhooks");
+        case "deliveries":
+          return get(`api/v1/webhooks/${seg(one(rest, "endpoint id"))}/deliveries${query({ limit: v.limit })}`);
+        case "delete":
+          return { method: "DELETE", path: `api/v1/webhooks/${seg(one(rest, "endpoint id"))}`, auth: true };
+        default:
+          break;
+      }
+      break;
     case "device-policy":
       return get(`api/v1/devices/${seg(one([verb, ...rest].filter(Boolean) as string[], "device id"))}/policy`);
     case "tokens":
