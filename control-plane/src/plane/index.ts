@@ -16,6 +16,7 @@ import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import { openDatabase, type Database } from "../db/index.js";
+import { FarmAlertAnalyzer, withFarmAlerts } from "../alerts/index.js";
 import { createEventHub } from "../events/index.js";
 import { createWebhookService } from "../webhooks/index.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
@@ -223,7 +224,8 @@ export async function startPlane(
 
     // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
-    const deviceSide = withPolicyDelivery(services.deviceSide, policies, logger);
+    // HW-ALERT-1: farm alerts from the telemetry of heartbeats the device side accepted.
+    const deviceSide = withFarmAlerts(withPolicyDelivery(services.deviceSide, policies, logger), { db: opened.db as Database, analyzer: new FarmAlertAnalyzer(), logger });
     broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients });
     const startedBroker = broker;
     cleanups.push(() => startedBroker.close());
