@@ -35,6 +35,14 @@ describe("loadConfig", () => {
       tufMaxImageBytes: 512 * 1024 * 1024,
       rolloutTickMs: 5_000,
       updateCommandTtlMs: 3_600_000,
+      eventStreamMaxQueue: 1_000,
+      eventPollMs: 250,
+      webhookAllowLoopback: false,
+      webhookMaxConsecutiveFailures: 10,
+      webhookMaxAttempts: 12,
+      webhookRetryBaseMs: 5_000,
+      webhookTimeoutMs: 10_000,
+      webhookTickMs: 1_000,
     });
   });
 
