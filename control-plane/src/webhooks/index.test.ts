@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import type { Ack, Command } from "../../../shared/protocol/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
+import { createHttpApp } from "../http/index.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
 import { createWebhookService, WebhookTargetError, type WebhookService } from "./index.js";
 
@@ -188,6 +189,45 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       await rx.close();
     });
 
+    it("over the API: admins register (secret shown once), operators read the log, viewers neither; bad input 400", async () => {
+      const service = webhooks({ allowLoopback: false });
+      const app = createHttpApp({ service: services.service, logger, registry: new Registry(), version: "t", webhooks: service });
+      const token = async (role: "viewer" | "operator" | "admin") => (await services.service.createApiToken(ADMIN, { role, label: role })).token;
+      const [viewer, operator, admin] = [await token("viewer"), await token("operator"), await token("admin")];
+      const call = (method: string, path: string, bearer?: string, body?: unknown) =>
+        app.request(path, {
+          method,
+          headers: { ...(bearer ? { authorization: `Bearer ${bearer}` } : {}), ...(body ? { "content-type": "application/json" } : {}) },
+          ...(body ? { body: JSON.stringify(body) } : {}),
+        });
+      const body = { url: "https://hooks.example.net/hashward", kinds: ["device.quarantined", "guard.alert"] };
+      const before = await count("webhook_endpoints");
+      expect((await call("POST", "/api/v1/webhooks", undefined, body)).status).toBe(401);
+      expect((await call("POST", "/api/v1/webhooks", operator, body)).status).toBe(403);
+      expect((await call("GET", "/api/v1/webhooks", viewer)).status).toBe(403);
+      for (const [bad, field] of [
+        [{ ...body, url: "http://169.254.169.254/latest" }, "url"],
+        [{ ...body, kinds: ["device.exploded"] }, "kinds"],
+        [{ ...body, kinds: [] }, "kinds"],
+        [{ ...body, extra: 1 }, ""],
+      ] as const) {
+        const refused = await call("POST", "/api/v1/webhooks", admin, bad);
+        expect(refused.status, JSON.stringify(bad)).toBe(400);
+        expect(((await refused.json()) as { error: { field?: string } }).error.field ?? "").toContain(field);
+      }
+      expect(await count("webhook_endpoints")).toBe(before);
+      const created = await call("POST", "/api/v1/webhooks", admin, body);
+      expect(created.status).toBe(201);
+      const { endpoint, secret } = (await created.json()) as { endpoint: { id: string }; secret: string };
+      const listed = await call("GET", "/api/v1/webhooks", operator);
+      expect(listed.status).toBe(200);
+      expect(await listed.text()).not.toContain(secret);
+      expect((await call("GET", `/api/v1/webhooks/${endpoint.id}/deliveries`, operator)).status).toBe(200);
+      expect((await call("GET", "/api/v1/webhooks/whe_000000000000000000/deliveries", operator)).status).toBe(404);
+      expect((await call("DELETE", `/api/v1/webhooks/${endpoint.id}`, operator)).status).toBe(403);
+      expect((await call("DELETE", `/api/v1/webhooks/${endpoint.id}`, admin)).status).toBe(200);
+    });
+
     it("HW-HOOK-3: refuses loopback and link-local targets, literal or named, at registration; nothing written", async () => {
       const service = webhooks({ allowLoopback: false });
       const before = await count("webhook_endpoints");
@@ -212,14 +252,17 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
 
     it("HW-HOOK-3: checks the address again at delivery, so a loopback target allowed before is refused", async () => {
       const rx = await receiver();
-      const { endpoint, secret } = await webhooks({ allowLoopback: true }).register(ADMIN, { url: rx.url.replace("127.0.0.1", "localhost"), kinds: ["device.quarantined"] });
-      rx.setSecret(secret);
+      const lenient = webhooks({ allowLoopback: true });
+      const byName = await lenient.register(ADMIN, { url: rx.url.replace("127.0.0.1", "localhost"), kinds: ["device.quarantined"] });
+      const byAddress = await lenient.register(ADMIN, { url: rx.url, kinds: ["device.quarantined"] });
       await quarantinedDevice();
       const strict = webhooks({ allowLoopback: false, maxAttempts: 1 });
       await strict.deliverDue();
       expect(rx.received).toHaveLength(0);
-      expect((await strict.deliveries(endpoint.id, 10))[0]!.lastError).toContain("loopback or link-local");
-      await strict.remove(ADMIN, endpoint.id);
+      for (const { endpoint } of [byName, byAddress]) {
+        expect((await strict.deliveries(endpoint.id, 10))[0]!.lastError).toContain("loopback or link-local");
+        await strict.remove(ADMIN, endpoint.id);
+      }
       await rx.close();
     });
   });

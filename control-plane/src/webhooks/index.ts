@@ -178,7 +178,14 @@ export function createWebhookService(deps: { db: Database; logger: Logger; regis
     });
     const signature = new Webhook(endpoint.secret).sign(delivery.id, sentAt, body); // HW-HOOK-1
     const headers = { "webhook-id": delivery.id, "webhook-timestamp": String(Math.floor(sentAt.getTime() / 1000)), "webhook-signature": signature };
-    const outcome = await post(endpoint.url, headers, body, options);
+    let outcome: Attempt;
+    try {
+      // HW-HOOK-3: a literal address never goes through the lookup, so the URL is checked again here.
+      checkTargetUrl(endpoint.url, options.allowLoopback);
+      outcome = await post(endpoint.url, headers, body, options);
+    } catch (error) {
+      outcome = { statusCode: null, error: error instanceof Error ? error.message : String(error) };
+    }
     const ok = outcome.statusCode !== null && outcome.statusCode >= 200 && outcome.statusCode < 300;
     attempts.inc({ outcome: ok ? "delivered" : "failed" });
     const at = new Date(now());
