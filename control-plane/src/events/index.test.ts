@@ -120,6 +120,18 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
         ) as Ack;
       return {
         id,
+        /** A signed guard-alert event from the device, sent `times` times (a redelivery keeps its id). */
+        async guardAlert(times = 1) {
+          const event = signObject(
+            { v: 1 as const, type: "event" as const, deviceId: id, id: `evt_${id.slice(3, 15)}`, ts: clock, kind: "guard-alert" as const, severity: "critical" as const, detail: { guard: "pools", subject: "cgminer.conf" } },
+            keys.privateKey,
+          );
+          for (let i = 0; i < times; i++) await services.deviceSide.onEvent(event as never);
+        },
+        async heartbeat() {
+          await services.deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId: id, seq: 1, ts: clock, uptimeMs: 1000, containment: "none", outboxDepth: 0 });
+          await services.deviceSide.flush();
+        },
         /** Quarantine, acked by the device: one `device.quarantined` event. */
         async quarantine() {
           await services.service.quarantine(OPERATOR, [id], "test");
@@ -153,6 +165,19 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       await vi.waitFor(() => expect(sse.events.map((e) => e.event)).toEqual(["device.quarantined", "device.released"]), { timeout: 10_000 });
       expect(sse.events[0]!.data).toMatchObject({ deviceId: device.id, kind: "device.quarantined", data: { from: "quarantine_requested", to: "quarantined" } });
       expect(Number(sse.events[1]!.id)).toBeGreaterThan(Number(sse.events[0]!.id));
+      await sse.cancel();
+    });
+
+    it("shows a guard alert once (a redelivered event is not announced twice) and a device going stale", async () => {
+      const device = await acceptedDevice();
+      const sse = sseReader(await stream(`?deviceId=${device.id}`));
+      await device.guardAlert(2);
+      await device.heartbeat();
+      clock += 200_000; // past staleAfterMs
+      await services.deviceSide.markStaleDevices();
+      await vi.waitFor(() => expect(sse.events.map((e) => e.event)).toEqual(["guard.alert", "device.stale"]), { timeout: 10_000 });
+      expect(sse.events[0]!.data.data).toMatchObject({ severity: "critical", detail: { guard: "pools" } });
+      expect(sse.events[1]!.data.data).toMatchObject({ machine: "appraisal", to: "stale" });
       await sse.cancel();
     });
 
