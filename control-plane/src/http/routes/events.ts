@@ -39,6 +39,17 @@ export const eventStreamQuery = z.object({
 
 const LAST_EVENT_ID = /^(0|[1-9][0-9]{0,15})$/;
 
+// The hub hands the same event object to every client: serialize it once, not once per client.
+const serializedEvents = new WeakMap<PlaneEvent, string>();
+function serialized(event: PlaneEvent): string {
+  let json = serializedEvents.get(event);
+  if (json === undefined) {
+    json = JSON.stringify(event);
+    serializedEvents.set(event, json);
+  }
+  return json;
+}
+
 export interface EventRoutesDeps {
   hub: EventHub;
   /** A `: keep-alive` comment this often, so idle proxies keep the connection (ms). Default 15,000. */
@@ -73,7 +84,7 @@ export function registerEventRoutes(app: OpenAPIHono<HttpEnv>, service: ControlP
       const subscription = await hub.subscribe(filter);
       return streamSSE(c, async (stream) => {
         stream.onAbort(() => subscription.close());
-        const send = (event: PlaneEvent) => stream.writeSSE({ id: String(event.id), event: event.kind, data: JSON.stringify(event) });
+        const send = (event: PlaneEvent) => stream.writeSSE({ id: String(event.id), event: event.kind, data: serialized(event) });
         let sent = lastId ?? subscription.startId;
         // Replay what was committed between Last-Event-ID and the subscription's start, a page at a time.
         while (lastId !== null && sent < subscription.startId && !stream.aborted) {
