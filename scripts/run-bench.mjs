@@ -19,6 +19,7 @@ const tsx = join(root, "node_modules/.bin/tsx");
 const BENCHES = {
   measure: { needsAgent: true, headline: ["agentBinaryMBps", "agentInProcessMBps", "sha256sumMBps", "opensslMBps", "ratioAgentBinaryToSha256sum", "ratioAgentBinaryToOpenssl"] },
   "heartbeat-ingest": { needsAgent: false, headline: ["planeHandledMsgsPerSec", "planePersistedMsgsPerSec", "baselineMsgsPerSec", "ratioHandled", "ratioPersisted", "complete"] },
+  "event-stream": { needsAgent: false, headline: ["withoutClientsHandledMs", "withClientsHandledMs", "ratioIngestWithToWithout", "streamDeliveredMs", "clientsDropped", "complete"] },
   "quarantine-fanout": { needsAgent: false, headline: ["p50Ms", "p99Ms", "totalMs", "baselineTotalMs", "ratioTotal", "complete"] },
   "agent-footprint": { needsAgent: true, headline: ["binaryX64Bytes", "binaryArm64Bytes", "agentRssKiB", "bareBunRssKiB", "ratioRss"] },
   guards: { needsAgent: true, headline: ["guardCycleCpuMs", "baselineSummaryCpuMs", "ratioCycleToSummary", "agentCpuPercentGuardsOn", "agentCpuPercentGuardsOff", "ratioIdleOnToOff"] },

@@ -87,6 +87,21 @@ describe("hashward CLI", () => {
     expect((await h.run("policies", "list", "firewall")).code).toBe(2);
   });
 
+  it("webhooks add/list/deliveries/delete map to the webhook routes", async () => {
+    await h.run("webhooks", "add", "--target", "https://hooks.example.net/hw", "--kinds", "device.quarantined,guard.alert", "--label", "ops");
+    await h.run("webhooks", "list");
+    await h.run("webhooks", "deliveries", "whe_0123456789abcdef01", "--limit", "5");
+    await h.run("webhooks", "delete", "whe_0123456789abcdef01");
+    expect(h.requests.map((r) => `${r.method} ${new URL(r.url).pathname}${new URL(r.url).search}`)).toEqual([
+      "POST /api/v1/webhooks",
+      "GET /api/v1/webhooks",
+      "GET /api/v1/webhooks/whe_0123456789abcdef01/deliveries?limit=5",
+      "DELETE /api/v1/webhooks/whe_0123456789abcdef01",
+    ]);
+    expect(JSON.parse(h.requests[0]!.body!)).toEqual({ url: "https://hooks.example.net/hw", kinds: ["device.quarantined", "guard.alert"], description: "ops" });
+    expect((await h.run("webhooks", "add", "--kinds", "guard.alert")).code).toBe(2);
+  });
+
   it("devices list passes filters and prints the JSON answer", async () => {
     const { code, stdout } = await h.run("devices", "list", "--containment", "quarantined", "--limit", "5");
     expect(code).toBe(0);

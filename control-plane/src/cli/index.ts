@@ -42,6 +42,12 @@ tokens enrollment [--ttl-ms N] [--max-uses N] [--label L]
 tokens api --role viewer|operator|admin --label L [--ttl-ms N]   (admin; no --ttl-ms = no expiry)
 tokens list | enrollment-list                       (admin; ids, roles, times, status, never secrets)
 tokens revoke TOKEN_ID [--reason R]                 (admin; tok_... API token or enr_... enrollment token)
+webhooks add --target URL --kinds K1,K2 [--label D] (admin; prints the signing secret once)
+webhooks list | deliveries ENDPOINT_ID [--limit N]
+webhooks delete ENDPOINT_ID                         (admin)
+                                                    (kinds: appraisal.changed, device.quarantined,
+                                                     device.released, guard.alert, rollout.halted,
+                                                     session.takeover, device.stale, farm.alert)
 audit [--limit N] [--offset N]                      (admin)
 health
 
@@ -56,6 +62,8 @@ class UsageError extends Error {
 
 const OPTIONS = {
   url: { type: "string" },
+  kinds: { type: "string" },
+  target: { type: "string" },
   "token-file": { type: "string" },
   "ca-file": { type: "string" },
   reason: { type: "string" },
@@ -292,6 +300,24 @@ async function commandToCall(positionals: string[], v: Values, io: CliIo): Promi
       }
       break;
     }
+    case "webhooks":
+      switch (verb) {
+        case "add":
+          return post("api/v1/webhooks", {
+            url: required(v.target, "target"),
+            kinds: required(v.kinds, "kinds").split(",").filter((k) => k !== ""),
+            ...(v.label === undefined ? {} : { description: v.label }),
+          });
+        case "list":
+          return get("api/v1/webhooks");
+        case "deliveries":
+          return get(`api/v1/webhooks/${seg(one(rest, "endpoint id"))}/deliveries${query({ limit: v.limit })}`);
+        case "delete":
+          return { method: "DELETE", path: `api/v1/webhooks/${seg(one(rest, "endpoint id"))}`, auth: true };
+        default:
+          break;
+      }
+      break;
     case "device-policy":
       return get(`api/v1/devices/${seg(one([verb, ...rest].filter(Boolean) as string[], "device id"))}/policy`);
     case "tokens":

@@ -60,6 +60,17 @@ export interface ControlPlaneConfig {
   /** HW-AUTH-2: this many MQTT session takeovers within sessionTakeoverWindowMs make a device's appraisal `warning`. */
   sessionTakeoverThreshold: number;
   sessionTakeoverWindowMs: number;
+  /** Events queued for one event-stream client before it is dropped (HW-SSE-1). */
+  eventStreamMaxQueue: number;
+  /** How often the event stream reads committed events. */
+  eventPollMs: number;
+  /** HW-HOOK-3: allow loopback and link-local webhook targets. */
+  webhookAllowLoopback: boolean;
+  webhookMaxConsecutiveFailures: number;
+  webhookMaxAttempts: number;
+  webhookRetryBaseMs: number;
+  webhookTimeoutMs: number;
+  webhookTickMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -171,6 +182,14 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
       renewCheckMs: integer(env, "HASHWARD_TLS_RENEW_CHECK_MS", 60 * MINUTE_MS, 100, 24 * 60 * MINUTE_MS),
       requireClientCert: oneOf(env, "HASHWARD_MQTT_CLIENT_CERT", "optional", ["optional", "required"] as const) === "required",
     },
+    eventStreamMaxQueue: integer(env, "HASHWARD_EVENT_STREAM_MAX_QUEUE", 1_000, 1, 100_000),
+    eventPollMs: integer(env, "HASHWARD_EVENT_POLL_MS", 250, 10, MINUTE_MS),
+    webhookAllowLoopback: oneOf(env, "HASHWARD_WEBHOOK_ALLOW_LOOPBACK", "false", ["true", "false"]) === "true",
+    webhookMaxConsecutiveFailures: integer(env, "HASHWARD_WEBHOOK_MAX_FAILURES", 10, 1, 1_000),
+    webhookMaxAttempts: integer(env, "HASHWARD_WEBHOOK_MAX_ATTEMPTS", 12, 1, 100),
+    webhookRetryBaseMs: integer(env, "HASHWARD_WEBHOOK_RETRY_BASE_MS", 5_000, 10, 60 * MINUTE_MS),
+    webhookTimeoutMs: integer(env, "HASHWARD_WEBHOOK_TIMEOUT_MS", 10_000, 100, 5 * MINUTE_MS),
+    webhookTickMs: integer(env, "HASHWARD_WEBHOOK_TICK_MS", 1_000, 10, MINUTE_MS),
   };
   for (const [field, name] of [["certFile", "HASHWARD_TLS_CERT_FILE"], ["keyFile", "HASHWARD_TLS_KEY_FILE"], ["caFile", "HASHWARD_TLS_CA_FILE"]] as const) {
     const value = raw(env, name);

@@ -234,3 +234,4 @@ export const evidence = pgTable(
 
 export * from "./schema-tuf.js";
 export * from "./schema-policy.js";
+export * from "./schema-events.js";

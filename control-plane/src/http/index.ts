@@ -23,6 +23,8 @@ import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
 import { isStreamedUpload, registerUpdateRoutes, type UpdateRoutesDeps } from "./routes/releases.js";
 import { registerPolicyRoutes } from "./routes/policies.js";
 import { assertP256PublicKey, registerBootstrapRoutes, type BootstrapRoutesDeps } from "./routes/bootstrap.js";
+import { registerEventRoutes, type EventRoutesDeps } from "./routes/events.js";
+import { registerWebhookRoutes } from "./routes/webhooks.js";
 import {
   apiTokenBody,
   apiTokenCreatedSchema,
@@ -82,6 +84,10 @@ export interface HttpAppDeps {
   policies?: import("../policy/types.js").PolicyService;
   /** The CA certificate and the bootstrap answer (routes/bootstrap.ts). */
   bootstrap?: BootstrapRoutesDeps;
+  /** The live event stream (routes/events.ts). */
+  events?: EventRoutesDeps;
+  /** Webhook endpoints and delivery logs (routes/webhooks.ts). */
+  webhooks?: import("../webhooks/index.js").WebhookService;
 }
 
 export type HttpEnv = { Variables: AuthVariables };
@@ -476,6 +482,8 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
   if (deps.updates) registerUpdateRoutes(app, service, deps.updates);
   if (deps.policies) registerPolicyRoutes(app, service, deps.policies);
   if (deps.bootstrap) registerBootstrapRoutes(app, service, deps.bootstrap);
+  if (deps.events) registerEventRoutes(app, service, deps.events);
+  if (deps.webhooks) registerWebhookRoutes(app, service, deps.webhooks);
 
   // --- audit ----------------------------------------------------------------------------------------------------
   app.openapi(

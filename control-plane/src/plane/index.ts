@@ -16,7 +16,10 @@ import type { KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
-import { openDatabase } from "../db/index.js";
+import { openDatabase, type Database } from "../db/index.js";
+import { FarmAlertAnalyzer, withFarmAlerts } from "../alerts/index.js";
+import { createEventHub } from "../events/index.js";
+import { createWebhookService } from "../webhooks/index.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
 import { createServices } from "../service/index.js";
 import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
@@ -244,7 +247,8 @@ export async function startPlane(
 
     // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
-    const deviceSide = withPolicyDelivery(services.deviceSide, policies, logger, Date.now);
+    // HW-ALERT-1: farm alerts from the telemetry of heartbeats the device side accepted.
+    const deviceSide = withFarmAlerts(withPolicyDelivery(services.deviceSide, policies, logger, Date.now), { db: opened.db as Database, analyzer: new FarmAlertAnalyzer(), logger });
     broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
     const startedBroker = broker;
     cleanups.push(() => startedBroker.close());
@@ -283,7 +287,20 @@ export async function startPlane(
         caCertHash: tls?.ca.caCertHash ?? null,
       }),
     };
-    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap });
+    const hub = createEventHub({ db: opened.db as Database, logger, registry, options: { pollIntervalMs: config.eventPollMs, maxQueuedPerClient: config.eventStreamMaxQueue } });
+    const webhooks = createWebhookService({
+      db: opened.db as Database,
+      logger,
+      registry,
+      options: {
+        allowLoopback: config.webhookAllowLoopback,
+        maxConsecutiveFailures: config.webhookMaxConsecutiveFailures,
+        maxAttempts: config.webhookMaxAttempts,
+        retryBaseMs: config.webhookRetryBaseMs,
+        timeoutMs: config.webhookTimeoutMs,
+      },
+    });
+    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks });
 
     await tls?.renewIfDue();
     const mqttPort = await startedBroker
@@ -295,6 +312,7 @@ export async function startPlane(
     const httpServer = createApiServer(app.fetch, tls);
     applyHttpTimeouts(httpServer, { bodyTimeoutMs: config.httpBodyTimeoutMs, keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs }, logger);
     cleanups.push(() => closeHttp(httpServer)); // runs first on shutdown: stop taking requests before the broker/DB go
+    cleanups.push(() => hub.close()); // ends the event streams, which closeHttp would otherwise wait for
     const httpPort = await listenHttp(httpServer, config.httpPort, config.httpHost, logger).catch((error: unknown) => {
       throw listenError(error, "HASHWARD_HTTP_PORT", config.httpPort, "HASHWARD_HTTP_HOST", config.httpHost);
     });
@@ -305,6 +323,10 @@ export async function startPlane(
       await stopRetry();
       await stopStale();
     });
+    const stopWebhooks = every(config.webhookTickMs, "deliverWebhooks", logger, async () => {
+      await webhooks.deliverDue();
+    });
+    cleanups.push(stopWebhooks);
     const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task));
     cleanups.push(async () => {
       for (const stop of stopUpdateTimers) await stop();

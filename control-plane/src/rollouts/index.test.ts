@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { ValidationError } from "../../../shared/errors/index.js";
 import { type Command, verifyCommand } from "../../../shared/protocol/index.js";
-import { type Database, devices } from "../db/index.js";
+import { eq } from "drizzle-orm";
+import { type Database, devices, planeEvents } from "../db/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
@@ -207,6 +208,9 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       detail = await rollouts.get(created.id);
       expect(detail.state).toBe("stopped");
       expect(detail.reason).toMatch(/error threshold reached: 2 of 4 devices failed in group 0 \(after the rollout moved on to group 1\)/);
+      // The halt is an operator event (stream and webhooks), written with it.
+      const halted = (await db.select().from(planeEvents).where(eq(planeEvents.kind, "rollout.halted"))).filter((e) => (e.data as { rolloutId: string }).rolloutId === created.id);
+      expect(halted.map((e) => e.data)).toEqual([expect.objectContaining({ rolloutId: created.id, group: 0 })]);
       expect(detail.groupStatus[0]).toMatchObject({ succeeded: 2, failed: 2 });
       // Group 1's unacknowledged commands are no longer re-published.
       for (const command of group1) {

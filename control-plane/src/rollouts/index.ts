@@ -10,6 +10,7 @@
 import { and, asc, desc, eq, gte, inArray, lte, type SQL } from "drizzle-orm";
 import { ValidationError } from "../../../shared/errors/index.js";
 import type { Command } from "../../../shared/protocol/index.js";
+import { recordPlaneEvents } from "../events/record.js";
 import { commands, deviceEvents, devices, rolloutDevices, rollouts, type Database } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { issueCommands, publishCommands } from "../service/commands.js";
@@ -276,6 +277,7 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
         const why = `error threshold reached: ${groupFailed} of ${groupSize} devices failed in group ${group}${late} (threshold ${row.errorThreshold}%)`;
         await move(tx, row, "error-threshold", engine, why, at);
         await haltIssuing(tx, row, why, at);
+        await recordPlaneEvents(tx, [{ kind: "rollout.halted", deviceId: null, data: { rolloutId: row.id, targetName: row.targetName, group, reason: why } }], at);
         ctx.logger.warn({ rolloutId: row.id, group, currentGroup: row.currentGroup, failed: groupFailed, size: groupSize }, "rollout stopped at its error threshold");
         return [];
       }

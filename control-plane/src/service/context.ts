@@ -7,6 +7,7 @@ import type pino from "pino";
 import { eq, inArray } from "drizzle-orm";
 import { createFastSigner, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
 import { auditLog, type Database, devices, transitions } from "../db/index.js";
+import { planeEventsForTransitions, recordPlaneEvents } from "../events/record.js";
 import type { MachineName } from "../trust/index.js";
 import type { Actor, AttestationResult, DevicePublisher, DeviceTelemetry, DeviceView } from "./types.js";
 
@@ -108,7 +109,10 @@ function chunks<T>(items: T[], size = INSERT_CHUNK): T[][] {
   return out;
 }
 
-/** Writes transition rows and one audit row per transition (action `<machine>.<to>`), batched. HW-DB-1 */
+/**
+ * Writes transition rows and one audit row per transition (action `<machine>.<to>`), batched, and the operator
+ * events they mean (stream + webhook outbox, control-plane/src/events). HW-DB-1, HW-HOOK-2
+ */
 export async function recordTransitions(tx: Tx, records: TransitionRecord[], at: Date): Promise<void> {
   if (records.length === 0) return;
   for (const part of chunks(records)) {
@@ -134,6 +138,7 @@ export async function recordTransitions(tx: Tx, records: TransitionRecord[], at:
       })),
     );
   }
+  await recordPlaneEvents(tx, planeEventsForTransitions(records), at);
 }
 
 export interface AuditRecord {

@@ -12,6 +12,7 @@ import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
 import { expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
+import { recordPlaneEvents } from "../events/record.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
 import { AckBatcher } from "./acks.js";
 import { HeartbeatBuffer, verifyLiveness } from "./heartbeats.js";
@@ -307,18 +308,27 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
 
     async onEvent(event: DeviceEvent) {
       await verifiedFrom(event);
-      await db
-        .insert(deviceEvents)
-        .values({
-          deviceId: event.deviceId,
-          id: event.id,
-          kind: event.kind,
-          severity: event.severity,
-          ts: new Date(event.ts),
-          detail: event.detail,
-          receivedAt: new Date(ctx.now()),
-        })
-        .onConflictDoNothing();
+      const receivedAt = new Date(ctx.now());
+      await db.transaction(async (tx) => {
+        const stored = await tx
+          .insert(deviceEvents)
+          .values({
+            deviceId: event.deviceId,
+            id: event.id,
+            kind: event.kind,
+            severity: event.severity,
+            ts: new Date(event.ts),
+            detail: event.detail,
+            receivedAt,
+          })
+          .onConflictDoNothing()
+          .returning({ id: deviceEvents.id });
+        // A redelivered guard alert (same outbox id) is stored once and announced once (HW-GUARD-2).
+        if (stored.length > 0 && event.kind === "guard-alert") {
+          const data = { eventId: event.id, severity: event.severity, ts: event.ts, detail: event.detail as Record<string, unknown> };
+          await recordPlaneEvents(tx, [{ kind: "guard.alert", deviceId: event.deviceId, data }], receivedAt);
+        }
+      });
     },
 
     async onAck(ack: Ack) {

@@ -1,0 +1,202 @@
+/**
+ * The live event hub behind `GET /api/v1/events/stream`. It reads committed rows of `plane_events` in id order
+ * (so what a client sees is exactly what the database holds, after commit, from this plane or any other one
+ * sharing the database) and fans them out to subscribers.
+ *
+ * HW-SSE-1: every subscriber has a bounded queue (`maxQueuedPerClient` events). A subscriber whose queue is full
+ * (a client not reading fast enough) is dropped at once and counted in `hashward_sse_clients_dropped_total`:
+ * the poller never waits for a client, so a slow client cannot slow the plane.
+ */
+import { and, asc, desc, eq, gt, inArray, lte, type SQL } from "drizzle-orm";
+import type { Logger } from "pino";
+import { Counter, Gauge, type Registry } from "prom-client";
+import { planeEvents, type Database } from "../db/index.js";
+import type { PlaneEvent, PlaneEventKind } from "./kinds.js";
+
+export interface EventFilter {
+  deviceId?: string;
+  /** Empty or absent: every kind. */
+  kinds?: readonly PlaneEventKind[];
+}
+
+export interface EventHubOptions {
+  /** How often committed events are read while clients are connected (ms). Default 250. */
+  pollIntervalMs?: number;
+  /** Events waiting for one client before it is dropped. Default 1,000; 1..100,000. */
+  maxQueuedPerClient?: number;
+  /** Rows read per poll or replay page. Default 500. */
+  pageSize?: number;
+}
+
+export interface EventSubscription {
+  /** The last event id committed when the subscription started: live events are those above it. */
+  readonly startId: number;
+  /** The next live event matching the filter, or null once the subscription is closed or dropped. */
+  next(): Promise<PlaneEvent | null>;
+  /** True when the hub dropped this subscriber for a full queue. */
+  readonly dropped: boolean;
+  close(): void;
+}
+
+export interface EventHub {
+  subscribe(filter: EventFilter): Promise<EventSubscription>;
+  /**
+   * Committed events with id above `afterId` and at most `upToId` matching the filter, in id order, one page
+   * (`pageSize` rows) at a time; used to replay for `Last-Event-ID`.
+   */
+  replay(filter: EventFilter, afterId: number, upToId: number): Promise<PlaneEvent[]>;
+  /** Reads new committed events now (the poll timer does the same). */
+  poll(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface Subscriber {
+  filter: EventFilter;
+  queue: PlaneEvent[];
+  waiter: ((event: PlaneEvent | null) => void) | null;
+  closed: boolean;
+  dropped: boolean;
+}
+
+type Row = typeof planeEvents.$inferSelect;
+
+function toEvent(row: Row): PlaneEvent {
+  return { id: row.id, kind: row.kind as PlaneEventKind, deviceId: row.deviceId, at: row.at.toISOString(), data: row.data as Record<string, unknown> };
+}
+
+export function matches(filter: EventFilter, event: Pick<PlaneEvent, "kind" | "deviceId">): boolean {
+  if (filter.deviceId !== undefined && event.deviceId !== filter.deviceId) return false;
+  if (filter.kinds && filter.kinds.length > 0 && !filter.kinds.includes(event.kind)) return false;
+  return true;
+}
+
+function metric<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+export function createEventHub(deps: { db: Database; logger: Logger; registry: Registry; options?: EventHubOptions }): EventHub {
+  const { db, logger, registry } = deps;
+  const pollIntervalMs = deps.options?.pollIntervalMs ?? 250;
+  const maxQueued = deps.options?.maxQueuedPerClient ?? 1_000;
+  const pageSize = deps.options?.pageSize ?? 500;
+  if (!Number.isInteger(maxQueued) || maxQueued < 1 || maxQueued > 100_000) throw new RangeError(`maxQueuedPerClient must be 1..100000, got ${maxQueued}`);
+  if (!Number.isInteger(pollIntervalMs) || pollIntervalMs < 10) throw new RangeError(`pollIntervalMs must be an integer >= 10, got ${pollIntervalMs}`);
+
+  const dropped = metric(registry, "hashward_sse_clients_dropped_total", () => new Counter({ name: "hashward_sse_clients_dropped_total", help: "Event stream clients dropped because their queue was full (too slow)", registers: [registry] }));
+  const connected = metric(registry, "hashward_sse_clients", () => new Gauge({ name: "hashward_sse_clients", help: "Event stream clients connected", registers: [registry] }));
+
+  const subscribers = new Set<Subscriber>();
+  let cursor: number | null = null;
+  let polling: Promise<void> | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let closed = false;
+
+  async function lastId(): Promise<number> {
+    const [row] = await db.select({ id: planeEvents.id }).from(planeEvents).orderBy(desc(planeEvents.id)).limit(1);
+    return row?.id ?? 0;
+  }
+
+  function deliver(sub: Subscriber, event: PlaneEvent): void {
+    if (sub.closed || !matches(sub.filter, event)) return;
+    if (sub.waiter) {
+      const wake = sub.waiter;
+      sub.waiter = null;
+      wake(event);
+      return;
+    }
+    if (sub.queue.length >= maxQueued) {
+      // HW-SSE-1: a full queue drops the client rather than buffering without bound or waiting for it.
+      sub.dropped = true;
+      end(sub);
+      dropped.inc();
+      logger.warn({ queued: sub.queue.length }, "event stream client dropped: too slow");
+      return;
+    }
+    sub.queue.push(event);
+  }
+
+  function end(sub: Subscriber): void {
+    if (sub.closed) return;
+    sub.closed = true;
+    sub.queue.length = 0;
+    subscribers.delete(sub);
+    connected.set(subscribers.size);
+    sub.waiter?.(null);
+    sub.waiter = null;
+    if (subscribers.size === 0 && timer) {
+      clearInterval(timer);
+      timer = null;
+    }
+  }
+
+  async function pollOnce(): Promise<void> {
+    if (cursor === null) cursor = await lastId();
+    for (;;) {
+      const rows = await db.select().from(planeEvents).where(gt(planeEvents.id, cursor)).orderBy(asc(planeEvents.id)).limit(pageSize);
+      for (const row of rows) {
+        const event = toEvent(row);
+        for (const sub of [...subscribers]) deliver(sub, event);
+        cursor = row.id;
+      }
+      if (rows.length < pageSize) return;
+    }
+  }
+
+  function poll(): Promise<void> {
+    polling ??= pollOnce()
+      .catch((error: unknown) => logger.error({ err: error }, "event hub poll failed"))
+      .finally(() => {
+        polling = null;
+      });
+    return polling;
+  }
+
+  return {
+    async subscribe(filter) {
+      if (closed) throw new Error("event hub is closed");
+      // Catch up first, so the start id is a point every earlier event was read before.
+      await poll();
+      if (cursor === null) cursor = await lastId();
+      const sub: Subscriber = { filter, queue: [], waiter: null, closed: false, dropped: false };
+      subscribers.add(sub);
+      connected.set(subscribers.size);
+      if (!timer) {
+        timer = setInterval(() => void poll(), pollIntervalMs);
+        timer.unref();
+      }
+      return {
+        startId: cursor,
+        get dropped() {
+          return sub.dropped;
+        },
+        next() {
+          const queued = sub.queue.shift();
+          if (queued) return Promise.resolve(queued);
+          if (sub.closed) return Promise.resolve(null);
+          return new Promise<PlaneEvent | null>((resolve) => {
+            sub.waiter = resolve;
+          });
+        },
+        close: () => end(sub),
+      };
+    },
+
+    async replay(filter, afterId, upToId) {
+      const where: SQL[] = [gt(planeEvents.id, afterId), lte(planeEvents.id, upToId)];
+      if (filter.deviceId !== undefined) where.push(eq(planeEvents.deviceId, filter.deviceId));
+      if (filter.kinds && filter.kinds.length > 0) where.push(inArray(planeEvents.kind, [...filter.kinds]));
+      const rows = await db.select().from(planeEvents).where(and(...where)).orderBy(asc(planeEvents.id)).limit(pageSize);
+      return rows.map(toEvent);
+    },
+
+    poll,
+
+    async close() {
+      closed = true;
+      for (const sub of [...subscribers]) end(sub);
+      if (timer) clearInterval(timer);
+      timer = null;
+      await polling;
+    },
+  };
+}

@@ -1,0 +1,259 @@
+/**
+ * The live event stream (`GET /api/v1/events/stream`) over the real services and database, PGlite and
+ * PostgreSQL: what an operator's console sees when a device is quarantined and released.
+ */
+import pino from "pino";
+import { Registry } from "prom-client";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
+import type { Ack, Command } from "../../../shared/protocol/index.js";
+import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
+import { createHttpApp } from "../http/index.js";
+import { createServices, type DevicePublisher, type Services } from "../service/index.js";
+import { createEventHub, type EventHub } from "./index.js";
+
+const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
+
+interface SseEvent {
+  id: string;
+  event: string;
+  data: { id: number; kind: string; deviceId: string | null; data: Record<string, unknown> };
+}
+
+/** Reads server-sent events from a response body as they come. */
+function sseReader(response: Response) {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  const events: SseEvent[] = [];
+  let ended = false;
+  const pump = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut: number;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const fields = Object.fromEntries(block.split("\n").filter((l) => !l.startsWith(":") && l.includes(":")).map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trimStart()]));
+        if (fields.data) events.push({ id: fields.id!, event: fields.event!, data: JSON.parse(fields.data) });
+      }
+    }
+    ended = true;
+  })();
+  return {
+    events,
+    get ended() {
+      return ended;
+    },
+    async cancel() {
+      await reader.cancel().catch(() => undefined);
+      await pump;
+    },
+  };
+}
+
+function contract(backend: string, open: () => Promise<TestDatabase>) {
+  describe(`event stream (${backend})`, () => {
+    let harness: TestDatabase;
+    let services: Services;
+    let hub: EventHub;
+    let registry: Registry;
+    let app: ReturnType<typeof createHttpApp>;
+    let viewerToken: string;
+    let clock = Date.UTC(2025, 5, 1);
+    const publisher: DevicePublisher = { publish: async () => undefined, isConnected: () => true } as unknown as DevicePublisher;
+    const commands: Command[] = [];
+    const logger = pino({ level: "silent" });
+
+    beforeAll(async () => {
+      harness = await open();
+      const recording: DevicePublisher = {
+        async publish(_deviceId: string, kind: string, message: unknown) {
+          if (kind === "command") commands.push(message as Command);
+        },
+        isConnected: () => true,
+      } as unknown as DevicePublisher;
+      void publisher;
+      services = createServices({
+        db: harness.db,
+        publisher: recording,
+        commandKey: generateKeyPair(),
+        logger,
+        now: () => clock,
+        options: { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "off" },
+      });
+      registry = new Registry();
+      hub = createEventHub({ db: harness.db, logger, registry, options: { pollIntervalMs: 20, maxQueuedPerClient: 5 } });
+      app = createHttpApp({ service: services.service, logger, registry, version: "test", events: { hub, keepAliveMs: 60_000 } });
+      viewerToken = (await services.service.createApiToken(OPERATOR, { role: "viewer", label: "console" })).token;
+    });
+    afterAll(async () => {
+      await hub?.close();
+      await services?.close();
+      await harness?.close();
+    });
+
+    async function acceptedDevice() {
+      const keys = generateKeyPair();
+      const id = deviceIdFromPublicKey(keys.publicKey);
+      const enroll = signObject(
+        { v: 1 as const, type: "enroll" as const, deviceId: id, publicKey: toBase64Url(keys.publicKey), model: "S19", firmwareVersion: "1.0.0", agentVersion: "0.1.0", ts: clock },
+        keys.privateKey,
+      );
+      await services.service.enroll(enroll as never);
+      await services.service.acceptDevice(OPERATOR, id, "test");
+      const ack = (command: Command): Ack =>
+        signObject(
+          {
+            v: 1 as const,
+            type: "ack" as const,
+            deviceId: id,
+            seq: command.seq,
+            action: command.action,
+            status: "done" as const,
+            containment: command.action === "quarantine" ? ("quarantined" as const) : ("none" as const),
+            ts: clock,
+          },
+          keys.privateKey,
+        ) as Ack;
+      return {
+        id,
+        /** A signed guard-alert event from the device, sent `times` times (a redelivery keeps its id). */
+        async guardAlert(times = 1) {
+          const event = signObject(
+            { v: 1 as const, type: "event" as const, deviceId: id, id: `evt_${id.slice(3, 15)}`, ts: clock, kind: "guard-alert" as const, severity: "critical" as const, detail: { guard: "pools", subject: "cgminer.conf" } },
+            keys.privateKey,
+          );
+          for (let i = 0; i < times; i++) await services.deviceSide.onEvent(event as never);
+        },
+        async heartbeat() {
+          await services.deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId: id, seq: 1, ts: clock, uptimeMs: 1000, containment: "none", outboxDepth: 0 });
+          await services.deviceSide.flush();
+        },
+        /** Quarantine, acked by the device: one `device.quarantined` event. */
+        async quarantine() {
+          await services.service.quarantine(OPERATOR, [id], "test");
+          await services.deviceSide.onAck(ack(commands.filter((c) => c.deviceId === id).at(-1)!));
+        },
+        async release() {
+          await services.service.release(OPERATOR, [id], "test");
+          await services.deviceSide.onAck(ack(commands.filter((c) => c.deviceId === id).at(-1)!));
+        },
+      };
+    }
+
+    const stream = (query = "", headers: Record<string, string> = {}) =>
+      app.request(`/api/v1/events/stream${query}`, { headers: { authorization: `Bearer ${viewerToken}`, ...headers } });
+
+    it("HW-SSE-1: refuses a missing or unknown token (401) before reading anything", async () => {
+      const none = await app.request("/api/v1/events/stream");
+      expect(none.status).toBe(401);
+      const unknown = await app.request("/api/v1/events/stream", { headers: { authorization: "Bearer hwa_nottoken" } });
+      expect(unknown.status).toBe(401);
+    });
+
+    it("shows a device quarantined and released, live, as the device acks", async () => {
+      const device = await acceptedDevice();
+      const response = await stream(`?deviceId=${device.id}`);
+      expect(response.status).toBe(200);
+      expect(response.headers.get("content-type")).toContain("text/event-stream");
+      const sse = sseReader(response);
+      await device.quarantine();
+      await device.release();
+      await vi.waitFor(() => expect(sse.events.map((e) => e.event)).toEqual(["device.quarantined", "device.released"]), { timeout: 10_000 });
+      expect(sse.events[0]!.data).toMatchObject({ deviceId: device.id, kind: "device.quarantined", data: { from: "quarantine_requested", to: "quarantined" } });
+      expect(Number(sse.events[1]!.id)).toBeGreaterThan(Number(sse.events[0]!.id));
+      await sse.cancel();
+    });
+
+    it("shows a guard alert once (a redelivered event is not announced twice) and a device going stale", async () => {
+      const device = await acceptedDevice();
+      const sse = sseReader(await stream(`?deviceId=${device.id}`));
+      await device.guardAlert(2);
+      await device.heartbeat();
+      clock += 200_000; // past staleAfterMs
+      await services.deviceSide.markStaleDevices();
+      await vi.waitFor(() => expect(sse.events.map((e) => e.event)).toEqual(["guard.alert", "device.stale"]), { timeout: 10_000 });
+      expect(sse.events[0]!.data.data).toMatchObject({ severity: "critical", detail: { guard: "pools" } });
+      expect(sse.events[1]!.data.data).toMatchObject({ machine: "appraisal", to: "stale" });
+      await sse.cancel();
+    });
+
+    it("filters by device and kind, and refuses a bad filter or Last-Event-ID (400 naming it)", async () => {
+      const a = await acceptedDevice();
+      const b = await acceptedDevice();
+      const onlyA = sseReader(await stream(`?deviceId=${a.id}`));
+      const onlyReleased = sseReader(await stream(`?kind=device.released`));
+      await a.quarantine();
+      await b.quarantine();
+      await b.release();
+      await a.release();
+      await vi.waitFor(() => expect(onlyA.events.map((e) => e.event)).toEqual(["device.quarantined", "device.released"]), { timeout: 10_000 });
+      await vi.waitFor(() => expect(onlyReleased.events.map((e) => e.data.deviceId)).toEqual([b.id, a.id]), { timeout: 10_000 });
+      expect(onlyA.events.every((e) => e.data.deviceId === a.id)).toBe(true);
+      await onlyA.cancel();
+      await onlyReleased.cancel();
+
+      for (const [query, headers, field] of [
+        ["?kind=device.exploded", {}, "kind"],
+        ["?kind=appraisal.changed,nope", {}, "kind"],
+        ["?deviceId=not a device", {}, "deviceId"],
+        ["", { "last-event-id": "-1" }, "last-event-id"],
+        ["", { "last-event-id": "abc" }, "last-event-id"],
+      ] as const) {
+        const refused = await stream(query, headers);
+        expect(refused.status, query + JSON.stringify(headers)).toBe(400);
+        const body = (await refused.json()) as { error: { code: string; field: string } };
+        expect(body.error.code).toBe("validation_error");
+        expect(body.error.field).toContain(field);
+      }
+    });
+
+    it("resumes with Last-Event-ID: the events after it, then live ones, none twice and none missed", async () => {
+      const device = await acceptedDevice();
+      const first = sseReader(await stream(`?deviceId=${device.id}`));
+      await device.quarantine();
+      await vi.waitFor(() => expect(first.events).toHaveLength(1), { timeout: 10_000 });
+      const lastSeen = first.events[0]!.id;
+      await first.cancel(); // the console loses its connection ...
+      await device.release(); // ... while the device is released and quarantined again
+      await device.quarantine();
+      const resumed = sseReader(await stream(`?deviceId=${device.id}`, { "last-event-id": lastSeen }));
+      await vi.waitFor(() => expect(resumed.events.map((e) => e.event)).toEqual(["device.released", "device.quarantined"]), { timeout: 10_000 });
+      await device.release(); // live after the replay
+      await vi.waitFor(() => expect(resumed.events.map((e) => e.event)).toEqual(["device.released", "device.quarantined", "device.released"]), { timeout: 10_000 });
+      const ids = resumed.events.map((e) => Number(e.id));
+      expect(ids[0]).toBeGreaterThan(Number(lastSeen));
+      expect([...ids].sort((x, y) => x - y)).toEqual(ids);
+      expect(new Set(ids).size).toBe(ids.length);
+      await resumed.cancel();
+    });
+
+    it("HW-SSE-1: drops a client that does not read (bounded queue), counts it, and keeps serving the others", async () => {
+      const devices = [];
+      for (let i = 0; i < 4; i++) devices.push(await acceptedDevice());
+      const slow = await stream(); // never read
+      expect(slow.status).toBe(200);
+      const reading = sseReader(await stream());
+      const before = (await registry.getSingleMetric("hashward_sse_clients_dropped_total")!.get()).values[0]?.value ?? 0;
+      for (const d of devices) {
+        await d.quarantine();
+        await d.release();
+      }
+      await vi.waitFor(async () => {
+        const after = (await registry.getSingleMetric("hashward_sse_clients_dropped_total")!.get()).values[0]?.value ?? 0;
+        expect(after).toBe(before + 1);
+      }, { timeout: 10_000 });
+      await vi.waitFor(() => expect(reading.events).toHaveLength(8), { timeout: 10_000 });
+      // The dropped client's stream ends after what it was sent: it reconnects with Last-Event-ID.
+      const dropped = sseReader(slow);
+      await vi.waitFor(() => expect(dropped.ended).toBe(true), { timeout: 10_000 });
+      expect(dropped.events.length).toBeLessThan(8);
+      await reading.cancel();
+    });
+  });
+}
+
+onEveryDatabase("event stream", contract);

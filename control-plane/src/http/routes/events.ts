@@ -1,0 +1,115 @@
+/**
+ * `GET /api/v1/events/stream`: the operator event feed as server-sent events (WHATWG HTML "Server-sent events").
+ *
+ * HW-SSE-1: viewer role or higher (HW-HTTP-1, checked before anything is read); `deviceId` and `kind` filters are
+ * validated (400 naming the field); `Last-Event-ID` (a non-negative integer, the `id` of the last event seen)
+ * replays the committed events after it before the live ones, with no gap and no repeat; each client has a bounded
+ * queue and is dropped when it overflows (control-plane/src/events/hub.ts).
+ */
+import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import { streamSSE } from "hono/streaming";
+import { deviceIdSchema } from "../../../../shared/protocol/index.js";
+import { PLANE_EVENT_KINDS, type EventHub, type PlaneEvent, type PlaneEventKind } from "../../events/index.js";
+import type { ControlPlaneService } from "../../service/types.js";
+import { errorBody } from "../errors.js";
+import { errorResponses, securedRoute } from "../openapi.js";
+import type { HttpEnv } from "../index.js";
+
+const errors = errorResponses();
+
+const kindList = z
+  .string()
+  .max(1024)
+  .transform((value, ctx) => {
+    const kinds = value.split(",").filter((k) => k !== "");
+    for (const kind of kinds) {
+      if (!(PLANE_EVENT_KINDS as readonly string[]).includes(kind)) {
+        ctx.addIssue({ code: "custom", message: `unknown event kind ${JSON.stringify(kind)}; one of ${PLANE_EVENT_KINDS.join(", ")}` });
+        return z.NEVER;
+      }
+    }
+    return kinds as PlaneEventKind[];
+  });
+
+export const eventStreamQuery = z.object({
+  deviceId: z.string().pipe(deviceIdSchema).optional(),
+  /** Comma-separated event kinds. */
+  kind: kindList.optional().openapi({ example: "appraisal.changed,device.quarantined" }),
+});
+
+const LAST_EVENT_ID = /^(0|[1-9][0-9]{0,15})$/;
+
+// The hub hands the same event object to every client: serialize it once, not once per client.
+const serializedEvents = new WeakMap<PlaneEvent, string>();
+function serialized(event: PlaneEvent): string {
+  let json = serializedEvents.get(event);
+  if (json === undefined) {
+    json = JSON.stringify(event);
+    serializedEvents.set(event, json);
+  }
+  return json;
+}
+
+export interface EventRoutesDeps {
+  hub: EventHub;
+  /** A `: keep-alive` comment this often, so idle proxies keep the connection (ms). Default 15,000. */
+  keepAliveMs?: number;
+}
+
+export function registerEventRoutes(app: OpenAPIHono<HttpEnv>, service: ControlPlaneService, deps: EventRoutesDeps): void {
+  const { hub } = deps;
+  const keepAliveMs = deps.keepAliveMs ?? 15_000;
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/api/v1/events/stream",
+      ...securedRoute(service, "viewer", "Live operator events (server-sent events), resumable with Last-Event-ID", "events"),
+      request: { query: eventStreamQuery },
+      responses: {
+        200: { description: "text/event-stream: `id` (global event id), `event` (kind), `data` (the event as JSON)", content: { "text/event-stream": { schema: z.string() } } },
+        ...errors,
+      },
+    }),
+    (async (c: any) => {
+      const query = c.req.valid("query") as z.infer<typeof eventStreamQuery>;
+      const header = c.req.header("last-event-id");
+      let lastId: number | null = null;
+      if (header !== undefined && header.trim() !== "") {
+        if (!LAST_EVENT_ID.test(header.trim())) {
+          return c.json(errorBody("validation_error", "header: last-event-id: must be a non-negative integer event id", "last-event-id"), 400);
+        }
+        lastId = Number(header.trim());
+      }
+      const filter = { ...(query.deviceId === undefined ? {} : { deviceId: query.deviceId }), ...(query.kind === undefined ? {} : { kinds: query.kind }) };
+      const subscription = await hub.subscribe(filter);
+      return streamSSE(c, async (stream) => {
+        stream.onAbort(() => subscription.close());
+        const send = (event: PlaneEvent) => stream.writeSSE({ id: String(event.id), event: event.kind, data: serialized(event) });
+        let sent = lastId ?? subscription.startId;
+        // Replay what was committed between Last-Event-ID and the subscription's start, a page at a time.
+        while (lastId !== null && sent < subscription.startId && !stream.aborted) {
+          const page = await hub.replay(filter, sent, subscription.startId);
+          if (page.length === 0) break;
+          for (const event of page) {
+            await send(event);
+            sent = event.id;
+          }
+        }
+        const keepAlive = setInterval(() => void stream.write(": keep-alive\n\n").catch(() => undefined), keepAliveMs);
+        keepAlive.unref();
+        try {
+          for (;;) {
+            const event = await subscription.next();
+            if (event === null || stream.aborted) break;
+            if (event.id <= sent) continue;
+            await send(event);
+            sent = event.id;
+          }
+        } finally {
+          clearInterval(keepAlive);
+          subscription.close();
+        }
+      });
+    }) as never,
+  );
+}
