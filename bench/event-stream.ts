@@ -8,8 +8,7 @@
  * received every event of its burst, and the ingest ratio with/without (1.0 = the stream costs ingest nothing).
  * Usage: npx tsx bench/event-stream.ts
  */
-import type { Heartbeat } from "../shared/protocol/index.js";
-import { connectAll, disconnectAll, enrollAll, heartbeatTopic, makeDevices, type SimDevice } from "./support/devices.js";
+import { connectAll, disconnectAll, enrollAll, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, readMetric, startBenchPlane } from "./support/plane.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
@@ -21,18 +20,8 @@ const PER_BURST = DEVICES * PATTERN.length;
 const EVENTS_PER_BURST = DEVICES * 2;
 
 function payload(device: SimDevice, seq: number, hashrateGhs: number, bootAt: number): string {
-  const heartbeat: Heartbeat = {
-    v: 1,
-    type: "heartbeat",
-    deviceId: device.deviceId,
-    seq,
-    ts: Date.now(),
-    uptimeMs: Date.now() - bootAt,
-    containment: "none",
-    outboxDepth: 0,
-    telemetry: { hashrateGhs, accepted: seq, rejected: 0, temperaturesC: [64, 66, 65], fanRpm: [5400, 5460] },
-  };
-  return JSON.stringify(heartbeat);
+  // HW-LIVE-1: signed for the device's connection, as the agent sends it.
+  return heartbeatPayload(device, seq, bootAt, { hashrateGhs, accepted: seq, rejected: 0, temperaturesC: [64, 66, 65], fanRpm: [5400, 5460] });
 }
 
 /** A stream client counting `farm.alert` events; reads as fast as it can. */

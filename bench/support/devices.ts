@@ -117,7 +117,7 @@ const signers = new WeakMap<SimDevice, (message: Uint8Array) => Uint8Array>();
  * telemetry.accepted carries seq so persistence can be checked. Signed through node:crypto (same bytes as the
  * agent's @noble/ed25519 signature, Ed25519 is deterministic) so building payloads stays cheap.
  */
-export function heartbeatPayload(device: SimDevice, seq: number, startedAt: number): string {
+export function heartbeatPayload(device: SimDevice, seq: number, startedAt: number, telemetry?: Heartbeat["telemetry"]): string {
   if (!device.connectNonce) throw new Error(`${device.deviceId} is not connected: a heartbeat is signed for a connection`);
   const body = {
     v: 1 as const,
@@ -129,7 +129,7 @@ export function heartbeatPayload(device: SimDevice, seq: number, startedAt: numb
     uptimeMs: Date.now() - startedAt,
     containment: "none" as const,
     outboxDepth: 0,
-    telemetry: { hashrateGhs: 95_000, accepted: seq, rejected: 0, temperaturesC: [64, 66, 65], fanRpm: [5400, 5460] },
+    telemetry: telemetry ?? { hashrateGhs: 95_000, accepted: seq, rejected: 0, temperaturesC: [64, 66, 65], fanRpm: [5400, 5460] },
   };
   let signer = signers.get(device);
   if (!signer) signers.set(device, (signer = createFastSigner(device.keyPair.privateKey)));

@@ -113,7 +113,9 @@ describe("farm alerts on the plane (withFarmAlerts)", () => {
     const deviceId = "hw-0123456789abcdef01234567";
     for (let seq = 1; seq <= 6; seq++) {
       clock += 5 * SECOND;
-      await deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId, seq, ts: clock, uptimeMs: seq * 5000, containment: "none", outboxDepth: 0, telemetry: { ...healthy(seq), hashrateGhs: seq <= 2 ? 95_000 : 0 } });
+      // The inner device side is a stub here (signature checks are HW-LIVE-1's tests): a placeholder session and sig.
+      const session = { connectNonce: "conn-test", publicKey: "", lastHeartbeatSeq: -1 };
+      await deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId, connectNonce: session.connectNonce, seq, ts: clock, uptimeMs: seq * 5000, containment: "none", outboxDepth: 0, telemetry: { ...healthy(seq), hashrateGhs: seq <= 2 ? 95_000 : 0 }, sig: "unchecked" }, session);
     }
     expect(taken).toHaveLength(6);
     const rows = await opened.db.select().from(planeEvents);

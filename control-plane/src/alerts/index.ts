@@ -189,8 +189,8 @@ export function withFarmAlerts(
   const now = deps.now ?? Date.now;
   return {
     ...deviceSide,
-    async onHeartbeat(heartbeat) {
-      await deviceSide.onHeartbeat(heartbeat);
+    async onHeartbeat(heartbeat, session) {
+      await deviceSide.onHeartbeat(heartbeat, session); // HW-LIVE-1: refused (and nothing analysed) unless signed
       const atMs = now();
       const findings = deps.analyzer.observe(heartbeat.deviceId, atMs, heartbeat.telemetry);
       if (findings.length === 0) return;

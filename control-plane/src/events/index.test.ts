@@ -129,7 +129,10 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
           for (let i = 0; i < times; i++) await services.deviceSide.onEvent(event as never);
         },
         async heartbeat() {
-          await services.deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId: id, seq: 1, ts: clock, uptimeMs: 1000, containment: "none", outboxDepth: 0 });
+          // HW-LIVE-1: signed by the device key for its connection.
+          const session = { connectNonce: `conn-${id}`, publicKey: toBase64Url(keys.publicKey), lastHeartbeatSeq: -1 };
+          const heartbeat = signObject({ v: 1 as const, type: "heartbeat" as const, deviceId: id, connectNonce: session.connectNonce, seq: 1, ts: clock, uptimeMs: 1000, containment: "none" as const, outboxDepth: 0 }, keys.privateKey);
+          await services.deviceSide.onHeartbeat(heartbeat as never, session);
           await services.deviceSide.flush();
         },
         /** Quarantine, acked by the device: one `device.quarantined` event. */

@@ -115,6 +115,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
           detail: { ...peers, takeoversInWindow, windowMs, source: "control-plane" },
           receivedAt: at,
         });
+        // Operators' stream and webhooks hear of every takeover, in the same transaction (HW-HOOK-2).
+        await recordPlaneEvents(tx, [{ kind: "session.takeover", deviceId, data: { ...peers, takeoversInWindow, windowMs } }], at);
         // HW-AUTH-2: repeated takeovers count against the device; a worse verdict is never lowered.
         if (takeoversInWindow < threshold || !TAKEOVER_WARNS.includes(device.appraisal as AppraisalState)) return;
         const to = transition("appraisal", device.appraisal as AppraisalState, "appraised-warning");
