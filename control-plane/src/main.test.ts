@@ -160,16 +160,18 @@ describe.each(["bun", "tsx"] as const)("control-plane main on %s", (runtime) => 
 
   it("logs the ready line and stops gracefully on SIGTERM", async () => {
     const proc = run(runtime, baseEnv());
-    const ready = await proc.waitFor("control plane ready");
+    const ready = await proc.waitFor("control plane ready", 150_000);
     expect(ready).toMatchObject({ database: "pglite", dataDir, adminTokenFile: join(dataDir, "admin.token") });
     expect(ready.httpPort).toEqual(expect.any(Number));
     expect(ready.mqttPort).toEqual(expect.any(Number));
-    expect(ready.httpUrl).toBe(`http://127.0.0.1:${String(ready.httpPort)}`);
-    expect(ready.mqttUrl).toBe(`mqtt://127.0.0.1:${String(ready.mqttPort)}`);
+    // HW-TLS-1: TLS is the default, with the plane's own CA.
+    expect(ready).toMatchObject({ tls: true, caFile: join(dataDir, "ca.pem"), caCertHash: expect.stringMatching(/^sha256:/) });
+    expect(ready.httpUrl).toBe(`https://127.0.0.1:${String(ready.httpPort)}`);
+    expect(ready.mqttUrl).toBe(`mqtts://127.0.0.1:${String(ready.mqttPort)}`);
     proc.signal("SIGTERM");
     expect(await proc.exit).toBe(0);
     expect(proc.lines.some((line) => line.msg === "control plane stopped")).toBe(true);
-  });
+  }, 240_000); // a whole plane start (PGlite, CA), like "creates a new data folder": over 60 s on a loaded 2-core machine
 
   it("exits 1 with one line naming the variable when the port is in use", async () => {
     const server = createServer();
@@ -183,7 +185,7 @@ describe.each(["bun", "tsx"] as const)("control-plane main on %s", (runtime) => 
     expect(fatal[0]).toMatchObject({ msg: `HASHWARD_HTTP_PORT=${port}: port already in use`, option: "HASHWARD_HTTP_PORT" });
     expect(JSON.stringify(proc.lines)).not.toContain("    at ");
     expect(proc.stderr).not.toContain("    at ");
-  });
+  }, 120_000);
 });
 
 it("exits 1 naming a bad variable before touching anything", async () => {

@@ -218,7 +218,7 @@ describe("HW-EVD-2: lost agent state does not show an old verdict as current", (
     // The pre-reset evidence, replayed by the key's thief after the new sequence began: refused, nothing changes.
     await restarted.kill("SIGKILL");
     const client = await mqtt.connectAsync(plane.mqttUrl, {
-      protocolVersion: 4, clientId: board.id, username: board.id, password: createConnectToken(board.id, key.privateKey, Date.now()), reconnectPeriod: 0,
+      protocolVersion: 4, clientId: board.id, username: board.id, password: createConnectToken(board.id, key.privateKey, Date.now()), reconnectPeriod: 0, ca: plane.caPem ?? undefined,
     });
     try {
       const current = await device(board.id);

@@ -162,6 +162,7 @@ for (const backend of BACKENDS) {
       writeAgentConfig(ns.dir, {
         controlPlaneUrl: plane.httpUrl,
         mqttUrl: plane.mqttUrl,
+        allowPlaintext: true, // a stand-in plane (test/support/fake-plane.ts) without TLS: HW-TLS-1 refuses http:// otherwise
         stateDir: join(ns.dir, "state"),
         model: "S19",
         firmwareVersion: "1.0.0",

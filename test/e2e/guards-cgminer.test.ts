@@ -109,11 +109,12 @@ describe("the miner read as cgminer writes and reads (real plane, compiled agent
       `addpool|${GOOD_POOL},mallory.rig7,x`,
       `addpool|${GOOD_POOL},x\ty,x`, // a raw 0x09: cgminer sends it back unescaped in its pools answer
       "switchpool|1",
+      // Read in the same burst: once the agent reports the hijack, the quarantine stops the miner (connections dropped).
+      '{"command":"pools"}',
     ]);
-    expect(answers.map((a) => a.slice(0, 9))).toEqual(["STATUS=S,", "STATUS=S,", "STATUS=S,"]);
+    expect(answers.slice(0, 3).map((a) => a.slice(0, 9))).toEqual(["STATUS=S,", "STATUS=S,", "STATUS=S,"]);
     // The miner's own pools answer is not strict JSON now (as on a real cgminer).
-    const raw = await sendPlain(board.miner.port, ['{"command":"pools"}']);
-    expect(raw[0]).toContain('"User":"x\ty"');
+    expect(answers[3]).toContain('"User":"x\ty"');
     const view = await waitFor("device quarantined by policy", async () => {
       const d = await device(board.id);
       return d.containment === "quarantined" && d;

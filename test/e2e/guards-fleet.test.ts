@@ -174,7 +174,7 @@ describe("guards on a clean fleet (real control plane, 5 agent binaries + 95 in-
       expect(device.telemetry?.activePool).toBe(POOL);
     }
     for (const miner of fleet.filter((m) => m.proc)) expect(miner.proc!.running, `${miner.name} still running`).toBe(true);
-  }, 300_000);
+  }, 420_000);
 
   it("one miner hijacked over its API (addpool + switchpool) is quarantined by policy; the other 99 stay trusted", async () => {
     const victim = fleet[COMPILED + 7]!;

@@ -93,7 +93,7 @@ describe("liveness only from signed messages (HW-LIVE-1)", () => {
     const key = loadDeviceKey(stateDir)!;
     const { token, claims } = issueConnectToken(deviceId, key.privateKey, Date.now());
     const thief: MqttClient = await mqtt.connectAsync(plane.mqttUrl, {
-      protocolVersion: 4, clientId: deviceId, username: deviceId, password: token, reconnectPeriod: 0, connectTimeout: 10_000,
+      protocolVersion: 4, clientId: deviceId, username: deviceId, password: token, reconnectPeriod: 0, connectTimeout: 10_000, ca: plane.caPem ?? undefined,
     });
     const wrongKey = generateKeyPair();
     const otherConnection = issueConnectToken(deviceId, key.privateKey, Date.now()).claims.nonce;

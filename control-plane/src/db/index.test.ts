@@ -32,7 +32,7 @@ describe("openDatabase (PGlite)", () => {
     expect(found).toHaveLength(1);
     expect(found[0]?.appraisal).toBe("unknown");
     await second.close();
-  });
+  }, 120_000); // two PGlite opens (from the prepared image): about 13 s each on a loaded 2-core machine
 
   it("reopens a folder whose owner was SIGKILLed mid-life, with committed writes intact", async () => {
     const dataDir = tempDir();
@@ -68,7 +68,7 @@ setInterval(() => {}, 1000);
     expect(found.map((d) => d.id)).toEqual(["hw-killed"]);
     await reopened.db.insert(devices).values(row("hw-after"));
     await reopened.close();
-  });
+  }, 180_000); // a tsx child that opens PGlite, then a reopen here: 33 s on a loaded 2-core machine
 });
 
 const pgUrl = process.env.HASHWARD_TEST_DATABASE_URL;
