@@ -74,6 +74,8 @@ describeUnless(qemuBoardSkipReason(), "emulated arm64 board (qemu-system-aarch64
     board = startQemuBoard({
       controlPlaneUrl: `http://${HOST_FROM_GUEST}:${port(plane.httpUrl)}`,
       mqttUrl: `mqtt://${HOST_FROM_GUEST}:${port(plane.mqttUrl)}`,
+      // The stand-in plane (test/support/fake-plane.ts) speaks plaintext: an explicit, logged opt-in (HW-TLS-1).
+      allowPlaintext: true,
       stateDir: "/config/hashward/state",
       model: "S19",
       firmwareVersion: "1.0.0",
