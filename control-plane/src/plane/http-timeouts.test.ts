@@ -3,7 +3,8 @@
  * cut (HW-HTTP-3), and idle keep-alive connections are closed by the configured timeout without failing the
  * next request (HW-HTTP-4).
  */
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
+import { connect } from "node:tls";
 import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApiClient } from "../../../test/support/api.js";
@@ -35,7 +36,8 @@ interface RawConnection {
 function open(request: string): Promise<RawConnection> {
   return new Promise((resolve, reject) => {
     let text = "";
-    const socket = connect(plane.httpPort, "127.0.0.1", () => {
+    // The plane serves HTTPS by default (HW-TLS-1): the raw requests go over TLS, trusting its CA.
+    const socket = connect({ port: plane.httpPort, host: "127.0.0.1", ca: plane.caPem ?? undefined }, () => {
       socket.write(request);
       resolve({ socket, received: () => text, closed });
     });

@@ -19,6 +19,7 @@
  * (shared/http/retry.ts).
  */
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import { BodyTimeoutError, failBody } from "../http/body-timeout.js";
 
@@ -53,6 +54,31 @@ export function applyHttpTimeouts(server: Server, timeouts: HttpTimeouts, logger
   // default) would cut a long release upload. Headers still have to arrive within bodyTimeoutMs on Node.
   server.requestTimeout = 0;
   server.headersTimeout = bodyTimeoutMs;
+
+  // HW-HTTP-4 on sockets handed in by the TLS listener (control-plane/src/tls createApiServer): Bun's node:http
+  // announces `Keep-Alive: timeout=` on them but never closes them (measured: open 5 s past a 1 s timeout), so
+  // an idle timer runs from the connection and from each finished response until the next request. On Node the
+  // server's own keepAliveTimeout fires at the same time; whichever is first closes.
+  const idleTimers = new WeakMap<Socket, { arm(): void; clear(): void }>();
+  server.on("connection", (socket: Socket) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const clear = (): void => clearTimeout(timer);
+    const arm = (): void => {
+      clear();
+      timer = setTimeout(() => socket.destroy(), keepAliveTimeoutMs);
+      timer.unref();
+    };
+    idleTimers.set(socket, { arm, clear });
+    socket.once("close", clear);
+    arm();
+  });
+  server.on("request", (request: IncomingMessage, response: ServerResponse) => {
+    const idle = idleTimers.get(request.socket);
+    if (idle) {
+      idle.clear();
+      response.once("finish", idle.arm);
+    }
+  });
 
   server.on("request", (request: IncomingMessage, response: ServerResponse) => {
     if (!expectsBody(request) || request.complete) return;

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { chmod } from "node:fs/promises";
-import type { Server } from "node:http";
+import type { Server as NetServer } from "node:net";
 import { createHttpApp } from "../http/index.js";
 import { applyHttpTimeouts } from "./http-timeouts.js";
 import { privatizeDatabaseFiles, secureDataDir } from "./data-dir.js";
@@ -25,7 +25,7 @@ import { createServices } from "../service/index.js";
 import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
 import { createUpdates } from "../rollouts/updates.js";
 import { reconcileReleaseReferenceValues } from "../tuf/index.js";
-import { createApiServer, mqttTlsServerFactory, startPlaneTls, type PlaneTls } from "../tls/index.js";
+import { createApiServer, mqttTlsServerFactory, startPlaneTls, type ApiServer, type PlaneTls } from "../tls/index.js";
 import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
 
 export const STALE_CHECK_INTERVAL_MS = 5_000;
@@ -101,7 +101,7 @@ function listenError(error: unknown, portOption: string, port: number, hostOptio
   return error;
 }
 
-function listenHttp(server: Server, port: number, host: string, logger: Logger): Promise<number> {
+function listenHttp(server: NetServer, port: number, host: string, logger: Logger): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
@@ -113,12 +113,12 @@ function listenHttp(server: Server, port: number, host: string, logger: Logger):
   });
 }
 
-function closeHttp(server: Server): Promise<void> {
+function closeHttp({ http, listener }: ApiServer): Promise<void> {
   return new Promise((resolve) => {
-    if (!server.listening) return resolve();
-    server.close(() => resolve());
+    if (!listener.listening) return resolve();
+    listener.close(() => resolve());
     // Keep-alive connections would hold close() open; in-flight requests still finish.
-    server.closeIdleConnections?.();
+    http.closeIdleConnections?.();
   });
 }
 
@@ -309,11 +309,11 @@ export async function startPlane(
         throw listenError(error, "HASHWARD_MQTT_PORT", config.mqttPort, "HASHWARD_MQTT_HOST", config.mqttHost);
       });
 
-    const httpServer = createApiServer(app.fetch, tls);
-    applyHttpTimeouts(httpServer, { bodyTimeoutMs: config.httpBodyTimeoutMs, keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs }, logger);
-    cleanups.push(() => closeHttp(httpServer)); // runs first on shutdown: stop taking requests before the broker/DB go
+    const apiServer = createApiServer(app.fetch, tls);
+    applyHttpTimeouts(apiServer.http, { bodyTimeoutMs: config.httpBodyTimeoutMs, keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs }, logger);
+    cleanups.push(() => closeHttp(apiServer)); // runs first on shutdown: stop taking requests before the broker/DB go
     cleanups.push(() => hub.close()); // ends the event streams, which closeHttp would otherwise wait for
-    const httpPort = await listenHttp(httpServer, config.httpPort, config.httpHost, logger).catch((error: unknown) => {
+    const httpPort = await listenHttp(apiServer.listener, config.httpPort, config.httpHost, logger).catch((error: unknown) => {
       throw listenError(error, "HASHWARD_HTTP_PORT", config.httpPort, "HASHWARD_HTTP_HOST", config.httpHost);
     });
 

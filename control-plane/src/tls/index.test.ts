@@ -98,3 +98,30 @@ describe("the plane's certificate authority (HW-TLS-1, HW-PIN-2)", () => {
     rmSync(op, { recursive: true, force: true });
   });
 });
+
+describe("server certificate renewal (HW-TLS-2)", () => {
+  it("swaps the new certificate into every listener even when one of them throws, and says which failed", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: "info" }, { write: (text: string) => void lines.push(JSON.parse(text) as Record<string, unknown>) });
+    let clock = Date.now();
+    const tls = await startPlaneTls(dir, [], settings, logger, () => clock);
+    try {
+      const first = tls.current().cert;
+      const received: string[] = [];
+      tls.onRenew(() => {
+        throw new Error("this listener cannot swap (as Bun's https.Server)");
+      });
+      tls.onRenew((pair) => received.push(pair.cert));
+      await tls.renewIfDue();
+      expect(received).toEqual([]); // a full lifetime left: nothing renewed
+      clock += 45_000; // a quarter of the 60 s lifetime left
+      await tls.renewIfDue();
+      expect(tls.current().cert).not.toBe(first);
+      expect(received).toEqual([tls.current().cert]);
+      expect(lines.find((l) => l.msg === "TLS server certificate renewed but not swapped into a listener")).toMatchObject({ level: 50, listener: 0 });
+      expect(lines.find((l) => l.msg === "TLS server certificate renewed")).toMatchObject({ listeners: 2, swapped: 1 });
+    } finally {
+      tls.close();
+    }
+  });
+});

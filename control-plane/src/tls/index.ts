@@ -14,7 +14,6 @@ import { existsSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { Server as HttpServer } from "node:http";
-import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import { isIP, type Server as NetServer, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { createAdaptorServer } from "@hono/node-server";
@@ -262,8 +261,17 @@ export async function startPlaneTls(dataDir: string, hosts: readonly string[], s
       .then((next) => {
         issued = next;
         pair = { cert: next.cert, key: next.key };
-        for (const listener of listeners) listener(pair);
-        logger.info({ serialNumber: next.serialNumber, notAfter: next.notAfter.toISOString() }, "TLS server certificate renewed");
+        // Every listener gets the new pair even if another one throws; a failed swap is an error naming it.
+        let swapped = 0;
+        for (const [index, listener] of listeners.entries()) {
+          try {
+            listener(pair);
+            swapped += 1;
+          } catch (error) {
+            logger.error({ err: error, listener: index }, "TLS server certificate renewed but not swapped into a listener");
+          }
+        }
+        logger.info({ serialNumber: next.serialNumber, notAfter: next.notAfter.toISOString(), listeners: listeners.length, swapped }, "TLS server certificate renewed");
       })
       .catch((error: unknown) => logger.error({ err: error }, "TLS server certificate renewal failed; retrying"))
       .finally(() => {
@@ -283,16 +291,30 @@ export async function startPlaneTls(dataDir: string, hosts: readonly string[], s
   };
 }
 
+/** The API's HTTP server (handlers, timeouts) and the socket server that listens for it. */
+export interface ApiServer {
+  /** node:http server: request handling and HTTP timeouts (HW-HTTP-3, HW-HTTP-4) are set on it. */
+  http: HttpServer;
+  /** What listens: `http` itself for plaintext, a node:tls server handing decrypted sockets to `http` for TLS. */
+  listener: NetServer;
+}
+
 /**
- * The HTTP(S) server for the API: node:https with the plane's certificate when `tls` is given (HW-TLS-1),
- * else plain node:http. Works under Node and Bun (@hono/node-server adapter). Renewals swap the certificate
- * in place (setSecureContext): open connections are kept.
+ * The API server: node:http for plaintext; with `tls` (HW-TLS-1), a node:tls listener with the plane's
+ * certificate whose decrypted sockets are handed to the same node:http server (`emit("connection")`, Node's
+ * documented way to serve HTTP over any duplex). Works under Node and Bun (@hono/node-server adapter).
+ *
+ * Why not node:https: Bun 1.4's https.Server has no setSecureContext (measured: "server.setSecureContext is not
+ * a function" at the first renewal, so `npm start` kept serving the first certificate until it expired), while
+ * its tls.Server swaps the context of a listening server. HW-TLS-2: renewals swap the certificate in place;
+ * open connections keep theirs.
  */
-export function createApiServer(fetchHandler: (request: Request) => Response | Promise<Response>, tls: PlaneTls | null): HttpServer {
-  if (!tls) return createAdaptorServer({ fetch: fetchHandler }) as HttpServer;
-  const server = createAdaptorServer({ fetch: fetchHandler, createServer: createHttpsServer, serverOptions: { ...tls.current() } }) as HttpsServer;
-  tls.onRenew((pair) => server.setSecureContext(pair));
-  return server as unknown as HttpServer;
+export function createApiServer(fetchHandler: (request: Request) => Response | Promise<Response>, tls: PlaneTls | null): ApiServer {
+  const http = createAdaptorServer({ fetch: fetchHandler }) as HttpServer;
+  if (!tls) return { http, listener: http };
+  const listener = createTlsServer({ ...tls.current() }, (socket) => http.emit("connection", socket));
+  tls.onRenew((pair) => listener.setSecureContext(pair)); // HW-TLS-2
+  return { http, listener };
 }
 
 /**
