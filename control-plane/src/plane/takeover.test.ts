@@ -3,7 +3,7 @@
  * three takeovers of a device's session within the window leave it `warning` with three stored events, where
  * before they left it `trusted, connected` with two info lines.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
@@ -11,13 +11,14 @@ import { pino } from "pino";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createConnectToken } from "../../../shared/auth/connect-token.js";
 import { deviceIdFromPublicKey, generateKeyPair, toBase64Url } from "../../../shared/crypto/index.js";
-import { ApiClient } from "../../../test/support/api.js";
+import { ApiClient, planeFetch, trustPlaneCa } from "../../../test/support/api.js";
 import { waitFor } from "../../../test/support/wait.js";
 import { loadConfig } from "../config/index.js";
 import { startPlane, type Plane } from "./index.js";
 
 let dataDir: string;
 let plane: Plane;
+let caPem: string;
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
@@ -32,6 +33,9 @@ beforeAll(async () => {
     HASHWARD_SESSION_TAKEOVER_WINDOW_MS: "600000",
   });
   plane = await startPlane(config, pino({ level: "silent" }));
+  // HW-TLS-1: the plane serves HTTPS and MQTTS with its own CA; the test trusts it as agents do.
+  caPem = await readFile(join(dataDir, "ca.pem"), "utf8");
+  trustPlaneCa(plane.httpUrl, caPem);
 }, 180_000);
 
 afterAll(async () => {
@@ -56,6 +60,7 @@ it("three session takeovers make the device `warning` with three session-takeove
         username: deviceId,
         password: createConnectToken(deviceId, keys.privateKey, Date.now()),
         reconnectPeriod: 0,
+        ca: caPem,
       });
       clients.push(client);
       client.once("connect", () => resolve(client));
@@ -73,6 +78,6 @@ it("three session takeovers make the device `warning` with three session-takeove
   expect((events as Array<{ kind: string }>).filter((e) => e.kind === "session-takeover")).toHaveLength(3);
   const { transitions } = await admin.get(`/api/v1/devices/${deviceId}/history?limit=5`);
   expect(transitions[0]).toMatchObject({ machine: "appraisal", to: "warning", reason: expect.stringContaining("session takeover") });
-  const metrics = await (await fetch(`${plane.httpUrl}/metrics`)).text();
+  const metrics = await (await planeFetch(`${plane.httpUrl}/metrics`)).text();
   expect(metrics).toMatch(/^hashward_mqtt_session_takeovers_total 3$/m);
 }, 180_000);
