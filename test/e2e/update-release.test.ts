@@ -123,7 +123,7 @@ describe("signed releases (release CLI -> plane TUF repository -> tuf-js clients
       const status = await admin.get("/api/v1/tuf/status");
       return status.timestampVersion >= before + 2 || undefined;
     }, { timeoutMs: 20_000, intervalMs: 250 });
-    const refreshed = tuf("--metadata-dir", join(client, "md"), "--metadata-url", metadataUrl, "refresh");
+    const refreshed = tuf("--metadata-dir", join(client, "md"), "--metadata-url", metadataUrl, "--ca-file", join(plane.dataDir, "ca.pem"), "refresh");
     expect(refreshed.code, refreshed.out).toBe(0);
   }, 60_000);
 

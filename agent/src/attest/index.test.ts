@@ -52,6 +52,40 @@ describe("attestation", () => {
     await expect(s.attester.evidence("timer", "abcdefghijklmnopqrstuv")).rejects.toThrow(TypeError);
   });
 
+  it("re-measures when an update commits during the measurement: version and files describe one state", async () => {
+    const s = setup();
+    const reads: string[] = [];
+    // The version reads "1.0.0" until the first measurement has resolved its paths (the commit lands mid-read).
+    let committed = false;
+    const attester = new Attester({
+      deviceId: deviceIdFromPublicKey(s.key.publicKey),
+      privateKey: s.key.privateKey,
+      state: s.state,
+      platform: {
+        ...s.board,
+        resolve: (p: string) => {
+          reads.push(p);
+          const resolved = s.board.resolve(p);
+          committed = true;
+          return resolved;
+        },
+      } as typeof s.board,
+      measurePaths: SIMULATED_MEASURE_PATHS,
+      includeAgentBinary: false,
+      model: "S19",
+      get firmwareVersion() {
+        return committed ? "2.0.0" : "1.0.0";
+      },
+      agentVersion: "0.1.0",
+      bootId: "boot-1",
+      now: () => 42,
+      log: silentLogger(),
+    });
+    const evidence = await attester.evidence("update", null);
+    expect(evidence.firmwareVersion).toBe("2.0.0");
+    expect(reads.length).toBe(2 * SIMULATED_MEASURE_PATHS.length); // measured again after the version changed
+  });
+
   it.each([false, true])("reports a changed watched path once, debounced (forcePoll=%s)", async (forcePoll) => {
     const s = setup();
     const changes: string[][] = [];

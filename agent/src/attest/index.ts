@@ -33,6 +33,9 @@ export interface AttesterDeps {
   observations?: () => Observations | null;
 }
 
+/** Measurements taken before evidence is given up when an update keeps changing the firmware version under them. */
+const MAX_MEASURE_ATTEMPTS = 3;
+
 export class Attester {
   constructor(private readonly deps: AttesterDeps) {}
 
@@ -41,11 +44,17 @@ export class Attester {
     if ((reason === "challenge") !== (nonce !== null)) {
       throw new TypeError(`evidence reason ${reason} ${nonce === null ? "needs" : "must not have"} a nonce`);
     }
-    const { measurements, truncated } = await measure(d.measurePaths, {
-      resolve: (p) => d.platform.resolve(p),
-      includeAgentBinary: d.includeAgentBinary,
-      ...(d.execPath ? { execPath: d.execPath } : {}),
-    });
+    // The firmware version and the measurements must describe one state: an update that commits while the files
+    // are read would pair the old slot's files with the new version (a false contraindication, then an
+    // auto-quarantine). The version is read before and after; a measurement it changed under is taken again.
+    let firmwareVersion = d.firmwareVersion;
+    let measured = await this.measure();
+    for (let attempt = 1; d.firmwareVersion !== firmwareVersion && attempt < MAX_MEASURE_ATTEMPTS; attempt += 1) {
+      firmwareVersion = d.firmwareVersion;
+      measured = await this.measure();
+    }
+    if (d.firmwareVersion !== firmwareVersion) throw new Error(`firmware version changed during ${MAX_MEASURE_ATTEMPTS} measurements; evidence not sent`);
+    const { measurements, truncated } = measured;
     if (truncated > 0) d.log.error({ truncated }, "measurement list over the evidence cap; tail left out");
     const findings = d.findings?.() ?? null;
     const observations = d.observations?.() ?? null;
@@ -60,7 +69,7 @@ export class Attester {
         reason,
         ts: d.now(),
         model: d.model,
-        firmwareVersion: d.firmwareVersion,
+        firmwareVersion,
         agentVersion: d.agentVersion,
         bootId: d.bootId,
         measurements,
@@ -72,5 +81,14 @@ export class Attester {
     const bytes = encodePayload(evidence).byteLength;
     if (bytes > MAX_PAYLOAD_BYTES) d.log.error({ bytes, max: MAX_PAYLOAD_BYTES }, "evidence exceeds the payload cap; the broker will refuse it");
     return evidence;
+  }
+
+  private measure(): ReturnType<typeof measure> {
+    const d = this.deps;
+    return measure(d.measurePaths, {
+      resolve: (p) => d.platform.resolve(p),
+      includeAgentBinary: d.includeAgentBinary,
+      ...(d.execPath ? { execPath: d.execPath } : {}),
+    });
   }
 }
