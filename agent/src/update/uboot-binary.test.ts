@@ -60,6 +60,7 @@ describe.skipIf(skip !== null)(`compiled agent: updates on a U-Boot board${skip 
       config,
       JSON.stringify({
         controlPlaneUrl: enrollment.url,
+        allowPlaintext: true, // the stand-in plane speaks plaintext: an explicit opt-in (HW-TLS-1)
         stateDir: "state",
         model: "S19",
         firmwareVersion: "1.0.0",
