@@ -4,3 +4,4 @@ export * from "./parse.js";
 export * from "./verify-command.js";
 export * from "./release.js";
 export * from "./indicators.js";
+export * from "./update.js";

@@ -10,6 +10,7 @@
 import { and, asc, desc, eq, gte, inArray, lte, type SQL } from "drizzle-orm";
 import { ValidationError } from "../../../shared/errors/index.js";
 import type { Command } from "../../../shared/protocol/index.js";
+import { updateProgressDetailSchema } from "../../../shared/protocol/update.js";
 import { recordPlaneEvents } from "../events/record.js";
 import { commands, deviceEvents, devices, rolloutDevices, rollouts, type Database } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
@@ -226,7 +227,9 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
         // Progress of this rollout's own command only, not of a manual update of the same target.
         return typeof d.seq === "number" ? d.seq === device.commandSeq : d.rolloutId === row.id;
       });
-      const last = progress.at(-1)?.detail as { phase?: string; reason?: string } | undefined;
+      // The wire contract of the detail (shared/protocol/update.ts); a detail it does not describe is no progress.
+      const parsedLast = updateProgressDetailSchema.safeParse(progress.at(-1)?.detail);
+      const last = parsedLast.success ? parsedLast.data : undefined;
       let status: RolloutDeviceStatus = device.status as RolloutDeviceStatus;
       let reason: string | null = device.reason;
       let phase: string | null = last?.phase ?? device.phase;
@@ -235,8 +238,8 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
         // The signed ack is the device's final word on the command (done = installed, health-checked, committed).
         status = ack.status === "done" ? "succeeded" : "failed";
         reason = ack.status === "done" ? null : (ack.reason ?? last?.reason ?? "device reported failure");
-      } else if (last?.phase && PHASE_STATUS[last.phase]) {
-        status = PHASE_STATUS[last.phase] as RolloutDeviceStatus;
+      } else if (last) {
+        status = PHASE_STATUS[last.phase];
         if (status === "failed") reason = last.reason ?? last.phase;
       } else if (!command || command.status === "expired" || command.status === "superseded") {
         status = "failed";
