@@ -5,3 +5,4 @@ export * from "./verify-command.js";
 export * from "./release.js";
 export * from "./indicators.js";
 export * from "./update.js";
+export * from "./policy.js";
