@@ -190,8 +190,11 @@ export class CommandHandler {
         case "update":
           // Reached only while another update runs in the background (see handleOne).
           return { status: "failed", containment: before, reason: `another update (command ${this.runningBackground}) is in progress` };
-        default:
-          return { status: "failed", containment: before, reason: `unsupported action ${command.action}` };
+        default: {
+          // Unreachable for a parsed command (commandSchema lists every action); kept so a wider type fails closed.
+          const action: never = command.action;
+          return { status: "failed", containment: before, reason: `unsupported action ${String(action)}` };
+        }
       }
     } catch (error) {
       const reason = `${command.action} failed: ${error instanceof Error ? error.message : String(error)}`;
