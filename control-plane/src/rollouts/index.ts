@@ -10,7 +10,7 @@
 import { and, asc, desc, eq, gte, inArray, lte, type SQL } from "drizzle-orm";
 import { ValidationError } from "../../../shared/errors/index.js";
 import type { Command } from "../../../shared/protocol/index.js";
-import { updateProgressDetailSchema } from "../../../shared/protocol/update.js";
+import { updateProgressDetailSchema, type UpdateParams, type UpdateProgressPhase } from "../../../shared/protocol/update.js";
 import { recordPlaneEvents } from "../events/record.js";
 import { commands, deviceEvents, devices, rolloutDevices, rollouts, type Database } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
@@ -120,7 +120,8 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
       deviceId: s.deviceId,
       group: s.groupIndex,
       status: s.status as RolloutDeviceStatus,
-      phase: s.phase,
+      // Written only from a parsed update-progress detail (track()), so one of UPDATE_PROGRESS_PHASES.
+      phase: s.phase as UpdateProgressPhase | null,
       commandSeq: s.commandSeq,
       reason: s.reason,
       updatedAt: s.updatedAt.toISOString(),
@@ -189,7 +190,7 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
       ctx,
       tx,
       accepted,
-      { action: "update", params: { targetName: row.targetName, rolloutId: row.id }, actor, ttlMs: deps.updateCommandTtlMs, supersede: true },
+      { action: "update", params: { targetName: row.targetName, rolloutId: row.id } satisfies UpdateParams, actor, ttlMs: deps.updateCommandTtlMs, supersede: true },
       now,
     );
     for (const command of views) {
@@ -430,7 +431,7 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
           ctx,
           tx,
           [device],
-          { action: "update", params: { targetName: target.name }, actor, ttlMs: deps.updateCommandTtlMs, supersede: true },
+          { action: "update", params: { targetName: target.name } satisfies UpdateParams, actor, ttlMs: deps.updateCommandTtlMs, supersede: true },
           now,
         );
         return { view: views[0] as NonNullable<(typeof views)[0]>, toPublish };
