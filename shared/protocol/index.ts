@@ -6,3 +6,4 @@ export * from "./release.js";
 export * from "./indicators.js";
 export * from "./update.js";
 export * from "./policy.js";
+export * from "./events.js";

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { commandSchema, encodePayload, generateKeyPair, parsePayload, signObject, verifySignedObject, type Command, type DeviceEvent } from "../../../shared/index.js";
+import { commandSchema, DEVICE_EVENT_DETAIL, encodePayload, generateKeyPair, parsePayload, signObject, verifySignedObject, type Command, type DeviceEvent } from "../../../shared/index.js";
 import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
 import { RecordingPlatform } from "../platform/index.js";
@@ -27,7 +27,11 @@ function setup(opts: { pin?: boolean; stateDir?: string; platform?: RecordingPla
     state,
     platform,
     controlPlaneHosts: () => ["mqtt.example.net", "plane.example.net"],
-    send: (entry) => sent.push(entry),
+    send: (entry) => {
+      // Every event the handler writes has its kind's detail (shared/protocol/events.ts).
+      if (entry.kind === "event") DEVICE_EVENT_DETAIL[entry.message.kind].parse(entry.message.detail);
+      sent.push(entry);
+    },
     attestNow: async (nonce) => {
       attests.push(nonce);
     },

@@ -24,6 +24,7 @@ import {
   verifyCommand,
   type Ack,
   type Command,
+  type DeviceEventDetail,
 } from "../../../shared/index.js";
 import type { Logger } from "../log/index.js";
 import { createEvent, type EventKind, type EventSeverity, type OutboxMessage } from "../outbox/index.js";
@@ -206,7 +207,7 @@ export class CommandHandler {
     }
   }
 
-  private event(kind: EventKind, severity: EventSeverity, detail: Record<string, unknown>, nowMs: number): void {
+  private event<K extends EventKind>(kind: K, severity: EventSeverity, detail: DeviceEventDetail<K>, nowMs: number): void {
     this.deps.send({ kind: "event", message: createEvent(this.deps.deviceId, this.deps.privateKey, kind, severity, detail, nowMs) });
   }
 }
