@@ -42,6 +42,11 @@ describe("defineMachine (shared table-driven state machine)", () => {
     }
   });
 
+  it("words the refusal for an operator when the machine says how", () => {
+    const door = defineMachine({ name: "door", states: ["open", "shut"], events: ["close"], table: [{ from: "open", event: "close", to: "shut" }], refusal: (from, event) => `a ${from} door cannot ${event}` });
+    expect(() => door.transition("shut", "close")).toThrow(new IllegalTransitionError("door", "shut", "close", "a shut door cannot close"));
+  });
+
   it("refuses a malformed table when defined: unknown states or events, duplicate edges, edges out of a terminal state", () => {
     const base = { name: "m", states: ["a", "b"] as const, events: ["go"] as const };
     expect(() => defineMachine({ ...base, table: [{ from: "a", event: "go", to: "c" as "a" }] })).toThrow(/unknown state c/);

@@ -34,6 +34,8 @@ export interface MachineSpec<S extends string, E extends string, C = void> {
   /** States nothing leaves (drawn `state --> [*]`); the definition refuses an edge out of one. */
   terminal?: readonly S[];
   table: readonly MachineEdge<S, E, C>[];
+  /** The refusal's message for an operator (default `<name>: no transition from "<from>" on "<event>"`). */
+  refusal?: (from: S, event: E) => string;
 }
 
 /**
@@ -85,7 +87,7 @@ export function defineMachine<S extends string, E extends string, C = void>(spec
     ...spec,
     transition(from, event, context) {
       const edge = index.get(key(from, event));
-      if (!edge || (edge.guard && !edge.guard(context as C))) throw new IllegalTransitionError(spec.name, from, event);
+      if (!edge || (edge.guard && !edge.guard(context as C))) throw new IllegalTransitionError(spec.name, from, event, spec.refusal?.(from, event));
       return edge.to;
     },
     can(from, event, context) {

@@ -23,8 +23,8 @@ import type { Logger } from "../log/index.js";
 import type { Platform, UpdateSlots } from "../platform/types.js";
 import { parseReleaseCustom, type ReleaseCustom } from "../../../shared/protocol/release.js";
 import { compareSemVer } from "../../../shared/semver/index.js";
-import { FINAL_PHASES, UpdateStore, type JournalPatch, type UpdateJournal } from "./store.js";
-import { PRE_SWITCH_JOURNAL_PHASES, updateParamsSchema, type UpdateJournalEvent, type UpdateProgressDetail, type UpdateProgressPhase } from "../../../shared/protocol/update.js";
+import { UpdateStore, type JournalPatch, type UpdateJournal } from "./store.js";
+import { FINAL_JOURNAL_PHASES as FINAL_PHASES, PRE_SWITCH_JOURNAL_PHASES, updateParamsSchema, type UpdateJournalEvent, type UpdateProgressDetail, type UpdateProgressPhase } from "../../../shared/protocol/update.js";
 import { TufClient, TufError } from "./tuf.js";
 
 export { TufClient, TufError, initTrustedRoot } from "./tuf.js";

@@ -17,17 +17,7 @@ import { ConfigError } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import { isSemVer } from "../../../shared/semver/index.js";
 import { IllegalTransitionError } from "../../../shared/machine/index.js";
-import {
-  FINAL_JOURNAL_PHASES,
-  UPDATE_JOURNAL_MACHINE,
-  UPDATE_JOURNAL_PHASES,
-  type UpdateJournalEvent,
-  type UpdateJournalPhase,
-} from "../../../shared/protocol/update.js";
-
-export const JOURNAL_PHASES = UPDATE_JOURNAL_PHASES;
-export type JournalPhase = UpdateJournalPhase;
-export const FINAL_PHASES = FINAL_JOURNAL_PHASES;
+import { FINAL_JOURNAL_PHASES, UPDATE_JOURNAL_MACHINE, UPDATE_JOURNAL_PHASES, type UpdateJournalEvent } from "../../../shared/protocol/update.js";
 
 const slot = z.enum(["a", "b"]);
 

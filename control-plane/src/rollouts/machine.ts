@@ -50,6 +50,7 @@ export const ROLLOUT_MACHINE = defineMachine<RolloutState, RolloutEvent>({
   initial: "created",
   terminal: TERMINAL_ROLLOUT_STATES,
   table: ROLLOUT_TABLE,
+  refusal: (from, event) => `a ${from} rollout cannot ${event}`,
 });
 
 export function canRolloutTransition(from: RolloutState, event: RolloutEvent): boolean {
