@@ -24,7 +24,7 @@ import type { Platform, UpdateSlots } from "../platform/types.js";
 import { parseReleaseCustom, type ReleaseCustom } from "../../../shared/protocol/release.js";
 import { compareSemVer } from "../../../shared/semver/index.js";
 import { UpdateStore, type JournalPatch, type UpdateJournal } from "./store.js";
-import { FINAL_JOURNAL_PHASES as FINAL_PHASES, PRE_SWITCH_JOURNAL_PHASES, updateParamsSchema, type UpdateJournalEvent, type UpdateProgressDetail, type UpdateProgressPhase } from "../../../shared/protocol/update.js";
+import { FINAL_JOURNAL_PHASES as FINAL_PHASES, PRE_SWITCH_JOURNAL_PHASES, PROGRESS_PHASE_OF_JOURNAL, updateParamsSchema, type UpdateJournalEvent, type UpdateProgressDetail, type UpdateProgressPhase } from "../../../shared/protocol/update.js";
 import { TufClient, TufError } from "./tuf.js";
 
 export { TufClient, TufError, initTrustedRoot } from "./tuf.js";
@@ -226,12 +226,12 @@ export class UpdateEngine {
       throw new Rejected(`staged image no longer matches its signed hashes: ${String(cause)}`);
     });
     let j = this.journal("verified");
-    this.emit("verify", { ...base, version: custom.version });
+    this.emit(PROGRESS_PHASE_OF_JOURNAL[j.phase], { ...base, version: custom.version });
     log.info({ targetName, version: custom.version, bytes: info.length }, "update verified by TUF");
     await this.checkpoint("verify");
 
     j = this.journal("install");
-    this.emit("install", { ...base, version: custom.version });
+    this.emit(PROGRESS_PHASE_OF_JOURNAL[j.phase], { ...base, version: custom.version });
     await this.checkpoint("install");
     const toSlot = await slots.writeInactive(file, statSync(file).size);
     rmSync(this.downloadDir, { recursive: true, force: true });
@@ -278,7 +278,7 @@ export class UpdateEngine {
       const reason = `boot into slot ${j.toSlot} failed: ${error instanceof Error ? error.message : String(error)}`.slice(0, 900);
       return this.finish(this.journal("failed", { reason }), false, reason);
     }
-    this.emit("health-check", j);
+    this.emit(PROGRESS_PHASE_OF_JOURNAL[j.phase], j);
     await this.checkpoint("trial");
     const health = await slots.healthCheck().catch((error: unknown) => ({ healthy: false, reason: `health check failed: ${String(error)}` }));
     const healthy = health.healthy;
@@ -312,8 +312,8 @@ export class UpdateEngine {
 
   /** Queues the final update-progress event once, then marks the journal reported. */
   private reportFinal(j: UpdateJournal): void {
-    if (j.phase === "committed") this.emit("committed", j, { slot: j.toSlot });
-    else this.emit("rolled-back", j, { reason: j.reason, slot: j.fromSlot });
+    // The outcome in the shared vocabulary (shared/protocol/update.ts): committed | rolled-back.
+    this.emit(PROGRESS_PHASE_OF_JOURNAL[j.phase], j, j.phase === "committed" ? { slot: j.toSlot } : { reason: j.reason, slot: j.fromSlot });
     this.store.markReported();
   }
 }
