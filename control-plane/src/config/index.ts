@@ -4,6 +4,7 @@
  */
 import { resolve } from "node:path";
 import { ConfigError } from "../../../shared/errors/index.js";
+import { describeBrokerConfig, loadBrokerConfig, type BrokerConfig } from "../broker/rabbitmq/config.js";
 
 export type AutoQuarantine = "contraindicated" | "off";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -19,6 +20,8 @@ export interface ControlPlaneConfig {
   databaseUrl?: string;
   /** The MQTT URL told to agents in the enrollment response (e.g. mqtts://plane.farm.example:8883). */
   publicMqttUrl?: string;
+  /** HASHWARD_BROKER: the embedded aedes broker (default) or RabbitMQ (control-plane/src/broker/rabbitmq, HW-BROKER-1..4). */
+  broker: BrokerConfig;
   /** The HTTPS URL of this plane as agents reach it (bootstrap answer, demo:board); default from the listener. */
   publicUrl?: string;
   /**
@@ -153,6 +156,7 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     mqttPort: integer(env, "HASHWARD_MQTT_PORT", 1883, 0, 65535),
     mqttHost: host(env, "HASHWARD_MQTT_HOST", "0.0.0.0"),
     dataDir: resolve(dataDir),
+    broker: loadBrokerConfig(env),
     commandTtlMs: integer(env, "HASHWARD_COMMAND_TTL_MS", 5 * MINUTE_MS, 1_000, 30 * DAY_MS),
     challengeTtlMs: integer(env, "HASHWARD_CHALLENGE_TTL_MS", MINUTE_MS, 1_000, 60 * MINUTE_MS),
     commandRetryMs: integer(env, "HASHWARD_COMMAND_RETRY_MS", 5_000, 100, 60 * MINUTE_MS),
@@ -204,10 +208,13 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
   if (publicUrl !== undefined) config.publicUrl = publicUrl;
   const publicMqttUrl = url(env, "HASHWARD_PUBLIC_MQTT_URL", ["mqtt:", "mqtts:", "tcp:", "tls:", "ws:", "wss:"]);
   if (publicMqttUrl !== undefined) config.publicMqttUrl = publicMqttUrl;
+  if (config.broker.kind === "rabbitmq" && publicMqttUrl === undefined) {
+    throw new ConfigError("HASHWARD_PUBLIC_MQTT_URL: required with HASHWARD_BROKER=rabbitmq (the MQTT address of RabbitMQ that agents are told)", "HASHWARD_PUBLIC_MQTT_URL");
+  }
   return config;
 }
 
 /** The config as it may be logged (database password hidden). */
 export function describeConfig(config: ControlPlaneConfig): Record<string, unknown> {
-  return { ...config, databaseUrl: config.databaseUrl === undefined ? undefined : redact(config.databaseUrl) };
+  return { ...config, databaseUrl: config.databaseUrl === undefined ? undefined : redact(config.databaseUrl), broker: describeBrokerConfig(config.broker) };
 }

@@ -15,6 +15,8 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import type { KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
+import { startRabbitTransport, type RabbitTransport } from "../broker/rabbitmq/transport.js";
+import { writeBrokerTlsFiles } from "../broker/rabbitmq/tls-files.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import { openDatabase, type Database } from "../db/index.js";
 import { FarmAlertAnalyzer, withFarmAlerts } from "../alerts/index.js";
@@ -128,7 +130,7 @@ function urlHost(host: string): string {
 }
 
 /** Revocation must bite at once: a revoked or rejected device loses its live MQTT connection. */
-function disconnectOnRevocation(service: ControlPlaneService, broker: Broker): ControlPlaneService {
+function disconnectOnRevocation(service: ControlPlaneService, broker: Pick<Broker, "disconnect">): ControlPlaneService {
   return new Proxy(service, {
     get(target, property, receiver) {
       const value: unknown = Reflect.get(target, property, receiver);
@@ -214,7 +216,7 @@ export async function startPlane(
     }
 
     // The services publish through the broker, and the broker hands messages to the services: bind late.
-    let broker: Broker | null = null;
+    let broker: Pick<Broker, "publisher"> | null = null;
     const publisher = {
       publish(deviceId: string, kind: "challenge" | "command", message: never): Promise<void> {
         if (!broker) return Promise.reject(new Error("MQTT broker is not started"));
@@ -249,9 +251,21 @@ export async function startPlane(
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
     // HW-ALERT-1: farm alerts from the telemetry of heartbeats the device side accepted.
     const deviceSide = withFarmAlerts(withPolicyDelivery(services.deviceSide, policies, logger, Date.now), { db: opened.db as Database, analyzer: new FarmAlertAnalyzer(), logger });
-    broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
-    const startedBroker = broker;
-    cleanups.push(() => startedBroker.close());
+    // HASHWARD_BROKER: the embedded aedes broker, or RabbitMQ asking this plane's hooks (HW-BROKER-1..4).
+    let rabbit: RabbitTransport | null = null;
+    let embedded: Broker | null = null;
+    if (config.broker.kind === "rabbitmq") {
+      if (tls) await writeBrokerTlsFiles(config.dataDir, tls, logger); // RabbitMQ's MQTT TLS listener serves the plane's certificate
+      const started = await startRabbitTransport({ config: config.broker, deviceSide, db: opened.db as Database, logger, registry });
+      rabbit = started;
+      cleanups.push(() => started.close());
+    } else {
+      const started = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
+      embedded = started;
+      cleanups.push(() => started.close());
+    }
+    const startedBroker = (rabbit ?? embedded)!;
+    broker = startedBroker;
 
     // First start: the service makes an admin API token; it is shown once, so it goes to a 0600 file.
     const adminTokenFile = join(config.dataDir, ADMIN_TOKEN_FILE);
@@ -303,11 +317,11 @@ export async function startPlane(
     const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks });
 
     await tls?.renewIfDue();
-    const mqttPort = await startedBroker
-      .listen(config.mqttPort, config.mqttHost, tls ? mqttTlsServerFactory(tls, config.tls.requireClientCert) : undefined)
-      .catch((error: unknown) => {
-        throw listenError(error, "HASHWARD_MQTT_PORT", config.mqttPort, "HASHWARD_MQTT_HOST", config.mqttHost);
-      });
+    const mqttPort = embedded
+      ? await embedded.listen(config.mqttPort, config.mqttHost, tls ? mqttTlsServerFactory(tls, config.tls.requireClientCert) : undefined).catch((error: unknown) => {
+          throw listenError(error, "HASHWARD_MQTT_PORT", config.mqttPort, "HASHWARD_MQTT_HOST", config.mqttHost);
+        })
+      : Number(new URL(config.publicMqttUrl!).port || 8883); // RabbitMQ's MQTT listener (HASHWARD_PUBLIC_MQTT_URL)
 
     const apiServer = createApiServer(app.fetch, tls);
     applyHttpTimeouts(apiServer.http, { bodyTimeoutMs: config.httpBodyTimeoutMs, keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs }, logger);
@@ -333,7 +347,7 @@ export async function startPlane(
     });
 
     const httpUrl = `${tls ? "https" : "http"}://${urlHost(config.httpHost)}:${httpPort}`;
-    const mqttUrl = `${tls ? "mqtts" : "mqtt"}://${urlHost(config.mqttHost)}:${mqttPort}`;
+    const mqttUrl = rabbit ? config.publicMqttUrl! : `${tls ? "mqtts" : "mqtt"}://${urlHost(config.mqttHost)}:${mqttPort}`;
     advertised = { controlPlaneUrl: config.publicUrl ?? httpUrl, mqttUrl: config.publicMqttUrl ?? mqttUrl };
     // The enrollment answer always names the broker (the bound port is known only now): an agent configured with
     // another address says so at error level (agent/src/runtime).
@@ -345,6 +359,8 @@ export async function startPlane(
         httpUrl,
         mqttUrl,
         publicMqttUrl: config.publicMqttUrl,
+        broker: config.broker.kind,
+        ...(rabbit ? { brokerHookPort: rabbit.hookPort } : {}),
         tls: tls !== null,
         caFile: tls && !config.tls.certFile ? join(config.dataDir, "ca.pem") : config.tls.caFile,
         caCertHash: tls?.ca.caCertHash ?? null,
