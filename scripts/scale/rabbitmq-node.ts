@@ -252,6 +252,15 @@ export class RabbitNode {
     }
   }
 
+  /** What the node logged so far (`<dir>/log/node.log`). */
+  logText(): string {
+    try {
+      return readFileSync(join(this.spec.dir, "log", "node.log"), "utf8");
+    } catch {
+      return "";
+    }
+  }
+
   /** `rabbitmqctl <args>` against this node (its own cookie and epmd port). Throws with the output on failure. */
   ctl(args: string[], timeoutMs = 120_000): string {
     const result = spawnSync(RABBITMQCTL, ["-n", this.nodename, ...args], {

@@ -121,15 +121,11 @@ describeUnless(rabbitmqMissing(), "RabbitMQ broker mode (own node, real plane, r
   it("an oversize payload is refused by RabbitMQ and never handled (HW-BROKER-3)", async () => {
     const a = await acceptedDevice();
     const client = await connectAs(a.id, a.keys);
-    const closed = closedPromise(client).then(() => "closed" as const);
-    const invalidBefore = await rejectedEvents("invalid");
-    // max_message_size (payload cap + 1 KiB) refuses it before it is enqueued (a channel error in RabbitMQ's log);
-    // the plane's ingest would refuse it too (reason "oversize") if a broker let it through.
+    // max_message_size (payload cap + 1 KiB) refuses it before it is enqueued: RabbitMQ logs the channel error
+    // (3.10's MQTT plugin then leaves the connection open without a channel). The plane's ingest would refuse it
+    // too (reason "oversize") if a broker let it through.
     client.publish(upTopic(a.id, "event"), Buffer.alloc(300 * 1024, 0x20), { qos: 1 });
-    // A small malformed message after it: once that one is counted (or the connection is gone), the big one had its turn.
-    client.publish(upTopic(a.id, "event"), "{}", { qos: 1 });
-    const outcome = await Promise.race([closed, waitFor("the message after it handled", async () => (await rejectedEvents("invalid")) > invalidBefore && ("handled" as const), { timeoutMs: 60_000 })]);
-    expect(["closed", "handled"]).toContain(outcome);
+    await waitFor("RabbitMQ refused the message", () => /message size 307200 is larger than configured max size/.test(plane.node.logText()), { timeoutMs: 60_000 });
     const { events } = await admin.get(`/api/v1/devices/${a.id}/events`);
     expect(events).toEqual([]);
     expect(await rejectedEvents("oversize")).toBe(0);
