@@ -174,10 +174,9 @@ async function main(): Promise<void> {
             HASHWARD_BROKER_HOOK_PORT: String(hookPorts[index]),
             HASHWARD_BROKER_HOOK_SECRET: secret,
             HASHWARD_PUBLIC_MQTT_URL: node.mqttUrl,
-            HASHWARD_LOG_LEVEL: "warn",
+            // Production defaults (the test harness retries every 500 ms): a retry is a re-delivery the device sees.
+            HASHWARD_COMMAND_RETRY_MS: "5000",
           },
-        }).catch(async (error: unknown) => {
-          throw error;
         }),
       );
     }
