@@ -21,6 +21,7 @@ describe("loadConfig", () => {
       mqttPort: 1883,
       mqttHost: "0.0.0.0",
       dataDir: resolve("./data"),
+      broker: { kind: "embedded" },
       commandTtlMs: 300_000,
       challengeTtlMs: 60_000,
       commandRetryMs: 5_000,
@@ -130,6 +131,38 @@ describe("loadConfig", () => {
     expect(error.option).toBe(name);
     expect(error.message).toContain(name);
     expect(error.message).toContain(JSON.stringify(value));
+  });
+
+  describe("HASHWARD_BROKER=rabbitmq", () => {
+    const rabbit = {
+      HASHWARD_BROKER: "rabbitmq",
+      HASHWARD_RABBITMQ_URL: "amqp://hashward:s3cretpass@127.0.0.1:5672",
+      HASHWARD_RABBITMQ_MANAGEMENT_URL: "http://hashward:s3cretpass@127.0.0.1:15672",
+      HASHWARD_BROKER_HOOK_SECRET: "k".repeat(32),
+      HASHWARD_PUBLIC_MQTT_URL: "mqtts://broker.farm.example:8883",
+    };
+
+    it("reads the external broker mode; the hooks listen on loopback by default", () => {
+      expect(loadConfig(rabbit).broker).toMatchObject({ kind: "rabbitmq", amqpUrls: [rabbit.HASHWARD_RABBITMQ_URL], hookHost: "127.0.0.1", hookPort: 8090, prefetch: 256 });
+    });
+
+    it.each([
+      ["HASHWARD_BROKER", "kafka"],
+      ["HASHWARD_RABBITMQ_URL", ""],
+      ["HASHWARD_RABBITMQ_URL", "http://127.0.0.1:5672"],
+      ["HASHWARD_BROKER_HOOK_SECRET", "short"],
+      ["HASHWARD_BROKER_HOOK_SECRET", `${"k".repeat(32)}/x`],
+      ["HASHWARD_PUBLIC_MQTT_URL", ""],
+      ["HASHWARD_RABBITMQ_MANAGEMENT_URL", "ftp://x"],
+    ])("refuses %s=%s naming it", (name, value) => {
+      expect(() => loadConfig({ ...rabbit, [name]: value })).toThrow(expect.objectContaining({ option: name }));
+    });
+
+    it("never logs the broker passwords or the hook secret", () => {
+      const text = JSON.stringify(describeConfig(loadConfig(rabbit)));
+      expect(text).not.toContain("s3cretpass");
+      expect(text).not.toContain("k".repeat(32));
+    });
   });
 
   it("never echoes a database password", () => {
