@@ -225,6 +225,7 @@ async function main(): Promise<void> {
     const fanoutWallMs = Date.now();
     const fanoutStarted = performance.now();
     await last.post("/api/v1/quarantine", { deviceIds: devices.map((d) => d.deviceId), reason: "bench: fleet-wide quarantine" });
+    const fanoutApiMs = performance.now() - fanoutStarted;
     const quarantinedAt = await pollUntil(
       async () => ((await listAllDevices(admin, devices.length, "&containment=quarantined")).filter((r) => ours.has(r.deviceId)).length >= devices.length ? performance.now() : undefined),
       { timeoutMs: TIMEOUT_MS, intervalMs: 1000 },
@@ -235,6 +236,7 @@ async function main(): Promise<void> {
       p50: percentile(received, 50),
       p99: percentile(received, 99),
       quarantinedMs: (quarantinedAt ?? performance.now()) - fanoutStarted,
+      apiMs: fanoutApiMs,
     };
     await disconnectAll(devices);
 
@@ -251,6 +253,7 @@ async function main(): Promise<void> {
       fanoutP50Ms: round(fanout.p50),
       fanoutP99Ms: round(fanout.p99),
       fanoutReceived: fanout.received,
+      fanoutApiMs: round(fanout.apiMs),
       quarantinedAllMs: round(fanout.quarantinedMs),
       lostEvents: devices.length - storedEvents,
       duplicateCommands: commands.duplicates(),
