@@ -201,6 +201,12 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
     }
     void enqueue(deviceId, async () => {
       const outcome = await ingest(deviceId, kind, msg.content);
+      if (outcome === "retry") {
+        // Back off before handing it back (the device's next messages wait behind it, in order): a database outage
+        // must not burn the delivery limit in a second. Quorum queues count attempts in x-delivery-count.
+        const attempts = Number(msg.properties.headers?.["x-delivery-count"] ?? 0);
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1_000 * 2 ** attempts, 30_000)));
+      }
       try {
         if (outcome === "done") channel.ack(msg);
         else {
@@ -214,6 +220,43 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
     });
   }
 
+  function markConnected(user: string, name: string): void {
+    connectionOwner.set(name, user);
+    const names = connections.get(user) ?? new Set<string>();
+    const first = names.size === 0;
+    names.add(name);
+    connections.set(user, names);
+    if (first) void enqueue(user, () => deviceSide.onConnected(user).catch((error: unknown) => logger.error({ deviceId: user, err: error }, "onConnected failed")));
+  }
+
+  function markClosed(name: string): void {
+    const user = connectionOwner.get(name);
+    if (user === undefined) return;
+    connectionOwner.delete(name);
+    const names = connections.get(user);
+    names?.delete(name);
+    if (names && names.size === 0) {
+      connections.delete(user);
+      void enqueue(user, () => deviceSide.onDisconnected(user).catch((error: unknown) => logger.error({ deviceId: user, err: error }, "onDisconnected failed")));
+    }
+  }
+
+  /**
+   * After (re)connecting, events missed while this replica was cut off are made up from the management API's list
+   * of connections (a restarted node dropped every device; a cluster node's devices stayed).
+   */
+  async function reconcileConnections(): Promise<void> {
+    if (!config.managementUrl) return;
+    const base = new URL(config.managementUrl);
+    const auth = Buffer.from(`${decodeURIComponent(base.username)}:${decodeURIComponent(base.password)}`).toString("base64");
+    const response = await fetch(`${base.protocol}//${base.host}${base.pathname.replace(/\/$/, "")}/api/connections?columns=name,user`, { headers: { authorization: `Basic ${auth}` } });
+    if (!response.ok) throw new Error(`management API answered ${response.status}`);
+    const live = (await response.json()) as { name?: string; user?: string }[];
+    const liveNames = new Set(live.map((c) => c.name ?? ""));
+    for (const name of [...connectionOwner.keys()]) if (!liveNames.has(name)) markClosed(name);
+    for (const { name, user } of live) if (name && user && isDeviceId(user) && !connectionOwner.has(name)) markConnected(user, name);
+  }
+
   function onConnectionEvent(channel: Channel, msg: ConsumeMessage | null): void {
     if (msg === null) return;
     channel.ack(msg);
@@ -221,25 +264,9 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
     const name = String(headers.name ?? "");
     if (msg.fields.routingKey === "connection.created") {
       const user = String(headers.user ?? "");
-      if (!isDeviceId(user) || name === "") return;
-      connectionOwner.set(name, user);
-      const names = connections.get(user) ?? new Set<string>();
-      const first = names.size === 0;
-      names.add(name);
-      connections.set(user, names);
-      if (first) {
-        void enqueue(user, () => deviceSide.onConnected(user).catch((error: unknown) => logger.error({ deviceId: user, err: error }, "onConnected failed")));
-      }
+      if (isDeviceId(user) && name !== "") markConnected(user, name);
     } else if (msg.fields.routingKey === "connection.closed") {
-      const user = connectionOwner.get(name);
-      if (user === undefined) return;
-      connectionOwner.delete(name);
-      const names = connections.get(user);
-      names?.delete(name);
-      if (names && names.size === 0) {
-        connections.delete(user);
-        void enqueue(user, () => deviceSide.onDisconnected(user).catch((error: unknown) => logger.error({ deviceId: user, err: error }, "onDisconnected failed")));
-      }
+      markClosed(name);
     }
   }
 
@@ -276,6 +303,7 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
     publishChannel = confirm;
     attempt = 0;
     logger.info({ url: redactUrl(url), queue: INGEST_QUEUE, prefetch: config.prefetch }, "rabbitmq connected; consuming device messages");
+    reconcileConnections().catch((error: unknown) => logger.warn({ err: error }, "could not list RabbitMQ connections; connected state follows events from now on"));
   }
 
   async function connectAny(): Promise<void> {
