@@ -51,6 +51,11 @@ export interface RabbitNodeSpec {
   maxMessageBytes: number;
   /** Erlang cookie shared by a cluster's nodes. */
   cookie: string;
+  /**
+   * Node names (`name@localhost`) of the cluster this node forms or joins at its first boot (classic peer
+   * discovery); the nodes of one cluster share `cookie` and `ports.epmd`. Unset: a single node.
+   */
+  clusterNodes?: string[];
 }
 
 /** A free TCP port on 127.0.0.1 (bound with port 0 and released; RabbitMQ cannot be given port 0 itself). */
@@ -113,7 +118,13 @@ export function rabbitmqConf(spec: RabbitNodeSpec): string {
     // HW-BROKER-3: the MQTT plugin publishes through an AMQP channel, which refuses (and disconnects) larger messages.
     `max_message_size = ${spec.maxMessageBytes}`,
     "collect_statistics_interval = 10000",
+    // Every MQTT connection is an info line; warnings and errors are what an operator reads.
+    "log.console.level = warning",
   ];
+  if (spec.clusterNodes && spec.clusterNodes.length > 0) {
+    lines.push("cluster_formation.peer_discovery_backend = classic_config");
+    spec.clusterNodes.forEach((node, index) => lines.push(`cluster_formation.classic_config.nodes.${index + 1} = ${node}`));
+  }
   if (spec.tls) {
     lines.push(
       "mqtt.listeners.tcp = none",

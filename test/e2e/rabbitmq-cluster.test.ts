@@ -1,0 +1,149 @@
+/**
+ * A three-node RabbitMQ cluster on this machine (distinct ports, one cookie, an epmd of its own; the machine's
+ * RabbitMQ is never touched) and a plane told all three AMQP URLs. Devices (mqtt.js clients holding real device
+ * keys, a fresh connect token per connection, the three MQTT listeners as their server list) publish signed events
+ * while one node is SIGKILLed: they reconnect to the others, and every event RabbitMQ acknowledged (PUBACK) is
+ * stored once (the ingest queue is a quorum queue replicated on the three nodes). Plaintext MQTT: the nodes start
+ * before the plane, so they cannot serve its certificate (TLS is covered by the single-node suites).
+ */
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import mqtt, { type MqttClient } from "mqtt";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createConnectToken } from "../../shared/auth/connect-token.js";
+import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type KeyPair } from "../../shared/crypto/index.js";
+import { MAX_PAYLOAD_BYTES, upTopic, type DeviceEvent } from "../../shared/protocol/index.js";
+import { freePort, freePorts, newCookie, RabbitNode, rabbitmqMissing } from "../../scripts/scale/rabbitmq-node.js";
+import { ApiClient } from "../support/api.js";
+import { startControlPlane, tempDir, type ControlPlane } from "../support/processes.js";
+import { describeUnless } from "../support/skip.js";
+import { waitFor } from "../support/wait.js";
+
+const DEVICES = 12;
+const nodes: RabbitNode[] = [];
+let plane: ControlPlane;
+let admin: ApiClient;
+const clients: MqttClient[] = [];
+
+interface Device {
+  id: string;
+  keys: KeyPair;
+  client: MqttClient;
+  /** Event ids RabbitMQ acknowledged (PUBACK): each must be stored. */
+  acked: string[];
+}
+
+describeUnless(rabbitmqMissing(), "a three-node RabbitMQ cluster with one node killed under load", () => {
+  beforeAll(async () => {
+    const cookie = newCookie();
+    const planePassword = randomBytes(16).toString("hex");
+    const secret = randomBytes(24).toString("hex");
+    const hookPort = await freePort();
+    const specs = [];
+    for (let index = 0; index < 3; index += 1) specs.push(await freePorts());
+    const epmd = specs[0]!.epmd;
+    const names = specs.map((ports) => `hwc${ports.amqp}@localhost`);
+    const root = tempDir("rabbitmq-cluster");
+    for (const [index, ports] of specs.entries()) {
+      nodes.push(
+        new RabbitNode({
+          dir: join(root, `node${index + 1}`),
+          name: names[index]!.split("@")[0]!,
+          ports: { ...ports, epmd },
+          planeUser: "hashward",
+          planePassword,
+          hookBaseUrl: `http://127.0.0.1:${hookPort}/${secret}`,
+          tls: null,
+          maxMessageBytes: MAX_PAYLOAD_BYTES + 1024,
+          cookie,
+          clusterNodes: names,
+        }),
+      );
+    }
+    // The first node forms the cluster; the others join it at their first boot.
+    for (const node of nodes) await node.start();
+    await waitFor("three running nodes", () => nodes[0]!.ctl(["cluster_status", "--formatter", "json"]).split('"running_nodes"')[1]?.match(/hwc\d+@localhost/g)?.length === 3, { timeoutMs: 120_000, intervalMs: 1000 });
+    plane = await startControlPlane({
+      tls: false,
+      env: {
+        HASHWARD_BROKER: "rabbitmq",
+        HASHWARD_RABBITMQ_URL: nodes.map((node) => node.amqpUrl).join(","),
+        HASHWARD_RABBITMQ_MANAGEMENT_URL: nodes[0]!.managementUrl,
+        HASHWARD_BROKER_HOOK_PORT: String(hookPort),
+        HASHWARD_BROKER_HOOK_SECRET: secret,
+        HASHWARD_PUBLIC_MQTT_URL: nodes[0]!.mqttUrl,
+      },
+    });
+    await plane.proc.waitForLine("rabbitmq connected", (line) => line.msg === "rabbitmq connected; consuming device messages", 120_000);
+    admin = new ApiClient(plane.httpUrl, plane.adminToken);
+  }, 600_000);
+
+  afterAll(async () => {
+    for (const client of clients) client.end(true);
+    await plane?.proc.kill("SIGKILL");
+    for (const node of nodes) await node.kill();
+    nodes[0]?.stopEpmd();
+  }, 120_000);
+
+  it("devices on a killed node reconnect to the others and every acknowledged event is stored once", async () => {
+    const devices: Device[] = [];
+    for (let index = 0; index < DEVICES; index += 1) {
+      const keys = generateKeyPair();
+      const id = deviceIdFromPublicKey(keys.publicKey);
+      await admin.post("/api/v1/devices/preauthorize", { publicKey: toBase64Url(keys.publicKey), model: "S19" });
+      // Each device starts on "its" node and fails over to the next ones; every connection gets a fresh token.
+      const order = [0, 1, 2].map((k) => nodes[(index + k) % 3]!.spec.ports.mqtt);
+      const client = mqtt.connect({
+        servers: order.map((port) => ({ host: "127.0.0.1", port })),
+        protocol: "mqtt",
+        protocolVersion: 4, clientId: id, username: id, password: createConnectToken(id, keys.privateKey, Date.now()),
+        reconnectPeriod: 300, connectTimeout: 10_000, clean: true,
+      });
+      client.on("close", () => (client.options.password = createConnectToken(id, keys.privateKey, Date.now()) as never));
+      client.on("error", () => undefined);
+      clients.push(client);
+      devices.push({ id, keys, client, acked: [] });
+    }
+    await waitFor("every device connected", () => devices.every((d) => d.client.connected), { timeoutMs: 120_000 });
+
+    let sending = true;
+    const send = async (device: Device): Promise<void> => {
+      while (sending) {
+        const event: DeviceEvent = signObject(
+          { v: 1 as const, type: "event" as const, deviceId: device.id, id: `ev-${randomBytes(8).toString("hex")}`, ts: Date.now(), kind: "watch-change" as const, severity: "info" as const, detail: {} },
+          device.keys.privateKey,
+        );
+        if (!device.client.connected) {
+          await new Promise((resolve) => device.client.once("connect", resolve));
+          continue;
+        }
+        const ok = await device.client.publishAsync(upTopic(device.id, "event"), JSON.stringify(event), { qos: 1 }).then(() => true, () => false);
+        if (ok) device.acked.push(event.id);
+        // Load-generator pacing (10 events/s per device), not a synchronisation: keeps each device's events
+        // within one page of the events API.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    const senders = devices.map((device) => send(device));
+    await waitFor("events flowing", () => devices.every((d) => d.acked.length >= 3), { timeoutMs: 60_000 });
+
+    const victim = nodes[1]!;
+    const onVictim = devices.filter((_, index) => index % 3 === 1);
+    const ackedBeforeKill = onVictim.map((d) => d.acked.length);
+    await victim.kill();
+    // The victim's devices come back through the other nodes and keep publishing.
+    await waitFor("the killed node's devices publish again", () => onVictim.every((d, i) => d.client.connected && d.acked.length > ackedBeforeKill[i]! + 3), { timeoutMs: 120_000 });
+    sending = false;
+    devices.forEach((d) => d.client.emit("connect", {} as never)); // wake senders parked on a reconnect
+    await Promise.all(senders);
+
+    for (const device of devices) {
+      const stored = await waitFor(`${device.id}'s acknowledged events stored`, async () => {
+        const { events } = await admin.get(`/api/v1/devices/${device.id}/events?limit=1000`);
+        const ids = new Set((events as { id: string; detail: unknown }[]).map((e) => e.id));
+        return device.acked.every((id) => ids.has(id)) && events;
+      }, { timeoutMs: 120_000 });
+      expect(stored.length).toBeGreaterThanOrEqual(device.acked.length);
+    }
+  }, 600_000);
+});
