@@ -132,10 +132,11 @@ export function createHookServer(deps: HookDeps): HookServer {
     registers: [registry],
   });
 
-  async function identity(deviceId: string): Promise<ConnectIdentity | null> {
+  /** `acceptedOnly`: a cached answer other than `accepted` is asked again (a device accepted a moment ago connects at once). */
+  async function identity(deviceId: string, acceptedOnly = false): Promise<ConnectIdentity | null> {
     const at = now();
     const cached = identities.get(deviceId);
-    if (cached && at - cached.at < identityCacheMs) return cached.identity;
+    if (cached && at - cached.at < identityCacheMs && (!acceptedOnly || cached.identity?.enrollment === "accepted")) return cached.identity;
     const found = await deviceSide.identityForConnect(deviceId);
     if (identities.size >= 200_000) identities.clear(); // bounded; entries are cheap to refetch
     identities.set(deviceId, { identity: found, at });
@@ -153,7 +154,7 @@ export function createHookServer(deps: HookDeps): HookServer {
     if (password.length === 0 || Buffer.byteLength(password) > MAX_PASSWORD_BYTES) return { allow: false, reason: "bad-token" };
     let found: ConnectIdentity | null;
     try {
-      found = await identity(username);
+      found = await identity(username, true);
     } catch (error) {
       logger.error({ deviceId: username, err: error }, "identity lookup failed during CONNECT");
       return { allow: false, reason: "unavailable" };
@@ -254,7 +255,7 @@ export function createHookServer(deps: HookDeps): HookServer {
 
   const servers: Server[] = [];
   return {
-    identity,
+    identity: (deviceId) => identity(deviceId),
     forget(deviceId) {
       identities.delete(deviceId);
     },
