@@ -163,6 +163,8 @@ export function nodeEnv(spec: RabbitNodeSpec): Record<string, string> {
     RABBITMQ_ENABLED_PLUGINS_FILE: join(spec.dir, "enabled_plugins"),
     RABBITMQ_PID_FILE: join(spec.dir, "rabbitmq.pid"),
     RABBITMQ_USE_LONGNAME: "false",
+    // Erlang distribution (clustering, CLI) on loopback only, like every other listener of the node.
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: "-kernel inet_dist_use_interface {127,0,0,1}",
   };
 }
 
