@@ -8,11 +8,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import mqtt, { type MqttClient } from "mqtt";
+import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { createConnectToken } from "../../shared/auth/connect-token.js";
-import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type KeyPair } from "../../shared/crypto/index.js";
-import { MAX_PAYLOAD_BYTES, upTopic, type DeviceEvent } from "../../shared/protocol/index.js";
+import { MAX_PAYLOAD_BYTES } from "../../shared/protocol/index.js";
+import { expectAckedEventsStored, loadDevice, publishEvents, type LoadDevice } from "../support/event-load.js";
 import { freePort, freePorts, newCookie, RabbitNode, rabbitmqMissing } from "../../scripts/scale/rabbitmq-node.js";
 import { ApiClient } from "../support/api.js";
 import { startControlPlane, tempDir, type ControlPlane } from "../support/processes.js";
@@ -24,14 +23,6 @@ const nodes: RabbitNode[] = [];
 let plane: ControlPlane;
 let admin: ApiClient;
 const clients: MqttClient[] = [];
-
-interface Device {
-  id: string;
-  keys: KeyPair;
-  client: MqttClient;
-  /** Event ids RabbitMQ acknowledged (PUBACK): each must be stored. */
-  acked: string[];
-}
 
 describeUnless(rabbitmqMissing(), "a three-node RabbitMQ cluster with one node killed under load", () => {
   beforeAll(async () => {
@@ -87,45 +78,12 @@ describeUnless(rabbitmqMissing(), "a three-node RabbitMQ cluster with one node k
   }, 120_000);
 
   it("devices on a killed node reconnect to the others and every acknowledged event is stored once", async () => {
-    const devices: Device[] = [];
-    for (let index = 0; index < DEVICES; index += 1) {
-      const keys = generateKeyPair();
-      const id = deviceIdFromPublicKey(keys.publicKey);
-      await admin.post("/api/v1/devices/preauthorize", { publicKey: toBase64Url(keys.publicKey), model: "S19" });
-      // Each device starts on "its" node and fails over to the next ones; every connection gets a fresh token.
-      const order = [0, 1, 2].map((k) => nodes[(index + k) % 3]!.spec.ports.mqtt);
-      const client = mqtt.connect({
-        servers: order.map((port) => ({ host: "127.0.0.1", port })),
-        protocol: "mqtt",
-        protocolVersion: 4, clientId: id, username: id, password: createConnectToken(id, keys.privateKey, Date.now()),
-        reconnectPeriod: 300, connectTimeout: 10_000, clean: true,
-      });
-      client.on("close", () => (client.options.password = createConnectToken(id, keys.privateKey, Date.now()) as never));
-      client.on("error", () => undefined);
-      clients.push(client);
-      devices.push({ id, keys, client, acked: [] });
-    }
+    const devices: LoadDevice[] = [];
+    // Each device starts on "its" node and fails over to the next ones.
+    for (let index = 0; index < DEVICES; index += 1) devices.push(await loadDevice(admin, [0, 1, 2].map((k) => nodes[(index + k) % 3]!.spec.ports.mqtt)));
+    clients.push(...devices.map((d) => d.client));
     await waitFor("every device connected", () => devices.every((d) => d.client.connected), { timeoutMs: 120_000 });
-
-    let sending = true;
-    const send = async (device: Device): Promise<void> => {
-      while (sending) {
-        const event: DeviceEvent = signObject(
-          { v: 1 as const, type: "event" as const, deviceId: device.id, id: `ev-${randomBytes(8).toString("hex")}`, ts: Date.now(), kind: "watch-change" as const, severity: "info" as const, detail: {} },
-          device.keys.privateKey,
-        );
-        if (!device.client.connected) {
-          await new Promise((resolve) => device.client.once("connect", resolve));
-          continue;
-        }
-        const ok = await device.client.publishAsync(upTopic(device.id, "event"), JSON.stringify(event), { qos: 1 }).then(() => true, () => false);
-        if (ok) device.acked.push(event.id);
-        // Load-generator pacing (10 events/s per device), not a synchronisation: keeps each device's events
-        // within one page of the events API.
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    };
-    const senders = devices.map((device) => send(device));
+    const stop = publishEvents(devices);
     await waitFor("events flowing", () => devices.every((d) => d.acked.length >= 3), { timeoutMs: 60_000 });
 
     // The first node: the plane's AMQP connection is there too (the first URL), so the plane fails over as well.
@@ -135,17 +93,7 @@ describeUnless(rabbitmqMissing(), "a three-node RabbitMQ cluster with one node k
     await victim.kill();
     // The victim's devices come back through the other nodes and keep publishing.
     await waitFor("the killed node's devices publish again", () => onVictim.every((d, i) => d.client.connected && d.acked.length > ackedBeforeKill[i]! + 3), { timeoutMs: 120_000 });
-    sending = false;
-    devices.forEach((d) => d.client.emit("connect", {} as never)); // wake senders parked on a reconnect
-    await Promise.all(senders);
-
-    for (const device of devices) {
-      const stored = await waitFor(`${device.id}'s acknowledged events stored`, async () => {
-        const { events } = await admin.get(`/api/v1/devices/${device.id}/events?limit=1000`);
-        const ids = new Set((events as { id: string; detail: unknown }[]).map((e) => e.id));
-        return device.acked.every((id) => ids.has(id)) && events;
-      }, { timeoutMs: 120_000 });
-      expect(stored.length).toBeGreaterThanOrEqual(device.acked.length);
-    }
+    await stop();
+    await expectAckedEventsStored(admin, devices);
   }, 600_000);
 });
