@@ -264,7 +264,7 @@ async function main(): Promise<void> {
   } finally {
     await Promise.all(replicas.map((replica) => replica.proc.kill("SIGTERM")));
     await node.kill();
-    node.stopEpmd();
+    await node.stopEpmd();
     await database.drop();
   }
 }

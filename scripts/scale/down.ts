@@ -30,7 +30,7 @@ async function main(): Promise<void> {
   if (existsSync(state.nodeSpecFile)) {
     const node = new RabbitNode(JSON.parse(readFileSync(state.nodeSpecFile, "utf8")) as RabbitNodeSpec);
     await node.stop();
-    node.stopEpmd();
+    await node.stopEpmd();
     console.log(`scale:down: RabbitMQ node ${node.nodename} stopped`);
   }
   rmSync(STATE_FILE, { force: true });

@@ -310,9 +310,16 @@ export class RabbitNode {
     this.child = null;
   }
 
-  /** Stops the epmd this node's VM started on its own port (after the last node on that port is down). */
-  stopEpmd(): void {
-    spawnSync("epmd", ["-kill"], { env: { ...process.env, ERL_EPMD_PORT: String(this.spec.ports.epmd) }, stdio: "ignore" });
+  /**
+   * Stops the epmd this node's VM started on its own port (after the last node on that port is down). epmd refuses
+   * while it still lists a node, which it drops shortly after the VM's socket closes: asked again a few times.
+   */
+  async stopEpmd(): Promise<void> {
+    for (let attempt = 0; attempt < 40; attempt += 1) {
+      const result = spawnSync("epmd", ["-kill"], { env: { ...process.env, ERL_EPMD_PORT: String(this.spec.ports.epmd) }, encoding: "utf8" });
+      if (/Killed|Cannot connect/.test(`${result.stdout}${result.stderr}`) || result.error) return;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
   }
 }
 

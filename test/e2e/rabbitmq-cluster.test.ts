@@ -74,7 +74,7 @@ describeUnless(rabbitmqMissing(), "a three-node RabbitMQ cluster with one node k
     for (const client of clients) client.end(true);
     await plane?.proc.kill("SIGKILL");
     for (const node of nodes) await node.kill();
-    nodes[1]?.stopEpmd();
+    await nodes[1]?.stopEpmd();
   }, 120_000);
 
   it("devices on a killed node reconnect to the others and every acknowledged event is stored once", async () => {

@@ -67,7 +67,7 @@ describeUnless(missing, "two replicas on RabbitMQ and PostgreSQL, the ingesting 
     for (const device of devices) device.client.end(true);
     await Promise.all(replicas.map((replica) => replica.proc.kill("SIGKILL")));
     await node?.kill();
-    node?.stopEpmd();
+    await node?.stopEpmd();
     await database?.drop();
   }, 120_000);
 

@@ -56,7 +56,7 @@ export async function startRabbitPlane(options: ControlPlaneOptions = {}): Promi
   } catch (error) {
     await plane.proc.kill("SIGKILL");
     await node.kill();
-    node.stopEpmd();
+    await node.stopEpmd();
     throw error;
   }
   return { ...plane, node, hookUrl };
@@ -73,5 +73,5 @@ export async function restartRabbitPlane(plane: RabbitPlane): Promise<RabbitPlan
 export async function stopRabbitNode(plane: RabbitPlane | undefined): Promise<void> {
   if (!plane) return;
   await plane.node.kill();
-  plane.node.stopEpmd();
+  await plane.node.stopEpmd();
 }
