@@ -34,6 +34,11 @@ export interface ServiceOptions {
    */
   sessionTakeoverThreshold?: number;
   sessionTakeoverWindowMs?: number;
+  /**
+   * HW-HA-4: how often the retry timer runs (HASHWARD_COMMAND_RETRY_MS, default 5000). A pending command is
+   * re-published by a replica only when no replica handed it to the broker within 0.9 of this.
+   */
+  commandRetryMs?: number;
 }
 
 export interface ServiceContext {

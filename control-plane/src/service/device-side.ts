@@ -11,7 +11,7 @@ import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shar
 import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
-import { expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
+import { claimForRepublish, expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
 import { recordPlaneEvents } from "../events/record.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
 import { AckBatcher } from "./acks.js";
@@ -345,7 +345,9 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       // An expired token is refused on its expiry alone, so its nonce no longer needs remembering.
       await db.delete(connectTokenNonces).where(lt(connectTokenNonces.expiresAt, new Date(now)));
       const pending = await pendingCommands(db, null, now);
-      await publishCommands(ctx, pending);
+      // HW-HA-4: only what this replica's publisher can deliver, each command claimed by one replica per period.
+      const reachable = pending.filter((command) => ctx.publisher.isConnected(command.deviceId));
+      await publishCommands(ctx, await claimForRepublish(ctx, reachable, now));
     },
 
     async markStaleDevices() {
