@@ -49,6 +49,7 @@ describe("loadConfig", () => {
       webhookRetryBaseMs: 5_000,
       webhookTimeoutMs: 10_000,
       webhookTickMs: 1_000,
+      leaseTtlMs: 15_000,
     });
   });
 
@@ -57,6 +58,7 @@ describe("loadConfig", () => {
     ["HASHWARD_TLS_SAN", "plane.example,bad host"],
     ["HASHWARD_TLS_CERT_TTL_MS", "1000"],
     ["HASHWARD_MQTT_CLIENT_CERT", "sometimes"],
+    ["HASHWARD_LEASE_TTL_MS", "100"],
   ])("refuses %s=%s naming it", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(expect.objectContaining({ option: name }));
   });
@@ -83,6 +85,8 @@ describe("loadConfig", () => {
       HASHWARD_MAX_MQTT_CLIENTS: "5",
       HASHWARD_HTTP_BODY_TIMEOUT_MS: "500",
       HASHWARD_HTTP_KEEP_ALIVE_TIMEOUT_MS: "2000",
+      HASHWARD_LEASE_TTL_MS: "3000",
+      HASHWARD_SECRETS_KEY_FILE: "/tmp/hw-secrets.key",
     });
     expect(config).toMatchObject({
       httpPort: 0,
@@ -100,6 +104,8 @@ describe("loadConfig", () => {
       maxMqttClients: 5,
       httpBodyTimeoutMs: 500,
       httpKeepAliveTimeoutMs: 2000,
+      leaseTtlMs: 3000,
+      secretsKeyFile: "/tmp/hw-secrets.key",
     });
     expect(describeConfig(config).databaseUrl).toBe("postgresql://u:***@db/hashward");
   });

@@ -71,6 +71,13 @@ export interface ControlPlaneConfig {
   webhookRetryBaseMs: number;
   webhookTimeoutMs: number;
   webhookTickMs: number;
+  /**
+   * Replicas on PostgreSQL (control-plane/src/replicas, docs/scale.md): lifetime of the lease that picks the one
+   * replica running the fleet-wide timers, renewed every third of it (HW-HA-3), and the 32-byte key file that
+   * seals the shared keys in plane_secrets (HW-HA-1; unset: stored unsealed).
+   */
+  leaseTtlMs: number;
+  secretsKeyFile?: string;
 }
 
 type Env = Record<string, string | undefined>;
@@ -190,7 +197,10 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     webhookRetryBaseMs: integer(env, "HASHWARD_WEBHOOK_RETRY_BASE_MS", 5_000, 10, 60 * MINUTE_MS),
     webhookTimeoutMs: integer(env, "HASHWARD_WEBHOOK_TIMEOUT_MS", 10_000, 100, 5 * MINUTE_MS),
     webhookTickMs: integer(env, "HASHWARD_WEBHOOK_TICK_MS", 1_000, 10, MINUTE_MS),
+    leaseTtlMs: integer(env, "HASHWARD_LEASE_TTL_MS", 15_000, 300, 10 * MINUTE_MS),
   };
+  const secretsKeyFile = raw(env, "HASHWARD_SECRETS_KEY_FILE");
+  if (secretsKeyFile !== undefined) config.secretsKeyFile = resolve(secretsKeyFile);
   for (const [field, name] of [["certFile", "HASHWARD_TLS_CERT_FILE"], ["keyFile", "HASHWARD_TLS_KEY_FILE"], ["caFile", "HASHWARD_TLS_CA_FILE"]] as const) {
     const value = raw(env, name);
     if (value !== undefined) config.tls[field] = resolve(value);

@@ -11,7 +11,8 @@ import { applyHttpTimeouts } from "./http-timeouts.js";
 import { privatizeDatabaseFiles, secureDataDir } from "./data-dir.js";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { hostname } from "node:os";
+import { collectDefaultMetrics, Counter, Registry } from "prom-client";
 import type { KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
@@ -22,6 +23,7 @@ import { createEventHub } from "../events/index.js";
 import { createWebhookService } from "../webhooks/index.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
 import { createServices } from "../service/index.js";
+import { createSharedSecrets, readSecretsKey, soleLeader, startLeaderLease, type Leadership, type SharedSecrets } from "../replicas/index.js";
 import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
 import { createUpdates } from "../rollouts/updates.js";
 import { reconcileReleaseReferenceValues } from "../tuf/index.js";
@@ -145,11 +147,22 @@ function disconnectOnRevocation(service: ControlPlaneService, broker: Broker): C
   });
 }
 
-/** Runs `task` every `intervalMs`, never overlapping itself, never throwing, never keeping the process alive. */
-function every(intervalMs: number, name: string, logger: Logger, task: () => Promise<void>): () => Promise<void> {
+/**
+ * Runs `task` every `intervalMs`, never overlapping itself, never throwing, never keeping the process alive.
+ * With `leadership`, only while this replica leads (HW-HA-3); each run counts in `runs` (hashward_timer_runs_total).
+ */
+function every(
+  intervalMs: number,
+  name: string,
+  logger: Logger,
+  task: () => Promise<void>,
+  gate: { runs: Counter<"task">; leadership?: Leadership },
+): () => Promise<void> {
   let running: Promise<void> | null = null;
   const timer = setInterval(() => {
     if (running) return;
+    if (gate.leadership && !gate.leadership.isLeader()) return;
+    gate.runs.inc({ task: name });
     running = task()
       .catch((error: unknown) => logger.error({ err: error, task: name }, "timer task failed"))
       .finally(() => {
@@ -161,6 +174,19 @@ function every(intervalMs: number, name: string, logger: Logger, task: () => Pro
     clearInterval(timer);
     await running;
   };
+}
+
+/**
+ * HW-HA-1: on PostgreSQL, the store through which replicas share their keys (sealed with HASHWARD_SECRETS_KEY_FILE
+ * when set); alone on PGlite, null: the keys stay files in the data folder.
+ */
+async function sharedSecretsFor(opened: OpenedDb, config: ControlPlaneConfig, logger: Logger): Promise<SharedSecrets | null> {
+  if (opened.dialect !== "postgres") {
+    if (config.secretsKeyFile) logger.warn({ option: "HASHWARD_SECRETS_KEY_FILE" }, "ignored: only replicas on PostgreSQL keep keys in the database");
+    return null;
+  }
+  const secretsKey = config.secretsKeyFile ? await readSecretsKey(config.secretsKeyFile) : null;
+  return createSharedSecrets({ db: opened.db as Database, dataDir: config.dataDir, secretsKey });
 }
 
 export async function startPlane(
@@ -181,8 +207,20 @@ export async function startPlane(
 
   try {
     await secureDataDir(config.dataDir, logger); // HW-DATA-1
-    const commandKey = await loadOrCreateCommandKey(config.dataDir);
-    logger.info({ path: commandKey.path, created: commandKey.created }, commandKey.created ? "command-signing key created" : "command-signing key loaded");
+
+    // The database first: replicas on PostgreSQL take their keys from it (HW-HA-1).
+    const opened = await factories.openDatabase(
+      config.databaseUrl === undefined ? { dataDir: config.dataDir } : { dataDir: config.dataDir, databaseUrl: config.databaseUrl },
+    );
+    cleanups.push(() => opened.close());
+    await privatizeDatabaseFiles(config.dataDir, logger); // HW-DATA-1: PGlite sets its own file modes
+    const shared = await sharedSecretsFor(opened, config, logger);
+
+    const commandKey = await loadOrCreateCommandKey(config.dataDir, shared);
+    logger.info(
+      { path: commandKey.origin === "database" || commandKey.origin === "created" ? null : commandKey.path, origin: commandKey.origin, created: commandKey.created },
+      commandKey.created ? "command-signing key created" : "command-signing key loaded",
+    );
 
     // HW-TLS-1: TLS unless explicitly turned off, and then said at warn on every start.
     let tls: PlaneTls | null = null;
@@ -193,18 +231,14 @@ export async function startPlane(
         [config.httpHost, config.mqttHost, ...hostOf(config.publicUrl), ...hostOf(config.publicMqttUrl), ...config.tls.extraNames],
         config.tls,
         logger,
+        Date.now,
+        shared,
       );
       const planeTls = tls;
       cleanups.push(async () => planeTls.close());
     } else {
       logger.warn({ option: "HASHWARD_TLS", value: "off" }, "PLAINTEXT: HTTP and MQTT without TLS; anyone on the network can read and hijack device sessions (HW-TLS-1)");
     }
-
-    const opened = await factories.openDatabase(
-      config.databaseUrl === undefined ? { dataDir: config.dataDir } : { dataDir: config.dataDir, databaseUrl: config.databaseUrl },
-    );
-    cleanups.push(() => opened.close());
-    await privatizeDatabaseFiles(config.dataDir, logger); // HW-DATA-1: PGlite sets its own file modes
 
     const registry = new Registry();
     try {
@@ -233,6 +267,7 @@ export async function startPlane(
       maxPendingDevices: config.maxPendingDevices,
       sessionTakeoverThreshold: config.sessionTakeoverThreshold,
       sessionTakeoverWindowMs: config.sessionTakeoverWindowMs,
+      commandRetryMs: config.commandRetryMs,
       ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
     };
     const services = factories.createServices({
@@ -259,14 +294,18 @@ export async function startPlane(
     if (adminToken !== null) {
       await writeSecretFileAtomic(adminTokenFile, `${adminToken}\n`);
       logger.warn({ adminTokenFile }, "admin API token created; read it from this file, then keep it safe");
+      // HW-HA-2: the other replicas log where it is (the token itself is never stored, only its hash).
+      await shared?.writeNote("admin-token-file", { host: hostname(), path: adminTokenFile });
     } else if (existsSync(adminTokenFile)) {
       await chmod(adminTokenFile, 0o600).catch(() => undefined);
       logger.info({ adminTokenFile }, "admin API token is in this file (created on first start)");
     } else {
-      logger.warn({ adminTokenFile }, "admin API token was created on first start and its file is gone; use an existing admin token");
+      const createdAt = await shared?.readNote("admin-token-file");
+      if (createdAt) logger.info({ adminTokenFile: createdAt.path, host: createdAt.host }, "admin API token was created by another replica, in this file on that host");
+      else logger.warn({ adminTokenFile }, "admin API token was created on first start and its file is gone; use an existing admin token");
     }
 
-    const updates = await createUpdates({ config, db: opened.db as never, publisher, commandKey: commandKey.keyPair, options, logger });
+    const updates = await createUpdates({ config, db: opened.db as never, publisher, commandKey: commandKey.keyPair, options, logger, shared });
     // Best effort: a repair of what a crash between publishing a release and registering its values left behind.
     // It must not keep the plane from starting; it runs again at the next start.
     await updates.tuf
@@ -317,17 +356,24 @@ export async function startPlane(
       throw listenError(error, "HASHWARD_HTTP_PORT", config.httpPort, "HASHWARD_HTTP_HOST", config.httpHost);
     });
 
-    const stopRetry = every(config.commandRetryMs, "retryPendingCommands", logger, () => services.deviceSide.retryPendingCommands());
-    const stopStale = every(STALE_CHECK_INTERVAL_MS, "markStaleDevices", logger, () => services.deviceSide.markStaleDevices());
+    // HW-HA-3: fleet-wide timers run on the replica that holds the lease (alone on PGlite: always this one);
+    // given up after the timers stopped (cleanups run last-in first), so a successor starts without waiting.
+    const leadership = opened.dialect === "postgres" ? await startLeaderLease({ db: opened.db as Database, ttlMs: config.leaseTtlMs, logger, registry }) : soleLeader();
+    cleanups.push(() => leadership.close());
+    const runs = new Counter({ name: "hashward_timer_runs_total", help: "Timer task runs started by this replica (HW-HA-3)", labelNames: ["task"], registers: [registry] });
+    const leader = { runs, leadership };
+    const everyReplica = { runs }; // HW-HA-4: work claimed row by row in SQL, shared by every replica
+    const stopRetry = every(config.commandRetryMs, "retryPendingCommands", logger, () => services.deviceSide.retryPendingCommands(), everyReplica);
+    const stopStale = every(STALE_CHECK_INTERVAL_MS, "markStaleDevices", logger, () => services.deviceSide.markStaleDevices(), leader);
     cleanups.push(async () => {
       await stopRetry();
       await stopStale();
     });
     const stopWebhooks = every(config.webhookTickMs, "deliverWebhooks", logger, async () => {
       await webhooks.deliverDue();
-    });
+    }, everyReplica);
     cleanups.push(stopWebhooks);
-    const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task));
+    const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task, leader));
     cleanups.push(async () => {
       for (const stop of stopUpdateTimers) await stop();
     });
@@ -351,6 +397,7 @@ export async function startPlane(
         dataDir: config.dataDir,
         database: opened.dialect,
         adminTokenFile,
+        leaseHolder: opened.dialect === "postgres" ? leadership.holder : undefined,
         version,
       },
       "control plane ready",
