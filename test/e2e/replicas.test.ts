@@ -10,7 +10,7 @@
  * - the lease holder SIGKILLed: another replica takes over after the lease expired (never before) and the timers
  *   go on there.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,7 +19,7 @@ import { upTopic, verifyCommand, type Command } from "../../shared/protocol/inde
 import { BENCH_MODEL, connectDevice, disconnectAll, enrollDevice, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice } from "../../bench/support/devices.js";
 import { metricValue } from "../../bench/support/plane.js";
 import { createTemporaryPostgres } from "../../control-plane/src/db/test-postgres.js";
-import { ApiClient } from "../support/api.js";
+import { ApiClient, planeFetch } from "../support/api.js";
 import { startControlPlane, tempDir, type ControlPlane } from "../support/processes.js";
 import { createReleaser } from "../support/release.js";
 import { describeUnless } from "../support/skip.js";
@@ -67,6 +67,8 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
       HASHWARD_TUF_TIMESTAMP_TTL_MS: String(TIMESTAMP_TTL_MS),
       HASHWARD_TUF_RENEW_CHECK_MS: "200",
       HASHWARD_AUTO_QUARANTINE: "off",
+      // One folder of release images for all replicas (metadata is in the database).
+      HASHWARD_TUF_IMAGE_DIR: tempDir("replicas-images"),
     };
     // All at once, on an empty database: the race HW-HA-1 and HW-HA-2 are about.
     planes = await Promise.all(Array.from({ length: REPLICAS }, () => startControlPlane({ env })));
@@ -133,7 +135,11 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
 
     // A rollout created on replica 1, advanced group by group by the engine's tick (wherever the lease is).
     const releaser = await createReleaser(tempDir("replicas-release"), admins[0]!);
-    await releaser.publish({ name: "fw-bench-2.0.0", model: BENCH_MODEL, version: "2.0.0" });
+    const image = await releaser.publish({ name: "fw-bench-2.0.0", model: BENCH_MODEL, version: "2.0.0" });
+    // Uploaded through replica 0, served by replica 2: devices may download from any replica.
+    const download = await planeFetch(`${planes[2]!.httpUrl}/tuf/targets/${image.sha256}.fw-bench-2.0.0`);
+    expect(download.status).toBe(200);
+    expect(Buffer.from(await download.arrayBuffer()).equals(readFileSync(image.imageFile))).toBe(true);
     const [publishedTimestamp] = await query<{ version: number }>("select max(version)::int as version from tuf_metadata where role = 'timestamp'");
     const rollout = await admins[1]!.post<{ id: string }>("/api/v1/rollouts", {
       targetName: "fw-bench-2.0.0",

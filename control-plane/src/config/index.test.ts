@@ -87,6 +87,7 @@ describe("loadConfig", () => {
       HASHWARD_HTTP_KEEP_ALIVE_TIMEOUT_MS: "2000",
       HASHWARD_LEASE_TTL_MS: "3000",
       HASHWARD_SECRETS_KEY_FILE: "/tmp/hw-secrets.key",
+      HASHWARD_TUF_IMAGE_DIR: "/srv/hashward/images",
     });
     expect(config).toMatchObject({
       httpPort: 0,
@@ -106,6 +107,7 @@ describe("loadConfig", () => {
       httpKeepAliveTimeoutMs: 2000,
       leaseTtlMs: 3000,
       secretsKeyFile: "/tmp/hw-secrets.key",
+      tufImageDir: "/srv/hashward/images",
     });
     expect(describeConfig(config).databaseUrl).toBe("postgresql://u:***@db/hashward");
   });

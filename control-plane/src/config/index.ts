@@ -78,6 +78,8 @@ export interface ControlPlaneConfig {
    */
   leaseTtlMs: number;
   secretsKeyFile?: string;
+  /** Folder of uploaded TUF target images (HASHWARD_TUF_IMAGE_DIR; replicas share one); default `<dataDir>/tuf/targets`. */
+  tufImageDir?: string;
 }
 
 type Env = Record<string, string | undefined>;
@@ -201,6 +203,8 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
   };
   const secretsKeyFile = raw(env, "HASHWARD_SECRETS_KEY_FILE");
   if (secretsKeyFile !== undefined) config.secretsKeyFile = resolve(secretsKeyFile);
+  const tufImageDir = raw(env, "HASHWARD_TUF_IMAGE_DIR");
+  if (tufImageDir !== undefined) config.tufImageDir = resolve(tufImageDir);
   for (const [field, name] of [["certFile", "HASHWARD_TLS_CERT_FILE"], ["keyFile", "HASHWARD_TLS_KEY_FILE"], ["caFile", "HASHWARD_TLS_CA_FILE"]] as const) {
     const value = raw(env, name);
     if (value !== undefined) config.tls[field] = resolve(value);

@@ -36,6 +36,7 @@ export async function createUpdates(deps: {
   const tuf = createTufRepository({
     db: deps.db,
     dataDir: config.dataDir,
+    ...(config.tufImageDir === undefined ? {} : { imageDir: config.tufImageDir }),
     keys,
     options: { timestampTtlMs: config.tufTimestampTtlMs, snapshotTtlMs: config.tufSnapshotTtlMs, maxImageBytes: config.tufMaxImageBytes },
     logger,

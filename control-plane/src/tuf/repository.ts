@@ -151,6 +151,12 @@ function toView(target: TargetFile, targetsVersion: number): TargetView {
 export function createTufRepository(deps: {
   db: Database;
   dataDir: string;
+  /**
+   * Where uploaded target images are kept (default `<dataDir>/tuf/targets`). Replicas point it at one shared
+   * folder (HASHWARD_TUF_IMAGE_DIR), since metadata is in the shared database but an image lands where it was
+   * uploaded (docs/scale.md "Replicas").
+   */
+  imageDir?: string;
   keys: OnlineKeys;
   options: TufRepositoryOptions;
   logger: pino.Logger;
@@ -158,7 +164,7 @@ export function createTufRepository(deps: {
 }): TufRepository {
   const { db, keys, options, logger } = deps;
   const now = deps.now ?? Date.now;
-  const imageDir = join(deps.dataDir, "tuf", "targets");
+  const imageDir = deps.imageDir ?? join(deps.dataDir, "tuf", "targets");
   mkdirSync(imageDir, { recursive: true, mode: 0o700 });
   const onlineKeys = exportOnlineKeys({ snapshot: keys.snapshot.publicKey, timestamp: keys.timestamp.publicKey });
   const signSnapshot = tufSigner(keys.snapshot);
