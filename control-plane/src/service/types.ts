@@ -86,6 +86,11 @@ export interface DeviceFilter {
   appraisal?: AppraisalState;
   containment?: ContainmentState;
   model?: string;
+  /**
+   * Case-insensitive text contained in the device id, model, firmware version or active pool (1-128 characters;
+   * `%`, `_` and `\` match themselves).
+   */
+  search?: string;
   limit: number;
   offset: number;
 }
