@@ -8,7 +8,7 @@
  * stored now, so revoking the token ends every session opened with it at its next request.
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { and, eq, gt, isNull, lt, or } from "drizzle-orm";
+import { and, eq, gt, isNull, or } from "drizzle-orm";
 import { apiTokens, uiSessions, type Database } from "../db/index.js";
 import type { ApiPrincipal, ControlPlaneService, Role } from "../service/types.js";
 
@@ -35,8 +35,6 @@ export interface SessionStore {
   resolve(sessionId: string | undefined): Promise<UiSession | null>;
   /** Signs a session out (its cookie no longer resolves). */
   close(idHash: string): Promise<void>;
-  /** Deletes sessions expired or signed out before `before` (timer work). Returns how many. */
-  prune(before: Date): Promise<number>;
 }
 
 const sha256 = (value: string) => createHash("sha256").update(value).digest("hex");
@@ -87,11 +85,6 @@ export function createSessionStore(deps: { db: Database; service: Pick<ControlPl
 
     async close(idHash) {
       await db.update(uiSessions).set({ revokedAt: new Date(now()) }).where(and(eq(uiSessions.idHash, idHash), isNull(uiSessions.revokedAt)));
-    },
-
-    async prune(before) {
-      const rows = await db.delete(uiSessions).where(or(lt(uiSessions.expiresAt, before), lt(uiSessions.revokedAt, before))).returning({ idHash: uiSessions.idHash });
-      return rows.length;
     },
   };
 }

@@ -82,10 +82,12 @@ export function registerEventRoutes(app: OpenAPIHono<HttpEnv>, service: ControlP
 /**
  * Streams the events matching `filter` as server-sent events (HW-SSE-1): with a `Last-Event-ID` header (validated:
  * 400 naming it) first every committed event after it, then the live ones, none twice. Used by the API route above
- * and by the dashboard's cookie-authenticated stream (control-plane/src/ui), so both behave the same.
+ * and by the dashboard's cookie-authenticated stream (control-plane/src/ui), so both behave the same. `resumeFrom`
+ * (validated like the header) is used when no header came.
  */
-export async function eventStreamResponse(c: Context, hub: EventHub, filter: EventFilter, keepAliveMs = 15_000): Promise<Response> {
-  const header = c.req.header("last-event-id");
+export async function eventStreamResponse(c: Context, hub: EventHub, filter: EventFilter, keepAliveMs = 15_000, resumeFrom?: string): Promise<Response> {
+  // A reconnecting EventSource sends Last-Event-ID; `resumeFrom` is where a page rendered at a known event starts.
+  const header = c.req.header("last-event-id") ?? resumeFrom;
   let lastId: number | null = null;
   if (header !== undefined && header.trim() !== "") {
     if (!LAST_EVENT_ID.test(header.trim())) {
