@@ -53,7 +53,7 @@ async function startMiner(name: string, enrollmentToken: string, withMiner = fal
   if (withMiner) {
     const sim = new SimMiner({ root: boardRoot });
     simMiners.push(sim);
-    guards = { guards: { intervalMs: 500, minerApi: { host: "127.0.0.1", port: await sim.start() } } };
+    guards = { guards: { intervalMs: 1000, minerApi: { host: "127.0.0.1", port: await sim.start() } } };
   }
   const configFile = writeAgentConfig(
     dir,
@@ -193,11 +193,14 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
     expect(await page.locator(".notice").textContent()).toContain("Quarantine: done");
     await waitFor("steady quarantined (acked)", async () => (await device(id)).containment === "quarantined", { timeoutMs: 30_000 });
     const { commands } = await admin.get(`/api/v1/devices/${id}/commands`);
-    expect(commands[0]).toMatchObject({ action: "quarantine", reason: "e2e: suspicious hashrate", status: "acked" });
+    expect(commands[0]).toMatchObject({ action: "quarantine", status: "acked" });
+    const { transitions } = await admin.get(`/api/v1/devices/${id}/history`);
+    expect(transitions.find((t: any) => t.to === "quarantine_requested")).toMatchObject({ reason: "e2e: suspicious hashrate", actor: { id: tokens.operator.id } });
     const { entries } = await admin.get("/api/v1/audit?limit=20");
     expect(entries.find((e: any) => e.target === id && e.actor.id === tokens.operator.id)).toBeDefined();
     await page.reload();
     expect(await page.locator('[data-field="containment"]').first().textContent()).toBe("quarantined");
+    expect(await page.locator("#history tbody tr", { hasText: "e2e: suspicious hashrate" }).count()).toBe(1);
     await shot(page, "device-quarantined-by-operator");
   });
 
