@@ -90,7 +90,7 @@ export interface HttpAppDeps {
   /** Webhook endpoints and delivery logs (routes/webhooks.ts). */
   webhooks?: import("../webhooks/index.js").WebhookService;
   /** The operator dashboard at /ui/ (control-plane/src/ui); its roles are read from the routes above (HW-UI-4). */
-  dashboard?: { db: import("../db/index.js").Database; secure: boolean; sessionTtlMs?: number };
+  dashboard?: { db: import("../db/index.js").Database; secure: boolean; sessionTtlMs?: number; now?: () => number };
 }
 
 export type HttpEnv = { Variables: AuthVariables };

@@ -32,7 +32,7 @@ import type { HttpEnv } from "../http/index.js";
 import { POLICY_KINDS, policyInputSchemas, type PolicyKind } from "../policy/schemas.js";
 import type { PolicyService } from "../policy/types.js";
 import type { RolloutService } from "../rollouts/types.js";
-import type { Actor, ControlPlaneService, Role } from "../service/types.js";
+import type { Actor, ControlPlaneService, DeviceView, Role } from "../service/types.js";
 import { Layout, type PageFrame } from "./layout.js";
 import { AuditPage, DevicePage, FleetPage, LoginPage, PendingPage, PoliciesPage, ReferenceValuesPage, RolloutsPage, TokensPage, type DeviceAction, type FleetQuery } from "./pages.js";
 import { fleetCounts, lastEventId, telemetryHistory } from "./queries.js";
@@ -141,15 +141,17 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
     controlRollout: deps.rollouts ? { pause: role("post", "/api/v1/rollouts/{id}/pause"), resume: role("post", "/api/v1/rollouts/{id}/resume"), cancel: role("post", "/api/v1/rollouts/{id}/cancel") } : null,
   };
 
-  // Device actions: each the API route it stands for and the same service call (HW-UI-4).
-  const deviceActions: (DeviceAction & { role: Role; run: (actor: Actor, deviceId: string, reason: string) => Promise<unknown> })[] = [
-    { name: "accept", label: "Accept", reason: true, role: role("post", "/api/v1/devices/{deviceId}/accept"), run: (a, id, r) => service.acceptDevice(a, id, r) },
-    { name: "reject", label: "Reject", reason: true, danger: true, role: role("post", "/api/v1/devices/{deviceId}/reject"), run: (a, id, r) => service.rejectDevice(a, id, r) },
-    { name: "revoke", label: "Revoke", reason: true, danger: true, role: role("post", "/api/v1/devices/{deviceId}/revoke"), run: (a, id, r) => service.revokeDevice(a, id, r) },
+  // Device actions: each the API route it stands for and the same service call (HW-UI-4). `offered` only decides
+  // which buttons a device's page shows; the service decides what a state allows (409 otherwise).
+  type Offer = (d: DeviceView) => boolean;
+  const deviceActions: (DeviceAction & { role: Role; offered: Offer; run: (actor: Actor, deviceId: string, reason: string) => Promise<unknown> })[] = [
+    { name: "accept", label: "Accept", reason: true, offered: (d) => d.enrollment === "pending" || d.enrollment === "rejected", role: role("post", "/api/v1/devices/{deviceId}/accept"), run: (a, id, r) => service.acceptDevice(a, id, r) },
+    { name: "reject", label: "Reject", reason: true, danger: true, offered: (d) => d.enrollment === "pending" || d.enrollment === "accepted", role: role("post", "/api/v1/devices/{deviceId}/reject"), run: (a, id, r) => service.rejectDevice(a, id, r) },
+    { name: "revoke", label: "Revoke", reason: true, danger: true, offered: (d) => d.enrollment !== "revoked", role: role("post", "/api/v1/devices/{deviceId}/revoke"), run: (a, id, r) => service.revokeDevice(a, id, r) },
     // The API's attest takes no reason (POST /devices/{id}/attest has no body): it asks for a confirmation only.
-    { name: "attest", label: "Attest now", reason: false, role: role("post", "/api/v1/devices/{deviceId}/attest"), run: (a, id) => service.attestNow(a, id) },
-    { name: "quarantine", label: "Quarantine", reason: true, danger: true, role: role("post", "/api/v1/devices/{deviceId}/quarantine"), run: (a, id, r) => service.quarantine(a, [id], r) },
-    { name: "release", label: "Release", reason: true, role: role("post", "/api/v1/devices/{deviceId}/release"), run: (a, id, r) => service.release(a, [id], r) },
+    { name: "attest", label: "Attest now", reason: false, offered: (d) => d.enrollment === "accepted", role: role("post", "/api/v1/devices/{deviceId}/attest"), run: (a, id) => service.attestNow(a, id) },
+    { name: "quarantine", label: "Quarantine", reason: true, danger: true, offered: (d) => d.containment === "none" || d.containment === "release_requested", role: role("post", "/api/v1/devices/{deviceId}/quarantine"), run: (a, id, r) => service.quarantine(a, [id], r) },
+    { name: "release", label: "Release", reason: true, offered: (d) => d.containment === "quarantined" || d.containment === "quarantine_requested", role: role("post", "/api/v1/devices/{deviceId}/release"), run: (a, id, r) => service.release(a, [id], r) },
   ];
 
   const expectedOrigin = (c: Context) => `${deps.secure ? "https" : "http"}://${c.req.header("host") ?? ""}`;
@@ -339,7 +341,7 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
         lastEventId(db),
       ]);
       const have = c.get("session").principal.role;
-      const actions = deviceActions.filter((a) => roleAllows(have, a.role)).map(({ name, label, reason, danger }) => ({ name, label, reason, ...(danger ? { danger } : {}) }));
+      const actions = deviceActions.filter((a) => roleAllows(have, a.role) && a.offered(device)).map(({ name, label, reason, danger }) => ({ name, label, reason, ...(danger ? { danger } : {}) }));
       const frame = { ...frameOf(c, `Device ${deviceId}`), ...(deps.hub ? { live: `/ui/events?deviceId=${encodeURIComponent(deviceId)}&after=${since}` } : {}) };
       return html(c, frame, <DevicePage device={device} history={history} commands={commands} samples={samples} actions={actions} csrf={c.get("session").csrfToken} />);
     }),

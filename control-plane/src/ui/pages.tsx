@@ -354,7 +354,7 @@ export function DevicePage(props: {
             <th>status</th>
             <th>issued</th>
             <th>acked</th>
-            <th>reason</th>
+            <th>failure</th>
           </tr>
         </thead>
         <tbody>
