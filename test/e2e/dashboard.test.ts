@@ -253,6 +253,39 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
     expect(commands.filter((c: any) => c.action === "release")).toEqual([]);
   });
 
+  it("edits a policy with the API's validation messages, approves captured reference values, creates a token", async () => {
+    const page = await signIn(plane.adminToken);
+    await page.goto(`${plane.httpUrl}/ui/policies`);
+    const pools = page.locator('form[action="/ui/policies/pools"]');
+    await pools.locator("textarea").fill(JSON.stringify({ allowedUrls: ["http://pool.example.net:3333"], workerPatterns: ["^farm\\.worker\\d+$"] }));
+    await Promise.all([page.waitForLoadState("load"), pools.locator("button").click()]);
+    expect(await page.locator(".error").textContent()).toMatch(/^body: allowedUrls\.0: /);
+    // The refused draft stays in the editor; nothing was stored.
+    expect(await pools.locator("textarea").inputValue()).toContain("http://pool.example.net:3333");
+    const { policies } = await admin.get("/api/v1/policies/pools");
+    expect(policies[0].allowedUrls).toEqual(["stratum+tcp://pool.example.net:3333"]);
+
+    await pools.locator("textarea").fill(JSON.stringify({ allowedUrls: ["stratum+tcp://pool.example.net:3333", "stratum+tcp://backup.example.net:3333"], workerPatterns: ["^farm\\.worker\\d+$"] }));
+    await Promise.all([page.waitForURL(/notice=/), pools.locator("button").click()]);
+    expect(await page.locator(".notice").textContent()).toMatch(/stored pools policy version \d+/);
+    expect((await admin.get("/api/v1/policies/pools")).policies[0].allowedUrls).toContain("stratum+tcp://backup.example.net:3333");
+
+    // A captured set is proposed; the admin approves it from the page.
+    const proposed = await admin.post("/api/v1/reference-values/capture", { deviceId: miners.steady.deviceId });
+    await page.goto(`${plane.httpUrl}/ui/reference-values`);
+    await Promise.all([page.waitForURL(/notice=/), page.locator(`form[action="/ui/reference-values/${proposed.id}/approve"] button`).click()]);
+    expect((await admin.get("/api/v1/reference-values")).referenceValues.find((r: any) => r.id === proposed.id).status).toBe("approved");
+
+    await page.goto(`${plane.httpUrl}/ui/tokens`);
+    await page.fill('input[name="label"]', "made in the dashboard");
+    await page.selectOption('select[name="role"]', "viewer");
+    await Promise.all([page.waitForLoadState("load"), page.locator('form[action="/ui/tokens"] button').click()]);
+    const secret = (await page.locator("#created-token .mono").textContent()) ?? "";
+    expect(secret).toMatch(/^hwa_/);
+    expect((await new ApiClient(plane.httpUrl, secret).request("GET", "/api/v1/devices?limit=1")).status).toBe(200);
+    await shot(page, "tokens-created");
+  });
+
   it("revoking the API token ends its dashboard sessions at the next request (HW-UI-1)", async () => {
     const { token, id } = await admin.post("/api/v1/api-tokens", { role: "viewer", label: "e2e short-lived" });
     const page = await signIn(token);
