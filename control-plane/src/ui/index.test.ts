@@ -27,6 +27,21 @@ onEveryDatabase("dashboard", (backend, open) => {
     let clock = Date.UTC(2026, 0, 1);
     let admin: string;
     const tokens: Record<string, { id: string; token: string }> = {};
+    const rolloutCalls: unknown[][] = [];
+    const rolloutView = {
+      id: "ro_1", targetName: "fw-s19-2024.07", version: "2024.07", selector: {}, groups: [{ size: 2 }, { percent: 100 }], successThreshold: 90, errorThreshold: 10,
+      state: "running", currentGroup: 0, reason: null, createdBy: { kind: "operator", id: "x" }, createdAt: "2026-01-01T00:00:00.000Z", updatedAt: "2026-01-01T00:00:00.000Z", total: 5,
+      groupStatus: [
+        { index: 0, size: 2, waiting: 0, inProgress: 1, succeeded: 1, failed: 0, cancelled: 0 },
+        { index: 1, size: 3, waiting: 3, inProgress: 0, succeeded: 0, failed: 0, cancelled: 0 },
+      ],
+    };
+    const rollouts = {
+      list: async () => [rolloutView],
+      pause: async (...args: unknown[]) => (rolloutCalls.push(["pause", ...args]), rolloutView),
+      resume: async (...args: unknown[]) => (rolloutCalls.push(["resume", ...args]), rolloutView),
+      cancel: async (...args: unknown[]) => (rolloutCalls.push(["cancel", ...args]), rolloutView),
+    };
 
     const api = async (method: string, path: string, token: string, body?: unknown) => {
       const res = await app.request(path, {
@@ -73,6 +88,8 @@ onEveryDatabase("dashboard", (backend, open) => {
         registry: new Registry(),
         version: "test",
         dashboard: { db, secure: false, sessionTtlMs: SESSION_TTL_MS, now: () => clock },
+        // Rollouts through a stand-in service: the dashboard's part is what is shown and what is called.
+        updates: { tuf: { listTargets: async () => [{ name: "fw-s19-2024.07" }] } as never, rollouts: rollouts as never },
       });
       admin = (await services.ensureAdminToken())!;
       for (const role of ["viewer", "operator", "admin"] as const) tokens[role] = (await api("POST", "/api/v1/api-tokens", admin, { role, label: `ui ${role}` })).body;
@@ -149,7 +166,7 @@ onEveryDatabase("dashboard", (backend, open) => {
     it("HW-UI-3: every page carries a strict Content-Security-Policy and has no inline script", async () => {
       const deviceId = await newDevice();
       const { cookie } = await signIn(admin);
-      for (const path of ["/ui/login", "/ui/", "/ui/pending", `/ui/devices/${deviceId}`, "/ui/reference-values", "/ui/audit", "/ui/tokens"]) {
+      for (const path of ["/ui/login", "/ui/", "/ui/pending", `/ui/devices/${deviceId}`, "/ui/reference-values", "/ui/rollouts", "/ui/audit", "/ui/tokens"]) {
         const res = await ui("GET", path, { cookie });
         expect(res.status, path).toBe(200);
         const csp = res.headers.get("content-security-policy") ?? "";
@@ -178,6 +195,29 @@ onEveryDatabase("dashboard", (backend, open) => {
           expect((await ui("GET", page, { cookie })).status === 403, `${role} ${page}`).toBe(role !== "admin");
         }
       }
+    });
+
+    it("rollouts: per-group progress, and pause/resume/cancel only for the API's role, with the reason", async () => {
+      const viewer = await signIn(tokens.viewer!.token);
+      const page = await (await ui("GET", "/ui/rollouts", { cookie: viewer.cookie })).text();
+      expect(page).toContain("fw-s19-2024.07");
+      expect(page).toMatch(/<progress max="2" value="1">/);
+      expect(page).toMatch(/<progress max="3" value="0">/);
+      expect(page).not.toContain('action="/ui/rollouts/ro_1/pause"');
+      const refused = await ui("POST", "/ui/rollouts/ro_1/pause", { cookie: viewer.cookie, form: { _csrf: viewer.csrf, confirmed: "yes", reason: "viewer" } });
+      expect(refused.status).toBe(403);
+      expect(rolloutCalls).toEqual([]);
+
+      const operator = await signIn(tokens.operator!.token);
+      expect(await (await ui("GET", "/ui/rollouts", { cookie: operator.cookie })).text()).toContain('action="/ui/rollouts/ro_1/pause"');
+      const form = { _csrf: operator.csrf, confirmed: "yes", reason: "error rate on group 1" };
+      expect((await ui("POST", "/ui/rollouts/ro_1/pause", { cookie: operator.cookie, form })).status).toBe(303);
+      expect((await ui("POST", "/ui/rollouts/ro_1/resume", { cookie: operator.cookie, form })).status).toBe(303);
+      expect((await ui("POST", "/ui/rollouts/ro_1/cancel", { cookie: operator.cookie, form: { ...form, reason: "" } })).status).toBe(400);
+      expect(rolloutCalls).toEqual([
+        ["pause", { kind: "operator", id: tokens.operator!.id, role: "operator" }, "ro_1", "error rate on group 1"],
+        ["resume", { kind: "operator", id: tokens.operator!.id, role: "operator" }, "ro_1"],
+      ]);
     });
   });
 });
