@@ -9,10 +9,11 @@ import pino from "pino";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKeyPair, toBase64Url } from "../../../shared/crypto/index.js";
-import { uiSessions, type Database } from "../db/index.js";
+import { telemetrySamples, uiSessions, type Database } from "../db/index.js";
 import { onEveryDatabase } from "../db/test-postgres.js";
 import { createHttpApp } from "../http/index.js";
 import { createServices, type Services } from "../service/index.js";
+import { pruneDashboardData, telemetryHistory } from "./queries.js";
 
 const OPTIONS = { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "contraindicated" as const };
 const ORIGIN = "http://plane.test";
@@ -136,6 +137,21 @@ onEveryDatabase("dashboard", (backend, open) => {
       const out = await signIn(tokens.viewer!.token);
       expect((await ui("POST", "/ui/logout", { cookie: out.cookie, form: { _csrf: out.csrf } })).status).toBe(303);
       expect((await ui("GET", "/ui/", { cookie: out.cookie })).headers.get("location")).toBe("/ui/login");
+      const audit = await services.service.listAudit(50, 0);
+      expect(audit.filter((e) => e.actor.id === tokens.viewer!.id).map((e) => e.action)).toEqual(expect.arrayContaining(["ui.sign-in", "ui.sign-out"]));
+    });
+
+    it("prunes telemetry samples past the retention; a live session stays", async () => {
+      const deviceId = await newDevice();
+      await db.insert(telemetrySamples).values([
+        { deviceId, at: new Date(clock - 2 * 86_400_000), hashrateGhs: 1 },
+        { deviceId, at: new Date(clock), hashrateGhs: 2 },
+      ]);
+      const live = await signIn(tokens.viewer!.token);
+      const pruned = await pruneDashboardData(db, new Date(clock - 86_400_000), new Date(clock - 1));
+      expect(pruned.samples).toBe(1);
+      expect((await telemetryHistory(db, deviceId, new Date(0))).map((s) => s.hashrateGhs)).toEqual([2]);
+      expect((await ui("GET", "/ui/", { cookie: live.cookie })).status).toBe(200);
     });
 
     it("HW-UI-2: a change without the session's CSRF token, or from another or no Origin, is refused and writes nothing", async () => {

@@ -155,6 +155,7 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
   ];
 
   const expectedOrigin = (c: Context) => `${deps.secure ? "https" : "http"}://${c.req.header("host") ?? ""}`;
+  // The same actor the API's requireRole sets, so audit rows read the same from either door.
   const actorOf = (session: UiSession): Actor => ({ kind: "operator", id: session.principal.id, role: session.principal.role });
   const frameOf = (c: UiContext, title: string, current?: string): PageFrame => {
     const session = c.get("session");
@@ -272,7 +273,7 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
     "/ui/logout",
     guarded(async (c) => {
       await readForm(c);
-      await sessions.close(c.get("session").idHash);
+      await sessions.close(c.get("session"));
       deleteCookie(c, cookieName, { path: "/", secure: deps.secure });
       return c.redirect("/ui/login", 303);
     }),

@@ -10,7 +10,8 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { and, eq, gt, isNull, or } from "drizzle-orm";
 import { apiTokens, uiSessions, type Database } from "../db/index.js";
-import type { ApiPrincipal, ControlPlaneService, Role } from "../service/types.js";
+import { recordAudit } from "../service/context.js";
+import type { Actor, ApiPrincipal, ControlPlaneService, Role } from "../service/types.js";
 
 /** Default absolute session lifetime: 12 hours (ms). */
 export const DEFAULT_SESSION_TTL_MS = 12 * 3600_000;
@@ -29,14 +30,16 @@ export interface SessionStore {
   /**
    * Opens a session for `token` when it is an active API token (checked by the API's own
    * `authenticateApiToken`); returns the session id for the cookie and the session, or null for a bad token.
+   * Audited as `ui.sign-in` (actor: the token).
    */
   open(token: string): Promise<{ sessionId: string; session: UiSession } | null>;
   /** The session of a cookie value, or null (malformed, unknown, expired, signed out, or its token inactive). */
   resolve(sessionId: string | undefined): Promise<UiSession | null>;
-  /** Signs a session out (its cookie no longer resolves). */
-  close(idHash: string): Promise<void>;
+  /** Signs a session out (its cookie no longer resolves); audited as `ui.sign-out`. */
+  close(session: UiSession): Promise<void>;
 }
 
+const actorOf = (principal: ApiPrincipal): Actor => ({ kind: "operator", id: principal.id, role: principal.role });
 const sha256 = (value: string) => createHash("sha256").update(value).digest("hex");
 const randomId = () => randomBytes(32).toString("base64url");
 
@@ -58,7 +61,10 @@ export function createSessionStore(deps: { db: Database; service: Pick<ControlPl
       const sessionId = randomId();
       const at = now();
       const session: UiSession = { idHash: sha256(sessionId), principal, csrfToken: randomId(), expiresAt: new Date(at + ttlMs) };
-      await db.insert(uiSessions).values({ idHash: session.idHash, tokenId: principal.id, csrfToken: session.csrfToken, createdAt: new Date(at), expiresAt: session.expiresAt });
+      await db.transaction(async (tx) => {
+        await tx.insert(uiSessions).values({ idHash: session.idHash, tokenId: principal.id, csrfToken: session.csrfToken, createdAt: new Date(at), expiresAt: session.expiresAt });
+        await recordAudit(tx, [{ actor: actorOf(principal), action: "ui.sign-in", target: principal.id, detail: { expiresAt: session.expiresAt.toISOString() } }], new Date(at));
+      });
       return { sessionId, session };
     },
 
@@ -83,8 +89,12 @@ export function createSessionStore(deps: { db: Database; service: Pick<ControlPl
       return { idHash: row.idHash, csrfToken: row.csrfToken, expiresAt: row.expiresAt, principal: { id: row.tokenId, role: row.role as Role, label: row.label } };
     },
 
-    async close(idHash) {
-      await db.update(uiSessions).set({ revokedAt: new Date(now()) }).where(and(eq(uiSessions.idHash, idHash), isNull(uiSessions.revokedAt)));
+    async close(session) {
+      const at = new Date(now());
+      await db.transaction(async (tx) => {
+        await tx.update(uiSessions).set({ revokedAt: at }).where(and(eq(uiSessions.idHash, session.idHash), isNull(uiSessions.revokedAt)));
+        await recordAudit(tx, [{ actor: actorOf(session.principal), action: "ui.sign-out", target: session.principal.id }], at);
+      });
     },
   };
 }
