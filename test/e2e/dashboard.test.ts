@@ -161,6 +161,7 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
     await expect.poll(() => cell(page, id, "containment").textContent(), { timeout: 60_000, interval: 100 }).toBe("quarantined");
     expect(navigations).toBe(0);
     expect(await page.locator("#live-log li").first().textContent()).toContain(id);
+    expect(await page.locator('[data-counts="appraisal"] [data-count="contraindicated"]').textContent()).toBe("1");
     await shot(page, "fleet-live-contraindicated");
 
     // The device page: the claim vector names the changed file with both digests.

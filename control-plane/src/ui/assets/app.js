@@ -43,6 +43,17 @@ if (streamUrl) {
         }
       }
     }
+    // The fleet's counts follow the transition (a state the stream does not announce, such as
+    // quarantine_requested, is never counted below zero; a reload recounts exactly).
+    const from = event.data && typeof event.data.from === "string" ? event.data.from : null;
+    if (field && to && from && from !== to) {
+      const shift = (state, by) => {
+        const count = document.querySelector(`[data-counts="${field}"] [data-count="${CSS.escape(state)}"]`);
+        if (count) count.textContent = String(Math.max(0, Number(count.textContent) + by));
+      };
+      shift(from, -1);
+      shift(to, 1);
+    }
     if (log) {
       const item = document.createElement("li");
       const reason = event.data && typeof event.data.reason === "string" ? ` (${event.data.reason})` : "";
