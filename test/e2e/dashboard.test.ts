@@ -5,64 +5,27 @@
  *
  * Rules: HW-UI-1 (session cookie), HW-UI-2 (CSRF + Origin), HW-UI-3 (CSP), HW-UI-4 (the API's roles).
  */
-import { existsSync, appendFileSync, mkdirSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { createSimulatedBoard } from "../../agent/src/platform/index.js";
-import { SimMiner } from "../../agent/src/sim-miner/index.js";
 import { ApiClient } from "../support/api.js";
-import { loadDeviceKey } from "../support/device-key.js";
-import {
-  REPO_ROOT, measureWithAgent, requireAgentBinary, simulatedAgentConfig, startAgent, startControlPlane, tempDir, writeAgentConfig,
-  type ControlPlane, type ManagedProcess,
-} from "../support/processes.js";
+import { GuardedFleet, type GuardedBoard } from "../support/guarded-board.js";
+import { REPO_ROOT, requireAgentBinary, startControlPlane, type ControlPlane } from "../support/processes.js";
 import { describeUnless } from "../support/skip.js";
 import { waitFor } from "../support/wait.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const SCREENSHOTS = join(REPO_ROOT, ".tmp/screenshots");
-const MODEL = "S19";
-const FIRMWARE = "2024.06.1";
-
-interface Miner {
-  name: string;
-  boardRoot: string;
-  stateDir: string;
-  configFile: string;
-  proc: ManagedProcess;
-  deviceId: string;
-}
 
 let plane: ControlPlane;
 let admin: ApiClient;
+let fleet: GuardedFleet;
 let browser: Browser;
 const tokens: Record<"operator" | "viewer", { id: string; token: string }> = {} as never;
-const miners: Record<"steady" | "contained" | "tampered", Miner> = {} as never;
+const miners: Record<"steady" | "contained" | "tampered", GuardedBoard> = {} as never;
 const contexts: BrowserContext[] = [];
-const simMiners: SimMiner[] = [];
-
-/** A simulated board with a compiled agent; `withMiner`: a simulated cgminer too, so heartbeats carry telemetry. */
-async function startMiner(name: string, enrollmentToken: string, withMiner = false): Promise<Miner> {
-  const dir = tempDir(name);
-  const boardRoot = join(dir, "board");
-  await createSimulatedBoard(boardRoot, { model: MODEL });
-  const stateDir = join(dir, "state");
-  let guards: Record<string, unknown> = {};
-  if (withMiner) {
-    const sim = new SimMiner({ root: boardRoot });
-    simMiners.push(sim);
-    guards = { guards: { intervalMs: 1000, minerApi: { host: "127.0.0.1", port: await sim.start() } } };
-  }
-  const configFile = writeAgentConfig(
-    dir,
-    simulatedAgentConfig(plane, { stateDir, boardRoot, model: MODEL, firmwareVersion: FIRMWARE }, { enrollmentToken, measure: { paths: ["/firmware", "/config", "/dev/mtd2"] }, ...guards }),
-  );
-  const proc = startAgent(name, configFile);
-  const deviceId = await waitFor(`${name}'s key`, () => loadDeviceKey(stateDir)?.deviceId);
-  return { name, boardRoot, stateDir, configFile, proc, deviceId };
-}
 
 const device = (id: string) => admin.get(`/api/v1/devices/${id}`);
 
@@ -93,19 +56,16 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
     plane = await startControlPlane({ env: { HASHWARD_TELEMETRY_SAMPLE_MS: "500" } });
     admin = new ApiClient(plane.httpUrl, plane.adminToken);
     for (const role of ["operator", "viewer"] as const) tokens[role] = await admin.post("/api/v1/api-tokens", { role, label: `e2e ${role}` });
-    const enrollment = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: 5, label: "dashboard e2e" });
-
     await admin.ok("PUT", "/api/v1/policies/pools", { allowedUrls: ["stratum+tcp://pool.example.net:3333"], workerPatterns: ["^farm\\.worker\\d+$"] });
-    miners.steady = await startMiner("steady", enrollment.token, true);
-    // Reference values measured on a known-good board, as an operator registers them.
-    await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: await measureWithAgent(miners.steady.configFile) });
-    miners.contained = await startMiner("contained", enrollment.token);
-    miners.tampered = await startMiner("tampered", enrollment.token);
-    for (const miner of Object.values(miners)) {
-      await waitFor(`${miner.name} trusted`, async () => (await device(miner.deviceId).catch(() => undefined))?.appraisal === "trusted", { timeoutMs: 60_000 });
-    }
-    await admin.post(`/api/v1/devices/${miners.contained.deviceId}/quarantine`, { reason: "e2e: held for inspection" });
-    await waitFor("contained quarantined", async () => (await device(miners.contained.deviceId)).containment === "quarantined", { timeoutMs: 30_000 });
+    // Guarded boards: a simulated cgminer each, so heartbeats carry telemetry; /config measured, so a changed miner
+    // config is a difference. Reference values are measured on the first board, as an operator registers them.
+    fleet = new GuardedFleet(plane, admin);
+    const board = { agentConfig: { measure: { paths: ["/firmware", "/config", "/dev/mtd2"] } } };
+    miners.steady = await fleet.start("steady", board);
+    miners.contained = await fleet.start("contained", board);
+    miners.tampered = await fleet.start("tampered", board);
+    await admin.post(`/api/v1/devices/${miners.contained.id}/quarantine`, { reason: "e2e: held for inspection" });
+    await waitFor("contained quarantined", async () => (await device(miners.contained.id)).containment === "quarantined", { timeoutMs: 30_000 });
 
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
   }, 240_000);
@@ -113,18 +73,20 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
   afterAll(async () => {
     for (const context of contexts) await context.close().catch(() => undefined);
     await browser?.close();
-    await Promise.all(Object.values(miners).map((miner) => miner.proc.kill("SIGKILL")));
-    await Promise.all(simMiners.map((sim) => sim.close()));
+    await fleet?.close();
     await plane?.proc.kill("SIGKILL");
   });
 
   it("signs in with an API token and shows the fleet: a trusted device and a quarantined one (HW-UI-1, HW-UI-3)", async () => {
     const page = await signIn(plane.adminToken);
-    await expect.poll(() => cell(page, miners.steady.deviceId, "appraisal").textContent()).toBe("trusted");
-    expect(await cell(page, miners.steady.deviceId, "containment").textContent()).toBe("none");
-    expect(await cell(page, miners.contained.deviceId, "containment").textContent()).toBe("quarantined");
+    await expect.poll(() => cell(page, miners.steady.id, "appraisal").textContent()).toBe("trusted");
+    expect(await cell(page, miners.steady.id, "containment").textContent()).toBe("none");
+    expect(await cell(page, miners.contained.id, "containment").textContent()).toBe("quarantined");
     expect(await page.locator('[data-counts="containment"] [data-count="quarantined"]').textContent()).toBe("1");
-    expect(await page.locator('[data-counts="appraisal"] [data-count="trusted"]').textContent()).toBe("3");
+    // The counts agree with the table (the contained board's stopped miner may leave it at warning: not observed).
+    const trustedRows = await page.locator('#devices [data-field="appraisal"]', { hasText: /^trusted$/ }).count();
+    expect(trustedRows).toBeGreaterThanOrEqual(2);
+    expect(await page.locator('[data-counts="appraisal"] [data-count="trusted"]').textContent()).toBe(String(trustedRows));
 
     // HW-UI-1: the session cookie is HttpOnly, Secure (HTTPS, __Host- prefix) and SameSite=Strict; no token in it.
     const cookies = await page.context().cookies();
@@ -134,7 +96,7 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
     expect(await page.evaluate("document.cookie")).toBe("");
 
     // HW-UI-3: the page carries the strict policy; the only script is the plane's own file.
-    const response = await page.goto(`${plane.httpUrl}/ui/?search=${miners.contained.deviceId.slice(0, 10)}`);
+    const response = await page.goto(`${plane.httpUrl}/ui/?search=${miners.contained.id.slice(0, 10)}`);
     const csp = response!.headers()["content-security-policy"] ?? "";
     expect(csp).toContain("default-src 'self'");
     expect(csp).toContain("script-src 'self'");
@@ -151,11 +113,11 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
     page.on("framenavigated", (frame) => {
       if (frame === page.mainFrame()) navigations += 1;
     });
-    const id = miners.tampered.deviceId;
+    const id = miners.tampered.id;
     expect(await cell(page, id, "appraisal").textContent()).toBe("trusted");
     await shot(page, "fleet-before");
 
-    appendFileSync(join(miners.tampered.boardRoot, "config/cgminer.conf"), '\n{"url":"stratum+tcp://evil.example:3333"}\n');
+    appendFileSync(join(miners.tampered.root, "config/cgminer.conf"), '\n{"url":"stratum+tcp://evil.example:3333"}\n');
     await expect.poll(() => cell(page, id, "appraisal").textContent(), { timeout: 60_000, interval: 100 }).toBe("contraindicated");
     // Auto-quarantine follows the verdict; the agent's signed ack moves the row again, still without a reload.
     await expect.poll(() => cell(page, id, "containment").textContent(), { timeout: 60_000, interval: 100 }).toBe("quarantined");
@@ -176,7 +138,7 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
 
   it("quarantines from the device page as an operator: reason, confirmation, the agent's ack", async () => {
     const page = await signIn(tokens.operator.token);
-    const id = miners.steady.deviceId;
+    const id = miners.steady.id;
     await page.goto(`${plane.httpUrl}/ui/devices/${id}`);
     // Telemetry over time is drawn (samples every 500 ms in this plane).
     await expect.poll(async () => {
@@ -205,7 +167,7 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
 
   it("as a viewer the actions are absent and a forged POST is refused (HW-UI-4)", async () => {
     const page = await signIn(tokens.viewer.token);
-    const id = miners.tampered.deviceId;
+    const id = miners.tampered.id;
     const before = await device(id);
     await page.goto(`${plane.httpUrl}/ui/devices/${id}`);
     expect(await page.locator("#actions").count()).toBe(0);
@@ -232,7 +194,7 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
 
   it("refuses a state change without the CSRF token or from another origin (HW-UI-2)", async () => {
     const page = await signIn(tokens.operator.token);
-    const id = miners.contained.deviceId;
+    const id = miners.contained.id;
     await page.goto(`${plane.httpUrl}/ui/devices/${id}`);
     const csrf = await page.locator('input[name="_csrf"]').first().inputValue();
     const post = (form: Record<string, string>, origin: string) =>
@@ -272,7 +234,7 @@ describeUnless(missing, "dashboard in a real browser (Chromium, real plane, comp
     expect((await admin.get("/api/v1/policies/pools")).policies[0].allowedUrls).toContain("stratum+tcp://backup.example.net:3333");
 
     // A captured set is proposed; the admin approves it from the page.
-    const proposed = await admin.post("/api/v1/reference-values/capture", { deviceId: miners.steady.deviceId });
+    const proposed = await admin.post("/api/v1/reference-values/capture", { deviceId: miners.steady.id });
     await page.goto(`${plane.httpUrl}/ui/reference-values`);
     await Promise.all([page.waitForURL(/notice=/), page.locator(`form[action="/ui/reference-values/${proposed.id}/approve"] button`).click()]);
     expect((await admin.get("/api/v1/reference-values")).referenceValues.find((r: any) => r.id === proposed.id).status).toBe("approved");
