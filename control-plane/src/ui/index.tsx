@@ -19,6 +19,7 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { secureHeaders } from "hono/secure-headers";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Logger } from "pino";
 import { z } from "zod";
 import type { Database } from "../db/index.js";
@@ -162,11 +163,11 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
     const notice = c.req.query("notice");
     return { title, ...(current ? { current } : {}), principal: session.principal, csrf: session.csrfToken, notice: notice ? notice.slice(0, 300) : undefined };
   };
-  const html = async (c: Context, frame: PageFrame, body: unknown, status: 200 | 400 | 401 | 403 | 404 | 409 | 429 | 500 = 200) => {
+  const html = async (c: Context, frame: PageFrame, body: unknown, status: ContentfulStatusCode = 200) => {
     const page = await (<Layout {...frame}>{body as never}</Layout>);
     return c.html(`<!DOCTYPE html>${String(page)}`, status);
   };
-  const errorPage = (c: UiContext, status: 400 | 401 | 403 | 404 | 409 | 429 | 500, message: string) => {
+  const errorPage = (c: UiContext, status: ContentfulStatusCode, message: string) => {
     const session = c.get("session") as UiSession | undefined;
     return html(c, { title: "Refused", principal: session?.principal ?? null, ...(session ? { csrf: session.csrfToken } : {}), error: message }, <p><a href="/ui/">back to the fleet</a></p>, status);
   };
@@ -220,7 +221,7 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
       } catch (error) {
         if (error instanceof UiRefusal) return errorPage(c, error.status, error.message);
         const known = httpErrorFor(error);
-        if (known) return errorPage(c, known.status as 400, known.body.error.message);
+        if (known) return errorPage(c, known.status, known.body.error.message);
         logger.error({ err: error, path: c.req.path }, "dashboard request failed");
         return errorPage(c, 500, "internal error (see the plane's log)");
       }
