@@ -10,7 +10,7 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { deviceIdSchema } from "../../../../shared/protocol/index.js";
-import { PLANE_EVENT_KINDS, type EventFilter, type EventHub, type PlaneEvent, type PlaneEventKind } from "../../events/index.js";
+import { PLANE_EVENT_DATA, PLANE_EVENT_KINDS, type EventFilter, type EventHub, type PlaneEvent, type PlaneEventKind } from "../../events/index.js";
 import type { ControlPlaneService } from "../../service/types.js";
 import { errorBody } from "../errors.js";
 import { errorResponses, securedRoute } from "../openapi.js";
@@ -37,6 +37,19 @@ export const eventStreamQuery = z.object({
   /** Comma-separated event kinds. */
   kind: kindList.optional().openapi({ example: "appraisal.changed,device.quarantined" }),
 });
+
+/**
+ * What each `data:` line (and each webhook body's `data`) carries, one shape per kind (control-plane/src/events/kinds.ts
+ * PLANE_EVENT_DATA, the writers' types): documented in the OpenAPI document as `PlaneEvent`.
+ */
+export const planeEventSchema = z
+  .discriminatedUnion(
+    "kind",
+    PLANE_EVENT_KINDS.map((kind) =>
+      z.object({ id: z.number().int(), kind: z.literal(kind), deviceId: z.string().nullable(), at: z.string(), data: PLANE_EVENT_DATA[kind] }),
+    ) as unknown as [z.ZodObject, ...z.ZodObject[]],
+  )
+  .openapi("PlaneEvent");
 
 const LAST_EVENT_ID = /^(0|[1-9][0-9]{0,15})$/;
 
@@ -67,7 +80,10 @@ export function registerEventRoutes(app: OpenAPIHono<HttpEnv>, service: ControlP
       ...securedRoute(service, "viewer", "Live operator events (server-sent events), resumable with Last-Event-ID", "events"),
       request: { query: eventStreamQuery },
       responses: {
-        200: { description: "text/event-stream: `id` (global event id), `event` (kind), `data` (the event as JSON)", content: { "text/event-stream": { schema: z.string() } } },
+        200: {
+          description: "text/event-stream: `id` (global event id), `event` (kind), `data` (the event as JSON, a `PlaneEvent`: its `data` shape depends on `kind`)",
+          content: { "text/event-stream": { schema: planeEventSchema } },
+        },
         ...errors,
       },
     }),
