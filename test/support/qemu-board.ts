@@ -142,7 +142,7 @@ export const BOARD_FIRMWARE = "1.0.0";
  * slots, and is left out: hashing its 105 MiB under software emulation would add about a minute to every evidence).
  * The same list measures a release's slot tree on the host (`measureSlotTree`), so both sides agree by construction.
  */
-export const BOARD_MEASURE_PATHS = ["/bin/busybox", "/etc/fw_env.config", "/etc/hashward-image", "/etc/init.d", "/usr/bin/bmminer"];
+export const BOARD_MEASURE_PATHS = ["/bin/busybox", "/etc/fw_env.config", "/etc/hashward-image", "/etc/init.d", "/usr/bin/bmminer", "/usr/bin/bmminer-api"];
 
 /**
  * Reference measurements of a root-filesystem slot tree (a host directory), as a release engineer takes them before
