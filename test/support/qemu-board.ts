@@ -116,8 +116,11 @@ export function startQemuBoard(agentConfig: Record<string, unknown> | null, conf
       child.stdin!.write(`${command}; echo "@@""E${id}" $?\n`);
       const match = await waitConsole(new RegExp(`\\n@@E${id} (\\d+)`), timeoutMs, from);
       const text = out.slice(from, from + match.index!);
-      const lines = text.split(/\r?\n/);
-      return { status: Number(match[1]), output: lines.slice(1).join("\n").replace(/\r/g, "") };
+      // The console echoes the typed line first, wrapped at the terminal's width when long: the output starts
+      // after the line on which the echo ends (`" $?`).
+      const echoEnd = text.indexOf('" $?');
+      const body = echoEnd >= 0 ? text.slice(text.indexOf("\n", echoEnd) + 1) : text.slice(text.indexOf("\n") + 1);
+      return { status: Number(match[1]), output: body.replace(/\r/g, "") };
     },
     async stop() {
       if (!exited) {
@@ -220,10 +223,15 @@ export interface PlaneBoard {
   /**
    * Rolls `targetName` out to this board alone (`POST /api/v1/rollouts`) and waits until the plane has the board's
    * final word (rollout device status succeeded or failed; `finalPhase`, when given, must also be among the board's
-   * signed update-progress events for that target). Returns the elapsed ms, the rollout's entry for the board and
-   * the board's update-progress events for the target (newest first).
+   * signed update-progress events for that target, and the update command acked). Returns the elapsed ms (to the
+   * rollout's verdict), the rollout's entry for the board, the board's update-progress events for the target
+   * (newest first) and, with `finalPhase`, the update command as the plane recorded the board's ack.
    */
-  rollout(targetName: string, timeoutMs: number, finalPhase?: "committed" | "rolled-back"): Promise<{ ms: number; device: Record<string, unknown>; progress: Array<Record<string, unknown>> }>;
+  rollout(
+    targetName: string,
+    timeoutMs: number,
+    finalPhase?: "committed" | "rolled-back",
+  ): Promise<{ ms: number; device: Record<string, unknown>; progress: Array<Record<string, unknown>>; command?: Record<string, unknown> }>;
   stop(): Promise<void>;
 }
 
@@ -341,13 +349,18 @@ export async function startBoardOnPlane(): Promise<PlaneBoard> {
           ((await admin.get(`/api/v1/devices/${deviceIdValue}/events?limit=100`)).events as Array<{ kind: string; detail: Record<string, unknown> }>)
             .filter((e) => e.kind === "update-progress" && e.detail["targetName"] === targetName)
             .map((e) => e.detail);
-        const progress = finalPhase
-          ? await waitFor(`a signed ${finalPhase} event for ${targetName}`, async () => {
-              const events = await progressEvents();
-              return events.some((e) => e["phase"] === finalPhase) ? events : undefined;
-            }, { timeoutMs: 300_000, intervalMs: 500 })
-          : await progressEvents();
-        return { ms, device: entry, progress };
+        if (!finalPhase) return { ms, device: entry, progress: await progressEvents() };
+        const progress = await waitFor(`a signed ${finalPhase} event for ${targetName}`, async () => {
+          const events = await progressEvents();
+          return events.some((e) => e["phase"] === finalPhase) ? events : undefined;
+        }, { timeoutMs: 300_000, intervalMs: 500 });
+        // The rollout may take its verdict from the final update-progress event before the ack arrives.
+        const command = await waitFor(`the board's ack of update command ${String(entry["commandSeq"])}`, async () => {
+          const { commands } = await admin.get(`/api/v1/devices/${deviceIdValue}/commands?limit=20`);
+          const sent = (commands as Array<Record<string, unknown>>).find((c) => c["seq"] === entry["commandSeq"]);
+          return sent && sent["status"] !== "pending" ? sent : undefined;
+        }, { timeoutMs: 300_000, intervalMs: 500 });
+        return { ms, device: entry, progress, command };
       },
       stop,
     };
