@@ -80,7 +80,9 @@ describeUnless(qemuBoardSkipReason(), "emulated arm64 board (qemu-system-aarch64
     expect(await poolAnswers()).toBe(true);
     await waitFor("the miner running again", () => minerRunning(), { timeoutMs: STEP_MS, intervalMs: 1000 });
     expect((await board().sh("/www/pages/cgi-bin/upgrade.cgi")).output).toContain("upgrade accepted");
-    expect((await setup.device()).appraisal).toBe("trusted");
+    // A fresh challenge answer after the release (evidence sent under quarantine says what it could not observe).
+    await setup.admin.post(`/api/v1/devices/${deviceId}/attest`);
+    await trustedOn("1.0.0");
   }, 3 * STEP_MS);
 
   it("a signed release rolled out by the plane is written to slot b, U-Boot boots it, the health check passes, the agent commits; the plane sees 1.1.0 trusted (HW-BOARD-2)", async () => {

@@ -118,8 +118,10 @@ export function startQemuBoard(agentConfig: Record<string, unknown> | null, conf
       const text = out.slice(from, from + match.index!);
       // The console echoes the typed line first, wrapped at the terminal's width when long: the output starts
       // after the line on which the echo ends (`" $?`).
+      // (`text` ends before the newline that precedes the status line, so an empty output has no newline at all.)
       const echoEnd = text.indexOf('" $?');
-      const body = echoEnd >= 0 ? text.slice(text.indexOf("\n", echoEnd) + 1) : text.slice(text.indexOf("\n") + 1);
+      const outputStart = text.indexOf("\n", echoEnd >= 0 ? echoEnd : 0);
+      const body = outputStart >= 0 ? text.slice(outputStart + 1) : "";
       return { status: Number(match[1]), output: body.replace(/\r/g, "") };
     },
     async stop() {
@@ -291,6 +293,9 @@ export async function startBoardOnPlane(): Promise<PlaneBoard> {
           slots: { a: { kind: "block", path: "/dev/vda2" }, b: { kind: "block", path: "/dev/vda3" }, bootlimit: 2, rebootCommand: ["reboot"], healthCommand: ["/etc/init.d/bmminer.sh", "status"] },
         },
         measure: { paths: BOARD_MEASURE_PATHS, includeAgentBinary: false },
+        // The farm's pool (the stand-in miner reports it as its active pool): without it the connections guard
+        // would judge the test's pool probes from the board as connections to an unapproved host.
+        guards: { allowedHosts: [`${POOL.host}:${POOL.port}`] },
         update: { trustedRootFile: "/config/hashward/tuf-root.json" },
         heartbeatIntervalMs: 5000,
         attestIntervalMs: 3_600_000,
