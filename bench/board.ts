@@ -18,6 +18,8 @@
  *                      slot booted again)
  *   agentRssKiB, agentHwmKiB  VmRSS/VmHWM of the agent on the board, BENCH_IDLE_MS (default 20 s) after trusted
  *   boardMemTotalKiB, boardMemAvailableKiB  /proc/meminfo on the board at that moment
+ *   agentIdleCpuShare  the agent's CPU time over that idle window / its wall time (one emulated core = 1.0;
+ *                      utime+stime of /proc/<pid>/stat against /proc/uptime, both read on the board)
  *   agentBinaryBytes   dist/agent/hashward-agent-linux-arm64; configUsedKiB: /config used (agent + state)
  * Usage: npx tsx bench/board.ts   (npm run bench -- board)
  */
@@ -25,7 +27,7 @@ import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "../test/support/processes.js";
 import { ARM64_AGENT, BOARD_BOOT_MS, qemuBoardSkipReason, startBoardOnPlane } from "../test/support/qemu-board.js";
-import { emitResult, envInt, printTable, progress, ratio } from "./support/report.js";
+import { emitResult, envInt, printTable, progress, ratio, round } from "./support/report.js";
 
 const IDLE_MS = envInt("BENCH_IDLE_MS", 20_000, { min: 1000, max: 300_000 });
 
@@ -52,8 +54,12 @@ try {
       .then(since),
   ]);
 
-  progress(`idle ${IDLE_MS} ms, then the agent's memory on the board`);
+  progress(`idle ${IDLE_MS} ms, then the agent's memory and CPU share on the board`);
+  const cpuBefore = await agentCpu();
   await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+  const cpuAfter = await agentCpu();
+  // utime+stime are in clock ticks (USER_HZ, 100 on arm64 Linux); the share is of one (emulated) core.
+  const agentIdleCpuShare = round((cpuAfter.ticks - cpuBefore.ticks) / 100 / (cpuAfter.uptimeS - cpuBefore.uptimeS), 4);
   const field = (text: string, name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? Number.NaN);
   const status = (await board.sh("cat /proc/$(cat /var/run/hashward-agent.child.pid)/status")).output;
   const meminfo = (await board.sh("cat /proc/meminfo")).output;
@@ -84,6 +90,7 @@ try {
     rollbackDetectedMs: rollback.ms,
     agentRssKiB: field(status, "VmRSS"),
     agentHwmKiB: field(status, "VmHWM"),
+    agentIdleCpuShare,
     boardMemTotalKiB: field(meminfo, "MemTotal"),
     boardMemAvailableKiB: field(meminfo, "MemAvailable"),
     agentBinaryBytes: statSync(ARM64_AGENT).size,
@@ -93,4 +100,16 @@ try {
   emitResult("board", figures);
 } finally {
   await setup.stop();
+}
+
+/**
+ * The agent's CPU time so far on the board (utime + stime from /proc/<pid>/stat, fields 14 and 15, in clock
+ * ticks) and the board's uptime in seconds, read in one shell command so both describe the same moment.
+ */
+async function agentCpu(): Promise<{ ticks: number; uptimeS: number }> {
+  const out = (await board.sh("cat /proc/$(cat /var/run/hashward-agent.child.pid)/stat /proc/uptime")).output.trim().split("\n");
+  const stat = out.find((l) => /^\d+ \(.*\) /.test(l))!;
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const uptime = out.find((l) => /^\d+\.\d+ \d+\.\d+$/.test(l.trim()))!;
+  return { ticks: Number(fields[11]) + Number(fields[12]), uptimeS: Number(uptime.trim().split(" ")[0]) };
 }
