@@ -1,8 +1,9 @@
 /**
  * Agent footprint: compiled binary sizes (x64 and arm64, raw and gzip -6) and the idle resident set of
  * `hashward-agent-linux-x64 run` BENCH_IDLE_MS (default 10 s) after start, enrolled with an enrollment token and
- * connected to a real control plane (VmRSS from /proc/<pid>/status; VmHWM, the peak, too), and its CPU share from
- * connected until then (utime+stime from /proc/<pid>/stat, 10 ms ticks).
+ * connected to a real control plane (VmRSS from /proc/<pid>/status; VmHWM, the peak, too), then its idle CPU share
+ * over the next BENCH_CPU_WINDOW_MS (default 20 s: two heartbeats at the default 10 s; utime+stime from
+ * /proc/<pid>/stat, 10 ms ticks).
  * Baselines (same run, same moment):
  *  - a trivial `bun -e "setInterval(()=>{},1000)"` process, the floor of any Bun program;
  *  - the same agent against a plaintext plane (HASHWARD_TLS=off, `allowPlaintext`), i.e. before issue 8 (HW-TLS-1):
@@ -22,6 +23,7 @@ import { CLK_TCK, cpuTicks } from "./support/proc.js";
 import { emitResult, type Row, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
 const IDLE_MS = envInt("BENCH_IDLE_MS", 10_000, { min: 1000, max: 120_000 });
+const CPU_WINDOW_MS = envInt("BENCH_CPU_WINDOW_MS", 20_000, { min: 1000, max: 600_000 });
 const GZIP = process.env.BENCH_FOOTPRINT_GZIP !== "0";
 const BINARIES = {
   x64: AGENT_BINARY,
@@ -52,7 +54,6 @@ interface Run {
   agent: ManagedProcess;
   deviceId?: string;
   connectMs?: number;
-  connectedTicks?: number;
 }
 
 /** A real plane (TLS or plaintext) and the compiled agent enrolled to it with a token; the agent is started later. */
@@ -89,7 +90,7 @@ async function prepare(tls: boolean, processes: ManagedProcess[]): Promise<Run &
   return run;
 }
 
-/** Waits until the agent's device is enrolled and connected; records when, and the CPU ticks it had used by then. */
+/** Waits until the agent's device is enrolled and connected; records when. */
 async function connected(run: Run & { stateDir: string }, started: number): Promise<void> {
   const { admin } = run.bench;
   const deviceId = await pollUntil(async () => loadDeviceKey(run.stateDir)?.deviceId, { timeoutMs: 30_000, intervalMs: 50 });
@@ -104,7 +105,6 @@ async function connected(run: Run & { stateDir: string }, started: number): Prom
   if (at === undefined) throw new Error(`${run.label} ${deviceId} not connected within 30 s\n${run.agent.tail()}`);
   run.deviceId = deviceId;
   run.connectMs = at - started;
-  run.connectedTicks = cpuTicks(run.agent.child.pid!);
 }
 
 const processes: ManagedProcess[] = [];
@@ -119,16 +119,24 @@ try {
   await Promise.all(runs.map((run) => connected(run, started)));
   progress(`agents enrolled and connected ${runs.map((r) => `${r.label} ${Math.round(r.connectMs!)} ms`).join(", ")} after start; sampling at ${IDLE_MS} ms`);
 
-  // The measurement window itself: RSS and CPU are read when the agents have been up IDLE_MS (never used to synchronise).
+  // The measurement windows themselves (never used to synchronise): RSS when the agents have been up IDLE_MS, then
+  // CPU over the next CPU_WINDOW_MS, when start-up work (enrollment, first evidence) is over.
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, IDLE_MS - (performance.now() - started))));
-  const sampledAt = performance.now();
-  const samples = runs.map((run) => {
+  const memories = runs.map((run) => {
     if (!run.agent.running) throw new Error(`${run.label} exited\n${run.agent.tail()}`);
-    const ticks = cpuTicks(run.agent.child.pid!) - run.connectedTicks!;
-    const seconds = (sampledAt - started - run.connectMs!) / 1000;
-    return { memory: memory(run.agent.child.pid!), cpuPercent: (ticks / CLK_TCK / seconds) * 100, windowS: seconds };
+    return memory(run.agent.child.pid!);
   });
   const bareMemory = memory(bare.child.pid!);
+  progress(`RSS sampled; idle CPU over the next ${CPU_WINDOW_MS} ms`);
+  const ticksBefore = runs.map((run) => cpuTicks(run.agent.child.pid!));
+  const windowStart = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, CPU_WINDOW_MS));
+  const windowS = (performance.now() - windowStart) / 1000;
+  const samples = runs.map((run, i) => {
+    if (!run.agent.running) throw new Error(`${run.label} exited\n${run.agent.tail()}`);
+    const ticks = cpuTicks(run.agent.child.pid!) - ticksBefore[i]!;
+    return { memory: memories[i]!, cpuPercent: (ticks / CLK_TCK / windowS) * 100, ticks };
+  });
   const stillConnected = await Promise.all(runs.map(async (run) => (await run.bench.admin.get<{ connected: boolean }>(`/api/v1/devices/${run.deviceId}`)).connected));
   const [tls, plain] = samples as [(typeof samples)[0], (typeof samples)[0]];
   const [tlsRun, plainRun] = [runs[0]!, runs[1]!];
@@ -143,7 +151,7 @@ try {
         [`${run.label}: start -> connected`, `${round(run.connectMs!, 0)} ms`],
         [`${run.label}: VmRSS`, `${mib(sample.memory.rssKiB)} MiB`, `peak (VmHWM) ${mib(sample.memory.hwmKiB)} MiB; connected ${stillConnected[i]}`],
         [`${run.label}: RssAnon / RssFile`, `${mib(sample.memory.anonKiB)} / ${mib(sample.memory.fileKiB)} MiB`, "heap vs mapped binary"],
-        [`${run.label}: idle CPU`, `${round(sample.cpuPercent, 3)} %`, `connected -> sample, ${round(sample.windowS, 1)} s, 10 ms ticks`],
+        [`${run.label}: idle CPU`, `${round(sample.cpuPercent, 3)} %`, `${sample.ticks} ticks of 10 ms in ${round(windowS, 1)} s`],
       ] satisfies Row[];
     }),
     ["bare bun: VmRSS", `${mib(bareMemory.rssKiB)} MiB`, `peak ${mib(bareMemory.hwmKiB)} MiB`],
@@ -164,6 +172,7 @@ try {
     agentPeakRssKiB: tls.memory.hwmKiB,
     agentRssAnonKiB: tls.memory.anonKiB,
     agentRssFileKiB: tls.memory.fileKiB,
+    cpuWindowMs: CPU_WINDOW_MS,
     agentIdleCpuPercent: round(tls.cpuPercent, 4),
     plaintextConnectMs: round(plainRun.connectMs!, 0),
     plaintextAgentRssKiB: plain.memory.rssKiB,
