@@ -8,6 +8,7 @@
  * heartbeats keep arriving on the connection it had before, a signed quarantine then a release reach every device
  * and come back as signed acks (both directions of the channel, every device), and no agent connected again.
  */
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -27,6 +28,8 @@ const FIRMWARE = "2024.06.1";
 
 interface Member {
   name: string;
+  /** The member's temp folder (board and state), removed after the test: 100 of them are ~120 MB. */
+  dir: string;
   stateDir: string;
   proc?: ManagedProcess;
   agent?: Agent;
@@ -50,6 +53,8 @@ afterAll(async () => {
   await Promise.all(fleet.map((m) => m.agent?.stop()));
   await Promise.all(fleet.map((m) => m.proc?.kill("SIGKILL")));
   await plane?.proc.kill("SIGKILL");
+  for (const m of fleet) rmSync(m.dir, { recursive: true, force: true });
+  if (plane) rmSync(plane.dataDir, { recursive: true, force: true });
 });
 
 /** The serial number of the certificate a fresh handshake with `port` shows. */
@@ -111,7 +116,7 @@ describe("server certificate renewal under a connected fleet (HW-TLS-2)", () => 
       const dir = tempDir(`renew-${i}`);
       const boardRoot = join(dir, "board");
       createSimulatedBoard(boardRoot, { model: MODEL });
-      const member: Member = { name: `renew-${i}`, stateDir: join(dir, "state") };
+      const member: Member = { name: `renew-${i}`, dir, stateDir: join(dir, "state") };
       const config = simulatedAgentConfig(plane, { stateDir: member.stateDir, boardRoot, model: MODEL, firmwareVersion: FIRMWARE }, {
         enrollmentToken: token,
         heartbeatIntervalMs: 5_000,
