@@ -398,6 +398,25 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect(last).toMatchObject({ machine: "containment", from: "quarantine_requested", to: "none", actor: { kind: "system" } });
     });
 
+    it("backs off re-publishing a command the device has not acked, and sends a changed set at once", async () => {
+      const d = await acceptedDevice();
+      await services.service.quarantine(OPERATOR, [d.id], "suspect");
+      publisher.sent = [];
+      const publishedOnTicks: number[] = [];
+      for (let tick = 1; tick <= 20; tick++) {
+        const before = publisher.of(d.id, "command").length;
+        await services.deviceSide.retryPendingCommands();
+        if (publisher.of(d.id, "command").length > before) publishedOnTicks.push(tick);
+      }
+      // Gaps 1, 2, 4, then MAX_RETRY_GAP_TICKS (8): not a copy every tick to a device that is only slow to ack.
+      expect(publishedOnTicks).toEqual([1, 2, 4, 8, 16]);
+      // A new command changes what is pending: the next tick sends it, after the older one, in seq order.
+      await services.service.release(OPERATOR, [d.id], "cleared");
+      publisher.sent = [];
+      await services.deviceSide.retryPendingCommands();
+      expect(publisher.of(d.id, "command").map((c) => (c as { action: string }).action)).toEqual(["release"]);
+    });
+
     it("re-publishes pending commands and sends a challenge on hello", async () => {
       const d = await acceptedDevice();
       await services.service.quarantine(OPERATOR, [d.id], "suspect");
