@@ -50,6 +50,9 @@ describe("loadConfig", () => {
       webhookTimeoutMs: 10_000,
       webhookTickMs: 1_000,
       leaseTtlMs: 15_000,
+      telemetrySampleMs: 300_000,
+      telemetryRetentionMs: 86_400_000,
+      uiSessionTtlMs: 43_200_000,
     });
   });
 

@@ -80,6 +80,11 @@ export interface ControlPlaneConfig {
   secretsKeyFile?: string;
   /** Folder of uploaded TUF target images (HASHWARD_TUF_IMAGE_DIR; replicas share one); default `<dataDir>/tuf/targets`. */
   tufImageDir?: string;
+  /** Dashboard (control-plane/src/ui): telemetry kept for charts, one sample per device per interval (ms), for the retention (ms). */
+  telemetrySampleMs: number;
+  telemetryRetentionMs: number;
+  /** Dashboard session lifetime (HW-UI-1, ms). */
+  uiSessionTtlMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -200,6 +205,10 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     webhookTimeoutMs: integer(env, "HASHWARD_WEBHOOK_TIMEOUT_MS", 10_000, 100, 5 * MINUTE_MS),
     webhookTickMs: integer(env, "HASHWARD_WEBHOOK_TICK_MS", 1_000, 10, MINUTE_MS),
     leaseTtlMs: integer(env, "HASHWARD_LEASE_TTL_MS", 15_000, 300, 10 * MINUTE_MS),
+    // 10,000 devices at one sample per 5 min for a day: 2.9 million rows.
+    telemetrySampleMs: integer(env, "HASHWARD_TELEMETRY_SAMPLE_MS", 5 * MINUTE_MS, 100, DAY_MS),
+    telemetryRetentionMs: integer(env, "HASHWARD_TELEMETRY_RETENTION_MS", DAY_MS, MINUTE_MS, 90 * DAY_MS),
+    uiSessionTtlMs: integer(env, "HASHWARD_UI_SESSION_TTL_MS", 12 * 60 * MINUTE_MS, MINUTE_MS, 30 * DAY_MS),
   };
   const secretsKeyFile = raw(env, "HASHWARD_SECRETS_KEY_FILE");
   if (secretsKeyFile !== undefined) config.secretsKeyFile = resolve(secretsKeyFile);

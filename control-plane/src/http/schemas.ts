@@ -60,6 +60,7 @@ export const deviceListQuery = z.object({
   appraisal: appraisalStateSchema.optional(),
   containment: containmentStateSchema.optional(),
   model: label.optional(),
+  search: z.string().min(1).max(128).optional().openapi({ description: "Text in the device id, model, firmware version or active pool (case-insensitive)" }),
   limit: limitQuery,
   offset: offsetQuery,
 });

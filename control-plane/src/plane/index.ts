@@ -17,10 +17,11 @@ import type { KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
-import { openDatabase, type Database } from "../db/index.js";
+import { openDatabase, type Database, type Tx } from "../db/index.js";
 import { FarmAlertAnalyzer, withFarmAlerts } from "../alerts/index.js";
 import { createEventHub } from "../events/index.js";
 import { createWebhookService } from "../webhooks/index.js";
+import { pruneDashboardData } from "../ui/queries.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
 import { createServices } from "../service/index.js";
 import { createSharedSecrets, readSecretsKey, soleLeader, startLeaderLease, type Leadership, type SharedSecrets } from "../replicas/index.js";
@@ -31,6 +32,8 @@ import { createApiServer, mqttTlsServerFactory, startPlaneTls, type ApiServer, t
 import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
 
 export const STALE_CHECK_INTERVAL_MS = 5_000;
+/** How often dashboard data past its retention is deleted. */
+const DASHBOARD_PRUNE_MS = 10 * 60_000;
 
 export interface Plane {
   httpPort: number;
@@ -52,7 +55,7 @@ export interface Plane {
 interface Services {
   service: ControlPlaneService;
   deviceSide: DeviceSideService;
-  ensureAdminToken(): Promise<string | null>;
+  ensureAdminToken(onCreate?: (tx: Tx) => Promise<void>): Promise<string | null>;
   /** Stops the services' own timers and flushes buffered writes; falls back to deviceSide.flush(). */
   close?(): Promise<void>;
 }
@@ -268,6 +271,7 @@ export async function startPlane(
       sessionTakeoverThreshold: config.sessionTakeoverThreshold,
       sessionTakeoverWindowMs: config.sessionTakeoverWindowMs,
       commandRetryMs: config.commandRetryMs,
+      telemetrySampleMs: config.telemetrySampleMs,
       ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
     };
     const services = factories.createServices({
@@ -290,12 +294,12 @@ export async function startPlane(
 
     // First start: the service makes an admin API token; it is shown once, so it goes to a 0600 file.
     const adminTokenFile = join(config.dataDir, ADMIN_TOKEN_FILE);
-    const adminToken = await services.ensureAdminToken();
+    // HW-HA-2: with replicas, where the file goes is recorded with the token, so the others can log where it is
+    // (the token itself is never stored, only its hash).
+    const adminToken = await services.ensureAdminToken(shared ? (tx) => shared.writeNote("admin-token-file", { host: hostname(), path: adminTokenFile }, tx) : undefined);
     if (adminToken !== null) {
       await writeSecretFileAtomic(adminTokenFile, `${adminToken}\n`);
       logger.warn({ adminTokenFile }, "admin API token created; read it from this file, then keep it safe");
-      // HW-HA-2: the other replicas log where it is (the token itself is never stored, only its hash).
-      await shared?.writeNote("admin-token-file", { host: hostname(), path: adminTokenFile });
     } else if (existsSync(adminTokenFile)) {
       await chmod(adminTokenFile, 0o600).catch(() => undefined);
       logger.info({ adminTokenFile }, "admin API token is in this file (created on first start)");
@@ -339,7 +343,9 @@ export async function startPlane(
         timeoutMs: config.webhookTimeoutMs,
       },
     });
-    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks });
+    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks,
+      dashboard: { db: opened.db as Database, secure: tls !== null, sessionTtlMs: config.uiSessionTtlMs },
+    });
 
     await tls?.renewIfDue();
     const mqttPort = await startedBroker
@@ -373,6 +379,13 @@ export async function startPlane(
       await webhooks.deliverDue();
     }, everyReplica);
     cleanups.push(stopWebhooks);
+    // Dashboard data: telemetry samples past the retention, sessions expired or signed out a day ago (idempotent
+    // fleet-wide deletes: the lease holder's job, HW-HA-3).
+    const stopDashboardPrune = every(DASHBOARD_PRUNE_MS, "pruneDashboardData", logger, async () => {
+      const now = Date.now();
+      await pruneDashboardData(opened.db as Database, new Date(now - config.telemetryRetentionMs), new Date(now - 24 * 3600_000));
+    }, leader);
+    cleanups.push(stopDashboardPrune);
     const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task, leader));
     cleanups.push(async () => {
       for (const stop of stopUpdateTimers) await stop();

@@ -20,7 +20,7 @@ import { hostname } from "node:os";
 import { eq } from "drizzle-orm";
 import { fromBase64Url, toBase64Url } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
-import { planeSecrets, type Database } from "../db/index.js";
+import { planeSecrets, type Database, type Queryable } from "../db/index.js";
 import { assertPrivateFile } from "../keys/index.js";
 
 /** Row names of plane_secrets. */
@@ -53,8 +53,11 @@ export interface SharedSecrets {
    *   (HASHWARD_SECRETS_KEY_FILE) when a sealed row cannot be opened; database errors.
    */
   loadOrCreate(name: SharedSecretName, source: SecretSource): Promise<SharedSecret>;
-  /** A non-secret note shared by the replicas (first writer wins), e.g. where the admin token file is. */
-  writeNote(name: SharedSecretName, value: Record<string, unknown>): Promise<void>;
+  /**
+   * A non-secret note shared by the replicas (first writer wins), e.g. where the admin token file is; written
+   * through `tx` when given (in the transaction of what it describes).
+   */
+  writeNote(name: SharedSecretName, value: Record<string, unknown>, tx?: Queryable): Promise<void>;
   readNote(name: SharedSecretName): Promise<Record<string, unknown> | null>;
 }
 
@@ -107,8 +110,8 @@ export function createSharedSecrets(deps: { db: Database; dataDir: string; secre
   const { db, secretsKey } = deps;
   const createdBy = { host: hostname(), pid: process.pid, dataDir: deps.dataDir };
 
-  async function read(name: SharedSecretName): Promise<string | null> {
-    const [row] = await db.select().from(planeSecrets).where(eq(planeSecrets.name, name));
+  async function read(name: SharedSecretName, via: Queryable = db): Promise<string | null> {
+    const [row] = await via.select().from(planeSecrets).where(eq(planeSecrets.name, name));
     if (!row) return null;
     if (row.encryption === "none") return row.value;
     if (row.encryption !== CIPHER) throw new ConfigError(`plane_secrets row ${name}: unknown encryption ${JSON.stringify(row.encryption)}`, SECRETS_KEY_OPTION);
@@ -117,13 +120,13 @@ export function createSharedSecrets(deps: { db: Database; dataDir: string; secre
   }
 
   /** Inserts unless a row exists; returns the stored value (this one, or the winner of a race). */
-  async function insertFirst(name: SharedSecretName, value: string, secret: boolean): Promise<string> {
+  async function insertFirst(name: SharedSecretName, value: string, secret: boolean, via: Queryable = db): Promise<string> {
     const sealed = secret && secretsKey !== null;
-    await db
+    await via
       .insert(planeSecrets)
       .values({ name, encryption: sealed ? CIPHER : "none", value: sealed ? seal(secretsKey, name, value) : value, createdBy })
       .onConflictDoNothing({ target: planeSecrets.name });
-    const stored = await read(name);
+    const stored = await read(name, via);
     if (stored === null) throw new Error(`plane_secrets row ${name} vanished right after it was written`);
     return stored;
   }
@@ -151,8 +154,8 @@ export function createSharedSecrets(deps: { db: Database; dataDir: string; secre
       return { value: winner, origin: winner === fresh ? "created" : "database" };
     },
 
-    async writeNote(name, value) {
-      await insertFirst(name, JSON.stringify(value), false);
+    async writeNote(name, value, tx) {
+      await insertFirst(name, JSON.stringify(value), false, tx);
     },
 
     async readNote(name) {

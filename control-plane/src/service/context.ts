@@ -39,6 +39,8 @@ export interface ServiceOptions {
    * re-published by a replica only when no replica handed it to the broker within 0.9 of this.
    */
   commandRetryMs?: number;
+  /** Dashboard charts: heartbeat telemetry is kept at most once per device per this many ms (default 300,000). */
+  telemetrySampleMs?: number;
 }
 
 export interface ServiceContext {

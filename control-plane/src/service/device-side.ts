@@ -11,7 +11,7 @@ import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shar
 import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
-import { claimForRepublish, expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
+import { claimForRepublish, CommandRetrySchedule, expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
 import { recordPlaneEvents } from "../events/record.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
 import { AckBatcher } from "./acks.js";
@@ -35,6 +35,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
   const { db } = ctx;
   const heartbeats = new HeartbeatBuffer(ctx);
   const acks = new AckBatcher(ctx);
+  const retries = new CommandRetrySchedule();
 
   /** The enrolled key of a device, for signature checks; unknown devices fail closed. */
   async function deviceFor(deviceId: string): Promise<{ row: DeviceRow; key: Uint8Array }> {
@@ -169,6 +170,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       });
       if (!result) return;
       // Commands first, in seq order, so the agent sees them before it answers the challenge.
+      retries.reset(hello.deviceId);
       await publishCommands(ctx, result.pending);
       await publishChallenge(ctx, result.challenge);
     },
@@ -347,7 +349,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       const pending = await pendingCommands(db, null, now);
       // HW-HA-4: only what this replica's publisher can deliver, each command claimed by one replica per period.
       const reachable = pending.filter((command) => ctx.publisher.isConnected(command.deviceId));
-      await publishCommands(ctx, await claimForRepublish(ctx, reachable, now));
+      await publishCommands(ctx, await claimForRepublish(ctx, retries.due(reachable), now));
     },
 
     async markStaleDevices() {

@@ -86,6 +86,11 @@ export interface DeviceFilter {
   appraisal?: AppraisalState;
   containment?: ContainmentState;
   model?: string;
+  /**
+   * Case-insensitive text contained in the device id, model, firmware version or active pool (1-128 characters;
+   * `%`, `_` and `\` match themselves).
+   */
+  search?: string;
   limit: number;
   offset: number;
 }
@@ -346,7 +351,10 @@ export interface DeviceSideService {
   onEvent(event: DeviceEvent): Promise<void>;
   /** Verifies signature; marks the command acked; moves containment (quarantine_requested -> quarantined, ...). */
   onAck(ack: Ack): Promise<void>;
-  /** Timer work, safe to call from several replicas: re-publish pending commands, expire old ones. */
+  /**
+   * Timer work, safe to call from several replicas: expire old commands, re-publish pending ones to each device
+   * with backoff (CommandRetrySchedule: ticks 1, 2, 4, then every 8; HW-TRUST-3).
+   */
   retryPendingCommands(): Promise<void>;
   /** Timer work: devices not seen for staleAfterMs move to appraisal `stale`. */
   markStaleDevices(): Promise<void>;
