@@ -71,13 +71,21 @@ export async function startLeaderLease(deps: { db: Database; name?: string; ttlM
   const name = deps.name ?? TIMERS_LEASE;
   const holder = `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`;
   const renewEveryMs = Math.max(100, Math.floor(ttlMs / 3));
-  const leading = new Gauge({ name: "hashward_leader", help: "1 while this replica holds the lease that runs the fleet-wide timers (HW-HA-3)", registers: [deps.registry] });
   const acquired = new Counter({ name: "hashward_leader_acquired_total", help: "Times this replica took the timers lease (HW-HA-3)", registers: [deps.registry] });
 
   /** Monotonic time until which this replica may start timer work; 0 = not leading. */
   let leadUntil = 0;
   let term: number | null = null;
   let closed = false;
+  const isLeader = (): boolean => !closed && performance.now() < leadUntil;
+  new Gauge({
+    name: "hashward_leader",
+    help: "1 while this replica holds the lease that runs the fleet-wide timers (HW-HA-3)",
+    registers: [deps.registry],
+    collect() {
+      this.set(isLeader() ? 1 : 0); // read at scrape time: a lapsed lease shows at once, even while a renewal hangs
+    },
+  });
 
   async function attempt(): Promise<void> {
     const sentAt = performance.now();
@@ -104,7 +112,6 @@ export async function startLeaderLease(deps: { db: Database; name?: string; ttlM
       term = null;
       leadUntil = 0;
     }
-    leading.set(leadUntil > performance.now() ? 1 : 0);
   }
 
   await attempt();
@@ -118,14 +125,13 @@ export async function startLeaderLease(deps: { db: Database; name?: string; ttlM
 
   return {
     holder,
-    isLeader: () => !closed && performance.now() < leadUntil,
+    isLeader,
     async close() {
       if (closed) return;
       closed = true;
       clearInterval(timer);
       await running;
       leadUntil = 0;
-      leading.set(0);
       if (term === null) return;
       // Graceful stop: hand over now instead of after ttlMs.
       await db
