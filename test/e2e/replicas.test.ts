@@ -10,7 +10,7 @@
  * - the lease holder SIGKILLed: another replica takes over after the lease expired (never before) and the timers
  *   go on there.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -46,6 +46,8 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
   /** Devices of each replica, connected to that replica's embedded broker. */
   const fleet: SimDevice[][] = [];
   const received = new Map<string, Received[]>();
+  /** Temp folders to remove afterwards (data folders, images, release keys). */
+  const folders: string[] = [];
 
   const query = async <T,>(text: string, values: unknown[] = []): Promise<T[]> => (await sql.query(text, values)).rows as T[];
   const metrics = async (index: number): Promise<string> => String((await admins[index]!.request("GET", "/metrics")).body);
@@ -72,6 +74,7 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
     };
     // All at once, on an empty database: the race HW-HA-1 and HW-HA-2 are about.
     planes = await Promise.all(Array.from({ length: REPLICAS }, () => startControlPlane({ env })));
+    folders.push(env.HASHWARD_TUF_IMAGE_DIR, ...planes.map((plane) => plane.dataDir));
   }, 240_000);
 
   afterAll(async () => {
@@ -79,6 +82,7 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
     await Promise.all(planes.map((plane) => plane.proc.kill("SIGTERM")));
     await sql?.end();
     await database?.drop();
+    for (const folder of folders) rmSync(folder, { recursive: true, force: true });
   }, 60_000);
 
   it("HW-HA-1, HW-HA-2: three replicas started together share one admin token, one command key, one set of TUF online keys and one CA", async () => {
@@ -134,7 +138,9 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
     const commandKey = fromBase64Url(devices[0]!.commandPublicKey!);
 
     // A rollout created on replica 1, advanced group by group by the engine's tick (wherever the lease is).
-    const releaser = await createReleaser(tempDir("replicas-release"), admins[0]!);
+    const releaseDir = tempDir("replicas-release");
+    folders.push(releaseDir);
+    const releaser = await createReleaser(releaseDir, admins[0]!);
     const image = await releaser.publish({ name: "fw-bench-2.0.0", model: BENCH_MODEL, version: "2.0.0" });
     // Uploaded through replica 0, served by replica 2: devices may download from any replica.
     const download = await planeFetch(`${planes[2]!.httpUrl}/tuf/targets/${image.sha256}.fw-bench-2.0.0`);

@@ -5,7 +5,7 @@
  * per retry period even when every replica can reach the device (HW-HA-4, the external-broker case).
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eq, sql } from "drizzle-orm";
@@ -40,7 +40,12 @@ class FleetPublisher implements DevicePublisher {
   }
 }
 
-const tempDir = (prefix: string) => mkdtempSync(join(tmpdir(), `hw-replicas-${prefix}-`));
+const folders: string[] = [];
+const tempDir = (prefix: string) => {
+  const dir = mkdtempSync(join(tmpdir(), `hw-replicas-${prefix}-`));
+  folders.push(dir);
+  return dir;
+};
 
 describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL URL to run", "replicas on one PostgreSQL", () => {
   let database: { url: string; drop(): Promise<void> };
@@ -54,6 +59,7 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
   afterAll(async () => {
     for (const pool of pools) await pool.close();
     await database?.drop();
+    for (const folder of folders) rmSync(folder, { recursive: true, force: true });
   });
 
   const stores = (secretsKey: Buffer | null = null): SharedSecrets[] => pools.map((pool, i) => createSharedSecrets({ db: pool.db, dataDir: `/replica-${i}`, secretsKey }));
