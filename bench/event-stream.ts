@@ -68,7 +68,7 @@ try {
   const devices = makeDevices(DEVICES);
   const token = await createEnrollmentToken(admin, devices.length);
   await enrollAll(plane.httpUrl, devices, token);
-  await connectAll(plane.mqttUrl, devices);
+  await connectAll(plane.mqttUrl, devices, { ca: plane.caPem });
   progress(`plane: ${DEVICES} devices enrolled and connected`);
   const bootAt = Date.now();
   let seq = 0;
