@@ -2,15 +2,10 @@
  * Farm alerts (HW-ALERT-1): each attack as it shows in telemetry raises one finding with its evidence; a healthy
  * miner's telemetry (noise, a single dip, an operator's one pool change) raises none.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import pino from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Heartbeat } from "../../../shared/protocol/index.js";
-import { openDatabase, planeEvents, type OpenedDatabase } from "../db/index.js";
-import type { DeviceSideService } from "../service/types.js";
-import { DEFAULT_FARM_ALERT_THRESHOLDS, FarmAlertAnalyzer, withFarmAlerts } from "./index.js";
+import { FarmAlertAnalyzer, type FarmAlertKind } from "./analyzer.js";
+import { DEFAULT_FARM_ALERT_THRESHOLDS, farmAlertThresholdsSchema, type FarmAlertThresholds } from "./thresholds.js";
 
 const SECOND = 1_000;
 type Telemetry = NonNullable<Heartbeat["telemetry"]>;
@@ -21,9 +16,15 @@ const healthy = (i: number): Telemetry => ({
   activePool: "stratum+tcp://pool.example.net:3333",
 });
 
-/** Feeds samples 5 s apart; returns every finding raised, in order. */
-function feed(analyzer: FarmAlertAnalyzer, samples: Telemetry[], device = "hw-a", startMs = 0) {
-  return samples.flatMap((t, i) => analyzer.observe(device, startMs + i * 5 * SECOND, t));
+const thresholds = (t: Partial<FarmAlertThresholds> = {}) => farmAlertThresholdsSchema.parse(t);
+
+/** Feeds samples 5 s apart; returns every finding raised, in order (and records what cleared in `cleared`). */
+function feed(analyzer: FarmAlertAnalyzer, samples: Telemetry[], device = "hw-a", startMs = 0, t = DEFAULT_FARM_ALERT_THRESHOLDS, cleared: FarmAlertKind[] = []) {
+  return samples.flatMap((sample, i) => {
+    const change = analyzer.observe(device, startMs + i * 5 * SECOND, sample, t);
+    cleared.push(...change.cleared);
+    return change.started;
+  });
 }
 
 describe("farm alerts from telemetry", () => {
@@ -35,8 +36,10 @@ describe("farm alerts from telemetry", () => {
     const analyzer = new FarmAlertAnalyzer();
     const killed = (i: number) => ({ ...healthy(i), hashrateGhs: 0 });
     const samples = [...Array.from({ length: 20 }, (_, i) => healthy(i)), ...Array.from({ length: 10 }, (_, i) => killed(i)), ...Array.from({ length: 5 }, (_, i) => healthy(i)), ...Array.from({ length: 3 }, (_, i) => killed(i))];
-    const findings = feed(analyzer, samples).filter((f) => f.alert === "zero-hashrate");
+    const cleared: FarmAlertKind[] = [];
+    const findings = feed(analyzer, samples, "hw-a", 0, DEFAULT_FARM_ALERT_THRESHOLDS, cleared).filter((f) => f.alert === "zero-hashrate");
     expect(findings).toHaveLength(2);
+    expect(cleared).toEqual(["zero-hashrate"]); // cleared once in between, active again at the end
     expect(findings[0]).toMatchObject({ tier: "contraindicated", evidence: { hashrateGhs: 0, samples: DEFAULT_FARM_ALERT_THRESHOLDS.zeroHashrateSamples } });
     // Two zero samples are not enough (a restart reports 0 for a moment).
     expect(feed(new FarmAlertAnalyzer(), [healthy(0), { ...healthy(1), hashrateGhs: 0 }, { ...healthy(2), hashrateGhs: 0 }, healthy(3)])).toEqual([]);
@@ -47,8 +50,7 @@ describe("farm alerts from telemetry", () => {
     expect(stopped).toEqual([expect.objectContaining({ alert: "fans-stopped", tier: "contraindicated", evidence: expect.objectContaining({ fans: [{ index: 0, rpm: 0 }], temperatureClimbing: false }) })]);
 
     const heating = [healthy(0), ...[70, 78, 86].map((c) => ({ ...healthy(1), fanRpm: [0, 0, 0, 0], temperaturesC: [c, 60] }))];
-    const analyzer = new FarmAlertAnalyzer({ fanStoppedSamples: 3 });
-    const [finding] = feed(analyzer, heating);
+    const [finding] = feed(new FarmAlertAnalyzer(), heating, "hw-a", 0, thresholds({ fanStoppedSamples: 3 }));
     expect(finding).toMatchObject({ alert: "fans-stopped", evidence: { temperatureClimbing: true, temperatureRiseC: 16, maxTempC: 86 } });
     expect(finding!.summary).toContain("climbed");
     // One slow fan reading is not a stopped fan.
@@ -82,43 +84,38 @@ describe("farm alerts from telemetry", () => {
   });
 
   it("keeps each device's window apart and bounded", () => {
-    const analyzer = new FarmAlertAnalyzer({ windowSamples: 10 });
-    feed(analyzer, Array.from({ length: 10 }, (_, i) => ({ ...healthy(i), hashrateGhs: 0 })), "hw-b");
-    expect(feed(analyzer, Array.from({ length: 500 }, (_, i) => healthy(i)), "hw-a")).toEqual([]);
+    const analyzer = new FarmAlertAnalyzer();
+    const small = thresholds({ windowSamples: 10 });
+    feed(analyzer, Array.from({ length: 10 }, (_, i) => ({ ...healthy(i), hashrateGhs: 0 })), "hw-b", 0, small);
+    expect(feed(analyzer, Array.from({ length: 500 }, (_, i) => healthy(i)), "hw-a", 0, small)).toEqual([]);
+    expect(analyzer.active("hw-b")).toEqual(["zero-hashrate"]);
   });
 
-  it("refuses a bad threshold, naming it", () => {
-    expect(() => new FarmAlertAnalyzer({ hashrateDropRatio: 1.5 })).toThrow(/hashrateDropRatio/);
-    expect(() => new FarmAlertAnalyzer({ windowSamples: 3 })).toThrow(/windowSamples/);
-  });
-});
-
-describe("farm alerts on the plane (withFarmAlerts)", () => {
-  let opened: OpenedDatabase;
-  let dir: string;
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "hw-alerts-"));
-    opened = await openDatabase({ dataDir: dir });
-  });
-  afterAll(async () => {
-    await opened?.close();
-    rmSync(dir, { recursive: true, force: true });
+  it("thresholds change the outcome: a longer zero-hashrate grace, a lower fan floor", () => {
+    const zeros = [healthy(0), ...Array.from({ length: 4 }, (_, i) => ({ ...healthy(i), hashrateGhs: 0 }))];
+    expect(feed(new FarmAlertAnalyzer(), zeros).map((f) => f.alert)).toEqual(["zero-hashrate"]);
+    expect(feed(new FarmAlertAnalyzer(), zeros, "hw-a", 0, thresholds({ zeroHashrateSamples: 5 }))).toEqual([]);
+    const slowFan = [healthy(0), ...Array.from({ length: 3 }, (_, i) => ({ ...healthy(i), fanRpm: [250, 5460, 5520, 5580] }))];
+    expect(feed(new FarmAlertAnalyzer(), slowFan).map((f) => f.alert)).toEqual(["fans-stopped"]);
+    expect(feed(new FarmAlertAnalyzer(), slowFan, "hw-a", 0, thresholds({ fanStoppedRpm: 100 }))).toEqual([]);
   });
 
-  it("writes one farm.alert event (stream and webhooks) per finding that starts, after the device side took the heartbeat", async () => {
-    const taken: string[] = [];
-    const inner = { onHeartbeat: async (h: Heartbeat) => void taken.push(h.deviceId) } as unknown as DeviceSideService;
-    let clock = Date.UTC(2025, 5, 1);
-    const deviceSide = withFarmAlerts(inner, { db: opened.db, analyzer: new FarmAlertAnalyzer(), logger: pino({ level: "silent" }), now: () => clock });
-    const deviceId = "hw-0123456789abcdef01234567";
-    for (let seq = 1; seq <= 6; seq++) {
-      clock += 5 * SECOND;
-      // The inner device side is a stub here (signature checks are HW-LIVE-1's tests): a placeholder session and sig.
-      const session = { connectNonce: "conn-test", publicKey: "", lastHeartbeatSeq: -1 };
-      await deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId, connectNonce: session.connectNonce, seq, ts: clock, uptimeMs: seq * 5000, containment: "none", outboxDepth: 0, telemetry: { ...healthy(seq), hashrateGhs: seq <= 2 ? 95_000 : 0 }, sig: "unchecked" }, session);
-    }
-    expect(taken).toHaveLength(6);
-    const rows = await opened.db.select().from(planeEvents);
-    expect(rows.map((r) => [r.kind, r.deviceId, (r.data as { alert: string }).alert])).toEqual([["farm.alert", deviceId, "zero-hashrate"]]);
+  it("not seen is not clean: a seeded alert (plane restart) clears only on telemetry that shows it gone, and quarantined telemetry is not judged", () => {
+    const analyzer = new FarmAlertAnalyzer();
+    analyzer.seed("hw-a", ["fans-stopped", "zero-hashrate"]);
+    // No fans and no hashrate reported: cannot tell, nothing clears.
+    expect(analyzer.observe("hw-a", 0, { activePool: "stratum+tcp://pool.example.net:3333" })).toEqual({ started: [], cleared: [] });
+    // Still at 0 while quarantined: not judged at all.
+    expect(analyzer.observe("hw-a", 5_000, { ...healthy(1), hashrateGhs: 95_000 }, DEFAULT_FARM_ALERT_THRESHOLDS, "quarantined")).toEqual({ started: [], cleared: [] });
+    expect(analyzer.observe("hw-a", 10_000, healthy(2)).cleared.sort()).toEqual(["fans-stopped", "zero-hashrate"]);
+  });
+
+  it("refuses a bad threshold, naming it (HW-ALERT-3)", () => {
+    const problem = (input: unknown) => farmAlertThresholdsSchema.safeParse(input).error?.issues[0]?.path.join(".");
+    expect(problem({ hashrateDropRatio: 1.5 })).toBe("hashrateDropRatio");
+    expect(problem({ windowSamples: 3 })).toBe("windowSamples");
+    expect(problem({ windowSamples: 20, minPoolSwitches: 30 })).toBe("minPoolSwitches"); // must fit the window
+    expect(problem({ fanStoppedRpm: "300" })).toBe("fanStoppedRpm");
+    expect(farmAlertThresholdsSchema.safeParse({ zeroHashrateSamples: 5 }).data).toEqual({ ...DEFAULT_FARM_ALERT_THRESHOLDS, zeroHashrateSamples: 5 });
   });
 });
