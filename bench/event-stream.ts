@@ -63,7 +63,10 @@ function streamClient(url: string, token: string) {
   };
 }
 
-const { plane, admin, describe, close } = await startBenchPlane({ HASHWARD_EVENT_STREAM_MAX_QUEUE: "100000", HASHWARD_EVENT_POLL_MS: "50" });
+// The stream is woken by the plane's own commits (HW-SSE-2); the fallback poll stays at its default. A zero-hashrate
+// alert is contraindicated (HW-ALERT-2): auto-quarantine is off so the burst measures alerts and the stream, not
+// 4,000 quarantine commands to devices that never ack.
+const { plane, admin, describe, close } = await startBenchPlane({ HASHWARD_EVENT_STREAM_MAX_QUEUE: "100000", HASHWARD_AUTO_QUARANTINE: "off" });
 try {
   const devices = makeDevices(DEVICES);
   const token = await createEnrollmentToken(admin, devices.length);

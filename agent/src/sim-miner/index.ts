@@ -36,7 +36,7 @@ export interface SimTelemetry {
   hashrateGhs?: number;
   /** fan1..fanN with fan_num = N (default 5400, 5460, 5520, 5580); 0 = a stopped fan. */
   fanRpm?: number[];
-  /** Board temperatures temp1..temp3 (default 60, 61, 62). */
+  /** Board temperatures temp1..tempN (default 60, 61, 62); the chips (temp2_1..N) report 15 C more. */
   temperaturesC?: number[];
   /** Every temperature rises this many degrees C per minute since the file was written (cooling disabled). */
   temperatureClimbCPerMin?: number;
@@ -361,9 +361,8 @@ export class SimMiner {
               ...readings.fanRpm.map((rpm, i): CgField => [`fan${i + 1}`, rpm]),
               ["temp_num", readings.temperaturesC.length],
               ...readings.temperaturesC.map((c, i): CgField => [`temp${i + 1}`, c]),
-              ["temp2_1", 75],
-              ["temp2_2", 76],
-              ["temp2_3", 77],
+              // Chip temperatures run 15 C above their board's.
+              ...readings.temperaturesC.map((c, i): CgField => [`temp2_${i + 1}`, Math.round((c + 15) * 10) / 10]),
             ],
           ],
         });
