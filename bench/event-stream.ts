@@ -68,6 +68,8 @@ function streamClient(url: string, token: string) {
 // 4,000 quarantine commands to devices that never ack.
 const { plane, admin, describe, close } = await startBenchPlane({ HASHWARD_EVENT_STREAM_MAX_QUEUE: "100000", HASHWARD_AUTO_QUARANTINE: "off" });
 try {
+  // The pattern's three zero heartbeats are the fleet's grace (HW-ALERT-3; the built-in default is 18).
+  await admin.ok("PUT", "/api/v1/policies/farm-alerts", { zeroHashrateSamples: 3 });
   const devices = makeDevices(DEVICES);
   const token = await createEnrollmentToken(admin, devices.length);
   await enrollAll(plane.httpUrl, devices, token);

@@ -106,6 +106,9 @@ beforeAll(async () => {
   // Both pools approved and any worker: a dev fee sliced onto an approved pool raises no pool guard finding, so only
   // the regularity of the switching can show it.
   await admin.ok("PUT", "/api/v1/policies/pools", { allowedUrls: [POOL, FEE_POOL] });
+  // HW-ALERT-3: the fleet's zero-hashrate grace is 3 heartbeats (1.5 s here; the built-in 18 is three minutes at the
+  // agent's default 10 s heartbeat).
+  await admin.ok("PUT", "/api/v1/policies/farm-alerts", { zeroHashrateSamples: 3 });
   await readStream();
 }, 180_000);
 

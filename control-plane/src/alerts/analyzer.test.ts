@@ -35,18 +35,21 @@ describe("farm alerts from telemetry", () => {
   it("alive but hashing at 0 (remote kill switch): one contraindicated finding, raised again only after it cleared", () => {
     const analyzer = new FarmAlertAnalyzer();
     const killed = (i: number) => ({ ...healthy(i), hashrateGhs: 0 });
-    const samples = [...Array.from({ length: 20 }, (_, i) => healthy(i)), ...Array.from({ length: 10 }, (_, i) => killed(i)), ...Array.from({ length: 5 }, (_, i) => healthy(i)), ...Array.from({ length: 3 }, (_, i) => killed(i))];
+    const grace = DEFAULT_FARM_ALERT_THRESHOLDS.zeroHashrateSamples;
+    const samples = [...Array.from({ length: 20 }, (_, i) => healthy(i)), ...Array.from({ length: grace + 5 }, (_, i) => killed(i)), ...Array.from({ length: 5 }, (_, i) => healthy(i)), ...Array.from({ length: grace }, (_, i) => killed(i))];
     const cleared: FarmAlertKind[] = [];
     const findings = feed(analyzer, samples, "hw-a", 0, DEFAULT_FARM_ALERT_THRESHOLDS, cleared).filter((f) => f.alert === "zero-hashrate");
     expect(findings).toHaveLength(2);
     expect(cleared).toEqual(["zero-hashrate"]); // cleared once in between, active again at the end
-    expect(findings[0]).toMatchObject({ tier: "contraindicated", evidence: { hashrateGhs: 0, samples: DEFAULT_FARM_ALERT_THRESHOLDS.zeroHashrateSamples } });
-    // Two zero samples are not enough (a restart reports 0 for a moment).
-    expect(feed(new FarmAlertAnalyzer(), [healthy(0), { ...healthy(1), hashrateGhs: 0 }, { ...healthy(2), hashrateGhs: 0 }, healthy(3)])).toEqual([]);
+    expect(findings[0]).toMatchObject({ tier: "contraindicated", evidence: { hashrateGhs: 0, samples: grace } });
+    // A miner restarting reports 0 for a while: within the grace (3 minutes at 10 s heartbeats) that is no alert.
+    const restart = [healthy(0), ...Array.from({ length: grace - 1 }, (_, i) => killed(i)), healthy(3)];
+    expect(feed(new FarmAlertAnalyzer(), restart)).toEqual([]);
   });
 
   it("fans stopped, and fans stopped while temperatures climb (cooling disabled), with the fans as evidence", () => {
-    const stopped = feed(new FarmAlertAnalyzer(), [healthy(0), healthy(1), { ...healthy(2), fanRpm: [0, 5460, 5520, 5580] }, { ...healthy(3), fanRpm: [0, 5460, 5520, 5580] }]);
+    const oneStopped = { ...healthy(2), fanRpm: [0, 5460, 5520, 5580] };
+    const stopped = feed(new FarmAlertAnalyzer(), [healthy(0), healthy(1), oneStopped, oneStopped, oneStopped]);
     expect(stopped).toEqual([expect.objectContaining({ alert: "fans-stopped", tier: "contraindicated", evidence: expect.objectContaining({ fans: [{ index: 0, rpm: 0 }], temperatureClimbing: false }) })]);
 
     const heating = [healthy(0), ...[70, 78, 86].map((c) => ({ ...healthy(1), fanRpm: [0, 0, 0, 0], temperaturesC: [c, 60] }))];
@@ -85,7 +88,7 @@ describe("farm alerts from telemetry", () => {
 
   it("keeps each device's window apart and bounded", () => {
     const analyzer = new FarmAlertAnalyzer();
-    const small = thresholds({ windowSamples: 10 });
+    const small = thresholds({ windowSamples: 10, zeroHashrateSamples: 3 });
     feed(analyzer, Array.from({ length: 10 }, (_, i) => ({ ...healthy(i), hashrateGhs: 0 })), "hw-b", 0, small);
     expect(feed(analyzer, Array.from({ length: 500 }, (_, i) => healthy(i)), "hw-a", 0, small)).toEqual([]);
     expect(analyzer.active("hw-b")).toEqual(["zero-hashrate"]);
@@ -93,7 +96,7 @@ describe("farm alerts from telemetry", () => {
 
   it("thresholds change the outcome: a longer zero-hashrate grace, a lower fan floor", () => {
     const zeros = [healthy(0), ...Array.from({ length: 4 }, (_, i) => ({ ...healthy(i), hashrateGhs: 0 }))];
-    expect(feed(new FarmAlertAnalyzer(), zeros).map((f) => f.alert)).toEqual(["zero-hashrate"]);
+    expect(feed(new FarmAlertAnalyzer(), zeros, "hw-a", 0, thresholds({ zeroHashrateSamples: 4 })).map((f) => f.alert)).toEqual(["zero-hashrate"]);
     expect(feed(new FarmAlertAnalyzer(), zeros, "hw-a", 0, thresholds({ zeroHashrateSamples: 5 }))).toEqual([]);
     const slowFan = [healthy(0), ...Array.from({ length: 3 }, (_, i) => ({ ...healthy(i), fanRpm: [250, 5460, 5520, 5580] }))];
     expect(feed(new FarmAlertAnalyzer(), slowFan).map((f) => f.alert)).toEqual(["fans-stopped"]);

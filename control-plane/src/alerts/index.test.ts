@@ -56,6 +56,8 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       registry = new Registry();
       // Written only on flush(): a minute-long timer and a large batch make the hot path's independence visible.
       alerts = createFarmAlerts({ ...deps, registry, farmAlerts: { flushIntervalMs: 60_000, flushBatch: 10_000, thresholdsRefreshMs: 60_000 } });
+      // The fleet's grace: 3 heartbeats at 0 GH/s (the built-in 18 is three minutes at the default 10 s heartbeat).
+      await policies.putPolicy(OPERATOR, "farm-alerts", { zeroHashrateSamples: 3 });
       await alerts.start();
       policies.onChange(() => void alerts.refreshThresholds());
       deviceSide = alerts.wrap(services.deviceSide);
@@ -183,7 +185,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       ] as const) {
         await expect(policies.putPolicy(OPERATOR, "farm-alerts", body as never)).rejects.toMatchObject({ field });
       }
-      expect((await policies.listPolicies("farm-alerts")).policies).toHaveLength(1);
+      expect((await policies.listPolicies("farm-alerts")).policies).toHaveLength(2); // the fleet's and the group's
       expect(await harness.db.select().from(devices)).toEqual(rows);
     });
   });

@@ -9,12 +9,15 @@ import { z } from "zod";
 export const farmAlertThresholdFields = {
   /** Heartbeats kept per device: the hashrate average and the pool-switch history look this far back. */
   windowSamples: z.number().int().min(10).max(1_000).default(120),
-  /** Zero-hashrate grace: heartbeats in a row at 0 GH/s (alive, not hashing) before it is an alert. */
-  zeroHashrateSamples: z.number().int().min(1).max(1_000).default(3),
+  /**
+   * Zero-hashrate grace: heartbeats in a row at 0 GH/s (alive, not hashing) before it is an alert. Default 18: three
+   * minutes at the default 10 s heartbeat, longer than an Antminer takes to hash again after a restart.
+   */
+  zeroHashrateSamples: z.number().int().min(1).max(1_000).default(18),
   /** Fan floor: a fan at or below this many rpm is stopped. */
   fanStoppedRpm: z.number().min(0).max(10_000).default(300),
   /** Heartbeats in a row with a stopped fan before it is an alert. */
-  fanStoppedSamples: z.number().int().min(1).max(1_000).default(2),
+  fanStoppedSamples: z.number().int().min(1).max(1_000).default(3),
   /** Temperature climb: the hottest sensor rising this many degrees C over those heartbeats means cooling is off. */
   temperatureRiseC: z.number().min(0).max(100).default(5),
   /** Hashrate drop: below (1 - this) of the device's own average over the window. */

@@ -110,7 +110,7 @@ describe("policy routes", () => {
     const res = await request("PUT", "/api/v1/policies/farm-alerts", tokens.operator, { scope: { deviceIds: [deviceId] }, fanStoppedRpm: 800 });
     expect(res.status).toBe(200);
     const change = (await res.json()) as { policy: Record<string, unknown>; delivery: unknown };
-    expect(change.policy).toMatchObject({ kind: "farm-alerts", fanStoppedRpm: 800, zeroHashrateSamples: 3, hashrateDropRatio: 0.3 });
+    expect(change.policy).toMatchObject({ kind: "farm-alerts", fanStoppedRpm: 800, zeroHashrateSamples: 18, hashrateDropRatio: 0.3 });
     expect(change.delivery).toEqual({ version: null, devices: 0 });
     expect(sent.length).toBe(before);
     const effective = (await (await request("GET", `/api/v1/devices/${deviceId}/policy`, tokens.viewer)).json()) as { farmAlerts: { fanStoppedRpm: number }; sources: Record<string, { level: string }> };
