@@ -158,6 +158,35 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       expect(commands.filter((c) => c.deviceId === drop.id)).toEqual([]); // a warning quarantines nothing
     });
 
+    it("HW-ALERT-4: a failed write loses nothing: the batch is kept, retried, and written once", async () => {
+      let failures = 1;
+      // The same database, whose next transaction fails (a lost connection, a full disk).
+      const flaky = Object.create(harness.db, {
+        transaction: {
+          value: (...args: Parameters<typeof harness.db.transaction>) => (failures-- > 0 ? Promise.reject(new Error("connection lost")) : harness.db.transaction(...args)),
+        },
+      }) as typeof harness.db;
+      const flakyAlerts = createFarmAlerts({ db: flaky, publisher: { publish: async () => undefined, isConnected: () => true } as unknown as DevicePublisher, commandKey: generateKeyPair(), logger, now: () => clock, options: { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 600_000, autoQuarantine: "off" }, registry: new Registry(), farmAlerts: { flushIntervalMs: 60_000, flushBatch: 10_000 } });
+      await flakyAlerts.start();
+      const d = await acceptedDevice();
+      const side = flakyAlerts.wrap(services.deviceSide);
+      const previous = deviceSide;
+      deviceSide = side;
+      try {
+        await d.heartbeats(healthy, ...Array.from({ length: 3 }, () => ({ ...healthy, fanRpm: [0, 0, 0, 0] })));
+        await flakyAlerts.flush(); // fails: kept
+        expect(await farmEvents(d.id)).toEqual([]);
+        await flakyAlerts.flush(); // retried
+        expect((await farmEvents(d.id)).map((e) => e.alert)).toEqual(["fans-stopped"]);
+        await flakyAlerts.flush();
+        expect(await farmEvents(d.id)).toHaveLength(1);
+        expect((await view(d.id)).lastAppraisal!.findings.map((f) => f.subject)).toEqual(["fans-stopped"]);
+      } finally {
+        deviceSide = previous;
+        await flakyAlerts.close();
+      }
+    });
+
     it("HW-ALERT-3: a farm-alerts policy for a device group changes the outcome; a bad threshold is refused naming it, writing nothing", async () => {
       const lenient = await acceptedDevice();
       const strict = await acceptedDevice();

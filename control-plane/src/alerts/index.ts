@@ -250,10 +250,15 @@ export function createFarmAlerts(deps: ServiceDeps & { registry: Registry; farmA
 
   return {
     async start() {
-      await loadThresholds();
-      // The alerts active before a restart: not raised again, cleared when telemetry shows them gone.
-      const stored = await db.select({ id: devices.id, farmFindings: devices.farmFindings }).from(devices).where(ne(devices.farmFindings, sql`'[]'::jsonb`));
-      for (const row of stored) analyzer.seed(row.id, (row.farmFindings as Finding[]).map((f) => f.subject).filter(isFarmAlertKind));
+      try {
+        await loadThresholds();
+        // The alerts active before a restart: not raised again, cleared when telemetry shows them gone.
+        const stored = await db.select({ id: devices.id, farmFindings: devices.farmFindings }).from(devices).where(ne(devices.farmFindings, sql`'[]'::jsonb`));
+        for (const row of stored) analyzer.seed(row.id, (row.farmFindings as Finding[]).map((f) => f.subject).filter(isFarmAlertKind));
+      } catch (error) {
+        // The plane still starts: the timer re-reads the thresholds, and a stored alert raised again is not new.
+        logger.error({ err: error }, "reading farm-alert thresholds and active alerts failed at start; using the defaults until the next read");
+      }
       refreshTimer = setInterval(() => void refreshThresholds(), refreshMs);
       refreshTimer.unref();
     },

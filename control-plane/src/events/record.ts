@@ -30,6 +30,7 @@ const committedListeners = new WeakMap<Database, Set<() => void>>();
  * poll for them (HW-SSE-2). Returns the unsubscribe function.
  */
 export function onPlaneEventsCommitted(db: Database, listener: () => void): () => void {
+  if (typeof db !== "object" || db === null) return () => undefined; // no database (a plane started without one): nothing commits
   let listeners = committedListeners.get(db);
   if (!listeners) committedListeners.set(db, (listeners = new Set()));
   listeners.add(listener);

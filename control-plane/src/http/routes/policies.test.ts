@@ -93,7 +93,7 @@ describe("policy routes", () => {
       ["farm-alerts", { zeroHashrateSamples: 0 }, "zeroHashrateSamples"],
       ["farm-alerts", { hashrateDropRatio: 1.2 }, "hashrateDropRatio"],
       ["farm-alerts", { fanStoppedRpm: "300" }, "fanStoppedRpm"],
-      ["farm-alerts", { windowSamples: 10, minPoolSwitches: 11 }, "minPoolSwitches"],
+      ["farm-alerts", { windowSamples: 20, minPoolSwitches: 21 }, "minPoolSwitches"],
       ["farm-alerts", { fanFloorRpm: 300 }, "fanFloorRpm"],
     ];
     for (const [kind, body, field] of cases) {
