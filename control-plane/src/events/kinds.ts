@@ -29,7 +29,10 @@ export const planeEventKindSchema = z.enum(PLANE_EVENT_KINDS);
 
 /** One event as sent on the stream (`data:` line, JSON) and as a webhook body (Standard Webhooks `type`/`timestamp`/`data`). */
 export interface PlaneEvent {
-  /** Global, strictly increasing across the plane's database (the SSE `id`). */
+  /**
+   * The stream position (the SSE `id`): global, taken when the event's transaction commits, so it increases in
+   * commit order across every plane sharing the database (HW-SSE-2). Webhook bodies carry the row id as `eventId`.
+   */
   id: number;
   kind: PlaneEventKind;
   deviceId: string | null;
