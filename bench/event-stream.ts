@@ -8,6 +8,7 @@
  * received every event of its burst, and the ingest ratio with/without (1.0 = the stream costs ingest nothing).
  * Usage: npx tsx bench/event-stream.ts
  */
+import { planeFetch } from "../test/support/api.js";
 import { connectAll, disconnectAll, enrollAll, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, readMetric, startBenchPlane } from "./support/plane.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
@@ -30,7 +31,8 @@ function streamClient(url: string, token: string) {
   let events = 0;
   let ended = false;
   const done = (async () => {
-    const response = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: controller.signal });
+    // The plane's own CA (HTTPS by default, HW-TLS-1): Node's global fetch would refuse it and no client would connect.
+    const response = await planeFetch(url, { headers: { authorization: `Bearer ${token}` }, signal: controller.signal });
     const reader = response.body!.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
