@@ -4,7 +4,7 @@
  * `plane_events` rows are written in the transaction of the state change they describe (HW-DB-1), and so are the
  * `webhook_deliveries` rows (the outbox, HW-HOOK-2). Each row gets its stream `position` when its transaction
  * commits (HW-SSE-2: a deferred constraint trigger takes `plane_event_position_seq` under an advisory lock held
- * to the commit, migration 0007), so positions grow in commit order: the live stream uses the position as the
+ * to the commit, migration 0008), so positions grow in commit order: the live stream uses the position as the
  * SSE `id` and resumes from it (`Last-Event-ID`), and a reader walking positions never skips a row that
  * commits late, as an id cursor can on PostgreSQL (ids are taken at insert, not at commit).
  */

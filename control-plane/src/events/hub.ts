@@ -6,7 +6,7 @@
  * HW-SSE-2: reads are woken by the writers of this process right after their transaction commits
  * (`onPlaneEventsCommitted`), so an event reaches the clients without a poll interval's delay; a slow poll
  * (`pollIntervalMs`, default 1 s) picks up what other processes (replicas) commit. The cursor is the commit-ordered
- * `position` (migration 0007), not the id: on PostgreSQL a transaction holding a lower id can commit after one
+ * `position` (migration 0008), not the id: on PostgreSQL a transaction holding a lower id can commit after one
  * holding a higher id, and an id cursor would skip it for good; positions are taken at commit, one committer at a
  * time, so a position is never visible before every lower one is.
  *
@@ -73,7 +73,8 @@ type Row = typeof planeEvents.$inferSelect;
 
 /** A committed row (its position is set at commit) as the stream carries it: `id` is the stream position. */
 function toEvent(row: Row): PlaneEvent {
-  return { id: row.position!, kind: row.kind as PlaneEventKind, deviceId: row.deviceId, at: row.at.toISOString(), data: row.data as Record<string, unknown> };
+  // The writer typed `data` by its kind (PlaneEventRecord), so the stored row has that kind's shape.
+  return { id: row.position!, kind: row.kind as PlaneEventKind, deviceId: row.deviceId, at: row.at.toISOString(), data: row.data } as PlaneEvent;
 }
 
 export function matches(filter: EventFilter, event: Pick<PlaneEvent, "kind" | "deviceId">): boolean {

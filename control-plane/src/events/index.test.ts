@@ -11,7 +11,7 @@ import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { createHttpApp } from "../http/index.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
 import { planeEvents } from "../db/index.js";
-import { createEventHub, type EventHub, recordPlaneEvents } from "./index.js";
+import { createEventHub, PLANE_EVENT_DATA, PLANE_EVENT_KINDS, type EventHub, type PlaneEventKind, recordPlaneEvents } from "./index.js";
 
 const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
 
@@ -38,7 +38,12 @@ function sseReader(response: Response) {
         const block = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
         const fields = Object.fromEntries(block.split("\n").filter((l) => !l.startsWith(":") && l.includes(":")).map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trimStart()]));
-        if (fields.data) events.push({ id: fields.id!, event: fields.event!, data: JSON.parse(fields.data) });
+        if (fields.data) {
+          const data = JSON.parse(fields.data) as SseEvent["data"];
+          // Every event the plane wrote has its kind's typed data (control-plane/src/events/kinds.ts).
+          PLANE_EVENT_DATA[data.kind as PlaneEventKind].parse(data.data);
+          events.push({ id: fields.id!, event: fields.event!, data });
+        }
       }
     }
     ended = true;
@@ -152,6 +157,12 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     const stream = (query = "", headers: Record<string, string> = {}) =>
       app.request(`/api/v1/events/stream${query}`, { headers: { authorization: `Bearer ${viewerToken}`, ...headers } });
 
+    it("documents the payload in the OpenAPI document: one typed data shape per event kind", async () => {
+      const doc = (await (await app.request("/api/v1/openapi.json")).json()) as { components: { schemas: Record<string, { oneOf?: Array<{ properties: { kind: { const?: string; enum?: string[] } } }> }> } };
+      const union = doc.components.schemas.PlaneEvent?.oneOf ?? [];
+      expect(union.map((variant) => variant.properties.kind.const ?? variant.properties.kind.enum?.[0])).toEqual([...PLANE_EVENT_KINDS]);
+    });
+
     it("HW-SSE-1: refuses a missing or unknown token (401) before reading anything", async () => {
       const none = await app.request("/api/v1/events/stream");
       expect(none.status).toBe(401);
@@ -247,25 +258,25 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
         const firstHasInserted = new Promise<void>((resolve) => (firstInserted = resolve));
         // Transaction A takes the lower id, then stays open ...
         const first = harness.db.transaction(async (tx) => {
-          const [id] = await recordPlaneEvents(tx, [{ kind: "guard.alert", deviceId, data: { which: "A" } }], new Date(clock));
+          const [id] = await recordPlaneEvents(tx, [{ kind: "guard.alert", deviceId, data: { eventId: "evt_A", severity: "warning", ts: clock, detail: {} } }], new Date(clock));
           firstInserted();
           await firstMayCommit;
           return id!;
         });
         await firstHasInserted;
         // ... while transaction B takes a higher id and commits first.
-        const secondId = await harness.db.transaction(async (tx) => (await recordPlaneEvents(tx, [{ kind: "guard.alert", deviceId, data: { which: "B" } }], new Date(clock)))[0]!);
-        await vi.waitFor(() => expect(sse.events.map((e) => e.data.data.which)).toEqual(["B"]), { timeout: 10_000 });
+        const secondId = await harness.db.transaction(async (tx) => (await recordPlaneEvents(tx, [{ kind: "guard.alert", deviceId, data: { eventId: "evt_B", severity: "warning", ts: clock, detail: {} } }], new Date(clock)))[0]!);
+        await vi.waitFor(() => expect(sse.events.map((e) => e.data.data.eventId)).toEqual(["evt_B"]), { timeout: 10_000 });
         releaseFirst();
         const firstId = await first;
         expect(firstId).toBeLessThan(secondId); // A's id is lower, yet it committed last
-        await vi.waitFor(() => expect(sse.events.map((e) => e.data.data.which)).toEqual(["B", "A"]), { timeout: 10_000 });
+        await vi.waitFor(() => expect(sse.events.map((e) => e.data.data.eventId)).toEqual(["evt_B", "evt_A"]), { timeout: 10_000 });
         const [b, a] = sse.events.map((e) => Number(e.id));
         expect(a).toBeGreaterThan(b!); // the SSE id is the commit-ordered position
         await sse.cancel();
         // A client that saw nothing of these resumes from before B and gets both, in the same order.
         const resumed = sseReader(await stream(`?deviceId=${deviceId}`, { "last-event-id": String(b! - 1) }));
-        await vi.waitFor(() => expect(resumed.events.map((e) => e.data.data.which)).toEqual(["B", "A"]), { timeout: 10_000 });
+        await vi.waitFor(() => expect(resumed.events.map((e) => e.data.data.eventId)).toEqual(["evt_B", "evt_A"]), { timeout: 10_000 });
         await resumed.cancel();
         const rows = await harness.db.select({ id: planeEvents.id, position: planeEvents.position }).from(planeEvents);
         expect(rows.every((row) => row.position !== null)).toBe(true);
