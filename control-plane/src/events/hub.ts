@@ -44,6 +44,8 @@ export interface EventSubscription {
   readonly startId: number;
   /** The next live event matching the filter, or null once the subscription is closed or dropped. */
   next(): Promise<PlaneEvent | null>;
+  /** Up to `max` live events already queued, without waiting (empty when none is). */
+  drain(max: number): PlaneEvent[];
   /** True when the hub dropped this subscriber for a full queue. */
   readonly dropped: boolean;
   close(): void;
@@ -203,6 +205,9 @@ export function createEventHub(deps: { db: Database; logger: Logger; registry: R
           return new Promise<PlaneEvent | null>((resolve) => {
             sub.waiter = resolve;
           });
+        },
+        drain(max) {
+          return sub.queue.splice(0, Math.max(0, max));
         },
         close: () => end(sub),
       };
