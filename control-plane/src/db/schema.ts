@@ -34,6 +34,11 @@ export const devices = pgTable(
     sequenceResetAt: ts("sequence_reset_at"),
     lastAppraisal: jsonb("last_appraisal"),
     telemetry: jsonb("telemetry"),
+    /**
+     * HW-ALERT-2: the farm-alert findings (control-plane/src/alerts) active now, as `Finding`s of guard
+     * `farm-alert`; folded into `last_appraisal` and into every later appraisal until telemetry clears them.
+     */
+    farmFindings: jsonb("farm_findings").notNull().default([]),
     /** The seq the next command to this device gets (strictly increasing per device, HW-CMD-1). */
     nextCommandSeq: integer("next_command_seq").notNull().default(1),
     createdAt: ts("created_at").notNull().defaultNow(),

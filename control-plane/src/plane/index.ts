@@ -18,7 +18,7 @@ import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import { openDatabase, type Database, type Tx } from "../db/index.js";
-import { FarmAlertAnalyzer, withFarmAlerts } from "../alerts/index.js";
+import { createFarmAlerts } from "../alerts/index.js";
 import { createEventHub } from "../events/index.js";
 import { createWebhookService } from "../webhooks/index.js";
 import { pruneDashboardData } from "../ui/queries.js";
@@ -286,8 +286,15 @@ export async function startPlane(
 
     // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
-    // HW-ALERT-1: farm alerts from the telemetry of heartbeats the device side accepted.
-    const deviceSide = withFarmAlerts(withPolicyDelivery(services.deviceSide, policies, logger, Date.now), { db: opened.db as Database, analyzer: new FarmAlertAnalyzer(), logger });
+    // HW-ALERT-1..4: farm alerts from the telemetry of heartbeats the device side accepted, judged by the
+    // `farm-alerts` policy thresholds, written in batches off the heartbeat path.
+    const farmAlerts = createFarmAlerts({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options, registry });
+    await farmAlerts.start();
+    policies.onChange((kind) => {
+      if (kind === "farm-alerts") void farmAlerts.refreshThresholds();
+    });
+    cleanups.push(() => farmAlerts.close()); // after the broker stops (cleanups run last-in first): nothing queued is lost
+    const deviceSide = farmAlerts.wrap(withPolicyDelivery(services.deviceSide, policies, logger, Date.now));
     broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
     const startedBroker = broker;
     cleanups.push(() => startedBroker.close());

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { and, desc, eq, gte, inArray, isNotNull, lt, max } from "drizzle-orm";
 import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
 import { FreshnessError, VerificationError } from "../../../shared/errors/index.js";
-import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
+import type { Ack, DeviceEvent, Evidence, Finding, Heartbeat, Hello } from "../../../shared/protocol/index.js";
 import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
@@ -244,7 +244,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
           reference ? { id: reference.id, model: reference.model, firmwareVersion: reference.firmwareVersion, measurements: reference.measurements as never } : null,
           now,
           // HW-APPRAISE-3: under containment, evidence that could not see the cause does not clear it.
-          { containment: device.containment as ContainmentState, previous: device.lastAppraisal as AttestationResult | null },
+          // HW-ALERT-2: the device's active farm alerts (from telemetry) stay folded into every appraisal.
+          { containment: device.containment as ContainmentState, previous: device.lastAppraisal as AttestationResult | null, farmFindings: device.farmFindings as Finding[] },
         );
 
         if (rebase && !held) {

@@ -52,6 +52,11 @@ export interface AttestationResult {
    * which inputs were not observed (and why), and the previous verdict's findings held because of it.
    */
   underContainment?: { containment: ContainmentState; notObserved: { observation: string; reason?: string }[]; held: Finding[] };
+  /**
+   * HW-ALERT-2: set while farm-alert findings (guard `farm-alert`, from telemetry) are folded in: the status,
+   * vector and summary without them, so clearing one restores exactly what the evidence said.
+   */
+  farmAlerts?: { base: Pick<AttestationResult, "status" | "trustworthiness" | "summary"> };
 }
 
 export interface DeviceTelemetry {

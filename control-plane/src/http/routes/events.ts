@@ -53,16 +53,20 @@ export const planeEventSchema = z
 
 const LAST_EVENT_ID = /^(0|[1-9][0-9]{0,15})$/;
 
-// The hub hands the same event object to every client: serialize it once, not once per client.
-const serializedEvents = new WeakMap<PlaneEvent, string>();
-function serialized(event: PlaneEvent): string {
-  let json = serializedEvents.get(event);
-  if (json === undefined) {
-    json = JSON.stringify(event);
-    serializedEvents.set(event, json);
+// The hub hands the same event object to every client: build its SSE frame once, not once per client. A frame is
+// `id`, `event` and one `data` line: JSON.stringify escapes every line break, so the JSON is always one line.
+const frames = new WeakMap<PlaneEvent, string>();
+function frame(event: PlaneEvent): string {
+  let text = frames.get(event);
+  if (text === undefined) {
+    text = `id: ${event.id}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`;
+    frames.set(event, text);
   }
-  return json;
+  return text;
 }
+
+/** Events a client is sent in one write at most: a burst costs one TLS record and one syscall per batch, not per event. */
+const MAX_EVENTS_PER_WRITE = 256;
 
 export interface EventRoutesDeps {
   hub: EventHub;
@@ -114,16 +118,19 @@ export async function eventStreamResponse(c: Context, hub: EventHub, filter: Eve
   const subscription = await hub.subscribe(filter);
   return streamSSE(c, async (stream) => {
     stream.onAbort(() => subscription.close());
-    const send = (event: PlaneEvent) => stream.writeSSE({ id: String(event.id), event: event.kind, data: serialized(event) });
     let sent = lastId ?? subscription.startId;
+    /** Writes the events not sent yet (ids only grow), in one write. */
+    const send = async (events: readonly PlaneEvent[]) => {
+      const fresh = events.filter((event) => event.id > sent);
+      if (fresh.length === 0) return;
+      await stream.write(fresh.map(frame).join(""));
+      sent = fresh.at(-1)!.id;
+    };
     // Replay what was committed between Last-Event-ID and the subscription's start, a page at a time.
     while (lastId !== null && sent < subscription.startId && !stream.aborted) {
       const page = await hub.replay(filter, sent, subscription.startId);
       if (page.length === 0) break;
-      for (const event of page) {
-        await send(event);
-        sent = event.id;
-      }
+      await send(page);
     }
     const keepAlive = setInterval(() => void stream.write(": keep-alive\n\n").catch(() => undefined), keepAliveMs);
     keepAlive.unref();
@@ -131,9 +138,8 @@ export async function eventStreamResponse(c: Context, hub: EventHub, filter: Eve
       for (;;) {
         const event = await subscription.next();
         if (event === null || stream.aborted) break;
-        if (event.id <= sent) continue;
-        await send(event);
-        sent = event.id;
+        // What queued up meanwhile goes out with it.
+        await send([event, ...subscription.drain(MAX_EVENTS_PER_WRITE - 1)]);
       }
     } finally {
       clearInterval(keepAlive);
