@@ -301,6 +301,10 @@ export class Agent {
       targetsUrl: update.targetsUrl,
       metadataTimeoutMs: update.metadataTimeoutMs,
       targetTimeoutMs: update.targetTimeoutMs,
+      stallTimeoutMs: update.stallTimeoutMs,
+      downloadAttempts: update.downloadAttempts,
+      onDownloadRetry: ({ url, attempt, attempts, reason, retryInMs }) =>
+        this.log.warn({ url, attempt, attempts, reason, retryInMs }, "update download interrupted; starting it again"),
       userAgent: `hashward-agent/${this.agentVersion}`,
       ...(fetchImpl ? { fetch: fetchImpl } : {}),
     });
