@@ -70,6 +70,7 @@ export interface PlaneFactories {
     commandKey: KeyPair;
     logger: Logger;
     now?: () => number;
+    monotonicNow?: () => number;
     options: ServiceOptions;
   }): Services;
 }
@@ -241,6 +242,7 @@ export async function startPlane(
       commandKey: commandKey.keyPair,
       logger,
       now: Date.now,
+      monotonicNow: () => performance.now(), // HW-FAULT-11: tells a step of Date.now from elapsed time
       options,
     });
     cleanups.push(() => (services.close ? services.close() : services.deviceSide.flush()));

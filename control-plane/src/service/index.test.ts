@@ -549,6 +549,53 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect((await services.service.getDevice(d.id)).appraisal).toBe("warning");
     });
 
+    it("HW-FAULT-11: a step of the plane's clock marks no device stale by itself; a device silent since before a backward step still goes stale", async () => {
+      const HOURS_3 = 3 * 3_600_000;
+      const window = OPTIONS.staleAfterMs;
+      let mono = 0; // the plane's monotonic clock: real elapsed time, never stepped
+      const stepping = createServices({ db: harness.db, publisher, commandKey, logger, now: () => clock, monotonicNow: () => mono, options: OPTIONS });
+      const elapse = (ms: number) => ((clock += ms), (mono += ms));
+      const beat = async (d: Awaited<ReturnType<typeof acceptedDevice>>, seq: number) => {
+        const session = d.session();
+        await stepping.deviceSide.onHeartbeat(d.heartbeat(session, seq), session);
+        await stepping.deviceSide.flush();
+      };
+      const appraisal = async (d: { id: string }) => (await services.service.getDevice(d.id)).appraisal;
+      try {
+        const alive = await acceptedDevice();
+        const silent = await acceptedDevice();
+        for (const d of [alive, silent]) await services.deviceSide.onEvidence(d.evidence(good));
+        await beat(alive, 1);
+        await beat(silent, 1);
+        await stepping.deviceSide.markStaleDevices(); // the guard learns how the two clocks relate
+
+        // Forward 3 h in one second of real time: both were heard a second ago, neither is stale.
+        clock += HOURS_3;
+        mono += 1000;
+        await stepping.deviceSide.markStaleDevices();
+        expect([await appraisal(alive), await appraisal(silent)]).toEqual(["warning", "warning"]);
+        elapse(window / 2);
+        await beat(alive, 2); // heard on the new clock
+        await stepping.deviceSide.markStaleDevices();
+        expect(await appraisal(silent)).toBe("warning"); // still inside its window on the new clock
+        elapse(window / 2 + 1);
+        await stepping.deviceSide.markStaleDevices();
+        expect([await appraisal(alive), await appraisal(silent)]).toEqual(["warning", "stale"]); // only real silence counts
+
+        // Back 3 h: `alive` was last seen "in the future" and then goes silent; it must not stay warning for 3 h.
+        clock -= HOURS_3;
+        mono += 1000;
+        await stepping.deviceSide.markStaleDevices();
+        expect(await appraisal(alive)).toBe("warning");
+        elapse(window + 1);
+        await stepping.deviceSide.markStaleDevices();
+        expect(await appraisal(alive)).toBe("stale");
+        expect((await services.service.history(alive.id, 1))[0]).toMatchObject({ to: "stale", reason: expect.stringMatching(/in the plane's future/) });
+      } finally {
+        await stepping.close();
+      }
+    });
+
     describe("liveness only from signed messages (HW-LIVE-1)", () => {
       async function expectRefused(work: Promise<unknown>, reason: LivenessRefusal["reason"]) {
         const error = await work.then(() => null, (e: unknown) => e);
