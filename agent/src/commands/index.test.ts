@@ -4,7 +4,7 @@ import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
 import { RecordingPlatform } from "../platform/index.js";
 import { StateStore } from "../state/index.js";
-import { PlaneSigner, tempDir } from "../testing/index.js";
+import { PlaneSigner, refuseWrites, tempDir } from "../testing/index.js";
 import { CommandHandler } from "./index.js";
 
 const deviceId = "hw-0123456789abcdef01234567";
@@ -231,5 +231,36 @@ describe("command handling", () => {
       expect(await again.handler.handle(update)).toMatchObject({ result: "executed", ack: { seq: 1, status: "failed", reason: expect.stringContaining("expired") } });
       expect(resumed.calls).toEqual([]);
     });
+  });
+
+  it("HW-FAULT-10: on a state dir that refuses writes a quarantine is enforced and acked, a release is refused and the board stays quarantined", async () => {
+    const s = make();
+    const restore = refuseWrites(s.dir.path);
+    try {
+      await s.handler.handle(s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() }));
+      expect(acks(s.sent).at(-1)).toMatchObject({ seq: 1, status: "done", containment: "quarantined" });
+      expect(s.state.containment).toBe("quarantined");
+      await s.handler.handle(s.plane.command(deviceId, 2, "release", { nowMs: s.now() }));
+      expect(acks(s.sent).at(-1)).toMatchObject({ seq: 2, status: "failed", containment: "quarantined", reason: expect.stringMatching(/^release not recorded, quarantine kept: cannot write /) });
+      expect(s.platform.calls.map((c) => c.op)).toEqual(["quarantine"]); // never released, not even for a moment
+      expect(s.state.containment).toBe("quarantined");
+    } finally {
+      restore();
+    }
+    await s.handler.handle(s.plane.command(deviceId, 3, "release", { nowMs: s.now() }));
+    expect(acks(s.sent).at(-1)).toMatchObject({ seq: 3, status: "done", containment: "none" });
+    expect(StateStore.open(s.dir.path, deviceId).snapshot).toMatchObject({ lastCommandSeq: 3, containment: "none" });
+  });
+
+  it("HW-FAULT-10: an update that cannot be accepted for a full state dir is acked failed, nothing recorded", async () => {
+    const s = make({ updater: { handle: async () => ({ status: "done" }) } });
+    const restore = refuseWrites(s.dir.path);
+    try {
+      await s.handler.handle(s.plane.command(deviceId, 1, "update", { nowMs: s.now(), params: { targetName: "fw" } }));
+    } finally {
+      restore();
+    }
+    expect(acks(s.sent).at(-1)).toMatchObject({ seq: 1, status: "failed", reason: expect.stringMatching(/^update not accepted: cannot write /) });
+    expect(s.state.lastCommandSeq).toBe(0);
   });
 });
