@@ -263,4 +263,18 @@ describe("command handling", () => {
     expect(acks(s.sent).at(-1)).toMatchObject({ seq: 1, status: "failed", reason: expect.stringMatching(/^update not accepted: cannot write /) });
     expect(s.state.lastCommandSeq).toBe(0);
   });
+
+  it("HW-FAULT-10: a release whose record is refused only after it ran is undone: quarantined again, acked failed", async () => {
+    const s = make();
+    await s.handler.handle(s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() }));
+    const restore = refuseWrites(s.dir.path); // the disk fills between the quarantine and the release
+    try {
+      await s.handler.handle(s.plane.command(deviceId, 2, "release", { nowMs: s.now() }));
+    } finally {
+      restore();
+    }
+    expect(s.platform.calls.map((c) => c.op)).toEqual(["quarantine", "release", "quarantine"]);
+    expect(acks(s.sent).at(-1)).toMatchObject({ seq: 2, status: "failed", containment: "quarantined", reason: expect.stringMatching(/^release not recorded, quarantine kept: cannot write /) });
+    expect(s.state.containment).toBe("quarantined");
+  });
 });
