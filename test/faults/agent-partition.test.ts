@@ -179,7 +179,7 @@ describeUnless(missing(), "the network partitioned during an update download (ne
     const statusBefore = await board.slots.status();
     const versionBefore = readFileSync(board.resolve("/firmware/etc/version"), "utf8");
     const command = await admin.post(`/api/v1/devices/${deviceId}/update`, { targetName: target });
-    await waitFor("the image on its way down", () => downloading() > 0, SLOW);
+    await waitFor("the image on its way down", () => downloading() > BLOB_BYTES / 8, SLOW); // past the metadata
     const mark = agent.lines.length;
     const heal = partition();
     try {

@@ -14,8 +14,8 @@
  *
  * A partitioned network (HW-FAULT-12): a fetch that receives no byte for `stallTimeoutMs` (no answer, or a body
  * that stopped arriving: packets dropped, not refused) is aborted instead of hanging until `targetTimeoutMs`
- * (30 min by default). An image download that ends that way (or on any network error or a 5xx) starts again from
- * byte 0 into the same private file, truncated, after a backoff, up to `downloadAttempts` times; `handler` (tuf-js:
+ * (30 min by default). A download (image or metadata) that ends that way (or on any network error or a 5xx) starts
+ * again from byte 0 into the same private file, truncated, after a backoff, up to `downloadAttempts` times; `handler` (tuf-js:
  * length and hashes against the signed metadata) sees only a download that reached its end. A refusal (4xx, over
  * the signed length) is never retried. No Range resume: the plane's target route answers whole files, and
  * restarting keeps one code path whose result is verified end to end anyway.
@@ -36,7 +36,7 @@ export interface BoundedFetcherOptions {
   fetch?: typeof fetch;
   /** Abort a fetch that receives no byte for this long (ms; default: no stall timeout). */
   stallTimeoutMs?: number;
-  /** Downloads of one target before giving up (default 1: no retry). */
+  /** Downloads of one file (image or metadata) before giving up (default 1: no retry). */
   downloadAttempts?: number;
   /** Called before each retry of a target download. */
   onRetry?: (detail: { url: string; attempt: number; attempts: number; reason: string; retryInMs: number }) => void;
@@ -68,7 +68,9 @@ export class BoundedFetcher extends BaseFetcher {
     const dir = await mkdtemp(join(tmpdir(), "hashward-fetch-"));
     try {
       const tempFile = join(dir, "download");
-      const attempts = this.isTarget(url) ? Math.max(1, this.opts.downloadAttempts ?? 1) : 1;
+      // Metadata too: a GET is idempotent, and a partition during the refresh must not fail an update that a
+      // second try would finish (a 404, which ends root rotation, is a refusal and never retried).
+      const attempts = Math.max(1, this.opts.downloadAttempts ?? 1);
       for (let attempt = 1; ; attempt += 1) {
         try {
           await this.downloadOnce(url, tempFile, maxLength);
