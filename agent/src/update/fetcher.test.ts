@@ -53,6 +53,14 @@ describe("image downloads over a partitioned network (HW-FAULT-12)", () => {
     expect(retries).toEqual([expect.stringMatching(/^1: .*no data for 300 ms/)]);
   });
 
+  it("metadata is fetched again the same way (a partition during the TUF refresh)", async () => {
+    const base = await serve((n) => (n === 1 ? "stall" : "whole"));
+    const retries: string[] = [];
+    const bytes = await fetcher(`${base}elsewhere/`, retries).downloadBytes(`${base}timestamp.json`, BODY.byteLength);
+    expect(bytes.equals(BODY)).toBe(true);
+    expect(retries).toHaveLength(1);
+  });
+
   it("gives up after downloadAttempts and never hands a partial file to the verifier", async () => {
     const base = await serve(() => "stall");
     const retries: string[] = [];
