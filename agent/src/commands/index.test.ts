@@ -88,6 +88,15 @@ describe("command handling", () => {
     verifySignedObject(event!, deviceKey.publicKey);
   });
 
+  it("reports a rejected command once, however often the plane redelivers it (HW-FAULT-11: a clock off by hours)", async () => {
+    const s = make();
+    const stale = s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() - 120_000, ttlMs: 60_000 });
+    for (let i = 0; i < 5; i++) expect((await s.handler.handle(stale)).result).toBe("rejected");
+    expect(events(s.sent).map((e) => e.kind)).toEqual(["command-rejected"]);
+    await s.handler.handle(s.plane.command(deviceId, 2, "quarantine", { nowMs: s.now() - 120_000, ttlMs: 60_000 }));
+    expect(events(s.sent).map((e) => e.kind)).toEqual(["command-rejected", "command-rejected"]); // another command: reported
+  });
+
   it("rejects every command while no plane key is pinned", async () => {
     const s = make({ pin: false });
     const outcome = await s.handler.handle(s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() }));

@@ -67,6 +67,8 @@ export class CommandHandler {
   /** Seq of the background command running in this process, if any. */
   private runningBackground: number | null = null;
   private background: Promise<void> = Promise.resolve();
+  /** seq:sig of the last command rejected and reported, so its redeliveries are not reported again. */
+  private lastRejected: string | null = null;
 
   constructor(private readonly deps: CommandDeps) {}
 
@@ -109,6 +111,14 @@ export class CommandHandler {
       verifyCommand(command, fromBase64Url(pinned), { deviceId: this.deps.deviceId, lastSeq: state.lastCommandSeq, nowMs });
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
+      // The plane re-publishes a command until it is answered (every 5 s for its lifetime): a board that refuses
+      // it (a clock off by hours, HW-FAULT-11) reports it once, not once per redelivery.
+      const key = `${command.seq}:${command.sig}`;
+      if (this.lastRejected === key) {
+        log.debug({ seq: command.seq, action: command.action, reason }, "command rejected again (reported once)");
+        return { result: "rejected", reason };
+      }
+      this.lastRejected = key;
       log.warn({ seq: command.seq, action: command.action, reason }, "command rejected");
       this.event("command-rejected", "warning", { reason, seq: command.seq, action: command.action }, nowMs);
       return { result: "rejected", reason };
