@@ -126,6 +126,8 @@ describeUnless(missing(), "clock jumps on the agent and on the plane (libfaketim
       return (commands as { action: string; status: string }[]).find((c) => c.action === "quarantine")?.status === "expired";
     }, SLOW);
     expect((await device()).containment).toBe("none"); // HW-TRUST-3: an expired command falls back
+    // Redelivered every 500 ms until it expired, reported once.
+    expect(agent.lines.filter((l) => l.msg === "command rejected" && l.action === "quarantine")).toHaveLength(1);
 
     agentClock.set("+0");
     const seenAt = Date.parse((await device()).lastSeenAt);
