@@ -9,6 +9,8 @@
  *  - a difference that moved by more than CLOCK_STEP_THRESHOLD_MS since the last sweep is a step; the sweep then
  *    marks nothing for staleAfterMs of MONOTONIC time (every device gets a full window, on the clock as it is
  *    now, to be heard from), and says so at warn; another step restarts the window;
+ *  - pending commands are not expired during that window either (a quarantine in flight must not be dropped
+ *    because the plane's clock jumped; the agent judges expiry on its own clock anyway, HW-CMD-1);
  *  - after a backward step, a `lastSeenAt` more than FUTURE_LAST_SEEN_TOLERANCE_MS in the plane's future can
  *    only be a sighting from before the step: once the window has passed without a newer one, that device has
  *    been silent for staleAfterMs and is stale (the sweep's query counts it, device-side.ts).
@@ -44,7 +46,7 @@ export class ClockStepGuard {
     private readonly logger: pino.Logger,
   ) {}
 
-  /** Called once per sweep, before it reads the wall clock for its cutoff. */
+  /** Called by each periodic sweep (staleness, command expiry) before it reads the wall clock; any order. */
   check(): ClockStepCheck {
     const mono = this.monotonicNow();
     const offset = this.wallNow() - mono;

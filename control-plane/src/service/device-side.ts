@@ -340,8 +340,11 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
     },
 
     async retryPendingCommands() {
+      // HW-FAULT-11: a forward step of the plane's clock is not elapsed time either: a quarantine in flight is not
+      // expired (and containment not dropped) until a full window has passed on the new clock.
+      const hold = clockSteps.check().hold;
       const now = ctx.now();
-      await expireCommands(ctx, now);
+      if (!hold) await expireCommands(ctx, now);
       // Old challenges only take space: a deleted nonce is refused as "not issued", so this cannot weaken HW-EVD-1.
       await db.delete(challenges).where(lt(challenges.expiresAt, new Date(now - CHALLENGE_RETENTION_MS)));
       // An expired token is refused on its expiry alone, so its nonce no longer needs remembering.

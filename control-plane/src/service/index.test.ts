@@ -569,11 +569,17 @@ function contract(name: string, open: () => Promise<Harness>) {
         await beat(silent, 1);
         await stepping.deviceSide.markStaleDevices(); // the guard learns how the two clocks relate
 
-        // Forward 3 h in one second of real time: both were heard a second ago, neither is stale.
+        const quarantined = await acceptedDevice();
+        await services.service.quarantine(OPERATOR, [quarantined.id], "in flight across the step");
+
+        // Forward 3 h in one second of real time: both were heard a second ago, neither is stale; the quarantine
+        // in flight is not expired by the step.
         clock += HOURS_3;
         mono += 1000;
         await stepping.deviceSide.markStaleDevices();
+        await stepping.deviceSide.retryPendingCommands();
         expect([await appraisal(alive), await appraisal(silent)]).toEqual(["warning", "warning"]);
+        expect((await services.service.getDevice(quarantined.id)).containment).toBe("quarantine_requested");
         elapse(window / 2);
         await beat(alive, 2); // heard on the new clock
         await stepping.deviceSide.markStaleDevices();
@@ -581,6 +587,8 @@ function contract(name: string, open: () => Promise<Harness>) {
         elapse(window / 2 + 1);
         await stepping.deviceSide.markStaleDevices();
         expect([await appraisal(alive), await appraisal(silent)]).toEqual(["warning", "stale"]); // only real silence counts
+        await stepping.deviceSide.retryPendingCommands(); // a full window later on the new clock: now it expires
+        expect((await services.service.getDevice(quarantined.id)).containment).toBe("none");
 
         // Back 3 h: `alive` was last seen "in the future" and then goes silent; it must not stay warning for 3 h.
         clock -= HOURS_3;
