@@ -12,7 +12,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { PROTOCOL_VERSION, signObject, type Ack, type DeviceEvent } from "../../../shared/index.js";
+import { PROTOCOL_VERSION, signObject, type Ack, type DeviceEvent, type DeviceEventDetail } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { Logger } from "../log/index.js";
 
@@ -198,13 +198,13 @@ export function newEventId(): string {
   return randomBytes(12).toString("base64url");
 }
 
-/** Builds a signed event. */
-export function createEvent(
+/** Builds a signed event; `detail` is the shape of its kind (shared/protocol/events.ts DEVICE_EVENT_DETAIL). */
+export function createEvent<K extends EventKind>(
   deviceId: string,
   privateKey: Uint8Array,
-  kind: EventKind,
+  kind: K,
   severity: EventSeverity,
-  detail: Record<string, unknown>,
+  detail: DeviceEventDetail<K>,
   nowMs: number,
 ): DeviceEvent {
   return signObject({ v: PROTOCOL_VERSION, type: "event" as const, deviceId, id: newEventId(), ts: nowMs, kind, severity, detail }, privateKey);

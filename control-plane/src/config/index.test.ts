@@ -49,6 +49,9 @@ describe("loadConfig", () => {
       webhookRetryBaseMs: 5_000,
       webhookTimeoutMs: 10_000,
       webhookTickMs: 1_000,
+      telemetrySampleMs: 300_000,
+      telemetryRetentionMs: 86_400_000,
+      uiSessionTtlMs: 43_200_000,
     });
   });
 

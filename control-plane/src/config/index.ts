@@ -71,6 +71,11 @@ export interface ControlPlaneConfig {
   webhookRetryBaseMs: number;
   webhookTimeoutMs: number;
   webhookTickMs: number;
+  /** Dashboard (control-plane/src/ui): telemetry kept for charts, one sample per device per interval (ms), for the retention (ms). */
+  telemetrySampleMs: number;
+  telemetryRetentionMs: number;
+  /** Dashboard session lifetime (HW-UI-1, ms). */
+  uiSessionTtlMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -190,6 +195,10 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     webhookRetryBaseMs: integer(env, "HASHWARD_WEBHOOK_RETRY_BASE_MS", 5_000, 10, 60 * MINUTE_MS),
     webhookTimeoutMs: integer(env, "HASHWARD_WEBHOOK_TIMEOUT_MS", 10_000, 100, 5 * MINUTE_MS),
     webhookTickMs: integer(env, "HASHWARD_WEBHOOK_TICK_MS", 1_000, 10, MINUTE_MS),
+    // 10,000 devices at one sample per 5 min for a day: 2.9 million rows.
+    telemetrySampleMs: integer(env, "HASHWARD_TELEMETRY_SAMPLE_MS", 5 * MINUTE_MS, 100, DAY_MS),
+    telemetryRetentionMs: integer(env, "HASHWARD_TELEMETRY_RETENTION_MS", DAY_MS, MINUTE_MS, 90 * DAY_MS),
+    uiSessionTtlMs: integer(env, "HASHWARD_UI_SESSION_TTL_MS", 12 * 60 * MINUTE_MS, MINUTE_MS, 30 * DAY_MS),
   };
   for (const [field, name] of [["certFile", "HASHWARD_TLS_CERT_FILE"], ["keyFile", "HASHWARD_TLS_KEY_FILE"], ["caFile", "HASHWARD_TLS_CA_FILE"]] as const) {
     const value = raw(env, name);

@@ -46,6 +46,8 @@ export const devices = pgTable(
     index("devices_containment_idx").on(t.containment),
     index("devices_model_idx").on(t.model, t.firmwareVersion),
     index("devices_last_seen_idx").on(t.lastSeenAt),
+    // The device listing's order (API and dashboard pages through 10,000 devices without sorting them all).
+    index("devices_created_idx").on(t.createdAt, t.id),
   ],
 );
 
@@ -235,3 +237,4 @@ export const evidence = pgTable(
 export * from "./schema-tuf.js";
 export * from "./schema-policy.js";
 export * from "./schema-events.js";
+export * from "./schema-ui.js";

@@ -61,7 +61,8 @@ interface Subscriber {
 type Row = typeof planeEvents.$inferSelect;
 
 function toEvent(row: Row): PlaneEvent {
-  return { id: row.id, kind: row.kind as PlaneEventKind, deviceId: row.deviceId, at: row.at.toISOString(), data: row.data as Record<string, unknown> };
+  // The writer typed `data` by its kind (PlaneEventRecord), so the stored row has that kind's shape.
+  return { id: row.id, kind: row.kind as PlaneEventKind, deviceId: row.deviceId, at: row.at.toISOString(), data: row.data } as PlaneEvent;
 }
 
 export function matches(filter: EventFilter, event: Pick<PlaneEvent, "kind" | "deviceId">): boolean {

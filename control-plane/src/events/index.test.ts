@@ -10,7 +10,7 @@ import type { Ack, Command } from "../../../shared/protocol/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { createHttpApp } from "../http/index.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
-import { createEventHub, type EventHub } from "./index.js";
+import { createEventHub, PLANE_EVENT_DATA, PLANE_EVENT_KINDS, type EventHub, type PlaneEventKind } from "./index.js";
 
 const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
 
@@ -37,7 +37,12 @@ function sseReader(response: Response) {
         const block = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
         const fields = Object.fromEntries(block.split("\n").filter((l) => !l.startsWith(":") && l.includes(":")).map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trimStart()]));
-        if (fields.data) events.push({ id: fields.id!, event: fields.event!, data: JSON.parse(fields.data) });
+        if (fields.data) {
+          const data = JSON.parse(fields.data) as SseEvent["data"];
+          // Every event the plane wrote has its kind's typed data (control-plane/src/events/kinds.ts).
+          PLANE_EVENT_DATA[data.kind as PlaneEventKind].parse(data.data);
+          events.push({ id: fields.id!, event: fields.event!, data });
+        }
       }
     }
     ended = true;
@@ -149,6 +154,12 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
 
     const stream = (query = "", headers: Record<string, string> = {}) =>
       app.request(`/api/v1/events/stream${query}`, { headers: { authorization: `Bearer ${viewerToken}`, ...headers } });
+
+    it("documents the payload in the OpenAPI document: one typed data shape per event kind", async () => {
+      const doc = (await (await app.request("/api/v1/openapi.json")).json()) as { components: { schemas: Record<string, { oneOf?: Array<{ properties: { kind: { const?: string; enum?: string[] } } }> }> } };
+      const union = doc.components.schemas.PlaneEvent?.oneOf ?? [];
+      expect(union.map((variant) => variant.properties.kind.const ?? variant.properties.kind.enum?.[0])).toEqual([...PLANE_EVENT_KINDS]);
+    });
 
     it("HW-SSE-1: refuses a missing or unknown token (401) before reading anything", async () => {
       const none = await app.request("/api/v1/events/stream");

@@ -7,13 +7,9 @@
 import { randomBytes } from "node:crypto";
 import { and, eq, sql } from "drizzle-orm";
 import { planeEvents, webhookDeliveries, webhookEndpoints, type Database } from "../db/index.js";
-import type { PlaneEventKind } from "./kinds.js";
+import type { PlaneEventData, PlaneEventRecord } from "./kinds.js";
 
-export interface PlaneEventRecord {
-  kind: PlaneEventKind;
-  deviceId: string | null;
-  data: Record<string, unknown>;
-}
+export type { PlaneEventRecord } from "./kinds.js";
 
 /** A Standard Webhooks message id (`msg_` + 18 random bytes, hex). */
 export function newMessageId(): string {
@@ -64,7 +60,9 @@ export function planeEventsForTransitions(
 ): PlaneEventRecord[] {
   const out: PlaneEventRecord[] = [];
   for (const r of records) {
-    const data = { machine: r.machine, from: r.from, to: r.to, reason: r.reason };
+    const { machine } = r;
+    if (machine !== "appraisal" && machine !== "containment") continue;
+    const data: PlaneEventData<"appraisal.changed"> = { machine, from: r.from, to: r.to, reason: r.reason };
     if (r.machine === "appraisal") out.push({ kind: r.to === "stale" ? "device.stale" : "appraisal.changed", deviceId: r.deviceId, data });
     else if (r.machine === "containment" && r.to === "quarantined") out.push({ kind: "device.quarantined", deviceId: r.deviceId, data });
     else if (r.machine === "containment" && r.from === "release_requested" && r.to === "none") out.push({ kind: "device.released", deviceId: r.deviceId, data });

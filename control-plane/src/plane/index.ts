@@ -20,6 +20,7 @@ import { openDatabase, type Database } from "../db/index.js";
 import { FarmAlertAnalyzer, withFarmAlerts } from "../alerts/index.js";
 import { createEventHub } from "../events/index.js";
 import { createWebhookService } from "../webhooks/index.js";
+import { pruneDashboardData } from "../ui/queries.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
 import { createServices } from "../service/index.js";
 import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
@@ -29,6 +30,8 @@ import { createApiServer, mqttTlsServerFactory, startPlaneTls, type ApiServer, t
 import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
 
 export const STALE_CHECK_INTERVAL_MS = 5_000;
+/** How often dashboard data past its retention is deleted. */
+const DASHBOARD_PRUNE_MS = 10 * 60_000;
 
 export interface Plane {
   httpPort: number;
@@ -234,6 +237,7 @@ export async function startPlane(
       maxPendingDevices: config.maxPendingDevices,
       sessionTakeoverThreshold: config.sessionTakeoverThreshold,
       sessionTakeoverWindowMs: config.sessionTakeoverWindowMs,
+      telemetrySampleMs: config.telemetrySampleMs,
       ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
     };
     const services = factories.createServices({
@@ -302,7 +306,9 @@ export async function startPlane(
         timeoutMs: config.webhookTimeoutMs,
       },
     });
-    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks });
+    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks,
+      dashboard: { db: opened.db as Database, secure: tls !== null, sessionTtlMs: config.uiSessionTtlMs },
+    });
 
     await tls?.renewIfDue();
     const mqttPort = await startedBroker
@@ -329,6 +335,12 @@ export async function startPlane(
       await webhooks.deliverDue();
     });
     cleanups.push(stopWebhooks);
+    // Dashboard data: telemetry samples past the retention, sessions expired or signed out a day ago.
+    const stopDashboardPrune = every(DASHBOARD_PRUNE_MS, "pruneDashboardData", logger, async () => {
+      const now = Date.now();
+      await pruneDashboardData(opened.db as Database, new Date(now - config.telemetryRetentionMs), new Date(now - 24 * 3600_000));
+    });
+    cleanups.push(stopDashboardPrune);
     const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task));
     cleanups.push(async () => {
       for (const stop of stopUpdateTimers) await stop();

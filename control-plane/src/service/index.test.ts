@@ -13,6 +13,7 @@ import { type Ack, type Challenge, type Command, type Evidence, type Heartbeat, 
 import { CapacityError, ConflictError, LivenessRefusal, NotFoundError } from "../errors.js";
 import type { Database } from "../db/index.js";
 import { onEveryDatabase } from "../db/test-postgres.js";
+import { telemetryHistory } from "../ui/queries.js";
 import { createServices, type DevicePublisher, type DeviceSession, type ServiceOptions, type Services } from "./index.js";
 
 const A = "a".repeat(64);
@@ -602,6 +603,24 @@ function contract(name: string, open: () => Promise<Harness>) {
       } finally {
         await stepping.close();
       }
+    });
+
+    it("keeps heartbeat telemetry for the dashboard's charts at most once per sample interval", async () => {
+      const d = await acceptedDevice();
+      const session = d.session();
+      const telemetry = (hashrateGhs: number) => ({ telemetry: { hashrateGhs, temperaturesC: [60, 61], fanRpm: [5000, 5100, 0], activePool: "stratum+tcp://pool.example.net:3333" } });
+      const since = new Date(clock - 1);
+      await services.deviceSide.onHeartbeat(d.heartbeat(session, 1, telemetry(90_000)), session);
+      await services.deviceSide.flush();
+      clock += 1000;
+      await services.deviceSide.onHeartbeat(d.heartbeat(session, 2, telemetry(91_000)), session);
+      await services.deviceSide.flush();
+      clock += 300_000; // the default telemetrySampleMs
+      await services.deviceSide.onHeartbeat(d.heartbeat(session, 3, telemetry(0)), session);
+      await services.deviceSide.flush();
+      const samples = await telemetryHistory(harness.db as Database, d.id, since);
+      expect(samples.map((s) => [s.at.getTime() - since.getTime() - 1, s.hashrateGhs])).toEqual([[0, 90_000], [301_000, 0]]);
+      expect(samples[0]).toMatchObject({ temperaturesC: [60, 61], fanRpm: [5000, 5100, 0], activePool: "stratum+tcp://pool.example.net:3333" });
     });
 
     describe("liveness only from signed messages (HW-LIVE-1)", () => {

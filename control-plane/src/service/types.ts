@@ -4,7 +4,7 @@
  * machines. Every mutating method takes the acting principal and writes an audit entry.
  * Methods throw NotFoundError / ConflictError / ValidationError / VerificationError (control-plane/src/errors.ts).
  */
-import type { EnrollmentRequest, EnrollmentResponse, Finding, Measurement } from "../../../shared/protocol/index.js";
+import type { EnrollmentRequest, EnrollmentResponse, Finding, Measurement, ReleaseMeasurement } from "../../../shared/protocol/index.js";
 
 export type Role = "viewer" | "operator" | "admin";
 export type EnrollmentState = "pending" | "accepted" | "rejected" | "revoked";
@@ -86,6 +86,11 @@ export interface DeviceFilter {
   appraisal?: AppraisalState;
   containment?: ContainmentState;
   model?: string;
+  /**
+   * Case-insensitive text contained in the device id, model, firmware version or active pool (1-128 characters;
+   * `%`, `_` and `\` match themselves).
+   */
+  search?: string;
   limit: number;
   offset: number;
 }
@@ -112,12 +117,8 @@ export interface AuditEntry {
   detail: unknown;
 }
 
-export interface ReferenceMeasurement {
-  path: string;
-  sha256: string;
-  size: number;
-  claim?: Exclude<Claim, "instance-identity">;
-}
+/** One reference measurement: the wire definition (shared/protocol/release.ts `referenceMeasurementSchema`). */
+export type ReferenceMeasurement = ReleaseMeasurement;
 
 export interface ReferenceValueSet {
   id: string;
