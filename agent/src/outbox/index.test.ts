@@ -129,7 +129,7 @@ describe("outbox", () => {
     expect(box.unwrittenCount).toBe(0);
     expect(open(d, 10).depth).toBe(3); // all three survive a restart now
     const sent: number[] = [];
-    await box.flush(async (entry) => void sent.push((entry.message as DeviceEvent).detail["n"] as number));
+    await box.flush(async (entry) => void sent.push(nOf(entry.message as DeviceEvent)!));
     expect(sent).toEqual([1, 2, 3]);
     expect(readdirSync(d).filter((f) => f.endsWith(".json"))).toEqual([]);
   });
@@ -146,7 +146,7 @@ describe("outbox", () => {
     }
     expect(box.unwrittenCount).toBe(1);
     const sent: number[] = [];
-    await box.flush(async (entry) => void sent.push((entry.message as DeviceEvent).detail["n"] as number));
+    await box.flush(async (entry) => void sent.push(nOf(entry.message as DeviceEvent)!));
     expect(sent).toEqual([1, 2]);
     expect(box.depth).toBe(0);
   });
