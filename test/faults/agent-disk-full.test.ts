@@ -1,6 +1,7 @@
 /**
- * Issue 14 section 2, "the agent's state dir full" (HW-FAULT-10, HW-FAULT-11): the compiled agent runs with its
- * state dir on a small tmpfs the test mounts, and the test fills it to the last byte (ENOSPC) while the agent runs.
+ * Issue 14 section 2, "the agent's state dir full" (HW-FAULT-10): the compiled agent runs with its
+ * state dir on a small tmpfs the test mounts, and the test fills it to the last byte (ENOSPC) while the agent runs
+ * and keeps it full (as a runaway log would) until it frees it.
  * Then, with no byte free:
  *  - a quarantine command is enforced (the miner stops) and acked, so the plane reads `quarantined`;
  *  - heartbeats keep the device alive and challenged evidence is still appraised;
@@ -11,7 +12,7 @@
  * Needs root (mount); skipped with the reason otherwise.
  */
 import { execFileSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
@@ -35,14 +36,19 @@ function missing(): string | null {
 let plane: ControlPlane;
 let admin: ApiClient;
 let mountPoint: string | null = null;
+let releaseDisk: (() => void) | null = null;
 const agents: ManagedProcess[] = [];
 
-/** Writes zeros into `file` until the filesystem refuses (ENOSPC): not one byte left for anyone. */
-function fillUp(file: string): number {
+/**
+ * Keeps the filesystem of `file` full, as a runaway log would: zeros are appended until the filesystem refuses
+ * (ENOSPC, down to the last byte), and again every 10 ms, so a page the agent frees (an outbox entry deleted after
+ * its PUBACK, an old state.json replaced) is taken before it can live on it. `release()` stops and deletes the file.
+ */
+function keepFull(file: string): { written: () => number; release: () => void } {
   const fd = openSync(file, "w");
   const chunk = Buffer.alloc(64 * 1024);
   let written = 0;
-  try {
+  const topUp = () => {
     for (let size = chunk.length; size >= 1; ) {
       try {
         written += writeSync(fd, chunk, 0, size);
@@ -51,10 +57,17 @@ function fillUp(file: string): number {
         size = Math.floor(size / 2); // the tail: smaller and smaller writes, down to the last byte
       }
     }
-  } finally {
-    closeSync(fd);
-  }
-  return written;
+  };
+  topUp();
+  const timer = setInterval(topUp, 10);
+  return {
+    written: () => written,
+    release: () => {
+      clearInterval(timer);
+      closeSync(fd);
+      rmSync(file);
+    },
+  };
 }
 
 /** Every JSON file the agent keeps in its state dir (outbox entries included) parses; no temp file is left. */
@@ -77,6 +90,7 @@ describeUnless(missing(), "the agent's state dir full (tmpfs, ENOSPC)", () => {
   }, 180_000);
 
   afterAll(async () => {
+    releaseDisk?.();
     await Promise.all(agents.map((a) => a.kill("SIGKILL")));
     await plane?.proc.kill("SIGKILL");
     if (mountPoint) execFileSync("umount", ["-l", mountPoint]);
@@ -111,8 +125,10 @@ describeUnless(missing(), "the agent's state dir full (tmpfs, ENOSPC)", () => {
 
     // The fault: not one byte left on the state dir's filesystem.
     const filledAt = Date.now();
-    const filled = fillUp(join(stateDir, "filler"));
-    expect(filled).toBeGreaterThan(0);
+    await waitFor("nothing in the outbox (no entry to free a page on its PUBACK)", () => readdirSync(join(stateDir, "outbox")).filter((f) => f.endsWith(".json")).length === 0, SLOW);
+    const full = keepFull(join(stateDir, "filler"));
+    releaseDisk = full.release;
+    expect(full.written()).toBeGreaterThan(0);
     expect(statfsSync(stateDir).bavail).toBe(0);
 
     // Quarantine on a full disk: enforced on the board, acked to the plane.
@@ -131,14 +147,19 @@ describeUnless(missing(), "the agent's state dir full (tmpfs, ENOSPC)", () => {
     await waitFor("fresh evidence appraised", async () => ((await device(id)).lastAppraisal?.evidenceSeq ?? 0) > seqBefore, SLOW);
     expect(first.running).toBe(true);
     assertStateFilesIntact(stateDir);
-    expect(JSON.parse(readFileSync(join(stateDir, "state.json"), "utf8")).containment).toBe("none"); // not landed yet: the disk is full
+    const landed = JSON.parse(readFileSync(join(stateDir, "state.json"), "utf8")).containment;
 
-    // A restart on the full disk: the persisted state never learnt the quarantine; the plane re-asserts it (HW-Q-1).
+    // A restart on the full disk. Normally the persisted state never learnt the quarantine, and the plane re-asserts
+    // it (HW-Q-1); if its record won a race for a freed page before the top-up, the agent re-applies it from state.
     await first.kill("SIGKILL");
+    writeFileSync(join(root, "run/miner.state"), "running\n"); // a reboot starts the miner again
     const again = startAgent("disk-full-2", configFile);
     agents.push(again);
-    await waitFor("the quarantine re-asserted after the restart", async () =>
-      ((await admin.get(`/api/v1/devices/${id}/history?limit=100`)).transitions as any[]).find((t) => t.machine === "containment" && /agent state lost/.test(t.reason)), SLOW);
+    if (landed === "none") {
+      await waitFor("the quarantine re-asserted after the restart", async () =>
+        ((await admin.get(`/api/v1/devices/${id}/history?limit=100`)).transitions as any[]).find((t) => t.machine === "containment" && /agent state lost/.test(t.reason)), SLOW);
+    }
+    await waitFor("the miner stopped again", () => readFileSync(join(root, "run/miner.state"), "utf8").trim() === "stopped", SLOW);
     await waitFor("quarantined again", async () => (await device(id)).containment === "quarantined", SLOW);
     expect(readFileSync(join(root, "run/miner.state"), "utf8").trim()).toBe("stopped");
     assertStateFilesIntact(stateDir);
@@ -155,7 +176,8 @@ describeUnless(missing(), "the agent's state dir full (tmpfs, ENOSPC)", () => {
     expect(readFileSync(join(root, "run/miner.state"), "utf8").trim()).toBe("stopped");
 
     // Space returns: the pending writes land without a restart.
-    rmSync(join(stateDir, "filler"));
+    full.release();
+    releaseDisk = null;
     await waitFor("state.json records the quarantine", () => JSON.parse(readFileSync(join(stateDir, "state.json"), "utf8")).containment === "quarantined", SLOW);
     await again.waitForLine("the agent says the state landed", (l) => l.msg === "state persisted again", 30_000);
     assertStateFilesIntact(stateDir);
