@@ -150,4 +150,26 @@ describe("outbox", () => {
     expect(sent).toEqual([1, 2]);
     expect(box.depth).toBe(0);
   });
+
+  it("keeps one copy of an ack that is already waiting: redeliveries of a command do not pile up behind it", async () => {
+    const box = open(dir(), 100);
+    const ack = (seq: number): OutboxMessage => ({
+      kind: "ack",
+      message: { v: 1, type: "ack", deviceId, seq, action: "quarantine", status: "done", containment: "quarantined", ts: 1, sig: "x".repeat(86) },
+    });
+    expect(box.enqueue(ack(1))).toBe(true);
+    // The plane re-publishes seq 1 until the ack is recorded; each redelivery re-sends the stored ack.
+    for (let i = 0; i < 50; i++) expect(box.enqueue(ack(1))).toBe(false);
+    expect(box.enqueue(ack(2))).toBe(true);
+    expect(box.enqueue(ack(2))).toBe(false);
+    expect(box.depth).toBe(2);
+    const sent: number[] = [];
+    await box.flush(async (entry) => {
+      sent.push((entry.message as { seq: number }).seq);
+    });
+    expect(sent).toEqual([1, 2]);
+    // Once sent (PUBACK), a later redelivery queues the ack again: the plane may not have recorded it.
+    expect(box.enqueue(ack(2))).toBe(true);
+    expect(box.depth).toBe(1);
+  });
 });

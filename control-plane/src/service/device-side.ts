@@ -11,7 +11,7 @@ import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shar
 import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
-import { expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
+import { CommandRetrySchedule, expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
 import { recordPlaneEvents } from "../events/record.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
 import { AckBatcher } from "./acks.js";
@@ -37,6 +37,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
   const heartbeats = new HeartbeatBuffer(ctx);
   const acks = new AckBatcher(ctx);
   const clockSteps = new ClockStepGuard(ctx.now, ctx.monotonicNow, ctx.options.staleAfterMs, ctx.logger);
+  const retries = new CommandRetrySchedule();
 
   /** The enrolled key of a device, for signature checks; unknown devices fail closed. */
   async function deviceFor(deviceId: string): Promise<{ row: DeviceRow; key: Uint8Array }> {
@@ -171,6 +172,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       });
       if (!result) return;
       // Commands first, in seq order, so the agent sees them before it answers the challenge.
+      retries.reset(hello.deviceId);
       await publishCommands(ctx, result.pending);
       await publishChallenge(ctx, result.challenge);
     },
@@ -347,10 +349,12 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       if (!hold) await expireCommands(ctx, now);
       // Old challenges only take space: a deleted nonce is refused as "not issued", so this cannot weaken HW-EVD-1.
       await db.delete(challenges).where(lt(challenges.expiresAt, new Date(now - CHALLENGE_RETENTION_MS)));
-      // An expired token is refused on its expiry alone, so its nonce no longer needs remembering.
-      await db.delete(connectTokenNonces).where(lt(connectTokenNonces.expiresAt, new Date(now)));
+      // An expired token is refused on its expiry alone, so its nonce no longer needs remembering. Not right after a
+      // forward step of our clock (HW-FAULT-11): a token still valid in real time would become replayable (HW-AUTH-1)
+      // once the clock is back.
+      if (!hold) await db.delete(connectTokenNonces).where(lt(connectTokenNonces.expiresAt, new Date(now)));
       const pending = await pendingCommands(db, null, now);
-      await publishCommands(ctx, pending);
+      await publishCommands(ctx, retries.due(pending));
     },
 
     async markStaleDevices() {

@@ -4,14 +4,14 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { sql } from "drizzle-orm";
+import { eq, sql } from "drizzle-orm";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import { type Ack, type Challenge, type Command, type Evidence, type Heartbeat, type Hello, verifyCommand } from "../../../shared/protocol/index.js";
 import { CapacityError, ConflictError, LivenessRefusal, NotFoundError } from "../errors.js";
-import type { Database } from "../db/index.js";
+import { connectTokenNonces, type Database } from "../db/index.js";
 import { onEveryDatabase } from "../db/test-postgres.js";
 import { telemetryHistory } from "../ui/queries.js";
 import { createServices, type DevicePublisher, type DeviceSession, type ServiceOptions, type Services } from "./index.js";
@@ -398,6 +398,25 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect(last).toMatchObject({ machine: "containment", from: "quarantine_requested", to: "none", actor: { kind: "system" } });
     });
 
+    it("backs off re-publishing a command the device has not acked, and sends a changed set at once", async () => {
+      const d = await acceptedDevice();
+      await services.service.quarantine(OPERATOR, [d.id], "suspect");
+      publisher.sent = [];
+      const publishedOnTicks: number[] = [];
+      for (let tick = 1; tick <= 20; tick++) {
+        const before = publisher.of(d.id, "command").length;
+        await services.deviceSide.retryPendingCommands();
+        if (publisher.of(d.id, "command").length > before) publishedOnTicks.push(tick);
+      }
+      // Gaps 1, 2, 4, then MAX_RETRY_GAP_TICKS (8): not a copy every tick to a device that is only slow to ack.
+      expect(publishedOnTicks).toEqual([1, 2, 4, 8, 16]);
+      // A new command changes what is pending: the next tick sends it, after the older one, in seq order.
+      await services.service.release(OPERATOR, [d.id], "cleared");
+      publisher.sent = [];
+      await services.deviceSide.retryPendingCommands();
+      expect(publisher.of(d.id, "command").map((c) => (c as { action: string }).action)).toEqual(["release"]);
+    });
+
     it("re-publishes pending commands and sends a challenge on hello", async () => {
       const d = await acceptedDevice();
       await services.service.quarantine(OPERATOR, [d.id], "suspect");
@@ -572,6 +591,9 @@ function contract(name: string, open: () => Promise<Harness>) {
 
         const quarantined = await acceptedDevice();
         await services.service.quarantine(OPERATOR, [quarantined.id], "in flight across the step");
+        const nonce = `step-${randomBytes(6).toString("hex")}`; // a connect token used a second ago, valid 5 more minutes
+        await harness.db.insert(connectTokenNonces).values({ nonce, deviceId: quarantined.id, expiresAt: new Date(clock + 300_000) });
+        const nonceKept = async () => (await harness.db.select().from(connectTokenNonces).where(eq(connectTokenNonces.nonce, nonce))).length === 1;
 
         // Forward 3 h in one second of real time: both were heard a second ago, neither is stale; the quarantine
         // in flight is not expired by the step.
@@ -581,6 +603,7 @@ function contract(name: string, open: () => Promise<Harness>) {
         await stepping.deviceSide.retryPendingCommands();
         expect([await appraisal(alive), await appraisal(silent)]).toEqual(["warning", "warning"]);
         expect((await services.service.getDevice(quarantined.id)).containment).toBe("quarantine_requested");
+        expect(await nonceKept()).toBe(true); // HW-AUTH-1: not forgotten because the clock jumped past its expiry
         elapse(window / 2);
         await beat(alive, 2); // heard on the new clock
         await stepping.deviceSide.markStaleDevices();
@@ -590,6 +613,7 @@ function contract(name: string, open: () => Promise<Harness>) {
         expect([await appraisal(alive), await appraisal(silent)]).toEqual(["warning", "stale"]); // only real silence counts
         await stepping.deviceSide.retryPendingCommands(); // a full window later on the new clock: now it expires
         expect((await services.service.getDevice(quarantined.id)).containment).toBe("none");
+        expect(await nonceKept()).toBe(false);
 
         // Back 3 h: `alive` was last seen "in the future" and then goes silent; it must not stay warning for 3 h.
         clock -= HOURS_3;

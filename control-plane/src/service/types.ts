@@ -337,7 +337,10 @@ export interface DeviceSideService {
   onEvent(event: DeviceEvent): Promise<void>;
   /** Verifies signature; marks the command acked; moves containment (quarantine_requested -> quarantined, ...). */
   onAck(ack: Ack): Promise<void>;
-  /** Timer work, safe to call from several replicas: re-publish pending commands, expire old ones. */
+  /**
+   * Timer work, safe to call from several replicas: expire old commands, re-publish pending ones to each device
+   * with backoff (CommandRetrySchedule: ticks 1, 2, 4, then every 8; HW-TRUST-3).
+   */
   retryPendingCommands(): Promise<void>;
   /** Timer work: devices not seen for staleAfterMs move to appraisal `stale`. */
   markStaleDevices(): Promise<void>;
