@@ -75,6 +75,7 @@ export interface PlaneFactories {
     commandKey: KeyPair;
     logger: Logger;
     now?: () => number;
+    monotonicNow?: () => number;
     options: ServiceOptions;
   }): Services;
 }
@@ -280,6 +281,7 @@ export async function startPlane(
       commandKey: commandKey.keyPair,
       logger,
       now: Date.now,
+      monotonicNow: () => performance.now(), // HW-FAULT-11: tells a step of Date.now from elapsed time
       options,
     });
     cleanups.push(() => (services.close ? services.close() : services.deviceSide.flush()));

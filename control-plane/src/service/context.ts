@@ -52,6 +52,8 @@ export interface ServiceContext {
   signWithCommandKey: (message: Uint8Array) => Uint8Array;
   logger: pino.Logger;
   now: () => number;
+  /** A clock that never steps (ms, `performance.now`): tells a step of `now` from elapsed time (HW-FAULT-11). */
+  monotonicNow: () => number;
   options: ServiceOptions;
 }
 
@@ -62,6 +64,8 @@ export interface ServiceDeps {
   commandKey: KeyPair;
   logger: pino.Logger;
   now?: () => number;
+  /** Default: `now` when one is given (a test clock), else `performance.now`. */
+  monotonicNow?: () => number;
   options: ServiceOptions;
 }
 
@@ -74,6 +78,8 @@ export function createServiceContext(deps: ServiceDeps): ServiceContext {
     signWithCommandKey: createFastSigner(deps.commandKey.privateKey),
     logger: deps.logger,
     now: deps.now ?? Date.now,
+    // A caller that brings its own `now` (a test's clock) without a monotonic one moves both together: no steps.
+    monotonicNow: deps.monotonicNow ?? deps.now ?? (() => performance.now()),
     options: deps.options,
   };
 }
