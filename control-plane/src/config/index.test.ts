@@ -43,13 +43,17 @@ describe("loadConfig", () => {
       // HW-TLS-1: TLS on unless HASHWARD_TLS=off.
       tls: { enabled: true, extraNames: [], certLifetimeMs: 90 * 86_400_000, renewCheckMs: 3_600_000, requireClientCert: false },
       eventStreamMaxQueue: 1_000,
-      eventPollMs: 250,
+      eventPollMs: 1_000,
       webhookAllowLoopback: false,
       webhookMaxConsecutiveFailures: 10,
       webhookMaxAttempts: 12,
       webhookRetryBaseMs: 5_000,
       webhookTimeoutMs: 10_000,
       webhookTickMs: 1_000,
+      leaseTtlMs: 15_000,
+      telemetrySampleMs: 300_000,
+      telemetryRetentionMs: 86_400_000,
+      uiSessionTtlMs: 43_200_000,
     });
   });
 
@@ -58,6 +62,7 @@ describe("loadConfig", () => {
     ["HASHWARD_TLS_SAN", "plane.example,bad host"],
     ["HASHWARD_TLS_CERT_TTL_MS", "1000"],
     ["HASHWARD_MQTT_CLIENT_CERT", "sometimes"],
+    ["HASHWARD_LEASE_TTL_MS", "100"],
   ])("refuses %s=%s naming it", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(expect.objectContaining({ option: name }));
   });
@@ -84,6 +89,9 @@ describe("loadConfig", () => {
       HASHWARD_MAX_MQTT_CLIENTS: "5",
       HASHWARD_HTTP_BODY_TIMEOUT_MS: "500",
       HASHWARD_HTTP_KEEP_ALIVE_TIMEOUT_MS: "2000",
+      HASHWARD_LEASE_TTL_MS: "3000",
+      HASHWARD_SECRETS_KEY_FILE: "/tmp/hw-secrets.key",
+      HASHWARD_TUF_IMAGE_DIR: "/srv/hashward/images",
     });
     expect(config).toMatchObject({
       httpPort: 0,
@@ -101,6 +109,9 @@ describe("loadConfig", () => {
       maxMqttClients: 5,
       httpBodyTimeoutMs: 500,
       httpKeepAliveTimeoutMs: 2000,
+      leaseTtlMs: 3000,
+      secretsKeyFile: "/tmp/hw-secrets.key",
+      tufImageDir: "/srv/hashward/images",
     });
     expect(describeConfig(config).databaseUrl).toBe("postgresql://u:***@db/hashward");
   });

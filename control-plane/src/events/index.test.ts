@@ -10,7 +10,8 @@ import type { Ack, Command } from "../../../shared/protocol/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { createHttpApp } from "../http/index.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
-import { createEventHub, PLANE_EVENT_DATA, PLANE_EVENT_KINDS, type EventHub, type PlaneEventKind } from "./index.js";
+import { planeEvents } from "../db/index.js";
+import { createEventHub, PLANE_EVENT_DATA, PLANE_EVENT_KINDS, type EventHub, type PlaneEventKind, recordPlaneEvents } from "./index.js";
 
 const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
 
@@ -90,7 +91,8 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
         options: { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "off" },
       });
       registry = new Registry();
-      hub = createEventHub({ db: harness.db, logger, registry, options: { pollIntervalMs: 20, maxQueuedPerClient: 5 } });
+      // HW-SSE-2: the fallback poll is slow (a minute); the plane's own commits must wake the stream by themselves.
+      hub = createEventHub({ db: harness.db, logger, registry, options: { pollIntervalMs: 60_000, maxQueuedPerClient: 5 } });
       app = createHttpApp({ service: services.service, logger, registry, version: "test", events: { hub, keepAliveMs: 60_000 } });
       viewerToken = (await services.service.createApiToken(OPERATOR, { role: "viewer", label: "console" })).token;
     });
@@ -244,6 +246,42 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       expect(new Set(ids).size).toBe(ids.length);
       await resumed.cancel();
     });
+
+    it.skipIf(backend !== "PostgreSQL")(
+      "HW-SSE-2: two transactions committing out of order (lower id last): the stream carries both, in commit order, and a resume finds both",
+      async () => {
+        const deviceId = (await acceptedDevice()).id;
+        const sse = sseReader(await stream(`?deviceId=${deviceId}`));
+        let releaseFirst!: () => void;
+        const firstMayCommit = new Promise<void>((resolve) => (releaseFirst = resolve));
+        let firstInserted!: () => void;
+        const firstHasInserted = new Promise<void>((resolve) => (firstInserted = resolve));
+        // Transaction A takes the lower id, then stays open ...
+        const first = harness.db.transaction(async (tx) => {
+          const [id] = await recordPlaneEvents(tx, [{ kind: "guard.alert", deviceId, data: { eventId: "evt_A", severity: "warning", ts: clock, detail: {} } }], new Date(clock));
+          firstInserted();
+          await firstMayCommit;
+          return id!;
+        });
+        await firstHasInserted;
+        // ... while transaction B takes a higher id and commits first.
+        const secondId = await harness.db.transaction(async (tx) => (await recordPlaneEvents(tx, [{ kind: "guard.alert", deviceId, data: { eventId: "evt_B", severity: "warning", ts: clock, detail: {} } }], new Date(clock)))[0]!);
+        await vi.waitFor(() => expect(sse.events.map((e) => e.data.data.eventId)).toEqual(["evt_B"]), { timeout: 10_000 });
+        releaseFirst();
+        const firstId = await first;
+        expect(firstId).toBeLessThan(secondId); // A's id is lower, yet it committed last
+        await vi.waitFor(() => expect(sse.events.map((e) => e.data.data.eventId)).toEqual(["evt_B", "evt_A"]), { timeout: 10_000 });
+        const [b, a] = sse.events.map((e) => Number(e.id));
+        expect(a).toBeGreaterThan(b!); // the SSE id is the commit-ordered position
+        await sse.cancel();
+        // A client that saw nothing of these resumes from before B and gets both, in the same order.
+        const resumed = sseReader(await stream(`?deviceId=${deviceId}`, { "last-event-id": String(b! - 1) }));
+        await vi.waitFor(() => expect(resumed.events.map((e) => e.data.data.eventId)).toEqual(["evt_B", "evt_A"]), { timeout: 10_000 });
+        await resumed.cancel();
+        const rows = await harness.db.select({ id: planeEvents.id, position: planeEvents.position }).from(planeEvents);
+        expect(rows.every((row) => row.position !== null)).toBe(true);
+      },
+    );
 
     it("HW-SSE-1: drops a client that does not read (bounded queue), counts it, and keeps serving the others", async () => {
       const devices = [];

@@ -52,8 +52,21 @@ export const PLANE_EVENT_DATA = {
   /** The two peers (address:port), and how many takeovers the device had within `windowMs` (HW-AUTH-2). */
   "session.takeover": z.strictObject({ previousPeer: z.string(), newPeer: z.string(), takeoversInWindow: z.number().int().positive(), windowMs: z.number().int().positive() }),
   "device.stale": transitionData,
-  /** control-plane/src/alerts `FarmFinding`: which alert, its tier, a summary and what was seen against which threshold. */
-  "farm.alert": z.object({ alert: z.string(), tier: z.enum(["warning", "contraindicated"]), summary: z.string(), evidence: z.record(z.string(), z.unknown()) }),
+  /**
+   * control-plane/src/alerts `FarmFinding` as a finding (HW-ALERT-2): which alert, its tier, a summary, what a clean
+   * miner shows (`expected`) and what was seen (`evidence`), the finding's guard and claim, and the thresholds it
+   * was judged by (the device's `farm-alerts` policy, HW-ALERT-3).
+   */
+  "farm.alert": z.object({
+    alert: z.string(),
+    tier: z.enum(["warning", "contraindicated"]),
+    summary: z.string(),
+    expected: z.record(z.string(), z.unknown()),
+    evidence: z.record(z.string(), z.unknown()),
+    guard: z.literal("farm-alert"),
+    claim: z.literal("runtime-opaque"),
+    thresholds: z.record(z.string(), z.number()).optional(),
+  }),
 } as const satisfies Record<PlaneEventKind, z.ZodType>;
 
 export type PlaneEventData<K extends PlaneEventKind = PlaneEventKind> = z.infer<(typeof PLANE_EVENT_DATA)[K]>;
@@ -64,7 +77,10 @@ export type PlaneEventRecord = { [K in PlaneEventKind]: { kind: K; deviceId: str
 /** One event as sent on the stream (`data:` line, JSON) and as a webhook body (Standard Webhooks `type`/`timestamp`/`data`). */
 export type PlaneEvent = {
   [K in PlaneEventKind]: {
-    /** Global, strictly increasing across the plane's database (the SSE `id`). */
+    /**
+     * The stream position (the SSE `id`): global, taken when the event's transaction commits, so it increases in
+     * commit order across every plane sharing the database (HW-SSE-2). Webhook bodies carry the row id as `eventId`.
+     */
     id: number;
     kind: K;
     deviceId: string | null;

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { and, eq, sql } from "drizzle-orm";
-import { planeEvents, webhookDeliveries, webhookEndpoints, type Database } from "../db/index.js";
+import { afterCommit, planeEvents, webhookDeliveries, webhookEndpoints, type Database } from "../db/index.js";
 import type { PlaneEventData, PlaneEventRecord } from "./kinds.js";
 
 export type { PlaneEventRecord } from "./kinds.js";
@@ -18,7 +18,25 @@ export function newMessageId(): string {
 
 const CHUNK = 500;
 
-/** Inserts the events and their outbox rows in `tx`; returns the new event ids in order. */
+const committedListeners = new WeakMap<Database, Set<() => void>>();
+
+/**
+ * Calls `listener` after each commit (in this process) of a transaction that recorded plane events on `db` (the
+ * database `openDatabase` returned). Events written by other processes are not signalled: readers keep a slow
+ * poll for them (HW-SSE-2). Returns the unsubscribe function.
+ */
+export function onPlaneEventsCommitted(db: Database, listener: () => void): () => void {
+  if (typeof db !== "object" || db === null) return () => undefined; // no database (a plane started without one): nothing commits
+  let listeners = committedListeners.get(db);
+  if (!listeners) committedListeners.set(db, (listeners = new Set()));
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+/**
+ * Inserts the events and their outbox rows in `tx`; returns the new event row ids in order. The events' stream
+ * positions are taken when `tx` commits (HW-SSE-2), and this process's listeners are signalled then.
+ */
 export async function recordPlaneEvents(tx: Database, records: PlaneEventRecord[], at: Date): Promise<number[]> {
   if (records.length === 0) return [];
   const ids: number[] = [];
@@ -51,6 +69,9 @@ export async function recordPlaneEvents(tx: Database, records: PlaneEventRecord[
     for (let j = 0; j < deliveries.length; j += CHUNK) await tx.insert(webhookDeliveries).values(deliveries.slice(j, j + CHUNK));
     ids.push(...inserted.map((r) => r.id));
   }
+  afterCommit(tx, (root) => {
+    for (const listener of committedListeners.get(root) ?? []) listener();
+  });
   return ids;
 }
 

@@ -60,6 +60,7 @@ export const deviceListQuery = z.object({
   appraisal: appraisalStateSchema.optional(),
   containment: containmentStateSchema.optional(),
   model: label.optional(),
+  search: z.string().min(1).max(128).optional().openapi({ description: "Text in the device id, model, firmware version or active pool (case-insensitive)" }),
   limit: limitQuery,
   offset: offsetQuery,
 });
@@ -185,6 +186,8 @@ const attestationResultSchema = z
         held: z.array(z.object({ guard: z.string(), subject: z.string(), tier: z.string() }).passthrough()),
       })
       .optional(),
+    /** HW-ALERT-2: present while farm alerts (findings of guard `farm-alert`) are folded in; `base` is the verdict without them. */
+    farmAlerts: z.object({ base: z.object({ status: tierSchema, trustworthiness: z.record(z.string(), tierSchema), summary: z.string() }) }).optional(),
   })
   .openapi("AttestationResult");
 

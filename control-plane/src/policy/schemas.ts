@@ -8,6 +8,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { parsePoolRule } from "../../../shared/pools/index.js";
+import { countsFitTheWindow, farmAlertThresholdFields, farmAlertThresholdsSchema, type FarmAlertThresholds } from "../alerts/thresholds.js";
 import {
   deviceIdSchema,
   type IndicatorKind,
@@ -25,8 +26,13 @@ import {
   wireSetPolicyParamsSchema,
 } from "../../../shared/protocol/index.js";
 
-export const POLICY_KINDS = ["pools", "network", "indicators"] as const;
+export const POLICY_KINDS = ["pools", "network", "indicators", "farm-alerts"] as const;
 export type PolicyKind = (typeof POLICY_KINDS)[number];
+/**
+ * Kinds the plane applies itself and never sends to devices: changing them issues no set-policy (HW-ALERT-3,
+ * farm-alert thresholds judge the telemetry the plane receives).
+ */
+export const PLANE_SIDE_POLICY_KINDS: readonly PolicyKind[] = ["farm-alerts"];
 
 // The limits are the wire contract's (shared/protocol/policy.ts), the same the agent enforces.
 export { MAX_ALLOWED_HOSTS, MAX_INDICATORS, MAX_PATTERN_CHARS, MAX_POOL_URLS, MAX_WORKER_PATTERNS } from "../../../shared/protocol/index.js";
@@ -185,6 +191,9 @@ export const indicatorPolicyBodySchema = z.strictObject({
   indicators: indicatorListSchema,
 });
 
+/** HW-ALERT-3: farm-alert thresholds (control-plane/src/alerts/thresholds.ts); omitted fields take the defaults. */
+export const farmAlertPolicyBodySchema = farmAlertThresholdsSchema;
+
 export type PoolPolicyBody = z.infer<typeof poolPolicyBodySchema>;
 export type NetworkPolicyBody = z.infer<typeof networkPolicyBodySchema>;
 export type IndicatorPolicyBody = z.infer<typeof indicatorPolicyBodySchema>;
@@ -193,6 +202,7 @@ export interface PolicyBodies {
   pools: PoolPolicyBody;
   network: NetworkPolicyBody;
   indicators: IndicatorPolicyBody;
+  "farm-alerts": FarmAlertThresholds;
 }
 
 const scopeField = { scope: policyScopeSchema.default({}) };
@@ -201,6 +211,8 @@ export const policyInputSchemas = {
   pools: poolPolicyBodySchema.extend(scopeField),
   network: networkPolicyBodySchema.extend(scopeField),
   indicators: indicatorPolicyBodySchema.extend(scopeField),
+  // The thresholds' cross-field check runs again on the object with its scope (a refined object cannot be extended).
+  "farm-alerts": z.strictObject({ ...farmAlertThresholdFields, ...scopeField }).superRefine(countsFitTheWindow),
 } as const;
 export type PolicyInput<K extends PolicyKind> = z.input<(typeof policyInputSchemas)[K]>;
 

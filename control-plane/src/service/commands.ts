@@ -3,7 +3,7 @@
  * Rule HW-CMD-1 (device side) relies on what is enforced here: seq strictly increasing per device, an expiry,
  * and a signature by the plane's command key over the canonical command.
  */
-import { and, asc, eq, gt, inArray, lte, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, isNull, lte, or, sql } from "drizzle-orm";
 import { signObject } from "../../../shared/crypto/index.js";
 import { PROTOCOL_VERSION, type Command, type CommandAction } from "../../../shared/protocol/index.js";
 import { commands, devices } from "../db/index.js";
@@ -78,6 +78,8 @@ function signedCommand(
     reason: null,
     ack: null,
     issuedBy: actor,
+    // Not stamped at issue: the first retry tick re-publishes it, as a single plane always has (HW-TRUST-3).
+    publishedAt: null,
   };
   return { command, payload };
 }
@@ -190,6 +192,89 @@ export async function publishCommands(ctx: ServiceContext, toPublish: Command[])
       }
     }),
   );
+}
+
+const DEFAULT_COMMAND_RETRY_MS = 5_000;
+
+/**
+ * HW-HA-4: claims `candidates` (pending commands this replica is about to re-publish) with one UPDATE ...
+ * RETURNING per chunk: only commands still pending, unexpired, and not handed to the broker within 0.9 of the
+ * retry interval by any replica get `published_at = now` and come back (in seq order per device). Replicas ticking
+ * at the same moment get disjoint sets, so a retry never sends one command twice in one retry period.
+ */
+export async function claimForRepublish(ctx: ServiceContext, candidates: readonly Command[], now: number): Promise<Command[]> {
+  if (candidates.length === 0) return [];
+  const at = new Date(now);
+  const cutoff = new Date(now - Math.floor(0.9 * (ctx.options.commandRetryMs ?? DEFAULT_COMMAND_RETRY_MS)));
+  const claimed: Command[] = [];
+  for (const part of chunks([...candidates], 5000)) {
+    const keys = sql.join(
+      part.map((command) => sql`(${command.deviceId}::text, ${command.seq}::integer)`),
+      sql`, `,
+    );
+    const rows = await ctx.db
+      .update(commands)
+      .set({ publishedAt: at })
+      .where(
+        and(
+          eq(commands.status, "pending"),
+          gt(commands.expiresAt, at),
+          or(isNull(commands.publishedAt), lte(commands.publishedAt, cutoff)),
+          sql`(${commands.deviceId}, ${commands.seq}) in (${keys})`,
+        ),
+      )
+      .returning({ payload: commands.payload });
+    for (const row of rows) claimed.push(row.payload as Command);
+  }
+  return claimed.sort((a, b) => (a.deviceId === b.deviceId ? a.seq - b.seq : a.deviceId < b.deviceId ? -1 : 1));
+}
+
+/** Longest gap, in retry-timer ticks, between two re-publishes of the same pending commands to a device. */
+export const MAX_RETRY_GAP_TICKS = 8;
+
+/**
+ * Which pending commands the retry timer re-publishes on a tick (HASHWARD_COMMAND_RETRY_MS apart): a device's
+ * pending commands go out on the first tick that sees them, then after 1, 2, 4, ... MAX_RETRY_GAP_TICKS ticks
+ * while they stay the same, and again on the next tick when they change (an ack, a new command) or after
+ * `reset` (the device said hello on a new connection: onHello has just published them).
+ *
+ * Why a backoff: on a live connection a QoS 1 command is delivered or the connection drops (and the hello of the
+ * next one re-publishes it), so a retry is for the rare lost handling. Re-publishing every tick to a device that
+ * has not acked yet only because it or the plane is busy multiplies the load exactly when there is least room
+ * (100 agents on one loaded machine answered each copy with a queued ack, and the release of the whole fleet
+ * never completed, test/e2e/tls-renewal.test.ts). A device's commands go out together and in seq order: the
+ * agent refuses a seq below one it executed (HW-CMD-1). In memory, per replica: a restart starts afresh.
+ */
+export class CommandRetrySchedule {
+  #tick = 0;
+  readonly #devices = new Map<string, { seqs: string; gap: number; dueTick: number }>();
+
+  /** Advances one tick; returns the commands of `pending` (all pending commands, seq order per device) due now. */
+  due(pending: readonly Command[]): Command[] {
+    this.#tick += 1;
+    const byDevice = new Map<string, Command[]>();
+    for (const command of pending) {
+      const list = byDevice.get(command.deviceId);
+      if (list) list.push(command);
+      else byDevice.set(command.deviceId, [command]);
+    }
+    for (const deviceId of this.#devices.keys()) if (!byDevice.has(deviceId)) this.#devices.delete(deviceId);
+    const out: Command[] = [];
+    for (const [deviceId, list] of byDevice) {
+      const seqs = list.map((command) => command.seq).join(",");
+      const entry = this.#devices.get(deviceId);
+      if (entry && entry.seqs === seqs && this.#tick < entry.dueTick) continue;
+      const gap = entry && entry.seqs === seqs ? Math.min(entry.gap * 2, MAX_RETRY_GAP_TICKS) : 1;
+      this.#devices.set(deviceId, { seqs, gap, dueTick: this.#tick + gap });
+      out.push(...list);
+    }
+    return out;
+  }
+
+  /** Forgets the device's schedule: its next tick re-publishes whatever is pending. */
+  reset(deviceId: string): void {
+    this.#devices.delete(deviceId);
+  }
 }
 
 /** Pending, unexpired commands of the device, in seq order (what a (re)connecting agent must receive). */

@@ -3,7 +3,7 @@
  * Every mutating method writes its audit row in the same transaction as the change (HW-DB-1).
  */
 import { randomBytes } from "node:crypto";
-import { and, asc, desc, eq, gt, isNull, lt, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gt, ilike, isNull, lt, or, type SQL, sql } from "drizzle-orm";
 import {
   deviceIdFromPublicKey,
   fromBase64Url,
@@ -428,6 +428,12 @@ export function createOperatorService(ctx: ServiceContext): ControlPlaneService 
       if (filter.appraisal) conditions.push(eq(devices.appraisal, filter.appraisal));
       if (filter.containment) conditions.push(eq(devices.containment, filter.containment));
       if (filter.model) conditions.push(eq(devices.model, filter.model));
+      if (filter.search) {
+        const pattern = `%${filter.search.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
+        conditions.push(
+          or(ilike(devices.id, pattern), ilike(devices.model, pattern), ilike(devices.firmwareVersion, pattern), sql`${devices.telemetry}->>'activePool' ilike ${pattern}`) as SQL,
+        );
+      }
       const rows = await db
         .select()
         .from(devices)

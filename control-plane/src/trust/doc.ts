@@ -30,7 +30,11 @@ const TRUST_NOTES: Record<MachineName, string> = {
     "that input found before: those findings of the previous verdict are held (a live-pool hijack stays " +
     "`contraindicated` while the stopped miner is silent), and such evidence never yields `trusted` (at best " +
     "`warning`, `runtime-opaque`). A quarantined miner that still answers with an active pool or hashrate is a " +
-    "contraindicated `miner-stop` finding: the stop failed. Evidence that observed everything is appraised as usual.",
+    "contraindicated `miner-stop` finding: the stop failed. Evidence that observed everything is appraised as usual.\n\n" +
+    "**Farm alerts (HW-ALERT-2).** The plane also appraises the telemetry of accepted heartbeats: an alert that starts " +
+    "or clears (zero hashrate, stopped fans, regular pool switching: contraindicated; a hashrate drop: warning) re-folds " +
+    "the device's active farm-alert findings into its last result and fires the same `appraised-*` event, and every " +
+    "later evidence keeps them folded in until telemetry clears them. A quarantined device's telemetry is not judged.",
   containment:
     "An operator (or the policy `contraindicated -> quarantine`) requests; the signed command is delivered until " +
     "acked or expired. Only the device's signed ack completes a request; an expired or failed command falls back " +
