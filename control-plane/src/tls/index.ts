@@ -149,7 +149,7 @@ export async function loadOrCreateCa(dataDir: string, now = Date.now(), shared: 
     const pem = JSON.parse(result.value) as CaPem;
     const ca = await caFromPem({ certPem: `${pem.certPem}\n`, keyPem: pem.keyPem }, "plane_secrets tls-ca");
     if (result.origin !== "local" && (!existsSync(certPath) || readFileSync(certPath, "utf8") !== ca.certPem)) {
-      await writeSecretFileAtomic(certPath, ca.certPem, 0o644);
+      await writeSecretFileAtomic(certPath, ca.certPem); // 0600 like every data-dir file (HW-DATA-1); copy it out to share it
     }
     return { ca, created: result.origin === "created" };
   }
@@ -159,7 +159,7 @@ export async function loadOrCreateCa(dataDir: string, now = Date.now(), shared: 
   // Key first: a crash between the two writes leaves a key without a certificate, refused above (never a
   // certificate whose key is lost).
   await writeSecretFileAtomic(keyPath, fresh.keyPem);
-  await writeSecretFileAtomic(certPath, fresh.certPem, 0o644);
+  await writeSecretFileAtomic(certPath, fresh.certPem); // 0600 like every data-dir file (HW-DATA-1)
   return { ca: await caFromPem(fresh, "the new CA"), created: true };
 }
 
