@@ -21,6 +21,8 @@ export interface SimDevice {
   client?: MqttClient;
   /** Nonce of the connect token of the current connection: signed into heartbeats (HW-LIVE-1). */
   connectNonce?: string;
+  /** The plane's command-signing key from the enrollment answer (what an agent pins, HW-PIN-1). */
+  commandPublicKey?: string;
 }
 
 export function makeDevices(count: number): SimDevice[] {
@@ -53,8 +55,9 @@ export async function enrollDevice(httpUrl: string, device: SimDevice, enrollmen
     { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(request) },
     { idempotent: true },
   );
-  const body = (await response.json().catch(() => ({}))) as { enrollment?: string };
+  const body = (await response.json().catch(() => ({}))) as { enrollment?: string; commandPublicKey?: string };
   if (response.status !== 200) throw new Error(`enroll ${device.deviceId} -> ${response.status}: ${JSON.stringify(body)}`);
+  if (body.commandPublicKey) device.commandPublicKey = body.commandPublicKey;
   return body.enrollment ?? "unknown";
 }
 

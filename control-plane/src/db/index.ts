@@ -79,9 +79,23 @@ async function openPglite(directory: string, imageCacheDir: string | false): Pro
 }
 
 async function openPostgres(url: string): Promise<OpenedDatabase> {
-  const pool = new pg.Pool({ connectionString: url, max: 10 });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    // HW-FAULT-1: a server that stops answering (a cut network, not a clean close) is noticed by TCP keepalive,
+    // and a connect that hangs gives up, so a waiting query fails (and is retried) instead of hanging for ever.
+    keepAlive: true,
+    connectionTimeoutMillis: 10_000,
+  });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on("error", () => {});
+  // HW-FAULT-1: pg-pool removes its error listener from a client while it is checked out (a drizzle transaction
+  // holds one across awaits), and a connection dying then (PostgreSQL restarted) emitted an unhandled 'error' that
+  // killed the plane. The queries on that client still fail with the error, and pg-pool drops the client when it
+  // is released (not queryable), so swallowing the event here loses nothing.
+  pool.on("connect", (client) => {
+    client.on("error", () => {});
+  });
   try {
     const client = await pool.connect();
     try {

@@ -389,7 +389,7 @@ describe("system routes", () => {
   it("healthz", async () => {
     const res = await ctx.request("GET", "/healthz");
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ status: "ok", version: "9.9.9" });
+    expect(await res.json()).toEqual({ status: "ok", version: "9.9.9", database: "up" });
   });
 
   it("metrics expose the request histogram by matched route", async () => {
@@ -445,7 +445,7 @@ describe("OpenAPI 3.1 document", () => {
 
   it("marks public routes as such", async () => {
     const doc = await document();
-    for (const [method, path] of [["post", "/api/v1/enroll"], ["get", "/healthz"], ["get", "/metrics"], ["get", OPENAPI_PATH]] as const) {
+    for (const [method, path] of [["post", "/api/v1/enroll"], ["get", "/healthz"], ["get", "/readyz"], ["get", "/metrics"], ["get", OPENAPI_PATH]] as const) {
       const operation = doc.paths[path]?.[method];
       expect(operation, `${method} ${path}`).toBeDefined();
       expect(operation!.security).toEqual([]);
@@ -460,6 +460,7 @@ describe("OpenAPI 3.1 document", () => {
       ...ROUTES.map((r) => `${r.method} ${openapiPath(r.path)}`),
       "POST /api/v1/enroll",
       "GET /healthz",
+      "GET /readyz",
       "GET /metrics",
       `GET ${OPENAPI_PATH}`,
     ]);

@@ -17,6 +17,7 @@ import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import { openDatabase, type Database } from "../db/index.js";
+import { probeDatabase } from "../db/transient.js";
 import { FarmAlertAnalyzer, withFarmAlerts } from "../alerts/index.js";
 import { createEventHub } from "../events/index.js";
 import { createWebhookService } from "../webhooks/index.js";
@@ -300,7 +301,9 @@ export async function startPlane(
         timeoutMs: config.webhookTimeoutMs,
       },
     });
-    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks });
+    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks,
+      probeDatabase: () => probeDatabase(opened.db as Database),
+    });
 
     await tls?.renewIfDue();
     const mqttPort = await startedBroker
