@@ -12,9 +12,11 @@ import type { Database } from "./index.js";
 /**
  * SQLSTATEs of a connection that went away or a server that is not accepting work right now (PostgreSQL
  * Appendix A): class 08 (connection exception), 57P01 admin_shutdown (`pg_ctl stop -m fast`), 57P02
- * crash_shutdown (another backend crashed, `-m immediate`), 57P03 cannot_connect_now (starting up / shutting down).
+ * crash_shutdown (another backend crashed, `-m immediate`), 57P03 cannot_connect_now (starting up / shutting down);
+ * and the two the server asks clients to retry, having rolled the transaction back: 40001 serialization_failure,
+ * 40P01 deadlock_detected (PostgreSQL 13.4 "Serialization Failure Handling").
  */
-const TRANSIENT_SQLSTATE = /^(08...|57P0[123])$/;
+const TRANSIENT_SQLSTATE = /^(08...|57P0[123]|40001|40P01)$/;
 /** Socket errors of a connection that was refused, reset or cut (Node errno codes). */
 const TRANSIENT_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENOTCONN"]);
 /**

@@ -2,6 +2,7 @@
  * The live event stream (`GET /api/v1/events/stream`) over the real services and database, PGlite and
  * PostgreSQL: what an operator's console sees when a device is quarantined and released.
  */
+import { sql } from "drizzle-orm";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -10,7 +11,7 @@ import type { Ack, Command } from "../../../shared/protocol/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { createHttpApp } from "../http/index.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
-import { createEventHub, type EventHub } from "./index.js";
+import { createEventHub, recordPlaneEvents, type EventHub } from "./index.js";
 
 const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
 
@@ -232,6 +233,45 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       expect([...ids].sort((x, y) => x - y)).toEqual(ids);
       expect(new Set(ids).size).toBe(ids.length);
       await resumed.cancel();
+    });
+
+    // PGlite runs one connection: an open transaction holds every other query (the poll too), so writers cannot
+    // interleave there and the case exists only on PostgreSQL.
+    it.skipIf(backend === "PGlite")("HW-SSE-1: concurrent writers never make the stream skip an event (ids commit in id order)", async () => {
+      // Regression (test/faults/postgres-restart): writer A draws id N and is still open when writer B draws N+1
+      // and commits; a poll in between used to send N+1 and move past N for good.
+      const sub = await hub.subscribe({ kinds: ["farm.alert"] });
+      let releaseA!: () => void;
+      const holdA = new Promise<void>((resolve) => (releaseA = resolve));
+      let aRecorded!: () => void;
+      const aHasId = new Promise<void>((resolve) => (aRecorded = resolve));
+      const at = new Date(clock);
+      const a = harness.db.transaction(async (tx) => {
+        await recordPlaneEvents(tx, [{ kind: "farm.alert", deviceId: null, data: { writer: "a" } }], at);
+        aRecorded();
+        await holdA;
+      });
+      await aHasId;
+      const b = harness.db.transaction(async (tx) => {
+        await recordPlaneEvents(tx, [{ kind: "farm.alert", deviceId: null, data: { writer: "b" } }], at);
+      });
+      // B waits for A (the advisory lock); without it B commits first and this poll sends B's event alone.
+      const waitingOnLock = async () => {
+        const rows = (await harness.db.execute(sql`select 1 from pg_locks where locktype = 'advisory' and not granted`)) as unknown as { rows: unknown[] };
+        return rows.rows.length > 0;
+      };
+      await Promise.race([b, vi.waitFor(async () => expect(await waitingOnLock()).toBe(true), { timeout: 30_000 })]);
+      await hub.poll(); // the timer's poll may be running: this one starts after it, on what is committed now
+      await hub.poll();
+      releaseA();
+      await Promise.all([a, b]);
+      await hub.poll();
+      // A skipped event never comes: give up on it after a while instead of hanging the test.
+      const next = () => Promise.race([sub.next(), new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000).unref())]);
+      const got = [await next(), await next()];
+      sub.close();
+      expect(got.map((event) => event?.data.writer)).toEqual(["a", "b"]);
+      expect(got[0]!.id).toBeLessThan(got[1]!.id);
     });
 
     it("HW-SSE-1: drops a client that does not read (bounded queue), counts it, and keeps serving the others", async () => {

@@ -22,9 +22,22 @@ export function newMessageId(): string {
 
 const CHUNK = 500;
 
-/** Inserts the events and their outbox rows in `tx`; returns the new event ids in order. */
+/** Transaction-scoped advisory lock key that orders writers of `plane_events` (any constant; "HWEV"). */
+export const PLANE_EVENTS_LOCK_KEY = 0x4857_4556;
+
+/**
+ * Inserts the events and their outbox rows in `tx`; returns the new event ids in order.
+ *
+ * HW-SSE-1 / HW-FAULT-1: the stream reads committed rows above the last id it sent, so ids must become visible
+ * in id order. On PostgreSQL two transactions could take ids 10 and 11 and commit 11 first: the stream sent 11,
+ * moved past 10, and event 10 was never streamed (seen in test/faults/postgres-restart with ten pooled
+ * connections). Writers therefore take one transaction-scoped advisory lock before their ids are drawn and keep
+ * it to commit, so ids are drawn and committed one writer at a time. Callers write events last in their
+ * transaction (after their row locks) to keep that window short. PGlite has one connection: no change there.
+ */
 export async function recordPlaneEvents(tx: Database, records: PlaneEventRecord[], at: Date): Promise<number[]> {
   if (records.length === 0) return [];
+  await tx.execute(sql`select pg_advisory_xact_lock(${PLANE_EVENTS_LOCK_KEY})`);
   const ids: number[] = [];
   const kinds = [...new Set(records.map((r) => r.kind))];
   const endpointsByKind = new Map<string, string[]>();
