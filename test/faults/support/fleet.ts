@@ -62,6 +62,7 @@ export class Fleet {
   #heartbeatTimer: ReturnType<typeof setInterval> | null = null;
   #startedAt = Date.now();
   #reconnects = new Set<ReturnType<typeof setTimeout>>();
+  #parked = new Set<FleetDevice>();
 
   constructor(
     private readonly plane: FleetPlane,
@@ -135,6 +136,18 @@ export class Fleet {
     return this.devices.filter((device) => device.client?.connected).length;
   }
 
+  /** Takes `devices` offline for good (a miner powered off): disconnected, never reconnecting. */
+  async park(devices: readonly FleetDevice[]): Promise<void> {
+    for (const device of devices) this.#parked.add(device);
+    await Promise.all(
+      devices.map(async (device) => {
+        const client = device.client;
+        device.client = undefined;
+        await client?.endAsync(true).catch(() => undefined);
+      }),
+    );
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
@@ -171,7 +184,7 @@ export class Fleet {
   }
 
   #scheduleReconnect(device: FleetDevice, attempt: number): void {
-    if (this.#stopped) return;
+    if (this.#stopped || this.#parked.has(device)) return;
     device.client = undefined;
     const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** attempt) * (0.5 + Math.random() / 2);
     const timer = setTimeout(() => {

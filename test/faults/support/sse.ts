@@ -9,6 +9,7 @@ export interface StreamedEvent {
   id: number;
   kind: string;
   deviceId: string | null;
+  data: Record<string, unknown>;
 }
 
 export class ResumingEventStream {
@@ -18,15 +19,17 @@ export class ResumingEventStream {
   #controller: AbortController | null = null;
   #loop: Promise<void>;
 
+  /** `fromId`: start as a client that already saw that event id (0: replay everything committed). */
   constructor(
     private readonly url: string,
     private readonly token: string,
+    private readonly fromId: number | null = null,
   ) {
     this.#loop = this.#run();
   }
 
   get lastId(): number | null {
-    return this.events.length > 0 ? this.events[this.events.length - 1]!.id : null;
+    return this.events.length > 0 ? this.events[this.events.length - 1]!.id : this.fromId;
   }
 
   async #run(): Promise<void> {
@@ -62,8 +65,8 @@ export class ResumingEventStream {
         const id = /^id: ?(\d+)$/m.exec(block)?.[1];
         const data = /^data: ?(.*)$/m.exec(block)?.[1];
         if (id === undefined || data === undefined) continue; // keep-alive comment
-        const event = JSON.parse(data) as { kind: string; deviceId: string | null };
-        this.events.push({ id: Number(id), kind: event.kind, deviceId: event.deviceId });
+        const event = JSON.parse(data) as { kind: string; deviceId: string | null; data: Record<string, unknown> };
+        this.events.push({ id: Number(id), kind: event.kind, deviceId: event.deviceId, data: event.data });
       }
     }
   }
