@@ -264,7 +264,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     try {
       identity = await lookupIdentity(username, true);
     } catch (cause) {
-      logger.error({ deviceId: username, err: cause }, "identity lookup failed during CONNECT");
+      // A database outage refuses every CONNECT: one throttled line (HW-FAULT-2), not one error per device.
+      if (isTransientDatabaseError(cause)) noteUnavailable("connect", "CONNECT refused (server unavailable); the device retries");
+      else logger.error({ deviceId: username, err: cause }, "identity lookup failed during CONNECT");
       throw new ConnectRefusal("unavailable", CONNACK.serverUnavailable, "identity lookup failed");
     }
     if (identity === null) throw new ConnectRefusal("unknown-device", CONNACK.notAuthorized, "device is not enrolled");
@@ -286,7 +288,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       try {
         fresh = await deviceSide.rememberConnectNonce(username, claims.nonce, claims.exp);
       } catch (cause) {
-        logger.error({ deviceId: username, err: cause }, "token nonce could not be recorded during CONNECT");
+        if (isTransientDatabaseError(cause)) noteUnavailable("connect", "CONNECT refused (server unavailable); the device retries");
+        else logger.error({ deviceId: username, err: cause }, "token nonce could not be recorded during CONNECT");
         throw new ConnectRefusal("unavailable", CONNACK.serverUnavailable, "token nonce could not be recorded");
       }
     }
@@ -466,11 +469,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   }
 
   /** One warn line per UNAVAILABLE_LOG_INTERVAL_MS while the database is out, not one per message. */
-  function noteUnavailable(kind: UpKind, what: string): void {
+  function noteUnavailable(subject: UpKind | "connect", what: string): void {
     unavailableSince.count += 1;
     const at = now();
     if (at - unavailableSince.loggedAt < UNAVAILABLE_LOG_INTERVAL_MS) return;
-    logger.warn({ kind, action: what, messagesSinceLastLine: unavailableSince.count }, "database unavailable: device messages held or refused (HW-FAULT-2)");
+    logger.warn({ subject, action: what, sinceLastLine: unavailableSince.count }, "database unavailable: device messages held or refused (HW-FAULT-2)");
     unavailableSince.loggedAt = at;
     unavailableSince.count = 0;
   }

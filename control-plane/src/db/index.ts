@@ -15,6 +15,7 @@ import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
 import { copyDatabaseImage, ensureDatabaseImage, imageCacheDirFromEnv, isFreshDirectory } from "./image.js";
+import { probeDatabase } from "./transient.js";
 import * as schema from "./schema.js";
 
 export { schema };
@@ -31,6 +32,11 @@ export type Dialect = "pglite" | "postgres";
 export interface OpenedDatabase {
   db: Database;
   dialect: Dialect;
+  /**
+   * HW-FAULT-3: whether the database answers `select 1` now, within `timeoutMs` (default 2000). On PostgreSQL
+   * this uses a connection of its own: a pool busy with a reconnecting fleet must not read as a database down.
+   */
+  probe(timeoutMs?: number): Promise<"up" | "down">;
   close(): Promise<void>;
 }
 
@@ -70,6 +76,7 @@ async function openPglite(directory: string, imageCacheDir: string | false): Pro
   return {
     db,
     dialect: "pglite",
+    probe: (timeoutMs) => probeDatabase(db, timeoutMs),
     async close() {
       if (closed) return;
       closed = true;
@@ -83,9 +90,10 @@ async function openPostgres(url: string): Promise<OpenedDatabase> {
     connectionString: url,
     max: 10,
     // HW-FAULT-1: a server that stops answering (a cut network, not a clean close) is noticed by TCP keepalive,
-    // and a connect that hangs gives up, so a waiting query fails (and is retried) instead of hanging for ever.
+    // so queries on that connection fail (and are retried) instead of hanging. No connectionTimeoutMillis: in
+    // pg-pool it also bounds the wait for a free client, and 2,000 devices reconnecting after a restart queue
+    // longer than any such bound (measured: CONNECTs refused for minutes with 10 s), while waiting costs nothing.
     keepAlive: true,
-    connectionTimeoutMillis: 10_000,
   });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on("error", () => {});
@@ -113,14 +121,23 @@ async function openPostgres(url: string): Promise<OpenedDatabase> {
     throw error;
   }
   const db = drizzlePg({ client: pool, schema }) as unknown as Database;
+  // HW-FAULT-3: the health probe's own single connection (reopened by pg-pool after a restart).
+  const probePool = new pg.Pool({ connectionString: url, max: 1, keepAlive: true, idleTimeoutMillis: 0 });
+  probePool.on("error", () => {});
+  probePool.on("connect", (client) => {
+    client.on("error", () => {});
+  });
+  const probeDb = drizzlePg({ client: probePool, schema }) as unknown as Database;
   let closed = false;
   return {
     db,
     dialect: "postgres",
+    probe: (timeoutMs) => probeDatabase(probeDb, timeoutMs),
     async close() {
       if (closed) return;
       closed = true;
       await pool.end();
+      await probePool.end();
     },
   };
 }

@@ -59,6 +59,8 @@ interface Services {
 interface OpenedDb {
   db: unknown;
   dialect: "pglite" | "postgres";
+  /** Whether the database answers now (HW-FAULT-3); absent: `select 1` through `db`. */
+  probe?(timeoutMs?: number): Promise<"up" | "down">;
   close(): Promise<void>;
 }
 
@@ -302,7 +304,7 @@ export async function startPlane(
       },
     });
     const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks,
-      probeDatabase: () => probeDatabase(opened.db as Database),
+      probeDatabase: () => (opened.probe ? opened.probe() : probeDatabase(opened.db as Database)),
     });
 
     await tls?.renewIfDue();
