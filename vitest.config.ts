@@ -4,7 +4,8 @@ export default defineConfig({
   test: {
     include: ["{agent,control-plane,shared,scripts,test,fuzz}/**/*.test.ts"],
     // The emulated arm64 board boots a whole machine in software (minutes): its own target, npm run test:board.
-    exclude: ["**/node_modules/**", "test/board/**"],
+    // The fault campaigns run thousands of devices through restarts (minutes): npm run test:faults.
+    exclude: ["**/node_modules/**", "test/board/**", "test/faults/**"],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: "forks",
