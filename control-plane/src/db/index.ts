@@ -85,6 +85,20 @@ async function openPglite(directory: string, imageCacheDir: string | false): Pro
   };
 }
 
+/**
+ * HW-FAULT-1: a lost connection must not crash the process. An idle client's error reaches the pool's listener;
+ * but pg-pool removes its error listener from a client while it is checked out (a drizzle transaction holds one
+ * across awaits), and a connection dying then (PostgreSQL restarted) emitted an unhandled 'error' that killed the
+ * plane. The queries on that client still fail with the error, and pg-pool drops the client when it is released
+ * (not queryable), so swallowing the event here loses nothing; the next query opens a new connection.
+ */
+function survivesLostConnections(pool: pg.Pool): void {
+  pool.on("error", () => {});
+  pool.on("connect", (client) => {
+    client.on("error", () => {});
+  });
+}
+
 async function openPostgres(url: string): Promise<OpenedDatabase> {
   const pool = new pg.Pool({
     connectionString: url,
@@ -95,15 +109,7 @@ async function openPostgres(url: string): Promise<OpenedDatabase> {
     // longer than any such bound (measured: CONNECTs refused for minutes with 10 s), while waiting costs nothing.
     keepAlive: true,
   });
-  // An idle client losing its connection must not crash the process; the next query reconnects.
-  pool.on("error", () => {});
-  // HW-FAULT-1: pg-pool removes its error listener from a client while it is checked out (a drizzle transaction
-  // holds one across awaits), and a connection dying then (PostgreSQL restarted) emitted an unhandled 'error' that
-  // killed the plane. The queries on that client still fail with the error, and pg-pool drops the client when it
-  // is released (not queryable), so swallowing the event here loses nothing.
-  pool.on("connect", (client) => {
-    client.on("error", () => {});
-  });
+  survivesLostConnections(pool);
   try {
     const client = await pool.connect();
     try {
@@ -123,10 +129,7 @@ async function openPostgres(url: string): Promise<OpenedDatabase> {
   const db = drizzlePg({ client: pool, schema }) as unknown as Database;
   // HW-FAULT-3: the health probe's own single connection (reopened by pg-pool after a restart).
   const probePool = new pg.Pool({ connectionString: url, max: 1, keepAlive: true, idleTimeoutMillis: 0 });
-  probePool.on("error", () => {});
-  probePool.on("connect", (client) => {
-    client.on("error", () => {});
-  });
+  survivesLostConnections(probePool);
   const probeDb = drizzlePg({ client: probePool, schema }) as unknown as Database;
   let closed = false;
   return {
