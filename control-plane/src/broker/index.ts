@@ -543,10 +543,16 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
       const { deviceId, kind } = parsed;
       const qos = packet.qos;
-      enqueue(deviceId, async () => {
-        const handled = await ingestDurably(client, deviceId, kind, payload, qos);
-        callback(handled ? null : new Error(`${kind} not handled: the database is unavailable (the device sends it again)`));
-      });
+      enqueue(deviceId, () =>
+        ingestDurably(client, deviceId, kind, payload, qos).then(
+          (handled) => callback(handled ? null : new Error(`${kind} not handled: the database is unavailable (the device sends it again)`)),
+          (error: unknown) => {
+            // ingest catches what handlers throw; this is a bug in the broker itself: say so, never stall the client.
+            logger.error({ deviceId, kind, err: error }, "mqtt ingest failed");
+            callback(null);
+          },
+        ),
+      );
     },
 
     authorizeSubscribe(client, subscription, callback) {
