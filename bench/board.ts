@@ -1,34 +1,35 @@
 /**
  * The agent on the emulated arm64 board (issue 11 "Benchmark"; docs/board.md): one power-on of the image from
  * scripts/board/build-image.sh under qemu-system-aarch64 (cortex-a53, TCG software emulation, 1 GiB RAM), the
- * real arm64 agent started by S99hashward, a stand-in plane on 127.0.0.1 (test/support/fake-plane.ts).
+ * real arm64 agent started by S99hashward, the REAL control plane on the host (under Bun, TLS, CA pinned by the
+ * enrollment token's hash; the same setup as test/board/emulated-board.test.ts: test/support/qemu-board.ts).
  * Figures (ms are wall clock of the EMULATED board on this host; a real cortex-a53 is faster, a loaded host slower):
- *   powerOnToHelloMs   qemu start -> the agent's first hello over MQTT (U-Boot, kernel, init, agent start, enroll)
- *   powerOnToInitMs    baseline, same boot: qemu start -> rcS reports the board up (no agent yet);
- *                      ratioHelloToInit = powerOnToHelloMs / powerOnToInitMs (what the agent adds to a boot)
- *   bootToTrustedMs    null: the stand-in plane does not appraise; the real plane's verdict is not measured here
- *   quarantineApplyMs  signed quarantine command published -> its ack (iptables in the arm64 kernel, miner stopped)
- *   releaseApplyMs     the same for release
- *   updateToCommitMs   signed update command (a 32 MiB ext4 slot image from a TUF repo on the host) -> ack done:
- *                      download, verify, write + read back slot b, fw_setenv, reboot through U-Boot, health, commit
- *   rollbackDetectedMs the same for an image failing its health check -> ack failed (rolled back, old slot booted)
- *   agentRssKiB, agentHwmKiB  VmRSS/VmHWM of the agent on the board, BENCH_IDLE_MS (default 20 s) after hello
+ *   powerOnToInitMs    qemu start -> rcS reports the board up (U-Boot, kernel, init; no agent yet)
+ *   powerOnToConnectedMs  qemu start -> the plane lists the board connected (agent start, enrollment, MQTT over TLS)
+ *   bootToTrustedMs    qemu start -> the plane's appraisal of the board's evidence says trusted;
+ *                      ratioTrustedToInit = bootToTrustedMs / powerOnToInitMs (what the agent adds to a boot)
+ *   quarantineApplyMs  operator POST /devices/{id}/quarantine -> the plane has the board's ack (containment
+ *                      quarantined: iptables in the arm64 kernel, miner stopped, CGI bind-mounted)
+ *   releaseApplyMs     the same for release (containment none)
+ *   updateToCommitMs   one-device rollout of a signed release (a 32 MiB ext4 slot image in the plane's TUF repo)
+ *                      -> the plane's rollout says succeeded: download, verify, write + read back slot b,
+ *                      fw_setenv, reboot through U-Boot, health check, commit, ack
+ *   rollbackDetectedMs the same for an image failing its health check -> rollout says failed (rolled back, the old
+ *                      slot booted again)
+ *   agentRssKiB, agentHwmKiB  VmRSS/VmHWM of the agent on the board, BENCH_IDLE_MS (default 20 s) after trusted
  *   boardMemTotalKiB, boardMemAvailableKiB  /proc/meminfo on the board at that moment
+ *   agentIdleCpuShare  the agent's CPU time over that idle window / its wall time (one emulated core = 1.0;
+ *                      utime+stime of /proc/<pid>/stat against /proc/uptime, both read on the board)
  *   agentBinaryBytes   dist/agent/hashward-agent-linux-arm64; configUsedKiB: /config used (agent + state)
  * Usage: npx tsx bench/board.ts   (npm run bench -- board)
  */
-import { readFileSync, rmSync, statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { TestTufRepo } from "../agent/src/update/testing/index.js";
-import { signObject } from "../shared/crypto/index.js";
-import { downTopic } from "../shared/protocol/index.js";
-import { startFakePlane } from "../test/support/fake-plane.js";
-import { REPO_ROOT, tempDir } from "../test/support/processes.js";
-import { ARM64_AGENT, HOST_FROM_GUEST, qemuBoardSkipReason, slotImage, startQemuBoard } from "../test/support/qemu-board.js";
-import { emitResult, envInt, pollUntil, printTable, progress, ratio } from "./support/report.js";
+import { REPO_ROOT } from "../test/support/processes.js";
+import { ARM64_AGENT, BOARD_BOOT_MS, qemuBoardSkipReason, startBoardOnPlane } from "../test/support/qemu-board.js";
+import { emitResult, envInt, printTable, progress, ratio, round } from "./support/report.js";
 
 const IDLE_MS = envInt("BENCH_IDLE_MS", 20_000, { min: 1000, max: 300_000 });
-const BOOT_MS = 900_000;
 
 const skip = qemuBoardSkipReason();
 if (skip) {
@@ -36,105 +37,79 @@ if (skip) {
   process.exit(1);
 }
 
-const plane = await startFakePlane({ host: "127.0.0.1" });
-const tufDir = tempDir("bench-board-tuf");
-const repo = await new TestTufRepo(join(tufDir, "repo")).start();
-const port = (url: string) => new URL(url).port;
-const fromGuest = (url: string) => url.replace("//127.0.0.1:", `//${HOST_FROM_GUEST}:`);
-const powerOn = Date.now();
-const board = startQemuBoard({
-  controlPlaneUrl: `http://${HOST_FROM_GUEST}:${port(plane.httpUrl)}`,
-  mqttUrl: `mqtt://${HOST_FROM_GUEST}:${port(plane.mqttUrl)}`,
-  // The stand-in plane (test/support/fake-plane.ts) speaks plaintext: an explicit, logged opt-in (HW-TLS-1).
-  allowPlaintext: true,
-  stateDir: "/config/hashward/state",
-  model: "S19",
-  firmwareVersion: "1.0.0",
-  platform: {
-    kind: "antminer",
-    slots: { a: { kind: "block", path: "/dev/vda2" }, b: { kind: "block", path: "/dev/vda3" }, bootlimit: 2, rebootCommand: ["reboot"], healthCommand: ["/etc/init.d/bmminer.sh", "status"] },
-  },
-  measure: { paths: ["/config/hashward/agent.json"], includeAgentBinary: false },
-  update: { trustedRootFile: "/config/hashward/tuf-root.json", metadataUrl: fromGuest(repo.metadataUrl), targetsUrl: fromGuest(repo.targetsUrl) },
-  heartbeatIntervalMs: 5000,
-  attestIntervalMs: 3_600_000,
-  enrollPollMs: 1000,
-  reconnectMinMs: 500,
-  reconnectMaxMs: 5000,
-}, { "hashward/tuf-root.json": readFileSync(repo.rootFile) });
+progress("starting the control plane, publishing root v1, registering the slot's reference values");
+const setup = await startBoardOnPlane();
+const { board } = setup;
 try {
-  progress("booting the emulated board (U-Boot, kernel, init, agent)");
-  await board.waitConsole(/hashward-board: up slot=/, BOOT_MS);
-  const powerOnToInitMs = Date.now() - powerOn;
-  const hello = await pollUntil(async () => plane.received.find((r) => r.topic.endsWith("/up/hello")), { timeoutMs: BOOT_MS, intervalMs: 250 });
-  if (!hello) throw new Error(`no hello within ${BOOT_MS} ms; console tail:\n${board.console().slice(-2000)}`);
-  const powerOnToHelloMs = Date.now() - powerOn;
-  const deviceId = hello.message.deviceId as string;
+  progress("booting the emulated board (U-Boot, kernel, init, agent) until the plane says trusted");
+  const since = () => Date.now() - setup.poweredOnAt;
+  let powerOnToConnectedMs: number | null = null;
+  const [powerOnToInitMs, bootToTrustedMs] = await Promise.all([
+    board.waitConsole(/hashward-board: up slot=/, BOARD_BOOT_MS).then(since),
+    setup
+      .waitDevice("the plane's trusted verdict", (d) => {
+        if (d.connected) powerOnToConnectedMs ??= since();
+        return d.appraisal === "trusted";
+      })
+      .then(since),
+  ]);
 
-  let seq = 0;
-  const hellos = () => plane.received.filter((r) => r.topic.endsWith("/up/hello")).length;
-  /** Command -> ack time; re-sent after each new hello (a reboot) until acked, as the real plane does. */
-  const timeCommand = async (action: "quarantine" | "release" | "update", expected: "done" | "failed" = "done", params: Record<string, unknown> = { reason: "bench" }) => {
-    const n = ++seq;
-    const now = Date.now();
-    const command = JSON.stringify(signObject({ v: 1, type: "command", deviceId, seq: n, issuedAt: now, expiresAt: now + 3_600_000, action, params }, plane.commandKey.privateKey));
-    const started = Date.now();
-    await plane.observer.publishAsync(downTopic(deviceId, "command"), command, { qos: 1 });
-    let seen = hellos();
-    const ack = await pollUntil(async () => {
-      const found = plane.received.find((r) => r.topic.endsWith("/up/ack") && r.message?.seq === n);
-      if (!found && hellos() > seen) {
-        seen = hellos();
-        await plane.observer.publishAsync(downTopic(deviceId, "command"), command, { qos: 1 });
-      }
-      return found;
-    }, { timeoutMs: 2 * BOOT_MS, intervalMs: 250 });
-    if (!ack || ack.message.status !== expected) throw new Error(`${action}: ${JSON.stringify(ack?.message ?? "no ack")}`);
-    return Date.now() - started;
-  };
-
-  progress(`idle ${IDLE_MS} ms, then the agent's memory on the board`);
+  progress(`idle ${IDLE_MS} ms, then the agent's memory and CPU share on the board`);
+  const cpuBefore = await agentCpu();
   await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+  const cpuAfter = await agentCpu();
+  // utime+stime are in clock ticks (USER_HZ, 100 on arm64 Linux); the share is of one (emulated) core.
+  const agentIdleCpuShare = round((cpuAfter.ticks - cpuBefore.ticks) / 100 / (cpuAfter.uptimeS - cpuBefore.uptimeS), 4);
   const field = (text: string, name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? Number.NaN);
   const status = (await board.sh("cat /proc/$(cat /var/run/hashward-agent.child.pid)/status")).output;
   const meminfo = (await board.sh("cat /proc/meminfo")).output;
   const configUsedKiB = Number((await board.sh("df -k /config | tail -1")).output.trim().split(/\s+/)[2]);
 
-  progress("quarantine and release");
-  const quarantineApplyMs = await timeCommand("quarantine");
-  const releaseApplyMs = await timeCommand("release");
+  progress("operator quarantine and release through the plane");
+  const quarantineApplyMs = (await setup.contain("quarantine")).ms;
+  const releaseApplyMs = (await setup.contain("release")).ms;
 
-  progress("a signed update to the other slot, committed after the reboot");
-  repo.addTarget("fw", slotImage({ "etc/hashward-image": "hashward-board 2\n" }), { hardwareModels: ["S19"], version: "1.1.0" });
-  repo.publish();
-  const updateToCommitMs = await timeCommand("update", "done", { targetName: "fw" });
-  progress("an image failing its health check, rolled back");
+  progress("a signed release rolled out to the board, committed after the reboot");
+  await setup.publishSlot("fw-board-1.1.0", "1.1.0", { "etc/hashward-image": "hashward-board 2\n" });
+  const update = await setup.rollout("fw-board-1.1.0", 2 * BOARD_BOOT_MS);
+  if (update.device["status"] !== "succeeded") throw new Error(`update: ${JSON.stringify(update.device)}`);
+  progress("a release failing its health check, rolled back");
   const failing = readFileSync(join(REPO_ROOT, "scripts/board/qemu/bmminer.sh"), "utf8").replace(/status\).*;;/, "status) exit 1 ;;");
-  repo.addTarget("fw", slotImage({ "etc/hashward-image": "hashward-board 3\n", "etc/init.d/bmminer.sh": failing }), { hardwareModels: ["S19"], version: "1.2.0" });
-  repo.publish();
-  const rollbackDetectedMs = await timeCommand("update", "failed", { targetName: "fw" });
+  await setup.publishSlot("fw-board-1.2.0", "1.2.0", { "etc/hashward-image": "hashward-board 3\n", "etc/init.d/bmminer.sh": failing });
+  const rollback = await setup.rollout("fw-board-1.2.0", 3 * BOARD_BOOT_MS);
+  if (rollback.device["status"] !== "failed") throw new Error(`rollback: ${JSON.stringify(rollback.device)}`);
 
   const figures = {
-    powerOnToHelloMs,
     powerOnToInitMs,
-    ratioHelloToInit: ratio(powerOnToHelloMs, powerOnToInitMs),
-    bootToTrustedMs: null,
+    powerOnToConnectedMs,
+    bootToTrustedMs,
+    ratioTrustedToInit: ratio(bootToTrustedMs, powerOnToInitMs),
     quarantineApplyMs,
     releaseApplyMs,
-    updateToCommitMs,
-    rollbackDetectedMs,
+    updateToCommitMs: update.ms,
+    rollbackDetectedMs: rollback.ms,
     agentRssKiB: field(status, "VmRSS"),
     agentHwmKiB: field(status, "VmHWM"),
+    agentIdleCpuShare,
     boardMemTotalKiB: field(meminfo, "MemTotal"),
     boardMemAvailableKiB: field(meminfo, "MemAvailable"),
     agentBinaryBytes: statSync(ARM64_AGENT).size,
     configUsedKiB,
   };
-  printTable("emulated arm64 board (qemu TCG cortex-a53; wall clock of the emulation)", Object.entries(figures).map(([k, v]) => [k, v === null ? "not measured" : v]));
+  printTable("emulated arm64 board against the real control plane (qemu TCG cortex-a53; wall clock of the emulation)", Object.entries(figures).map(([k, v]) => [k, v === null ? "not seen" : v]));
   emitResult("board", figures);
 } finally {
-  await board.stop();
-  await plane.close();
-  await repo.stop();
-  rmSync(tufDir, { recursive: true, force: true });
+  await setup.stop();
+}
+
+/**
+ * The agent's CPU time so far on the board (utime + stime from /proc/<pid>/stat, fields 14 and 15, in clock
+ * ticks) and the board's uptime in seconds, read in one shell command so both describe the same moment.
+ */
+async function agentCpu(): Promise<{ ticks: number; uptimeS: number }> {
+  const out = (await board.sh("cat /proc/$(cat /var/run/hashward-agent.child.pid)/stat /proc/uptime")).output.trim().split("\n");
+  const stat = out.find((l) => /^\d+ \(.*\) /.test(l))!;
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const uptime = out.find((l) => /^\d+\.\d+ \d+\.\d+$/.test(l.trim()))!;
+  return { ticks: Number(fields[11]) + Number(fields[12]), uptimeS: Number(uptime.trim().split(" ")[0]) };
 }

@@ -8,6 +8,7 @@
  * received every event of its burst, and the ingest ratio with/without (1.0 = the stream costs ingest nothing).
  * Usage: npx tsx bench/event-stream.ts
  */
+import { planeFetch } from "../test/support/api.js";
 import { connectAll, disconnectAll, enrollAll, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, readMetric, startBenchPlane } from "./support/plane.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
@@ -30,7 +31,8 @@ function streamClient(url: string, token: string) {
   let events = 0;
   let ended = false;
   const done = (async () => {
-    const response = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: controller.signal });
+    // The plane's own CA (HTTPS by default, HW-TLS-1): Node's global fetch would refuse it and no client would connect.
+    const response = await planeFetch(url, { headers: { authorization: `Bearer ${token}` }, signal: controller.signal });
     const reader = response.body!.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -63,12 +65,17 @@ function streamClient(url: string, token: string) {
   };
 }
 
-const { plane, admin, describe, close } = await startBenchPlane({ HASHWARD_EVENT_STREAM_MAX_QUEUE: "100000", HASHWARD_EVENT_POLL_MS: "50" });
+// The stream is woken by the plane's own commits (HW-SSE-2); the fallback poll stays at its default. A zero-hashrate
+// alert is contraindicated (HW-ALERT-2): auto-quarantine is off so the burst measures alerts and the stream, not
+// 4,000 quarantine commands to devices that never ack.
+const { plane, admin, describe, close } = await startBenchPlane({ HASHWARD_EVENT_STREAM_MAX_QUEUE: "100000", HASHWARD_AUTO_QUARANTINE: "off" });
 try {
+  // The pattern's three zero heartbeats are the fleet's grace (HW-ALERT-3; the built-in default is 18).
+  await admin.ok("PUT", "/api/v1/policies/farm-alerts", { zeroHashrateSamples: 3 });
   const devices = makeDevices(DEVICES);
   const token = await createEnrollmentToken(admin, devices.length);
   await enrollAll(plane.httpUrl, devices, token);
-  await connectAll(plane.mqttUrl, devices);
+  await connectAll(plane.mqttUrl, devices, { ca: plane.caPem });
   progress(`plane: ${DEVICES} devices enrolled and connected`);
   const bootAt = Date.now();
   let seq = 0;

@@ -22,6 +22,7 @@ import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets, type SimSocket } from "
 import { deviceIdFromPublicKey, generateKeyPair, signObject } from "../shared/index.js";
 import { startFakePlane } from "../test/support/fake-plane.js";
 import { startAgent, tempDir, writeAgentConfig } from "../test/support/processes.js";
+import { CLK_TCK, cpuTicks } from "./support/proc.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
 const CYCLES = envInt("BENCH_GUARD_CYCLES", 200, { max: 100_000 });
@@ -30,7 +31,6 @@ const IDLE_MS = envInt("BENCH_IDLE_MS", 10_000, { min: 1000, max: 120_000 });
 const INTERVAL_MS = envInt("BENCH_GUARD_INTERVAL_MS", 1000, { min: 1000, max: 600_000 });
 const HEARTBEAT_MS = envInt("BENCH_HEARTBEAT_MS", 10_000, { min: 100, max: 3_600_000 });
 const SIGN_COUNT = envInt("BENCH_SIGN_COUNT", 500, { min: 10, max: 100_000 });
-const CLK_TCK = 100; // Linux USER_HZ on every target
 
 const POLICY: GuardPolicy = {
   version: 1,
@@ -96,12 +96,6 @@ async function cycleCost(): Promise<{ cycleCpuUs: number; summaryCpuUs: number; 
   await miner.close();
   // The in-process sim-miner's CPU is included on both sides (it answers 3 requests per cycle, 1 per summary).
   return { cycleCpuUs, summaryCpuUs, findings: warm.findings.length };
-}
-
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of the full line)
 }
 
 async function idleShare(guards: boolean): Promise<{ cpuPercent: number; guardCycles: number }> {

@@ -23,10 +23,11 @@ const BENCHES = {
   "quarantine-fanout": { needsAgent: false, headline: ["p50Ms", "p99Ms", "totalMs", "baselineTotalMs", "ratioTotal", "complete"] },
   "agent-footprint": { needsAgent: true, headline: ["binaryX64Bytes", "binaryArm64Bytes", "agentRssKiB", "bareBunRssKiB", "ratioRss"] },
   guards: { needsAgent: true, headline: ["guardCycleCpuMs", "baselineSummaryCpuMs", "ratioCycleToSummary", "agentCpuPercentGuardsOn", "agentCpuPercentGuardsOff", "ratioIdleOnToOff"] },
+  "fleet-page": { needsAgent: false, headline: ["devices", "fleetPageServerMs", "apiPageServerMs", "ratioServerPageToApi", "fleetPageBytes", "apiPageBytes", "ratioBytesPageToApi"] },
   "cold-start": { needsAgent: false, headline: ["imageMs", "noImageMs", "restartMs", "ratioImageToRestart", "ratioNoImageToImage"] },
   update: { needsAgent: true, headline: ["curlSha256sumMs", "tufDownloadMs", "agentUpdateMs", "ratioTufDownloadToCurl", "ratioAgentUpdateToCurl", "complete"] },
   // The emulated arm64 board (scripts/board/build-image.sh makes the image): a software-emulated boot takes minutes.
-  board: { needsAgent: true, onlyWhenNamed: true, maxMs: 1_800_000, headline: ["powerOnToHelloMs", "powerOnToInitMs", "ratioHelloToInit", "bootToTrustedMs", "quarantineApplyMs", "releaseApplyMs", "updateToCommitMs", "rollbackDetectedMs", "agentRssKiB", "agentBinaryBytes"] },
+  board: { needsAgent: true, onlyWhenNamed: true, maxMs: 1_800_000, headline: ["bootToTrustedMs", "powerOnToInitMs", "powerOnToConnectedMs", "ratioTrustedToInit", "quarantineApplyMs", "releaseApplyMs", "updateToCommitMs", "rollbackDetectedMs", "agentRssKiB", "agentBinaryBytes"] },
 };
 const MAX_MS = Number(process.env.BENCH_MAX_MS ?? 300_000);
 

@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { afterEach, expect, it } from "vitest";
 import { describeUnless } from "../../test/support/skip.js";
 import { createSimulatedBoard, SIMULATED_MEASURE_PATHS } from "./platform/index.js";
-import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "./testing/index.js";
+import { startStandInPlane, tempDir, waitFor } from "./testing/index.js";
 
 const binary = resolve(import.meta.dirname, "../../dist/agent/hashward-agent-linux-x64");
 const built = existsSync(binary);
@@ -79,13 +79,7 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
   });
 
   it("runs: enrolls, connects, sends hello, evidence with @agent and heartbeats; stops on SIGTERM", async () => {
-    const plane = new PlaneSigner();
-    const broker = await new TestBroker().start();
-    cleanups.push(() => broker.close());
-    const enrollment = await new FakeEnrollmentServer(plane.publicKey).start();
-    cleanups.push(() => enrollment.close());
-    enrollment.onAccepted = (deviceId, pub) => broker.keys.set(deviceId, pub);
-    enrollment.decide = () => ({ status: 200, enrollment: "accepted", mqttUrl: broker.url });
+    const { broker, enrollment } = await startStandInPlane(cleanups);
     const { file, dir } = boardConfig({ controlPlaneUrl: enrollment.url, heartbeatIntervalMs: 100 });
     const child = spawn(binary, ["run", "--config", file], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";

@@ -1,7 +1,7 @@
 /** The control plane's error tree (extends the shared one). HTTP maps classes to status codes, never messages. */
 import { HashwardError, VerificationError } from "../../shared/errors/index.js";
 
-export { ConfigError, FreshnessError, HashwardError, ValidationError, VerificationError } from "../../shared/errors/index.js";
+export { ConfigError, ConflictError, FreshnessError, HashwardError, ValidationError, VerificationError } from "../../shared/errors/index.js";
 
 /** A named thing does not exist. HTTP 404. */
 export class NotFoundError extends HashwardError {
@@ -12,11 +12,6 @@ export class NotFoundError extends HashwardError {
   ) {
     super(`${what} ${JSON.stringify(id)} not found`);
   }
-}
-
-/** The request is valid but the current state forbids it (an illegal state transition, a used-up token). HTTP 409. */
-export class ConflictError extends HashwardError {
-  override name = "ConflictError";
 }
 
 /** A bounded resource is full (e.g. too many devices awaiting an operator). HTTP 429: retry later. */

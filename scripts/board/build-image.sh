@@ -13,6 +13,8 @@
 #                     4 U-Boot environment (raw, 256 KiB, libubootenv format), 5 /config (written per run)
 #   slot.ext4         the rootfs slot image (what an update writes to the other slot)
 #   layout.json       partition start sectors and sizes (the test writes /config with dd at that offset)
+#   rootfs.d          the slot's file tree (tests build update slots and measure reference values from it)
+#   inputs.sha256     hash of the scripts/board files the image was built from (a change rebuilds it)
 #
 # Why the environment is on the disk and not in the emulated NOR flash (pflash): Debian's arm64 kernel is built
 # without CONFIG_MTD_CFI/CONFIG_MTD_PHYSMAP, so Linux cannot see qemu's CFI flash and fw_setenv could not reach
@@ -26,6 +28,14 @@ OUT=$(cd "$OUT" && pwd)
 DEBS=$OUT/debs
 SYSROOT=$OUT/sysroot
 log() { printf 'build-image: %s\n' "$*" >&2; }
+
+# 0. What is built from this repository's files (initramfs, slot, boot partition, environment, disk) is built
+#    again when one of them changed since the last build; the downloaded packages and the sysroot are kept.
+INPUTS=$(cat "$SCRIPTS/build-image.sh" "$SCRIPTS/S99hashward" "$SCRIPTS/hashward-boot.cmd" "$SCRIPTS"/qemu/* | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$OUT/inputs.sha256" 2>/dev/null)" != "$INPUTS" ]; then
+  [ -e "$OUT/disk.img" ] && log "scripts/board changed since the last build: rebuilding the image (downloads kept)"
+  rm -rf "$OUT/initrd" "$OUT/initrd.d" "$OUT/rootfs.d" "$OUT/slot.ext4" "$OUT/boot.d" "$OUT/boot.ext4" "$OUT/env.img" "$OUT/disk.img" "$OUT/inputs.sha256"
+fi
 
 KERNEL_META=linux-image-arm64
 PACKAGES="busybox-static libc6 libgcc-s1 iptables libip4tc2 libip6tc2 libxtables12 libmnl0 libnetfilter-conntrack3 libnfnetlink0 libnftnl11 libubootenv-tool libubootenv0.1 zlib1g"
@@ -105,9 +115,10 @@ if [ ! -f "$OUT/slot.ext4" ]; then
   cp "$SCRIPTS/qemu/rcS" "$ROOT/etc/init.d/rcS"
   cp "$SCRIPTS/qemu/bmminer.sh" "$ROOT/etc/init.d/bmminer.sh"
   cp "$SCRIPTS/qemu/bmminer" "$ROOT/usr/bin/bmminer"
+  cp "$SCRIPTS/qemu/bmminer-api" "$ROOT/usr/bin/bmminer-api"
   cp "$SCRIPTS/S99hashward" "$ROOT/etc/init.d/S99hashward"
   printf '#!/bin/sh\necho upgrade accepted\n' >"$ROOT/www/pages/cgi-bin/upgrade.cgi"
-  chmod 0755 "$ROOT/etc/init.d/"* "$ROOT/usr/bin/bmminer" "$ROOT/www/pages/cgi-bin/upgrade.cgi"
+  chmod 0755 "$ROOT/etc/init.d/"* "$ROOT/usr/bin/bmminer" "$ROOT/usr/bin/bmminer-api" "$ROOT/www/pages/cgi-bin/upgrade.cgi"
   printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ROOT/etc/passwd"
   printf 'root:x:0:\n' >"$ROOT/etc/group"
   printf 'nameserver 10.0.2.3\n' >"$ROOT/etc/resolv.conf"
@@ -169,4 +180,5 @@ cp /usr/lib/u-boot/qemu_arm64/u-boot.bin "$OUT/u-boot.bin"
 cat >"$OUT/layout.json" <<EOF
 {"kernel": "$KVER", "sectorBytes": 512, "slotA": {"start": $LAYOUT_SLOT, "sectors": $LAYOUT_SLOT_SECTORS}, "slotB": {"start": $((LAYOUT_SLOT + LAYOUT_SLOT_SECTORS)), "sectors": $LAYOUT_SLOT_SECTORS}, "env": {"start": $ENV_START, "sectors": $ENV_SECTORS}, "config": {"start": $CONFIG_START, "sectors": $CONFIG_SECTORS}}
 EOF
+printf '%s\n' "$INPUTS" >"$OUT/inputs.sha256"
 log "done: $OUT"

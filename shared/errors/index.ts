@@ -31,6 +31,14 @@ export class FreshnessError extends VerificationError {
   override name = "FreshnessError";
 }
 
+/**
+ * The request is valid but the current state forbids it (an illegal state transition, a used-up token). HTTP 409
+ * on the plane. Shared because the state machine helper (shared/machine) throws its subclass on both sides.
+ */
+export class ConflictError extends HashwardError {
+  override name = "ConflictError";
+}
+
 /** A configuration option is invalid. `option` names it (e.g. `HASHWARD_HTTP_PORT` or `heartbeatIntervalMs`). */
 export class ConfigError extends HashwardError {
   override name = "ConfigError";

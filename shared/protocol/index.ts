@@ -4,3 +4,6 @@ export * from "./parse.js";
 export * from "./verify-command.js";
 export * from "./release.js";
 export * from "./indicators.js";
+export * from "./update.js";
+export * from "./policy.js";
+export * from "./events.js";

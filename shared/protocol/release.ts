@@ -7,8 +7,10 @@
  *            referenceMeasurements?: [{ path, sha256: 64 lowercase hex or "" (must be absent), size: bytes, claim? }] }`
  * Unknown extra fields are kept (a later release tool may add some; the signature covers them).
  */
+import { z } from "zod";
 import { ValidationError } from "../errors/index.js";
 import { isSemVer } from "../semver/index.js";
+import { sha256Schema } from "./schemas.js";
 
 /** Target names: one path segment, so `<sha256>.<name>` is a flat file name (no directories). */
 export const TARGET_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
@@ -18,6 +20,25 @@ export const MAX_RELEASE_MODELS = 256;
 /** The appraisal claims a reference measurement may be filed under. */
 export const RELEASE_CLAIMS = ["configuration", "executables", "file-system"] as const;
 
+/**
+ * One reference measurement: the one definition for release metadata (`custom.referenceMeasurements[]`), the
+ * operator API's reference value registration (control-plane/src/http/schemas.ts adds `.strict()` and OpenAPI on
+ * top) and the plane's stored reference values. `kind` is accepted so `hashward-agent measure` output (its
+ * measurementSchema entries) can be used as is; `kind: "missing"` means the path must be absent, like sha256 "".
+ *   path    the device path (1-1024 characters)
+ *   sha256  lowercase hex SHA-256; "" = must be absent
+ *   size    bytes (a safe integer >= 0)
+ *   claim   the appraisal claim to file it under (absent: derived from the path)
+ */
+export const referenceMeasurementSchema = z.object({
+  path: z.string().min(1).max(1024),
+  sha256: z.union([sha256Schema, z.literal("")]),
+  size: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  claim: z.enum(RELEASE_CLAIMS).optional(),
+  kind: z.enum(["file", "block", "missing"]).optional(),
+});
+
+/** A parsed reference measurement (`kind` folded into `sha256`). */
 export interface ReleaseMeasurement {
   path: string;
   /** Lowercase hex SHA-256; "" means the path must be absent. */
@@ -73,19 +94,31 @@ export function parseReleaseCustom(custom: unknown, name: string): ReleaseCustom
   return { hardwareModels: hardwareModels as string[], version, referenceMeasurements: measurements };
 }
 
-/** Accepts a reference measurement, or a `hashward-agent measure` entry ({path, kind, size, sha256}); errors name `field`. */
+/**
+ * Accepts a reference measurement, or a `hashward-agent measure` entry ({path, kind, size, sha256}), by
+ * referenceMeasurementSchema; throws ValidationError naming `field` and the bad sub-field.
+ */
 export function parseMeasurement(value: unknown, field: string): ReleaseMeasurement {
-  if (!isRecord(value)) throw new ValidationError(`${field} must be an object`, field);
-  const m = value;
-  if (typeof m.path !== "string" || m.path.length === 0 || m.path.length > 1024) throw new ValidationError(`${field}.path must be a path`, `${field}.path`);
   // kind "missing" (or sha256 "") marks a path that must be absent.
-  const sha256 = m.kind === "missing" ? "" : m.sha256;
-  if (typeof sha256 !== "string" || !/^([0-9a-f]{64})?$/.test(sha256)) throw new ValidationError(`${field}.sha256 must be lowercase hex sha256 or ""`, `${field}.sha256`);
-  if (typeof m.size !== "number" || !Number.isSafeInteger(m.size) || m.size < 0) throw new ValidationError(`${field}.size must be a non-negative integer`, `${field}.size`);
-  const out: ReleaseMeasurement = { path: m.path, sha256, size: m.size };
-  if (m.claim !== undefined) {
-    if (!RELEASE_CLAIMS.includes(m.claim as never)) throw new ValidationError(`${field}.claim must be one of ${RELEASE_CLAIMS.join(", ")}`, `${field}.claim`);
-    out.claim = m.claim as ReleaseMeasurement["claim"];
+  const folded = isRecord(value) && value.kind === "missing" ? { ...value, sha256: "" } : value;
+  const parsed = referenceMeasurementSchema.safeParse(folded);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const at = [field, ...(issue?.path.map(String) ?? [])].join(".");
+    throw new ValidationError(`${at}: ${issue?.message ?? "invalid"}`, at, { cause: parsed.error });
   }
+  const m = parsed.data;
+  const out: ReleaseMeasurement = { path: m.path, sha256: m.sha256, size: m.size };
+  if (m.claim !== undefined) out.claim = m.claim;
   return out;
+}
+
+/** The first measurement whose path an earlier one already lists (a reference value names each path once), or null. */
+export function firstRepeatedPath(measurements: readonly { path: string }[]): { index: number; path: string } | null {
+  const seen = new Set<string>();
+  for (const [index, m] of measurements.entries()) {
+    if (seen.has(m.path)) return { index, path: m.path };
+    seen.add(m.path);
+  }
+  return null;
 }

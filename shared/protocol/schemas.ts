@@ -272,7 +272,13 @@ export const eventSchema = z.strictObject({
 });
 export type DeviceEvent = z.infer<typeof eventSchema>;
 
-export const COMMAND_ACTIONS = ["quarantine", "release", "attest-now", "update", "rotate-key", "set-policy"] as const;
+/**
+ * Every action a signed command may carry. `rotate-key` was listed here once but never implemented by either side
+ * (agents acked it "unsupported"); it is removed (issue 9): the device id is the hash of the enrolled key
+ * (shared/crypto `deviceIdFromPublicKey`, checked at enrollment), so replacing a device key means revoking the device
+ * and enrolling the new key, until a key rotation with its own rule and tests is designed.
+ */
+export const COMMAND_ACTIONS = ["quarantine", "release", "attest-now", "update", "set-policy"] as const;
 export type CommandAction = (typeof COMMAND_ACTIONS)[number];
 
 export const commandSchema = z.strictObject({

@@ -7,17 +7,16 @@
  *  - HW-EVD-2: an agent that lost state.json (device.key kept) is held at unknown until it answers a fresh
  *    challenge, then judged on what it sees now; evidence signed before the reset stays a replay.
  */
-import { spawn } from "node:child_process";
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
-import { SimMiner } from "../../agent/src/sim-miner/index.js";
 import { createConnectToken, signObject } from "../../shared/index.js";
 import { upTopic } from "../../shared/protocol/index.js";
 import { ApiClient } from "../support/api.js";
+import { GuardedFleet, hijackFromAnotherProcess, type GuardedBoard } from "../support/guarded-board.js";
 import { loadDeviceKey } from "../support/device-key.js";
 import { AGENT_BINARY, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
@@ -31,67 +30,19 @@ const SLOW = { timeoutMs: 60_000 };
 let plane: ControlPlane;
 let admin: ApiClient;
 const agents: ManagedProcess[] = [];
-const miners: SimMiner[] = [];
 
-interface Board {
-  root: string;
-  stateDir: string;
-  configFile: string;
-  miner: SimMiner;
-  proc: ManagedProcess;
-  id: string;
-}
+let fleet: GuardedFleet;
 
-async function startBoard(name: string): Promise<Board> {
-  const dir = tempDir(name);
-  const root = join(dir, "board");
-  createSimulatedBoard(root, { model: MODEL, firmwareVersion: FIRMWARE });
-  const miner = new SimMiner({ root });
-  miners.push(miner);
-  const port = await miner.start();
-  const stateDir = join(dir, "state");
-  const token = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: 1, label: name });
-  const configFile = writeAgentConfig(
-    dir,
-    simulatedAgentConfig(plane, { stateDir, boardRoot: root, model: MODEL, firmwareVersion: FIRMWARE }, {
-      enrollmentToken: token.token,
-      measure: { paths: ["/firmware"] },
-      guards: { intervalMs: 1000, minerApi: { host: "127.0.0.1", port } },
-      logLevel: "debug",
-    }),
-  );
-  const proc = startAgent(name, configFile);
-  agents.push(proc);
-  const id = await waitFor(`${name}'s key`, () => loadDeviceKey(stateDir)?.deviceId);
-  await waitFor(`${name} trusted`, async () => (await admin.get(`/api/v1/devices/${id}`).catch(() => undefined))?.appraisal === "trusted", SLOW);
-  await waitFor(`${name} applied the signed policy`, () => existsSync(join(stateDir, "policy.json")), SLOW);
-  return { root, stateDir, configFile, miner, proc, id };
-}
+/** A guarded board (reference values are registered in beforeAll, measured before any connection opens). */
+const startBoard = (name: string): Promise<GuardedBoard> => fleet.start(name, { agentConfig: { logLevel: "debug" }, registerReference: false, timeoutMs: SLOW.timeoutMs });
 
 /** The issue's attack: addpool + switchpool from another process on the "LAN", over the real protocol. */
-function hijackFromAnotherProcess(port: number): Promise<void> {
-  const script = `
-    const net = require("node:net");
-    const send = (req) => new Promise((resolve, reject) => {
-      const s = net.connect(${port}, "127.0.0.1", () => s.end(JSON.stringify(req)));
-      s.on("data", () => {}); s.on("close", resolve); s.on("error", reject);
-    });
-    (async () => {
-      await send({ command: "addpool", parameter: "${HIJACK_POOL},thief.w1,x" });
-      await send({ command: "switchpool", parameter: "1" });
-    })();
-  `;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-e", script], { stdio: "ignore" });
-    child.on("error", reject);
-    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`attacker exited ${code}`))));
-  });
-}
+const hijack = (port: number): Promise<void> => hijackFromAnotherProcess(port, HIJACK_POOL, "thief.w1");
 
 const device = (id: string) => admin.get(`/api/v1/devices/${id}`);
 const appraisalHistory = async (id: string) =>
   ((await admin.get(`/api/v1/devices/${id}/history?limit=100`)).transitions as any[]).filter((t) => t.machine === "appraisal").reverse();
-const guardCycles = (board: Board) => board.proc.lines.filter((l) => l.msg === "guard cycle").length;
+const guardCycles = (board: GuardedBoard) => board.proc.lines.filter((l) => l.msg === "guard cycle").length;
 /** Evidence messages the plane refused so far (every reason), from its Prometheus metrics. */
 async function rejectedEvidence(): Promise<number> {
   const text = (await admin.request("GET", "/metrics")).body as string;
@@ -111,13 +62,14 @@ beforeAll(async () => {
   const measured = measureReference();
   plane = await startControlPlane();
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
+  fleet = new GuardedFleet(plane, admin);
   await admin.ok("PUT", "/api/v1/policies/pools", { allowedUrls: [GOOD_POOL], workerPatterns: ["^farm\\.worker\\d+$"] });
   await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
 }, 180_000);
 
 afterAll(async () => {
   await Promise.all(agents.map((a) => a.kill("SIGKILL")));
-  await Promise.all(miners.map((m) => m.close()));
+  await fleet?.close();
   await plane?.proc.kill("SIGKILL");
 });
 
@@ -125,7 +77,7 @@ describe("HW-APPRAISE-3: quarantine does not hide its own cause", () => {
   it("a miner that ignores the stop keeps hashing on the hijack pool: stays contraindicated, a miner-stop finding appears", async () => {
     const board = await startBoard("stop-fails");
     writeFileSync(join(board.root, "run/miner-stop.fault"), "ignore-stop\n"); // the stop will not stop it
-    await hijackFromAnotherProcess(board.miner.port);
+    await hijack(board.miner.port);
     await waitFor("quarantined by policy", async () => (await device(board.id)).containment === "quarantined", SLOW);
     expect(readFileSync(join(board.root, "run/miner.state"), "utf8").trim()).toBe("stopped");
     const view = await waitFor("a miner-stop finding in the verdict", async () => {
@@ -144,7 +96,7 @@ describe("HW-APPRAISE-3: quarantine does not hide its own cause", () => {
 
   it("a stop that works: the device never reads trusted while quarantined (the live pools are 'not observed')", async () => {
     const board = await startBoard("stop-works");
-    await hijackFromAnotherProcess(board.miner.port);
+    await hijack(board.miner.port);
     await waitFor("quarantined by policy", async () => (await device(board.id)).containment === "quarantined", SLOW);
     const blind = await waitFor("evidence appraised under containment with the miner API not observed", async () => {
       const d = await device(board.id);

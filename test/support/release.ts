@@ -25,6 +25,11 @@ export interface Releaser {
     reference?: unknown[];
     /** More files in the image (e.g. a large blob for the update benchmark). */
     extraFiles?: Array<{ path: string; content: string | Buffer }>;
+    /**
+     * The image's bytes as they are, instead of a simulated-board bundle (`healthy` and `extraFiles` then do not
+     * apply): e.g. a root-filesystem slot image for a U-Boot board (test/support/qemu-board.ts).
+     */
+    image?: Buffer;
   }): Promise<{ sha256: string; imageFile: string }>;
 }
 
@@ -34,6 +39,19 @@ async function release(args: string[]): Promise<Record<string, unknown>> {
   const code = await runRelease(args, { fetch: (url, init) => planeFetch(url, init), stdout: (t) => void (out += t), stderr: (t) => void (err += t) });
   if (code !== 0) throw new Error(`release ${args.join(" ")} exited ${code}: ${err}`);
   return JSON.parse(out) as Record<string, unknown>;
+}
+
+/** A simulated-board firmware bundle (agent/src/update/image.ts) for `model` at `version`. */
+function simulatedImage(model: string, version: string, healthy: boolean, extraFiles: Array<{ path: string; content: string | Buffer }>): Buffer {
+  const files: Array<{ path: string; content: string | Buffer; mode?: number }> = Object.entries(simulatedFirmwareFiles(model, version)).map(([path, content]) => ({
+    path,
+    content,
+    ...(path === "bmminer" ? { mode: 0o755 } : {}),
+  }));
+  // The simulated board's health check reads firmware/etc/selftest: anything but "pass" fails the trial boot.
+  if (!healthy) files.push({ path: "etc/selftest", content: "fail: hashboard 2 not detected\n" });
+  files.push(...extraFiles);
+  return buildFirmwareImage(files);
 }
 
 export async function createReleaser(dir: string, admin: ApiClient): Promise<Releaser> {
@@ -50,17 +68,9 @@ export async function createReleaser(dir: string, admin: ApiClient): Promise<Rel
     dir,
     repo,
     rootFile: join(repo, "1.root.json"),
-    async publish({ name, model, models, version, healthy = true, reference = [], extraFiles = [] }) {
-      const files: Array<{ path: string; content: string | Buffer; mode?: number }> = Object.entries(simulatedFirmwareFiles(model, version)).map(([path, content]) => ({
-        path,
-        content,
-        ...(path === "bmminer" ? { mode: 0o755 } : {}),
-      }));
-      // The simulated board's health check reads firmware/etc/selftest: anything but "pass" fails the trial boot.
-      if (!healthy) files.push({ path: "etc/selftest", content: "fail: hashboard 2 not detected\n" });
-      files.push(...extraFiles);
+    async publish({ name, model, models, version, healthy = true, reference = [], extraFiles = [], image: raw }) {
       const image = join(dir, `${name}.img`);
-      writeFileSync(image, buildFirmwareImage(files));
+      writeFileSync(image, raw ?? simulatedImage(model, version, healthy, extraFiles));
       const referenceFile = join(dir, `${name}.reference.json`);
       writeFileSync(referenceFile, JSON.stringify(reference));
       const signed = await release(["sign", "--keys", keys, "--repo", repo, "--image", image, "--name", name, "--version", version, "--models", (models ?? [model]).join(","), "--reference", referenceFile]);

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { generateKeyPair, signObject, verifySignedObject, type Command, type DeviceEvent } from "../../../shared/index.js";
+import { commandSchema, DEVICE_EVENT_DETAIL, encodePayload, generateKeyPair, parsePayload, signObject, verifySignedObject, type Command, type DeviceEvent } from "../../../shared/index.js";
 import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
 import { RecordingPlatform } from "../platform/index.js";
@@ -27,7 +27,11 @@ function setup(opts: { pin?: boolean; stateDir?: string; platform?: RecordingPla
     state,
     platform,
     controlPlaneHosts: () => ["mqtt.example.net", "plane.example.net"],
-    send: (entry) => sent.push(entry),
+    send: (entry) => {
+      // Every event the handler writes has its kind's detail (shared/protocol/events.ts).
+      if (entry.kind === "event") DEVICE_EVENT_DETAIL[entry.message.kind].parse(entry.message.detail);
+      sent.push(entry);
+    },
     attestNow: async (nonce) => {
       attests.push(nonce);
     },
@@ -114,9 +118,12 @@ describe("command handling", () => {
     expect(acks(s.sent)).toHaveLength(2);
   });
 
-  it("acks unsupported actions as failed and attest-now with and without nonce", async () => {
+  it("refuses an action outside the protocol at parse (rotate-key: removed, issue 9) and runs attest-now with and without nonce", async () => {
     const s = make();
-    expect(await s.handler.handle(s.plane.command(deviceId, 1, "rotate-key", { nowMs: s.now() }))).toMatchObject({ ack: { status: "failed", reason: "unsupported action rotate-key" } });
+    // A signed command whose action the protocol does not define is dropped by the session's parse (session.ts),
+    // naming the field, before anything runs.
+    const rotate = s.plane.command(deviceId, 1, "rotate-key" as Command["action"], { nowMs: s.now() });
+    expect(() => parsePayload(commandSchema, encodePayload(rotate), "command")).toThrow(expect.objectContaining({ field: "action" }));
     await s.handler.handle(s.plane.command(deviceId, 2, "attest-now", { nowMs: s.now() }));
     await s.handler.handle(s.plane.command(deviceId, 3, "attest-now", { nowMs: s.now(), params: { nonce: "n".repeat(22) } }));
     expect(s.attests).toEqual([null, "n".repeat(22)]);

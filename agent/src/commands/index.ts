@@ -24,6 +24,7 @@ import {
   verifyCommand,
   type Ack,
   type Command,
+  type DeviceEventDetail,
 } from "../../../shared/index.js";
 import type { Logger } from "../log/index.js";
 import { createEvent, type EventKind, type EventSeverity, type OutboxMessage } from "../outbox/index.js";
@@ -190,8 +191,11 @@ export class CommandHandler {
         case "update":
           // Reached only while another update runs in the background (see handleOne).
           return { status: "failed", containment: before, reason: `another update (command ${this.runningBackground}) is in progress` };
-        default:
-          return { status: "failed", containment: before, reason: `unsupported action ${command.action}` };
+        default: {
+          // Unreachable for a parsed command (commandSchema lists every action); kept so a wider type fails closed.
+          const action: never = command.action;
+          return { status: "failed", containment: before, reason: `unsupported action ${String(action)}` };
+        }
       }
     } catch (error) {
       const reason = `${command.action} failed: ${error instanceof Error ? error.message : String(error)}`;
@@ -203,7 +207,7 @@ export class CommandHandler {
     }
   }
 
-  private event(kind: EventKind, severity: EventSeverity, detail: Record<string, unknown>, nowMs: number): void {
+  private event<K extends EventKind>(kind: K, severity: EventSeverity, detail: DeviceEventDetail<K>, nowMs: number): void {
     this.deps.send({ kind: "event", message: createEvent(this.deps.deviceId, this.deps.privateKey, kind, severity, detail, nowMs) });
   }
 }

@@ -157,12 +157,22 @@ export class MinerApiClient {
     const stats = this.parse(statsSchema, await this.request("stats"), "stats").STATS;
     const temperaturesC: number[] = [];
     const fanRpm: number[] = [];
+    const number = (value: unknown) => (typeof value === "number" ? value : typeof value === "string" && /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN);
     for (const entry of stats) {
+      // bmminer names its fitted fans in fan_num: fan1..fan<fan_num> are read even at 0 rpm (a stopped fan is the
+      // sign of disabled cooling, HW-ALERT-1); without fan_num a 0 is an empty slot, as for the temperatures.
+      const fanNum = number(entry["fan_num"]);
+      const fitted = Number.isInteger(fanNum) && fanNum > 0 && fanNum <= 64 ? fanNum : null;
       for (const [key, value] of Object.entries(entry)) {
-        const n = typeof value === "number" ? value : typeof value === "string" && /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN;
+        const n = number(value);
+        const fan = /^fan(\d+)$/.exec(key);
+        if (fan && fitted !== null) {
+          if (Number(fan[1]) >= 1 && Number(fan[1]) <= fitted && Number.isFinite(n) && n >= 0 && fanRpm.length < 64) fanRpm.push(n);
+          continue;
+        }
         if (!Number.isFinite(n) || n <= 0) continue; // 0 = sensor or fan slot not fitted
         if (/^temp(\d+|2_\d+|_chip\d*)$/.test(key) && temperaturesC.length < 64) temperaturesC.push(n);
-        else if (/^fan\d+$/.test(key) && fanRpm.length < 64) fanRpm.push(n);
+        else if (fan && fanRpm.length < 64) fanRpm.push(n);
       }
     }
     return { temperaturesC, fanRpm };

@@ -8,14 +8,16 @@ import { createEvent, Outbox, type OutboxMessage } from "./index.js";
 
 const deviceId = "hw-0123456789abcdef01234567";
 const key = generateKeyPair();
-const ev = (n: number): OutboxMessage => ({ kind: "event", message: createEvent(deviceId, key.privateKey, "watch-change", "info", { n }, n) });
+/** The number `ev(n)` carries (in its watched path); undefined for any other event. */
+const nOf = (e: DeviceEvent): number | undefined => (e.kind === "watch-change" ? Number((e.detail["paths"] as string[])[0]!.split("/").pop()) : undefined);
+const ev = (n: number): OutboxMessage => ({ kind: "event", message: createEvent(deviceId, key.privateKey, "watch-change", "info", { paths: [`/config/${n}`] }, n) });
 
 function open(dir: string, maxEvents: number) {
   return new Outbox({
     dir,
     maxEvents,
     log: silentLogger(),
-    overflowEvent: (dropped) => createEvent(deviceId, key.privateKey, "outbox-overflow", "warning", { dropped }, 0),
+    overflowEvent: (dropped) => createEvent(deviceId, key.privateKey, "outbox-overflow", "warning", { dropped, maxEvents }, 0),
   });
 }
 
@@ -36,7 +38,7 @@ describe("outbox", () => {
     expect(reopened.depth).toBe(3);
     const sent: number[] = [];
     await reopened.flush(async (entry) => {
-      sent.push((entry.message as DeviceEvent).detail["n"] as number);
+      sent.push(nOf(entry.message as DeviceEvent)!);
     });
     expect(sent).toEqual([1, 2, 3]);
     expect(reopened.depth).toBe(0);
@@ -49,7 +51,7 @@ describe("outbox", () => {
     const sent: number[] = [];
     let fail = true;
     const publish = async (entry: OutboxMessage) => {
-      const n = (entry.message as DeviceEvent).detail["n"] as number;
+      const n = nOf(entry.message as DeviceEvent)!;
       if (n === 2 && fail) {
         fail = false;
         throw new Error("link down");
@@ -77,7 +79,7 @@ describe("outbox", () => {
     const [overflow, ...rest] = sent.map((s) => s.message as DeviceEvent);
     expect(overflow).toMatchObject({ kind: "outbox-overflow", detail: { dropped: 4 } });
     verifySignedObject(overflow!, key.publicKey);
-    expect(rest.map((e) => e.detail["n"])).toEqual([5, 6, 7]);
+    expect(rest.map(nOf)).toEqual([5, 6, 7]);
     expect(reopened.depth).toBe(0);
     expect(open(d, 3).depth).toBe(0);
   });
@@ -106,6 +108,28 @@ describe("outbox", () => {
       sent.push(entry);
     });
     expect(sent.filter((e) => e.kind === "ack").map((e) => (e.message as { seq: number }).seq)).toEqual([1]);
-    expect(sent.filter((e) => e.kind === "event").map((e) => (e.message as DeviceEvent).detail["n"] ?? "overflow")).toEqual(["overflow", 4, 5]);
+    expect(sent.filter((e) => e.kind === "event").map((e) => nOf(e.message as DeviceEvent) ?? "overflow")).toEqual(["overflow", 4, 5]);
+  });
+
+  it("keeps one copy of an ack that is already waiting: redeliveries of a command do not pile up behind it", async () => {
+    const box = open(dir(), 100);
+    const ack = (seq: number): OutboxMessage => ({
+      kind: "ack",
+      message: { v: 1, type: "ack", deviceId, seq, action: "quarantine", status: "done", containment: "quarantined", ts: 1, sig: "x".repeat(86) },
+    });
+    expect(box.enqueue(ack(1))).toBe(true);
+    // The plane re-publishes seq 1 until the ack is recorded; each redelivery re-sends the stored ack.
+    for (let i = 0; i < 50; i++) expect(box.enqueue(ack(1))).toBe(false);
+    expect(box.enqueue(ack(2))).toBe(true);
+    expect(box.enqueue(ack(2))).toBe(false);
+    expect(box.depth).toBe(2);
+    const sent: number[] = [];
+    await box.flush(async (entry) => {
+      sent.push((entry.message as { seq: number }).seq);
+    });
+    expect(sent).toEqual([1, 2]);
+    // Once sent (PUBACK), a later redelivery queues the ack again: the plane may not have recorded it.
+    expect(box.enqueue(ack(2))).toBe(true);
+    expect(box.depth).toBe(1);
   });
 });

@@ -9,7 +9,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { PROTOCOL_VERSION, signObject, type Ack, type DeviceEvent } from "../../../shared/index.js";
+import { PROTOCOL_VERSION, signObject, type Ack, type DeviceEvent, type DeviceEventDetail } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { Logger } from "../log/index.js";
 
@@ -50,12 +50,21 @@ export class Outbox {
     return this.files.length + (this.dropped > 0 ? 1 : 0);
   }
 
-  enqueue(entry: OutboxMessage): void {
+  /**
+   * Queues `entry` durably (fsync) unless it is an ack for a command seq whose ack is already waiting here: the
+   * plane re-publishes a command until its ack is recorded, and the agent answers each redelivery with the stored
+   * ack (agent/src/commands). Queuing every copy made the outbox grow faster than a loaded plane drained it (one
+   * PUBACK per entry), so the ack that mattered sat behind hundreds of copies until its command expired (seen with
+   * 100 agents in test/e2e/tls-renewal.test.ts). An agent signs exactly one ack per seq, so one waiting copy is
+   * the same message. Returns false when nothing was queued for that reason.
+   */
+  enqueue(entry: OutboxMessage): boolean {
+    if (entry.kind === "ack" && this.files.some((file) => file.endsWith(`-ack-s${entry.message.seq}.json`))) return false;
     const overflow = this.files.length + 1 - this.opts.maxEvents;
     if (overflow > 0) {
       // Oldest EVENTS go first. Acks are never dropped: only the last executed command's ack is kept in state,
       // so a dropped older ack could never be re-sent and the plane would wait for it until it expires. Acks
-      // are bounded anyway (one per plane command, and the plane sends few while a device is offline).
+      // are bounded anyway: one waiting per plane command (see above), and the plane sends few while a device is offline.
       const victims = this.files.filter((file) => file.includes("-event-")).slice(0, overflow);
       if (victims.length > 0) {
         const drop = new Set(victims);
@@ -72,6 +81,7 @@ export class Outbox {
     const name = `${String(this.counter).padStart(12, "0")}-${entry.kind}-${id}.json`;
     writeFileAtomicSync(join(this.opts.dir, name), JSON.stringify(entry), 0o600);
     this.files.push(name);
+    return true;
   }
 
   /**
@@ -156,13 +166,13 @@ export function newEventId(): string {
   return randomBytes(12).toString("base64url");
 }
 
-/** Builds a signed event. */
-export function createEvent(
+/** Builds a signed event; `detail` is the shape of its kind (shared/protocol/events.ts DEVICE_EVENT_DETAIL). */
+export function createEvent<K extends EventKind>(
   deviceId: string,
   privateKey: Uint8Array,
-  kind: EventKind,
+  kind: K,
   severity: EventSeverity,
-  detail: Record<string, unknown>,
+  detail: DeviceEventDetail<K>,
   nowMs: number,
 ): DeviceEvent {
   return signObject({ v: PROTOCOL_VERSION, type: "event" as const, deviceId, id: newEventId(), ts: nowMs, kind, severity, detail }, privateKey);

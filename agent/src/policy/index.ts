@@ -11,65 +11,15 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ConfigError, FreshnessError, ValidationError } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
-import { INDICATOR_KINDS, MAX_ALLOWED_SHA256, MAX_SCAN_DEPTH, MAX_SCAN_PATHS } from "../../../shared/protocol/index.js";
+import { wireGuardPolicySchema, wireIndicatorSchema, type WireGuardPolicy, type WireIndicator } from "../../../shared/protocol/index.js";
 
-const regexSource = z
-  .string()
-  .min(1)
-  .max(512)
-  .refine((source) => {
-    try {
-      new RegExp(`^(?:${source})$`);
-      return true;
-    } catch {
-      return false;
-    }
-  }, "must be a valid regular expression");
-
-// Kinds and bounds are shared with the plane (shared/protocol/indicators.ts), which adds stricter input checks.
+// The set-policy payload is the wire contract (shared/protocol/policy.ts): one definition and one set of limits
+// with the plane, which only adds stricter checks on operator input.
 export { INDICATOR_KINDS, MAX_ALLOWED_SHA256, MAX_SCAN_DEPTH, MAX_SCAN_PATHS } from "../../../shared/protocol/index.js";
-
-const devicePath = z.string().min(1).max(1024).startsWith("/");
-
-export const indicatorSchema = z.object({
-  id: z.string().min(1).max(128),
-  kind: z.enum(INDICATOR_KINDS),
-  /** file-present / reappearing-file / file-size-above: the file; unexpected-executable / named-file: a file or a directory; hosts-entry: the hosts file (default /etc/hosts). */
-  path: devicePath.optional(),
-  /** hosts-entry: host names that must not appear; unexpected-executable / named-file in a directory: file names flagged. */
-  pattern: regexSource.optional(),
-  severity: z.enum(["warning", "critical"]),
-  description: z.string().max(1024),
-  // Additive (older agents ignore them, older policies lack them):
-  /** unexpected-executable / named-file: more files or directories to scan besides `path` (/usr/bin, /tmp, /config). */
-  paths: z.array(devicePath).max(MAX_SCAN_PATHS).optional(),
-  /** unexpected-executable / named-file: levels of subdirectories scanned below each directory (default 0; HW-GUARD-9). */
-  maxDepth: z.number().int().min(0).max(MAX_SCAN_DEPTH).optional(),
-  /**
-   * unexpected-executable: the digests of the executables the device's approved reference values name (HW-GUARD-8).
-   * Present: only an executable whose sha256 is not listed is flagged. Absent: every executable found is.
-   */
-  allowedSha256: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(MAX_ALLOWED_SHA256).optional(),
-  /** Set by the plane on indicators whose allowedSha256 came from the reference values (informational). */
-  allowReferenceValues: z.boolean().optional(),
-  /** file-size-above: the largest size, in bytes, a clean file has. */
-  maxBytes: z.number().int().min(0).optional(),
-  /** reappearing-file: the tier of a sighting that is not a return (default `severity`). */
-  presentSeverity: z.enum(["warning", "critical"]).optional(),
-});
-export type Indicator = z.infer<typeof indicatorSchema>;
-
-export const policySchema = z.object({
-  version: z.number().int().positive(),
-  pools: z.object({
-    allowedUrls: z.array(z.string().min(1).max(1024)).max(256),
-    /** Anchored regex sources: the whole worker name must match one. */
-    workerPatterns: z.array(regexSource).max(64),
-  }),
-  network: z.object({ allowedHosts: z.array(z.string().min(1).max(300)).max(256) }),
-  indicators: z.array(indicatorSchema).max(256),
-});
-export type GuardPolicy = z.infer<typeof policySchema>;
+export const indicatorSchema = wireIndicatorSchema;
+export type Indicator = WireIndicator;
+export const policySchema = wireGuardPolicySchema;
+export type GuardPolicy = WireGuardPolicy;
 
 const fileSchema = z.strictObject({ v: z.literal(1), policy: policySchema, appliedAtMs: z.number().int().nonnegative() });
 

@@ -12,7 +12,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import { ConfigError, PROTOCOL_VERSION, signObject, type Challenge, type Evidence, type Heartbeat, type Hello } from "../../../shared/index.js";
+import { ConfigError, PROTOCOL_VERSION, signObject, type Challenge, type DeviceEventDetail, type Evidence, type Heartbeat, type Hello } from "../../../shared/index.js";
 import { Attester, watchPaths, type EvidenceReason, type WatchHandle } from "../attest/index.js";
 import { CommandHandler } from "../commands/index.js";
 import type { AgentConfig } from "../config/index.js";
@@ -508,7 +508,7 @@ export class Agent {
     this.event("guard-alert", tier === "contraindicated" ? "critical" : "warning", detail);
   }
 
-  private event(kind: EventKind, severity: EventSeverity, detail: Record<string, unknown>): void {
+  private event<K extends EventKind>(kind: K, severity: EventSeverity, detail: DeviceEventDetail<K>): void {
     this.send({ kind: "event", message: createEvent(this.deviceId, this.identity.keyPair.privateKey, kind, severity, detail, this.now()) });
   }
 

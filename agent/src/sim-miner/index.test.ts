@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { createSimulatedBoard } from "../platform/index.js";
 import { tempDir } from "../testing/index.js";
 import { MinerApiClient } from "../miner-api/index.js";
-import { SimMiner } from "./index.js";
+import { SimMiner, writeSimulatedTelemetry } from "./index.js";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -81,5 +81,35 @@ describe("simulated miner: cgminer's bytes", () => {
       ["stratum+tcp://pool.example.net:3333", "farm.worker1"],
       ["stratum+tcp://b.example.net:3333", "farm.worker2"],
     ]);
+  });
+});
+
+describe("simulated miner: staged farm-alert attacks (HW-ALERT-1)", () => {
+  it("reports a kill switch, stopped fans (read at 0 rpm through fan_num) with climbing temperatures, and a time-sliced dev fee", async () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    createSimulatedBoard(dir.path, { model: "S19" });
+    let now = 1_700_000_000_000;
+    const sim = new SimMiner({ root: dir.path, now: () => now });
+    const port = await sim.start();
+    cleanups.push(() => sim.close());
+    const client = new MinerApiClient({ host: "127.0.0.1", port });
+    expect(await client.stats()).toEqual({ temperaturesC: [60, 61, 62, 75, 76, 77], fanRpm: [5400, 5460, 5520, 5580] });
+
+    writeSimulatedTelemetry(dir.path, { hashrateGhs: 0, fanRpm: [0, 0, 5520, 5580], temperatureClimbCPerMin: 6 });
+    now = Date.now() + 60_000; // a minute after the file was written
+    expect((await client.summary()).hashrateGhs).toBe(0);
+    const stats = await client.stats();
+    expect(stats.fanRpm).toEqual([0, 0, 5520, 5580]);
+    expect(stats.temperaturesC[0]).toBeGreaterThanOrEqual(65.9);
+
+    const fee = "stratum+tcp://devfee.example.org:443";
+    writeSimulatedTelemetry(dir.path, { devFee: { url: fee, periodMs: 10_000, sliceMs: 2_000 } });
+    now = 1_700_000_000_000; // a multiple of the period: inside the slice
+    expect((await client.pools()).find((p) => p.active)?.url).toBe(fee);
+    now += 5_000;
+    expect((await client.pools()).find((p) => p.active)?.url).toBe("stratum+tcp://pool.example.net:3333");
+    writeSimulatedTelemetry(dir.path, {});
+    expect((await client.summary()).hashrateGhs).toBeCloseTo(13512.34);
   });
 });

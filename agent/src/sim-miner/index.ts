@@ -14,9 +14,13 @@
  *   /run/miner-stop.fault   optional: "ignore-stop" -> the miner keeps answering and hashing although
  *                           miner.state says stopped (stage a quarantine whose stop failed: a trojaned init
  *                           script, a second miner process)
+ *   /run/miner-telemetry.json  optional (SimTelemetry): what `summary` and `stats` report and which pool is active,
+ *                           to stage the farm-alert attacks (HW-ALERT-1): a kill switch (`hashrateGhs: 0`),
+ *                           stopped fans (`fanRpm`) with temperatures climbing (`temperatureClimbCPerMin`, from the
+ *                           file's modification time), a hashrate drop, a time-sliced dev fee (`devFee`)
  * Live pool changes (addpool/switchpool/removepool) stay in memory, like cgminer's, until a restart.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import { readMinerPoolUrl } from "../../../shared/pools/index.js";
@@ -25,6 +29,23 @@ import { parseMinerConfig } from "../guards/pools.js";
 import { cgAnswer, cgAnswerBody, cgEscape, cgJoined, cgPoolUrl, parseCgRequest, splitCgParameter, type CgField, type CgRequest, type CgSection, type CgStatus } from "./cgminer-format.js";
 
 export type SimMinerFault = "none" | "malformed" | "oversized" | "wrong-shape" | "hang";
+
+/** The telemetry knob file (`/run/miner-telemetry.json`); every field optional, absent = the healthy default. */
+export interface SimTelemetry {
+  /** Reported as "GHS 5s" and "GHS av" (default 13512.34 / 13500.12). */
+  hashrateGhs?: number;
+  /** fan1..fanN with fan_num = N (default 5400, 5460, 5520, 5580); 0 = a stopped fan. */
+  fanRpm?: number[];
+  /** Board temperatures temp1..tempN (default 60, 61, 62); the chips (temp2_1..N) report 15 C more. */
+  temperaturesC?: number[];
+  /** Every temperature rises this many degrees C per minute since the file was written (cooling disabled). */
+  temperatureClimbCPerMin?: number;
+  /**
+   * A time-sliced dev fee: every `periodMs` (on the miner's clock) the miner mines `url` for `sliceMs`, and its
+   * pools answer shows that pool (appended when not configured) as the active one.
+   */
+  devFee?: { url: string; user?: string; periodMs: number; sliceMs: number };
+}
 
 interface SimPool {
   url: string;
@@ -52,7 +73,15 @@ export const SIM_MINER_FILES = {
   generation: "run/miner.generation",
   fault: "run/miner-api.fault",
   stopFault: "run/miner-stop.fault",
+  telemetry: "run/miner-telemetry.json",
 } as const;
+
+const HEALTHY = { hashrateGhs: 13512.34, hashrateAvgGhs: 13500.12, fanRpm: [5400, 5460, 5520, 5580], temperaturesC: [60, 61, 62] };
+
+/** Writes the telemetry knob file (tests stage a farm-alert attack this way; `{}` is healthy again). */
+export function writeSimulatedTelemetry(root: string, telemetry: SimTelemetry): void {
+  writeFileSync(join(root, SIM_MINER_FILES.telemetry), `${JSON.stringify(telemetry)}\n`);
+}
 
 export class SimMiner {
   private server: Server | null = null;
@@ -118,6 +147,36 @@ export class SimMiner {
   /** The stop-fault knob: a miner that does not stop when the board stops it. */
   private ignoresStop(): boolean {
     return this.ignoreStop ?? this.readOptional(SIM_MINER_FILES.stopFault) === "ignore-stop";
+  }
+
+  /** The telemetry knob file, or {} (healthy) when absent or unreadable. */
+  private telemetry(): SimTelemetry & { writtenAtMs: number } {
+    const file = this.file(SIM_MINER_FILES.telemetry);
+    try {
+      const parsed = JSON.parse(readFileSync(file, "utf8")) as SimTelemetry;
+      return { ...(parsed && typeof parsed === "object" ? parsed : {}), writtenAtMs: statSync(file).mtimeMs };
+    } catch {
+      return { writtenAtMs: this.now() };
+    }
+  }
+
+  /** What the miner reports now: hashrate, fans, temperatures (climbing if staged). */
+  private readings() {
+    const t = this.telemetry();
+    const climb = (t.temperatureClimbCPerMin ?? 0) * Math.max(0, this.now() - t.writtenAtMs) / 60_000;
+    return {
+      hashrateGhs: t.hashrateGhs ?? HEALTHY.hashrateGhs,
+      hashrateAvgGhs: t.hashrateGhs ?? HEALTHY.hashrateAvgGhs,
+      fanRpm: t.fanRpm ?? HEALTHY.fanRpm,
+      temperaturesC: (t.temperaturesC ?? HEALTHY.temperaturesC).map((c) => Math.round((c + climb) * 10) / 10),
+    };
+  }
+
+  /** The dev-fee pool while its time slice runs, else null. */
+  private devFeeNow(): { url: string; user: string } | null {
+    const fee = this.telemetry().devFee;
+    if (!fee || !(fee.periodMs > 0) || !(fee.sliceMs > 0)) return null;
+    return this.now() % fee.periodMs < fee.sliceMs ? { url: fee.url, user: fee.user ?? "devfee" } : null;
   }
 
   private reloadIfRestarted(): void {
@@ -210,7 +269,12 @@ export class SimMiner {
   /** One answer in cgminer's bytes (binary string, no NUL). */
   private respondBody(command: string, parameter: string, isJson: boolean): string {
     const elapsed = Math.max(0, Math.floor((this.now() - this.startedAtMs) / 1000));
-    const active = this.activeIndex();
+    const readings = this.readings();
+    const fee = this.devFeeNow();
+    const feeIndex = fee ? this.pools.findIndex((p) => p.url === cgPoolUrl(fee.url)) : -1;
+    // During a dev-fee slice the fee pool is the active one (shown as an extra pool when not configured).
+    const shown: SimPool[] = fee && feeIndex < 0 ? [...this.pools, { url: cgPoolUrl(fee.url), user: fee.user, pass: "x", priority: this.pools.length, enabled: true }] : this.pools;
+    const active = fee ? (feeIndex < 0 ? shown.length - 1 : feeIndex) : this.activeIndex();
     const index = /^\d+$/.test(parameter) ? Number(parameter) : NaN;
     const validIndex = Number.isInteger(index) && index >= 0 && index < this.pools.length;
     const say = (status: CgStatus, section: CgSection | null = null) => cgAnswerBody(status, section, isJson);
@@ -222,8 +286,8 @@ export class SimMiner {
           items: [
             [
               ["Elapsed", elapsed],
-              ["GHS 5s", "13512.34"],
-              ["GHS av", 13500.12, "float"],
+              ["GHS 5s", readings.hashrateGhs.toFixed(2)],
+              ["GHS av", readings.hashrateAvgGhs, "float"],
               ["Found Blocks", 0],
               ["Getworks", 0],
               ["Accepted", 10 + elapsed],
@@ -234,10 +298,10 @@ export class SimMiner {
           ],
         });
       case "pools":
-        if (this.pools.length === 0) return say(this.status("E", 8, "No pools"));
-        return say(this.status("S", 7, `${this.pools.length} Pool(s)`), {
+        if (shown.length === 0) return say(this.status("E", 8, "No pools"));
+        return say(this.status("S", 7, `${shown.length} Pool(s)`), {
           name: "POOLS",
-          items: this.pools.map((p, i): CgField[] => [
+          items: shown.map((p, i): CgField[] => [
             ["POOL", i],
             ["URL", p.url, "escape"],
             ["Status", p.enabled ? "Alive" : "Disabled"],
@@ -291,20 +355,14 @@ export class SimMiner {
               ["STATS", 0],
               ["ID", "BC50"],
               ["Elapsed", elapsed],
-              ["GHS 5s", "13512.34"],
-              ["GHS av", 13500.12, "float"],
-              ["fan_num", 4],
-              ["fan1", 5400],
-              ["fan2", 5460],
-              ["fan3", 5520],
-              ["fan4", 5580],
-              ["temp_num", 3],
-              ["temp1", 60],
-              ["temp2", 61],
-              ["temp3", 62],
-              ["temp2_1", 75],
-              ["temp2_2", 76],
-              ["temp2_3", 77],
+              ["GHS 5s", readings.hashrateGhs.toFixed(2)],
+              ["GHS av", readings.hashrateAvgGhs, "float"],
+              ["fan_num", readings.fanRpm.length],
+              ...readings.fanRpm.map((rpm, i): CgField => [`fan${i + 1}`, rpm]),
+              ["temp_num", readings.temperaturesC.length],
+              ...readings.temperaturesC.map((c, i): CgField => [`temp${i + 1}`, c]),
+              // Chip temperatures run 15 C above their board's.
+              ...readings.temperaturesC.map((c, i): CgField => [`temp2_${i + 1}`, Math.round((c + 15) * 10) / 10]),
             ],
           ],
         });

@@ -195,6 +195,28 @@ export class FakeEnrollmentServer {
   }
 }
 
+/** A stand-in plane for agent tests: command signer, authenticating broker, enrollment endpoint, wired together. */
+export interface StandInPlane {
+  plane: PlaneSigner;
+  broker: TestBroker;
+  enrollment: FakeEnrollmentServer;
+}
+
+/**
+ * Starts a {@link StandInPlane}: every accepted device's key is registered with the broker, and the enrollment
+ * answer points the agent at the broker (`mqttUrl`). Pushes the closers onto `cleanups` (run them in reverse).
+ */
+export async function startStandInPlane(cleanups: (() => void | Promise<void>)[]): Promise<StandInPlane> {
+  const plane = new PlaneSigner();
+  const broker = await new TestBroker().start();
+  cleanups.push(() => broker.close());
+  const enrollment = await new FakeEnrollmentServer(plane.publicKey).start();
+  cleanups.push(() => enrollment.close());
+  enrollment.onAccepted = (deviceId, pub) => broker.keys.set(deviceId, pub);
+  enrollment.decide = () => ({ status: 200, enrollment: "accepted", mqttUrl: broker.url });
+  return { plane, broker, enrollment };
+}
+
 /** A throwaway CA and a localhost server certificate made with the openssl CLI; null when openssl is absent. */
 export function makeTestCertificates(dir: string): { ca: string; key: string; cert: string } | null {
   const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });

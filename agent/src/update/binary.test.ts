@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { afterEach, expect, it } from "vitest";
 import { describeUnless } from "../../../test/support/skip.js";
 import { createSimulatedBoard, type SimulatedBoard } from "../platform/simulated.js";
-import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "../testing/index.js";
+import { startStandInPlane, tempDir, waitFor } from "../testing/index.js";
 import { CHECKPOINTS } from "./index.js";
 import { TestTufRepo, testFirmwareImage } from "./testing/index.js";
 
@@ -28,13 +28,7 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
     cleanups.push(dir.cleanup);
     const repo = await new TestTufRepo(join(dir.path, "repo")).start();
     cleanups.push(() => repo.stop());
-    const plane = new PlaneSigner();
-    const broker = await new TestBroker().start();
-    cleanups.push(() => broker.close());
-    const enrollment = await new FakeEnrollmentServer(plane.publicKey).start();
-    cleanups.push(() => enrollment.close());
-    enrollment.onAccepted = (deviceId, pub) => broker.keys.set(deviceId, pub);
-    enrollment.decide = () => ({ status: 200, enrollment: "accepted", mqttUrl: broker.url });
+    const { plane, broker, enrollment } = await startStandInPlane(cleanups);
     const board = createSimulatedBoard(join(dir.path, "board"), { model: "S19", firmwareVersion: "1.0.0", slots: true });
     const config = join(dir.path, "agent.json");
     writeFileSync(

@@ -7,6 +7,7 @@ import { silentLogger } from "../log/index.js";
 import { createSimulatedBoard, type SimulatedBoard } from "../platform/simulated.js";
 import { tempDir } from "../testing/index.js";
 import { CHECKPOINTS, UpdateEngine, type Checkpoint } from "./index.js";
+import { updateProgressDetailSchema } from "../../../shared/protocol/update.js";
 import { TestTufRepo, testFirmwareImage } from "./testing/index.js";
 import { initTrustedRoot, TufClient } from "./tuf.js";
 
@@ -69,7 +70,8 @@ describe("UpdateEngine", () => {
       platform: board,
       tuf: new TufClient({ metadataDir: join(stateDir, "tuf"), metadataUrl: repo.metadataUrl, targetsUrl: repo.targetsUrl, metadataTimeoutMs: 5_000, targetTimeoutMs: 5_000 }),
       maxImageBytes: opts.maxImageBytes ?? 64 * 1024 * 1024,
-      progress: (_severity, detail) => events.push(detail),
+      // Every progress detail the engine sends is the wire contract's (shared/protocol/update.ts).
+      progress: (_severity, detail) => events.push(updateProgressDetailSchema.parse(detail)),
       attest: async () => {
         attested++;
       },

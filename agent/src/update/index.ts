@@ -18,13 +18,13 @@
 import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TargetFile } from "tuf-js";
-import { z } from "zod";
 import { HashwardError, ValidationError, type Command } from "../../../shared/index.js";
 import type { Logger } from "../log/index.js";
 import type { Platform, UpdateSlots } from "../platform/types.js";
 import { parseReleaseCustom, type ReleaseCustom } from "../../../shared/protocol/release.js";
 import { compareSemVer } from "../../../shared/semver/index.js";
-import { FINAL_PHASES, UpdateStore, type JournalPhase, type UpdateJournal } from "./store.js";
+import { UpdateStore, type JournalPatch, type UpdateJournal } from "./store.js";
+import { FINAL_JOURNAL_PHASES as FINAL_PHASES, PRE_SWITCH_JOURNAL_PHASES, PROGRESS_PHASE_OF_JOURNAL, updateParamsSchema, type UpdateJournalEvent, type UpdateProgressDetail, type UpdateProgressPhase } from "../../../shared/protocol/update.js";
 import { TufClient, TufError } from "./tuf.js";
 
 export { TufClient, TufError, initTrustedRoot } from "./tuf.js";
@@ -32,18 +32,12 @@ export { UpdateStore, type UpdateJournal } from "./store.js";
 export { buildFirmwareImage, extractFirmwareImage, ImageFormatError, IMAGE_FORMAT } from "./image.js";
 export { compareSemVer, isSemVer } from "../../../shared/semver/index.js";
 
-export const UPDATE_PHASES = ["download", "verify", "install", "health-check", "committed", "rolled-back", "rejected"] as const;
-export type UpdatePhase = (typeof UPDATE_PHASES)[number];
+// The update vocabulary (journal phases, progress phases, command params) is the wire contract: shared/protocol/update.ts.
+export { UPDATE_PROGRESS_PHASES as UPDATE_PHASES, updateParamsSchema, type UpdateProgressPhase as UpdatePhase } from "../../../shared/protocol/update.js";
 
 /** Points where the test hook may freeze the install (HASHWARD_AGENT_TEST_PAUSE_AT), after the journal write. */
 export const CHECKPOINTS = ["download", "verify", "install", "installed", "trial", "decided", "final"] as const;
 export type Checkpoint = (typeof CHECKPOINTS)[number];
-
-export const updateParamsSchema = z.object({
-  targetName: z.string().min(1).max(512),
-  rolloutId: z.string().min(1).max(128).optional(),
-});
-
 
 export interface UpdateOutcome {
   status: "done" | "failed";
@@ -59,7 +53,7 @@ export interface UpdateEngineDeps {
   tuf: TufClient | null;
   maxImageBytes: number;
   /** Sends a signed `update-progress` event. */
-  progress: (severity: "info" | "warning" | "critical", detail: Record<string, unknown>) => void;
+  progress: (severity: "info" | "warning" | "critical", detail: UpdateProgressDetail) => void;
   /** Sends evidence with reason "update" (after a commit). */
   attest: () => Promise<void>;
   log: Logger;
@@ -100,15 +94,18 @@ export class UpdateEngine {
     await this.deps.checkpoint?.(point);
   }
 
-  private journal(next: Partial<UpdateJournal> & { phase: JournalPhase }): UpdateJournal {
-    const current = this.store.journal;
-    if (!current) throw new Error("no update in progress");
-    const journal = { ...current, ...next, updatedAt: this.deps.now() };
-    this.store.setJournal(journal);
+  /** The install in progress moved by `event` (HW-UPD-5: only along UPDATE_JOURNAL_MACHINE's table). */
+  private journal(event: Exclude<UpdateJournalEvent, "start" | "abandon">, patch: JournalPatch = {}): UpdateJournal {
+    const journal = this.store.advance(event, patch, this.deps.now());
+    if (!journal) throw new Error(`update journal dropped on ${event}`);
     return journal;
   }
 
-  private emit(phase: UpdatePhase, j: { targetName: string; version?: string | null; rolloutId?: string | null; commandSeq?: number }, extra: Record<string, unknown> = {}): void {
+  private emit(
+    phase: UpdateProgressPhase,
+    j: { targetName: string; version?: string | null; rolloutId?: string | null; commandSeq?: number },
+    extra: Pick<UpdateProgressDetail, "reason" | "slot"> = {},
+  ): void {
     const severity = phase === "rejected" || phase === "rolled-back" ? "warning" : "info";
     this.deps.progress(severity, {
       phase,
@@ -141,9 +138,9 @@ export class UpdateEngine {
       return;
     }
     const log = this.deps.log.child({ targetName: j.targetName, version: j.version, phase: j.phase });
-    if (j.phase === "download" || j.phase === "verify" || j.phase === "install") {
+    if (PRE_SWITCH_JOURNAL_PHASES.includes(j.phase)) {
       log.warn("update interrupted before the boot switch; the board still runs its previous firmware");
-      this.store.setJournal(null);
+      this.store.advance("abandon", {}, this.deps.now());
       rmSync(this.downloadDir, { recursive: true, force: true });
       return;
     }
@@ -173,9 +170,9 @@ export class UpdateEngine {
       if (j && !FINAL_PHASES.includes(j.phase) && j.commandSeq === command.seq) {
         if (j.phase === "trial" || j.phase === "commit" || j.phase === "rollback") {
           // Failed after the boot switch: go back to the known-good slot.
-          return await this.finish(this.journal({ phase: "rollback", reason }), false, reason);
+          return await this.finish(this.journal("failed", { reason }), false, reason);
         }
-        this.store.setJournal(null);
+        this.store.advance("abandon", {}, this.deps.now());
       }
       rmSync(this.downloadDir, { recursive: true, force: true });
       this.deps.log.warn({ targetName, reason }, "update rejected; board unchanged");
@@ -204,20 +201,17 @@ export class UpdateEngine {
         const target = await updater.getTargetInfo(targetName);
         if (!target) throw new Rejected(`target ${targetName} is not in the signed targets metadata`);
         const custom = this.checkTarget(target);
-        this.store.setJournal({
+        this.store.begin({
           commandSeq,
           targetName,
           version: custom.version,
           rolloutId,
           sha256: target.hashes["sha256"] ?? "0".repeat(64),
           length: target.length,
-          phase: "download",
           fromSlot: status.active,
           toSlot: null,
           reason: null,
-          reported: false,
           startedAt: started,
-          updatedAt: started,
         });
         const cached = await updater.findCachedTarget(target);
         const file = cached ?? (await updater.downloadTarget(target));
@@ -231,20 +225,20 @@ export class UpdateEngine {
     await info.verify(createReadStream(file)).catch((cause: unknown) => {
       throw new Rejected(`staged image no longer matches its signed hashes: ${String(cause)}`);
     });
-    let j = this.journal({ phase: "verify" });
-    this.emit("verify", { ...base, version: custom.version });
+    let j = this.journal("verified");
+    this.emit(PROGRESS_PHASE_OF_JOURNAL[j.phase], { ...base, version: custom.version });
     log.info({ targetName, version: custom.version, bytes: info.length }, "update verified by TUF");
     await this.checkpoint("verify");
 
-    j = this.journal({ phase: "install" });
-    this.emit("install", { ...base, version: custom.version });
+    j = this.journal("install");
+    this.emit(PROGRESS_PHASE_OF_JOURNAL[j.phase], { ...base, version: custom.version });
     await this.checkpoint("install");
     const toSlot = await slots.writeInactive(file, statSync(file).size);
     rmSync(this.downloadDir, { recursive: true, force: true });
     await this.checkpoint("installed");
 
     // Intent first, then the switch: a crash in between is finished by resume().
-    j = this.journal({ phase: "trial", toSlot });
+    j = this.journal("installed", { toSlot });
     return await this.finishFromTrial(j);
   }
 
@@ -275,21 +269,21 @@ export class UpdateEngine {
     const slots = this.slots!;
     if (j.phase === "commit") return this.finish(j, true, null);
     if (j.phase === "rollback") return this.finish(j, false, j.reason ?? "rolled back");
-    if (!j.toSlot) return this.finish(this.journal({ phase: "rollback", reason: "journal names no slot" }), false, "journal names no slot");
+    if (!j.toSlot) return this.finish(this.journal("failed", { reason: "journal names no slot" }), false, "journal names no slot");
     try {
       await slots.bootTrial(j.toSlot);
     } catch (error) {
       // The new slot cannot be (or was not) booted: a U-Boot board fell back after bootlimit boots, or the
       // reboot never happened. The running slot is the known-good one: record the rollback (HW-UPD-5).
       const reason = `boot into slot ${j.toSlot} failed: ${error instanceof Error ? error.message : String(error)}`.slice(0, 900);
-      return this.finish(this.journal({ phase: "rollback", reason }), false, reason);
+      return this.finish(this.journal("failed", { reason }), false, reason);
     }
-    this.emit("health-check", j);
+    this.emit(PROGRESS_PHASE_OF_JOURNAL[j.phase], j);
     await this.checkpoint("trial");
     const health = await slots.healthCheck().catch((error: unknown) => ({ healthy: false, reason: `health check failed: ${String(error)}` }));
     const healthy = health.healthy;
     const reason = healthy ? null : `health check failed: ${health.reason ?? "unhealthy"}`;
-    const decided = this.journal({ phase: healthy ? "commit" : "rollback", reason });
+    const decided = this.journal(healthy ? "healthy" : "failed", { reason });
     await this.checkpoint("decided");
     return this.finish(decided, healthy, reason);
   }
@@ -299,10 +293,10 @@ export class UpdateEngine {
     const log = this.deps.log.child({ targetName: j.targetName, version: j.version });
     if (commit) {
       await slots.commit();
-      this.store.recordCommit({ ...j, phase: "committed", reason: null, updatedAt: this.deps.now() });
+      this.journal("committed", { reason: null });
     } else {
       await slots.rollback();
-      this.store.setJournal({ ...j, phase: "rolled-back", reason, updatedAt: this.deps.now() });
+      this.journal("rolled-back", { reason });
     }
     rmSync(this.downloadDir, { recursive: true, force: true });
     await this.checkpoint("final");
@@ -318,9 +312,9 @@ export class UpdateEngine {
 
   /** Queues the final update-progress event once, then marks the journal reported. */
   private reportFinal(j: UpdateJournal): void {
-    if (j.phase === "committed") this.emit("committed", j, { slot: j.toSlot });
-    else this.emit("rolled-back", j, { reason: j.reason, slot: j.fromSlot });
-    this.store.setJournal({ ...j, reported: true });
+    // The outcome in the shared vocabulary (shared/protocol/update.ts): committed | rolled-back.
+    this.emit(PROGRESS_PHASE_OF_JOURNAL[j.phase], j, j.phase === "committed" ? { slot: j.toSlot } : { reason: j.reason, slot: j.fromSlot });
+    this.store.markReported();
   }
 }
 

@@ -5,7 +5,9 @@
  *  - `firmwareVersion`: the committed running firmware (reported in hello and evidence).
  *  - `journal`: the install in progress (or the last one's outcome), one phase at a time, so a SIGKILL at any
  *    step lets the next start complete or roll back (HW-UPD-5). A finished journal keeps its outcome, keyed by
- *    the command seq, so a redelivered command gets the same answer without installing twice.
+ *    the command seq, so a redelivered command gets the same answer without installing twice. The phase moves only
+ *    by the journal machine's table (UPDATE_JOURNAL_MACHINE, shared/protocol/update.ts): the store takes events,
+ *    not phases, and refuses an illegal one with IllegalTransitionError before anything is written.
  * A corrupt file stops the agent (like state.json): silently resetting the floor would re-open rollback.
  */
 import { existsSync, readFileSync } from "node:fs";
@@ -14,10 +16,8 @@ import { z } from "zod";
 import { ConfigError } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import { isSemVer } from "../../../shared/semver/index.js";
-
-export const JOURNAL_PHASES = ["download", "verify", "install", "trial", "commit", "rollback", "committed", "rolled-back"] as const;
-export type JournalPhase = (typeof JOURNAL_PHASES)[number];
-export const FINAL_PHASES: readonly JournalPhase[] = ["committed", "rolled-back"];
+import { IllegalTransitionError } from "../../../shared/machine/index.js";
+import { FINAL_JOURNAL_PHASES, UPDATE_JOURNAL_MACHINE, UPDATE_JOURNAL_PHASES, type UpdateJournalEvent } from "../../../shared/protocol/update.js";
 
 const slot = z.enum(["a", "b"]);
 
@@ -28,7 +28,7 @@ const journalSchema = z.strictObject({
   rolloutId: z.string().max(128).nullable(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   length: z.number().int().nonnegative(),
-  phase: z.enum(JOURNAL_PHASES),
+  phase: z.enum(UPDATE_JOURNAL_PHASES),
   fromSlot: slot.nullable(),
   toSlot: slot.nullable(),
   reason: z.string().max(1024).nullable(),
@@ -38,6 +38,10 @@ const journalSchema = z.strictObject({
   updatedAt: z.number().int().nonnegative(),
 });
 export type UpdateJournal = z.output<typeof journalSchema>;
+/** What an install starts with: the journal without its machine-owned fields. */
+export type NewUpdateJournal = Omit<UpdateJournal, "phase" | "reported" | "updatedAt">;
+/** Fields an event may change besides the phase. */
+export type JournalPatch = Partial<Pick<UpdateJournal, "toSlot" | "reason">>;
 
 const updateStateSchema = z.strictObject({
   v: z.literal(1),
@@ -81,14 +85,43 @@ export class UpdateStore {
     return this.state.journal ? { ...this.state.journal } : null;
   }
 
-  /** Records the next phase of the install in progress (persisted before the caller acts on it). */
-  setJournal(journal: UpdateJournal | null): void {
-    this.commit({ ...this.state, journal });
+  /**
+   * Starts a new install's journal in phase `download` (event `start`: only with no journal or a finished one).
+   * Throws IllegalTransitionError while another install is unfinished; nothing is written then.
+   */
+  begin(journal: NewUpdateJournal): UpdateJournal {
+    const phase = UPDATE_JOURNAL_MACHINE.transition(this.state.journal?.phase ?? "idle", "start");
+    if (phase === "idle") throw new Error("unreachable: start leads to download");
+    const next: UpdateJournal = { ...journal, phase, reported: false, updatedAt: journal.startedAt };
+    this.commit({ ...this.state, journal: next });
+    return { ...next };
   }
 
-  /** HW-UPD-3: the commit raises the floor and the running version in the same write as the journal outcome. */
-  recordCommit(journal: UpdateJournal): void {
-    this.commit({ ...this.state, floor: journal.version, firmwareVersion: journal.version, journal });
+  /**
+   * Moves the install in progress by `event` (UPDATE_JOURNAL_MACHINE), persisted before the caller acts on it:
+   * `abandon` drops the journal (before the boot switch only), `committed` raises the floor and the running
+   * version in the same write as the outcome (HW-UPD-3). Returns the new journal (null once dropped). Throws
+   * IllegalTransitionError for an event the current phase has no edge for (no journal counts as `idle`); nothing
+   * is written then.
+   */
+  advance(event: UpdateJournalEvent, patch: JournalPatch, nowMs: number): UpdateJournal | null {
+    const current = this.state.journal;
+    if (event === "start") throw new IllegalTransitionError(UPDATE_JOURNAL_MACHINE.name, current?.phase ?? "idle", event, "update-journal: an install starts with begin()");
+    const phase = UPDATE_JOURNAL_MACHINE.transition(current?.phase ?? "idle", event);
+    if (phase === "idle" || !current) {
+      this.commit({ ...this.state, journal: null });
+      return null;
+    }
+    const journal: UpdateJournal = { ...current, ...patch, phase, updatedAt: nowMs };
+    this.commit(phase === "committed" ? { ...this.state, floor: journal.version, firmwareVersion: journal.version, journal } : { ...this.state, journal });
+    return { ...journal };
+  }
+
+  /** Records that the outcome's update-progress event is in the outbox (a finished journal only; else a no-op). */
+  markReported(): void {
+    const journal = this.state.journal;
+    if (!journal || !FINAL_JOURNAL_PHASES.includes(journal.phase) || journal.reported) return;
+    this.commit({ ...this.state, journal: { ...journal, reported: true } });
   }
 
   private commit(next: UpdateState): void {

@@ -12,7 +12,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFile
 import { join, resolve } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { UBootEmulator, ubootEmulatorSkipReason } from "../platform/testing/uboot.js";
-import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "../testing/index.js";
+import { startStandInPlane, tempDir, waitFor } from "../testing/index.js";
 import { CHECKPOINTS } from "./index.js";
 import { TestTufRepo } from "./testing/index.js";
 
@@ -32,13 +32,7 @@ describe.skipIf(skip !== null)(`compiled agent: updates on a U-Boot board${skip 
     cleanups.push(dir.cleanup);
     const repo = await new TestTufRepo(join(dir.path, "repo")).start();
     cleanups.push(() => repo.stop());
-    const plane = new PlaneSigner();
-    const broker = await new TestBroker().start();
-    cleanups.push(() => broker.close());
-    const enrollment = await new FakeEnrollmentServer(plane.publicKey).start();
-    cleanups.push(() => enrollment.close());
-    enrollment.onAccepted = (deviceId, pub) => broker.keys.set(deviceId, pub);
-    enrollment.decide = () => ({ status: 200, enrollment: "accepted", mqttUrl: broker.url });
+    const { plane, broker, enrollment } = await startStandInPlane(cleanups);
 
     // The board root: the agent reads /proc/cmdline, /etc/fw_env.config and the slot devices under it.
     const root = join(dir.path, "root");

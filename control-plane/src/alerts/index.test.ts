@@ -1,124 +1,224 @@
 /**
- * Farm alerts (HW-ALERT-1): each attack as it shows in telemetry raises one finding with its evidence; a healthy
- * miner's telemetry (noise, a single dip, an operator's one pool change) raises none.
+ * Farm alerts on the plane over the real services and database (PGlite, and PostgreSQL when
+ * HASHWARD_TEST_DATABASE_URL is set): each alert is a finding with its evidence in the device's attestation result
+ * and history, a `farm.alert` event and an audit row (HW-ALERT-1, HW-ALERT-2); thresholds come from the
+ * `farm-alerts` policy (HW-ALERT-3); the heartbeat path does not wait for the write (HW-ALERT-4).
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { and, eq } from "drizzle-orm";
 import pino from "pino";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Heartbeat } from "../../../shared/protocol/index.js";
-import { openDatabase, planeEvents, type OpenedDatabase } from "../db/index.js";
-import type { DeviceSideService } from "../service/types.js";
-import { DEFAULT_FARM_ALERT_THRESHOLDS, FarmAlertAnalyzer, withFarmAlerts } from "./index.js";
+import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
+import type { Command, Evidence, Heartbeat } from "../../../shared/protocol/index.js";
+import { auditLog, planeEvents, policies as policiesTable } from "../db/index.js";
+import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
+import { createPolicyService, type PolicyService } from "../policy/index.js";
+import { createServices, type DevicePublisher, type Services } from "../service/index.js";
+import type { AttestationResult, DeviceSession, DeviceSideService } from "../service/types.js";
+import { createFarmAlerts, type FarmAlerts } from "./index.js";
 
-const SECOND = 1_000;
+const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
+const POOL = "stratum+tcp://pool.example.net:3333";
 type Telemetry = NonNullable<Heartbeat["telemetry"]>;
-const healthy = (i: number): Telemetry => ({
-  hashrateGhs: 95_000 + ((i * 37) % 7) * 300, // +-1% noise
-  temperaturesC: [62 + (i % 3), 64, 63],
-  fanRpm: [5400, 5460, 5520, 5580],
-  activePool: "stratum+tcp://pool.example.net:3333",
-});
+const healthy: Telemetry = { hashrateGhs: 95_000, temperaturesC: [62, 64, 63], fanRpm: [5400, 5460, 5520, 5580], activePool: POOL };
 
-/** Feeds samples 5 s apart; returns every finding raised, in order. */
-function feed(analyzer: FarmAlertAnalyzer, samples: Telemetry[], device = "hw-a", startMs = 0) {
-  return samples.flatMap((t, i) => analyzer.observe(device, startMs + i * 5 * SECOND, t));
+function contract(backend: string, open: () => Promise<TestDatabase>) {
+  describe(`farm alerts on the plane (${backend})`, () => {
+    let harness: TestDatabase;
+    let services: Services;
+    let policies: PolicyService;
+    let alerts: FarmAlerts;
+    let deviceSide: DeviceSideService;
+    let registry: Registry;
+    let clock = Date.UTC(2025, 5, 1);
+    const commands: Command[] = [];
+    const logger = pino({ level: "silent" });
+
+    beforeAll(async () => {
+      harness = await open();
+      const publisher = {
+        async publish(_deviceId: string, kind: string, message: unknown) {
+          if (kind === "command") commands.push(message as Command);
+        },
+        isConnected: () => true,
+      } as unknown as DevicePublisher;
+      const deps = {
+        db: harness.db,
+        publisher,
+        commandKey: generateKeyPair(),
+        logger,
+        now: () => clock,
+        options: { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 600_000, autoQuarantine: "contraindicated" as const },
+      };
+      services = createServices(deps);
+      policies = createPolicyService(deps);
+      registry = new Registry();
+      // Written only on flush(): a minute-long timer and a large batch make the hot path's independence visible.
+      alerts = createFarmAlerts({ ...deps, registry, farmAlerts: { flushIntervalMs: 60_000, flushBatch: 10_000, thresholdsRefreshMs: 60_000 } });
+      // The fleet's grace: 3 heartbeats at 0 GH/s (the built-in 18 is three minutes at the default 10 s heartbeat).
+      await policies.putPolicy(OPERATOR, "farm-alerts", { zeroHashrateSamples: 3 });
+      await alerts.start();
+      policies.onChange(() => void alerts.refreshThresholds());
+      deviceSide = alerts.wrap(services.deviceSide);
+    });
+    afterAll(async () => {
+      await alerts?.close();
+      await services?.close();
+      await harness?.close();
+    });
+
+    async function acceptedDevice(model = "S19") {
+      const keys = generateKeyPair();
+      const id = deviceIdFromPublicKey(keys.publicKey);
+      const enroll = signObject({ v: 1 as const, type: "enroll" as const, deviceId: id, publicKey: toBase64Url(keys.publicKey), model, firmwareVersion: "1.0.0", agentVersion: "0.1.0", ts: clock }, keys.privateKey);
+      await services.service.enroll(enroll as never);
+      await services.service.acceptDevice(OPERATOR, id, "test");
+      const session: DeviceSession = { connectNonce: `conn-${randomBytes(12).toString("base64url")}`, publicKey: toBase64Url(keys.publicKey), lastHeartbeatSeq: -1 };
+      let seq = 0;
+      let evidenceSeq = 0;
+      return {
+        id,
+        /** Signed heartbeats (HW-LIVE-1) 10 s apart on the plane's clock, one per telemetry sample. */
+        async heartbeats(...samples: Telemetry[]) {
+          for (const telemetry of samples) {
+            clock += 10_000;
+            seq += 1;
+            const heartbeat = signObject({ v: 1 as const, type: "heartbeat" as const, deviceId: id, connectNonce: session.connectNonce, seq, ts: clock, uptimeMs: seq * 10_000, containment: "none" as const, outboxDepth: 0, telemetry }, keys.privateKey);
+            await deviceSide.onHeartbeat(heartbeat as Heartbeat, session);
+          }
+        },
+        /** Clean signed evidence (no reference values: a warning verdict of its own). */
+        async evidence() {
+          evidenceSeq += 1;
+          const evidence = signObject({ v: 1 as const, type: "evidence" as const, deviceId: id, seq: evidenceSeq, nonce: null, reason: "timer" as const, ts: clock, model, firmwareVersion: "1.0.0", agentVersion: "0.1.0", bootId: "boot-1", measurements: [] }, keys.privateKey);
+          return deviceSide.onEvidence(evidence as Evidence);
+        },
+      };
+    }
+
+    const view = (id: string) => services.service.getDevice(id);
+    const farmEvents = async (id: string) => (await harness.db.select().from(planeEvents).where(and(eq(planeEvents.deviceId, id), eq(planeEvents.kind, "farm.alert")))).map((r) => r.data as Record<string, unknown>);
+    const raisedTotal = async (alert: string) => (await registry.getSingleMetric("hashward_farm_alerts_total")!.get()).values.find((v) => v.labels.alert === alert)?.value ?? 0;
+
+    it("HW-ALERT-2: alive at 0 GH/s is a contraindicated finding with its evidence in the attestation result and history, an event, an audit row, a metric, and auto-quarantine", async () => {
+      const d = await acceptedDevice();
+      await d.evidence();
+      expect((await view(d.id)).appraisal).toBe("warning"); // no reference values
+      const before = await raisedTotal("zero-hashrate");
+      await d.heartbeats(healthy, { ...healthy, hashrateGhs: 0 }, { ...healthy, hashrateGhs: 0 }, { ...healthy, hashrateGhs: 0 });
+      // HW-ALERT-4: the heartbeats were taken; nothing is written until the batch is.
+      expect(await farmEvents(d.id)).toEqual([]);
+      await alerts.flush();
+
+      const device = await view(d.id);
+      expect(device.appraisal).toBe("contraindicated");
+      const finding = device.lastAppraisal!.findings.find((f) => f.guard === "farm-alert");
+      expect(finding).toMatchObject({ claim: "runtime-opaque", tier: "contraindicated", subject: "zero-hashrate", expected: { hashrateGhs: "> 0", zeroHashrateSamples: 3 }, seen: { hashrateGhs: 0, samples: 3 } });
+      expect(device.lastAppraisal!.trustworthiness["runtime-opaque"]).toBe("contraindicated");
+      expect(device.lastAppraisal!.farmAlerts?.base.status).toBe("warning"); // the evidence's own verdict, kept
+      const history = await services.service.history(d.id, 100);
+      const entry = history.find((t) => t.machine === "appraisal" && t.to === "contraindicated");
+      expect(entry?.reason).toContain("farm alert: zero-hashrate");
+      expect((entry?.evidence as AttestationResult).findings.map((f) => f.subject)).toContain("zero-hashrate");
+      expect(await farmEvents(d.id)).toEqual([expect.objectContaining({ alert: "zero-hashrate", tier: "contraindicated", guard: "farm-alert", evidence: expect.objectContaining({ hashrateGhs: 0 }), thresholds: expect.objectContaining({ zeroHashrateSamples: 3 }) })]);
+      expect(await harness.db.select().from(auditLog).where(and(eq(auditLog.target, d.id), eq(auditLog.action, "farm-alert.zero-hashrate")))).toHaveLength(1);
+      expect(await raisedTotal("zero-hashrate")).toBe(before + 1);
+      expect(commands.filter((c) => c.deviceId === d.id).map((c) => c.action)).toEqual(["quarantine"]);
+      expect(device.containment).toBe("quarantine_requested");
+
+      // Evidence while the alert is active keeps it folded in (the evidence does not see telemetry).
+      const result = await d.evidence();
+      expect(result.status).toBe("contraindicated");
+      expect(result.findings.map((f) => f.subject)).toContain("zero-hashrate");
+
+      // Hashing again: the finding clears, the verdict returns to what the evidence says, and no event is raised.
+      await d.heartbeats(healthy);
+      await alerts.flush();
+      const cleared = await view(d.id);
+      expect(cleared.appraisal).toBe("warning");
+      expect(cleared.lastAppraisal!.findings.filter((f) => f.guard === "farm-alert")).toEqual([]);
+      expect(cleared.lastAppraisal!.farmAlerts).toBeUndefined();
+      expect((await services.service.history(d.id, 100)).some((t) => t.to === "warning" && t.reason.includes("zero-hashrate cleared"))).toBe(true);
+      expect(await farmEvents(d.id)).toHaveLength(1);
+    });
+
+    it("HW-ALERT-2: fans stopped with temperatures climbing is contraindicated; a hashrate drop is a warning", async () => {
+      const fans = await acceptedDevice();
+      await fans.heartbeats(healthy, ...[70, 78, 86].map((c) => ({ ...healthy, fanRpm: [0, 0, 5520, 5580], temperaturesC: [c, 60] })));
+      const drop = await acceptedDevice();
+      await drop.heartbeats(...Array.from({ length: 12 }, () => healthy), { ...healthy, hashrateGhs: 40_000 });
+      await alerts.flush();
+      const f = await view(fans.id);
+      expect(f.appraisal).toBe("contraindicated");
+      expect(f.lastAppraisal!.findings).toContainEqual(expect.objectContaining({ subject: "fans-stopped", seen: expect.objectContaining({ temperatureClimbing: true, fans: [{ index: 0, rpm: 0 }, { index: 1, rpm: 0 }] }) }));
+      const d = await view(drop.id);
+      expect(d.appraisal).toBe("warning");
+      expect(d.lastAppraisal!.findings).toContainEqual(expect.objectContaining({ subject: "hashrate-drop", tier: "warning", seen: expect.objectContaining({ hashrateGhs: 40_000 }) }));
+      expect(commands.filter((c) => c.deviceId === drop.id)).toEqual([]); // a warning quarantines nothing
+    });
+
+    it("HW-ALERT-4: a failed write loses nothing: the batch is kept, retried, and written once", async () => {
+      let failures = 1;
+      // The same database, whose next transaction fails (a lost connection, a full disk).
+      const flaky = Object.create(harness.db, {
+        transaction: {
+          value: (...args: Parameters<typeof harness.db.transaction>) => (failures-- > 0 ? Promise.reject(new Error("connection lost")) : harness.db.transaction(...args)),
+        },
+      }) as typeof harness.db;
+      const flakyAlerts = createFarmAlerts({ db: flaky, publisher: { publish: async () => undefined, isConnected: () => true } as unknown as DevicePublisher, commandKey: generateKeyPair(), logger, now: () => clock, options: { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 600_000, autoQuarantine: "off" }, registry: new Registry(), farmAlerts: { flushIntervalMs: 60_000, flushBatch: 10_000 } });
+      await flakyAlerts.start();
+      const d = await acceptedDevice();
+      const side = flakyAlerts.wrap(services.deviceSide);
+      const previous = deviceSide;
+      deviceSide = side;
+      try {
+        await d.heartbeats(healthy, ...Array.from({ length: 3 }, () => ({ ...healthy, fanRpm: [0, 0, 0, 0] })));
+        await flakyAlerts.flush(); // fails: kept
+        expect(await farmEvents(d.id)).toEqual([]);
+        await flakyAlerts.flush(); // retried
+        expect((await farmEvents(d.id)).map((e) => e.alert)).toEqual(["fans-stopped"]);
+        await flakyAlerts.flush();
+        expect(await farmEvents(d.id)).toHaveLength(1);
+        expect((await view(d.id)).lastAppraisal!.findings.map((f) => f.subject)).toEqual(["fans-stopped"]);
+      } finally {
+        deviceSide = previous;
+        await flakyAlerts.close();
+      }
+    });
+
+    it("HW-ALERT-3: a farm-alerts policy for a device group changes the outcome; a bad threshold is refused naming it, writing nothing", async () => {
+      const lenient = await acceptedDevice();
+      const strict = await acceptedDevice();
+      const change = await policies.putPolicy(OPERATOR, "farm-alerts", { scope: { deviceIds: [lenient.id] }, zeroHashrateSamples: 10 });
+      expect(change.delivery).toEqual({ version: null, devices: 0 }); // never sent to devices
+      expect(change.policy).toMatchObject({ kind: "farm-alerts", zeroHashrateSamples: 10, fanStoppedRpm: 300 });
+      await alerts.refreshThresholds();
+      expect(alerts.thresholdsFor(lenient.id).zeroHashrateSamples).toBe(10);
+      expect((await policies.devicePolicy(lenient.id)).farmAlerts.zeroHashrateSamples).toBe(10);
+      const zeros = Array.from({ length: 5 }, () => ({ ...healthy, hashrateGhs: 0 }));
+      await lenient.heartbeats(healthy, ...zeros);
+      await strict.heartbeats(healthy, ...zeros);
+      await alerts.flush();
+      expect(await farmEvents(lenient.id)).toEqual([]);
+      expect((await view(lenient.id)).appraisal).toBe("unknown");
+      expect((await farmEvents(strict.id)).map((e) => e.alert)).toEqual(["zero-hashrate"]);
+      expect((await view(strict.id)).appraisal).toBe("contraindicated"); // no evidence yet: the alert alone decides
+
+      const stored = async () => ({ policies: await harness.db.select().from(policiesTable), audit: (await harness.db.select().from(auditLog)).length });
+      const before = await stored();
+      for (const [body, field] of [
+        [{ zeroHashrateSamples: 0 }, "zeroHashrateSamples"],
+        [{ hashrateDropRatio: 1 }, "hashrateDropRatio"],
+        [{ windowSamples: 20, minPoolSwitches: 21 }, "minPoolSwitches"],
+        [{ fanFloor: 3 }, "fanFloor"],
+      ] as const) {
+        await expect(policies.putPolicy(OPERATOR, "farm-alerts", body as never)).rejects.toMatchObject({ field });
+      }
+      expect((await policies.listPolicies("farm-alerts")).policies).toHaveLength(2); // the fleet's and the group's
+      expect(await stored()).toEqual(before);
+    });
+  });
 }
 
-describe("farm alerts from telemetry", () => {
-  it("a healthy miner raises nothing, whatever its noise", () => {
-    expect(feed(new FarmAlertAnalyzer(), Array.from({ length: 300 }, (_, i) => healthy(i)))).toEqual([]);
-  });
-
-  it("alive but hashing at 0 (remote kill switch): one contraindicated finding, raised again only after it cleared", () => {
-    const analyzer = new FarmAlertAnalyzer();
-    const killed = (i: number) => ({ ...healthy(i), hashrateGhs: 0 });
-    const samples = [...Array.from({ length: 20 }, (_, i) => healthy(i)), ...Array.from({ length: 10 }, (_, i) => killed(i)), ...Array.from({ length: 5 }, (_, i) => healthy(i)), ...Array.from({ length: 3 }, (_, i) => killed(i))];
-    const findings = feed(analyzer, samples).filter((f) => f.alert === "zero-hashrate");
-    expect(findings).toHaveLength(2);
-    expect(findings[0]).toMatchObject({ tier: "contraindicated", evidence: { hashrateGhs: 0, samples: DEFAULT_FARM_ALERT_THRESHOLDS.zeroHashrateSamples } });
-    // Two zero samples are not enough (a restart reports 0 for a moment).
-    expect(feed(new FarmAlertAnalyzer(), [healthy(0), { ...healthy(1), hashrateGhs: 0 }, { ...healthy(2), hashrateGhs: 0 }, healthy(3)])).toEqual([]);
-  });
-
-  it("fans stopped, and fans stopped while temperatures climb (cooling disabled), with the fans as evidence", () => {
-    const stopped = feed(new FarmAlertAnalyzer(), [healthy(0), healthy(1), { ...healthy(2), fanRpm: [0, 5460, 5520, 5580] }, { ...healthy(3), fanRpm: [0, 5460, 5520, 5580] }]);
-    expect(stopped).toEqual([expect.objectContaining({ alert: "fans-stopped", tier: "contraindicated", evidence: expect.objectContaining({ fans: [{ index: 0, rpm: 0 }], temperatureClimbing: false }) })]);
-
-    const heating = [healthy(0), ...[70, 78, 86].map((c) => ({ ...healthy(1), fanRpm: [0, 0, 0, 0], temperaturesC: [c, 60] }))];
-    const analyzer = new FarmAlertAnalyzer({ fanStoppedSamples: 3 });
-    const [finding] = feed(analyzer, heating);
-    expect(finding).toMatchObject({ alert: "fans-stopped", evidence: { temperatureClimbing: true, temperatureRiseC: 16, maxTempC: 86 } });
-    expect(finding!.summary).toContain("climbed");
-    // One slow fan reading is not a stopped fan.
-    expect(feed(new FarmAlertAnalyzer(), [healthy(0), { ...healthy(1), fanRpm: [100, 5460, 5520, 5580] }, healthy(2)])).toEqual([]);
-  });
-
-  it("a hashrate drop against the device's own average is a warning; a small dip is not", () => {
-    const base = Array.from({ length: 30 }, (_, i) => healthy(i));
-    const [drop] = feed(new FarmAlertAnalyzer(), [...base, { ...healthy(30), hashrateGhs: 50_000 }]);
-    expect(drop).toMatchObject({ alert: "hashrate-drop", tier: "warning", evidence: { hashrateGhs: 50_000 } });
-    expect((drop!.evidence as { averageGhs: number }).averageGhs).toBeGreaterThan(94_000);
-    expect(feed(new FarmAlertAnalyzer(), [...base, { ...healthy(30), hashrateGhs: 80_000 }])).toEqual([]);
-    // Too little history for an average: nothing.
-    expect(feed(new FarmAlertAnalyzer(), [healthy(0), healthy(1), { ...healthy(2), hashrateGhs: 10_000 }])).toEqual([]);
-  });
-
-  it("pool switches at regular intervals (time-sliced dev fee) are contraindicated; irregular ones and one change are not", () => {
-    const POOL = "stratum+tcp://pool.example.net:3333";
-    const FEE = "stratum+tcp://devfee.example.org:443";
-    // Every 12th sample (60 s) the fee pool for 1 sample: regular.
-    const sliced = Array.from({ length: 60 }, (_, i) => ({ ...healthy(i), activePool: i % 12 === 11 ? FEE : POOL }));
-    const findings = feed(new FarmAlertAnalyzer(), sliced).filter((f) => f.alert === "pool-switching");
-    expect(findings).toHaveLength(1);
-    expect(findings[0]).toMatchObject({ tier: "contraindicated", evidence: { pools: [POOL, FEE] } });
-
-    const irregularAt = new Set([3, 4, 20, 22, 50, 51]);
-    const irregular = Array.from({ length: 60 }, (_, i) => ({ ...healthy(i), activePool: irregularAt.has(i) ? FEE : POOL }));
-    expect(feed(new FarmAlertAnalyzer(), irregular).filter((f) => f.alert === "pool-switching")).toEqual([]);
-    const oneChange = Array.from({ length: 60 }, (_, i) => ({ ...healthy(i), activePool: i < 30 ? POOL : FEE }));
-    expect(feed(new FarmAlertAnalyzer(), oneChange)).toEqual([]);
-  });
-
-  it("keeps each device's window apart and bounded", () => {
-    const analyzer = new FarmAlertAnalyzer({ windowSamples: 10 });
-    feed(analyzer, Array.from({ length: 10 }, (_, i) => ({ ...healthy(i), hashrateGhs: 0 })), "hw-b");
-    expect(feed(analyzer, Array.from({ length: 500 }, (_, i) => healthy(i)), "hw-a")).toEqual([]);
-  });
-
-  it("refuses a bad threshold, naming it", () => {
-    expect(() => new FarmAlertAnalyzer({ hashrateDropRatio: 1.5 })).toThrow(/hashrateDropRatio/);
-    expect(() => new FarmAlertAnalyzer({ windowSamples: 3 })).toThrow(/windowSamples/);
-  });
-});
-
-describe("farm alerts on the plane (withFarmAlerts)", () => {
-  let opened: OpenedDatabase;
-  let dir: string;
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "hw-alerts-"));
-    opened = await openDatabase({ dataDir: dir });
-  });
-  afterAll(async () => {
-    await opened?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  it("writes one farm.alert event (stream and webhooks) per finding that starts, after the device side took the heartbeat", async () => {
-    const taken: string[] = [];
-    const inner = { onHeartbeat: async (h: Heartbeat) => void taken.push(h.deviceId) } as unknown as DeviceSideService;
-    let clock = Date.UTC(2025, 5, 1);
-    const deviceSide = withFarmAlerts(inner, { db: opened.db, analyzer: new FarmAlertAnalyzer(), logger: pino({ level: "silent" }), now: () => clock });
-    const deviceId = "hw-0123456789abcdef01234567";
-    for (let seq = 1; seq <= 6; seq++) {
-      clock += 5 * SECOND;
-      // The inner device side is a stub here (signature checks are HW-LIVE-1's tests): a placeholder session and sig.
-      const session = { connectNonce: "conn-test", publicKey: "", lastHeartbeatSeq: -1 };
-      await deviceSide.onHeartbeat({ v: 1, type: "heartbeat", deviceId, connectNonce: session.connectNonce, seq, ts: clock, uptimeMs: seq * 5000, containment: "none", outboxDepth: 0, telemetry: { ...healthy(seq), hashrateGhs: seq <= 2 ? 95_000 : 0 }, sig: "unchecked" }, session);
-    }
-    expect(taken).toHaveLength(6);
-    const rows = await opened.db.select().from(planeEvents);
-    expect(rows.map((r) => [r.kind, r.deviceId, (r.data as { alert: string }).alert])).toEqual([["farm.alert", deviceId, "zero-hashrate"]]);
-  });
-});
+onEveryDatabase("farm alerts", contract);

@@ -1,206 +1,297 @@
 /**
- * Farm alerts from heartbeat telemetry (HW-ALERT-1): the seeds' attacks as they show in what a miner reports.
- * The plane keeps a bounded window of samples per device (`windowSamples`, at most 10,000 devices' worth of
- * memory each window) and raises a finding, with its evidence, when a condition starts; the same condition is
- * not raised again until it has cleared.
+ * Farm alerts from heartbeat telemetry on the plane (issue 12 section 4): the analyzer (./analyzer.ts) judges each
+ * accepted heartbeat with the device's `farm-alerts` policy thresholds (./thresholds.ts, HW-ALERT-3), and what
+ * starts or clears becomes part of the device's state:
  *
- * - `zero-hashrate` (contraindicated): alive (heartbeats arrive) but hashing at 0 GH/s for `zeroHashrateSamples`
- *   samples in a row: a remote kill switch.
- * - `fans-stopped` (contraindicated): a fan at or below `fanStoppedRpm` for `fanStoppedSamples` samples; the
- *   evidence says whether the hottest temperature climbed by `temperatureRiseC` meanwhile (cooling disabled).
- * - `hashrate-drop` (warning): the hashrate below `(1 - hashrateDropRatio)` of the device's own average over the
- *   window (once it holds `minSamplesForAverage` samples).
- * - `pool-switching` (contraindicated): `minPoolSwitches` or more switches of the active pool whose periods (from
- *   one switch to the next-but-one: away and back) are regular (coefficient of variation <= `maxIntervalVariation`):
- *   a time-sliced hidden dev fee.
+ * - HW-ALERT-1: only heartbeats the device side accepted (signed, HW-LIVE-1) are judged; each alert that starts is
+ *   a `farm.alert` event (stream and webhook outbox) and an audit row, in the transaction that stores it.
+ * - HW-ALERT-2: each active alert is a finding of guard `farm-alert` on the `runtime-opaque` claim, with its
+ *   evidence (`expected` = the thresholds, `seen` = what the telemetry showed), kept in `devices.farm_findings` and
+ *   folded into the attestation result (control-plane/src/appraisal `withFarmFindings`) now and at every later
+ *   appraisal until telemetry clears it. zero-hashrate, fans-stopped and pool-switching are contraindicated (the
+ *   device turns contraindicated and the auto-quarantine policy applies, as for a contraindicated guard finding),
+ *   hashrate-drop is a warning. A verdict change is a stored appraisal transition (history) with the result.
+ * - HW-ALERT-4: the heartbeat path never waits for the database: changes are queued in memory and written in one
+ *   transaction per batch (every `flushIntervalMs`, or at once when `flushBatch` are waiting); a failed write is
+ *   kept and retried, and `close()` writes what is left. A SIGKILL loses at most the queue; the analyzer's state is
+ *   seeded from `devices.farm_findings` at start, so a condition still present is raised again by the telemetry.
  */
-import type { Logger } from "pino";
-import { z } from "zod";
-import type { Heartbeat } from "../../../shared/protocol/index.js";
-import type { Database } from "../db/index.js";
-import { recordPlaneEvents } from "../events/index.js";
-import { recordAudit } from "../service/context.js";
-import type { DeviceSideService } from "../service/types.js";
+import { eq, ne, sql } from "drizzle-orm";
+import type { Registry } from "prom-client";
+import { Counter, Gauge } from "prom-client";
+import type { Finding } from "../../../shared/protocol/index.js";
+import { FARM_ALERT_GUARD, verdictKey, withFarmFindings } from "../appraisal/index.js";
+import { devices, policies } from "../db/index.js";
+import { recordPlaneEvents } from "../events/record.js";
+import { buildPolicyIndex, farmAlertThresholdsFor, type PolicyIndex, toRecord } from "../policy/index.js";
+import { issueContainment, publishCommands } from "../service/commands.js";
+import { createServiceContext, type DeviceRow, lockDevices, recordAudit, recordTransitions, type ServiceDeps, type TransitionRecord } from "../service/context.js";
+import type { Actor, AppraisalState, AttestationResult, ContainmentState, DeviceSideService } from "../service/types.js";
+import { appraisalEventFor, transition } from "../trust/index.js";
+import { FARM_ALERT_KINDS, FarmAlertAnalyzer, type FarmAlertChange, type FarmAlertKind, type FarmFinding } from "./analyzer.js";
+import type { FarmAlertThresholds } from "./thresholds.js";
 
-export const farmAlertThresholdsSchema = z.strictObject({
-  windowSamples: z.number().int().min(10).max(1_000).default(120),
-  zeroHashrateSamples: z.number().int().min(1).max(1_000).default(3),
-  fanStoppedRpm: z.number().min(0).max(10_000).default(300),
-  fanStoppedSamples: z.number().int().min(1).max(1_000).default(2),
-  temperatureRiseC: z.number().min(0).max(100).default(5),
-  hashrateDropRatio: z.number().gt(0).lt(1).default(0.3),
-  minSamplesForAverage: z.number().int().min(2).max(1_000).default(10),
-  minPoolSwitches: z.number().int().min(4).max(1_000).default(6),
-  maxIntervalVariation: z.number().min(0).max(1).default(0.15),
-});
-export type FarmAlertThresholds = z.infer<typeof farmAlertThresholdsSchema>;
-export const DEFAULT_FARM_ALERT_THRESHOLDS: FarmAlertThresholds = farmAlertThresholdsSchema.parse({});
+export { FARM_ALERT_KINDS, FarmAlertAnalyzer, type FarmAlertChange, type FarmAlertKind, type FarmFinding } from "./analyzer.js";
+export { DEFAULT_FARM_ALERT_THRESHOLDS, farmAlertThresholdsSchema, type FarmAlertThresholds } from "./thresholds.js";
 
-export type FarmAlertKind = "zero-hashrate" | "fans-stopped" | "hashrate-drop" | "pool-switching";
+const ACTOR: Actor = { kind: "system", id: "farm-alerts" };
+/** Queued changes beyond this are dropped (counted and logged): a database down for long must not eat the heap. */
+const MAX_QUEUED = 100_000;
 
-export interface FarmFinding {
-  alert: FarmAlertKind;
-  tier: "warning" | "contraindicated";
-  summary: string;
-  /** What was seen, with the thresholds it was judged against. */
-  evidence: Record<string, unknown>;
+export interface FarmAlertsOptions {
+  /** How often queued alert changes are written (ms). Default 250. */
+  flushIntervalMs?: number;
+  /** Queued changes that trigger a write at once. Default 500. */
+  flushBatch?: number;
+  /** How often the thresholds are re-read for changes made by other planes (ms). Default 10,000. */
+  thresholdsRefreshMs?: number;
 }
 
-type Telemetry = NonNullable<Heartbeat["telemetry"]>;
+export interface FarmAlerts {
+  /** Reads the thresholds and seeds the analyzer with the stored active alerts. Call once before heartbeats arrive. */
+  start(): Promise<void>;
+  /** The DeviceSideService whose accepted heartbeats are judged (HW-ALERT-1); everything else passes through. */
+  wrap(deviceSide: DeviceSideService): DeviceSideService;
+  /** Re-reads the `farm-alerts` policies now (after a change in this process). */
+  refreshThresholds(): Promise<void>;
+  /** The thresholds a device is judged by now. */
+  thresholdsFor(deviceId: string): FarmAlertThresholds;
+  /** Writes every queued change now; resolves when written (or failed and re-queued). */
+  flush(): Promise<void>;
+  /** Stops the timers and writes what is queued. */
+  close(): Promise<void>;
+}
 
-interface Sample {
+interface Queued {
+  deviceId: string;
   atMs: number;
-  hashrateGhs?: number;
-  maxTempC?: number;
-  fanRpm?: number[];
-  activePool?: string;
+  change: FarmAlertChange;
+  thresholds: FarmAlertThresholds;
 }
 
-interface DeviceWindow {
-  samples: Sample[];
-  /** Times (ms) the active pool changed, newest last, bounded like the samples. */
-  poolSwitches: number[];
-  active: Set<FarmAlertKind>;
+function metric<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
 }
 
-/** Upper bound on devices tracked; the least recently seen are forgotten beyond it. */
-const MAX_DEVICES = 100_000;
+/** A farm alert as a finding (HW-ALERT-2): guard `farm-alert`, subject the alert kind, expected vs seen. */
+export function toFinding(f: FarmFinding): Finding {
+  return { guard: FARM_ALERT_GUARD, claim: "runtime-opaque", tier: f.tier, subject: f.alert, expected: f.expected, seen: f.evidence, message: f.summary };
+}
 
-export class FarmAlertAnalyzer {
-  readonly #windows = new Map<string, DeviceWindow>();
-  readonly thresholds: FarmAlertThresholds;
+function isFarmAlertKind(value: string): value is FarmAlertKind {
+  return (FARM_ALERT_KINDS as readonly string[]).includes(value);
+}
 
-  /** Throws a ZodError naming the bad threshold. */
-  constructor(thresholds: Partial<FarmAlertThresholds> = {}) {
-    this.thresholds = farmAlertThresholdsSchema.parse(thresholds);
+export function createFarmAlerts(deps: ServiceDeps & { registry: Registry; farmAlerts?: FarmAlertsOptions }): FarmAlerts {
+  const ctx = createServiceContext(deps);
+  const { db, logger } = ctx;
+  const flushIntervalMs = deps.farmAlerts?.flushIntervalMs ?? 250;
+  const flushBatch = deps.farmAlerts?.flushBatch ?? 500;
+  const refreshMs = deps.farmAlerts?.thresholdsRefreshMs ?? 10_000;
+  const analyzer = new FarmAlertAnalyzer();
+  const raised = metric(deps.registry, "hashward_farm_alerts_total", () => new Counter({ name: "hashward_farm_alerts_total", help: "Farm alerts raised from telemetry (HW-ALERT-1), by alert", labelNames: ["alert"], registers: [deps.registry] }));
+  const clearedTotal = metric(deps.registry, "hashward_farm_alerts_cleared_total", () => new Counter({ name: "hashward_farm_alerts_cleared_total", help: "Farm alerts cleared by telemetry, by alert", labelNames: ["alert"], registers: [deps.registry] }));
+  const writeFailures = metric(deps.registry, "hashward_farm_alert_write_failures_total", () => new Counter({ name: "hashward_farm_alert_write_failures_total", help: "Failed farm-alert batch writes (the batch is retried), and changes dropped for a full queue (reason)", labelNames: ["reason"], registers: [deps.registry] }));
+  const queuedGauge = metric(deps.registry, "hashward_farm_alert_queue", () => new Gauge({ name: "hashward_farm_alert_queue", help: "Farm-alert changes waiting to be written", registers: [deps.registry] }));
+
+  let index: PolicyIndex = buildPolicyIndex([]);
+  let models = new Map<string, string>();
+  let queue: Queued[] = [];
+  let writing: Promise<void> = Promise.resolve();
+  let flushTimer: NodeJS.Timeout | null = null;
+  let refreshTimer: NodeJS.Timeout | null = null;
+  let refreshing: Promise<void> | null = null;
+  let closed = false;
+
+  async function loadThresholds(): Promise<void> {
+    const rows = await db.select().from(policies).where(eq(policies.kind, "farm-alerts"));
+    const next = buildPolicyIndex(rows.map(toRecord));
+    // Model-scoped thresholds need each device's model; read only when such a policy exists.
+    const byModel = next["farm-alerts"].byModel.size > 0;
+    const nextModels = byModel ? new Map((await db.select({ id: devices.id, model: devices.model }).from(devices)).map((d) => [d.id, d.model])) : new Map<string, string>();
+    index = next;
+    models = nextModels;
   }
 
-  /** Adds one heartbeat's telemetry; returns the findings that START with it (empty most of the time). */
-  observe(deviceId: string, atMs: number, telemetry: Telemetry | undefined): FarmFinding[] {
-    if (!telemetry) return [];
-    const t = this.thresholds;
-    let window = this.#windows.get(deviceId);
-    if (window) this.#windows.delete(deviceId);
-    window ??= { samples: [], poolSwitches: [], active: new Set() };
-    this.#windows.set(deviceId, window); // most recently seen last
-    if (this.#windows.size > MAX_DEVICES) this.#windows.delete(this.#windows.keys().next().value as string);
+  function refreshThresholds(): Promise<void> {
+    refreshing ??= loadThresholds()
+      .catch((error: unknown) => logger.error({ err: error }, "reading farm-alert thresholds failed; keeping the previous ones"))
+      .finally(() => {
+        refreshing = null;
+      });
+    return refreshing;
+  }
 
-    const sample: Sample = {
-      atMs,
-      ...(telemetry.hashrateGhs === undefined ? {} : { hashrateGhs: telemetry.hashrateGhs }),
-      ...(telemetry.temperaturesC && telemetry.temperaturesC.length > 0 ? { maxTempC: Math.max(...telemetry.temperaturesC) } : {}),
-      ...(telemetry.fanRpm ? { fanRpm: telemetry.fanRpm } : {}),
-      ...(telemetry.activePool === undefined ? {} : { activePool: telemetry.activePool }),
-    };
-    const previousPool = [...window.samples].reverse().find((s) => s.activePool !== undefined)?.activePool;
-    if (sample.activePool !== undefined && previousPool !== undefined && sample.activePool !== previousPool) {
-      window.poolSwitches.push(atMs);
-      if (window.poolSwitches.length > t.windowSamples) window.poolSwitches.shift();
+  function thresholdsFor(deviceId: string): FarmAlertThresholds {
+    const model = models.get(deviceId) ?? null;
+    if (model === null && index["farm-alerts"].byModel.size > 0) void refreshThresholds(); // a device enrolled since
+    return farmAlertThresholdsFor(index, { id: deviceId, model });
+  }
+
+  function enqueue(item: Queued): void {
+    if (queue.length >= MAX_QUEUED) {
+      queue.shift();
+      writeFailures.inc({ reason: "queue-full" });
+      logger.error({ max: MAX_QUEUED }, "farm-alert queue full: dropping the oldest change (is the database down?)");
     }
-    window.samples.push(sample);
-    if (window.samples.length > t.windowSamples) window.samples.shift();
-
-    const current = new Map<FarmAlertKind, FarmFinding>();
-    for (const finding of [this.#zeroHashrate(window), this.#fansStopped(window), this.#hashrateDrop(window), this.#poolSwitching(window)]) {
-      if (finding) current.set(finding.alert, finding);
+    queue.push(item);
+    queuedGauge.set(queue.length);
+    if (queue.length >= flushBatch) void flush();
+    else if (!flushTimer) {
+      flushTimer = setTimeout(() => {
+        flushTimer = null;
+        void flush();
+      }, flushIntervalMs);
+      flushTimer.unref();
     }
-    const started = [...current.values()].filter((f) => !window.active.has(f.alert));
-    window.active = new Set(current.keys());
-    return started;
   }
 
-  #zeroHashrate(w: DeviceWindow): FarmFinding | null {
-    const n = this.thresholds.zeroHashrateSamples;
-    const last = w.samples.slice(-n);
-    if (last.length < n || !last.every((s) => s.hashrateGhs === 0)) return null;
-    return {
-      alert: "zero-hashrate",
-      tier: "contraindicated",
-      summary: `alive but hashing at 0 GH/s for ${n} heartbeats in a row (remote kill switch?)`,
-      evidence: { hashrateGhs: 0, samples: n, sinceMs: last[0]!.atMs },
-    };
+  /** Applies a device's queued changes, in order, to its stored farm findings. */
+  function applyChanges(current: readonly Finding[], items: readonly Queued[]): { findings: Finding[]; started: FarmFinding[]; cleared: FarmAlertKind[] } {
+    const bySubject = new Map(current.filter((f) => f.guard === FARM_ALERT_GUARD).map((f) => [f.subject, f]));
+    const started: FarmFinding[] = [];
+    const cleared: FarmAlertKind[] = [];
+    for (const { change } of items) {
+      for (const f of change.started) {
+        if (bySubject.has(f.alert)) continue; // already stored (raised before a plane restart): not new
+        bySubject.set(f.alert, toFinding(f));
+        started.push(f);
+      }
+      for (const kind of change.cleared) if (bySubject.delete(kind)) cleared.push(kind);
+    }
+    return { findings: [...bySubject.values()], started, cleared };
   }
 
-  #fansStopped(w: DeviceWindow): FarmFinding | null {
-    const { fanStoppedSamples: n, fanStoppedRpm, temperatureRiseC } = this.thresholds;
-    const last = w.samples.slice(-n);
-    if (last.length < n) return null;
-    const stoppedFans = (s: Sample) => (s.fanRpm ?? []).map((rpm, index) => ({ index, rpm })).filter((f) => f.rpm <= fanStoppedRpm);
-    if (!last.every((s) => stoppedFans(s).length > 0)) return null;
-    const temps = last.map((s) => s.maxTempC).filter((c): c is number => c !== undefined);
-    const rise = temps.length >= 2 ? temps.at(-1)! - temps[0]! : 0;
-    const climbing = rise >= temperatureRiseC;
-    return {
-      alert: "fans-stopped",
-      tier: "contraindicated",
-      summary: climbing
-        ? `fans stopped while the temperature climbed ${rise.toFixed(1)} C (cooling disabled?)`
-        : `fans at or below ${fanStoppedRpm} rpm for ${n} heartbeats`,
-      evidence: { fans: stoppedFans(last.at(-1)!), samples: n, temperatureRiseC: rise, temperatureClimbing: climbing, maxTempC: temps.at(-1) ?? null },
-    };
+  async function write(batch: Queued[]): Promise<void> {
+    const now = ctx.now();
+    const at = new Date(now);
+    const byDevice = new Map<string, Queued[]>();
+    for (const item of batch) byDevice.set(item.deviceId, [...(byDevice.get(item.deviceId) ?? []), item]);
+    const outcome = await db.transaction(async (tx) => {
+      const rows = await lockDevices(tx, [...byDevice.keys()]);
+      const transitions: TransitionRecord[] = [];
+      const events: Parameters<typeof recordPlaneEvents>[1] = [];
+      const audits: Parameters<typeof recordAudit>[1] = [];
+      const quarantine: { row: DeviceRow; reason: string }[] = [];
+      const counted: { started: FarmAlertKind[]; cleared: FarmAlertKind[] } = { started: [], cleared: [] };
+      for (const row of rows) {
+        if (row.enrollment !== "accepted") continue;
+        const { findings, started, cleared } = applyChanges(row.farmFindings as Finding[], byDevice.get(row.id)!);
+        if (started.length === 0 && cleared.length === 0) continue;
+        const previous = row.lastAppraisal as AttestationResult | null;
+        const result = withFarmFindings(previous, findings, now); // HW-ALERT-2
+        const from = row.appraisal as AppraisalState;
+        // HW-EVD-2: while a sequence reset holds the verdict, an alert may only make it contraindicated.
+        const held = row.sequenceResetAt !== null && result.status !== "contraindicated";
+        const to = held ? from : transition("appraisal", from, appraisalEventFor(result.status));
+        await tx.update(devices).set({ farmFindings: findings, lastAppraisal: result, appraisal: to, updatedAt: at }).where(eq(devices.id, row.id));
+        const what = [...started.map((f) => `${f.alert}: ${f.summary}`), ...cleared.map((kind) => `${kind} cleared`)].join("; ");
+        if (from !== to) transitions.push({ deviceId: row.id, machine: "appraisal", from, to, reason: `farm alert: ${what}`, actor: ACTOR, evidence: result });
+        for (const f of started) {
+          // HW-ALERT-1: one event per alert that starts, with its evidence and the thresholds it was judged by.
+          const thresholds = byDevice.get(row.id)!.find((q) => q.change.started.includes(f))?.thresholds;
+          events.push({ kind: "farm.alert", deviceId: row.id, data: { ...f, guard: FARM_ALERT_GUARD, claim: "runtime-opaque", ...(thresholds ? { thresholds } : {}) } });
+          audits.push({ actor: ACTOR, action: `farm-alert.${f.alert}`, target: row.id, detail: toFinding(f) });
+          counted.started.push(f.alert);
+        }
+        for (const kind of cleared) {
+          audits.push({ actor: ACTOR, action: `farm-alert.${kind}.cleared`, target: row.id, detail: { alert: kind } });
+          counted.cleared.push(kind);
+        }
+        // The auto-quarantine policy, as for evidence: a contraindicated verdict that is new (entered, or other
+        // contraindicated findings), so an operator's release sticks until the reasons change.
+        const verdictIsNew = from !== "contraindicated" || verdictKey(previous) !== verdictKey(result);
+        const containment = row.containment as ContainmentState;
+        if (ctx.options.autoQuarantine === "contraindicated" && to === "contraindicated" && verdictIsNew && (containment === "none" || containment === "release_requested")) {
+          quarantine.push({ row, reason: `policy: farm alert: ${what}` });
+        }
+      }
+      await recordTransitions(tx, transitions, at);
+      await recordPlaneEvents(tx, events, at);
+      await recordAudit(tx, audits, at);
+      const toPublish = [];
+      for (const { row, reason } of quarantine) toPublish.push(...(await issueContainment(ctx, tx, [row], "quarantine", { kind: "system", id: "policy" }, reason, now)).toPublish);
+      return { toPublish, counted };
+    });
+    for (const kind of outcome.counted.started) raised.inc({ alert: kind });
+    for (const kind of outcome.counted.cleared) clearedTotal.inc({ alert: kind });
+    await publishCommands(ctx, outcome.toPublish);
   }
 
-  #hashrateDrop(w: DeviceWindow): FarmFinding | null {
-    const { minSamplesForAverage, hashrateDropRatio } = this.thresholds;
-    const rates = w.samples.map((s) => s.hashrateGhs).filter((r): r is number => r !== undefined);
-    const currentRate = rates.at(-1);
-    if (rates.length < minSamplesForAverage || currentRate === undefined || currentRate === 0) return null; // 0 is zero-hashrate
-    const average = rates.slice(0, -1).reduce((a, b) => a + b, 0) / (rates.length - 1);
-    if (average <= 0 || currentRate >= (1 - hashrateDropRatio) * average) return null;
-    return {
-      alert: "hashrate-drop",
-      tier: "warning",
-      summary: `hashrate ${currentRate.toFixed(1)} GH/s is ${Math.round((1 - currentRate / average) * 100)}% below the device's own average ${average.toFixed(1)} GH/s`,
-      evidence: { hashrateGhs: currentRate, averageGhs: average, samples: rates.length, dropRatio: hashrateDropRatio },
-    };
+  /** One writer at a time; each takes everything queued when it starts. A failed batch goes back to the front. */
+  function flush(): Promise<void> {
+    if (flushTimer) {
+      clearTimeout(flushTimer);
+      flushTimer = null;
+    }
+    writing = writing.then(async () => {
+      if (queue.length === 0) return;
+      const batch = queue;
+      queue = [];
+      try {
+        await write(batch);
+      } catch (error) {
+        writeFailures.inc({ reason: "write" });
+        logger.error({ err: error, changes: batch.length }, "writing farm alerts failed; retrying");
+        queue = [...batch, ...queue];
+        if (!flushTimer && !closed) {
+          flushTimer = setTimeout(() => {
+            flushTimer = null;
+            void flush();
+          }, Math.max(flushIntervalMs, 1_000));
+          flushTimer.unref();
+        }
+      } finally {
+        queuedGauge.set(queue.length);
+      }
+    });
+    return writing;
   }
 
-  #poolSwitching(w: DeviceWindow): FarmFinding | null {
-    const { minPoolSwitches, maxIntervalVariation } = this.thresholds;
-    const switches = w.poolSwitches;
-    if (switches.length < minPoolSwitches) return null;
-    const recent = switches.slice(-minPoolSwitches);
-    // A time slice is a switch away and one back: the period is every other switch (A->B->A), so compare those.
-    const intervals = recent.slice(2).map((at, i) => at - recent[i]!);
-    const mean = intervals.reduce((a, b) => a + b, 0) / intervals.length;
-    if (mean <= 0) return null;
-    const sd = Math.sqrt(intervals.reduce((a, b) => a + (b - mean) ** 2, 0) / intervals.length);
-    if (sd / mean > maxIntervalVariation) return null;
-    const pools = [...new Set(w.samples.map((s) => s.activePool).filter((p): p is string => p !== undefined))];
-    return {
-      alert: "pool-switching",
-      tier: "contraindicated",
-      summary: `active pool switched ${recent.length} times every ~${Math.round(mean / 1000)} s (time-sliced hidden dev fee?)`,
-      evidence: { switches: recent.length, periodsMs: intervals, meanPeriodMs: mean, variation: sd / mean, pools },
-    };
-  }
-}
-
-/**
- * The heartbeat hook: after the device side took a heartbeat (it refuses what it does not accept, and then this
- * sees nothing), the telemetry goes through the analyzer; each finding that starts is written as a `farm.alert`
- * event (stream + webhook outbox) with an audit row, in one transaction (HW-DB-1, HW-ALERT-1). A failure to write
- * is logged and never fails the heartbeat.
- */
-export function withFarmAlerts(
-  deviceSide: DeviceSideService,
-  deps: { db: Database; analyzer: FarmAlertAnalyzer; logger: Logger; now?: () => number },
-): DeviceSideService {
-  const now = deps.now ?? Date.now;
   return {
-    ...deviceSide,
-    async onHeartbeat(heartbeat, session) {
-      await deviceSide.onHeartbeat(heartbeat, session); // HW-LIVE-1: refused (and nothing analysed) unless signed
-      const atMs = now();
-      const findings = deps.analyzer.observe(heartbeat.deviceId, atMs, heartbeat.telemetry);
-      if (findings.length === 0) return;
-      const at = new Date(atMs);
-      await deps.db
-        .transaction(async (tx) => {
-          await recordPlaneEvents(tx, findings.map((f) => ({ kind: "farm.alert" as const, deviceId: heartbeat.deviceId, data: { ...f } })), at);
-          await recordAudit(tx, findings.map((f) => ({ actor: { kind: "system", id: "farm-alerts" }, action: `farm-alert.${f.alert}`, target: heartbeat.deviceId, detail: f })), at);
-        })
-        .catch((error: unknown) => deps.logger.error({ err: error, deviceId: heartbeat.deviceId }, "recording a farm alert failed"));
+    async start() {
+      try {
+        await loadThresholds();
+        // The alerts active before a restart: not raised again, cleared when telemetry shows them gone.
+        const stored = await db.select({ id: devices.id, farmFindings: devices.farmFindings }).from(devices).where(ne(devices.farmFindings, sql`'[]'::jsonb`));
+        for (const row of stored) analyzer.seed(row.id, (row.farmFindings as Finding[]).map((f) => f.subject).filter(isFarmAlertKind));
+      } catch (error) {
+        // The plane still starts: the timer re-reads the thresholds, and a stored alert raised again is not new.
+        logger.error({ err: error }, "reading farm-alert thresholds and active alerts failed at start; using the defaults until the next read");
+      }
+      refreshTimer = setInterval(() => void refreshThresholds(), refreshMs);
+      refreshTimer.unref();
+    },
+
+    wrap(deviceSide) {
+      return {
+        ...deviceSide,
+        async onHeartbeat(heartbeat, session) {
+          await deviceSide.onHeartbeat(heartbeat, session); // HW-LIVE-1: refused (and nothing judged) unless signed
+          const atMs = ctx.now();
+          const thresholds = thresholdsFor(heartbeat.deviceId);
+          const change = analyzer.observe(heartbeat.deviceId, atMs, heartbeat.telemetry, thresholds, heartbeat.containment);
+          // HW-ALERT-4: queued, never awaited here.
+          if (change.started.length > 0 || change.cleared.length > 0) enqueue({ deviceId: heartbeat.deviceId, atMs, change, thresholds });
+        },
+        async flush() {
+          await deviceSide.flush();
+          await flush();
+        },
+      };
+    },
+
+    refreshThresholds,
+    thresholdsFor,
+    flush,
+
+    async close() {
+      closed = true;
+      if (refreshTimer) clearInterval(refreshTimer);
+      refreshTimer = null;
+      await flush();
+      if (flushTimer) clearTimeout(flushTimer);
+      flushTimer = null;
     },
   };
 }

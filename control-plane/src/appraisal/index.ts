@@ -18,6 +18,12 @@
  * held into the new result, so a live-pool hijack stays contraindicated while the stopped miner is silent. And
  * such evidence never reads as `trusted`: an affirming result with anything unobserved becomes a
  * `runtime-opaque` warning. With every input observed the evidence is appraised as usual.
+ *
+ * Rule HW-ALERT-2 (farm alerts): findings the plane raises from the device's signed telemetry (guard `farm-alert`,
+ * control-plane/src/alerts) fold into the same vector as guard findings do, on the `runtime-opaque` claim (what the
+ * miner does while it runs, which no file measurement shows), and stay folded into every later appraisal until
+ * telemetry clears them (`withFarmFindings`). The vector without them is kept (`farmAlerts.base`), so a cleared
+ * alert is taken out exactly.
  */
 import { canonicalize } from "../../../shared/canonical/index.js";
 import { OBSERVATIONS, observationForGuard, type Evidence, type Finding, type Measurement, type ObservationName } from "../../../shared/protocol/index.js";
@@ -66,6 +72,48 @@ export interface AppraisalContext {
   containment: ContainmentState;
   /** The device's previous attestation result (its findings may be held), null before the first. */
   previous: AttestationResult | null;
+  /** HW-ALERT-2: the device's active farm-alert findings, folded into the result. */
+  farmFindings?: readonly Finding[];
+}
+
+/** The `guard` of findings the plane raises from telemetry (control-plane/src/alerts). */
+export const FARM_ALERT_GUARD = "farm-alert";
+
+const NO_EVIDENCE_VECTOR: AttestationResult["trustworthiness"] = { "instance-identity": "none", configuration: "none", executables: "none", "file-system": "none" };
+
+/**
+ * HW-ALERT-2: `result` with exactly `farm` as its farm-alert findings (guard `farm-alert`): any earlier ones are
+ * taken out (from the vector kept in `farmAlerts.base`), the new ones folded in (claim -> worst tier), the other
+ * findings and the differences untouched. Without a result (no evidence appraised yet) the base is an all-`none`
+ * vector, so the status is the worst farm finding's tier. Pure; `now` stamps only a result made from nothing.
+ */
+export function withFarmFindings(result: AttestationResult | null, farm: readonly Finding[], now: number): AttestationResult {
+  const start: AttestationResult = result ?? {
+    status: "none",
+    trustworthiness: NO_EVIDENCE_VECTOR,
+    differences: [],
+    findings: [],
+    referenceId: null,
+    evidenceSeq: -1,
+    appraisedAt: new Date(now).toISOString(),
+    summary: "no evidence appraised yet",
+  };
+  const base = start.farmAlerts?.base ?? { status: start.status, trustworthiness: start.trustworthiness, summary: start.summary };
+  const others = (start.findings ?? []).filter((f) => f.guard !== FARM_ALERT_GUARD);
+  const { farmAlerts: _previous, ...rest } = start;
+  if (farm.length === 0) return { ...rest, ...base, findings: others };
+  const sorted = sortFindings(farm);
+  const trustworthiness = { ...base.trustworthiness };
+  for (const finding of sorted) trustworthiness[finding.claim] = worstTier([trustworthiness[finding.claim] ?? "none", finding.tier]);
+  const listed = sorted.map((f) => `${f.subject} ${f.tier}`).join("; ");
+  return {
+    ...rest,
+    status: worstTier(Object.values(trustworthiness)),
+    trustworthiness,
+    findings: sortFindings([...others, ...sorted]),
+    summary: `${base.summary}; ${sorted.length} farm alert(s) from telemetry: ${listed}`,
+    farmAlerts: { base },
+  };
 }
 
 /**
@@ -74,6 +122,12 @@ export interface AppraisalContext {
  * Pure: never throws for well-formed evidence, `now` (ms since the epoch) only stamps `appraisedAt`.
  */
 export function appraise(evidence: Evidence, reference: ReferenceValues | null, now: number, context?: AppraisalContext): AttestationResult {
+  const result = appraiseEvidence(evidence, reference, now, context);
+  // HW-ALERT-2: the device's active farm alerts stay folded in, whatever the evidence says.
+  return context?.farmFindings && context.farmFindings.length > 0 ? withFarmFindings(result, context.farmFindings, now) : result;
+}
+
+function appraiseEvidence(evidence: Evidence, reference: ReferenceValues | null, now: number, context?: AppraisalContext): AttestationResult {
   const measured = appraiseMeasurements(evidence, reference, now);
   const findings = evidence.findings ?? [];
   if (!context || context.containment === "none") return foldFindings(measured, findings);
@@ -83,6 +137,7 @@ export function appraise(evidence: Evidence, reference: ReferenceValues | null, 
   const blind = new Set(notObserved.map((o) => o.observation));
   const present = new Set(findings.map(findingIdentity));
   const held = (context.previous?.findings ?? []).filter((f) => {
+    if (f.guard === FARM_ALERT_GUARD) return false; // carried by the device's farm findings (HW-ALERT-2), not held
     const observation = observationForGuard(f.guard);
     return (observation === null || blind.has(observation)) && !present.has(findingIdentity(f));
   });

@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { fetchRetryingReset } from "../../../shared/http/retry.js";
 import { defaultPlaneCaFile } from "../../../shared/tls/index.js";
+import { POLICY_KINDS } from "../policy/schemas.js";
 
 export interface CliIo {
   env: Readonly<Record<string, string | undefined>>;
@@ -34,9 +35,10 @@ refs register --file FILE [--model M --firmware-version V]
                                                      JSON array printed by "hashward-agent measure")
 refs capture ID
 refs approve REF_ID                                 (admin)
-policies list pools|network|indicators
-policies set pools|network|indicators --file FILE   (FILE: the PUT body, e.g. {"scope":{"model":"S19"},"allowedUrls":[...]})
-policies delete pools|network|indicators POLICY_ID
+policies list pools|network|indicators|farm-alerts
+policies set pools|network|indicators|farm-alerts --file FILE   (FILE: the PUT body, e.g. {"scope":{"model":"S19"},"allowedUrls":[...]}
+                                                     or {"zeroHashrateSamples":6,"fanStoppedRpm":500})
+policies delete pools|network|indicators|farm-alerts POLICY_ID
 device-policy ID                                    (effective policy, delivered and acked versions)
 tokens enrollment [--ttl-ms N] [--max-uses N] [--label L]
 tokens api --role viewer|operator|admin --label L [--ttl-ms N]   (admin; no --ttl-ms = no expiry)
@@ -286,8 +288,8 @@ async function commandToCall(positionals: string[], v: Values, io: CliIo): Promi
       }
       break;
     case "policies": {
-      const kind = one(rest.slice(0, 1), "policy kind (pools, network or indicators)");
-      if (!["pools", "network", "indicators"].includes(kind)) throw new UsageError(`unknown policy kind ${JSON.stringify(kind)}`);
+      const kind = one(rest.slice(0, 1), `policy kind (${POLICY_KINDS.join(", ")})`);
+      if (!(POLICY_KINDS as readonly string[]).includes(kind)) throw new UsageError(`unknown policy kind ${JSON.stringify(kind)}`);
       switch (verb) {
         case "list":
           return get(`api/v1/policies/${kind}`);

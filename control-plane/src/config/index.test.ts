@@ -42,13 +42,16 @@ describe("loadConfig", () => {
       // HW-TLS-1: TLS on unless HASHWARD_TLS=off.
       tls: { enabled: true, extraNames: [], certLifetimeMs: 90 * 86_400_000, renewCheckMs: 3_600_000, requireClientCert: false },
       eventStreamMaxQueue: 1_000,
-      eventPollMs: 250,
+      eventPollMs: 1_000,
       webhookAllowLoopback: false,
       webhookMaxConsecutiveFailures: 10,
       webhookMaxAttempts: 12,
       webhookRetryBaseMs: 5_000,
       webhookTimeoutMs: 10_000,
       webhookTickMs: 1_000,
+      telemetrySampleMs: 300_000,
+      telemetryRetentionMs: 86_400_000,
+      uiSessionTtlMs: 43_200_000,
     });
   });
 

@@ -62,7 +62,7 @@ export interface ControlPlaneConfig {
   sessionTakeoverWindowMs: number;
   /** Events queued for one event-stream client before it is dropped (HW-SSE-1). */
   eventStreamMaxQueue: number;
-  /** How often the event stream reads committed events. */
+  /** How often the event stream reads events other processes committed (its own commits wake it at once, HW-SSE-2). */
   eventPollMs: number;
   /** HW-HOOK-3: allow loopback and link-local webhook targets. */
   webhookAllowLoopback: boolean;
@@ -71,6 +71,11 @@ export interface ControlPlaneConfig {
   webhookRetryBaseMs: number;
   webhookTimeoutMs: number;
   webhookTickMs: number;
+  /** Dashboard (control-plane/src/ui): telemetry kept for charts, one sample per device per interval (ms), for the retention (ms). */
+  telemetrySampleMs: number;
+  telemetryRetentionMs: number;
+  /** Dashboard session lifetime (HW-UI-1, ms). */
+  uiSessionTtlMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -183,13 +188,17 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
       requireClientCert: oneOf(env, "HASHWARD_MQTT_CLIENT_CERT", "optional", ["optional", "required"] as const) === "required",
     },
     eventStreamMaxQueue: integer(env, "HASHWARD_EVENT_STREAM_MAX_QUEUE", 1_000, 1, 100_000),
-    eventPollMs: integer(env, "HASHWARD_EVENT_POLL_MS", 250, 10, MINUTE_MS),
+    eventPollMs: integer(env, "HASHWARD_EVENT_POLL_MS", 1_000, 10, MINUTE_MS),
     webhookAllowLoopback: oneOf(env, "HASHWARD_WEBHOOK_ALLOW_LOOPBACK", "false", ["true", "false"]) === "true",
     webhookMaxConsecutiveFailures: integer(env, "HASHWARD_WEBHOOK_MAX_FAILURES", 10, 1, 1_000),
     webhookMaxAttempts: integer(env, "HASHWARD_WEBHOOK_MAX_ATTEMPTS", 12, 1, 100),
     webhookRetryBaseMs: integer(env, "HASHWARD_WEBHOOK_RETRY_BASE_MS", 5_000, 10, 60 * MINUTE_MS),
     webhookTimeoutMs: integer(env, "HASHWARD_WEBHOOK_TIMEOUT_MS", 10_000, 100, 5 * MINUTE_MS),
     webhookTickMs: integer(env, "HASHWARD_WEBHOOK_TICK_MS", 1_000, 10, MINUTE_MS),
+    // 10,000 devices at one sample per 5 min for a day: 2.9 million rows.
+    telemetrySampleMs: integer(env, "HASHWARD_TELEMETRY_SAMPLE_MS", 5 * MINUTE_MS, 100, DAY_MS),
+    telemetryRetentionMs: integer(env, "HASHWARD_TELEMETRY_RETENTION_MS", DAY_MS, MINUTE_MS, 90 * DAY_MS),
+    uiSessionTtlMs: integer(env, "HASHWARD_UI_SESSION_TTL_MS", 12 * 60 * MINUTE_MS, MINUTE_MS, 30 * DAY_MS),
   };
   for (const [field, name] of [["certFile", "HASHWARD_TLS_CERT_FILE"], ["keyFile", "HASHWARD_TLS_KEY_FILE"], ["caFile", "HASHWARD_TLS_CA_FILE"]] as const) {
     const value = raw(env, name);

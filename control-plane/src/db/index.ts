@@ -47,6 +47,44 @@ const MIGRATION_LOCK_KEY = 0x4857_4d31;
 
 export { DatabaseImageError, ensureDatabaseImage, imageCacheDirFromEnv } from "./image.js";
 
+/** Hooks waiting for a transaction's commit, by transaction handle, with the database it belongs to. */
+const commitHooks = new WeakMap<object, { root: Database; hooks: Array<(root: Database) => void> }>();
+
+/**
+ * Runs `hook` once what `executor` wrote is committed: after the transaction's COMMIT when `executor` is a
+ * transaction opened by `db.transaction` of a database from `openDatabase`, at once otherwise (a statement on the
+ * database itself has committed when it returns). Not run when the transaction rolls back. A throwing hook is
+ * ignored: it cannot undo the commit. Used by writers to signal readers in this process after commit (HW-SSE-2).
+ * Drizzle has no commit hook, so `openDatabase` wraps `transaction` once, at open (the same path in tests).
+ */
+export function afterCommit(executor: Queryable, hook: (root: Database) => void): void {
+  const pending = commitHooks.get(executor);
+  if (pending) pending.hooks.push(hook);
+  else runHook(hook, executor as Database);
+}
+
+function runHook(hook: (root: Database) => void, root: Database): void {
+  try {
+    hook(root);
+  } catch {
+    // committed already; a failing listener must not turn a commit into an error
+  }
+}
+
+function withCommitHooks(db: Database): Database {
+  const transaction = db.transaction.bind(db);
+  db.transaction = (async (run: (tx: Tx) => Promise<unknown>, config?: Parameters<Database["transaction"]>[1]) => {
+    const pending = { root: db, hooks: [] as Array<(root: Database) => void> };
+    const result = await transaction(async (tx) => {
+      commitHooks.set(tx, pending);
+      return run(tx);
+    }, config);
+    for (const hook of pending.hooks) runHook(hook, db);
+    return result;
+  }) as Database["transaction"];
+  return db;
+}
+
 /**
  * Opens (and migrates) the database: PostgreSQL at `databaseUrl` when given, else PGlite in `<dataDir>/pglite`.
  * `imageCacheDir` is where prepared PGlite images live (default: HASHWARD_PGLITE_IMAGE_DIR, else
@@ -65,7 +103,7 @@ async function openPglite(directory: string, imageCacheDir: string | false): Pro
   mkdirSync(directory, { recursive: true });
   // PGlite replays its write-ahead log on open, so a folder left by a SIGKILLed process reopens (tested).
   const client = await PGlite.create(directory);
-  const db = drizzlePglite({ client, schema }) as unknown as Database;
+  const db = withCommitHooks(drizzlePglite({ client, schema }) as unknown as Database);
   try {
     await migratePglite(db as never, { migrationsFolder: MIGRATIONS_FOLDER });
   } catch (error) {
@@ -126,7 +164,7 @@ async function openPostgres(url: string): Promise<OpenedDatabase> {
     await pool.end();
     throw error;
   }
-  const db = drizzlePg({ client: pool, schema }) as unknown as Database;
+  const db = withCommitHooks(drizzlePg({ client: pool, schema }) as unknown as Database);
   // HW-FAULT-3: the health probe's own single connection (reopened by pg-pool after a restart).
   const probePool = new pg.Pool({ connectionString: url, max: 1, keepAlive: true, idleTimeoutMillis: 0 });
   survivesLostConnections(probePool);

@@ -1,11 +1,14 @@
 /**
  * Tables of the operator event feed (control-plane/src/events) and of webhooks (control-plane/src/webhooks).
  *
- * `plane_events` carries the global, monotonically increasing id the live stream uses as the SSE `id` and
- * resumes from (`Last-Event-ID`); its rows are written in the transaction of the state change they describe
- * (HW-DB-1), and so are the `webhook_deliveries` rows (the outbox, HW-HOOK-2).
+ * `plane_events` rows are written in the transaction of the state change they describe (HW-DB-1), and so are the
+ * `webhook_deliveries` rows (the outbox, HW-HOOK-2). Each row gets its stream `position` when its transaction
+ * commits (HW-SSE-2: a deferred constraint trigger takes `plane_event_position_seq` under an advisory lock held
+ * to the commit, migration 0008), so positions grow in commit order: the live stream uses the position as the
+ * SSE `id` and resumes from it (`Last-Event-ID`), and a reader walking positions never skips a row that
+ * commits late, as an id cursor can on PostgreSQL (ids are taken at insert, not at commit).
  */
-import { bigint, boolean, index, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { bigint, boolean, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
 
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
 
@@ -19,8 +22,14 @@ export const planeEvents = pgTable(
     at: ts("at").notNull(),
     /** The event body as sent on the stream and in webhook deliveries. */
     data: jsonb("data").notNull(),
+    /** HW-SSE-2: commit-ordered stream position (the SSE id); null only inside the writing transaction. */
+    position: bigint("position", { mode: "number" }),
   },
-  (t) => [index("plane_events_device_idx").on(t.deviceId, t.id), index("plane_events_kind_idx").on(t.kind, t.id)],
+  (t) => [
+    index("plane_events_device_idx").on(t.deviceId, t.id),
+    index("plane_events_kind_idx").on(t.kind, t.id),
+    uniqueIndex("plane_events_position_idx").on(t.position),
+  ],
 );
 
 export const webhookEndpoints = pgTable("webhook_endpoints", {

@@ -34,6 +34,11 @@ export const devices = pgTable(
     sequenceResetAt: ts("sequence_reset_at"),
     lastAppraisal: jsonb("last_appraisal"),
     telemetry: jsonb("telemetry"),
+    /**
+     * HW-ALERT-2: the farm-alert findings (control-plane/src/alerts) active now, as `Finding`s of guard
+     * `farm-alert`; folded into `last_appraisal` and into every later appraisal until telemetry clears them.
+     */
+    farmFindings: jsonb("farm_findings").notNull().default([]),
     /** The seq the next command to this device gets (strictly increasing per device, HW-CMD-1). */
     nextCommandSeq: integer("next_command_seq").notNull().default(1),
     createdAt: ts("created_at").notNull().defaultNow(),
@@ -46,6 +51,8 @@ export const devices = pgTable(
     index("devices_containment_idx").on(t.containment),
     index("devices_model_idx").on(t.model, t.firmwareVersion),
     index("devices_last_seen_idx").on(t.lastSeenAt),
+    // The device listing's order (API and dashboard pages through 10,000 devices without sorting them all).
+    index("devices_created_idx").on(t.createdAt, t.id),
   ],
 );
 
@@ -235,3 +242,4 @@ export const evidence = pgTable(
 export * from "./schema-tuf.js";
 export * from "./schema-policy.js";
 export * from "./schema-events.js";
+export * from "./schema-ui.js";

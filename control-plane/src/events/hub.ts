@@ -1,17 +1,25 @@
 /**
- * The live event hub behind `GET /api/v1/events/stream`. It reads committed rows of `plane_events` in id order
- * (so what a client sees is exactly what the database holds, after commit, from this plane or any other one
- * sharing the database) and fans them out to subscribers.
+ * The live event hub behind `GET /api/v1/events/stream`. It reads committed rows of `plane_events` in stream
+ * position order (so what a client sees is exactly what the database holds, after commit, from this plane or any
+ * other one sharing the database) and fans them out to subscribers.
+ *
+ * HW-SSE-2: reads are woken by the writers of this process right after their transaction commits
+ * (`onPlaneEventsCommitted`), so an event reaches the clients without a poll interval's delay; a slow poll
+ * (`pollIntervalMs`, default 1 s) picks up what other processes (replicas) commit. The cursor is the commit-ordered
+ * `position` (migration 0008), not the id: on PostgreSQL a transaction holding a lower id can commit after one
+ * holding a higher id, and an id cursor would skip it for good; positions are taken at commit, one committer at a
+ * time, so a position is never visible before every lower one is.
  *
  * HW-SSE-1: every subscriber has a bounded queue (`maxQueuedPerClient` events). A subscriber whose queue is full
  * (a client not reading fast enough) is dropped at once and counted in `hashward_sse_clients_dropped_total`:
  * the poller never waits for a client, so a slow client cannot slow the plane.
  */
-import { and, asc, desc, eq, gt, inArray, lte, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, gt, inArray, isNotNull, lte, type SQL } from "drizzle-orm";
 import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { planeEvents, type Database } from "../db/index.js";
 import type { PlaneEvent, PlaneEventKind } from "./kinds.js";
+import { onPlaneEventsCommitted } from "./record.js";
 
 export interface EventFilter {
   deviceId?: string;
@@ -20,7 +28,10 @@ export interface EventFilter {
 }
 
 export interface EventHubOptions {
-  /** How often committed events are read while clients are connected (ms). Default 250. */
+  /**
+   * How often committed events are read while clients are connected (ms), for events other processes commit;
+   * this process's own commits wake the reader at once. Default 1,000.
+   */
   pollIntervalMs?: number;
   /** Events waiting for one client before it is dropped. Default 1,000; 1..100,000. */
   maxQueuedPerClient?: number;
@@ -29,10 +40,12 @@ export interface EventHubOptions {
 }
 
 export interface EventSubscription {
-  /** The last event id committed when the subscription started: live events are those above it. */
+  /** The last stream position committed when the subscription started: live events are those above it. */
   readonly startId: number;
   /** The next live event matching the filter, or null once the subscription is closed or dropped. */
   next(): Promise<PlaneEvent | null>;
+  /** Up to `max` live events already queued, without waiting (empty when none is). */
+  drain(max: number): PlaneEvent[];
   /** True when the hub dropped this subscriber for a full queue. */
   readonly dropped: boolean;
   close(): void;
@@ -41,8 +54,8 @@ export interface EventSubscription {
 export interface EventHub {
   subscribe(filter: EventFilter): Promise<EventSubscription>;
   /**
-   * Committed events with id above `afterId` and at most `upToId` matching the filter, in id order, one page
-   * (`pageSize` rows) at a time; used to replay for `Last-Event-ID`.
+   * Committed events with a position above `afterId` and at most `upToId` matching the filter, in position order,
+   * one page (`pageSize` rows) at a time; used to replay for `Last-Event-ID`.
    */
   replay(filter: EventFilter, afterId: number, upToId: number): Promise<PlaneEvent[]>;
   /** Reads new committed events now (the poll timer does the same). */
@@ -60,8 +73,10 @@ interface Subscriber {
 
 type Row = typeof planeEvents.$inferSelect;
 
+/** A committed row (its position is set at commit) as the stream carries it: `id` is the stream position. */
 function toEvent(row: Row): PlaneEvent {
-  return { id: row.id, kind: row.kind as PlaneEventKind, deviceId: row.deviceId, at: row.at.toISOString(), data: row.data as Record<string, unknown> };
+  // The writer typed `data` by its kind (PlaneEventRecord), so the stored row has that kind's shape.
+  return { id: row.position!, kind: row.kind as PlaneEventKind, deviceId: row.deviceId, at: row.at.toISOString(), data: row.data } as PlaneEvent;
 }
 
 export function matches(filter: EventFilter, event: Pick<PlaneEvent, "kind" | "deviceId">): boolean {
@@ -76,7 +91,7 @@ function metric<T>(registry: Registry, name: string, make: () => T): T {
 
 export function createEventHub(deps: { db: Database; logger: Logger; registry: Registry; options?: EventHubOptions }): EventHub {
   const { db, logger, registry } = deps;
-  const pollIntervalMs = deps.options?.pollIntervalMs ?? 250;
+  const pollIntervalMs = deps.options?.pollIntervalMs ?? 1_000;
   const maxQueued = deps.options?.maxQueuedPerClient ?? 1_000;
   const pageSize = deps.options?.pageSize ?? 500;
   if (!Number.isInteger(maxQueued) || maxQueued < 1 || maxQueued > 100_000) throw new RangeError(`maxQueuedPerClient must be 1..100000, got ${maxQueued}`);
@@ -88,12 +103,18 @@ export function createEventHub(deps: { db: Database; logger: Logger; registry: R
   const subscribers = new Set<Subscriber>();
   let cursor: number | null = null;
   let polling: Promise<void> | null = null;
+  /** A commit was signalled while a read ran: read once more when it ends (it may have missed that commit). */
+  let again = false;
   let timer: NodeJS.Timeout | null = null;
   let closed = false;
+  // HW-SSE-2: woken after each local commit that wrote events; only while someone listens.
+  const stopListening = onPlaneEventsCommitted(db, () => {
+    if (subscribers.size > 0) void poll();
+  });
 
   async function lastId(): Promise<number> {
-    const [row] = await db.select({ id: planeEvents.id }).from(planeEvents).orderBy(desc(planeEvents.id)).limit(1);
-    return row?.id ?? 0;
+    const [row] = await db.select({ position: planeEvents.position }).from(planeEvents).where(isNotNull(planeEvents.position)).orderBy(desc(planeEvents.position)).limit(1);
+    return row?.position ?? 0;
   }
 
   function deliver(sub: Subscriber, event: PlaneEvent): void {
@@ -132,22 +153,30 @@ export function createEventHub(deps: { db: Database; logger: Logger; registry: R
   async function pollOnce(): Promise<void> {
     if (cursor === null) cursor = await lastId();
     for (;;) {
-      const rows = await db.select().from(planeEvents).where(gt(planeEvents.id, cursor)).orderBy(asc(planeEvents.id)).limit(pageSize);
+      const rows = await db.select().from(planeEvents).where(gt(planeEvents.position, cursor)).orderBy(asc(planeEvents.position)).limit(pageSize);
       for (const row of rows) {
         const event = toEvent(row);
         for (const sub of [...subscribers]) deliver(sub, event);
-        cursor = row.id;
+        cursor = event.id;
       }
       if (rows.length < pageSize) return;
     }
   }
 
+  /** One reader at a time; a wake-up during a read costs one more read, not one per commit. */
   function poll(): Promise<void> {
-    polling ??= pollOnce()
-      .catch((error: unknown) => logger.error({ err: error }, "event hub poll failed"))
-      .finally(() => {
-        polling = null;
-      });
+    if (polling) {
+      again = true;
+      return polling;
+    }
+    polling = (async () => {
+      do {
+        again = false;
+        await pollOnce().catch((error: unknown) => logger.error({ err: error }, "event hub poll failed"));
+      } while (again && !closed);
+    })().finally(() => {
+      polling = null;
+    });
     return polling;
   }
 
@@ -177,15 +206,18 @@ export function createEventHub(deps: { db: Database; logger: Logger; registry: R
             sub.waiter = resolve;
           });
         },
+        drain(max) {
+          return sub.queue.splice(0, Math.max(0, max));
+        },
         close: () => end(sub),
       };
     },
 
     async replay(filter, afterId, upToId) {
-      const where: SQL[] = [gt(planeEvents.id, afterId), lte(planeEvents.id, upToId)];
+      const where: SQL[] = [gt(planeEvents.position, afterId), lte(planeEvents.position, upToId)];
       if (filter.deviceId !== undefined) where.push(eq(planeEvents.deviceId, filter.deviceId));
       if (filter.kinds && filter.kinds.length > 0) where.push(inArray(planeEvents.kind, [...filter.kinds]));
-      const rows = await db.select().from(planeEvents).where(and(...where)).orderBy(asc(planeEvents.id)).limit(pageSize);
+      const rows = await db.select().from(planeEvents).where(and(...where)).orderBy(asc(planeEvents.position)).limit(pageSize);
       return rows.map(toEvent);
     },
 
@@ -193,6 +225,7 @@ export function createEventHub(deps: { db: Database; logger: Logger; registry: R
 
     async close() {
       closed = true;
+      stopListening();
       for (const sub of [...subscribers]) end(sub);
       if (timer) clearInterval(timer);
       timer = null;

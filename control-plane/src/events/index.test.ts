@@ -2,7 +2,6 @@
  * The live event stream (`GET /api/v1/events/stream`) over the real services and database, PGlite and
  * PostgreSQL: what an operator's console sees when a device is quarantined and released.
  */
-import { sql } from "drizzle-orm";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -11,7 +10,8 @@ import type { Ack, Command } from "../../../shared/protocol/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { createHttpApp } from "../http/index.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
-import { createEventHub, recordPlaneEvents, type EventHub } from "./index.js";
+import { planeEvents } from "../db/index.js";
+import { createEventHub, PLANE_EVENT_DATA, PLANE_EVENT_KINDS, type EventHub, type PlaneEventKind, recordPlaneEvents } from "./index.js";
 
 const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
 
@@ -38,7 +38,12 @@ function sseReader(response: Response) {
         const block = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
         const fields = Object.fromEntries(block.split("\n").filter((l) => !l.startsWith(":") && l.includes(":")).map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trimStart()]));
-        if (fields.data) events.push({ id: fields.id!, event: fields.event!, data: JSON.parse(fields.data) });
+        if (fields.data) {
+          const data = JSON.parse(fields.data) as SseEvent["data"];
+          // Every event the plane wrote has its kind's typed data (control-plane/src/events/kinds.ts).
+          PLANE_EVENT_DATA[data.kind as PlaneEventKind].parse(data.data);
+          events.push({ id: fields.id!, event: fields.event!, data });
+        }
       }
     }
     ended = true;
@@ -86,7 +91,8 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
         options: { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "off" },
       });
       registry = new Registry();
-      hub = createEventHub({ db: harness.db, logger, registry, options: { pollIntervalMs: 20, maxQueuedPerClient: 5 } });
+      // HW-SSE-2: the fallback poll is slow (a minute); the plane's own commits must wake the stream by themselves.
+      hub = createEventHub({ db: harness.db, logger, registry, options: { pollIntervalMs: 60_000, maxQueuedPerClient: 5 } });
       app = createHttpApp({ service: services.service, logger, registry, version: "test", events: { hub, keepAliveMs: 60_000 } });
       viewerToken = (await services.service.createApiToken(OPERATOR, { role: "viewer", label: "console" })).token;
     });
@@ -150,6 +156,12 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
 
     const stream = (query = "", headers: Record<string, string> = {}) =>
       app.request(`/api/v1/events/stream${query}`, { headers: { authorization: `Bearer ${viewerToken}`, ...headers } });
+
+    it("documents the payload in the OpenAPI document: one typed data shape per event kind", async () => {
+      const doc = (await (await app.request("/api/v1/openapi.json")).json()) as { components: { schemas: Record<string, { oneOf?: Array<{ properties: { kind: { const?: string; enum?: string[] } } }> }> } };
+      const union = doc.components.schemas.PlaneEvent?.oneOf ?? [];
+      expect(union.map((variant) => variant.properties.kind.const ?? variant.properties.kind.enum?.[0])).toEqual([...PLANE_EVENT_KINDS]);
+    });
 
     it("HW-SSE-1: refuses a missing or unknown token (401) before reading anything", async () => {
       const none = await app.request("/api/v1/events/stream");
@@ -235,44 +247,41 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       await resumed.cancel();
     });
 
-    // PGlite runs one connection: an open transaction holds every other query (the poll too), so writers cannot
-    // interleave there and the case exists only on PostgreSQL.
-    it.skipIf(backend === "PGlite")("HW-SSE-1: concurrent writers never make the stream skip an event (ids commit in id order)", async () => {
-      // Regression (test/faults/postgres-restart): writer A draws id N and is still open when writer B draws N+1
-      // and commits; a poll in between used to send N+1 and move past N for good.
-      const sub = await hub.subscribe({ kinds: ["farm.alert"] });
-      let releaseA!: () => void;
-      const holdA = new Promise<void>((resolve) => (releaseA = resolve));
-      let aRecorded!: () => void;
-      const aHasId = new Promise<void>((resolve) => (aRecorded = resolve));
-      const at = new Date(clock);
-      const a = harness.db.transaction(async (tx) => {
-        await recordPlaneEvents(tx, [{ kind: "farm.alert", deviceId: null, data: { writer: "a" } }], at);
-        aRecorded();
-        await holdA;
-      });
-      await aHasId;
-      const b = harness.db.transaction(async (tx) => {
-        await recordPlaneEvents(tx, [{ kind: "farm.alert", deviceId: null, data: { writer: "b" } }], at);
-      });
-      // B waits for A (the advisory lock); without it B commits first and this poll sends B's event alone.
-      const waitingOnLock = async () => {
-        const rows = (await harness.db.execute(sql`select 1 from pg_locks where locktype = 'advisory' and not granted`)) as unknown as { rows: unknown[] };
-        return rows.rows.length > 0;
-      };
-      await Promise.race([b, vi.waitFor(async () => expect(await waitingOnLock()).toBe(true), { timeout: 30_000 })]);
-      await hub.poll(); // the timer's poll may be running: this one starts after it, on what is committed now
-      await hub.poll();
-      releaseA();
-      await Promise.all([a, b]);
-      await hub.poll();
-      // A skipped event never comes: give up on it after a while instead of hanging the test.
-      const next = () => Promise.race([sub.next(), new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000).unref())]);
-      const got = [await next(), await next()];
-      sub.close();
-      expect(got.map((event) => event?.data.writer)).toEqual(["a", "b"]);
-      expect(got[0]!.id).toBeLessThan(got[1]!.id);
-    });
+    it.skipIf(backend !== "PostgreSQL")(
+      "HW-SSE-2: two transactions committing out of order (lower id last): the stream carries both, in commit order, and a resume finds both",
+      async () => {
+        const deviceId = (await acceptedDevice()).id;
+        const sse = sseReader(await stream(`?deviceId=${deviceId}`));
+        let releaseFirst!: () => void;
+        const firstMayCommit = new Promise<void>((resolve) => (releaseFirst = resolve));
+        let firstInserted!: () => void;
+        const firstHasInserted = new Promise<void>((resolve) => (firstInserted = resolve));
+        // Transaction A takes the lower id, then stays open ...
+        const first = harness.db.transaction(async (tx) => {
+          const [id] = await recordPlaneEvents(tx, [{ kind: "guard.alert", deviceId, data: { eventId: "evt_A", severity: "warning", ts: clock, detail: {} } }], new Date(clock));
+          firstInserted();
+          await firstMayCommit;
+          return id!;
+        });
+        await firstHasInserted;
+        // ... while transaction B takes a higher id and commits first.
+        const secondId = await harness.db.transaction(async (tx) => (await recordPlaneEvents(tx, [{ kind: "guard.alert", deviceId, data: { eventId: "evt_B", severity: "warning", ts: clock, detail: {} } }], new Date(clock)))[0]!);
+        await vi.waitFor(() => expect(sse.events.map((e) => e.data.data.eventId)).toEqual(["evt_B"]), { timeout: 10_000 });
+        releaseFirst();
+        const firstId = await first;
+        expect(firstId).toBeLessThan(secondId); // A's id is lower, yet it committed last
+        await vi.waitFor(() => expect(sse.events.map((e) => e.data.data.eventId)).toEqual(["evt_B", "evt_A"]), { timeout: 10_000 });
+        const [b, a] = sse.events.map((e) => Number(e.id));
+        expect(a).toBeGreaterThan(b!); // the SSE id is the commit-ordered position
+        await sse.cancel();
+        // A client that saw nothing of these resumes from before B and gets both, in the same order.
+        const resumed = sseReader(await stream(`?deviceId=${deviceId}`, { "last-event-id": String(b! - 1) }));
+        await vi.waitFor(() => expect(resumed.events.map((e) => e.data.data.eventId)).toEqual(["evt_B", "evt_A"]), { timeout: 10_000 });
+        await resumed.cancel();
+        const rows = await harness.db.select({ id: planeEvents.id, position: planeEvents.position }).from(planeEvents);
+        expect(rows.every((row) => row.position !== null)).toBe(true);
+      },
+    );
 
     it("HW-SSE-1: drops a client that does not read (bounded queue), counts it, and keeps serving the others", async () => {
       const devices = [];

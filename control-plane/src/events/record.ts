@@ -6,14 +6,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { and, eq, sql } from "drizzle-orm";
-import { planeEvents, webhookDeliveries, webhookEndpoints, type Database } from "../db/index.js";
-import type { PlaneEventKind } from "./kinds.js";
+import { afterCommit, planeEvents, webhookDeliveries, webhookEndpoints, type Database } from "../db/index.js";
+import type { PlaneEventData, PlaneEventRecord } from "./kinds.js";
 
-export interface PlaneEventRecord {
-  kind: PlaneEventKind;
-  deviceId: string | null;
-  data: Record<string, unknown>;
-}
+export type { PlaneEventRecord } from "./kinds.js";
 
 /** A Standard Webhooks message id (`msg_` + 18 random bytes, hex). */
 export function newMessageId(): string {
@@ -22,22 +18,27 @@ export function newMessageId(): string {
 
 const CHUNK = 500;
 
-/** Transaction-scoped advisory lock key that orders writers of `plane_events` (any constant; "HWEV"). */
-export const PLANE_EVENTS_LOCK_KEY = 0x4857_4556;
+const committedListeners = new WeakMap<Database, Set<() => void>>();
 
 /**
- * Inserts the events and their outbox rows in `tx`; returns the new event ids in order.
- *
- * HW-SSE-1 / HW-FAULT-1: the stream reads committed rows above the last id it sent, so ids must become visible
- * in id order. On PostgreSQL two transactions could take ids 10 and 11 and commit 11 first: the stream sent 11,
- * moved past 10, and event 10 was never streamed (seen in test/faults/postgres-restart with ten pooled
- * connections). Writers therefore take one transaction-scoped advisory lock before their ids are drawn and keep
- * it to commit, so ids are drawn and committed one writer at a time. Callers write events last in their
- * transaction (after their row locks) to keep that window short. PGlite has one connection: no change there.
+ * Calls `listener` after each commit (in this process) of a transaction that recorded plane events on `db` (the
+ * database `openDatabase` returned). Events written by other processes are not signalled: readers keep a slow
+ * poll for them (HW-SSE-2). Returns the unsubscribe function.
+ */
+export function onPlaneEventsCommitted(db: Database, listener: () => void): () => void {
+  if (typeof db !== "object" || db === null) return () => undefined; // no database (a plane started without one): nothing commits
+  let listeners = committedListeners.get(db);
+  if (!listeners) committedListeners.set(db, (listeners = new Set()));
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+/**
+ * Inserts the events and their outbox rows in `tx`; returns the new event row ids in order. The events' stream
+ * positions are taken when `tx` commits (HW-SSE-2), and this process's listeners are signalled then.
  */
 export async function recordPlaneEvents(tx: Database, records: PlaneEventRecord[], at: Date): Promise<number[]> {
   if (records.length === 0) return [];
-  await tx.execute(sql`select pg_advisory_xact_lock(${PLANE_EVENTS_LOCK_KEY})`);
   const ids: number[] = [];
   const kinds = [...new Set(records.map((r) => r.kind))];
   const endpointsByKind = new Map<string, string[]>();
@@ -68,6 +69,9 @@ export async function recordPlaneEvents(tx: Database, records: PlaneEventRecord[
     for (let j = 0; j < deliveries.length; j += CHUNK) await tx.insert(webhookDeliveries).values(deliveries.slice(j, j + CHUNK));
     ids.push(...inserted.map((r) => r.id));
   }
+  afterCommit(tx, (root) => {
+    for (const listener of committedListeners.get(root) ?? []) listener();
+  });
   return ids;
 }
 
@@ -77,7 +81,9 @@ export function planeEventsForTransitions(
 ): PlaneEventRecord[] {
   const out: PlaneEventRecord[] = [];
   for (const r of records) {
-    const data = { machine: r.machine, from: r.from, to: r.to, reason: r.reason };
+    const { machine } = r;
+    if (machine !== "appraisal" && machine !== "containment") continue;
+    const data: PlaneEventData<"appraisal.changed"> = { machine, from: r.from, to: r.to, reason: r.reason };
     if (r.machine === "appraisal") out.push({ kind: r.to === "stale" ? "device.stale" : "appraisal.changed", deviceId: r.deviceId, data });
     else if (r.machine === "containment" && r.to === "quarantined") out.push({ kind: "device.quarantined", deviceId: r.deviceId, data });
     else if (r.machine === "containment" && r.from === "release_requested" && r.to === "none") out.push({ kind: "device.released", deviceId: r.deviceId, data });

@@ -25,6 +25,7 @@ import { registerPolicyRoutes } from "./routes/policies.js";
 import { assertP256PublicKey, registerBootstrapRoutes, type BootstrapRoutesDeps } from "./routes/bootstrap.js";
 import { registerEventRoutes, type EventRoutesDeps } from "./routes/events.js";
 import { registerWebhookRoutes } from "./routes/webhooks.js";
+import { registerDashboard } from "../ui/index.js";
 import {
   apiTokenBody,
   apiTokenCreatedSchema,
@@ -90,6 +91,8 @@ export interface HttpAppDeps {
   webhooks?: import("../webhooks/index.js").WebhookService;
   /** Whether the database answers now (db/transient.ts `probeDatabase`); absent: reported "up". */
   probeDatabase?: () => Promise<"up" | "down">;
+  /** The operator dashboard at /ui/ (control-plane/src/ui); its roles are read from the routes above (HW-UI-4). */
+  dashboard?: { db: import("../db/index.js").Database; secure: boolean; sessionTtlMs?: number; now?: () => number };
 }
 
 export type HttpEnv = { Variables: AuthVariables };
@@ -525,6 +528,17 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
       return c.json({ entries: await service.listAudit(limit, offset) }, 200);
     },
   );
+
+  if (deps.dashboard) {
+    registerDashboard(app, service, {
+      ...deps.dashboard,
+      logger,
+      hub: deps.events?.hub,
+      policies: deps.policies,
+      rollouts: deps.updates?.rollouts,
+      listTargets: deps.updates ? () => deps.updates!.tuf.listTargets() : undefined,
+    });
+  }
 
   return app;
 }

@@ -10,7 +10,8 @@ import {
   enrollmentRequestSchema,
   enrollmentResponseSchema,
   publicKeySchema,
-  sha256Schema,
+  referenceMeasurementSchema as wireReferenceMeasurementSchema,
+  RELEASE_CLAIMS,
 } from "../../../shared/protocol/index.js";
 
 const HOUR_MS = 60 * 60 * 1000;
@@ -26,7 +27,7 @@ const enrollmentStateSchema = z.enum(["pending", "accepted", "rejected", "revoke
 const appraisalStateSchema = z.enum(["unknown", "trusted", "warning", "contraindicated", "stale"]);
 const containmentStateSchema = z.enum(["none", "quarantine_requested", "quarantined", "release_requested"]);
 const tierSchema = z.enum(["none", "affirming", "warning", "contraindicated"]);
-const measuredClaimSchema = z.enum(["configuration", "executables", "file-system"]);
+const measuredClaimSchema = z.enum(RELEASE_CLAIMS);
 const label = z.string().min(1).max(128);
 const reason = z.string().min(1).max(1024);
 const isoTime = z.string().openapi({ format: "date-time" });
@@ -59,6 +60,7 @@ export const deviceListQuery = z.object({
   appraisal: appraisalStateSchema.optional(),
   containment: containmentStateSchema.optional(),
   model: label.optional(),
+  search: z.string().min(1).max(128).optional().openapi({ description: "Text in the device id, model, firmware version or active pool (case-insensitive)" }),
   limit: limitQuery,
   offset: offsetQuery,
 });
@@ -94,17 +96,10 @@ export const reasonBody = z.strictObject({ reason }).openapi("Reason");
 export const bulkContainmentBody = z
   .strictObject({ deviceIds: z.array(deviceIdSchema).min(1).max(MAX_BULK_DEVICES), reason })
   .openapi("BulkContainmentRequest");
-export const referenceMeasurementSchema = z
-  .strictObject({
-    path: z.string().min(1).max(1024),
-    // "" records a path that must be absent (the agent's `measure` reports it as kind "missing").
-    sha256: z.union([sha256Schema, z.literal("")]),
-    size: z.number().int().nonnegative(),
-    claim: measuredClaimSchema.optional(),
-    // Accepted so `hashward-agent measure` output can be registered as is; the claim comes from `claim` or the path.
-    kind: z.enum(["file", "block", "missing"]).optional(),
-  })
-  .openapi("ReferenceMeasurement");
+// The wire definition (shared/protocol/release.ts), strict here: an unknown key in operator input is a typo.
+export const referenceMeasurementSchema = z.strictObject(wireReferenceMeasurementSchema.shape).openapi("ReferenceMeasurement");
+/** A stored reference measurement (responses): the wire definition without the input-only `kind`. */
+export const storedMeasurementSchema = z.object(wireReferenceMeasurementSchema.shape).omit({ kind: true });
 export const registerReferenceBody = z
   .strictObject({
     model: label,
@@ -192,6 +187,8 @@ const attestationResultSchema = z
         held: z.array(z.object({ guard: z.string(), subject: z.string(), tier: z.string() }).passthrough()),
       })
       .optional(),
+    /** HW-ALERT-2: present while farm alerts (findings of guard `farm-alert`) are folded in; `base` is the verdict without them. */
+    farmAlerts: z.object({ base: z.object({ status: tierSchema, trustworthiness: z.record(z.string(), tierSchema), summary: z.string() }) }).optional(),
   })
   .openapi("AttestationResult");
 
@@ -260,9 +257,7 @@ export const referenceValueSetSchema = z
     status: z.enum(["proposed", "approved", "superseded"]),
     source: z.enum(["registered", "captured", "release"]),
     capturedFrom: z.string().nullable(),
-    measurements: z.array(
-      z.object({ path: z.string(), sha256: z.string(), size: z.number(), claim: measuredClaimSchema.optional() }),
-    ),
+    measurements: z.array(storedMeasurementSchema),
     createdAt: isoTime,
     approvedAt: isoTime.nullable(),
     approvedBy: z.string().nullable(),

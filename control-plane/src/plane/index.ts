@@ -18,9 +18,10 @@ import { createBroker, type Broker } from "../broker/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import { openDatabase, type Database } from "../db/index.js";
 import { probeDatabase } from "../db/transient.js";
-import { FarmAlertAnalyzer, withFarmAlerts } from "../alerts/index.js";
+import { createFarmAlerts } from "../alerts/index.js";
 import { createEventHub } from "../events/index.js";
 import { createWebhookService } from "../webhooks/index.js";
+import { pruneDashboardData } from "../ui/queries.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
 import { createServices } from "../service/index.js";
 import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
@@ -30,6 +31,8 @@ import { createApiServer, mqttTlsServerFactory, startPlaneTls, type ApiServer, t
 import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
 
 export const STALE_CHECK_INTERVAL_MS = 5_000;
+/** How often dashboard data past its retention is deleted. */
+const DASHBOARD_PRUNE_MS = 10 * 60_000;
 
 export interface Plane {
   httpPort: number;
@@ -236,6 +239,7 @@ export async function startPlane(
       maxPendingDevices: config.maxPendingDevices,
       sessionTakeoverThreshold: config.sessionTakeoverThreshold,
       sessionTakeoverWindowMs: config.sessionTakeoverWindowMs,
+      telemetrySampleMs: config.telemetrySampleMs,
       ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
     };
     const services = factories.createServices({
@@ -250,8 +254,15 @@ export async function startPlane(
 
     // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
-    // HW-ALERT-1: farm alerts from the telemetry of heartbeats the device side accepted.
-    const deviceSide = withFarmAlerts(withPolicyDelivery(services.deviceSide, policies, logger, Date.now), { db: opened.db as Database, analyzer: new FarmAlertAnalyzer(), logger });
+    // HW-ALERT-1..4: farm alerts from the telemetry of heartbeats the device side accepted, judged by the
+    // `farm-alerts` policy thresholds, written in batches off the heartbeat path.
+    const farmAlerts = createFarmAlerts({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options, registry });
+    await farmAlerts.start();
+    policies.onChange((kind) => {
+      if (kind === "farm-alerts") void farmAlerts.refreshThresholds();
+    });
+    cleanups.push(() => farmAlerts.close()); // after the broker stops (cleanups run last-in first): nothing queued is lost
+    const deviceSide = farmAlerts.wrap(withPolicyDelivery(services.deviceSide, policies, logger, Date.now));
     broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
     const startedBroker = broker;
     cleanups.push(() => startedBroker.close());
@@ -305,6 +316,7 @@ export async function startPlane(
     });
     const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks,
       probeDatabase: () => (opened.probe ? opened.probe() : probeDatabase(opened.db as Database)),
+      dashboard: { db: opened.db as Database, secure: tls !== null, sessionTtlMs: config.uiSessionTtlMs },
     });
 
     await tls?.renewIfDue();
@@ -332,6 +344,12 @@ export async function startPlane(
       await webhooks.deliverDue();
     });
     cleanups.push(stopWebhooks);
+    // Dashboard data: telemetry samples past the retention, sessions expired or signed out a day ago.
+    const stopDashboardPrune = every(DASHBOARD_PRUNE_MS, "pruneDashboardData", logger, async () => {
+      const now = Date.now();
+      await pruneDashboardData(opened.db as Database, new Date(now - config.telemetryRetentionMs), new Date(now - 24 * 3600_000));
+    });
+    cleanups.push(stopDashboardPrune);
     const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task));
     cleanups.push(async () => {
       for (const stop of stopUpdateTimers) await stop();

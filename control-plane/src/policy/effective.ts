@@ -6,6 +6,7 @@
  */
 import { canonicalize } from "../../../shared/canonical/index.js";
 import { sha256Hex } from "../../../shared/crypto/index.js";
+import { DEFAULT_FARM_ALERT_THRESHOLDS, type FarmAlertThresholds } from "../alerts/thresholds.js";
 import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
 import type { Indicator, NetworkPolicyBody, PolicyBodies, PolicyKind, PolicyScope, PoolPolicyBody } from "./schemas.js";
 import { MAX_ALLOWED_SHA256, POLICY_KINDS } from "./schemas.js";
@@ -37,7 +38,10 @@ export interface PolicyContent {
 }
 
 export interface EffectivePolicy {
+  /** What the device is sent (the hash covers this only). */
   content: PolicyContent;
+  /** HW-ALERT-3: the farm-alert thresholds the plane judges this device's telemetry with (never sent). */
+  farmAlerts: FarmAlertThresholds;
   sources: Record<PolicyKind, PolicySource>;
   /** sha256 of the canonical content: a delivery is due when it differs from the delivered one. */
   hash: string;
@@ -52,6 +56,16 @@ interface KindIndex {
 }
 
 export type PolicyIndex = Record<PolicyKind, KindIndex>;
+
+/**
+ * HW-ALERT-3 with HW-POLICY-3: the farm-alert thresholds of a device from an index (device group > model > fleet
+ * > built-in defaults). `model` may be unknown (null): then a model-scoped policy cannot apply.
+ */
+export function farmAlertThresholdsFor(index: PolicyIndex, device: { id: string; model: string | null }): FarmAlertThresholds {
+  // A scope's model is never empty (policyScopeSchema), so "" matches no model policy.
+  const { record } = pick(index["farm-alerts"], { id: device.id, model: device.model ?? "" });
+  return record ? (record.body as FarmAlertThresholds) : DEFAULT_FARM_ALERT_THRESHOLDS;
+}
 
 export function scopeLevel(scope: PolicyScope): Exclude<ScopeLevel, "built-in"> {
   if (scope.deviceIds !== undefined) return "devices";
@@ -133,6 +147,7 @@ export function resolvePolicy(index: PolicyIndex, device: { id: string; model: s
   const pools = pick(index.pools, device);
   const network = pick(index.network, device);
   const indicators = pick(index.indicators, device);
+  const farmAlerts = pick(index["farm-alerts"], device);
   const content: PolicyContent = {
     pools: pools.record ? (pools.record.body as PoolPolicyBody) : null,
     network: network.record ? (network.record.body as NetworkPolicyBody) : BUILT_IN_NETWORK,
@@ -145,7 +160,8 @@ export function resolvePolicy(index: PolicyIndex, device: { id: string; model: s
   });
   return {
     content,
-    sources: { pools: source(pools), network: source(network), indicators: source(indicators) },
+    farmAlerts: farmAlerts.record ? (farmAlerts.record.body as FarmAlertThresholds) : DEFAULT_FARM_ALERT_THRESHOLDS,
+    sources: { pools: source(pools), network: source(network), indicators: source(indicators), "farm-alerts": source(farmAlerts) },
     hash: sha256Hex(canonicalize(content)),
     deliverable: content.pools !== null,
   };

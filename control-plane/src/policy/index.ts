@@ -18,12 +18,14 @@ import { chunks, createServiceContext, type DeviceRow, lockDevice, lockDevices, 
 import { type Actor, type DeviceSideService, verifyLiveness } from "../service/index.js";
 import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
 import { buildPolicyIndex, firstSharedDevice, normalizeScope, type PolicyRecord, type ReferenceDigests, referenceDigests, resolvePolicy, scopeKey, scopeLevel } from "./effective.js";
-import { type PolicyBodies, type PolicyKind, type PolicyScope, type PoolPolicyBody, policyInputSchemas, type SetPolicyParams } from "./schemas.js";
+import { DEFAULT_FARM_ALERT_THRESHOLDS } from "../alerts/thresholds.js";
+import { PLANE_SIDE_POLICY_KINDS, type PolicyBodies, type PolicyKind, type PolicyScope, type PoolPolicyBody, policyInputSchemas, type SetPolicyParams } from "./schemas.js";
 import type { DevicePolicyView, PolicyChange, PolicyDelivery, PolicyList, PolicyService, PolicyView } from "./types.js";
 
 export * from "./types.js";
 export { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
-export { guardPolicySchema, type GuardPolicy, POLICY_KINDS, policyInputSchemas, setPolicyParamsSchema, type SetPolicyParams } from "./schemas.js";
+export { guardPolicySchema, type GuardPolicy, PLANE_SIDE_POLICY_KINDS, POLICY_KINDS, policyInputSchemas, setPolicyParamsSchema, type SetPolicyParams } from "./schemas.js";
+export { buildPolicyIndex, farmAlertThresholdsFor, type PolicyIndex, type PolicyRecord } from "./effective.js";
 
 const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
 /** pg_advisory_xact_lock key: policy writers take turns (group overlap checks and version order). */
@@ -35,7 +37,7 @@ export type PolicyServiceDeps = ServiceDeps;
 
 type PolicyRow = typeof policies.$inferSelect;
 
-function toRecord(row: PolicyRow): PolicyRecord {
+export function toRecord(row: PolicyRow): PolicyRecord {
   return { id: row.id, kind: row.kind as PolicyKind, scope: row.scope as PolicyScope, body: row.body as PolicyBodies[PolicyKind], version: row.version };
 }
 
@@ -205,15 +207,25 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
     }
   }
 
+  const changeListeners = new Set<(kind: PolicyKind) => void>();
+
   async function change(actor: Actor, kind: PolicyKind, write: (tx: Tx, now: number) => Promise<{ row: PolicyRow; scope: PolicyScope; version: number | null }>) {
     const now = ctx.now();
     const outcome = await db.transaction(async (tx) => {
       await tx.execute(sql`select pg_advisory_xact_lock(${POLICY_WRITE_LOCK})`);
       const { row, scope, version } = await write(tx, now);
-      const delivery = await deliverToScope(tx, scope, actor, version, now);
+      // A plane-side kind changes nothing a device is sent: no device is locked, no set-policy issued.
+      const delivery = PLANE_SIDE_POLICY_KINDS.includes(kind) ? { toPublish: [], devices: 0, version: null } : await deliverToScope(tx, scope, actor, version, now);
       return { row, delivery };
     });
     anyPoolPolicy = null;
+    for (const listener of changeListeners) {
+      try {
+        listener(kind);
+      } catch (error) {
+        ctx.logger.error({ err: error, kind }, "policy change listener failed");
+      }
+    }
     await publishCommands(ctx, outcome.delivery.toPublish);
     ctx.logger.info({ kind, policyId: outcome.row.id, version: outcome.delivery.version, devices: outcome.delivery.devices }, "policy changed");
     const delivery: PolicyDelivery = { version: outcome.delivery.version, devices: outcome.delivery.devices };
@@ -221,11 +233,21 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
   }
 
   return {
+    onChange(listener) {
+      changeListeners.add(listener);
+      return () => changeListeners.delete(listener);
+    },
+
     async listPolicies<K extends PolicyKind>(kind: K): Promise<PolicyList<K>> {
       const rows = await db.select().from(policies).where(eq(policies.kind, kind));
       const level = (row: PolicyRow) => LEVEL_ORDER[scopeLevel(row.scope as PolicyScope)];
       rows.sort((a, b) => level(a) - level(b) || (a.scopeKey < b.scopeKey ? -1 : a.scopeKey > b.scopeKey ? 1 : 0));
-      const builtIn: { [P in PolicyKind]: PolicyBodies[P] | null } = { pools: null, network: BUILT_IN_NETWORK, indicators: { indicators: [...BUILT_IN_INDICATORS] } };
+      const builtIn: { [P in PolicyKind]: PolicyBodies[P] | null } = {
+        pools: null,
+        network: BUILT_IN_NETWORK,
+        indicators: { indicators: [...BUILT_IN_INDICATORS] },
+        "farm-alerts": DEFAULT_FARM_ALERT_THRESHOLDS,
+      };
       return { kind, policies: rows.map(toView) as PolicyView<K>[], builtInDefault: builtIn[kind] as PolicyBodies[K] | null };
     },
 
@@ -284,6 +306,7 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
         deviceId,
         model: device.model,
         policy: effective.content,
+        farmAlerts: effective.farmAlerts,
         deliverable: effective.deliverable,
         sources: effective.sources,
         hash: effective.hash,

@@ -8,17 +8,35 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { parsePoolRule } from "../../../shared/pools/index.js";
-import { deviceIdSchema, INDICATOR_KINDS, type IndicatorKind, MAX_ALLOWED_SHA256, MAX_SCAN_DEPTH, MAX_SCAN_PATHS, SCANNING_INDICATOR_KINDS } from "../../../shared/protocol/index.js";
+import { countsFitTheWindow, farmAlertThresholdFields, farmAlertThresholdsSchema, type FarmAlertThresholds } from "../alerts/thresholds.js";
+import {
+  deviceIdSchema,
+  type IndicatorKind,
+  MAX_ALLOWED_HOSTS,
+  MAX_INDICATORS,
+  MAX_PATTERN_CHARS,
+  MAX_POOL_URLS,
+  MAX_WORKER_PATTERNS,
+  SCANNING_INDICATOR_KINDS,
+  wireGuardPolicySchema,
+  wireIndicatorSchema,
+  wireNetworkPolicySchema,
+  wirePoolPolicySchema,
+  wireRegexSourceSchema,
+  wireSetPolicyParamsSchema,
+} from "../../../shared/protocol/index.js";
 
-export const POLICY_KINDS = ["pools", "network", "indicators"] as const;
+export const POLICY_KINDS = ["pools", "network", "indicators", "farm-alerts"] as const;
 export type PolicyKind = (typeof POLICY_KINDS)[number];
+/**
+ * Kinds the plane applies itself and never sends to devices: changing them issues no set-policy (HW-ALERT-3,
+ * farm-alert thresholds judge the telemetry the plane receives).
+ */
+export const PLANE_SIDE_POLICY_KINDS: readonly PolicyKind[] = ["farm-alerts"];
 
-export const MAX_POOL_URLS = 32;
-export const MAX_WORKER_PATTERNS = 32;
-export const MAX_ALLOWED_HOSTS = 256;
-export const MAX_INDICATORS = 256;
+// The limits are the wire contract's (shared/protocol/policy.ts), the same the agent enforces.
+export { MAX_ALLOWED_HOSTS, MAX_INDICATORS, MAX_PATTERN_CHARS, MAX_POOL_URLS, MAX_WORKER_PATTERNS } from "../../../shared/protocol/index.js";
 export const MAX_SCOPE_DEVICES = 10_000;
-export const MAX_PATTERN_CHARS = 256;
 
 export { POOL_URL_SCHEMES } from "../../../shared/pools/index.js";
 
@@ -56,15 +74,17 @@ const refineWith =
     if (message) ctx.addIssue({ code: "custom", message });
   };
 
-export const poolUrlSchema = z.string().trim().min(1).max(512).superRefine(refineWith(poolUrlProblem));
+// Operator input: each schema is the wire schema the agent parses (shared/protocol/policy.ts) with the plane's
+// stricter checks added on top, never a second copy of the limits.
+export const poolUrlSchema = z.string().trim().pipe(wirePoolPolicySchema.shape.allowedUrls.element).superRefine(refineWith(poolUrlProblem));
 
 export const workerPatternSchema = z
   .string()
   .min(2)
-  .max(MAX_PATTERN_CHARS)
+  .pipe(wireRegexSourceSchema)
   .superRefine(refineWith((value) => (isAnchored(value) ? compileProblem(value) : "must be anchored: start with ^ and end with $")));
 
-const regexSourceSchema = z.string().min(1).max(MAX_PATTERN_CHARS).superRefine(refineWith(compileProblem));
+const regexSourceSchema = wireRegexSourceSchema.superRefine(refineWith(compileProblem));
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 
@@ -88,11 +108,11 @@ function hostProblem(value: string): string | null {
   return null;
 }
 
-export const allowedHostSchema = z.string().trim().min(1).max(260).superRefine(refineWith(hostProblem));
+export const allowedHostSchema = z.string().trim().pipe(wireNetworkPolicySchema.shape.allowedHosts.element).superRefine(refineWith(hostProblem));
 
 export { INDICATOR_KINDS, MAX_ALLOWED_SHA256, MAX_SCAN_DEPTH, MAX_SCAN_PATHS } from "../../../shared/protocol/index.js";
 
-const absolutePath = z.string().min(2).max(1024).regex(/^\/[^\0]*$/, "must be an absolute path");
+const absolutePath = z.string().min(2).regex(/^\/[^\0]*$/, "must be an absolute path").pipe(wireIndicatorSchema.shape.path.unwrap());
 
 /** Which kinds take which optional fields; any other combination is refused naming the field (HW-POLICY-1). */
 const FIELD_KINDS = {
@@ -104,35 +124,21 @@ const FIELD_KINDS = {
   presentSeverity: ["reappearing-file"],
 } as const satisfies Record<string, readonly IndicatorKind[]>;
 
-/** The indicator shape and bounds are shared with the agent (shared/protocol/indicators.ts); this adds the plane's stricter checks. */
-export const indicatorSchema = z
-  .strictObject({
-    id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "must be 1-64 lowercase letters, digits, '.', '_' or '-'"),
-    kind: z.enum(INDICATOR_KINDS),
-    /** file-present / reappearing-file / file-size-above: the file; unexpected-executable / named-file: a file or directory to scan. */
+/**
+ * The wire indicator (shared/protocol/policy.ts, what the agent parses) with the plane's stricter input checks:
+ * a lowercase id of at most 64 characters, a non-empty description of at most 512, absolute paths without NUL,
+ * a pattern that also compiles unwrapped, at least one entry in `paths`, no unknown fields, and only the fields
+ * the kind takes (HW-POLICY-1).
+ */
+export const indicatorSchema = wireIndicatorSchema
+  .extend({
+    id: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "must be 1-64 lowercase letters, digits, '.', '_' or '-'").pipe(wireIndicatorSchema.shape.id),
     path: absolutePath.optional(),
-    /** hosts-entry: host names; unexpected-executable / named-file: file names (anchored, whole name). */
     pattern: regexSourceSchema.optional(),
-    severity: z.enum(["warning", "critical"]),
-    description: z.string().min(1).max(512),
-    // All optional so older policies and agents keep working:
-    /** unexpected-executable / named-file: more files or directories to scan besides `path`: /usr/bin, /tmp, /config. */
-    paths: z.array(absolutePath).min(1).max(MAX_SCAN_PATHS).optional(),
-    /** unexpected-executable / named-file: levels of subdirectories scanned below each directory (0 = its entries only; HW-GUARD-9). */
-    maxDepth: z.number().int().min(0).max(MAX_SCAN_DEPTH).optional(),
-    /** unexpected-executable: digests always allowed (lowercase hex sha256). */
-    allowedSha256: z.array(z.string().regex(/^[0-9a-f]{64}$/, "must be a lowercase hex SHA-256")).max(MAX_ALLOWED_SHA256).optional(),
-    /**
-     * unexpected-executable: the digests of the device's approved reference values (its model and firmware
-     * version) are allowed too: only an executable not in them is flagged. A device without approved reference
-     * values is not sent this indicator (everything would look unknown).
-     */
-    allowReferenceValues: z.boolean().optional(),
-    /** file-size-above: the largest size, in bytes, a clean file has. */
-    maxBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-    /** reappearing-file: the tier of a sighting that is not a return (default `severity`). */
-    presentSeverity: z.enum(["warning", "critical"]).optional(),
+    description: z.string().min(1).max(512).pipe(wireIndicatorSchema.shape.description),
+    paths: z.array(absolutePath).min(1).pipe(wireIndicatorSchema.shape.paths.unwrap()).optional(),
   })
+  .strict()
   .superRefine((indicator, ctx) => {
     const scanning = SCANNING_INDICATOR_KINDS.includes(indicator.kind);
     const hasPath = indicator.path !== undefined || (scanning && indicator.paths !== undefined);
@@ -185,6 +191,9 @@ export const indicatorPolicyBodySchema = z.strictObject({
   indicators: indicatorListSchema,
 });
 
+/** HW-ALERT-3: farm-alert thresholds (control-plane/src/alerts/thresholds.ts); omitted fields take the defaults. */
+export const farmAlertPolicyBodySchema = farmAlertThresholdsSchema;
+
 export type PoolPolicyBody = z.infer<typeof poolPolicyBodySchema>;
 export type NetworkPolicyBody = z.infer<typeof networkPolicyBodySchema>;
 export type IndicatorPolicyBody = z.infer<typeof indicatorPolicyBodySchema>;
@@ -193,6 +202,7 @@ export interface PolicyBodies {
   pools: PoolPolicyBody;
   network: NetworkPolicyBody;
   indicators: IndicatorPolicyBody;
+  "farm-alerts": FarmAlertThresholds;
 }
 
 const scopeField = { scope: policyScopeSchema.default({}) };
@@ -201,6 +211,8 @@ export const policyInputSchemas = {
   pools: poolPolicyBodySchema.extend(scopeField),
   network: networkPolicyBodySchema.extend(scopeField),
   indicators: indicatorPolicyBodySchema.extend(scopeField),
+  // The thresholds' cross-field check runs again on the object with its scope (a refined object cannot be extended).
+  "farm-alerts": z.strictObject({ ...farmAlertThresholdFields, ...scopeField }).superRefine(countsFitTheWindow),
 } as const;
 export type PolicyInput<K extends PolicyKind> = z.input<(typeof policyInputSchemas)[K]>;
 
@@ -209,12 +221,13 @@ export type PolicyInput<K extends PolicyKind> = z.input<(typeof policyInputSchem
  * command is signed by the plane's command key, so the policy inside is plain. A device is sent a policy only
  * once a pool policy applies to it: the agent's pool guards treat every pool outside `allowedUrls` as a hijack.
  */
-export const guardPolicySchema = z.strictObject({
-  version: z.number().int().positive(),
-  pools: z.strictObject({ allowedUrls: z.array(z.string()).min(1), workerPatterns: z.array(z.string()) }),
-  network: z.strictObject({ allowedHosts: z.array(z.string()) }),
-  indicators: z.array(indicatorSchema),
-});
+export const guardPolicySchema = wireGuardPolicySchema
+  .extend({
+    pools: wirePoolPolicySchema.extend({ allowedUrls: wirePoolPolicySchema.shape.allowedUrls.min(1) }).strict(),
+    network: wireNetworkPolicySchema.strict(),
+    indicators: z.array(indicatorSchema).pipe(wireGuardPolicySchema.shape.indicators),
+  })
+  .strict();
 export type GuardPolicy = z.infer<typeof guardPolicySchema>;
-export const setPolicyParamsSchema = z.strictObject({ policy: guardPolicySchema });
+export const setPolicyParamsSchema = wireSetPolicyParamsSchema.extend({ policy: guardPolicySchema }).strict();
 export type SetPolicyParams = z.infer<typeof setPolicyParamsSchema>;

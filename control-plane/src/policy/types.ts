@@ -4,6 +4,7 @@
  * Throws ValidationError (naming the field), NotFoundError, ConflictError.
  */
 import type { Ack } from "../../../shared/protocol/index.js";
+import type { FarmAlertThresholds } from "../alerts/thresholds.js";
 import type { Actor } from "../service/types.js";
 import type { PolicySource } from "./effective.js";
 import type { Indicator, NetworkPolicyBody, PolicyBodies, PolicyInput, PolicyKind, PolicyScope, PoolPolicyBody } from "./schemas.js";
@@ -49,6 +50,8 @@ export interface DevicePolicyView {
   model: string;
   /** What the device should enforce now (the set-policy params without the version). */
   policy: { pools: PoolPolicyBody | null; network: NetworkPolicyBody; indicators: Indicator[] };
+  /** HW-ALERT-3: the farm-alert thresholds the plane applies to this device's telemetry (not sent to it). */
+  farmAlerts: FarmAlertThresholds;
   /** False until a pool policy applies to the device: nothing is sent before. */
   deliverable: boolean;
   sources: Record<PolicyKind, PolicySource>;
@@ -62,6 +65,8 @@ export interface DevicePolicyView {
 }
 
 export interface PolicyService {
+  /** Calls `listener` after each committed policy change in this process (the farm alerts re-read their thresholds). */
+  onChange(listener: (kind: PolicyKind) => void): () => void;
   listPolicies<K extends PolicyKind>(kind: K): Promise<PolicyList<K>>;
   /** Upserts the policy of `input.scope` (default: the fleet) and sends the affected accepted devices a new policy. */
   putPolicy<K extends PolicyKind>(actor: Actor, kind: K, input: PolicyInput<K>): Promise<PolicyChange<K>>;

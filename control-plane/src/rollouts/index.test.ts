@@ -2,7 +2,7 @@
  * The rollout engine over a real database (PGlite) with a recording publisher and a fake clock: devices answer
  * through the real device-side service (signed acks and update-progress events), the engine advances or stops.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
@@ -17,7 +17,7 @@ import { ConflictError, NotFoundError } from "../errors.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
 import { createServiceContext } from "../service/context.js";
 import type { TargetView } from "../tuf/index.js";
-import { createRolloutService, planGroups, renderRolloutMermaid, type RolloutService } from "./index.js";
+import { createRolloutService, planGroups, type RolloutService } from "./index.js";
 
 const OPTIONS = { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "off" as const };
 const TARGET: TargetView = { name: "fw-s19-2.0.0", length: 10, sha256: "a".repeat(64), hardwareModels: ["S19"], version: "2.0.0", referenceMeasurements: [], targetsVersion: 1 };
@@ -306,11 +306,6 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       const command = await rollouts.updateDevice(operator, device.id, TARGET.name);
       expect(command).toMatchObject({ deviceId: device.id, action: "update", params: { targetName: TARGET.name }, status: "pending" });
       await expect(rollouts.updateDevice(operator, "hw-000000000000000000000000", TARGET.name)).rejects.toBeInstanceOf(NotFoundError);
-    });
-
-    it("README carries the generated state diagram", () => {
-      const readme = readFileSync(new URL("./README.md", import.meta.url), "utf8");
-      expect(readme).toContain(renderRolloutMermaid());
     });
   });
 }

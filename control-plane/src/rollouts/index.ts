@@ -10,6 +10,7 @@
 import { and, asc, desc, eq, gte, inArray, lte, type SQL } from "drizzle-orm";
 import { ValidationError } from "../../../shared/errors/index.js";
 import type { Command } from "../../../shared/protocol/index.js";
+import { updateProgressDetailSchema, type UpdateParams, type UpdateProgressPhase } from "../../../shared/protocol/update.js";
 import { recordPlaneEvents } from "../events/record.js";
 import { commands, deviceEvents, devices, rolloutDevices, rollouts, type Database } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
@@ -119,7 +120,8 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
       deviceId: s.deviceId,
       group: s.groupIndex,
       status: s.status as RolloutDeviceStatus,
-      phase: s.phase,
+      // Written only from a parsed update-progress detail (track()), so one of UPDATE_PROGRESS_PHASES.
+      phase: s.phase as UpdateProgressPhase | null,
       commandSeq: s.commandSeq,
       reason: s.reason,
       updatedAt: s.updatedAt.toISOString(),
@@ -188,7 +190,7 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
       ctx,
       tx,
       accepted,
-      { action: "update", params: { targetName: row.targetName, rolloutId: row.id }, actor, ttlMs: deps.updateCommandTtlMs, supersede: true },
+      { action: "update", params: { targetName: row.targetName, rolloutId: row.id } satisfies UpdateParams, actor, ttlMs: deps.updateCommandTtlMs, supersede: true },
       now,
     );
     for (const command of views) {
@@ -226,7 +228,9 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
         // Progress of this rollout's own command only, not of a manual update of the same target.
         return typeof d.seq === "number" ? d.seq === device.commandSeq : d.rolloutId === row.id;
       });
-      const last = progress.at(-1)?.detail as { phase?: string; reason?: string } | undefined;
+      // The wire contract of the detail (shared/protocol/update.ts); a detail it does not describe is no progress.
+      const parsedLast = updateProgressDetailSchema.safeParse(progress.at(-1)?.detail);
+      const last = parsedLast.success ? parsedLast.data : undefined;
       let status: RolloutDeviceStatus = device.status as RolloutDeviceStatus;
       let reason: string | null = device.reason;
       let phase: string | null = last?.phase ?? device.phase;
@@ -235,8 +239,8 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
         // The signed ack is the device's final word on the command (done = installed, health-checked, committed).
         status = ack.status === "done" ? "succeeded" : "failed";
         reason = ack.status === "done" ? null : (ack.reason ?? last?.reason ?? "device reported failure");
-      } else if (last?.phase && PHASE_STATUS[last.phase]) {
-        status = PHASE_STATUS[last.phase] as RolloutDeviceStatus;
+      } else if (last) {
+        status = PHASE_STATUS[last.phase];
         if (status === "failed") reason = last.reason ?? last.phase;
       } else if (!command || command.status === "expired" || command.status === "superseded") {
         status = "failed";
@@ -427,7 +431,7 @@ export function createRolloutService(deps: RolloutDeps): RolloutService {
           ctx,
           tx,
           [device],
-          { action: "update", params: { targetName: target.name }, actor, ttlMs: deps.updateCommandTtlMs, supersede: true },
+          { action: "update", params: { targetName: target.name } satisfies UpdateParams, actor, ttlMs: deps.updateCommandTtlMs, supersede: true },
           now,
         );
         return { view: views[0] as NonNullable<(typeof views)[0]>, toPublish };

@@ -1,8 +1,10 @@
 /**
- * The rollout state machine as data (STYLE 6): an event union, a transition table, illegal transitions refused.
- * The mermaid diagram in README.md is generated from ROLLOUT_TABLE (`renderRolloutMermaid`) and checked by a test.
+ * The rollout state machine as data (STYLE 6): an event union, a transition table on the shared helper
+ * (shared/machine), illegal transitions refused. Its mermaid diagram is generated with the trust machines' into
+ * control-plane/src/trust/STATE_MACHINES.md (control-plane/src/trust/doc.ts) and checked by a test.
  */
-import { ConflictError } from "../errors.js";
+import { defineMachine } from "../../../shared/machine/index.js";
+import type { RolloutDeviceStatus } from "../../../shared/protocol/update.js";
 
 export const ROLLOUT_STATES = ["created", "running", "paused", "completed", "stopped", "cancelled"] as const;
 export type RolloutState = (typeof ROLLOUT_STATES)[number];
@@ -18,6 +20,8 @@ export type RolloutEvent =
   | "finish"
   /** Engine: failures in the current group reached the error threshold. */
   | "error-threshold";
+
+export const ROLLOUT_EVENTS: readonly RolloutEvent[] = ["start", "pause", "resume", "cancel", "finish", "error-threshold"];
 
 export interface RolloutEdge {
   from: RolloutState;
@@ -38,47 +42,27 @@ export const ROLLOUT_TABLE: readonly RolloutEdge[] = [
 
 export const TERMINAL_ROLLOUT_STATES: readonly RolloutState[] = ["completed", "stopped", "cancelled"];
 
+/** The rollout machine on the shared table-driven helper (shared/machine); drawn in trust/STATE_MACHINES.md. */
+export const ROLLOUT_MACHINE = defineMachine<RolloutState, RolloutEvent>({
+  name: "rollout",
+  states: ROLLOUT_STATES,
+  events: ROLLOUT_EVENTS,
+  initial: "created",
+  terminal: TERMINAL_ROLLOUT_STATES,
+  table: ROLLOUT_TABLE,
+  refusal: (from, event) => `a ${from} rollout cannot ${event}`,
+});
+
 export function canRolloutTransition(from: RolloutState, event: RolloutEvent): boolean {
-  return ROLLOUT_TABLE.some((edge) => edge.from === from && edge.event === event);
+  return ROLLOUT_MACHINE.can(from, event);
 }
 
-/** The next state, or a ConflictError (HTTP 409) naming the state and the refused event. */
+/** The next state, or IllegalTransitionError (a ConflictError, HTTP 409) naming the state and the refused event. */
 export function rolloutTransition(from: RolloutState, event: RolloutEvent): RolloutState {
-  const edge = ROLLOUT_TABLE.find((e) => e.from === from && e.event === event);
-  if (!edge) throw new ConflictError(`a ${from} rollout cannot ${event}`);
-  return edge.to;
+  return ROLLOUT_MACHINE.transition(from, event);
 }
 
-/** Per-device update status inside a rollout, from the agent's update-progress events and the command's ack. */
-export const DEVICE_STATUSES = [
-  "waiting",
-  "issued",
-  "downloading",
-  "verifying",
-  "installing",
-  "health-check",
-  "succeeded",
-  "failed",
-  "cancelled",
-] as const;
-export type RolloutDeviceStatus = (typeof DEVICE_STATUSES)[number];
+// The device status vocabulary and the progress phase -> status map are the wire contract (shared/protocol/update.ts).
+export { ROLLOUT_DEVICE_STATUSES as DEVICE_STATUSES, ROLLOUT_STATUS_OF_PROGRESS as PHASE_STATUS, type RolloutDeviceStatus } from "../../../shared/protocol/update.js";
 export const IN_PROGRESS: readonly RolloutDeviceStatus[] = ["issued", "downloading", "verifying", "installing", "health-check"];
 export const FINISHED: readonly RolloutDeviceStatus[] = ["succeeded", "failed", "cancelled"];
-
-/** update-progress `phase` (agent/src/update) -> device status. */
-export const PHASE_STATUS: Readonly<Record<string, RolloutDeviceStatus>> = {
-  download: "downloading",
-  verify: "verifying",
-  install: "installing",
-  "health-check": "health-check",
-  committed: "succeeded",
-  "rolled-back": "failed",
-  rejected: "failed",
-};
-
-export function renderRolloutMermaid(): string {
-  const lines = ["stateDiagram-v2", "    [*] --> created"];
-  for (const edge of ROLLOUT_TABLE) lines.push(`    ${edge.from} --> ${edge.to}: ${edge.event}`);
-  for (const state of TERMINAL_ROLLOUT_STATES) lines.push(`    ${state} --> [*]`);
-  return lines.join("\n");
-}

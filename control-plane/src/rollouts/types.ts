@@ -1,5 +1,6 @@
 /** The rollout API (control-plane/src/http/routes/rollouts.ts calls it) and its views. */
 import type { Actor, AppraisalState, CommandView, ContainmentState } from "../service/types.js";
+import type { UpdateProgressPhase } from "../../../shared/protocol/update.js";
 import type { RolloutDeviceStatus, RolloutState } from "./machine.js";
 
 export interface RolloutSelector {
@@ -56,7 +57,8 @@ export interface RolloutDeviceView {
   deviceId: string;
   group: number;
   status: RolloutDeviceStatus;
-  phase: string | null;
+  /** The last update-progress phase the device reported (shared/protocol/update.ts). */
+  phase: UpdateProgressPhase | null;
   commandSeq: number | null;
   reason: string | null;
   updatedAt: string;

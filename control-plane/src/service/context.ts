@@ -34,6 +34,8 @@ export interface ServiceOptions {
    */
   sessionTakeoverThreshold?: number;
   sessionTakeoverWindowMs?: number;
+  /** Dashboard charts: heartbeat telemetry is kept at most once per device per this many ms (default 300,000). */
+  telemetrySampleMs?: number;
 }
 
 export interface ServiceContext {

@@ -7,11 +7,11 @@ import { randomBytes } from "node:crypto";
 import { and, desc, eq, gte, inArray, isNotNull, lt, max } from "drizzle-orm";
 import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
 import { FreshnessError, VerificationError } from "../../../shared/errors/index.js";
-import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
+import type { Ack, DeviceEvent, Evidence, Finding, Heartbeat, Hello } from "../../../shared/protocol/index.js";
 import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
-import { expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
+import { CommandRetrySchedule, expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
 import { recordPlaneEvents } from "../events/record.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
 import { AckBatcher } from "./acks.js";
@@ -35,6 +35,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
   const { db } = ctx;
   const heartbeats = new HeartbeatBuffer(ctx);
   const acks = new AckBatcher(ctx);
+  const retries = new CommandRetrySchedule();
 
   /** The enrolled key of a device, for signature checks; unknown devices fail closed. */
   async function deviceFor(deviceId: string): Promise<{ row: DeviceRow; key: Uint8Array }> {
@@ -169,6 +170,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       });
       if (!result) return;
       // Commands first, in seq order, so the agent sees them before it answers the challenge.
+      retries.reset(hello.deviceId);
       await publishCommands(ctx, result.pending);
       await publishChallenge(ctx, result.challenge);
     },
@@ -242,7 +244,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
           reference ? { id: reference.id, model: reference.model, firmwareVersion: reference.firmwareVersion, measurements: reference.measurements as never } : null,
           now,
           // HW-APPRAISE-3: under containment, evidence that could not see the cause does not clear it.
-          { containment: device.containment as ContainmentState, previous: device.lastAppraisal as AttestationResult | null },
+          // HW-ALERT-2: the device's active farm alerts (from telemetry) stay folded into every appraisal.
+          { containment: device.containment as ContainmentState, previous: device.lastAppraisal as AttestationResult | null, farmFindings: device.farmFindings as Finding[] },
         );
 
         if (rebase && !held) {
@@ -345,7 +348,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
       // An expired token is refused on its expiry alone, so its nonce no longer needs remembering.
       await db.delete(connectTokenNonces).where(lt(connectTokenNonces.expiresAt, new Date(now)));
       const pending = await pendingCommands(db, null, now);
-      await publishCommands(ctx, pending);
+      await publishCommands(ctx, retries.due(pending));
     },
 
     async markStaleDevices() {

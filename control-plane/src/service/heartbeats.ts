@@ -17,6 +17,7 @@
  * Cheap checks come first; the Ed25519 check uses the native verifier (shared/crypto `verifyBytesFast`).
  */
 import { sql } from "drizzle-orm";
+import { telemetrySamples } from "../db/index.js";
 import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
 import type { Heartbeat, Hello } from "../../../shared/protocol/index.js";
 import { LivenessRefusal } from "../errors.js";
@@ -45,6 +46,9 @@ export function verifyLiveness(message: Hello | Heartbeat, session: DeviceSessio
 }
 
 const FLUSH_INTERVAL_MS = 1000;
+const DEFAULT_TELEMETRY_SAMPLE_MS = 300_000;
+// Six parameters per sample row.
+const SAMPLES_PER_STATEMENT = 5_000;
 // Three parameters per row; PostgreSQL allows 65535 per statement.
 const ROWS_PER_STATEMENT = 10_000;
 
@@ -52,6 +56,8 @@ export class HeartbeatBuffer {
   #pending = new Map<string, { seenAt: number; telemetry: Heartbeat["telemetry"] | null }>();
   #timer: ReturnType<typeof setInterval> | null = null;
   #flushing: Promise<void> = Promise.resolve();
+  /** When each device's telemetry was last kept in `telemetry_samples` (plane clock, ms). */
+  #lastSampleAt = new Map<string, number>();
 
   constructor(private readonly ctx: ServiceContext) {}
 
@@ -98,10 +104,37 @@ export class HeartbeatBuffer {
           from (values ${sql.join(values, sql`, `)}) as v(id, seen_at, telemetry)
           where d.id = v.id`);
       }
+      await this.#sample(batch);
     } catch (error) {
       // Put back what was not written unless something newer arrived meanwhile.
       for (const [id, entry] of batch) if (!this.#pending.has(id)) this.#pending.set(id, entry);
       throw error;
     }
+  }
+
+  /**
+   * Keeps telemetry over time for the dashboard's charts: at most one row per device per `telemetrySampleMs`
+   * (ServiceOptions). A sample of a device that was deleted meanwhile is simply stored; the retention prunes it.
+   */
+  async #sample(batch: [string, { seenAt: number; telemetry: Heartbeat["telemetry"] | null }][]): Promise<void> {
+    const every = this.ctx.options.telemetrySampleMs ?? DEFAULT_TELEMETRY_SAMPLE_MS;
+    const rows: (typeof telemetrySamples.$inferInsert)[] = [];
+    for (const [deviceId, { seenAt, telemetry }] of batch) {
+      if (!telemetry) continue;
+      const last = this.#lastSampleAt.get(deviceId);
+      if (last !== undefined && seenAt - last < every) continue;
+      rows.push({
+        deviceId,
+        at: new Date(seenAt),
+        hashrateGhs: telemetry.hashrateGhs ?? null,
+        temperaturesC: telemetry.temperaturesC ?? null,
+        fanRpm: telemetry.fanRpm ?? null,
+        activePool: telemetry.activePool ?? null,
+      });
+    }
+    for (let i = 0; i < rows.length; i += SAMPLES_PER_STATEMENT) {
+      await this.ctx.db.insert(telemetrySamples).values(rows.slice(i, i + SAMPLES_PER_STATEMENT)).onConflictDoNothing();
+    }
+    for (const row of rows) this.#lastSampleAt.set(row.deviceId, (row.at as Date).getTime());
   }
 }

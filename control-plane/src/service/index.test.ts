@@ -13,6 +13,7 @@ import { type Ack, type Challenge, type Command, type Evidence, type Heartbeat, 
 import { CapacityError, ConflictError, LivenessRefusal, NotFoundError } from "../errors.js";
 import type { Database } from "../db/index.js";
 import { onEveryDatabase } from "../db/test-postgres.js";
+import { telemetryHistory } from "../ui/queries.js";
 import { createServices, type DevicePublisher, type DeviceSession, type ServiceOptions, type Services } from "./index.js";
 
 const A = "a".repeat(64);
@@ -397,6 +398,25 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect(last).toMatchObject({ machine: "containment", from: "quarantine_requested", to: "none", actor: { kind: "system" } });
     });
 
+    it("backs off re-publishing a command the device has not acked, and sends a changed set at once", async () => {
+      const d = await acceptedDevice();
+      await services.service.quarantine(OPERATOR, [d.id], "suspect");
+      publisher.sent = [];
+      const publishedOnTicks: number[] = [];
+      for (let tick = 1; tick <= 20; tick++) {
+        const before = publisher.of(d.id, "command").length;
+        await services.deviceSide.retryPendingCommands();
+        if (publisher.of(d.id, "command").length > before) publishedOnTicks.push(tick);
+      }
+      // Gaps 1, 2, 4, then MAX_RETRY_GAP_TICKS (8): not a copy every tick to a device that is only slow to ack.
+      expect(publishedOnTicks).toEqual([1, 2, 4, 8, 16]);
+      // A new command changes what is pending: the next tick sends it, after the older one, in seq order.
+      await services.service.release(OPERATOR, [d.id], "cleared");
+      publisher.sent = [];
+      await services.deviceSide.retryPendingCommands();
+      expect(publisher.of(d.id, "command").map((c) => (c as { action: string }).action)).toEqual(["release"]);
+    });
+
     it("re-publishes pending commands and sends a challenge on hello", async () => {
       const d = await acceptedDevice();
       await services.service.quarantine(OPERATOR, [d.id], "suspect");
@@ -547,6 +567,24 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect((await services.service.history(d.id, 1))[0]).toMatchObject({ from: "warning", to: "stale", actor: { kind: "system" } });
       await services.deviceSide.onEvidence(d.evidence(good));
       expect((await services.service.getDevice(d.id)).appraisal).toBe("warning");
+    });
+
+    it("keeps heartbeat telemetry for the dashboard's charts at most once per sample interval", async () => {
+      const d = await acceptedDevice();
+      const session = d.session();
+      const telemetry = (hashrateGhs: number) => ({ telemetry: { hashrateGhs, temperaturesC: [60, 61], fanRpm: [5000, 5100, 0], activePool: "stratum+tcp://pool.example.net:3333" } });
+      const since = new Date(clock - 1);
+      await services.deviceSide.onHeartbeat(d.heartbeat(session, 1, telemetry(90_000)), session);
+      await services.deviceSide.flush();
+      clock += 1000;
+      await services.deviceSide.onHeartbeat(d.heartbeat(session, 2, telemetry(91_000)), session);
+      await services.deviceSide.flush();
+      clock += 300_000; // the default telemetrySampleMs
+      await services.deviceSide.onHeartbeat(d.heartbeat(session, 3, telemetry(0)), session);
+      await services.deviceSide.flush();
+      const samples = await telemetryHistory(harness.db as Database, d.id, since);
+      expect(samples.map((s) => [s.at.getTime() - since.getTime() - 1, s.hashrateGhs])).toEqual([[0, 90_000], [301_000, 0]]);
+      expect(samples[0]).toMatchObject({ temperaturesC: [60, 61], fanRpm: [5000, 5100, 0], activePool: "stratum+tcp://pool.example.net:3333" });
     });
 
     describe("liveness only from signed messages (HW-LIVE-1)", () => {

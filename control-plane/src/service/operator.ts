@@ -3,7 +3,7 @@
  * Every mutating method writes its audit row in the same transaction as the change (HW-DB-1).
  */
 import { randomBytes } from "node:crypto";
-import { and, asc, desc, eq, gt, isNull, lt, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gt, ilike, isNull, lt, or, type SQL, sql } from "drizzle-orm";
 import {
   deviceIdFromPublicKey,
   fromBase64Url,
@@ -13,7 +13,7 @@ import {
   verifySignedObject,
 } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
-import type { EnrollmentRequest, EnrollmentResponse } from "../../../shared/protocol/index.js";
+import { firstRepeatedPath, MAX_MEASUREMENTS, parseMeasurement, type EnrollmentRequest, type EnrollmentResponse } from "../../../shared/protocol/index.js";
 import { CapacityError, ConflictError, NotFoundError } from "../errors.js";
 
 /** Devices that may wait in `pending` at once unless ServiceOptions.maxPendingDevices says otherwise. */
@@ -107,25 +107,17 @@ export async function publishChallenge(ctx: ServiceContext, challenge: Awaited<R
   }
 }
 
+/**
+ * The wire definition of a reference measurement (shared/protocol/release.ts `parseMeasurement`, the one the
+ * release metadata uses) plus the plane's own checks: at most MAX_MEASUREMENTS, each path once.
+ */
 function validateMeasurements(measurements: ReferenceMeasurement[]): ReferenceMeasurement[] {
   if (!Array.isArray(measurements)) throw new ValidationError("measurements must be an array", "measurements");
-  const seen = new Set<string>();
-  return measurements.map((m, i) => {
-    if (typeof m.path !== "string" || m.path.length === 0) throw new ValidationError(`measurements[${i}].path is empty`, `measurements.${i}.path`);
-    if (seen.has(m.path)) throw new ValidationError(`measurements[${i}].path ${JSON.stringify(m.path)} is listed twice`, `measurements.${i}.path`);
-    seen.add(m.path);
-    // "" means the path must be absent (the agent reports it as kind "missing").
-    if (!/^([0-9a-f]{64})?$/.test(m.sha256)) throw new ValidationError(`measurements[${i}].sha256 must be lowercase hex SHA-256 or ""`, `measurements.${i}.sha256`);
-    if (!Number.isInteger(m.size) || m.size < 0) throw new ValidationError(`measurements[${i}].size must be a non-negative integer`, `measurements.${i}.size`);
-    const out: ReferenceMeasurement = { path: m.path, sha256: m.sha256, size: m.size };
-    if (m.claim !== undefined) {
-      if (!["configuration", "executables", "file-system"].includes(m.claim)) {
-        throw new ValidationError(`measurements[${i}].claim ${JSON.stringify(m.claim)} is not a measured claim`, `measurements.${i}.claim`);
-      }
-      out.claim = m.claim;
-    }
-    return out;
-  });
+  if (measurements.length > MAX_MEASUREMENTS) throw new ValidationError(`measurements: more than ${MAX_MEASUREMENTS}`, "measurements");
+  const parsed = measurements.map((m, i) => parseMeasurement(m, `measurements.${i}`));
+  const twice = firstRepeatedPath(parsed);
+  if (twice) throw new ValidationError(`measurements[${twice.index}].path ${JSON.stringify(twice.path)} is listed twice`, `measurements.${twice.index}.path`);
+  return parsed;
 }
 
 /** lastUsedAt is refreshed at most this often per token (one write a minute, not one per request). */
@@ -436,6 +428,12 @@ export function createOperatorService(ctx: ServiceContext): ControlPlaneService 
       if (filter.appraisal) conditions.push(eq(devices.appraisal, filter.appraisal));
       if (filter.containment) conditions.push(eq(devices.containment, filter.containment));
       if (filter.model) conditions.push(eq(devices.model, filter.model));
+      if (filter.search) {
+        const pattern = `%${filter.search.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
+        conditions.push(
+          or(ilike(devices.id, pattern), ilike(devices.model, pattern), ilike(devices.firmwareVersion, pattern), sql`${devices.telemetry}->>'activePool' ilike ${pattern}`) as SQL,
+        );
+      }
       const rows = await db
         .select()
         .from(devices)

@@ -4,7 +4,7 @@
  * machines. Every mutating method takes the acting principal and writes an audit entry.
  * Methods throw NotFoundError / ConflictError / ValidationError / VerificationError (control-plane/src/errors.ts).
  */
-import type { EnrollmentRequest, EnrollmentResponse, Finding, Measurement } from "../../../shared/protocol/index.js";
+import type { EnrollmentRequest, EnrollmentResponse, Finding, Measurement, ReleaseMeasurement } from "../../../shared/protocol/index.js";
 
 export type Role = "viewer" | "operator" | "admin";
 export type EnrollmentState = "pending" | "accepted" | "rejected" | "revoked";
@@ -52,6 +52,11 @@ export interface AttestationResult {
    * which inputs were not observed (and why), and the previous verdict's findings held because of it.
    */
   underContainment?: { containment: ContainmentState; notObserved: { observation: string; reason?: string }[]; held: Finding[] };
+  /**
+   * HW-ALERT-2: set while farm-alert findings (guard `farm-alert`, from telemetry) are folded in: the status,
+   * vector and summary without them, so clearing one restores exactly what the evidence said.
+   */
+  farmAlerts?: { base: Pick<AttestationResult, "status" | "trustworthiness" | "summary"> };
 }
 
 export interface DeviceTelemetry {
@@ -86,6 +91,11 @@ export interface DeviceFilter {
   appraisal?: AppraisalState;
   containment?: ContainmentState;
   model?: string;
+  /**
+   * Case-insensitive text contained in the device id, model, firmware version or active pool (1-128 characters;
+   * `%`, `_` and `\` match themselves).
+   */
+  search?: string;
   limit: number;
   offset: number;
 }
@@ -112,12 +122,8 @@ export interface AuditEntry {
   detail: unknown;
 }
 
-export interface ReferenceMeasurement {
-  path: string;
-  sha256: string;
-  size: number;
-  claim?: Exclude<Claim, "instance-identity">;
-}
+/** One reference measurement: the wire definition (shared/protocol/release.ts `referenceMeasurementSchema`). */
+export type ReferenceMeasurement = ReleaseMeasurement;
 
 export interface ReferenceValueSet {
   id: string;
@@ -336,7 +342,10 @@ export interface DeviceSideService {
   onEvent(event: DeviceEvent): Promise<void>;
   /** Verifies signature; marks the command acked; moves containment (quarantine_requested -> quarantined, ...). */
   onAck(ack: Ack): Promise<void>;
-  /** Timer work, safe to call from several replicas: re-publish pending commands, expire old ones. */
+  /**
+   * Timer work, safe to call from several replicas: expire old commands, re-publish pending ones to each device
+   * with backoff (CommandRetrySchedule: ticks 1, 2, 4, then every 8; HW-TRUST-3).
+   */
   retryPendingCommands(): Promise<void>;
   /** Timer work: devices not seen for staleAfterMs move to appraisal `stale`. */
   markStaleDevices(): Promise<void>;

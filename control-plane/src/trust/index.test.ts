@@ -10,10 +10,10 @@ import {
   type MachineName,
   mermaidEdges,
   NEW,
-  stateMachinesMarkdown,
   TABLES,
   transition,
 } from "./index.js";
+import { DRAWN_MACHINES, stateMachinesMarkdown } from "./doc.js";
 
 describe("trust state machines", () => {
   it("follow the table for legal edges", () => {
@@ -71,6 +71,9 @@ describe("trust state machines", () => {
     for (const machine of Object.keys(TABLES) as MachineName[]) {
       for (const line of mermaidEdges(machine)) expect(doc).toContain(line);
     }
+    // One generator draws every machine: trust, rollout and the agent's update journal (issue 9 item 3).
+    expect(DRAWN_MACHINES.map((m) => m.name)).toEqual(["enrollment", "appraisal", "containment", "rollout", "update-journal"]);
+    for (const machine of DRAWN_MACHINES) expect(doc).toContain(machine.mermaid());
     expect(doc).toBe(stateMachinesMarkdown());
   });
 });

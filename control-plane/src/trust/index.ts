@@ -1,6 +1,7 @@
 /**
  * The trust state machines as data (ARCHITECTURE "Trust and containment"): for each machine an event union,
- * a transition table, and `transition()` which rejects anything not in the table with a ConflictError.
+ * a transition table on the shared helper (shared/machine), and `transition()` which rejects anything not in the
+ * table with IllegalTransitionError (a ConflictError).
  * STATE_MACHINES.md beside this file carries a mermaid diagram of every table; a test keeps them in sync.
  *
  * Rules enforced here:
@@ -16,7 +17,7 @@
  *  HW-TRUST-3  containment moves to quarantined/none only on the device's signed ack; an expired or failed
  *              command falls back to the state before the request.
  */
-import { ConflictError } from "../errors.js";
+import { defineMachine, type Machine } from "../../../shared/machine/index.js";
 import type { AppraisalState, ContainmentState, EnrollmentState, Tier } from "../service/types.js";
 
 /** The state a device is in before its first enrollment transition (drawn as `[*]`). */
@@ -106,39 +107,30 @@ export const CONTAINMENT_TABLE: readonly Edge<"containment">[] = [
   { from: "quarantined", event: "containment-lost", to: "quarantine_requested" },
 ];
 
+const ENROLLMENT_STATES: readonly (EnrollmentState | New)[] = [NEW, "pending", "accepted", "rejected", "revoked"];
+const CONTAINMENT_STATES: readonly ContainmentState[] = ["none", "quarantine_requested", "quarantined", "release_requested"];
+const eventsOf = <E extends string>(table: readonly { event: E }[]): E[] => [...new Set(table.map((edge) => edge.event))];
+
+/** The three trust machines on the shared table-driven helper (shared/machine). */
+export const MACHINES: { [M in MachineName]: Machine<Machines[M]["state"], Machines[M]["event"]> } = {
+  enrollment: defineMachine({ name: "enrollment", states: ENROLLMENT_STATES, events: eventsOf(ENROLLMENT_TABLE), start: NEW, terminal: ["revoked"], table: ENROLLMENT_TABLE }),
+  appraisal: defineMachine({ name: "appraisal", states: APPRAISAL_STATES, events: eventsOf(APPRAISAL_TABLE), table: APPRAISAL_TABLE }),
+  containment: defineMachine({ name: "containment", states: CONTAINMENT_STATES, events: eventsOf(CONTAINMENT_TABLE), table: CONTAINMENT_TABLE }),
+};
+
 export const TABLES: { [M in MachineName]: readonly Edge<M>[] } = {
   enrollment: ENROLLMENT_TABLE,
   appraisal: APPRAISAL_TABLE,
   containment: CONTAINMENT_TABLE,
 };
 
-function indexTable<M extends MachineName>(table: readonly Edge<M>[]): Map<string, Machines[M]["to"]> {
-  const map = new Map<string, Machines[M]["to"]>();
-  for (const edge of table) {
-    const key = `${edge.from}\u0000${edge.event}`;
-    if (map.has(key)) throw new Error(`duplicate edge ${edge.from} --${edge.event}-->`);
-    map.set(key, edge.to);
-  }
-  return map;
-}
-
-const INDEX: { [M in MachineName]: Map<string, Machines[M]["to"]> } = {
-  enrollment: indexTable(ENROLLMENT_TABLE),
-  appraisal: indexTable(APPRAISAL_TABLE),
-  containment: indexTable(CONTAINMENT_TABLE),
-};
-
-/** The next state, or ConflictError (HTTP 409) when the table has no such edge. */
+/** The next state, or IllegalTransitionError (a ConflictError, HTTP 409) when the table has no such edge. */
 export function transition<M extends MachineName>(machine: M, from: Machines[M]["state"], event: Machines[M]["event"]): Machines[M]["to"] {
-  const to = (INDEX[machine] as Map<string, Machines[M]["to"]>).get(`${from}\u0000${event}`);
-  if (to === undefined) {
-    throw new ConflictError(`${machine}: no transition from ${JSON.stringify(from)} on ${JSON.stringify(event)}`);
-  }
-  return to;
+  return (MACHINES[machine] as Machine<string, string>).transition(from, event) as Machines[M]["to"];
 }
 
 export function canTransition<M extends MachineName>(machine: M, from: Machines[M]["state"], event: Machines[M]["event"]): boolean {
-  return (INDEX[machine] as Map<string, unknown>).has(`${from}\u0000${event}`);
+  return (MACHINES[machine] as Machine<string, string>).can(from, event);
 }
 
 /** The appraisal event an attestation verdict raises. */
@@ -148,57 +140,9 @@ export function appraisalEventFor(status: Tier): AppraisalEvent {
 
 /** One mermaid line per table edge; the initial pseudo-state is drawn as `[*]`. */
 export function mermaidEdges(machine: MachineName): string[] {
-  return (TABLES[machine] as readonly Edge<MachineName>[]).map(
-    (edge) => `${edge.from === NEW ? "[*]" : edge.from} --> ${edge.to} : ${edge.event}`,
-  );
+  return MACHINES[machine].mermaidEdges();
 }
 
 export function mermaidDiagram(machine: MachineName): string {
-  const lines = ["stateDiagram-v2", ...mermaidEdges(machine).map((line) => `    ${line}`)];
-  if (machine === "enrollment") lines.push("    revoked --> [*]");
-  return lines.join("\n");
-}
-
-const MACHINE_NOTES: Record<MachineName, string> = {
-  enrollment:
-    "A device enters `pending` when it enrolls without a token, `accepted` with a valid enrollment token or a " +
-    "pre-authorized key. Re-enrolling never changes a state; only an operator accepts, rejects or revokes. " +
-    "`revoked` is terminal (HW-TRUST-1).",
-  appraisal:
-    "Every appraisal sets the state from its verdict (affirming -> trusted, warning -> warning, contraindicated -> " +
-    "contraindicated, none -> unknown), whatever the state was. Only the staleness timer enters `stale`, and not from " +
-    "`contraindicated`: unreachable is not untrusted, and silence does not clear a bad verdict (HW-TRUST-2).\n\n" +
-    "**Sequence reset (HW-EVD-2).** Evidence from the enrolled key whose seq is not above the last accepted one but " +
-    "whose own timestamp is newer than that evidence's (or a hello whose `lastCommandSeq` is below the highest " +
-    "command the device acked) means the agent lost its state. The plane refuses that evidence as current, " +
-    "`sequence-reset` moves the verdict to `unknown` (a `contraindicated` verdict stays: deleting a file must not " +
-    "clear it), sends a challenge at once and accepts no unsolicited evidence until a challenge answer with an " +
-    "unused, unexpired nonce arrives; that answer starts a new evidence epoch (older evidence stays a replay).\n\n" +
-    "**Appraisal under containment (HW-APPRAISE-3).** While containment is `quarantine_requested`, `quarantined` " +
-    "or `release_requested`, the agent keeps observing and its evidence says, per input (`miner-api`, `sockets`, " +
-    "`config`, `indicators`), whether it was observed. Evidence that did not observe an input cannot clear what " +
-    "that input found before: those findings of the previous verdict are held (a live-pool hijack stays " +
-    "`contraindicated` while the stopped miner is silent), and such evidence never yields `trusted` (at best " +
-    "`warning`, `runtime-opaque`). A quarantined miner that still answers with an active pool or hashrate is a " +
-    "contraindicated `miner-stop` finding: the stop failed. Evidence that observed everything is appraised as usual.",
-  containment:
-    "An operator (or the policy `contraindicated -> quarantine`) requests; the signed command is delivered until " +
-    "acked or expired. Only the device's signed ack completes a request; an expired or failed command falls back " +
-    "(HW-TRUST-3). A release supersedes a pending quarantine and vice versa. A device that says (hello) it is not " +
-    "contained while `quarantined` here lost its state: `containment-lost` sends the quarantine again (HW-Q-1).",
-};
-
-/** The committed STATE_MACHINES.md, regenerated with `npx tsx control-plane/src/trust/write-doc.ts`. */
-export function stateMachinesMarkdown(): string {
-  const sections = (Object.keys(TABLES) as MachineName[]).map(
-    (machine) => `## ${machine}\n\n${MACHINE_NOTES[machine]}\n\n\`\`\`mermaid\n${mermaidDiagram(machine)}\n\`\`\`\n`,
-  );
-  return [
-    "# Trust state machines",
-    "",
-    "Generated from the transition tables in `control-plane/src/trust/index.ts` (a test fails when this file and",
-    "the tables disagree). Every transition a device makes is stored with its reason, actor and evidence.",
-    "",
-    ...sections,
-  ].join("\n");
+  return MACHINES[machine].mermaid();
 }

@@ -5,7 +5,7 @@
  * (see reference-values.ts).
  */
 import { ValidationError } from "../../../shared/errors/index.js";
-import { parseReleaseCustom as parseWireReleaseCustom, type ReleaseCustom } from "../../../shared/protocol/release.js";
+import { firstRepeatedPath, parseReleaseCustom as parseWireReleaseCustom, type ReleaseCustom } from "../../../shared/protocol/release.js";
 
 export { MODEL_NAME, parseMeasurement, RELEASE_CLAIMS, TARGET_NAME, type ReleaseCustom, type ReleaseMeasurement } from "../../../shared/protocol/release.js";
 export { isSemVer } from "../../../shared/semver/index.js";
@@ -18,10 +18,7 @@ export function parseReleaseCustom(custom: unknown, name: string): ReleaseCustom
     throw new ValidationError(`target ${name}: referenceMeasurements must be a list`, field);
   }
   // Refused here, before anything is published, for the same reason reference-value registration refuses it.
-  const seen = new Set<string>();
-  parsed.referenceMeasurements.forEach((m, i) => {
-    if (seen.has(m.path)) throw new ValidationError(`target ${name}: ${m.path} is listed twice`, `${field}.${i}.path`);
-    seen.add(m.path);
-  });
+  const twice = firstRepeatedPath(parsed.referenceMeasurements);
+  if (twice) throw new ValidationError(`target ${name}: ${twice.path} is listed twice`, `${field}.${twice.index}.path`);
   return parsed;
 }

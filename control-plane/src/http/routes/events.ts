@@ -7,9 +7,10 @@
  * queue and is dropped when it overflows (control-plane/src/events/hub.ts).
  */
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { deviceIdSchema } from "../../../../shared/protocol/index.js";
-import { PLANE_EVENT_KINDS, type EventHub, type PlaneEvent, type PlaneEventKind } from "../../events/index.js";
+import { PLANE_EVENT_DATA, PLANE_EVENT_KINDS, type EventFilter, type EventHub, type PlaneEvent, type PlaneEventKind } from "../../events/index.js";
 import type { ControlPlaneService } from "../../service/types.js";
 import { errorBody } from "../errors.js";
 import { errorResponses, securedRoute } from "../openapi.js";
@@ -37,18 +38,35 @@ export const eventStreamQuery = z.object({
   kind: kindList.optional().openapi({ example: "appraisal.changed,device.quarantined" }),
 });
 
+/**
+ * What each `data:` line (and each webhook body's `data`) carries, one shape per kind (control-plane/src/events/kinds.ts
+ * PLANE_EVENT_DATA, the writers' types): documented in the OpenAPI document as `PlaneEvent`.
+ */
+export const planeEventSchema = z
+  .discriminatedUnion(
+    "kind",
+    PLANE_EVENT_KINDS.map((kind) =>
+      z.object({ id: z.number().int(), kind: z.literal(kind), deviceId: z.string().nullable(), at: z.string(), data: PLANE_EVENT_DATA[kind] }),
+    ) as unknown as [z.ZodObject, ...z.ZodObject[]],
+  )
+  .openapi("PlaneEvent");
+
 const LAST_EVENT_ID = /^(0|[1-9][0-9]{0,15})$/;
 
-// The hub hands the same event object to every client: serialize it once, not once per client.
-const serializedEvents = new WeakMap<PlaneEvent, string>();
-function serialized(event: PlaneEvent): string {
-  let json = serializedEvents.get(event);
-  if (json === undefined) {
-    json = JSON.stringify(event);
-    serializedEvents.set(event, json);
+// The hub hands the same event object to every client: build its SSE frame once, not once per client. A frame is
+// `id`, `event` and one `data` line: JSON.stringify escapes every line break, so the JSON is always one line.
+const frames = new WeakMap<PlaneEvent, string>();
+function frame(event: PlaneEvent): string {
+  let text = frames.get(event);
+  if (text === undefined) {
+    text = `id: ${event.id}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`;
+    frames.set(event, text);
   }
-  return json;
+  return text;
 }
+
+/** Events a client is sent in one write at most: a burst costs one TLS record and one syscall per batch, not per event. */
+const MAX_EVENTS_PER_WRITE = 256;
 
 export interface EventRoutesDeps {
   hub: EventHub;
@@ -66,50 +84,66 @@ export function registerEventRoutes(app: OpenAPIHono<HttpEnv>, service: ControlP
       ...securedRoute(service, "viewer", "Live operator events (server-sent events), resumable with Last-Event-ID", "events"),
       request: { query: eventStreamQuery },
       responses: {
-        200: { description: "text/event-stream: `id` (global event id), `event` (kind), `data` (the event as JSON)", content: { "text/event-stream": { schema: z.string() } } },
+        200: {
+          description: "text/event-stream: `id` (global event id), `event` (kind), `data` (the event as JSON, a `PlaneEvent`: its `data` shape depends on `kind`)",
+          content: { "text/event-stream": { schema: planeEventSchema } },
+        },
         ...errors,
       },
     }),
     (async (c: any) => {
       const query = c.req.valid("query") as z.infer<typeof eventStreamQuery>;
-      const header = c.req.header("last-event-id");
-      let lastId: number | null = null;
-      if (header !== undefined && header.trim() !== "") {
-        if (!LAST_EVENT_ID.test(header.trim())) {
-          return c.json(errorBody("validation_error", "header: last-event-id: must be a non-negative integer event id", "last-event-id"), 400);
-        }
-        lastId = Number(header.trim());
-      }
       const filter = { ...(query.deviceId === undefined ? {} : { deviceId: query.deviceId }), ...(query.kind === undefined ? {} : { kinds: query.kind }) };
-      const subscription = await hub.subscribe(filter);
-      return streamSSE(c, async (stream) => {
-        stream.onAbort(() => subscription.close());
-        const send = (event: PlaneEvent) => stream.writeSSE({ id: String(event.id), event: event.kind, data: serialized(event) });
-        let sent = lastId ?? subscription.startId;
-        // Replay what was committed between Last-Event-ID and the subscription's start, a page at a time.
-        while (lastId !== null && sent < subscription.startId && !stream.aborted) {
-          const page = await hub.replay(filter, sent, subscription.startId);
-          if (page.length === 0) break;
-          for (const event of page) {
-            await send(event);
-            sent = event.id;
-          }
-        }
-        const keepAlive = setInterval(() => void stream.write(": keep-alive\n\n").catch(() => undefined), keepAliveMs);
-        keepAlive.unref();
-        try {
-          for (;;) {
-            const event = await subscription.next();
-            if (event === null || stream.aborted) break;
-            if (event.id <= sent) continue;
-            await send(event);
-            sent = event.id;
-          }
-        } finally {
-          clearInterval(keepAlive);
-          subscription.close();
-        }
-      });
+      return eventStreamResponse(c, hub, filter, keepAliveMs);
     }) as never,
   );
+}
+
+/**
+ * Streams the events matching `filter` as server-sent events (HW-SSE-1): with a `Last-Event-ID` header (validated:
+ * 400 naming it) first every committed event after it, then the live ones, none twice. Used by the API route above
+ * and by the dashboard's cookie-authenticated stream (control-plane/src/ui), so both behave the same. `resumeFrom`
+ * (validated like the header) is used when no header came.
+ */
+export async function eventStreamResponse(c: Context, hub: EventHub, filter: EventFilter, keepAliveMs = 15_000, resumeFrom?: string): Promise<Response> {
+  // A reconnecting EventSource sends Last-Event-ID; `resumeFrom` is where a page rendered at a known event starts.
+  const header = c.req.header("last-event-id") ?? resumeFrom;
+  let lastId: number | null = null;
+  if (header !== undefined && header.trim() !== "") {
+    if (!LAST_EVENT_ID.test(header.trim())) {
+      return c.json(errorBody("validation_error", "header: last-event-id: must be a non-negative integer event id", "last-event-id"), 400);
+    }
+    lastId = Number(header.trim());
+  }
+  const subscription = await hub.subscribe(filter);
+  return streamSSE(c, async (stream) => {
+    stream.onAbort(() => subscription.close());
+    let sent = lastId ?? subscription.startId;
+    /** Writes the events not sent yet (ids only grow), in one write. */
+    const send = async (events: readonly PlaneEvent[]) => {
+      const fresh = events.filter((event) => event.id > sent);
+      if (fresh.length === 0) return;
+      await stream.write(fresh.map(frame).join(""));
+      sent = fresh.at(-1)!.id;
+    };
+    // Replay what was committed between Last-Event-ID and the subscription's start, a page at a time.
+    while (lastId !== null && sent < subscription.startId && !stream.aborted) {
+      const page = await hub.replay(filter, sent, subscription.startId);
+      if (page.length === 0) break;
+      await send(page);
+    }
+    const keepAlive = setInterval(() => void stream.write(": keep-alive\n\n").catch(() => undefined), keepAliveMs);
+    keepAlive.unref();
+    try {
+      for (;;) {
+        const event = await subscription.next();
+        if (event === null || stream.aborted) break;
+        // What queued up meanwhile goes out with it.
+        await send([event, ...subscription.drain(MAX_EVENTS_PER_WRITE - 1)]);
+      }
+    } finally {
+      clearInterval(keepAlive);
+      subscription.close();
+    }
+  });
 }

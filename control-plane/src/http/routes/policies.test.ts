@@ -89,6 +89,12 @@ describe("policy routes", () => {
       ["network", { allowedHosts: ["bad host"] }, "allowedHosts.0"],
       ["indicators", { indicators: [{ id: "x", kind: "file-present", severity: "critical", description: "d" }] }, "indicators.0.path"],
       ["pools", { scope: { deviceIds: ["nope"] }, allowedUrls: [POOL] }, "scope.deviceIds.0"],
+      // HW-ALERT-3: farm-alert thresholds, each bound and the window they must fit.
+      ["farm-alerts", { zeroHashrateSamples: 0 }, "zeroHashrateSamples"],
+      ["farm-alerts", { hashrateDropRatio: 1.2 }, "hashrateDropRatio"],
+      ["farm-alerts", { fanStoppedRpm: "300" }, "fanStoppedRpm"],
+      ["farm-alerts", { windowSamples: 20, minPoolSwitches: 21 }, "minPoolSwitches"],
+      ["farm-alerts", { fanFloorRpm: 300 }, "fanFloorRpm"],
     ];
     for (const [kind, body, field] of cases) {
       const res = await request("PUT", `/api/v1/policies/${kind}`, tokens.operator, body);
@@ -96,6 +102,23 @@ describe("policy routes", () => {
       expect(((await res.json()) as { error: { field: string } }).error.field).toBe(field);
     }
     expect(((await (await request("GET", "/api/v1/policies/pools", tokens.viewer)).json()) as { policies: unknown[] }).policies).toEqual([]);
+    expect(((await (await request("GET", "/api/v1/policies/farm-alerts", tokens.viewer)).json()) as { policies: unknown[] }).policies).toEqual([]);
+  });
+
+  it("HW-ALERT-3: stores farm-alert thresholds (defaults filled in), sends devices nothing, and shows them in the device's effective policy", async () => {
+    const before = sent.length;
+    const res = await request("PUT", "/api/v1/policies/farm-alerts", tokens.operator, { scope: { deviceIds: [deviceId] }, fanStoppedRpm: 800 });
+    expect(res.status).toBe(200);
+    const change = (await res.json()) as { policy: Record<string, unknown>; delivery: unknown };
+    expect(change.policy).toMatchObject({ kind: "farm-alerts", fanStoppedRpm: 800, zeroHashrateSamples: 18, hashrateDropRatio: 0.3 });
+    expect(change.delivery).toEqual({ version: null, devices: 0 });
+    expect(sent.length).toBe(before);
+    const effective = (await (await request("GET", `/api/v1/devices/${deviceId}/policy`, tokens.viewer)).json()) as { farmAlerts: { fanStoppedRpm: number }; sources: Record<string, { level: string }> };
+    expect(effective.farmAlerts.fanStoppedRpm).toBe(800);
+    expect(effective.sources["farm-alerts"]!.level).toBe("devices");
+    const list = (await (await request("GET", "/api/v1/policies/farm-alerts", tokens.viewer)).json()) as { builtInDefault: { fanStoppedRpm: number } };
+    expect(list.builtInDefault.fanStoppedRpm).toBe(300);
+    expect((await request("DELETE", `/api/v1/policies/farm-alerts/${change.policy.id as string}`, tokens.operator)).status).toBe(200);
   });
 
   it("stores a policy, delivers it signed, and shows the device's effective policy", async () => {

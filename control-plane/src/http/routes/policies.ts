@@ -5,6 +5,7 @@
  * field); every write is audited and sends the affected devices a signed set-policy command (HW-POLICY-2).
  */
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import { farmAlertThresholdFields } from "../../alerts/thresholds.js";
 import { INDICATOR_KINDS, POLICY_KINDS, type PolicyKind, policyInputSchemas } from "../../policy/schemas.js";
 import type { PolicyService } from "../../policy/types.js";
 import type { ControlPlaneService, Role } from "../../service/types.js";
@@ -39,12 +40,15 @@ const bodies = {
   pools: { allowedUrls: z.array(z.string()), workerPatterns: z.array(z.string()) },
   network: { allowedHosts: z.array(z.string()) },
   indicators: { indicators: z.array(indicatorView) },
+  // HW-ALERT-3: the thresholds as stored (every field, defaults filled in).
+  "farm-alerts": Object.fromEntries(Object.keys(farmAlertThresholdFields).map((field) => [field, z.number()])) as { [F in keyof typeof farmAlertThresholdFields]: z.ZodNumber },
 } as const;
 const base = { id: z.string(), scope: scopeView, version: z.number().int(), createdAt: isoTime, updatedAt: isoTime, updatedBy: actorView };
 const views = {
   pools: z.object({ ...base, kind: z.literal("pools"), ...bodies.pools }).openapi("PoolPolicy"),
   network: z.object({ ...base, kind: z.literal("network"), ...bodies.network }).openapi("NetworkPolicy"),
   indicators: z.object({ ...base, kind: z.literal("indicators"), ...bodies.indicators }).openapi("IndicatorPolicy"),
+  "farm-alerts": z.object({ ...base, kind: z.literal("farm-alerts"), ...bodies["farm-alerts"] }).openapi("FarmAlertPolicy"),
 } as const;
 const deliverySchema = z
   .object({ version: z.number().int().nullable(), devices: z.number().int() })
@@ -55,8 +59,9 @@ const devicePolicySchema = z
     deviceId: z.string(),
     model: z.string(),
     policy: z.object({ pools: z.object(bodies.pools).nullable(), network: z.object(bodies.network), indicators: z.array(indicatorView) }),
+    farmAlerts: z.object(bodies["farm-alerts"]).openapi({ description: "Farm-alert thresholds applied by the plane to this device's telemetry (HW-ALERT-3); never sent to the device" }),
     deliverable: z.boolean(),
-    sources: z.object({ pools: sourceSchema, network: sourceSchema, indicators: sourceSchema }),
+    sources: z.object({ pools: sourceSchema, network: sourceSchema, indicators: sourceSchema, "farm-alerts": sourceSchema }),
     hash: z.string(),
     delivered: z.object({ version: z.number().int(), seq: z.number().int(), at: isoTime, current: z.boolean() }).nullable(),
     acked: z.object({ version: z.number().int(), at: isoTime.nullable() }).nullable(),
@@ -77,6 +82,7 @@ const SUMMARY: Record<PolicyKind, string> = {
   pools: "pool policies (allowed pool URLs and worker-name patterns)",
   network: "network allowlists (hosts a device may connect to besides its pools and the control plane)",
   indicators: "malware indicator sets (a built-in set applies where none is stored)",
+  "farm-alerts": "farm-alert thresholds for telemetry (zero hashrate, stopped fans, hashrate drop, regular pool switching; built-in defaults where none is stored; applied by the plane, not sent to devices)",
 };
 
 export function registerPolicyRoutes(app: OpenAPIHono<HttpEnv>, service: ControlPlaneService, policies: PolicyService): void {
@@ -115,7 +121,7 @@ export function registerPolicyRoutes(app: OpenAPIHono<HttpEnv>, service: Control
       path: "/api/v1/policies/{kind}/{id}",
       ...secured("operator", "Delete a policy; its devices fall back to the next scope (refused if that leaves a device without a pool policy)"),
       request: { params: policyIdParams },
-      responses: { 200: json(z.object({ policy: z.union([views.pools, views.network, views.indicators]), delivery: deliverySchema }), "Deleted and re-delivered"), ...errors },
+      responses: { 200: json(z.object({ policy: z.union([views.pools, views.network, views.indicators, views["farm-alerts"]]), delivery: deliverySchema }), "Deleted and re-delivered"), ...errors },
     }),
     async (c) => {
       const { kind, id } = c.req.valid("param");

@@ -10,6 +10,7 @@ import type { Actor, ControlPlaneService, Role } from "../../service/types.js";
 import { ImageTooLargeError, registerReleaseReferenceValues, type TufRepository } from "../../tuf/index.js";
 import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
 import { errorBody } from "../errors.js";
+import { storedMeasurementSchema } from "../schemas.js";
 import type { HttpEnv } from "../index.js";
 import type { RolloutService } from "../../rollouts/index.js";
 import { registerRolloutRoutes } from "./rollouts.js";
@@ -27,7 +28,6 @@ export interface ReleaseRoutesDeps {
 
 const errors = errorResponses({ 400: "Validation or verification failed (names the field or the reason)", 413: "Too large" });
 const metadataDocument = z.record(z.string(), z.unknown()).openapi("TufMetadataDocument");
-const measurement = z.object({ path: z.string(), sha256: z.string(), size: z.number().int(), claim: z.string().optional() });
 export const targetViewSchema = z
   .object({
     name: z.string(),
@@ -35,7 +35,7 @@ export const targetViewSchema = z
     sha256: z.string(),
     hardwareModels: z.array(z.string()),
     version: z.string(),
-    referenceMeasurements: z.array(measurement),
+    referenceMeasurements: z.array(storedMeasurementSchema),
     targetsVersion: z.number().int(),
   })
   .openapi("ReleaseTarget");

@@ -1,5 +1,6 @@
 /** Rollout routes (control-plane/src/rollouts) and the single-device update command. */
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import { ROLLOUT_DEVICE_STATUSES, UPDATE_PROGRESS_PHASES } from "../../../../shared/protocol/update.js";
 import { deviceIdSchema } from "../../../../shared/protocol/index.js";
 import type { RolloutService } from "../../rollouts/index.js";
 import type { ControlPlaneService, Role } from "../../service/types.js";
@@ -64,8 +65,8 @@ const rolloutDetailSchema = z
       z.object({
         deviceId: z.string(),
         group: z.number().int(),
-        status: z.string(),
-        phase: z.string().nullable(),
+        status: z.enum(ROLLOUT_DEVICE_STATUSES),
+        phase: z.enum(UPDATE_PROGRESS_PHASES).nullable(),
         commandSeq: z.number().int().nullable(),
         reason: z.string().nullable(),
         updatedAt: z.string(),
