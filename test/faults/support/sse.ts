@@ -2,6 +2,8 @@
  * An operator's event-stream client that never gives up: `GET /api/v1/events/stream`, and on any end or error it
  * reconnects with `Last-Event-ID` (HW-SSE-1), as EventSource does. It records every event id it was given, so a
  * test can compare them with the ids the database holds: none missing, none twice, in increasing order.
+ * Our own reader (the framing is a few lines) rather than an EventSource package: it must go through planeFetch,
+ * which trusts the test plane's own CA, and it keeps every raw id for the comparison.
  */
 import { planeFetch } from "../../support/api.js";
 
