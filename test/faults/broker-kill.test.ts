@@ -11,6 +11,7 @@
  * recorded as expired with containment back to `none`: never lost silently, never applied twice; and every
  * event a device saw PUBACKed (it forgot it then) is stored and announced exactly once.
  */
+import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listAllDevices } from "../../bench/support/plane.js";
 import { mapPool } from "../../bench/support/report.js";
@@ -61,6 +62,8 @@ function campaign(backend: "pglite" | "postgres"): void {
     await fleet?.stop();
     await Promise.all(agents.map((agent) => agent.proc.kill("SIGKILL")));
     await plane?.proc.kill("SIGKILL");
+    // A 2,000-device plane's data dir and the boards are tens of MB: nothing is left behind in /tmp.
+    for (const dir of [plane?.dataDir, ...agents.map((agent) => agent.dir)]) if (dir) rmSync(dir, { recursive: true, force: true });
     await cluster?.destroy();
   }, LONG);
 

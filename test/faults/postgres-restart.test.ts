@@ -17,6 +17,7 @@
  *   - heartbeats are persisted again after the restart (last-seen moves for every device).
  */
 import pg from "pg";
+import { rmSync } from "node:fs";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { ApiClient } from "../support/api.js";
 import { pgClusterMissing, startPgCluster, type PgCluster } from "../support/pg-cluster.js";
@@ -42,6 +43,8 @@ afterAll(async () => {
   await fleet?.stop();
   await Promise.all(agents.map((agent) => agent.proc.kill("SIGKILL")));
   await plane?.proc.kill("SIGKILL");
+  // The plane's data dir and the boards: nothing is left behind in /tmp.
+  for (const dir of [plane?.dataDir, ...agents.map((agent) => agent.dir)]) if (dir) rmSync(dir, { recursive: true, force: true });
   await db?.end().catch(() => undefined);
   await cluster?.destroy();
 }, LONG);

@@ -11,6 +11,8 @@ export const AGENT_FIRMWARE = "2024.06.1";
 
 export interface FaultAgent {
   name: string;
+  /** The agent's own temp folder (board, state, config): removed after the campaign. */
+  dir: string;
   proc: ManagedProcess;
   boardRoot: string;
   stateDir: string;
@@ -29,7 +31,7 @@ export async function startFaultAgent(plane: ControlPlane, name: string, token: 
   );
   const proc = startAgent(name, configFile);
   const deviceId = await waitFor(`${name}'s key`, () => loadDeviceKey(stateDir)?.deviceId, { timeoutMs: 60_000 });
-  return { name, proc, boardRoot, stateDir, deviceId };
+  return { name, dir, proc, boardRoot, stateDir, deviceId };
 }
 
 /** What the simulated miner does now (`run/miner.state`): `stopped` once a quarantine was enforced. */
