@@ -26,6 +26,8 @@ const BENCHES = {
   "fleet-page": { needsAgent: false, headline: ["devices", "fleetPageServerMs", "apiPageServerMs", "ratioServerPageToApi", "fleetPageBytes", "apiPageBytes", "ratioBytesPageToApi"] },
   "cold-start": { needsAgent: false, headline: ["imageMs", "noImageMs", "restartMs", "ratioImageToRestart", "ratioNoImageToImage"] },
   update: { needsAgent: true, headline: ["curlSha256sumMs", "tufDownloadMs", "agentUpdateMs", "ratioTufDownloadToCurl", "ratioAgentUpdateToCurl", "complete"] },
+  // RabbitMQ node + PostgreSQL + replicas + 10,000 devices: minutes on this machine, so only when named.
+  scale: { needsAgent: false, onlyWhenNamed: true, maxMs: 3_600_000, headline: ["devices", "replicas", "heartbeatsPerSec", "persistedPerSec", "baselineMsgsPerSec", "ratioPersistedToBaseline", "fanoutP99Ms", "lostEvents", "duplicateCommands", "complete"] },
   // The emulated arm64 board (scripts/board/build-image.sh makes the image): a software-emulated boot takes minutes.
   board: { needsAgent: true, onlyWhenNamed: true, maxMs: 1_800_000, headline: ["bootToTrustedMs", "powerOnToInitMs", "powerOnToConnectedMs", "ratioTrustedToInit", "quarantineApplyMs", "releaseApplyMs", "updateToCommitMs", "rollbackDetectedMs", "agentRssKiB", "agentBinaryBytes"] },
 };

@@ -21,7 +21,7 @@ export interface SimDevice {
   client?: MqttClient;
   /** Nonce of the connect token of the current connection: signed into heartbeats (HW-LIVE-1). */
   connectNonce?: string;
-  /** The plane's command-signing key from the enrollment answer (what an agent pins, HW-PIN-1). */
+  /** The plane's command-signing key (base64url) from the enrollment answer: what an agent pins. */
   commandPublicKey?: string;
 }
 

@@ -49,7 +49,7 @@ export async function startBenchPlane(env: Record<string, string> = {}): Promise
  * BENCH_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/test) runs the plane on PostgreSQL instead of
  * PGlite: a fresh database per run (the plane creates its admin token only on an empty database), dropped after.
  */
-async function createScratchDatabase(adminUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
+export async function createScratchDatabase(adminUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `hashward_bench_${randomBytes(4).toString("hex")}`;
   const run = async (statement: string) => {
     const client = new pg.Client({ connectionString: adminUrl });

@@ -1,6 +1,8 @@
 /**
  * Crash-safe file writes: a reader sees the old file or the new one, never a torn mix. Keys, tokens, agent
  * state and outbox entries all go through here (temp file in the same directory + fsync + rename + fsync of the dir).
+ * A write that fails (ENOSPC on a full state dir, EROFS, ...) throws with the old file untouched and its temp file
+ * removed (HW-FAULT-10): callers decide what to keep in memory, never a torn file.
  */
 import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";

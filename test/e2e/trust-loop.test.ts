@@ -1,12 +1,14 @@
 /**
- * The trust loop with real components: the control plane under Bun (embedded aedes + PGlite), compiled agent
- * binaries on simulated boards, real MQTT and HTTP. Steps build on each other, so they share one plane.
+ * The trust loop with real components: the control plane under Bun (PGlite), compiled agent binaries on simulated
+ * boards, real MQTT and HTTP. Steps build on each other, so they share one plane. One contract suite, run over
+ * both transports (HW-BROKER-1): the embedded aedes broker, and RabbitMQ asking the plane's hooks (its own node,
+ * test/support/rabbitmq.ts; skipped with the reason when rabbitmq-server is not installed).
  */
 import { appendFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import mqtt from "mqtt";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { createConnectToken, signObject, sha256Hex } from "../../shared/index.js";
 import { upTopic } from "../../shared/protocol/index.js";
@@ -17,6 +19,27 @@ import {
   type ControlPlane, type ManagedProcess,
 } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
+import { rabbitmqMissing, restartRabbitPlane, startRabbitPlane, stopRabbitNode, type RabbitPlane } from "../support/rabbitmq.js";
+import { describeUnless } from "../support/skip.js";
+
+interface Transport {
+  name: string;
+  missing: string | null;
+  start(): Promise<ControlPlane>;
+  restart(plane: ControlPlane): Promise<ControlPlane>;
+  stop(plane: ControlPlane | undefined): Promise<void>;
+}
+
+const TRANSPORTS: Transport[] = [
+  { name: "embedded broker", missing: null, start: () => startControlPlane(), restart: restartControlPlane, stop: async () => undefined },
+  {
+    name: "RabbitMQ",
+    missing: rabbitmqMissing(),
+    start: () => startRabbitPlane(),
+    restart: (plane) => restartRabbitPlane(plane as RabbitPlane),
+    stop: (plane) => stopRabbitNode(plane as RabbitPlane | undefined),
+  },
+];
 
 const MODEL = "S19";
 const FIRMWARE = "2024.06.1";
@@ -70,18 +93,20 @@ async function rejectedEvidence(): Promise<number> {
 }
 const minerState = (miner: Miner) => readFileSync(join(miner.boardRoot, "run/miner.state"), "utf8").trim();
 
-beforeAll(async () => {
-  plane = await startControlPlane();
-  admin = new ApiClient(plane.httpUrl, plane.adminToken);
-});
-
-afterAll(async () => {
-  await Promise.all(miners.map((miner) => miner.proc?.kill("SIGKILL")));
-  await plane?.proc.kill("SIGKILL");
-});
-
-describe("trust loop (real control plane, real agent binaries, real MQTT)", () => {
+for (const transport of TRANSPORTS) describeUnless(transport.missing, `trust loop over the ${transport.name} (real control plane, real agent binaries, real MQTT)`, () => {
   let trusted: Miner;
+
+  beforeAll(async () => {
+    miners.length = 0;
+    plane = await transport.start();
+    admin = new ApiClient(plane.httpUrl, plane.adminToken);
+  }, 300_000);
+
+  afterAll(async () => {
+    await Promise.all(miners.map((miner) => miner.proc?.kill("SIGKILL")));
+    await plane?.proc.kill("SIGKILL");
+    await transport.stop(plane);
+  }, 120_000);
 
   it("a device whose key was not accepted stays pending and can publish nothing", async () => {
     const miner = await newMiner("pending-miner");
@@ -231,7 +256,7 @@ describe("trust loop (real control plane, real agent binaries, real MQTT)", () =
     );
     expect(queued).toBeTruthy();
 
-    plane = await restartControlPlane(plane);
+    plane = await transport.restart(plane);
     admin = new ApiClient(plane.httpUrl, plane.adminToken);
     // Every committed fact is still there (the agent may add new ones as soon as it reconnects).
     const after = await device(id);

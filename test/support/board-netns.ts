@@ -69,6 +69,8 @@ export interface BoardNamespace {
   addresses: { pool: string; other: string; other6: string; resolver: string; rogueResolver: string };
   /** Runs a program inside the board's network and mount namespaces; returns stdout (throws on non-zero exit). */
   run(command: string, args: readonly string[], env?: Record<string, string>): string;
+  /** Starts a long-running program inside the board's network and mount namespaces (stdout/stderr piped). */
+  spawn(command: string, args: readonly string[], env?: Record<string, string>): ChildProcess;
   /** Same, without throwing: exit status and output. */
   tryRun(command: string, args: readonly string[]): { status: number; stdout: string; stderr: string };
   /** Connect attempts from inside the board, all at once; `silentAfterMs` is how long "no answer" waits. */
@@ -237,6 +239,7 @@ export async function createBoardNamespace(): Promise<BoardNamespace> {
     addresses,
     run: (command, args, env) =>
       execFileSync("nsenter", [...enter, command, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 60_000, env: { ...process.env, ...env } }),
+    spawn: (command, args, env) => spawn("nsenter", [...enter, command, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } }),
     tryRun: (command, args) => {
       try {
         return { status: 0, stdout: execFileSync("nsenter", [...enter, command, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 }), stderr: "" };

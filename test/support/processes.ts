@@ -101,6 +101,7 @@ export interface ControlPlane {
   httpPort: number;
   mqttPort: number;
   dataDir: string;
+  /** The bootstrap admin token from `<dataDir>/admin.token`; empty when another replica of its database made it. */
   adminToken: string;
   env: Record<string, string>;
   /** The plane's CA (`<dataDir>/ca.pem`) and its pin; null when started with `tls: false`. */
@@ -142,7 +143,9 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   });
   const httpPort = Number(ready.httpPort);
   const mqttPort = Number(ready.mqttPort);
-  const adminToken = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
+  // A replica on a shared database finds no file when another replica created the token (HW-HA-2).
+  const adminTokenFile = join(dataDir, "admin.token");
+  const adminToken = existsSync(adminTokenFile) ? readFileSync(adminTokenFile, "utf8").trim() : "";
   const tls = ready.tls === true;
   const httpUrl = `${tls ? "https" : "http"}://127.0.0.1:${httpPort}`;
   const caPem = tls ? readFileSync(join(dataDir, "ca.pem"), "utf8") : null;

@@ -4,7 +4,7 @@ import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
 import { RecordingPlatform } from "../platform/index.js";
 import { StateStore } from "../state/index.js";
-import { PlaneSigner, tempDir } from "../testing/index.js";
+import { PlaneSigner, refuseWrites, tempDir } from "../testing/index.js";
 import { CommandHandler } from "./index.js";
 
 const deviceId = "hw-0123456789abcdef01234567";
@@ -90,6 +90,15 @@ describe("command handling", () => {
     const [event] = events(s.sent);
     expect(event).toMatchObject({ kind: "command-rejected", detail: { seq: 1, reason: expect.stringMatching(reason) } });
     verifySignedObject(event!, deviceKey.publicKey);
+  });
+
+  it("reports a rejected command once, however often the plane redelivers it (HW-FAULT-11: a clock off by hours)", async () => {
+    const s = make();
+    const stale = s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() - 120_000, ttlMs: 60_000 });
+    for (let i = 0; i < 5; i++) expect((await s.handler.handle(stale)).result).toBe("rejected");
+    expect(events(s.sent).map((e) => e.kind)).toEqual(["command-rejected"]);
+    await s.handler.handle(s.plane.command(deviceId, 2, "quarantine", { nowMs: s.now() - 120_000, ttlMs: 60_000 }));
+    expect(events(s.sent).map((e) => e.kind)).toEqual(["command-rejected", "command-rejected"]); // another command: reported
   });
 
   it("rejects every command while no plane key is pinned", async () => {
@@ -238,5 +247,50 @@ describe("command handling", () => {
       expect(await again.handler.handle(update)).toMatchObject({ result: "executed", ack: { seq: 1, status: "failed", reason: expect.stringContaining("expired") } });
       expect(resumed.calls).toEqual([]);
     });
+  });
+
+  it("HW-FAULT-10: on a state dir that refuses writes a quarantine is enforced and acked, a release is refused and the board stays quarantined", async () => {
+    const s = make();
+    const restore = refuseWrites(s.dir.path);
+    try {
+      await s.handler.handle(s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() }));
+      expect(acks(s.sent).at(-1)).toMatchObject({ seq: 1, status: "done", containment: "quarantined" });
+      expect(s.state.containment).toBe("quarantined");
+      await s.handler.handle(s.plane.command(deviceId, 2, "release", { nowMs: s.now() }));
+      expect(acks(s.sent).at(-1)).toMatchObject({ seq: 2, status: "failed", containment: "quarantined", reason: expect.stringMatching(/^release not recorded, quarantine kept: cannot write /) });
+      expect(s.platform.calls.map((c) => c.op)).toEqual(["quarantine"]); // never released, not even for a moment
+      expect(s.state.containment).toBe("quarantined");
+    } finally {
+      restore();
+    }
+    await s.handler.handle(s.plane.command(deviceId, 3, "release", { nowMs: s.now() }));
+    expect(acks(s.sent).at(-1)).toMatchObject({ seq: 3, status: "done", containment: "none" });
+    expect(StateStore.open(s.dir.path, deviceId).snapshot).toMatchObject({ lastCommandSeq: 3, containment: "none" });
+  });
+
+  it("HW-FAULT-10: an update that cannot be accepted for a full state dir is acked failed, nothing recorded", async () => {
+    const s = make({ updater: { handle: async () => ({ status: "done" }) } });
+    const restore = refuseWrites(s.dir.path);
+    try {
+      await s.handler.handle(s.plane.command(deviceId, 1, "update", { nowMs: s.now(), params: { targetName: "fw" } }));
+    } finally {
+      restore();
+    }
+    expect(acks(s.sent).at(-1)).toMatchObject({ seq: 1, status: "failed", reason: expect.stringMatching(/^update not accepted: cannot write /) });
+    expect(s.state.lastCommandSeq).toBe(0);
+  });
+
+  it("HW-FAULT-10: a release whose record is refused only after it ran is undone: quarantined again, acked failed", async () => {
+    const s = make();
+    await s.handler.handle(s.plane.command(deviceId, 1, "quarantine", { nowMs: s.now() }));
+    const restore = refuseWrites(s.dir.path); // the disk fills between the quarantine and the release
+    try {
+      await s.handler.handle(s.plane.command(deviceId, 2, "release", { nowMs: s.now() }));
+    } finally {
+      restore();
+    }
+    expect(s.platform.calls.map((c) => c.op)).toEqual(["quarantine", "release", "quarantine"]);
+    expect(acks(s.sent).at(-1)).toMatchObject({ seq: 2, status: "failed", containment: "quarantined", reason: expect.stringMatching(/^release not recorded, quarantine kept: cannot write /) });
+    expect(s.state.containment).toBe("quarantined");
   });
 });

@@ -15,6 +15,10 @@
  * (rule HW-Q-3). So `update` is accepted in step 3 (its seq persisted), runs in the background, and its signed
  * ack is recorded and sent when it finishes; one update runs at a time. A redelivery while it runs is ignored;
  * after an agent restart it resumes it (the update engine's journal makes that idempotent).
+ *
+ * A state dir that refuses writes (HW-FAULT-10, agent/src/state): a quarantine is enforced and acked all the
+ * same (its record waits in memory); a release that cannot be recorded is undone (the quarantine applied again)
+ * and acked `failed`; any other command that cannot be recorded is acked `failed` naming the write error.
  */
 import {
   fromBase64Url,
@@ -30,7 +34,7 @@ import type { Logger } from "../log/index.js";
 import { createEvent, type EventKind, type EventSeverity, type OutboxMessage } from "../outbox/index.js";
 import type { Platform } from "../platform/index.js";
 import { executeSetPolicy, type PolicyTarget } from "../policy/index.js";
-import type { Containment, StateStore } from "../state/index.js";
+import { StateWriteError, type Containment, type StateStore } from "../state/index.js";
 
 export interface CommandDeps {
   deviceId: string;
@@ -64,6 +68,8 @@ export class CommandHandler {
   /** Seq of the background command running in this process, if any. */
   private runningBackground: number | null = null;
   private background: Promise<void> = Promise.resolve();
+  /** seq:sig of the last command rejected and reported, so its redeliveries are not reported again. */
+  private lastRejected: string | null = null;
 
   constructor(private readonly deps: CommandDeps) {}
 
@@ -106,22 +112,65 @@ export class CommandHandler {
       verifyCommand(command, fromBase64Url(pinned), { deviceId: this.deps.deviceId, lastSeq: state.lastCommandSeq, nowMs });
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
+      // The plane re-publishes a command until it is answered (every 5 s for its lifetime): a board that refuses
+      // it (a clock off by hours, HW-FAULT-11) reports it once, not once per redelivery.
+      const key = `${command.seq}:${command.sig}`;
+      if (this.lastRejected === key) {
+        log.debug({ seq: command.seq, action: command.action, reason }, "command rejected again (reported once)");
+        return { result: "rejected", reason };
+      }
+      this.lastRejected = key;
       log.warn({ seq: command.seq, action: command.action, reason }, "command rejected");
       this.event("command-rejected", "warning", { reason, seq: command.seq, action: command.action }, nowMs);
       return { result: "rejected", reason };
     }
 
     if (command.action === "update" && this.runningBackground === null) {
-      state.acceptBackgroundCommand(command);
+      try {
+        state.acceptBackgroundCommand(command);
+      } catch (error) {
+        if (!(error instanceof StateWriteError)) throw error;
+        return this.notRecorded(command, state.containment, `update not accepted: ${error.message}`);
+      }
       this.startBackground(command);
       return { result: "started" };
     }
 
+    if (command.action === "release" && state.containment === "quarantined" && !state.retryPending()) {
+      // HW-FAULT-10: the state dir is known to refuse writes; do not lift the quarantine only to put it back.
+      const failed = this.signAck(command, "failed", "quarantined", `release not recorded, quarantine kept: ${state.writeFailure ?? "the state dir refuses writes"}`);
+      state.recordCommand(command.seq, command.sig, failed, "quarantined"); // deferrable: stays quarantined
+      this.deps.send({ kind: "ack", message: failed });
+      return { result: "executed", ack: failed };
+    }
     const { status, containment, reason } = await this.execute(command, nowMs);
     const ack = this.signAck(command, status, containment, reason);
-    state.recordCommand(command.seq, command.sig, ack, containment);
+    try {
+      state.recordCommand(command.seq, command.sig, ack, containment);
+    } catch (error) {
+      if (!(error instanceof StateWriteError)) throw error;
+      if (containment === "none" && state.containment === "quarantined") {
+        // HW-FAULT-10: a release nobody can remember would come back as a quarantine at the next start while the
+        // plane believes it lifted; fail closed instead: quarantine again, and say why.
+        log.error({ seq: command.seq, err: error.message }, "release could not be recorded; re-applying the quarantine");
+        await this.deps.platform.quarantine({ controlPlaneHosts: this.deps.controlPlaneHosts() });
+        const failed = this.signAck(command, "failed", "quarantined", `release not recorded, quarantine kept: ${error.message}`);
+        state.recordCommand(command.seq, command.sig, failed, "quarantined"); // deferrable: stays quarantined
+        this.deps.send({ kind: "ack", message: failed });
+        return { result: "executed", ack: failed };
+      }
+      return this.notRecorded(command, containment, `${command.action} not recorded: ${error.message}`);
+    }
     this.deps.send({ kind: "ack", message: ack });
     log.info({ seq: command.seq, action: command.action, status, containment }, "command executed");
+    return { result: "executed", ack };
+  }
+
+  /** A command whose record the state dir refused: a signed `failed` ack (sent, not stored), nothing recorded. */
+  private notRecorded(command: Command, containment: Containment, reason: string): CommandOutcome {
+    this.deps.log.error({ seq: command.seq, action: command.action, reason }, "command not recorded: the state dir refused the write");
+    const ack = this.signAck(command, "failed", containment, reason);
+    this.deps.send({ kind: "ack", message: ack });
     return { result: "executed", ack };
   }
 

@@ -26,6 +26,8 @@ export const CAPS = {
   updateMaxImageBytes: { min: 1024, max: 4 * 1024 * 1024 * 1024 },
   updateMetadataTimeoutMs: { min: 1_000, max: 600_000 },
   updateTargetTimeoutMs: { min: 1_000, max: 6 * 3_600_000 },
+  updateStallTimeoutMs: { min: 1_000, max: 600_000 },
+  updateDownloadAttempts: { min: 1, max: 20 },
 } as const;
 
 const ms = (name: keyof typeof CAPS & `${string}Ms`, fallback: number) =>
@@ -181,8 +183,12 @@ export const agentConfigSchema = z
         maxImageBytes: z.number().int().min(CAPS.updateMaxImageBytes.min).max(CAPS.updateMaxImageBytes.max).default(512 * 1024 * 1024),
         metadataTimeoutMs: ms("updateMetadataTimeoutMs", 30_000),
         targetTimeoutMs: ms("updateTargetTimeoutMs", 1_800_000),
+        /** A fetch that receives no byte for this long is aborted (a partitioned network, HW-FAULT-12). */
+        stallTimeoutMs: ms("updateStallTimeoutMs", 60_000),
+        /** Image downloads per update: an aborted one starts again from byte 0 after a backoff (HW-FAULT-12). */
+        downloadAttempts: z.number().int().min(CAPS.updateDownloadAttempts.min).max(CAPS.updateDownloadAttempts.max).default(5),
       })
-      .default({ maxImageBytes: 512 * 1024 * 1024, metadataTimeoutMs: 30_000, targetTimeoutMs: 1_800_000 }),
+      .default({ maxImageBytes: 512 * 1024 * 1024, metadataTimeoutMs: 30_000, targetTimeoutMs: 1_800_000, stallTimeoutMs: 60_000, downloadAttempts: 5 }),
     heartbeatIntervalMs: ms("heartbeatIntervalMs", 10_000),
     attestIntervalMs: ms("attestIntervalMs", 300_000),
     reconnectMinMs: ms("reconnectMinMs", 500),
@@ -238,6 +244,8 @@ const ENV_KEYS: Record<string, EnvKind> = {
   "update.maxImageBytes": "int",
   "update.metadataTimeoutMs": "int",
   "update.targetTimeoutMs": "int",
+  "update.stallTimeoutMs": "int",
+  "update.downloadAttempts": "int",
   heartbeatIntervalMs: "int",
   attestIntervalMs: "int",
   reconnectMinMs: "int",

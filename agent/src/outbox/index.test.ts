@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { generateKeyPair, verifySignedObject, type DeviceEvent } from "../../../shared/index.js";
 import { silentLogger } from "../log/index.js";
-import { tempDir } from "../testing/index.js";
+import { refuseWrites, tempDir } from "../testing/index.js";
 import { createEvent, Outbox, type OutboxMessage } from "./index.js";
 
 const deviceId = "hw-0123456789abcdef01234567";
@@ -109,6 +109,46 @@ describe("outbox", () => {
     });
     expect(sent.filter((e) => e.kind === "ack").map((e) => (e.message as { seq: number }).seq)).toEqual([1]);
     expect(sent.filter((e) => e.kind === "event").map((e) => nOf(e.message as DeviceEvent) ?? "overflow")).toEqual(["overflow", 4, 5]);
+  });
+
+  it("HW-FAULT-10: an entry the state dir refuses is kept in memory in its place, sent, and written once space returns", async () => {
+    const d = dir();
+    const box = open(d, 10);
+    box.enqueue(ev(1));
+    const restore = refuseWrites(d);
+    try {
+      box.enqueue(ev(2));
+      box.enqueue(ev(3));
+      expect(box.unwrittenCount).toBe(2);
+      box.persistPending(); // still refused: nothing lost, nothing thrown
+      expect(box.unwrittenCount).toBe(2);
+    } finally {
+      restore();
+    }
+    box.persistPending();
+    expect(box.unwrittenCount).toBe(0);
+    expect(open(d, 10).depth).toBe(3); // all three survive a restart now
+    const sent: number[] = [];
+    await box.flush(async (entry) => void sent.push(nOf(entry.message as DeviceEvent)!));
+    expect(sent).toEqual([1, 2, 3]);
+    expect(readdirSync(d).filter((f) => f.endsWith(".json"))).toEqual([]);
+  });
+
+  it("HW-FAULT-10: entries kept in memory are sent in order with the ones on disk", async () => {
+    const d = dir();
+    const box = open(d, 10);
+    box.enqueue(ev(1));
+    const restore = refuseWrites(d);
+    try {
+      box.enqueue(ev(2)); // memory only
+    } finally {
+      restore(); // entry 1 readable again; entry 2 is still not written
+    }
+    expect(box.unwrittenCount).toBe(1);
+    const sent: number[] = [];
+    await box.flush(async (entry) => void sent.push(nOf(entry.message as DeviceEvent)!));
+    expect(sent).toEqual([1, 2]);
+    expect(box.depth).toBe(0);
   });
 
   it("keeps one copy of an ack that is already waiting: redeliveries of a command do not pile up behind it", async () => {

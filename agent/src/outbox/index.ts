@@ -5,6 +5,9 @@
  * after its PUBACK. Bounded by `outboxMaxEvents`: when full the OLDEST entries are dropped, counted (persisted
  * in `overflow.json`) and reported first on the next flush as an "outbox-overflow" event.
  * Delivery is at-least-once: a crash between PUBACK and unlink re-sends; the plane stores each event id once.
+ * An entry that cannot be written (the state dir is full: ENOSPC, EDQUOT; or read-only) is kept in memory in its
+ * place in the queue, under the same bound, and sent like the others (HW-FAULT-10: a full disk must not silence
+ * acks and events); `persistPending()` writes such entries once space returns, so they survive a restart from then.
  */
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
@@ -36,6 +39,9 @@ export class Outbox {
   private flushAgain = false;
   /** Total entries dropped by the bound since this process started (for metrics/tests). */
   droppedTotal = 0;
+  /** Entries (by file name) that could not be written yet: sent from here, written by persistPending(). */
+  private readonly unwritten = new Map<string, OutboxMessage>();
+  private writeFailing = false;
 
   constructor(private readonly opts: OutboxOptions) {
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
@@ -79,8 +85,39 @@ export class Outbox {
     this.counter += 1;
     const id = entry.kind === "event" ? entry.message.id : `s${entry.message.seq}`;
     const name = `${String(this.counter).padStart(12, "0")}-${entry.kind}-${id}.json`;
-    writeFileAtomicSync(join(this.opts.dir, name), JSON.stringify(entry), 0o600);
     this.files.push(name);
+    if (!this.write(name, entry)) this.unwritten.set(name, entry);
+    return true;
+  }
+
+  /** Entries kept only in memory because the state dir refused them. */
+  get unwrittenCount(): number {
+    return this.unwritten.size;
+  }
+
+  /** Writes the entries kept in memory, in order; stops at the first refusal. Never throws. */
+  persistPending(): void {
+    for (const [name, entry] of this.unwritten) {
+      if (!this.write(name, entry)) return;
+      this.unwritten.delete(name);
+    }
+  }
+
+  /** Writes one entry; false (logged once per failing episode) when the state dir refuses it. */
+  private write(name: string, entry: OutboxMessage): boolean {
+    try {
+      writeFileAtomicSync(join(this.opts.dir, name), JSON.stringify(entry), 0o600);
+    } catch (error) {
+      if (!this.writeFailing) {
+        this.writeFailing = true;
+        this.opts.log.error({ err: error instanceof Error ? error.message : String(error), dir: this.opts.dir }, "outbox entry kept in memory: the state dir refused it (sent when connected, written when space returns)");
+      }
+      return false;
+    }
+    if (this.writeFailing) {
+      this.writeFailing = false;
+      this.opts.log.info({ dir: this.opts.dir, unwritten: this.unwritten.size }, "outbox writes land again");
+    }
     return true;
   }
 
@@ -117,7 +154,7 @@ export class Outbox {
       const file = this.files[0]!;
       let entry: OutboxMessage;
       try {
-        entry = JSON.parse(readFileSync(join(this.opts.dir, file), "utf8")) as OutboxMessage;
+        entry = this.unwritten.get(file) ?? (JSON.parse(readFileSync(join(this.opts.dir, file), "utf8")) as OutboxMessage);
       } catch (error) {
         // A corrupt entry cannot be sent; drop it rather than block everything behind it.
         this.opts.log.error({ file, err: error }, "outbox entry unreadable; dropped");
@@ -133,6 +170,7 @@ export class Outbox {
   }
 
   private remove(file: string): void {
+    if (this.unwritten.delete(file)) return;
     try {
       unlinkSync(join(this.opts.dir, file));
     } catch {
@@ -153,8 +191,12 @@ export class Outbox {
 
   private writeDropped(): void {
     const path = join(this.opts.dir, OVERFLOW_FILE);
-    if (this.dropped > 0) writeFileAtomicSync(path, JSON.stringify({ dropped: this.dropped }), 0o600);
-    else this.remove(OVERFLOW_FILE);
+    if (this.dropped === 0) return this.remove(OVERFLOW_FILE);
+    try {
+      writeFileAtomicSync(path, JSON.stringify({ dropped: this.dropped }), 0o600);
+    } catch {
+      // The count stays in memory and is reported on the next flush; only a restart before then forgets it.
+    }
   }
 }
 

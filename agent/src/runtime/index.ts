@@ -49,6 +49,9 @@ export interface AgentDeps {
   lookup?: LookupAll;
 }
 
+/** How often state and outbox entries a full state dir refused are written again (HW-FAULT-10), ms. */
+export const PENDING_WRITE_RETRY_MS = 2000;
+
 /** Exit codes of `hashward-agent run`. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, revoked: 3 } as const;
 
@@ -144,7 +147,15 @@ export class Agent {
     this.identity = loadOrCreateIdentity(config.keyFile);
     if (this.identity.created) this.log.info({ deviceId: this.identity.deviceId, keyFile: config.keyFile }, "created device key");
     const stateLost = !this.identity.created && !existsSync(join(config.stateDir, "state.json"));
-    this.state = StateStore.open(config.stateDir, this.identity.deviceId);
+    this.state = StateStore.open(config.stateDir, this.identity.deviceId, {
+      // HW-FAULT-10: say what cannot be persisted, to the log and (through the outbox, in memory if need be) the plane.
+      notPersisted: ({ file, err, code }) => {
+        this.log.error({ file, err, code }, "state not persisted: the state dir is full or unwritable");
+        // Before the outbox exists (a write in this constructor) the log line is all there is.
+        if (this.outbox) this.event("platform-error", "critical", { reason: `state not persisted: cannot write ${file}: ${code ?? err}`.slice(0, 1024) });
+      },
+      persisted: ({ file, pendingForMs }) => this.log.warn({ file, pendingForMs }, "state persisted again"),
+    });
     if (stateLost) {
       // HW-EVD-2: the plane sees evidence seqs start again from a known key and holds the verdict until a challenge.
       this.log.warn({ deviceId: this.identity.deviceId, stateDir: config.stateDir }, "state.json was missing for an existing device key: sequence numbers start again; the plane holds the verdict until this agent answers its challenge");
@@ -290,6 +301,10 @@ export class Agent {
       targetsUrl: update.targetsUrl,
       metadataTimeoutMs: update.metadataTimeoutMs,
       targetTimeoutMs: update.targetTimeoutMs,
+      stallTimeoutMs: update.stallTimeoutMs,
+      downloadAttempts: update.downloadAttempts,
+      onDownloadRetry: ({ url, attempt, attempts, reason, retryInMs }) =>
+        this.log.warn({ url, attempt, attempts, reason, retryInMs }, "update download interrupted; starting it again"),
       userAgent: `hashward-agent/${this.agentVersion}`,
       ...(fetchImpl ? { fetch: fetchImpl } : {}),
     });
@@ -302,6 +317,13 @@ export class Agent {
   /** Runs until stop() or a terminal condition; `exited` resolves with the exit code. */
   async start(): Promise<void> {
     const log = this.log.child({ deviceId: this.deviceId });
+    // HW-FAULT-10: what a full state dir refused lands once space returns, network or not.
+    this.timers.push(
+      setInterval(() => {
+        this.state.retryPending();
+        this.outbox.persistPending();
+      }, PENDING_WRITE_RETRY_MS),
+    );
     if (this.state.containment === "quarantined") {
       // HW-Q-1: quarantine survives restart: re-apply before enrollment, network or anything else.
       log.warn("state is quarantined: re-applying quarantine before anything else");

@@ -2,8 +2,8 @@ import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ConfigError, FreshnessError, generateKeyPair, PROTOCOL_VERSION, signObject, VerificationError, type Ack } from "../../../shared/index.js";
-import { tempDir } from "../testing/index.js";
-import { HEARTBEAT_SEQ_BLOCK, StateStore } from "./index.js";
+import { refuseWrites, tempDir } from "../testing/index.js";
+import { HEARTBEAT_SEQ_BLOCK, StateStore, StateWriteError } from "./index.js";
 
 const deviceId = "hw-0123456789abcdef01234567";
 const key = generateKeyPair();
@@ -74,5 +74,35 @@ describe("state store", () => {
     const original = readFileSync(file, "utf8");
     writeFileSync(file, original.replace('"lastCommandSeq": 0', '"lastCommandSeq": -1'));
     expect(() => StateStore.open(stateDir, deviceId)).toThrow(expect.objectContaining({ option: "stateDir" }));
+  });
+
+  it("HW-FAULT-10: on a state dir that refuses writes, seqs and a quarantine live in memory, a release is refused, and everything lands once writes work", () => {
+    const stateDir = dir();
+    const reports: string[] = [];
+    const store = StateStore.open(stateDir, deviceId, {
+      notPersisted: ({ code }) => reports.push(`failed ${code}`),
+      persisted: () => reports.push("persisted"),
+    });
+    const file = join(stateDir, "state.json");
+    const restore = refuseWrites(stateDir);
+    try {
+      expect(store.nextEvidenceSeq()).toBe(1);
+      expect(store.nextHeartbeatSeq()).toBe(1);
+      store.recordCommand(1, "sig1", ack(1), "quarantined");
+      expect(store.snapshot).toMatchObject({ evidenceSeq: 1, lastCommandSeq: 1, containment: "quarantined" });
+      expect(store.pending).toBe(true);
+      expect(store.writeFailure).toMatch(/cannot write .*state\.json/);
+      const release = { ...ack(2), containment: "none" as const };
+      expect(() => store.recordCommand(2, "sig2", release, "none")).toThrow(StateWriteError);
+      expect(store.snapshot).toMatchObject({ lastCommandSeq: 1, containment: "quarantined" }); // nothing changed
+      expect(store.retryPending()).toBe(false);
+      expect(reports).toHaveLength(1); // once per episode
+    } finally {
+      restore();
+    }
+    expect(JSON.parse(readFileSync(file, "utf8"))).toMatchObject({ containment: "none", evidenceSeq: 0 }); // the old file, whole
+    expect(store.retryPending()).toBe(true);
+    expect(reports).toEqual([expect.stringMatching(/^failed /), "persisted"]);
+    expect(StateStore.open(stateDir, deviceId).snapshot).toMatchObject({ evidenceSeq: 1, lastCommandSeq: 1, containment: "quarantined", heartbeatSeq: HEARTBEAT_SEQ_BLOCK });
   });
 });

@@ -5,11 +5,21 @@
  * must increase, evidence/heartbeat seqs only grow) and persists before the caller acts on the new value.
  * A missing file starts fresh; a corrupt or foreign one is refused, because silently resetting
  * lastCommandSeq would re-open the door to replayed commands.
+ *
+ * A full or unwritable state dir (HW-FAULT-10): every write is atomic (shared/fs/atomic.ts), so a failed one leaves
+ * the previous file whole. What happens to the change then depends on its direction:
+ *  - deferrable changes (heartbeat and evidence seqs, a command whose result is `quarantined`, a background
+ *    command's ack) take effect in memory and stay pending: the agent keeps reporting and keeps its quarantine,
+ *    and a restart before they land is the state loss the plane already handles (HW-EVD-2 sequence reset,
+ *    HW-Q-1 re-asserted quarantine), which only errs toward containment;
+ *  - everything else (a release, accepting an update, pinning a key, enrollment) throws StateWriteError and
+ *    changes nothing: a change that lifts containment or widens trust happens only once it is on disk.
+ * Pending state is written again by `retryPending()` (the agent calls it on a timer) and with the next write.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { ackSchema, commandSchema, ConfigError, FreshnessError, VerificationError, type Ack, type Command } from "../../../shared/index.js";
+import { ackSchema, commandSchema, ConfigError, FreshnessError, HashwardError, VerificationError, type Ack, type Command } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 
 export type Containment = "none" | "quarantined";
@@ -48,13 +58,49 @@ const stateSchema = z.strictObject({
 });
 export type AgentState = z.infer<typeof stateSchema>;
 
+/**
+ * A state change that must be on disk before it takes effect could not be written (ENOSPC, EDQUOT, EROFS, EIO...).
+ * Nothing changed, in memory or on disk. `code` is the errno code of the failed write, when there is one.
+ */
+export class StateWriteError extends HashwardError {
+  override name = "StateWriteError";
+  constructor(
+    readonly file: string,
+    readonly code: string | undefined,
+    options: { cause: unknown },
+  ) {
+    super(`cannot write ${file}: ${code ?? (options.cause instanceof Error ? options.cause.message : String(options.cause))}`, options);
+  }
+}
+
+/** How the store reports writes that failed and landed later (HW-FAULT-10). Both are called once per episode. */
+export interface StatePersistenceReport {
+  /** The first write of an episode failed (what it changed lives only in memory until it lands, or was refused). */
+  notPersisted(detail: { file: string; err: string; code: string | undefined }): void;
+  /** The pending state is on disk again. */
+  persisted(detail: { file: string; pendingForMs: number }): void;
+}
+
+type Durability = "required" | "deferrable";
+
 export class StateStore {
+  /** Since when (ms, Date.now) writes fail; null while they succeed. */
+  private failingSince: number | null = null;
+  /** The state in memory is ahead of state.json (a deferrable write failed). */
+  private pendingWrite = false;
+  private failure: string | null = null;
+
   private constructor(
     private readonly file: string,
     private state: AgentState,
+    private readonly report: StatePersistenceReport | undefined,
   ) {}
 
-  static open(stateDir: string, deviceId: string): StateStore {
+  /**
+   * Opens (or creates) `<stateDir>/state.json`. Throws ConfigError when the file is corrupt or belongs to another
+   * device, StateWriteError when a fresh state cannot be written.
+   */
+  static open(stateDir: string, deviceId: string, report?: StatePersistenceReport): StateStore {
     const file = join(stateDir, "state.json");
     if (!existsSync(file)) {
       const store = new StateStore(file, {
@@ -69,7 +115,7 @@ export class StateStore {
         evidenceSeq: 0,
         heartbeatSeq: 0,
         containment: "none",
-      });
+      }, report);
       store.persist();
       return store;
     }
@@ -82,7 +128,28 @@ export class StateStore {
     if (parsed.deviceId !== deviceId) {
       throw new ConfigError(`stateDir: ${file} belongs to ${parsed.deviceId}, but the key file is ${deviceId}`, "stateDir");
     }
-    return new StateStore(file, parsed);
+    return new StateStore(file, parsed, report);
+  }
+
+  /** True while the state in memory has changes state.json does not have yet (the state dir is full). */
+  get pending(): boolean {
+    return this.pendingWrite;
+  }
+
+  /** The error of the failing write episode (`cannot write <file>: ENOSPC`), null while writes succeed. */
+  get writeFailure(): string | null {
+    return this.failure;
+  }
+
+  /** Writes pending state again; true when nothing is pending any more. Never throws. */
+  retryPending(): boolean {
+    if (!this.pendingWrite) return true;
+    try {
+      this.commit(this.state, "required");
+    } catch {
+      return false;
+    }
+    return true;
   }
 
   /** A frozen copy; callers never mutate state directly. */
@@ -128,7 +195,9 @@ export class StateStore {
       throw new FreshnessError(`command seq ${seq} is not above the last executed ${this.state.lastCommandSeq}`);
     }
     if (ack.seq !== seq) throw new FreshnessError(`ack seq ${ack.seq} does not match command seq ${seq}`);
-    this.commit({ ...this.state, lastCommandSeq: seq, lastAck: { seq, commandSig, message: ack }, containment });
+    // HW-FAULT-10: a result that leaves the board quarantined takes effect even when it cannot be written yet
+    // (containment wins); one that lifts it must be on disk first.
+    this.commit({ ...this.state, lastCommandSeq: seq, lastAck: { seq, commandSig, message: ack }, containment }, containment === "quarantined" ? "deferrable" : "required");
   }
 
   /** The stored ack when `seq`/`sig` are exactly an executed command's (idempotent re-ack), else null. */
@@ -163,13 +232,18 @@ export class StateStore {
       throw new FreshnessError(`command seq ${seq} is not the accepted background command`);
     }
     if (ack.seq !== seq) throw new FreshnessError(`ack seq ${ack.seq} does not match command seq ${seq}`);
-    this.commit({ ...this.state, background: { ...background, ack } });
+    // The seq was persisted at acceptance; only the ack to re-send is recorded here (HW-FAULT-10: deferrable).
+    this.commit({ ...this.state, background: { ...background, ack } }, "deferrable");
   }
 
-  /** Evidence seq is persisted BEFORE the evidence leaves the device, so a crash can never reuse one. */
+  /**
+   * Evidence seq is persisted BEFORE the evidence leaves the device, so a crash can never reuse one. On a full
+   * state dir it is used from memory (HW-FAULT-10): a restart before it lands reuses seqs, which the plane treats
+   * as a sequence reset (HW-EVD-2); silence would leave the last verdict standing instead.
+   */
   nextEvidenceSeq(): number {
     const seq = this.state.evidenceSeq + 1;
-    this.commit({ ...this.state, evidenceSeq: seq });
+    this.commit({ ...this.state, evidenceSeq: seq }, "deferrable");
     return seq;
   }
 
@@ -180,17 +254,42 @@ export class StateStore {
    */
   nextHeartbeatSeq(): number {
     const seq = (this.heartbeatSeqInMemory ?? this.state.heartbeatSeq) + 1;
-    if (seq > this.state.heartbeatSeq) this.commit({ ...this.state, heartbeatSeq: seq + HEARTBEAT_SEQ_BLOCK - 1 });
+    // HW-FAULT-10: deferrable; a heartbeat is valid only on its own connection (HW-LIVE-1), so a seq reused after a
+    // restart on a full disk is no replay.
+    if (seq > this.state.heartbeatSeq) this.commit({ ...this.state, heartbeatSeq: seq + HEARTBEAT_SEQ_BLOCK - 1 }, "deferrable");
     this.heartbeatSeqInMemory = seq;
     return seq;
   }
 
   private heartbeatSeqInMemory: number | null = null;
 
-  private commit(next: AgentState): void {
+  /**
+   * Writes `next` atomically, then makes it current. A failed write: `required` throws StateWriteError with
+   * nothing changed; `deferrable` makes `next` current in memory and leaves it pending (HW-FAULT-10).
+   */
+  private commit(next: AgentState, durability: Durability = "required"): void {
     const checked = stateSchema.parse(next);
-    writeFileAtomicSync(this.file, `${JSON.stringify(checked, null, 2)}\n`, 0o600);
+    try {
+      writeFileAtomicSync(this.file, `${JSON.stringify(checked, null, 2)}\n`, 0o600);
+    } catch (cause) {
+      const code = (cause as NodeJS.ErrnoException).code;
+      this.failure = `cannot write ${this.file}: ${code ?? (cause instanceof Error ? cause.message : String(cause))}`;
+      if (this.failingSince === null) {
+        this.failingSince = Date.now();
+        this.report?.notPersisted({ file: this.file, err: cause instanceof Error ? cause.message : String(cause), code });
+      }
+      if (durability === "required") throw new StateWriteError(this.file, code, { cause });
+      this.pendingWrite = true;
+      this.state = checked;
+      return;
+    }
     this.state = checked;
+    this.pendingWrite = false;
+    this.failure = null;
+    if (this.failingSince !== null) {
+      this.report?.persisted({ file: this.file, pendingForMs: Date.now() - this.failingSince });
+      this.failingSince = null;
+    }
   }
 
   private persist(): void {

@@ -3,7 +3,7 @@
  * temp dirs, a deadline-polling waitFor, a plane command signer, an in-process aedes broker on port 0 that
  * checks connect tokens, and a fake enrollment HTTP server.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -30,6 +30,21 @@ import {
 export function tempDir(prefix = "hw-agent-"): { path: string; cleanup: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/**
+ * Makes every write into `dir` fail (HW-FAULT-10 tests without root or a tmpfs): the directory is moved aside and a
+ * plain file takes its place, so creating a temp file there fails (ENOTDIR/EEXIST) as on a full disk. Returns the
+ * undo, which puts the directory (and whatever it held) back.
+ */
+export function refuseWrites(dir: string): () => void {
+  const aside = `${dir}.aside`;
+  renameSync(dir, aside);
+  writeFileSync(dir, "not a directory\n");
+  return () => {
+    rmSync(dir, { force: true });
+    renameSync(aside, dir);
+  };
 }
 
 /** Polls `condition` until it returns a truthy value or the deadline passes (no sleeps as synchronisation). */

@@ -13,6 +13,8 @@ describe("config: update section", () => {
       maxImageBytes: 512 * 1024 * 1024,
       metadataTimeoutMs: 30_000,
       targetTimeoutMs: 1_800_000,
+      stallTimeoutMs: 60_000,
+      downloadAttempts: 5,
     });
     const withRoot = parseAgentConfig({ ...base, update: { trustedRootFile: "root.json" } }, { baseDir: "/etc/hashward" });
     expect(withRoot.update.trustedRootFile).toBe("/etc/hashward/root.json");
@@ -22,6 +24,8 @@ describe("config: update section", () => {
     for (const [update, option] of [
       [{ maxImageBytes: 10 }, "update.maxImageBytes"],
       [{ metadataTimeoutMs: 1 }, "update.metadataTimeoutMs"],
+      [{ stallTimeoutMs: 10 }, "update.stallTimeoutMs"],
+      [{ downloadAttempts: 0 }, "update.downloadAttempts"],
       [{ targetsUrl: "ftp://x" }, "update.targetsUrl"],
       [{ rootFile: "x" }, "update.rootFile"],
     ] as const) {

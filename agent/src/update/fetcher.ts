@@ -11,6 +11,14 @@
  * `createWriteStream` and waits for each write's callback, which made a 64 MB image download several times slower
  * than `curl`; here each received chunk is written as is through one FileHandle. Same contract as tuf-js: a private
  * temporary file handed to `handler`, removed after it returns or throws.
+ *
+ * A partitioned network (HW-FAULT-12): a fetch that receives no byte for `stallTimeoutMs` (no answer, or a body
+ * that stopped arriving: packets dropped, not refused) is aborted instead of hanging until `targetTimeoutMs`
+ * (30 min by default). A download (image or metadata) that ends that way (or on any network error or a 5xx) starts
+ * again from byte 0 into the same private file, truncated, after a backoff, up to `downloadAttempts` times; `handler` (tuf-js:
+ * length and hashes against the signed metadata) sees only a download that reached its end. A refusal (4xx, over
+ * the signed length) is never retried. No Range resume: the plane's target route answers whole files, and
+ * restarting keeps one code path whose result is verified end to end anyway.
  */
 import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -26,6 +34,24 @@ export interface BoundedFetcherOptions {
   targetsUrl?: string;
   userAgent?: string;
   fetch?: typeof fetch;
+  /** Abort a fetch that receives no byte for this long (ms; default: no stall timeout). */
+  stallTimeoutMs?: number;
+  /** Downloads of one file (image or metadata) before giving up (default 1: no retry). */
+  downloadAttempts?: number;
+  /** Called before each retry of a target download. */
+  onRetry?: (detail: { url: string; attempt: number; attempts: number; reason: string; retryInMs: number }) => void;
+}
+
+/** Backoff before retry `attempt` (1-based) of a target download: 1 s, 2 s, 4 s ... capped at 30 s. */
+export function downloadRetryDelayMs(attempt: number): number {
+  return Math.min(30_000, 1000 * 2 ** (attempt - 1));
+}
+
+/** A failed download worth trying again: the network, not the content or the server's refusal. */
+function retryable(error: unknown): boolean {
+  if (error instanceof DownloadLengthMismatchError) return false;
+  if (error instanceof DownloadHTTPError) return error.statusCode >= 500;
+  return true;
 }
 
 export class BoundedFetcher extends BaseFetcher {
@@ -42,41 +68,77 @@ export class BoundedFetcher extends BaseFetcher {
     const dir = await mkdtemp(join(tmpdir(), "hashward-fetch-"));
     try {
       const tempFile = join(dir, "download");
-      const body = await this.fetch(url);
-      const reader = body.getReader();
-      const file = await open(tempFile, "wx", 0o600);
-      try {
-        let received = 0;
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          received += value.byteLength;
-          // HW-UPD-2, TUF 5.7.3: fetch() already errors the stream past the cap; checked again where bytes land.
-          if (received > maxLength) throw new DownloadLengthMismatchError(`${url}: more than the ${maxLength} bytes allowed`);
-          await file.write(value);
+      // Metadata too: a GET is idempotent, and a partition during the refresh must not fail an update that a
+      // second try would finish (a 404, which ends root rotation, is a refusal and never retried).
+      const attempts = Math.max(1, this.opts.downloadAttempts ?? 1);
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          await this.downloadOnce(url, tempFile, maxLength);
+          break;
+        } catch (error) {
+          this.endOpenRequests(url);
+          if (attempt >= attempts || !retryable(error)) throw error;
+          const retryInMs = downloadRetryDelayMs(attempt);
+          this.opts.onRetry?.({ url, attempt, attempts, reason: error instanceof Error ? error.message : String(error), retryInMs });
+          await new Promise((resolve) => setTimeout(resolve, retryInMs));
         }
-      } finally {
-        reader.releaseLock();
-        await file.close();
       }
       return await handler(tempFile);
     } finally {
-      // A read that stopped at the cap or on an error leaves the request open: end it so the socket is freed.
-      for (const controller of this.open) controller.abort(new DownloadError(`${url}: download ended`));
-      this.open.clear();
+      this.endOpenRequests(url);
       this.maxLength = Number.POSITIVE_INFINITY;
       await rm(dir, { recursive: true, force: true });
     }
   }
 
+  /** One download of `url` into `file` from byte 0 (a previous attempt's bytes are truncated away). */
+  private async downloadOnce(url: string, file: string, maxLength: number): Promise<void> {
+    const body = await this.fetch(url);
+    const reader = body.getReader();
+    const handle = await open(file, "w", 0o600);
+    try {
+      let received = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        received += value.byteLength;
+        // HW-UPD-2, TUF 5.7.3: fetch() already errors the stream past the cap; checked again where bytes land.
+        if (received > maxLength) throw new DownloadLengthMismatchError(`${url}: more than the ${maxLength} bytes allowed`);
+        await handle.write(value);
+      }
+    } finally {
+      reader.releaseLock();
+      await handle.close();
+    }
+  }
+
+  /** A read that stopped at the cap or on an error leaves the request open: end it so the socket is freed. */
+  private endOpenRequests(url: string): void {
+    for (const controller of this.open) controller.abort(new DownloadError(`${url}: download ended`));
+    this.open.clear();
+  }
+
+  private isTarget(url: string): boolean {
+    return this.opts.targetsUrl !== undefined && url.startsWith(this.opts.targetsUrl);
+  }
+
   async fetch(url: string): Promise<ReadableStream<Uint8Array<ArrayBuffer>>> {
-    const isTarget = this.opts.targetsUrl !== undefined && url.startsWith(this.opts.targetsUrl);
-    const timeoutMs = isTarget ? this.opts.targetTimeoutMs : this.opts.metadataTimeoutMs;
+    const timeoutMs = this.isTarget(url) ? this.opts.targetTimeoutMs : this.opts.metadataTimeoutMs;
     const controller = new AbortController();
     this.open.add(controller);
     const timer = setTimeout(() => controller.abort(new DownloadError(`${url}: not complete within ${timeoutMs} ms`)), timeoutMs);
+    // HW-FAULT-12: no answer or no byte for stallTimeoutMs (a partition drops packets silently) aborts the fetch.
+    const stallMs = this.opts.stallTimeoutMs;
+    let stall: ReturnType<typeof setTimeout> | undefined;
+    const armStall = () => {
+      if (stallMs === undefined) return;
+      clearTimeout(stall);
+      stall = setTimeout(() => controller.abort(new DownloadError(`${url}: no data for ${stallMs} ms`)), stallMs);
+    };
+    armStall();
     const cleanup = () => {
       clearTimeout(timer);
+      clearTimeout(stall);
       this.open.delete(controller);
     };
     let response: Response;
@@ -116,6 +178,7 @@ export class BoundedFetcher extends BaseFetcher {
             return;
           }
           received += value.byteLength;
+          armStall();
           // HW-UPD-2, TUF 5.7.3: never more than the signed length ("endless data").
           if (received > maxLength) {
             const error = new DownloadLengthMismatchError(`${url}: more than the ${maxLength} bytes allowed`);

@@ -40,6 +40,10 @@ export interface TufClientOptions {
   targetsUrl?: string;
   metadataTimeoutMs: number;
   targetTimeoutMs: number;
+  /** See BoundedFetcherOptions (HW-FAULT-12). */
+  stallTimeoutMs?: number;
+  downloadAttempts?: number;
+  onDownloadRetry?: BoundedFetcherOptions["onRetry"];
   /** Caps for metadata documents (bytes); the target's own cap is its signed length. */
   rootMaxBytes?: number;
   timestampMaxBytes?: number;
@@ -213,6 +217,9 @@ export class TufClient {
         fetcher: new KeyCheckingFetcher({
           metadataTimeoutMs: this.opts.metadataTimeoutMs,
           targetTimeoutMs: this.opts.targetTimeoutMs,
+          ...(this.opts.stallTimeoutMs ? { stallTimeoutMs: this.opts.stallTimeoutMs } : {}),
+          ...(this.opts.downloadAttempts ? { downloadAttempts: this.opts.downloadAttempts } : {}),
+          ...(this.opts.onDownloadRetry ? { onRetry: this.opts.onDownloadRetry } : {}),
           ...(targetsUrl ? { targetsUrl } : {}),
           ...(this.opts.fetch ? { fetch: this.opts.fetch } : {}),
           ...(this.opts.userAgent ? { userAgent: this.opts.userAgent } : {}),

@@ -29,7 +29,7 @@ import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { verifyConnectToken, NonceMemory } from "../../../shared/auth/connect-token.js";
 import { fromBase64Url, verifyBytesFast } from "../../../shared/crypto/index.js";
-import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
+import { FreshnessError, ValidationError } from "../../../shared/errors/index.js";
 import {
   downFilter,
   downTopic,
@@ -44,7 +44,8 @@ import {
   type UpKind,
 } from "../../../shared/protocol/index.js";
 import { isTransientDatabaseError } from "../db/transient.js";
-import { LivenessRefusal, type LivenessRejection } from "../errors.js";
+import { LivenessRefusal } from "../errors.js";
+import { dispatchUp, rejectionReason } from "./ingest.js";
 import { clipForLog } from "../log/index.js";
 import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
 
@@ -136,19 +137,6 @@ class ConnectRefusal extends Error {
   ) {
     super(detail);
   }
-}
-
-/** A reason to drop an up/ message, for the metric label and the log. */
-function rejectionReason(kind: UpKind, error: unknown): "invalid" | "stale" | "unverified" | "internal" | "unsigned" | LivenessRejection {
-  if (error instanceof LivenessRefusal) return error.reason; // HW-LIVE-1
-  // HW-LIVE-1: a hello or heartbeat without its signature or connection binding (an outdated agent, or a forger).
-  if (error instanceof ValidationError && (kind === "hello" || kind === "heartbeat") && (error.field === "sig" || error.field === "connectNonce")) {
-    return "unsigned";
-  }
-  if (error instanceof ValidationError) return "invalid";
-  if (error instanceof FreshnessError) return "stale"; // before VerificationError: it is a subclass
-  if (error instanceof VerificationError) return "unverified";
-  return "internal";
 }
 
 export async function createBroker(deps: BrokerDeps): Promise<Broker> {
@@ -408,23 +396,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         logOncePerClient(client, "device-mismatch", { kind, payloadDeviceId: clipForLog(message.deviceId) }, "mqtt message dropped");
         return "done";
       }
-      switch (message.type) {
-        case "hello":
-          await deviceSide.onHello(message, sessionOf(session, message.type));
-          break;
-        case "heartbeat":
-          await deviceSide.onHeartbeat(message, sessionOf(session, message.type));
-          break;
-        case "evidence":
-          await deviceSide.onEvidence(message);
-          break;
-        case "event":
-          await deviceSide.onEvent(message);
-          break;
-        case "ack":
-          await deviceSide.onAck(message);
-          break;
-      }
+      await dispatchUp(deviceSide, message, () => sessionOf(session, message.type));
       messagesTotal.inc({ kind });
     } catch (error) {
       // Every handler writes in one transaction (HW-DB-1) and is idempotent for a redelivered message (event ids

@@ -21,6 +21,7 @@ describe("loadConfig", () => {
       mqttPort: 1883,
       mqttHost: "0.0.0.0",
       dataDir: resolve("./data"),
+      broker: { kind: "embedded" },
       commandTtlMs: 300_000,
       challengeTtlMs: 60_000,
       commandRetryMs: 5_000,
@@ -49,6 +50,7 @@ describe("loadConfig", () => {
       webhookRetryBaseMs: 5_000,
       webhookTimeoutMs: 10_000,
       webhookTickMs: 1_000,
+      leaseTtlMs: 15_000,
       telemetrySampleMs: 300_000,
       telemetryRetentionMs: 86_400_000,
       uiSessionTtlMs: 43_200_000,
@@ -60,6 +62,7 @@ describe("loadConfig", () => {
     ["HASHWARD_TLS_SAN", "plane.example,bad host"],
     ["HASHWARD_TLS_CERT_TTL_MS", "1000"],
     ["HASHWARD_MQTT_CLIENT_CERT", "sometimes"],
+    ["HASHWARD_LEASE_TTL_MS", "100"],
   ])("refuses %s=%s naming it", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(expect.objectContaining({ option: name }));
   });
@@ -86,6 +89,9 @@ describe("loadConfig", () => {
       HASHWARD_MAX_MQTT_CLIENTS: "5",
       HASHWARD_HTTP_BODY_TIMEOUT_MS: "500",
       HASHWARD_HTTP_KEEP_ALIVE_TIMEOUT_MS: "2000",
+      HASHWARD_LEASE_TTL_MS: "3000",
+      HASHWARD_SECRETS_KEY_FILE: "/tmp/hw-secrets.key",
+      HASHWARD_TUF_IMAGE_DIR: "/srv/hashward/images",
     });
     expect(config).toMatchObject({
       httpPort: 0,
@@ -103,6 +109,9 @@ describe("loadConfig", () => {
       maxMqttClients: 5,
       httpBodyTimeoutMs: 500,
       httpKeepAliveTimeoutMs: 2000,
+      leaseTtlMs: 3000,
+      secretsKeyFile: "/tmp/hw-secrets.key",
+      tufImageDir: "/srv/hashward/images",
     });
     expect(describeConfig(config).databaseUrl).toBe("postgresql://u:***@db/hashward");
   });
@@ -133,6 +142,38 @@ describe("loadConfig", () => {
     expect(error.option).toBe(name);
     expect(error.message).toContain(name);
     expect(error.message).toContain(JSON.stringify(value));
+  });
+
+  describe("HASHWARD_BROKER=rabbitmq", () => {
+    const rabbit = {
+      HASHWARD_BROKER: "rabbitmq",
+      HASHWARD_RABBITMQ_URL: "amqp://hashward:s3cretpass@127.0.0.1:5672",
+      HASHWARD_RABBITMQ_MANAGEMENT_URL: "http://hashward:s3cretpass@127.0.0.1:15672",
+      HASHWARD_BROKER_HOOK_SECRET: "k".repeat(32),
+      HASHWARD_PUBLIC_MQTT_URL: "mqtts://broker.farm.example:8883",
+    };
+
+    it("reads the external broker mode; the hooks listen on loopback by default", () => {
+      expect(loadConfig(rabbit).broker).toMatchObject({ kind: "rabbitmq", amqpUrls: [rabbit.HASHWARD_RABBITMQ_URL], hookHost: "127.0.0.1", hookPort: 8090, prefetch: 256 });
+    });
+
+    it.each([
+      ["HASHWARD_BROKER", "kafka"],
+      ["HASHWARD_RABBITMQ_URL", ""],
+      ["HASHWARD_RABBITMQ_URL", "http://127.0.0.1:5672"],
+      ["HASHWARD_BROKER_HOOK_SECRET", "short"],
+      ["HASHWARD_BROKER_HOOK_SECRET", `${"k".repeat(32)}/x`],
+      ["HASHWARD_PUBLIC_MQTT_URL", ""],
+      ["HASHWARD_RABBITMQ_MANAGEMENT_URL", "ftp://x"],
+    ])("refuses %s=%s naming it", (name, value) => {
+      expect(() => loadConfig({ ...rabbit, [name]: value })).toThrow(expect.objectContaining({ option: name }));
+    });
+
+    it("never logs the broker passwords or the hook secret", () => {
+      const text = JSON.stringify(describeConfig(loadConfig(rabbit)));
+      expect(text).not.toContain("s3cretpass");
+      expect(text).not.toContain("k".repeat(32));
+    });
   });
 
   it("never echoes a database password", () => {

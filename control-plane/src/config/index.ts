@@ -4,6 +4,7 @@
  */
 import { resolve } from "node:path";
 import { ConfigError } from "../../../shared/errors/index.js";
+import { describeBrokerConfig, loadBrokerConfig, type BrokerConfig } from "../broker/rabbitmq/config.js";
 
 export type AutoQuarantine = "contraindicated" | "off";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -19,6 +20,8 @@ export interface ControlPlaneConfig {
   databaseUrl?: string;
   /** The MQTT URL told to agents in the enrollment response (e.g. mqtts://plane.farm.example:8883). */
   publicMqttUrl?: string;
+  /** HASHWARD_BROKER: the embedded aedes broker (default) or RabbitMQ (control-plane/src/broker/rabbitmq, HW-BROKER-1..4). */
+  broker: BrokerConfig;
   /** The HTTPS URL of this plane as agents reach it (bootstrap answer, demo:board); default from the listener. */
   publicUrl?: string;
   /**
@@ -71,6 +74,15 @@ export interface ControlPlaneConfig {
   webhookRetryBaseMs: number;
   webhookTimeoutMs: number;
   webhookTickMs: number;
+  /**
+   * Replicas on PostgreSQL (control-plane/src/replicas, docs/scale.md): lifetime of the lease that picks the one
+   * replica running the fleet-wide timers, renewed every third of it (HW-HA-3), and the 32-byte key file that
+   * seals the shared keys in plane_secrets (HW-HA-1; unset: stored unsealed).
+   */
+  leaseTtlMs: number;
+  secretsKeyFile?: string;
+  /** Folder of uploaded TUF target images (HASHWARD_TUF_IMAGE_DIR; replicas share one); default `<dataDir>/tuf/targets`. */
+  tufImageDir?: string;
   /** Dashboard (control-plane/src/ui): telemetry kept for charts, one sample per device per interval (ms), for the retention (ms). */
   telemetrySampleMs: number;
   telemetryRetentionMs: number;
@@ -158,6 +170,7 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     mqttPort: integer(env, "HASHWARD_MQTT_PORT", 1883, 0, 65535),
     mqttHost: host(env, "HASHWARD_MQTT_HOST", "0.0.0.0"),
     dataDir: resolve(dataDir),
+    broker: loadBrokerConfig(env),
     commandTtlMs: integer(env, "HASHWARD_COMMAND_TTL_MS", 5 * MINUTE_MS, 1_000, 30 * DAY_MS),
     challengeTtlMs: integer(env, "HASHWARD_CHALLENGE_TTL_MS", MINUTE_MS, 1_000, 60 * MINUTE_MS),
     commandRetryMs: integer(env, "HASHWARD_COMMAND_RETRY_MS", 5_000, 100, 60 * MINUTE_MS),
@@ -195,11 +208,16 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
     webhookRetryBaseMs: integer(env, "HASHWARD_WEBHOOK_RETRY_BASE_MS", 5_000, 10, 60 * MINUTE_MS),
     webhookTimeoutMs: integer(env, "HASHWARD_WEBHOOK_TIMEOUT_MS", 10_000, 100, 5 * MINUTE_MS),
     webhookTickMs: integer(env, "HASHWARD_WEBHOOK_TICK_MS", 1_000, 10, MINUTE_MS),
+    leaseTtlMs: integer(env, "HASHWARD_LEASE_TTL_MS", 15_000, 300, 10 * MINUTE_MS),
     // 10,000 devices at one sample per 5 min for a day: 2.9 million rows.
     telemetrySampleMs: integer(env, "HASHWARD_TELEMETRY_SAMPLE_MS", 5 * MINUTE_MS, 100, DAY_MS),
     telemetryRetentionMs: integer(env, "HASHWARD_TELEMETRY_RETENTION_MS", DAY_MS, MINUTE_MS, 90 * DAY_MS),
     uiSessionTtlMs: integer(env, "HASHWARD_UI_SESSION_TTL_MS", 12 * 60 * MINUTE_MS, MINUTE_MS, 30 * DAY_MS),
   };
+  const secretsKeyFile = raw(env, "HASHWARD_SECRETS_KEY_FILE");
+  if (secretsKeyFile !== undefined) config.secretsKeyFile = resolve(secretsKeyFile);
+  const tufImageDir = raw(env, "HASHWARD_TUF_IMAGE_DIR");
+  if (tufImageDir !== undefined) config.tufImageDir = resolve(tufImageDir);
   for (const [field, name] of [["certFile", "HASHWARD_TLS_CERT_FILE"], ["keyFile", "HASHWARD_TLS_KEY_FILE"], ["caFile", "HASHWARD_TLS_CA_FILE"]] as const) {
     const value = raw(env, name);
     if (value !== undefined) config.tls[field] = resolve(value);
@@ -213,10 +231,13 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
   if (publicUrl !== undefined) config.publicUrl = publicUrl;
   const publicMqttUrl = url(env, "HASHWARD_PUBLIC_MQTT_URL", ["mqtt:", "mqtts:", "tcp:", "tls:", "ws:", "wss:"]);
   if (publicMqttUrl !== undefined) config.publicMqttUrl = publicMqttUrl;
+  if (config.broker.kind === "rabbitmq" && publicMqttUrl === undefined) {
+    throw new ConfigError("HASHWARD_PUBLIC_MQTT_URL: required with HASHWARD_BROKER=rabbitmq (the MQTT address of RabbitMQ that agents are told)", "HASHWARD_PUBLIC_MQTT_URL");
+  }
   return config;
 }
 
 /** The config as it may be logged (database password hidden). */
 export function describeConfig(config: ControlPlaneConfig): Record<string, unknown> {
-  return { ...config, databaseUrl: config.databaseUrl === undefined ? undefined : redact(config.databaseUrl) };
+  return { ...config, databaseUrl: config.databaseUrl === undefined ? undefined : redact(config.databaseUrl), broker: describeBrokerConfig(config.broker) };
 }

@@ -160,6 +160,11 @@ export const commands = pgTable(
     reason: text("reason"),
     ack: jsonb("ack"),
     issuedBy: jsonb("issued_by").notNull(),
+    /**
+     * When the command was last handed to the broker by the issuing path or a retry claim (HW-HA-4): a retry
+     * claims a command with one UPDATE ... RETURNING on this column, so two replicas never both re-publish it.
+     */
+    publishedAt: ts("published_at"),
   },
   (t) => [
     primaryKey({ name: "commands_device_seq_pk", columns: [t.deviceId, t.seq] }),
@@ -242,4 +247,5 @@ export const evidence = pgTable(
 export * from "./schema-tuf.js";
 export * from "./schema-policy.js";
 export * from "./schema-events.js";
+export * from "./schema-replicas.js";
 export * from "./schema-ui.js";

@@ -11,12 +11,15 @@ import { applyHttpTimeouts } from "./http-timeouts.js";
 import { privatizeDatabaseFiles, secureDataDir } from "./data-dir.js";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { hostname } from "node:os";
+import { collectDefaultMetrics, Counter, Registry } from "prom-client";
 import type { KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
+import { startRabbitTransport, type RabbitTransport } from "../broker/rabbitmq/transport.js";
+import { writeBrokerTlsFiles } from "../broker/rabbitmq/tls-files.js";
 import type { ControlPlaneConfig } from "../config/index.js";
-import { openDatabase, type Database } from "../db/index.js";
+import { openDatabase, type Database, type Tx } from "../db/index.js";
 import { probeDatabase } from "../db/transient.js";
 import { createFarmAlerts } from "../alerts/index.js";
 import { createEventHub } from "../events/index.js";
@@ -24,6 +27,7 @@ import { createWebhookService } from "../webhooks/index.js";
 import { pruneDashboardData } from "../ui/queries.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
 import { createServices } from "../service/index.js";
+import { createSharedSecrets, readSecretsKey, soleLeader, startLeaderLease, type Leadership, type SharedSecrets } from "../replicas/index.js";
 import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
 import { createUpdates } from "../rollouts/updates.js";
 import { reconcileReleaseReferenceValues } from "../tuf/index.js";
@@ -54,7 +58,7 @@ export interface Plane {
 interface Services {
   service: ControlPlaneService;
   deviceSide: DeviceSideService;
-  ensureAdminToken(): Promise<string | null>;
+  ensureAdminToken(onCreate?: (tx: Tx) => Promise<void>): Promise<string | null>;
   /** Stops the services' own timers and flushes buffered writes; falls back to deviceSide.flush(). */
   close?(): Promise<void>;
 }
@@ -76,6 +80,7 @@ export interface PlaneFactories {
     commandKey: KeyPair;
     logger: Logger;
     now?: () => number;
+    monotonicNow?: () => number;
     options: ServiceOptions;
   }): Services;
 }
@@ -134,7 +139,7 @@ function urlHost(host: string): string {
 }
 
 /** Revocation must bite at once: a revoked or rejected device loses its live MQTT connection. */
-function disconnectOnRevocation(service: ControlPlaneService, broker: Broker): ControlPlaneService {
+function disconnectOnRevocation(service: ControlPlaneService, broker: Pick<Broker, "disconnect">): ControlPlaneService {
   return new Proxy(service, {
     get(target, property, receiver) {
       const value: unknown = Reflect.get(target, property, receiver);
@@ -151,11 +156,22 @@ function disconnectOnRevocation(service: ControlPlaneService, broker: Broker): C
   });
 }
 
-/** Runs `task` every `intervalMs`, never overlapping itself, never throwing, never keeping the process alive. */
-function every(intervalMs: number, name: string, logger: Logger, task: () => Promise<void>): () => Promise<void> {
+/**
+ * Runs `task` every `intervalMs`, never overlapping itself, never throwing, never keeping the process alive.
+ * With `leadership`, only while this replica leads (HW-HA-3); each run counts in `runs` (hashward_timer_runs_total).
+ */
+function every(
+  intervalMs: number,
+  name: string,
+  logger: Logger,
+  task: () => Promise<void>,
+  gate: { runs: Counter<"task">; leadership?: Leadership },
+): () => Promise<void> {
   let running: Promise<void> | null = null;
   const timer = setInterval(() => {
     if (running) return;
+    if (gate.leadership && !gate.leadership.isLeader()) return;
+    gate.runs.inc({ task: name });
     running = task()
       .catch((error: unknown) => logger.error({ err: error, task: name }, "timer task failed"))
       .finally(() => {
@@ -167,6 +183,19 @@ function every(intervalMs: number, name: string, logger: Logger, task: () => Pro
     clearInterval(timer);
     await running;
   };
+}
+
+/**
+ * HW-HA-1: on PostgreSQL, the store through which replicas share their keys (sealed with HASHWARD_SECRETS_KEY_FILE
+ * when set); alone on PGlite, null: the keys stay files in the data folder.
+ */
+async function sharedSecretsFor(opened: OpenedDb, config: ControlPlaneConfig, logger: Logger): Promise<SharedSecrets | null> {
+  if (opened.dialect !== "postgres") {
+    if (config.secretsKeyFile) logger.warn({ option: "HASHWARD_SECRETS_KEY_FILE" }, "ignored: only replicas on PostgreSQL keep keys in the database");
+    return null;
+  }
+  const secretsKey = config.secretsKeyFile ? await readSecretsKey(config.secretsKeyFile) : null;
+  return createSharedSecrets({ db: opened.db as Database, dataDir: config.dataDir, secretsKey });
 }
 
 export async function startPlane(
@@ -187,8 +216,20 @@ export async function startPlane(
 
   try {
     await secureDataDir(config.dataDir, logger); // HW-DATA-1
-    const commandKey = await loadOrCreateCommandKey(config.dataDir);
-    logger.info({ path: commandKey.path, created: commandKey.created }, commandKey.created ? "command-signing key created" : "command-signing key loaded");
+
+    // The database first: replicas on PostgreSQL take their keys from it (HW-HA-1).
+    const opened = await factories.openDatabase(
+      config.databaseUrl === undefined ? { dataDir: config.dataDir } : { dataDir: config.dataDir, databaseUrl: config.databaseUrl },
+    );
+    cleanups.push(() => opened.close());
+    await privatizeDatabaseFiles(config.dataDir, logger); // HW-DATA-1: PGlite sets its own file modes
+    const shared = await sharedSecretsFor(opened, config, logger);
+
+    const commandKey = await loadOrCreateCommandKey(config.dataDir, shared);
+    logger.info(
+      { path: commandKey.origin === "database" || commandKey.origin === "created" ? null : commandKey.path, origin: commandKey.origin, created: commandKey.created },
+      commandKey.created ? "command-signing key created" : "command-signing key loaded",
+    );
 
     // HW-TLS-1: TLS unless explicitly turned off, and then said at warn on every start.
     let tls: PlaneTls | null = null;
@@ -199,18 +240,14 @@ export async function startPlane(
         [config.httpHost, config.mqttHost, ...hostOf(config.publicUrl), ...hostOf(config.publicMqttUrl), ...config.tls.extraNames],
         config.tls,
         logger,
+        Date.now,
+        shared,
       );
       const planeTls = tls;
       cleanups.push(async () => planeTls.close());
     } else {
       logger.warn({ option: "HASHWARD_TLS", value: "off" }, "PLAINTEXT: HTTP and MQTT without TLS; anyone on the network can read and hijack device sessions (HW-TLS-1)");
     }
-
-    const opened = await factories.openDatabase(
-      config.databaseUrl === undefined ? { dataDir: config.dataDir } : { dataDir: config.dataDir, databaseUrl: config.databaseUrl },
-    );
-    cleanups.push(() => opened.close());
-    await privatizeDatabaseFiles(config.dataDir, logger); // HW-DATA-1: PGlite sets its own file modes
 
     const registry = new Registry();
     try {
@@ -220,7 +257,7 @@ export async function startPlane(
     }
 
     // The services publish through the broker, and the broker hands messages to the services: bind late.
-    let broker: Broker | null = null;
+    let broker: Pick<Broker, "publisher"> | null = null;
     const publisher = {
       publish(deviceId: string, kind: "challenge" | "command", message: never): Promise<void> {
         if (!broker) return Promise.reject(new Error("MQTT broker is not started"));
@@ -239,6 +276,7 @@ export async function startPlane(
       maxPendingDevices: config.maxPendingDevices,
       sessionTakeoverThreshold: config.sessionTakeoverThreshold,
       sessionTakeoverWindowMs: config.sessionTakeoverWindowMs,
+      commandRetryMs: config.commandRetryMs,
       telemetrySampleMs: config.telemetrySampleMs,
       ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
     };
@@ -248,6 +286,7 @@ export async function startPlane(
       commandKey: commandKey.keyPair,
       logger,
       now: Date.now,
+      monotonicNow: () => performance.now(), // HW-FAULT-11: tells a step of Date.now from elapsed time
       options,
     });
     cleanups.push(() => (services.close ? services.close() : services.deviceSide.flush()));
@@ -263,13 +302,27 @@ export async function startPlane(
     });
     cleanups.push(() => farmAlerts.close()); // after the broker stops (cleanups run last-in first): nothing queued is lost
     const deviceSide = farmAlerts.wrap(withPolicyDelivery(services.deviceSide, policies, logger, Date.now));
-    broker = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
-    const startedBroker = broker;
-    cleanups.push(() => startedBroker.close());
+    // HASHWARD_BROKER: the embedded aedes broker, or RabbitMQ asking this plane's hooks (HW-BROKER-1..4).
+    let rabbit: RabbitTransport | null = null;
+    let embedded: Broker | null = null;
+    if (config.broker.kind === "rabbitmq") {
+      if (tls) await writeBrokerTlsFiles(config.dataDir, tls, logger); // RabbitMQ's MQTT TLS listener serves the plane's certificate
+      const started = await startRabbitTransport({ config: config.broker, deviceSide, db: opened.db as Database, logger, registry });
+      rabbit = started;
+      cleanups.push(() => started.close());
+    } else {
+      const started = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
+      embedded = started;
+      cleanups.push(() => started.close());
+    }
+    const startedBroker = (rabbit ?? embedded)!;
+    broker = startedBroker;
 
     // First start: the service makes an admin API token; it is shown once, so it goes to a 0600 file.
     const adminTokenFile = join(config.dataDir, ADMIN_TOKEN_FILE);
-    const adminToken = await services.ensureAdminToken();
+    // HW-HA-2: with replicas, where the file goes is recorded with the token, so the others can log where it is
+    // (the token itself is never stored, only its hash).
+    const adminToken = await services.ensureAdminToken(shared ? (tx) => shared.writeNote("admin-token-file", { host: hostname(), path: adminTokenFile }, tx) : undefined);
     if (adminToken !== null) {
       await writeSecretFileAtomic(adminTokenFile, `${adminToken}\n`);
       logger.warn({ adminTokenFile }, "admin API token created; read it from this file, then keep it safe");
@@ -277,10 +330,12 @@ export async function startPlane(
       await chmod(adminTokenFile, 0o600).catch(() => undefined);
       logger.info({ adminTokenFile }, "admin API token is in this file (created on first start)");
     } else {
-      logger.warn({ adminTokenFile }, "admin API token was created on first start and its file is gone; use an existing admin token");
+      const createdAt = await shared?.readNote("admin-token-file");
+      if (createdAt) logger.info({ adminTokenFile: createdAt.path, host: createdAt.host }, "admin API token was created by another replica, in this file on that host");
+      else logger.warn({ adminTokenFile }, "admin API token was created on first start and its file is gone; use an existing admin token");
     }
 
-    const updates = await createUpdates({ config, db: opened.db as never, publisher, commandKey: commandKey.keyPair, options, logger });
+    const updates = await createUpdates({ config, db: opened.db as never, publisher, commandKey: commandKey.keyPair, options, logger, shared });
     // Best effort: a repair of what a crash between publishing a release and registering its values left behind.
     // It must not keep the plane from starting; it runs again at the next start.
     await updates.tuf
@@ -320,11 +375,11 @@ export async function startPlane(
     });
 
     await tls?.renewIfDue();
-    const mqttPort = await startedBroker
-      .listen(config.mqttPort, config.mqttHost, tls ? mqttTlsServerFactory(tls, config.tls.requireClientCert) : undefined)
-      .catch((error: unknown) => {
-        throw listenError(error, "HASHWARD_MQTT_PORT", config.mqttPort, "HASHWARD_MQTT_HOST", config.mqttHost);
-      });
+    const mqttPort = embedded
+      ? await embedded.listen(config.mqttPort, config.mqttHost, tls ? mqttTlsServerFactory(tls, config.tls.requireClientCert) : undefined).catch((error: unknown) => {
+          throw listenError(error, "HASHWARD_MQTT_PORT", config.mqttPort, "HASHWARD_MQTT_HOST", config.mqttHost);
+        })
+      : Number(new URL(config.publicMqttUrl!).port || 8883); // RabbitMQ's MQTT listener (HASHWARD_PUBLIC_MQTT_URL)
 
     const apiServer = createApiServer(app.fetch, tls);
     applyHttpTimeouts(apiServer.http, { bodyTimeoutMs: config.httpBodyTimeoutMs, keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs }, logger);
@@ -334,29 +389,37 @@ export async function startPlane(
       throw listenError(error, "HASHWARD_HTTP_PORT", config.httpPort, "HASHWARD_HTTP_HOST", config.httpHost);
     });
 
-    const stopRetry = every(config.commandRetryMs, "retryPendingCommands", logger, () => services.deviceSide.retryPendingCommands());
-    const stopStale = every(STALE_CHECK_INTERVAL_MS, "markStaleDevices", logger, () => services.deviceSide.markStaleDevices());
+    // HW-HA-3: fleet-wide timers run on the replica that holds the lease (alone on PGlite: always this one);
+    // given up after the timers stopped (cleanups run last-in first), so a successor starts without waiting.
+    const leadership = opened.dialect === "postgres" ? await startLeaderLease({ db: opened.db as Database, ttlMs: config.leaseTtlMs, logger, registry }) : soleLeader();
+    cleanups.push(() => leadership.close());
+    const runs = new Counter({ name: "hashward_timer_runs_total", help: "Timer task runs started by this replica (HW-HA-3)", labelNames: ["task"], registers: [registry] });
+    const leader = { runs, leadership };
+    const everyReplica = { runs }; // HW-HA-4: work claimed row by row in SQL, shared by every replica
+    const stopRetry = every(config.commandRetryMs, "retryPendingCommands", logger, () => services.deviceSide.retryPendingCommands(), everyReplica);
+    const stopStale = every(STALE_CHECK_INTERVAL_MS, "markStaleDevices", logger, () => services.deviceSide.markStaleDevices(), leader);
     cleanups.push(async () => {
       await stopRetry();
       await stopStale();
     });
     const stopWebhooks = every(config.webhookTickMs, "deliverWebhooks", logger, async () => {
       await webhooks.deliverDue();
-    });
+    }, everyReplica);
     cleanups.push(stopWebhooks);
-    // Dashboard data: telemetry samples past the retention, sessions expired or signed out a day ago.
+    // Dashboard data: telemetry samples past the retention, sessions expired or signed out a day ago (idempotent
+    // fleet-wide deletes: the lease holder's job, HW-HA-3).
     const stopDashboardPrune = every(DASHBOARD_PRUNE_MS, "pruneDashboardData", logger, async () => {
       const now = Date.now();
       await pruneDashboardData(opened.db as Database, new Date(now - config.telemetryRetentionMs), new Date(now - 24 * 3600_000));
-    });
+    }, leader);
     cleanups.push(stopDashboardPrune);
-    const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task));
+    const stopUpdateTimers = updates.timers.map(([name, intervalMs, task]) => every(intervalMs, name, logger, task, leader));
     cleanups.push(async () => {
       for (const stop of stopUpdateTimers) await stop();
     });
 
     const httpUrl = `${tls ? "https" : "http"}://${urlHost(config.httpHost)}:${httpPort}`;
-    const mqttUrl = `${tls ? "mqtts" : "mqtt"}://${urlHost(config.mqttHost)}:${mqttPort}`;
+    const mqttUrl = rabbit ? config.publicMqttUrl! : `${tls ? "mqtts" : "mqtt"}://${urlHost(config.mqttHost)}:${mqttPort}`;
     advertised = { controlPlaneUrl: config.publicUrl ?? httpUrl, mqttUrl: config.publicMqttUrl ?? mqttUrl };
     // The enrollment answer always names the broker (the bound port is known only now): an agent configured with
     // another address says so at error level (agent/src/runtime).
@@ -368,12 +431,15 @@ export async function startPlane(
         httpUrl,
         mqttUrl,
         publicMqttUrl: config.publicMqttUrl,
+        broker: config.broker.kind,
+        ...(rabbit ? { brokerHookPort: rabbit.hookPort } : {}),
         tls: tls !== null,
         caFile: tls && !config.tls.certFile ? join(config.dataDir, "ca.pem") : config.tls.caFile,
         caCertHash: tls?.ca.caCertHash ?? null,
         dataDir: config.dataDir,
         database: opened.dialect,
         adminTokenFile,
+        leaseHolder: opened.dialect === "postgres" ? leadership.holder : undefined,
         version,
       },
       "control plane ready",

@@ -7,6 +7,7 @@ import type { KeyPair } from "../../../shared/crypto/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import type { Database } from "../db/index.js";
 import { createServiceContext, type ServiceOptions } from "../service/context.js";
+import type { SharedSecrets } from "../replicas/secrets.js";
 import type { DevicePublisher } from "../service/types.js";
 import { createTufRepository, loadOrCreateOnlineKeys, type TufRepository } from "../tuf/index.js";
 import { createRolloutService } from "./index.js";
@@ -26,13 +27,16 @@ export async function createUpdates(deps: {
   commandKey: KeyPair;
   options: ServiceOptions;
   logger: pino.Logger;
+  /** Replicas on PostgreSQL: the TUF online keys all of them share (HW-HA-1). */
+  shared?: SharedSecrets | null;
 }): Promise<Updates> {
   const { config, logger } = deps;
-  const keys = await loadOrCreateOnlineKeys(config.dataDir);
+  const keys = await loadOrCreateOnlineKeys(config.dataDir, deps.shared ?? null);
   if (keys.created) logger.warn({ dataDir: config.dataDir }, "TUF online snapshot/timestamp keys created; export them with GET /api/v1/tuf/online-keys for `release root init`");
   const tuf = createTufRepository({
     db: deps.db,
     dataDir: config.dataDir,
+    ...(config.tufImageDir === undefined ? {} : { imageDir: config.tufImageDir }),
     keys,
     options: { timestampTtlMs: config.tufTimestampTtlMs, snapshotTtlMs: config.tufSnapshotTtlMs, maxImageBytes: config.tufMaxImageBytes },
     logger,

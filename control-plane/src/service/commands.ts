@@ -3,7 +3,7 @@
  * Rule HW-CMD-1 (device side) relies on what is enforced here: seq strictly increasing per device, an expiry,
  * and a signature by the plane's command key over the canonical command.
  */
-import { and, asc, eq, gt, inArray, lte, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, isNull, lte, or, sql } from "drizzle-orm";
 import { signObject } from "../../../shared/crypto/index.js";
 import { PROTOCOL_VERSION, type Command, type CommandAction } from "../../../shared/protocol/index.js";
 import { commands, devices } from "../db/index.js";
@@ -78,6 +78,8 @@ function signedCommand(
     reason: null,
     ack: null,
     issuedBy: actor,
+    // Not stamped at issue: the first retry tick re-publishes it, as a single plane always has (HW-TRUST-3).
+    publishedAt: null,
   };
   return { command, payload };
 }
@@ -190,6 +192,41 @@ export async function publishCommands(ctx: ServiceContext, toPublish: Command[])
       }
     }),
   );
+}
+
+const DEFAULT_COMMAND_RETRY_MS = 5_000;
+
+/**
+ * HW-HA-4: claims `candidates` (pending commands this replica is about to re-publish) with one UPDATE ...
+ * RETURNING per chunk: only commands still pending, unexpired, and not handed to the broker within 0.9 of the
+ * retry interval by any replica get `published_at = now` and come back (in seq order per device). Replicas ticking
+ * at the same moment get disjoint sets, so a retry never sends one command twice in one retry period.
+ */
+export async function claimForRepublish(ctx: ServiceContext, candidates: readonly Command[], now: number): Promise<Command[]> {
+  if (candidates.length === 0) return [];
+  const at = new Date(now);
+  const cutoff = new Date(now - Math.floor(0.9 * (ctx.options.commandRetryMs ?? DEFAULT_COMMAND_RETRY_MS)));
+  const claimed: Command[] = [];
+  for (const part of chunks([...candidates], 5000)) {
+    const keys = sql.join(
+      part.map((command) => sql`(${command.deviceId}::text, ${command.seq}::integer)`),
+      sql`, `,
+    );
+    const rows = await ctx.db
+      .update(commands)
+      .set({ publishedAt: at })
+      .where(
+        and(
+          eq(commands.status, "pending"),
+          gt(commands.expiresAt, at),
+          or(isNull(commands.publishedAt), lte(commands.publishedAt, cutoff)),
+          sql`(${commands.deviceId}, ${commands.seq}) in (${keys})`,
+        ),
+      )
+      .returning({ payload: commands.payload });
+    for (const row of rows) claimed.push(row.payload as Command);
+  }
+  return claimed.sort((a, b) => (a.deviceId === b.deviceId ? a.seq - b.seq : a.deviceId < b.deviceId ? -1 : 1));
 }
 
 /** Longest gap, in retry-timer ticks, between two re-publishes of the same pending commands to a device. */

@@ -34,6 +34,11 @@ export interface ServiceOptions {
    */
   sessionTakeoverThreshold?: number;
   sessionTakeoverWindowMs?: number;
+  /**
+   * HW-HA-4: how often the retry timer runs (HASHWARD_COMMAND_RETRY_MS, default 5000). A pending command is
+   * re-published by a replica only when no replica handed it to the broker within 0.9 of this.
+   */
+  commandRetryMs?: number;
   /** Dashboard charts: heartbeat telemetry is kept at most once per device per this many ms (default 300,000). */
   telemetrySampleMs?: number;
 }
@@ -47,6 +52,8 @@ export interface ServiceContext {
   signWithCommandKey: (message: Uint8Array) => Uint8Array;
   logger: pino.Logger;
   now: () => number;
+  /** A clock that never steps (ms, `performance.now`): tells a step of `now` from elapsed time (HW-FAULT-11). */
+  monotonicNow: () => number;
   options: ServiceOptions;
 }
 
@@ -57,6 +64,8 @@ export interface ServiceDeps {
   commandKey: KeyPair;
   logger: pino.Logger;
   now?: () => number;
+  /** Default: `now` when one is given (a test clock), else `performance.now`. */
+  monotonicNow?: () => number;
   options: ServiceOptions;
 }
 
@@ -69,6 +78,8 @@ export function createServiceContext(deps: ServiceDeps): ServiceContext {
     signWithCommandKey: createFastSigner(deps.commandKey.privateKey),
     logger: deps.logger,
     now: deps.now ?? Date.now,
+    // A caller that brings its own `now` (a test's clock) without a monotonic one moves both together: no steps.
+    monotonicNow: deps.monotonicNow ?? deps.now ?? (() => performance.now()),
     options: deps.options,
   };
 }

@@ -4,17 +4,18 @@
  * transaction so that it rolls back (nothing changes on refusal).
  */
 import { randomBytes } from "node:crypto";
-import { and, desc, eq, gte, inArray, isNotNull, lt, max } from "drizzle-orm";
+import { and, desc, eq, gt, gte, inArray, isNotNull, lt, max, or } from "drizzle-orm";
 import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
 import { FreshnessError, VerificationError } from "../../../shared/errors/index.js";
 import type { Ack, DeviceEvent, Evidence, Finding, Heartbeat, Hello } from "../../../shared/protocol/index.js";
 import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
-import { CommandRetrySchedule, expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
+import { claimForRepublish, CommandRetrySchedule, expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
 import { recordPlaneEvents } from "../events/record.js";
 import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
 import { AckBatcher } from "./acks.js";
+import { ClockStepGuard, FUTURE_LAST_SEEN_TOLERANCE_MS } from "./clock-step.js";
 import { HeartbeatBuffer, verifyLiveness } from "./heartbeats.js";
 import { insertChallenge, publishChallenge } from "./operator.js";
 import type { Actor, AppraisalState, AttestationResult, ContainmentState, DeviceSession, DeviceSideService, EnrollmentState } from "./types.js";
@@ -35,6 +36,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
   const { db } = ctx;
   const heartbeats = new HeartbeatBuffer(ctx);
   const acks = new AckBatcher(ctx);
+  const clockSteps = new ClockStepGuard(ctx.now, ctx.monotonicNow, ctx.options.staleAfterMs, ctx.logger);
   const retries = new CommandRetrySchedule();
 
   /** The enrolled key of a device, for signature checks; unknown devices fail closed. */
@@ -341,26 +343,37 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
     },
 
     async retryPendingCommands() {
+      // HW-FAULT-11: a forward step of the plane's clock is not elapsed time either: a quarantine in flight is not
+      // expired (and containment not dropped) until a full window has passed on the new clock.
+      const hold = clockSteps.check().hold;
       const now = ctx.now();
-      await expireCommands(ctx, now);
+      if (!hold) await expireCommands(ctx, now);
       // Old challenges only take space: a deleted nonce is refused as "not issued", so this cannot weaken HW-EVD-1.
       await db.delete(challenges).where(lt(challenges.expiresAt, new Date(now - CHALLENGE_RETENTION_MS)));
-      // An expired token is refused on its expiry alone, so its nonce no longer needs remembering.
-      await db.delete(connectTokenNonces).where(lt(connectTokenNonces.expiresAt, new Date(now)));
+      // An expired token is refused on its expiry alone, so its nonce no longer needs remembering. Not right after a
+      // forward step of our clock (HW-FAULT-11): a token still valid in real time would become replayable (HW-AUTH-1)
+      // once the clock is back.
+      if (!hold) await db.delete(connectTokenNonces).where(lt(connectTokenNonces.expiresAt, new Date(now)));
       const pending = await pendingCommands(db, null, now);
-      await publishCommands(ctx, retries.due(pending));
+      // HW-HA-4: only what this replica's publisher can deliver, each command claimed by one replica per period.
+      const reachable = pending.filter((command) => ctx.publisher.isConnected(command.deviceId));
+      await publishCommands(ctx, await claimForRepublish(ctx, retries.due(reachable), now));
     },
 
     async markStaleDevices() {
       await heartbeats.flush();
+      // HW-FAULT-11: a step of the plane's clock is not silence; every device gets a full window on the new clock.
+      if (clockSteps.check().hold) return;
       const now = ctx.now();
       const at = new Date(now);
       const cutoff = new Date(now - ctx.options.staleAfterMs);
+      // A sighting in our future predates a backward step and the window after it (HW-FAULT-11): silent since.
+      const future = new Date(now + FUTURE_LAST_SEEN_TOLERANCE_MS);
       await db.transaction(async (tx) => {
         const stale = await tx
           .select({ id: devices.id, appraisal: devices.appraisal, lastSeenAt: devices.lastSeenAt })
           .from(devices)
-          .where(and(eq(devices.enrollment, "accepted"), inArray(devices.appraisal, STALE_FROM), lt(devices.lastSeenAt, cutoff)))
+          .where(and(eq(devices.enrollment, "accepted"), inArray(devices.appraisal, STALE_FROM), or(lt(devices.lastSeenAt, cutoff), gt(devices.lastSeenAt, future))))
           .for("update");
         if (stale.length === 0) return;
         const ids = stale.map((row) => row.id);
@@ -373,7 +386,10 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
           machine: "appraisal",
           from: row.appraisal,
           to: transition("appraisal", row.appraisal as AppraisalState, "stale-timer"),
-          reason: `not seen since ${row.lastSeenAt?.toISOString()} (more than ${ctx.options.staleAfterMs} ms)`,
+          reason:
+            row.lastSeenAt && row.lastSeenAt > future
+              ? `not seen since ${row.lastSeenAt.toISOString()}, in the plane's future: a sighting from before its clock stepped back (more than ${ctx.options.staleAfterMs} ms ago)`
+              : `not seen since ${row.lastSeenAt?.toISOString()} (more than ${ctx.options.staleAfterMs} ms)`,
           actor,
         }));
         await recordTransitions(tx, records, at);

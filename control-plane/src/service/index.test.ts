@@ -4,14 +4,14 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { sql } from "drizzle-orm";
+import { eq, sql } from "drizzle-orm";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import { type Ack, type Challenge, type Command, type Evidence, type Heartbeat, type Hello, verifyCommand } from "../../../shared/protocol/index.js";
 import { CapacityError, ConflictError, LivenessRefusal, NotFoundError } from "../errors.js";
-import type { Database } from "../db/index.js";
+import { connectTokenNonces, type Database } from "../db/index.js";
 import { onEveryDatabase } from "../db/test-postgres.js";
 import { telemetryHistory } from "../ui/queries.js";
 import { createServices, type DevicePublisher, type DeviceSession, type ServiceOptions, type Services } from "./index.js";
@@ -19,7 +19,7 @@ import { createServices, type DevicePublisher, type DeviceSession, type ServiceO
 const A = "a".repeat(64);
 const B = "b".repeat(64);
 const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
-const OPTIONS: ServiceOptions = { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "contraindicated" };
+const OPTIONS: ServiceOptions = { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "contraindicated", commandRetryMs: 1_000 };
 
 class RecordingPublisher implements DevicePublisher {
   connected = new Set<string>();
@@ -407,6 +407,7 @@ function contract(name: string, open: () => Promise<Harness>) {
         const before = publisher.of(d.id, "command").length;
         await services.deviceSide.retryPendingCommands();
         if (publisher.of(d.id, "command").length > before) publishedOnTicks.push(tick);
+        clock += OPTIONS.commandRetryMs!; // ticks are a retry interval apart (a re-publish is claimed per interval, HW-HA-4)
       }
       // Gaps 1, 2, 4, then MAX_RETRY_GAP_TICKS (8): not a copy every tick to a device that is only slow to ack.
       expect(publishedOnTicks).toEqual([1, 2, 4, 8, 16]);
@@ -567,6 +568,66 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect((await services.service.history(d.id, 1))[0]).toMatchObject({ from: "warning", to: "stale", actor: { kind: "system" } });
       await services.deviceSide.onEvidence(d.evidence(good));
       expect((await services.service.getDevice(d.id)).appraisal).toBe("warning");
+    });
+
+    it("HW-FAULT-11: a step of the plane's clock marks no device stale by itself; a device silent since before a backward step still goes stale", async () => {
+      const HOURS_3 = 3 * 3_600_000;
+      const window = OPTIONS.staleAfterMs;
+      let mono = 0; // the plane's monotonic clock: real elapsed time, never stepped
+      const stepping = createServices({ db: harness.db, publisher, commandKey, logger, now: () => clock, monotonicNow: () => mono, options: OPTIONS });
+      const elapse = (ms: number) => ((clock += ms), (mono += ms));
+      const beat = async (d: Awaited<ReturnType<typeof acceptedDevice>>, seq: number) => {
+        const session = d.session();
+        await stepping.deviceSide.onHeartbeat(d.heartbeat(session, seq), session);
+        await stepping.deviceSide.flush();
+      };
+      const appraisal = async (d: { id: string }) => (await services.service.getDevice(d.id)).appraisal;
+      try {
+        const alive = await acceptedDevice();
+        const silent = await acceptedDevice();
+        for (const d of [alive, silent]) await services.deviceSide.onEvidence(d.evidence(good));
+        await beat(alive, 1);
+        await beat(silent, 1);
+        await stepping.deviceSide.markStaleDevices(); // the guard learns how the two clocks relate
+
+        const quarantined = await acceptedDevice();
+        await services.service.quarantine(OPERATOR, [quarantined.id], "in flight across the step");
+        const nonce = `step-${randomBytes(6).toString("hex")}`; // a connect token used a second ago, valid 5 more minutes
+        await harness.db.insert(connectTokenNonces).values({ nonce, deviceId: quarantined.id, expiresAt: new Date(clock + 300_000) });
+        const nonceKept = async () => (await harness.db.select().from(connectTokenNonces).where(eq(connectTokenNonces.nonce, nonce))).length === 1;
+
+        // Forward 3 h in one second of real time: both were heard a second ago, neither is stale; the quarantine
+        // in flight is not expired by the step.
+        clock += HOURS_3;
+        mono += 1000;
+        await stepping.deviceSide.markStaleDevices();
+        await stepping.deviceSide.retryPendingCommands();
+        expect([await appraisal(alive), await appraisal(silent)]).toEqual(["warning", "warning"]);
+        expect((await services.service.getDevice(quarantined.id)).containment).toBe("quarantine_requested");
+        expect(await nonceKept()).toBe(true); // HW-AUTH-1: not forgotten because the clock jumped past its expiry
+        elapse(window / 2);
+        await beat(alive, 2); // heard on the new clock
+        await stepping.deviceSide.markStaleDevices();
+        expect(await appraisal(silent)).toBe("warning"); // still inside its window on the new clock
+        elapse(window / 2 + 1);
+        await stepping.deviceSide.markStaleDevices();
+        expect([await appraisal(alive), await appraisal(silent)]).toEqual(["warning", "stale"]); // only real silence counts
+        await stepping.deviceSide.retryPendingCommands(); // a full window later on the new clock: now it expires
+        expect((await services.service.getDevice(quarantined.id)).containment).toBe("none");
+        expect(await nonceKept()).toBe(false);
+
+        // Back 3 h: `alive` was last seen "in the future" and then goes silent; it must not stay warning for 3 h.
+        clock -= HOURS_3;
+        mono += 1000;
+        await stepping.deviceSide.markStaleDevices();
+        expect(await appraisal(alive)).toBe("warning");
+        elapse(window + 1);
+        await stepping.deviceSide.markStaleDevices();
+        expect(await appraisal(alive)).toBe("stale");
+        expect((await services.service.history(alive.id, 1))[0]).toMatchObject({ to: "stale", reason: expect.stringMatching(/in the plane's future/) });
+      } finally {
+        await stepping.close();
+      }
     });
 
     it("keeps heartbeat telemetry for the dashboard's charts at most once per sample interval", async () => {

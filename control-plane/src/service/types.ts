@@ -276,14 +276,28 @@ export type { Finding, Measurement };
 // ---------------------------------------------------------------------------------------------------------------
 import type { Ack, Challenge, Command, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
 
-/** Implemented by the broker layer: publishes a plane -> device message (QoS 1) on asic/v1/<id>/down/<kind>. */
+/**
+ * The command publisher: implemented by the transport (the embedded broker, or an external broker such as
+ * RabbitMQ's MQTT plugin); publishes a plane -> device message (QoS 1) on asic/v1/<id>/down/<kind>. Every signed
+ * command, its first send and every retry, leaves the plane through this seam (service/commands.ts).
+ *
+ * Replicas (docs/scale.md "Replicas", HW-HA-4): `isConnected` means "this process can get the message to the device
+ * now". With the embedded broker that is a device connected to this process's own listener, so each replica
+ * re-publishes only to its own devices and a command issued on another replica reaches them at the next retry
+ * tick; an external broker reaches every device from every replica (answer for the broker's whole fleet), and the
+ * retry claim keeps two replicas from sending one command twice.
+ */
 export interface DevicePublisher {
   publish(deviceId: string, kind: "challenge", message: Challenge): Promise<void>;
   publish(deviceId: string, kind: "command", message: Command): Promise<void>;
+  /** Whether this publisher can deliver to the device now (see the interface comment for replicas). */
   isConnected(deviceId: string): boolean;
   /** Optional: drop the device's MQTT session now (called after revoke/reject; the CONNECT check refuses it next). */
   disconnect?(deviceId: string): Promise<void> | void;
 }
+
+/** The name the replica design uses for the seam: one interface, whatever carries the messages. */
+export type CommandPublisher = DevicePublisher;
 
 export interface ConnectIdentity {
   deviceId: string;

@@ -24,6 +24,7 @@ import type { Logger } from "pino";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { caCertHash } from "../../../shared/tls/index.js";
 import { assertPrivateFile, writeSecretFileAtomic } from "../keys/index.js";
+import type { SharedSecrets } from "../replicas/secrets.js";
 
 export const CA_CERT_FILE = "ca.pem";
 export const CA_KEY_FILE = "ca.key";
@@ -65,33 +66,46 @@ async function importPrivateKey(pem: string): Promise<CryptoKey> {
   return webcrypto.subtle.importKey("pkcs8", der, EC_ALGORITHM, true, ["sign"]) as Promise<CryptoKey>;
 }
 
+/** A CA as PEM text: what `ca.pem` / `ca.key` hold, and what replicas share in plane_secrets `tls-ca`. */
+interface CaPem {
+  certPem: string;
+  keyPem: string;
+}
+
+/** Parses a CA from PEM; ConfigError (HASHWARD_DATA_DIR) naming `where` when it is not a matching P-256 CA. */
+async function caFromPem({ certPem, keyPem }: CaPem, where: string): Promise<CertificateAuthority> {
+  const option = "HASHWARD_DATA_DIR";
+  try {
+    const cert = new x509.X509Certificate(certPem);
+    const privateKey = await importPrivateKey(keyPem);
+    return { certPem, caCertHash: caCertHash(certPem), issuer: { cert, privateKey } };
+  } catch (cause) {
+    throw new ConfigError(`${option}: ${where} do not hold a P-256 CA certificate and key: ${(cause as Error).message}`, option, { cause });
+  }
+}
+
 /**
- * Loads `<dataDir>/ca.pem` + `ca.key`, or creates both (key 0600, written atomically). `created` says which.
- * Throws ConfigError (HASHWARD_DATA_DIR) when only one of the two files exists, the key is readable by others,
- * or the files do not hold a matching P-256 CA.
+ * `<dataDir>/ca.pem` + `ca.key`, or null when neither exists. Throws ConfigError (HASHWARD_DATA_DIR) when only
+ * the key exists, or the key is readable by others. `certWithoutKey`: what only a certificate means (alone it is
+ * an error; a replica keeps a copy of the shared CA's certificate there for the CLI, and that is no CA).
  */
-export async function loadOrCreateCa(dataDir: string, now = Date.now()): Promise<{ ca: CertificateAuthority; created: boolean }> {
+async function readCaFiles(dataDir: string, certWithoutKey: "error" | "ignore"): Promise<CaPem | null> {
   const option = "HASHWARD_DATA_DIR";
   const certPath = join(dataDir, CA_CERT_FILE);
   const keyPath = join(dataDir, CA_KEY_FILE);
   const haveCert = existsSync(certPath);
   const haveKey = existsSync(keyPath);
+  if (haveCert && !haveKey && certWithoutKey === "ignore") return null;
   if (haveCert !== haveKey) {
     throw new ConfigError(`${option}: ${haveCert ? keyPath : certPath} is missing but ${haveCert ? certPath : keyPath} exists; restore it or remove both to make a new CA (agents pinned to the old one will refuse the plane)`, option);
   }
-  if (haveCert) {
-    await assertPrivateFile(keyPath, option);
-    const certPem = readFileSync(certPath, "utf8");
-    let cert: x509.X509Certificate;
-    let privateKey: CryptoKey;
-    try {
-      cert = new x509.X509Certificate(certPem);
-      privateKey = await importPrivateKey(readFileSync(keyPath, "utf8"));
-    } catch (cause) {
-      throw new ConfigError(`${option}: ${certPath} / ${keyPath} do not hold a P-256 CA certificate and key: ${(cause as Error).message}`, option, { cause });
-    }
-    return { ca: { certPem, caCertHash: caCertHash(certPem), issuer: { cert, privateKey } }, created: false };
-  }
+  if (!haveCert) return null;
+  await assertPrivateFile(keyPath, option);
+  return { certPem: readFileSync(certPath, "utf8"), keyPem: readFileSync(keyPath, "utf8") };
+}
+
+/** A new self-signed P-256 CA, valid ten years from `now` (less the clock-lag backdating). */
+async function generateCa(now: number): Promise<CaPem> {
   const keys = (await webcrypto.subtle.generateKey(EC_ALGORITHM, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serialNumber(),
@@ -106,12 +120,47 @@ export async function loadOrCreateCa(dataDir: string, now = Date.now()): Promise
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  const certPem = `${cert.toString("pem")}\n`;
+  return { certPem: `${cert.toString("pem")}\n`, keyPem: pemKey(await webcrypto.subtle.exportKey("pkcs8", keys.privateKey)) };
+}
+
+/**
+ * Loads `<dataDir>/ca.pem` + `ca.key`, or creates both (key 0600, written atomically). `created` says which.
+ * With `shared` (replicas on PostgreSQL, HW-HA-1): the CA all replicas share (plane_secrets `tls-ca`; this
+ * folder's ca.pem + ca.key win when both exist), its certificate written to `<dataDir>/ca.pem` for the CLI and
+ * the key kept only in the database.
+ * Throws ConfigError (HASHWARD_DATA_DIR) when only one of the two files exists (alone), the key is readable by
+ * others, the files do not hold a matching P-256 CA, or they differ from the replicas' CA.
+ */
+export async function loadOrCreateCa(dataDir: string, now = Date.now(), shared: SharedSecrets | null = null): Promise<{ ca: CertificateAuthority; created: boolean }> {
+  const certPath = join(dataDir, CA_CERT_FILE);
+  const keyPath = join(dataDir, CA_KEY_FILE);
+  if (shared) {
+    const result = await shared.loadOrCreate("tls-ca", {
+      local: async () => {
+        const files = await readCaFiles(dataDir, "ignore");
+        return files ? JSON.stringify({ certPem: files.certPem.trim(), keyPem: files.keyPem.trim() }) : null;
+      },
+      create: async () => {
+        const fresh = await generateCa(now);
+        return JSON.stringify({ certPem: fresh.certPem.trim(), keyPem: fresh.keyPem.trim() });
+      },
+      localDescription: `${certPath} + ${keyPath}`,
+    });
+    const pem = JSON.parse(result.value) as CaPem;
+    const ca = await caFromPem({ certPem: `${pem.certPem}\n`, keyPem: pem.keyPem }, "plane_secrets tls-ca");
+    if (result.origin !== "local" && (!existsSync(certPath) || readFileSync(certPath, "utf8") !== ca.certPem)) {
+      await writeSecretFileAtomic(certPath, ca.certPem, 0o644);
+    }
+    return { ca, created: result.origin === "created" };
+  }
+  const files = await readCaFiles(dataDir, "error");
+  if (files) return { ca: await caFromPem(files, `${certPath} / ${keyPath}`), created: false };
+  const fresh = await generateCa(now);
   // Key first: a crash between the two writes leaves a key without a certificate, refused above (never a
   // certificate whose key is lost).
-  await writeSecretFileAtomic(keyPath, pemKey(await webcrypto.subtle.exportKey("pkcs8", keys.privateKey)));
-  await writeSecretFileAtomic(certPath, certPem, 0o644);
-  return { ca: { certPem, caCertHash: caCertHash(certPem), issuer: { cert, privateKey: keys.privateKey } }, created: true };
+  await writeSecretFileAtomic(keyPath, fresh.keyPem);
+  await writeSecretFileAtomic(certPath, fresh.certPem, 0o644);
+  return { ca: await caFromPem(fresh, "the new CA"), created: true };
 }
 
 /** Subject alternative names: the listen hosts, public names, loopback and this machine's host name. */
@@ -211,11 +260,19 @@ export interface PlaneTls {
 }
 
 /**
- * Loads or creates the plane's TLS identity and starts its renewal timer (self-issued only: an operator's
+ * Loads or creates the plane's TLS identity (with `shared`: the CA all replicas share, HW-HA-1; each replica
+ * issues and renews its own server certificate) and starts its renewal timer (self-issued only: an operator's
  * certificate is theirs to renew, and a restart picks the new files up).
  * Throws ConfigError naming the variable for unreadable or mismatched operator files.
  */
-export async function startPlaneTls(dataDir: string, hosts: readonly string[], settings: TlsSettings, logger: Logger, now: () => number = Date.now): Promise<PlaneTls> {
+export async function startPlaneTls(
+  dataDir: string,
+  hosts: readonly string[],
+  settings: TlsSettings,
+  logger: Logger,
+  now: () => number = Date.now,
+  shared: SharedSecrets | null = null,
+): Promise<PlaneTls> {
   const listeners: ((pair: PemPair) => void)[] = [];
   if (settings.certFile || settings.keyFile || settings.caFile) {
     const read = (option: string, path: string | undefined): string => {
@@ -248,7 +305,7 @@ export async function startPlaneTls(dataDir: string, hosts: readonly string[], s
     };
   }
 
-  const { ca, created } = await loadOrCreateCa(dataDir, now());
+  const { ca, created } = await loadOrCreateCa(dataDir, now(), shared);
   logger.info({ caFile: join(dataDir, CA_CERT_FILE), caCertHash: ca.caCertHash, created }, created ? "TLS certificate authority created" : "TLS certificate authority loaded");
   let issued = await issueServerCertificate(ca, hosts, settings.certLifetimeMs, now());
   let pair: PemPair = { cert: issued.cert, key: issued.key };

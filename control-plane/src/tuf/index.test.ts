@@ -209,6 +209,16 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       await expect(repo.renewIfDue()).resolves.toEqual({ renewed: ["snapshot", "timestamp"] });
       expect((await repo.status()).snapshotVersion).toBe((before.snapshotVersion as number) + 1);
     });
+
+    it("HW-FAULT-11: metadata signed while the plane's clock was ahead is re-signed once it is back (the freeze window is one lifetime)", async () => {
+      clock += 3 * DAY_MS; // the plane's clock steps forward: the timestamp is re-signed on that clock
+      await expect(repo.renewIfDue()).resolves.toEqual({ renewed: ["timestamp"] });
+      const ahead = await repo.status();
+      clock -= 3 * DAY_MS; // and back: its expiry is now about 4 days away, for a 1-day lifetime
+      await expect(repo.renewIfDue()).resolves.toEqual({ renewed: ["timestamp"] });
+      expect((await repo.status()).timestampVersion).toBe((ahead.timestampVersion as number) + 1);
+      await expect(repo.renewIfDue()).resolves.toEqual({ renewed: [] }); // once
+    });
   });
 }
 

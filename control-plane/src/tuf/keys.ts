@@ -2,13 +2,12 @@
  * Ed25519 keys in TUF form, shared by the plane (online snapshot/timestamp keys) and the offline release CLI
  * (root/targets keys). Key ids follow TUF 1.0: sha256 of the canonical JSON of the public key object.
  */
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Key, Signature } from "@tufjs/models";
 import { tufKeyIdOf } from "../../../shared/tuf/keys.js";
-import { fromBase64Url, generateKeyPair, keyPairFromPrivate, sha256Hex, signBytes, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
-import { ConfigError } from "../../../shared/errors/index.js";
-import { assertPrivateFile, writeSecretFileAtomic } from "../keys/index.js";
+import { signBytes, type KeyPair } from "../../../shared/crypto/index.js";
+import { loadOrCreateKey } from "../keys/index.js";
+import type { SharedSecrets } from "../replicas/secrets.js";
 
 export const SNAPSHOT_KEY_FILE = "tuf-snapshot.key";
 export const TIMESTAMP_KEY_FILE = "tuf-timestamp.key";
@@ -62,34 +61,13 @@ export function exportOnlineKeys(keys: { snapshot: Uint8Array; timestamp: Uint8A
   };
 }
 
-async function loadOrCreateSeed(path: string): Promise<{ keyPair: KeyPair; created: boolean }> {
-  const option = "HASHWARD_DATA_DIR";
-  let text: string;
-  try {
-    await assertPrivateFile(path, option);
-    text = await readFile(path, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException | null)?.code !== "ENOENT") throw error;
-    const keyPair = generateKeyPair();
-    await writeSecretFileAtomic(path, `${toBase64Url(keyPair.privateKey)}\n`);
-    return { keyPair, created: true };
-  }
-  let seed: Uint8Array;
-  try {
-    seed = fromBase64Url(text.trim());
-  } catch (cause) {
-    throw new ConfigError(`${option}: ${path} is not base64url text`, option, { cause });
-  }
-  if (seed.length !== 32) throw new ConfigError(`${option}: ${path} holds ${seed.length} bytes; an Ed25519 seed is 32`, option);
-  return { keyPair: keyPairFromPrivate(seed), created: false };
-}
-
 /**
  * The plane's ONLINE TUF keys (snapshot, timestamp), created 0600 in the data dir on first start like
- * command-signing.key. Root and targets keys never come here: they stay with the release CLI.
+ * command-signing.key; with `shared`, the pair all replicas share (HW-HA-1). Root and targets keys never come
+ * here: they stay with the release CLI.
  */
-export async function loadOrCreateOnlineKeys(dataDir: string): Promise<OnlineKeys & { created: boolean }> {
-  const snapshot = await loadOrCreateSeed(join(dataDir, SNAPSHOT_KEY_FILE));
-  const timestamp = await loadOrCreateSeed(join(dataDir, TIMESTAMP_KEY_FILE));
+export async function loadOrCreateOnlineKeys(dataDir: string, shared: SharedSecrets | null = null): Promise<OnlineKeys & { created: boolean }> {
+  const snapshot = await loadOrCreateKey(join(dataDir, SNAPSHOT_KEY_FILE), shared && { secrets: shared, name: "tuf-snapshot-key" });
+  const timestamp = await loadOrCreateKey(join(dataDir, TIMESTAMP_KEY_FILE), shared && { secrets: shared, name: "tuf-timestamp-key" });
   return { snapshot: snapshot.keyPair, timestamp: timestamp.keyPair, created: snapshot.created || timestamp.created };
 }

@@ -18,6 +18,7 @@ import { and, desc, eq, inArray, sql } from "drizzle-orm";
 import type pino from "pino";
 import { HashwardError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import { assertDelegationKeys, assertRootKeys } from "../../../shared/tuf/keys.js";
+import { CLOCK_SKEW_MS } from "../../../shared/auth/connect-token.js";
 import { tufMetadata, tufImages, type Database } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { exportOnlineKeys, tufKeyId, tufSigner, type OnlineKeys, type OnlineKeysExport } from "./keys.js";
@@ -151,6 +152,12 @@ function toView(target: TargetFile, targetsVersion: number): TargetView {
 export function createTufRepository(deps: {
   db: Database;
   dataDir: string;
+  /**
+   * Where uploaded target images are kept (default `<dataDir>/tuf/targets`). Replicas point it at one shared
+   * folder (HASHWARD_TUF_IMAGE_DIR), since metadata is in the shared database but an image lands where it was
+   * uploaded (docs/scale.md "Replicas").
+   */
+  imageDir?: string;
   keys: OnlineKeys;
   options: TufRepositoryOptions;
   logger: pino.Logger;
@@ -158,7 +165,7 @@ export function createTufRepository(deps: {
 }): TufRepository {
   const { db, keys, options, logger } = deps;
   const now = deps.now ?? Date.now;
-  const imageDir = join(deps.dataDir, "tuf", "targets");
+  const imageDir = deps.imageDir ?? join(deps.dataDir, "tuf", "targets");
   mkdirSync(imageDir, { recursive: true, mode: 0o700 });
   const onlineKeys = exportOnlineKeys({ snapshot: keys.snapshot.publicKey, timestamp: keys.timestamp.publicKey });
   const signSnapshot = tufSigner(keys.snapshot);
@@ -434,12 +441,18 @@ export function createTufRepository(deps: {
         const timestamp = await latest(tx, "timestamp");
         if (!root || !snapshot || !timestamp) return { renewed: [] };
         const renewed: TopRole[] = [];
-        if (snapshot.expiresAt.getTime() - at < options.snapshotTtlMs / 3) {
+        // Due with a third of its lifetime left, or (HW-FAULT-11) with MORE than a lifetime left: it was signed while
+        // the plane's clock was ahead, and would stretch the freeze window (TUF 5.3.10) by the size of that step.
+        const due = (expiresAt: Date, ttlMs: number) => {
+          const left = expiresAt.getTime() - at;
+          return left < ttlMs / 3 || left > ttlMs + CLOCK_SKEW_MS;
+        };
+        if (due(snapshot.expiresAt, options.snapshotTtlMs)) {
           const targets = await currentTargets(tx);
           if (!targets) return { renewed };
           await publishSnapshotAndTimestamp(tx, root, targets.signed.version, at);
           renewed.push("snapshot", "timestamp");
-        } else if (timestamp.expiresAt.getTime() - at < options.timestampTtlMs / 3) {
+        } else if (due(timestamp.expiresAt, options.timestampTtlMs)) {
           await publishTimestamp(tx, root, snapshot.version, snapshot.body, at);
           renewed.push("timestamp");
         }
