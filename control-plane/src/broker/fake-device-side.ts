@@ -17,6 +17,8 @@ export class FakeDeviceSide implements DeviceSideService {
   identityLookups = 0;
   /** Set to make the next message handler throw (then cleared). */
   failNext: Error | null = null;
+  /** Errors the next message handlers throw, one each, before `failNext` is looked at (a database outage). */
+  failures: Error[] = [];
 
   setIdentity(deviceId: string, publicKey: string, enrollment: ConnectIdentity["enrollment"]): void {
     this.identities.set(deviceId, { deviceId, publicKey, enrollment });
@@ -58,6 +60,8 @@ export class FakeDeviceSide implements DeviceSideService {
   }
 
   private maybeFail(): void {
+    const queued = this.failures.shift();
+    if (queued) throw queued;
     const failure = this.failNext;
     this.failNext = null;
     if (failure) throw failure;

@@ -402,6 +402,61 @@ describe("publish ACL and ingest", () => {
   });
 });
 
+describe("a database outage during ingest (HW-FAULT-2)", () => {
+  const outage = () => Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+  const event = (device: Device, id: string) =>
+    signObject(
+      { v: 1 as const, type: "event" as const, deviceId: device.id, id, ts: Date.now(), kind: "guard-alert" as const, severity: "warning" as const, detail: {} },
+      device.keys.privateKey,
+    );
+
+  it("a QoS 1 message is handled before its PUBACK: held while the database is out, then handled once", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    fake.failures = [outage(), outage(), outage()];
+    await client.publishAsync(upTopic(device.id, "event"), JSON.stringify(event(device, "evt-held-1")), { qos: 1 });
+    // The PUBACK came, so the device forgets the event: the plane must already have it.
+    expect(fake.callsOf("onEvent").map((call) => call.message.id)).toEqual(["evt-held-1"]);
+    expect(await metric("hashward_mqtt_ingest_retries_total", { kind: "event" })).toBe(3);
+    expect(client.connected).toBe(true);
+  });
+
+  it("refuses it without a PUBACK when the outage outlasts ingestRetryMs; the device sends it again after reconnecting", async () => {
+    await broker.close();
+    broker = await createBroker({ deviceSide: fake, logger: pino({ level: "silent" }), registry: (registry = new Registry()), identityCacheMs: 0, ingestRetryMs: 300 });
+    port = await broker.listen(0, "127.0.0.1");
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    fake.failures = Array.from({ length: 1_000 }, outage);
+    let pubacked = false;
+    client.publish(upTopic(device.id, "event"), JSON.stringify(event(device, "evt-refused-1")), { qos: 1 }, (error) => {
+      if (!error) pubacked = true;
+    });
+    await closed(client);
+    expect(pubacked).toBe(false);
+    expect(fake.callsOf("onEvent")).toEqual([]);
+    expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "event", reason: "unavailable" })).toBe(1);
+    fake.failures = [];
+    const again = await connect(device);
+    await again.publishAsync(upTopic(device.id, "event"), JSON.stringify(event(device, "evt-refused-1")), { qos: 1 });
+    expect(fake.callsOf("onEvent").map((call) => call.message.id)).toEqual(["evt-refused-1"]);
+  });
+
+  it("drops a QoS 0 heartbeat the database could not take (counted), keeps the device connected and its later messages flowing", async () => {
+    const device = newDevice();
+    enroll(device);
+    const client = await connect(device);
+    fake.failures = [outage()];
+    client.publish(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 1, connectNonces.get(client))), { qos: 0 });
+    await client.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 2, connectNonces.get(client))), { qos: 1 });
+    expect(fake.callsOf("onHeartbeat").map((call) => call.message.seq)).toEqual([2]);
+    expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "heartbeat", reason: "unavailable" })).toBe(1);
+    expect(client.connected).toBe(true);
+  });
+});
+
 describe("subscribe ACL and publisher", () => {
   function command(deviceId: string, seq: number): Command {
     return signObject(

@@ -9,8 +9,9 @@
  *   - authorizeSubscribe: only the client's own down/ topics (HW-TOPIC-1); anything else closes the connection.
  *   - authorizeForward: a message reaches a client only when it is that client's own down/ topic, so a device
  *     message is never relayed to another device whatever the subscriptions.
- *   - published: every accepted up/ message is parsed with its schema and handed to the DeviceSideService
- *     exactly once, in arrival order per device.
+ *   - authorizePublish also hands every accepted up/ message, parsed with its schema, to the DeviceSideService,
+ *     in arrival order per device, BEFORE aedes sends the PUBACK; while the database is unreachable the message
+ *     is held and retried, and refused without a PUBACK if that lasts (HW-FAULT-2).
  *   - liveness (HW-LIVE-1): each authenticated connection gets a DeviceSession (its connect token's nonce, the
  *     enrolled key, the last heartbeat seq accepted on it) handed to the service with every hello and heartbeat;
  *     the service takes last-seen and telemetry only from those whose signature verifies for this connection.
@@ -42,6 +43,7 @@ import {
   type Command,
   type UpKind,
 } from "../../../shared/protocol/index.js";
+import { isTransientDatabaseError } from "../db/transient.js";
 import { LivenessRefusal } from "../errors.js";
 import { dispatchUp, rejectionReason } from "./ingest.js";
 import { clipForLog } from "../log/index.js";
@@ -65,7 +67,19 @@ export interface BrokerDeps {
    * also be its subject CN (a device's certificate does not let it pose as another device).
    */
   requireClientCertificate?: boolean;
+  /**
+   * HW-FAULT-2: how long a QoS 1 device message is held and retried while the database is unreachable before it
+   * is refused without a PUBACK (the device sends it again after reconnecting); default 30000.
+   */
+  ingestRetryMs?: number;
 }
+
+/** What handling one device message came to: handled (or refused for good), or the database was unreachable. */
+type IngestOutcome = "done" | "unavailable";
+const DEFAULT_INGEST_RETRY_MS = 30_000;
+const INGEST_RETRY_MIN_DELAY_MS = 100;
+const INGEST_RETRY_MAX_DELAY_MS = 2_000;
+const UNAVAILABLE_LOG_INTERVAL_MS = 10_000;
 
 export interface Broker {
   aedes: Aedes;
@@ -132,6 +146,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const maxPayloadBytes = Math.min(deps.maxPayloadBytes ?? MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES);
   const identityCacheMs = Math.min(deps.identityCacheMs ?? 10_000, MAX_IDENTITY_CACHE_MS);
   const maxClients = deps.maxClients ?? 20_000;
+  const ingestRetryMs = deps.ingestRetryMs ?? DEFAULT_INGEST_RETRY_MS;
 
   const messagesTotal = new Counter({
     name: "hashward_mqtt_messages_total",
@@ -141,8 +156,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   });
   const messagesRejected = new Counter({
     name: "hashward_mqtt_messages_rejected_total",
-    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
+    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal, unavailable: the database was unreachable; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
     labelNames: ["kind", "reason"] as const,
+    registers: [registry],
+  });
+  const ingestRetries = new Counter({
+    name: "hashward_mqtt_ingest_retries_total",
+    help: "Device messages tried again because the database was unreachable (HW-FAULT-2), by kind",
+    labelNames: ["kind"] as const,
     registers: [registry],
   });
   const aclDenied = new Counter({
@@ -184,6 +205,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const sessions = new WeakMap<Client, DeviceSession>();
   /** Per-device ingest chain: messages and connect/disconnect events are handled one at a time, in order. */
   const chains = new Map<string, Promise<void>>();
+  /** Set by close(): held messages stop waiting for the database. */
+  let closing: Promise<void> | null = null;
+  const unavailableSince = { loggedAt: Number.NEGATIVE_INFINITY, count: 0 };
 
   function logOncePerClient(client: Client, reason: string, fields: Record<string, unknown>, msg: string): void {
     let seen = loggedPerClient.get(client);
@@ -228,7 +252,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     try {
       identity = await lookupIdentity(username, true);
     } catch (cause) {
-      logger.error({ deviceId: username, err: cause }, "identity lookup failed during CONNECT");
+      // A database outage refuses every CONNECT: one throttled line (HW-FAULT-2), not one error per device.
+      if (isTransientDatabaseError(cause)) noteUnavailable("connect", "CONNECT refused (server unavailable); the device retries");
+      else logger.error({ deviceId: username, err: cause }, "identity lookup failed during CONNECT");
       throw new ConnectRefusal("unavailable", CONNACK.serverUnavailable, "identity lookup failed");
     }
     if (identity === null) throw new ConnectRefusal("unknown-device", CONNACK.notAuthorized, "device is not enrolled");
@@ -250,7 +276,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       try {
         fresh = await deviceSide.rememberConnectNonce(username, claims.nonce, claims.exp);
       } catch (cause) {
-        logger.error({ deviceId: username, err: cause }, "token nonce could not be recorded during CONNECT");
+        if (isTransientDatabaseError(cause)) noteUnavailable("connect", "CONNECT refused (server unavailable); the device retries");
+        else logger.error({ deviceId: username, err: cause }, "token nonce could not be recorded during CONNECT");
         throw new ConnectRefusal("unavailable", CONNACK.serverUnavailable, "token nonce could not be recorded");
       }
     }
@@ -333,40 +360,48 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     callback(new Error(`${action} refused: ${reason} (${clipForLog(topic, 256)})`));
   }
 
-  /** Revocation bites within identityCacheMs even for a connection that is already open (HW-AUTH-1). */
-  async function ingestIfAccepted(client: Client, deviceId: string, kind: UpKind, payload: Buffer): Promise<void> {
+  /**
+   * Revocation bites within identityCacheMs even for a connection that is already open (HW-AUTH-1).
+   * Resolves "unavailable" (having changed nothing that a second attempt would not redo) when the database could
+   * not be reached, so the caller can hold the message and try again (HW-FAULT-2); anything else is "done".
+   */
+  async function ingestIfAccepted(client: Client, deviceId: string, kind: UpKind, payload: Buffer): Promise<IngestOutcome> {
     let identity: ConnectIdentity | null;
     try {
       identity = await lookupIdentity(deviceId, false);
     } catch (error) {
+      if (isTransientDatabaseError(error)) return "unavailable";
       logger.error({ deviceId, err: error }, "identity lookup failed during PUBLISH");
       messagesRejected.inc({ kind, reason: "identity-unavailable" });
-      return;
+      return "done";
     }
     if (identity?.enrollment !== "accepted") {
       aclDenied.inc({ action: "publish", reason: "not-accepted" });
       logOncePerClient(client, "publish:not-accepted", { kind }, "mqtt client disconnected: no longer accepted");
       client.close();
-      return;
+      return "done";
     }
     const session = sessions.get(client);
     // Key rotation: hello and heartbeat verify with the key enrolled now (as evidence, events and acks do).
     if (session) session.publicKey = identity.publicKey;
-    await ingest(client, deviceId, kind, payload, session);
+    return ingest(client, deviceId, kind, payload, session);
   }
 
-  async function ingest(client: Client, deviceId: string, kind: UpKind, payload: Buffer, session: DeviceSession | undefined): Promise<void> {
+  async function ingest(client: Client, deviceId: string, kind: UpKind, payload: Buffer, session: DeviceSession | undefined): Promise<IngestOutcome> {
     try {
       const message = parsePayload(upSchemas[kind], payload, `${kind} from ${deviceId}`);
       if (message.deviceId !== deviceId) {
         // A device signs with its own key, but a payload naming another device is never handed over.
         messagesRejected.inc({ kind, reason: "device-mismatch" });
         logOncePerClient(client, "device-mismatch", { kind, payloadDeviceId: clipForLog(message.deviceId) }, "mqtt message dropped");
-        return;
+        return "done";
       }
       await dispatchUp(deviceSide, message, () => sessionOf(session, message.type));
       messagesTotal.inc({ kind });
     } catch (error) {
+      // Every handler writes in one transaction (HW-DB-1) and is idempotent for a redelivered message (event ids
+      // stored once, an ack recorded once, evidence seq checked), so a failed attempt can simply be made again.
+      if (isTransientDatabaseError(error)) return "unavailable";
       const reason = rejectionReason(kind, error);
       messagesRejected.inc({ kind, reason });
       if (reason === "internal") {
@@ -375,6 +410,60 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         const detail = error instanceof Error ? error.message : String(error);
         logOncePerClient(client, `${kind}:${reason}`, { kind, detail: detail.slice(0, 512) }, "mqtt message dropped");
       }
+    }
+    return "done";
+  }
+
+  /**
+   * HW-FAULT-2: a device deletes a QoS 1 message (an ack, an event from its outbox) once it has the PUBACK, so the
+   * message is handled (committed) BEFORE the PUBACK goes out. While the database is unreachable the message is
+   * held and tried again with backoff, keeping the device's order (its ingest chain and socket wait); after
+   * `ingestRetryMs`, or if the broker closes, it is refused: aedes closes the connection without a PUBACK and the
+   * device sends it again after reconnecting. A QoS 0 message (heartbeats) is the device's fire-and-forget: it
+   * is dropped and counted (reason `unavailable`), never held.
+   * Resolves true when the message was handled (PUBACK may go), false when the device must send it again.
+   */
+  async function ingestDurably(client: Client, deviceId: string, kind: UpKind, payload: Buffer, qos: number): Promise<boolean> {
+    const deadline = now() + ingestRetryMs;
+    for (let attempt = 0; ; attempt++) {
+      const outcome = await ingestIfAccepted(client, deviceId, kind, payload);
+      if (outcome === "done") return true;
+      const gone = closing !== null || (client as unknown as { closed?: boolean }).closed === true;
+      if (qos === 0 || gone || now() >= deadline) {
+        messagesRejected.inc({ kind, reason: "unavailable" });
+        noteUnavailable(kind, qos === 0 ? "dropped (QoS 0)" : "refused without PUBACK; the device sends it again");
+        return qos === 0;
+      }
+      ingestRetries.inc({ kind });
+      noteUnavailable(kind, "held for retry");
+      await new Promise((resolve) => setTimeout(resolve, Math.min(INGEST_RETRY_MAX_DELAY_MS, INGEST_RETRY_MIN_DELAY_MS * 2 ** attempt)));
+    }
+  }
+
+  /** One warn line per UNAVAILABLE_LOG_INTERVAL_MS while the database is out, not one per message. */
+  function noteUnavailable(subject: UpKind | "connect", what: string): void {
+    unavailableSince.count += 1;
+    const at = now();
+    if (at - unavailableSince.loggedAt < UNAVAILABLE_LOG_INTERVAL_MS) return;
+    logger.warn({ subject, action: what, sinceLastLine: unavailableSince.count }, "database unavailable: device messages held or refused (HW-FAULT-2)");
+    unavailableSince.loggedAt = at;
+    unavailableSince.count = 0;
+  }
+
+  /** onConnected/onDisconnected bookkeeping waits out a database outage too (bounded like message ingest). */
+  async function retryTransient(what: string, deviceId: string, work: () => Promise<void>): Promise<void> {
+    const deadline = now() + ingestRetryMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await work();
+        return;
+      } catch (error) {
+        if (!isTransientDatabaseError(error) || closing !== null || now() >= deadline) {
+          logger.error({ deviceId, err: error }, `${what} failed`);
+          return;
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(INGEST_RETRY_MAX_DELAY_MS, INGEST_RETRY_MIN_DELAY_MS * 2 ** attempt)));
     }
   }
 
@@ -417,10 +506,25 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       if (size > maxPayloadBytes) return denyAcl(client, "publish", "oversize", `${topic} (${size} bytes)`, callback);
       // Retained device messages would sit in broker memory and be replayed to later subscribers; none may exist.
       packet.retain = false;
-      // Synchronous on purpose: an asynchronous answer here lets aedes complete the packets of one read out of order,
-      // and evidence/heartbeat sequence checks would then refuse the late ones. The device's enrollment is re-checked
-      // in its ordered ingest queue instead (see `published`); only the plane subscribes to up/ topics.
-      callback(null);
+      // HW-FAULT-2: the message is handled here, before aedes writes the PUBACK (aedes 1.2 acks a QoS 1 PUBLISH
+      // before its `published` hook runs, so a message handled there was lost when the database or the process
+      // failed after the PUBACK). aedes hands over the packets of one socket read together, each through this hook
+      // synchronously and in order: enqueueing here keeps the device's order (the ingest chain), and the answers
+      // come back in that order, so the PUBACKs do too. The device's enrollment is re-checked in the chain; aedes
+      // reads the client's next packets only when these are answered (per-client backpressure).
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      const { deviceId, kind } = parsed;
+      const qos = packet.qos;
+      enqueue(deviceId, () =>
+        ingestDurably(client, deviceId, kind, payload, qos).then(
+          (handled) => callback(handled ? null : new Error(`${kind} not handled: the database is unavailable (the device sends it again)`)),
+          (error: unknown) => {
+            // ingest catches what handlers throw; this is a bug in the broker itself: say so, never stall the client.
+            logger.error({ deviceId, kind, err: error }, "mqtt ingest failed");
+            callback(null);
+          },
+        ),
+      );
     },
 
     authorizeSubscribe(client, subscription, callback) {
@@ -441,15 +545,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       return null;
     },
 
-    published(packet, client, callback) {
-      if (client === null) return callback(null);
-      const parsed = parseTopic(packet.topic);
-      if (parsed === null || parsed.direction !== "up" || parsed.deviceId !== client.id) return callback(null);
-      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-      const { deviceId, kind } = parsed;
-      // Waiting gives per-client backpressure: aedes reads this client's next packets after this one is handled.
-      enqueue(deviceId, () => ingestIfAccepted(client, deviceId, kind, payload)).then(() => callback(null));
-    },
+
   });
 
   // 'client' fires when aedes registers the connection, before CONNACK: from then on it is the device's
@@ -457,22 +553,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   aedes.on("client", (client) => {
     live.set(client.id, client);
     logger.info({ deviceId: client.id }, "mqtt device connected");
-    void enqueue(client.id, () =>
-      deviceSide.onConnected(client.id).catch((error: unknown) => {
-        logger.error({ deviceId: client.id, err: error }, "onConnected failed");
-      }),
-    );
+    void enqueue(client.id, () => retryTransient("onConnected", client.id, () => deviceSide.onConnected(client.id)));
   });
   aedes.on("clientDisconnect", (client) => {
     // A takeover by a newer connection of the same device must not mark the device disconnected.
     if (live.get(client.id) !== client) return;
     live.delete(client.id);
     logger.info({ deviceId: client.id }, "mqtt device disconnected");
-    void enqueue(client.id, () =>
-      deviceSide.onDisconnected(client.id).catch((error: unknown) => {
-        logger.error({ deviceId: client.id, err: error }, "onDisconnected failed");
-      }),
-    );
+    void enqueue(client.id, () => retryTransient("onDisconnected", client.id, () => deviceSide.onDisconnected(client.id)));
   });
   // HW-LOG-1: client ids and error texts can carry what an unauthenticated peer sent: clipped.
   aedes.on("clientError", (client, error) => {
@@ -506,7 +594,6 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   const maxPacketBytes = maxPayloadBytes + PACKET_OVERHEAD_BYTES;
   const servers: Server[] = [];
-  let closing: Promise<void> | null = null;
 
   function handleSocket(socket: Socket): void {
     const client = aedes.handle(socket);

@@ -204,6 +204,6 @@ describe("hashward CLI", () => {
   it("health needs no token", async () => {
     const { code, stdout } = await harness({ HASHWARD_URL: "http://plane.test:1" }).run("health");
     expect(code).toBe(0);
-    expect(JSON.parse(stdout)).toEqual({ status: "ok", version: "1" });
+    expect(JSON.parse(stdout)).toEqual({ status: "ok", version: "1", database: "up" });
   });
 });

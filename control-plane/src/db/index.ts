@@ -15,6 +15,7 @@ import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
 import { copyDatabaseImage, ensureDatabaseImage, imageCacheDirFromEnv, isFreshDirectory } from "./image.js";
+import { probeDatabase } from "./transient.js";
 import * as schema from "./schema.js";
 
 export { schema };
@@ -31,6 +32,11 @@ export type Dialect = "pglite" | "postgres";
 export interface OpenedDatabase {
   db: Database;
   dialect: Dialect;
+  /**
+   * HW-FAULT-3: whether the database answers `select 1` now, within `timeoutMs` (default 2000). On PostgreSQL
+   * this uses a connection of its own: a pool busy with a reconnecting fleet must not read as a database down.
+   */
+  probe(timeoutMs?: number): Promise<"up" | "down">;
   close(): Promise<void>;
 }
 
@@ -108,6 +114,7 @@ async function openPglite(directory: string, imageCacheDir: string | false): Pro
   return {
     db,
     dialect: "pglite",
+    probe: (timeoutMs) => probeDatabase(db, timeoutMs),
     async close() {
       if (closed) return;
       closed = true;
@@ -116,10 +123,31 @@ async function openPglite(directory: string, imageCacheDir: string | false): Pro
   };
 }
 
-async function openPostgres(url: string): Promise<OpenedDatabase> {
-  const pool = new pg.Pool({ connectionString: url, max: 10 });
-  // An idle client losing its connection must not crash the process; the next query reconnects.
+/**
+ * HW-FAULT-1: a lost connection must not crash the process. An idle client's error reaches the pool's listener;
+ * but pg-pool removes its error listener from a client while it is checked out (a drizzle transaction holds one
+ * across awaits), and a connection dying then (PostgreSQL restarted) emitted an unhandled 'error' that killed the
+ * plane. The queries on that client still fail with the error, and pg-pool drops the client when it is released
+ * (not queryable), so swallowing the event here loses nothing; the next query opens a new connection.
+ */
+function survivesLostConnections(pool: pg.Pool): void {
   pool.on("error", () => {});
+  pool.on("connect", (client) => {
+    client.on("error", () => {});
+  });
+}
+
+async function openPostgres(url: string): Promise<OpenedDatabase> {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    // HW-FAULT-1: a server that stops answering (a cut network, not a clean close) is noticed by TCP keepalive,
+    // so queries on that connection fail (and are retried) instead of hanging. No connectionTimeoutMillis: in
+    // pg-pool it also bounds the wait for a free client, and 2,000 devices reconnecting after a restart queue
+    // longer than any such bound (measured: CONNECTs refused for minutes with 10 s), while waiting costs nothing.
+    keepAlive: true,
+  });
+  survivesLostConnections(pool);
   try {
     const client = await pool.connect();
     try {
@@ -137,14 +165,20 @@ async function openPostgres(url: string): Promise<OpenedDatabase> {
     throw error;
   }
   const db = withCommitHooks(drizzlePg({ client: pool, schema }) as unknown as Database);
+  // HW-FAULT-3: the health probe's own single connection (reopened by pg-pool after a restart).
+  const probePool = new pg.Pool({ connectionString: url, max: 1, keepAlive: true, idleTimeoutMillis: 0 });
+  survivesLostConnections(probePool);
+  const probeDb = drizzlePg({ client: probePool, schema }) as unknown as Database;
   let closed = false;
   return {
     db,
     dialect: "postgres",
+    probe: (timeoutMs) => probeDatabase(probeDb, timeoutMs),
     async close() {
       if (closed) return;
       closed = true;
       await pool.end();
+      await probePool.end();
     },
   };
 }

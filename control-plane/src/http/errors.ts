@@ -6,6 +6,7 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { z } from "zod";
+import { isTransientDatabaseError } from "../db/transient.js";
 import { CapacityError, ConflictError, ForbiddenError, NotFoundError, ValidationError, VerificationError } from "../errors.js";
 
 export type ErrorCode =
@@ -18,6 +19,7 @@ export type ErrorCode =
   | "conflict"
   | "payload_too_large"
   | "too_many_requests"
+  | "unavailable"
   | "internal";
 
 export interface ErrorBody {
@@ -66,6 +68,9 @@ export function httpErrorFor(err: unknown): HttpError | null {
   if (err instanceof CapacityError) return { status: 429, body: errorBody("too_many_requests", err.message) };
   if (err instanceof HTTPException) return httpExceptionFor(err);
   if (isUnstorableText(err)) return { status: 400, body: errorBody("validation_error", "text contains a NUL character (U+0000), which cannot be stored", "") };
+  // HW-FAULT-3: a database that is restarting or unreachable is the plane's passing trouble, not the client's
+  // mistake and not a bug: 503 (the caller's onError adds Retry-After), and the request's transaction wrote nothing.
+  if (isTransientDatabaseError(err)) return { status: 503, body: errorBody("unavailable", "the database is unavailable; retry shortly") };
   return null;
 }
 

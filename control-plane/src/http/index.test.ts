@@ -328,6 +328,15 @@ describe("error mapping by class", () => {
     expect((await errorOf(res)).code).toBe("conflict");
   });
 
+  it("HW-FAULT-3: a database outage -> 503 unavailable with Retry-After, not a 500", async () => {
+    const lost = Object.assign(new Error("Failed query: insert ..."), { cause: new Error("Connection terminated unexpectedly") });
+    ctx.service.failWith("acceptDevice", lost);
+    const res = await ctx.request("POST", `/api/v1/devices/${DEVICE_ID}/accept`, { token: TOKENS.operator, body: {} });
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("1");
+    expect((await errorOf(res)).code).toBe("unavailable");
+  });
+
   it("service ValidationError -> 400 with its field", async () => {
     ctx.service.failWith("registerReferenceValues", new ValidationError("duplicate path", "measurements.1.path"));
     const res = await ctx.request("POST", "/api/v1/reference-values", { token: TOKENS.operator, body: ROUTES.find((r) => r.call === "registerReferenceValues")!.body });
@@ -389,7 +398,19 @@ describe("system routes", () => {
   it("healthz", async () => {
     const res = await ctx.request("GET", "/healthz");
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ status: "ok", version: "9.9.9" });
+    expect(await res.json()).toEqual({ status: "ok", version: "9.9.9", database: "up" });
+  });
+
+  it("HW-FAULT-3: with the database down, healthz stays 200 saying so and readyz is 503; both up again after", async () => {
+    let database: "up" | "down" = "down";
+    const app = createHttpApp({ service: new FakeControlPlaneService(), logger: pino({ level: "silent" }), registry: new Registry(), version: "9.9.9", probeDatabase: async () => database });
+    const health = await app.request("/healthz");
+    expect(health.status).toBe(200);
+    expect(await health.json()).toEqual({ status: "degraded", version: "9.9.9", database: "down" });
+    expect((await app.request("/readyz")).status).toBe(503);
+    database = "up";
+    expect(await (await app.request("/healthz")).json()).toEqual({ status: "ok", version: "9.9.9", database: "up" });
+    expect((await app.request("/readyz")).status).toBe(200);
   });
 
   it("metrics expose the request histogram by matched route", async () => {
@@ -445,7 +466,7 @@ describe("OpenAPI 3.1 document", () => {
 
   it("marks public routes as such", async () => {
     const doc = await document();
-    for (const [method, path] of [["post", "/api/v1/enroll"], ["get", "/healthz"], ["get", "/metrics"], ["get", OPENAPI_PATH]] as const) {
+    for (const [method, path] of [["post", "/api/v1/enroll"], ["get", "/healthz"], ["get", "/readyz"], ["get", "/metrics"], ["get", OPENAPI_PATH]] as const) {
       const operation = doc.paths[path]?.[method];
       expect(operation, `${method} ${path}`).toBeDefined();
       expect(operation!.security).toEqual([]);
@@ -460,6 +481,7 @@ describe("OpenAPI 3.1 document", () => {
       ...ROUTES.map((r) => `${r.method} ${openapiPath(r.path)}`),
       "POST /api/v1/enroll",
       "GET /healthz",
+      "GET /readyz",
       "GET /metrics",
       `GET ${OPENAPI_PATH}`,
     ]);

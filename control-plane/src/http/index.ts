@@ -89,6 +89,8 @@ export interface HttpAppDeps {
   events?: EventRoutesDeps;
   /** Webhook endpoints and delivery logs (routes/webhooks.ts). */
   webhooks?: import("../webhooks/index.js").WebhookService;
+  /** Whether the database answers now (db/transient.ts `probeDatabase`); absent: reported "up". */
+  probeDatabase?: () => Promise<"up" | "down">;
   /** The operator dashboard at /ui/ (control-plane/src/ui); its roles are read from the routes above (HW-UI-4). */
   dashboard?: { db: import("../db/index.js").Database; secure: boolean; sessionTtlMs?: number; now?: () => number };
 }
@@ -136,7 +138,7 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     // HW-LOG-1: the path is the (possibly unauthenticated) client's choice: clipped.
     const entry = { reqId: c.get("requestId"), method: clipForLog(c.req.method, 16), path: clipForLog(c.req.path, 256), status: c.res.status, ms: Math.round(seconds * 1e4) / 10 };
     // Probes and scrapes arrive every few seconds and would drown the operator actions: debug only.
-    if (route === "/healthz" || route === "/metrics") logger.debug(entry, "request");
+    if (route === "/healthz" || route === "/readyz" || route === "/metrics") logger.debug(entry, "request");
     else logger.info(entry, "request");
   });
   const limitBody = bodyLimit({
@@ -152,6 +154,10 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
     const timedOut = bodyTimeoutOf(c.env);
     if (timedOut) return c.json(errorBody("request_timeout", timedOut.message), 408, { Connection: "close" });
     const known = httpErrorFor(err);
+    if (known?.status === 503) {
+      logger.warn({ reqId: c.get("requestId"), err, method: clipForLog(c.req.method, 16), path: clipForLog(c.req.path, 256) }, "request refused: database unavailable");
+      return c.json(known.body, 503, { "Retry-After": "1" });
+    }
     if (known) return c.json(known.body, known.status);
     logger.error({ reqId: c.get("requestId"), err, method: clipForLog(c.req.method, 16), path: clipForLog(c.req.path, 256) }, "request failed");
     return c.json(errorBody("internal", `internal error (request id ${c.get("requestId")})`), 500);
@@ -159,14 +165,34 @@ export function createHttpApp(deps: HttpAppDeps): OpenAPIHono<HttpEnv> {
   app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${c.req.path}`), 404));
 
   // --- public ---------------------------------------------------------------------------------------------------
+  // HW-FAULT-3: liveness stays 200 while the database is down (restarting the plane brings no database back, and
+  // the plane recovers by itself); it says `database: "down"` and `status: "degraded"`. Readiness is 503 then, so
+  // a load balancer sends operators to a replica that can answer.
+  const probe = deps.probeDatabase ?? (async () => "up" as const);
+  const health = async () => {
+    const database = await probe();
+    return { status: database === "up" ? ("ok" as const) : ("degraded" as const), version, database };
+  };
   app.openapi(
     createRoute({
       method: "get",
       path: "/healthz",
-      ...publicRoute("Liveness", "system"),
+      ...publicRoute("Liveness: the process answers; `database` says whether the database does", "system"),
       responses: { 200: json(healthSchema, "Alive") },
     }),
-    (c) => c.json({ status: "ok" as const, version }, 200),
+    async (c) => c.json(await health(), 200),
+  );
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/readyz",
+      ...publicRoute("Readiness: 200 when the database answers, 503 when it does not", "system"),
+      responses: { 200: json(healthSchema, "Ready"), 503: json(healthSchema, "Database unavailable") },
+    }),
+    async (c) => {
+      const body = await health();
+      return body.database === "up" ? c.json(body, 200) : c.json(body, 503);
+    },
   );
 
   app.openapi(

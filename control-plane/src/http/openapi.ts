@@ -29,6 +29,7 @@ export function errorResponses(overrides: Partial<Record<400 | 409 | 413, string
     409: json(errorSchema, overrides[409] ?? "Conflicts with the current state"),
     413: json(errorSchema, overrides[413] ?? "Request body too large"),
     500: json(errorSchema, "Internal error (see logs by request id)"),
+    503: json(errorSchema, "The database is unavailable (restarting, unreachable); retry after Retry-After seconds"),
   };
 }
 

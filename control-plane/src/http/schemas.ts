@@ -126,6 +126,7 @@ export const errorSchema = z
         "payload_too_large",
         "too_many_requests",
         "request_timeout",
+        "unavailable",
         "internal",
       ]),
       message: z.string(),
@@ -332,4 +333,7 @@ export const transitionsSchema = z.object({ transitions: z.array(transitionSchem
 export const referenceValuesSchema = z.object({ referenceValues: z.array(referenceValueSetSchema) }).openapi("ReferenceValues");
 export const eventsSchema = z.object({ events: z.array(eventViewSchema) }).openapi("Events");
 export const auditSchema = z.object({ entries: z.array(auditEntrySchema) }).openapi("AuditEntries");
-export const healthSchema = z.object({ status: z.literal("ok"), version: z.string() }).openapi("Health");
+/** `status` is "degraded" while the database does not answer (`database: "down"`, HW-FAULT-3). */
+export const healthSchema = z
+  .object({ status: z.enum(["ok", "degraded"]), version: z.string(), database: z.enum(["up", "down"]) })
+  .openapi("Health");

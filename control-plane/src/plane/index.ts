@@ -20,6 +20,7 @@ import { startRabbitTransport, type RabbitTransport } from "../broker/rabbitmq/t
 import { writeBrokerTlsFiles } from "../broker/rabbitmq/tls-files.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import { openDatabase, type Database, type Tx } from "../db/index.js";
+import { probeDatabase } from "../db/transient.js";
 import { createFarmAlerts } from "../alerts/index.js";
 import { createEventHub } from "../events/index.js";
 import { createWebhookService } from "../webhooks/index.js";
@@ -65,6 +66,8 @@ interface Services {
 interface OpenedDb {
   db: unknown;
   dialect: "pglite" | "postgres";
+  /** Whether the database answers now (HW-FAULT-3); absent: `select 1` through `db`. */
+  probe?(timeoutMs?: number): Promise<"up" | "down">;
   close(): Promise<void>;
 }
 
@@ -367,6 +370,7 @@ export async function startPlane(
       },
     });
     const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks,
+      probeDatabase: () => (opened.probe ? opened.probe() : probeDatabase(opened.db as Database)),
       dashboard: { db: opened.db as Database, secure: tls !== null, sessionTtlMs: config.uiSessionTtlMs },
     });
 

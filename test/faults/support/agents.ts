@@ -1,0 +1,45 @@
+/** Compiled agents on simulated boards for the fault campaigns (the real binary where execution matters). */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { createSimulatedBoard } from "../../../agent/src/platform/index.js";
+import { loadDeviceKey } from "../../support/device-key.js";
+import { simulatedAgentConfig, startAgent, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../../support/processes.js";
+import { waitFor } from "../../support/wait.js";
+
+export const AGENT_MODEL = "S19";
+export const AGENT_FIRMWARE = "2024.06.1";
+
+export interface FaultAgent {
+  name: string;
+  /** The agent's own temp folder (board, state, config): removed after the campaign. */
+  dir: string;
+  proc: ManagedProcess;
+  boardRoot: string;
+  stateDir: string;
+  deviceId: string;
+}
+
+/** Starts a compiled agent that enrolls with `token` (accepted at once) and waits for its device id. */
+export async function startFaultAgent(plane: ControlPlane, name: string, token: string): Promise<FaultAgent> {
+  const dir = tempDir(name);
+  const boardRoot = join(dir, "board");
+  await createSimulatedBoard(boardRoot, { model: AGENT_MODEL });
+  const stateDir = join(dir, "state");
+  const configFile = writeAgentConfig(
+    dir,
+    simulatedAgentConfig(plane, { stateDir, boardRoot, model: AGENT_MODEL, firmwareVersion: AGENT_FIRMWARE }, { enrollmentToken: token }),
+  );
+  const proc = startAgent(name, configFile);
+  const deviceId = await waitFor(`${name}'s key`, () => loadDeviceKey(stateDir)?.deviceId, { timeoutMs: 60_000 });
+  return { name, dir, proc, boardRoot, stateDir, deviceId };
+}
+
+/** What the simulated miner does now (`run/miner.state`): `stopped` once a quarantine was enforced. */
+export function minerState(agent: FaultAgent): string {
+  return readFileSync(join(agent.boardRoot, "run/miner.state"), "utf8").trim();
+}
+
+/** Commands of `action` the agent executed (its "command executed" log lines): a doubled command shows as 2. */
+export function executions(agent: FaultAgent, action: string): number[] {
+  return agent.proc.lines.filter((line) => line.msg === "command executed" && line.action === action).map((line) => Number(line.seq));
+}
