@@ -48,6 +48,7 @@ import { LivenessRefusal } from "../errors.js";
 import { dispatchUp, rejectionReason } from "./ingest.js";
 import { clipForLog } from "../log/index.js";
 import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
+import { DeviceWorkQueue } from "./device-queue.js";
 
 export interface BrokerDeps {
   deviceSide: DeviceSideService;
@@ -204,7 +205,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   /** HW-LIVE-1: the session of each authenticated connection (set once its CONNECT verified). */
   const sessions = new WeakMap<Client, DeviceSession>();
   /** Per-device ingest chain: messages and connect/disconnect events are handled one at a time, in order. */
-  const chains = new Map<string, Promise<void>>();
+  const queue = new DeviceWorkQueue();
   /** Set by close(): held messages stop waiting for the database. */
   let closing: Promise<void> | null = null;
   const unavailableSince = { loggedAt: Number.NEGATIVE_INFINITY, count: 0 };
@@ -227,15 +228,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     return identity;
   }
 
-  function enqueue(deviceId: string, work: () => Promise<void>): Promise<void> {
-    const previous = chains.get(deviceId) ?? Promise.resolve();
-    const next = previous.then(work, work);
-    chains.set(deviceId, next);
-    void next.finally(() => {
-      if (chains.get(deviceId) === next) chains.delete(deviceId);
-    });
-    return next;
-  }
+  const enqueue = (deviceId: string, work: () => Promise<void>): Promise<void> => queue.enqueue(deviceId, work);
 
   async function verifyConnect(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
     if (username === undefined || !isDeviceId(username)) {
@@ -633,7 +626,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         const stopped = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
         await new Promise<void>((resolve) => aedes.close(() => resolve()));
         await Promise.all(stopped);
-        while (chains.size > 0) await Promise.allSettled([...chains.values()]);
+        await queue.drain();
       })();
       return closing;
     },

@@ -28,6 +28,7 @@ import { dispatchUp, rejectionReason } from "../ingest.js";
 import type { BrokerConfig } from "./config.js";
 import { redactUrl } from "./config.js";
 import { createHookServer, type HookServer } from "./hooks.js";
+import { DeviceWorkQueue } from "../device-queue.js";
 
 export const INGEST_QUEUE = "hashward.ingest";
 /** A delivery whose handler keeps failing internally is dropped after this many attempts (quorum queue delivery-limit). */
@@ -103,16 +104,8 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
   });
   const hookPort = await hooks.listen(config.hookPort, config.hookHost);
 
-  const chains = new Map<string, Promise<void>>();
-  function enqueue(deviceId: string, work: () => Promise<void>): Promise<void> {
-    const previous = chains.get(deviceId) ?? Promise.resolve();
-    const next = previous.then(work, work);
-    chains.set(deviceId, next);
-    void next.finally(() => {
-      if (chains.get(deviceId) === next) chains.delete(deviceId);
-    });
-    return next;
-  }
+  const queue = new DeviceWorkQueue();
+  const enqueue = (deviceId: string, work: () => Promise<void>): Promise<void> => queue.enqueue(deviceId, work);
 
   /** The latest unexpired connect-token nonce any replica recorded for the device (its current connection). */
   async function latestNonce(deviceId: string): Promise<string | null> {
@@ -378,7 +371,7 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
       closing = true;
       if (reconnectTimer) clearTimeout(reconnectTimer);
       await hooks.close();
-      while (chains.size > 0) await Promise.allSettled([...chains.values()]);
+      await queue.drain();
       await connection?.close().catch(() => undefined);
     },
   };
