@@ -179,6 +179,29 @@ onEveryDatabase("dashboard", (backend, open) => {
       expect((await services.service.getDevice(deviceId)).containment).toBe("quarantine_requested");
     });
 
+    it("a malformed or non-form body is a 400 that changes nothing, signed in or not (never a 500)", async () => {
+      const deviceId = await newDevice();
+      const { cookie, csrf } = await signIn(tokens.operator!.token);
+      const raw = (path: string, contentType: string, body: string, withCookie: boolean) =>
+        app.request(`${ORIGIN}${path}`, {
+          method: "POST",
+          headers: { host: "plane.test", origin: ORIGIN, "content-type": contentType, "x-csrf-token": csrf, ...(withCookie ? { cookie: `hashward_session=${cookie}` } : {}) },
+          body,
+        });
+      const bodies: Array<[string, string]> = [
+        ["multipart/form-data", "xxx"], // no boundary
+        ["multipart/form-data; boundary=b", `--b\r\ncontent-disposition: form-data; name="reason"\r\n\r\ntest`], // no closing boundary
+        ["application/json", JSON.stringify({ token: tokens.operator!.token, reason: "test", confirmed: "yes" })],
+        ["text/plain", "token=x"],
+      ];
+      for (const [type, body] of bodies) {
+        expect((await raw("/ui/login", type, body, false)).status, `login ${type}`).toBe(400);
+        expect((await raw(`/ui/devices/${deviceId}/quarantine`, type, body, true)).status, `quarantine ${type}`).toBe(400);
+      }
+      expect((await services.service.getDevice(deviceId)).containment).toBe("none");
+      expect(await services.service.listCommands(deviceId, 10)).toEqual([]);
+    });
+
     it("HW-UI-3: every page carries a strict Content-Security-Policy and has no inline script", async () => {
       const deviceId = await newDevice();
       const { cookie } = await signIn(admin);

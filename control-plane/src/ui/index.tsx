@@ -188,11 +188,19 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
     const origin = c.req.header("origin");
     if (origin === undefined || origin !== expectedOrigin(c)) throw new UiRefusal(403, `cross-origin request refused (Origin ${origin ?? "missing"})`);
   };
-  const readForm = async (c: UiContext): Promise<Record<string, string>> => {
-    checkOrigin(c);
+  /** The posted form; a body that is not a well-formed form is a 400 (never a 500 with a stack, HW-HTTP-2). */
+  const parseFormBody = async (c: Context): Promise<Record<string, unknown>> => {
     const type = c.req.header("content-type") ?? "";
     if (!type.startsWith("application/x-www-form-urlencoded") && !type.startsWith("multipart/form-data")) throw new UiRefusal(400, "a form body is required");
-    const body = await c.req.parseBody();
+    try {
+      return await c.req.parseBody();
+    } catch {
+      throw new UiRefusal(400, "malformed form body");
+    }
+  };
+  const readForm = async (c: UiContext): Promise<Record<string, string>> => {
+    checkOrigin(c);
+    const body = await parseFormBody(c);
     const form: Record<string, string> = {};
     for (const [key, value] of Object.entries(body)) if (typeof value === "string") form[key] = value;
     const token = form._csrf ?? c.req.header("x-csrf-token") ?? "";
@@ -250,7 +258,12 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
     } catch (error) {
       return html(c, { title: "Sign in", principal: null }, <LoginPage error={(error as Error).message} />, 403);
     }
-    const body = await c.req.parseBody();
+    let body: Record<string, unknown>;
+    try {
+      body = await parseFormBody(c);
+    } catch (error) {
+      return html(c, { title: "Sign in", principal: null }, <LoginPage error={(error as Error).message} />, 400);
+    }
     const token = typeof body.token === "string" ? body.token.trim() : "";
     const opened = token.length > 0 && token.length <= 512 ? await sessions.open(token) : null;
     if (!opened) return html(c, { title: "Sign in", principal: null }, <LoginPage error="unknown, revoked or expired API token" />, 401);
