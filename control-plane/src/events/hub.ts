@@ -12,12 +12,16 @@
  *
  * HW-SSE-1: every subscriber has a bounded queue (`maxQueuedPerClient` events). A subscriber whose queue is full
  * (a client not reading fast enough) is dropped at once and counted in `hashward_sse_clients_dropped_total`:
- * the poller never waits for a client, so a slow client cannot slow the plane.
+ * the poller never waits for a client, so a slow client cannot slow the plane. The number of open streams is bounded
+ * too, in all (`maxSubscribers`) and per holder (`maxSubscribersPerHolder`, an API token): one more is refused with
+ * a CapacityError (HTTP 429) and counted in `hashward_sse_clients_refused_total`, so one token cannot hold the
+ * plane's memory with thousands of idle streams.
  */
 import { and, asc, desc, eq, gt, inArray, isNotNull, lte, type SQL } from "drizzle-orm";
 import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { planeEvents, type Database } from "../db/index.js";
+import { CapacityError } from "../errors.js";
 import type { PlaneEvent, PlaneEventKind } from "./kinds.js";
 import { onPlaneEventsCommitted } from "./record.js";
 
@@ -37,6 +41,10 @@ export interface EventHubOptions {
   maxQueuedPerClient?: number;
   /** Rows read per poll or replay page. Default 500. */
   pageSize?: number;
+  /** Open streams in all on this plane. Default 2,000; 1..1,000,000. */
+  maxSubscribers?: number;
+  /** Open streams per holder (the API token behind the request or the dashboard session). Default 16; >= 1. */
+  maxSubscribersPerHolder?: number;
 }
 
 export interface EventSubscription {
@@ -52,7 +60,12 @@ export interface EventSubscription {
 }
 
 export interface EventHub {
-  subscribe(filter: EventFilter): Promise<EventSubscription>;
+  /**
+   * A live subscription to the events matching `filter`, held by `holder` (an API token id; omitted: counted in
+   * the total only). Throws CapacityError when `maxSubscribers` streams are open, or `maxSubscribersPerHolder`
+   * for this holder (HW-SSE-1); closing a subscription frees its place.
+   */
+  subscribe(filter: EventFilter, holder?: string): Promise<EventSubscription>;
   /**
    * Committed events with a position above `afterId` and at most `upToId` matching the filter, in position order,
    * one page (`pageSize` rows) at a time; used to replay for `Last-Event-ID`.
@@ -65,6 +78,7 @@ export interface EventHub {
 
 interface Subscriber {
   filter: EventFilter;
+  holder: string | undefined;
   queue: PlaneEvent[];
   waiter: ((event: PlaneEvent | null) => void) | null;
   closed: boolean;
@@ -95,12 +109,28 @@ export function createEventHub(deps: { db: Database; logger: Logger; registry: R
   const maxQueued = deps.options?.maxQueuedPerClient ?? 1_000;
   const pageSize = deps.options?.pageSize ?? 500;
   if (!Number.isInteger(maxQueued) || maxQueued < 1 || maxQueued > 100_000) throw new RangeError(`maxQueuedPerClient must be 1..100000, got ${maxQueued}`);
+  const maxSubscribers = deps.options?.maxSubscribers ?? 2_000;
+  const maxPerHolder = deps.options?.maxSubscribersPerHolder ?? 16;
+  if (!Number.isInteger(maxSubscribers) || maxSubscribers < 1 || maxSubscribers > 1_000_000) throw new RangeError(`maxSubscribers must be 1..1000000, got ${maxSubscribers}`);
+  if (!Number.isInteger(maxPerHolder) || maxPerHolder < 1) throw new RangeError(`maxSubscribersPerHolder must be an integer >= 1, got ${maxPerHolder}`);
   if (!Number.isInteger(pollIntervalMs) || pollIntervalMs < 10) throw new RangeError(`pollIntervalMs must be an integer >= 10, got ${pollIntervalMs}`);
 
   const dropped = metric(registry, "hashward_sse_clients_dropped_total", () => new Counter({ name: "hashward_sse_clients_dropped_total", help: "Event stream clients dropped because their queue was full (too slow)", registers: [registry] }));
   const connected = metric(registry, "hashward_sse_clients", () => new Gauge({ name: "hashward_sse_clients", help: "Event stream clients connected", registers: [registry] }));
 
+  const refused = metric(registry, "hashward_sse_clients_refused_total", () => new Counter({ name: "hashward_sse_clients_refused_total", help: "Event stream requests refused because too many streams were open, in all or for one holder (HTTP 429)", labelNames: ["limit"] as const, registers: [registry] }));
+
   const subscribers = new Set<Subscriber>();
+  /** Open streams per holder, for `maxSubscribersPerHolder` (reserved ones included). */
+  const perHolder = new Map<string, number>();
+  /** Subscriptions past the limit checks, still catching up (not in `subscribers` yet). */
+  let reserved = 0;
+  function releaseHolder(holder: string | undefined): void {
+    if (holder === undefined) return;
+    const left = (perHolder.get(holder) ?? 1) - 1;
+    if (left <= 0) perHolder.delete(holder);
+    else perHolder.set(holder, left);
+  }
   let cursor: number | null = null;
   let polling: Promise<void> | null = null;
   /** A commit was signalled while a read ran: read once more when it ends (it may have missed that commit). */
@@ -141,6 +171,7 @@ export function createEventHub(deps: { db: Database; logger: Logger; registry: R
     sub.closed = true;
     sub.queue.length = 0;
     subscribers.delete(sub);
+    releaseHolder(sub.holder);
     connected.set(subscribers.size);
     sub.waiter?.(null);
     sub.waiter = null;
@@ -181,12 +212,31 @@ export function createEventHub(deps: { db: Database; logger: Logger; registry: R
   }
 
   return {
-    async subscribe(filter) {
+    async subscribe(filter, holder) {
       if (closed) throw new Error("event hub is closed");
-      // Catch up first, so the start id is a point every earlier event was read before.
-      await poll();
-      if (cursor === null) cursor = await lastId();
-      const sub: Subscriber = { filter, queue: [], waiter: null, closed: false, dropped: false };
+      // The place is taken before any await (and given back if the catch-up fails), so concurrent requests
+      // cannot overshoot the limits.
+      if (subscribers.size + reserved >= maxSubscribers) {
+        refused.inc({ limit: "total" });
+        throw new CapacityError(`too many event streams are open on this plane (${maxSubscribers}); retry later`);
+      }
+      if (holder !== undefined && (perHolder.get(holder) ?? 0) >= maxPerHolder) {
+        refused.inc({ limit: "holder" });
+        throw new CapacityError(`this token already holds ${maxPerHolder} open event streams; close one first`);
+      }
+      reserved += 1;
+      if (holder !== undefined) perHolder.set(holder, (perHolder.get(holder) ?? 0) + 1);
+      const sub: Subscriber = { filter, holder, queue: [], waiter: null, closed: false, dropped: false };
+      try {
+        // Catch up first, so the start id is a point every earlier event was read before.
+        await poll();
+        if (cursor === null) cursor = await lastId();
+      } catch (error) {
+        releaseHolder(holder);
+        throw error;
+      } finally {
+        reserved -= 1;
+      }
       subscribers.add(sub);
       connected.set(subscribers.size);
       if (!timer) {

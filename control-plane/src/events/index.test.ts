@@ -305,6 +305,39 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       expect(dropped.events.length).toBeLessThan(8);
       await reading.cancel();
     });
+
+    it("HW-SSE-1: open streams are bounded per token and in all: one more is 429 with Retry-After, a closed one frees its place", async () => {
+      const smallRegistry = new Registry();
+      const small = createEventHub({ db: harness.db, logger, registry: smallRegistry, options: { pollIntervalMs: 60_000, maxSubscribers: 3, maxSubscribersPerHolder: 2 } });
+      const smallApp = createHttpApp({ service: services.service, logger, registry: smallRegistry, version: "test", events: { hub: small, keepAliveMs: 60_000 } });
+      const otherToken = (await services.service.createApiToken(OPERATOR, { role: "viewer", label: "second console" })).token;
+      const open = (token: string) => smallApp.request("/api/v1/events/stream", { headers: { authorization: `Bearer ${token}` } });
+      try {
+        const first = [await open(viewerToken), await open(viewerToken)];
+        expect(first.map((r) => r.status)).toEqual([200, 200]);
+        const third = await open(viewerToken);
+        expect(third.status).toBe(429);
+        expect(third.headers.get("retry-after")).toBe("5");
+        expect(((await third.json()) as { error: { message: string } }).error.message).toContain("2 open event streams");
+        const other = await open(otherToken); // another token still gets one: 3 in all
+        expect(other.status).toBe(200);
+        const overTotal = await open(otherToken);
+        expect(overTotal.status).toBe(429);
+        expect(((await overTotal.json()) as { error: { message: string } }).error.message).toContain("too many event streams");
+        const refused = (await smallRegistry.getSingleMetric("hashward_sse_clients_refused_total")!.get()).values;
+        expect(Object.fromEntries(refused.map((v) => [v.labels.limit, v.value]))).toEqual({ holder: 1, total: 1 });
+        // Closing a stream (the client goes away) gives its place back to that token.
+        await first[0]!.body!.cancel();
+        await vi.waitFor(async () => {
+          const again = await open(viewerToken);
+          expect(again.status).toBe(200);
+          await again.body!.cancel();
+        }, { timeout: 10_000 });
+        await Promise.all([first[1]!.body!.cancel(), other.body!.cancel()]);
+      } finally {
+        await small.close();
+      }
+    });
   });
 }
 

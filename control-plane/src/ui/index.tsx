@@ -303,7 +303,7 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
         requireRole(c, need);
         const parsed = z.object({ deviceId: deviceParams.shape.deviceId.optional(), after: z.string().max(20).optional() }).safeParse(c.req.query());
         if (!parsed.success) throw new UiRefusal(400, validationFailure(parsed.error, "query").body.error.message);
-        return eventStreamResponse(c, hub, parsed.data.deviceId ? { deviceId: parsed.data.deviceId } : {}, 15_000, parsed.data.after);
+        return eventStreamResponse(c, hub, parsed.data.deviceId ? { deviceId: parsed.data.deviceId } : {}, 15_000, parsed.data.after, c.get("session").principal.id);
       }),
     );
   }

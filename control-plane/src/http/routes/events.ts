@@ -12,8 +12,10 @@ import { streamSSE } from "hono/streaming";
 import { deviceIdSchema } from "../../../../shared/protocol/index.js";
 import { PLANE_EVENT_DATA, PLANE_EVENT_KINDS, type EventFilter, type EventHub, type PlaneEvent, type PlaneEventKind } from "../../events/index.js";
 import type { ControlPlaneService } from "../../service/types.js";
+import { CapacityError } from "../../errors.js";
 import { errorBody } from "../errors.js";
-import { errorResponses, securedRoute } from "../openapi.js";
+import { errorSchema } from "../schemas.js";
+import { errorResponses, json, securedRoute } from "../openapi.js";
 import type { HttpEnv } from "../index.js";
 
 const errors = errorResponses();
@@ -89,12 +91,13 @@ export function registerEventRoutes(app: OpenAPIHono<HttpEnv>, service: ControlP
           content: { "text/event-stream": { schema: planeEventSchema } },
         },
         ...errors,
+        429: json(errorSchema, "Too many event streams open, in all or for this token (HW-SSE-1); retry after Retry-After seconds"),
       },
     }),
     (async (c: any) => {
       const query = c.req.valid("query") as z.infer<typeof eventStreamQuery>;
       const filter = { ...(query.deviceId === undefined ? {} : { deviceId: query.deviceId }), ...(query.kind === undefined ? {} : { kinds: query.kind }) };
-      return eventStreamResponse(c, hub, filter, keepAliveMs);
+      return eventStreamResponse(c, hub, filter, keepAliveMs, undefined, (c.get("principal") as { id: string }).id);
     }) as never,
   );
 }
@@ -103,9 +106,10 @@ export function registerEventRoutes(app: OpenAPIHono<HttpEnv>, service: ControlP
  * Streams the events matching `filter` as server-sent events (HW-SSE-1): with a `Last-Event-ID` header (validated:
  * 400 naming it) first every committed event after it, then the live ones, none twice. Used by the API route above
  * and by the dashboard's cookie-authenticated stream (control-plane/src/ui), so both behave the same. `resumeFrom`
- * (validated like the header) is used when no header came.
+ * (validated like the header) is used when no header came. `holder` (the API token id) counts the stream against
+ * that token's limit: too many open streams, in all or for the holder, is 429 with `Retry-After` (HW-SSE-1).
  */
-export async function eventStreamResponse(c: Context, hub: EventHub, filter: EventFilter, keepAliveMs = 15_000, resumeFrom?: string): Promise<Response> {
+export async function eventStreamResponse(c: Context, hub: EventHub, filter: EventFilter, keepAliveMs = 15_000, resumeFrom?: string, holder?: string): Promise<Response> {
   // A reconnecting EventSource sends Last-Event-ID; `resumeFrom` is where a page rendered at a known event starts.
   const header = c.req.header("last-event-id") ?? resumeFrom;
   let lastId: number | null = null;
@@ -115,7 +119,14 @@ export async function eventStreamResponse(c: Context, hub: EventHub, filter: Eve
     }
     lastId = Number(header.trim());
   }
-  const subscription = await hub.subscribe(filter);
+  let subscription: Awaited<ReturnType<EventHub["subscribe"]>>;
+  try {
+    subscription = await hub.subscribe(filter, holder);
+  } catch (error) {
+    if (!(error instanceof CapacityError)) throw error;
+    c.header("Retry-After", "5");
+    return c.json(errorBody("too_many_requests", error.message), 429);
+  }
   return streamSSE(c, async (stream) => {
     stream.onAbort(() => subscription.close());
     let sent = lastId ?? subscription.startId;
