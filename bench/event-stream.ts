@@ -68,7 +68,7 @@ function streamClient(url: string, token: string) {
 // The stream is woken by the plane's own commits (HW-SSE-2); the fallback poll stays at its default. A zero-hashrate
 // alert is contraindicated (HW-ALERT-2): auto-quarantine is off so the burst measures alerts and the stream, not
 // 4,000 quarantine commands to devices that never ack.
-const { plane, admin, describe, close } = await startBenchPlane({ HASHWARD_EVENT_STREAM_MAX_QUEUE: "100000", HASHWARD_AUTO_QUARANTINE: "off" });
+const { plane, admin, describe, close } = await startBenchPlane({ HASHWARD_EVENT_STREAM_MAX_QUEUE: "100000", HASHWARD_EVENT_STREAMS_PER_TOKEN: "1000", HASHWARD_AUTO_QUARANTINE: "off" });
 try {
   // The pattern's three zero heartbeats are the fleet's grace (HW-ALERT-3; the built-in default is 18).
   await admin.ok("PUT", "/api/v1/policies/farm-alerts", { zeroHashrateSamples: 3 });

@@ -43,6 +43,8 @@ describe("loadConfig", () => {
       // HW-TLS-1: TLS on unless HASHWARD_TLS=off.
       tls: { enabled: true, extraNames: [], certLifetimeMs: 90 * 86_400_000, renewCheckMs: 3_600_000, requireClientCert: false },
       eventStreamMaxQueue: 1_000,
+      eventStreamsMax: 2_000,
+      eventStreamsPerToken: 16,
       eventPollMs: 1_000,
       webhookAllowLoopback: false,
       webhookMaxConsecutiveFailures: 10,

@@ -65,6 +65,9 @@ export interface ControlPlaneConfig {
   sessionTakeoverWindowMs: number;
   /** Events queued for one event-stream client before it is dropped (HW-SSE-1). */
   eventStreamMaxQueue: number;
+  /** Open event streams per plane, and per API token (HW-SSE-1). */
+  eventStreamsMax: number;
+  eventStreamsPerToken: number;
   /** How often the event stream reads events other processes committed (its own commits wake it at once, HW-SSE-2). */
   eventPollMs: number;
   /** HW-HOOK-3: allow loopback and link-local webhook targets. */
@@ -201,6 +204,8 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
       requireClientCert: oneOf(env, "HASHWARD_MQTT_CLIENT_CERT", "optional", ["optional", "required"] as const) === "required",
     },
     eventStreamMaxQueue: integer(env, "HASHWARD_EVENT_STREAM_MAX_QUEUE", 1_000, 1, 100_000),
+    eventStreamsMax: integer(env, "HASHWARD_EVENT_STREAMS_MAX", 2_000, 1, 1_000_000),
+    eventStreamsPerToken: integer(env, "HASHWARD_EVENT_STREAMS_PER_TOKEN", 16, 1, 1_000_000),
     eventPollMs: integer(env, "HASHWARD_EVENT_POLL_MS", 1_000, 10, MINUTE_MS),
     webhookAllowLoopback: oneOf(env, "HASHWARD_WEBHOOK_ALLOW_LOOPBACK", "false", ["true", "false"]) === "true",
     webhookMaxConsecutiveFailures: integer(env, "HASHWARD_WEBHOOK_MAX_FAILURES", 10, 1, 1_000),

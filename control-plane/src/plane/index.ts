@@ -356,7 +356,7 @@ export async function startPlane(
         caCertHash: tls?.ca.caCertHash ?? null,
       }),
     };
-    const hub = createEventHub({ db: opened.db as Database, logger, registry, options: { pollIntervalMs: config.eventPollMs, maxQueuedPerClient: config.eventStreamMaxQueue } });
+    const hub = createEventHub({ db: opened.db as Database, logger, registry, options: { pollIntervalMs: config.eventPollMs, maxQueuedPerClient: config.eventStreamMaxQueue, maxSubscribers: config.eventStreamsMax, maxSubscribersPerHolder: config.eventStreamsPerToken } });
     const webhooks = createWebhookService({
       db: opened.db as Database,
       logger,
