@@ -170,5 +170,7 @@ describeUnless(rabbitmqMissing(), "RabbitMQ broker mode (own node, real plane, r
     }, { timeoutMs: 180_000 });
     await waitFor("the agent's outbox drained", () => !readdirSync(outbox).includes(queued), { timeoutMs: 60_000 });
     await waitFor("heartbeats flow again", async () => Date.parse((await admin.get(`/api/v1/devices/${id}`)).lastSeenAt) > killedAt, { timeoutMs: 60_000 });
-  });
+    // The whole test: enrollment, a RabbitMQ node stopped and started again (Erlang boot, quorum queue recovery),
+    // the agent's reconnect backoff; each wait above has its own bound, the test's default 60 s was below their sum.
+  }, 600_000);
 });
