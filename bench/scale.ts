@@ -26,6 +26,7 @@ import { MAX_PAYLOAD_BYTES, upTopic, type Ack, type Command, type DeviceEvent } 
 import { ApiClient } from "../test/support/api.js";
 import { startControlPlane, tempDir, type ControlPlane } from "../test/support/processes.js";
 import { freePort, freePorts, newCookie, RabbitNode, rabbitmqMissing } from "../scripts/scale/rabbitmq-node.js";
+import { rabbitPlaneEnv } from "../test/support/rabbitmq.js";
 import { connectAll, disconnectAll, enrollAll, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, createScratchDatabase, listAllDevices, metricValue } from "./support/plane.js";
 import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
@@ -168,12 +169,7 @@ async function main(): Promise<void> {
           tls: false,
           env: {
             DATABASE_URL: database.url,
-            HASHWARD_BROKER: "rabbitmq",
-            HASHWARD_RABBITMQ_URL: node.amqpUrl,
-            HASHWARD_RABBITMQ_MANAGEMENT_URL: node.managementUrl,
-            HASHWARD_BROKER_HOOK_PORT: String(hookPorts[index]),
-            HASHWARD_BROKER_HOOK_SECRET: secret,
-            HASHWARD_PUBLIC_MQTT_URL: node.mqttUrl,
+            ...rabbitPlaneEnv([node], hookPorts[index]!, secret),
             // Production defaults (the test harness retries every 500 ms): a retry is a re-delivery the device sees.
             HASHWARD_COMMAND_RETRY_MS: "5000",
           },

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { MAX_PAYLOAD_BYTES } from "../../shared/protocol/index.js";
 import { expectAckedEventsStored, loadDevice, publishEvents, type LoadDevice } from "../support/event-load.js";
 import { freePort, freePorts, newCookie, RabbitNode, rabbitmqMissing } from "../../scripts/scale/rabbitmq-node.js";
+import { rabbitPlaneEnv } from "../support/rabbitmq.js";
 import { ApiClient } from "../support/api.js";
 import { startControlPlane, tempDir, type ControlPlane } from "../support/processes.js";
 import { describeUnless } from "../support/skip.js";
@@ -56,14 +57,7 @@ describeUnless(rabbitmqMissing(), "a three-node RabbitMQ cluster with one node k
     await waitFor("three running nodes", () => (JSON.parse(nodes[0]!.ctl(["cluster_status", "--formatter", "json"])) as { running_nodes: string[] }).running_nodes.length === 3, { timeoutMs: 120_000, intervalMs: 1000 });
     plane = await startControlPlane({
       tls: false,
-      env: {
-        HASHWARD_BROKER: "rabbitmq",
-        HASHWARD_RABBITMQ_URL: nodes.map((node) => node.amqpUrl).join(","),
-        HASHWARD_RABBITMQ_MANAGEMENT_URL: nodes[0]!.managementUrl,
-        HASHWARD_BROKER_HOOK_PORT: String(hookPort),
-        HASHWARD_BROKER_HOOK_SECRET: secret,
-        HASHWARD_PUBLIC_MQTT_URL: nodes[0]!.mqttUrl,
-      },
+      env: rabbitPlaneEnv(nodes, hookPort, secret),
     });
     await plane.proc.waitForLine("rabbitmq connected", (line) => line.msg === "rabbitmq connected; consuming device messages", 120_000);
     expect(JSON.stringify(nodes[0]!.ctl(["list_queues", "name", "type", "members", "--formatter", "json"]))).toMatch(/hashward\.ingest.*quorum/);

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, it } from "vitest";
 import { MAX_PAYLOAD_BYTES } from "../../shared/protocol/index.js";
 import { createScratchDatabase } from "../../bench/support/plane.js";
 import { freePort, freePorts, newCookie, RabbitNode, rabbitmqMissing } from "../../scripts/scale/rabbitmq-node.js";
+import { rabbitPlaneEnv } from "../support/rabbitmq.js";
 import { ApiClient } from "../support/api.js";
 import { expectAckedEventsStored, loadDevice, publishEvents, type LoadDevice } from "../support/event-load.js";
 import { startControlPlane, tempDir, type ControlPlane } from "../support/processes.js";
@@ -47,15 +48,7 @@ describeUnless(missing, "two replicas on RabbitMQ and PostgreSQL, the ingesting 
       const replica = await startControlPlane({
         dataDir,
         tls: false,
-        env: {
-          DATABASE_URL: database.url,
-          HASHWARD_BROKER: "rabbitmq",
-          HASHWARD_RABBITMQ_URL: node.amqpUrl,
-          HASHWARD_RABBITMQ_MANAGEMENT_URL: node.managementUrl,
-          HASHWARD_BROKER_HOOK_PORT: String(hookPort),
-          HASHWARD_BROKER_HOOK_SECRET: secret,
-          HASHWARD_PUBLIC_MQTT_URL: node.mqttUrl,
-        },
+        env: { DATABASE_URL: database.url, ...rabbitPlaneEnv([node], hookPort, secret) },
       });
       // In order: the first replica to consume is the queue's single active consumer.
       await replica.proc.waitForLine("rabbitmq connected", (line) => line.msg === "rabbitmq connected; consuming device messages", 120_000);

@@ -18,6 +18,21 @@ export interface RabbitPlane extends ControlPlane {
   hookUrl: string;
 }
 
+/**
+ * The environment of a plane in rabbitmq mode against running node(s): AMQP URL(s) (comma-separated for a
+ * cluster), the first node's management API and MQTT listener, the hook listener's port and shared secret.
+ */
+export function rabbitPlaneEnv(nodes: readonly Pick<RabbitNode, "amqpUrl" | "managementUrl" | "mqttUrl">[], hookPort: number, secret: string): Record<string, string> {
+  return {
+    HASHWARD_BROKER: "rabbitmq",
+    HASHWARD_RABBITMQ_URL: nodes.map((node) => node.amqpUrl).join(","),
+    HASHWARD_RABBITMQ_MANAGEMENT_URL: nodes[0]!.managementUrl,
+    HASHWARD_BROKER_HOOK_PORT: String(hookPort),
+    HASHWARD_BROKER_HOOK_SECRET: secret,
+    HASHWARD_PUBLIC_MQTT_URL: nodes[0]!.mqttUrl,
+  };
+}
+
 /** Starts a RabbitMQ node and a plane using it (TLS on unless `options.tls` is false). */
 export async function startRabbitPlane(options: ControlPlaneOptions = {}): Promise<RabbitPlane> {
   const ports = await freePorts();
