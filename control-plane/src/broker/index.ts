@@ -31,7 +31,6 @@ import { verifyConnectToken, NonceMemory } from "../../../shared/auth/connect-to
 import { fromBase64Url, verifyBytesFast } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError } from "../../../shared/errors/index.js";
 import {
-  downFilter,
   downTopic,
   encodePayload,
   isDeviceId,
@@ -49,6 +48,7 @@ import { dispatchUp, rejectionReason } from "./ingest.js";
 import { clipForLog } from "../log/index.js";
 import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
 import { DeviceWorkQueue } from "./device-queue.js";
+import { devicePublishAllowed, deviceSubscribeAllowed } from "./device-policy.js";
 
 export interface BrokerDeps {
   deviceSide: DeviceSideService;
@@ -492,7 +492,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       const topic = packet.topic;
       const parsed = parseTopic(topic);
       // HW-TOPIC-1: a device publishes only under its own up/.
-      if (parsed === null || parsed.direction !== "up" || parsed.deviceId !== client.id) {
+      if (parsed === null || parsed.direction !== "up" || !devicePublishAllowed(client.id, topic)) {
         return denyAcl(client, "publish", "foreign-topic", topic, callback);
       }
       const size = packet.payload.length;
@@ -522,10 +522,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     authorizeSubscribe(client, subscription, callback) {
       const topic = subscription.topic;
-      const parsed = parseTopic(topic);
       // HW-TOPIC-1: only its own down/ topics, as the one filter or a concrete topic.
-      const own = topic === downFilter(client.id) || (parsed?.direction === "down" && parsed.deviceId === client.id);
-      if (!own) return denyAcl(client, "subscribe", "foreign-topic", topic, (error) => callback(error, null));
+      if (!deviceSubscribeAllowed(client.id, topic)) return denyAcl(client, "subscribe", "foreign-topic", topic, (error) => callback(error, null));
       // HW-MQTT-1: delivered at most at QoS 1 (capSubscribeQos already lowered the SUBACK's grant).
       const granted: Subscription = { ...subscription, qos: Math.min(subscription.qos, MAX_GRANTED_QOS) as 0 | 1 };
       callback(null, granted);

@@ -13,27 +13,20 @@
  * and topic answers are pure string checks, and the identity a CONNECT needs comes from a cache (invalidated on
  * revoke), so a reconnect storm costs one signature check and one nonce insert per device (single use across
  * replicas, HW-AUTH-1), no lookups.
- *
- * Written on node:http rather than the API's Hono app on purpose: four form-encoded routes on a listener of their
- * own, with no middleware of the operator API (tokens, CORS, OpenAPI) to get in the way.
+ * The rules themselves are ../device-policy.ts (shared with the embedded broker and the EMQX hooks); the listener
+ * is ../hook-listener.ts.
  */
-import { timingSafeEqual } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage } from "node:http";
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
-import { verifyConnectToken } from "../../../../shared/auth/connect-token.js";
-import { fromBase64Url, verifyBytesFast } from "../../../../shared/crypto/index.js";
-import { FreshnessError } from "../../../../shared/errors/index.js";
-import { downFilter, isDeviceId, parseTopic } from "../../../../shared/protocol/index.js";
+import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
 import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
-
-/** Hook form fields are short; anything larger is refused before it is read in full. */
-const MAX_BODY_BYTES = 8 * 1024;
-const MAX_PASSWORD_BYTES = 2_048;
-const MAX_IDENTITY_CACHE_MS = 30_000;
+import { createConnectCheck, devicePublishAllowed, deviceSubscribeAllowed } from "../device-policy.js";
+import { createHookListener, secretEquals } from "../hook-listener.js";
 
 type Params = URLSearchParams;
+const CHECKS = new Set(["user", "vhost", "resource", "topic"]);
 
 /** MQTT topic of a routing key (or binding key) as RabbitMQ's MQTT plugin maps them: `.` -> `/`, `*` -> `+`. */
 export function topicOfRoutingKey(key: string): string {
@@ -76,12 +69,11 @@ export function topicAllowed(params: Params, exchange: string, vhost: string): b
   const clientId = clientIdOf(params);
   if (clientId !== undefined && clientId !== username) return false;
   const topic = topicOfRoutingKey(params.get("routing_key") ?? "");
-  const parsed = parseTopic(topic);
   switch (params.get("permission")) {
     case "write":
-      return parsed !== null && parsed.direction === "up" && parsed.deviceId === username;
+      return devicePublishAllowed(username, topic);
     case "read":
-      return topic === downFilter(username) || (parsed !== null && parsed.direction === "down" && parsed.deviceId === username);
+      return deviceSubscribeAllowed(username, topic);
     default:
       return false;
   }
@@ -111,82 +103,38 @@ export interface HookServer {
   close(): Promise<void>;
 }
 
-export function createHookServer(deps: HookDeps): HookServer {
-  const { deviceSide, registry } = deps;
-  const logger = deps.logger.child({ component: "broker-hooks" });
-  const now = deps.now ?? Date.now;
-  const identityCacheMs = Math.min(deps.identityCacheMs ?? 10_000, MAX_IDENTITY_CACHE_MS);
-  const secret = Buffer.from(deps.secret);
-  const identities = new Map<string, { identity: ConnectIdentity | null; at: number }>();
+/** The check a hook request asks for: `/<secret>/<check>` with the right secret (HW-BROKER-2), else null. */
+function routeOf(request: IncomingMessage, secret: string): string | null {
+  const path = (request.url ?? "").split("?")[0] ?? "";
+  const [, given = "", check = "", ...rest] = path.split("/");
+  return secretEquals(given, secret) && rest.length === 0 && CHECKS.has(check) ? check : null;
+}
 
-  const decisions = new Counter({
-    name: "hashward_broker_hook_requests_total",
-    help: "Requests from RabbitMQ's HTTP auth backend, by check and decision (refused: no or wrong secret)",
-    labelNames: ["check", "decision"] as const,
-    registers: [registry],
-  });
+/** The RabbitMQ hook listener (see the file comment); call listen() to serve. */
+export function createHookServer(deps: HookDeps): HookServer {
+  const logger = deps.logger.child({ component: "broker-hooks" });
+  const connect = createConnectCheck({ deviceSide: deps.deviceSide, logger, now: deps.now, identityCacheMs: deps.identityCacheMs });
   const connectRefused = new Counter({
     name: "hashward_mqtt_connect_refused_total",
     help: "MQTT CONNECTs refused, by reason",
     labelNames: ["reason"] as const,
-    registers: [registry],
+    registers: [deps.registry],
   });
-
-  /** `acceptedOnly`: a cached answer other than `accepted` is asked again (a device accepted a moment ago connects at once). */
-  async function identity(deviceId: string, acceptedOnly = false): Promise<ConnectIdentity | null> {
-    const at = now();
-    const cached = identities.get(deviceId);
-    if (cached && at - cached.at < identityCacheMs && (!acceptedOnly || cached.identity?.enrollment === "accepted")) return cached.identity;
-    const found = await deviceSide.identityForConnect(deviceId);
-    if (identities.size >= 200_000) identities.clear(); // bounded; entries are cheap to refetch
-    identities.set(deviceId, { identity: found, at });
-    return found;
-  }
-
-  /** HW-AUTH-1 through the broker: the same checks as the embedded broker's authenticate hook. */
-  async function userAllowed(params: Params): Promise<{ allow: true } | { allow: false; reason: string }> {
-    const username = params.get("username") ?? "";
-    if (!isDeviceId(username)) return { allow: false, reason: "bad-username" };
-    // Devices speak MQTT only, whose plugin always names the client id; it must be the username ([MQTT-3.1.3-9]).
-    if (params.get("client_id") !== username) return { allow: false, reason: "client-id-mismatch" };
-    if (params.get("vhost") !== null && params.get("vhost") !== deps.vhost) return { allow: false, reason: "bad-vhost" };
-    const password = params.get("password") ?? "";
-    if (password.length === 0 || Buffer.byteLength(password) > MAX_PASSWORD_BYTES) return { allow: false, reason: "bad-token" };
-    let found: ConnectIdentity | null;
-    try {
-      found = await identity(username, true);
-    } catch (error) {
-      logger.error({ deviceId: username, err: error }, "identity lookup failed during CONNECT");
-      return { allow: false, reason: "unavailable" };
-    }
-    if (found === null) return { allow: false, reason: "unknown-device" };
-    if (found.enrollment !== "accepted") return { allow: false, reason: "not-accepted" };
-    let claims;
-    try {
-      claims = verifyConnectToken(password, username, fromBase64Url(found.publicKey), now(), verifyBytesFast);
-    } catch (error) {
-      const expired = error instanceof FreshnessError;
-      return { allow: false, reason: expired ? "expired-token" : "bad-token" };
-    }
-    try {
-      if (!(await deviceSide.rememberConnectNonce(username, claims.nonce, claims.exp))) return { allow: false, reason: "replayed-token" };
-    } catch (error) {
-      logger.error({ deviceId: username, err: error }, "nonce record failed during CONNECT");
-      return { allow: false, reason: "unavailable" };
-    }
-    deps.onAuthenticated?.(username, claims.nonce);
-    return { allow: true };
-  }
 
   async function answer(check: string, params: Params): Promise<boolean> {
     switch (check) {
       case "user": {
-        const result = await userAllowed(params);
+        const username = params.get("username") ?? "";
+        if (params.get("vhost") !== null && params.get("vhost") !== deps.vhost) return false;
+        // HW-AUTH-1: devices speak MQTT only, whose plugin always names the client id.
+        const result = await connect.check({ username, clientId: params.get("client_id") ?? "", password: params.get("password") ?? "" });
         if (!result.allow) {
           connectRefused.inc({ reason: result.reason });
-          logger.warn({ deviceId: clipForLog(params.get("username") ?? ""), reason: result.reason }, "mqtt connect refused");
+          logger.warn({ deviceId: clipForLog(username), reason: result.reason }, "mqtt connect refused");
+          return false;
         }
-        return result.allow;
+        deps.onAuthenticated?.(username, result.nonce);
+        return true;
       }
       case "vhost": {
         const username = params.get("username") ?? "";
@@ -210,78 +158,25 @@ export function createHookServer(deps: HookDeps): HookServer {
     }
   }
 
-  function secretMatches(given: string): boolean {
-    const bytes = Buffer.from(given);
-    return bytes.length === secret.length && timingSafeEqual(bytes, secret);
-  }
-
-  function handle(request: IncomingMessage, response: ServerResponse): void {
-    const path = (request.url ?? "").split("?")[0] ?? "";
-    const [, given = "", check = "", ...rest] = path.split("/");
+  const text = { "content-type": "text/plain" };
+  const listener = createHookListener({
+    logger,
+    registry: deps.registry,
     // HW-BROKER-2: no secret, no answer (and nothing that tells a stranger which paths exist).
-    if (!secretMatches(given) || rest.length > 0 || request.method !== "POST") {
-      decisions.inc({ check: "unknown", decision: "refused" });
-      response.writeHead(404).end();
-      request.resume();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    request.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        response.writeHead(413).end();
-        request.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    request.on("end", () => {
-      if (size > MAX_BODY_BYTES) return;
-      const params = new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
-      answer(check, params).then(
-        (allow) => {
-          decisions.inc({ check, decision: allow ? "allow" : "deny" });
-          response.writeHead(200, { "content-type": "text/plain" }).end(allow ? "allow" : "deny");
-        },
-        (error: unknown) => {
-          logger.error({ err: error, check }, "broker hook failed; denied");
-          decisions.inc({ check, decision: "deny" });
-          response.writeHead(200, { "content-type": "text/plain" }).end("deny");
-        },
-      );
-    });
-  }
+    route: (request) => routeOf(request, deps.secret),
+    refused: { status: 404, body: "", decision: "refused" },
+    tooLarge: { status: 413, body: "", decision: "too-large" },
+    failed: { status: 200, body: "deny", headers: text, decision: "deny" },
+    answer: async (check, body) => {
+      const allow = await answer(check, new URLSearchParams(body.toString("utf8")));
+      return { status: 200, body: allow ? "allow" : "deny", headers: text, decision: allow ? "allow" : "deny" };
+    },
+  });
 
-  const servers: Server[] = [];
   return {
-    identity: (deviceId) => identity(deviceId),
-    forget(deviceId) {
-      identities.delete(deviceId);
-    },
-    listen(port, host) {
-      const server = createServer(handle);
-      server.keepAliveTimeout = 65_000;
-      servers.push(server);
-      return new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(port, host, () => {
-          server.off("error", reject);
-          const address = server.address();
-          resolve(typeof address === "object" && address !== null ? address.port : port);
-        });
-      });
-    },
-    async close() {
-      await Promise.all(
-        servers.map(
-          (server) =>
-            new Promise<void>((resolve) => {
-              server.close(() => resolve());
-              server.closeAllConnections();
-            }),
-        ),
-      );
-    },
+    identity: (deviceId) => connect.identity(deviceId),
+    forget: (deviceId) => connect.forget(deviceId),
+    listen: (port, host) => listener.listen(port, host),
+    close: () => listener.close(),
   };
 }
