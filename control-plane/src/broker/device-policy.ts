@@ -8,10 +8,12 @@
  *     one signature check and one nonce insert per device (HW-BROKER-2).
  */
 import type { Logger } from "pino";
+import { Counter, type Registry } from "prom-client";
 import { verifyConnectToken } from "../../../shared/auth/connect-token.js";
 import { fromBase64Url, verifyBytesFast } from "../../../shared/crypto/index.js";
 import { FreshnessError } from "../../../shared/errors/index.js";
 import { downFilter, isDeviceId, parseTopic } from "../../../shared/protocol/index.js";
+import { clipForLog } from "../log/index.js";
 import type { ConnectIdentity, DeviceSideService } from "../service/types.js";
 
 /** HW-TOPIC-1: device `deviceId` may publish to `topic` only when it is its own `asic/v1/<id>/up/<kind>`. */
@@ -56,6 +58,8 @@ export interface ConnectRequest {
 export interface ConnectCheckDeps {
   deviceSide: DeviceSideService;
   logger: Logger;
+  /** Refusals are counted here (hashward_mqtt_connect_refused_total{reason}). */
+  registry: Registry;
   now?: () => number;
   /** How long a device's identity is answered from cache (ms); default 10000, capped at 30000. forget() clears one at once. */
   identityCacheMs?: number;
@@ -64,7 +68,10 @@ export interface ConnectCheckDeps {
 }
 
 export interface ConnectCheck {
-  /** HW-AUTH-1 for one CONNECT; never throws (a failing lookup is `unavailable`). Records the nonce (single use). */
+  /**
+   * HW-AUTH-1 for one CONNECT; never throws (a failing lookup is `unavailable`). Records the nonce (single use);
+   * a refusal is counted and logged (attacker-chosen fields clipped, HW-LOG-1).
+   */
   check(request: ConnectRequest): Promise<ConnectDecision>;
   /** The device's identity, from cache when fresh enough; null when not enrolled. Throws what the lookup throws. */
   identity(deviceId: string): Promise<ConnectIdentity | null>;
@@ -83,6 +90,12 @@ export function createConnectCheck(deps: ConnectCheckDeps): ConnectCheck {
   const identityCacheMs = Math.min(deps.identityCacheMs ?? 10_000, MAX_IDENTITY_CACHE_MS);
   const maxCached = deps.maxCachedIdentities ?? 200_000;
   const identities = new Map<string, { identity: ConnectIdentity | null; at: number }>();
+  const connectRefused = new Counter({
+    name: "hashward_mqtt_connect_refused_total",
+    help: "MQTT CONNECTs refused, by reason",
+    labelNames: ["reason"] as const,
+    registers: [deps.registry],
+  });
 
   /** `acceptedOnly`: a cached answer other than `accepted` is asked again (a device accepted a moment ago connects at once). */
   async function identity(deviceId: string, acceptedOnly = false): Promise<ConnectIdentity | null> {
@@ -95,7 +108,16 @@ export function createConnectCheck(deps: ConnectCheckDeps): ConnectCheck {
     return found;
   }
 
-  async function check({ username, clientId, password }: ConnectRequest): Promise<ConnectDecision> {
+  async function check(request: ConnectRequest): Promise<ConnectDecision> {
+    const decision = await decide(request);
+    if (!decision.allow) {
+      connectRefused.inc({ reason: decision.reason });
+      logger.warn({ deviceId: clipForLog(request.username), reason: decision.reason }, "mqtt connect refused");
+    }
+    return decision;
+  }
+
+  async function decide({ username, clientId, password }: ConnectRequest): Promise<ConnectDecision> {
     if (!isDeviceId(username)) return { allow: false, reason: "bad-username" };
     // [MQTT-3.1.3-9] the client id is the device id: one session per device, named by what it proved.
     if (clientId !== username) return { allow: false, reason: "client-id-mismatch" };

@@ -18,7 +18,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Logger } from "pino";
-import { Counter, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
 import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
@@ -113,13 +113,7 @@ function routeOf(request: IncomingMessage, secret: string): string | null {
 /** The RabbitMQ hook listener (see the file comment); call listen() to serve. */
 export function createHookServer(deps: HookDeps): HookServer {
   const logger = deps.logger.child({ component: "broker-hooks" });
-  const connect = createConnectCheck({ deviceSide: deps.deviceSide, logger, now: deps.now, identityCacheMs: deps.identityCacheMs });
-  const connectRefused = new Counter({
-    name: "hashward_mqtt_connect_refused_total",
-    help: "MQTT CONNECTs refused, by reason",
-    labelNames: ["reason"] as const,
-    registers: [deps.registry],
-  });
+  const connect = createConnectCheck({ deviceSide: deps.deviceSide, logger, registry: deps.registry, now: deps.now, identityCacheMs: deps.identityCacheMs });
 
   async function answer(check: string, params: Params): Promise<boolean> {
     switch (check) {
@@ -128,11 +122,7 @@ export function createHookServer(deps: HookDeps): HookServer {
         if (params.get("vhost") !== null && params.get("vhost") !== deps.vhost) return false;
         // HW-AUTH-1: devices speak MQTT only, whose plugin always names the client id.
         const result = await connect.check({ username, clientId: params.get("client_id") ?? "", password: params.get("password") ?? "" });
-        if (!result.allow) {
-          connectRefused.inc({ reason: result.reason });
-          logger.warn({ deviceId: clipForLog(username), reason: result.reason }, "mqtt connect refused");
-          return false;
-        }
+        if (!result.allow) return false;
         deps.onAuthenticated?.(username, result.nonce);
         return true;
       }

@@ -25,8 +25,8 @@ import { downTopic, encodePayload, isDeviceId, MAX_PAYLOAD_BYTES, parsePayload, 
 import { connectTokenNonces, type Database } from "../../db/index.js";
 import type { DevicePublisher, DeviceSession, DeviceSideService } from "../../service/types.js";
 import { dispatchUp, rejectionReason } from "../ingest.js";
-import type { BrokerConfig } from "./config.js";
-import { redactUrl } from "./config.js";
+import type { BrokerConfig } from "../config.js";
+import { redactUrl } from "../config.js";
 import { createHookServer, type HookServer } from "./hooks.js";
 import { DeviceWorkQueue } from "../device-queue.js";
 

@@ -1,0 +1,160 @@
+/**
+ * The endpoints EMQX 5's HTTP authenticator and HTTP authorizer ask (HASHWARD_BROKER=emqx; the configuration that
+ * makes EMQX send these requests is in docs/emqx.md):
+ *   POST /emqx/authn  {"clientid","username","password","peerhost"}  -> HW-AUTH-1 connect-token authentication;
+ *                     the plane's own client (username `hashward-plane`, password = the hook secret) is superuser.
+ *   POST /emqx/authz  {"clientid","username","action","topic","qos","retain"} -> HW-TOPIC-1: publish only
+ *                     asic/v1/<own id>/up/<kind>, never retained; subscribe only asic/v1/<own id>/down/...
+ * Both answer 200 with a JSON body `{"result": "allow" | "deny"}` (authn adds `is_superuser`), the form EMQX 5
+ * documents (docs.emqx.com: access-control/authn/http, access-control/authz/http). Never `ignore`, and never a
+ * 5xx for a failed check: EMQX reads both as "ask the next source", so every failure here is an explicit deny.
+ *
+ * HW-BROKER-2: their own listener (loopback by default) and the shared secret in `Authorization: Bearer <secret>`
+ * (EMQX sends configured headers; a header stays out of URLs and access logs). A request without it gets an empty
+ * 401 and nothing is read. A body over 8 KiB gets 413 (EMQX reads any 4xx as `ignore`, which the documented
+ * configuration ends in deny: the HTTP authenticator is the chain's last, authorization `no_match = deny`).
+ * HW-BROKER-1: the same rules as the embedded broker and the RabbitMQ hooks (../device-policy.ts). authz answers
+ * are string checks; a CONNECT reads the device's identity from the shared cache, so a reconnect storm costs one
+ * signature check and one nonce insert per device.
+ */
+import type { IncomingMessage } from "node:http";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { isDeviceId } from "../../../../shared/protocol/index.js";
+import { clipForLog } from "../../log/index.js";
+import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
+import { createConnectCheck, devicePublishAllowed, deviceSubscribeAllowed } from "../device-policy.js";
+import { createHookListener, secretEquals, type HookAnswer } from "../hook-listener.js";
+
+/** The MQTT username of the plane's own client (its password is the hook secret). */
+export const PLANE_USERNAME = "hashward-plane";
+export const AUTHN_PATH = "/emqx/authn";
+export const AUTHZ_PATH = "/emqx/authz";
+
+export interface EmqxHookDeps {
+  deviceSide: DeviceSideService;
+  logger: Logger;
+  registry: Registry;
+  /** HASHWARD_BROKER_HOOK_SECRET: EMQX's `Authorization: Bearer` header value, and the plane client's password. */
+  secret: string;
+  now?: () => number;
+  /** How long a device's identity is answered from cache (ms); default 10000, capped at 30000; forget() clears one at once. */
+  identityCacheMs?: number;
+  /** Called after a device's CONNECT was allowed, with the token's nonce (the connection's session, HW-LIVE-1). */
+  onAuthenticated?(deviceId: string, connectNonce: string): void;
+}
+
+export interface EmqxHooks {
+  /** Listens; resolves with the bound port (port 0 picks one). */
+  listen(port: number, host: string): Promise<number>;
+  /** The device's identity from the shared cache (ingest re-checks enrollment with it). */
+  identity(deviceId: string): Promise<ConnectIdentity | null>;
+  /** Forgets a device's cached identity (revocation through this plane). */
+  forget(deviceId: string): void;
+  close(): Promise<void>;
+}
+
+/** The decision EMQX reads from a 200 answer. */
+type Result = { result: "allow"; is_superuser: boolean } | { result: "allow" } | { result: "deny" };
+
+const json = { "content-type": "application/json" };
+const answerOf = (body: Result, decision: string = body.result): HookAnswer => ({ status: 200, body: JSON.stringify(body), headers: json, decision });
+const DENY = answerOf({ result: "deny" });
+
+/** The string fields of a JSON object body, or null when the body is not a JSON object. Booleans and numbers become strings. */
+function fieldsOf(body: Buffer): Map<string, string> | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString("utf8"));
+  } catch {
+    return null;
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return null;
+  const fields = new Map<string, string>();
+  for (const [key, value] of Object.entries(parsed)) {
+    if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") fields.set(key, String(value));
+  }
+  return fields;
+}
+
+/**
+ * HW-TOPIC-1 for one EMQX authorization request: a device (username = client id = a device id) may publish only
+ * to its own up topics and never retained, and subscribe only to its own down topics. The plane's own client is
+ * allowed (it is superuser, so EMQX should not even ask). Everything else, unknown actions included, is denied.
+ */
+export function emqxAuthorize(fields: Map<string, string>): boolean {
+  const username = fields.get("username") ?? "";
+  if (username === PLANE_USERNAME) return true;
+  if (!isDeviceId(username) || fields.get("clientid") !== username) return false;
+  const topic = fields.get("topic") ?? "";
+  switch (fields.get("action")) {
+    case "publish":
+      // Retained device messages would sit in the broker and be replayed to later subscribers: none may exist.
+      return fields.get("retain") !== "true" && devicePublishAllowed(username, topic);
+    case "subscribe":
+      return deviceSubscribeAllowed(username, topic);
+    default:
+      return false;
+  }
+}
+
+/** The check a request asks for: one of the two paths with the right bearer secret (HW-BROKER-2), else null. */
+function routeOf(request: IncomingMessage, secret: string): string | null {
+  const path = (request.url ?? "").split("?")[0] ?? "";
+  const check = path === AUTHN_PATH ? "authn" : path === AUTHZ_PATH ? "authz" : null;
+  const header = request.headers.authorization ?? "";
+  const given = header.startsWith("Bearer ") ? header.slice("Bearer ".length) : "";
+  return check !== null && secretEquals(given, secret) ? check : null;
+}
+
+/** The EMQX hook listener (see the file comment); call listen() to serve. */
+export function createEmqxHooks(deps: EmqxHookDeps): EmqxHooks {
+  const logger = deps.logger.child({ component: "emqx-hooks" });
+  const connect = createConnectCheck({ deviceSide: deps.deviceSide, logger, registry: deps.registry, now: deps.now, identityCacheMs: deps.identityCacheMs });
+
+  async function authenticate(fields: Map<string, string>): Promise<HookAnswer> {
+    const username = fields.get("username") ?? "";
+    const password = fields.get("password") ?? "";
+    if (username === PLANE_USERNAME) {
+      // The plane's replicas: the hook secret proves it; superuser, so EMQX skips authorization for them.
+      return secretEquals(password, deps.secret) ? answerOf({ result: "allow", is_superuser: true }, "allow-plane") : DENY;
+    }
+    const decision = await connect.check({ username, clientId: fields.get("clientid") ?? "", password });
+    if (!decision.allow) return DENY;
+    deps.onAuthenticated?.(username, decision.nonce);
+    return answerOf({ result: "allow", is_superuser: false });
+  }
+
+  function authorize(fields: Map<string, string>): HookAnswer {
+    if (emqxAuthorize(fields)) return answerOf({ result: "allow" });
+    logger.warn(
+      { deviceId: clipForLog(fields.get("username") ?? ""), action: clipForLog(fields.get("action") ?? ""), topic: clipForLog(fields.get("topic") ?? "", 256) },
+      "mqtt topic refused (HW-TOPIC-1)",
+    );
+    return DENY;
+  }
+
+  const listener = createHookListener({
+    logger,
+    registry: deps.registry,
+    route: (request) => routeOf(request, deps.secret),
+    refused: { status: 401, body: "", headers: { "www-authenticate": "Bearer" }, decision: "refused" },
+    tooLarge: { status: 413, body: JSON.stringify({ result: "deny", message: "request body larger than 8192 bytes" }), headers: json, decision: "too-large" },
+    failed: DENY,
+    answer: async (check, body) => {
+      const fields = fieldsOf(body);
+      if (fields === null) {
+        logger.warn({ check }, "EMQX hook body is not a JSON object (check the body template in emqx.conf); denied");
+        return answerOf({ result: "deny" }, "malformed");
+      }
+      return check === "authn" ? authenticate(fields) : authorize(fields);
+    },
+  });
+
+  return {
+    identity: (deviceId) => connect.identity(deviceId),
+    forget: (deviceId) => connect.forget(deviceId),
+    listen: (port, host) => listener.listen(port, host),
+    close: () => listener.close(),
+  };
+}
