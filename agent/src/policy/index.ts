@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { ConfigError, FreshnessError, ValidationError } from "../../../shared/index.js";
+import { ConfigError, FreshnessError, ValidationError, validationErrorFromZod } from "../../../shared/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import { wireGuardPolicySchema, wireIndicatorSchema, type WireGuardPolicy, type WireIndicator } from "../../../shared/protocol/index.js";
 
@@ -59,9 +59,7 @@ export class PolicyStore {
   apply(raw: unknown, nowMs: number): GuardPolicy {
     const parsed = policySchema.safeParse(raw);
     if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      const field = `policy.${issue.path.map(String).join(".")}`;
-      throw new ValidationError(`invalid policy: ${field}: ${issue.message}`, field);
+      throw validationErrorFromZod(parsed.error, "invalid policy", ["policy"]);
     }
     const policy = parsed.data;
     if (policy.version <= this.version) {

@@ -1,5 +1,6 @@
 /**
- * The HTTP listener an external broker's auth hooks run on (RabbitMQ: ./rabbitmq/hooks.ts, EMQX: ./emqx/hooks.ts).
+ * The HTTP listener an external broker's auth hooks run on (RabbitMQ: ./rabbitmq/hooks.ts, EMQX: ./emqx/hooks.ts),
+ * and the CONNECT check both hooks make (createHookAuthenticator, over ./auth.ts).
  * HW-BROKER-2: a listener of its own (loopback by default), and a request that does not carry the shared secret
  * (`route` answers null) gets the `refused` answer and nothing else: its body is not read, no check runs. A body
  * over `maxBodyBytes` is refused (`tooLarge`) before it is read in full. A check that throws is answered with
@@ -12,6 +13,10 @@ import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
+import { clipForLog } from "../log/index.js";
+import type { ConnectIdentity, DeviceSideService } from "../service/types.js";
+import { ConnectRefusal, IdentityCache, verifyConnect, type ConnectGrant, type ConnectRequest } from "./auth.js";
+import { connectRefusedCounter } from "./metrics.js";
 
 /** One HTTP answer to the broker; `decision` is the metric label (allow, deny, ...). */
 export interface HookAnswer {
@@ -129,5 +134,60 @@ export function createHookListener(deps: HookListenerDeps): HookListener {
         ),
       );
     },
+  };
+}
+
+export interface HookAuthenticatorDeps {
+  deviceSide: DeviceSideService;
+  logger: Logger;
+  registry: Registry;
+  now: () => number;
+  /** How long a device's identity is answered from cache (ms); default 10000, capped at 30000; forget() clears one at once. */
+  identityCacheMs?: number;
+}
+
+export interface HookAuthenticator {
+  /**
+   * HW-AUTH-1 (../auth.ts verifyConnect) for a CONNECT an external broker asks its hook about: the grant, or null
+   * when refused (counted in hashward_mqtt_connect_refused_total{reason} and logged, attacker-chosen fields
+   * clipped). `inScope` is the broker's own scope check (RabbitMQ: the vhost). Never rejects for a refusal.
+   */
+  authenticate(request: ConnectRequest, inScope?: () => boolean): Promise<ConnectGrant | null>;
+  /** The device's identity from the cache (ingest re-checks enrollment with it); throws what the store throws. */
+  identity(deviceId: string): Promise<ConnectIdentity | null>;
+  /** Forgets a device's cached identity (revocation through this plane). */
+  forget(deviceId: string): void;
+}
+
+/**
+ * The CONNECT check both external brokers' hooks share: ../auth.ts's verifyConnect over an identity cache (a
+ * reconnect storm costs one signature check and one nonce insert per device, no lookups) and the database's
+ * nonce record (single use across replicas).
+ */
+export function createHookAuthenticator(deps: HookAuthenticatorDeps): HookAuthenticator {
+  const { deviceSide, logger, now } = deps;
+  const identities = new IdentityCache((deviceId) => deviceSide.identityForConnect(deviceId), now, deps.identityCacheMs ?? 10_000, 200_000);
+  const connectRefused = connectRefusedCounter(deps.registry);
+  return {
+    async authenticate(request, inScope) {
+      try {
+        return await verifyConnect(request, {
+          // A cached answer other than `accepted` is asked again (a device accepted a moment ago connects at once).
+          identity: (deviceId) => identities.get(deviceId, "cached-if-accepted"),
+          // Single use across replicas: the nonce is recorded in the database (HW-AUTH-1).
+          rememberNonce: (deviceId, nonce, exp) => deviceSide.rememberConnectNonce(deviceId, nonce, exp),
+          now,
+          onStoreFailure: (deviceId, step, cause) => logger.error({ deviceId, err: cause }, `${step} failed during CONNECT`),
+          ...(inScope ? { inScope } : {}),
+        });
+      } catch (error) {
+        if (!(error instanceof ConnectRefusal)) throw error;
+        connectRefused.inc({ reason: error.reason });
+        logger.warn({ deviceId: clipForLog(request.username ?? ""), reason: error.reason }, "mqtt connect refused");
+        return null;
+      }
+    },
+    identity: (deviceId) => identities.get(deviceId, "cached"),
+    forget: (deviceId) => identities.forget(deviceId),
   };
 }

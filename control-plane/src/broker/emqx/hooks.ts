@@ -13,7 +13,7 @@
  * (EMQX sends configured headers; a header stays out of URLs and access logs). A request without it gets an empty
  * 401 and nothing is read. A body over 8 KiB gets 413 (EMQX reads any 4xx as `ignore`, which the documented
  * configuration ends in deny: the HTTP authenticator is the chain's last, authorization `no_match = deny`).
- * HW-BROKER-1: the same rules as the embedded broker and the RabbitMQ hooks (../device-policy.ts). authz answers
+ * HW-BROKER-1: the same rules as the embedded broker and the RabbitMQ hooks (../auth.ts, ../acl.ts). authz answers
  * are string checks; a CONNECT reads the device's identity from the shared cache, so a reconnect storm costs one
  * signature check and one nonce insert per device.
  */
@@ -23,8 +23,8 @@ import type { Registry } from "prom-client";
 import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
 import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
-import { createConnectCheck, devicePublishAllowed, deviceSubscribeAllowed } from "../device-policy.js";
-import { createHookListener, secretEquals, type HookAnswer } from "../hook-listener.js";
+import { maySubscribe, ownUpKind } from "../acl.js";
+import { createHookAuthenticator, createHookListener, secretEquals, type HookAnswer } from "../hook-listener.js";
 
 /** The MQTT username of the plane's own client (its password is the hook secret). */
 export const PLANE_USERNAME = "hashward-plane";
@@ -90,9 +90,9 @@ export function emqxAuthorize(fields: Map<string, string>): boolean {
   switch (fields.get("action")) {
     case "publish":
       // Retained device messages would sit in the broker and be replayed to later subscribers: none may exist.
-      return fields.get("retain") !== "true" && devicePublishAllowed(username, topic);
+      return fields.get("retain") !== "true" && ownUpKind(username, topic) !== null;
     case "subscribe":
-      return deviceSubscribeAllowed(username, topic);
+      return maySubscribe(username, topic);
     default:
       return false;
   }
@@ -110,7 +110,7 @@ function routeOf(request: IncomingMessage, secret: string): string | null {
 /** The EMQX hook listener (see the file comment); call listen() to serve. */
 export function createEmqxHooks(deps: EmqxHookDeps): EmqxHooks {
   const logger = deps.logger.child({ component: "emqx-hooks" });
-  const connect = createConnectCheck({ deviceSide: deps.deviceSide, logger, registry: deps.registry, now: deps.now, identityCacheMs: deps.identityCacheMs });
+  const auth = createHookAuthenticator({ deviceSide: deps.deviceSide, logger, registry: deps.registry, now: deps.now ?? Date.now, ...(deps.identityCacheMs === undefined ? {} : { identityCacheMs: deps.identityCacheMs }) });
 
   async function authenticate(fields: Map<string, string>): Promise<HookAnswer> {
     const username = fields.get("username") ?? "";
@@ -119,9 +119,9 @@ export function createEmqxHooks(deps: EmqxHookDeps): EmqxHooks {
       // The plane's replicas: the hook secret proves it; superuser, so EMQX skips authorization for them.
       return secretEquals(password, deps.secret) ? answerOf({ result: "allow", is_superuser: true }, "allow-plane") : DENY;
     }
-    const decision = await connect.check({ username, clientId: fields.get("clientid") ?? "", password });
-    if (!decision.allow) return DENY;
-    deps.onAuthenticated?.(username, decision.nonce);
+    const grant = await auth.authenticate({ username, clientId: fields.get("clientid"), password });
+    if (grant === null) return DENY;
+    deps.onAuthenticated?.(grant.deviceId, grant.nonce);
     return answerOf({ result: "allow", is_superuser: false });
   }
 
@@ -152,8 +152,8 @@ export function createEmqxHooks(deps: EmqxHookDeps): EmqxHooks {
   });
 
   return {
-    identity: (deviceId) => connect.identity(deviceId),
-    forget: (deviceId) => connect.forget(deviceId),
+    identity: (deviceId) => auth.identity(deviceId),
+    forget: (deviceId) => auth.forget(deviceId),
     listen: (port, host) => listener.listen(port, host),
     close: () => listener.close(),
   };

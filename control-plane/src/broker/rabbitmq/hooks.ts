@@ -13,8 +13,9 @@
  * and topic answers are pure string checks, and the identity a CONNECT needs comes from a cache (invalidated on
  * revoke), so a reconnect storm costs one signature check and one nonce insert per device (single use across
  * replicas, HW-AUTH-1), no lookups.
- * The rules themselves are ../device-policy.ts (shared with the embedded broker and the EMQX hooks); the listener
- * is ../hook-listener.ts.
+ *
+ * The listener and the CONNECT check are ../hook-listener.ts (shared with the EMQX hooks), the rules ../auth.ts
+ * and ../acl.ts (shared with the embedded broker).
  */
 import type { IncomingMessage } from "node:http";
 import type { Logger } from "pino";
@@ -22,8 +23,8 @@ import type { Registry } from "prom-client";
 import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
 import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
-import { createConnectCheck, devicePublishAllowed, deviceSubscribeAllowed } from "../device-policy.js";
-import { createHookListener, secretEquals } from "../hook-listener.js";
+import { maySubscribe, ownUpKind } from "../acl.js";
+import { createHookAuthenticator, createHookListener, secretEquals } from "../hook-listener.js";
 
 type Params = URLSearchParams;
 const CHECKS = new Set(["user", "vhost", "resource", "topic"]);
@@ -71,9 +72,9 @@ export function topicAllowed(params: Params, exchange: string, vhost: string): b
   const topic = topicOfRoutingKey(params.get("routing_key") ?? "");
   switch (params.get("permission")) {
     case "write":
-      return devicePublishAllowed(username, topic);
+      return ownUpKind(username, topic) !== null;
     case "read":
-      return deviceSubscribeAllowed(username, topic);
+      return maySubscribe(username, topic);
     default:
       return false;
   }
@@ -110,20 +111,24 @@ function routeOf(request: IncomingMessage, secret: string): string | null {
   return secretEquals(given, secret) && rest.length === 0 && CHECKS.has(check) ? check : null;
 }
 
-/** The RabbitMQ hook listener (see the file comment); call listen() to serve. */
+/** Builds the hook listener (not yet listening); see the file comment for the endpoints and their rules. */
 export function createHookServer(deps: HookDeps): HookServer {
   const logger = deps.logger.child({ component: "broker-hooks" });
-  const connect = createConnectCheck({ deviceSide: deps.deviceSide, logger, registry: deps.registry, now: deps.now, identityCacheMs: deps.identityCacheMs });
+  const now = deps.now ?? Date.now;
+  const auth = createHookAuthenticator({ deviceSide: deps.deviceSide, logger, registry: deps.registry, now, ...(deps.identityCacheMs === undefined ? {} : { identityCacheMs: deps.identityCacheMs }) });
 
   async function answer(check: string, params: Params): Promise<boolean> {
     switch (check) {
       case "user": {
-        const username = params.get("username") ?? "";
-        if (params.get("vhost") !== null && params.get("vhost") !== deps.vhost) return false;
-        // HW-AUTH-1: devices speak MQTT only, whose plugin always names the client id.
-        const result = await connect.check({ username, clientId: params.get("client_id") ?? "", password: params.get("password") ?? "" });
-        if (!result.allow) return false;
-        deps.onAuthenticated?.(username, result.nonce);
+        const vhost = params.get("vhost");
+        // HW-AUTH-1 (../auth.ts). Devices speak MQTT only, whose plugin always names the client id; it must be the
+        // username ([MQTT-3.1.3-9]).
+        const grant = await auth.authenticate(
+          { username: params.get("username") ?? "", clientId: params.get("client_id") ?? undefined, password: params.get("password") ?? "" },
+          () => vhost === null || vhost === deps.vhost,
+        );
+        if (grant === null) return false;
+        deps.onAuthenticated?.(grant.deviceId, grant.nonce);
         return true;
       }
       case "vhost": {
@@ -164,8 +169,8 @@ export function createHookServer(deps: HookDeps): HookServer {
   });
 
   return {
-    identity: (deviceId) => connect.identity(deviceId),
-    forget: (deviceId) => connect.forget(deviceId),
+    identity: (deviceId) => auth.identity(deviceId),
+    forget: (deviceId) => auth.forget(deviceId),
     listen: (port, host) => listener.listen(port, host),
     close: () => listener.close(),
   };
