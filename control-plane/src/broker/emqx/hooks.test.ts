@@ -59,7 +59,7 @@ function render(template: Record<string, string>, values: Record<string, string>
 const A = "hw-0123456789abcdef01234567";
 const B = "hw-89abcdef0123456789abcdef";
 
-describe("EMQX hooks: the documented requests", () => {
+describe("EMQX hooks: the documented requests (HW-BROKER-5)", () => {
   const authn = documented("authentication");
   const authz = documented("authorization");
   const keys = generateKeyPair();
@@ -146,7 +146,7 @@ describe("EMQX hooks: the documented requests", () => {
       expect((await send(authn, { clientid: "hashward-plane-a", username: PLANE_USERNAME, password: "" })).json).toEqual({ result: "deny" });
     });
 
-    it("answers deny, never ignore or a 5xx, when the database fails", async () => {
+    it("answers deny, never ignore or a 5xx, when the database fails (HW-BROKER-6)", async () => {
       deviceSide.identityForConnect = () => Promise.reject(new Error("connection terminated"));
       expect(await connect({ password: token() })).toMatchObject({ status: 200, json: { result: "deny" } });
     });
@@ -223,7 +223,7 @@ describe("EMQX hooks: the documented requests", () => {
       expect(deviceSide.identityLookups).toBe(0);
     });
 
-    it("denies a body that is not a JSON object (a broken body template)", async () => {
+    it("denies a body that is not a JSON object (a broken body template; HW-BROKER-6)", async () => {
       const headers = render(authz.headers, {}, SECRET);
       for (const body of ["not json", "[1,2]", "null", '"x"']) {
         const response = await fetch(`${base}${authz.path}`, { method: "POST", headers, body });

@@ -5,7 +5,7 @@
  *                     the plane's own client (username `hashward-plane`, password = the hook secret) is superuser.
  *   POST /emqx/authz  {"clientid","username","action","topic","qos","retain"} -> HW-TOPIC-1: publish only
  *                     asic/v1/<own id>/up/<kind>, never retained; subscribe only asic/v1/<own id>/down/...
- * Both answer 200 with a JSON body `{"result": "allow" | "deny"}` (authn adds `is_superuser`), the form EMQX 5
+ * HW-BROKER-5, HW-BROKER-6: both answer 200 with a JSON body `{"result": "allow" | "deny"}` (authn adds `is_superuser`), the form EMQX 5
  * documents (docs.emqx.com: access-control/authn/http, access-control/authz/http). Never `ignore`, and never a
  * 5xx for a failed check: EMQX reads both as "ask the next source", so every failure here is an explicit deny.
  *
@@ -104,7 +104,7 @@ function routeOf(request: IncomingMessage, secret: string): string | null {
   const check = path === AUTHN_PATH ? "authn" : path === AUTHZ_PATH ? "authz" : null;
   const header = request.headers.authorization ?? "";
   const given = header.startsWith("Bearer ") ? header.slice("Bearer ".length) : "";
-  return check !== null && secretEquals(given, secret) ? check : null;
+  return check !== null && secretEquals(given, secret) ? check : null; // HW-BROKER-2
 }
 
 /** The EMQX hook listener (see the file comment); call listen() to serve. */
@@ -140,7 +140,7 @@ export function createEmqxHooks(deps: EmqxHookDeps): EmqxHooks {
     route: (request) => routeOf(request, deps.secret),
     refused: { status: 401, body: "", headers: { "www-authenticate": "Bearer" }, decision: "refused" },
     tooLarge: { status: 413, body: JSON.stringify({ result: "deny", message: "request body larger than 8192 bytes" }), headers: json, decision: "too-large" },
-    failed: DENY,
+    failed: DENY, // HW-BROKER-6: a failed check is a deny, never `ignore`
     answer: async (check, body) => {
       const fields = fieldsOf(body);
       if (fields === null) {
