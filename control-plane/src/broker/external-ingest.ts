@@ -17,9 +17,31 @@ import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
 import { isDeviceId, MAX_PAYLOAD_BYTES, parsePayload, parseTopic, upSchemas, type UpKind } from "../../../shared/protocol/index.js";
 import { connectTokenNonces, type Database } from "../db/index.js";
-import type { ConnectIdentity, DeviceSession, DeviceSideService } from "../service/types.js";
+import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
 import { DeviceWorkQueue } from "./device-queue.js";
 import { dispatchUp, rejectionReason } from "./ingest.js";
+
+/** What every external-broker transport (RabbitMQ, EMQX) is started with; `C` is its section of the broker config. */
+export interface ExternalTransportDeps<C> {
+  config: C;
+  deviceSide: DeviceSideService;
+  db: Database;
+  logger: Logger;
+  registry: Registry;
+  now?: () => number;
+  /** Largest payload handled (bytes); default and cap MAX_PAYLOAD_BYTES. */
+  maxPayloadBytes?: number;
+}
+
+/** What every external-broker transport gives the plane. */
+export interface ExternalTransport {
+  publisher: DevicePublisher;
+  /** The bound hook port (HASHWARD_BROKER_HOOK_PORT, or the one port 0 picked). */
+  hookPort: number;
+  /** Closes the device's connections through the broker's management API and forgets its cached identity. */
+  disconnect(deviceId: string): void;
+  close(): Promise<void>;
+}
 
 /** What became of one delivery. */
 export type IngestOutcome = "done" | "retry";

@@ -137,6 +137,31 @@ export function createHookListener(deps: HookListenerDeps): HookListener {
   };
 }
 
+/** What both external brokers' hook servers are built from (RabbitMQ adds its exchange and vhost). */
+export interface BrokerHookDeps {
+  deviceSide: DeviceSideService;
+  logger: Logger;
+  registry: Registry;
+  /** HASHWARD_BROKER_HOOK_SECRET (HW-BROKER-2). */
+  secret: string;
+  now?: () => number;
+  /** How long a device's identity is answered from cache (ms); default 10000, capped at 30000; forget() clears one at once. */
+  identityCacheMs?: number;
+  /** Called after a device's CONNECT was allowed, with the token's nonce (the connection's session, HW-LIVE-1). */
+  onAuthenticated?(deviceId: string, connectNonce: string): void;
+}
+
+/** What both external brokers' hook servers offer the transport. */
+export interface BrokerHooks {
+  /** Listens; resolves with the bound port (port 0 picks one). */
+  listen(port: number, host: string): Promise<number>;
+  /** The device's identity from the cache (ingest re-checks enrollment with it); throws what the store throws. */
+  identity(deviceId: string): Promise<ConnectIdentity | null>;
+  /** Forgets a device's cached identity (revocation through this plane). */
+  forget(deviceId: string): void;
+  close(): Promise<void>;
+}
+
 export interface HookAuthenticatorDeps {
   deviceSide: DeviceSideService;
   logger: Logger;

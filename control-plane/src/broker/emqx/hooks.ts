@@ -18,41 +18,19 @@
  * signature check and one nonce insert per device.
  */
 import type { IncomingMessage } from "node:http";
-import type { Logger } from "pino";
-import type { Registry } from "prom-client";
 import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
-import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
 import { maySubscribe, ownUpKind } from "../acl.js";
-import { createHookAuthenticator, createHookListener, secretEquals, type HookAnswer } from "../hook-listener.js";
+import { createHookAuthenticator, createHookListener, secretEquals, type BrokerHookDeps, type BrokerHooks, type HookAnswer } from "../hook-listener.js";
 
 /** The MQTT username of the plane's own client (its password is the hook secret). */
 export const PLANE_USERNAME = "hashward-plane";
 export const AUTHN_PATH = "/emqx/authn";
 export const AUTHZ_PATH = "/emqx/authz";
 
-export interface EmqxHookDeps {
-  deviceSide: DeviceSideService;
-  logger: Logger;
-  registry: Registry;
-  /** HASHWARD_BROKER_HOOK_SECRET: EMQX's `Authorization: Bearer` header value, and the plane client's password. */
-  secret: string;
-  now?: () => number;
-  /** How long a device's identity is answered from cache (ms); default 10000, capped at 30000; forget() clears one at once. */
-  identityCacheMs?: number;
-  /** Called after a device's CONNECT was allowed, with the token's nonce (the connection's session, HW-LIVE-1). */
-  onAuthenticated?(deviceId: string, connectNonce: string): void;
-}
-
-export interface EmqxHooks {
-  /** Listens; resolves with the bound port (port 0 picks one). */
-  listen(port: number, host: string): Promise<number>;
-  /** The device's identity from the shared cache (ingest re-checks enrollment with it). */
-  identity(deviceId: string): Promise<ConnectIdentity | null>;
-  /** Forgets a device's cached identity (revocation through this plane). */
-  forget(deviceId: string): void;
-  close(): Promise<void>;
-}
+/** The EMQX hooks' deps (`secret` is also the password of the plane's own MQTT client). */
+export type EmqxHookDeps = BrokerHookDeps;
+export type EmqxHooks = BrokerHooks;
 
 /** The decision EMQX reads from a 200 answer. */
 type Result = { result: "allow"; is_superuser: boolean } | { result: "allow" } | { result: "deny" };

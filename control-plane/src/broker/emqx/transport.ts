@@ -17,14 +17,12 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import type { Logger } from "pino";
-import { Gauge, type Registry } from "prom-client";
+import { Gauge } from "prom-client";
 import { downTopic, encodePayload, isDeviceId, UP_FILTER, type Challenge, type Command } from "../../../../shared/protocol/index.js";
-import type { Database } from "../../db/index.js";
-import type { DevicePublisher, DeviceSideService } from "../../service/types.js";
+import type { DevicePublisher } from "../../service/types.js";
 import type { BrokerConfig } from "../config.js";
 import { redactUrl } from "../config.js";
-import { createExternalIngest } from "../external-ingest.js";
+import { createExternalIngest, type ExternalTransport, type ExternalTransportDeps } from "../external-ingest.js";
 import { createEmqxHooks, PLANE_USERNAME, type EmqxHooks } from "./hooks.js";
 
 type EmqxConfig = Extract<BrokerConfig, { kind: "emqx" }>;
@@ -36,29 +34,18 @@ const SEEN_CONNECTED_MS = 60_000;
 /** How long a message is held while its handler fails internally before the client reconnects (EMQX redispatches). */
 const HOLD_MS = 30_000;
 
-export interface EmqxTransportDeps {
-  config: EmqxConfig;
-  deviceSide: DeviceSideService;
-  db: Database;
-  logger: Logger;
-  registry: Registry;
-  now?: () => number;
-  maxPayloadBytes?: number;
+/** EMQX's transport deps (../external-ingest.ts) and its own options. */
+export interface EmqxTransportDeps extends ExternalTransportDeps<EmqxConfig> {
   /** PEM of the CA to trust for mqtts:// (the plane's own CA when EMQX serves its certificate); system CAs otherwise. */
   caPem?: string;
   /** Ingest clients per replica (each one message at a time); default 4. */
   ingestConnections?: number;
 }
 
-export interface EmqxTransport {
-  publisher: DevicePublisher;
-  /** The bound hook port (HASHWARD_BROKER_HOOK_PORT, or the one port 0 picked). */
-  hookPort: number;
+/** The EMQX transport (`disconnect` kicks the device through EMQX's REST API). */
+export interface EmqxTransport extends ExternalTransport {
   /** Resolves once the control client is connected and every ingest client holds its shared subscription. */
   ready(): Promise<void>;
-  /** Kicks the device through EMQX's REST API and forgets its cached identity and session. */
-  disconnect(deviceId: string): void;
-  close(): Promise<void>;
 }
 
 /** The shared subscription every replica's ingest clients hold: one group, so each message reaches one client. */

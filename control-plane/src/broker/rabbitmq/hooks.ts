@@ -18,13 +18,10 @@
  * and ../acl.ts (shared with the embedded broker).
  */
 import type { IncomingMessage } from "node:http";
-import type { Logger } from "pino";
-import type { Registry } from "prom-client";
 import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
-import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
 import { maySubscribe, ownUpKind } from "../acl.js";
-import { createHookAuthenticator, createHookListener, secretEquals } from "../hook-listener.js";
+import { createHookAuthenticator, createHookListener, secretEquals, type BrokerHookDeps, type BrokerHooks } from "../hook-listener.js";
 
 type Params = URLSearchParams;
 const CHECKS = new Set(["user", "vhost", "resource", "topic"]);
@@ -80,29 +77,13 @@ export function topicAllowed(params: Params, exchange: string, vhost: string): b
   }
 }
 
-export interface HookDeps {
-  deviceSide: DeviceSideService;
-  logger: Logger;
-  registry: Registry;
-  secret: string;
+/** The RabbitMQ hooks' deps: the shared ones and the MQTT plugin's exchange and vhost. */
+export interface HookDeps extends BrokerHookDeps {
   exchange: string;
   vhost: string;
-  now?: () => number;
-  /** How long a device's identity is answered from cache; default 10000, capped at 30000 (revoke on this replica clears it at once). */
-  identityCacheMs?: number;
-  /** Called after a CONNECT was allowed, with the token's nonce (the connection's session, HW-LIVE-1). */
-  onAuthenticated?(deviceId: string, connectNonce: string): void;
 }
 
-export interface HookServer {
-  /** Listens; resolves with the bound port (port 0 picks one). */
-  listen(port: number, host: string): Promise<number>;
-  /** The device's identity, from cache when fresh enough (also used by ingest). */
-  identity(deviceId: string): Promise<ConnectIdentity | null>;
-  /** Forgets a device's cached identity (revocation). */
-  forget(deviceId: string): void;
-  close(): Promise<void>;
-}
+export type HookServer = BrokerHooks;
 
 /** The check a hook request asks for: `/<secret>/<check>` with the right secret (HW-BROKER-2), else null. */
 function routeOf(request: IncomingMessage, secret: string): string | null {

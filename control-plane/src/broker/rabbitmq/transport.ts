@@ -18,12 +18,10 @@
  * The AMQP connection is re-established with backoff when RabbitMQ restarts (or another URL of a cluster answers).
  */
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from "amqplib";
-import type { Logger } from "pino";
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Counter, Gauge } from "prom-client";
 import { downTopic, encodePayload, isDeviceId, type Challenge, type Command } from "../../../../shared/protocol/index.js";
-import type { Database } from "../../db/index.js";
-import type { DevicePublisher, DeviceSideService } from "../../service/types.js";
-import { createExternalIngest } from "../external-ingest.js";
+import type { DevicePublisher } from "../../service/types.js";
+import { createExternalIngest, type ExternalTransport, type ExternalTransportDeps } from "../external-ingest.js";
 import type { BrokerConfig } from "../config.js";
 import { redactUrl } from "../config.js";
 import { createHookServer, type HookServer } from "./hooks.js";
@@ -35,24 +33,10 @@ const EVENT_EXCHANGE = "amq.rabbitmq.event";
 
 type RabbitConfig = Extract<BrokerConfig, { kind: "rabbitmq" }>;
 
-export interface RabbitTransportDeps {
-  config: RabbitConfig;
-  deviceSide: DeviceSideService;
-  db: Database;
-  logger: Logger;
-  registry: Registry;
-  now?: () => number;
-  maxPayloadBytes?: number;
-}
-
-export interface RabbitTransport {
-  publisher: DevicePublisher;
-  /** The bound hook port (HASHWARD_BROKER_HOOK_PORT, or the one port 0 picked). */
-  hookPort: number;
-  /** Closes the device's connections through the management API and forgets its cached identity. */
-  disconnect(deviceId: string): void;
-  close(): Promise<void>;
-}
+/** RabbitMQ's transport deps (../external-ingest.ts). */
+export type RabbitTransportDeps = ExternalTransportDeps<RabbitConfig>;
+/** The RabbitMQ transport (`disconnect` closes the device's connections through the management API). */
+export type RabbitTransport = ExternalTransport;
 
 /** amqplib's Channel types lack the publish callback of a confirm channel in some versions: one narrow signature. */
 type Publish = (exchange: string, key: string, content: Buffer, options: amqp.Options.Publish, callback: (error: unknown) => void) => boolean;
