@@ -47,7 +47,7 @@ import { isTransientDatabaseError } from "../db/transient.js";
 import { LivenessRefusal } from "../errors.js";
 import { dispatchUp, rejectionReason } from "./ingest.js";
 import { clipForLog } from "../log/index.js";
-import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
+import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/index.js";
 import { DeviceWorkQueue } from "./device-queue.js";
 
 export interface BrokerDeps {

@@ -26,7 +26,7 @@ import { fromBase64Url, verifyBytesFast } from "../../../../shared/crypto/index.
 import { FreshnessError } from "../../../../shared/errors/index.js";
 import { downFilter, isDeviceId, parseTopic } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
-import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
+import type { ConnectIdentity, DeviceSideService } from "../../service/index.js";
 
 /** Hook form fields are short; anything larger is refused before it is read in full. */
 const MAX_BODY_BYTES = 8 * 1024;
