@@ -108,7 +108,7 @@ describe("server certificate renewal under a connected fleet (HW-TLS-2)", () => 
   // copy with another queued (fsynced) ack, and 95 agents sharing one event loop drained their outboxes slower than
   // they grew, so the release ack sat behind hundreds of quarantine re-acks until the command expired. Now the
   // agent's outbox keeps one waiting ack per seq (agent/src/outbox) and the plane backs off re-publishing
-  // (CommandRetrySchedule in control-plane/src/service/commands.ts). About 75-110 s on a loaded 2-core machine,
+  // (CommandRetrySchedule in control-plane/src/service/commands/pending.ts). About 75-110 s on a loaded 2-core machine,
   // most of it waiting for the renewal.
   it(`renews while ${FLEET} agents are connected: nobody reconnects, commands and acks reach every device`, async () => {
     const { token } = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: FLEET, label: "renewal" });
