@@ -2,3 +2,4 @@
 export * from "./atomic.js";
 export * from "./json-state.js";
 export * from "./stream.js";
+export * from "./secret-file.js";
