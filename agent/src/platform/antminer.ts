@@ -1,6 +1,6 @@
 /**
  * A real Antminer-class board (BusyBox, bmminer/cgminer, lighttpd web UI) behind the Platform interface.
- * Every side effect is a command through an injected CommandExecutor (STYLE rule 7), so tests record them.
+ * Every side effect is a command through an injected CommandExecutor, so tests record them.
  *
  * Quarantine (HW-Q-2), in the order that is safe to crash between, each step idempotent:
  *  1. stop mining: `<init script> stop` (the costly harm is hashing for an attacker);

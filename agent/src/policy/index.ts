@@ -3,7 +3,7 @@
  * signed `set-policy` command and persisted in `<stateDir>/policy.json` (atomic write, mode 0600).
  *
  * The command's signature (verified before this runs, HW-CMD-1) is what makes the policy trusted; here the
- * order is what matters (STYLE rule 4): a version <= the stored one is refused (HW-POL-1), so a replayed or
+ * order is what matters: a version <= the stored one is refused (HW-POL-1), so a replayed or
  * reordered older policy can never widen what the guards accept. A corrupt file refuses to start, like state.json.
  */
 import { join } from "node:path";

@@ -1,7 +1,7 @@
 /**
  * The agent's persistent trusted state (`<stateDir>/state.json`, written atomically on every change).
  *
- * STYLE rule 4: state changes only through the ordered methods below; each checks sequence (a command seq
+ * Trusted state changes only through the ordered methods below; each checks sequence (a command seq
  * must increase, evidence/heartbeat seqs only grow) and persists before the caller acts on the new value.
  * A missing file starts fresh; a corrupt or foreign one is refused, because silently resetting
  * lastCommandSeq would re-open the door to replayed commands.

@@ -7,7 +7,7 @@
  * since a 64 MB image needs far longer than a 2 KB timestamp). Redirects are refused: the repository URLs are
  * configured, and a redirect to another host would widen what the board talks to.
  *
- * It also writes the download itself (issue 13): tuf-js's BaseFetcher copies every chunk (`Buffer.from`) into a
+ * It also writes the download itself: tuf-js's BaseFetcher copies every chunk (`Buffer.from`) into a
  * `createWriteStream` and waits for each write's callback, which made a 64 MB image download several times slower
  * than `curl`; here each received chunk is written as is through one FileHandle. Same contract as tuf-js: a private
  * temporary file handed to `handler`, removed after it returns or throws.

@@ -1,5 +1,5 @@
 /**
- * The update engine's persisted state, `<stateDir>/update.json` (atomic writes, STYLE rule 4):
+ * The update engine's persisted state, `<stateDir>/update.json` (atomic writes; changed only through ordered methods):
  *  - `floor`: the anti-rollback floor (HW-UPD-3). A target installs only if its version is strictly above it;
  *    raised to the installed version in the same write that records the commit.
  *  - `firmwareVersion`: the committed running firmware (reported in hello and evidence).
