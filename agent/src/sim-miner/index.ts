@@ -24,7 +24,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "no
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import { readMinerPoolUrl } from "../../../shared/pools/index.js";
-import { ipv6Groups } from "../guards/net.js";
+import { ipv6Groups } from "../../../shared/net/index.js";
 import { parseMinerConfig } from "../guards/pools.js";
 import { cgAnswer, cgAnswerBody, cgEscape, cgJoined, cgPoolUrl, parseCgRequest, splitCgParameter, type CgField, type CgRequest, type CgSection, type CgStatus } from "./cgminer-format.js";
 
