@@ -21,8 +21,9 @@ export interface StreamWriteOptions {
   sync?: boolean;
 }
 
-/** The chunks of a web ReadableStream; the reader's lock is released (the stream not cancelled) when iteration stops. */
-export async function* readableChunks(body: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
+/** The chunks of a web ReadableStream (none for a null body); the reader's lock is released (the stream not cancelled) when iteration stops. */
+export async function* readableChunks(body: ReadableStream<Uint8Array> | null): AsyncGenerator<Uint8Array> {
+  if (!body) return;
   const reader = body.getReader();
   try {
     for (;;) {
