@@ -1,5 +1,5 @@
 /**
- * Issue 8 item 1: "the certificate renewed while 100 agents are connected loses no event".
+ * HW-TLS-2: "the certificate renewed while 100 agents are connected loses no event".
  *
  * The real control plane under Bun with a short server-certificate lifetime (HASHWARD_TLS_CERT_TTL_MS; it renews
  * when a third is left), 5 compiled agent binaries and 95 in-process agents (the same Agent class, as in
