@@ -8,7 +8,7 @@ import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type K
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import { downFilter, downTopic, upTopic, type Command, type Heartbeat, type Hello } from "../../../shared/protocol/index.js";
 import { LivenessRefusal } from "../errors.js";
-import { FakeDeviceSide } from "./fake-device-side.js";
+import { FakeDeviceSide } from "./testing/fake-device-side.js";
 import { createBroker, type Broker } from "./index.js";
 
 const MAX_PAYLOAD = 2_048;
