@@ -159,7 +159,7 @@ describe("Antminer platform (recorded commands)", () => {
     const { platform, exec } = board({ noIp6tables: true, refreshMs: 20, resolve: (h) => (h === "plane.example.net" ? answer : []) });
     await platform.quarantine({ controlPlaneHosts: ["plane.example.net"] });
     answer = ["192.0.2.10"];
-    await waitFor(() => exec.calls.includes("iptables -A HASHWARD -d 192.0.2.10 -j ACCEPT"), "firewall rebuilt with the plane's address");
+    await waitFor("firewall rebuilt with the plane's address", () => exec.calls.includes("iptables -A HASHWARD -d 192.0.2.10 -j ACCEPT"));
   });
 
   it("ip6tables without a kernel IPv6 filter table: IPv6 skipped with a warning, the quarantine completes and the CGI is disabled", async () => {

@@ -40,7 +40,7 @@ describe.skipIf(skip !== null)(`U-Boot A/B slots (libubootenv + hashward-boot.cm
   let healthScript: string;
 
   beforeEach(() => {
-    dir = tempDir("hw-uboot-");
+    dir = tempDir("uboot");
     board = new UBootEmulator(dir.path, IMAGE_A);
     // The trial slot's health check: the booted slot's image must not say selftest=fail.
     healthScript = join(dir.path, "health.sh");

@@ -24,7 +24,7 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
   });
 
   async function setup(extra: Record<string, unknown> = {}) {
-    const dir = tempDir("hw-update-bin-");
+    const dir = tempDir("update-bin");
     cleanups.push(dir.cleanup);
     const repo = await new TestTufRepo(join(dir.path, "repo")).start();
     cleanups.push(() => repo.stop());
@@ -90,26 +90,26 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
       s.repo.addTarget("fw-1.1.0", testFirmwareImage("S19", "1.1.0"), { hardwareModels: ["S19"], version: "1.1.0" });
       s.repo.publish();
       const first = s.start({ HASHWARD_AGENT_TEST_PAUSE_AT: point });
-      const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 20_000))["deviceId"] as string;
+      const deviceId = (await waitFor("hello", () => s.broker.of("hello")[0], { timeoutMs: 20_000 }))["deviceId"] as string;
       const command = s.plane.command(deviceId, 1, "update", { params: { targetName: "fw-1.1.0" } });
       await s.broker.publishDown(deviceId, "command", command);
-      await waitFor(() => existsSync(join(s.stateDir, "update", `paused-at-${point}`)), `pause at ${point}`, 20_000);
+      await waitFor(`pause at ${point}`, () => existsSync(join(s.stateDir, "update", `paused-at-${point}`)), { timeoutMs: 20_000 });
       first.child.kill("SIGKILL");
       await first.exited;
       expectBootable(s.board);
 
       const second = s.start();
-      await waitFor(() => s.broker.of("hello").length >= 2, "hello after restart", 20_000);
+      await waitFor("hello after restart", () => s.broker.of("hello").length >= 2, { timeoutMs: 20_000 });
       // The plane re-publishes the unacked command on hello (same seq and signature).
       await s.broker.publishDown(deviceId, "command", command);
-      const ack = await waitFor(() => s.broker.of("ack").find((a) => a["seq"] === 1), "ack", 20_000);
+      const ack = await waitFor("ack", () => s.broker.of("ack").find((a) => a["seq"] === 1), { timeoutMs: 20_000 });
       expect(ack, second.output()).toMatchObject({ status: "done", action: "update" });
       expect(await s.board.slots.status()).toEqual({ active: "b", fallback: null });
       expect(readFileSync(s.board.resolve("/firmware/etc/version"), "utf8")).toBe("S19 1.1.0\n");
       const committed = s.broker.of("event").filter((e) => e["kind"] === "update-progress" && (e["detail"] as { phase: string }).phase === "committed");
       expect(committed).toHaveLength(1);
       // Evidence after the restart reports the running firmware.
-      await waitFor(() => s.broker.of("evidence").some((e) => e["firmwareVersion"] === "1.1.0"), "evidence with 1.1.0", 20_000);
+      await waitFor("evidence with 1.1.0", () => s.broker.of("evidence").some((e) => e["firmwareVersion"] === "1.1.0"), { timeoutMs: 20_000 });
       second.child.kill("SIGTERM");
       expect(await second.exited).toBe(0);
     });
@@ -120,11 +120,11 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
     s.repo.addTarget("fw-1.1.0", testFirmwareImage("S19", "1.1.0"), { hardwareModels: ["S19"], version: "1.1.0" });
     s.repo.publish();
     s.start();
-    const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 20_000))["deviceId"] as string;
+    const deviceId = (await waitFor("hello", () => s.broker.of("hello")[0], { timeoutMs: 20_000 }))["deviceId"] as string;
     await s.broker.publishDown(deviceId, "command", s.plane.command(deviceId, 1, "update", { params: { targetName: "fw-1.1.0" } }));
-    await waitFor(() => s.broker.of("evidence").some((e) => e["reason"] === "update" && e["firmwareVersion"] === "1.1.0"), "update evidence", 20_000);
+    await waitFor("update evidence", () => s.broker.of("evidence").some((e) => e["reason"] === "update" && e["firmwareVersion"] === "1.1.0"), { timeoutMs: 20_000 });
     appendFileSync(s.board.resolve("/firmware/bmminer"), "# out-of-band edit\n");
-    await waitFor(() => s.broker.of("evidence").some((e) => e["reason"] === "watch"), "watch evidence from the new slot", 20_000);
+    await waitFor("watch evidence from the new slot", () => s.broker.of("evidence").some((e) => e["reason"] === "watch"), { timeoutMs: 20_000 });
     expect(s.board.resolve("/firmware/bmminer")).toContain(join("slots", "b", "firmware"));
   });
 
@@ -133,18 +133,18 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
     s.repo.addTarget("fw-bad", testFirmwareImage("S19", "1.2.0", { selftest: "fail" }), { hardwareModels: ["S19"], version: "1.2.0" });
     s.repo.publish();
     const first = s.start({ HASHWARD_AGENT_TEST_PAUSE_AT: "trial" });
-    const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 20_000))["deviceId"] as string;
+    const deviceId = (await waitFor("hello", () => s.broker.of("hello")[0], { timeoutMs: 20_000 }))["deviceId"] as string;
     const command = s.plane.command(deviceId, 1, "update", { params: { targetName: "fw-bad" } });
     await s.broker.publishDown(deviceId, "command", command);
-    await waitFor(() => existsSync(join(s.stateDir, "update", "paused-at-trial")), "pause at trial", 20_000);
+    await waitFor("pause at trial", () => existsSync(join(s.stateDir, "update", "paused-at-trial")), { timeoutMs: 20_000 });
     first.child.kill("SIGKILL");
     await first.exited;
     // Killed on the trial boot of the bad slot: it is what boot/active names right now, with a fallback.
     expect(await s.board.slots.status()).toEqual({ active: "b", fallback: "a" });
     s.start();
-    await waitFor(() => s.broker.of("hello").length >= 2, "hello after restart", 20_000);
+    await waitFor("hello after restart", () => s.broker.of("hello").length >= 2, { timeoutMs: 20_000 });
     await s.broker.publishDown(deviceId, "command", command);
-    const ack = await waitFor(() => s.broker.of("ack").find((a) => a["seq"] === 1), "ack", 20_000);
+    const ack = await waitFor("ack", () => s.broker.of("ack").find((a) => a["seq"] === 1), { timeoutMs: 20_000 });
     expect(ack).toMatchObject({ status: "failed" });
     expect(String(ack["reason"])).toMatch(/rolled back: health check failed/);
     expect(await s.board.slots.status()).toEqual({ active: "a", fallback: null });
