@@ -1,5 +1,6 @@
 /**
- * The update path in the COMPILED agent (dist/agent/hashward-agent-linux-x64): the `tuf` conformance CLI, and
+ * The update path in the COMPILED agent: the `tuf` conformance CLI of the release binary
+ * (dist/agent/hashward-agent-linux-x64), and, on the test build (-testhooks, the same code plus the hook),
  * SIGKILL at every install checkpoint (HASHWARD_AGENT_TEST_PAUSE_AT freezes the agent there) followed by a
  * restart that completes or rolls back, against an in-process broker, enrollment server and TUF repository.
  * Skips with a message when the binary is not built (`npm run build:agent`).
@@ -14,10 +15,12 @@ import { startStandInPlane, tempDir, waitFor } from "../testing/index.js";
 import { CHECKPOINTS } from "./index.js";
 import { TestTufRepo, testFirmwareImage } from "./testing/index.js";
 
-const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64");
-const built = existsSync(binary);
+// The test build: the release binary has no install checkpoint hook (HASHWARD_AGENT_TEST_PAUSE_AT).
+const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64-testhooks");
+const release = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64");
+const built = existsSync(binary) && existsSync(release);
 
-describeUnless(built ? null : `${binary} is not built (run "npm run build:agent")`, "compiled agent: updates", () => {
+describeUnless(built ? null : `${binary} or ${release} is not built (run "npm run build:agent")`, "compiled agent: updates", () => {
   const cleanups: (() => void | Promise<void>)[] = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
@@ -68,7 +71,7 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
     // Asynchronous: the repository's HTTP server runs in this process and must keep answering.
     const tuf = (...args: string[]) =>
       new Promise<{ status: number | null; stderr: string }>((done) =>
-        execFile(binary, ["tuf", ...args], { encoding: "utf8" }, (error, _stdout, stderr) => done({ status: error ? (typeof error.code === "number" ? error.code : -1) : 0, stderr })),
+        execFile(release, ["tuf", ...args], { encoding: "utf8" }, (error, _stdout, stderr) => done({ status: error ? (typeof error.code === "number" ? error.code : -1) : 0, stderr })),
       );
     expect((await tuf("--metadata-dir", md, "init", repo.rootFile)).status).toBe(0);
     const refresh = await tuf("--metadata-dir", md, "--metadata-url", repo.metadataUrl, "refresh");

@@ -16,7 +16,8 @@ import { startStandInPlane, tempDir, waitFor } from "../testing/index.js";
 import { CHECKPOINTS } from "./index.js";
 import { TestTufRepo } from "./testing/index.js";
 
-const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64");
+// The test build: the release binary has no install checkpoint hook (HASHWARD_AGENT_TEST_PAUSE_AT).
+const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64-testhooks");
 const skip = !existsSync(binary) ? `${binary} is not built (run "npm run build:agent")` : ubootEmulatorSkipReason();
 const image = (version: string, health: "pass" | "fail" = "pass") => Buffer.from(`ROOTFS S19 ${version} selftest=${health}\n`.repeat(400));
 const IMAGE_A = image("1.0.0");
