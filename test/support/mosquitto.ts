@@ -5,11 +5,11 @@
  * tested separately (control-plane/src/broker/emqx/hooks.test.ts).
  */
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { connect } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/scale/rabbitmq-node.js";
+import { tempDir } from "./temp-dir.js";
 import { waitFor } from "./wait.js";
 
 const MOSQUITTO = "/usr/sbin/mosquitto";
@@ -30,9 +30,9 @@ export interface MosquittoBroker {
 
 /** Starts Mosquitto on a free loopback port; resolves once it accepts TCP connections (throws after 10 s). */
 export async function startMosquitto(): Promise<MosquittoBroker> {
-  const dir = await mkdtemp(join(tmpdir(), "hw-mosquitto-"));
+  const dir = tempDir("mosquitto");
   const port = await freePort();
-  const conf = join(dir, "mosquitto.conf");
+  const conf = join(dir.path, "mosquitto.conf");
   await writeFile(conf, [`listener ${port} 127.0.0.1`, "allow_anonymous true", "persistence false", "max_inflight_messages 64", "log_type error", ""].join("\n"));
   const child = spawn(MOSQUITTO, ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
@@ -59,7 +59,7 @@ export async function startMosquitto(): Promise<MosquittoBroker> {
     async stop() {
       if (child.exitCode === null) child.kill("SIGTERM");
       await exited;
-      await rm(dir, { recursive: true, force: true });
+      dir.cleanup();
     },
   };
 }

@@ -17,7 +17,7 @@ import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
 import { isDeviceId, MAX_PAYLOAD_BYTES, parsePayload, parseTopic, upSchemas, type UpKind } from "../../../shared/protocol/index.js";
 import { connectTokenNonces, type Database } from "../db/index.js";
-import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
+import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/index.js";
 import { DeviceWorkQueue } from "./device-queue.js";
 import { dispatchUp, rejectionReason } from "./ingest.js";
 

@@ -14,7 +14,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
 import { clipForLog } from "../log/index.js";
-import type { ConnectIdentity, DeviceSideService } from "../service/types.js";
+import type { ConnectIdentity, DeviceSideService } from "../service/index.js";
 import { ConnectRefusal, IdentityCache, verifyConnect, type ConnectGrant, type ConnectRequest } from "./auth.js";
 import { connectRefusedCounter } from "./metrics.js";
 

@@ -11,13 +11,13 @@ import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { deviceIdFromPublicKey, generateKeyPair, signObject } from "../../../../shared/crypto/index.js";
+import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url } from "../../../../shared/crypto/index.js";
 import { downFilter, upTopic, type Command } from "../../../../shared/protocol/index.js";
 import { startMosquitto, mosquittoMissing, type MosquittoBroker } from "../../../../test/support/mosquitto.js";
 import { describeUnless } from "../../../../test/support/skip.js";
 import { waitFor } from "../../../../test/support/wait.js";
 import type { Database } from "../../db/index.js";
-import { FakeDeviceSide } from "../fake-device-side.js";
+import { FakeDeviceSide } from "../testing/fake-device-side.js";
 import { ingestSubscription, kickClient, startEmqxTransport, type EmqxTransport } from "./transport.js";
 
 const SECRET = "t".repeat(40);
@@ -84,7 +84,7 @@ describeUnless(mosquittoMissing(), "EMQX-mode ingest over MQTT 5 shared subscrip
     replicas = [];
     for (let i = 0; i < 2; i += 1) {
       const fake = new FakeDeviceSide();
-      fake.setIdentity(id, "unused", "accepted");
+      fake.setIdentity(id, toBase64Url(keys.publicKey), "accepted");
       const transport = await startEmqxTransport({
         config: { kind: "emqx", mqttUrls: [broker.url], hookHost: "127.0.0.1", hookPort: 0, hookSecret: SECRET, shareGroup: "hashward" },
         deviceSide: fake,

@@ -19,7 +19,7 @@ import { hostname } from "node:os";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { Gauge } from "prom-client";
 import { downTopic, encodePayload, isDeviceId, UP_FILTER, type Challenge, type Command } from "../../../../shared/protocol/index.js";
-import type { DevicePublisher } from "../../service/types.js";
+import type { DevicePublisher } from "../../service/index.js";
 import type { BrokerConfig } from "../config.js";
 import { redactUrl } from "../config.js";
 import { createExternalIngest, type ExternalTransport, type ExternalTransportDeps } from "../external-ingest.js";

@@ -20,7 +20,7 @@
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from "amqplib";
 import { Counter, Gauge } from "prom-client";
 import { downTopic, encodePayload, isDeviceId, type Challenge, type Command } from "../../../../shared/protocol/index.js";
-import type { DevicePublisher } from "../../service/types.js";
+import type { DevicePublisher } from "../../service/index.js";
 import { createExternalIngest, type ExternalTransport, type ExternalTransportDeps } from "../external-ingest.js";
 import type { BrokerConfig } from "../config.js";
 import { redactUrl } from "../config.js";
