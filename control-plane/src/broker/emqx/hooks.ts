@@ -25,7 +25,9 @@ import { createHookAuthenticator, createHookListener, secretEquals, type BrokerH
 
 /** The MQTT username of the plane's own client (its password is the hook secret). */
 export const PLANE_USERNAME = "hashward-plane";
+/** The path EMQX's HTTP authenticator posts to (docs/emqx.md `authentication.url`). */
 export const AUTHN_PATH = "/emqx/authn";
+/** The path EMQX's HTTP authorizer posts to (docs/emqx.md `authorization.sources[].url`). */
 export const AUTHZ_PATH = "/emqx/authz";
 
 /** The EMQX hooks' deps (`secret` is also the password of the plane's own MQTT client). */

@@ -23,12 +23,11 @@ import type { DevicePublisher } from "../../service/index.js";
 import type { BrokerConfig } from "../config.js";
 import { redactUrl } from "../config.js";
 import { createExternalIngest, type ExternalTransport, type ExternalTransportDeps } from "../external-ingest.js";
+import { CLIENT_EVENTS_FILTER, DeviceConnections, parseClientEvent } from "./client-events.js";
 import { createEmqxHooks, PLANE_USERNAME, type EmqxHooks } from "./hooks.js";
 
 type EmqxConfig = Extract<BrokerConfig, { kind: "emqx" }>;
 
-/** EMQX's client online/offline events (docs.emqx.com, "System Topic"). */
-export const CLIENT_EVENTS_FILTER = "$SYS/brokers/+/clients/+/+";
 /** How long a device whose message this replica ingested counts as connected without an event saying so. */
 const SEEN_CONNECTED_MS = 60_000;
 /** How long a message is held while its handler fails internally before the client reconnects (EMQX redispatches). */
@@ -99,8 +98,7 @@ export async function startEmqxTransport(deps: EmqxTransportDeps): Promise<EmqxT
   const hooks: EmqxHooks = createEmqxHooks({ deviceSide, logger, registry, secret: config.hookSecret, now, onAuthenticated: (deviceId, nonce) => ingest.onAuthenticated(deviceId, nonce) });
   const hookPort = await hooks.listen(config.hookPort, config.hookHost);
 
-  /** Device id -> live connections EMQX reported (a takeover can report the new one before the old one's end). */
-  const connections = new Map<string, number>();
+  const connections = new DeviceConnections();
   /** Device id -> when this replica last ingested one of its messages. */
   const seen = new Map<string, number>();
   new Gauge({
@@ -137,26 +135,15 @@ export async function startEmqxTransport(deps: EmqxTransportDeps): Promise<EmqxT
   }
 
   function onClientEvent(topic: string, payload: Buffer): void {
-    const [, , , , clientid, event] = topic.split("/");
-    if (clientid === undefined || !isDeviceId(clientid)) return;
-    let username: unknown;
-    try {
-      username = (JSON.parse(payload.toString("utf8")) as { username?: unknown }).username;
-    } catch {
-      return;
-    }
-    if (username !== clientid) return; // the hooks admit devices only with username = client id
-    const count = connections.get(clientid) ?? 0;
-    if (event === "connected") {
-      connections.set(clientid, count + 1);
-      if (count === 0) void ingest.enqueue(clientid, () => deviceSide.onConnected(clientid).catch((error: unknown) => logger.error({ deviceId: clientid, err: error }, "onConnected failed")));
-    } else if (event === "disconnected" && count > 0) {
-      if (count > 1) connections.set(clientid, count - 1);
-      else {
-        connections.delete(clientid);
-        seen.delete(clientid);
-        void ingest.enqueue(clientid, () => deviceSide.onDisconnected(clientid).catch((error: unknown) => logger.error({ deviceId: clientid, err: error }, "onDisconnected failed")));
-      }
+    const event = parseClientEvent(topic, payload);
+    if (event === null) return;
+    const { deviceId } = event;
+    const change = connections.apply(event);
+    if (change === "connected") {
+      void ingest.enqueue(deviceId, () => deviceSide.onConnected(deviceId).catch((error: unknown) => logger.error({ deviceId, err: error }, "onConnected failed")));
+    } else if (change === "disconnected") {
+      seen.delete(deviceId);
+      void ingest.enqueue(deviceId, () => deviceSide.onDisconnected(deviceId).catch((error: unknown) => logger.error({ deviceId, err: error }, "onDisconnected failed")));
     }
   }
 
