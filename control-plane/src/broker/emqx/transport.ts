@@ -39,6 +39,8 @@ export interface EmqxTransportDeps extends ExternalTransportDeps<EmqxConfig> {
   caPem?: string;
   /** Ingest clients per replica (each one message at a time); default 4. */
   ingestConnections?: number;
+  /** HW-MTLS-1: devices must present a client certificate whose CN is their username (EMQX verifies the chain). */
+  requireClientCertificate?: boolean;
 }
 
 /** The EMQX transport (`disconnect` kicks the device through EMQX's REST API). */
@@ -95,7 +97,15 @@ export async function startEmqxTransport(deps: EmqxTransportDeps): Promise<EmqxT
     keepRetrying: (firstAt) => !closing && now() - firstAt < HOLD_MS,
     ...(deps.maxPayloadBytes === undefined ? {} : { maxPayloadBytes: deps.maxPayloadBytes }),
   });
-  const hooks: EmqxHooks = createEmqxHooks({ deviceSide, logger, registry, secret: config.hookSecret, now, onAuthenticated: (deviceId, nonce) => ingest.onAuthenticated(deviceId, nonce) });
+  const hooks: EmqxHooks = createEmqxHooks({
+    deviceSide,
+    logger,
+    registry,
+    secret: config.hookSecret,
+    now,
+    requireClientCertificate: deps.requireClientCertificate === true,
+    onAuthenticated: (deviceId, nonce) => ingest.onAuthenticated(deviceId, nonce),
+  });
   const hookPort = await hooks.listen(config.hookPort, config.hookHost);
 
   const connections = new DeviceConnections();
