@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { fromBase64Url, generateKeyPair, keyPairFromPrivate, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
-import type { SharedSecretName, SharedSecrets } from "../replicas/secrets.js";
+import type { SharedSecretName, SharedSecrets } from "../replicas/types.js";
 
 export const COMMAND_KEY_FILE = "command-signing.key";
 export const ADMIN_TOKEN_FILE = "admin.token";
