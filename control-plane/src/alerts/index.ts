@@ -1,5 +1,5 @@
 /**
- * Farm alerts from heartbeat telemetry on the plane (issue 12 section 4): the analyzer (./analyzer.ts) judges each
+ * Farm alerts from heartbeat telemetry on the plane (HW-ALERT-1..4): the analyzer (./analyzer.ts) judges each
  * accepted heartbeat with the device's `farm-alerts` policy thresholds (./thresholds.ts, HW-ALERT-3), and what
  * starts or clears becomes part of the device's state:
  *

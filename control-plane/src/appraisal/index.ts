@@ -11,7 +11,7 @@
  * claim takes the worst of its measured tier and the finding's tier, so a contraindicated finding (a hijacked
  * pool, an unknown outbound connection) makes the whole result contraindicated, with or without reference values.
  *
- * Rule HW-APPRAISE-3 (appraisal under containment; ARCHITECTURE "Not seen is not clean"): while a device is in
+ * Rule HW-APPRAISE-3 (appraisal under containment: not seen is not clean): while a device is in
  * containment (quarantine requested, quarantined, release requested), evidence that did not observe an input
  * (`evidence.observations`, shared/protocol; absent = not observed) cannot clear what that input found before:
  * every finding of the previous verdict whose observation is not observed now (or whose guard is unknown) is

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ConfigError } from "../../../shared/errors/index.js";
-import { FakeDeviceSide } from "../broker/fake-device-side.js";
+import { FakeDeviceSide } from "../broker/testing/fake-device-side.js";
 import { loadConfig, type ControlPlaneConfig } from "../config/index.js";
 import type { ControlPlaneService } from "../service/index.js";
 import { startPlane, type PlaneFactories } from "./index.js";

@@ -8,7 +8,7 @@
  * bulk transaction). A device that was offline gets it on its next hello when its acked version is older.
  */
 import { and, eq, gt, inArray, isNull, lt, or, sql } from "drizzle-orm";
-import { ValidationError } from "../../../shared/errors/index.js";
+import { validationErrorFromZod } from "../../../shared/errors/index.js";
 import type { Ack, Command } from "../../../shared/protocol/index.js";
 import { commands, devicePolicies, devices, policies, referenceValueSets } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
@@ -55,12 +55,7 @@ function toView(row: PolicyRow): PolicyView {
 function parseInput<K extends PolicyKind>(kind: K, input: unknown) {
   const result = policyInputSchemas[kind].safeParse(input);
   if (result.success) return result.data;
-  const issue = result.error.issues[0];
-  const path = (issue?.path ?? []).map(String);
-  if (issue?.code === "unrecognized_keys" && issue.keys[0] !== undefined) path.push(issue.keys[0]);
-  const field = path.join(".");
-  const message = issue?.code === "unrecognized_keys" ? "unknown field" : (issue?.message ?? "invalid");
-  throw new ValidationError(`${kind} policy: ${field || "(root)"}: ${message}`, field);
+  throw validationErrorFromZod(result.error, `${kind} policy`);
 }
 
 async function nextVersion(tx: Tx): Promise<number> {

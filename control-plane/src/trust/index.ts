@@ -1,5 +1,5 @@
 /**
- * The trust state machines as data (ARCHITECTURE "Trust and containment"): for each machine an event union,
+ * The trust state machines as data: for each machine an event union,
  * a transition table on the shared helper (shared/machine), and `transition()` which rejects anything not in the
  * table with IllegalTransitionError (a ConflictError).
  * STATE_MACHINES.md beside this file carries a mermaid diagram of every table; a test keeps them in sync.

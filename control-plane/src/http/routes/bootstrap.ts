@@ -1,5 +1,5 @@
 /**
- * How to reach and authenticate this plane (issue 8 item 5): the CA certificate, public because agents pin its
+ * How to reach and authenticate this plane: the CA certificate, public because agents pin its
  * key hash before they trust it (HW-PIN-2), and the bootstrap answer an operator tool (demo:board, provisioning)
  * copies into an agent config, so nobody types a port or a fingerprint twice.
  */
