@@ -86,17 +86,27 @@ function Select(props: { name: string; values: readonly string[]; selected: stri
   );
 }
 
+/** The first two cells of a device row: its id linking to its page, and its model and firmware. */
+function DeviceCells(props: { device: DeviceView }) {
+  const d = props.device;
+  return (
+    <>
+      <td class="mono">
+        <a href={`/ui/devices/${encodeURIComponent(d.deviceId)}`}>{d.deviceId}</a>
+      </td>
+      <td>
+        {d.model} {d.firmwareVersion}
+      </td>
+    </>
+  );
+}
+
 export function DeviceRows(props: { devices: DeviceView[] }) {
   return (
     <Table id="devices" columns={["device", "model / firmware", "enrollment", "appraisal", "containment", "connected", "last seen", "active pool", "hashrate (GH/s)"]}>
       {props.devices.map((d) => (
         <tr data-device={d.deviceId}>
-          <td class="mono">
-            <a href={`/ui/devices/${encodeURIComponent(d.deviceId)}`}>{d.deviceId}</a>
-          </td>
-          <td>
-            {d.model} {d.firmwareVersion}
-          </td>
+          <DeviceCells device={d} />
           <td>
             <State value={d.enrollment} field="enrollment" />
           </td>
@@ -328,12 +338,7 @@ export function PendingPage(props: { devices: DeviceView[]; csrf: string; canAcc
     <Table id="pending" columns={["device", "model / firmware", "asked", "key", "decision"]}>
       {props.devices.map((d) => (
         <tr data-device={d.deviceId}>
-          <td class="mono">
-            <a href={`/ui/devices/${encodeURIComponent(d.deviceId)}`}>{d.deviceId}</a>
-          </td>
-          <td>
-            {d.model} {d.firmwareVersion}
-          </td>
+          <DeviceCells device={d} />
           <td>{when(d.createdAt)}</td>
           <td class="mono">{d.publicKey}</td>
           <td>
