@@ -11,7 +11,7 @@ import { chownSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } 
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { tempDir } from "./processes.js";
+import { tempDir } from "./temp-dir.js";
 import { freePort } from "../../scripts/scale/rabbitmq-node.js";
 
 const run = promisify(execFile);
@@ -70,7 +70,7 @@ export async function startPgCluster(prefix = "pg"): Promise<PgCluster> {
   const bin = serverBinDir();
   if (!bin) throw new Error(pgClusterMissing() ?? "no PostgreSQL");
   const owner = runAsUser();
-  const root = tempDir(prefix);
+  const root = tempDir(prefix).path;
   const dataDir = join(root, "data");
   const socketDir = join(root, "socket");
   mkdirSync(dataDir, { mode: 0o700 });

@@ -5,7 +5,7 @@ import { ConfigError, generateKeyPair, ValidationError, type Ack } from "../../.
 import { CommandHandler } from "../commands/index.js";
 import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
-import { RecordingPlatform } from "../platform/index.js";
+import { RecordingPlatform } from "../platform/testing/index.js";
 import { StateStore } from "../state/index.js";
 import { PlaneSigner, tempDir } from "../testing/index.js";
 import { executeSetPolicy, PolicyStore, StalePolicyError, type GuardPolicy } from "./index.js";

@@ -34,7 +34,7 @@ import {
   type PlaneTrust,
 } from "../plane-trust/index.js";
 import { StateStore } from "../state/index.js";
-import { fileCheckpoint, initTrustedRoot, TufClient, UpdateEngine } from "../update/index.js";
+import { initTrustedRoot, testCheckpoint, TufClient, UpdateEngine } from "../update/index.js";
 import { AGENT_VERSION } from "../version/index.js";
 
 export interface AgentDeps {
@@ -205,8 +205,8 @@ export class Agent {
       },
       log: this.log,
       now: this.now,
-      // Tests only: freeze the install at a checkpoint so the test can SIGKILL the agent there.
-      checkpoint: fileCheckpoint(config.stateDir, process.env["HASHWARD_AGENT_TEST_PAUSE_AT"]),
+      // The test build only: freeze the install at a checkpoint so the test can SIGKILL the agent there.
+      checkpoint: testCheckpoint(config.stateDir, process.env),
     });
     const runningFirmware = () => this.firmwareVersion;
     this.attester = new Attester({

@@ -27,7 +27,10 @@
  */
 import { canonicalize } from "../../../shared/canonical/index.js";
 import { OBSERVATIONS, observationForGuard, type Evidence, type Finding, type Measurement, type ObservationName } from "../../../shared/protocol/index.js";
-import type { AttestationResult, Claim, ContainmentState, Difference, ReferenceMeasurement, Tier } from "../service/types.js";
+import type { ContainmentState } from "../trust/types.js";
+import type { AttestationResult, Claim, Difference, ReferenceMeasurement, Tier } from "./types.js";
+
+export type { AttestationResult, Claim, Difference, GuardClaim, ReferenceMeasurement, Tier } from "./types.js";
 
 export type MeasuredClaim = Exclude<Claim, "instance-identity">;
 

@@ -14,8 +14,7 @@ import { eq } from "drizzle-orm";
 import { type Database, devices, planeEvents } from "../db/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
-import { createServices, type DevicePublisher, type Services } from "../service/index.js";
-import { createServiceContext } from "../service/context.js";
+import { createServiceContext, createServices, type DevicePublisher, type Services } from "../service/index.js";
 import type { TargetView } from "../tuf/index.js";
 import { createRolloutService, planGroups, type RolloutService } from "./index.js";
 

@@ -18,7 +18,10 @@
  *              command falls back to the state before the request.
  */
 import { defineMachine, type Machine } from "../../../shared/machine/index.js";
-import type { AppraisalState, ContainmentState, EnrollmentState, Tier } from "../service/types.js";
+import type { Tier } from "../appraisal/types.js";
+import type { AppraisalState, ContainmentState, EnrollmentState } from "./types.js";
+
+export type { AppraisalState, ContainmentState, EnrollmentState } from "./types.js";
 
 /** The state a device is in before its first enrollment transition (drawn as `[*]`). */
 export const NEW = "new" as const;

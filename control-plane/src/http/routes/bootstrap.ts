@@ -6,7 +6,7 @@
 import { createPublicKey } from "node:crypto";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { ValidationError } from "../../../../shared/errors/index.js";
-import type { ControlPlaneService } from "../../service/types.js";
+import type { ControlPlaneService } from "../../service/index.js";
 import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
 import type { HttpEnv } from "../index.js";
 

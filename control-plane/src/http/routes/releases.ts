@@ -6,7 +6,7 @@
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
-import type { Actor, ControlPlaneService, Role } from "../../service/types.js";
+import type { Actor, ControlPlaneService, Role } from "../../service/index.js";
 import { ImageTooLargeError, registerReleaseReferenceValues, type TufRepository } from "../../tuf/index.js";
 import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
 import { errorBody } from "../errors.js";
