@@ -81,9 +81,10 @@ function enrolledDevice(): Device {
 /** The connect-token nonce each test client connected with (what the broker must hand over as the session, HW-LIVE-1). */
 const connectNonces = new WeakMap<MqttClient, string>();
 
-function connect(device: Device, options: { password?: string; clientId?: string; username?: string } = {}): Promise<MqttClient> {
+/** Connects `device` with a fresh token (or the given fields) to the shared broker, or to the one on `options.port`. */
+function connect(device: Device, options: { password?: string; clientId?: string; username?: string; port?: number } = {}): Promise<MqttClient> {
   const issued = issueConnectToken(device.id, device.keys.privateKey, Date.now());
-  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
+  const client = mqtt.connect(`mqtt://127.0.0.1:${options.port ?? port}`, {
     protocolVersion: 4,
     clientId: options.clientId ?? device.id,
     username: options.username ?? device.id,
@@ -572,16 +573,7 @@ describe("bounded logging of attacker-chosen input (HW-LOG-1)", () => {
   });
 
   it("clips a 60 KB topic of a refused SUBSCRIBE", async () => {
-    const device = enrolledDevice();
-    const client = mqtt.connect(`mqtt://127.0.0.1:${loudPort}`, {
-      protocolVersion: 4,
-      clientId: device.id,
-      username: device.id,
-      password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
-      reconnectPeriod: 0,
-    });
-    clients.push(client);
-    await new Promise((resolve) => client.once("connect", resolve));
+    const client = await connect(enrolledDevice(), { port: loudPort });
     const gone = closed(client);
     client.subscribe(`asic/v1/${"y".repeat(60_000)}`, { qos: 1 });
     await gone;
@@ -600,20 +592,7 @@ describe("session takeover (HW-AUTH-2)", () => {
     const watchedPort = await watched.listen(0, "127.0.0.1");
     try {
       const device = enrolledDevice();
-      const open = () => {
-        const client = mqtt.connect(`mqtt://127.0.0.1:${watchedPort}`, {
-          protocolVersion: 4,
-          clientId: device.id,
-          username: device.id,
-          password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
-          reconnectPeriod: 0,
-        });
-        clients.push(client);
-        return new Promise<MqttClient>((resolve, reject) => {
-          client.once("connect", () => resolve(client));
-          client.once("error", reject);
-        });
-      };
+      const open = () => connect(device, { port: watchedPort });
       const first = await open();
       await first.endAsync(); // a clean disconnect, then a reconnect: not a takeover
       await waitFor("first disconnect", () => fake.callsOf("onDisconnected").length === 1);
