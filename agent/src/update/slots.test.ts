@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSimulatedBoard, PlatformError } from "../platform/simulated.js";
@@ -40,18 +40,5 @@ describe("simulated board: A/B slots and the vendor upgrade path", () => {
     const b = board(false);
     expect(b.resolve("/firmware")).toBe(join(b.root, "firmware"));
     await expect(b.slots.status()).rejects.toThrow(/no A\/B slots/);
-  });
-
-  it("disableVendorUpgrade keeps the upgrade path closed after a quarantine release", async () => {
-    const b = board();
-    await b.quarantine({ controlPlaneHosts: ["plane"] });
-    await b.release();
-    expect(existsSync(join(b.root, "www/upgrade.cgi"))).toBe(true);
-    await b.disableVendorUpgrade();
-    expect(b.vendorUpgradeDisabled()).toBe(true);
-    await b.quarantine({ controlPlaneHosts: ["plane"] });
-    await b.release();
-    expect(b.vendorUpgradeDisabled()).toBe(true);
-    expect(b.minerState()).toBe("running");
   });
 });
