@@ -2,17 +2,13 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSimulatedBoard, PlatformError } from "../platform/simulated.js";
-import { tempDir } from "../testing/index.js";
+import { tempDirPool } from "../testing/index.js";
 import { testFirmwareImage } from "./testing/index.js";
 
 describe("simulated board: A/B slots and the vendor upgrade path", () => {
-  const dirs: { cleanup: () => void }[] = [];
-  afterEach(() => dirs.splice(0).forEach((d) => d.cleanup()));
-  const board = (slots = true) => {
-    const d = tempDir("slots");
-    dirs.push(d);
-    return createSimulatedBoard(join(d.path, "board"), { model: "S19", slots });
-  };
+  const dirs = tempDirPool("slots");
+  afterEach(dirs.cleanup);
+  const board = (slots = true) => createSimulatedBoard(join(dirs.make(), "board"), { model: "S19", slots });
 
   it("writes only the inactive slot, boots it on trial, commits or rolls back", async () => {
     const b = board();

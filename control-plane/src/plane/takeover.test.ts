@@ -3,8 +3,7 @@
  * three takeovers of a device's session within the window leave it `warning` with three stored events, where
  * before they left it `trusted, connected` with two info lines.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
@@ -15,6 +14,9 @@ import { ApiClient, planeFetch, trustPlaneCa } from "../../../test/support/api.j
 import { waitFor } from "../../../test/support/wait.js";
 import { loadConfig } from "../config/index.js";
 import { startPlane, type Plane } from "./index.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
+
+const dirs = tempDirPool("takeover");
 
 let dataDir: string;
 let plane: Plane;
@@ -22,7 +24,7 @@ let caPem: string;
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "hw-takeover-"));
+  dataDir = dirs.make();
   const config = loadConfig({
     HASHWARD_HTTP_HOST: "127.0.0.1",
     HASHWARD_MQTT_HOST: "127.0.0.1",
@@ -41,7 +43,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const client of clients) client.end(true);
   await plane?.close();
-  await rm(dataDir, { recursive: true, force: true });
+  dirs.cleanup();
 });
 
 it("three session takeovers make the device `warning` with three session-takeover events (HW-AUTH-2)", async () => {
