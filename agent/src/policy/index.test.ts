@@ -51,7 +51,7 @@ describe("PolicyStore", () => {
     };
     expect(bad({ ...policy(1), pools: { allowedUrls: [], workerPatterns: ["(unclosed"] } })).toBe("policy.pools.workerPatterns.0");
     expect(bad({ ...policy(1), indicators: [{ id: "x", kind: "rootkit", severity: "critical", description: "" }] })).toBe("policy.indicators.0.kind");
-    expect(bad(undefined)).toBe("policy.");
+    expect(bad(undefined)).toBe("policy"); // the policy itself, not one of its fields
     expect(store.version).toBe(0);
     writeFileSync(join(path, "policy.json"), "{not json");
     expect(() => PolicyStore.open(path)).toThrow(ConfigError);

@@ -1,5 +1,5 @@
 /**
- * A recording fake Platform for unit tests (STYLE rule 7): remembers every call, never touches the system.
+ * A recording fake Platform for unit tests: remembers every call, never touches the system.
  * It keeps the promises of the Platform interface that the real boards keep (platform/testing/contract.ts):
  * device paths resolve under `root` and escapes are refused, quarantine and release are idempotent, and after
  * disableVendorUpgrade a release leaves the vendor upgrade path disabled (HW-UPD-6).

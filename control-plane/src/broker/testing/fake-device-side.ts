@@ -9,7 +9,7 @@
 import { fromBase64Url, verifySignedObject } from "../../../../shared/crypto/index.js";
 import { VerificationError } from "../../../../shared/errors/index.js";
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../../shared/protocol/index.js";
-import type { AttestationResult, ConnectIdentity, DeviceSession, DeviceSideService } from "../../service/types.js";
+import type { AttestationResult, ConnectIdentity, DeviceSession, DeviceSideService } from "../../service/index.js";
 
 export type RecordedCall =
   | { method: "onConnected" | "onDisconnected"; deviceId: string }
