@@ -2,13 +2,13 @@
  * For tests: the whole plane in one process (real broker, PGlite, HTTP API; TLS with its own CA, trusted the way
  * agents trust it) on ephemeral ports in a fresh data folder.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
-import { trustPlaneCa } from "../../../test/support/api.js";
-import { loadConfig } from "../config/index.js";
-import { startPlane, type Plane } from "./index.js";
+import { trustPlaneCa } from "../../../../test/support/api.js";
+import { tempDir } from "../../../../test/support/temp-dir.js";
+import { loadConfig } from "../../config/index.js";
+import { startPlane, type Plane } from "../index.js";
 
 /** A running in-process plane, its CA (PEM, for MQTT clients) and `close`, which also deletes the data folder. */
 export interface TestPlane {
@@ -19,7 +19,8 @@ export interface TestPlane {
 
 /** Starts a plane with `env` (HASHWARD_* variables) on top of loopback hosts, port 0 and a temp data folder. */
 export async function startTestPlane(prefix: string, env: Record<string, string> = {}): Promise<TestPlane> {
-  const dataDir = await mkdtemp(join(tmpdir(), prefix));
+  const dir = tempDir(prefix.replace(/-$/, ""));
+  const dataDir = dir.path;
   const config = loadConfig({
     HASHWARD_HTTP_HOST: "127.0.0.1",
     HASHWARD_MQTT_HOST: "127.0.0.1",
@@ -37,7 +38,7 @@ export async function startTestPlane(prefix: string, env: Record<string, string>
     caPem,
     async close() {
       await plane.close();
-      await rm(dataDir, { recursive: true, force: true });
+      dir.cleanup();
     },
   };
 }
