@@ -27,6 +27,9 @@ import { BaseFetcher } from "tuf-js";
 import { DownloadError, DownloadHTTPError, DownloadLengthMismatchError } from "tuf-js/dist/error.js";
 import { fetchRetryingReset } from "../../../shared/http/retry.js";
 
+/** Bytes gathered before one write to the download file. */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
 export interface BoundedFetcherOptions {
   metadataTimeoutMs: number;
   targetTimeoutMs: number;
@@ -91,11 +94,23 @@ export class BoundedFetcher extends BaseFetcher {
     }
   }
 
-  /** One download of `url` into `file` from byte 0 (a previous attempt's bytes are truncated away). */
+  /**
+   * One download of `url` into `file` from byte 0 (a previous attempt's bytes are truncated away). Received chunks
+   * (~64 KiB each from node:https) are gathered and written WRITE_BATCH_BYTES at a time: one write and one await
+   * per MiB instead of per chunk (issue 13).
+   */
   private async downloadOnce(url: string, file: string, maxLength: number): Promise<void> {
     const body = await this.fetch(url);
     const reader = body.getReader();
     const handle = await open(file, "w", 0o600);
+    const batch: Uint8Array[] = [];
+    let batchBytes = 0;
+    const flush = async () => {
+      if (batchBytes === 0) return;
+      await handle.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
+      batch.length = 0;
+      batchBytes = 0;
+    };
     try {
       let received = 0;
       for (;;) {
@@ -104,8 +119,11 @@ export class BoundedFetcher extends BaseFetcher {
         received += value.byteLength;
         // HW-UPD-2, TUF 5.7.3: fetch() already errors the stream past the cap; checked again where bytes land.
         if (received > maxLength) throw new DownloadLengthMismatchError(`${url}: more than the ${maxLength} bytes allowed`);
-        await handle.write(value);
+        batch.push(value);
+        batchBytes += value.byteLength;
+        if (batchBytes >= WRITE_BATCH_BYTES) await flush();
       }
+      await flush();
     } finally {
       reader.releaseLock();
       await handle.close();
