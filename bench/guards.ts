@@ -21,7 +21,8 @@ import { PolicyStore, type GuardPolicy } from "../agent/src/policy/index.js";
 import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets, type SimSocket } from "../agent/src/sim-miner/index.js";
 import { deviceIdFromPublicKey, generateKeyPair, signObject } from "../shared/index.js";
 import { startFakePlane } from "../test/support/fake-plane.js";
-import { startAgent, tempDir, writeAgentConfig } from "../test/support/processes.js";
+import { startAgent, writeAgentConfig } from "../test/support/processes.js";
+import { tempDir } from "../test/support/temp-dir.js";
 import { CLK_TCK, cpuTicks } from "./support/proc.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
@@ -57,7 +58,7 @@ function realisticSockets(count: number): SimSocket[] {
 }
 
 async function cycleCost(): Promise<{ cycleCpuUs: number; summaryCpuUs: number; findings: number }> {
-  const dir = tempDir("bench-guards");
+  const dir = tempDir("bench-guards").path;
   const root = join(dir, "board");
   const board = createSimulatedBoard(root, { model: "S19" });
   const miner = new SimMiner({ root });
@@ -100,7 +101,7 @@ async function cycleCost(): Promise<{ cycleCpuUs: number; summaryCpuUs: number; 
 
 async function idleShare(guards: boolean): Promise<{ cpuPercent: number; guardCycles: number }> {
   const plane = await startFakePlane();
-  const dir = tempDir(`bench-idle-${guards ? "on" : "off"}`);
+  const dir = tempDir(`bench-idle-${guards ? "on" : "off"}`).path;
   const root = join(dir, "board");
   createSimulatedBoard(root, { model: "S19" });
   const miner = new SimMiner({ root });

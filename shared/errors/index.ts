@@ -50,3 +50,4 @@ export class ConfigError extends HashwardError {
     super(message, options);
   }
 }
+export * from "./zod.js";

@@ -1,21 +1,13 @@
 import type { z } from "zod";
-import { ValidationError } from "../errors/index.js";
+import { ValidationError, validationErrorFromZod } from "../errors/index.js";
 import { MAX_PAYLOAD_BYTES } from "./schemas.js";
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Converts the first zod issue into a ValidationError naming the field (dotted path). */
-export function validationErrorFrom(error: z.ZodError, what: string): ValidationError {
-  const issue = error.issues[0];
-  const field = issue ? issue.path.map(String).join(".") : "";
-  const message = issue ? issue.message : "invalid";
-  return new ValidationError(`${what}: ${field || "(root)"}: ${message}`, field, { cause: error });
-}
-
 /** Validates an already-decoded value; throws ValidationError naming the first bad field. */
 export function parseWith<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
   const result = schema.safeParse(value);
-  if (!result.success) throw validationErrorFrom(result.error, what);
+  if (!result.success) throw validationErrorFromZod(result.error, what);
   return result.data;
 }
 

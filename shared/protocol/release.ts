@@ -8,7 +8,7 @@
  * Unknown extra fields are kept (a later release tool may add some; the signature covers them).
  */
 import { z } from "zod";
-import { ValidationError } from "../errors/index.js";
+import { describeZodError, firstZodIssue, ValidationError } from "../errors/index.js";
 import { isSemVer } from "../semver/index.js";
 import { sha256Schema } from "./schemas.js";
 
@@ -103,9 +103,8 @@ export function parseMeasurement(value: unknown, field: string): ReleaseMeasurem
   const folded = isRecord(value) && value.kind === "missing" ? { ...value, sha256: "" } : value;
   const parsed = referenceMeasurementSchema.safeParse(folded);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const at = [field, ...(issue?.path.map(String) ?? [])].join(".");
-    throw new ValidationError(`${at}: ${issue?.message ?? "invalid"}`, at, { cause: parsed.error });
+    const { field: at } = firstZodIssue(parsed.error, [field]);
+    throw new ValidationError(describeZodError(parsed.error, [field]), at, { cause: parsed.error });
   }
   const m = parsed.data;
   const out: ReleaseMeasurement = { path: m.path, sha256: m.sha256, size: m.size };

@@ -13,7 +13,8 @@ import { freePort, freePorts, newCookie, RabbitNode, rabbitmqMissing } from "../
 import { rabbitPlaneEnv } from "../support/rabbitmq.js";
 import { ApiClient } from "../support/api.js";
 import { expectAckedEventsStored, loadDevice, publishEvents, type LoadDevice } from "../support/event-load.js";
-import { startControlPlane, tempDir, type ControlPlane } from "../support/processes.js";
+import { startControlPlane, type ControlPlane } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { describeUnless } from "../support/skip.js";
 import { waitFor } from "../support/wait.js";
 
@@ -32,7 +33,7 @@ describeUnless(missing, "two replicas on RabbitMQ and PostgreSQL, the ingesting 
     const planePassword = randomBytes(16).toString("hex");
     const secret = randomBytes(24).toString("hex");
     node = new RabbitNode({
-      dir: join(tempDir("rabbitmq-replicas"), "node"),
+      dir: join(tempDir("rabbitmq-replicas").path, "node"),
       name: `hwr${ports.amqp}`,
       ports,
       planeUser: "hashward",
@@ -43,7 +44,7 @@ describeUnless(missing, "two replicas on RabbitMQ and PostgreSQL, the ingesting 
       cookie: newCookie(),
     });
     await node.start();
-    const dataDir = tempDir("replicas-plane");
+    const dataDir = tempDir("replicas-plane").path;
     for (const hookPort of hookPorts) {
       const replica = await startControlPlane({
         dataDir,

@@ -1,5 +1,5 @@
 /**
- * Issue 3, "device left unchanged in every attack", with the COMPILED agent: a simulated A/B board whose
+ * HW-UPD-1..8, "device left unchanged in every attack", with the COMPILED agent: a simulated A/B board whose
  * `update.*` points at an in-process TUF repository (TestTufRepo), connected to a fake plane (open broker,
  * pinned test command key). For each attack the test stages it on the repository, sends a signed `update`
  * command (next seq), waits for the device's signed ack (`failed`, `rejected: ...`), and checks that every file
@@ -18,7 +18,8 @@ import { keyPairFromPrivate, signObject, verifySignedObject } from "../../shared
 import { ackSchema, downTopic, eventSchema } from "../../shared/protocol/index.js";
 import { loadDeviceKey } from "../support/device-key.js";
 import { startFakePlane, type FakePlane } from "../support/fake-plane.js";
-import { startAgent, tempDir, writeAgentConfig, type ManagedProcess } from "../support/processes.js";
+import { startAgent, writeAgentConfig, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -123,7 +124,7 @@ async function expectRejected(what: string, targetName: string, reason: RegExp):
 }
 
 beforeAll(async () => {
-  work = tempDir("update-attacks");
+  work = tempDir("update-attacks").path;
   plane = await startFakePlane();
   // Targets signed 2-of-3, so "below threshold" is a real signature short of it.
   repo = await new TestTufRepo(join(work, "repo"), { targetsKeys: 3, targetsThreshold: 2 }).start();

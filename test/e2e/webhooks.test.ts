@@ -11,16 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import {
-  restartControlPlane,
-  simulatedAgentConfig,
-  startAgent,
-  startControlPlane,
-  tempDir,
-  writeAgentConfig,
-  type ControlPlane,
-  type ManagedProcess,
-} from "../support/processes.js";
+import { restartControlPlane, simulatedAgentConfig, startAgent, startControlPlane, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 interface Received {
@@ -75,7 +67,7 @@ describe("webhooks (real plane, real agent, real receiver)", () => {
     const registered = await admin.post<{ endpoint: { id: string }; secret: string }>("/api/v1/webhooks", { url, kinds: ["device.quarantined", "device.released"] });
     secret = registered.secret;
 
-    const dir = tempDir("webhook-miner");
+    const dir = tempDir("webhook-miner").path;
     const boardRoot = join(dir, "board");
     const stateDir = join(dir, "state");
     await createSimulatedBoard(boardRoot, { model: "S19" });

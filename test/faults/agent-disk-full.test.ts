@@ -1,5 +1,5 @@
 /**
- * Issue 14 section 2, "the agent's state dir full" (HW-FAULT-10): the compiled agent runs with its
+ * Fault campaign (docs/reliability.md "Agent-side faults"), "the agent's state dir full" (HW-FAULT-10): the compiled agent runs with its
  * state dir on a small tmpfs the test mounts, and the test fills it to the last byte (ENOSPC) while the agent runs
  * and keeps it full (as a runaway log would) until it frees it.
  * Then, with no byte free:
@@ -19,7 +19,8 @@ import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
 import { describeUnless } from "../support/skip.js";
-import { AGENT_BINARY, measureWithAgent, startAgent, startControlPlane, simulatedAgentConfig, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, measureWithAgent, startAgent, startControlPlane, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -97,7 +98,7 @@ describeUnless(missing(), "the agent's state dir full (tmpfs, ENOSPC)", () => {
   });
 
   it("keeps its quarantine, keeps reporting and never tears a state file; pending writes land when space returns", async () => {
-    const dir = tempDir("disk-full");
+    const dir = tempDir("disk-full").path;
     const root = join(dir, "board");
     createSimulatedBoard(root, { model: MODEL, firmwareVersion: FIRMWARE });
     const stateDir = join(dir, "state");

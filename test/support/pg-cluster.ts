@@ -12,7 +12,7 @@ import { createServer } from "node:net";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { tempDir } from "./processes.js";
+import { tempDir } from "./temp-dir.js";
 
 const run = promisify(execFile);
 const PG_ROOT = "/usr/lib/postgresql";
@@ -80,7 +80,7 @@ export async function startPgCluster(prefix = "pg"): Promise<PgCluster> {
   const bin = serverBinDir();
   if (!bin) throw new Error(pgClusterMissing() ?? "no PostgreSQL");
   const owner = runAsUser();
-  const root = tempDir(prefix);
+  const root = tempDir(prefix).path;
   const dataDir = join(root, "data");
   const socketDir = join(root, "socket");
   mkdirSync(dataDir, { mode: 0o700 });

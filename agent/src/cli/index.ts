@@ -4,14 +4,17 @@
  */
 // The error module alone: main.ts parses the command line before it loads anything a command does not use.
 import { HashwardError } from "../../../shared/errors/index.js";
+import { parseValueOptions } from "./args.js";
 
 /** Exit codes of `hashward-agent` (every command). */
 export const EXIT = { ok: 0, failure: 1, usage: 2, revoked: 3 } as const;
 
+/** A command line that does not parse; main.ts prints it with USAGE and exits 2. */
 export class UsageError extends HashwardError {
   override name = "UsageError";
 }
 
+/** The command a command line asks for. */
 export type CliCommand =
   | { name: "version" }
   | { name: "help" }
@@ -19,6 +22,7 @@ export type CliCommand =
   | { name: "measure"; configFile: string }
   | { name: "tuf"; args: string[] };
 
+/** The help text (`hashward-agent help`). */
 export const USAGE = `Usage: hashward-agent <command> [options]
 
 Commands:
@@ -32,6 +36,7 @@ Every config key can be overridden with HASHWARD_AGENT_<KEY> (e.g. HASHWARD_AGEN
 Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 device revoked.
 `;
 
+/** Parses argv (without node and script); throws UsageError naming the offending argument or option. */
 export function parseCli(argv: readonly string[]): CliCommand {
   const [first, ...rest] = argv;
   if (first === undefined || first === "help" || first === "--help" || first === "-h") {
@@ -47,20 +52,15 @@ export function parseCli(argv: readonly string[]): CliCommand {
   if (first !== "run" && first !== "measure") {
     throw new UsageError(first.startsWith("-") ? `unknown option ${JSON.stringify(first)}` : `unknown command ${JSON.stringify(first)}`);
   }
-  let configFile: string | undefined;
-  for (let i = 0; i < rest.length; i++) {
-    const arg = rest[i]!;
-    if (arg === "--config" || arg === "-c") {
-      const value = rest[++i];
-      if (value === undefined || value.startsWith("-")) throw new UsageError(`option --config needs a FILE`);
-      configFile = value;
-    } else if (arg.startsWith("--config=")) {
-      configFile = arg.slice("--config=".length);
-      if (!configFile) throw new UsageError(`option --config needs a FILE`);
-    } else {
-      throw new UsageError(arg.startsWith("-") ? `unknown option ${JSON.stringify(arg)} for ${first}` : `unexpected argument ${JSON.stringify(arg)} for ${first}`);
-    }
-  }
+  const { values, positionals } = parseValueOptions(
+    rest,
+    { config: { short: "c" } },
+    (problem) =>
+      new UsageError(problem.kind === "missing-value" ? `option --config needs a FILE` : `unknown option ${JSON.stringify(problem.option)} for ${first}`),
+    { dashValues: false },
+  );
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])} for ${first}`);
+  const configFile = values.get("config")?.at(-1);
   if (!configFile) throw new UsageError(`${first} needs --config FILE`);
   return { name: first, configFile };
 }

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { commandSchema, DEVICE_EVENT_DETAIL, encodePayload, generateKeyPair, parsePayload, signObject, verifySignedObject, type Command, type DeviceEvent } from "../../../shared/index.js";
 import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
-import { RecordingPlatform } from "../platform/index.js";
+import { RecordingPlatform } from "../platform/testing/index.js";
 import { StateStore } from "../state/index.js";
 import { PlaneSigner, refuseWrites, tempDir } from "../testing/index.js";
 import { CommandHandler } from "./index.js";
@@ -127,7 +127,7 @@ describe("command handling", () => {
     expect(acks(s.sent)).toHaveLength(2);
   });
 
-  it("refuses an action outside the protocol at parse (rotate-key: removed, issue 9) and runs attest-now with and without nonce", async () => {
+  it("refuses an action outside the protocol at parse (rotate-key: removed) and runs attest-now with and without nonce", async () => {
     const s = make();
     // A signed command whose action the protocol does not define is dropped by the session's parse (session.ts),
     // naming the field, before anything runs.

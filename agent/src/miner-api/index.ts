@@ -1,5 +1,5 @@
 /**
- * Client for the cgminer/bmminer JSON API (TCP 4028; ARCHITECTURE "Who uses it"): one request per connection,
+ * Client for the cgminer/bmminer JSON API (TCP 4028): one request per connection,
  * `{"command":"summary"}` (plus `"parameter"`), the answer is JSON terminated by a NUL byte or by the close,
  * read as cgminer writes it (raw control and non-UTF-8 bytes in strings, `}{` in arrays: answer.ts).
  *
@@ -9,6 +9,7 @@
  */
 import { connect } from "node:net";
 import { z } from "zod";
+import { describeZodError } from "../../../shared/errors/index.js";
 import { parseCgminerAnswer } from "./answer.js";
 import { MinerApiCommandError, MinerApiError, MinerApiMalformedError, MinerApiOversizedError, MinerApiTimeoutError, MinerApiUnreachableError } from "./errors.js";
 
@@ -104,7 +105,7 @@ export class MinerApiClient {
     const raw = await this.exchange(JSON.stringify(parameter === undefined ? { command } : { command, parameter }));
     const body = parseCgminerAnswer(raw, command);
     const status = statusSchema.safeParse(body["STATUS"]);
-    if (!status.success) throw new MinerApiMalformedError(`${command}: answer has no valid STATUS (${firstIssue(status.error)})`);
+    if (!status.success) throw new MinerApiMalformedError(`${command}: answer has no valid STATUS (${describeZodError(status.error)})`);
     const first = status.data[0]!;
     if (first.STATUS === "E" || first.STATUS === "F") {
       throw new MinerApiCommandError(`${command}: miner refused: ${(first.Msg ?? "").slice(0, 200)}`, first.Code);
@@ -203,7 +204,7 @@ export class MinerApiClient {
 
   private parse<T extends z.ZodType>(schema: T, body: Record<string, unknown>, command: string): z.output<T> {
     const parsed = schema.safeParse(body);
-    if (!parsed.success) throw new MinerApiMalformedError(`${command}: ${firstIssue(parsed.error)}`);
+    if (!parsed.success) throw new MinerApiMalformedError(`${command}: ${describeZodError(parsed.error)}`);
     return parsed.data;
   }
 
@@ -239,11 +240,6 @@ export class MinerApiClient {
       socket.on("error", (error) => finish(new MinerApiUnreachableError(`miner API ${this.endpoint}: ${error.message}`)));
     });
   }
-}
-
-function firstIssue(error: z.ZodError): string {
-  const issue = error.issues[0];
-  return issue ? `${issue.path.map(String).join(".") || "(root)"}: ${issue.message}` : "invalid";
 }
 
 function nonNegative(n: number): number {

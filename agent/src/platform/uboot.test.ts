@@ -14,7 +14,8 @@ import { tempDir } from "../testing/index.js";
 import { CHECKPOINTS, UpdateEngine, type Checkpoint } from "../update/index.js";
 import { TestTufRepo } from "../update/testing/index.js";
 import { initTrustedRoot, TufClient } from "../update/tuf.js";
-import { AntminerPlatform, NodeCommandExecutor, RecordingExecutor, type CommandExecutor } from "./antminer.js";
+import { AntminerPlatform, NodeCommandExecutor, type CommandExecutor } from "./antminer.js";
+import { RecordingExecutor } from "./testing/index.js";
 import { createPlatform } from "./index.js";
 import { PlatformError } from "./simulated.js";
 import { UBootEmulator, ubootEmulatorSkipReason } from "./testing/uboot.js";
@@ -39,7 +40,7 @@ describe.skipIf(skip !== null)(`U-Boot A/B slots (libubootenv + hashward-boot.cm
   let healthScript: string;
 
   beforeEach(() => {
-    dir = tempDir("hw-uboot-");
+    dir = tempDir("uboot");
     board = new UBootEmulator(dir.path, IMAGE_A);
     // The trial slot's health check: the booted slot's image must not say selftest=fail.
     healthScript = join(dir.path, "health.sh");

@@ -1,5 +1,5 @@
 /**
- * A/B firmware slots on a U-Boot board (HW-BOARD-2; issue 11 part 2): the UpdateSlots a real Antminer-class
+ * A/B firmware slots on a U-Boot board (HW-BOARD-2; docs/board.md "A/B updates on U-Boot"): the UpdateSlots a real Antminer-class
  * board uses. The switch goes through the U-Boot environment with libubootenv's `fw_printenv`/`fw_setenv`,
  * using the boot-count convention of RAUC and Mender (`upgrade_available`, `bootcount`, `bootlimit`,
  * `altbootcmd`); `scripts/board/hashward-boot.cmd` is the U-Boot side and tells the kernel which slot it booted
@@ -23,7 +23,7 @@ import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, readSync, re
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { NodeCommandExecutor, type CommandExecutor, type CommandResult } from "./antminer.js";
-import { PlatformError } from "./simulated.js";
+import { PlatformError } from "./paths.js";
 import type { SlotName, SlotStatus, UpdateSlots } from "./types.js";
 
 /** Where one slot lives. Paths are host paths (the platform resolves them under its root). */

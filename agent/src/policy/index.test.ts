@@ -5,7 +5,7 @@ import { ConfigError, generateKeyPair, ValidationError, type Ack } from "../../.
 import { CommandHandler } from "../commands/index.js";
 import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
-import { RecordingPlatform } from "../platform/index.js";
+import { RecordingPlatform } from "../platform/testing/index.js";
 import { StateStore } from "../state/index.js";
 import { PlaneSigner, tempDir } from "../testing/index.js";
 import { executeSetPolicy, PolicyStore, StalePolicyError, type GuardPolicy } from "./index.js";
@@ -55,7 +55,7 @@ describe("PolicyStore", () => {
     };
     expect(bad({ ...policy(1), pools: { allowedUrls: [], workerPatterns: ["(unclosed"] } })).toBe("policy.pools.workerPatterns.0");
     expect(bad({ ...policy(1), indicators: [{ id: "x", kind: "rootkit", severity: "critical", description: "" }] })).toBe("policy.indicators.0.kind");
-    expect(bad(undefined)).toBe("policy.");
+    expect(bad(undefined)).toBe("policy"); // the policy itself, not one of its fields
     expect(store.version).toBe(0);
     writeFileSync(join(path, "policy.json"), "{not json");
     expect(() => PolicyStore.open(path)).toThrow(ConfigError);

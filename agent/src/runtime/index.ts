@@ -35,7 +35,7 @@ import {
   type PlaneTrust,
 } from "../plane-trust/index.js";
 import { StateStore } from "../state/index.js";
-import { fileCheckpoint, initTrustedRoot, TufClient, UpdateEngine } from "../update/index.js";
+import { initTrustedRoot, testCheckpoint, TufClient, UpdateEngine } from "../update/index.js";
 import { AGENT_VERSION } from "../version/index.js";
 
 export interface AgentDeps {
@@ -205,8 +205,8 @@ export class Agent {
       },
       log: this.log,
       now: this.now,
-      // Tests only: freeze the install at a checkpoint so the test can SIGKILL the agent there.
-      checkpoint: fileCheckpoint(config.stateDir, process.env["HASHWARD_AGENT_TEST_PAUSE_AT"]),
+      // The test build only: freeze the install at a checkpoint so the test can SIGKILL the agent there.
+      checkpoint: testCheckpoint(config.stateDir, process.env),
     });
     const runningFirmware = () => this.firmwareVersion;
     this.attester = new Attester({
@@ -370,7 +370,7 @@ export class Agent {
     }
     if (this.abort.signal.aborted) return;
     if (this.config.mqttUrl && response?.mqttUrl && !sameEndpoint(this.config.mqttUrl, response.mqttUrl)) {
-      // Issue 7 section 6: an agent pointed at another broker than the plane's says so loudly.
+      // An agent pointed at another broker than the plane's says so loudly.
       log.error({ configured: this.config.mqttUrl, announced: response.mqttUrl }, "configured mqttUrl disagrees with the control plane's enrollment answer; check the agent config");
     }
     if (!this.mqttUrl) this.mqttUrl = response?.mqttUrl ?? this.state.snapshot.mqttUrl;

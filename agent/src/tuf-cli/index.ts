@@ -1,5 +1,5 @@
 /**
- * `hashward-agent tuf`: the command-line shape TUF client conformance suites drive (issue 3 item 6), over the
+ * `hashward-agent tuf`: the command-line shape TUF client conformance suites drive, over the
  * same TufClient the update engine uses (so the suite exercises the production code path):
  *
  *   tuf --metadata-dir D init ROOT_FILE
@@ -16,6 +16,7 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import { httpsFetch } from "../../../shared/tls/index.js";
 import { join } from "node:path";
+import { parseValueOptions, type ValueOptions } from "../cli/args.js";
 import { initTrustedRoot, TufClient } from "../update/tuf.js";
 
 export const TUF_USAGE = `Usage:
@@ -36,27 +37,18 @@ export interface TufArgs {
   caFile?: string;
 }
 
+/** A `tuf` command line that does not parse (exit 1 with TUF_USAGE, as the conformance suites expect). */
 export class TufUsageError extends Error {}
 
-const VALUE_OPTIONS = new Set(["--metadata-dir", "--metadata-url", "--target-name", "--target-base-url", "--target-dir", "--ca-file"]);
+const VALUE_OPTIONS: ValueOptions = { "metadata-dir": {}, "metadata-url": {}, "target-name": {}, "target-base-url": {}, "target-dir": {}, "ca-file": {} };
 
+/** Parses the `tuf` arguments (after `tuf`); throws TufUsageError naming the offending argument or option. */
 export function parseTufArgs(argv: readonly string[]): TufArgs {
-  const values = new Map<string, string[]>();
-  const positional: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.indexOf("=");
-    const name = arg.startsWith("--") && eq > 0 ? arg.slice(0, eq) : arg;
-    if (VALUE_OPTIONS.has(name)) {
-      const value = eq > 0 && arg.startsWith("--") ? arg.slice(eq + 1) : argv[++i];
-      if (value === undefined || value === "") throw new TufUsageError(`option ${name} needs a value`);
-      values.set(name, [...(values.get(name) ?? []), value]);
-    } else if (arg.startsWith("-")) {
-      throw new TufUsageError(`unknown option ${JSON.stringify(arg)}`);
-    } else {
-      positional.push(arg);
-    }
-  }
+  const parsed = parseValueOptions(argv, VALUE_OPTIONS, (problem) =>
+    new TufUsageError(problem.kind === "missing-value" ? `option ${problem.option} needs a value` : `unknown option ${JSON.stringify(problem.option)}`),
+  );
+  const values = new Map([...parsed.values].map(([name, list]) => [`--${name}`, list]));
+  const positional = parsed.positionals;
   const one = (name: string): string | undefined => {
     const list = values.get(name);
     if (list && list.length > 1) throw new TufUsageError(`option ${name} given more than once`);

@@ -7,7 +7,7 @@
  * since a 64 MB image needs far longer than a 2 KB timestamp). Redirects are refused: the repository URLs are
  * configured, and a redirect to another host would widen what the board talks to.
  *
- * It also writes the download itself (issue 13): tuf-js's BaseFetcher copies every chunk (`Buffer.from`) into a
+ * It also writes the download itself: tuf-js's BaseFetcher copies every chunk (`Buffer.from`) into a
  * `createWriteStream` and waits for each write's callback, which made a 64 MB image download several times slower
  * than `curl`; here each received chunk is written as is through one FileHandle. Same contract as tuf-js: a private
  * temporary file handed to `handler`, removed after it returns or throws.
@@ -20,15 +20,13 @@
  * the signed length) is never retried. No Range resume: the plane's target route answers whole files, and
  * restarting keeps one code path whose result is verified end to end anyway.
  */
-import { mkdtemp, open, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BaseFetcher } from "tuf-js";
 import { DownloadError, DownloadHTTPError, DownloadLengthMismatchError } from "tuf-js/dist/error.js";
+import { readableChunks, writeStreamToFile } from "../../../shared/fs/index.js";
 import { fetchRetryingReset } from "../../../shared/http/retry.js";
-
-/** Bytes gathered before one write to the download file. */
-const WRITE_BATCH_BYTES = 1024 * 1024;
 
 export interface BoundedFetcherOptions {
   metadataTimeoutMs: number;
@@ -94,40 +92,17 @@ export class BoundedFetcher extends BaseFetcher {
     }
   }
 
-  /**
-   * One download of `url` into `file` from byte 0 (a previous attempt's bytes are truncated away). Received chunks
-   * (~64 KiB each from node:https) are gathered and written WRITE_BATCH_BYTES at a time: one write and one await
-   * per MiB instead of per chunk (issue 13).
-   */
+  /** One download of `url` into `file` from byte 0 (a previous attempt's bytes are truncated away). */
   private async downloadOnce(url: string, file: string, maxLength: number): Promise<void> {
     const body = await this.fetch(url);
-    const reader = body.getReader();
-    const handle = await open(file, "w", 0o600);
-    const batch: Uint8Array[] = [];
-    let batchBytes = 0;
-    const flush = async () => {
-      if (batchBytes === 0) return;
-      await handle.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
-      batch.length = 0;
-      batchBytes = 0;
-    };
-    try {
-      let received = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        received += value.byteLength;
+    let received = 0;
+    await writeStreamToFile(file, readableChunks(body), {
+      onChunk(chunk) {
+        received += chunk.byteLength;
         // HW-UPD-2, TUF 5.7.3: fetch() already errors the stream past the cap; checked again where bytes land.
         if (received > maxLength) throw new DownloadLengthMismatchError(`${url}: more than the ${maxLength} bytes allowed`);
-        batch.push(value);
-        batchBytes += value.byteLength;
-        if (batchBytes >= WRITE_BATCH_BYTES) await flush();
-      }
-      await flush();
-    } finally {
-      reader.releaseLock();
-      await handle.close();
-    }
+      },
+    });
   }
 
   /** A read that stopped at the cap or on an error leaves the request open: end it so the socket is freed. */

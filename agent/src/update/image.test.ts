@@ -8,7 +8,7 @@ describe("hashward-firmware/1 image", () => {
   const dirs: { cleanup: () => void }[] = [];
   afterEach(() => dirs.splice(0).forEach((d) => d.cleanup()));
   const dir = () => {
-    const d = tempDir("hw-image-");
+    const d = tempDir("image");
     dirs.push(d);
     return d.path;
   };

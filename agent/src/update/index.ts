@@ -1,5 +1,5 @@
 /**
- * Signed-update-only install with A/B slots and rollback (issue 3; rules HW-UPD-1..6 in docs/rules.md).
+ * Signed-update-only install with A/B slots and rollback (rules HW-UPD-1..8 in docs/rules.md).
  *
  * An `update` command names a target: {targetName, rolloutId?}. The agent installs it only if
  *   1. tuf-js verifies it against the PROVISIONED trusted root (HW-UPD-1: signatures to threshold, expiry,
@@ -18,7 +18,7 @@
 import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TargetFile } from "tuf-js";
-import { HashwardError, ValidationError, type Command } from "../../../shared/index.js";
+import { describeZodError, HashwardError, ValidationError, type Command } from "../../../shared/index.js";
 import type { Logger } from "../log/index.js";
 import type { Platform, UpdateSlots } from "../platform/types.js";
 import { parseReleaseCustom, type ReleaseCustom } from "../../../shared/protocol/release.js";
@@ -161,7 +161,7 @@ export class UpdateEngine {
       return previous.phase === "committed" ? { status: "done" } : { status: "failed", reason: `rolled back: ${previous.reason ?? "unknown reason"}` };
     }
     try {
-      if (!parsed.success) throw new Rejected(`invalid update params: ${parsed.error.issues[0]?.message ?? "?"}`);
+      if (!parsed.success) throw new Rejected(`invalid update params: ${describeZodError(parsed.error)}`);
       if (previous && !FINAL_PHASES.includes(previous.phase)) throw new Rejected(`another update (${previous.targetName}) is in progress`);
       return await this.install(command.seq, targetName, rolloutId);
     } catch (error) {
@@ -319,12 +319,20 @@ export class UpdateEngine {
   }
 }
 
+/** Set by `scripts/build-agent.mjs --define`: true only in the test build (`hashward-agent-linux-x64-testhooks`). */
+declare const HASHWARD_AGENT_TEST_HOOKS: boolean | undefined;
+
 /**
- * The checkpoint hook behind HASHWARD_AGENT_TEST_PAUSE_AT (tests only): at that checkpoint the agent writes
- * `<stateDir>/update/paused-at-<point>` and waits until `<stateDir>/update/continue-<point>` exists, so a test
- * can SIGKILL it exactly there.
+ * The install checkpoint hook of the TEST build only: at the checkpoint named by the environment variable
+ * HASHWARD_AGENT_TEST_PAUSE_AT the agent writes `<stateDir>/update/paused-at-<point>` and waits until
+ * `<stateDir>/update/continue-<point>` exists, so a test can SIGKILL it exactly there. Undefined everywhere else:
+ * from source, and in the release binaries, which the build defines HASHWARD_AGENT_TEST_HOOKS=false for, so that
+ * this whole hook (the variable's name included) is removed from them as dead code; a test checks the release
+ * binaries do not contain the name (agent/src/update/test-hooks.test.ts).
  */
-export function fileCheckpoint(stateDir: string, pauseAt: string | undefined): ((point: Checkpoint) => Promise<void>) | undefined {
+export function testCheckpoint(stateDir: string, env: NodeJS.ProcessEnv): ((point: Checkpoint) => Promise<void>) | undefined {
+  if (typeof HASHWARD_AGENT_TEST_HOOKS === "undefined" || !HASHWARD_AGENT_TEST_HOOKS) return undefined;
+  const pauseAt = env["HASHWARD_AGENT_TEST_PAUSE_AT"];
   if (!pauseAt) return undefined;
   return async (point) => {
     if (point !== pauseAt) return;

@@ -9,7 +9,7 @@ describe("simulated board: A/B slots and the vendor upgrade path", () => {
   const dirs: { cleanup: () => void }[] = [];
   afterEach(() => dirs.splice(0).forEach((d) => d.cleanup()));
   const board = (slots = true) => {
-    const d = tempDir("hw-slots-");
+    const d = tempDir("slots");
     dirs.push(d);
     return createSimulatedBoard(join(d.path, "board"), { model: "S19", slots });
   };

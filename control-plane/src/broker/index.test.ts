@@ -8,7 +8,8 @@ import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type K
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import { downFilter, downTopic, upTopic, type Command, type Heartbeat, type Hello } from "../../../shared/protocol/index.js";
 import { LivenessRefusal } from "../errors.js";
-import { FakeDeviceSide } from "./fake-device-side.js";
+import { FakeDeviceSide } from "./testing/fake-device-side.js";
+import { waitFor } from "../../../test/support/wait.js";
 import { createBroker, type Broker } from "./index.js";
 
 const MAX_PAYLOAD = 2_048;
@@ -50,14 +51,6 @@ function heartbeat(device: Device, seq: number, connectNonce = SOME_CONNECT_NONC
     { v: 1 as const, type: "heartbeat" as const, deviceId: device.id, connectNonce, seq, ts: Date.now(), uptimeMs: 1, containment: "none" as const, outboxDepth: 0 },
     device.keys.privateKey,
   ) as Heartbeat;
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
 }
 
 let fake: FakeDeviceSide;
@@ -140,7 +133,7 @@ describe("CONNECT authentication", () => {
     const device = newDevice();
     enroll(device);
     await connect(device);
-    await until(() => fake.callsOf("onConnected").length === 1, "onConnected");
+    await waitFor("onConnected", () => fake.callsOf("onConnected").length === 1);
     expect(broker.publisher.isConnected(device.id)).toBe(true);
   });
 
@@ -221,7 +214,7 @@ describe("publish ACL and ingest", () => {
     enroll(device);
     const client = await connect(device);
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
-    await until(() => fake.callsOf("onHello").length === 1, "onHello");
+    await waitFor("onHello", () => fake.callsOf("onHello").length === 1);
     expect(fake.callsOf("onHello")[0]?.message.deviceId).toBe(device.id);
     expect(await metric("hashward_mqtt_messages_total", { kind: "hello" })).toBe(1);
     expect(client.connected).toBe(true);
@@ -234,7 +227,7 @@ describe("publish ACL and ingest", () => {
     for (let i = 0; i < 20; i++) {
       client.publish(upTopic(device.id, "hello"), JSON.stringify(hello(device, `boot-${i}`)), { qos: 0 });
     }
-    await until(() => fake.callsOf("onHello").length === 20, "20 hellos");
+    await waitFor("20 hellos", () => fake.callsOf("onHello").length === 20);
     expect(fake.callsOf("onHello").map((call) => call.message.bootId)).toEqual(Array.from({ length: 20 }, (_, i) => `boot-${i}`));
   });
 
@@ -249,7 +242,7 @@ describe("publish ACL and ingest", () => {
     await gone;
     expect(await metric("hashward_mqtt_acl_denied_total", { action: "publish", reason: "foreign-topic" })).toBe(1);
     expect(fake.callsOf("onHello")).toHaveLength(0);
-    await until(() => fake.callsOf("onDisconnected").length === 1, "onDisconnected");
+    await waitFor("onDisconnected", () => fake.callsOf("onDisconnected").length === 1);
   });
 
   it.each(["asic/v1/x/up/hello", "other/topic", "$SYS/broker/x"])("disconnects a device publishing to %s", async (topic) => {
@@ -292,7 +285,7 @@ describe("publish ACL and ingest", () => {
     await client.publishAsync(upTopic(device.id, "heartbeat"), "{not json", { qos: 1 });
     await client.publishAsync(upTopic(device.id, "evidence"), JSON.stringify({ type: "evidence" }), { qos: 1 });
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
-    await until(() => fake.callsOf("onHello").length === 1, "the valid hello after the malformed ones");
+    await waitFor("the valid hello after the malformed ones", () => fake.callsOf("onHello").length === 1);
     expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "heartbeat", reason: "invalid" })).toBe(1);
     expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "evidence", reason: "invalid" })).toBe(1);
     expect(fake.callsOf("onHeartbeat")).toHaveLength(0);
@@ -304,7 +297,7 @@ describe("publish ACL and ingest", () => {
     enroll(device);
     const client = await connect(device);
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(newDevice())), { qos: 1 });
-    await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "device-mismatch" })) === 1, "count");
+    await waitFor("count", async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "device-mismatch" })) === 1);
     expect(fake.callsOf("onHello")).toHaveLength(0);
   });
 
@@ -323,9 +316,9 @@ describe("publish ACL and ingest", () => {
     const client = await connect(device);
     fake.failNext = error;
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
-    await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason })) === 1, "count");
+    await waitFor("count", async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason })) === 1);
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
-    await until(() => fake.callsOf("onHello").length === 1, "next hello handled");
+    await waitFor("next hello handled", () => fake.callsOf("onHello").length === 1);
   });
 
   it("hands each hello and heartbeat over with its connection's session: the token nonce and the enrolled key (HW-LIVE-1)", async () => {
@@ -334,7 +327,7 @@ describe("publish ACL and ingest", () => {
     const first = await connect(device);
     await first.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
     await first.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 1)), { qos: 1 });
-    await until(() => fake.callsOf("onHeartbeat").length === 1, "heartbeat handled");
+    await waitFor("heartbeat handled", () => fake.callsOf("onHeartbeat").length === 1);
     const expected = { connectNonce: connectNonces.get(first), publicKey: toBase64Url(device.keys.publicKey) };
     expect(fake.callsOf("onHello")[0]?.session).toMatchObject(expected);
     expect(fake.callsOf("onHeartbeat")[0]?.session).toMatchObject({ ...expected, lastHeartbeatSeq: -1 });
@@ -342,7 +335,7 @@ describe("publish ACL and ingest", () => {
     // A takeover (a second CONNECT with another token) is another session: the old nonce is not handed over.
     const second = await connect(device);
     await second.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 2)), { qos: 1 });
-    await until(() => fake.callsOf("onHeartbeat").length === 2, "second heartbeat handled");
+    await waitFor("second heartbeat handled", () => fake.callsOf("onHeartbeat").length === 2);
     expect(fake.callsOf("onHeartbeat")[1]?.session.connectNonce).toBe(connectNonces.get(second));
     expect(connectNonces.get(second)).not.toBe(connectNonces.get(first));
   });
@@ -356,7 +349,7 @@ describe("publish ACL and ingest", () => {
     await client.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(unsignedHeartbeat), { qos: 1 });
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(unsignedHello), { qos: 1 });
     await client.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify({ ...heartbeat(device, 2), sig: "" }), { qos: 1 });
-    await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "unsigned" })) === 1, "unsigned hello counted");
+    await waitFor("unsigned hello counted", async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "unsigned" })) === 1);
     expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "heartbeat", reason: "unsigned" })).toBe(2);
     expect(fake.callsOf("onHeartbeat")).toHaveLength(0);
     expect(fake.callsOf("onHello")).toHaveLength(0);
@@ -386,7 +379,7 @@ describe("publish ACL and ingest", () => {
     for (const seq of sent) {
       client.publish(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, seq)), { qos: 0 });
     }
-    await until(() => fake.callsOf("onHeartbeat").length === sent.length, "every heartbeat handled");
+    await waitFor("every heartbeat handled", () => fake.callsOf("onHeartbeat").length === sent.length);
     expect(fake.callsOf("onHeartbeat").map((call) => (call.message as { seq: number }).seq)).toEqual(sent);
   });
 
@@ -397,7 +390,7 @@ describe("publish ACL and ingest", () => {
     const gone = closed(client);
     broker.disconnect(device.id);
     await gone;
-    await until(() => !broker.publisher.isConnected(device.id), "isConnected false");
+    await waitFor("isConnected false", () => !broker.publisher.isConnected(device.id));
     broker.disconnect(newDevice().id); // unknown: no-op
   });
 });
@@ -528,7 +521,7 @@ describe("subscribe ACL and publisher", () => {
     clientB.on("message", (topic) => seen.push(topic));
     await clientA.publishAsync(upTopic(a.id, "hello"), JSON.stringify(hello(a)), { qos: 1 });
     await broker.publisher.publish(b.id, "command", command(b.id, 7));
-    await until(() => seen.length === 1, "B's own command");
+    await waitFor("B's own command", () => seen.length === 1);
     expect(seen).toEqual([downTopic(b.id, "command")]);
   });
 });
@@ -645,12 +638,12 @@ describe("session takeover (HW-AUTH-2)", () => {
       };
       const first = await open();
       await first.endAsync(); // a clean disconnect, then a reconnect: not a takeover
-      await until(() => fake.callsOf("onDisconnected").length === 1, "first disconnect");
+      await waitFor("first disconnect", () => fake.callsOf("onDisconnected").length === 1);
       const second = await open();
       const secondGone = closed(second);
       await open(); // takes the live session over
       await secondGone;
-      await until(() => fake.callsOf("onSessionTakeover").length === 1, "onSessionTakeover");
+      await waitFor("onSessionTakeover", () => fake.callsOf("onSessionTakeover").length === 1);
       expect(fake.callsOf("onSessionTakeover")[0]).toMatchObject({ deviceId: device.id, peers: { previousPeer: "127.0.0.1", newPeer: "127.0.0.1" } });
       const metric = await localRegistry.getSingleMetric("hashward_mqtt_session_takeovers_total")!.get();
       expect(metric.values[0]?.value).toBe(1);

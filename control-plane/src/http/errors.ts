@@ -1,11 +1,12 @@
 /**
- * Maps the error tree to HTTP. Branches on the class only, never on message text (STYLE 2).
+ * Maps the error tree to HTTP. Branches on the class only, never on message text (the error tree in shared/errors).
  * Body shape everywhere: `{ error: { code, message, field? } }`.
  */
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { z } from "zod";
+import { describeZodError, firstZodIssue } from "../../../shared/errors/index.js";
 import { isTransientDatabaseError } from "../db/transient.js";
 import { CapacityError, ConflictError, ForbiddenError, NotFoundError, ValidationError, VerificationError } from "../errors.js";
 
@@ -39,19 +40,10 @@ export function errorResponse(c: Context, status: ContentfulStatusCode, body: Er
   return c.json(body, status);
 }
 
-/** The first zod issue as a field path. Unrecognized keys have an empty path; name the first key instead. */
-export function fieldOfIssue(issue: z.core.$ZodIssue | undefined): string {
-  if (!issue) return "";
-  const path = issue.path.map(String);
-  if (issue.code === "unrecognized_keys" && issue.keys[0] !== undefined) path.push(issue.keys[0]);
-  return path.join(".");
-}
-
+/** A 400 `validation_error` naming the first bad field of `target` (body, query, path, form) (shared/errors/zod.ts). */
 export function validationFailure(error: z.ZodError, target: string): HttpError {
-  const issue = error.issues[0];
-  const field = fieldOfIssue(issue);
-  const message = issue?.code === "unrecognized_keys" ? "unknown field" : (issue?.message ?? "invalid");
-  return { status: 400, body: errorBody("validation_error", `${target}: ${field || "(root)"}: ${message}`, field) };
+  const { field } = firstZodIssue(error);
+  return { status: 400, body: errorBody("validation_error", `${target}: ${describeZodError(error)}`, field) };
 }
 
 /**

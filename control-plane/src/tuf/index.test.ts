@@ -17,7 +17,7 @@ import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { nextRoot, signWith, expiresIn } from "../release/metadata.js";
 import { createTufRepository, ImageTooLargeError, tufKeyId, type TufRepository } from "./index.js";
-import { chunksOf, offlineKeys, rootDocument, SAMPLE_CUSTOM, targetFor, targetsDocument } from "./testing.js";
+import { chunksOf, offlineKeys, rootDocument, SAMPLE_CUSTOM, targetFor, targetsDocument } from "./testing/index.js";
 
 const DAY_MS = 86_400_000;
 

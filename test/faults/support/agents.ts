@@ -3,7 +3,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createSimulatedBoard } from "../../../agent/src/platform/index.js";
 import { loadDeviceKey } from "../../support/device-key.js";
-import { simulatedAgentConfig, startAgent, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../../support/processes.js";
+import { simulatedAgentConfig, startAgent, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../../support/processes.js";
+import { tempDir } from "../../support/temp-dir.js";
 import { waitFor } from "../../support/wait.js";
 
 export const AGENT_MODEL = "S19";
@@ -21,7 +22,7 @@ export interface FaultAgent {
 
 /** Starts a compiled agent that enrolls with `token` (accepted at once) and waits for its device id. */
 export async function startFaultAgent(plane: ControlPlane, name: string, token: string): Promise<FaultAgent> {
-  const dir = tempDir(name);
+  const dir = tempDir(name).path;
   const boardRoot = join(dir, "board");
   await createSimulatedBoard(boardRoot, { model: AGENT_MODEL });
   const stateDir = join(dir, "state");

@@ -21,17 +21,15 @@ import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
-import { verifyConnectToken } from "../../../../shared/auth/connect-token.js";
-import { fromBase64Url, verifyBytesFast } from "../../../../shared/crypto/index.js";
-import { FreshnessError } from "../../../../shared/errors/index.js";
-import { downFilter, isDeviceId, parseTopic } from "../../../../shared/protocol/index.js";
+import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
-import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
+import type { ConnectIdentity, DeviceSideService } from "../../service/index.js";
+import { maySubscribe, ownUpKind } from "../acl.js";
+import { ConnectRefusal, IdentityCache, verifyConnect } from "../auth.js";
+import { connectRefusedCounter } from "../metrics.js";
 
 /** Hook form fields are short; anything larger is refused before it is read in full. */
 const MAX_BODY_BYTES = 8 * 1024;
-const MAX_PASSWORD_BYTES = 2_048;
-const MAX_IDENTITY_CACHE_MS = 30_000;
 
 type Params = URLSearchParams;
 
@@ -76,12 +74,11 @@ export function topicAllowed(params: Params, exchange: string, vhost: string): b
   const clientId = clientIdOf(params);
   if (clientId !== undefined && clientId !== username) return false;
   const topic = topicOfRoutingKey(params.get("routing_key") ?? "");
-  const parsed = parseTopic(topic);
   switch (params.get("permission")) {
     case "write":
-      return parsed !== null && parsed.direction === "up" && parsed.deviceId === username;
+      return ownUpKind(username, topic) !== null;
     case "read":
-      return topic === downFilter(username) || (parsed !== null && parsed.direction === "down" && parsed.deviceId === username);
+      return maySubscribe(username, topic);
     default:
       return false;
   }
@@ -111,13 +108,13 @@ export interface HookServer {
   close(): Promise<void>;
 }
 
+/** Builds the hook listener (not yet listening); see the file comment for the endpoints and their rules. */
 export function createHookServer(deps: HookDeps): HookServer {
   const { deviceSide, registry } = deps;
   const logger = deps.logger.child({ component: "broker-hooks" });
   const now = deps.now ?? Date.now;
-  const identityCacheMs = Math.min(deps.identityCacheMs ?? 10_000, MAX_IDENTITY_CACHE_MS);
   const secret = Buffer.from(deps.secret);
-  const identities = new Map<string, { identity: ConnectIdentity | null; at: number }>();
+  const identities = new IdentityCache((deviceId) => deviceSide.identityForConnect(deviceId), now, deps.identityCacheMs ?? 10_000, 200_000);
 
   const decisions = new Counter({
     name: "hashward_broker_hook_requests_total",
@@ -125,57 +122,32 @@ export function createHookServer(deps: HookDeps): HookServer {
     labelNames: ["check", "decision"] as const,
     registers: [registry],
   });
-  const connectRefused = new Counter({
-    name: "hashward_mqtt_connect_refused_total",
-    help: "MQTT CONNECTs refused, by reason",
-    labelNames: ["reason"] as const,
-    registers: [registry],
-  });
+  const connectRefused = connectRefusedCounter(registry);
 
-  /** `acceptedOnly`: a cached answer other than `accepted` is asked again (a device accepted a moment ago connects at once). */
-  async function identity(deviceId: string, acceptedOnly = false): Promise<ConnectIdentity | null> {
-    const at = now();
-    const cached = identities.get(deviceId);
-    if (cached && at - cached.at < identityCacheMs && (!acceptedOnly || cached.identity?.enrollment === "accepted")) return cached.identity;
-    const found = await deviceSide.identityForConnect(deviceId);
-    if (identities.size >= 200_000) identities.clear(); // bounded; entries are cheap to refetch
-    identities.set(deviceId, { identity: found, at });
-    return found;
-  }
-
-  /** HW-AUTH-1 through the broker: the same checks as the embedded broker's authenticate hook. */
+  /** HW-AUTH-1 through the broker: the same checks as the embedded broker's authenticate hook (../auth.ts). */
   async function userAllowed(params: Params): Promise<{ allow: true } | { allow: false; reason: string }> {
     const username = params.get("username") ?? "";
-    if (!isDeviceId(username)) return { allow: false, reason: "bad-username" };
-    // Devices speak MQTT only, whose plugin always names the client id; it must be the username ([MQTT-3.1.3-9]).
-    if (params.get("client_id") !== username) return { allow: false, reason: "client-id-mismatch" };
-    if (params.get("vhost") !== null && params.get("vhost") !== deps.vhost) return { allow: false, reason: "bad-vhost" };
-    const password = params.get("password") ?? "";
-    if (password.length === 0 || Buffer.byteLength(password) > MAX_PASSWORD_BYTES) return { allow: false, reason: "bad-token" };
-    let found: ConnectIdentity | null;
+    const vhost = params.get("vhost");
     try {
-      found = await identity(username, true);
+      const grant = await verifyConnect(
+        // Devices speak MQTT only, whose plugin always names the client id; it must be the username ([MQTT-3.1.3-9]).
+        { username, clientId: params.get("client_id") ?? undefined, password: params.get("password") ?? "" },
+        {
+          // A cached answer other than `accepted` is asked again (a device accepted a moment ago connects at once).
+          identity: (deviceId) => identities.get(deviceId, "cached-if-accepted"),
+          // Single use across replicas: the nonce is recorded in the database (HW-AUTH-1).
+          rememberNonce: (deviceId, nonce, exp) => deviceSide.rememberConnectNonce(deviceId, nonce, exp),
+          now,
+          onStoreFailure: (deviceId, step, cause) => logger.error({ deviceId, err: cause }, `${step} failed during CONNECT`),
+          inScope: () => vhost === null || vhost === deps.vhost,
+        },
+      );
+      deps.onAuthenticated?.(grant.deviceId, grant.nonce);
+      return { allow: true };
     } catch (error) {
-      logger.error({ deviceId: username, err: error }, "identity lookup failed during CONNECT");
-      return { allow: false, reason: "unavailable" };
+      if (error instanceof ConnectRefusal) return { allow: false, reason: error.reason };
+      throw error;
     }
-    if (found === null) return { allow: false, reason: "unknown-device" };
-    if (found.enrollment !== "accepted") return { allow: false, reason: "not-accepted" };
-    let claims;
-    try {
-      claims = verifyConnectToken(password, username, fromBase64Url(found.publicKey), now(), verifyBytesFast);
-    } catch (error) {
-      const expired = error instanceof FreshnessError;
-      return { allow: false, reason: expired ? "expired-token" : "bad-token" };
-    }
-    try {
-      if (!(await deviceSide.rememberConnectNonce(username, claims.nonce, claims.exp))) return { allow: false, reason: "replayed-token" };
-    } catch (error) {
-      logger.error({ deviceId: username, err: error }, "nonce record failed during CONNECT");
-      return { allow: false, reason: "unavailable" };
-    }
-    deps.onAuthenticated?.(username, claims.nonce);
-    return { allow: true };
   }
 
   async function answer(check: string, params: Params): Promise<boolean> {
@@ -255,9 +227,9 @@ export function createHookServer(deps: HookDeps): HookServer {
 
   const servers: Server[] = [];
   return {
-    identity: (deviceId) => identity(deviceId),
+    identity: (deviceId) => identities.get(deviceId, "cached"),
     forget(deviceId) {
-      identities.delete(deviceId);
+      identities.forget(deviceId);
     },
     listen(port, host) {
       const server = createServer(handle);

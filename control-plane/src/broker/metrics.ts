@@ -1,0 +1,69 @@
+/**
+ * The broker's Prometheus metrics (listed in ./README.md). `connectRefusedCounter` is shared by the embedded
+ * broker and the RabbitMQ hooks, so both modes count refused CONNECTs under one name and one label set.
+ */
+import { Counter, Gauge, type Registry } from "prom-client";
+
+/** `hashward_mqtt_connect_refused_total{reason}` (reason: a RefusalReason of ./auth.ts), registered on `registry`. */
+export function connectRefusedCounter(registry: Registry): Counter<"reason"> {
+  return new Counter({
+    name: "hashward_mqtt_connect_refused_total",
+    help: "MQTT CONNECTs refused, by reason",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+  });
+}
+
+/** The embedded broker's counters, and a gauge reading `liveDevices()` at scrape time. */
+export interface BrokerMetrics {
+  messagesTotal: Counter<"kind">;
+  messagesRejected: Counter<"kind" | "reason">;
+  ingestRetries: Counter<"kind">;
+  aclDenied: Counter<"action" | "reason">;
+  sessionTakeovers: Counter;
+  connectRefused: Counter<"reason">;
+}
+
+/** Registers the embedded broker's metrics on `registry`; `liveDevices` is read by `hashward_mqtt_connected_devices`. */
+export function brokerMetrics(registry: Registry, liveDevices: () => number): BrokerMetrics {
+  new Gauge({
+    name: "hashward_mqtt_connected_devices",
+    help: "Devices with a live authenticated MQTT connection",
+    registers: [registry],
+    collect() {
+      this.set(liveDevices());
+    },
+  });
+  return {
+    messagesTotal: new Counter({
+      name: "hashward_mqtt_messages_total",
+      help: "Device messages accepted and handled, by kind",
+      labelNames: ["kind"] as const,
+      registers: [registry],
+    }),
+    messagesRejected: new Counter({
+      name: "hashward_mqtt_messages_rejected_total",
+      help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal, unavailable: the database was unreachable; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
+      labelNames: ["kind", "reason"] as const,
+      registers: [registry],
+    }),
+    ingestRetries: new Counter({
+      name: "hashward_mqtt_ingest_retries_total",
+      help: "Device messages tried again because the database was unreachable (HW-FAULT-2), by kind",
+      labelNames: ["kind"] as const,
+      registers: [registry],
+    }),
+    aclDenied: new Counter({
+      name: "hashward_mqtt_acl_denied_total",
+      help: "Publishes/subscriptions refused by the topic ACL or size cap (the client is disconnected)",
+      labelNames: ["action", "reason"] as const,
+      registers: [registry],
+    }),
+    sessionTakeovers: new Counter({
+      name: "hashward_mqtt_session_takeovers_total",
+      help: "Authenticated CONNECTs that took over a device's live session (HW-AUTH-2)",
+      registers: [registry],
+    }),
+    connectRefused: connectRefusedCounter(registry),
+  };
+}
