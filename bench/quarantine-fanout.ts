@@ -14,7 +14,7 @@ import { upTopic, type Command } from "../shared/protocol/index.js";
 import { signedAckFor } from "../test/support/event-load.js";
 import { startBareBroker } from "./support/bare-broker.js";
 import { connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
-import { createEnrollmentToken, listAllDevices, startBenchPlane } from "./support/plane.js";
+import { createEnrollmentToken, listAllDevices, withBenchPlane } from "./support/plane.js";
 import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 1000, { max: 10_000 });
@@ -88,8 +88,7 @@ async function transitionTimes(admin: ApiClient, devices: readonly SimDevice[]):
 }
 
 async function measurePlane(devices: SimDevice[]) {
-  const { plane, admin, describe, close } = await startBenchPlane();
-  try {
+  return withBenchPlane({}, async ({ plane, admin }) => {
     const token = await createEnrollmentToken(admin, devices.length);
     const enrollMs = await enrollAll(plane.httpUrl, devices, token);
     const connectMs = await connectAll(plane.mqttUrl, devices, { subscribeDown: true, ca: plane.caPem });
@@ -140,12 +139,7 @@ async function measurePlane(devices: SimDevice[]) {
       receivedP50: percentile(received, 50),
       receivedP99: percentile(received, 99),
     };
-  } catch (error) {
-    progress(describe());
-    throw error;
-  } finally {
-    await close();
-  }
+  });
 }
 
 const devices = makeDevices(DEVICES);
