@@ -398,7 +398,7 @@ function contract(name: string, open: () => Promise<Harness>) {
       expect(last).toMatchObject({ machine: "containment", from: "quarantine_requested", to: "none", actor: { kind: "system" } });
     });
 
-    it("backs off re-publishing a command the device has not acked, and sends a changed set at once", async () => {
+    it("backs off re-publishing a command the device has not acked, never within a retry interval of its last publish", async () => {
       const d = await acceptedDevice();
       await services.service.quarantine(OPERATOR, [d.id], "suspect");
       publisher.sent = [];
@@ -409,13 +409,30 @@ function contract(name: string, open: () => Promise<Harness>) {
         if (publisher.of(d.id, "command").length > before) publishedOnTicks.push(tick);
         clock += OPTIONS.commandRetryMs!; // ticks are a retry interval apart (a re-publish is claimed per interval, HW-HA-4)
       }
-      // Gaps 1, 2, 4, then MAX_RETRY_GAP_TICKS (8): not a copy every tick to a device that is only slow to ack.
-      expect(publishedOnTicks).toEqual([1, 2, 4, 8, 16]);
-      // A new command changes what is pending: the next tick sends it, after the older one, in seq order.
-      await services.service.release(OPERATOR, [d.id], "cleared");
+      // Tick 1 comes right after the quarantine's own publish: nothing is re-sent within a retry interval of the last
+      // publish (its ack may be in flight). Then gaps 2, 4, then MAX_RETRY_GAP_TICKS (8): not a copy every tick to a
+      // device that is only slow to ack.
+      expect(publishedOnTicks).toEqual([2, 4, 8, 16]);
+      // A new command changes what is pending: it goes out when issued, and the first tick a retry interval later
+      // sends it again (the backoff starts afresh for the changed set).
       publisher.sent = [];
-      await services.deviceSide.retryPendingCommands();
+      await services.service.release(OPERATOR, [d.id], "cleared");
       expect(publisher.of(d.id, "command").map((c) => (c as { action: string }).action)).toEqual(["release"]);
+      await services.deviceSide.retryPendingCommands();
+      expect(publisher.of(d.id, "command")).toHaveLength(1);
+      clock += OPTIONS.commandRetryMs!;
+      await services.deviceSide.retryPendingCommands();
+      expect(publisher.of(d.id, "command").map((c) => (c as { action: string }).action)).toEqual(["release", "release"]);
+    });
+
+    it("HW-HA-4: a command issued while this replica could not reach the device goes out on the first tick that can", async () => {
+      const d = await acceptedDevice();
+      publisher.connected.delete(d.id); // connected through another replica's broker
+      await services.service.quarantine(OPERATOR, [d.id], "suspect");
+      expect(publisher.of(d.id, "command")).toHaveLength(0);
+      publisher.connected.add(d.id);
+      await services.deviceSide.retryPendingCommands();
+      expect(publisher.of(d.id, "command").map((c) => (c as { action: string }).action)).toEqual(["quarantine"]);
     });
 
     it("re-publishes pending commands and sends a challenge on hello", async () => {

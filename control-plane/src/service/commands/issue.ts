@@ -83,8 +83,11 @@ function signedCommand(
     reason: null,
     ack: null,
     issuedBy: actor,
-    // Not stamped at issue: the first retry tick re-publishes it, as a single plane always has (HW-TRUST-3).
-    publishedAt: null,
+    // HW-TRUST-3, HW-HA-4: the retry timer measures a command's age from its last publish. One the issuing replica
+    // hands to the broker after commit counts as published now, so the next tick does not send it a second time
+    // while its ack is still in flight; for a device this replica does not reach, the first tick of the replica
+    // that does sends it.
+    publishedAt: ctx.publisher.isConnected(row.id) ? new Date(now) : null,
   };
   return { command, payload };
 }
