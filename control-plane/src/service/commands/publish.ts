@@ -8,7 +8,12 @@ import { commands } from "../../db/index.js";
 import type { ServiceContext } from "../context.js";
 import { chunks } from "../tx.js";
 
-/** Publishes after commit; a failure is logged and left to the retry timer (the command stays pending). */
+/**
+ * Publishes after commit; a failure is logged and left to the retry timer (the command stays pending). What the
+ * broker took gets `published_at` = the time its publishes finished (HW-TRUST-3: the retry timer counts a command's
+ * age from its last publish, so a fan-out whose publishes take seconds is not re-sent by a tick while its acks are
+ * still arriving).
+ */
 export async function publishCommands(ctx: ServiceContext, toPublish: Command[]): Promise<void> {
   // In seq order per device (the agent refuses a seq below one it executed), devices side by side: a fleet-wide
   // quarantine must not wait for 1,000 publishes one after another.
@@ -18,18 +23,41 @@ export async function publishCommands(ctx: ServiceContext, toPublish: Command[])
     if (list) list.push(command);
     else byDevice.set(command.deviceId, [command]);
   }
+  const published: Command[] = [];
   await Promise.all(
     [...byDevice].map(async ([deviceId, list]) => {
       for (const command of list) {
         if (!ctx.publisher.isConnected(deviceId)) return;
         try {
           await ctx.publisher.publish(deviceId, "command", command);
+          published.push(command);
         } catch (error) {
           ctx.logger.warn({ err: error, deviceId, seq: command.seq }, "command publish failed; will retry");
         }
       }
     }),
   );
+  await stampPublished(ctx, published).catch((error: unknown) => ctx.logger.warn({ err: error }, "could not record when commands were published; the retry timer may re-send them early"));
+}
+
+/** `(device_id, seq) in (...)` for a chunk of commands. */
+function commandKeys(part: readonly Command[]) {
+  return sql.join(
+    part.map((command) => sql`(${command.deviceId}::text, ${command.seq}::integer)`),
+    sql`, `,
+  );
+}
+
+/** Sets `published_at` = now on the pending ones of `published` (one UPDATE per 5,000). */
+async function stampPublished(ctx: ServiceContext, published: readonly Command[]): Promise<void> {
+  if (published.length === 0) return;
+  const at = new Date(ctx.now());
+  for (const part of chunks([...published], 5000)) {
+    await ctx.db
+      .update(commands)
+      .set({ publishedAt: at })
+      .where(and(eq(commands.status, "pending"), sql`(${commands.deviceId}, ${commands.seq}) in (${commandKeys(part)})`));
+  }
 }
 
 const DEFAULT_COMMAND_RETRY_MS = 5_000;
@@ -46,10 +74,7 @@ export async function claimForRepublish(ctx: ServiceContext, candidates: readonl
   const cutoff = new Date(now - Math.floor(0.9 * (ctx.options.commandRetryMs ?? DEFAULT_COMMAND_RETRY_MS)));
   const claimed: Command[] = [];
   for (const part of chunks([...candidates], 5000)) {
-    const keys = sql.join(
-      part.map((command) => sql`(${command.deviceId}::text, ${command.seq}::integer)`),
-      sql`, `,
-    );
+    const keys = commandKeys(part);
     const rows = await ctx.db
       .update(commands)
       .set({ publishedAt: at })
