@@ -173,6 +173,8 @@ async function main(): Promise<void> {
             ...rabbitPlaneEnv([node], hookPorts[index]!, secret),
             // Production defaults (the test harness retries every 500 ms): a retry is a re-delivery the device sees.
             HASHWARD_COMMAND_RETRY_MS: "5000",
+            // Opt-in: a Bun CPU profile (markdown) per replica, written when it stops (bench/README.md).
+            ...(process.env.BENCH_PLANE_CPU_PROF ? { BUN_OPTIONS: `--cpu-prof-md --cpu-prof-dir=${process.env.BENCH_PLANE_CPU_PROF}` } : {}),
           },
         }),
       );
