@@ -6,8 +6,7 @@
  *     `asic.v1.*.up.*`, single active consumer (one replica ingests at a time, in order; another takes over
  *     when it dies), prefetch-bounded. Each delivery goes through the same ingest as the embedded broker
  *     (../ingest.ts) one at a time per device, and is acknowledged only after its handler resolved (committed;
- *     heartbeats are buffered for a batched last-seen write); the acks of one event-loop turn go out together
- *     (./ack-batch.ts: one `multiple` ack for the settled head of the window). A replica killed mid-batch loses nothing: RabbitMQ
+ *     heartbeats are buffered for a batched last-seen write). A replica killed mid-batch loses nothing: RabbitMQ
  *     redelivers what was not acknowledged. A handler failing for an internal reason is requeued, up to the
  *     queue's delivery limit.
  *   - commands and challenges: published persistent to the MQTT exchange with the device's `down` routing key,
@@ -25,7 +24,6 @@ import type { DevicePublisher } from "../../service/index.js";
 import { createExternalIngest, type ExternalTransport, type ExternalTransportDeps } from "../external-ingest.js";
 import type { BrokerConfig } from "../config.js";
 import { redactUrl } from "../config.js";
-import { AckBatcher } from "./ack-batch.js";
 import { createHookServer, type HookServer } from "./hooks.js";
 
 export const INGEST_QUEUE = "hashward.ingest";
@@ -90,13 +88,12 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
   let reconnectTimer: NodeJS.Timeout | null = null;
   let attempt = 0;
 
-  function onDelivery(acks: AckBatcher, msg: ConsumeMessage | null): void {
+  function onDelivery(channel: Channel, msg: ConsumeMessage | null): void {
     if (msg === null) return; // consumer cancelled by the broker (queue deleted): the reconnect path re-declares
-    acks.received(msg);
     const topic = msg.fields.routingKey.split(".").join("/");
     void ingest.handle(topic, msg.content, async (outcome) => {
       if (outcome === "done") {
-        acks.ack(msg);
+        channel.ack(msg);
         return;
       }
       // Back off before handing it back (the device's next messages wait behind it, in order): a database outage
@@ -104,7 +101,7 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
       const attempts = Number(msg.properties.headers?.["x-delivery-count"] ?? 0);
       await new Promise((resolve) => setTimeout(resolve, Math.min(1_000 * 2 ** attempts, 30_000)));
       requeued.inc();
-      acks.requeue(msg);
+      channel.nack(msg, false, true);
     });
   }
 
@@ -186,8 +183,7 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
     await eventChannel.bindQueue(eventQueue, EVENT_EXCHANGE, "connection.created");
     await eventChannel.bindQueue(eventQueue, EVENT_EXCHANGE, "connection.closed");
     await eventChannel.consume(eventQueue, (msg) => onConnectionEvent(eventChannel, msg));
-    const acks = new AckBatcher(ingestChannel, (error) => logger.warn({ err: error }, "could not acknowledge ingest deliveries; they will be redelivered"));
-    await ingestChannel.consume(INGEST_QUEUE, (msg) => onDelivery(acks, msg), { noAck: false });
+    await ingestChannel.consume(INGEST_QUEUE, (msg) => onDelivery(ingestChannel, msg), { noAck: false });
     connection = opened;
     publishChannel = confirm;
     attempt = 0;
