@@ -11,7 +11,7 @@ import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBas
 import { type Command, downFilter, upTopic } from "../../../shared/protocol/index.js";
 import { ApiClient } from "../../../test/support/api.js";
 import type { Plane } from "./index.js";
-import { startTestPlane, type TestPlane } from "./testing.js";
+import { startTestPlane, type TestPlane } from "./testing/index.js";
 
 let running: TestPlane;
 let plane: Plane;

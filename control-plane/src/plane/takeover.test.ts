@@ -10,7 +10,7 @@ import { deviceIdFromPublicKey, generateKeyPair, toBase64Url } from "../../../sh
 import { ApiClient, planeFetch } from "../../../test/support/api.js";
 import { waitFor } from "../../../test/support/wait.js";
 import type { Plane } from "./index.js";
-import { startTestPlane, type TestPlane } from "./testing.js";
+import { startTestPlane, type TestPlane } from "./testing/index.js";
 
 let running: TestPlane;
 let plane: Plane;

@@ -6,9 +6,9 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { trustPlaneCa } from "../../../test/support/api.js";
-import { loadConfig } from "../config/index.js";
-import { startPlane, type Plane } from "./index.js";
+import { trustPlaneCa } from "../../../../test/support/api.js";
+import { loadConfig, type ControlPlaneConfig } from "../../config/index.js";
+import { startPlane, type Plane } from "../index.js";
 
 /** A running in-process plane, its CA (PEM, for MQTT clients) and `close`, which also deletes the data folder. */
 export interface TestPlane {
@@ -17,10 +17,9 @@ export interface TestPlane {
   close(): Promise<void>;
 }
 
-/** Starts a plane with `env` (HASHWARD_* variables) on top of loopback hosts, port 0 and a temp data folder. */
-export async function startTestPlane(prefix: string, env: Record<string, string> = {}): Promise<TestPlane> {
-  const dataDir = await mkdtemp(join(tmpdir(), prefix));
-  const config = loadConfig({
+/** A plane's configuration for tests: loopback hosts, ports 0 (ephemeral), `dataDir`, then `env` (HASHWARD_*). */
+export function testPlaneConfig(dataDir: string, env: Record<string, string> = {}): ControlPlaneConfig {
+  return loadConfig({
     HASHWARD_HTTP_HOST: "127.0.0.1",
     HASHWARD_MQTT_HOST: "127.0.0.1",
     HASHWARD_HTTP_PORT: "0",
@@ -28,7 +27,12 @@ export async function startTestPlane(prefix: string, env: Record<string, string>
     HASHWARD_DATA_DIR: dataDir,
     ...env,
   });
-  const plane = await startPlane(config, pino({ level: "silent" }));
+}
+
+/** Starts a plane with testPlaneConfig(`env`) in a fresh temp data folder named after `prefix`. */
+export async function startTestPlane(prefix: string, env: Record<string, string> = {}): Promise<TestPlane> {
+  const dataDir = await mkdtemp(join(tmpdir(), prefix));
+  const plane = await startPlane(testPlaneConfig(dataDir, env), pino({ level: "silent" }));
   // HW-TLS-1: the plane serves HTTPS and MQTTS with its own CA; the test trusts it as agents do.
   const caPem = await readFile(join(dataDir, "ca.pem"), "utf8");
   trustPlaneCa(plane.httpUrl, caPem);
