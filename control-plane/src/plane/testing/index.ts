@@ -2,11 +2,11 @@
  * For tests: the whole plane in one process (real broker, PGlite, HTTP API; TLS with its own CA, trusted the way
  * agents trust it) on ephemeral ports in a fresh data folder.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
 import { trustPlaneCa } from "../../../../test/support/api.js";
+import { tempDir } from "../../../../test/support/temp-dir.js";
 import { loadConfig, type ControlPlaneConfig } from "../../config/index.js";
 import { startPlane, type Plane } from "../index.js";
 
@@ -31,17 +31,17 @@ export function testPlaneConfig(dataDir: string, env: Record<string, string> = {
 
 /** Starts a plane with testPlaneConfig(`env`) in a fresh temp data folder named after `prefix`. */
 export async function startTestPlane(prefix: string, env: Record<string, string> = {}): Promise<TestPlane> {
-  const dataDir = await mkdtemp(join(tmpdir(), prefix));
-  const plane = await startPlane(testPlaneConfig(dataDir, env), pino({ level: "silent" }));
+  const dir = tempDir(prefix.replace(/-$/, ""));
+  const plane = await startPlane(testPlaneConfig(dir.path, env), pino({ level: "silent" }));
   // HW-TLS-1: the plane serves HTTPS and MQTTS with its own CA; the test trusts it as agents do.
-  const caPem = await readFile(join(dataDir, "ca.pem"), "utf8");
+  const caPem = await readFile(join(dir.path, "ca.pem"), "utf8");
   trustPlaneCa(plane.httpUrl, caPem);
   return {
     plane,
     caPem,
     async close() {
       await plane.close();
-      await rm(dataDir, { recursive: true, force: true });
+      dir.cleanup();
     },
   };
 }
