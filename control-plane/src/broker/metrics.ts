@@ -9,23 +9,17 @@ export function connectRefusedCounter(registry: Registry): Counter<"reason"> {
   return counter(registry, "hashward_mqtt_connect_refused_total", "MQTT CONNECTs refused, by reason", ["reason"]);
 }
 
-/** The embedded broker's counters, and a gauge reading `liveDevices()` at scrape time. */
-export interface BrokerMetrics {
+/** The ingest metrics both transports register (the embedded broker and the RabbitMQ consumer), one definition. */
+export interface IngestMetrics {
   messagesTotal: Counter<"kind">;
   messagesRejected: Counter<"kind" | "reason">;
-  ingestRetries: Counter<"kind">;
-  aclDenied: Counter<"action" | "reason">;
-  sessionTakeovers: Counter;
-  connectRefused: Counter<"reason">;
 }
 
-/** A counter registered on `registry`. */
-function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
-  return new Counter({ name, help, labelNames, registers: [registry] });
-}
-
-/** Registers the embedded broker's metrics on `registry`; `liveDevices` is read by `hashward_mqtt_connected_devices`. */
-export function brokerMetrics(registry: Registry, liveDevices: () => number): BrokerMetrics {
+/**
+ * Registers `hashward_mqtt_messages_total{kind}`, `hashward_mqtt_messages_rejected_total{kind,reason}` and the gauge
+ * `hashward_mqtt_connected_devices`, which reads `liveDevices()` at scrape time.
+ */
+export function ingestMetrics(registry: Registry, liveDevices: () => number): IngestMetrics {
   new Gauge({
     name: "hashward_mqtt_connected_devices",
     help: "Devices with a live authenticated MQTT connection",
@@ -39,9 +33,29 @@ export function brokerMetrics(registry: Registry, liveDevices: () => number): Br
     messagesRejected: counter(
       registry,
       "hashward_mqtt_messages_rejected_total",
-      "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal, unavailable: the database was unreachable; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
+      "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal, unavailable: the database was unreachable; with RabbitMQ also oversize, foreign-topic, not-accepted; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
       ["kind", "reason"],
     ),
+  };
+}
+
+/** The embedded broker's counters (the ingest metrics and its own). */
+export interface BrokerMetrics extends IngestMetrics {
+  ingestRetries: Counter<"kind">;
+  aclDenied: Counter<"action" | "reason">;
+  sessionTakeovers: Counter;
+  connectRefused: Counter<"reason">;
+}
+
+/** A counter registered on `registry`. */
+function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+  return new Counter({ name, help, labelNames, registers: [registry] });
+}
+
+/** Registers the embedded broker's metrics on `registry`; `liveDevices` is read by `hashward_mqtt_connected_devices`. */
+export function brokerMetrics(registry: Registry, liveDevices: () => number): BrokerMetrics {
+  return {
+    ...ingestMetrics(registry, liveDevices),
     ingestRetries: counter(registry, "hashward_mqtt_ingest_retries_total", "Device messages tried again because the database was unreachable (HW-FAULT-2), by kind", ["kind"]),
     aclDenied: counter(registry, "hashward_mqtt_acl_denied_total", "Publishes/subscriptions refused by the topic ACL or size cap (the client is disconnected)", ["action", "reason"]),
     sessionTakeovers: counter(registry, "hashward_mqtt_session_takeovers_total", "Authenticated CONNECTs that took over a device's live session (HW-AUTH-2)"),

@@ -20,7 +20,7 @@
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from "amqplib";
 import { and, desc, eq, gt } from "drizzle-orm";
 import type { Logger } from "pino";
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Counter, type Registry } from "prom-client";
 import { downTopic, encodePayload, isDeviceId, MAX_PAYLOAD_BYTES, parsePayload, parseTopic, upSchemas, type Challenge, type Command, type UpKind } from "../../../../shared/protocol/index.js";
 import { connectTokenNonces, type Database } from "../../db/index.js";
 import type { DevicePublisher, DeviceSession, DeviceSideService } from "../../service/index.js";
@@ -29,6 +29,7 @@ import type { BrokerConfig } from "./config.js";
 import { redactUrl } from "./config.js";
 import { createHookServer, type HookServer } from "./hooks.js";
 import { DeviceWorkQueue } from "../device-queue.js";
+import { ingestMetrics } from "../metrics.js";
 
 export const INGEST_QUEUE = "hashward.ingest";
 /** A delivery whose handler keeps failing internally is dropped after this many attempts (quorum queue delivery-limit). */
@@ -65,25 +66,11 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
   const now = deps.now ?? Date.now;
   const maxPayloadBytes = Math.min(deps.maxPayloadBytes ?? MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES);
 
-  const messagesTotal = new Counter({ name: "hashward_mqtt_messages_total", help: "Device messages accepted and handled, by kind", labelNames: ["kind"] as const, registers: [registry] });
-  const messagesRejected = new Counter({
-    name: "hashward_mqtt_messages_rejected_total",
-    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal, oversize, foreign-topic, not-accepted; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
-    labelNames: ["kind", "reason"] as const,
-    registers: [registry],
-  });
   const requeued = new Counter({ name: "hashward_broker_ingest_requeued_total", help: "Deliveries handed back to RabbitMQ after an internal failure (redelivered up to the delivery limit)", registers: [registry] });
   /** Device id -> names of its live connections (from the event exchange). */
   const connections = new Map<string, Set<string>>();
   const connectionOwner = new Map<string, string>();
-  new Gauge({
-    name: "hashward_mqtt_connected_devices",
-    help: "Devices with a live authenticated MQTT connection",
-    registers: [registry],
-    collect() {
-      this.set(connections.size);
-    },
-  });
+  const { messagesTotal, messagesRejected } = ingestMetrics(registry, () => connections.size);
 
   /** HW-LIVE-1: the session of each device's current connection, keyed by device id. */
   const sessions = new Map<string, DeviceSession>();
