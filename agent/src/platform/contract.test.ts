@@ -1,4 +1,4 @@
-/** Every Platform implementation runs the one contract suite (testing/contract.ts; STYLE rule 10). */
+/** Every Platform implementation runs the one contract suite (testing/contract.ts). */
 import { tempDir } from "../testing/index.js";
 import { createSimulatedBoard } from "./simulated.js";
 import { antminerTestBoard, platformContract, RecordingPlatform } from "./testing/index.js";
