@@ -10,8 +10,8 @@
  * device's down/command; time until every client has received it. Usage: npx tsx bench/quarantine-fanout.ts
  */
 import type { ApiClient } from "../test/support/api.js";
-import { signObject } from "../shared/index.js";
-import { upTopic, type Ack, type Command } from "../shared/protocol/index.js";
+import { upTopic, type Command } from "../shared/protocol/index.js";
+import { signedAckFor } from "../test/support/event-load.js";
 import { startBareBroker } from "./support/bare-broker.js";
 import { connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, listAllDevices, withBenchPlane } from "./support/plane.js";
@@ -45,19 +45,7 @@ function listenForCommands(devices: readonly SimDevice[], { ack }: { ack: boolea
       } catch {
         return;
       }
-      const reply: Ack = signObject(
-        {
-          v: 1 as const,
-          type: "ack" as const,
-          deviceId: device.deviceId,
-          seq: command.seq,
-          action: command.action,
-          status: "done" as const,
-          containment: command.action === "release" ? ("none" as const) : ("quarantined" as const),
-          ts: Date.now(),
-        },
-        device.keyPair.privateKey,
-      );
+      const reply = signedAckFor(command, device.deviceId, device.keyPair.privateKey);
       device.client!.publish(upTopic(device.deviceId, "ack"), JSON.stringify(reply), { qos: 1 });
     });
   }

@@ -1,17 +1,13 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { tempDir } from "../testing/index.js";
+import { tempDirPool } from "../testing/index.js";
 import { createSimulatedBoard } from "./index.js";
 
 describe("simulated board", () => {
-  const cleanups: (() => void)[] = [];
-  afterEach(() => cleanups.splice(0).forEach((c) => c()));
-  const board = () => {
-    const d = tempDir();
-    cleanups.push(d.cleanup);
-    return createSimulatedBoard(d.path, { model: "S19" });
-  };
+  const dirs = tempDirPool();
+  afterEach(dirs.cleanup);
+  const board = () => createSimulatedBoard(dirs.make(), { model: "S19" });
 
   it("creates the board tree", () => {
     const b = board();

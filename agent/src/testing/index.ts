@@ -26,7 +26,7 @@ import {
   type KeyPair,
 } from "../../../shared/index.js";
 
-export { tempDir, type TempDir } from "../../../test/support/temp-dir.js";
+export { tempDir, tempDirPool, type TempDir, type TempDirPool } from "../../../test/support/temp-dir.js";
 export { waitFor, type WaitOptions } from "../../../test/support/wait.js";
 
 /**

@@ -1,7 +1,8 @@
 /**
  * The Platform contract: one suite of the promises of agent/src/platform/types.ts, run against
  * every implementation (the simulated board, AntminerPlatform on a recorded board, the recording fake) by
- * platform/contract.test.ts, so a fake cannot promise what the real boards do not keep (or the reverse).
+ * platform/contract.test.ts, so a fake cannot promise what the real boards do not keep (or the reverse); and the
+ * A/B slot contract (UpdateSlots), run against the simulated board's slots and UBootSlots on the emulated U-Boot.
  *
  * What each implementation is observed doing goes through `observe()`, outside the Platform interface (the
  * board's files, the recorded kernel, the fake's calls): isQuarantined() alone would let a board that only
@@ -10,7 +11,7 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { PlatformError } from "../paths.js";
-import type { Platform } from "../types.js";
+import type { Platform, UpdateSlots } from "../types.js";
 
 /** What the board does, as seen from outside the Platform. */
 export interface ObservedBoard {
@@ -126,6 +127,62 @@ export function platformContract(name: string, make: () => PlatformUnderTest): v
         await platform.miner.restart();
         await platform.miner.restart();
         expect((await observe()).mining).toBe(true);
+      }),
+    );
+  });
+}
+
+/** One UpdateSlots implementation, freshly made for one test, booted from slot a. */
+export interface SlotsUnderTest {
+  slots: UpdateSlots;
+  /** Writes an image of `version` for this board to a file; `healthy: false` makes the slot fail its health check. */
+  stage(version: string, healthy?: boolean): { file: string; bytes: number };
+  cleanup(): void;
+}
+
+/** Registers the A/B slot contract (HW-UPD-4, HW-UPD-5) for one implementation; `make` is called once per test. */
+export function slotsContract(name: string, make: () => SlotsUnderTest): void {
+  describe(`UpdateSlots contract: ${name}`, () => {
+    const withSlots = (run: (under: SlotsUnderTest) => Promise<void>) => async () => {
+      const under = make();
+      try {
+        await run(under);
+      } finally {
+        under.cleanup();
+      }
+    };
+
+    it(
+      "HW-UPD-4: writes only the inactive slot, boots it on trial, refuses to write the fallback, commits",
+      withSlots(async ({ slots, stage }) => {
+        expect(await slots.status()).toEqual({ active: "a", fallback: null });
+        await slots.rollback(); // not on trial: nothing to undo
+        await slots.commit(); // nothing to commit
+        expect(await slots.status()).toEqual({ active: "a", fallback: null });
+        const next = stage("1.1.0");
+        expect(await slots.writeInactive(next.file, next.bytes)).toBe("b");
+        expect(await slots.status()).toEqual({ active: "a", fallback: null });
+        await slots.bootTrial("b");
+        expect(await slots.status()).toEqual({ active: "b", fallback: "a" });
+        await expect(slots.writeInactive(next.file, next.bytes)).rejects.toBeInstanceOf(PlatformError);
+        expect(await slots.healthCheck()).toEqual({ healthy: true });
+        await slots.commit();
+        await slots.commit();
+        expect(await slots.status()).toEqual({ active: "b", fallback: null });
+      }),
+    );
+
+    it(
+      "HW-UPD-5: an unhealthy trial slot is rolled back to the fallback; rollback is idempotent",
+      withSlots(async ({ slots, stage }) => {
+        const bad = stage("1.1.0", false);
+        expect(await slots.writeInactive(bad.file, bad.bytes)).toBe("b");
+        await slots.bootTrial("b");
+        expect((await slots.healthCheck()).healthy).toBe(false);
+        await slots.rollback();
+        await slots.rollback();
+        expect(await slots.status()).toEqual({ active: "a", fallback: null });
+        expect(await slots.healthCheck()).toEqual({ healthy: true });
       }),
     );
   });

@@ -6,4 +6,5 @@
 export { RecordingPlatform, type PlatformCall } from "./recording-platform.js";
 export { RecordingExecutor } from "./recording-executor.js";
 export { antminerTestBoard, type AntminerBoardState, type AntminerTestBoard, type AntminerTestBoardOptions } from "./antminer-board.js";
-export { platformContract, type PlatformUnderTest, type ObservedBoard } from "./contract.js";
+export { platformContract, slotsContract, type ObservedBoard, type PlatformUnderTest, type SlotsUnderTest } from "./contract.js";
+export { UBootEmulator, ubootEmulatorSkipReason } from "./uboot.js";
