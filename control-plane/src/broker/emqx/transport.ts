@@ -30,6 +30,8 @@ type EmqxConfig = Extract<BrokerConfig, { kind: "emqx" }>;
 
 /** How long a device whose message this replica ingested counts as connected without an event saying so. */
 const SEEN_CONNECTED_MS = 60_000;
+/** Devices remembered as seen at most (then the memory starts over). */
+const MAX_SEEN = 200_000;
 /** How long a message is held while its handler fails internally before the client reconnects (EMQX redispatches). */
 const HOLD_MS = 30_000;
 
@@ -39,6 +41,8 @@ export interface EmqxTransportDeps extends ExternalTransportDeps<EmqxConfig> {
   caPem?: string;
   /** Ingest clients per replica (each one message at a time); default 4. */
   ingestConnections?: number;
+  /** HW-MTLS-1: devices must present a client certificate whose CN is their username (EMQX verifies the chain). */
+  requireClientCertificate?: boolean;
 }
 
 /** The EMQX transport (`disconnect` kicks the device through EMQX's REST API). */
@@ -95,7 +99,15 @@ export async function startEmqxTransport(deps: EmqxTransportDeps): Promise<EmqxT
     keepRetrying: (firstAt) => !closing && now() - firstAt < HOLD_MS,
     ...(deps.maxPayloadBytes === undefined ? {} : { maxPayloadBytes: deps.maxPayloadBytes }),
   });
-  const hooks: EmqxHooks = createEmqxHooks({ deviceSide, logger, registry, secret: config.hookSecret, now, onAuthenticated: (deviceId, nonce) => ingest.onAuthenticated(deviceId, nonce) });
+  const hooks: EmqxHooks = createEmqxHooks({
+    deviceSide,
+    logger,
+    registry,
+    secret: config.hookSecret,
+    now,
+    requireClientCertificate: deps.requireClientCertificate === true,
+    onAuthenticated: (deviceId, nonce) => ingest.onAuthenticated(deviceId, nonce),
+  });
   const hookPort = await hooks.listen(config.hookPort, config.hookHost);
 
   const connections = new DeviceConnections();
@@ -167,7 +179,10 @@ export async function startEmqxTransport(deps: EmqxTransportDeps): Promise<EmqxT
           // id may name another message there); EMQX redispatches it.
           if (outcome === "done" && at === generation) {
             const deviceId = topic.split("/")[2] ?? "";
-            if (isDeviceId(deviceId)) seen.set(deviceId, now());
+            if (isDeviceId(deviceId)) {
+              if (seen.size >= MAX_SEEN) seen.clear(); // bounded; a device is seen again at its next message
+              seen.set(deviceId, now());
+            }
             ack(0);
           } else {
             ack(new NoAck("not acknowledged: handed back to EMQX"));
