@@ -1,9 +1,10 @@
 /**
  * The agent tests' stand-in plane (agent/src/testing: FakeEnrollmentServer and TestBroker, wired by
  * startStandInPlane) and the real plane (in one process: HTTP API, broker, PGlite) run one contract: what the
- * agent relies on when it enrolls (HW-ENROLL-1) and connects (HW-AUTH-1). An accepted device's signed request is
- * answered `accepted` with the plane's command key; a request whose signature does not match is refused; a fresh
- * connect token of an accepted device connects; the same token again, or one signed by another key, is refused.
+ * agent relies on when it enrolls (it pins the command key, HW-PIN-1) and connects (HW-AUTH-1). An accepted
+ * device's signed request is answered `accepted` with the plane's command key; a request whose signature does not
+ * match is refused; a fresh connect token of an accepted device connects; the same token again, or one signed by
+ * another key, is refused.
  */
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
