@@ -11,9 +11,7 @@ const schema = z.strictObject({ seq: z.number().int() });
 describe("jsonStateFile", () => {
   const dirs = tempDirPool("json-state");
   let dir: string;
-  beforeEach(() => {
-    dir = dirs.make();
-  });
+  beforeEach(() => void (dir = dirs.make()));
   afterEach(() => dirs.cleanup());
 
   it("a missing file loads as undefined; a saved one loads back, written with the mode and indentation asked for", () => {

@@ -12,9 +12,7 @@ async function* chunks(...parts: string[]): AsyncGenerator<Uint8Array> {
 describe("streamed writes", () => {
   const dirs = tempDirPool("stream");
   let dir: string;
-  beforeEach(() => {
-    dir = dirs.make();
-  });
+  beforeEach(() => void (dir = dirs.make()));
   afterEach(() => dirs.cleanup());
 
   it("writes a stream atomically and counts its bytes", async () => {

@@ -25,10 +25,7 @@ import { registerPolicyRoutes } from "./routes/policies.js";
 import { assertP256PublicKey, registerBootstrapRoutes, type BootstrapRoutesDeps } from "./routes/bootstrap.js";
 import { registerEventRoutes, type EventRoutesDeps } from "./routes/events.js";
 import { registerWebhookRoutes } from "./routes/webhooks.js";
-import { registerTokenRoutes } from "./routes/tokens.js";
-import { registerDeviceRoutes } from "./routes/devices.js";
-import { registerReferenceValueRoutes } from "./routes/reference-values.js";
-import { registerAuditRoutes } from "./routes/audit.js";
+import { registerAuditRoutes, registerDeviceRoutes, registerReferenceValueRoutes, registerTokenRoutes } from "./routes/operator.js";
 import { registerDashboard } from "../ui/index.js";
 import {
   enrollBody,
