@@ -4,8 +4,7 @@
  * service call. Fails if the plane stops registering policy delivery on hello or stops wiring the publisher's
  * `disconnect` to the broker.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { pino } from "pino";
@@ -16,6 +15,10 @@ import { type Command, downFilter, upTopic } from "../../../shared/protocol/inde
 import { ApiClient, trustPlaneCa } from "../../../test/support/api.js";
 import { loadConfig } from "../config/index.js";
 import { startPlane, type Plane } from "./index.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
+import { loopbackPlaneEnv } from "../../../test/support/processes.js";
+
+const dirs = tempDirPool("plane-hooks");
 
 let dataDir: string;
 let plane: Plane;
@@ -24,14 +27,8 @@ let admin: ApiClient;
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "hw-plane-hooks-"));
-  const config = loadConfig({
-    HASHWARD_HTTP_HOST: "127.0.0.1",
-    HASHWARD_MQTT_HOST: "127.0.0.1",
-    HASHWARD_HTTP_PORT: "0",
-    HASHWARD_MQTT_PORT: "0",
-    HASHWARD_DATA_DIR: dataDir,
-  });
+  dataDir = dirs.make();
+  const config = loadConfig(loopbackPlaneEnv(dataDir));
   plane = await startPlane(config, pino({ level: "silent" }));
   caPem = await readFile(join(dataDir, "ca.pem"), "utf8");
   trustPlaneCa(plane.httpUrl, caPem);
@@ -41,7 +38,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const client of clients) client.end(true);
   await plane?.close();
-  await rm(dataDir, { recursive: true, force: true });
+  dirs.cleanup();
 });
 
 /** An accepted device (pre-authorized: accepted on arrival) with a live MQTT session and its connect nonce. */

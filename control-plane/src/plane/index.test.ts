@@ -14,6 +14,7 @@ import { connect as tlsConnect } from "node:tls";
 import { Writable } from "node:stream";
 import { caCertHash, httpsFetch } from "../../../shared/tls/index.js";
 import { tempDirPool } from "../../../test/support/temp-dir.js";
+import { loopbackPlaneEnv } from "../../../test/support/processes.js";
 
 /** fetch trusting the plane's own CA from its data dir, as the CLI does. */
 const planeFetch = (url: string, init?: RequestInit) => httpsFetch({ ca: readFileSync(join(dataDir, "ca.pem"), "utf8") })(url, init);
@@ -44,11 +45,7 @@ afterEach(async () => {
 
 function config(env: Record<string, string> = {}): ControlPlaneConfig {
   return loadConfig({
-    HASHWARD_HTTP_HOST: "127.0.0.1",
-    HASHWARD_MQTT_HOST: "127.0.0.1",
-    HASHWARD_HTTP_PORT: "0",
-    HASHWARD_MQTT_PORT: "0",
-    HASHWARD_DATA_DIR: dataDir,
+    ...loopbackPlaneEnv(dataDir),
     ...env,
   });
 }

@@ -15,6 +15,7 @@ import { waitFor } from "../../../test/support/wait.js";
 import { loadConfig } from "../config/index.js";
 import { startPlane, type Plane } from "./index.js";
 import { tempDirPool } from "../../../test/support/temp-dir.js";
+import { loopbackPlaneEnv } from "../../../test/support/processes.js";
 
 const dirs = tempDirPool("takeover");
 
@@ -26,11 +27,7 @@ const clients: MqttClient[] = [];
 beforeAll(async () => {
   dataDir = dirs.make();
   const config = loadConfig({
-    HASHWARD_HTTP_HOST: "127.0.0.1",
-    HASHWARD_MQTT_HOST: "127.0.0.1",
-    HASHWARD_HTTP_PORT: "0",
-    HASHWARD_MQTT_PORT: "0",
-    HASHWARD_DATA_DIR: dataDir,
+    ...loopbackPlaneEnv(dataDir),
     HASHWARD_SESSION_TAKEOVER_THRESHOLD: "3",
     HASHWARD_SESSION_TAKEOVER_WINDOW_MS: "600000",
   });
