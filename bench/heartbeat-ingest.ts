@@ -18,7 +18,7 @@ import { startBareBroker } from "./support/bare-broker.js";
 import {
   connectAll, disconnectAll, enrollAll, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice,
 } from "./support/devices.js";
-import { createEnrollmentToken, listAllDevices, readMetric, startBenchPlane } from "./support/plane.js";
+import { createEnrollmentToken, listAllDevices, readMetric, withBenchPlane } from "./support/plane.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 2000, { max: 20_000 });
@@ -74,8 +74,7 @@ async function devicesPersisted(admin: ApiClient, devices: readonly SimDevice[],
 }
 
 async function measurePlane(devices: SimDevice[], tls: boolean) {
-  const { plane, admin, describe, close } = await startBenchPlane(tls ? {} : { HASHWARD_TLS: "off" });
-  try {
+  return withBenchPlane(tls ? {} : { HASHWARD_TLS: "off" }, async ({ plane, admin }) => {
     const token = await createEnrollmentToken(admin, devices.length);
     const enrollMs = await enrollAll(plane.httpUrl, devices, token);
     progress(`plane: ${devices.length} devices enrolled in ${Math.round(enrollMs)} ms`);
@@ -124,12 +123,7 @@ async function measurePlane(devices: SimDevice[], tls: boolean) {
       persistedComplete: persistedAt !== undefined,
       stillConnected,
     };
-  } catch (error) {
-    progress(describe());
-    throw error;
-  } finally {
-    await close();
-  }
+  });
 }
 
 const devices = makeDevices(DEVICES);

@@ -10,11 +10,11 @@
  * device's down/command; time until every client has received it. Usage: npx tsx bench/quarantine-fanout.ts
  */
 import type { ApiClient } from "../test/support/api.js";
-import { signObject } from "../shared/index.js";
-import { upTopic, type Ack, type Command } from "../shared/protocol/index.js";
+import { upTopic, type Command } from "../shared/protocol/index.js";
+import { signedAckFor } from "../test/support/event-load.js";
 import { startBareBroker } from "./support/bare-broker.js";
 import { connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
-import { createEnrollmentToken, listAllDevices, startBenchPlane } from "./support/plane.js";
+import { createEnrollmentToken, listAllDevices, withBenchPlane } from "./support/plane.js";
 import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 1000, { max: 10_000 });
@@ -45,19 +45,7 @@ function listenForCommands(devices: readonly SimDevice[], { ack }: { ack: boolea
       } catch {
         return;
       }
-      const reply: Ack = signObject(
-        {
-          v: 1 as const,
-          type: "ack" as const,
-          deviceId: device.deviceId,
-          seq: command.seq,
-          action: command.action,
-          status: "done" as const,
-          containment: command.action === "release" ? ("none" as const) : ("quarantined" as const),
-          ts: Date.now(),
-        },
-        device.keyPair.privateKey,
-      );
+      const reply = signedAckFor(command, device.deviceId, device.keyPair.privateKey);
       device.client!.publish(upTopic(device.deviceId, "ack"), JSON.stringify(reply), { qos: 1 });
     });
   }
@@ -100,8 +88,7 @@ async function transitionTimes(admin: ApiClient, devices: readonly SimDevice[]):
 }
 
 async function measurePlane(devices: SimDevice[]) {
-  const { plane, admin, describe, close } = await startBenchPlane();
-  try {
+  return withBenchPlane({}, async ({ plane, admin }) => {
     const token = await createEnrollmentToken(admin, devices.length);
     const enrollMs = await enrollAll(plane.httpUrl, devices, token);
     const connectMs = await connectAll(plane.mqttUrl, devices, { subscribeDown: true, ca: plane.caPem });
@@ -152,12 +139,7 @@ async function measurePlane(devices: SimDevice[]) {
       receivedP50: percentile(received, 50),
       receivedP99: percentile(received, 99),
     };
-  } catch (error) {
-    progress(describe());
-    throw error;
-  } finally {
-    await close();
-  }
+  });
 }
 
 const devices = makeDevices(DEVICES);

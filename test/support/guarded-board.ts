@@ -62,6 +62,14 @@ export class GuardedFleet {
     private readonly admin: ApiClient,
   ) {}
 
+  /** Waits until the plane has quarantined device `id` (its policy acted on a finding); resolves with the plane's view of it. */
+  async quarantined(id: string, timeoutMs = 60_000): Promise<any> {
+    return waitFor("device quarantined by policy", async () => {
+      const device = await this.admin.get(`/api/v1/devices/${id}`);
+      return device.containment === "quarantined" && device;
+    }, { timeoutMs });
+  }
+
   /** Starts a board named `name` (also its enrollment token's label); resolves once it is enrolled and set up. */
   async start(name: string, options: GuardedBoardOptions = {}): Promise<GuardedBoard> {
     const wait = { timeoutMs: options.timeoutMs ?? 60_000 };

@@ -71,12 +71,20 @@ function enroll(device: Device, enrollment: "accepted" | "pending" | "rejected" 
   fake.setIdentity(device.id, toBase64Url(device.keys.publicKey), enrollment);
 }
 
+/** A new device, enrolled and accepted. */
+function enrolledDevice(): Device {
+  const device = newDevice();
+  enroll(device);
+  return device;
+}
+
 /** The connect-token nonce each test client connected with (what the broker must hand over as the session, HW-LIVE-1). */
 const connectNonces = new WeakMap<MqttClient, string>();
 
-function connect(device: Device, options: { password?: string; clientId?: string; username?: string } = {}): Promise<MqttClient> {
+/** Connects `device` with a fresh token (or the given fields) to the shared broker, or to the one on `options.port`. */
+function connect(device: Device, options: { password?: string; clientId?: string; username?: string; port?: number } = {}): Promise<MqttClient> {
   const issued = issueConnectToken(device.id, device.keys.privateKey, Date.now());
-  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
+  const client = mqtt.connect(`mqtt://127.0.0.1:${options.port ?? port}`, {
     protocolVersion: 4,
     clientId: options.clientId ?? device.id,
     username: options.username ?? device.id,
@@ -130,8 +138,7 @@ afterEach(async () => {
 
 describe("CONNECT authentication", () => {
   it("accepts an accepted device with a fresh token and reports the connection", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     await connect(device);
     await waitFor("onConnected", () => fake.callsOf("onConnected").length === 1);
     expect(broker.publisher.isConnected(device.id)).toBe(true);
@@ -151,24 +158,21 @@ describe("CONNECT authentication", () => {
   });
 
   it("refuses a token signed by another key with code 4", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const forged = createConnectToken(device.id, generateKeyPair().privateKey, Date.now());
     expect(await refusedWith(connect(device, { password: forged }))).toBe(4);
     expect(await metric("hashward_mqtt_connect_refused_total", { reason: "bad-token" })).toBe(1);
   });
 
   it("refuses an expired token with code 4", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const expired = createConnectToken(device.id, device.keys.privateKey, Date.now() - 10 * 60_000, 60_000);
     expect(await refusedWith(connect(device, { password: expired }))).toBe(4);
     expect(await metric("hashward_mqtt_connect_refused_total", { reason: "expired-token" })).toBe(1);
   });
 
   it("refuses a replayed token with code 4 (HW-AUTH-1)", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const token = createConnectToken(device.id, device.keys.privateKey, Date.now());
     const first = await connect(device, { password: token });
     first.end(true);
@@ -177,8 +181,7 @@ describe("CONNECT authentication", () => {
   });
 
   it("refuses a token replayed after a broker restart: used nonces are remembered by the device side (HW-AUTH-1)", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const token = createConnectToken(device.id, device.keys.privateKey, Date.now());
     (await connect(device, { password: token })).end(true);
     // A new broker (a restarted plane) has an empty memory; the nonce record survives with the database.
@@ -202,16 +205,14 @@ describe("CONNECT authentication", () => {
   });
 
   it("refuses a clientId that is not the username with code 2 [MQTT-3.1.3-9]", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     expect(await refusedWith(connect(device, { clientId: newDevice().id }))).toBe(2);
   });
 });
 
 describe("publish ACL and ingest", () => {
   it("hands an own-topic publish to the device side once, and counts it", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
     await waitFor("onHello", () => fake.callsOf("onHello").length === 1);
@@ -221,8 +222,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("keeps per-device order (hello before evidence) even for one TCP chunk", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     for (let i = 0; i < 20; i++) {
       client.publish(upTopic(device.id, "hello"), JSON.stringify(hello(device, `boot-${i}`)), { qos: 0 });
@@ -246,8 +246,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it.each(["asic/v1/x/up/hello", "other/topic", "$SYS/broker/x"])("disconnects a device publishing to %s", async (topic) => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const gone = closed(client);
     client.publish(topic, "{}", { qos: 0 });
@@ -256,8 +255,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("refuses a device publishing to its own down/ topic", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const gone = closed(client);
     client.publish(downTopic(device.id, "command"), "{}", { qos: 0 });
@@ -268,8 +266,7 @@ describe("publish ACL and ingest", () => {
     ["just over the payload cap (checked in authorizePublish)", MAX_PAYLOAD + 1, "publish"],
     ["far over (refused by the packet parser before buffering)", MAX_PAYLOAD * 8, "packet"],
   ])("disconnects an oversize payload %s", async (_what, size, action) => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const gone = closed(client);
     client.publish(upTopic(device.id, "heartbeat"), Buffer.alloc(size, 0x20), { qos: 0 });
@@ -279,8 +276,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("drops malformed JSON, counts it, and keeps the client connected", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     await client.publishAsync(upTopic(device.id, "heartbeat"), "{not json", { qos: 1 });
     await client.publishAsync(upTopic(device.id, "evidence"), JSON.stringify({ type: "evidence" }), { qos: 1 });
@@ -293,8 +289,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("drops a payload naming another device", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(newDevice())), { qos: 1 });
     await waitFor("count", async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "device-mismatch" })) === 1);
@@ -311,8 +306,7 @@ describe("publish ACL and ingest", () => {
     [new LivenessRefusal("old seq", "replay"), "replay"],
     [new LivenessRefusal("clock", "clock"), "clock"],
   ])("counts a handler refusal %s as %s and survives it", async (error, reason) => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     fake.failNext = error;
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
@@ -322,8 +316,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("hands each hello and heartbeat over with its connection's session: the token nonce and the enrolled key (HW-LIVE-1)", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const first = await connect(device);
     await first.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
     await first.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 1)), { qos: 1 });
@@ -341,8 +334,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("drops and counts an unsigned hello or heartbeat (reason unsigned) and keeps the client connected (HW-LIVE-1)", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const { sig: _sig, ...unsignedHeartbeat } = heartbeat(device, 1);
     const { sig: _helloSig, connectNonce: _nonce, ...unsignedHello } = hello(device);
@@ -357,8 +349,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("disconnects a connected device at its next publish once it is revoked", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     enroll(device, "revoked");
     const gone = closed(client);
@@ -369,8 +360,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("hands one device's messages over in the order it sent them, however long identity re-checks take", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     // Descending delays: with an asynchronous ACL check the later packets of one read would overtake earlier ones.
     let delay = 40;
@@ -384,8 +374,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("disconnect(deviceId) closes the live connection", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const gone = closed(client);
     broker.disconnect(device.id);
@@ -404,8 +393,7 @@ describe("a database outage during ingest (HW-FAULT-2)", () => {
     );
 
   it("a QoS 1 message is handled before its PUBACK: held while the database is out, then handled once", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     fake.failures = [outage(), outage(), outage()];
     await client.publishAsync(upTopic(device.id, "event"), JSON.stringify(event(device, "evt-held-1")), { qos: 1 });
@@ -419,8 +407,7 @@ describe("a database outage during ingest (HW-FAULT-2)", () => {
     await broker.close();
     broker = await createBroker({ deviceSide: fake, logger: pino({ level: "silent" }), registry: (registry = new Registry()), identityCacheMs: 0, ingestRetryMs: 300 });
     port = await broker.listen(0, "127.0.0.1");
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     fake.failures = Array.from({ length: 1_000 }, outage);
     let pubacked = false;
@@ -438,8 +425,7 @@ describe("a database outage during ingest (HW-FAULT-2)", () => {
   });
 
   it("drops a QoS 0 heartbeat the database could not take (counted), keeps the device connected and its later messages flowing", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     fake.failures = [outage()];
     client.publish(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 1, connectNonces.get(client))), { qos: 0 });
@@ -468,8 +454,7 @@ describe("subscribe ACL and publisher", () => {
   }
 
   it("delivers the plane's QoS 1 command on the device's own down/ filter", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const granted = await client.subscribeAsync(downFilter(device.id), { qos: 1 });
     expect(granted[0]?.qos).toBe(1);
@@ -483,8 +468,7 @@ describe("subscribe ACL and publisher", () => {
   });
 
   it.each([0, 1, 2] as const)("grants QoS min(%i, 1) in the SUBACK and delivers at that QoS (HW-MQTT-1)", async (requested) => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const granted = await client.subscribeAsync(downFilter(device.id), { qos: requested });
     expect(granted[0]?.qos).toBe(Math.min(requested, 1));
@@ -533,14 +517,12 @@ describe("robustness", () => {
       socket.on("close", () => resolve());
       socket.on("error", () => resolve());
     });
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     await connect(device);
   });
 
   it("close() is idempotent and waits for ingest", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     await connect(device);
     await Promise.all([broker.close(), broker.close()]);
     expect(fake.callsOf("onDisconnected")).toHaveLength(1);
@@ -575,8 +557,7 @@ describe("bounded logging of attacker-chosen input (HW-LOG-1)", () => {
 
   it("20 refused CONNECTs per kind with 60 KB usernames, client ids and passwords write a few short lines", async () => {
     const huge = (seed: number) => `${seed}`.padEnd(60_000, "x");
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     for (let i = 0; i < 20; i++) {
       // Each attempt chooses a new username: a throttle keyed on it would log every one.
       await attempt({ clientId: huge(i), username: huge(i), password: "p" }); // bad-username
@@ -592,17 +573,7 @@ describe("bounded logging of attacker-chosen input (HW-LOG-1)", () => {
   });
 
   it("clips a 60 KB topic of a refused SUBSCRIBE", async () => {
-    const device = newDevice();
-    enroll(device);
-    const client = mqtt.connect(`mqtt://127.0.0.1:${loudPort}`, {
-      protocolVersion: 4,
-      clientId: device.id,
-      username: device.id,
-      password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
-      reconnectPeriod: 0,
-    });
-    clients.push(client);
-    await new Promise((resolve) => client.once("connect", resolve));
+    const client = await connect(enrolledDevice(), { port: loudPort });
     const gone = closed(client);
     client.subscribe(`asic/v1/${"y".repeat(60_000)}`, { qos: 1 });
     await gone;
@@ -620,22 +591,8 @@ describe("session takeover (HW-AUTH-2)", () => {
     const watched = await createBroker({ deviceSide: fake, logger: pino({ level: "info" }, sink), registry: localRegistry, identityCacheMs: 0 });
     const watchedPort = await watched.listen(0, "127.0.0.1");
     try {
-      const device = newDevice();
-      enroll(device);
-      const open = () => {
-        const client = mqtt.connect(`mqtt://127.0.0.1:${watchedPort}`, {
-          protocolVersion: 4,
-          clientId: device.id,
-          username: device.id,
-          password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
-          reconnectPeriod: 0,
-        });
-        clients.push(client);
-        return new Promise<MqttClient>((resolve, reject) => {
-          client.once("connect", () => resolve(client));
-          client.once("error", reject);
-        });
-      };
+      const device = enrolledDevice();
+      const open = () => connect(device, { port: watchedPort });
       const first = await open();
       await first.endAsync(); // a clean disconnect, then a reconnect: not a takeover
       await waitFor("first disconnect", () => fake.callsOf("onDisconnected").length === 1);

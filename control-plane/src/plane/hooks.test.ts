@@ -4,41 +4,30 @@
  * service call. Fails if the plane stops registering policy delivery on hello or stops wiring the publisher's
  * `disconnect` to the broker.
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
-import { pino } from "pino";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { issueConnectToken } from "../../../shared/auth/connect-token.js";
 import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { type Command, downFilter, upTopic } from "../../../shared/protocol/index.js";
-import { ApiClient, trustPlaneCa } from "../../../test/support/api.js";
-import { loadConfig } from "../config/index.js";
-import { startPlane, type Plane } from "./index.js";
-import { tempDirPool } from "../../../test/support/temp-dir.js";
-import { loopbackPlaneEnv } from "../../../test/support/processes.js";
+import { ApiClient } from "../../../test/support/api.js";
+import type { Plane } from "./index.js";
+import { startTestPlane, type TestPlane } from "./testing/index.js";
 
-const dirs = tempDirPool("plane-hooks");
-
-let dataDir: string;
+let running: TestPlane;
 let plane: Plane;
 let caPem: string;
 let admin: ApiClient;
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
-  dataDir = dirs.make();
-  const config = loadConfig(loopbackPlaneEnv(dataDir));
-  plane = await startPlane(config, pino({ level: "silent" }));
-  caPem = await readFile(join(dataDir, "ca.pem"), "utf8");
-  trustPlaneCa(plane.httpUrl, caPem);
+  running = await startTestPlane("hw-plane-hooks-");
+  ({ plane, caPem } = running);
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
 }, 180_000);
 
 afterAll(async () => {
   for (const client of clients) client.end(true);
-  await plane?.close();
-  dirs.cleanup();
+  await running?.close();
 });
 
 /** An accepted device (pre-authorized: accepted on arrival) with a live MQTT session and its connect nonce. */

@@ -3,44 +3,28 @@
  * three takeovers of a device's session within the window leave it `warning` with three stored events, where
  * before they left it `trusted, connected` with two info lines.
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
-import { pino } from "pino";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createConnectToken } from "../../../shared/auth/connect-token.js";
 import { deviceIdFromPublicKey, generateKeyPair, toBase64Url } from "../../../shared/crypto/index.js";
-import { ApiClient, planeFetch, trustPlaneCa } from "../../../test/support/api.js";
+import { ApiClient, planeFetch } from "../../../test/support/api.js";
 import { waitFor } from "../../../test/support/wait.js";
-import { loadConfig } from "../config/index.js";
-import { startPlane, type Plane } from "./index.js";
-import { tempDirPool } from "../../../test/support/temp-dir.js";
-import { loopbackPlaneEnv } from "../../../test/support/processes.js";
+import type { Plane } from "./index.js";
+import { startTestPlane, type TestPlane } from "./testing/index.js";
 
-const dirs = tempDirPool("takeover");
-
-let dataDir: string;
+let running: TestPlane;
 let plane: Plane;
 let caPem: string;
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
-  dataDir = dirs.make();
-  const config = loadConfig({
-    ...loopbackPlaneEnv(dataDir),
-    HASHWARD_SESSION_TAKEOVER_THRESHOLD: "3",
-    HASHWARD_SESSION_TAKEOVER_WINDOW_MS: "600000",
-  });
-  plane = await startPlane(config, pino({ level: "silent" }));
-  // HW-TLS-1: the plane serves HTTPS and MQTTS with its own CA; the test trusts it as agents do.
-  caPem = await readFile(join(dataDir, "ca.pem"), "utf8");
-  trustPlaneCa(plane.httpUrl, caPem);
+  running = await startTestPlane("hw-takeover-", { HASHWARD_SESSION_TAKEOVER_THRESHOLD: "3", HASHWARD_SESSION_TAKEOVER_WINDOW_MS: "600000" });
+  ({ plane, caPem } = running);
 }, 180_000);
 
 afterAll(async () => {
   for (const client of clients) client.end(true);
-  await plane?.close();
-  dirs.cleanup();
+  await running?.close();
 });
 
 it("three session takeovers make the device `warning` with three session-takeover events (HW-AUTH-2)", async () => {
