@@ -1,5 +1,5 @@
 /**
- * Test code stays out of what ships (issue 9 item 4): the modules the entry points reach through their static and
+ * Test code stays out of what ships: the modules the entry points reach through their static and
  * dynamic imports include no test double or test kit: nothing under a `testing/` folder, no `testing.ts`, no
  * `fake*` or `test-*` module, no `*.test.ts`, nothing from the repo's `test/`. Fakes live in `testing/` folders
  * that only tests import; this walks the import graph from every entry point to keep it so.
@@ -21,7 +21,7 @@ async function reachable(entry: string): Promise<Set<string>> {
 const isTestCode = (path: string) =>
   path.startsWith("test/") || /(^|\/)testing(\/|\.tsx?$)/.test(path) || /(^|\/)(fake|test-)[^/]*$/.test(path) || /\.test\.tsx?$/.test(path);
 
-describe("no test code in production (issue 9 item 4)", () => {
+describe("no test code in production", () => {
   it.each(ENTRY_POINTS)("%s reaches no test double or test kit", async (entry) => {
     const files = await reachable(entry);
     expect(files.size).toBeGreaterThan(10);

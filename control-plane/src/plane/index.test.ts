@@ -5,16 +5,16 @@ import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { FakeDeviceSide } from "../broker/testing/fake-device-side.js";
-import { loadConfig, type ControlPlaneConfig } from "../config/index.js";
+import type { ControlPlaneConfig } from "../config/index.js";
 import type { ControlPlaneService } from "../service/index.js";
 import { startPlane, type PlaneFactories } from "./index.js";
+import { testPlaneConfig } from "./testing/index.js";
 import { readFileSync } from "node:fs";
 import { X509Certificate } from "node:crypto";
 import { connect as tlsConnect } from "node:tls";
 import { Writable } from "node:stream";
 import { caCertHash, httpsFetch } from "../../../shared/tls/index.js";
 import { tempDirPool } from "../../../test/support/temp-dir.js";
-import { loopbackPlaneEnv } from "../../../test/support/processes.js";
 
 /** fetch trusting the plane's own CA from its data dir, as the CLI does. */
 const planeFetch = (url: string, init?: RequestInit) => httpsFetch({ ca: readFileSync(join(dataDir, "ca.pem"), "utf8") })(url, init);
@@ -44,10 +44,7 @@ afterEach(async () => {
 });
 
 function config(env: Record<string, string> = {}): ControlPlaneConfig {
-  return loadConfig({
-    ...loopbackPlaneEnv(dataDir),
-    ...env,
-  });
+  return testPlaneConfig(dataDir, env);
 }
 
 async function occupiedPort(): Promise<number> {

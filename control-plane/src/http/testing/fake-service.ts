@@ -1,5 +1,5 @@
 /**
- * A recording fake ControlPlaneService for HTTP tests (STYLE 7): every call is recorded with its arguments,
+ * A recording fake ControlPlaneService for HTTP tests: every call is recorded with its arguments,
  * answers are canned views, and any method can be told to throw a given error once or always.
  * It keeps the operator contract (service/testing/operator-contract.ts) where the HTTP layer relies on it: it
  * knows a few devices (DEVICE_ID, OTHER_DEVICE_ID, and those it pre-authorises), tokens and reference sets, and
