@@ -1,7 +1,7 @@
 /**
  * Guard cost on the agent.
  *  1. CPU time of one guard cycle (process.cpuUsage around BENCH_GUARD_CYCLES cycles, in process) on a realistic
- *     board: simulated miner over TCP (summary, stats, pools), /proc/net/tcp with BENCH_GUARD_SOCKETS sockets, a
+ *     board: simulated miner over TCP (summary+stats+pools, one joined request), /proc/net/tcp with BENCH_GUARD_SOCKETS sockets, a
  *     pool policy, 20 malware indicators and a hosts file. Baseline (same run): one bare miner-API `summary`
  *     round trip, what any farm monitor already does per interval.
  *  2. Idle CPU share of the compiled agent (enrolled and connected to a stand-in plane) over BENCH_IDLE_MS with
@@ -95,7 +95,7 @@ async function cycleCost(): Promise<{ cycleCpuUs: number; summaryCpuUs: number; 
   used = process.cpuUsage(before);
   const summaryCpuUs = (used.user + used.system) / CYCLES;
   await miner.close();
-  // The in-process sim-miner's CPU is included on both sides (it answers 3 requests per cycle, 1 per summary).
+  // The in-process sim-miner's CPU is included on both sides (it answers 1 joined request per cycle, 1 per summary).
   return { cycleCpuUs, summaryCpuUs, findings: warm.findings.length };
 }
 
@@ -131,7 +131,7 @@ async function idleShare(guards: boolean): Promise<{ cpuPercent: number; guardCy
     await new Promise((r) => setTimeout(r, IDLE_MS)); // measurement window, not synchronisation
     const ticks = cpuTicks(agent.child.pid!) - t0;
     const elapsedS = (performance.now() - started) / 1000;
-    return { cpuPercent: ((ticks / CLK_TCK) / elapsedS) * 100, guardCycles: Math.round((miner.log.length - asked) / 3) };
+    return { cpuPercent: ((ticks / CLK_TCK) / elapsedS) * 100, guardCycles: miner.log.slice(asked).filter((line) => line.split("+").includes("pools")).length };
   } finally {
     await agent.kill("SIGKILL");
     await miner.close();

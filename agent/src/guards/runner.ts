@@ -296,7 +296,7 @@ export class GuardRunner {
   }
 
   /**
-   * summary + stats + pools. HW-MINER-1: answers are read as cgminer writes them (miner-api/answer.ts) and every
+   * summary + stats + pools (one joined request, miner-api `summaryStatsPools`). HW-MINER-1: answers are read as cgminer writes them (miner-api/answer.ts) and every
    * pool in a readable answer is judged. A failing answer is one miner-api warning per failure kind (once,
    * HW-GUARD-2), makes the live pools "not observed" (a warning, never clean, except under quarantine where an
    * unreachable miner is the stop working), keeps a contraindicated live-pool finding seen before, and no
@@ -309,18 +309,17 @@ export class GuardRunner {
     if (!api) return { findings: [], pools: null, telemetry: undefined, observation: { observed: false, reason: "no miner API configured" } };
     const stopped = this.deps.minerStopped();
     const errors = new Map<string, MinerApiError>();
-    const attempt = async <T>(call: () => Promise<T>): Promise<T | null> => {
-      try {
-        return await call();
-      } catch (error) {
-        const e = error instanceof MinerApiError ? error : new MinerApiError(String(error));
-        if (!errors.has(e.kind)) errors.set(e.kind, e);
-        return null;
-      }
+    const take = <T>(result: T | MinerApiError): T | null => {
+      if (!(result instanceof MinerApiError)) return result;
+      if (!errors.has(result.kind)) errors.set(result.kind, result);
+      return null;
     };
-    const summary = await attempt(() => api.summary());
-    const stats = summary ? await attempt(() => api.stats()) : null;
-    const pools = summary || errors.get("unreachable") === undefined ? await attempt(() => api.pools()) : null;
+    // One joined request per cycle (separate calls where the miner refuses joins); the readings are judged in the
+    // order separate calls were made: stats only after a good summary, pools unless the miner is unreachable.
+    const readings = await api.summaryStatsPools();
+    const summary = take(readings.summary);
+    const stats = summary ? take(readings.stats) : null;
+    const pools = summary || errors.get("unreachable") === undefined ? take(readings.pools) : null;
     const findings: Finding[] = [];
     for (const [kind, error] of errors) {
       if (stopped && kind === "unreachable") continue; // HW-APPRAISE-3: the stop worked; "not observed" says so below
