@@ -17,7 +17,7 @@
  * more (a fresh policy must be judged fresh).
  */
 import { isIP } from "node:net";
-import { PoolAllowList, poolRuleEndpoint, readMinerPoolUrl } from "../../../shared/pools/index.js";
+import { poolRuleEndpoint, readMinerPoolUrl } from "../../../shared/pools/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { Observations, telemetrySchema } from "../../../shared/index.js";
 import type { z } from "zod";
@@ -389,7 +389,7 @@ export class GuardRunner {
     const endpoints: { host: string; port?: number }[] = [];
     if (policy) {
       names.push(...policy.network.allowedHosts);
-      endpoints.push(...new PoolAllowList(policy.pools.allowedUrls).rules.map(poolRuleEndpoint));
+      endpoints.push(...PoolMatcher.of(policy).urls.rules.map(poolRuleEndpoint));
     } else {
       // No policy yet: the board's own pools are the best notion of "expected" we have.
       const urls = [...configs.flatMap((c) => (c.ok ? c.pools.map((p) => p.url) : [])), ...(livePools ?? []).map((p) => p.url)];
@@ -423,14 +423,14 @@ export class GuardRunner {
   }
 
   private learnKnownGood(configs: readonly MinerConfigFile[], policy: GuardPolicy): void {
-    const m = new PoolMatcher(policy);
+    const m = PoolMatcher.of(policy);
     const clean = configs.find((c): c is Extract<MinerConfigFile, { ok: true }> => c.ok && c.pools.length > 0 && c.pools.every((p) => m.allowed(p)));
     if (clean) this.deps.knownGood.record(clean.pools);
   }
 
   /** Pools to put back: the last clean list still allowed by the current policy, else the allowed subset. */
   private restorePools(policy: GuardPolicy, config: Extract<MinerConfigFile, { ok: true }>): ConfigPool[] {
-    const m = new PoolMatcher(policy);
+    const m = PoolMatcher.of(policy);
     const known = this.deps.knownGood.get().filter((p) => m.allowed(p));
     return known.length > 0 ? known : config.pools.filter((p) => m.allowed(p));
   }
@@ -497,7 +497,7 @@ export class GuardRunner {
 
   /** addpool an approved pool if none is listed, switchpool to it, removepool the rest (highest index first). */
   private async restoreLivePools(policy: GuardPolicy, configs: readonly MinerConfigFile[], livePools: MinerPool[], api: MinerApiClient): Promise<string[]> {
-    const m = new PoolMatcher(policy);
+    const m = PoolMatcher.of(policy);
     const actions: string[] = [];
     try {
       let pools = livePools;
