@@ -36,6 +36,7 @@ export const TOKENS: Readonly<Record<Role, string>> = {
   admin: "admin-token-0123456789",
 };
 
+/** The two devices the fake knows from the start (any other id is a NotFoundError until pre-authorised). */
 export const DEVICE_ID = "hw-0123456789abcdef01234567";
 export const OTHER_DEVICE_ID = "hw-abcdefabcdefabcdefabcdef";
 /** The API token, enrollment token and reference set the fake knows from the start (listed, revocable, approvable). */

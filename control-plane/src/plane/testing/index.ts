@@ -6,6 +6,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
 import { trustPlaneCa } from "../../../../test/support/api.js";
+import { loopbackPlaneEnv } from "../../../../test/support/processes.js";
 import { tempDir } from "../../../../test/support/temp-dir.js";
 import { loadConfig, type ControlPlaneConfig } from "../../config/index.js";
 import { startPlane, type Plane } from "../index.js";
@@ -19,14 +20,7 @@ export interface TestPlane {
 
 /** A plane's configuration for tests: loopback hosts, ports 0 (ephemeral), `dataDir`, then `env` (HASHWARD_*). */
 export function testPlaneConfig(dataDir: string, env: Record<string, string> = {}): ControlPlaneConfig {
-  return loadConfig({
-    HASHWARD_HTTP_HOST: "127.0.0.1",
-    HASHWARD_MQTT_HOST: "127.0.0.1",
-    HASHWARD_HTTP_PORT: "0",
-    HASHWARD_MQTT_PORT: "0",
-    HASHWARD_DATA_DIR: dataDir,
-    ...env,
-  });
+  return loadConfig({ ...loopbackPlaneEnv(dataDir), ...env });
 }
 
 /** Starts a plane with testPlaneConfig(`env`) in a fresh temp data folder named after `prefix`. */
