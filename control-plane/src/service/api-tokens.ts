@@ -2,13 +2,13 @@
  * API tokens (HW-TOKEN-1, HW-HTTP-1): bearer secrets `hwa_...` with a role, stored only as a SHA-256 hash, read on
  * every request so a revoke or an expiry bites at once; and the bootstrap admin token of a fresh database (HW-HA-2).
  */
-import { asc, desc, eq, sql } from "drizzle-orm";
+import { eq, sql } from "drizzle-orm";
 import { sha256Hex } from "../../../shared/crypto/index.js";
 import { ValidationError } from "../../../shared/errors/index.js";
 import { apiTokens, type Tx as DbTransaction } from "../db/index.js";
 import { NotFoundError } from "../errors.js";
 import { iso, newId, newSecret, type ServiceContext } from "./context.js";
-import { recordAudit, revokeTokenOnce, type Tx } from "./tx.js";
+import { listTokens, recordAudit, revokeTokenOnce, type Tx } from "./tx.js";
 import type { Actor, ApiPrincipal, ApiTokenCreated, ApiTokenView, ControlPlaneService, Role } from "./types.js";
 
 const ROLES: readonly Role[] = ["viewer", "operator", "admin"];
@@ -73,11 +73,7 @@ export function createApiTokens(
       return db.transaction((tx) => createApiTokenRow(tx, actor, input.role, input.label, at, expiresAt));
     },
 
-    async listApiTokens() {
-      const rows = await db.select().from(apiTokens).orderBy(desc(apiTokens.createdAt), asc(apiTokens.id));
-      const now = ctx.now();
-      return rows.map((row) => toApiTokenView(row, now));
-    },
+    listApiTokens: () => listTokens(db, apiTokens, ctx.now, toApiTokenView),
 
     async revokeApiToken(actor, id, reason) {
       const at = new Date(ctx.now());

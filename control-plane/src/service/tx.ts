@@ -3,7 +3,7 @@
  * its audit row are written by the same transaction `tx`; rows are locked in id order so concurrent bulk calls
  * cannot deadlock.
  */
-import { eq, inArray } from "drizzle-orm";
+import { asc, desc, eq, inArray } from "drizzle-orm";
 import { apiTokens, auditLog, type Database, devices, enrollmentTokens, transitions } from "../db/index.js";
 import { NotFoundError } from "../errors.js";
 import { planeEventsForTransitions, recordPlaneEvents } from "../events/record.js";
@@ -101,6 +101,14 @@ export async function lockDevice(tx: Tx, id: string): Promise<DeviceRow | undefi
 
 /** The token tables an operator revokes: API tokens and enrollment tokens (same id and revocation columns). */
 export type RevocableTokenTable = typeof apiTokens | typeof enrollmentTokens;
+
+/** Every token of `table`, newest first (ties by id), as `view(row, nowMs)` sees it at `nowMs`. */
+export async function listTokens<T extends RevocableTokenTable, V>(db: Database, table: T, nowMs: () => number, view: (row: T["$inferSelect"], nowMs: number) => V): Promise<V[]> {
+  const tokens = table as RevocableTokenTable;
+  const rows = await db.select().from(tokens).orderBy(desc(tokens.createdAt), asc(tokens.id));
+  const now = nowMs();
+  return rows.map((row) => view(row as T["$inferSelect"], now));
+}
 
 /**
  * Revokes token `id` of `table` once, in one transaction with its audit row (HW-DB-1): the row is locked, a token
