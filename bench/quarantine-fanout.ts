@@ -10,15 +10,20 @@
  * device's down/command; time until every client has received it. Usage: npx tsx bench/quarantine-fanout.ts
  */
 import type { ApiClient } from "../test/support/api.js";
-import { signObject } from "../shared/index.js";
+import { signObject, toBase64Url } from "../shared/index.js";
 import { upTopic, type Ack, type Command } from "../shared/protocol/index.js";
 import { startBareBroker } from "./support/bare-broker.js";
-import { connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
+import { BENCH_FIRMWARE, BENCH_MODEL, connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, listAllDevices, startBenchPlane } from "./support/plane.js";
 import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 1000, { max: 10_000 });
 const TIMEOUT_MS = envInt("BENCH_TIMEOUT_MS", 60_000, { max: 600_000 });
+/** `http`: devices enroll over HTTP as agents do; `seed`: enrolled rows written into the database (10,000 devices). */
+const ENROLL = process.env.BENCH_ENROLL ?? "http";
+if (ENROLL !== "http" && ENROLL !== "seed") throw new Error(`BENCH_ENROLL must be http or seed, got ${JSON.stringify(ENROLL)}`);
+/** The name the result is reported under (run-bench sets it: the 10,000-device variant runs this same file). */
+const RESULT_NAME = process.env.BENCH_NAME ?? "quarantine-fanout";
 
 interface Receipts {
   /** Wall-clock ms at which each device first received a down/command. */
@@ -99,13 +104,33 @@ async function transitionTimes(admin: ApiClient, devices: readonly SimDevice[]):
   return times;
 }
 
+/** Enrolled, accepted device rows with the simulated devices' keys, as enrollment leaves them. */
+function enrolledRows(devices: readonly SimDevice[]) {
+  return devices.map((device) => ({
+    id: device.deviceId,
+    publicKey: toBase64Url(device.keyPair.publicKey),
+    model: BENCH_MODEL,
+    firmwareVersion: BENCH_FIRMWARE,
+    agentVersion: "bench",
+    enrollment: "accepted",
+  }));
+}
+
 async function measurePlane(devices: SimDevice[]) {
-  const { plane, admin, describe, close } = await startBenchPlane();
+  const bench = await startBenchPlane();
+  const { describe, close } = bench;
   try {
-    const token = await createEnrollmentToken(admin, devices.length);
-    const enrollMs = await enrollAll(plane.httpUrl, devices, token);
+    let enrollMs = 0;
+    if (ENROLL === "seed") {
+      const started = performance.now();
+      await bench.seed(enrolledRows(devices));
+      progress(`plane: ${devices.length} enrolled devices seeded in ${Math.round(performance.now() - started)} ms (BENCH_ENROLL=seed)`);
+    } else {
+      enrollMs = await enrollAll(bench.plane.httpUrl, devices, await createEnrollmentToken(bench.admin, devices.length));
+    }
+    const { plane, admin } = bench;
     const connectMs = await connectAll(plane.mqttUrl, devices, { subscribeDown: true, ca: plane.caPem });
-    progress(`plane: ${devices.length} devices enrolled in ${Math.round(enrollMs)} ms, connected in ${Math.round(connectMs)} ms`);
+    progress(`plane: ${devices.length} devices ${ENROLL === "seed" ? "seeded" : `enrolled in ${Math.round(enrollMs)} ms`}, connected in ${Math.round(connectMs)} ms`);
     const ours = new Set(devices.map((d) => d.deviceId));
     // The plane publishes only to devices it sees connected: start once it lists them all so.
     await pollUntil(
@@ -177,7 +202,7 @@ printTable(`quarantine fan-out: ${DEVICES} devices, one POST /api/v1/quarantine`
   ["plane: total (all seen in API)", `${round(plane.totalMs, 0)} ms`, `ratio plane/bare ${ratio(plane.totalMs, baseline.totalMs)}`],
 ]);
 
-emitResult("quarantine-fanout", {
+emitResult(RESULT_NAME, {
   devices: DEVICES,
   baselineTotalMs: round(baseline.totalMs, 0),
   baselineP50Ms: round(baseline.p50, 0),
