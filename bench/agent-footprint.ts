@@ -6,7 +6,7 @@
  * /proc/<pid>/stat, 10 ms ticks).
  * Baselines (same run, same moment):
  *  - a trivial `bun -e "setInterval(()=>{},1000)"` process, the floor of any Bun program;
- *  - the same agent against a plaintext plane (HASHWARD_TLS=off, `allowPlaintext`), i.e. before issue 8 (HW-TLS-1):
+ *  - the same agent against a plaintext plane (HASHWARD_TLS=off, `allowPlaintext`), i.e. without TLS (HW-TLS-1):
  *    TLS/plaintext ratios of RSS and idle CPU. The agent always signs its heartbeats (HW-LIVE-1), so what the
  *    signature adds per heartbeat is measured in process by `bench/guards.ts` (signed vs unsigned).
  * Usage: npx tsx bench/agent-footprint.ts

@@ -1,5 +1,5 @@
 /**
- * The agent on the emulated arm64 board (issue 11 "Benchmark"; docs/board.md): one power-on of the image from
+ * The agent on the emulated arm64 board (docs/board.md "Benchmark and minimum board"): one power-on of the image from
  * scripts/board/build-image.sh under qemu-system-aarch64 (cortex-a53, TCG software emulation, 1 GiB RAM), the
  * real arm64 agent started by S99hashward, the REAL control plane on the host (under Bun, TLS, CA pinned by the
  * enrollment token's hash; the same setup as test/board/emulated-board.test.ts: test/support/qemu-board.ts).

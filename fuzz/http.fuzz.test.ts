@@ -21,7 +21,7 @@ import { loadOrCreateCommandKey } from "../control-plane/src/keys/index.js";
 import { createPolicyService } from "../control-plane/src/policy/index.js";
 import { createUpdates } from "../control-plane/src/rollouts/updates.js";
 import { createServices } from "../control-plane/src/service/index.js";
-import type { DevicePublisher } from "../control-plane/src/service/types.js";
+import type { DevicePublisher } from "../control-plane/src/service/index.js";
 import { boundedAsync, deeplyNested, fuzzAsync, mutatedBytes, mutatedObject } from "./support.js";
 
 const DEVICE = "hw-0123456789abcdef01234567";

@@ -1,5 +1,5 @@
 /**
- * Shared harness of the fuzz campaign (issue 14 section 1, rule HW-FUZZ-1): every parser of untrusted input is run
+ * Shared harness of the fuzz campaign (docs/reliability.md "Fuzzing", rule HW-FUZZ-1): every parser of untrusted input is run
  * on fast-check-generated cases, each case under a time budget, and a refusal must be the parser's documented
  * error class. `npm test` runs FUZZ_RUNS_DEFAULT cases per parser; `npm run fuzz` sets FUZZ_RUNS (10,000) and
  * prints one summary line per parser (fuzz/summary.ts).

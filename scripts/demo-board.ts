@@ -2,7 +2,7 @@
  * Makes a simulated miner board and an agent config beside it, for demos and first steps:
  *   npm run demo:board -- DIR [--token hwe_...] [--url https://127.0.0.1:8080] [--token-file data/admin.token]
  * The plane's addresses and its CA pin come from the plane itself (GET /api/v1/bootstrap, operator role), so a
- * moved port or a new CA is never typed twice (issue 8 item 5). The plane is found like the CLI finds it:
+ * moved port or a new CA is never typed twice. The plane is found like the CLI finds it:
  * --url or HASHWARD_URL (default https://127.0.0.1:8080), its CA from <HASHWARD_DATA_DIR or ./data>/ca.pem
  * (or HASHWARD_CA_FILE / --ca-file), the token from HASHWARD_TOKEN or --token-file.
  * Then: dist/agent/hashward-agent-linux-x64 run --config DIR/agent.json

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the emulated arm64 miner board (issue 11 part 3; docs/board.md "Emulated arm64 board") from Debian
+# Builds the emulated arm64 miner board (docs/board.md "Emulated arm64 board") from Debian
 # arm64 packages only, into a git-ignored cache folder. Idempotent: every step is skipped when its output exists.
 #
 # usage: scripts/board/build-image.sh [OUT_DIR]     (default .cache/board-image)

@@ -8,6 +8,7 @@ import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, renameSync, unli
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
 
+/** Writes `data` to `path` crash-safe with `mode` (see the file comment); throws what the file system throws, the old file intact. */
 export function writeFileAtomicSync(path: string, data: string | Uint8Array, mode = 0o600): void {
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -39,7 +40,8 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array, mod
   fsyncDir(dir);
 }
 
-function fsyncDir(dir: string): void {
+/** fsyncs a directory so a rename in it is durable; a file system that refuses is ignored (the rename is still atomic). */
+export function fsyncDir(dir: string): void {
   // Makes the rename itself durable. Some filesystems refuse fsync on a directory; the rename is still atomic.
   try {
     const fd = openSync(dir, "r");

@@ -1,5 +1,5 @@
 /**
- * State machines as data (ARCHITECTURE "Trust and containment", STYLE "state machines are tables"): a machine is
+ * State machines as data: a machine is
  * its states, its events and a transition table; `transition(state, event)` answers the next state from the table
  * or throws IllegalTransitionError. Nothing else decides a state change, so the table, the diagram drawn from it
  * (`mermaid`, written into control-plane/src/trust/STATE_MACHINES.md by one generator) and the behaviour agree.

@@ -2,7 +2,7 @@
  * Malware indicator kinds and bounds: the part of the `set-policy` payload (`policy.indicators[]`) that both the
  * plane (control-plane/src/policy/schemas.ts, stricter checks on operator input) and the agent
  * (agent/src/policy, agent/src/guards/indicators.ts) read. One list of kinds and one set of bounds, so the two
- * programs cannot drift (STYLE 11). Rules HW-GUARD-5 (indicators are data), HW-GUARD-8 (reference digests),
+ * programs cannot drift. Rules HW-GUARD-5 (indicators are data), HW-GUARD-8 (reference digests),
  * HW-GUARD-9 (bounded recursive scans).
  *
  * Kinds (what the agent looks for; `severity` critical -> contraindicated, warning -> warning):

@@ -1,6 +1,6 @@
 /**
  * The release custom metadata contract (shared/protocol/release.ts), read by the agent and checked by the plane:
- * one definition of models and versions for both sides (issue 7 section 3, issue 9 item 1).
+ * one definition of models and versions for both sides .
  */
 import { describe, expect, it } from "vitest";
 import { ValidationError } from "../errors/index.js";

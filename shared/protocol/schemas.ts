@@ -4,7 +4,7 @@
  *
  * Messages with security meaning (enrollment, hello, heartbeat, evidence, event, command, ack) carry `sig`:
  * Ed25519 over the RFC 8785 form of every other field (shared/crypto `signObject`), HW-SIG-1. Everything that
- * affects a verdict or liveness is signed by the device (ARCHITECTURE "Identity, enrollment and the channel").
+ * affects a verdict or liveness is signed by the device (HW-LIVE-1, HW-EVD-1).
  */
 import { z } from "zod";
 
@@ -78,7 +78,7 @@ export type Finding = z.infer<typeof findingSchema>;
 export const MAX_FINDINGS = 256;
 
 /**
- * What the guards looked at in one cycle. "Not seen is not clean" (ARCHITECTURE "Trust and containment"): an
+ * What the guards looked at in one cycle. "Not seen is not clean" (HW-APPRAISE-3): an
  * input the agent could not read (a miner stopped by quarantine refuses its API, /proc/net/tcp is missing, no
  * signed policy yet) is reported as not observed, so the plane never reads its silence as a clean verdict
  * (HW-APPRAISE-3). Findings map to the observation that produced them with `observationForGuard`.
@@ -274,7 +274,7 @@ export type DeviceEvent = z.infer<typeof eventSchema>;
 
 /**
  * Every action a signed command may carry. `rotate-key` was listed here once but never implemented by either side
- * (agents acked it "unsupported"); it is removed (issue 9): the device id is the hash of the enrolled key
+ * (agents acked it "unsupported"); it is removed: the device id is the hash of the enrolled key
  * (shared/crypto `deviceIdFromPublicKey`, checked at enrollment), so replacing a device key means revoking the device
  * and enrolling the new key, until a key rotation with its own rule and tests is designed.
  */

@@ -1,5 +1,5 @@
 /**
- * MQTT topics are versioned and per device (ARCHITECTURE "Wire protocol"):
+ * MQTT topics are versioned and per device (HW-TOPIC-1):
  *   asic/v1/<deviceId>/up/<kind>    agent -> plane
  *   asic/v1/<deviceId>/down/<kind>  plane -> agent
  * Rule HW-TOPIC-1: a device publishes only under its own up/ and subscribes only to its own down/.

@@ -18,7 +18,7 @@ describe("compareSemVer", () => {
   });
 
   it("refuses what is not a semantic version instead of guessing", () => {
-    // Issue 7: the plane published 1.0.0-01, 1.0.0-a..b and 1.0.0-rc., which every agent refused. Siblings: leading
+    // A regression: the plane published 1.0.0-01, 1.0.0-a..b and 1.0.0-rc., which every agent refused. Siblings: leading
     // zeros in every numeric part, empty identifiers in pre-release and build, prefixes, spaces, bad characters.
     const invalid = ["1.10", "v1.0.0", "=1.0.0", " 1.0.0", "1.0.0 ", "01.0.0", "1.00.0", "1.0.00", "1.0.0-", "", "1.0.0-01", "1.0.0-rc.01"];
     invalid.push("1.0.0-a..b", "1.0.0-rc.", "1.0.0-.rc", "1.0.0+", "1.0.0+a..b", "1.0.0+b.", "1.0.0-rc_1", "1.0.0-ß", "1.0.0-rc+", "1.0.0.0", "1", "-1.0.0");

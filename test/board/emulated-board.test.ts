@@ -1,5 +1,5 @@
 /**
- * The emulated arm64 miner board (issue 11 part 3; HW-Q-2, HW-BOARD-1, HW-BOARD-2) against the REAL control plane:
+ * The emulated arm64 miner board (docs/board.md "Emulated arm64 board"; HW-Q-2, HW-BOARD-1, HW-BOARD-2) against the REAL control plane:
  * Debian's qemu_arm64 U-Boot runs the real `scripts/board/hashward-boot.cmd` from the board's disk, boots Debian's
  * arm64 kernel on the slot it selects, BusyBox init starts the stand-in miner and then the real
  * `scripts/board/S99hashward`, which runs the real cross-compiled `hashward-agent-linux-arm64` from /config. The

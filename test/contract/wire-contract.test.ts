@@ -1,5 +1,5 @@
 /**
- * The agent–plane wire contract (shared/protocol, issue 9 item 1): what the plane accepts and sends, every agent
+ * The agent–plane wire contract (shared/protocol): what the plane accepts and sends, every agent
  * accepts, and the other way round where both sides decide the same question.
  *
  *  - Versions (HW-UPD-3): the release tool's version check (`release sign --version`), the plane's upload check of

@@ -1,5 +1,5 @@
 /**
- * Issue 7 section 1, end to end: a blind spot never reads as clean. The real plane (pool policy through its
+ * End to end: a blind spot never reads as clean. The real plane (pool policy through its
  * API), the compiled agent on a simulated board and a simulated miner speaking the cgminer protocol.
  *  - HW-APPRAISE-3: a miner hijacked over its API from another process is quarantined; if its stop fails it
  *    stays contraindicated with a `miner-stop` finding, and if the stop works the device never reads trusted

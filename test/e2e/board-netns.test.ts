@@ -1,5 +1,5 @@
 /**
- * The Antminer platform executed for real (issue 11 part 1; HW-Q-2, HW-Q-1): the compiled agent with
+ * The Antminer platform executed for real (docs/board.md "Quarantine"; HW-Q-2, HW-Q-1): the compiled agent with
  * `"platform": {"kind": "antminer"}` runs inside a network and mount namespace, started by the real init script
  * `scripts/board/S99hashward` under `busybox ash`; a stand-in bmminer is started and stopped by a BusyBox init
  * script the way Bitmain's is; the firewall is real iptables/ip6tables (nft and legacy backends, each in its own

@@ -1,5 +1,5 @@
 /**
- * Farm alerts end to end (issue 12 section 4): the real plane (under Bun, PGlite), the compiled agent on simulated
+ * Farm alerts end to end (HW-ALERT-1..4): the real plane (under Bun, PGlite), the compiled agent on simulated
  * boards, and the simulated miner staging each attack in what it reports over its cgminer API
  * (`/run/miner-telemetry.json`): alive but hashing at 0 (a kill switch), fans stopped while temperatures climb
  * (ransomware disabling cooling), a hashrate drop against the device's own average, and pool switches at regular

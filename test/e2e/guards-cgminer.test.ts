@@ -1,5 +1,5 @@
 /**
- * Reading the miner as the miner reads itself (issue 7, sections 1 and 2), end to end: the real plane (pool
+ * Reading the miner as the miner reads itself, end to end: the real plane (pool
  * policy through its HTTP API, delivered signed), the compiled agent on a simulated board, and the simulated
  * miner answering over TCP in cgminer's exact bytes (strings escaped only as cgminer escapes them: a TAB in a
  * worker name goes out raw, the answer is NUL-terminated). The attacker is another process using the plain

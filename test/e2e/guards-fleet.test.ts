@@ -1,5 +1,5 @@
 /**
- * Issue 4: "A clean simulated fleet of 100 miners running for a sustained period raises zero alerts."
+ * HW-GUARD-1..9, no false alarms: "A clean simulated fleet of 100 miners running for a sustained period raises zero alerts."
  *
  * The real control plane (under Bun) with a fleet pool policy set through the operator API; 5 compiled agent
  * binaries and 95 in-process agents (the same Agent class, so the real guard modules, signed evidence, policy

@@ -1,5 +1,5 @@
 /**
- * Issue 8 "Hostile LAN" with real processes: the plane under Bun with TLS by default, the compiled agent, the
+ * A hostile LAN with real processes: the plane under Bun with TLS by default, the compiled agent, the
  * operator CLI and demo:board as a new user runs them, Mosquitto's own client as the attacker's tool, and rogue
  * brokers and planes on the addresses an agent is given. HW-TLS-1, HW-PIN-2.
  */

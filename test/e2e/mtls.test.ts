@@ -1,5 +1,5 @@
 /**
- * Issue 8 item 4: mutual TLS for MQTT (HW-MTLS-1). The plane's CA issues a client certificate (CN = device id) at
+ * Mutual TLS for MQTT (HW-MTLS-1). The plane's CA issues a client certificate (CN = device id) at
  * enrollment to an agent with `mqttClientCertificate: true`; with HASHWARD_MQTT_CLIENT_CERT=required the embedded
  * broker admits only a TLS client with such a certificate, and only under the device id it names.
  */

@@ -1,5 +1,5 @@
 /**
- * Issue 3, "device left unchanged in every attack", with the COMPILED agent: a simulated A/B board whose
+ * HW-UPD-1..8, "device left unchanged in every attack", with the COMPILED agent: a simulated A/B board whose
  * `update.*` points at an in-process TUF repository (TestTufRepo), connected to a fake plane (open broker,
  * pinned test command key). For each attack the test stages it on the repository, sends a signed `update`
  * command (next seq), waits for the device's signed ack (`failed`, `rejected: ...`), and checks that every file

@@ -143,8 +143,8 @@ describe("signed releases (release CLI -> plane TUF repository -> tuf-js clients
   }, 90_000);
 
   // Last in this file: its API calls leave keep-alive sockets that the blocking spawnSync of the tuf CLI in the
-  // tests above would let the server close under the client (issue 7 section 6, "other side closed").
-  it("refuses, over the API, a root v2 counting one targets key twice and a release version agents would refuse (issue 7)", async () => {
+  // tests above would let the server close under the client ("other side closed").
+  it("refuses, over the API, a root v2 counting one targets key twice and a release version agents would refuse", async () => {
     const keyPair = (role: string, i: number) => keyPairFromPrivate(new Uint8Array(Buffer.from(JSON.parse(readFileSync(join(keys(), role, `${role}-${i}.json`), "utf8")).private, "hex")));
     // HW-TUF-4: root v2 lists targets key 1 twice (hex and PEM, each under its own key id) with threshold 2.
     const current = Metadata.fromJSON(MetadataKind.Root, JSON.parse(readFileSync(join(repo(), "root.json"), "utf8")));

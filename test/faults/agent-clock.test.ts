@@ -1,5 +1,5 @@
 /**
- * Issue 14 section 2, "clock jumps" (HW-FAULT-11): the real plane (under Bun) and the compiled agent (Bun) each run
+ * Fault campaign (docs/reliability.md "Agent-side faults"), "clock jumps" (HW-FAULT-11): the real plane (under Bun) and the compiled agent (Bun) each run
  * under libfaketime (Debian `faketime`: LD_PRELOAD with FAKETIME_TIMESTAMP_FILE + FAKETIME_NO_CACHE=1, so the test
  * moves a running process's wall clock by rewriting a file). Bun reads the wall clock through libc's
  * clock_gettime, which libfaketime replaces (checked: Date moves, timers keep firing); FAKETIME_DONT_FAKE_MONOTONIC

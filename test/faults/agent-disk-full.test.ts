@@ -1,5 +1,5 @@
 /**
- * Issue 14 section 2, "the agent's state dir full" (HW-FAULT-10): the compiled agent runs with its
+ * Fault campaign (docs/reliability.md "Agent-side faults"), "the agent's state dir full" (HW-FAULT-10): the compiled agent runs with its
  * state dir on a small tmpfs the test mounts, and the test fills it to the last byte (ENOSPC) while the agent runs
  * and keeps it full (as a runaway log would) until it frees it.
  * Then, with no byte free:

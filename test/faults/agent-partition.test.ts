@@ -1,5 +1,5 @@
 /**
- * Issue 14 section 2, "the network partitioned during an update download" (HW-FAULT-12). The compiled agent runs
+ * Fault campaign (docs/reliability.md "Agent-side faults"), "the network partitioned during an update download" (HW-FAULT-12). The compiled agent runs
  * in a network namespace (test/support/board-netns.ts) on an A/B simulated board; the real plane (TUF repository,
  * a release signed offline by the release CLI) is reached through the plane namespace's forwarder. Mid-download
  * the test inserts iptables DROP rules for the plane's address inside the board (packets vanish, nothing is

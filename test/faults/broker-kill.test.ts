@@ -1,5 +1,5 @@
 /**
- * Fault campaign (issue 14 §2): the broker killed during a fan-out. The MQTT broker is embedded in the plane
+ * Fault campaign (docs/reliability.md "Plane-side faults"): the broker killed during a fan-out. The MQTT broker is embedded in the plane
  * (aedes), so this is the plane process SIGKILLed while one bulk quarantine fans out to two compiled agents and
  * FAULT_KILL_DEVICES lightweight devices (default 1,000; support/fleet.ts), each of which also has a guard-alert
  * event in flight (killed as soon as the first device executes its command, while the API call is still

@@ -1,5 +1,5 @@
 /**
- * Fault campaign (issue 14 §2): PostgreSQL restarted under load. The real plane (Bun, embedded aedes, TLS) runs
+ * Fault campaign (docs/reliability.md "Plane-side faults"): PostgreSQL restarted under load. The real plane (Bun, embedded aedes, TLS) runs
  * on the test's OWN PostgreSQL cluster (test/support/pg-cluster.ts; the machine's server is never touched) while
  * FAULT_DEVICES lightweight devices (default 2,000; real keys, signed heartbeats, an agent-like outbox, see
  * support/fleet.ts) and two compiled agents are connected, and one bulk quarantine fans out to all of them.

@@ -1,5 +1,5 @@
 /**
- * A miner board in Linux namespaces, for tests that need real packets and real mounts (issue 11 part 1).
+ * A miner board in Linux namespaces, for tests that need real packets and real mounts (docs/board.md "Quarantine").
  *
  * Topology (addresses drawn at random from 10.0.0.0/8 so parallel runs do not meet). Every non-loopback address
  * lives in a namespace made here; the host namespace gets none and sends no packet to one (the plane, running in

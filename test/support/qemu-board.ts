@@ -1,5 +1,5 @@
 /**
- * The emulated arm64 miner board (issue 11 part 3; docs/board.md "Emulated arm64 board"): the image built by
+ * The emulated arm64 miner board (docs/board.md "Emulated arm64 board"): the image built by
  * `scripts/board/build-image.sh` (Debian arm64 kernel, busybox, iptables, libubootenv; Debian's qemu_arm64 U-Boot)
  * booted under `qemu-system-aarch64 -M virt -cpu cortex-a53` (software emulation). The test talks to the board
  * through its serial console (a BusyBox shell); the board's agent talks to the real control plane on the host

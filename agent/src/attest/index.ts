@@ -1,5 +1,5 @@
 /**
- * Signed evidence (ARCHITECTURE "Attestation"): device, nonce, firmware and agent version, boot id and the
+ * Signed evidence (HW-EVD-1): device, nonce, firmware and agent version, boot id and the
  * measurement list, signed with the device key over canonical JSON. The evidence seq is taken from the
  * persisted state (incremented and written BEFORE the evidence leaves) so it never repeats across crashes.
  */
@@ -27,7 +27,7 @@ export interface AttesterDeps {
   now: () => number;
   log: Logger;
   execPath?: string;
-  /** The guards' current findings (issue 4), carried in every evidence once the guards have run. */
+  /** The guards' current findings (HW-GUARD-1..9), carried in every evidence once the guards have run. */
   findings?: () => Finding[] | null;
   /** What the guards could observe in their last cycle (HW-APPRAISE-3); absent before the first cycle. */
   observations?: () => Observations | null;

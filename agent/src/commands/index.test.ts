@@ -127,7 +127,7 @@ describe("command handling", () => {
     expect(acks(s.sent)).toHaveLength(2);
   });
 
-  it("refuses an action outside the protocol at parse (rotate-key: removed, issue 9) and runs attest-now with and without nonce", async () => {
+  it("refuses an action outside the protocol at parse (rotate-key: removed) and runs attest-now with and without nonce", async () => {
     const s = make();
     // A signed command whose action the protocol does not define is dropped by the session's parse (session.ts),
     // naming the field, before anything runs.

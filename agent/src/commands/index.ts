@@ -1,5 +1,5 @@
 /**
- * Executes plane commands (ARCHITECTURE "Trust and containment"; rule HW-CMD-1).
+ * Executes plane commands (rule HW-CMD-1).
  *
  * Order for each command, one at a time:
  *  1. Idempotent re-ack: same seq AND same sig as the last executed command -> re-send the stored ack,

@@ -1,5 +1,5 @@
 /**
- * Agent configuration: a JSON file plus environment overrides, validated once at start (STYLE rule 8).
+ * Agent configuration: a JSON file plus environment overrides, validated once at start (errors name the option and its value).
  *
  * Every key can be overridden by `HASHWARD_AGENT_<UPPER_SNAKE of the dotted key>`, e.g. `HASHWARD_AGENT_MQTT_URL`,
  * `HASHWARD_AGENT_PLATFORM_ROOT`, `HASHWARD_AGENT_MEASURE_PATHS` (JSON array or comma list). Errors are
@@ -138,7 +138,7 @@ export const agentConfigSchema = z
      * guards restore approved settings (approved pools, narrowed miner API access).
      */
     mode: z.enum(["monitor", "enforcing"]).default("monitor"),
-    /** Miner guards (issue 4; agent/src/guards): pool policy, API exposure, sockets, malware indicators. */
+    /** Miner guards (agent/src/guards; HW-GUARD-1..9): pool policy, API exposure, sockets, malware indicators. */
     guards: z
       .strictObject({
         enabled: z.boolean().default(true),
@@ -170,7 +170,7 @@ export const agentConfigSchema = z
         dnsCacheMs: 300_000,
       }),
     /**
-     * Signed updates (issue 3; agent/src/update). Without `trustedRootFile` every update command is refused:
+     * Signed updates (agent/src/update; HW-UPD-1..8). Without `trustedRootFile` every update command is refused:
      * the device's TUF root is provisioned, never taken from the plane.
      */
     update: z

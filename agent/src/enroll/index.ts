@@ -1,5 +1,5 @@
 /**
- * Enrollment over HTTP (ARCHITECTURE "Identity and enrollment"): POST a signed EnrollmentRequest to
+ * Enrollment over HTTP: POST a signed EnrollmentRequest to
  * `<controlPlaneUrl>/api/v1/enroll`, re-posting (idempotent) every enrollPollMs while pending.
  * - accepted: pin the plane's command key if none is pinned; a DIFFERENT key than the pinned one is refused
  *   and logged critical (never replaced), and we keep polling slowly: the plane may be misconfigured, and

@@ -5,10 +5,9 @@
  * contraindication and an auto-quarantine (HW-GUARD-4). The connection guard accepts an approved name's port on
  * any address remembered for that name.
  */
-import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { jsonStateFile, type JsonStateFile } from "../../../shared/fs/index.js";
 
 export const MAX_ADDRESSES_PER_NAME = 64;
 export const MAX_NAMES = 256;
@@ -17,17 +16,13 @@ const schema = z.record(z.string().max(300), z.array(z.string().max(64)).max(MAX
 
 export class KnownAddresses {
   /** Insertion-ordered: the oldest name and, per name, the oldest address go first when a bound is reached. */
-  private byName = new Map<string, string[]>();
+  private byName: Map<string, string[]>;
+  private readonly file: JsonStateFile<Record<string, string[]>> | null;
 
-  constructor(private readonly file: string | null) {
-    if (file && existsSync(file)) {
-      try {
-        const parsed = schema.parse(JSON.parse(readFileSync(file, "utf8")));
-        this.byName = new Map(Object.entries(parsed).slice(-MAX_NAMES));
-      } catch {
-        this.byName = new Map(); // a hint: a corrupt copy is re-learned from the next answers
-      }
-    }
+  constructor(path: string | null) {
+    this.file = path === null ? null : jsonStateFile(path, schema);
+    // A hint: a corrupt copy is re-learned from the next answers.
+    this.byName = new Map(Object.entries(this.file?.loadHint() ?? {}).slice(-MAX_NAMES));
   }
 
   static inDir(stateDir: string): KnownAddresses {
@@ -52,7 +47,7 @@ export class KnownAddresses {
     next.delete(key);
     next.set(key, list);
     while (next.size > MAX_NAMES) next.delete(next.keys().next().value!);
-    if (this.file) writeFileAtomicSync(this.file, `${JSON.stringify(Object.fromEntries(next))}\n`, 0o600);
+    this.file?.save(Object.fromEntries(next));
     this.byName = next;
     return [...list];
   }

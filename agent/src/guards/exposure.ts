@@ -5,9 +5,8 @@
  * strings, inside a pool object: parseMinerConfig); cgminer keeps the last value it reads (opt_set_charp), the
  * guard judges every one so a fork that keeps another is covered too.
  */
-import { isIP } from "node:net";
 import { finding, type Finding } from "./findings.js";
-import { ipv6Groups } from "./net.js";
+import { ipFamily, ipv6Groups } from "../../../shared/net/index.js";
 import type { MinerConfigFile } from "./pools.js";
 
 export const NARROW_API_ALLOW = "W:127.0.0.1";
@@ -42,7 +41,7 @@ export function isLoopbackOnly(entry: string): boolean {
   const address = slash >= 0 ? body.slice(0, slash) : body;
   const bitsText = slash >= 0 ? body.slice(slash + 1) : null;
   if (bitsText !== null && !/^\d{1,3}$/.test(bitsText)) return false;
-  if (isIP(address) === 6) {
+  if (ipFamily(address) === 6) {
     const groups = ipv6Groups(address);
     const bits = bitsText === null ? 128 : Number(bitsText);
     if (bits > 128) return false;

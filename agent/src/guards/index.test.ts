@@ -123,7 +123,7 @@ describe("pool guards", () => {
   const contraindicated = (findings: ReturnType<typeof poolConfigGuard>) => findings.filter((f) => f.tier === "contraindicated").map((f) => [f.subject, f.seen]);
   const raw = (obj: Record<string, unknown>) => parseMinerConfig("/config/cgminer.conf", JSON.stringify(obj));
 
-  it("reads pool URLs as cgminer does: no scheme = stratum+tcp, #xnsub, host case, final dot (issue 7 section 2)", () => {
+  it("reads pool URLs as cgminer does: no scheme = stratum+tcp, #xnsub, host case, final dot", () => {
     const nicehash: GuardPolicy = { ...policy, pools: { allowedUrls: ["stratum+tcp://pool.example.net:3333", "stratum+tcp://sha256.eu.nicehash.com:9200#xnsub"], workerPatterns: [] } };
     for (const url of ["pool.example.net:3333", "POOL.EXAMPLE.NET:3333", "pool.example.net.:3333", "stratum+tcp://sha256.eu.nicehash.com:9200#xnsub", "sha256.eu.nicehash.com:9200#xnsub"]) {
       expect(poolConfigGuard([config([{ url, user: "farm.worker1", pass: "x" }])], nicehash), url).toEqual([]);

@@ -1,5 +1,5 @@
 /**
- * Miner guards (issue 4): pool hijack, miner API exposure, unknown connections and listeners, malware
+ * Miner guards (HW-GUARD-1..9): pool hijack, miner API exposure, unknown connections and listeners, malware
  * indicators. Each guard is a pure function from board inputs to findings; GuardRunner reads the inputs
  * through the Platform on a timer and reports changes. createGuardRunner wires it from the agent config.
  */

@@ -18,10 +18,9 @@
  * never follows a symbolic link; a scan cut short by a cap is a `warning` finding naming the root and the cap,
  * never a silent clean result.
  */
-import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { jsonStateFile, type JsonStateFile } from "../../../shared/fs/index.js";
 import type { Indicator } from "../policy/index.js";
 import type { BoardReader, BoardStat } from "./board.js";
 import { finding, type Finding } from "./findings.js";
@@ -53,18 +52,14 @@ const memorySchema = z.record(z.string(), z.enum(["seen", "removed", "reappeared
 
 /** Remembers which reappearing-file indicators were seen and then removed (`<stateDir>/indicator-memory.json`). */
 export class IndicatorMemory {
-  private state: Record<string, "seen" | "removed" | "reappeared"> = {};
+  private state: Record<string, "seen" | "removed" | "reappeared">;
+  private readonly file: JsonStateFile<Record<string, "seen" | "removed" | "reappeared">> | null;
 
-  constructor(private readonly file: string | null) {
-    if (file && existsSync(file)) {
-      try {
-        this.state = memorySchema.parse(JSON.parse(readFileSync(file, "utf8")));
-      } catch {
-        // Like known-good-pools.json: a hint, not trusted state; a corrupt copy (power cut, full flash) starts
-        // over rather than stopping every guard. The worst case is one "reappeared" reported as "seen".
-        this.state = {};
-      }
-    }
+  constructor(path: string | null) {
+    this.file = path === null ? null : jsonStateFile(path, memorySchema);
+    // Like known-good-pools.json: a hint, not trusted state; a corrupt copy (power cut, full flash) starts
+    // over rather than stopping every guard. The worst case is one "reappeared" reported as "seen".
+    this.state = this.file?.loadHint() ?? {};
   }
 
   static inDir(stateDir: string): IndicatorMemory {
@@ -85,7 +80,7 @@ export class IndicatorMemory {
       const state = { ...this.state };
       if (next === undefined) delete state[key];
       else state[key] = next;
-      if (this.file) writeFileAtomicSync(this.file, `${JSON.stringify(state)}\n`, 0o600);
+      this.file?.save(state);
       this.state = state;
     }
     return present ? (next as "seen" | "reappeared") : null;

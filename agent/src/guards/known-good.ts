@@ -3,25 +3,20 @@
  * restores. The policy names allowed URLs and worker patterns, not passwords or order, so the exact pool
  * entries to put back come from the board itself, recorded while it was clean.
  */
-import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { jsonStateFile, type JsonStateFile } from "../../../shared/fs/index.js";
 import type { ConfigPool } from "./pools.js";
 
 const schema = z.array(z.strictObject({ url: z.string(), user: z.string(), pass: z.string() })).max(64);
 
 export class KnownGoodPools {
-  private pools: ConfigPool[] = [];
+  private pools: ConfigPool[];
+  private readonly file: JsonStateFile<ConfigPool[]> | null;
 
-  constructor(private readonly file: string | null) {
-    if (file && existsSync(file)) {
-      try {
-        this.pools = schema.parse(JSON.parse(readFileSync(file, "utf8")));
-      } catch {
-        this.pools = []; // only a restore hint: a corrupt copy is re-learned from the next clean cycle
-      }
-    }
+  constructor(path: string | null) {
+    this.file = path === null ? null : jsonStateFile(path, schema, { indent: 2 });
+    this.pools = this.file?.loadHint() ?? []; // only a restore hint: a corrupt copy is re-learned from the next clean cycle
   }
 
   static inDir(stateDir: string): KnownGoodPools {
@@ -36,7 +31,7 @@ export class KnownGoodPools {
   record(pools: readonly ConfigPool[]): void {
     if (pools.length === 0 || JSON.stringify(pools) === JSON.stringify(this.pools)) return;
     const next = structuredClone([...pools]).slice(0, 64);
-    if (this.file) writeFileAtomicSync(this.file, `${JSON.stringify(next, null, 2)}\n`, 0o600);
+    this.file?.save(next);
     this.pools = next;
   }
 }

@@ -7,7 +7,9 @@
  * ESTABLISHED, 02 SYN_SENT, 0A LISTEN (include/net/tcp_states.h).
  */
 import { lookup as dnsLookup } from "node:dns/promises";
-import { isIP } from "node:net";
+import { ipFamily, normalizeIp } from "../../../shared/net/index.js";
+
+export { ipv6Groups, normalizeIp } from "../../../shared/net/index.js";
 
 export type SocketState = "LISTEN" | "ESTABLISHED" | "SYN_SENT" | "OTHER";
 
@@ -60,38 +62,6 @@ export function parseProcNetTcp(text: string, maxEntries = 65_536): SocketEntry[
   return entries;
 }
 
-/** The eight 16-bit groups of an IPv6 address (embedded IPv4 tail allowed). Throws TypeError when invalid. */
-export function ipv6Groups(ip: string): number[] {
-  let s = ip.toLowerCase().replace(/%.*$/, "");
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
-  if (v4) {
-    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
-    s = `${s.slice(0, -v4[0].length)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const halves = s.split("::");
-  if (halves.length > 2) throw new TypeError(`not an IPv6 address: ${ip}`);
-  const parse = (part: string | undefined) => (part ? part.split(":").map((g) => (/^[0-9a-f]{1,4}$/.test(g) ? parseInt(g, 16) : NaN)) : []);
-  const head = parse(halves[0]);
-  const tail = parse(halves[1]);
-  const groups = halves.length === 2 ? [...head, ...new Array<number>(Math.max(0, 8 - head.length - tail.length)).fill(0), ...tail] : head;
-  if (groups.length !== 8 || groups.some((g) => Number.isNaN(g))) throw new TypeError(`not an IPv6 address: ${ip}`);
-  return groups;
-}
-
-/**
- * One spelling per address so the socket table and DNS answers compare equal: dotted IPv4 (also for
- * IPv4-mapped IPv6), IPv6 as eight lowercase groups without compression. Non-IPs are returned lowercased.
- */
-export function normalizeIp(ip: string): string {
-  const bare = ip.replace(/^\[|\]$/g, "");
-  const family = isIP(bare.replace(/%.*$/, ""));
-  if (family === 4) return bare;
-  if (family !== 6) return bare.toLowerCase();
-  const g = ipv6Groups(bare);
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return [g[6]! >> 8, g[6]! & 0xff, g[7]! >> 8, g[7]! & 0xff].join(".");
-  return g.map((x) => x.toString(16)).join(":");
-}
-
 export function isLoopback(ip: string): boolean {
   const n = normalizeIp(ip);
   return n.startsWith("127.") || n === "0:0:0:0:0:0:0:1";
@@ -116,7 +86,7 @@ export function parseEndpoint(text: string): { host: string; port?: number } | n
       return null;
     }
   }
-  if (isIP(t) === 6) return { host: t.toLowerCase() };
+  if (ipFamily(t) === 6 && !t.startsWith("[")) return { host: t.toLowerCase() };
   const bracket = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(t);
   // Lowercased like every other form (found by fuzzing, HW-FUZZ-1): "[FE80::1]" and "fe80::1" are one host.
   if (bracket) return { host: bracket[1]!.toLowerCase(), ...(bracket[2] ? { port: Number(bracket[2]) } : {}) };
@@ -163,7 +133,7 @@ export class HostResolver {
 
   async resolve(host: string): Promise<string[]> {
     const bare = host.replace(/^\[|\]$/g, "");
-    if (isIP(bare)) return [normalizeIp(bare)];
+    if (ipFamily(bare) !== 0) return [normalizeIp(bare)];
     const key = bare.toLowerCase();
     const hit = this.cache.get(key);
     const now = this.now();

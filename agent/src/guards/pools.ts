@@ -1,5 +1,5 @@
 /**
- * Pool hijack guards (ARCHITECTURE "Real attacks": rewritten pool URLs in the config, or addpool/switchpool
+ * Pool hijack guards (rewritten pool URLs in the config, or addpool/switchpool
  * over 4028). Both the config file and the live `pools` answer are compared with the signed policy
  * (HW-GUARD-1): a pool URL not in `pools.allowedUrls`, or a worker name matching none of the anchored
  * `pools.workerPatterns`, is a configuration contraindication naming the exact difference.

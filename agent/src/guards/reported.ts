@@ -7,26 +7,21 @@
  * finding goes away (so a finding that comes back is alerted again). A failed write keeps the set in memory and
  * is retried at the next cycle; the worst case after a crash is one repeated alert.
  */
-import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { jsonStateFile, type JsonStateFile } from "../../../shared/fs/index.js";
 
 const MAX_KEYS = 1024;
 const schema = z.array(z.string().max(16_384)).max(MAX_KEYS);
 
 export class ReportedFindings {
-  private keys = new Set<string>();
+  private keys: Set<string>;
   private dirty = false;
+  private readonly file: JsonStateFile<string[]> | null;
 
-  constructor(private readonly file: string | null) {
-    if (file && existsSync(file)) {
-      try {
-        this.keys = new Set(schema.parse(JSON.parse(readFileSync(file, "utf8"))));
-      } catch {
-        this.keys = new Set(); // a hint: a corrupt copy costs one round of repeated alerts, nothing else
-      }
-    }
+  constructor(path: string | null) {
+    this.file = path === null ? null : jsonStateFile(path, schema);
+    this.keys = new Set(this.file?.loadHint()); // a hint: a corrupt copy costs one round of repeated alerts, nothing else
   }
 
   static inDir(stateDir: string): ReportedFindings {
@@ -49,7 +44,7 @@ export class ReportedFindings {
   /** Persists a changed set; throws when the write fails (the set stays dirty and is written next time). */
   flush(): void {
     if (!this.dirty || !this.file) return;
-    writeFileAtomicSync(this.file, `${JSON.stringify([...this.keys].sort())}\n`, 0o600);
+    this.file.save([...this.keys].sort());
     this.dirty = false;
   }
 }

@@ -3,9 +3,8 @@
  * base64url 32-byte seed, mode 0600, written atomically. A key file readable or writable by group/others is
  * refused: a key that others could have read cannot vouch for this device (fail closed).
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { ConfigError, deviceIdFromPublicKey, fromBase64Url, generateKeyPair, keyPairFromPrivate, toBase64Url, type KeyPair } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { deviceIdFromPublicKey, toBase64Url, type KeyPair } from "../../../shared/index.js";
+import { loadOrCreateSeedFileSync } from "../../../shared/fs/index.js";
 
 export interface DeviceIdentity {
   deviceId: string;
@@ -16,28 +15,10 @@ export interface DeviceIdentity {
   created: boolean;
 }
 
+/** Loads the device key at `keyFile`, creating it on first start; ConfigError (option keyFile) for a bad or exposed file. */
 export function loadOrCreateIdentity(keyFile: string): DeviceIdentity {
-  if (!existsSync(keyFile)) {
-    const keyPair = generateKeyPair();
-    writeFileAtomicSync(keyFile, `${toBase64Url(keyPair.privateKey)}\n`, 0o600);
-    return describe(keyPair, true);
-  }
-  const stat = statSync(keyFile);
-  if (!stat.isFile()) throw new ConfigError(`keyFile: ${keyFile} is not a regular file`, "keyFile");
-  if ((stat.mode & 0o077) !== 0) {
-    throw new ConfigError(
-      `keyFile: ${keyFile} has mode ${(stat.mode & 0o777).toString(8)}; it must not be accessible to group or others (chmod 600)`,
-      "keyFile",
-    );
-  }
-  const text = readFileSync(keyFile, "utf8").trim();
-  let seed: Uint8Array;
-  try {
-    seed = fromBase64Url(text);
-    return describe(keyPairFromPrivate(seed), false);
-  } catch (cause) {
-    throw new ConfigError(`keyFile: ${keyFile} does not hold a base64url 32-byte Ed25519 seed`, "keyFile", { cause });
-  }
+  const { keyPair, created } = loadOrCreateSeedFileSync(keyFile, "keyFile");
+  return describe(keyPair, created);
 }
 
 function describe(keyPair: KeyPair, created: boolean): DeviceIdentity {

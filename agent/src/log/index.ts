@@ -19,7 +19,7 @@ export function silentLogger(): Logger {
 
 /**
  * Logs a given reason once (then only counts it), so a flood of bad input cannot flood the log.
- * Rule: anything dropped is counted and logged once with the reason (ARCHITECTURE "Wire protocol").
+ * Rule: anything dropped is counted and logged once with the reason.
  */
 export class OnceLogger {
   private readonly seen = new Map<string, number>();

@@ -1,5 +1,5 @@
 /**
- * Measurement: SHA-256 of configured device paths (ARCHITECTURE "Attestation").
+ * Measurement: SHA-256 of configured device paths (HW-EVD-1).
  * - a file: one entry;  a directory: a sorted recursive walk, one entry per file under its device path;
  * - a block or character device (flash partitions, `/dev/mtdN`), or anything under /dev: kind "block";
  * - a path that does not exist: kind "missing", size 0, sha256 "" (a deleted file is evidence too);
@@ -7,7 +7,7 @@
  *   is the interpreter, not us).
  * Files are read with FileHandle.read into one reused buffer per worker and hashed with bounded concurrency (a
  * `createReadStream` allocated a Buffer per chunk and ran the stream machinery: 0.2-0.45 x `openssl dgst -sha256`;
- * plain reads into a reused buffer hash at openssl's speed, issue 13). node:crypto, not Bun.CryptoHasher, so the Node
+ * plain reads into a reused buffer hash at openssl's speed). node:crypto, not Bun.CryptoHasher, so the Node
  * bundle runs the same code: both use the CPU's SHA extensions. Entries are sorted by path
  * (code-unit order, locale-independent) so the same tree always yields the same list.
  * Symlinks to directories are not followed (loops, escapes); symlinks to files are measured as their target.

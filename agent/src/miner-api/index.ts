@@ -1,5 +1,5 @@
 /**
- * Client for the cgminer/bmminer JSON API (TCP 4028; ARCHITECTURE "Who uses it"): one request per connection,
+ * Client for the cgminer/bmminer JSON API (TCP 4028): one request per connection,
  * `{"command":"summary"}` (plus `"parameter"`), the answer is JSON terminated by a NUL byte or by the close,
  * read as cgminer writes it (raw control and non-UTF-8 bytes in strings, `}{` in arrays: answer.ts).
  *

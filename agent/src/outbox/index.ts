@@ -10,10 +10,11 @@
  * acks and events); `persistPending()` writes such entries once space returns, so they survive a restart from then.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { PROTOCOL_VERSION, signObject, type Ack, type DeviceEvent, type DeviceEventDetail } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { z } from "zod";
+import { jsonStateFile, writeFileAtomicSync } from "../../../shared/fs/index.js";
 import type { Logger } from "../log/index.js";
 
 export type OutboxKind = "event" | "ack";
@@ -22,6 +23,8 @@ export type OutboxPublish = (entry: OutboxMessage) => Promise<void>;
 
 const ENTRY = /^(\d{12})-(event|ack)-([A-Za-z0-9_-]+)\.json$/;
 const OVERFLOW_FILE = "overflow.json";
+/** How many messages were dropped for lack of room and not yet reported (a hint: a corrupt copy counts as none). */
+const overflowSchema = z.object({ dropped: z.number().int().positive() });
 
 export interface OutboxOptions {
   dir: string;
@@ -179,21 +182,13 @@ export class Outbox {
   }
 
   private readDropped(): number {
-    const path = join(this.opts.dir, OVERFLOW_FILE);
-    if (!existsSync(path)) return 0;
-    try {
-      const value = (JSON.parse(readFileSync(path, "utf8")) as { dropped?: unknown }).dropped;
-      return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : 0;
-    } catch {
-      return 0;
-    }
+    return jsonStateFile(join(this.opts.dir, OVERFLOW_FILE), overflowSchema).loadHint()?.dropped ?? 0;
   }
 
   private writeDropped(): void {
-    const path = join(this.opts.dir, OVERFLOW_FILE);
     if (this.dropped === 0) return this.remove(OVERFLOW_FILE);
     try {
-      writeFileAtomicSync(path, JSON.stringify({ dropped: this.dropped }), 0o600);
+      jsonStateFile(join(this.opts.dir, OVERFLOW_FILE), overflowSchema).save({ dropped: this.dropped });
     } catch {
       // The count stays in memory and is reported on the next flush; only a restart before then forgets it.
     }

@@ -1,5 +1,5 @@
 /**
- * Authenticating the control plane before the agent sends it anything (issue 8 item 2; HW-PIN-2, HW-TLS-1).
+ * Authenticating the control plane before the agent sends it anything (HW-PIN-2, HW-TLS-1).
  *
  * The trust anchor for HTTPS (enrollment, TUF) and MQTT over TLS is ONE CA certificate, found in this order:
  *  1. `caFile` (provisioned with the board);

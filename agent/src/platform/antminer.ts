@@ -1,6 +1,6 @@
 /**
  * A real Antminer-class board (BusyBox, bmminer/cgminer, lighttpd web UI) behind the Platform interface.
- * Every side effect is a command through an injected CommandExecutor (STYLE rule 7), so tests record them.
+ * Every side effect is a command through an injected CommandExecutor, so tests record them.
  *
  * Quarantine (HW-Q-2), in the order that is safe to crash between, each step idempotent:
  *  1. stop mining: `<init script> stop` (the costly harm is hashing for an attacker);
@@ -21,11 +21,11 @@
  * (enforcing mode). Quarantine survives reboot because the agent re-applies it at start (HW-Q-1).
  */
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { join, resolve as resolvePath, sep } from "node:path";
 import { z } from "zod";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { jsonStateFile, type JsonStateFile } from "../../../shared/fs/index.js";
 import type { HostResolver } from "../guards/net.js";
 import { PlatformError } from "./simulated.js";
 import type { MinerControl, Platform, PlatformDescription, QuarantineOptions, UpdateSlots } from "./types.js";
@@ -105,7 +105,7 @@ export class AntminerPlatform implements Platform {
   private readonly ip6tables: string;
   private readonly resolver: Pick<HostResolver, "resolve"> | null;
   private vendorUpgradeLocked = false;
-  private readonly planeFile: string | null;
+  private readonly planeFile: JsonStateFile<Record<string, string[]>> | null;
   private readonly mountsFile: string;
   private readonly refreshMs: number;
   private readonly warn: (message: string) => void;
@@ -124,16 +124,10 @@ export class AntminerPlatform implements Platform {
     this.resolver = opts.resolver ?? null;
     this.mountsFile = opts.mountsFile ?? "/proc/self/mounts";
     if (opts.slots) this.slots = opts.slots;
-    this.planeFile = opts.stateDir ? join(opts.stateDir, "plane-addresses.json") : null;
+    this.planeFile = opts.stateDir ? jsonStateFile(join(opts.stateDir, "plane-addresses.json"), planeAddressesSchema) : null;
     this.refreshMs = opts.quarantineRefreshMs ?? 30_000;
     this.warn = opts.warn ?? ((message) => process.stderr.write(`hashward-agent: warning: ${message}\n`));
-    if (this.planeFile && existsSync(this.planeFile)) {
-      try {
-        this.knownPlane = planeAddressesSchema.parse(JSON.parse(readFileSync(this.planeFile, "utf8")));
-      } catch {
-        this.knownPlane = {}; // re-learned at the next successful resolution
-      }
-    }
+    this.knownPlane = this.planeFile?.loadHint() ?? {}; // a corrupt copy is re-learned at the next successful resolution
     this.miner = {
       restart: async () => {
         await this.initScript("stop");
@@ -280,7 +274,7 @@ export class AntminerPlatform implements Platform {
     if (JSON.stringify(this.knownPlane[host]) === JSON.stringify(list)) return;
     const next = { ...this.knownPlane, [host]: list };
     try {
-      if (this.planeFile) writeFileAtomicSync(this.planeFile, `${JSON.stringify(next)}\n`, 0o600);
+      this.planeFile?.save(next);
       this.knownPlane = next;
     } catch (error) {
       // Only a fallback for the next unresolvable boot: the quarantine itself goes on with the fresh answer.

@@ -1,4 +1,4 @@
-/** A recording fake Platform for unit tests (STYLE rule 7): remembers every call, never touches the system. */
+/** A recording fake Platform for unit tests: remembers every call, never touches the system. */
 import { resolve as resolvePath } from "node:path";
 import type { Platform, PlatformDescription, QuarantineOptions } from "./types.js";
 

@@ -16,7 +16,8 @@
 import { accessSync, chmodSync, constants as fsConstants, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import { HashwardError } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { z } from "zod";
+import { jsonStateFile, writeFileAtomicSync } from "../../../shared/fs/index.js";
 import type { MinerControl } from "./types.js";
 import { extractFirmwareImage } from "../update/image.js";
 import type { Platform, PlatformDescription, QuarantineOptions, SlotName, SlotStatus, UpdateSlots } from "./types.js";
@@ -25,7 +26,9 @@ export class PlatformError extends HashwardError {
   override name = "PlatformError";
 }
 
-export type NetworkPolicy = { mode: "open" } | { mode: "restricted"; allow: string[] };
+const networkPolicySchema = z.union([z.strictObject({ mode: z.literal("open") }), z.strictObject({ mode: z.literal("restricted"), allow: z.array(z.string()) })]);
+/** The simulated firewall: open, or restricted to the control plane's hosts (run/network-policy.json). */
+export type NetworkPolicy = z.infer<typeof networkPolicySchema>;
 
 export class SimulatedBoard implements Platform {
   readonly root: string;
@@ -94,7 +97,7 @@ export class SimulatedBoard implements Platform {
     writeFileAtomicSync(this.path("run/miner.state"), "stopped\n", 0o644);
     const allow = [...new Set(opts.controlPlaneHosts)].sort();
     const policy: NetworkPolicy = { mode: "restricted", allow };
-    writeFileAtomicSync(this.path("run/network-policy.json"), `${JSON.stringify(policy)}\n`, 0o644);
+    this.networkPolicyFile().save(policy);
     this.disableUpgradeCgi();
   }
 
@@ -106,7 +109,7 @@ export class SimulatedBoard implements Platform {
       renameSync(disabled, cgi);
       chmodSync(cgi, 0o755);
     }
-    writeFileAtomicSync(this.path("run/network-policy.json"), `${JSON.stringify({ mode: "open" })}\n`, 0o644);
+    this.networkPolicyFile().save({ mode: "open" });
     writeFileAtomicSync(this.path("run/miner.state"), "running\n", 0o644);
   }
 
@@ -125,12 +128,12 @@ export class SimulatedBoard implements Platform {
     }
   }
 
+  private networkPolicyFile() {
+    return jsonStateFile(this.path("run/network-policy.json"), networkPolicySchema, { mode: 0o644 });
+  }
+
   networkPolicy(): NetworkPolicy {
-    try {
-      return JSON.parse(readFileSync(this.path("run/network-policy.json"), "utf8")) as NetworkPolicy;
-    } catch {
-      return { mode: "open" };
-    }
+    return this.networkPolicyFile().loadHint() ?? { mode: "open" };
   }
 
   describe(): PlatformDescription {

@@ -1,5 +1,5 @@
 /**
- * The board behind one interface (ARCHITECTURE "Trust and containment"; STYLE rule 7): every side effect on
+ * The board behind one interface: every side effect on
  * the miner (stop mining, firewall, vendor upgrade path) goes through a Platform, with a recording fake.
  */
 export interface QuarantineOptions {
@@ -18,7 +18,7 @@ export interface SlotStatus {
 }
 
 /**
- * A/B firmware slots (optional capability; issue 3). Every method is idempotent and crash-safe: at any point
+ * A/B firmware slots (optional capability; HW-UPD-1). Every method is idempotent and crash-safe: at any point
  * the board boots either the old slot or the new one on trial, never a half-written slot.
  */
 export interface UpdateSlots {
@@ -35,7 +35,7 @@ export interface UpdateSlots {
   rollback(): Promise<void>;
 }
 
-/** Control of the mining process (optional capability; issue 4): guards restart it after restoring its config. */
+/** Control of the mining process (optional capability; HW-GUARD-1): guards restart it after restoring its config. */
 export interface MinerControl {
   /** Restarts the miner so it re-reads its config file (pools, api-allow). Idempotent. */
   restart(): Promise<void>;

@@ -1,5 +1,5 @@
 /**
- * A/B firmware slots on a U-Boot board (HW-BOARD-2; issue 11 part 2): the UpdateSlots a real Antminer-class
+ * A/B firmware slots on a U-Boot board (HW-BOARD-2; docs/board.md "A/B updates on U-Boot"): the UpdateSlots a real Antminer-class
  * board uses. The switch goes through the U-Boot environment with libubootenv's `fw_printenv`/`fw_setenv`,
  * using the boot-count convention of RAUC and Mender (`upgrade_available`, `bootcount`, `bootlimit`,
  * `altbootcmd`); `scripts/board/hashward-boot.cmd` is the U-Boot side and tells the kernel which slot it booted

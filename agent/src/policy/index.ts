@@ -3,14 +3,13 @@
  * signed `set-policy` command and persisted in `<stateDir>/policy.json` (atomic write, mode 0600).
  *
  * The command's signature (verified before this runs, HW-CMD-1) is what makes the policy trusted; here the
- * order is what matters (STYLE rule 4): a version <= the stored one is refused (HW-POL-1), so a replayed or
+ * order is what matters: a version <= the stored one is refused (HW-POL-1), so a replayed or
  * reordered older policy can never widen what the guards accept. A corrupt file refuses to start, like state.json.
  */
-import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { ConfigError, FreshnessError, ValidationError, validationErrorFromZod } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { FreshnessError, ValidationError, validationErrorFromZod } from "../../../shared/index.js";
+import { jsonStateFile, type JsonStateFile } from "../../../shared/fs/index.js";
 import { wireGuardPolicySchema, wireIndicatorSchema, type WireGuardPolicy, type WireIndicator } from "../../../shared/protocol/index.js";
 
 // The set-policy payload is the wire contract (shared/protocol/policy.ts): one definition and one set of limits
@@ -31,20 +30,15 @@ export class PolicyStore {
   private current: GuardPolicy | null;
 
   private constructor(
-    private readonly file: string,
+    private readonly file: JsonStateFile<z.infer<typeof fileSchema>>,
     current: GuardPolicy | null,
   ) {
     this.current = current;
   }
 
   static open(stateDir: string): PolicyStore {
-    const file = join(stateDir, "policy.json");
-    if (!existsSync(file)) return new PolicyStore(file, null);
-    try {
-      return new PolicyStore(file, fileSchema.parse(JSON.parse(readFileSync(file, "utf8"))).policy);
-    } catch (cause) {
-      throw new ConfigError(`stateDir: ${file} is corrupt; refusing to start without the stored policy version (${String(cause).slice(0, 200)})`, "stateDir", { cause });
-    }
+    const file = jsonStateFile(join(stateDir, "policy.json"), fileSchema, { indent: 2 });
+    return new PolicyStore(file, file.load("without the stored policy version")?.policy ?? null);
   }
 
   get policy(): GuardPolicy | null {
@@ -65,7 +59,7 @@ export class PolicyStore {
     if (policy.version <= this.version) {
       throw new StalePolicyError(`policy version ${policy.version} is not above the stored ${this.version}`);
     }
-    writeFileAtomicSync(this.file, `${JSON.stringify({ v: 1, policy, appliedAtMs: nowMs }, null, 2)}\n`, 0o600);
+    this.file.save({ v: 1, policy, appliedAtMs: nowMs });
     this.current = policy;
     return structuredClone(policy);
   }

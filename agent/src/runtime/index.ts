@@ -370,7 +370,7 @@ export class Agent {
     }
     if (this.abort.signal.aborted) return;
     if (this.config.mqttUrl && response?.mqttUrl && !sameEndpoint(this.config.mqttUrl, response.mqttUrl)) {
-      // Issue 7 section 6: an agent pointed at another broker than the plane's says so loudly.
+      // An agent pointed at another broker than the plane's says so loudly.
       log.error({ configured: this.config.mqttUrl, announced: response.mqttUrl }, "configured mqttUrl disagrees with the control plane's enrollment answer; check the agent config");
     }
     if (!this.mqttUrl) this.mqttUrl = response?.mqttUrl ?? this.state.snapshot.mqttUrl;

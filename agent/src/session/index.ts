@@ -1,5 +1,5 @@
 /**
- * The agent's MQTT session (ARCHITECTURE "Wire protocol").
+ * The agent's MQTT session (topics and payloads: shared/protocol).
  * - MQTT 3.1.1 (protocolVersion 4: aedes speaks 3.1/3.1.1 only), clientId = username = deviceId,
  *   clean: false so QoS 1 commands queued while we were away are delivered (persistent session).
  * - password = a FRESH connect token on every (re)connect (HW-AUTH-1: the broker remembers nonces, so a

@@ -1,5 +1,5 @@
 /**
- * A simulated miner for tests and demos (ARCHITECTURE "Trust and containment": a directory tree plus a fake
+ * A simulated miner for tests and demos (a directory tree plus a fake
  * cgminer API): a TCP server that answers in cgminer's exact bytes (cgminer-format.ts: JSON and plain
  * `command|parameter` requests, strings escaped only as cgminer escapes them, raw control and non-UTF-8 bytes,
  * NUL terminator, joined `a+b` commands) over the pools of the simulated board's config file, read as cgminer's
@@ -24,7 +24,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "no
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import { readMinerPoolUrl } from "../../../shared/pools/index.js";
-import { ipv6Groups } from "../guards/net.js";
+import { ipv6Groups } from "../../../shared/net/index.js";
 import { parseMinerConfig } from "../guards/pools.js";
 import { cgAnswer, cgAnswerBody, cgEscape, cgJoined, cgPoolUrl, parseCgRequest, splitCgParameter, type CgField, type CgRequest, type CgSection, type CgStatus } from "./cgminer-format.js";
 

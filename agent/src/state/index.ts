@@ -1,7 +1,7 @@
 /**
  * The agent's persistent trusted state (`<stateDir>/state.json`, written atomically on every change).
  *
- * STYLE rule 4: state changes only through the ordered methods below; each checks sequence (a command seq
+ * Trusted state changes only through the ordered methods below; each checks sequence (a command seq
  * must increase, evidence/heartbeat seqs only grow) and persists before the caller acts on the new value.
  * A missing file starts fresh; a corrupt or foreign one is refused, because silently resetting
  * lastCommandSeq would re-open the door to replayed commands.
@@ -16,11 +16,10 @@
  *    changes nothing: a change that lifts containment or widens trust happens only once it is on disk.
  * Pending state is written again by `retryPending()` (the agent calls it on a timer) and with the next write.
  */
-import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ackSchema, commandSchema, ConfigError, FreshnessError, HashwardError, VerificationError, type Ack, type Command } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { jsonStateFile, type JsonStateFile } from "../../../shared/fs/index.js";
 
 export type Containment = "none" | "quarantined";
 
@@ -91,7 +90,7 @@ export class StateStore {
   private failure: string | null = null;
 
   private constructor(
-    private readonly file: string,
+    private readonly stateFile: JsonStateFile<AgentState>,
     private state: AgentState,
     private readonly report: StatePersistenceReport | undefined,
   ) {}
@@ -101,8 +100,9 @@ export class StateStore {
    * device, StateWriteError when a fresh state cannot be written.
    */
   static open(stateDir: string, deviceId: string, report?: StatePersistenceReport): StateStore {
-    const file = join(stateDir, "state.json");
-    if (!existsSync(file)) {
+    const file = jsonStateFile(join(stateDir, "state.json"), stateSchema, { indent: 2 });
+    const parsed = file.load("with reset sequence numbers");
+    if (parsed === undefined) {
       const store = new StateStore(file, {
         v: 1,
         deviceId,
@@ -119,14 +119,8 @@ export class StateStore {
       store.persist();
       return store;
     }
-    let parsed: AgentState;
-    try {
-      parsed = stateSchema.parse(JSON.parse(readFileSync(file, "utf8")));
-    } catch (cause) {
-      throw new ConfigError(`stateDir: ${file} is corrupt; refusing to start with reset sequence numbers (${String(cause).slice(0, 200)})`, "stateDir", { cause });
-    }
     if (parsed.deviceId !== deviceId) {
-      throw new ConfigError(`stateDir: ${file} belongs to ${parsed.deviceId}, but the key file is ${deviceId}`, "stateDir");
+      throw new ConfigError(`stateDir: ${file.path} belongs to ${parsed.deviceId}, but the key file is ${deviceId}`, "stateDir");
     }
     return new StateStore(file, parsed, report);
   }
@@ -263,6 +257,10 @@ export class StateStore {
 
   private heartbeatSeqInMemory: number | null = null;
 
+  private get file(): string {
+    return this.stateFile.path;
+  }
+
   /**
    * Writes `next` atomically, then makes it current. A failed write: `required` throws StateWriteError with
    * nothing changed; `deferrable` makes `next` current in memory and leaves it pending (HW-FAULT-10).
@@ -270,7 +268,7 @@ export class StateStore {
   private commit(next: AgentState, durability: Durability = "required"): void {
     const checked = stateSchema.parse(next);
     try {
-      writeFileAtomicSync(this.file, `${JSON.stringify(checked, null, 2)}\n`, 0o600);
+      this.stateFile.save(checked);
     } catch (cause) {
       const code = (cause as NodeJS.ErrnoException).code;
       this.failure = `cannot write ${this.file}: ${code ?? (cause instanceof Error ? cause.message : String(cause))}`;

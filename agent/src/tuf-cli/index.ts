@@ -1,5 +1,5 @@
 /**
- * `hashward-agent tuf`: the command-line shape TUF client conformance suites drive (issue 3 item 6), over the
+ * `hashward-agent tuf`: the command-line shape TUF client conformance suites drive, over the
  * same TufClient the update engine uses (so the suite exercises the production code path):
  *
  *   tuf --metadata-dir D init ROOT_FILE

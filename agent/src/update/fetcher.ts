@@ -7,7 +7,7 @@
  * since a 64 MB image needs far longer than a 2 KB timestamp). Redirects are refused: the repository URLs are
  * configured, and a redirect to another host would widen what the board talks to.
  *
- * It also writes the download itself (issue 13): tuf-js's BaseFetcher copies every chunk (`Buffer.from`) into a
+ * It also writes the download itself: tuf-js's BaseFetcher copies every chunk (`Buffer.from`) into a
  * `createWriteStream` and waits for each write's callback, which made a 64 MB image download several times slower
  * than `curl`; here each received chunk is written as is through one FileHandle. Same contract as tuf-js: a private
  * temporary file handed to `handler`, removed after it returns or throws.
@@ -20,11 +20,12 @@
  * the signed length) is never retried. No Range resume: the plane's target route answers whole files, and
  * restarting keeps one code path whose result is verified end to end anyway.
  */
-import { mkdtemp, open, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BaseFetcher } from "tuf-js";
 import { DownloadError, DownloadHTTPError, DownloadLengthMismatchError } from "tuf-js/dist/error.js";
+import { readableChunks, writeStreamToFile } from "../../../shared/fs/index.js";
 import { fetchRetryingReset } from "../../../shared/http/retry.js";
 
 export interface BoundedFetcherOptions {
@@ -94,22 +95,14 @@ export class BoundedFetcher extends BaseFetcher {
   /** One download of `url` into `file` from byte 0 (a previous attempt's bytes are truncated away). */
   private async downloadOnce(url: string, file: string, maxLength: number): Promise<void> {
     const body = await this.fetch(url);
-    const reader = body.getReader();
-    const handle = await open(file, "w", 0o600);
-    try {
-      let received = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        received += value.byteLength;
+    let received = 0;
+    await writeStreamToFile(file, readableChunks(body), {
+      onChunk(chunk) {
+        received += chunk.byteLength;
         // HW-UPD-2, TUF 5.7.3: fetch() already errors the stream past the cap; checked again where bytes land.
         if (received > maxLength) throw new DownloadLengthMismatchError(`${url}: more than the ${maxLength} bytes allowed`);
-        await handle.write(value);
-      }
-    } finally {
-      reader.releaseLock();
-      await handle.close();
-    }
+      },
+    });
   }
 
   /** A read that stopped at the cap or on an error leaves the request open: end it so the socket is freed. */

@@ -1,5 +1,5 @@
 /**
- * Signed-update-only install with A/B slots and rollback (issue 3; rules HW-UPD-1..6 in docs/rules.md).
+ * Signed-update-only install with A/B slots and rollback (rules HW-UPD-1..8 in docs/rules.md).
  *
  * An `update` command names a target: {targetName, rolloutId?}. The agent installs it only if
  *   1. tuf-js verifies it against the PROVISIONED trusted root (HW-UPD-1: signatures to threshold, expiry,

@@ -1,5 +1,5 @@
 /**
- * The update engine's persisted state, `<stateDir>/update.json` (atomic writes, STYLE rule 4):
+ * The update engine's persisted state, `<stateDir>/update.json` (atomic writes; changed only through ordered methods):
  *  - `floor`: the anti-rollback floor (HW-UPD-3). A target installs only if its version is strictly above it;
  *    raised to the installed version in the same write that records the commit.
  *  - `firmwareVersion`: the committed running firmware (reported in hello and evidence).
@@ -10,11 +10,9 @@
  *    not phases, and refuses an illegal one with IllegalTransitionError before anything is written.
  * A corrupt file stops the agent (like state.json): silently resetting the floor would re-open rollback.
  */
-import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { ConfigError } from "../../../shared/index.js";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { jsonStateFile, type JsonStateFile } from "../../../shared/fs/index.js";
 import { isSemVer } from "../../../shared/semver/index.js";
 import { IllegalTransitionError } from "../../../shared/machine/index.js";
 import { FINAL_JOURNAL_PHASES, UPDATE_JOURNAL_MACHINE, UPDATE_JOURNAL_PHASES, type UpdateJournalEvent } from "../../../shared/protocol/update.js";
@@ -53,14 +51,15 @@ export type UpdateState = z.infer<typeof updateStateSchema>;
 
 export class UpdateStore {
   private constructor(
-    private readonly file: string,
+    private readonly file: JsonStateFile<UpdateState>,
     private state: UpdateState,
   ) {}
 
   /** Opens `<stateDir>/update.json`; a first start takes the floor from the configured firmware version. */
   static open(stateDir: string, configuredFirmwareVersion: string): UpdateStore {
-    const file = join(stateDir, "update.json");
-    if (!existsSync(file)) {
+    const file = jsonStateFile(join(stateDir, "update.json"), updateStateSchema, { indent: 2 });
+    const stored = file.load("with a reset anti-rollback floor");
+    if (stored === undefined) {
       const store = new UpdateStore(file, {
         v: 1,
         floor: isSemVer(configuredFirmwareVersion) ? configuredFirmwareVersion : "0.0.0",
@@ -70,11 +69,7 @@ export class UpdateStore {
       store.commit(store.state);
       return store;
     }
-    try {
-      return new UpdateStore(file, updateStateSchema.parse(JSON.parse(readFileSync(file, "utf8"))));
-    } catch (cause) {
-      throw new ConfigError(`stateDir: ${file} is corrupt; refusing to start with a reset anti-rollback floor (${String(cause).slice(0, 200)})`, "stateDir", { cause });
-    }
+    return new UpdateStore(file, stored);
   }
 
   get snapshot(): Readonly<UpdateState> {
@@ -125,8 +120,6 @@ export class UpdateStore {
   }
 
   private commit(next: UpdateState): void {
-    const checked = updateStateSchema.parse(next);
-    writeFileAtomicSync(this.file, `${JSON.stringify(checked, null, 2)}\n`, 0o600);
-    this.state = checked;
+    this.state = this.file.save(next);
   }
 }

@@ -14,8 +14,7 @@ import type { Command, Evidence, Heartbeat } from "../../../shared/protocol/inde
 import { auditLog, planeEvents, policies as policiesTable } from "../db/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { createPolicyService, type PolicyService } from "../policy/index.js";
-import { createServices, type DevicePublisher, type Services } from "../service/index.js";
-import type { AttestationResult, DeviceSession, DeviceSideService } from "../service/types.js";
+import { type AttestationResult, createServices, type DevicePublisher, type DeviceSession, type DeviceSideService, type Services } from "../service/index.js";
 import { createFarmAlerts, type FarmAlerts } from "./index.js";
 
 const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
@@ -51,16 +50,17 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
         now: () => clock,
         options: { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 600_000, autoQuarantine: "contraindicated" as const },
       };
-      services = createServices(deps);
       policies = createPolicyService(deps);
       registry = new Registry();
       // Written only on flush(): a minute-long timer and a large batch make the hot path's independence visible.
       alerts = createFarmAlerts({ ...deps, registry, farmAlerts: { flushIntervalMs: 60_000, flushBatch: 10_000, thresholdsRefreshMs: 60_000 } });
+      // The hook the plane registers (control-plane/src/plane): the device side itself hands accepted heartbeats over.
+      services = createServices({ ...deps, hooks: { afterHeartbeat: (heartbeat) => alerts.observeHeartbeat(heartbeat) } });
       // The fleet's grace: 3 heartbeats at 0 GH/s (the built-in 18 is three minutes at the default 10 s heartbeat).
       await policies.putPolicy(OPERATOR, "farm-alerts", { zeroHashrateSamples: 3 });
       await alerts.start();
       policies.onChange(() => void alerts.refreshThresholds());
-      deviceSide = alerts.wrap(services.deviceSide);
+      deviceSide = services.deviceSide;
     });
     afterAll(async () => {
       await alerts?.close();
@@ -166,12 +166,13 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
           value: (...args: Parameters<typeof harness.db.transaction>) => (failures-- > 0 ? Promise.reject(new Error("connection lost")) : harness.db.transaction(...args)),
         },
       }) as typeof harness.db;
-      const flakyAlerts = createFarmAlerts({ db: flaky, publisher: { publish: async () => undefined, isConnected: () => true } as unknown as DevicePublisher, commandKey: generateKeyPair(), logger, now: () => clock, options: { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 600_000, autoQuarantine: "off" }, registry: new Registry(), farmAlerts: { flushIntervalMs: 60_000, flushBatch: 10_000 } });
+      const flakyDeps = { publisher: { publish: async () => undefined, isConnected: () => true } as unknown as DevicePublisher, commandKey: generateKeyPair(), logger, now: () => clock, options: { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 600_000, autoQuarantine: "off" as const } };
+      const flakyAlerts = createFarmAlerts({ ...flakyDeps, db: flaky, registry: new Registry(), farmAlerts: { flushIntervalMs: 60_000, flushBatch: 10_000 } });
       await flakyAlerts.start();
+      const flakyServices = createServices({ ...flakyDeps, db: harness.db, hooks: { afterHeartbeat: (heartbeat) => flakyAlerts.observeHeartbeat(heartbeat) } });
       const d = await acceptedDevice();
-      const side = flakyAlerts.wrap(services.deviceSide);
       const previous = deviceSide;
-      deviceSide = side;
+      deviceSide = flakyServices.deviceSide;
       try {
         await d.heartbeats(healthy, ...Array.from({ length: 3 }, () => ({ ...healthy, fanRpm: [0, 0, 0, 0] })));
         await flakyAlerts.flush(); // fails: kept
@@ -183,6 +184,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
         expect((await view(d.id)).lastAppraisal!.findings.map((f) => f.subject)).toEqual(["fans-stopped"]);
       } finally {
         deviceSide = previous;
+        await flakyServices.close();
         await flakyAlerts.close();
       }
     });

@@ -1,5 +1,5 @@
 /**
- * Farm alerts from heartbeat telemetry on the plane (issue 12 section 4): the analyzer (./analyzer.ts) judges each
+ * Farm alerts from heartbeat telemetry on the plane (HW-ALERT-1..4): the analyzer (./analyzer.ts) judges each
  * accepted heartbeat with the device's `farm-alerts` policy thresholds (./thresholds.ts, HW-ALERT-3), and what
  * starts or clears becomes part of the device's state:
  *
@@ -19,14 +19,12 @@
 import { eq, ne, sql } from "drizzle-orm";
 import type { Registry } from "prom-client";
 import { Counter, Gauge } from "prom-client";
-import type { Finding } from "../../../shared/protocol/index.js";
+import type { Finding, Heartbeat } from "../../../shared/protocol/index.js";
 import { FARM_ALERT_GUARD, verdictKey, withFarmFindings } from "../appraisal/index.js";
 import { devices, policies } from "../db/index.js";
 import { recordPlaneEvents } from "../events/record.js";
 import { buildPolicyIndex, farmAlertThresholdsFor, type PolicyIndex, toRecord } from "../policy/index.js";
-import { issueContainment, publishCommands } from "../service/commands.js";
-import { createServiceContext, type DeviceRow, lockDevices, recordAudit, recordTransitions, type ServiceDeps, type TransitionRecord } from "../service/context.js";
-import type { Actor, AppraisalState, AttestationResult, ContainmentState, DeviceSideService } from "../service/types.js";
+import { type Actor, type AppraisalState, type AttestationResult, type ContainmentState, createServiceContext, type DeviceRow, issueContainment, lockDevices, publishCommands, recordAudit, recordTransitions, type ServiceDeps, type TransitionRecord } from "../service/index.js";
 import { appraisalEventFor, transition } from "../trust/index.js";
 import { FARM_ALERT_KINDS, FarmAlertAnalyzer, type FarmAlertChange, type FarmAlertKind, type FarmFinding } from "./analyzer.js";
 import type { FarmAlertThresholds } from "./thresholds.js";
@@ -50,8 +48,11 @@ export interface FarmAlertsOptions {
 export interface FarmAlerts {
   /** Reads the thresholds and seeds the analyzer with the stored active alerts. Call once before heartbeats arrive. */
   start(): Promise<void>;
-  /** The DeviceSideService whose accepted heartbeats are judged (HW-ALERT-1); everything else passes through. */
-  wrap(deviceSide: DeviceSideService): DeviceSideService;
+  /**
+   * Judges the telemetry of a heartbeat the device side accepted (HW-ALERT-1): the device side's `afterHeartbeat`
+   * hook (control-plane/src/service DeviceSideHooks). Queues what starts or clears; never waits (HW-ALERT-4).
+   */
+  observeHeartbeat(heartbeat: Heartbeat): void;
   /** Re-reads the `farm-alerts` policies now (after a change in this process). */
   refreshThresholds(): Promise<void>;
   /** The thresholds a device is judged by now. */
@@ -263,22 +264,12 @@ export function createFarmAlerts(deps: ServiceDeps & { registry: Registry; farmA
       refreshTimer.unref();
     },
 
-    wrap(deviceSide) {
-      return {
-        ...deviceSide,
-        async onHeartbeat(heartbeat, session) {
-          await deviceSide.onHeartbeat(heartbeat, session); // HW-LIVE-1: refused (and nothing judged) unless signed
-          const atMs = ctx.now();
-          const thresholds = thresholdsFor(heartbeat.deviceId);
-          const change = analyzer.observe(heartbeat.deviceId, atMs, heartbeat.telemetry, thresholds, heartbeat.containment);
-          // HW-ALERT-4: queued, never awaited here.
-          if (change.started.length > 0 || change.cleared.length > 0) enqueue({ deviceId: heartbeat.deviceId, atMs, change, thresholds });
-        },
-        async flush() {
-          await deviceSide.flush();
-          await flush();
-        },
-      };
+    observeHeartbeat(heartbeat) {
+      const atMs = ctx.now();
+      const thresholds = thresholdsFor(heartbeat.deviceId);
+      const change = analyzer.observe(heartbeat.deviceId, atMs, heartbeat.telemetry, thresholds, heartbeat.containment);
+      // HW-ALERT-4: queued, never awaited here.
+      if (change.started.length > 0 || change.cleared.length > 0) enqueue({ deviceId: heartbeat.deviceId, atMs, change, thresholds });
     },
 
     refreshThresholds,

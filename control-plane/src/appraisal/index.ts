@@ -11,7 +11,7 @@
  * claim takes the worst of its measured tier and the finding's tier, so a contraindicated finding (a hijacked
  * pool, an unknown outbound connection) makes the whole result contraindicated, with or without reference values.
  *
- * Rule HW-APPRAISE-3 (appraisal under containment; ARCHITECTURE "Not seen is not clean"): while a device is in
+ * Rule HW-APPRAISE-3 (appraisal under containment: not seen is not clean): while a device is in
  * containment (quarantine requested, quarantined, release requested), evidence that did not observe an input
  * (`evidence.observations`, shared/protocol; absent = not observed) cannot clear what that input found before:
  * every finding of the previous verdict whose observation is not observed now (or whose guard is unknown) is
@@ -27,7 +27,10 @@
  */
 import { canonicalize } from "../../../shared/canonical/index.js";
 import { OBSERVATIONS, observationForGuard, type Evidence, type Finding, type Measurement, type ObservationName } from "../../../shared/protocol/index.js";
-import type { AttestationResult, Claim, ContainmentState, Difference, ReferenceMeasurement, Tier } from "../service/types.js";
+import type { ContainmentState } from "../trust/types.js";
+import type { AttestationResult, Claim, Difference, ReferenceMeasurement, Tier } from "./types.js";
+
+export type { AttestationResult, Claim, Difference, GuardClaim, ReferenceMeasurement, Tier } from "./types.js";
 
 export type MeasuredClaim = Exclude<Claim, "instance-identity">;
 

@@ -12,7 +12,7 @@ import { fromBase64Url, verifyBytesFast } from "../../../shared/crypto/index.js"
 import { FreshnessError } from "../../../shared/errors/index.js";
 import { isDeviceId } from "../../../shared/protocol/index.js";
 import { clipForLog } from "../log/index.js";
-import type { ConnectIdentity } from "../service/types.js";
+import type { ConnectIdentity } from "../service/index.js";
 
 /** CONNACK return codes (MQTT 3.1.1 table 3.1) a refusal answers with. */
 export const CONNACK = {

@@ -10,7 +10,7 @@ import { parsePayload, upSchemas, type UpKind } from "../../../shared/protocol/i
 import { isTransientDatabaseError } from "../db/transient.js";
 import { LivenessRefusal } from "../errors.js";
 import { clipForLog } from "../log/index.js";
-import type { ConnectIdentity, DeviceSession, DeviceSideService } from "../service/types.js";
+import type { ConnectIdentity, DeviceSession, DeviceSideService } from "../service/index.js";
 import type { IdentityCache } from "./auth.js";
 import { dispatchUp, rejectionReason } from "./ingest.js";
 import type { BrokerMetrics } from "./metrics.js";

@@ -1,6 +1,6 @@
 /** A recording fake DeviceSideService for broker tests: identities are set by the test, calls are recorded. */
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
-import type { AttestationResult, ConnectIdentity, DeviceSession, DeviceSideService } from "../service/types.js";
+import type { AttestationResult, ConnectIdentity, DeviceSession, DeviceSideService } from "../service/index.js";
 
 export type RecordedCall =
   | { method: "onConnected" | "onDisconnected"; deviceId: string }

@@ -36,7 +36,7 @@ import { ValidationError } from "../../../shared/errors/index.js";
 import { downTopic, encodePayload, MAX_PAYLOAD_BYTES, type Challenge, type Command } from "../../../shared/protocol/index.js";
 import { isTransientDatabaseError } from "../db/transient.js";
 import { clipForLog } from "../log/index.js";
-import type { DevicePublisher, DeviceSession, DeviceSideService } from "../service/types.js";
+import type { DevicePublisher, DeviceSession, DeviceSideService } from "../service/index.js";
 import { isOwnDownTopic, maySubscribe, ownUpKind } from "./acl.js";
 import { CONNACK, ConnectRefusal, IdentityCache, identitiesOneByOne, RefusalLog, clientCertificateCn, peerAddress, verifyConnect } from "./auth.js";
 import { DeviceWorkQueue } from "./device-queue.js";

@@ -6,7 +6,7 @@
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello, UpKind } from "../../../shared/protocol/index.js";
 import { LivenessRefusal, type LivenessRejection } from "../errors.js";
-import type { DeviceSession, DeviceSideService } from "../service/types.js";
+import type { DeviceSession, DeviceSideService } from "../service/index.js";
 
 /** A parsed up/ message of any kind. */
 export type UpMessage = Hello | Heartbeat | Evidence | DeviceEvent | Ack;

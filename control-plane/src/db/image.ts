@@ -1,7 +1,7 @@
 /**
  * A prepared PGlite database image: a closed PGlite data directory on which every committed drizzle-kit migration
  * has been applied and nothing else written. Creating a PGlite database runs initdb inside WebAssembly, which takes
- * most of a fresh plane's start (about 12 s of 13 s on a 2-core machine, issue 13); copying a prepared directory and
+ * most of a fresh plane's start (about 12 s of 13 s on a 2-core machine); copying a prepared directory and
  * opening it costs as much as a restart. PGlite's own `loadDataDir` tarball works too but unpacks through its
  * in-memory file system, measurably slower than a native recursive copy, so the image is kept as a plain directory.
  *

@@ -6,7 +6,7 @@
  * (known token, role too low) before any validator or handler runs: no service call happens for a refused request.
  */
 import type { MiddlewareHandler } from "hono";
-import type { Actor, ApiPrincipal, ControlPlaneService, Role } from "../service/types.js";
+import type { Actor, ApiPrincipal, ControlPlaneService, Role } from "../service/index.js";
 import { errorBody } from "./errors.js";
 
 export const ROLE_RANK: Readonly<Record<Role, number>> = { viewer: 0, operator: 1, admin: 2 };

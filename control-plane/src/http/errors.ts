@@ -1,5 +1,5 @@
 /**
- * Maps the error tree to HTTP. Branches on the class only, never on message text (STYLE 2).
+ * Maps the error tree to HTTP. Branches on the class only, never on message text (the error tree in shared/errors).
  * Body shape everywhere: `{ error: { code, message, field? } }`.
  */
 import type { Context } from "hono";

@@ -3,7 +3,7 @@ import pino from "pino";
 import { Registry } from "prom-client";
 import { beforeEach, describe, expect, it } from "vitest";
 import { ConflictError, FreshnessError, NotFoundError, ValidationError, VerificationError } from "../errors.js";
-import type { Role } from "../service/types.js";
+import type { Role } from "../service/index.js";
 import { createHttpApp, OPENAPI_PATH, ROLE_EXTENSION } from "./index.js";
 import { DEVICE_ID, FakeControlPlaneService, TOKENS } from "./testing/fake-service.js";
 import type { ServiceMethod } from "./testing/fake-service.js";

@@ -17,7 +17,7 @@ import { Histogram } from "prom-client";
 import type { Registry } from "prom-client";
 import { clipForLog } from "../log/index.js";
 import { bodyTimeoutOf } from "./body-timeout.js";
-import type { ControlPlaneService, Role } from "../service/types.js";
+import type { ControlPlaneService, Role } from "../service/index.js";
 import type { AuthVariables } from "./auth.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
 import { isStreamedUpload, registerUpdateRoutes, type UpdateRoutesDeps } from "./routes/releases.js";

@@ -3,7 +3,7 @@
  * JSON bodies and responses, the error responses, and the security block with the role (HW-HTTP-1).
  */
 import type { z } from "@hono/zod-openapi";
-import type { ControlPlaneService, Role } from "../service/types.js";
+import type { ControlPlaneService, Role } from "../service/index.js";
 import { requireRole } from "./auth.js";
 import { errorSchema } from "./schemas.js";
 

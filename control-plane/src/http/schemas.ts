@@ -1,7 +1,7 @@
 /**
  * Request and response schemas of the operator API. Requests are validated with these before anything else runs
  * (HW-HTTP-2); responses are described for the OpenAPI document only (the service owns their shape, see
- * control-plane/src/service/types.ts).
+ * control-plane/src/service/types.ts, exported by its index.ts).
  */
 import { z } from "@hono/zod-openapi";
 import {

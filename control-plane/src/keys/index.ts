@@ -5,11 +5,9 @@
  * directory) so a crash never leaves a half-written key. A key file that group or others can read is refused:
  * whoever can read it can sign quarantine/release/update commands for the whole fleet.
  */
-import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { fromBase64Url, generateKeyPair, keyPairFromPrivate, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
-import { ConfigError } from "../../../shared/errors/index.js";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { generateKeyPair, keyPairFromPrivate, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
+import { assertPrivateFileSync, loadOrCreateSeedFileSync, parseSeedText, readSeedFileSync, writeFileAtomicSync } from "../../../shared/fs/index.js";
 import type { SharedSecretName, SharedSecrets } from "../replicas/secrets.js";
 
 export const COMMAND_KEY_FILE = "command-signing.key";
@@ -20,45 +18,11 @@ export async function writeSecretFileAtomic(path: string, data: string, mode = 0
   writeFileAtomicSync(path, data, mode);
 }
 
-/** Refuses a secret file that group or others may read or write. */
+const DATA_DIR_OPTION = "HASHWARD_DATA_DIR";
+
+/** Refuses a secret file that group or others may read or write (shared/fs assertPrivateFileSync). */
 export async function assertPrivateFile(path: string, option: string): Promise<void> {
-  const info = await stat(path);
-  if (!info.isFile()) throw new ConfigError(`${option}: ${path} is not a regular file`, option);
-  if ((info.mode & 0o077) !== 0) {
-    const mode = (info.mode & 0o777).toString(8).padStart(4, "0");
-    throw new ConfigError(
-      `${option}: ${path} has mode ${mode}; it must not be accessible to group or others (chmod 600 ${path})`,
-      option,
-    );
-  }
-}
-
-function isMissing(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | null)?.code === "ENOENT";
-}
-
-/** An Ed25519 seed from its base64url text; ConfigError (HASHWARD_DATA_DIR) naming `where` when it is not one. */
-function parseSeed(text: string, where: string): Uint8Array {
-  const option = "HASHWARD_DATA_DIR";
-  let seed: Uint8Array;
-  try {
-    seed = fromBase64Url(text.trim());
-  } catch (cause) {
-    throw new ConfigError(`${option}: ${where} is not base64url text`, option, { cause });
-  }
-  if (seed.length !== 32) throw new ConfigError(`${option}: ${where} holds ${seed.length} bytes; an Ed25519 seed is 32`, option);
-  return seed;
-}
-
-/** The seed in the private key file at `path`, or null when there is no file. Refuses a file others may read. */
-async function readSeedFile(path: string): Promise<Uint8Array | null> {
-  try {
-    await assertPrivateFile(path, "HASHWARD_DATA_DIR");
-    return parseSeed(await readFile(path, "utf8"), path);
-  } catch (error) {
-    if (isMissing(error)) return null;
-    throw error;
-  }
+  assertPrivateFileSync(path, option);
 }
 
 /** An Ed25519 key pair and where it came from (`file`: the data folder; the others: SharedSecret origins). */
@@ -80,19 +44,15 @@ export async function loadOrCreateKey(path: string, shared: { secrets: SharedSec
   if (shared) {
     const result = await shared.secrets.loadOrCreate(shared.name, {
       local: async () => {
-        const seed = await readSeedFile(path);
-        return seed ? toBase64Url(seed) : null;
+        const stored = readSeedFileSync(path, DATA_DIR_OPTION);
+        return stored ? toBase64Url(stored.privateKey) : null;
       },
       create: async () => toBase64Url(generateKeyPair().privateKey),
       localDescription: path,
     });
-    return { keyPair: keyPairFromPrivate(parseSeed(result.value, `plane_secrets ${shared.name}`)), created: result.origin === "created", origin: result.origin };
+    return { keyPair: keyPairFromPrivate(parseSeedText(result.value, `plane_secrets ${shared.name}`, DATA_DIR_OPTION)), created: result.origin === "created", origin: result.origin };
   }
-  const seed = await readSeedFile(path);
-  if (seed) return { keyPair: keyPairFromPrivate(seed), created: false, origin: "file" };
-  const keyPair = generateKeyPair();
-  await writeSecretFileAtomic(path, `${toBase64Url(keyPair.privateKey)}\n`);
-  return { keyPair, created: true, origin: "file" };
+  return { ...loadOrCreateSeedFileSync(path, DATA_DIR_OPTION), origin: "file" };
 }
 
 /**

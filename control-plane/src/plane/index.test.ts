@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { FakeDeviceSide } from "../broker/fake-device-side.js";
 import { loadConfig, type ControlPlaneConfig } from "../config/index.js";
-import type { ControlPlaneService } from "../service/types.js";
+import type { ControlPlaneService } from "../service/index.js";
 import { startPlane, type PlaneFactories } from "./index.js";
 import { readFileSync } from "node:fs";
 import { X509Certificate } from "node:crypto";

@@ -26,13 +26,12 @@ import { createEventHub } from "../events/index.js";
 import { createWebhookService } from "../webhooks/index.js";
 import { pruneDashboardData } from "../ui/queries.js";
 import { ADMIN_TOKEN_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "../keys/index.js";
-import { createServices } from "../service/index.js";
+import { createServices, type ControlPlaneService, type DevicePublisher, type DeviceSideHooks, type DeviceSideService } from "../service/index.js";
 import { createSharedSecrets, readSecretsKey, soleLeader, startLeaderLease, type Leadership, type SharedSecrets } from "../replicas/index.js";
-import { createPolicyService, withPolicyDelivery } from "../policy/index.js";
+import { createPolicyService, policyDeliveryHooks } from "../policy/index.js";
 import { createUpdates } from "../rollouts/updates.js";
 import { reconcileReleaseReferenceValues } from "../tuf/index.js";
 import { createApiServer, mqttTlsServerFactory, startPlaneTls, type ApiServer, type PlaneTls } from "../tls/index.js";
-import type { ControlPlaneService, DevicePublisher, DeviceSideService } from "../service/types.js";
 
 export const STALE_CHECK_INTERVAL_MS = 5_000;
 /** How often dashboard data past its retention is deleted. */
@@ -82,6 +81,7 @@ export interface PlaneFactories {
     now?: () => number;
     monotonicNow?: () => number;
     options: ServiceOptions;
+    hooks?: DeviceSideHooks;
   }): Services;
 }
 
@@ -136,24 +136,6 @@ function closeHttp({ http, listener }: ApiServer): Promise<void> {
 function urlHost(host: string): string {
   if (host === "0.0.0.0" || host === "::") return "127.0.0.1";
   return host.includes(":") ? `[${host}]` : host;
-}
-
-/** Revocation must bite at once: a revoked or rejected device loses its live MQTT connection. */
-function disconnectOnRevocation(service: ControlPlaneService, broker: Pick<Broker, "disconnect">): ControlPlaneService {
-  return new Proxy(service, {
-    get(target, property, receiver) {
-      const value: unknown = Reflect.get(target, property, receiver);
-      if (typeof value !== "function") return value;
-      if (property === "revokeDevice" || property === "rejectDevice") {
-        return async (...args: unknown[]) => {
-          const result: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-          broker.disconnect(args[1] as string);
-          return result;
-        };
-      }
-      return (value as (...a: unknown[]) => unknown).bind(target);
-    },
-  });
 }
 
 /**
@@ -257,7 +239,7 @@ export async function startPlane(
     }
 
     // The services publish through the broker, and the broker hands messages to the services: bind late.
-    let broker: Pick<Broker, "publisher"> | null = null;
+    let broker: Pick<Broker, "publisher" | "disconnect"> | null = null;
     const publisher = {
       publish(deviceId: string, kind: "challenge" | "command", message: never): Promise<void> {
         if (!broker) return Promise.reject(new Error("MQTT broker is not started"));
@@ -265,6 +247,11 @@ export async function startPlane(
       },
       isConnected(deviceId: string): boolean {
         return broker?.publisher.isConnected(deviceId) ?? false;
+      },
+      // Revocation bites at once: the service drops a revoked or rejected device's live session (embedded aedes
+      // or RabbitMQ alike); the CONNECT check refuses it from then on.
+      disconnect(deviceId: string): void {
+        broker?.disconnect(deviceId);
       },
     } as DevicePublisher;
 
@@ -280,17 +267,6 @@ export async function startPlane(
       telemetrySampleMs: config.telemetrySampleMs,
       ...(config.publicMqttUrl === undefined ? {} : { publicMqttUrl: config.publicMqttUrl }),
     };
-    const services = factories.createServices({
-      db: opened.db as never,
-      publisher,
-      commandKey: commandKey.keyPair,
-      logger,
-      now: Date.now,
-      monotonicNow: () => performance.now(), // HW-FAULT-11: tells a step of Date.now from elapsed time
-      options,
-    });
-    cleanups.push(() => (services.close ? services.close() : services.deviceSide.flush()));
-
     // Guard policies ride on the device side: a due set-policy is issued on hello, acked versions recorded.
     const policies = createPolicyService({ db: opened.db as never, publisher, commandKey: commandKey.keyPair, logger, now: Date.now, options });
     // HW-ALERT-1..4: farm alerts from the telemetry of heartbeats the device side accepted, judged by the
@@ -301,7 +277,20 @@ export async function startPlane(
       if (kind === "farm-alerts") void farmAlerts.refreshThresholds();
     });
     cleanups.push(() => farmAlerts.close()); // after the broker stops (cleanups run last-in first): nothing queued is lost
-    const deviceSide = farmAlerts.wrap(withPolicyDelivery(services.deviceSide, policies, logger, Date.now));
+    // The device side's hooks: plain options, the same wiring the services' tests use (no wrapper around it).
+    const hooks: DeviceSideHooks = { ...policyDeliveryHooks(policies), afterHeartbeat: (heartbeat) => farmAlerts.observeHeartbeat(heartbeat) };
+    const services = factories.createServices({
+      db: opened.db as never,
+      publisher,
+      commandKey: commandKey.keyPair,
+      logger,
+      now: Date.now,
+      monotonicNow: () => performance.now(), // HW-FAULT-11: tells a step of Date.now from elapsed time
+      options,
+      hooks,
+    });
+    cleanups.push(() => (services.close ? services.close() : services.deviceSide.flush()));
+    const { deviceSide } = services;
     // HASHWARD_BROKER: the embedded aedes broker, or RabbitMQ asking this plane's hooks (HW-BROKER-1..4).
     let rabbit: RabbitTransport | null = null;
     let embedded: Broker | null = null;
@@ -369,7 +358,7 @@ export async function startPlane(
         timeoutMs: config.webhookTimeoutMs,
       },
     });
-    const app = createHttpApp({ service: disconnectOnRevocation(services.service, startedBroker), logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks,
+    const app = createHttpApp({ service: services.service, logger, registry, version, updates, policies, bootstrap, events: { hub }, webhooks,
       probeDatabase: () => (opened.probe ? opened.probe() : probeDatabase(opened.db as Database)),
       dashboard: { db: opened.db as Database, secure: tls !== null, sessionTtlMs: config.uiSessionTtlMs },
     });

@@ -1,7 +1,7 @@
 /**
  * What applies when an operator has set nothing for a kind: an empty network allowlist (only the approved pools
  * and the control plane are expected destinations) and the built-in malware indicators below, taken from real
- * attacks on Antminer-class boards (ARCHITECTURE "Who uses it and what they fear"). There is no built-in pool
+ * attacks on Antminer-class boards. There is no built-in pool
  * policy: only an operator knows which pools are approved, and a device gets no policy until one applies to it.
  *
  * The agent matches `hosts-entry` patterns against the WHOLE host name, case-insensitively (`^(?:pattern)$`).

@@ -14,7 +14,7 @@ import type { Database } from "../db/index.js";
 import { onEveryDatabase } from "../db/test-postgres.js";
 import { ConflictError, LivenessRefusal, NotFoundError } from "../errors.js";
 import { createServices, type DevicePublisher, type DeviceSession, type DeviceSideService, type ServiceOptions, type Services } from "../service/index.js";
-import { BUILT_IN_INDICATORS, createPolicyService, type PolicyService, setPolicyParamsSchema, withPolicyDelivery } from "./index.js";
+import { BUILT_IN_INDICATORS, createPolicyService, type PolicyService, setPolicyParamsSchema, policyDeliveryHooks } from "./index.js";
 
 const OPERATOR = { kind: "operator", id: "tok_test", role: "operator" } as const;
 const OPTIONS: ServiceOptions = { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "contraindicated" };
@@ -49,9 +49,10 @@ function contract(name: string, open: () => Promise<{ db: Database; close(): Pro
     beforeAll(async () => {
       harness = await open();
       const deps = { db: harness.db, publisher, commandKey, logger, now: () => clock, options: OPTIONS };
-      services = createServices(deps);
       policy = createPolicyService(deps);
-      deviceSide = withPolicyDelivery(services.deviceSide, policy, logger, () => clock);
+      // The hooks the plane registers (control-plane/src/plane): the device side itself delivers policies.
+      services = createServices({ ...deps, hooks: policyDeliveryHooks(policy) });
+      deviceSide = services.deviceSide;
     });
     afterAll(async () => {
       await services?.close();

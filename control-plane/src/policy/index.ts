@@ -8,14 +8,11 @@
  * bulk transaction). A device that was offline gets it on its next hello when its acked version is older.
  */
 import { and, eq, gt, inArray, isNull, lt, or, sql } from "drizzle-orm";
-import type pino from "pino";
 import { validationErrorFromZod } from "../../../shared/errors/index.js";
 import type { Ack, Command } from "../../../shared/protocol/index.js";
 import { commands, devicePolicies, devices, policies, referenceValueSets } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
-import { issueCommands, publishCommands } from "../service/commands.js";
-import { chunks, createServiceContext, type DeviceRow, lockDevice, lockDevices, newId, recordAudit, type ServiceDeps, type Tx } from "../service/context.js";
-import { type Actor, type DeviceSideService, verifyLiveness } from "../service/index.js";
+import { type Actor, chunks, createServiceContext, type DeviceRow, type DeviceSideHooks, issueCommands, lockDevice, lockDevices, newId, publishCommands, recordAudit, type ServiceDeps, type Tx } from "../service/index.js";
 import { BUILT_IN_INDICATORS, BUILT_IN_NETWORK } from "./defaults.js";
 import { buildPolicyIndex, firstSharedDevice, normalizeScope, type PolicyRecord, type ReferenceDigests, referenceDigests, resolvePolicy, scopeKey, scopeLevel } from "./effective.js";
 import { DEFAULT_FARM_ALERT_THRESHOLDS } from "../alerts/thresholds.js";
@@ -366,29 +363,17 @@ export function createPolicyService(deps: PolicyServiceDeps): PolicyService {
 }
 
 /**
- * The DeviceSideService with policy delivery around it: before a hello is handled, a due set-policy is issued
- * (so the hello handler publishes it with the other pending commands, before the challenge), and only for a hello
- * that verifies against its connection (HW-LIVE-1); after a verified
- * set-policy ack, the acked version is recorded. A policy failure is logged and never blocks the device.
+ * Policy delivery as device-side hooks (control-plane/src/service DeviceSideHooks), registered where the device side
+ * is created: before a verified hello is handled, a due set-policy is issued (so the hello handler publishes it with
+ * the other pending commands, before the challenge; HW-LIVE-1: a hello that is not the device's issues nothing);
+ * after a verified set-policy ack is recorded, the acked version is recorded. A failure is logged by the device
+ * side and never blocks the device.
  */
-export function withPolicyDelivery(deviceSide: DeviceSideService, policy: PolicyService, logger: pino.Logger, now: () => number = Date.now): DeviceSideService {
-  return new Proxy(deviceSide, {
-    get(target, property, receiver) {
-      const value: unknown = Reflect.get(target, property, receiver);
-      if (property === "onHello") {
-        return async (...[hello, session]: Parameters<DeviceSideService["onHello"]>) => {
-          verifyLiveness(hello, session, now()); // HW-LIVE-1: a hello that is not the device's issues nothing
-          await policy.deliverOnHello(hello.deviceId).catch((error: unknown) => logger.error({ err: error, deviceId: hello.deviceId }, "policy delivery on hello failed"));
-          await target.onHello(hello, session);
-        };
-      }
-      if (property === "onAck") {
-        return async (ack: Ack) => {
-          await target.onAck(ack);
-          await policy.recordAck(ack).catch((error: unknown) => logger.error({ err: error, deviceId: ack.deviceId }, "recording the policy ack failed"));
-        };
-      }
-      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+export function policyDeliveryHooks(policy: Pick<PolicyService, "deliverOnHello" | "recordAck">): Required<Pick<DeviceSideHooks, "beforeHello" | "afterAck">> {
+  return {
+    beforeHello: async (hello) => {
+      await policy.deliverOnHello(hello.deviceId);
     },
-  });
+    afterAck: (ack) => policy.recordAck(ack),
+  };
 }

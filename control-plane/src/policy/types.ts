@@ -1,11 +1,11 @@
 /**
  * The guard policy service: what the HTTP routes (control-plane/src/http/routes/policies.ts) and the device-side
- * wrapper (`withPolicyDelivery`) call. Mutations take the acting principal and audit in the same transaction.
+ * hooks (`policyDeliveryHooks`, control-plane/src/service DeviceSideHooks) call. Mutations take the acting principal and audit in the same transaction.
  * Throws ValidationError (naming the field), NotFoundError, ConflictError.
  */
 import type { Ack } from "../../../shared/protocol/index.js";
 import type { FarmAlertThresholds } from "../alerts/thresholds.js";
-import type { Actor } from "../service/types.js";
+import type { Actor } from "../service/index.js";
 import type { PolicySource } from "./effective.js";
 import type { Indicator, NetworkPolicyBody, PolicyBodies, PolicyInput, PolicyKind, PolicyScope, PoolPolicyBody } from "./schemas.js";
 
@@ -73,7 +73,7 @@ export interface PolicyService {
   deletePolicy(actor: Actor, kind: PolicyKind, id: string): Promise<PolicyChange>;
   devicePolicy(deviceId: string): Promise<DevicePolicyView>;
 
-  // Device side (called by withPolicyDelivery around the DeviceSideService).
+  // Device side (the DeviceSideService calls these through policyDeliveryHooks).
   /** On hello: issues a set-policy when the device's delivered content is not current, or was never acked and
    * nothing is pending. Does not publish: the hello handler re-publishes pending commands right after. */
   deliverOnHello(deviceId: string): Promise<boolean>;

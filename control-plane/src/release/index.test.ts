@@ -12,8 +12,7 @@ import { generateKeyPair } from "../../../shared/crypto/index.js";
 import { openDatabase } from "../db/index.js";
 import { createHttpApp, OPENAPI_PATH, ROLE_EXTENSION } from "../http/index.js";
 import { createRolloutService } from "../rollouts/index.js";
-import { createServiceContext } from "../service/context.js";
-import { createServices, type DevicePublisher, type Services } from "../service/index.js";
+import { createServiceContext, createServices, type DevicePublisher, type Services } from "../service/index.js";
 import { createTufRepository, loadOrCreateOnlineKeys } from "../tuf/index.js";
 import { runRelease } from "./index.js";
 import { sha256OfBytes } from "./metadata.js";
@@ -111,7 +110,7 @@ describe("release CLI", () => {
     const signed = await run("sign", "--keys", join(dir, "keys"), "--repo", repo, "--image", join(dir, "fw.img"), "--name", "fw-s19-2.0.0", "--version", "2.0.0", "--models", "S19,S19j", "--reference", join(dir, "measure.json"));
     expect(signed.err).toBe("");
     expect(signed.json()).toMatchObject({ version: 1, target: { name: "fw-s19-2.0.0", sha256: sha256OfBytes(image), length: image.length } });
-    // One definition of a version (shared/semver): what every agent would refuse is never signed (issue 7).
+    // One definition of a version (shared/semver): what every agent would refuse is never signed.
     for (const version of ["two", "1.0.0-01", "1.0.0-a..b", "1.0.0-rc.", "v2.0.0", "2.0.0+"]) {
       const refused = await run("sign", "--keys", join(dir, "keys"), "--repo", repo, "--image", join(dir, "fw.img"), "--version", version, "--models", "S19", "--reference", join(dir, "measure.json"));
       expect(refused.code, version).toBe(2);

@@ -3,11 +3,11 @@
  * each key a 0600 JSON file holding the TUF public key and the Ed25519 seed, plus `<dir>/keys.json` with the
  * thresholds. These files never go to the control plane (HW-TUF-1).
  */
-import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { generateKeyPair, keyPairFromPrivate, type KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
-import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
+import { assertPrivateFileSync, writeFileAtomicSync } from "../../../shared/fs/index.js";
 import { hex, tufKeyId, tufKeyJson } from "../tuf/keys.js";
 
 export type OfflineRole = "root" | "targets";
@@ -65,8 +65,7 @@ function readKeys(dir: string, role: OfflineRole): KeyPair[] {
   }
   return names.map((name) => {
     const path = join(dir, role, name);
-    const mode = statSync(path).mode & 0o777;
-    if ((mode & 0o077) !== 0) throw new ConfigError(`${path} has mode ${mode.toString(8)}; a private key must be 0600 (chmod 600 ${path})`, "keys");
+    assertPrivateFileSync(path, "keys");
     const file = JSON.parse(readFileSync(path, "utf8")) as KeyFile;
     if (file.role !== role || file.keytype !== "ed25519" || !/^[0-9a-f]{64}$/.test(file.private)) throw new ConfigError(`${path} is not a ${role} ed25519 key file`, "keys");
     const keyPair = keyPairFromPrivate(new Uint8Array(Buffer.from(file.private, "hex")));

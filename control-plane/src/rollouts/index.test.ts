@@ -14,8 +14,7 @@ import { eq } from "drizzle-orm";
 import { type Database, devices, planeEvents } from "../db/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
-import { createServices, type DevicePublisher, type Services } from "../service/index.js";
-import { createServiceContext } from "../service/context.js";
+import { createServiceContext, createServices, type DevicePublisher, type Services } from "../service/index.js";
 import type { TargetView } from "../tuf/index.js";
 import { createRolloutService, planGroups, type RolloutService } from "./index.js";
 
@@ -179,7 +178,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
       await expect(rollouts.resume(operator, created.id)).rejects.toBeInstanceOf(ConflictError);
     });
 
-    it("stops when devices of an earlier group fail after the rollout moved on (issue 7: late failures count)", async () => {
+    it("stops when devices of an earlier group fail after the rollout moved on (late failures count)", async () => {
       // 10 devices, groups [4, 6], success 50 %, error 50 %: two of group 0 commit, group 1 starts, then the other
       // two of group 0 roll back. Group 0 failed 50 %: the rollout stops, group 1's pending commands are superseded.
       const created = await rollouts.create(operator, {

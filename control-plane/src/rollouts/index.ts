@@ -4,7 +4,7 @@
  *
  * The engine keeps all state in the database and is driven by `tick()` on a timer, so a plane restart resumes
  * where it was; each rollout is processed in its own transaction with its row locked (SKIP LOCKED), so replicas
- * share the work. Devices are told through signed `update` commands (service/commands.ts: per-device seq, expiry,
+ * share the work. Devices are told through signed `update` commands (service/commands: per-device seq, expiry,
  * re-published until acked); progress comes from the devices' signed `update-progress` events and the ack.
  */
 import { and, asc, desc, eq, gte, inArray, lte, type SQL } from "drizzle-orm";
@@ -14,9 +14,7 @@ import { updateProgressDetailSchema, type UpdateParams, type UpdateProgressPhase
 import { recordPlaneEvents } from "../events/record.js";
 import { commands, deviceEvents, devices, rolloutDevices, rollouts, type Database } from "../db/index.js";
 import { ConflictError, NotFoundError } from "../errors.js";
-import { issueCommands, publishCommands } from "../service/commands.js";
-import { lockDevices, newId, recordAudit, type ServiceContext, type Tx } from "../service/context.js";
-import type { Actor } from "../service/types.js";
+import { type Actor, issueCommands, lockDevices, newId, publishCommands, recordAudit, type ServiceContext, type Tx } from "../service/index.js";
 import type { TargetView } from "../tuf/index.js";
 import {
   FINISHED,

@@ -1,5 +1,5 @@
 /**
- * The rollout state machine as data (STYLE 6): an event union, a transition table on the shared helper
+ * The rollout state machine as data: an event union, a transition table on the shared helper
  * (shared/machine), illegal transitions refused. Its mermaid diagram is generated with the trust machines' into
  * control-plane/src/trust/STATE_MACHINES.md (control-plane/src/trust/doc.ts) and checked by a test.
  */

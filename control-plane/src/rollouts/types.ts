@@ -1,5 +1,5 @@
 /** The rollout API (control-plane/src/http/routes/rollouts.ts calls it) and its views. */
-import type { Actor, AppraisalState, CommandView, ContainmentState } from "../service/types.js";
+import type { Actor, AppraisalState, CommandView, ContainmentState } from "../service/index.js";
 import type { UpdateProgressPhase } from "../../../shared/protocol/update.js";
 import type { RolloutDeviceStatus, RolloutState } from "./machine.js";
 

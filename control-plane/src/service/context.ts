@@ -1,15 +1,12 @@
 /**
- * What every service module shares: dependencies, options, and the writers for transition and audit rows.
- * Rule HW-DB-1: a state change, its transition row and its audit row are written by the same transaction `tx`.
+ * What every service module shares: dependencies, options and the clock (`ServiceContext`), and small value
+ * helpers (ids, secrets, ISO times). The transaction helpers (transition and audit rows, row locks) are in tx.ts.
  */
 import { randomBytes } from "node:crypto";
 import type pino from "pino";
-import { eq, inArray } from "drizzle-orm";
 import { createFastSigner, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
-import { auditLog, type Database, devices, transitions } from "../db/index.js";
-import { planeEventsForTransitions, recordPlaneEvents } from "../events/record.js";
-import type { MachineName } from "../trust/index.js";
-import type { Actor, AttestationResult, DevicePublisher, DeviceTelemetry, DeviceView } from "./types.js";
+import type { Database } from "../db/index.js";
+import type { DevicePublisher, DeviceSideHooks } from "./types.js";
 
 export interface ServiceOptions {
   /** How long a signed command stays valid (its `expiresAt`); pending commands are retried until then. */
@@ -55,6 +52,8 @@ export interface ServiceContext {
   /** A clock that never steps (ms, `performance.now`): tells a step of `now` from elapsed time (HW-FAULT-11). */
   monotonicNow: () => number;
   options: ServiceOptions;
+  /** What other concerns (guard policy, farm alerts) add to the device side; empty by default. */
+  hooks: DeviceSideHooks;
 }
 
 /** What every service over the database is built from (the domain services, the policy service, ...). */
@@ -67,8 +66,11 @@ export interface ServiceDeps {
   /** Default: `now` when one is given (a test clock), else `performance.now`. */
   monotonicNow?: () => number;
   options: ServiceOptions;
+  /** Optional device-side hooks (policy delivery on hello, policy acks, farm alerts on heartbeats). */
+  hooks?: DeviceSideHooks;
 }
 
+/** The context every service module is built on: `deps` with defaults filled in (clocks, no hooks). */
 export function createServiceContext(deps: ServiceDeps): ServiceContext {
   return {
     db: deps.db,
@@ -81,124 +83,25 @@ export function createServiceContext(deps: ServiceDeps): ServiceContext {
     // A caller that brings its own `now` (a test's clock) without a monotonic one moves both together: no steps.
     monotonicNow: deps.monotonicNow ?? deps.now ?? (() => performance.now()),
     options: deps.options,
+    hooks: deps.hooks ?? {},
   };
 }
-
-/** Any transaction (or the database). PgTransaction extends PgDatabase, so both fit. */
-export type Tx = Database;
-
-export type DeviceRow = typeof devices.$inferSelect;
 
 /** Device timestamps in signed messages may differ from ours by at most this much (enrollment, timer evidence). */
 export const MAX_CLOCK_DIFFERENCE_MS = 5 * 60_000;
 
+/** A new random id `<prefix>_<18 hex digits>` (72 bits), e.g. `tok_...`, `rv_...`. */
 export function newId(prefix: string): string {
   return `${prefix}_${randomBytes(9).toString("hex")}`;
 }
 
+/** A new bearer secret: `hwa_` (API token) or `hwe_` (enrollment token) and 32 random bytes, base64url. */
 export function newSecret(prefix: "hwa_" | "hwe_"): string {
   return `${prefix}${toBase64Url(new Uint8Array(randomBytes(32)))}`;
 }
 
+/** ISO 8601 of `date`, or null for null. */
 export function iso(date: Date | null): string | null {
   return date ? date.toISOString() : null;
 }
 
-export interface TransitionRecord {
-  deviceId: string;
-  machine: MachineName;
-  from: string;
-  to: string;
-  reason: string;
-  actor: Actor;
-  evidence?: unknown;
-}
-
-const INSERT_CHUNK = 500;
-
-function chunks<T>(items: T[], size = INSERT_CHUNK): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
-
-/**
- * Writes transition rows and one audit row per transition (action `<machine>.<to>`), batched, and the operator
- * events they mean (stream + webhook outbox, control-plane/src/events). HW-DB-1, HW-HOOK-2
- */
-export async function recordTransitions(tx: Tx, records: TransitionRecord[], at: Date): Promise<void> {
-  if (records.length === 0) return;
-  for (const part of chunks(records)) {
-    await tx.insert(transitions).values(
-      part.map((r) => ({
-        deviceId: r.deviceId,
-        machine: r.machine,
-        fromState: r.from,
-        toState: r.to,
-        reason: r.reason,
-        actor: r.actor,
-        evidence: r.evidence ?? null,
-        at,
-      })),
-    );
-    await tx.insert(auditLog).values(
-      part.map((r) => ({
-        at,
-        actor: r.actor,
-        action: `${r.machine}.${r.to}`,
-        target: r.deviceId,
-        detail: { from: r.from, to: r.to, reason: r.reason },
-      })),
-    );
-  }
-  await recordPlaneEvents(tx, planeEventsForTransitions(records), at);
-}
-
-export interface AuditRecord {
-  actor: Actor;
-  action: string;
-  target: string | null;
-  detail?: unknown;
-}
-
-export async function recordAudit(tx: Tx, records: AuditRecord[], at: Date): Promise<void> {
-  for (const part of chunks(records)) {
-    await tx.insert(auditLog).values(part.map((r) => ({ at, actor: r.actor, action: r.action, target: r.target, detail: r.detail ?? null })));
-  }
-}
-
-/** Locks the rows (ordered by id, so concurrent bulk calls cannot deadlock) for the rest of the transaction. */
-export async function lockDevices(tx: Tx, ids: string[]): Promise<DeviceRow[]> {
-  if (ids.length === 0) return [];
-  const rows: DeviceRow[] = [];
-  for (const part of chunks([...ids].sort(), 5000)) {
-    rows.push(...(await tx.select().from(devices).where(inArray(devices.id, part)).orderBy(devices.id).for("update")));
-  }
-  return rows;
-}
-
-export async function lockDevice(tx: Tx, id: string): Promise<DeviceRow | undefined> {
-  const [row] = await tx.select().from(devices).where(eq(devices.id, id)).for("update");
-  return row;
-}
-
-export function toDeviceView(row: DeviceRow): DeviceView {
-  return {
-    deviceId: row.id,
-    publicKey: row.publicKey,
-    model: row.model,
-    firmwareVersion: row.firmwareVersion,
-    agentVersion: row.agentVersion,
-    enrollment: row.enrollment as DeviceView["enrollment"],
-    appraisal: row.appraisal as DeviceView["appraisal"],
-    containment: row.containment as DeviceView["containment"],
-    connected: row.connected,
-    lastSeenAt: iso(row.lastSeenAt),
-    lastAppraisal: (row.lastAppraisal as AttestationResult | null) ?? null,
-    telemetry: (row.telemetry as DeviceTelemetry | null) ?? null,
-    createdAt: row.createdAt.toISOString(),
-    updatedAt: row.updatedAt.toISOString(),
-  };
-}
-
-export { chunks };

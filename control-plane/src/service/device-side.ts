@@ -11,13 +11,22 @@ import type { Ack, DeviceEvent, Evidence, Finding, Heartbeat, Hello } from "../.
 import { appraise, verdictKey } from "../appraisal/index.js";
 import { challenges, commands, connectTokenNonces, deviceEvents, devices, evidence as evidenceTable, referenceValueSets, type Tx } from "../db/index.js";
 import { APPRAISAL_TABLE, appraisalEventFor, canTransition, transition } from "../trust/index.js";
-import { claimForRepublish, CommandRetrySchedule, expireCommands, issueContainment, pendingCommands, publishCommands, reassertQuarantine } from "./commands.js";
 import { recordPlaneEvents } from "../events/record.js";
-import { type DeviceRow, lockDevice, MAX_CLOCK_DIFFERENCE_MS, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
-import { AckBatcher } from "./acks.js";
+import { insertChallenge, publishChallenge } from "./challenges.js";
 import { ClockStepGuard, FUTURE_LAST_SEEN_TOLERANCE_MS } from "./clock-step.js";
+import {
+  AckBatcher,
+  claimForRepublish,
+  CommandRetrySchedule,
+  expireCommands,
+  issueContainment,
+  pendingCommands,
+  publishCommands,
+  reassertQuarantine,
+} from "./commands/index.js";
+import { MAX_CLOCK_DIFFERENCE_MS, type ServiceContext } from "./context.js";
 import { HeartbeatBuffer, verifyLiveness } from "./heartbeats.js";
-import { insertChallenge, publishChallenge } from "./operator.js";
+import { type DeviceRow, lockDevice, recordTransitions, type TransitionRecord } from "./tx.js";
 import type { Actor, AppraisalState, AttestationResult, ContainmentState, DeviceSession, DeviceSideService, EnrollmentState } from "./types.js";
 
 /** HW-AUTH-2: device event kind of a session takeover, and the defaults of its threshold (count within window, ms). */
@@ -32,8 +41,21 @@ const POLICY_ACTOR: Actor = { kind: "system", id: "policy" };
 const SEQUENCE_ACTOR: Actor = { kind: "system", id: "sequence" };
 const STALE_FROM: AppraisalState[] = APPRAISAL_TABLE.filter((edge) => edge.event === "stale-timer").map((edge) => edge.from);
 
+/**
+ * The DeviceSideService over `ctx`, with `ctx.hooks` called at their points (DeviceSideHooks); `close` flushes
+ * buffered heartbeats and stops their timer.
+ */
 export function createDeviceSideService(ctx: ServiceContext): DeviceSideService & { close(): Promise<void> } {
-  const { db } = ctx;
+  const { db, hooks } = ctx;
+
+  /** A hook's failure is logged; it never refuses or undoes the device's message (DeviceSideHooks). */
+  async function runHook(name: string, deviceId: string, run: () => Promise<void> | void): Promise<void> {
+    try {
+      await run();
+    } catch (error) {
+      ctx.logger.error({ err: error, deviceId, hook: name }, "device-side hook failed");
+    }
+  }
   const heartbeats = new HeartbeatBuffer(ctx);
   const acks = new AckBatcher(ctx);
   const clockSteps = new ClockStepGuard(ctx.now, ctx.monotonicNow, ctx.options.staleAfterMs, ctx.logger);
@@ -133,6 +155,8 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
     async onHello(hello: Hello, session: DeviceSession) {
       const now = ctx.now();
       verifyLiveness(hello, session, now); // HW-LIVE-1: a hello counts as seen only when signed for this connection
+      // After the check: a hello that is not the device's issues nothing (e.g. no due set-policy).
+      if (hooks.beforeHello) await runHook("beforeHello", hello.deviceId, () => hooks.beforeHello!(hello));
       const at = new Date(now);
       const result = await db.transaction(async (tx) => {
         const [row] = await tx
@@ -179,6 +203,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
 
     async onHeartbeat(heartbeat: Heartbeat, session: DeviceSession) {
       heartbeats.add(heartbeat, session); // HW-LIVE-1: verified before anything is buffered
+      if (hooks.afterHeartbeat) await runHook("afterHeartbeat", heartbeat.deviceId, () => hooks.afterHeartbeat!(heartbeat));
     },
 
     async onEvidence(evidence: Evidence): Promise<AttestationResult> {
@@ -340,6 +365,7 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
 
     async onAck(ack: Ack) {
       await acks.submit(ack);
+      if (hooks.afterAck) await runHook("afterAck", ack.deviceId, () => hooks.afterAck!(ack));
     },
 
     async retryPendingCommands() {

@@ -1,22 +1,28 @@
 /**
  * The control plane's domain services over the database: `createServices` wires the operator-facing
  * ControlPlaneService (called by control-plane/src/http) and the DeviceSideService (called by the broker ingest).
+ *
+ * One module per concern: enrollment.ts, api-tokens.ts, queries.ts, challenges.ts, containment.ts,
+ * reference-values.ts (composed by operator.ts); device-side.ts with heartbeats.ts and clock-step.ts; commands/
+ * (issue, publish, pending, expire, ack batching); context.ts (dependencies, options) and tx.ts (transaction
+ * helpers). This index is the folder's public surface: other folders import from here only.
  */
-import { eq, sql } from "drizzle-orm";
 import { ConfigError } from "../../../shared/errors/index.js";
-import { apiTokens, type Tx } from "../db/index.js";
+import type { Tx as DbTransaction } from "../db/index.js";
+import { ensureAdminToken } from "./api-tokens.js";
 import { createServiceContext, type ServiceDeps, type ServiceOptions } from "./context.js";
 import { createDeviceSideService } from "./device-side.js";
 import { createOperatorService } from "./operator.js";
-import type { Actor, ControlPlaneService, DeviceSideService } from "./types.js";
+import type { ControlPlaneService, DeviceSideService } from "./types.js";
 
-export type { ServiceOptions } from "./context.js";
 export * from "./types.js";
+export { createServiceContext, type ServiceContext, type ServiceDeps, type ServiceOptions, iso, newId } from "./context.js";
+export { chunks, type DeviceRow, lockDevice, lockDevices, recordAudit, recordTransitions, type TransitionRecord, type Tx } from "./tx.js";
+export { issueCommands, issueContainment, publishCommands, type ContainmentAction, type IssueResult } from "./commands/index.js";
+export { toReferenceView } from "./reference-values.js";
 export { verifyLiveness } from "./heartbeats.js";
 
-/** Advisory lock ("HWAD") serializing the bootstrap admin token check-and-create across replicas (HW-HA-2). */
-const ADMIN_BOOTSTRAP_LOCK_KEY = 0x4857_4144;
-
+/** What `createServices` returns: the two services and their lifecycle. */
 export interface Services {
   service: ControlPlaneService;
   deviceSide: DeviceSideService;
@@ -26,7 +32,7 @@ export interface Services {
    * `onCreate` runs in the transaction that creates it (replicas record where its file goes, so no other replica
    * can see the token without the record).
    */
-  ensureAdminToken(onCreate?: (tx: Tx) => Promise<void>): Promise<string | null>;
+  ensureAdminToken(onCreate?: (tx: DbTransaction) => Promise<void>): Promise<string | null>;
   /** Stops the heartbeat timer and flushes what is buffered. Call before closing the database. */
   close(): Promise<void>;
 }
@@ -41,28 +47,19 @@ function validateOptions(options: ServiceOptions): void {
   }
 }
 
+/**
+ * Builds both services over one context. Throws ConfigError naming the option for an invalid `deps.options`.
+ * `deps.hooks` are the device side's hooks (policy delivery, farm alerts): the same wiring in tests and production.
+ */
 export function createServices(deps: ServiceDeps): Services {
   validateOptions(deps.options);
   const ctx = createServiceContext(deps);
-  const { createApiTokenRow, ...service } = createOperatorService(ctx);
+  const service = createOperatorService(ctx);
   const { close, ...deviceSide } = createDeviceSideService(ctx);
-  const bootstrap: Actor = { kind: "system", id: "bootstrap" };
-
   return {
     service,
     deviceSide,
-    async ensureAdminToken(onCreate) {
-      const at = new Date(ctx.now());
-      return ctx.db.transaction(async (tx) => {
-        // HW-HA-2: replicas starting together on one empty database take turns here, so only the first makes one.
-        await tx.execute(sql`select pg_advisory_xact_lock(${ADMIN_BOOTSTRAP_LOCK_KEY})`);
-        const [admin] = await tx.select({ id: apiTokens.id }).from(apiTokens).where(eq(apiTokens.role, "admin")).limit(1);
-        if (admin) return null;
-        const { token } = await createApiTokenRow(tx, bootstrap, "admin", "bootstrap admin", at);
-        await onCreate?.(tx);
-        return token;
-      });
-    },
+    ensureAdminToken: (onCreate) => ensureAdminToken(ctx, onCreate),
     close,
   };
 }

@@ -4,59 +4,20 @@
  * machines. Every mutating method takes the acting principal and writes an audit entry.
  * Methods throw NotFoundError / ConflictError / ValidationError / VerificationError (control-plane/src/errors.ts).
  */
-import type { EnrollmentRequest, EnrollmentResponse, Finding, Measurement, ReleaseMeasurement } from "../../../shared/protocol/index.js";
+import type { EnrollmentRequest, EnrollmentResponse, Finding, Measurement } from "../../../shared/protocol/index.js";
+import type { AttestationResult, ReferenceMeasurement } from "../appraisal/index.js";
+import type { AppraisalState, ContainmentState, EnrollmentState } from "../trust/index.js";
+
+/** The trust states and the attestation result, defined by trust/ and appraisal/, part of this API's views. */
+export type { AppraisalState, ContainmentState, EnrollmentState } from "../trust/index.js";
+export type { AttestationResult, Claim, Difference, GuardClaim, ReferenceMeasurement, Tier } from "../appraisal/index.js";
 
 export type Role = "viewer" | "operator" | "admin";
-export type EnrollmentState = "pending" | "accepted" | "rejected" | "revoked";
-export type AppraisalState = "unknown" | "trusted" | "warning" | "contraindicated" | "stale";
-export type ContainmentState = "none" | "quarantine_requested" | "quarantined" | "release_requested";
-/** IETF RATS AR4SI trustworthiness tiers. */
-export type Tier = "none" | "affirming" | "warning" | "contraindicated";
-export type Claim = "instance-identity" | "configuration" | "executables" | "file-system";
-
 export interface Actor {
   kind: "operator" | "system" | "device";
   /** API token id, `policy`, or the device id. */
   id: string;
   role?: Role;
-}
-
-export interface Difference {
-  path: string;
-  claim: Exclude<Claim, "instance-identity">;
-  kind: "changed" | "missing" | "unexpected";
-  expected: { sha256: string; size: number } | null;
-  seen: { sha256: string; size: number } | null;
-}
-
-/**
- * A guard finding folded into the vector: AR4SI's runtime-opaque claim appears only when a finding names it
- * (network connections, listening ports, the miner API), since the file measurements say nothing about it.
- */
-export type GuardClaim = Finding["claim"];
-
-/** An EAR-style attestation result. */
-export interface AttestationResult {
-  status: Tier;
-  trustworthiness: Record<Claim, Tier> & { "runtime-opaque"?: Tier };
-  differences: Difference[];
-  /** The guard findings of the evidence (pool, exposure, connections, indicators), sorted; empty when clean. */
-  findings: Finding[];
-  referenceId: string | null;
-  evidenceSeq: number;
-  appraisedAt: string;
-  /** Why, in words, e.g. "no approved reference values for S19 1.2.0". */
-  summary: string;
-  /**
-   * HW-APPRAISE-3: set when the evidence was appraised under containment and did not observe everything:
-   * which inputs were not observed (and why), and the previous verdict's findings held because of it.
-   */
-  underContainment?: { containment: ContainmentState; notObserved: { observation: string; reason?: string }[]; held: Finding[] };
-  /**
-   * HW-ALERT-2: set while farm-alert findings (guard `farm-alert`, from telemetry) are folded in: the status,
-   * vector and summary without them, so clearing one restores exactly what the evidence said.
-   */
-  farmAlerts?: { base: Pick<AttestationResult, "status" | "trustworthiness" | "summary"> };
 }
 
 export interface DeviceTelemetry {
@@ -121,9 +82,6 @@ export interface AuditEntry {
   target: string | null;
   detail: unknown;
 }
-
-/** One reference measurement: the wire definition (shared/protocol/release.ts `referenceMeasurementSchema`). */
-export type ReferenceMeasurement = ReleaseMeasurement;
 
 export interface ReferenceValueSet {
   id: string;
@@ -279,7 +237,7 @@ import type { Ack, Challenge, Command, DeviceEvent, Evidence, Heartbeat, Hello }
 /**
  * The command publisher: implemented by the transport (the embedded broker, or an external broker such as
  * RabbitMQ's MQTT plugin); publishes a plane -> device message (QoS 1) on asic/v1/<id>/down/<kind>. Every signed
- * command, its first send and every retry, leaves the plane through this seam (service/commands.ts).
+ * command, its first send and every retry, leaves the plane through this seam (service/commands/publish.ts).
  *
  * Replicas (docs/scale.md "Replicas", HW-HA-4): `isConnected` means "this process can get the message to the device
  * now". With the embedded broker that is a device connected to this process's own listener, so each replica
@@ -317,6 +275,26 @@ export interface DeviceSession {
   publicKey: string;
   /** Highest heartbeat seq accepted on this connection, -1 before the first; advanced by `onHeartbeat` only. */
   lastHeartbeatSeq: number;
+}
+
+/**
+ * What other concerns add to the device side, as plain options: the same wiring in tests and production
+ * (no wrapper or Proxy around the service). Each hook runs only for a message the device side verified and
+ * accepted (HW-LIVE-1, HW-SIG-1); a hook that throws is logged and never refuses or undoes the device's message.
+ */
+export interface DeviceSideHooks {
+  /**
+   * After a hello verified against its connection, before it is handled: what this issues (a due set-policy,
+   * control-plane/src/policy) is published with the device's other pending commands, before the challenge.
+   */
+  beforeHello?(hello: Hello): Promise<void>;
+  /** After a signed ack was recorded (the policy service records acked policy versions). */
+  afterAck?(ack: Ack): Promise<void>;
+  /**
+   * After a heartbeat was verified and buffered (farm alerts judge its telemetry, control-plane/src/alerts).
+   * Called on the heartbeat path: it must not wait for the database (HW-ALERT-4).
+   */
+  afterHeartbeat?(heartbeat: Heartbeat): void;
 }
 
 /**

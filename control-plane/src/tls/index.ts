@@ -1,5 +1,5 @@
 /**
- * The plane's TLS identity (issue 8, HW-TLS-1, HW-TLS-2): its own certificate authority, created at first start
+ * The plane's TLS identity (HW-TLS-1, HW-TLS-2): its own certificate authority, created at first start
  * (`<dataDir>/ca.pem`, key `<dataDir>/ca.key` 0600), and a server certificate it issues itself for HTTPS and
  * MQTT over TLS, or certificate and key files the operator provides.
  *

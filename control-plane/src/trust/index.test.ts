@@ -71,7 +71,7 @@ describe("trust state machines", () => {
     for (const machine of Object.keys(TABLES) as MachineName[]) {
       for (const line of mermaidEdges(machine)) expect(doc).toContain(line);
     }
-    // One generator draws every machine: trust, rollout and the agent's update journal (issue 9 item 3).
+    // One generator draws every machine: trust, rollout and the agent's update journal.
     expect(DRAWN_MACHINES.map((m) => m.name)).toEqual(["enrollment", "appraisal", "containment", "rollout", "update-journal"]);
     for (const machine of DRAWN_MACHINES) expect(doc).toContain(machine.mermaid());
     expect(doc).toBe(stateMachinesMarkdown());

@@ -1,5 +1,5 @@
 /**
- * The trust state machines as data (ARCHITECTURE "Trust and containment"): for each machine an event union,
+ * The trust state machines as data: for each machine an event union,
  * a transition table on the shared helper (shared/machine), and `transition()` which rejects anything not in the
  * table with IllegalTransitionError (a ConflictError).
  * STATE_MACHINES.md beside this file carries a mermaid diagram of every table; a test keeps them in sync.
@@ -18,7 +18,10 @@
  *              command falls back to the state before the request.
  */
 import { defineMachine, type Machine } from "../../../shared/machine/index.js";
-import type { AppraisalState, ContainmentState, EnrollmentState, Tier } from "../service/types.js";
+import type { Tier } from "../appraisal/types.js";
+import type { AppraisalState, ContainmentState, EnrollmentState } from "./types.js";
+
+export type { AppraisalState, ContainmentState, EnrollmentState } from "./types.js";
 
 /** The state a device is in before its first enrollment transition (drawn as `[*]`). */
 export const NEW = "new" as const;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { ControlPlaneService, ReferenceValueSet } from "../service/types.js";
+import type { ControlPlaneService, ReferenceValueSet } from "../service/index.js";
 import { reconcileReleaseReferenceValues } from "./reference-values.js";
 import type { TargetView } from "./repository.js";
 

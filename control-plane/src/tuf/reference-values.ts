@@ -2,7 +2,7 @@
  * A published release's reference measurements become approved reference values (source "release") for each
  * model it lists at its version, so a device running it appraises `trusted`.
  */
-import type { Actor, ControlPlaneService } from "../service/types.js";
+import type { Actor, ControlPlaneService } from "../service/index.js";
 import type { TargetView } from "./repository.js";
 
 export async function registerReleaseReferenceValues(service: ControlPlaneService, actor: Actor, targets: TargetView[]): Promise<string[]> {

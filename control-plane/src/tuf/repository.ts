@@ -8,15 +8,15 @@
  * Trusted state moves only through ordered methods that take "now" once, check versions (rollback) and expiry,
  * and write inside one transaction under an advisory lock, so several replicas cannot publish the same version.
  */
-import { randomBytes } from "node:crypto";
 import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import { open, rename, rm, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, MetadataKind, MetaFile, Root, Snapshot, Targets, TargetFile, Timestamp } from "@tufjs/models";
 import { and, desc, eq, inArray, sql } from "drizzle-orm";
 import type pino from "pino";
 import { HashwardError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
+import { writeStreamAtomic } from "../../../shared/fs/index.js";
 import { assertDelegationKeys, assertRootKeys } from "../../../shared/tuf/keys.js";
 import { CLOCK_SKEW_MS } from "../../../shared/auth/connect-token.js";
 import { tufMetadata, tufImages, type Database } from "../db/index.js";
@@ -352,31 +352,19 @@ export function createTufRepository(deps: {
 
     async storeImage(body, sha256) {
       if (!SHA256.test(sha256)) throw new ValidationError("image id must be a lowercase hex sha256", "sha256");
-      const final = join(imageDir, sha256);
-      const temp = join(imageDir, `.upload-${randomBytes(8).toString("hex")}`);
       const hash = createHash("sha256");
-      let length = 0;
-      const file = await open(temp, "wx", 0o600);
-      try {
-        for await (const chunk of body) {
-          length += chunk.byteLength;
-          if (length > options.maxImageBytes) throw new ImageTooLargeError(options.maxImageBytes);
+      let received = 0;
+      const length = await writeStreamAtomic(join(imageDir, sha256), body, {
+        onChunk(chunk) {
+          received += chunk.byteLength;
+          if (received > options.maxImageBytes) throw new ImageTooLargeError(options.maxImageBytes);
           hash.update(chunk);
-          await file.write(chunk);
-        }
-        await file.sync();
-      } catch (error) {
-        await file.close().catch(() => undefined);
-        await rm(temp, { force: true });
-        throw error;
-      }
-      await file.close();
-      const digest = hash.digest("hex");
-      if (digest !== sha256) {
-        await rm(temp, { force: true });
-        throw new VerificationError(`uploaded image hashes to ${digest}, not the ${sha256} it was uploaded as`);
-      }
-      await rename(temp, final);
+        },
+        beforeRename() {
+          const digest = hash.digest("hex");
+          if (digest !== sha256) throw new VerificationError(`uploaded image hashes to ${digest}, not the ${sha256} it was uploaded as`);
+        },
+      });
       const inserted = await db
         .insert(tufImages)
         .values({ sha256, length, uploadedAt: new Date(now()) })

@@ -33,7 +33,7 @@ import type { HttpEnv } from "../http/index.js";
 import { POLICY_KINDS, policyInputSchemas, type PolicyKind } from "../policy/schemas.js";
 import type { PolicyService } from "../policy/types.js";
 import type { RolloutService } from "../rollouts/types.js";
-import type { Actor, ControlPlaneService, DeviceView, Role } from "../service/types.js";
+import type { Actor, ControlPlaneService, DeviceView, Role } from "../service/index.js";
 import { Layout, type PageFrame } from "./layout.js";
 import { AuditPage, DevicePage, FleetPage, LoginPage, PendingPage, PoliciesPage, ReferenceValuesPage, RolloutsPage, TokensPage, type DeviceAction, type FleetQuery } from "./pages.js";
 import { fleetCounts, lastEventId, telemetryHistory } from "./queries.js";

@@ -4,7 +4,7 @@
  * is escaped by hono/jsx, and nothing here carries inline script or style (HW-UI-3).
  */
 import type { Child } from "hono/jsx";
-import type { ApiPrincipal } from "../service/types.js";
+import type { ApiPrincipal } from "../service/index.js";
 
 export const NAV = [
   ["/ui/", "Fleet"],

@@ -5,7 +5,7 @@
  * use is not rendered, and the plane refuses it anyway.
  */
 import type { RolloutView } from "../rollouts/types.js";
-import type { ApiTokenView, AttestationResult, AuditEntry, CommandView, DeviceView, ReferenceValueSet, TransitionView } from "../service/types.js";
+import type { ApiTokenView, AttestationResult, AuditEntry, CommandView, DeviceView, ReferenceValueSet, TransitionView } from "../service/index.js";
 import { LineChart, type Series } from "./charts.js";
 import { ActionForm, State, json, when } from "./layout.js";
 import type { FleetCounts, TelemetrySample } from "./queries.js";

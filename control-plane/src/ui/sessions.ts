@@ -10,8 +10,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { and, eq, gt, isNull, or } from "drizzle-orm";
 import { apiTokens, uiSessions, type Database } from "../db/index.js";
-import { recordAudit } from "../service/context.js";
-import type { Actor, ApiPrincipal, ControlPlaneService, Role } from "../service/types.js";
+import { type Actor, type ApiPrincipal, type ControlPlaneService, recordAudit, type Role } from "../service/index.js";
 
 /** Default absolute session lifetime: 12 hours (ms). */
 export const DEFAULT_SESSION_TTL_MS = 12 * 3600_000;

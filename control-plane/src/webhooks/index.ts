@@ -22,8 +22,7 @@ import { Webhook } from "standardwebhooks";
 import { planeEvents, webhookDeliveries, webhookEndpoints, type Database } from "../db/index.js";
 import { NotFoundError } from "../errors.js";
 import type { PlaneEventKind } from "../events/index.js";
-import { recordAudit } from "../service/context.js";
-import type { Actor } from "../service/types.js";
+import { type Actor, recordAudit } from "../service/index.js";
 import { checkTargetUrl, guardedLookup, WebhookTargetError } from "./targets.js";
 
 export { checkTargetUrl, guardedLookup, isRefusedAddress, WebhookTargetError } from "./targets.js";

@@ -6,8 +6,9 @@
  * socket's DNS lookup), so a name re-pointed to 127.0.0.1 after registration is still refused.
  */
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
-import { BlockList, isIP } from "node:net";
+import { BlockList } from "node:net";
 import { ValidationError } from "../../../shared/errors/index.js";
+import { normalizeIp, parseIp, unmapped } from "../../../shared/net/index.js";
 
 const blocked = new BlockList();
 blocked.addSubnet("127.0.0.0", 8, "ipv4");
@@ -17,18 +18,14 @@ blocked.addAddress("::1", "ipv6");
 blocked.addAddress("::", "ipv6");
 blocked.addSubnet("fe80::", 10, "ipv6");
 
-/** The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`), else the address itself. */
-function unmapped(address: string): { address: string; family: "ipv4" | "ipv6" } {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped?.[1]) return { address: mapped[1], family: "ipv4" };
-  return { address, family: isIP(address) === 6 ? "ipv6" : "ipv4" };
-}
-
-/** True for loopback, link-local and unspecified addresses (HW-HOOK-3). */
+/**
+ * True for loopback, link-local and unspecified addresses (HW-HOOK-3), in any spelling: brackets, a zone id,
+ * compressed or expanded IPv6, and IPv4-mapped IPv6 (`::ffff:127.0.0.1` is 127.0.0.1). Not an IP literal: false.
+ */
 export function isRefusedAddress(address: string): boolean {
-  const plain = unmapped(address.replace(/^\[|\]$/g, "").replace(/%.*$/, ""));
-  if (isIP(plain.address) === 0) return false;
-  return blocked.check(plain.address, plain.family);
+  const ip = parseIp(address);
+  if (ip === null) return false;
+  return blocked.check(normalizeIp(address), unmapped(ip).kind());
 }
 
 export class WebhookTargetError extends ValidationError {}

@@ -23,7 +23,7 @@ import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
 import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
-import type { ConnectIdentity, DeviceSideService } from "../../service/types.js";
+import type { ConnectIdentity, DeviceSideService } from "../../service/index.js";
 import { maySubscribe, ownUpKind } from "../acl.js";
 import { ConnectRefusal, IdentityCache, identitiesOneByOne, verifyConnect } from "../auth.js";
 import { connectRefusedCounter } from "../metrics.js";

@@ -23,7 +23,7 @@ import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { downTopic, encodePayload, isDeviceId, MAX_PAYLOAD_BYTES, parsePayload, parseTopic, upSchemas, type Challenge, type Command, type UpKind } from "../../../../shared/protocol/index.js";
 import { connectTokenNonces, type Database } from "../../db/index.js";
-import type { DevicePublisher, DeviceSession, DeviceSideService } from "../../service/types.js";
+import type { DevicePublisher, DeviceSession, DeviceSideService } from "../../service/index.js";
 import { dispatchUp, rejectionReason } from "../ingest.js";
 import type { BrokerConfig } from "./config.js";
 import { redactUrl } from "./config.js";

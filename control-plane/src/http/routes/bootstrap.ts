@@ -1,12 +1,12 @@
 /**
- * How to reach and authenticate this plane (issue 8 item 5): the CA certificate, public because agents pin its
+ * How to reach and authenticate this plane: the CA certificate, public because agents pin its
  * key hash before they trust it (HW-PIN-2), and the bootstrap answer an operator tool (demo:board, provisioning)
  * copies into an agent config, so nobody types a port or a fingerprint twice.
  */
 import { createPublicKey } from "node:crypto";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { ValidationError } from "../../../../shared/errors/index.js";
-import type { ControlPlaneService } from "../../service/types.js";
+import type { ControlPlaneService } from "../../service/index.js";
 import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
 import type { HttpEnv } from "../index.js";
 

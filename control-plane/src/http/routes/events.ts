@@ -11,7 +11,7 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { deviceIdSchema } from "../../../../shared/protocol/index.js";
 import { PLANE_EVENT_DATA, PLANE_EVENT_KINDS, type EventFilter, type EventHub, type PlaneEvent, type PlaneEventKind } from "../../events/index.js";
-import type { ControlPlaneService } from "../../service/types.js";
+import type { ControlPlaneService } from "../../service/index.js";
 import { CapacityError } from "../../errors.js";
 import { errorBody } from "../errors.js";
 import { errorSchema } from "../schemas.js";

@@ -8,7 +8,7 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { farmAlertThresholdFields } from "../../alerts/thresholds.js";
 import { INDICATOR_KINDS, POLICY_KINDS, type PolicyKind, policyInputSchemas } from "../../policy/schemas.js";
 import type { PolicyService } from "../../policy/types.js";
-import type { ControlPlaneService, Role } from "../../service/types.js";
+import type { ControlPlaneService, Role } from "../../service/index.js";
 import { errorResponses, json, securedRoute } from "../openapi.js";
 import type { HttpEnv } from "../index.js";
 import { deviceParams } from "../schemas.js";

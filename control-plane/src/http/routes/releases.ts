@@ -6,11 +6,12 @@
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
-import type { Actor, ControlPlaneService, Role } from "../../service/types.js";
+import type { Actor, ControlPlaneService, Role } from "../../service/index.js";
 import { ImageTooLargeError, registerReleaseReferenceValues, type TufRepository } from "../../tuf/index.js";
 import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
 import { errorBody } from "../errors.js";
 import { storedMeasurementSchema } from "../schemas.js";
+import { readableChunks } from "../../../../shared/fs/index.js";
 import type { HttpEnv } from "../index.js";
 import type { RolloutService } from "../../rollouts/index.js";
 import { registerRolloutRoutes } from "./rollouts.js";
@@ -69,20 +70,6 @@ const shaParams = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/).openapi(
  * A release's reference measurements become approved reference values (source "release") for each listed model
  * at the release's version; appraisal then compares devices running that version against them.
  */
-
-async function* bodyChunks(body: ReadableStream<Uint8Array> | null): AsyncIterable<Uint8Array> {
-  if (!body) return;
-  const reader = body.getReader();
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      yield value;
-    }
-  } finally {
-    reader.releaseLock();
-  }
-}
 
 export function registerReleaseRoutes(app: OpenAPIHono<HttpEnv>, service: ControlPlaneService, deps: ReleaseRoutesDeps): void {
   const { tuf } = deps;
@@ -178,7 +165,7 @@ export function registerReleaseRoutes(app: OpenAPIHono<HttpEnv>, service: Contro
       try {
         // A declared length over the cap is refused before a byte is read.
         if (Number.isFinite(declared) && declared > tuf.maxImageBytes) throw new ImageTooLargeError(tuf.maxImageBytes);
-        const stored = await tuf.storeImage(bodyChunks(c.req.raw.body), c.req.valid("param").sha256);
+        const stored = await tuf.storeImage(readableChunks(c.req.raw.body), c.req.valid("param").sha256);
         return c.json(stored, stored.created ? 201 : 200);
       } catch (error) {
         if (error instanceof ImageTooLargeError) return c.json(errorBody("payload_too_large", error.message), 413, { Connection: "close" });

@@ -3,7 +3,7 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { ROLLOUT_DEVICE_STATUSES, UPDATE_PROGRESS_PHASES } from "../../../../shared/protocol/update.js";
 import { deviceIdSchema } from "../../../../shared/protocol/index.js";
 import type { RolloutService } from "../../rollouts/index.js";
-import type { ControlPlaneService, Role } from "../../service/types.js";
+import type { ControlPlaneService, Role } from "../../service/index.js";
 import { errorResponses, json, securedRoute } from "../openapi.js";
 import { commandViewSchema, deviceParams } from "../schemas.js";
 import type { HttpEnv } from "../index.js";

@@ -4,7 +4,7 @@
  */
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { PLANE_EVENT_KINDS } from "../../events/index.js";
-import type { ControlPlaneService, Role } from "../../service/types.js";
+import type { ControlPlaneService, Role } from "../../service/index.js";
 import type { WebhookService } from "../../webhooks/index.js";
 import { errorResponses, json, jsonBody, securedRoute } from "../openapi.js";
 import type { HttpEnv } from "../index.js";

@@ -14,7 +14,7 @@ import type {
   ReferenceValueSet,
   Role,
   TransitionView,
-} from "../../service/types.js";
+} from "../../service/index.js";
 import type { EnrollmentResponse } from "../../../../shared/protocol/index.js";
 
 export type ServiceMethod = keyof ControlPlaneService;

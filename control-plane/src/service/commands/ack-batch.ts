@@ -6,14 +6,15 @@
  * command, wrong action) is rejected alone and writes nothing (HW-SIG-1); the rest of its batch goes through.
  */
 import { and, inArray, sql } from "drizzle-orm";
-import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
-import { VerificationError } from "../../../shared/errors/index.js";
-import type { Ack } from "../../../shared/protocol/index.js";
-import { commands, devices } from "../db/index.js";
-import { canTransition, transition } from "../trust/index.js";
-import type { ContainmentAction } from "./commands.js";
-import { chunks, recordTransitions, type ServiceContext, type TransitionRecord } from "./context.js";
-import type { ContainmentState } from "./types.js";
+import { fromBase64Url, verifyBytesFast, verifySignedObject } from "../../../../shared/crypto/index.js";
+import { VerificationError } from "../../../../shared/errors/index.js";
+import type { Ack } from "../../../../shared/protocol/index.js";
+import { commands, devices } from "../../db/index.js";
+import { canTransition, transition } from "../../trust/index.js";
+import type { ServiceContext } from "../context.js";
+import { chunks, recordTransitions, type TransitionRecord } from "../tx.js";
+import type { ContainmentState } from "../types.js";
+import type { ContainmentAction } from "./issue.js";
 
 interface Pending {
   ack: Ack;
@@ -23,6 +24,10 @@ interface Pending {
 
 const MAX_BATCH = 1000;
 
+/**
+ * Gathers acks for one event-loop turn and applies them together (see the file comment); one instance per
+ * DeviceSideService.
+ */
 export class AckBatcher {
   #queue: Pending[] = [];
   #draining = false;

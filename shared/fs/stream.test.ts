@@ -1,0 +1,44 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { readableChunks, writeStreamAtomic, writeStreamToFile } from "./stream.js";
+
+async function* chunks(...parts: string[]): AsyncGenerator<Uint8Array> {
+  for (const part of parts) yield Buffer.from(part);
+}
+
+describe("streamed writes", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "stream-"));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("writes a stream atomically and counts its bytes", async () => {
+    const path = join(dir, "image");
+    await expect(writeStreamAtomic(path, chunks("ab", "cd"))).resolves.toBe(4);
+    expect(readFileSync(path, "utf8")).toBe("abcd");
+  });
+
+  it("a refused stream (onChunk or beforeRename throws) leaves the old file and no temp file", async () => {
+    const path = join(dir, "image");
+    writeFileSync(path, "old");
+    const capped = writeStreamAtomic(path, chunks("ab", "cd"), {
+      onChunk(chunk) {
+        if (chunk.byteLength > 0 && Buffer.from(chunk).toString() === "cd") throw new Error("too large");
+      },
+    });
+    await expect(capped).rejects.toThrow("too large");
+    await expect(writeStreamAtomic(path, chunks("new"), { beforeRename: () => Promise.reject(new Error("bad hash")) })).rejects.toThrow("bad hash");
+    expect(readFileSync(path, "utf8")).toBe("old");
+    expect(readdirSync(dir)).toEqual(["image"]);
+  });
+
+  it("a web stream is written as received; a second write truncates (a retried download)", async () => {
+    const path = join(dir, "download");
+    await writeStreamToFile(path, readableChunks(new Response("0123456789").body!));
+    await writeStreamToFile(path, readableChunks(new Response("xy").body!));
+    expect(readFileSync(path, "utf8")).toBe("xy");
+  });
+});
