@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ConnectIdentity } from "../service/types.js";
-import { IdentityCache, identitiesOneByOne, MAX_IDENTITY_BATCH, type IdentityBatchFetch } from "./auth.js";
+import { IdentityCache, MAX_IDENTITY_BATCH, type IdentityBatchFetch } from "./auth.js";
 
 const identity = (deviceId: string, enrollment: ConnectIdentity["enrollment"] = "accepted"): ConnectIdentity => ({ deviceId, publicKey: `key-${deviceId}`, enrollment });
 
@@ -75,10 +75,5 @@ describe("IdentityCache: one store read for the lookups of one turn (issue 13), 
     expect(settled.map((result) => result.status)).toEqual(["rejected", "rejected"]);
     expect(await cache.get("hw-a", "cached")).toEqual(identity("hw-a"));
     expect(store.batches).toHaveLength(2);
-  });
-
-  it("identitiesOneByOne adapts a one-device lookup (unknown devices absent)", async () => {
-    const fetchMany = identitiesOneByOne(async (deviceId) => (deviceId === "hw-a" ? identity("hw-a") : null));
-    expect([...(await fetchMany(["hw-a", "hw-x"]))]).toEqual([["hw-a", identity("hw-a")]]);
   });
 });

@@ -115,18 +115,6 @@ export class IdentityCache {
   }
 }
 
-/**
- * An IdentityBatchFetch over a one-device lookup (one round trip per device; for stores without a batch read).
- * Any failure fails the batch.
- */
-export function identitiesOneByOne(fetch: (deviceId: string) => Promise<ConnectIdentity | null>): IdentityBatchFetch {
-  return async (deviceIds) => {
-    const found = new Map<string, ConnectIdentity>();
-    for (const [i, identity] of (await Promise.all(deviceIds.map(fetch))).entries()) if (identity) found.set(deviceIds[i]!, identity);
-    return found;
-  };
-}
-
 /** What a CONNECT presents; `password` as the broker hands it over (bytes from aedes, a form field from RabbitMQ). */
 export interface ConnectRequest {
   username: string | undefined;

@@ -38,7 +38,7 @@ import { isTransientDatabaseError } from "../db/transient.js";
 import { clipForLog } from "../log/index.js";
 import type { DevicePublisher, DeviceSession, DeviceSideService } from "../service/index.js";
 import { isOwnDownTopic, maySubscribe, ownUpKind } from "./acl.js";
-import { CONNACK, ConnectRefusal, IdentityCache, identitiesOneByOne, RefusalLog, clientCertificateCn, peerAddress, verifyConnect } from "./auth.js";
+import { CONNACK, ConnectRefusal, IdentityCache, RefusalLog, clientCertificateCn, peerAddress, verifyConnect } from "./auth.js";
 import { DeviceWorkQueue } from "./device-queue.js";
 import { createDispatch, DEFAULT_INGEST_RETRY_MS, oncePerClientLog } from "./dispatch.js";
 import { brokerMetrics } from "./metrics.js";
@@ -102,7 +102,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   // HW-AUTH-1: each connect token is usable once for the broker's lifetime (nonces kept until expiry).
   const nonces = new NonceMemory();
-  const identities = new IdentityCache(identitiesOneByOne((deviceId) => deviceSide.identityForConnect(deviceId)), now, identityCacheMs, maxClients * 2);
+  const identities = new IdentityCache((deviceIds) => deviceSide.identitiesForConnect(deviceIds), now, identityCacheMs, maxClients * 2);
   const refusals = new RefusalLog(logger, now);
   const logOncePerClient = oncePerClientLog(logger);
   /** HW-LIVE-1: the session of each authenticated connection (set once its CONNECT verified). */

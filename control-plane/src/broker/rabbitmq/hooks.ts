@@ -25,7 +25,7 @@ import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
 import type { ConnectIdentity, DeviceSideService } from "../../service/index.js";
 import { maySubscribe, ownUpKind } from "../acl.js";
-import { ConnectRefusal, IdentityCache, identitiesOneByOne, verifyConnect } from "../auth.js";
+import { ConnectRefusal, IdentityCache, verifyConnect } from "../auth.js";
 import { connectRefusedCounter } from "../metrics.js";
 
 /** Hook form fields are short; anything larger is refused before it is read in full. */
@@ -114,7 +114,7 @@ export function createHookServer(deps: HookDeps): HookServer {
   const logger = deps.logger.child({ component: "broker-hooks" });
   const now = deps.now ?? Date.now;
   const secret = Buffer.from(deps.secret);
-  const identities = new IdentityCache(identitiesOneByOne((deviceId) => deviceSide.identityForConnect(deviceId)), now, deps.identityCacheMs ?? 10_000, 200_000);
+  const identities = new IdentityCache((deviceIds) => deviceSide.identitiesForConnect(deviceIds), now, deps.identityCacheMs ?? 10_000, 200_000);
 
   const decisions = new Counter({
     name: "hashward_broker_hook_requests_total",
