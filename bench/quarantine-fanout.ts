@@ -15,6 +15,7 @@ import { upTopic, type Ack, type Command } from "../shared/protocol/index.js";
 import { startBareBroker } from "./support/bare-broker.js";
 import { BENCH_FIRMWARE, BENCH_MODEL, connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, listAllDevices, startBenchPlane } from "./support/plane.js";
+import { CLK_TCK, cpuTicks } from "./support/proc.js";
 import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 1000, { max: 10_000 });
@@ -78,15 +79,17 @@ async function measureBaseline(devices: SimDevice[]) {
   try {
     await connectAll(broker.mqttUrl, devices, { subscribeDown: true });
     const receipts = listenForCommands(devices, { ack: false });
+    const ticksBefore = cpuTicks(broker.proc.child.pid!);
     const startWallMs = Date.now();
     await broker.fanout(devices.map((d) => d.deviceId));
     const complete = await Promise.race([
       receipts.allReceived.then(() => true),
       new Promise<false>((resolve) => setTimeout(() => resolve(false), TIMEOUT_MS).unref()),
     ]);
+    const cpuMs = ((cpuTicks(broker.proc.child.pid!) - ticksBefore) / CLK_TCK) * 1000;
     const received = latencies(startWallMs, receipts.at.values());
     await disconnectAll(devices);
-    return { totalMs: Math.max(...received), p50: percentile(received, 50), p99: percentile(received, 99), received: received.length, complete };
+    return { totalMs: Math.max(...received), p50: percentile(received, 50), p99: percentile(received, 99), received: received.length, complete, cpuMs };
   } finally {
     await broker.close();
   }
@@ -139,6 +142,7 @@ async function measurePlane(devices: SimDevice[]) {
     );
     const receipts = listenForCommands(devices, { ack: true });
 
+    const ticksBefore = cpuTicks(plane.proc.child.pid!);
     const startWallMs = Date.now();
     const started = performance.now();
     await admin.post("/api/v1/quarantine", { deviceIds: devices.map((d) => d.deviceId), reason: "bench: fleet-wide quarantine" });
@@ -155,6 +159,8 @@ async function measurePlane(devices: SimDevice[]) {
       { timeoutMs: TIMEOUT_MS, intervalMs: 200 },
     );
     const totalMs = (doneAt ?? performance.now()) - started;
+    // The plane's CPU from the API call until the API listed all quarantined (its answers to those polls included).
+    const cpuMs = ((cpuTicks(plane.proc.child.pid!) - ticksBefore) / CLK_TCK) * 1000;
     const history = await transitionTimes(admin, devices);
     const persisted = devices
       .map((d) => history.get(d.deviceId) ?? firstSeen.get(d.deviceId))
@@ -176,6 +182,7 @@ async function measurePlane(devices: SimDevice[]) {
       receivedCount: received.length,
       receivedP50: percentile(received, 50),
       receivedP99: percentile(received, 99),
+      cpuMs,
     };
   } catch (error) {
     progress(describe());
@@ -200,6 +207,7 @@ printTable(`quarantine fan-out: ${DEVICES} devices, one POST /api/v1/quarantine`
   ["plane: quarantined", `${plane.quarantined}/${DEVICES}`, `${plane.complete ? "" : "INCOMPLETE (timeout) "}${plane.fromHistory} times from history`],
   ["plane: persisted p50 / p99", `${round(plane.p50, 0)} / ${round(plane.p99, 0)} ms`, `max ${round(plane.max, 0)} ms`],
   ["plane: total (all seen in API)", `${round(plane.totalMs, 0)} ms`, `ratio plane/bare ${ratio(plane.totalMs, baseline.totalMs)}`],
+  ["CPU: bare / plane", `${round(baseline.cpuMs, 0)} / ${round(plane.cpuMs, 0)} ms`, `plane/bare ${ratio(plane.cpuMs, baseline.cpuMs)} (load-independent; 10 ms ticks)`],
 ]);
 
 emitResult(RESULT_NAME, {
@@ -217,6 +225,10 @@ emitResult(RESULT_NAME, {
   quarantined: plane.quarantined,
   latencySource: plane.fromHistory === DEVICES ? "history" : "history+poll",
   ratioTotal: ratio(plane.totalMs, baseline.totalMs),
+  ratioP99: ratio(plane.p99, baseline.p99),
+  baselineCpuMs: round(baseline.cpuMs, 0),
+  planeCpuMs: round(plane.cpuMs, 0),
+  ratioCpu: ratio(plane.cpuMs, baseline.cpuMs),
   complete: baseline.complete && plane.complete,
 });
 process.exit(0);
