@@ -179,6 +179,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     maxClientsIdLength: 64,
     connectTimeout: deps.connectTimeoutMs ?? 10_000,
     maxTopicLevels: 8,
+    // No delivery queue (mqemitter concurrency 0 = unlimited). With aedes' default of 100, messages beyond 100 in
+    // delivery waited in mqemitter's queue, and draining it ran every message that completes synchronously (every
+    // device message: nothing subscribes to up/) inside the previous one's callback: at 10,000 TLS devices the
+    // recursion ended the plane with "Maximum call stack size exceeded". The queue was unbounded, so delivering
+    // at once holds no more memory; a fleet-wide command also goes out in one round instead of 100 at a time.
+    concurrency: 0,
 
     authenticate(client, username, password, done) {
       const certified = !deps.requireClientCertificate || clientCertificateCn(client) === username; // HW-MTLS-1
