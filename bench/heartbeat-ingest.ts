@@ -19,7 +19,7 @@ import {
   connectAll, disconnectAll, enrollAll, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice,
 } from "./support/devices.js";
 import { createEnrollmentToken, listAllDevices, readMetric, startBenchPlane } from "./support/plane.js";
-import { CLK_TCK, cpuTicks } from "./support/proc.js";
+import { cpuMeter } from "./support/proc.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 2000, { max: 20_000 });
@@ -51,11 +51,11 @@ async function measureBaseline(devices: SimDevice[]) {
   try {
     const connectMs = await connectAll(broker.mqttUrl, devices);
     progress(`baseline: ${devices.length} clients connected to bare aedes in ${Math.round(connectMs)} ms`);
-    const ticksBefore = cpuTicks(broker.proc.child.pid!);
+    const cpu = cpuMeter(broker.proc.child.pid!);
     const sent = await burst(devices, Date.now());
     // Its counter endpoint is trivial, so it is polled finely: the baseline run is short.
     const done = await pollUntil(async () => ((await broker.delivered()) >= TOTAL ? performance.now() : undefined), { timeoutMs: TIMEOUT_MS, intervalMs: 20 });
-    const cpuMs = ((cpuTicks(broker.proc.child.pid!) - ticksBefore) / CLK_TCK) * 1000;
+    const cpuMs = cpu();
     const delivered = await broker.delivered();
     await disconnectAll(devices);
     const handledMs = (done ?? performance.now()) - sent.startedAt;
@@ -88,7 +88,7 @@ async function measurePlane(devices: SimDevice[], tls: boolean) {
     const before = await readMetric(admin, "hashward_mqtt_messages_total", labels);
     const rejectedBefore = await readMetric(admin, "hashward_mqtt_messages_rejected_total", labels);
 
-    const ticksBefore = cpuTicks(plane.proc.child.pid!);
+    const cpu = cpuMeter(plane.proc.child.pid!);
     const sent = await burst(devices, Date.now());
     const handledAt = await pollUntil(
       async () => ((await readMetric(admin, "hashward_mqtt_messages_total", labels)) - before >= TOTAL ? performance.now() : undefined),
@@ -102,7 +102,7 @@ async function measurePlane(devices: SimDevice[], tls: boolean) {
       { timeoutMs: TIMEOUT_MS, intervalMs: 100 },
     );
     // The plane's CPU from the first publish until all persisted (its answers to the polls above included).
-    const cpuMs = ((cpuTicks(plane.proc.child.pid!) - ticksBefore) / CLK_TCK) * 1000;
+    const cpuMs = cpu();
     const persistedDevices = await devicesPersisted(admin, devices, sent.startedWallMs);
     if (persistedDevices < devices.length) {
       // Which heartbeat seq the lagging devices show: tells "late" from "lost" from "out of order".

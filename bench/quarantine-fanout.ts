@@ -15,7 +15,7 @@ import { upTopic, type Ack, type Command } from "../shared/protocol/index.js";
 import { startBareBroker } from "./support/bare-broker.js";
 import { BENCH_FIRMWARE, BENCH_MODEL, connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, listAllDevices, startBenchPlane } from "./support/plane.js";
-import { CLK_TCK, cpuTicks } from "./support/proc.js";
+import { cpuMeter } from "./support/proc.js";
 import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 1000, { max: 10_000 });
@@ -79,14 +79,14 @@ async function measureBaseline(devices: SimDevice[]) {
   try {
     await connectAll(broker.mqttUrl, devices, { subscribeDown: true });
     const receipts = listenForCommands(devices, { ack: false });
-    const ticksBefore = cpuTicks(broker.proc.child.pid!);
+    const cpu = cpuMeter(broker.proc.child.pid!);
     const startWallMs = Date.now();
     await broker.fanout(devices.map((d) => d.deviceId));
     const complete = await Promise.race([
       receipts.allReceived.then(() => true),
       new Promise<false>((resolve) => setTimeout(() => resolve(false), TIMEOUT_MS).unref()),
     ]);
-    const cpuMs = ((cpuTicks(broker.proc.child.pid!) - ticksBefore) / CLK_TCK) * 1000;
+    const cpuMs = cpu();
     const received = latencies(startWallMs, receipts.at.values());
     await disconnectAll(devices);
     return { totalMs: Math.max(...received), p50: percentile(received, 50), p99: percentile(received, 99), received: received.length, complete, cpuMs };
@@ -142,7 +142,7 @@ async function measurePlane(devices: SimDevice[]) {
     );
     const receipts = listenForCommands(devices, { ack: true });
 
-    const ticksBefore = cpuTicks(plane.proc.child.pid!);
+    const cpu = cpuMeter(plane.proc.child.pid!);
     const startWallMs = Date.now();
     const started = performance.now();
     await admin.post("/api/v1/quarantine", { deviceIds: devices.map((d) => d.deviceId), reason: "bench: fleet-wide quarantine" });
@@ -160,7 +160,7 @@ async function measurePlane(devices: SimDevice[]) {
     );
     const totalMs = (doneAt ?? performance.now()) - started;
     // The plane's CPU from the API call until the API listed all quarantined (its answers to those polls included).
-    const cpuMs = ((cpuTicks(plane.proc.child.pid!) - ticksBefore) / CLK_TCK) * 1000;
+    const cpuMs = cpu();
     const history = await transitionTimes(admin, devices);
     const persisted = devices
       .map((d) => history.get(d.deviceId) ?? firstSeen.get(d.deviceId))
