@@ -17,7 +17,8 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { SIMULATED_MEASURE_PATHS, createSimulatedBoard } from "../agent/src/platform/index.js";
 import { loadDeviceKey } from "../test/support/device-key.js";
-import { AGENT_BINARY, BUN, ManagedProcess, REPO_ROOT, startAgent, tempDir, writeAgentConfig } from "../test/support/processes.js";
+import { AGENT_BINARY, BUN, ManagedProcess, REPO_ROOT, startAgent, writeAgentConfig } from "../test/support/processes.js";
+import { tempDir } from "../test/support/temp-dir.js";
 import { createEnrollmentToken, startBenchPlane, type BenchPlane } from "./support/plane.js";
 import { CLK_TCK, cpuTicks } from "./support/proc.js";
 import { emitResult, type Row, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
@@ -61,7 +62,7 @@ async function prepare(tls: boolean, processes: ManagedProcess[]): Promise<Run &
   const bench = await startBenchPlane(tls ? {} : { HASHWARD_TLS: "off" });
   const { plane, admin } = bench;
   const token = await createEnrollmentToken(admin, 1);
-  const dir = tempDir(`bench-footprint-${tls ? "tls" : "plain"}`);
+  const dir = tempDir(`bench-footprint-${tls ? "tls" : "plain"}`).path;
   const boardRoot = join(dir, "board");
   createSimulatedBoard(boardRoot, { model: "S19-bench" });
   const stateDir = join(dir, "state");

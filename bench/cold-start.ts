@@ -9,7 +9,8 @@
  */
 import { join } from "node:path";
 import { ensureDatabaseImage, imageCacheDirFromEnv, MIGRATIONS_FOLDER } from "../control-plane/src/db/index.js";
-import { startControlPlane, tempDir } from "../test/support/processes.js";
+import { startControlPlane } from "../test/support/processes.js";
+import { tempDir } from "../test/support/temp-dir.js";
 import { emitResult, envInt, median, printTable, progress, ratio, round } from "./support/report.js";
 
 const RUNS = envInt("BENCH_RUNS", 2, { max: 20 });
@@ -32,10 +33,10 @@ const image: number[] = [];
 const noImage: number[] = [];
 const restart: number[] = [];
 for (let run = 0; run < RUNS; run++) {
-  const dataDir = join(tempDir("bench-cold"), "data");
+  const dataDir = join(tempDir("bench-cold").path, "data");
   image.push(await timeStart("image (fresh data dir)", dataDir, {}));
   restart.push(await timeStart("restart (existing data dir)", dataDir, {}));
-  noImage.push(await timeStart("no image (fresh data dir, initdb)", join(tempDir("bench-cold"), "data"), { HASHWARD_PGLITE_IMAGE_DIR: "off" }));
+  noImage.push(await timeStart("no image (fresh data dir, initdb)", join(tempDir("bench-cold").path, "data"), { HASHWARD_PGLITE_IMAGE_DIR: "off" }));
 }
 
 const imageMs = round(median(image), 0);

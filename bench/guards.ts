@@ -7,7 +7,7 @@
  *  2. Idle CPU share of the compiled agent (enrolled and connected to a stand-in plane) over BENCH_IDLE_MS with
  *     guards on (every BENCH_GUARD_INTERVAL_MS) against guards off, from /proc/<pid>/stat utime+stime, heartbeats
  *     every BENCH_HEARTBEAT_MS (the agent's default, 10 s; set it low to make the heartbeat's share visible).
- *  3. CPU time of one signed heartbeat (HW-LIVE-1: RFC 8785 form + @noble/ed25519 signature, as the agent builds it)
+ *  3. CPU time of one signed heartbeat (HW-LIVE-1: RFC 8785 form + Ed25519 signature through node:crypto, as the agent builds it)
  *     against the same heartbeat built and JSON-encoded unsigned (baseline), in process, mean of BENCH_SIGN_COUNT.
  * Usage: npx tsx bench/guards.ts
  */
@@ -21,7 +21,8 @@ import { PolicyStore, type GuardPolicy } from "../agent/src/policy/index.js";
 import { CLEAN_SOCKETS, SimMiner, writeSimulatedSockets, type SimSocket } from "../agent/src/sim-miner/index.js";
 import { deviceIdFromPublicKey, generateKeyPair, signObject } from "../shared/index.js";
 import { startFakePlane } from "../test/support/fake-plane.js";
-import { startAgent, tempDir, writeAgentConfig } from "../test/support/processes.js";
+import { startAgent, writeAgentConfig } from "../test/support/processes.js";
+import { tempDir } from "../test/support/temp-dir.js";
 import { CLK_TCK, cpuTicks } from "./support/proc.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
@@ -57,7 +58,7 @@ function realisticSockets(count: number): SimSocket[] {
 }
 
 async function cycleCost(): Promise<{ cycleCpuUs: number; summaryCpuUs: number; findings: number }> {
-  const dir = tempDir("bench-guards");
+  const dir = tempDir("bench-guards").path;
   const root = join(dir, "board");
   const board = createSimulatedBoard(root, { model: "S19" });
   const miner = new SimMiner({ root });
@@ -100,7 +101,7 @@ async function cycleCost(): Promise<{ cycleCpuUs: number; summaryCpuUs: number; 
 
 async function idleShare(guards: boolean): Promise<{ cpuPercent: number; guardCycles: number }> {
   const plane = await startFakePlane();
-  const dir = tempDir(`bench-idle-${guards ? "on" : "off"}`);
+  const dir = tempDir(`bench-idle-${guards ? "on" : "off"}`).path;
   const root = join(dir, "board");
   createSimulatedBoard(root, { model: "S19" });
   const miner = new SimMiner({ root });
@@ -176,7 +177,7 @@ printTable("Guards on the agent", [
   ["agent idle CPU, guards off", `${round(off.cpuPercent, 3)} %`, "baseline"],
   ["ratio on / off", off.cpuPercent > 0 ? ratio(on.cpuPercent, off.cpuPercent) : "n/a (off below 1 tick)"],
   ["heartbeat interval (idle runs)", `${HEARTBEAT_MS} ms`],
-  ["signed heartbeat CPU", `${round(signing.signedUs / 1000, 3)} ms`, `mean of ${SIGN_COUNT}, RFC 8785 + @noble/ed25519, this process`],
+  ["signed heartbeat CPU", `${round(signing.signedUs / 1000, 3)} ms`, `mean of ${SIGN_COUNT}, RFC 8785 + Ed25519 (node:crypto), this process`],
   ["baseline: unsigned heartbeat", `${round(signing.unsignedUs / 1000, 3)} ms`, "built and JSON-encoded"],
   ["signature share at the interval", `${round((signing.signedUs - signing.unsignedUs) / 1000 / HEARTBEAT_MS * 100, 4)} % of one core`],
 ]);

@@ -18,7 +18,7 @@ import { startBareBroker } from "./support/bare-broker.js";
 import {
   connectAll, disconnectAll, enrollAll, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice,
 } from "./support/devices.js";
-import { createEnrollmentToken, listAllDevices, readMetric, startBenchPlane } from "./support/plane.js";
+import { createEnrollmentToken, listAllDevices, readMetric, withBenchPlane } from "./support/plane.js";
 import { cpuMeter } from "./support/proc.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
@@ -77,8 +77,7 @@ async function devicesPersisted(admin: ApiClient, devices: readonly SimDevice[],
 }
 
 async function measurePlane(devices: SimDevice[], tls: boolean) {
-  const { plane, admin, describe, close } = await startBenchPlane(tls ? {} : { HASHWARD_TLS: "off" });
-  try {
+  return withBenchPlane(tls ? {} : { HASHWARD_TLS: "off" }, async ({ plane, admin }) => {
     const token = await createEnrollmentToken(admin, devices.length);
     const enrollMs = await enrollAll(plane.httpUrl, devices, token);
     progress(`plane: ${devices.length} devices enrolled in ${Math.round(enrollMs)} ms`);
@@ -131,12 +130,7 @@ async function measurePlane(devices: SimDevice[], tls: boolean) {
       stillConnected,
       cpuMs,
     };
-  } catch (error) {
-    progress(describe());
-    throw error;
-  } finally {
-    await close();
-  }
+  });
 }
 
 const devices = makeDevices(DEVICES);

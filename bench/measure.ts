@@ -14,7 +14,8 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { measure } from "../agent/src/measure/index.js";
 import { SimulatedBoard } from "../agent/src/platform/index.js";
-import { AGENT_BINARY, tempDir, writeAgentConfig } from "../test/support/processes.js";
+import { AGENT_BINARY, writeAgentConfig } from "../test/support/processes.js";
+import { tempDir } from "../test/support/temp-dir.js";
 import { emitResult, envInt, median, printTable, progress, ratio, round } from "./support/report.js";
 
 const FILES = envInt("BENCH_MEASURE_FILES", 64, { max: 4096 });
@@ -59,7 +60,7 @@ if (!existsSync(AGENT_BINARY)) {
   throw new Error(`${AGENT_BINARY} is missing: run \`npm run build:agent\` first`);
 }
 
-const dir = tempDir("bench-measure");
+const dir = tempDir("bench-measure").path;
 try {
   const boardRoot = join(dir, "board");
   const hostDir = join(boardRoot, DEVICE_DIR);

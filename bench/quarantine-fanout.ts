@@ -10,11 +10,12 @@
  * device's down/command; time until every client has received it. Usage: npx tsx bench/quarantine-fanout.ts
  */
 import type { ApiClient } from "../test/support/api.js";
-import { signObject, toBase64Url } from "../shared/index.js";
-import { upTopic, type Ack, type Command } from "../shared/protocol/index.js";
+import { toBase64Url } from "../shared/index.js";
+import { upTopic, type Command } from "../shared/protocol/index.js";
+import { signedAckFor } from "../test/support/event-load.js";
 import { startBareBroker } from "./support/bare-broker.js";
 import { BENCH_FIRMWARE, BENCH_MODEL, connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
-import { createEnrollmentToken, listAllDevices, startBenchPlane } from "./support/plane.js";
+import { createEnrollmentToken, listAllDevices, withBenchPlane } from "./support/plane.js";
 import { cpuMeter } from "./support/proc.js";
 import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
@@ -51,19 +52,7 @@ function listenForCommands(devices: readonly SimDevice[], { ack }: { ack: boolea
       } catch {
         return;
       }
-      const reply: Ack = signObject(
-        {
-          v: 1 as const,
-          type: "ack" as const,
-          deviceId: device.deviceId,
-          seq: command.seq,
-          action: command.action,
-          status: "done" as const,
-          containment: command.action === "release" ? ("none" as const) : ("quarantined" as const),
-          ts: Date.now(),
-        },
-        device.keyPair.privateKey,
-      );
+      const reply = signedAckFor(command, device.deviceId, device.keyPair.privateKey);
       device.client!.publish(upTopic(device.deviceId, "ack"), JSON.stringify(reply), { qos: 1 });
     });
   }
@@ -120,9 +109,7 @@ function enrolledRows(devices: readonly SimDevice[]) {
 }
 
 async function measurePlane(devices: SimDevice[]) {
-  const bench = await startBenchPlane();
-  const { describe, close } = bench;
-  try {
+  return withBenchPlane({}, async (bench) => {
     let enrollMs = 0;
     if (ENROLL === "seed") {
       const started = performance.now();
@@ -184,12 +171,7 @@ async function measurePlane(devices: SimDevice[]) {
       receivedP99: percentile(received, 99),
       cpuMs,
     };
-  } catch (error) {
-    progress(describe());
-    throw error;
-  } finally {
-    await close();
-  }
+  });
 }
 
 const devices = makeDevices(DEVICES);

@@ -24,7 +24,8 @@ import pg from "pg";
 import { signObject } from "../shared/index.js";
 import { MAX_PAYLOAD_BYTES, upTopic, type Ack, type Command, type DeviceEvent } from "../shared/protocol/index.js";
 import { ApiClient } from "../test/support/api.js";
-import { startControlPlane, tempDir, type ControlPlane } from "../test/support/processes.js";
+import { startControlPlane, type ControlPlane } from "../test/support/processes.js";
+import { tempDir } from "../test/support/temp-dir.js";
 import { freePort, freePorts, newCookie, RabbitNode, rabbitmqMissing } from "../scripts/scale/rabbitmq-node.js";
 import { rabbitPlaneEnv } from "../test/support/rabbitmq.js";
 import { connectAll, disconnectAll, enrollAll, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice } from "./support/devices.js";
@@ -142,7 +143,7 @@ async function main(): Promise<void> {
   const planePassword = randomBytes(16).toString("hex");
   const secret = randomBytes(24).toString("hex");
   const node = new RabbitNode({
-    dir: join(tempDir("bench-scale"), "rabbitmq"),
+    dir: join(tempDir("bench-scale").path, "rabbitmq"),
     name: `hwbench${ports.amqp}`,
     ports,
     planeUser: "hashward",
@@ -161,7 +162,7 @@ async function main(): Promise<void> {
     const baseline = await measureBaseline(node, hookPorts[0]!, devices);
     progress(`baseline: ${baseline.delivered}/${TOTAL} delivered in ${Math.round(baseline.handledMs)} ms`);
 
-    const dataDir = tempDir("bench-scale-plane");
+    const dataDir = tempDir("bench-scale-plane").path;
     for (let index = 0; index < REPLICAS; index += 1) {
       replicas.push(
         await startControlPlane({

@@ -16,7 +16,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { createSimulatedBoard } from "../agent/src/platform/index.js";
 import { loadDeviceKey } from "../test/support/device-key.js";
-import { AGENT_BINARY, startAgent, tempDir, writeAgentConfig, type ManagedProcess } from "../test/support/processes.js";
+import { AGENT_BINARY, startAgent, writeAgentConfig, type ManagedProcess } from "../test/support/processes.js";
+import { tempDir } from "../test/support/temp-dir.js";
 import { createReleaser } from "../test/support/release.js";
 import { createEnrollmentToken, startBenchPlane } from "./support/plane.js";
 import { emitResult, envInt, median, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
@@ -40,7 +41,7 @@ function timed(fn: () => void): number {
 
 if (!existsSync(AGENT_BINARY)) throw new Error(`${AGENT_BINARY} is missing: run \`npm run build:agent\` first`);
 
-const dir = tempDir("bench-update");
+const dir = tempDir("bench-update").path;
 const bench = await startBenchPlane({ HASHWARD_ROLLOUT_TICK_MS: "200", HASHWARD_TUF_MAX_IMAGE_BYTES: String((IMAGE_MB + 16) * 1024 * 1024) });
 let agent: ManagedProcess | undefined;
 try {

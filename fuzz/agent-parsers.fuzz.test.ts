@@ -6,8 +6,7 @@
  * file is skipped or reported as data); normalizeIp/ipv6Groups throw only TypeError; readImageHeader only
  * ImageFormatError.
  */
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { closeSync, openSync, writeFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -19,6 +18,7 @@ import { parseMinerConfig, poolConfigGuard } from "../agent/src/guards/pools.js"
 import type { Indicator } from "../agent/src/policy/index.js";
 import { buildFirmwareImage, ImageFormatError, readImageHeader } from "../agent/src/update/image.js";
 import { findingSchema, MAX_PAYLOAD_BYTES } from "../shared/protocol/index.js";
+import { tempDir } from "../test/support/temp-dir.js";
 import { bounded, deeplyNested, fuzz, mutatedBytes, sameMeaning } from "./support.js";
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString("utf8");
@@ -186,8 +186,8 @@ describe("HW-FUZZ-1: /etc/hosts (hosts-entry indicator)", () => {
 // --- hashward-firmware/1 image ---------------------------------------------------------------------------------
 
 describe("HW-FUZZ-1: hashward-firmware/1 image header", () => {
-  const dir = mkdtempSync(join(tmpdir(), "hw-fuzz-image-"));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const { path: dir, cleanup } = tempDir("fuzz-image");
+  afterAll(cleanup);
   const file = join(dir, "image.bin");
   const readHeader = (bytes: Uint8Array) => {
     writeFileSync(file, bytes);

@@ -6,8 +6,6 @@
  * error body; a refused request changes nothing in the database (every table's content digest is unchanged, but for
  * the token's last-used time, which the plane refreshes on any authenticated request).
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import fc from "fast-check";
@@ -23,6 +21,7 @@ import { createUpdates } from "../control-plane/src/rollouts/updates.js";
 import { createServices } from "../control-plane/src/service/index.js";
 import type { DevicePublisher } from "../control-plane/src/service/index.js";
 import { boundedAsync, deeplyNested, fuzzAsync, mutatedBytes, mutatedObject } from "./support.js";
+import { tempDirPool } from "../test/support/temp-dir.js";
 
 const DEVICE = "hw-0123456789abcdef01234567";
 const SHA = "b".repeat(64);
@@ -54,6 +53,7 @@ const SEEDS: Record<string, unknown> = {
 
 let app: ReturnType<typeof createHttpApp>;
 let opened: OpenedDatabase;
+const dirs = tempDirPool("fuzz-http");
 let dataDir: string;
 let tokens: Record<"admin" | "viewer" | "none" | "bogus", string | null>;
 let routes: { method: string; path: string; hasBody: boolean }[] = [];
@@ -82,7 +82,7 @@ async function contentDigest(): Promise<string> {
 }
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), "hw-fuzz-http-"));
+  dataDir = dirs.make();
   const config = loadConfig({ HASHWARD_DATA_DIR: dataDir, HASHWARD_HTTP_PORT: "0", HASHWARD_MQTT_PORT: "0", HASHWARD_HTTP_HOST: "127.0.0.1", HASHWARD_MQTT_HOST: "127.0.0.1" });
   const logger = pino({ level: "silent" });
   opened = await openDatabase({ dataDir });
@@ -106,7 +106,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const close of closers) await close().catch(() => undefined);
-  rmSync(dataDir, { recursive: true, force: true });
+  dirs.cleanup();
 });
 
 const paramValue = fc.oneof(

@@ -30,41 +30,49 @@ export class CaseBudgetExceeded extends Error {
 /** How a parser may refuse: its documented error classes (the refusal must be an instance of one). */
 export type ErrorClass = abstract new (...args: never[]) => Error;
 
-/**
- * Runs `parse(input)` and classifies the outcome. Returns `{ ok: true, value }` or `{ ok: false, error }` for a
- * documented refusal; throws (failing the property) for any other exception or a case over CASE_BUDGET_MS.
- */
-export function bounded<T>(parse: () => T, refusals: readonly ErrorClass[]): { ok: true; value: T } | { ok: false; error: Error } {
-  const started = performance.now();
-  let outcome: { ok: true; value: T } | { ok: false; error: Error };
-  try {
-    outcome = { ok: true, value: parse() };
-  } catch (error) {
-    if (!refusals.some((cls) => error instanceof cls)) {
-      throw new Error(`undocumented exception ${(error as Error)?.name ?? typeof error}: ${String((error as Error)?.message ?? error).slice(0, 300)}`, { cause: error });
-    }
-    outcome = { ok: false, error: error as Error };
+/** What one fuzz case came to: the parsed value, or a documented refusal. */
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: Error };
+
+/** A thrown `error` as a refusal when it is one of `refusals`; anything else fails the property. */
+function refusal(error: unknown, refusals: readonly ErrorClass[]): { ok: false; error: Error } {
+  if (!refusals.some((cls) => error instanceof cls)) {
+    throw new Error(`undocumented exception ${(error as Error)?.name ?? typeof error}: ${String((error as Error)?.message ?? error).slice(0, 300)}`, { cause: error });
   }
+  return { ok: false, error: error as Error };
+}
+
+/** Fails the property when the case that started at `started` (performance.now()) took over CASE_BUDGET_MS. */
+function withinBudget<T>(started: number, outcome: Outcome<T>): Outcome<T> {
   const ms = performance.now() - started;
   if (ms > CASE_BUDGET_MS) throw new CaseBudgetExceeded(`one case took ${Math.round(ms)} ms (budget ${CASE_BUDGET_MS} ms)`);
   return outcome;
 }
 
-/** Async form of `bounded` (miner API exchanges, HTTP requests). */
-export async function boundedAsync<T>(parse: () => Promise<T>, refusals: readonly ErrorClass[]): Promise<{ ok: true; value: T } | { ok: false; error: Error }> {
+/**
+ * Runs `parse(input)` and classifies the outcome. Returns `{ ok: true, value }` or `{ ok: false, error }` for a
+ * documented refusal; throws (failing the property) for any other exception or a case over CASE_BUDGET_MS.
+ */
+export function bounded<T>(parse: () => T, refusals: readonly ErrorClass[]): Outcome<T> {
   const started = performance.now();
-  let outcome: { ok: true; value: T } | { ok: false; error: Error };
+  let outcome: Outcome<T>;
+  try {
+    outcome = { ok: true, value: parse() };
+  } catch (error) {
+    outcome = refusal(error, refusals);
+  }
+  return withinBudget(started, outcome);
+}
+
+/** Async form of `bounded` (miner API exchanges, HTTP requests). */
+export async function boundedAsync<T>(parse: () => Promise<T>, refusals: readonly ErrorClass[]): Promise<Outcome<T>> {
+  const started = performance.now();
+  let outcome: Outcome<T>;
   try {
     outcome = { ok: true, value: await parse() };
   } catch (error) {
-    if (!refusals.some((cls) => error instanceof cls)) {
-      throw new Error(`undocumented exception ${(error as Error)?.name ?? typeof error}: ${String((error as Error)?.message ?? error).slice(0, 300)}`, { cause: error });
-    }
-    outcome = { ok: false, error: error as Error };
+    outcome = refusal(error, refusals);
   }
-  const ms = performance.now() - started;
-  if (ms > CASE_BUDGET_MS) throw new CaseBudgetExceeded(`one case took ${Math.round(ms)} ms (budget ${CASE_BUDGET_MS} ms)`);
-  return outcome;
+  return withinBudget(started, outcome);
 }
 
 /** Records one parser's figures for the summary `npm run fuzz` prints (no-op under plain `npm test`). */

@@ -5,9 +5,13 @@
  *   dist/agent/hashward-agent-linux-arm64  (--target=bun-linux-arm64 --compile-executable-path
  *                                           .cache/bun-linux-aarch64/bun, fetched by fetch-cross-runtime.mjs)
  *   dist/agent/hashward-agent-node.mjs     (plain JS bundle for Node >= 20: 32-bit ARM boards, no Bun target)
- * The version from package.json is embedded with --define. Both need only GLIBC_2.17 (Bun's baseline).
+ *   dist/agent/hashward-agent-linux-x64-testhooks  (the x64 binary WITH the test hooks, for tests only: the
+ *                                           install checkpoint pause, HASHWARD_AGENT_TEST_PAUSE_AT)
+ * The version from package.json is embedded with --define, and HASHWARD_AGENT_TEST_HOOKS (false in the release
+ * outputs, so the hooks are dead code and removed; true in the -testhooks build). Both Bun binaries need only
+ * GLIBC_2.17 (Bun's baseline).
  * Skips work when every output is newer than every agent/ and shared/ source (keeps `npm test` fast);
- * `--force` rebuilds. `--only=x64|arm64` builds one target.
+ * `--force` rebuilds. `--only=x64|arm64|node|x64-testhooks` builds one target.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -27,8 +31,10 @@ const targets = [
   { arch: "arm64", target: "bun-linux-arm64", extra: () => [`--compile-executable-path=${crossBun}`] },
   // 32-bit ARM controllers (Zynq/BeagleBone) are not a Bun target: the same code as one JS file for Node >= 20.
   { arch: "node", target: "node", extra: ["--define=HASHWARD_AGENT_NODE_BUNDLE=true"] },
+  // Tests that SIGKILL the agent at an install checkpoint run this build; no release output has the hooks.
+  { arch: "x64-testhooks", target: "bun-linux-x64", extra: [], testHooks: true },
 ].filter((t) => !only || t.arch === only);
-if (targets.length === 0) fail(`--only must be x64, arm64 or node, got ${JSON.stringify(only)}`);
+if (targets.length === 0) fail(`--only must be x64, arm64, node or x64-testhooks, got ${JSON.stringify(only)}`);
 
 function fail(message) {
   console.error(`build-agent: ${message}`);
@@ -82,8 +88,14 @@ for (const t of targets) {
     `--target=${t.target}`,
     ...(typeof t.extra === "function" ? t.extra() : t.extra),
     `--define=HASHWARD_AGENT_VERSION=${JSON.stringify(version)}`,
+    `--define=HASHWARD_AGENT_TEST_HOOKS=${t.testHooks === true}`,
     // The binary must not pick up a stray bunfig.toml/.env from whatever directory it runs in.
     ...(compile ? ["--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"] : []),
+    // Issue 13: bytecode skips parsing ~1 MB of JS at every start (`measure` and `version` CPU), and --smol
+    // (Bun's smaller heap, GC sooner) fits a controller board with 256-512 MB that bmminer mostly needs: idle
+    // RssAnon 22.7 -> 18.2 MiB measured together. Costs ~5 MB of binary (2.5 MB gzip). Both work cross-compiled
+    // (test/e2e/arm64.test.ts runs the arm64 binary under qemu-user).
+    ...(compile ? ["--bytecode", "--compile-exec-argv=--smol"] : []),
     entry,
     `--outfile=${outfile}`,
   ];

@@ -90,13 +90,13 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
     cleanups.push(() => {
       child.kill("SIGKILL");
     });
-    await waitFor(() => broker.of("hello").length === 1, "hello from the binary", 20_000);
-    await waitFor(() => broker.of("evidence").length === 1 && broker.of("heartbeat").length >= 1, "evidence and heartbeat", 20_000);
+    await waitFor("hello from the binary", () => broker.of("hello").length === 1, { timeoutMs: 20_000 });
+    await waitFor("evidence and heartbeat", () => broker.of("evidence").length === 1 && broker.of("heartbeat").length >= 1, { timeoutMs: 20_000 });
     const paths = (broker.of("evidence")[0]!["measurements"] as { path: string }[]).map((m) => m.path);
     expect(paths).toContain("@agent");
     // A hand edit of the miner config is seen by the watcher inside the compiled binary (Bun's fs.watch).
     writeFileSync(join(dir, "board", "config", "cgminer.conf"), '{"pools":[{"url":"stratum+tcp://evil.example:3333"}]}\n');
-    await waitFor(() => broker.of("evidence").some((e) => e["reason"] === "watch"), "watch evidence", 20_000);
+    await waitFor("watch evidence", () => broker.of("evidence").some((e) => e["reason"] === "watch"), { timeoutMs: 20_000 });
     expect(broker.of("event").find((e) => e["kind"] === "watch-change")).toMatchObject({ detail: { paths: ["/config/cgminer.conf"] } });
     child.kill("SIGTERM");
     expect(await exited).toBe(0);

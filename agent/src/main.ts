@@ -1,13 +1,12 @@
 #!/usr/bin/env bun
-/** Entry point of `hashward-agent`: parses the command line and wires the folders together. Nothing else. */
-import { ConfigError } from "../../shared/index.js";
-import { parseCli, USAGE, UsageError } from "./cli/index.js";
-import { loadAgentConfig } from "./config/index.js";
-import { createLogger } from "./log/index.js";
-import { measure } from "./measure/index.js";
-import { createPlatform } from "./platform/index.js";
-import { Agent, EXIT, installProcessHandlers } from "./runtime/index.js";
-import { runTufCli } from "./tuf-cli/index.js";
+/**
+ * Entry point of `hashward-agent`: parses the command line and wires the folders together. Nothing else.
+ * Each command's modules are imported when that command runs (issue 13): `measure` and `version` do not load the
+ * MQTT session, the guards or the update path, and a running agent does not load the TUF command-line client.
+ * The specifiers are string literals, so `bun build --compile` bundles every one of them into the binary.
+ */
+import { ConfigError } from "../../shared/errors/index.js";
+import { EXIT, parseCli, USAGE, UsageError } from "./cli/index.js";
 import { AGENT_VERSION } from "./version/index.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -19,9 +18,12 @@ async function main(argv: string[]): Promise<number> {
     case "version":
       process.stdout.write(`hashward-agent ${AGENT_VERSION}\n`);
       return EXIT.ok;
-    case "tuf":
+    case "tuf": {
+      const { runTufCli } = await import("./tuf-cli/index.js");
       return runTufCli(cli.args, { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) });
+    }
     case "measure": {
+      const [{ loadAgentConfig }, { measure }, { createPlatform }] = await Promise.all([import("./config/index.js"), import("./measure/index.js"), import("./platform/index.js")]);
       const config = loadAgentConfig(cli.configFile);
       const platform = createPlatform(config);
       const { measurements } = await measure(config.measure.paths, {
@@ -32,6 +34,7 @@ async function main(argv: string[]): Promise<number> {
       return EXIT.ok;
     }
     case "run": {
+      const [{ loadAgentConfig }, { createLogger }, { Agent, installProcessHandlers }] = await Promise.all([import("./config/index.js"), import("./log/index.js"), import("./runtime/index.js")]);
       const config = loadAgentConfig(cli.configFile);
       const log = createLogger(config.logLevel);
       installProcessHandlers(log);

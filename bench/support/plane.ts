@@ -4,7 +4,7 @@ import pg from "pg";
 import { ApiClient } from "../../test/support/api.js";
 import { devices as devicesTable, openDatabase } from "../../control-plane/src/db/index.js";
 import { restartControlPlane, startControlPlane, type ControlPlane } from "../../test/support/processes.js";
-import { withRetry } from "./report.js";
+import { progress, withRetry } from "./report.js";
 
 export interface BenchPlane {
   /** The running plane (a new process after `seed` on PGlite). */
@@ -126,5 +126,21 @@ export async function listAllDevices(admin: ApiClient, expected: number, query =
     const { devices } = await withRetry(() => admin.get<{ devices: DeviceRow[] }>(`/api/v1/devices?limit=1000&offset=${offset}${query}`));
     rows.push(...devices);
     if (devices.length < 1000 || rows.length >= expected + 1000) return rows;
+  }
+}
+
+/**
+ * Runs `measure` against a fresh bench plane (startBenchPlane with `env`) and closes the plane afterwards; when the
+ * measurement fails, the plane's state and log tail are printed first (describe()).
+ */
+export async function withBenchPlane<T>(env: Record<string, string>, measure: (bench: BenchPlane) => Promise<T>): Promise<T> {
+  const bench = await startBenchPlane(env);
+  try {
+    return await measure(bench);
+  } catch (error) {
+    progress(bench.describe());
+    throw error;
+  } finally {
+    await bench.close();
   }
 }

@@ -5,6 +5,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { waitFor } from "../../test/support/wait.js";
 
 export const BENCH_DIR = fileURLToPath(new URL("..", import.meta.url));
 export const RESULTS_DIR = join(BENCH_DIR, "results");
@@ -102,15 +103,10 @@ export async function withRetry<T>(fn: () => Promise<T>, attempts = 3): Promise<
  * so a bench can still report how far it got. Measurement loops only: never a synchronisation in a test.
  */
 export async function pollUntil<T>(probe: () => Promise<T | undefined>, { timeoutMs, intervalMs }: { timeoutMs: number; intervalMs: number }): Promise<T | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    // A probe that fails (e.g. a keep-alive socket the loaded server just closed) is one more miss, not the end.
-    const value = await probe().catch((error: unknown) => {
-      progress(`probe failed, polling on: ${error instanceof Error ? (error.cause ?? error.message) : String(error)}`);
-      return undefined;
-    });
-    if (value !== undefined) return value;
-    if (Date.now() >= deadline) return undefined;
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
+  // A probe that fails (e.g. a keep-alive socket the loaded server just closed) is one more miss, not the end.
+  const miss = (error: unknown) => {
+    progress(`probe failed, polling on: ${error instanceof Error ? (error.cause ?? error.message) : String(error)}`);
+    return undefined;
+  };
+  return waitFor("a bench probe", () => probe().catch(miss), { timeoutMs, intervalMs }).catch(() => undefined);
 }

@@ -1,11 +1,12 @@
 /** The entry point as a real process, on both runtimes: ready line, graceful stop, one-line start-up errors. */
 import { spawn } from "node:child_process";
-import { chmod, chown, lstat, mkdtemp, readdir, rm } from "node:fs/promises";
+import { chmod, chown, lstat, readdir, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ManagedProcess } from "../../test/support/processes.js";
+import { tempDir } from "../../test/support/temp-dir.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MAIN = "control-plane/src/main.ts";
@@ -15,9 +16,12 @@ const RUNTIMES = {
 } as const;
 
 interface Run {
+  /** The JSON log lines so far (stdout and stderr). */
   lines: Record<string, unknown>[];
-  stderr: string;
+  /** Everything it wrote, JSON or not. */
+  output: string;
   exit: Promise<number | null>;
+  /** The first log line with this `msg` (past or future); rejects if the process exits first. */
   waitFor(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
   signal(name: NodeJS.Signals): void;
 }
@@ -25,68 +29,29 @@ interface Run {
 function run(runtime: keyof typeof RUNTIMES, env: Record<string, string>): Run {
   const [command, ...args] = RUNTIMES[runtime];
   const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, DATABASE_URL: "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: (() => void)[] = [];
-  let buffered = "";
-  let stderr = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let newline: number;
-    while ((newline = buffered.indexOf("\n")) >= 0) {
-      const line = buffered.slice(0, newline);
-      buffered = buffered.slice(newline + 1);
-      try {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        lines.push({ raw: line });
-      }
-      for (const wake of waiters.splice(0)) wake();
-    }
-  });
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => {
-    for (const wake of waiters.splice(0)) wake();
-    resolve(code);
-  }));
-  let exited = false;
-  void exit.then(() => (exited = true));
+  const proc = new ManagedProcess(`control plane on ${runtime}`, child);
   return {
-    lines,
-    get stderr() {
-      return stderr;
+    lines: proc.lines,
+    get output() {
+      return proc.rawOutput.join("\n");
     },
-    exit,
-    async waitFor(msg, timeoutMs = 60_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const found = lines.find((line) => line.msg === msg);
-        if (found) return found;
-        if (exited) throw new Error(`exited before "${msg}": ${JSON.stringify(lines)} ${stderr}`);
-        if (Date.now() > deadline) throw new Error(`timed out waiting for "${msg}"`);
-        await new Promise<void>((resolve) => {
-          waiters.push(resolve);
-          setTimeout(resolve, 250).unref();
-        });
-      }
-    },
-    signal(name) {
-      child.kill(name);
-    },
-  } as Run;
+    exit: proc.exited,
+    waitFor: (msg, timeoutMs = 60_000) => proc.waitForLine(msg, (line) => line.msg === msg, timeoutMs),
+    signal: (name) => child.kill(name),
+  };
 }
 
 let dataDir: string;
+let cleanupDataDir: () => void;
 let busy: Server | null = null;
-beforeEach(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "hw-main-"));
+beforeEach(() => {
+  ({ path: dataDir, cleanup: cleanupDataDir } = tempDir("main"));
 });
 afterEach(async () => {
   const server = busy;
   busy = null;
   if (server) await new Promise((resolve) => server.close(resolve));
-  await rm(dataDir, { recursive: true, force: true });
+  cleanupDataDir();
 });
 
 const baseEnv = (): Record<string, string> => ({
@@ -184,7 +149,7 @@ describe.each(["bun", "tsx"] as const)("control-plane main on %s", (runtime) => 
     expect(fatal).toHaveLength(1);
     expect(fatal[0]).toMatchObject({ msg: `HASHWARD_HTTP_PORT=${port}: port already in use`, option: "HASHWARD_HTTP_PORT" });
     expect(JSON.stringify(proc.lines)).not.toContain("    at ");
-    expect(proc.stderr).not.toContain("    at ");
+    expect(proc.output).not.toContain("    at ");
   }, 120_000);
 });
 

@@ -61,11 +61,11 @@ describe("scripts/board/S99hashward", () => {
   it("stop ends the supervisor loop and the agent it started; nothing is left behind", async () => {
     const b = setup();
     b.run("start");
-    await waitFor(() => b.agentPid() !== null && alive(b.agentPid()!), "agent started");
+    await waitFor("agent started", () => b.agentPid() !== null && alive(b.agentPid()!));
     const agent = b.agentPid()!;
     const supervisor = b.supervisorPid()!;
     // The stand-in resolves to `sleep` (an exec); it may take the shebang hop a moment.
-    await waitFor(() => processesWith(b.dir).includes(agent), "stand-in agent running");
+    await waitFor("stand-in agent running", () => processesWith(b.dir).includes(agent));
     b.run("stop");
     expect(alive(agent)).toBe(false);
     expect(alive(supervisor)).toBe(false);
@@ -77,10 +77,10 @@ describe("scripts/board/S99hashward", () => {
   it("restart leaves exactly one agent running", async () => {
     const b = setup();
     b.run("start");
-    await waitFor(() => b.agentPid() !== null && processesWith(b.dir).includes(b.agentPid()!), "agent started");
+    await waitFor("agent started", () => b.agentPid() !== null && processesWith(b.dir).includes(b.agentPid()!));
     const first = b.agentPid()!;
     b.run("restart");
-    await waitFor(() => b.agentPid() !== null && b.agentPid() !== first && processesWith(b.dir).includes(b.agentPid()!), "agent restarted");
+    await waitFor("agent restarted", () => b.agentPid() !== null && b.agentPid() !== first && processesWith(b.dir).includes(b.agentPid()!));
     expect(alive(first)).toBe(false);
     expect(processesWith(b.dir).filter((pid) => pid !== b.supervisorPid())).toEqual([b.agentPid()]);
     b.run("stop");
@@ -90,15 +90,15 @@ describe("scripts/board/S99hashward", () => {
   it("a dead agent is restarted by the loop; an agent left by a dead supervisor is stopped before a new start", async () => {
     const b = setup();
     b.run("start");
-    await waitFor(() => b.agentPid() !== null && processesWith(b.dir).includes(b.agentPid()!), "agent started");
+    await waitFor("agent started", () => b.agentPid() !== null && processesWith(b.dir).includes(b.agentPid()!));
     const first = b.agentPid()!;
     process.kill(first, "SIGKILL");
-    await waitFor(() => b.agentPid() !== null && b.agentPid() !== first && alive(b.agentPid()!), "agent restarted by the loop");
+    await waitFor("agent restarted by the loop", () => b.agentPid() !== null && b.agentPid() !== first && alive(b.agentPid()!));
     const orphan = b.agentPid()!;
     process.kill(b.supervisorPid()!, "SIGKILL"); // the loop dies without its trap: the agent is orphaned
-    await waitFor(() => !alive(b.supervisorPid()!), "supervisor gone");
+    await waitFor("supervisor gone", () => !alive(b.supervisorPid()!));
     b.run("start");
-    await waitFor(() => b.agentPid() !== null && b.agentPid() !== orphan && alive(b.agentPid()!), "new agent");
+    await waitFor("new agent", () => b.agentPid() !== null && b.agentPid() !== orphan && alive(b.agentPid()!));
     expect(alive(orphan)).toBe(false);
     b.run("stop");
     expect(processesWith(b.dir)).toEqual([]);

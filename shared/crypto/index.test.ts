@@ -1,9 +1,11 @@
+import { randomBytes } from "node:crypto";
+import * as ed from "@noble/ed25519";
 import { describe, expect, it } from "vitest";
 import vectors from "./vectors.json";
 import { canonicalize } from "../canonical/index.js";
 import {
   createFastSigner,
-  deviceIdFromPublicKey, fromBase64Url, generateKeyPair, signObject, verifyBytes, verifyBytesFast, verifySignedObject,
+  deviceIdFromPublicKey, fromBase64Url, generateKeyPair, keyPairFromPrivate, signBytes, signObject, verifyBytes, verifyBytesFast, verifySignedObject,
 } from "./index.js";
 import { verifyCommand } from "../protocol/verify-command.js";
 import { commandSchema } from "../protocol/schemas.js";
@@ -59,14 +61,34 @@ describe("committed signature vectors", () => {
   });
 });
 
-describe("createFastSigner", () => {
-  it("gives the same signature as @noble/ed25519 on the committed vector and on fresh keys", () => {
-    const TEST_PLANE_SEED = new Uint8Array(32).fill(7); // the vectors' test seed
+describe("native signing (node:crypto) against the @noble/ed25519 reference", () => {
+  const TEST_PLANE_SEED = new Uint8Array(32).fill(7); // the vectors' test seed
+
+  it("signObject and createFastSigner give the committed vector's signature", () => {
     const { sig: _sig, ...body } = vectors.cases[0]!.message;
+    expect(signObject(body, TEST_PLANE_SEED).sig).toBe(vectors.cases[0]!.message.sig);
     expect(signObject(body, TEST_PLANE_SEED, createFastSigner(TEST_PLANE_SEED)).sig).toBe(vectors.cases[0]!.message.sig);
-    const { privateKey } = generateKeyPair();
-    const message = { a: 1, text: "ünïcode" };
-    expect(signObject(message, privateKey, createFastSigner(privateKey))).toEqual(signObject(message, privateKey));
+    expect(keyPairFromPrivate(TEST_PLANE_SEED).publicKey).toEqual(keys.plane);
+  });
+
+  it("gives @noble/ed25519's public key and signature bytes on fresh keys", () => {
+    for (let i = 0; i < 20; i++) {
+      const { privateKey, publicKey } = generateKeyPair();
+      expect(publicKey).toEqual(ed.getPublicKey(privateKey));
+      const message = new Uint8Array(randomBytes(i * 7));
+      expect(signBytes(message, privateKey)).toEqual(ed.sign(message, privateKey));
+      expect(createFastSigner(privateKey)(message)).toEqual(ed.sign(message, privateKey));
+    }
+  });
+
+  it("signs with the bytes the key array holds now, and refuses a key of the wrong length", () => {
+    const seed = new Uint8Array(generateKeyPair().privateKey);
+    const message = new Uint8Array([1, 2, 3]);
+    signBytes(message, seed);
+    seed.fill(9);
+    expect(signBytes(message, seed)).toEqual(ed.sign(message, seed));
+    expect(() => signBytes(message, new Uint8Array(31))).toThrow(VerificationError);
+    expect(() => keyPairFromPrivate(new Uint8Array(33))).toThrow(VerificationError);
   });
 });
 

@@ -1,8 +1,11 @@
 /**
  * Ed25519 identity and signatures over canonical JSON.
  *
- * @noble/ed25519 is the reference implementation and signs everything. `verifyFast` uses node:crypto
- * (also implemented by Bun) for hot verification paths on the control plane; `vectors.json` beside this file
+ * Signing and public-key derivation go through node:crypto (OpenSSL in Node, BoringSSL in Bun): Ed25519 is
+ * deterministic (RFC 8032), so the bytes are those of @noble/ed25519, which the tests check on the committed
+ * vectors and fresh keys. @noble/ed25519 stays the strict reference verifier; its signing would build a 4,225-point
+ * base-point table (1.3 MB of heap for the process's life) and cost ~0.6 ms per heartbeat on the agent (issue 13).
+ * `verifyFast` uses node:crypto for hot verification paths on the control plane; `vectors.json` beside this file
  * proves both verifiers agree, negative cases included.
  */
 import { createHash, createPrivateKey, createPublicKey, randomBytes, sign as nodeSign, verify as nodeVerify, type KeyObject } from "node:crypto";
@@ -20,12 +23,35 @@ export interface KeyPair {
 
 export function generateKeyPair(): KeyPair {
   const privateKey = new Uint8Array(randomBytes(32));
-  return { privateKey, publicKey: ed.getPublicKey(privateKey) };
+  return { privateKey, publicKey: publicKeyOf(privateKey) };
 }
 
 export function keyPairFromPrivate(privateKey: Uint8Array): KeyPair {
   if (privateKey.length !== 32) throw new VerificationError(`Ed25519 private key must be 32 bytes, got ${privateKey.length}`);
-  return { privateKey, publicKey: ed.getPublicKey(privateKey) };
+  return { privateKey, publicKey: publicKeyOf(privateKey) };
+}
+
+// DER prefixes of an Ed25519 PKCS#8 private key and SubjectPublicKeyInfo (RFC 8410); the 32 raw bytes follow.
+const PKCS8_ED25519_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
+const SPKI_ED25519_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
+
+/** The KeyObject of a 32-byte seed, kept per seed array (a device or plane signs with one key all its life). */
+const nodePrivateKeys = new WeakMap<Uint8Array, { seed: Buffer; key: KeyObject }>();
+
+function nodePrivateKey(privateKey: Uint8Array): KeyObject {
+  const cached = nodePrivateKeys.get(privateKey);
+  // The bytes are compared too: an array refilled in place must not sign with the key it held before.
+  if (cached && cached.seed.equals(privateKey)) return cached.key;
+  if (privateKey.length !== 32) throw new VerificationError(`Ed25519 private key must be 32 bytes, got ${privateKey.length}`);
+  const key = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, privateKey]), format: "der", type: "pkcs8" });
+  nodePrivateKeys.set(privateKey, { seed: Buffer.from(privateKey), key });
+  return key;
+}
+
+/** The 32-byte Ed25519 public key of a 32-byte seed (RFC 8032 5.1.5). Throws VerificationError on a wrong length. */
+function publicKeyOf(privateKey: Uint8Array): Uint8Array {
+  const spki = createPublicKey(nodePrivateKey(privateKey)).export({ format: "der", type: "spki" });
+  return new Uint8Array(spki.subarray(SPKI_ED25519_PREFIX.length));
 }
 
 export function toBase64Url(bytes: Uint8Array): string {
@@ -46,8 +72,9 @@ export function deviceIdFromPublicKey(publicKey: Uint8Array): string {
   return `hw-${sha256Hex(publicKey).slice(0, 24)}`;
 }
 
+/** Ed25519 signature (64 bytes) of `message` with a 32-byte seed. Throws VerificationError on a wrong key length. */
 export function signBytes(message: Uint8Array, privateKey: Uint8Array): Uint8Array {
-  return ed.sign(message, privateKey);
+  return new Uint8Array(nodeSign(null, message, nodePrivateKey(privateKey)));
 }
 
 const weakKeyCache = new Map<string, boolean>();
@@ -83,8 +110,6 @@ export function verifyBytes(signature: Uint8Array, message: Uint8Array, publicKe
   }
 }
 
-// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 raw key bytes follow.
-const SPKI_ED25519_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
 const nodeKeyCache = new Map<string, KeyObject>();
 const NODE_KEY_CACHE_MAX = 50_000;
 
@@ -109,15 +134,12 @@ export function verifyBytesFast(signature: Uint8Array, message: Uint8Array, publ
   }
 }
 
-// DER prefix of an Ed25519 PKCS#8 private key (RFC 8410); the 32-byte seed follows.
-const PKCS8_ED25519_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
-
 /**
- * A signer through node:crypto for the plane's hot paths (a bulk quarantine signs 1,000 commands: ~15 ms instead
- * of ~200 ms). Ed25519 is deterministic, so it yields the same bytes as `signBytes`; the vectors test proves it.
+ * A signer bound to one key for the plane's hot paths (a bulk quarantine signs 1,000 commands): the same
+ * node:crypto signature as `signBytes`, with the key object looked up once.
  */
 export function createFastSigner(privateKey: Uint8Array): (message: Uint8Array) => Uint8Array {
-  const key = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, privateKey]), format: "der", type: "pkcs8" });
+  const key = nodePrivateKey(privateKey);
   return (message) => new Uint8Array(nodeSign(null, message, key));
 }
 

@@ -5,7 +5,7 @@
  * policy, update and miner-API parsers, and the plane's HTTP, UI and policy validation.
  */
 import type { z } from "zod";
-import { ValidationError } from "./index.js";
+import { ValidationError } from "./tree.js";
 
 /** The first issue of a zod error, reduced to what an error message needs. */
 export interface ZodIssueSummary {

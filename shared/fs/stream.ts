@@ -1,6 +1,7 @@
 /**
- * Streamed file writes: a body (an image upload, a download) written chunk by chunk through one FileHandle,
- * each chunk as received (no copy). `writeStreamAtomic` adds what writeFileAtomicSync guarantees for small files:
+ * Streamed file writes: a body (an image upload, a download) written through one FileHandle, received chunks
+ * (~64 KiB each from node:https) gathered into writes of WRITE_BATCH_BYTES: one write and one await per MiB instead
+ * of per chunk (issue 13: a 64 MB update download). `writeStreamAtomic` adds what writeFileAtomicSync guarantees for small files:
  * a temporary file in the same directory, fsync, rename, directory fsync, so a reader sees the old file or the
  * complete new one; a failed or refused stream leaves no file behind.
  */
@@ -8,6 +9,9 @@ import { randomBytes } from "node:crypto";
 import { open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { fsyncDir } from "./atomic.js";
+
+/** Bytes gathered before one write. */
+export const WRITE_BATCH_BYTES = 1024 * 1024;
 
 /** How a stream is written. */
 export interface StreamWriteOptions {
@@ -36,16 +40,32 @@ export async function* readableChunks(body: ReadableStream<Uint8Array> | null): 
   }
 }
 
-/** Writes `chunks` to `path`; resolves with the byte count. Throws what `onChunk`, the stream or the file system throws (the file is left as far as it got). */
+/**
+ * Writes `chunks` to `path`; resolves with the byte count. Throws what `onChunk`, the stream or the file system
+ * throws (the file is left as far as it got, less the bytes gathered for the next write).
+ */
 export async function writeStreamToFile(path: string, chunks: AsyncIterable<Uint8Array>, options: StreamWriteOptions = {}): Promise<number> {
   const handle = await open(path, options.flags ?? "w", options.mode ?? 0o600);
   let length = 0;
+  // Each chunk is copied in as it arrives, so a producer may reuse its chunk's memory once it yields the next.
+  const batch = Buffer.allocUnsafe(WRITE_BATCH_BYTES);
+  let filled = 0;
   try {
     for await (const chunk of chunks) {
       options.onChunk?.(chunk);
       length += chunk.byteLength;
-      await handle.write(chunk);
+      for (let offset = 0; offset < chunk.byteLength; ) {
+        const n = Math.min(chunk.byteLength - offset, batch.byteLength - filled);
+        batch.set(chunk.subarray(offset, offset + n), filled);
+        filled += n;
+        offset += n;
+        if (filled === batch.byteLength) {
+          await handle.write(batch, 0, filled);
+          filled = 0;
+        }
+      }
     }
+    if (filled > 0) await handle.write(batch, 0, filled);
     if (options.sync) await handle.sync();
   } finally {
     await handle.close();

@@ -19,7 +19,7 @@ describe("IP literals (ipaddr.js)", () => {
     expect(normalizeIp(text)).toBe(normal);
   });
 
-  it.each(["", "pool.example", "127.1", "0x7f.0.0.1", "01.2.3.4", "256.1.1.1", "1::2::3", "1:2:3:4:5:6:7:8:9", "::ffff:1.2.3", "12345::", "fe80::1%", "[::1"])(
+  it.each(["", "pool.example", "127.1", "0x7f.0.0.1", "01.2.3.4", "256.1.1.1", "1::2::3", "1:2:3:4:5:6:7:8:9", "::ffff:1.2.3", "::ffff:010.0.0.1", "::ffff:01.2.3.4", "12345::", "fe80::1%", "[::1"])(
     "%j is not an IP literal",
     (text) => {
       expect(parseIp(text)).toBeNull();

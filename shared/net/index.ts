@@ -17,14 +17,17 @@ function unbracketed(text: string): string {
 
 /**
  * The address `text` spells (brackets allowed, an IPv6 zone id allowed and kept in `zoneId`), or null when it is
- * not an IP literal. IPv4 must be four decimal parts: `127.1` or `0x7f.0.0.1` are not addresses here (they are
- * host names to a resolver, and cgminer's own parser is separate).
+ * not an IP literal. IPv4 (alone or as an IPv6 tail) must be four decimal parts without leading zeros: `127.1`,
+ * `0x7f.0.0.1` or `010.0.0.1` are not addresses here (as for node:net isIP; cgminer's own parser is separate).
  */
 export function parseIp(text: string): IpAddress | null {
   const bare = unbracketed(text);
   if (ipaddr.IPv4.isValidFourPartDecimal(bare)) return ipaddr.IPv4.parse(bare);
-  if (ipaddr.IPv6.isValid(bare)) return ipaddr.IPv6.parse(bare);
-  return null;
+  if (!ipaddr.IPv6.isValid(bare)) return null;
+  // An embedded IPv4 tail must be four plain decimals too: ipaddr.js would read `::ffff:010.0.0.1` as octal.
+  const tail = bare.replace(/%.*$/, "").split(":").at(-1) ?? "";
+  if (tail.includes(".") && !ipaddr.IPv4.isValidFourPartDecimal(tail)) return null;
+  return ipaddr.IPv6.parse(bare);
 }
 
 /** 4 or 6 for an IP literal as parseIp reads it (brackets and zone ids allowed), else 0. */

@@ -21,7 +21,7 @@
  *      A path means nothing to a stratum V1 miner; for stratum V2 it is the pool's authority key and counts.
  *   5. Host names are compared case-insensitively and without a final root dot (DNS: RFC 4343, RFC 1034 3.1).
  */
-import { isIP } from "node:net";
+import { ipFamily } from "../net/index.js";
 
 /** Schemes a policy may approve: Stratum V1 over TCP or TLS, Stratum V2 (`stratum2+tcp://host:port/<key>`). */
 export const POOL_URL_SCHEMES = ["stratum+tcp", "stratum+ssl", "stratum2+tcp", "stratum2+ssl"] as const;
@@ -151,7 +151,7 @@ export function parsePoolRule(value: string): { ok: true; rule: PoolRule } | { o
   const scheme = SCHEME_ALIASES[schemeText!.toLowerCase()] ?? schemeText!.toLowerCase();
   if (!(POOL_URL_SCHEMES as readonly string[]).includes(scheme)) return bad(`scheme ${schemeText}: is not one of ${POOL_URL_SCHEMES.join(", ")}`);
   const host = hostText!;
-  const hostOk = host.startsWith("[") ? isIP(host.slice(1, -1)) === 6 : isIP(host) === 4 || HOSTNAME.test(host);
+  const hostOk = host.startsWith("[") ? host.endsWith("]") && ipFamily(host) === 6 : ipFamily(host) === 4 || HOSTNAME.test(host);
   if (!host || !hostOk) return bad(`must name a host (got ${JSON.stringify(host)})`);
   if (portText === undefined || portText === "") return bad(`must name a port, or ${ANY_PORT} for any port on this host (stratum has no default port)`);
   let port: number | typeof ANY_PORT;

@@ -13,7 +13,7 @@
 import { X509Certificate, createHash } from "node:crypto";
 import { request as httpsRequest, type RequestOptions } from "node:https";
 import { request as httpRequest } from "node:http";
-import { isIP } from "node:net";
+import { ipFamily } from "../net/index.js";
 import { Readable } from "node:stream";
 import { ValidationError } from "../errors/index.js";
 
@@ -139,7 +139,7 @@ export function httpsFetch(options: HttpsFetchOptions = {}): FetchLike {
               ...(options.ca ? { ca: options.ca } : {}),
               ...(options.cert ? { cert: options.cert } : {}),
               ...(options.key ? { key: options.key } : {}),
-              ...(isIP(url.hostname.replace(/^\[|\]$/g, "")) ? {} : { servername: url.hostname }),
+              ...(ipFamily(url.hostname) ? {} : { servername: url.hostname }),
               // A fresh connection per request: a pooled socket could carry another trust setting.
               agent: false,
             }

@@ -9,7 +9,8 @@ import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { generateKeyPair, signObject } from "../../shared/crypto/index.js";
 import { downTopic } from "../../shared/protocol/index.js";
 import { startFakePlane, type FakePlane } from "../support/fake-plane.js";
-import { startAgent, tempDir, writeAgentConfig, type ManagedProcess } from "../support/processes.js";
+import { startAgent, writeAgentConfig, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 let plane: FakePlane;
@@ -43,7 +44,7 @@ async function expectRejected(message: unknown, what: string): Promise<void> {
 
 beforeAll(async () => {
   plane = await startFakePlane();
-  const dir = tempDir("agent-cmd");
+  const dir = tempDir("agent-cmd").path;
   boardRoot = join(dir, "board");
   await createSimulatedBoard(boardRoot, { model: "S19" });
   const config = writeAgentConfig(dir, {

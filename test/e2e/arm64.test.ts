@@ -4,7 +4,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { expect, it } from "vitest";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
-import { REPO_ROOT, tempDir, writeAgentConfig } from "../support/processes.js";
+import { REPO_ROOT, writeAgentConfig } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { describeUnless } from "../support/skip.js";
 
 const ARM64_BINARY = join(REPO_ROOT, "dist/agent/hashward-agent-linux-arm64");
@@ -22,7 +23,7 @@ describeUnless(runIt ? null : `missing ${missing.join(", ")} (install qemu-user-
   });
 
   it("measures a simulated board", async () => {
-    const dir = tempDir("arm64");
+    const dir = tempDir("arm64").path;
     const root = join(dir, "board");
     await createSimulatedBoard(root, { model: "S19" });
     const config = writeAgentConfig(dir, {

@@ -18,7 +18,8 @@ import { upTopic } from "../../shared/protocol/index.js";
 import { ApiClient } from "../support/api.js";
 import { GuardedFleet, hijackFromAnotherProcess, type GuardedBoard } from "../support/guarded-board.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, startAgent, startControlPlane, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -51,7 +52,7 @@ async function rejectedEvidence(): Promise<number> {
 
 /** Reference values of the simulated firmware, measured by the compiled agent before any HTTP connection is open. */
 function measureReference(): unknown {
-  const dir = tempDir("reference");
+  const dir = tempDir("reference").path;
   const root = join(dir, "board");
   createSimulatedBoard(root, { model: MODEL, firmwareVersion: FIRMWARE });
   const config = simulatedAgentConfig({ httpUrl: "http://127.0.0.1:9", mqttUrl: "mqtt://127.0.0.1:9" }, { stateDir: join(dir, "state"), boardRoot: root, model: MODEL, firmwareVersion: FIRMWARE }, { measure: { paths: ["/firmware"] } });

@@ -16,7 +16,8 @@ import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { SimMiner, writeSimulatedTelemetry } from "../../agent/src/sim-miner/index.js";
 import { ApiClient, planeFetch } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, simulatedAgentConfig, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, simulatedAgentConfig, startAgent, startControlPlane, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -63,7 +64,7 @@ async function readStream(): Promise<void> {
 
 /** A board running the compiled agent against a simulated miner, enrolled, with its signed policy, trusted. */
 async function startBoard(name: string): Promise<{ root: string; id: string }> {
-  const dir = tempDir(name);
+  const dir = tempDir(name).path;
   const root = join(dir, "board");
   createSimulatedBoard(root, { model: MODEL, firmwareVersion: FIRMWARE });
   const miner = new SimMiner({ root });

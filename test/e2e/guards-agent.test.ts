@@ -53,10 +53,7 @@ describe("miner guards (real plane, compiled agent, simulated miner)", () => {
     const telemetry = await waitFor("telemetry in heartbeats", async () => (await admin.get(`/api/v1/devices/${board.id}`)).telemetry ?? undefined);
     expect(telemetry).toMatchObject({ hashrateGhs: 13512.34, activePool: GOOD_POOL, fanRpm: [5400, 5460, 5520, 5580] });
     await hijackFromAnotherProcess(board.miner.port);
-    const view = await waitFor("device quarantined by policy", async () => {
-      const d = await admin.get(`/api/v1/devices/${board.id}`);
-      return d.containment === "quarantined" && d;
-    });
+    const view = await fleet.quarantined(board.id);
     expect(view.appraisal).toBe("contraindicated");
     const alerts = await guardAlerts(board.id);
     expect(alerts.map((e) => e.detail)).toContainEqual(expect.objectContaining({ guard: "pool-live", subject: "stratum+tcp://evil.example:3333", tier: "contraindicated" }));

@@ -74,10 +74,7 @@ describe("the miner read as cgminer writes and reads (real plane, compiled agent
     expect(answers.slice(0, 3).map((a) => a.slice(0, 9))).toEqual(["STATUS=S,", "STATUS=S,", "STATUS=S,"]);
     // The miner's own pools answer is not strict JSON now (as on a real cgminer).
     expect(answers[3]).toContain('"User":"x\ty"');
-    const view = await waitFor("device quarantined by policy", async () => {
-      const d = await device(board.id);
-      return d.containment === "quarantined" && d;
-    }, { timeoutMs: 60_000 });
+    const view = await fleet.quarantined(board.id);
     expect(view.appraisal).toBe("contraindicated");
     const alerts = (await guardAlerts(board.id)).map((e) => e.detail);
     expect(alerts).toContainEqual(expect.objectContaining({ guard: "pool-live", tier: "contraindicated", seen: { url: GOOD_POOL, user: "mallory.rig7", active: true } }));
@@ -106,10 +103,7 @@ describe("the miner read as cgminer writes and reads (real plane, compiled agent
     const file = join(board.root, "config/cgminer.conf");
     const config = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
     writeFileSync(file, JSON.stringify({ ...config, pools: [], url: ["stratum+tcp://evil.example:3333"], user: "thief.1", pass: "x", "api-allow": ["W:0/0"] }));
-    const view = await waitFor("device quarantined by policy", async () => {
-      const d = await device(board.id);
-      return d.containment === "quarantined" && d;
-    }, { timeoutMs: 60_000 });
+    const view = await fleet.quarantined(board.id);
     expect(view.appraisal).toBe("contraindicated");
     const alerts = (await guardAlerts(board.id)).map((e) => e.detail);
     expect(alerts).toContainEqual(expect.objectContaining({ guard: "pool-config", tier: "contraindicated", subject: "/config/cgminer.conf#pools[0]", seen: { url: "stratum+tcp://evil.example:3333", user: "thief.1" } }));

@@ -18,7 +18,8 @@ import { Agent } from "../../agent/src/runtime/index.js";
 import { SimMiner } from "../../agent/src/sim-miner/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { measureWithAgent, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { measureWithAgent, startAgent, startControlPlane, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const FLEET = 100;
@@ -73,7 +74,7 @@ function agentConfig(miner: FleetMiner, enrollmentToken: string) {
 }
 
 async function newMiner(name: string): Promise<FleetMiner> {
-  const dir = tempDir(name);
+  const dir = tempDir(name).path;
   const boardRoot = join(dir, "board");
   createSimulatedBoard(boardRoot, { model: MODEL });
   const sim = new SimMiner({ root: boardRoot });

@@ -16,7 +16,8 @@ import { issueServerCertificate, loadOrCreateCa } from "../../control-plane/src/
 import { createConnectToken, generateKeyPair } from "../../shared/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { BUN, ManagedProcess, REPO_ROOT, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane } from "../support/processes.js";
+import { BUN, ManagedProcess, REPO_ROOT, startAgent, startControlPlane, writeAgentConfig, type ControlPlane } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const run = promisify(execFile);
@@ -65,7 +66,7 @@ async function demoBoard(name: string): Promise<{ dir: string; configFile: strin
   expect(token.code, token.stderr).toBe(0);
   const created = JSON.parse(token.stdout) as { token: string; caCertHash: string };
   expect(created.caCertHash).toBe(plane.caCertHash); // HW-PIN-2: the token travels with the CA pin
-  const dir = tempDir(name);
+  const dir = tempDir(name).path;
   const made = await operator("scripts/demo-board.ts", [join(dir, "demo"), "--token", created.token]);
   expect(made.code, made.stderr).toBe(0);
   const configFile = join(dir, "demo", "agent.json");
@@ -97,7 +98,7 @@ async function rogueBroker(kind: "tls" | "plaintext"): Promise<{ url: string; of
   };
   let server: NetServer;
   if (kind === "tls") {
-    const { ca } = await loadOrCreateCa(tempDir("rogue-ca"));
+    const { ca } = await loadOrCreateCa(tempDir("rogue-ca").path);
     const pair = await issueServerCertificate(ca, ["127.0.0.1"], 3_600_000);
     server = createTlsServer({ cert: pair.cert, key: pair.key }, handle);
   } else {
@@ -171,7 +172,7 @@ describe("the plane pinned from the first contact (HW-PIN-2)", () => {
   }, 120_000);
 
   it("a rogue HTTPS plane with another CA gets no enrollment: only the CA download, and an error naming its address", async () => {
-    const { ca } = await loadOrCreateCa(tempDir("rogue-plane-ca"));
+    const { ca } = await loadOrCreateCa(tempDir("rogue-plane-ca").path);
     const pair = await issueServerCertificate(ca, ["127.0.0.1"], 3_600_000);
     const requests: string[] = [];
     const server: HttpsServer = createHttpsServer({ cert: pair.cert, key: pair.key }, (req, res) => {
@@ -195,7 +196,7 @@ describe("the plane pinned from the first contact (HW-PIN-2)", () => {
     ["mqttUrl", (c: Record<string, unknown>) => ({ ...c, mqttUrl: String(c.mqttUrl).replace("mqtts:", "mqtt:") })],
     ["controlPlaneUrl", (c: Record<string, unknown>) => ({ ...c, controlPlaneUrl: String(c.controlPlaneUrl).replace("https:", "http:") })],
   ])("a plaintext %s is refused at start unless allowPlaintext (exit 2, the option named)", async (option, edit) => {
-    const dir = tempDir(`plaintext-${option}`);
+    const dir = tempDir(`plaintext-${option}`).path;
     const { config } = await demoBoard(`plaintext-${option}`);
     const configFile = writeAgentConfig(dir, edit(config));
     const proc = agent(`plaintext-${option}`, configFile);

@@ -11,7 +11,8 @@ import { generateKeyPair, issueConnectToken, signObject } from "../../shared/ind
 import { upTopic } from "../../shared/protocol/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { simulatedAgentConfig, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { simulatedAgentConfig, startAgent, startControlPlane, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -44,7 +45,7 @@ async function transitionsTo(id: string, to: string): Promise<number> {
 beforeAll(async () => {
   plane = await startControlPlane({ env: { HASHWARD_STALE_AFTER_MS: String(STALE_AFTER_MS) } });
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
-  const dir = tempDir("liveness");
+  const dir = tempDir("liveness").path;
   const boardRoot = join(dir, "board");
   await createSimulatedBoard(boardRoot, { model: MODEL });
   stateDir = join(dir, "state");

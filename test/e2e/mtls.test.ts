@@ -14,7 +14,8 @@ import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { createConnectToken } from "../../shared/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { simulatedAgentConfig, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { simulatedAgentConfig, startAgent, startControlPlane, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 
 const run = promisify(execFile);
 const hasMosquitto = existsSync("/usr/bin/mosquitto_sub");
@@ -34,7 +35,7 @@ afterAll(async () => {
 });
 
 async function miner(name: string, extra: Record<string, unknown>): Promise<{ proc: ManagedProcess; stateDir: string }> {
-  const dir = tempDir(name);
+  const dir = tempDir(name).path;
   const boardRoot = join(dir, "board");
   createSimulatedBoard(boardRoot, { model: "S19" });
   const { token } = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: 1 });

@@ -15,7 +15,8 @@ import { expectAckedEventsStored, loadDevice, publishEvents, type LoadDevice } f
 import { freePort, freePorts, newCookie, RabbitNode, rabbitmqMissing } from "../../scripts/scale/rabbitmq-node.js";
 import { rabbitPlaneEnv } from "../support/rabbitmq.js";
 import { ApiClient } from "../support/api.js";
-import { startControlPlane, tempDir, type ControlPlane } from "../support/processes.js";
+import { startControlPlane, type ControlPlane } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { describeUnless } from "../support/skip.js";
 import { waitFor } from "../support/wait.js";
 
@@ -35,7 +36,7 @@ describeUnless(rabbitmqMissing(), "a three-node RabbitMQ cluster with one node k
     for (let index = 0; index < 3; index += 1) specs.push(await freePorts());
     const epmd = specs[0]!.epmd;
     const names = specs.map((ports) => `hwc${ports.amqp}@localhost`);
-    const root = tempDir("rabbitmq-cluster");
+    const root = tempDir("rabbitmq-cluster").path;
     for (const [index, ports] of specs.entries()) {
       nodes.push(
         new RabbitNode({

@@ -14,7 +14,8 @@ import { deviceIdFromPublicKey, generateKeyPair, toBase64Url, type KeyPair } fro
 import { downTopic, upTopic } from "../../shared/protocol/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { simulatedAgentConfig, startAgent, tempDir, writeAgentConfig, type ManagedProcess } from "../support/processes.js";
+import { simulatedAgentConfig, startAgent, writeAgentConfig, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { rabbitmqMissing, startRabbitPlane, stopRabbitNode, type RabbitPlane } from "../support/rabbitmq.js";
 import { describeUnless } from "../support/skip.js";
 import { waitFor } from "../support/wait.js";
@@ -142,7 +143,7 @@ describeUnless(rabbitmqMissing(), "RabbitMQ broker mode (own node, real plane, r
   });
 
   it("the RabbitMQ node restarted: the agent reconnects by itself and what it queued meanwhile arrives", async () => {
-    const dir = tempDir("rmq-agent");
+    const dir = tempDir("rmq-agent").path;
     const boardRoot = join(dir, "board");
     await createSimulatedBoard(boardRoot, { model: "S19" });
     const stateDir = join(dir, "state");

@@ -20,7 +20,8 @@ import { BENCH_MODEL, connectDevice, disconnectAll, enrollDevice, heartbeatPaylo
 import { metricValue } from "../../bench/support/plane.js";
 import { createTemporaryPostgres } from "../../control-plane/src/db/test-postgres.js";
 import { ApiClient, planeFetch } from "../support/api.js";
-import { startControlPlane, tempDir, type ControlPlane } from "../support/processes.js";
+import { startControlPlane, type ControlPlane } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { createReleaser } from "../support/release.js";
 import { describeUnless } from "../support/skip.js";
 import { waitFor } from "../support/wait.js";
@@ -70,7 +71,7 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
       HASHWARD_TUF_RENEW_CHECK_MS: "200",
       HASHWARD_AUTO_QUARANTINE: "off",
       // One folder of release images for all replicas (metadata is in the database).
-      HASHWARD_TUF_IMAGE_DIR: tempDir("replicas-images"),
+      HASHWARD_TUF_IMAGE_DIR: tempDir("replicas-images").path,
     };
     // All at once, on an empty database: the race HW-HA-1 and HW-HA-2 are about.
     planes = await Promise.all(Array.from({ length: REPLICAS }, () => startControlPlane({ env })));
@@ -138,7 +139,7 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
     const commandKey = fromBase64Url(devices[0]!.commandPublicKey!);
 
     // A rollout created on replica 1, advanced group by group by the engine's tick (wherever the lease is).
-    const releaseDir = tempDir("replicas-release");
+    const releaseDir = tempDir("replicas-release").path;
     folders.push(releaseDir);
     const releaser = await createReleaser(releaseDir, admins[0]!);
     const image = await releaser.publish({ name: "fw-bench-2.0.0", model: BENCH_MODEL, version: "2.0.0" });

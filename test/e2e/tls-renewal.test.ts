@@ -18,7 +18,8 @@ import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { Agent } from "../../agent/src/runtime/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { simulatedAgentConfig, startAgent, startControlPlane, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { simulatedAgentConfig, startAgent, startControlPlane, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const FLEET = 100;
@@ -113,7 +114,7 @@ describe("server certificate renewal under a connected fleet (HW-TLS-2)", () => 
   it(`renews while ${FLEET} agents are connected: nobody reconnects, commands and acks reach every device`, async () => {
     const { token } = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: FLEET, label: "renewal" });
     for (let i = 0; i < FLEET; i++) {
-      const dir = tempDir(`renew-${i}`);
+      const dir = tempDir(`renew-${i}`).path;
       const boardRoot = join(dir, "board");
       createSimulatedBoard(boardRoot, { model: MODEL });
       const member: Member = { name: `renew-${i}`, dir, stateDir: join(dir, "state") };

@@ -14,10 +14,8 @@ import { createConnectToken, signObject, sha256Hex } from "../../shared/index.js
 import { upTopic } from "../../shared/protocol/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import {
-  AGENT_BINARY, restartControlPlane, simulatedAgentConfig, startAgent, startControlPlane, tempDir, writeAgentConfig,
-  type ControlPlane, type ManagedProcess,
-} from "../support/processes.js";
+import { AGENT_BINARY, restartControlPlane, simulatedAgentConfig, startAgent, startControlPlane, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 import { rabbitmqMissing, restartRabbitPlane, startRabbitPlane, stopRabbitNode, type RabbitPlane } from "../support/rabbitmq.js";
 import { describeUnless } from "../support/skip.js";
@@ -59,7 +57,7 @@ let admin: ApiClient;
 const miners: Miner[] = [];
 
 async function newMiner(name: string, extra: Record<string, unknown> = {}): Promise<Miner> {
-  const dir = tempDir(name);
+  const dir = tempDir(name).path;
   const boardRoot = join(dir, "board");
   await createSimulatedBoard(boardRoot, { model: MODEL });
   const stateDir = join(dir, "state");

@@ -13,7 +13,8 @@ import { createSimulatedBoard, type SimulatedBoard } from "../../agent/src/platf
 import { testFirmwareImage } from "../../agent/src/update/testing/index.js";
 import { ApiClient, planeFetch } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, startAgent, startControlPlane, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -85,7 +86,7 @@ function run(): ManagedProcess {
 beforeAll(async () => {
   plane = await startControlPlane();
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
-  work = tempDir("update-agent");
+  work = tempDir("update-agent").path;
   writeFileSync(join(work, "admin.token"), plane.adminToken);
   // Offline: root keys 2-of-3 and a targets key; root v1 carries the plane's exported online keys.
   writeFileSync(join(work, "online-keys.json"), JSON.stringify(await admin.get("/api/v1/tuf/online-keys")));

@@ -18,7 +18,8 @@ import { keyPairFromPrivate, signObject, verifySignedObject } from "../../shared
 import { ackSchema, downTopic, eventSchema } from "../../shared/protocol/index.js";
 import { loadDeviceKey } from "../support/device-key.js";
 import { startFakePlane, type FakePlane } from "../support/fake-plane.js";
-import { startAgent, tempDir, writeAgentConfig, type ManagedProcess } from "../support/processes.js";
+import { startAgent, writeAgentConfig, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -123,7 +124,7 @@ async function expectRejected(what: string, targetName: string, reason: RegExp):
 }
 
 beforeAll(async () => {
-  work = tempDir("update-attacks");
+  work = tempDir("update-attacks").path;
   plane = await startFakePlane();
   // Targets signed 2-of-3, so "below threshold" is a real signature short of it.
   repo = await new TestTufRepo(join(work, "repo"), { targetsKeys: 3, targetsThreshold: 2 }).start();

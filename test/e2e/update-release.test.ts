@@ -21,7 +21,8 @@ import { tufKeyId } from "../../control-plane/src/tuf/keys.js";
 import { buildTargets, expiresIn, signWith } from "../../control-plane/src/release/metadata.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { AGENT_BINARY, BUN, REPO_ROOT, startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, BUN, REPO_ROOT, startAgent, startControlPlane, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -42,7 +43,7 @@ function tuf(...args: string[]): { code: number; out: string } {
 }
 
 function agentConfig(name: string, firmwareVersion: string, slots: boolean, extra: Record<string, unknown> = {}) {
-  const base = tempDir(name);
+  const base = tempDir(name).path;
   const boardRoot = join(base, "board");
   createSimulatedBoard(boardRoot, { model: MODEL, firmwareVersion, slots });
   const stateDir = join(base, "state");
@@ -61,7 +62,7 @@ beforeAll(async () => {
   // Short online-metadata lifetimes, so renewal happens within the test.
   plane = await startControlPlane({ env: { HASHWARD_TUF_TIMESTAMP_TTL_MS: "6000", HASHWARD_TUF_RENEW_CHECK_MS: "200", HASHWARD_ROLLOUT_TICK_MS: "200" } });
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
-  dir = tempDir("release-e2e");
+  dir = tempDir("release-e2e").path;
   writeFileSync(join(dir, "admin.token"), `${plane.adminToken}\n`, { mode: 0o600 });
 }, 60_000);
 
@@ -108,7 +109,7 @@ describe("signed releases (release CLI -> plane TUF repository -> tuf-js clients
   });
 
   it("serves a repository the agent's tuf-js client verifies and downloads from, across timestamp renewals", async () => {
-    const client = tempDir("tuf-client");
+    const client = tempDir("tuf-client").path;
     expect(tuf("--metadata-dir", join(client, "md"), "init", join(repo(), "1.root.json")).code).toBe(0);
     const metadataUrl = `${plane.httpUrl}/tuf/metadata/`;
     const download = () =>

@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
-import { startAgent, startControlPlane, tempDir, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { startAgent, startControlPlane, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { createReleaser, type Releaser } from "../support/release.js";
 import { waitFor } from "../support/wait.js";
 
@@ -34,7 +35,7 @@ const activeSlot = (board: Board) => readFileSync(join(board.boardRoot, "boot/ac
 const slotVersion = (board: Board, slot: string) => readFileSync(join(board.boardRoot, "slots", slot, "firmware/etc/version"), "utf8").trim();
 
 async function startBoard(name: string, enrollmentToken: string): Promise<Board> {
-  const dir = tempDir(name);
+  const dir = tempDir(name).path;
   const boardRoot = join(dir, "board");
   createSimulatedBoard(boardRoot, { model: MODEL, firmwareVersion: "1.0.0", slots: true });
   const stateDir = join(dir, "state");
@@ -64,7 +65,7 @@ async function rolloutUntil(id: string, what: string, done: (r: any) => boolean,
 beforeAll(async () => {
   plane = await startControlPlane({ env: { HASHWARD_ROLLOUT_TICK_MS: "200" } });
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
-  releaser = await createReleaser(tempDir("releaser"), admin);
+  releaser = await createReleaser(tempDir("releaser").path, admin);
   await releaser.publish({ name: "fw-s19-2.0.0", model: MODEL, version: "2.0.0" });
   const token = await admin.post("/api/v1/enrollment-tokens", { ttlMs: 600_000, maxUses: 10, label: "rollout e2e" });
   await Promise.all(["board-1", "board-2", "board-3", "board-4"].map((name) => startBoard(name, token.token)));

@@ -20,7 +20,8 @@ import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
 import { describeUnless } from "../support/skip.js";
-import { AGENT_BINARY, measureWithAgent, startAgent, startControlPlane, simulatedAgentConfig, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, measureWithAgent, startAgent, startControlPlane, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -80,7 +81,7 @@ async function trustedAgain(): Promise<void> {
 
 describeUnless(missing(), "clock jumps on the agent and on the plane (libfaketime)", () => {
   beforeAll(async () => {
-    const dir = tempDir("clock");
+    const dir = tempDir("clock").path;
     planeClock = fakeClock(join(dir, "plane-clock"));
     agentClock = fakeClock(join(dir, "agent-clock"));
     plane = await startControlPlane({

@@ -19,7 +19,8 @@ import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { ApiClient } from "../support/api.js";
 import { loadDeviceKey } from "../support/device-key.js";
 import { describeUnless } from "../support/skip.js";
-import { AGENT_BINARY, measureWithAgent, startAgent, startControlPlane, simulatedAgentConfig, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { AGENT_BINARY, measureWithAgent, startAgent, startControlPlane, simulatedAgentConfig, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../support/processes.js";
+import { tempDir } from "../support/temp-dir.js";
 import { waitFor } from "../support/wait.js";
 
 const MODEL = "S19";
@@ -97,7 +98,7 @@ describeUnless(missing(), "the agent's state dir full (tmpfs, ENOSPC)", () => {
   });
 
   it("keeps its quarantine, keeps reporting and never tears a state file; pending writes land when space returns", async () => {
-    const dir = tempDir("disk-full");
+    const dir = tempDir("disk-full").path;
     const root = join(dir, "board");
     createSimulatedBoard(root, { model: MODEL, firmwareVersion: FIRMWARE });
     const stateDir = join(dir, "state");

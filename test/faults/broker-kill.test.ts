@@ -11,7 +11,6 @@
  * recorded as expired with containment back to `none`: never lost silently, never applied twice; and every
  * event a device saw PUBACKed (it forgot it then) is stored and announced exactly once.
  */
-import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listAllDevices } from "../../bench/support/plane.js";
 import { mapPool } from "../../bench/support/report.js";
@@ -20,7 +19,7 @@ import { pgClusterMissing, startPgCluster, type PgCluster } from "../support/pg-
 import { requireAgentBinary, restartControlPlane, startControlPlane, type ControlPlane } from "../support/processes.js";
 import { describeUnless } from "../support/skip.js";
 import { waitFor } from "../support/wait.js";
-import { executions, minerState, startFaultAgent, type FaultAgent } from "./support/agents.js";
+import { endCampaign, executions, minerState, startFaultAgent, type FaultAgent } from "./support/agents.js";
 import { Fleet, type FleetDevice } from "./support/fleet.js";
 import { ResumingEventStream } from "./support/sse.js";
 
@@ -57,15 +56,7 @@ function campaign(backend: "pglite" | "postgres"): void {
     admin = new ApiClient(plane.httpUrl, plane.adminToken);
   }, LONG);
 
-  afterAll(async () => {
-    await stream?.close();
-    await fleet?.stop();
-    await Promise.all(agents.map((agent) => agent.proc.kill("SIGKILL")));
-    await plane?.proc.kill("SIGKILL");
-    // A 2,000-device plane's data dir and the boards are tens of MB: nothing is left behind in /tmp.
-    for (const dir of [plane?.dataDir, ...agents.map((agent) => agent.dir)]) if (dir) rmSync(dir, { recursive: true, force: true });
-    await cluster?.destroy();
-  }, LONG);
+  afterAll(() => endCampaign({ stream, fleet, agents, plane, cluster }), LONG);
 
   it(`every quarantine command is delivered after the restart or recorded as expired, none applied twice (${DEVICES} devices)`, { timeout: 900_000 }, async () => {
     const token = (await admin.post("/api/v1/enrollment-tokens", { ttlMs: 3_600_000, maxUses: DEVICES + 10, label: "fault" })).token as string;

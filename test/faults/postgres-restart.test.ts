@@ -17,14 +17,13 @@
  *   - heartbeats are persisted again after the restart (last-seen moves for every device).
  */
 import pg from "pg";
-import { rmSync } from "node:fs";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { ApiClient } from "../support/api.js";
 import { pgClusterMissing, startPgCluster, type PgCluster } from "../support/pg-cluster.js";
 import { requireAgentBinary, startControlPlane, type ControlPlane } from "../support/processes.js";
 import { describeUnless } from "../support/skip.js";
 import { waitFor } from "../support/wait.js";
-import { executions, minerState, startFaultAgent, type FaultAgent } from "./support/agents.js";
+import { endCampaign, executions, minerState, startFaultAgent, type FaultAgent } from "./support/agents.js";
 import { Fleet } from "./support/fleet.js";
 import { ResumingEventStream } from "./support/sse.js";
 
@@ -38,16 +37,7 @@ let stream: ResumingEventStream | undefined;
 const agents: FaultAgent[] = [];
 let db: pg.Pool;
 
-afterAll(async () => {
-  await stream?.close();
-  await fleet?.stop();
-  await Promise.all(agents.map((agent) => agent.proc.kill("SIGKILL")));
-  await plane?.proc.kill("SIGKILL");
-  // The plane's data dir and the boards: nothing is left behind in /tmp.
-  for (const dir of [plane?.dataDir, ...agents.map((agent) => agent.dir)]) if (dir) rmSync(dir, { recursive: true, force: true });
-  await db?.end().catch(() => undefined);
-  await cluster?.destroy();
-}, LONG);
+afterAll(() => endCampaign({ stream, fleet, agents, plane, cluster, beforeCluster: () => db?.end().catch(() => undefined) }), LONG);
 
 describeUnless(pgClusterMissing(), "fault: PostgreSQL restarted during heartbeats and a quarantine fan-out", () => {
   let admin: ApiClient;

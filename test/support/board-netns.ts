@@ -20,7 +20,7 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { tempDir } from "./processes.js";
+import { tempDir } from "./temp-dir.js";
 
 export const BUSYBOX = "/bin/busybox";
 export type IptablesBackend = "nft" | "legacy";
@@ -138,7 +138,7 @@ export async function createBoardNamespace(): Promise<BoardNamespace> {
   const board = `hwb-${id}`;
   const lan = `hwl-${id}`;
   const planeNs = `hwc-${id}`;
-  const dir = tempDir("board-ns");
+  const dir = tempDir("board-ns").path;
   const nsDir = join(dir, "ns");
   const mountNs = join(nsDir, "mnt");
   const planeIp = `10.${a}.${b}.1`;

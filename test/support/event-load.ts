@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import mqtt, { type MqttClient } from "mqtt";
 import { createConnectToken } from "../../shared/auth/connect-token.js";
 import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type KeyPair } from "../../shared/crypto/index.js";
-import { upTopic, type DeviceEvent } from "../../shared/protocol/index.js";
+import { downFilter, parseTopic, upTopic, type Ack, type Command, type DeviceEvent } from "../../shared/protocol/index.js";
 import type { ApiClient } from "./api.js";
 import { waitFor } from "./wait.js";
 
@@ -17,6 +17,8 @@ export interface LoadDevice {
   client: MqttClient;
   /** Event ids RabbitMQ acknowledged (PUBACK). */
   acked: string[];
+  /** Command seq -> times the broker delivered it (QoS 1 and the plane's retry timer may deliver a seq again). */
+  deliveries: Map<number, number>;
 }
 
 /** Preauthorizes and connects a device; `mqttPorts` on 127.0.0.1, tried in this order on every reconnect. */
@@ -33,7 +35,48 @@ export async function loadDevice(admin: ApiClient, mqttPorts: number[]): Promise
   // Tokens are single-use (HW-AUTH-1): the next connection attempt gets a new one.
   client.on("close", () => (client.options.password = createConnectToken(id, keys.privateKey, Date.now()) as never));
   client.on("error", () => undefined);
-  return { id, keys, client, acked: [] };
+  return { id, keys, client, acked: [], deliveries: new Map() };
+}
+
+/** The signed `done` ack the agent sends for `command` (containment `quarantined` after a quarantine, else `none`). */
+export function signedAckFor(command: Pick<Command, "seq" | "action">, deviceId: string, privateKey: Uint8Array): Ack {
+  return signObject(
+    {
+      v: 1 as const,
+      type: "ack" as const,
+      deviceId,
+      seq: command.seq,
+      action: command.action,
+      status: "done" as const,
+      containment: command.action === "quarantine" ? ("quarantined" as const) : ("none" as const),
+      ts: Date.now(),
+    },
+    privateKey,
+  );
+}
+
+/**
+ * Makes the device take commands as the agent does (HW-CMD-1): subscribe to its own down topics at QoS 1 (mqtt.js
+ * subscribes again after every reconnect), count every delivery per seq, execute each seq once and ack it signed
+ * at QoS 1, and answer a redelivered seq with the stored ack again (the agent's idempotent re-ack). Resolves once
+ * subscribed.
+ */
+export async function takeCommands(device: LoadDevice): Promise<void> {
+  const acks = new Map<number, string>();
+  device.client.on("message", (topic, payload) => {
+    if (parseTopic(topic)?.direction !== "down" || !topic.endsWith("/command")) return;
+    const command = JSON.parse(payload.toString("utf8")) as Command;
+    device.deliveries.set(command.seq, (device.deliveries.get(command.seq) ?? 0) + 1);
+    const stored = acks.get(command.seq);
+    if (stored !== undefined) {
+      device.client.publish(upTopic(device.id, "ack"), stored, { qos: 1 });
+      return;
+    }
+    const ack = signedAckFor(command, device.id, device.keys.privateKey);
+    acks.set(command.seq, JSON.stringify(ack));
+    device.client.publish(upTopic(device.id, "ack"), JSON.stringify(ack), { qos: 1 });
+  });
+  await device.client.subscribeAsync(downFilter(device.id), { qos: 1 });
 }
 
 /** Starts every device publishing signed events; the returned function stops them and resolves when they stopped. */

@@ -14,7 +14,8 @@ import { createSimulatedBoard } from "../../agent/src/platform/index.js";
 import { SimMiner } from "../../agent/src/sim-miner/index.js";
 import type { ApiClient } from "./api.js";
 import { loadDeviceKey } from "./device-key.js";
-import { AGENT_BINARY, simulatedAgentConfig, startAgent, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "./processes.js";
+import { AGENT_BINARY, simulatedAgentConfig, startAgent, writeAgentConfig, type ControlPlane, type ManagedProcess } from "./processes.js";
+import { tempDir } from "./temp-dir.js";
 import { waitFor } from "./wait.js";
 
 export const GUARDED_MODEL = "S19";
@@ -61,10 +62,18 @@ export class GuardedFleet {
     private readonly admin: ApiClient,
   ) {}
 
+  /** Waits until the plane has quarantined device `id` (its policy acted on a finding); resolves with the plane's view of it. */
+  async quarantined(id: string, timeoutMs = 60_000): Promise<any> {
+    return waitFor("device quarantined by policy", async () => {
+      const device = await this.admin.get(`/api/v1/devices/${id}`);
+      return device.containment === "quarantined" && device;
+    }, { timeoutMs });
+  }
+
   /** Starts a board named `name` (also its enrollment token's label); resolves once it is enrolled and set up. */
   async start(name: string, options: GuardedBoardOptions = {}): Promise<GuardedBoard> {
     const wait = { timeoutMs: options.timeoutMs ?? 60_000 };
-    const dir = tempDir(name);
+    const dir = tempDir(name).path;
     const root = join(dir, "board");
     createSimulatedBoard(root, { model: GUARDED_MODEL, firmwareVersion: GUARDED_FIRMWARE });
     if (options.minerConfig) writeFileSync(join(root, "config/cgminer.conf"), `${JSON.stringify(options.minerConfig, null, 2)}\n`);

@@ -8,11 +8,11 @@
  */
 import { execFile, execFileSync } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { tempDir } from "./processes.js";
+import { tempDir } from "./temp-dir.js";
+import { freePort } from "../../scripts/scale/rabbitmq-node.js";
 
 const run = promisify(execFile);
 const PG_ROOT = "/usr/lib/postgresql";
@@ -47,18 +47,8 @@ export function pgClusterMissing(): string | null {
   return null;
 }
 
-/** A free TCP port on 127.0.0.1 (bound with port 0 and read back, then released for the server to take). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+/** A free TCP port on 127.0.0.1 (one helper for the PostgreSQL and RabbitMQ nodes the tests start). */
+export { freePort };
 
 export interface PgCluster {
   /** `postgres://postgres@127.0.0.1:PORT/postgres` (trust auth, local only). */
@@ -80,7 +70,7 @@ export async function startPgCluster(prefix = "pg"): Promise<PgCluster> {
   const bin = serverBinDir();
   if (!bin) throw new Error(pgClusterMissing() ?? "no PostgreSQL");
   const owner = runAsUser();
-  const root = tempDir(prefix);
+  const root = tempDir(prefix).path;
   const dataDir = join(root, "data");
   const socketDir = join(root, "socket");
   mkdirSync(dataDir, { mode: 0o700 });

@@ -3,20 +3,16 @@
  * agent binary. Readiness is read from their JSON log lines, never guessed with a sleep.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { trustPlaneCa } from "./api.js";
+import { tempDir } from "./temp-dir.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const BUN = join(REPO_ROOT, "node_modules/.bin/bun");
 export const AGENT_BINARY = join(REPO_ROOT, "dist/agent/hashward-agent-linux-x64");
-
-export function tempDir(prefix: string): string {
-  return mkdtempSync(join(tmpdir(), `hashward-${prefix}-`));
-}
 
 type LogLine = Record<string, unknown>;
 
@@ -119,7 +115,7 @@ export interface ControlPlaneOptions {
 }
 
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
-  const dataDir = options.dataDir ?? tempDir("plane");
+  const dataDir = options.dataDir ?? tempDir("plane").path;
   const env: Record<string, string> = {
     HASHWARD_HTTP_HOST: "127.0.0.1",
     HASHWARD_MQTT_HOST: "127.0.0.1",

@@ -11,7 +11,8 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, copyFileSync, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { ApiClient } from "./api.js";
-import { AGENT_BINARY, measureWithAgent, REPO_ROOT, startControlPlane, tempDir, writeAgentConfig, type ControlPlane } from "./processes.js";
+import { AGENT_BINARY, measureWithAgent, REPO_ROOT, startControlPlane, writeAgentConfig, type ControlPlane } from "./processes.js";
+import { tempDir } from "./temp-dir.js";
 import { createReleaser, type Releaser } from "./release.js";
 import { waitFor } from "./wait.js";
 
@@ -55,7 +56,7 @@ export interface QemuBoard {
  * to /config -> content). Returns at once: qemu is started, nothing is booted yet.
  */
 export function startQemuBoard(agentConfig: Record<string, unknown> | null, configFiles: Record<string, string | Buffer> = {}): QemuBoard {
-  const dir = tempDir("qemu-board");
+  const dir = tempDir("qemu-board").path;
   const layout = JSON.parse(readFileSync(join(BOARD_IMAGE_DIR, "layout.json"), "utf8")) as Layout;
   const disk = join(dir, "disk.img");
   execFileSync("cp", ["--sparse=always", join(BOARD_IMAGE_DIR, "disk.img"), disk]);
@@ -155,7 +156,7 @@ export const BOARD_MEASURE_PATHS = ["/bin/busybox", "/etc/fw_env.config", "/etc/
  * measurement list. Returns the agent's measurement array (the body of `POST /api/v1/reference-values`).
  */
 export async function measureSlotTree(tree: string): Promise<unknown[]> {
-  const dir = tempDir("slot-measure");
+  const dir = tempDir("slot-measure").path;
   try {
     const config = writeAgentConfig(dir, {
       controlPlaneUrl: "https://127.0.0.1:1", // not contacted by `measure`
@@ -177,7 +178,7 @@ export async function measureSlotTree(tree: string): Promise<unknown[]> {
  * the tree's reference measurements (`measureSlotTree`), which a release carries.
  */
 export async function buildSlot(changes: Record<string, string>): Promise<{ image: Buffer; reference: unknown[] }> {
-  const dir = tempDir("qemu-slot");
+  const dir = tempDir("qemu-slot").path;
   try {
     const tree = join(dir, "rootfs");
     execFileSync("cp", ["-a", join(BOARD_IMAGE_DIR, "rootfs.d"), tree]);
@@ -265,7 +266,7 @@ export async function startBoardOnPlane(): Promise<PlaneBoard> {
     env: { ...env, HASHWARD_PUBLIC_URL: `https://${HOST_FROM_GUEST}:${first.httpPort}`, HASHWARD_PUBLIC_MQTT_URL: `mqtts://${HOST_FROM_GUEST}:${first.mqttPort}` },
   });
   let board: QemuBoard | undefined;
-  const work = tempDir("board-plane");
+  const work = tempDir("board-plane").path;
   const stop = async () => {
     await board?.stop();
     await plane.proc.kill("SIGKILL");

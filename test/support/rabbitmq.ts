@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { brokerTlsFiles } from "../../control-plane/src/broker/rabbitmq/tls-files.js";
 import { MAX_PAYLOAD_BYTES } from "../../shared/protocol/index.js";
 import { freePort, freePorts, newCookie, RabbitNode, rabbitmqMissing } from "../../scripts/scale/rabbitmq-node.js";
-import { restartControlPlane, startControlPlane, tempDir, type ControlPlane, type ControlPlaneOptions } from "./processes.js";
+import { restartControlPlane, startControlPlane, type ControlPlane, type ControlPlaneOptions } from "./processes.js";
+import { tempDir } from "./temp-dir.js";
 
 export { rabbitmqMissing, RabbitNode };
 
@@ -55,7 +56,7 @@ export async function startRabbitPlane(options: ControlPlaneOptions = {}): Promi
   });
   const hookUrl = `http://127.0.0.1:${hookPort}/${secret}`;
   const node = new RabbitNode({
-    dir: join(tempDir("rabbitmq"), "node"),
+    dir: join(tempDir("rabbitmq").path, "node"),
     name: `hw${ports.amqp}`,
     ports,
     planeUser: "hashward",

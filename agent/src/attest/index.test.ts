@@ -99,7 +99,7 @@ describe("attestation", () => {
     await handle.ready;
     appendFileSync(s.board.resolve("/firmware/lib/libcgminer.so"), "trojan");
     appendFileSync(s.board.resolve("/firmware/lib/libcgminer.so"), "more");
-    await waitFor(() => changes.length > 0, "change reported");
+    await waitFor("change reported", () => changes.length > 0);
     expect(changes[0]).toEqual(["/firmware"]);
   });
 });

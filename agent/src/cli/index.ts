@@ -2,8 +2,12 @@
  * Command line of `hashward-agent`. Parsing only; main.ts runs the chosen command.
  * Exit codes: 0 ok, 1 unexpected failure, 2 usage or config error, 3 device revoked.
  */
-import { HashwardError } from "../../../shared/index.js";
+// The error module alone: main.ts parses the command line before it loads anything a command does not use.
+import { HashwardError } from "../../../shared/errors/index.js";
 import { parseValueOptions } from "./args.js";
+
+/** Exit codes of `hashward-agent` (every command). */
+export const EXIT = { ok: 0, failure: 1, usage: 2, revoked: 3 } as const;
 
 /** A command line that does not parse; main.ts prints it with USAGE and exits 2. */
 export class UsageError extends HashwardError {

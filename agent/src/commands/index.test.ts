@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { commandSchema, DEVICE_EVENT_DETAIL, encodePayload, generateKeyPair, parsePayload, signObject, verifySignedObject, type Command, type DeviceEvent } from "../../../shared/index.js";
 import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
-import { RecordingPlatform } from "../platform/index.js";
+import { RecordingPlatform } from "../platform/testing/index.js";
 import { StateStore } from "../state/index.js";
 import { PlaneSigner, refuseWrites, tempDir } from "../testing/index.js";
 import { CommandHandler } from "./index.js";

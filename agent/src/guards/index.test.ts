@@ -299,6 +299,26 @@ describe("indicator guard", () => {
     expect(indicatorGuard(indicators, board, new IndicatorMemory(join(dir.path, "memory.json"))).find((f) => f.subject === "/etc/cron.hourly/x")).toMatchObject({ seen: "reappeared" });
   });
 
+  it("indicators naming the same file read it once per cycle; an edit shows in the next cycle", () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const root = join(dir.path, "board");
+    mkdirSync(join(root, "etc"), { recursive: true });
+    writeFileSync(join(root, "etc/hosts"), "127.0.0.1 localhost\n");
+    const reader = platformReader(new SimulatedBoard(root));
+    const reads: string[] = [];
+    const board = { ...reader, readText: (path: string, maxBytes: number) => (reads.push(path), reader.readText(path, maxBytes)) };
+    const indicators: GuardPolicy["indicators"] = [
+      { id: "antbleed", kind: "hosts-entry", pattern: ".*minerlink\\.com", severity: "critical", description: "Antbleed host" },
+      { id: "pool-hijack", kind: "hosts-entry", pattern: "pool\\..*", severity: "critical", description: "pool name hijack" },
+    ];
+    expect(indicatorGuard(indicators, board, new IndicatorMemory(null))).toEqual([]);
+    expect(reads).toEqual(["/etc/hosts"]);
+    writeFileSync(join(root, "etc/hosts"), "127.0.0.1 localhost\n203.0.113.66 auth.minerlink.com pool.example.net\n");
+    expect(indicatorGuard(indicators, board, new IndicatorMemory(null)).map((f) => f.subject)).toEqual(["/etc/hosts: auth.minerlink.com", "/etc/hosts: pool.example.net"]);
+    expect(reads).toEqual(["/etc/hosts", "/etc/hosts"]);
+  });
+
   it("HW-GUARD-8: executables whose sha256 is not in the reference values are reported with {path, sha256, size}", () => {
     const dir = tempDir();
     cleanups.push(dir.cleanup);

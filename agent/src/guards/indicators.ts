@@ -144,6 +144,28 @@ function walk(board: BoardReader, root: string, maxDepth: number, budget: ScanBu
 }
 
 /**
+ * One guard cycle's view of the board: indicators that name the same file or directory (five hosts-entry
+ * indicators, several scans of /firmware) read it once per cycle, not once each. The cycle is one moment: a file
+ * that changes is seen by the next cycle, as before (issue 13). Hashes keep the reader's own cache.
+ */
+function cycleView(board: BoardReader): BoardReader {
+  const texts = new Map<string, string | null>();
+  const stats = new Map<string, BoardStat | null>();
+  const lists = new Map<string, string[] | null>();
+  const once = <V>(cache: Map<string, V>, key: string, read: () => V): V => {
+    if (!cache.has(key)) cache.set(key, read());
+    return cache.get(key) as V;
+  };
+  return {
+    readText: (path, maxBytes) => once(texts, `${maxBytes}:${path}`, () => board.readText(path, maxBytes)),
+    stat: (path) => once(stats, path, () => board.stat(path)),
+    // A copy each time: walk() shortens the list it gets.
+    list: (path, maxEntries) => once(lists, `${maxEntries}:${path}`, () => board.list(path, maxEntries))?.slice() ?? null,
+    ...(board.sha256 ? { sha256: board.sha256.bind(board) } : {}),
+  };
+}
+
+/**
  * Runs the indicators against the board once (one guard cycle) and returns their findings. Never throws on board
  * content; `onError`: the indicator memory could not be written, the indicator is then judged on presence alone.
  * `limits` (tests) replaces DEFAULT_SCAN_LIMITS.
@@ -157,6 +179,7 @@ export function indicatorGuard(
 ): Finding[] {
   const out: Finding[] = [];
   const budget = new ScanBudget(limits);
+  board = cycleView(board);
   const hit = (i: Indicator, claim: Finding["claim"], subject: string, seen: unknown, detail: string, severity: Indicator["severity"] = i.severity) =>
     out.push(finding({ guard: "indicator", claim, tier: tierOf(severity), subject, expected: { indicator: i.id, kind: i.kind }, seen, message: `${i.description} (${detail})` }));
   const rootsOf = (i: Indicator) => [...new Set([...(i.path ? [i.path] : []), ...(i.paths ?? [])])];

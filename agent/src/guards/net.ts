@@ -31,7 +31,11 @@ function hexBytesReversed(hex: string): number[] {
 }
 
 function decodeAddress(hex: string): string {
-  if (hex.length === 8) return hexBytesReversed(hex).join(".");
+  if (hex.length === 8) {
+    // Little-endian: the lowest byte of the word is the first octet.
+    const word = parseInt(hex, 16);
+    return `${word & 0xff}.${(word >>> 8) & 0xff}.${(word >>> 16) & 0xff}.${word >>> 24}`;
+  }
   const groups: number[] = [];
   for (let w = 0; w < 4; w++) {
     const b = hexBytesReversed(hex.slice(w * 8, w * 8 + 8));

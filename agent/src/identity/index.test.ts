@@ -2,17 +2,13 @@ import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ConfigError, deviceIdFromPublicKey } from "../../../shared/index.js";
-import { tempDir } from "../testing/index.js";
+import { tempDirPool } from "../testing/index.js";
 import { loadOrCreateIdentity } from "./index.js";
 
 describe("device identity", () => {
-  const dirs: (() => void)[] = [];
-  afterEach(() => dirs.splice(0).forEach((c) => c()));
-  const dir = () => {
-    const d = tempDir();
-    dirs.push(d.cleanup);
-    return d.path;
-  };
+  const dirs = tempDirPool();
+  afterEach(dirs.cleanup);
+  const dir = () => dirs.make();
 
   it("creates a 0600 key on first start and reuses it afterwards", () => {
     const keyFile = join(dir(), "state", "device.key");

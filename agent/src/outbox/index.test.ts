@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { generateKeyPair, verifySignedObject, type DeviceEvent } from "../../../shared/index.js";
 import { silentLogger } from "../log/index.js";
-import { refuseWrites, tempDir } from "../testing/index.js";
+import { refuseWrites, tempDirPool } from "../testing/index.js";
 import { createEvent, Outbox, type OutboxMessage } from "./index.js";
 
 const deviceId = "hw-0123456789abcdef01234567";
@@ -22,13 +22,9 @@ function open(dir: string, maxEvents: number) {
 }
 
 describe("outbox", () => {
-  const cleanups: (() => void)[] = [];
-  afterEach(() => cleanups.splice(0).forEach((c) => c()));
-  const dir = () => {
-    const d = tempDir();
-    cleanups.push(d.cleanup);
-    return join(d.path, "outbox");
-  };
+  const dirs = tempDirPool();
+  afterEach(dirs.cleanup);
+  const dir = () => join(dirs.make(), "outbox");
 
   it("keeps entries on disk across restarts and sends them in order, deleting each after its ack", async () => {
     const d = dir();

@@ -1,7 +1,6 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -9,15 +8,18 @@ import { ConfigError } from "../../../shared/index.js";
 import { isTlsVerificationError } from "../../../shared/tls/index.js";
 import { issueServerCertificate, loadOrCreateCa, type CertificateAuthority } from "../../../control-plane/src/tls/index.js";
 import { establishPlaneTrust, PLANE_CA_FILE, PlaneIdentityError, sameEndpoint, type PlaneTrustConfig } from "./index.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
+
+const dirs = tempDirPool("trust");
 
 let dir: string;
 const servers: Server[] = [];
 beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), "hw-trust-"));
+  dir = dirs.make();
 });
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => new Promise((resolve) => s.close(resolve))));
-  rmSync(dir, { recursive: true, force: true });
+  dirs.cleanup();
 });
 
 interface TlsServer {

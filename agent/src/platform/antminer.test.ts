@@ -1,53 +1,18 @@
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDir, waitFor } from "../testing/index.js";
-import { AntminerPlatform, RecordingExecutor } from "./antminer.js";
-import { PlatformError } from "./simulated.js";
+import { AntminerPlatform } from "./antminer.js";
+import { PlatformError } from "./paths.js";
+import { antminerTestBoard, type AntminerTestBoardOptions } from "./testing/antminer-board.js";
 
 const cleanups: (() => void)[] = [];
 afterEach(() => cleanups.splice(0).forEach((c) => c()));
 
-/** A board root with the files the platform looks at; commands go to a RecordingExecutor. */
-function board(opts: { chains?: boolean; noIp6tables?: boolean; noIp6Table?: boolean; mountFails?: boolean; stateDir?: string; resolve?: (host: string) => string[]; refreshMs?: number } = {}) {
-  const d = tempDir();
-  cleanups.push(d.cleanup);
-  const root = d.path;
-  for (const dir of ["etc/init.d", "www/pages/cgi-bin", "proc"]) mkdirSync(join(root, dir), { recursive: true });
-  writeFileSync(join(root, "etc/init.d/bmminer.sh"), "#!/bin/sh\n");
-  writeFileSync(join(root, "www/pages/cgi-bin/upgrade.cgi"), "#!/bin/sh\n");
-  chmodSync(join(root, "www/pages/cgi-bin/upgrade.cgi"), 0o755);
-  writeFileSync(join(root, "etc/resolv.conf"), "nameserver 192.168.1.1\n");
-  writeFileSync(join(root, "proc/mounts"), "rootfs / rootfs rw 0 0\n");
-  const exec = new RecordingExecutor();
-  // Commands name host paths (the board's files under `root`); record them as device paths.
-  const strip = (s: string) => (s.startsWith(root) ? s.slice(root.length) : s);
-  const executor = { run: (command: string, args: readonly string[]) => exec.run(strip(command), args.map(strip)) };
-  // The kernel's hooks as the fake sees them: "<tool> <builtin> <chain>".
-  const hooks = new Set<string>(opts.chains ? ["iptables OUTPUT HASHWARD", "iptables INPUT HASHWARD_IN"] : []);
-  exec.respond = (command, args) => {
-    if (command === "ip6tables" && opts.noIp6tables) return { code: 127 };
-    // ip6tables installed, kernel without the IPv6 filter table: every call fails
-    if (command === "ip6tables" && opts.noIp6Table) return { code: 3, stderr: "ip6tables v1.4: can't initialize ip6tables table `filter': Table does not exist" };
-    const hook = `${command} ${args[1]} ${args.at(-1)}`;
-    if (args[0] === "-C") return { code: hooks.has(hook) ? 0 : 1 };
-    if (args[0] === "-I") hooks.add(hook);
-    if (args[0] === "-D") return { code: hooks.delete(hook) ? 0 : 1 };
-    if (command === "mount" && opts.mountFails) return { code: 1, stderr: "mount: permission denied" };
-    return undefined;
-  };
-  const warnings: string[] = [];
-  const platform = new AntminerPlatform({
-    root,
-    executor,
-    mountsFile: join(root, "proc/mounts"),
-    resolver: { resolve: async (host: string) => (opts.resolve ? opts.resolve(host) : host === "plane.example.net" ? ["192.0.2.10", "2001:db8::10"] : []) },
-    warn: (m) => warnings.push(m),
-    quarantineRefreshMs: opts.refreshMs ?? 0,
-    ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
-  });
-  cleanups.push(() => void platform.release().catch(() => undefined)); // stops a refresh timer
-  return { root, exec, platform, warnings, mount: (path: string) => writeFileSync(join(root, "proc/mounts"), `rootfs / rootfs rw 0 0\n/dev/null ${join(root, path)} devtmpfs rw 0 0\n`) };
+/** A board root (testing/antminer-board.ts), removed after the test. */
+function board(opts: AntminerTestBoardOptions = {}) {
+  const b = antminerTestBoard(opts);
+  cleanups.push(b.cleanup);
+  return b;
 }
 
 describe("Antminer platform (recorded commands)", () => {
@@ -108,9 +73,6 @@ describe("Antminer platform (recorded commands)", () => {
     await platform.quarantine({ controlPlaneHosts: ["198.51.100.20"] });
     expect(exec.calls).toContain("chmod 000 /www/pages/cgi-bin/upgrade.cgi");
     exec.calls.length = 0;
-    // chmod was only recorded, so make the file look disabled as it would be
-    const { root } = platform;
-    chmodSync(join(root, "www/pages/cgi-bin/upgrade.cgi"), 0o000);
     await platform.release();
     expect(exec.calls).toEqual([
       "chmod 755 /www/pages/cgi-bin/upgrade.cgi",
@@ -197,7 +159,7 @@ describe("Antminer platform (recorded commands)", () => {
     const { platform, exec } = board({ noIp6tables: true, refreshMs: 20, resolve: (h) => (h === "plane.example.net" ? answer : []) });
     await platform.quarantine({ controlPlaneHosts: ["plane.example.net"] });
     answer = ["192.0.2.10"];
-    await waitFor(() => exec.calls.includes("iptables -A HASHWARD -d 192.0.2.10 -j ACCEPT"), "firewall rebuilt with the plane's address");
+    await waitFor("firewall rebuilt with the plane's address", () => exec.calls.includes("iptables -A HASHWARD -d 192.0.2.10 -j ACCEPT"));
   });
 
   it("ip6tables without a kernel IPv6 filter table: IPv6 skipped with a warning, the quarantine completes and the CGI is disabled", async () => {

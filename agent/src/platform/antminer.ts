@@ -23,11 +23,11 @@
 import { execFile } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
-import { join, resolve as resolvePath, sep } from "node:path";
+import { join, resolve as resolvePath } from "node:path";
 import { z } from "zod";
 import { jsonStateFile, type JsonStateFile } from "../../../shared/fs/index.js";
 import type { HostResolver } from "../guards/net.js";
-import { PlatformError } from "./simulated.js";
+import { PlatformError, resolveUnderRoot } from "./paths.js";
 import type { MinerControl, Platform, PlatformDescription, QuarantineOptions, UpdateSlots } from "./types.js";
 
 export interface CommandResult {
@@ -52,17 +52,6 @@ export class NodeCommandExecutor implements CommandExecutor {
         resolve({ code, stdout: String(stdout), stderr: String(stderr || err?.message || "") });
       });
     });
-  }
-}
-
-/** Records every command; answers from `respond` (default: success). For tests and dry runs. */
-export class RecordingExecutor implements CommandExecutor {
-  readonly calls: string[] = [];
-  respond: (command: string, args: readonly string[]) => Partial<CommandResult> | undefined = () => undefined;
-
-  async run(command: string, args: readonly string[]): Promise<CommandResult> {
-    this.calls.push([command, ...args].join(" "));
-    return { code: 0, stdout: "", stderr: "", ...this.respond(command, args) };
   }
 }
 
@@ -137,14 +126,7 @@ export class AntminerPlatform implements Platform {
   }
 
   resolve(devicePath: string): string {
-    if (!devicePath.startsWith("/") || devicePath.split("/").includes("..")) {
-      throw new PlatformError(`device path ${JSON.stringify(devicePath)} must be absolute without '..'`);
-    }
-    const hostPath = resolvePath(this.root, `.${devicePath}`);
-    if (hostPath !== this.root && !hostPath.startsWith(this.root === sep ? sep : this.root + sep)) {
-      throw new PlatformError(`device path ${devicePath} escapes the platform root`);
-    }
-    return hostPath;
+    return resolveUnderRoot(this.root, devicePath);
   }
 
   async quarantine(opts: QuarantineOptions): Promise<void> {

@@ -1,8 +1,8 @@
 export type { MinerControl, Platform, PlatformDescription, QuarantineOptions } from "./types.js";
-export { SimulatedBoard, createSimulatedBoard, PlatformError, SIMULATED_MEASURE_PATHS, type NetworkPolicy, type SimulatedBoardOptions } from "./simulated.js";
-export { RecordingPlatform, type PlatformCall } from "./fake.js";
+export { PlatformError } from "./paths.js";
+export { SimulatedBoard, createSimulatedBoard, SIMULATED_MEASURE_PATHS, type NetworkPolicy, type SimulatedBoardOptions } from "./simulated.js";
 export { UBootSlots, UBOOT_ENV, SLOT_CMDLINE_PARAM, type SlotDevice, type UBootSlotsOptions } from "./uboot.js";
-export { AntminerPlatform, NodeCommandExecutor, RecordingExecutor, FIREWALL_CHAINS, type AntminerOptions, type CommandExecutor, type CommandResult } from "./antminer.js";
+export { AntminerPlatform, NodeCommandExecutor, FIREWALL_CHAINS, type AntminerOptions, type CommandExecutor, type CommandResult } from "./antminer.js";
 import { join } from "node:path";
 import type { AgentConfig } from "../config/index.js";
 import { HostResolver } from "../guards/net.js";

@@ -14,17 +14,15 @@
  * The device path `/firmware` resolves to the active slot's firmware, so attestation measures what runs.
  */
 import { accessSync, chmodSync, constants as fsConstants, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve, sep } from "node:path";
-import { HashwardError } from "../../../shared/index.js";
+import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { jsonStateFile, writeFileAtomicSync } from "../../../shared/fs/index.js";
 import type { MinerControl } from "./types.js";
 import { extractFirmwareImage } from "../update/image.js";
+import { checkDevicePath, PlatformError, resolveUnderRoot } from "./paths.js";
 import type { Platform, PlatformDescription, QuarantineOptions, SlotName, SlotStatus, UpdateSlots } from "./types.js";
 
-export class PlatformError extends HashwardError {
-  override name = "PlatformError";
-}
+export { PlatformError } from "./paths.js";
 
 const networkPolicySchema = z.union([z.strictObject({ mode: z.literal("open") }), z.strictObject({ mode: z.literal("restricted"), allow: z.array(z.string()) })]);
 /** The simulated firewall: open, or restricted to the control plane's hosts (run/network-policy.json). */
@@ -55,19 +53,13 @@ export class SimulatedBoard implements Platform {
   }
 
   resolve(devicePath: string): string {
-    if (!devicePath.startsWith("/") || devicePath.split("/").includes("..")) {
-      throw new PlatformError(`device path ${JSON.stringify(devicePath)} must be absolute without '..'`);
-    }
+    checkDevicePath(devicePath);
     if (devicePath === "/firmware" || devicePath.startsWith("/firmware/")) {
       // HW-UPD-4: on an A/B board /firmware is the running slot's firmware.
       const active = this.slots.activeSlotSync();
-      if (active) return resolve(this.root, "slots", active, `.${devicePath}`);
+      if (active) return resolveUnderRoot(join(this.root, "slots", active), devicePath);
     }
-    const hostPath = resolve(this.root, `.${devicePath}`);
-    if (hostPath !== this.root && !hostPath.startsWith(this.root + sep)) {
-      throw new PlatformError(`device path ${devicePath} escapes the platform root`);
-    }
-    return hostPath;
+    return resolveUnderRoot(this.root, devicePath);
   }
 
   private path(rel: string): string {

@@ -4,7 +4,7 @@
  * update engine on top (HW-BOARD-2, HW-UPD-4, HW-UPD-5).
  */
 import { createHash } from "node:crypto";
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, type Command } from "../../../shared/index.js";
@@ -14,7 +14,8 @@ import { tempDir } from "../testing/index.js";
 import { CHECKPOINTS, UpdateEngine, type Checkpoint } from "../update/index.js";
 import { TestTufRepo } from "../update/testing/index.js";
 import { initTrustedRoot, TufClient } from "../update/tuf.js";
-import { AntminerPlatform, NodeCommandExecutor, RecordingExecutor, type CommandExecutor } from "./antminer.js";
+import { AntminerPlatform, NodeCommandExecutor, type CommandExecutor } from "./antminer.js";
+import { RecordingExecutor } from "./testing/index.js";
 import { createPlatform } from "./index.js";
 import { PlatformError } from "./simulated.js";
 import { UBootEmulator, ubootEmulatorSkipReason } from "./testing/uboot.js";
@@ -39,15 +40,10 @@ describe.skipIf(skip !== null)(`U-Boot A/B slots (libubootenv + hashward-boot.cm
   let healthScript: string;
 
   beforeEach(() => {
-    dir = tempDir("hw-uboot-");
+    dir = tempDir("uboot");
     board = new UBootEmulator(dir.path, IMAGE_A);
     // The trial slot's health check: the booted slot's image must not say selftest=fail.
-    healthScript = join(dir.path, "health.sh");
-    writeFileSync(
-      healthScript,
-      `#!/bin/busybox ash\nslot=$(sed -n 's/.*hashward\\.slot=\\([ab]\\).*/\\1/p' ${board.cmdlineFile})\n! grep -q 'selftest=fail' ${dir.path}/slot-$slot.img\n`,
-    );
-    chmodSync(healthScript, 0o755);
+    healthScript = board.writeHealthScript(join(dir.path, "health.sh"));
   });
   afterEach(() => dir.cleanup());
 

@@ -23,7 +23,7 @@ import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, readSync, re
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { NodeCommandExecutor, type CommandExecutor, type CommandResult } from "./antminer.js";
-import { PlatformError } from "./simulated.js";
+import { PlatformError } from "./paths.js";
 import type { SlotName, SlotStatus, UpdateSlots } from "./types.js";
 
 /** Where one slot lives. Paths are host paths (the platform resolves them under its root). */

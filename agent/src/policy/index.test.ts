@@ -5,9 +5,9 @@ import { ConfigError, generateKeyPair, ValidationError, type Ack } from "../../.
 import { CommandHandler } from "../commands/index.js";
 import { silentLogger } from "../log/index.js";
 import type { OutboxMessage } from "../outbox/index.js";
-import { RecordingPlatform } from "../platform/index.js";
+import { RecordingPlatform } from "../platform/testing/index.js";
 import { StateStore } from "../state/index.js";
-import { PlaneSigner, tempDir } from "../testing/index.js";
+import { PlaneSigner, tempDirPool } from "../testing/index.js";
 import { executeSetPolicy, PolicyStore, StalePolicyError, type GuardPolicy } from "./index.js";
 
 const policy = (version: number, extra: Partial<GuardPolicy> = {}): GuardPolicy => ({
@@ -18,13 +18,9 @@ const policy = (version: number, extra: Partial<GuardPolicy> = {}): GuardPolicy 
   ...extra,
 });
 
-const cleanups: (() => void)[] = [];
-afterEach(() => cleanups.splice(0).forEach((c) => c()));
-const dir = () => {
-  const d = tempDir();
-  cleanups.push(d.cleanup);
-  return d.path;
-};
+const dirs = tempDirPool();
+afterEach(dirs.cleanup);
+const dir = () => dirs.make();
 
 describe("PolicyStore", () => {
   it("persists atomically (0600), survives reopen, refuses a version not above the stored one (HW-POL-1)", () => {

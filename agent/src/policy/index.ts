@@ -33,7 +33,7 @@ export class PolicyStore {
     private readonly file: JsonStateFile<z.infer<typeof fileSchema>>,
     current: GuardPolicy | null,
   ) {
-    this.current = current;
+    this.current = current === null ? null : deepFreeze(current);
   }
 
   static open(stateDir: string): PolicyStore {
@@ -41,8 +41,9 @@ export class PolicyStore {
     return new PolicyStore(file, file.load("without the stored policy version")?.policy ?? null);
   }
 
+  /** The stored policy, deeply frozen: every guard cycle reads it, and no reader can change it (issue 13: a copy per read cost a cycle 0.3 ms). */
   get policy(): GuardPolicy | null {
-    return this.current === null ? null : structuredClone(this.current);
+    return this.current;
   }
 
   get version(): number {
@@ -60,9 +61,18 @@ export class PolicyStore {
       throw new StalePolicyError(`policy version ${policy.version} is not above the stored ${this.version}`);
     }
     this.file.save({ v: 1, policy, appliedAtMs: nowMs });
-    this.current = policy;
-    return structuredClone(policy);
+    this.current = deepFreeze(policy);
+    return this.current;
   }
+}
+
+/** Freezes `value` and everything it holds (plain JSON data: objects and arrays). */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
 }
 
 /** What the set-policy command needs: the store, and a way to re-run the guards at once. */

@@ -4,7 +4,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { verifySignedObject, fromBase64Url, PROTOCOL_VERSION } from "../../../shared/index.js";
 import { parseAgentConfig, type AgentConfig } from "../config/index.js";
 import { silentLogger } from "../log/index.js";
-import { createSimulatedBoard, RecordingPlatform, SIMULATED_MEASURE_PATHS, type SimulatedBoard } from "../platform/index.js";
+import { createSimulatedBoard, SIMULATED_MEASURE_PATHS, type SimulatedBoard } from "../platform/index.js";
+import { RecordingPlatform } from "../platform/testing/index.js";
 import { FakeEnrollmentServer, PlaneSigner, TestBroker, tempDir, waitFor } from "../testing/index.js";
 import { EventEmitter } from "node:events";
 import { Agent, agentDestinations, EXIT, installProcessHandlers } from "./index.js";
@@ -56,10 +57,10 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
     const agent = await s.startAgent();
     const broker = s.holder.broker;
     const id = agent.deviceId;
-    await waitFor(() => broker.of("hello").length === 1, "hello");
-    await waitFor(() => broker.of("evidence").length === 1, "startup evidence");
-    await waitFor(() => broker.of("heartbeat").length >= 2, "heartbeats");
-    await waitFor(() => broker.of("event").some((e) => e["kind"] === "agent-started"), "agent-started event");
+    await waitFor("hello", () => broker.of("hello").length === 1);
+    await waitFor("startup evidence", () => broker.of("evidence").length === 1);
+    await waitFor("heartbeats", () => broker.of("heartbeat").length >= 2);
+    await waitFor("agent-started event", () => broker.of("event").some((e) => e["kind"] === "agent-started"));
     const hello = broker.of("hello")[0]!;
     expect(hello).toMatchObject({ v: PROTOCOL_VERSION, deviceId: id, model: "S19", containment: "none", lastCommandSeq: 0, agentVersion: "0.1.0-test" });
     const evidence = broker.of("evidence")[0]!;
@@ -78,38 +79,38 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
 
     const nonce = "abcdefghijklmnopqrstuv";
     await broker.publishDown(id, "challenge", { v: 1, type: "challenge", deviceId: id, nonce, issuedAt: Date.now(), expiresAt: Date.now() + 30_000 });
-    await waitFor(() => broker.of("evidence").find((e) => e["nonce"] === nonce), "challenge evidence");
+    await waitFor("challenge evidence", () => broker.of("evidence").find((e) => e["nonce"] === nonce));
     expect(broker.of("evidence").at(-1)).toMatchObject({ reason: "challenge", seq: 2 });
 
     await broker.publishDown(id, "command", s.plane.command(id, 1, "quarantine"));
-    await waitFor(() => broker.of("ack").length === 1, "ack");
+    await waitFor("ack", () => broker.of("ack").length === 1);
     expect(broker.of("ack")[0]).toMatchObject({ seq: 1, status: "done", containment: "quarantined" });
     verifySignedObject(broker.of("ack")[0]!, fromBase64Url(agent.identity.publicKey));
     expect(await s.board.isQuarantined()).toBe(true);
     expect(s.board.networkPolicy()).toEqual({ mode: "restricted", allow: ["127.0.0.1"] });
-    await waitFor(() => broker.of("heartbeat").some((h) => h["containment"] === "quarantined"), "quarantined heartbeat");
+    await waitFor("quarantined heartbeat", () => broker.of("heartbeat").some((h) => h["containment"] === "quarantined"));
   });
 
   it("reconnects after a broker restart and delivers events produced while it was down", async () => {
     const s = await setup();
     const agent = await s.startAgent();
     const first = s.holder.broker;
-    await waitFor(() => first.of("evidence").length === 1 && agent.outbox.depth === 0, "connected and flushed");
+    await waitFor("connected and flushed", () => first.of("evidence").length === 1 && agent.outbox.depth === 0);
     const port = first.port;
     await first.close();
-    await waitFor(() => !agent.session?.connected, "disconnect noticed");
+    await waitFor("disconnect noticed", () => !agent.session?.connected);
 
     // An out-of-band config edit while offline: detected by the watch, queued in the outbox.
     writeFileSync(join(s.board.root, "config/cgminer.conf"), '{"pools":[{"url":"stratum+tcp://evil.example:3333"}]}\n');
-    await waitFor(() => agent.outbox.depth >= 1, "watch-change queued while offline");
+    await waitFor("watch-change queued while offline", () => agent.outbox.depth >= 1);
 
     // Same port: the agent's configured URL (the OS gave it to us first; not a fixed port).
     const second = await new TestBroker().start(port);
     s.holder.broker = second;
     for (const [k, v] of first.keys) second.keys.set(k, v);
-    await waitFor(() => second.of("event").some((e) => e["kind"] === "watch-change"), "watch-change delivered after reconnect");
+    await waitFor("watch-change delivered after reconnect", () => second.of("event").some((e) => e["kind"] === "watch-change"));
     expect(second.of("event").find((e) => e["kind"] === "watch-change")).toMatchObject({ detail: { paths: ["/config/cgminer.conf"] } });
-    await waitFor(() => second.of("hello").length === 1 && second.of("evidence").length >= 1, "hello and evidence after reconnect");
+    await waitFor("hello and evidence after reconnect", () => second.of("hello").length === 1 && second.of("evidence").length >= 1);
     const evidence = second.of("evidence")[0]!;
     expect(evidence["seq"]).toBeGreaterThan(1);
     // HW-LIVE-1: the new connection's hello carries the new token's nonce, not the old one.
@@ -117,16 +118,16 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
     const secondHello = second.received.find((m) => m.kind === "hello")!;
     expect(secondHello.body["connectNonce"]).toBe(secondHello.connectNonce);
     expect(secondHello.connectNonce).not.toBe(firstNonce);
-    await waitFor(() => agent.outbox.depth === 0, "outbox drained");
+    await waitFor("outbox drained", () => agent.outbox.depth === 0);
   });
 
   it("re-applies a persisted quarantine on restart before enrolling, and only a signed release lifts it", async () => {
     const s = await setup();
     const agent = await s.startAgent();
     const id = agent.deviceId;
-    await waitFor(() => s.holder.broker.of("hello").length === 1, "hello");
+    await waitFor("hello", () => s.holder.broker.of("hello").length === 1);
     await s.holder.broker.publishDown(id, "command", s.plane.command(id, 1, "quarantine"));
-    await waitFor(() => s.holder.broker.of("ack").length === 1, "quarantine ack");
+    await waitFor("quarantine ack", () => s.holder.broker.of("ack").length === 1);
     await agent.stop();
 
     // Reboot: the board comes back mining with the upgrade path enabled; the agent must restore quarantine.
@@ -142,15 +143,15 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
     const restarted = await s.startAgent({ platform });
     expect(platform.calls[0]).toEqual({ op: "quarantine", opts: { controlPlaneHosts: ["127.0.0.1"] } });
     expect(requestsAtQuarantine).toBe(requestsBefore);
-    await waitFor(() => s.holder.broker.of("hello").length === 2, "second hello");
+    await waitFor("second hello", () => s.holder.broker.of("hello").length === 2);
     expect(s.holder.broker.of("hello")[1]).toMatchObject({ containment: "quarantined", lastCommandSeq: 1 });
 
     // Redelivered quarantine is re-acked from state; a forged release is rejected; a signed release lifts it.
     await s.holder.broker.publishDown(id, "command", s.plane.command(id, 2, "release", { key: new PlaneSigner().keyPair }));
-    await waitFor(() => s.holder.broker.of("event").some((e) => e["kind"] === "command-rejected"), "forged release rejected");
+    await waitFor("forged release rejected", () => s.holder.broker.of("event").some((e) => e["kind"] === "command-rejected"));
     expect(restarted.state.containment).toBe("quarantined");
     await s.holder.broker.publishDown(id, "command", s.plane.command(id, 2, "release"));
-    await waitFor(() => s.holder.broker.of("ack").some((a) => a["seq"] === 2), "release ack");
+    await waitFor("release ack", () => s.holder.broker.of("ack").some((a) => a["seq"] === 2));
     expect(restarted.state.containment).toBe("none");
     expect(platform.calls.map((c) => c.op)).toEqual(["quarantine", "release"]);
   });
@@ -159,11 +160,11 @@ describe("agent runtime against aedes and a fake enrollment server", () => {
     const s = await setup({ mqttUrl: undefined });
     s.enrollment.decide = () => ({ status: 200, enrollment: "accepted", mqttUrl: s.holder.broker.url });
     const agent = await s.startAgent();
-    await waitFor(() => s.holder.broker.of("hello").length === 1, "hello via the enrollment-provided mqttUrl");
+    await waitFor("hello via the enrollment-provided mqttUrl", () => s.holder.broker.of("hello").length === 1);
     await agent.stop();
     await s.enrollment.close();
     await s.startAgent();
-    await waitFor(() => s.holder.broker.of("hello").length === 2, "hello after restart without the enrollment endpoint");
+    await waitFor("hello after restart without the enrollment endpoint", () => s.holder.broker.of("hello").length === 2);
   });
 
   it("exits with code 3 when the device is revoked", async () => {

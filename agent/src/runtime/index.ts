@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { ConfigError, PROTOCOL_VERSION, signObject, type Challenge, type DeviceEventDetail, type Evidence, type Heartbeat, type Hello } from "../../../shared/index.js";
 import { Attester, watchPaths, type EvidenceReason, type WatchHandle } from "../attest/index.js";
 import { CommandHandler } from "../commands/index.js";
+import { EXIT } from "../cli/index.js";
 import type { AgentConfig } from "../config/index.js";
 import { enroll, EnrollmentRevokedError } from "../enroll/index.js";
 import { loadOrCreateIdentity, type DeviceIdentity } from "../identity/index.js";
@@ -34,7 +35,7 @@ import {
   type PlaneTrust,
 } from "../plane-trust/index.js";
 import { StateStore } from "../state/index.js";
-import { fileCheckpoint, initTrustedRoot, TufClient, UpdateEngine } from "../update/index.js";
+import { initTrustedRoot, testCheckpoint, TufClient, UpdateEngine } from "../update/index.js";
 import { AGENT_VERSION } from "../version/index.js";
 
 export interface AgentDeps {
@@ -52,8 +53,7 @@ export interface AgentDeps {
 /** How often state and outbox entries a full state dir refused are written again (HW-FAULT-10), ms. */
 export const PENDING_WRITE_RETRY_MS = 2000;
 
-/** Exit codes of `hashward-agent run`. */
-export const EXIT = { ok: 0, failure: 1, usage: 2, revoked: 3 } as const;
+export { EXIT } from "../cli/index.js";
 
 export function readBootId(): string {
   try {
@@ -205,8 +205,8 @@ export class Agent {
       },
       log: this.log,
       now: this.now,
-      // Tests only: freeze the install at a checkpoint so the test can SIGKILL the agent there.
-      checkpoint: fileCheckpoint(config.stateDir, process.env["HASHWARD_AGENT_TEST_PAUSE_AT"]),
+      // The test build only: freeze the install at a checkpoint so the test can SIGKILL the agent there.
+      checkpoint: testCheckpoint(config.stateDir, process.env),
     });
     const runningFirmware = () => this.firmwareVersion;
     this.attester = new Attester({

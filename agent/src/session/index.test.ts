@@ -51,7 +51,7 @@ describe("mqtt session against aedes", () => {
     const s = await setup();
     await expect(s.session.publish("hello", {})).rejects.toBeInstanceOf(NotConnectedError);
     s.session.start();
-    await waitFor(() => s.session.connected && s.connects() === 1, "connect");
+    await waitFor("connect", () => s.session.connected && s.connects() === 1);
     await s.session.publish("heartbeat", { hello: 1 }, 1);
     expect(s.broker.of("heartbeat")).toEqual([{ hello: 1 }]);
 
@@ -60,14 +60,14 @@ describe("mqtt session against aedes", () => {
     await s.broker.publishRaw(`asic/v1/${s.deviceId}/down/command`, Buffer.from("{garbage"));
     await s.broker.publishDown(s.deviceId, "command", { ...plane.command(s.deviceId, 2, "release"), extra: true });
     await s.broker.publishDown(s.deviceId, "command", plane.command(s.deviceId, 3, "quarantine"));
-    await waitFor(() => s.commands.length === 2, "two valid commands");
+    await waitFor("two valid commands", () => s.commands.length === 2);
     expect(s.commands.map((c) => c.seq)).toEqual([1, 3]);
-    await waitFor(() => Object.values(s.session.statistics.dropped).reduce((a, b) => a + b, 0) === 2, "two drops counted");
+    await waitFor("two drops counted", () => Object.values(s.session.statistics.dropped).reduce((a, b) => a + b, 0) === 2);
 
     // Reconnect after the broker kicks us: a new token (the old nonce would be refused as a replay).
     const before = s.broker.connects;
     for (const client of Object.values((s.broker.broker as unknown as { clients: Record<string, { close(): void }> }).clients)) client.close();
-    await waitFor(() => s.broker.connects === before + 1 && s.session.connected && s.connects() === 2, "reconnect");
+    await waitFor("reconnect", () => s.broker.connects === before + 1 && s.session.connected && s.connects() === 2);
     expect(s.broker.refused).toBe(0);
   });
 
@@ -75,10 +75,10 @@ describe("mqtt session against aedes", () => {
     const s = await setup();
     s.broker.keys.delete(s.deviceId);
     s.session.start();
-    await waitFor(() => s.broker.refused >= 2, "refused twice");
+    await waitFor("refused twice", () => s.broker.refused >= 2);
     expect(s.session.connected).toBe(false);
     s.broker.keys.set(s.deviceId, s.key.publicKey);
-    await waitFor(() => s.session.connected, "connected after acceptance");
+    await waitFor("connected after acceptance", () => s.session.connected);
     expect(s.session.statistics.connectFailures).toBeGreaterThanOrEqual(2);
   });
 
@@ -105,11 +105,11 @@ describe("mqtt session against aedes", () => {
     };
     const untrusting = make();
     untrusting.start();
-    await waitFor(() => untrusting.statistics.connectFailures >= 2, "TLS refused without the CA");
+    await waitFor("TLS refused without the CA", () => untrusting.statistics.connectFailures >= 2);
     expect(broker.connects).toBe(0);
     await untrusting.stop();
     const trusting = make(certs.ca);
     trusting.start();
-    await waitFor(() => trusting.connected, "mqtts connect with the private CA");
+    await waitFor("mqtts connect with the private CA", () => trusting.connected);
   });
 });

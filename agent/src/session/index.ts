@@ -11,7 +11,7 @@
  * - every down message is parsed with the shared schemas; anything invalid is dropped, counted and logged
  *   once per reason; a handler error never crashes the process.
  */
-import { isIP } from "node:net";
+import { ipFamily } from "../../../shared/net/index.js";
 import mqtt, { type MqttClient } from "mqtt";
 import {
   challengeSchema,
@@ -152,7 +152,7 @@ export class MqttSession {
       ...(secure
         ? {
             // SNI carries host names only (RFC 6066 3); an IP literal is still verified against the IP SANs.
-            ...(isIP(url.hostname.replace(/^\[|\]$/g, "")) ? {} : { servername: url.hostname }),
+            ...(ipFamily(url.hostname) ? {} : { servername: url.hostname }),
             rejectUnauthorized: true,
             ...(this.opts.ca ? { ca: this.opts.ca } : {}),
             ...(this.opts.clientCert ? { cert: this.opts.clientCert.cert, key: this.opts.clientCert.key } : {}),
@@ -167,6 +167,9 @@ export class MqttSession {
       connectTimeout: this.opts.connectTimeoutMs ?? 10_000,
       keepalive: this.opts.keepaliveSeconds ?? 30,
       resubscribe: false,
+      // mqtt-packet's default builds a table of 65,536 two-byte Buffers at the first write (3 MB of heap for the
+      // process's life, issue 13); packet ids are encoded on the fly instead.
+      writeCache: false,
     });
     this.client = client;
     this.clientNonce = claims.nonce;

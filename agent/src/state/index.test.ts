@@ -2,7 +2,7 @@ import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ConfigError, FreshnessError, generateKeyPair, PROTOCOL_VERSION, signObject, VerificationError, type Ack } from "../../../shared/index.js";
-import { refuseWrites, tempDir } from "../testing/index.js";
+import { refuseWrites, tempDirPool } from "../testing/index.js";
 import { HEARTBEAT_SEQ_BLOCK, StateStore, StateWriteError } from "./index.js";
 
 const deviceId = "hw-0123456789abcdef01234567";
@@ -11,13 +11,9 @@ const ack = (seq: number): Ack =>
   signObject({ v: PROTOCOL_VERSION, type: "ack" as const, deviceId, seq, action: "quarantine" as const, status: "done" as const, containment: "quarantined" as const, ts: 1 }, key.privateKey);
 
 describe("state store", () => {
-  const dirs: (() => void)[] = [];
-  afterEach(() => dirs.splice(0).forEach((c) => c()));
-  const dir = () => {
-    const d = tempDir();
-    dirs.push(d.cleanup);
-    return d.path;
-  };
+  const dirs = tempDirPool();
+  afterEach(dirs.cleanup);
+  const dir = () => dirs.make();
 
   it("persists every change atomically with mode 0600 and reloads it", () => {
     const stateDir = dir();

@@ -1,12 +1,11 @@
 /**
- * Test fakes for the agent (not shipped in the binary: only tests import this folder):
- * temp dirs, a deadline-polling waitFor, a plane command signer, an in-process aedes broker on port 0 that
- * checks connect tokens, and a fake enrollment HTTP server.
+ * The agent's test kit (not shipped in the binary: only tests import this folder): the repo's temp-dir and
+ * polling helpers (test/support), a plane command signer, an in-process aedes broker on port 0 that checks
+ * connect tokens, and a fake enrollment HTTP server.
  */
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from "node:net";
-import { tmpdir } from "node:os";
 import { createServer as createTlsServer } from "node:tls";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
@@ -27,10 +26,8 @@ import {
   type KeyPair,
 } from "../../../shared/index.js";
 
-export function tempDir(prefix = "hw-agent-"): { path: string; cleanup: () => void } {
-  const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
-}
+export { tempDir, tempDirPool, type TempDir, type TempDirPool } from "../../../test/support/temp-dir.js";
+export { waitFor, type WaitOptions } from "../../../test/support/wait.js";
 
 /**
  * Makes every write into `dir` fail (HW-FAULT-10 tests without root or a tmpfs): the directory is moved aside and a
@@ -45,17 +42,6 @@ export function refuseWrites(dir: string): () => void {
     rmSync(dir, { force: true });
     renameSync(aside, dir);
   };
-}
-
-/** Polls `condition` until it returns a truthy value or the deadline passes (no sleeps as synchronisation). */
-export async function waitFor<T>(condition: () => T | Promise<T>, what: string, timeoutMs = 10_000, everyMs = 10): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await condition();
-    if (value) return value as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
 }
 
 export class PlaneSigner {

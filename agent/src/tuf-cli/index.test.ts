@@ -65,7 +65,7 @@ describe("hashward-agent tuf (conformance CLI)", () => {
   const run = (...argv: string[]) => runTufCli(argv, io());
 
   beforeEach(async () => {
-    dir = tempDir("hw-tufcli-");
+    dir = tempDir("tufcli");
     repo = await new TestTufRepo(join(dir.path, "repo")).start();
     out = [];
     err = [];

@@ -1,5 +1,6 @@
 /**
- * The update path in the COMPILED agent (dist/agent/hashward-agent-linux-x64): the `tuf` conformance CLI, and
+ * The update path in the COMPILED agent: the `tuf` conformance CLI of the release binary
+ * (dist/agent/hashward-agent-linux-x64), and, on the test build (-testhooks, the same code plus the hook),
  * SIGKILL at every install checkpoint (HASHWARD_AGENT_TEST_PAUSE_AT freezes the agent there) followed by a
  * restart that completes or rolls back, against an in-process broker, enrollment server and TUF repository.
  * Skips with a message when the binary is not built (`npm run build:agent`).
@@ -14,17 +15,19 @@ import { startStandInPlane, tempDir, waitFor } from "../testing/index.js";
 import { CHECKPOINTS } from "./index.js";
 import { TestTufRepo, testFirmwareImage } from "./testing/index.js";
 
-const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64");
-const built = existsSync(binary);
+// The test build: the release binary has no install checkpoint hook (HASHWARD_AGENT_TEST_PAUSE_AT).
+const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64-testhooks");
+const release = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64");
+const built = existsSync(binary) && existsSync(release);
 
-describeUnless(built ? null : `${binary} is not built (run "npm run build:agent")`, "compiled agent: updates", () => {
+describeUnless(built ? null : `${binary} or ${release} is not built (run "npm run build:agent")`, "compiled agent: updates", () => {
   const cleanups: (() => void | Promise<void>)[] = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
 
   async function setup(extra: Record<string, unknown> = {}) {
-    const dir = tempDir("hw-update-bin-");
+    const dir = tempDir("update-bin");
     cleanups.push(dir.cleanup);
     const repo = await new TestTufRepo(join(dir.path, "repo")).start();
     cleanups.push(() => repo.stop());
@@ -68,7 +71,7 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
     // Asynchronous: the repository's HTTP server runs in this process and must keep answering.
     const tuf = (...args: string[]) =>
       new Promise<{ status: number | null; stderr: string }>((done) =>
-        execFile(binary, ["tuf", ...args], { encoding: "utf8" }, (error, _stdout, stderr) => done({ status: error ? (typeof error.code === "number" ? error.code : -1) : 0, stderr })),
+        execFile(release, ["tuf", ...args], { encoding: "utf8" }, (error, _stdout, stderr) => done({ status: error ? (typeof error.code === "number" ? error.code : -1) : 0, stderr })),
       );
     expect((await tuf("--metadata-dir", md, "init", repo.rootFile)).status).toBe(0);
     const refresh = await tuf("--metadata-dir", md, "--metadata-url", repo.metadataUrl, "refresh");
@@ -90,26 +93,26 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
       s.repo.addTarget("fw-1.1.0", testFirmwareImage("S19", "1.1.0"), { hardwareModels: ["S19"], version: "1.1.0" });
       s.repo.publish();
       const first = s.start({ HASHWARD_AGENT_TEST_PAUSE_AT: point });
-      const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 20_000))["deviceId"] as string;
+      const deviceId = (await waitFor("hello", () => s.broker.of("hello")[0], { timeoutMs: 20_000 }))["deviceId"] as string;
       const command = s.plane.command(deviceId, 1, "update", { params: { targetName: "fw-1.1.0" } });
       await s.broker.publishDown(deviceId, "command", command);
-      await waitFor(() => existsSync(join(s.stateDir, "update", `paused-at-${point}`)), `pause at ${point}`, 20_000);
+      await waitFor(`pause at ${point}`, () => existsSync(join(s.stateDir, "update", `paused-at-${point}`)), { timeoutMs: 20_000 });
       first.child.kill("SIGKILL");
       await first.exited;
       expectBootable(s.board);
 
       const second = s.start();
-      await waitFor(() => s.broker.of("hello").length >= 2, "hello after restart", 20_000);
+      await waitFor("hello after restart", () => s.broker.of("hello").length >= 2, { timeoutMs: 20_000 });
       // The plane re-publishes the unacked command on hello (same seq and signature).
       await s.broker.publishDown(deviceId, "command", command);
-      const ack = await waitFor(() => s.broker.of("ack").find((a) => a["seq"] === 1), "ack", 20_000);
+      const ack = await waitFor("ack", () => s.broker.of("ack").find((a) => a["seq"] === 1), { timeoutMs: 20_000 });
       expect(ack, second.output()).toMatchObject({ status: "done", action: "update" });
       expect(await s.board.slots.status()).toEqual({ active: "b", fallback: null });
       expect(readFileSync(s.board.resolve("/firmware/etc/version"), "utf8")).toBe("S19 1.1.0\n");
       const committed = s.broker.of("event").filter((e) => e["kind"] === "update-progress" && (e["detail"] as { phase: string }).phase === "committed");
       expect(committed).toHaveLength(1);
       // Evidence after the restart reports the running firmware.
-      await waitFor(() => s.broker.of("evidence").some((e) => e["firmwareVersion"] === "1.1.0"), "evidence with 1.1.0", 20_000);
+      await waitFor("evidence with 1.1.0", () => s.broker.of("evidence").some((e) => e["firmwareVersion"] === "1.1.0"), { timeoutMs: 20_000 });
       second.child.kill("SIGTERM");
       expect(await second.exited).toBe(0);
     });
@@ -120,11 +123,11 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
     s.repo.addTarget("fw-1.1.0", testFirmwareImage("S19", "1.1.0"), { hardwareModels: ["S19"], version: "1.1.0" });
     s.repo.publish();
     s.start();
-    const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 20_000))["deviceId"] as string;
+    const deviceId = (await waitFor("hello", () => s.broker.of("hello")[0], { timeoutMs: 20_000 }))["deviceId"] as string;
     await s.broker.publishDown(deviceId, "command", s.plane.command(deviceId, 1, "update", { params: { targetName: "fw-1.1.0" } }));
-    await waitFor(() => s.broker.of("evidence").some((e) => e["reason"] === "update" && e["firmwareVersion"] === "1.1.0"), "update evidence", 20_000);
+    await waitFor("update evidence", () => s.broker.of("evidence").some((e) => e["reason"] === "update" && e["firmwareVersion"] === "1.1.0"), { timeoutMs: 20_000 });
     appendFileSync(s.board.resolve("/firmware/bmminer"), "# out-of-band edit\n");
-    await waitFor(() => s.broker.of("evidence").some((e) => e["reason"] === "watch"), "watch evidence from the new slot", 20_000);
+    await waitFor("watch evidence from the new slot", () => s.broker.of("evidence").some((e) => e["reason"] === "watch"), { timeoutMs: 20_000 });
     expect(s.board.resolve("/firmware/bmminer")).toContain(join("slots", "b", "firmware"));
   });
 
@@ -133,18 +136,18 @@ describeUnless(built ? null : `${binary} is not built (run "npm run build:agent"
     s.repo.addTarget("fw-bad", testFirmwareImage("S19", "1.2.0", { selftest: "fail" }), { hardwareModels: ["S19"], version: "1.2.0" });
     s.repo.publish();
     const first = s.start({ HASHWARD_AGENT_TEST_PAUSE_AT: "trial" });
-    const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 20_000))["deviceId"] as string;
+    const deviceId = (await waitFor("hello", () => s.broker.of("hello")[0], { timeoutMs: 20_000 }))["deviceId"] as string;
     const command = s.plane.command(deviceId, 1, "update", { params: { targetName: "fw-bad" } });
     await s.broker.publishDown(deviceId, "command", command);
-    await waitFor(() => existsSync(join(s.stateDir, "update", "paused-at-trial")), "pause at trial", 20_000);
+    await waitFor("pause at trial", () => existsSync(join(s.stateDir, "update", "paused-at-trial")), { timeoutMs: 20_000 });
     first.child.kill("SIGKILL");
     await first.exited;
     // Killed on the trial boot of the bad slot: it is what boot/active names right now, with a fallback.
     expect(await s.board.slots.status()).toEqual({ active: "b", fallback: "a" });
     s.start();
-    await waitFor(() => s.broker.of("hello").length >= 2, "hello after restart", 20_000);
+    await waitFor("hello after restart", () => s.broker.of("hello").length >= 2, { timeoutMs: 20_000 });
     await s.broker.publishDown(deviceId, "command", command);
-    const ack = await waitFor(() => s.broker.of("ack").find((a) => a["seq"] === 1), "ack", 20_000);
+    const ack = await waitFor("ack", () => s.broker.of("ack").find((a) => a["seq"] === 1), { timeoutMs: 20_000 });
     expect(ack).toMatchObject({ status: "failed" });
     expect(String(ack["reason"])).toMatch(/rolled back: health check failed/);
     expect(await s.board.slots.status()).toEqual({ active: "a", fallback: null });

@@ -1,17 +1,13 @@
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { tempDir } from "../testing/index.js";
+import { tempDirPool } from "../testing/index.js";
 import { buildFirmwareImage, extractFirmwareImage, ImageFormatError } from "./image.js";
 
 describe("hashward-firmware/1 image", () => {
-  const dirs: { cleanup: () => void }[] = [];
-  afterEach(() => dirs.splice(0).forEach((d) => d.cleanup()));
-  const dir = () => {
-    const d = tempDir("hw-image-");
-    dirs.push(d);
-    return d.path;
-  };
+  const dirs = tempDirPool("image");
+  afterEach(dirs.cleanup);
+  const dir = () => dirs.make();
 
   it("round-trips files with their modes", () => {
     const d = dir();

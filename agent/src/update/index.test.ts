@@ -43,7 +43,7 @@ describe("UpdateEngine", () => {
 
   let savedTmpdir: string | undefined;
   beforeEach(async () => {
-    dir = tempDir("hw-update-");
+    dir = tempDir("update");
     // A private TMPDIR: the downloads' temporary files (BoundedFetcher) must all be gone after each update.
     savedTmpdir = process.env.TMPDIR;
     process.env.TMPDIR = join(dir.path, "tmp");

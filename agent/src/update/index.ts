@@ -221,8 +221,9 @@ export class UpdateEngine {
     );
     await this.checkpoint("download");
 
-    // Verify again from the staged copy: flash is not RAM, and the slot is written from this file.
-    await info.verify(createReadStream(file)).catch((cause: unknown) => {
+    // Verify again from the staged copy: flash is not RAM, and the slot is written from this file. Read in 1 MiB
+    // chunks: the default 64 KiB made this pass over a 64 MB image ~1,000 stream reads (issue 13).
+    await info.verify(createReadStream(file, { highWaterMark: 1024 * 1024 })).catch((cause: unknown) => {
       throw new Rejected(`staged image no longer matches its signed hashes: ${String(cause)}`);
     });
     let j = this.journal("verified");
@@ -318,12 +319,20 @@ export class UpdateEngine {
   }
 }
 
+/** Set by `scripts/build-agent.mjs --define`: true only in the test build (`hashward-agent-linux-x64-testhooks`). */
+declare const HASHWARD_AGENT_TEST_HOOKS: boolean | undefined;
+
 /**
- * The checkpoint hook behind HASHWARD_AGENT_TEST_PAUSE_AT (tests only): at that checkpoint the agent writes
- * `<stateDir>/update/paused-at-<point>` and waits until `<stateDir>/update/continue-<point>` exists, so a test
- * can SIGKILL it exactly there.
+ * The install checkpoint hook of the TEST build only: at the checkpoint named by the environment variable
+ * HASHWARD_AGENT_TEST_PAUSE_AT the agent writes `<stateDir>/update/paused-at-<point>` and waits until
+ * `<stateDir>/update/continue-<point>` exists, so a test can SIGKILL it exactly there. Undefined everywhere else:
+ * from source, and in the release binaries, which the build defines HASHWARD_AGENT_TEST_HOOKS=false for, so that
+ * this whole hook (the variable's name included) is removed from them as dead code; a test checks the release
+ * binaries do not contain the name (agent/src/update/test-hooks.test.ts).
  */
-export function fileCheckpoint(stateDir: string, pauseAt: string | undefined): ((point: Checkpoint) => Promise<void>) | undefined {
+export function testCheckpoint(stateDir: string, env: NodeJS.ProcessEnv): ((point: Checkpoint) => Promise<void>) | undefined {
+  if (typeof HASHWARD_AGENT_TEST_HOOKS === "undefined" || !HASHWARD_AGENT_TEST_HOOKS) return undefined;
+  const pauseAt = env["HASHWARD_AGENT_TEST_PAUSE_AT"];
   if (!pauseAt) return undefined;
   return async (point) => {
     if (point !== pauseAt) return;

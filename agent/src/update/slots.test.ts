@@ -1,18 +1,14 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSimulatedBoard, PlatformError } from "../platform/simulated.js";
-import { tempDir } from "../testing/index.js";
+import { tempDirPool } from "../testing/index.js";
 import { testFirmwareImage } from "./testing/index.js";
 
 describe("simulated board: A/B slots and the vendor upgrade path", () => {
-  const dirs: { cleanup: () => void }[] = [];
-  afterEach(() => dirs.splice(0).forEach((d) => d.cleanup()));
-  const board = (slots = true) => {
-    const d = tempDir("hw-slots-");
-    dirs.push(d);
-    return createSimulatedBoard(join(d.path, "board"), { model: "S19", slots });
-  };
+  const dirs = tempDirPool("slots");
+  afterEach(dirs.cleanup);
+  const board = (slots = true) => createSimulatedBoard(join(dirs.make(), "board"), { model: "S19", slots });
 
   it("writes only the inactive slot, boots it on trial, commits or rolls back", async () => {
     const b = board();
@@ -40,18 +36,5 @@ describe("simulated board: A/B slots and the vendor upgrade path", () => {
     const b = board(false);
     expect(b.resolve("/firmware")).toBe(join(b.root, "firmware"));
     await expect(b.slots.status()).rejects.toThrow(/no A\/B slots/);
-  });
-
-  it("disableVendorUpgrade keeps the upgrade path closed after a quarantine release", async () => {
-    const b = board();
-    await b.quarantine({ controlPlaneHosts: ["plane"] });
-    await b.release();
-    expect(existsSync(join(b.root, "www/upgrade.cgi"))).toBe(true);
-    await b.disableVendorUpgrade();
-    expect(b.vendorUpgradeDisabled()).toBe(true);
-    await b.quarantine({ controlPlaneHosts: ["plane"] });
-    await b.release();
-    expect(b.vendorUpgradeDisabled()).toBe(true);
-    expect(b.minerState()).toBe("running");
   });
 });

@@ -41,7 +41,7 @@ function pathTo(state: UpdateJournalState): UpdateJournalEvent[] {
 describe("update journal machine (HW-UPD-5)", () => {
   let dir: { path: string; cleanup: () => void };
   beforeEach(() => {
-    dir = tempDir("hw-journal-");
+    dir = tempDir("journal");
   });
   afterEach(() => dir.cleanup());
 

@@ -16,7 +16,8 @@ import { startStandInPlane, tempDir, waitFor } from "../testing/index.js";
 import { CHECKPOINTS } from "./index.js";
 import { TestTufRepo } from "./testing/index.js";
 
-const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64");
+// The test build: the release binary has no install checkpoint hook (HASHWARD_AGENT_TEST_PAUSE_AT).
+const binary = resolve(import.meta.dirname, "../../../dist/agent/hashward-agent-linux-x64-testhooks");
 const skip = !existsSync(binary) ? `${binary} is not built (run "npm run build:agent")` : ubootEmulatorSkipReason();
 const image = (version: string, health: "pass" | "fail" = "pass") => Buffer.from(`ROOTFS S19 ${version} selftest=${health}\n`.repeat(400));
 const IMAGE_A = image("1.0.0");
@@ -28,7 +29,7 @@ describe.skipIf(skip !== null)(`compiled agent: updates on a U-Boot board${skip 
   });
 
   async function setup() {
-    const dir = tempDir("hw-uboot-bin-");
+    const dir = tempDir("uboot-bin");
     cleanups.push(dir.cleanup);
     const repo = await new TestTufRepo(join(dir.path, "repo")).start();
     cleanups.push(() => repo.stop());
@@ -97,16 +98,16 @@ describe.skipIf(skip !== null)(`compiled agent: updates on a U-Boot board${skip 
   async function drive(s: Awaited<ReturnType<typeof setup>>, next: Buffer, pauseAt: string | null): Promise<{ ack: Record<string, unknown>; cut: boolean; reboots: number }> {
     let paused = pauseAt === null;
     let agent = s.start(paused ? {} : { HASHWARD_AGENT_TEST_PAUSE_AT: pauseAt! });
-    const deviceId = (await waitFor(() => s.broker.of("hello")[0], "hello", 60_000))["deviceId"] as string;
+    const deviceId = (await waitFor("hello", () => s.broker.of("hello")[0], { timeoutMs: 60_000 }))["deviceId"] as string;
     const command = s.plane.command(deviceId, 1, "update", { params: { targetName: "fw" } });
     await s.broker.publishDown(deviceId, "command", command);
     const pauseFile = join(s.stateDir, "update", `paused-at-${pauseAt}`);
     let reboots = 0;
     for (let starts = 1; starts < 12; starts++) {
       const seen = await waitFor(
-        () => (s.broker.of("ack").find((a) => a["seq"] === 1) ? "ack" : !paused && existsSync(pauseFile) ? "paused" : agent.exitCode !== null || agent.signalCode !== null ? "rebooted" : undefined),
         "ack, pause or reboot",
-        60_000,
+        () => (s.broker.of("ack").find((a) => a["seq"] === 1) ? "ack" : !paused && existsSync(pauseFile) ? "paused" : agent.exitCode !== null || agent.signalCode !== null ? "rebooted" : undefined),
+        { timeoutMs: 60_000 },
       );
       if (seen === "ack") return { ack: s.broker.of("ack").find((a) => a["seq"] === 1)!, cut: pauseAt !== null && paused, reboots };
       if (seen === "rebooted") reboots++;
@@ -120,9 +121,9 @@ describe.skipIf(skip !== null)(`compiled agent: updates on a U-Boot board${skip 
       agent = s.start(paused ? {} : { HASHWARD_AGENT_TEST_PAUSE_AT: pauseAt! });
       // resume() runs before the network: a start may pause there, or reboot from there, before any hello.
       const up = await waitFor(
-        () => (s.broker.of("hello").length > hellos ? "hello" : !paused && existsSync(pauseFile) ? "paused" : agent.exitCode !== null || agent.signalCode !== null ? "rebooted" : undefined),
         "hello, pause or reboot after restart",
-        60_000,
+        () => (s.broker.of("hello").length > hellos ? "hello" : !paused && existsSync(pauseFile) ? "paused" : agent.exitCode !== null || agent.signalCode !== null ? "rebooted" : undefined),
+        { timeoutMs: 60_000 },
       );
       // (a reboot here is counted at the top of the loop, which sees this agent gone)
       // The plane re-sends the unacked command on hello (same seq and signature).

@@ -110,6 +110,7 @@ export class IdentityCache {
     return identity;
   }
 
+  /** Drops the device's cached answer (after revoke or reject): the next lookup asks the store. */
   forget(deviceId: string): void {
     this.entries.delete(deviceId);
   }

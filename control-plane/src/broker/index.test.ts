@@ -8,7 +8,8 @@ import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url, type K
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import { downFilter, downTopic, upTopic, type Command, type Heartbeat, type Hello } from "../../../shared/protocol/index.js";
 import { LivenessRefusal } from "../errors.js";
-import { FakeDeviceSide } from "./fake-device-side.js";
+import { FakeDeviceSide } from "./testing/fake-device-side.js";
+import { waitFor } from "../../../test/support/wait.js";
 import { createBroker, type Broker } from "./index.js";
 
 const MAX_PAYLOAD = 2_048;
@@ -52,14 +53,6 @@ function heartbeat(device: Device, seq: number, connectNonce = SOME_CONNECT_NONC
   ) as Heartbeat;
 }
 
-async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}
-
 let fake: FakeDeviceSide;
 let registry: Registry;
 let broker: Broker;
@@ -78,12 +71,20 @@ function enroll(device: Device, enrollment: "accepted" | "pending" | "rejected" 
   fake.setIdentity(device.id, toBase64Url(device.keys.publicKey), enrollment);
 }
 
+/** A new device, enrolled and accepted. */
+function enrolledDevice(): Device {
+  const device = newDevice();
+  enroll(device);
+  return device;
+}
+
 /** The connect-token nonce each test client connected with (what the broker must hand over as the session, HW-LIVE-1). */
 const connectNonces = new WeakMap<MqttClient, string>();
 
-function connect(device: Device, options: { password?: string; clientId?: string; username?: string } = {}): Promise<MqttClient> {
+/** Connects `device` with a fresh token (or the given fields) to the shared broker, or to the one on `options.port`. */
+function connect(device: Device, options: { password?: string; clientId?: string; username?: string; port?: number } = {}): Promise<MqttClient> {
   const issued = issueConnectToken(device.id, device.keys.privateKey, Date.now());
-  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
+  const client = mqtt.connect(`mqtt://127.0.0.1:${options.port ?? port}`, {
     protocolVersion: 4,
     clientId: options.clientId ?? device.id,
     username: options.username ?? device.id,
@@ -137,10 +138,9 @@ afterEach(async () => {
 
 describe("CONNECT authentication", () => {
   it("accepts an accepted device with a fresh token and reports the connection", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     await connect(device);
-    await until(() => fake.callsOf("onConnected").length === 1, "onConnected");
+    await waitFor("onConnected", () => fake.callsOf("onConnected").length === 1);
     expect(broker.publisher.isConnected(device.id)).toBe(true);
   });
 
@@ -158,24 +158,21 @@ describe("CONNECT authentication", () => {
   });
 
   it("refuses a token signed by another key with code 4", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const forged = createConnectToken(device.id, generateKeyPair().privateKey, Date.now());
     expect(await refusedWith(connect(device, { password: forged }))).toBe(4);
     expect(await metric("hashward_mqtt_connect_refused_total", { reason: "bad-token" })).toBe(1);
   });
 
   it("refuses an expired token with code 4", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const expired = createConnectToken(device.id, device.keys.privateKey, Date.now() - 10 * 60_000, 60_000);
     expect(await refusedWith(connect(device, { password: expired }))).toBe(4);
     expect(await metric("hashward_mqtt_connect_refused_total", { reason: "expired-token" })).toBe(1);
   });
 
   it("refuses a replayed token with code 4 (HW-AUTH-1)", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const token = createConnectToken(device.id, device.keys.privateKey, Date.now());
     const first = await connect(device, { password: token });
     first.end(true);
@@ -184,8 +181,7 @@ describe("CONNECT authentication", () => {
   });
 
   it("refuses a token replayed after a broker restart: used nonces are remembered by the device side (HW-AUTH-1)", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const token = createConnectToken(device.id, device.keys.privateKey, Date.now());
     (await connect(device, { password: token })).end(true);
     // A new broker (a restarted plane) has an empty memory; the nonce record survives with the database.
@@ -209,32 +205,29 @@ describe("CONNECT authentication", () => {
   });
 
   it("refuses a clientId that is not the username with code 2 [MQTT-3.1.3-9]", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     expect(await refusedWith(connect(device, { clientId: newDevice().id }))).toBe(2);
   });
 });
 
 describe("publish ACL and ingest", () => {
   it("hands an own-topic publish to the device side once, and counts it", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
-    await until(() => fake.callsOf("onHello").length === 1, "onHello");
+    await waitFor("onHello", () => fake.callsOf("onHello").length === 1);
     expect(fake.callsOf("onHello")[0]?.message.deviceId).toBe(device.id);
     expect(await metric("hashward_mqtt_messages_total", { kind: "hello" })).toBe(1);
     expect(client.connected).toBe(true);
   });
 
   it("keeps per-device order (hello before evidence) even for one TCP chunk", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     for (let i = 0; i < 20; i++) {
       client.publish(upTopic(device.id, "hello"), JSON.stringify(hello(device, `boot-${i}`)), { qos: 0 });
     }
-    await until(() => fake.callsOf("onHello").length === 20, "20 hellos");
+    await waitFor("20 hellos", () => fake.callsOf("onHello").length === 20);
     expect(fake.callsOf("onHello").map((call) => call.message.bootId)).toEqual(Array.from({ length: 20 }, (_, i) => `boot-${i}`));
   });
 
@@ -249,12 +242,11 @@ describe("publish ACL and ingest", () => {
     await gone;
     expect(await metric("hashward_mqtt_acl_denied_total", { action: "publish", reason: "foreign-topic" })).toBe(1);
     expect(fake.callsOf("onHello")).toHaveLength(0);
-    await until(() => fake.callsOf("onDisconnected").length === 1, "onDisconnected");
+    await waitFor("onDisconnected", () => fake.callsOf("onDisconnected").length === 1);
   });
 
   it.each(["asic/v1/x/up/hello", "other/topic", "$SYS/broker/x"])("disconnects a device publishing to %s", async (topic) => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const gone = closed(client);
     client.publish(topic, "{}", { qos: 0 });
@@ -263,8 +255,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("refuses a device publishing to its own down/ topic", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const gone = closed(client);
     client.publish(downTopic(device.id, "command"), "{}", { qos: 0 });
@@ -275,8 +266,7 @@ describe("publish ACL and ingest", () => {
     ["just over the payload cap (checked in authorizePublish)", MAX_PAYLOAD + 1, "publish"],
     ["far over (refused by the packet parser before buffering)", MAX_PAYLOAD * 8, "packet"],
   ])("disconnects an oversize payload %s", async (_what, size, action) => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const gone = closed(client);
     client.publish(upTopic(device.id, "heartbeat"), Buffer.alloc(size, 0x20), { qos: 0 });
@@ -286,13 +276,12 @@ describe("publish ACL and ingest", () => {
   });
 
   it("drops malformed JSON, counts it, and keeps the client connected", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     await client.publishAsync(upTopic(device.id, "heartbeat"), "{not json", { qos: 1 });
     await client.publishAsync(upTopic(device.id, "evidence"), JSON.stringify({ type: "evidence" }), { qos: 1 });
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
-    await until(() => fake.callsOf("onHello").length === 1, "the valid hello after the malformed ones");
+    await waitFor("the valid hello after the malformed ones", () => fake.callsOf("onHello").length === 1);
     expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "heartbeat", reason: "invalid" })).toBe(1);
     expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "evidence", reason: "invalid" })).toBe(1);
     expect(fake.callsOf("onHeartbeat")).toHaveLength(0);
@@ -300,11 +289,10 @@ describe("publish ACL and ingest", () => {
   });
 
   it("drops a payload naming another device", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(newDevice())), { qos: 1 });
-    await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "device-mismatch" })) === 1, "count");
+    await waitFor("count", async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "device-mismatch" })) === 1);
     expect(fake.callsOf("onHello")).toHaveLength(0);
   });
 
@@ -318,23 +306,21 @@ describe("publish ACL and ingest", () => {
     [new LivenessRefusal("old seq", "replay"), "replay"],
     [new LivenessRefusal("clock", "clock"), "clock"],
   ])("counts a handler refusal %s as %s and survives it", async (error, reason) => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     fake.failNext = error;
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
-    await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason })) === 1, "count");
+    await waitFor("count", async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason })) === 1);
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
-    await until(() => fake.callsOf("onHello").length === 1, "next hello handled");
+    await waitFor("next hello handled", () => fake.callsOf("onHello").length === 1);
   });
 
   it("hands each hello and heartbeat over with its connection's session: the token nonce and the enrolled key (HW-LIVE-1)", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const first = await connect(device);
     await first.publishAsync(upTopic(device.id, "hello"), JSON.stringify(hello(device)), { qos: 1 });
     await first.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 1)), { qos: 1 });
-    await until(() => fake.callsOf("onHeartbeat").length === 1, "heartbeat handled");
+    await waitFor("heartbeat handled", () => fake.callsOf("onHeartbeat").length === 1);
     const expected = { connectNonce: connectNonces.get(first), publicKey: toBase64Url(device.keys.publicKey) };
     expect(fake.callsOf("onHello")[0]?.session).toMatchObject(expected);
     expect(fake.callsOf("onHeartbeat")[0]?.session).toMatchObject({ ...expected, lastHeartbeatSeq: -1 });
@@ -342,21 +328,20 @@ describe("publish ACL and ingest", () => {
     // A takeover (a second CONNECT with another token) is another session: the old nonce is not handed over.
     const second = await connect(device);
     await second.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 2)), { qos: 1 });
-    await until(() => fake.callsOf("onHeartbeat").length === 2, "second heartbeat handled");
+    await waitFor("second heartbeat handled", () => fake.callsOf("onHeartbeat").length === 2);
     expect(fake.callsOf("onHeartbeat")[1]?.session.connectNonce).toBe(connectNonces.get(second));
     expect(connectNonces.get(second)).not.toBe(connectNonces.get(first));
   });
 
   it("drops and counts an unsigned hello or heartbeat (reason unsigned) and keeps the client connected (HW-LIVE-1)", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const { sig: _sig, ...unsignedHeartbeat } = heartbeat(device, 1);
     const { sig: _helloSig, connectNonce: _nonce, ...unsignedHello } = hello(device);
     await client.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify(unsignedHeartbeat), { qos: 1 });
     await client.publishAsync(upTopic(device.id, "hello"), JSON.stringify(unsignedHello), { qos: 1 });
     await client.publishAsync(upTopic(device.id, "heartbeat"), JSON.stringify({ ...heartbeat(device, 2), sig: "" }), { qos: 1 });
-    await until(async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "unsigned" })) === 1, "unsigned hello counted");
+    await waitFor("unsigned hello counted", async () => (await metric("hashward_mqtt_messages_rejected_total", { kind: "hello", reason: "unsigned" })) === 1);
     expect(await metric("hashward_mqtt_messages_rejected_total", { kind: "heartbeat", reason: "unsigned" })).toBe(2);
     expect(fake.callsOf("onHeartbeat")).toHaveLength(0);
     expect(fake.callsOf("onHello")).toHaveLength(0);
@@ -364,8 +349,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("disconnects a connected device at its next publish once it is revoked", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     enroll(device, "revoked");
     const gone = closed(client);
@@ -376,8 +360,7 @@ describe("publish ACL and ingest", () => {
   });
 
   it("hands one device's messages over in the order it sent them, however long identity re-checks take", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     // Descending delays: with an asynchronous ACL check the later packets of one read would overtake earlier ones.
     let delay = 40;
@@ -386,18 +369,17 @@ describe("publish ACL and ingest", () => {
     for (const seq of sent) {
       client.publish(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, seq)), { qos: 0 });
     }
-    await until(() => fake.callsOf("onHeartbeat").length === sent.length, "every heartbeat handled");
+    await waitFor("every heartbeat handled", () => fake.callsOf("onHeartbeat").length === sent.length);
     expect(fake.callsOf("onHeartbeat").map((call) => (call.message as { seq: number }).seq)).toEqual(sent);
   });
 
   it("disconnect(deviceId) closes the live connection", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const gone = closed(client);
     broker.disconnect(device.id);
     await gone;
-    await until(() => !broker.publisher.isConnected(device.id), "isConnected false");
+    await waitFor("isConnected false", () => !broker.publisher.isConnected(device.id));
     broker.disconnect(newDevice().id); // unknown: no-op
   });
 });
@@ -411,8 +393,7 @@ describe("a database outage during ingest (HW-FAULT-2)", () => {
     );
 
   it("a QoS 1 message is handled before its PUBACK: held while the database is out, then handled once", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     fake.failures = [outage(), outage(), outage()];
     await client.publishAsync(upTopic(device.id, "event"), JSON.stringify(event(device, "evt-held-1")), { qos: 1 });
@@ -426,8 +407,7 @@ describe("a database outage during ingest (HW-FAULT-2)", () => {
     await broker.close();
     broker = await createBroker({ deviceSide: fake, logger: pino({ level: "silent" }), registry: (registry = new Registry()), identityCacheMs: 0, ingestRetryMs: 300 });
     port = await broker.listen(0, "127.0.0.1");
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     fake.failures = Array.from({ length: 1_000 }, outage);
     let pubacked = false;
@@ -445,8 +425,7 @@ describe("a database outage during ingest (HW-FAULT-2)", () => {
   });
 
   it("drops a QoS 0 heartbeat the database could not take (counted), keeps the device connected and its later messages flowing", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     fake.failures = [outage()];
     client.publish(upTopic(device.id, "heartbeat"), JSON.stringify(heartbeat(device, 1, connectNonces.get(client))), { qos: 0 });
@@ -475,8 +454,7 @@ describe("subscribe ACL and publisher", () => {
   }
 
   it("delivers the plane's QoS 1 command on the device's own down/ filter", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const granted = await client.subscribeAsync(downFilter(device.id), { qos: 1 });
     expect(granted[0]?.qos).toBe(1);
@@ -490,8 +468,7 @@ describe("subscribe ACL and publisher", () => {
   });
 
   it.each([0, 1, 2] as const)("grants QoS min(%i, 1) in the SUBACK and delivers at that QoS (HW-MQTT-1)", async (requested) => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     const client = await connect(device);
     const granted = await client.subscribeAsync(downFilter(device.id), { qos: requested });
     expect(granted[0]?.qos).toBe(Math.min(requested, 1));
@@ -528,7 +505,7 @@ describe("subscribe ACL and publisher", () => {
     clientB.on("message", (topic) => seen.push(topic));
     await clientA.publishAsync(upTopic(a.id, "hello"), JSON.stringify(hello(a)), { qos: 1 });
     await broker.publisher.publish(b.id, "command", command(b.id, 7));
-    await until(() => seen.length === 1, "B's own command");
+    await waitFor("B's own command", () => seen.length === 1);
     expect(seen).toEqual([downTopic(b.id, "command")]);
   });
 });
@@ -540,8 +517,7 @@ describe("robustness", () => {
       socket.on("close", () => resolve());
       socket.on("error", () => resolve());
     });
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     await connect(device);
   });
 
@@ -558,17 +534,16 @@ describe("robustness", () => {
     const packet = (topic: string) => ({ cmd: "publish" as const, topic, payload: Buffer.from("{}"), qos: 0 as const, retain: false, dup: false });
     for (let i = 0; i < 200; i++) broker.aedes.publish(packet("bench/held"), done);
     for (let i = 200; i < total; i++) broker.aedes.publish(packet("bench/unsubscribed"), done);
-    await until(() => held.length > 0, "deliveries held");
+    await waitFor("deliveries held", () => held.length > 0);
     for (const release of held.splice(0)) release();
-    await until(() => {
+    await waitFor("every publish handled", () => {
       for (const release of held.splice(0)) release();
       return published === total;
-    }, "every publish handled");
+    });
   });
 
   it("close() is idempotent and waits for ingest", async () => {
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     await connect(device);
     await Promise.all([broker.close(), broker.close()]);
     expect(fake.callsOf("onDisconnected")).toHaveLength(1);
@@ -603,8 +578,7 @@ describe("bounded logging of attacker-chosen input (HW-LOG-1)", () => {
 
   it("20 refused CONNECTs per kind with 60 KB usernames, client ids and passwords write a few short lines", async () => {
     const huge = (seed: number) => `${seed}`.padEnd(60_000, "x");
-    const device = newDevice();
-    enroll(device);
+    const device = enrolledDevice();
     for (let i = 0; i < 20; i++) {
       // Each attempt chooses a new username: a throttle keyed on it would log every one.
       await attempt({ clientId: huge(i), username: huge(i), password: "p" }); // bad-username
@@ -620,17 +594,7 @@ describe("bounded logging of attacker-chosen input (HW-LOG-1)", () => {
   });
 
   it("clips a 60 KB topic of a refused SUBSCRIBE", async () => {
-    const device = newDevice();
-    enroll(device);
-    const client = mqtt.connect(`mqtt://127.0.0.1:${loudPort}`, {
-      protocolVersion: 4,
-      clientId: device.id,
-      username: device.id,
-      password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
-      reconnectPeriod: 0,
-    });
-    clients.push(client);
-    await new Promise((resolve) => client.once("connect", resolve));
+    const client = await connect(enrolledDevice(), { port: loudPort });
     const gone = closed(client);
     client.subscribe(`asic/v1/${"y".repeat(60_000)}`, { qos: 1 });
     await gone;
@@ -648,30 +612,16 @@ describe("session takeover (HW-AUTH-2)", () => {
     const watched = await createBroker({ deviceSide: fake, logger: pino({ level: "info" }, sink), registry: localRegistry, identityCacheMs: 0 });
     const watchedPort = await watched.listen(0, "127.0.0.1");
     try {
-      const device = newDevice();
-      enroll(device);
-      const open = () => {
-        const client = mqtt.connect(`mqtt://127.0.0.1:${watchedPort}`, {
-          protocolVersion: 4,
-          clientId: device.id,
-          username: device.id,
-          password: createConnectToken(device.id, device.keys.privateKey, Date.now()),
-          reconnectPeriod: 0,
-        });
-        clients.push(client);
-        return new Promise<MqttClient>((resolve, reject) => {
-          client.once("connect", () => resolve(client));
-          client.once("error", reject);
-        });
-      };
+      const device = enrolledDevice();
+      const open = () => connect(device, { port: watchedPort });
       const first = await open();
       await first.endAsync(); // a clean disconnect, then a reconnect: not a takeover
-      await until(() => fake.callsOf("onDisconnected").length === 1, "first disconnect");
+      await waitFor("first disconnect", () => fake.callsOf("onDisconnected").length === 1);
       const second = await open();
       const secondGone = closed(second);
       await open(); // takes the live session over
       await secondGone;
-      await until(() => fake.callsOf("onSessionTakeover").length === 1, "onSessionTakeover");
+      await waitFor("onSessionTakeover", () => fake.callsOf("onSessionTakeover").length === 1);
       expect(fake.callsOf("onSessionTakeover")[0]).toMatchObject({ deviceId: device.id, peers: { previousPeer: "127.0.0.1", newPeer: "127.0.0.1" } });
       const metric = await localRegistry.getSingleMetric("hashward_mqtt_session_takeovers_total")!.get();
       expect(metric.values[0]?.value).toBe(1);

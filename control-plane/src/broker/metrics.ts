@@ -6,12 +6,7 @@ import { Counter, Gauge, type Registry } from "prom-client";
 
 /** `hashward_mqtt_connect_refused_total{reason}` (reason: a RefusalReason of ./auth.ts), registered on `registry`. */
 export function connectRefusedCounter(registry: Registry): Counter<"reason"> {
-  return new Counter({
-    name: "hashward_mqtt_connect_refused_total",
-    help: "MQTT CONNECTs refused, by reason",
-    labelNames: ["reason"] as const,
-    registers: [registry],
-  });
+  return counter(registry, "hashward_mqtt_connect_refused_total", "MQTT CONNECTs refused, by reason", ["reason"]);
 }
 
 /** The embedded broker's counters, and a gauge reading `liveDevices()` at scrape time. */
@@ -22,6 +17,11 @@ export interface BrokerMetrics {
   aclDenied: Counter<"action" | "reason">;
   sessionTakeovers: Counter;
   connectRefused: Counter<"reason">;
+}
+
+/** A counter registered on `registry`. */
+function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+  return new Counter({ name, help, labelNames, registers: [registry] });
 }
 
 /** Registers the embedded broker's metrics on `registry`; `liveDevices` is read by `hashward_mqtt_connected_devices`. */
@@ -35,35 +35,16 @@ export function brokerMetrics(registry: Registry, liveDevices: () => number): Br
     },
   });
   return {
-    messagesTotal: new Counter({
-      name: "hashward_mqtt_messages_total",
-      help: "Device messages accepted and handled, by kind",
-      labelNames: ["kind"] as const,
-      registers: [registry],
-    }),
-    messagesRejected: new Counter({
-      name: "hashward_mqtt_messages_rejected_total",
-      help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal, unavailable: the database was unreachable; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
-      labelNames: ["kind", "reason"] as const,
-      registers: [registry],
-    }),
-    ingestRetries: new Counter({
-      name: "hashward_mqtt_ingest_retries_total",
-      help: "Device messages tried again because the database was unreachable (HW-FAULT-2), by kind",
-      labelNames: ["kind"] as const,
-      registers: [registry],
-    }),
-    aclDenied: new Counter({
-      name: "hashward_mqtt_acl_denied_total",
-      help: "Publishes/subscriptions refused by the topic ACL or size cap (the client is disconnected)",
-      labelNames: ["action", "reason"] as const,
-      registers: [registry],
-    }),
-    sessionTakeovers: new Counter({
-      name: "hashward_mqtt_session_takeovers_total",
-      help: "Authenticated CONNECTs that took over a device's live session (HW-AUTH-2)",
-      registers: [registry],
-    }),
+    messagesTotal: counter(registry, "hashward_mqtt_messages_total", "Device messages accepted and handled, by kind", ["kind"]),
+    messagesRejected: counter(
+      registry,
+      "hashward_mqtt_messages_rejected_total",
+      "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal, unavailable: the database was unreachable; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
+      ["kind", "reason"],
+    ),
+    ingestRetries: counter(registry, "hashward_mqtt_ingest_retries_total", "Device messages tried again because the database was unreachable (HW-FAULT-2), by kind", ["kind"]),
+    aclDenied: counter(registry, "hashward_mqtt_acl_denied_total", "Publishes/subscriptions refused by the topic ACL or size cap (the client is disconnected)", ["action", "reason"]),
+    sessionTakeovers: counter(registry, "hashward_mqtt_session_takeovers_total", "Authenticated CONNECTs that took over a device's live session (HW-AUTH-2)"),
     connectRefused: connectRefusedCounter(registry),
   };
 }

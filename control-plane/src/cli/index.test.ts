@@ -3,10 +3,9 @@ import { Registry } from "prom-client";
 import { beforeEach, describe, expect, it } from "vitest";
 import { NotFoundError } from "../errors.js";
 import { createHttpApp } from "../http/index.js";
-import { DEVICE_ID, FakeControlPlaneService, TOKENS } from "../http/testing/fake-service.js";
+import { DEVICE_ID, FakeControlPlaneService, OTHER_DEVICE_ID as OTHER_ID, REFERENCE_SET_ID, TOKENS } from "../http/testing/fake-service.js";
 import { runCli } from "./index.js";
 
-const OTHER_ID = "hw-abcdefabcdefabcdefabcdef";
 const BASE = "http://plane.test:1/";
 
 function harness(env: Record<string, string | undefined> = { HASHWARD_URL: BASE, HASHWARD_TOKEN: TOKENS.admin }) {
@@ -138,8 +137,8 @@ describe("hashward CLI", () => {
     const captured = await h.run("refs", "capture", DEVICE_ID);
     expect(captured.code).toBe(0);
     expect(JSON.parse(captured.stdout).status).toBe("proposed");
-    expect((await h.run("refs", "approve", "ref-7")).code).toBe(0);
-    expect(h.service.callsOf("approveReferenceValues")[0]!.args[1]).toBe("ref-7");
+    expect((await h.run("refs", "approve", REFERENCE_SET_ID)).code).toBe(0);
+    expect(h.service.callsOf("approveReferenceValues")[0]!.args[1]).toBe(REFERENCE_SET_ID);
   });
 
   it("refs register reads the file", async () => {

@@ -178,6 +178,47 @@ describe("loadConfig", () => {
     });
   });
 
+  describe("HASHWARD_BROKER=emqx", () => {
+    const emqx = {
+      HASHWARD_BROKER: "emqx",
+      HASHWARD_EMQX_MQTT_URL: "mqtts://emqx.farm.example:8883,mqtts://emqx2.farm.example:8883",
+      HASHWARD_EMQX_API_URL: "https://apikey:s3cretpass@emqx.farm.example:18083",
+      HASHWARD_BROKER_HOOK_SECRET: "k".repeat(32),
+      HASHWARD_PUBLIC_MQTT_URL: "mqtts://broker.farm.example:8883",
+    };
+
+    it("reads the EMQX mode: listeners, REST API, hooks on loopback, share group `hashward`", () => {
+      expect(loadConfig(emqx).broker).toEqual({
+        kind: "emqx",
+        mqttUrls: ["mqtts://emqx.farm.example:8883", "mqtts://emqx2.farm.example:8883"],
+        apiUrl: emqx.HASHWARD_EMQX_API_URL,
+        hookHost: "127.0.0.1",
+        hookPort: 8090,
+        hookSecret: "k".repeat(32),
+        shareGroup: "hashward",
+      });
+    });
+
+    it.each([
+      ["HASHWARD_EMQX_MQTT_URL", ""],
+      ["HASHWARD_EMQX_MQTT_URL", "amqp://emqx:5672"],
+      ["HASHWARD_EMQX_API_URL", "ftp://emqx"],
+      ["HASHWARD_EMQX_SHARE_GROUP", "a/b"],
+      ["HASHWARD_EMQX_SHARE_GROUP", "+"],
+      ["HASHWARD_BROKER_HOOK_SECRET", "short"],
+      ["HASHWARD_BROKER_HOOK_PORT", "70000"],
+      ["HASHWARD_PUBLIC_MQTT_URL", ""],
+    ])("refuses %s=%s naming it", (name, value) => {
+      expect(() => loadConfig({ ...emqx, [name]: value })).toThrow(expect.objectContaining({ option: name }));
+    });
+
+    it("never logs the API secret or the hook secret", () => {
+      const text = JSON.stringify(describeConfig(loadConfig(emqx)));
+      expect(text).not.toContain("s3cretpass");
+      expect(text).not.toContain("k".repeat(32));
+    });
+  });
+
   it("never echoes a database password", () => {
     const error = configError({ DATABASE_URL: "mysql://u:hunter2@db/x" });
     expect(error.message).not.toContain("hunter2");

@@ -4,7 +4,7 @@
  */
 import { resolve } from "node:path";
 import { ConfigError } from "../../../shared/errors/index.js";
-import { describeBrokerConfig, loadBrokerConfig, type BrokerConfig } from "../broker/rabbitmq/config.js";
+import { describeBrokerConfig, loadBrokerConfig, type BrokerConfig } from "../broker/config.js";
 
 export type AutoQuarantine = "contraindicated" | "off";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -236,8 +236,8 @@ export function loadConfig(env: Env = process.env): ControlPlaneConfig {
   if (publicUrl !== undefined) config.publicUrl = publicUrl;
   const publicMqttUrl = url(env, "HASHWARD_PUBLIC_MQTT_URL", ["mqtt:", "mqtts:", "tcp:", "tls:", "ws:", "wss:"]);
   if (publicMqttUrl !== undefined) config.publicMqttUrl = publicMqttUrl;
-  if (config.broker.kind === "rabbitmq" && publicMqttUrl === undefined) {
-    throw new ConfigError("HASHWARD_PUBLIC_MQTT_URL: required with HASHWARD_BROKER=rabbitmq (the MQTT address of RabbitMQ that agents are told)", "HASHWARD_PUBLIC_MQTT_URL");
+  if (config.broker.kind !== "embedded" && publicMqttUrl === undefined) {
+    throw new ConfigError(`HASHWARD_PUBLIC_MQTT_URL: required with HASHWARD_BROKER=${config.broker.kind} (the broker's MQTT address that agents are told)`, "HASHWARD_PUBLIC_MQTT_URL");
   }
   return config;
 }

@@ -1,20 +1,13 @@
-import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { afterEach, describe, expect, it } from "vitest";
 import { DatabaseImageError, devices, MIGRATIONS_FOLDER, openDatabase } from "./index.js";
 import { ensureDatabaseImage, imageKey } from "./image.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "hw-dbimage-"));
-  dirs.push(dir);
-  return dir;
-}
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+const dirs = tempDirPool("dbimage");
+afterEach(dirs.cleanup);
 
 // PGlite's initdb takes seconds, many more on a loaded machine: generous limits, no timing asserted.
 const SLOW = 300_000;
@@ -23,8 +16,8 @@ describe("prepared PGlite image", () => {
   it(
     "a fresh data dir starts from the image: migrated, empty, and its writes never reach the image or another plane",
     async () => {
-      const cache = join(tempDir(), "cache");
-      const firstDir = tempDir();
+      const cache = join(dirs.make(), "cache");
+      const firstDir = dirs.make();
       const first = await openDatabase({ dataDir: firstDir, imageCacheDir: cache });
       await first.db.insert(devices).values({ id: "hw-first", publicKey: "pk", model: "S19", enrollment: "pending" });
       await first.close();
@@ -32,7 +25,7 @@ describe("prepared PGlite image", () => {
       expect(images).toEqual([`pglite-${imageKey(MIGRATIONS_FOLDER)}`]);
       expect(readdirSync(cache).filter((name) => name.startsWith("building-"))).toEqual([]);
 
-      const second = await openDatabase({ dataDir: tempDir(), imageCacheDir: cache });
+      const second = await openDatabase({ dataDir: dirs.make(), imageCacheDir: cache });
       expect(await second.db.select().from(devices)).toEqual([]);
       await second.db.insert(devices).values({ id: "hw-second", publicKey: "pk2", model: "S19", enrollment: "pending" });
       await second.close();
@@ -48,7 +41,7 @@ describe("prepared PGlite image", () => {
   it(
     "a changed or added migration selects a new image with it applied; the stale one is not used",
     async () => {
-      const root = tempDir();
+      const root = dirs.make();
       const cache = join(root, "cache");
       const migrations = join(root, "drizzle");
       cpSync(MIGRATIONS_FOLDER, migrations, { recursive: true });
@@ -81,10 +74,10 @@ describe("prepared PGlite image", () => {
   );
 
   it("HW-DB-2: an image cache writable by others is refused with an error naming it, and no database is created", async () => {
-    const cache = join(tempDir(), "cache");
+    const cache = join(dirs.make(), "cache");
     mkdirSync(cache);
     chmodSync(cache, 0o777);
-    const dataDir = tempDir();
+    const dataDir = dirs.make();
     const opening = openDatabase({ dataDir, imageCacheDir: cache });
     await expect(opening).rejects.toBeInstanceOf(DatabaseImageError);
     await expect(opening).rejects.toThrow(cache);

@@ -1,28 +1,21 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { eq } from "drizzle-orm";
 import { afterEach, describe, expect, it } from "vitest";
 import { devices, openDatabase } from "./index.js";
 import { describeUnless } from "../../../test/support/skip.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "hw-db-"));
-  dirs.push(dir);
-  return dir;
-}
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+const dirs = tempDirPool("db");
+afterEach(dirs.cleanup);
 
 const row = (id: string) => ({ id, publicKey: `pk-${id}`, model: "S19", enrollment: "pending" });
 
 describe("openDatabase (PGlite)", () => {
   it("applies migrations and keeps data across a clean close", async () => {
-    const dataDir = tempDir();
+    const dataDir = dirs.make();
     const first = await openDatabase({ dataDir });
     expect(first.dialect).toBe("pglite");
     await first.db.insert(devices).values(row("hw-a"));
@@ -35,7 +28,7 @@ describe("openDatabase (PGlite)", () => {
   }, 120_000); // two PGlite opens (from the prepared image): about 13 s each on a loaded 2-core machine
 
   it("reopens a folder whose owner was SIGKILLed mid-life, with committed writes intact", async () => {
-    const dataDir = tempDir();
+    const dataDir = dirs.make();
     const moduleUrl = new URL("./index.ts", import.meta.url).href;
     const script = join(dataDir, "child.mjs");
     writeFileSync(

@@ -8,7 +8,6 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
-import type { PgDatabase } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
@@ -16,16 +15,14 @@ import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
 import { copyDatabaseImage, ensureDatabaseImage, imageCacheDirFromEnv, isFreshDirectory } from "./image.js";
 import { probeDatabase } from "./transient.js";
-import * as schema from "./schema.js";
+import * as schema from "./schema/index.js";
 
 export { schema };
-export * from "./schema.js";
+export * from "./schema/index.js";
 
-/** One query surface for both drivers: code never branches on the dialect. */
-export type Database = PgDatabase<any, typeof schema>;
-/** A transaction handle, or the database itself when no transaction is open. */
-export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
-export type Queryable = Database | Tx;
+import type { Database, Queryable, Tx } from "./types.js";
+
+export type { Database, Queryable, Tx } from "./types.js";
 
 export type Dialect = "pglite" | "postgres";
 

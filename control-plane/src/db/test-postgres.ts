@@ -3,12 +3,10 @@
  * Needs a role that may CREATE DATABASE (the test server's `postgres` has it).
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import pg from "pg";
 import { it } from "vitest";
 import { describeUnless } from "../../../test/support/skip.js";
+import { tempDir } from "../../../test/support/temp-dir.js";
 import { type Database, openDatabase } from "./index.js";
 
 export async function createTemporaryPostgres(baseUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
@@ -57,13 +55,13 @@ export interface TestDatabase {
  */
 export function onEveryDatabase(suite: string, contract: (backend: string, open: () => Promise<TestDatabase>) => void): void {
   contract("PGlite", async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), "hw-db-"));
-    const opened = await openDatabase({ dataDir });
+    const dataDir = tempDir("db");
+    const opened = await openDatabase({ dataDir: dataDir.path });
     return {
       db: opened.db,
       async close() {
         await opened.close();
-        rmSync(dataDir, { recursive: true, force: true });
+        dataDir.cleanup();
       },
     };
   });

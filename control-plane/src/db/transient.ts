@@ -7,7 +7,7 @@
  * and the next query opens a new connection. What is left to the plane is not treating the outage as fatal.
  */
 import { sql } from "drizzle-orm";
-import type { Database } from "./index.js";
+import type { Database } from "./types.js";
 
 /**
  * SQLSTATEs of a connection that went away or a server that is not accepting work right now (PostgreSQL

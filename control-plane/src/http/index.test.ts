@@ -5,10 +5,9 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { ConflictError, FreshnessError, NotFoundError, ValidationError, VerificationError } from "../errors.js";
 import type { Role } from "../service/index.js";
 import { createHttpApp, OPENAPI_PATH, ROLE_EXTENSION } from "./index.js";
-import { DEVICE_ID, FakeControlPlaneService, TOKENS } from "./testing/fake-service.js";
+import { DEVICE_ID, FakeControlPlaneService, OTHER_DEVICE_ID as OTHER_ID, TOKENS } from "./testing/fake-service.js";
 import type { ServiceMethod } from "./testing/fake-service.js";
 
-const OTHER_ID = "hw-abcdefabcdefabcdefabcdef";
 const SHA = "b".repeat(64);
 
 function enrollBody(overrides: Record<string, unknown> = {}) {

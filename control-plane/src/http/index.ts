@@ -18,7 +18,7 @@ import type { Registry } from "prom-client";
 import { clipForLog } from "../log/index.js";
 import { bodyTimeoutOf } from "./body-timeout.js";
 import type { ControlPlaneService, Role } from "../service/index.js";
-import type { AuthVariables } from "./auth.js";
+import type { HttpEnv } from "./env.js";
 import { errorBody, httpErrorFor, validationFailure } from "./errors.js";
 import { isStreamedUpload, registerUpdateRoutes, type UpdateRoutesDeps } from "./routes/releases.js";
 import { registerPolicyRoutes } from "./routes/policies.js";
@@ -67,6 +67,7 @@ import { BEARER_SCHEME, errorResponses as makeErrorResponses, json, jsonBody, pu
 
 export { ROLE_RANK, bearerToken, roleAllows } from "./auth.js";
 export type { ErrorBody, ErrorCode } from "./errors.js";
+export type { HttpEnv } from "./env.js";
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 export const OPENAPI_PATH = "/api/v1/openapi.json";
@@ -95,7 +96,6 @@ export interface HttpAppDeps {
   dashboard?: { db: import("../db/index.js").Database; secure: boolean; sessionTtlMs?: number; now?: () => number };
 }
 
-export type HttpEnv = { Variables: AuthVariables };
 
 const HISTOGRAM_NAME = "hashward_http_request_duration_seconds";
 

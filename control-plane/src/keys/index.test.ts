@@ -1,17 +1,19 @@
-import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fromBase64Url, generateKeyPair, toBase64Url } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { COMMAND_KEY_FILE, loadOrCreateCommandKey, writeSecretFileAtomic } from "./index.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
+
+const dirs = tempDirPool("keys");
 
 let dir: string;
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "hw-keys-"));
+  dir = dirs.make();
 });
 afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
+  dirs.cleanup();
 });
 
 describe("loadOrCreateCommandKey", () => {

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { generateKeyPair, keyPairFromPrivate, toBase64Url, type KeyPair } from "../../../shared/crypto/index.js";
 import { assertPrivateFileSync, loadOrCreateSeedFileSync, parseSeedText, readSeedFileSync, writeFileAtomicSync } from "../../../shared/fs/index.js";
-import type { SharedSecretName, SharedSecrets } from "../replicas/secrets.js";
+import type { SharedSecretName, SharedSecrets } from "../replicas/types.js";
 
 export const COMMAND_KEY_FILE = "command-signing.key";
 export const ADMIN_TOKEN_FILE = "admin.token";

@@ -4,44 +4,30 @@
  * service call. Fails if the plane stops registering policy delivery on hello or stops wiring the publisher's
  * `disconnect` to the broker.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
-import { pino } from "pino";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { issueConnectToken } from "../../../shared/auth/connect-token.js";
 import { deviceIdFromPublicKey, generateKeyPair, type KeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import { type Command, downFilter, upTopic } from "../../../shared/protocol/index.js";
-import { ApiClient, trustPlaneCa } from "../../../test/support/api.js";
-import { loadConfig } from "../config/index.js";
-import { startPlane, type Plane } from "./index.js";
+import { ApiClient } from "../../../test/support/api.js";
+import type { Plane } from "./index.js";
+import { startTestPlane, type TestPlane } from "./testing/index.js";
 
-let dataDir: string;
+let running: TestPlane;
 let plane: Plane;
 let caPem: string;
 let admin: ApiClient;
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "hw-plane-hooks-"));
-  const config = loadConfig({
-    HASHWARD_HTTP_HOST: "127.0.0.1",
-    HASHWARD_MQTT_HOST: "127.0.0.1",
-    HASHWARD_HTTP_PORT: "0",
-    HASHWARD_MQTT_PORT: "0",
-    HASHWARD_DATA_DIR: dataDir,
-  });
-  plane = await startPlane(config, pino({ level: "silent" }));
-  caPem = await readFile(join(dataDir, "ca.pem"), "utf8");
-  trustPlaneCa(plane.httpUrl, caPem);
+  running = await startTestPlane("hw-plane-hooks-");
+  ({ plane, caPem } = running);
   admin = new ApiClient(plane.httpUrl, plane.adminToken);
 }, 180_000);
 
 afterAll(async () => {
   for (const client of clients) client.end(true);
-  await plane?.close();
-  await rm(dataDir, { recursive: true, force: true });
+  await running?.close();
 });
 
 /** An accepted device (pre-authorized: accepted on arrival) with a live MQTT session and its connect nonce. */

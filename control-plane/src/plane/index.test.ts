@@ -1,11 +1,10 @@
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ConfigError } from "../../../shared/errors/index.js";
-import { FakeDeviceSide } from "../broker/fake-device-side.js";
+import { FakeDeviceSide } from "../broker/testing/fake-device-side.js";
 import { loadConfig, type ControlPlaneConfig } from "../config/index.js";
 import type { ControlPlaneService } from "../service/index.js";
 import { startPlane, type PlaneFactories } from "./index.js";
@@ -14,6 +13,7 @@ import { X509Certificate } from "node:crypto";
 import { connect as tlsConnect } from "node:tls";
 import { Writable } from "node:stream";
 import { caCertHash, httpsFetch } from "../../../shared/tls/index.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
 
 /** fetch trusting the plane's own CA from its data dir, as the CLI does. */
 const planeFetch = (url: string, init?: RequestInit) => httpsFetch({ ca: readFileSync(join(dataDir, "ca.pem"), "utf8") })(url, init);
@@ -29,15 +29,17 @@ function servedSerial(port: number, ca: string): Promise<string> {
   });
 }
 
+const dirs = tempDirPool("plane");
+
 let dataDir: string;
 const busy: Server[] = [];
 
 beforeEach(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "hw-plane-"));
+  dataDir = dirs.make();
 });
 afterEach(async () => {
   await Promise.all(busy.splice(0).map((server) => new Promise((resolve) => server.close(resolve))));
-  await rm(dataDir, { recursive: true, force: true });
+  dirs.cleanup();
 });
 
 function config(env: Record<string, string> = {}): ControlPlaneConfig {

@@ -17,6 +17,7 @@ import type { KeyPair } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { createBroker, type Broker } from "../broker/index.js";
 import { startRabbitTransport, type RabbitTransport } from "../broker/rabbitmq/transport.js";
+import { startEmqxTransport, type EmqxTransport } from "../broker/emqx/transport.js";
 import { writeBrokerTlsFiles } from "../broker/rabbitmq/tls-files.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import { openDatabase, type Database, type Tx } from "../db/index.js";
@@ -291,20 +292,25 @@ export async function startPlane(
     });
     cleanups.push(() => (services.close ? services.close() : services.deviceSide.flush()));
     const { deviceSide } = services;
-    // HASHWARD_BROKER: the embedded aedes broker, or RabbitMQ asking this plane's hooks (HW-BROKER-1..4).
-    let rabbit: RabbitTransport | null = null;
+    // HASHWARD_BROKER: the embedded aedes broker, or RabbitMQ / EMQX asking this plane's hooks (HW-BROKER-1..5).
+    let external: RabbitTransport | EmqxTransport | null = null;
     let embedded: Broker | null = null;
     if (config.broker.kind === "rabbitmq") {
       if (tls) await writeBrokerTlsFiles(config.dataDir, tls, logger); // RabbitMQ's MQTT TLS listener serves the plane's certificate
       const started = await startRabbitTransport({ config: config.broker, deviceSide, db: opened.db as Database, logger, registry });
-      rabbit = started;
+      external = started;
+      cleanups.push(() => started.close());
+    } else if (config.broker.kind === "emqx") {
+      if (tls) await writeBrokerTlsFiles(config.dataDir, tls, logger); // EMQX's SSL listener serves the plane's certificate
+      const started = await startEmqxTransport({ config: config.broker, deviceSide, db: opened.db as Database, logger, registry, ...(tls ? { caPem: tls.ca.certPem } : {}) });
+      external = started;
       cleanups.push(() => started.close());
     } else {
       const started = await createBroker({ deviceSide, logger, registry, maxClients: config.maxMqttClients, requireClientCertificate: config.tls.enabled && config.tls.requireClientCert });
       embedded = started;
       cleanups.push(() => started.close());
     }
-    const startedBroker = (rabbit ?? embedded)!;
+    const startedBroker = (external ?? embedded)!;
     broker = startedBroker;
 
     // First start: the service makes an admin API token; it is shown once, so it goes to a 0600 file.
@@ -368,7 +374,7 @@ export async function startPlane(
       ? await embedded.listen(config.mqttPort, config.mqttHost, tls ? mqttTlsServerFactory(tls, config.tls.requireClientCert) : undefined).catch((error: unknown) => {
           throw listenError(error, "HASHWARD_MQTT_PORT", config.mqttPort, "HASHWARD_MQTT_HOST", config.mqttHost);
         })
-      : Number(new URL(config.publicMqttUrl!).port || 8883); // RabbitMQ's MQTT listener (HASHWARD_PUBLIC_MQTT_URL)
+      : Number(new URL(config.publicMqttUrl!).port || 8883); // the external broker's MQTT listener (HASHWARD_PUBLIC_MQTT_URL)
 
     const apiServer = createApiServer(app.fetch, tls);
     applyHttpTimeouts(apiServer.http, { bodyTimeoutMs: config.httpBodyTimeoutMs, keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs }, logger);
@@ -408,7 +414,7 @@ export async function startPlane(
     });
 
     const httpUrl = `${tls ? "https" : "http"}://${urlHost(config.httpHost)}:${httpPort}`;
-    const mqttUrl = rabbit ? config.publicMqttUrl! : `${tls ? "mqtts" : "mqtt"}://${urlHost(config.mqttHost)}:${mqttPort}`;
+    const mqttUrl = external ? config.publicMqttUrl! : `${tls ? "mqtts" : "mqtt"}://${urlHost(config.mqttHost)}:${mqttPort}`;
     advertised = { controlPlaneUrl: config.publicUrl ?? httpUrl, mqttUrl: config.publicMqttUrl ?? mqttUrl };
     // The enrollment answer always names the broker (the bound port is known only now): an agent configured with
     // another address says so at error level (agent/src/runtime).
@@ -421,7 +427,7 @@ export async function startPlane(
         mqttUrl,
         publicMqttUrl: config.publicMqttUrl,
         broker: config.broker.kind,
-        ...(rabbit ? { brokerHookPort: rabbit.hookPort } : {}),
+        ...(external ? { brokerHookPort: external.hookPort } : {}),
         tls: tls !== null,
         caFile: tls && !config.tls.certFile ? join(config.dataDir, "ca.pem") : config.tls.caFile,
         caCertHash: tls?.ca.caCertHash ?? null,

@@ -3,45 +3,28 @@
  * three takeovers of a device's session within the window leave it `warning` with three stored events, where
  * before they left it `trusted, connected` with two info lines.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
-import { pino } from "pino";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createConnectToken } from "../../../shared/auth/connect-token.js";
 import { deviceIdFromPublicKey, generateKeyPair, toBase64Url } from "../../../shared/crypto/index.js";
-import { ApiClient, planeFetch, trustPlaneCa } from "../../../test/support/api.js";
+import { ApiClient, planeFetch } from "../../../test/support/api.js";
 import { waitFor } from "../../../test/support/wait.js";
-import { loadConfig } from "../config/index.js";
-import { startPlane, type Plane } from "./index.js";
+import type { Plane } from "./index.js";
+import { startTestPlane, type TestPlane } from "./testing/index.js";
 
-let dataDir: string;
+let running: TestPlane;
 let plane: Plane;
 let caPem: string;
 const clients: MqttClient[] = [];
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "hw-takeover-"));
-  const config = loadConfig({
-    HASHWARD_HTTP_HOST: "127.0.0.1",
-    HASHWARD_MQTT_HOST: "127.0.0.1",
-    HASHWARD_HTTP_PORT: "0",
-    HASHWARD_MQTT_PORT: "0",
-    HASHWARD_DATA_DIR: dataDir,
-    HASHWARD_SESSION_TAKEOVER_THRESHOLD: "3",
-    HASHWARD_SESSION_TAKEOVER_WINDOW_MS: "600000",
-  });
-  plane = await startPlane(config, pino({ level: "silent" }));
-  // HW-TLS-1: the plane serves HTTPS and MQTTS with its own CA; the test trusts it as agents do.
-  caPem = await readFile(join(dataDir, "ca.pem"), "utf8");
-  trustPlaneCa(plane.httpUrl, caPem);
+  running = await startTestPlane("hw-takeover-", { HASHWARD_SESSION_TAKEOVER_THRESHOLD: "3", HASHWARD_SESSION_TAKEOVER_WINDOW_MS: "600000" });
+  ({ plane, caPem } = running);
 }, 180_000);
 
 afterAll(async () => {
   for (const client of clients) client.end(true);
-  await plane?.close();
-  await rm(dataDir, { recursive: true, force: true });
+  await running?.close();
 });
 
 it("three session takeovers make the device `warning` with three session-takeover events (HW-AUTH-2)", async () => {

@@ -5,7 +5,7 @@
  * with), every worker pattern is an anchored regular expression that compiles, every allowed host is a
  * host or host:port, and every indicator names what it needs (a path or a pattern) — errors name the field.
  */
-import { isIP } from "node:net";
+import { ipFamily } from "../../../shared/net/index.js";
 import { z } from "zod";
 import { parsePoolRule } from "../../../shared/pools/index.js";
 import { countsFitTheWindow, farmAlertThresholdFields, farmAlertThresholdsSchema, type FarmAlertThresholds } from "../alerts/thresholds.js";
@@ -90,12 +90,12 @@ const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:
 
 function hostProblem(value: string): string | null {
   const bad = "must be a host name, an IP address, host:port or [IPv6]:port";
-  if (isIP(value) === 6) return null;
+  if (ipFamily(value) === 6) return null; // bare or bracketed, without a port
   const bracketed = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(value);
   let host: string;
   let port: string | undefined;
   if (bracketed) {
-    if (isIP(bracketed[1] ?? "") !== 6) return bad;
+    if (ipFamily(bracketed[1] ?? "") !== 6) return bad;
     host = bracketed[1] ?? "";
     port = bracketed[2];
   } else {

@@ -2,8 +2,7 @@
  * The release CLI end to end in-process: offline keys, root and targets signing, root rotation, and `upload`
  * through the real HTTP app (routes/releases.ts) onto a real TUF repository and services (PGlite).
  */
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { Registry } from "prom-client";
@@ -16,11 +15,13 @@ import { createServiceContext, createServices, type DevicePublisher, type Servic
 import { createTufRepository, loadOrCreateOnlineKeys } from "../tuf/index.js";
 import { runRelease } from "./index.js";
 import { sha256OfBytes } from "./metadata.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
 
 const OPTIONS = { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "off" as const };
 const publisher: DevicePublisher = { publish: async () => undefined, isConnected: () => false } as DevicePublisher;
 
 describe("release CLI", () => {
+  const dirs = tempDirPool("release");
   let dir: string;
   let close: () => Promise<void>;
   let services: Services;
@@ -42,7 +43,7 @@ describe("release CLI", () => {
   };
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "hw-release-"));
+    dir = dirs.make();
     const opened = await openDatabase({ dataDir: join(dir, "plane") });
     close = opened.close;
     const logger = pino({ level: "silent" });
@@ -66,7 +67,7 @@ describe("release CLI", () => {
   afterAll(async () => {
     await services.close();
     await close();
-    rmSync(dir, { recursive: true, force: true });
+    dirs.cleanup();
   });
 
   const admin = () => ({ Authorization: `Bearer ${readFileSync(adminTokenFile, "utf8").trim()}` });

@@ -5,8 +5,7 @@
  * per retry period even when every replica can reach the device (HW-HA-4, the external-broker case).
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { eq, sql } from "drizzle-orm";
 import pino from "pino";
@@ -16,6 +15,7 @@ import { deviceIdFromPublicKey, generateKeyPair, toBase64Url } from "../../../sh
 import { ConfigError } from "../../../shared/errors/index.js";
 import type { Challenge, Command } from "../../../shared/protocol/index.js";
 import { describeUnless } from "../../../test/support/skip.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
 import { apiTokens, devices, leases, openDatabase, planeSecrets, type OpenedDatabase } from "../db/index.js";
 import { createTemporaryPostgres } from "../db/test-postgres.js";
 import { loadOrCreateCommandKey } from "../keys/index.js";
@@ -40,12 +40,8 @@ class FleetPublisher implements DevicePublisher {
   }
 }
 
-const folders: string[] = [];
-const tempDir = (prefix: string) => {
-  const dir = mkdtempSync(join(tmpdir(), `hw-replicas-${prefix}-`));
-  folders.push(dir);
-  return dir;
-};
+const folders = tempDirPool("replicas");
+const tempDir = (name: string) => folders.make(`replicas-${name}`);
 
 describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL URL to run", "replicas on one PostgreSQL", () => {
   let database: { url: string; drop(): Promise<void> };
@@ -59,7 +55,7 @@ describeUnless(baseUrl ? null : "set HASHWARD_TEST_DATABASE_URL to a PostgreSQL 
   afterAll(async () => {
     for (const pool of pools) await pool.close();
     await database?.drop();
-    for (const folder of folders) rmSync(folder, { recursive: true, force: true });
+    folders.cleanup();
   });
 
   const stores = (secretsKey: Buffer | null = null): SharedSecrets[] => pools.map((pool, i) => createSharedSecrets({ db: pool.db, dataDir: `/replica-${i}`, secretsKey }));

@@ -22,44 +22,14 @@ import { fromBase64Url, toBase64Url } from "../../../shared/crypto/index.js";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { planeSecrets, type Database, type Queryable } from "../db/index.js";
 import { assertPrivateFile } from "../keys/index.js";
+import type { SecretSource, SharedSecret, SharedSecretName, SharedSecrets } from "./types.js";
+
+export type { SecretSource, SharedSecret, SharedSecretName, SharedSecrets } from "./types.js";
 
 /** Row names of plane_secrets. */
-export type SharedSecretName = "command-signing-key" | "tuf-snapshot-key" | "tuf-timestamp-key" | "tls-ca" | "admin-token-file";
-
 export const SECRETS_KEY_OPTION = "HASHWARD_SECRETS_KEY_FILE";
 const CIPHER = "aes-256-gcm";
 
-/** Where a replica's own copy of a shared value comes from, and how a fresh one is made. */
-export interface SecretSource {
-  /** This replica's own copy in canonical text (e.g. a data-dir key file), or null when it has none. */
-  local(): Promise<string | null>;
-  /** A fresh value in canonical text (a new key); called only when neither the database nor `local` has one. */
-  create(): Promise<string>;
-  /** Names the local copy in error messages (a file path). */
-  localDescription: string;
-}
-
-/** The shared value and where this replica got it from. */
-export interface SharedSecret {
-  value: string;
-  /** `local`: this replica's file (now also in the database); `database`: another replica's; `created`: made now. */
-  origin: "local" | "database" | "created";
-}
-
-export interface SharedSecrets {
-  /**
-   * HW-HA-1: the one value of `name` for all replicas (see the module comment for the order of precedence).
-   * @throws ConfigError (HASHWARD_DATA_DIR) when the local copy differs from the shared one; ConfigError
-   *   (HASHWARD_SECRETS_KEY_FILE) when a sealed row cannot be opened; database errors.
-   */
-  loadOrCreate(name: SharedSecretName, source: SecretSource): Promise<SharedSecret>;
-  /**
-   * A non-secret note shared by the replicas (first writer wins), e.g. where the admin token file is; written
-   * through `tx` when given (in the transaction of what it describes).
-   */
-  writeNote(name: SharedSecretName, value: Record<string, unknown>, tx?: Queryable): Promise<void>;
-  readNote(name: SharedSecretName): Promise<Record<string, unknown> | null>;
-}
 
 /**
  * Reads the 32-byte key HASHWARD_SECRETS_KEY_FILE names (64 hex digits or base64/base64url text; a file private

@@ -2,8 +2,6 @@
  * The rollout engine over a real database (PGlite) with a recording publisher and a fake clock: devices answer
  * through the real device-side service (signed acks and update-progress events), the engine advances or stops.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +15,7 @@ import { ConflictError, NotFoundError } from "../errors.js";
 import { createServiceContext, createServices, type DevicePublisher, type Services } from "../service/index.js";
 import type { TargetView } from "../tuf/index.js";
 import { createRolloutService, planGroups, type RolloutService } from "./index.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
 
 const OPTIONS = { commandTtlMs: 60_000, challengeTtlMs: 30_000, staleAfterMs: 120_000, autoQuarantine: "off" as const };
 const TARGET: TargetView = { name: "fw-s19-2.0.0", length: 10, sha256: "a".repeat(64), hardwareModels: ["S19"], version: "2.0.0", referenceMeasurements: [], targetsVersion: 1 };
@@ -33,6 +32,7 @@ class RecordingPublisher implements DevicePublisher {
 
 function contract(backend: string, open: () => Promise<TestDatabase>) {
   describe(`rollout engine (${backend})`, () => {
+    const dirs = tempDirPool("rollout");
     let dir: string;
     let db: Database;
     let close: () => Promise<void>;
@@ -48,7 +48,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     const farm: Array<{ id: string; key: KeyPair }> = [];
 
     beforeAll(async () => {
-      dir = mkdtempSync(join(tmpdir(), "hw-rollout-"));
+      dir = dirs.make();
       ({ db, close } = await open());
       const logger = pino({ level: "silent" });
       services = createServices({ db, publisher, commandKey, logger, now: () => clock, options: OPTIONS });
@@ -75,7 +75,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     afterAll(async () => {
       await services.close();
       await close();
-      rmSync(dir, { recursive: true, force: true });
+      dirs.cleanup();
     });
 
     const keyOf = (deviceId: string) => ([...fleet, ...farm].find((d) => d.id === deviceId) as { key: KeyPair }).key;

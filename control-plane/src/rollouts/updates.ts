@@ -7,7 +7,7 @@ import type { KeyPair } from "../../../shared/crypto/index.js";
 import type { ControlPlaneConfig } from "../config/index.js";
 import type { Database } from "../db/index.js";
 import { createServiceContext, type DevicePublisher, type ServiceOptions } from "../service/index.js";
-import type { SharedSecrets } from "../replicas/secrets.js";
+import type { SharedSecrets } from "../replicas/index.js";
 import { createTufRepository, loadOrCreateOnlineKeys, type TufRepository } from "../tuf/index.js";
 import { createRolloutService } from "./index.js";
 import type { RolloutService } from "./types.js";

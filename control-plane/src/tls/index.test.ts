@@ -1,19 +1,21 @@
 import { execFileSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { caCertHash } from "../../../shared/tls/index.js";
 import { issueServerCertificate, loadOrCreateCa, startPlaneTls } from "./index.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
+
+const dirs = tempDirPool("tls");
 
 let dir: string;
 beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), "hw-tls-"));
+  dir = dirs.make();
 });
-afterEach(() => rmSync(dir, { recursive: true, force: true }));
+afterEach(() => dirs.cleanup());
 
 const silent = pino({ level: "silent" });
 const settings = { certLifetimeMs: 60_000, renewCheckMs: 60_000 };
@@ -78,7 +80,7 @@ describe("the plane's certificate authority (HW-TLS-1, HW-PIN-2)", () => {
   it("uses operator-provided files, all three or none, and checks the certificate was issued by the CA", async () => {
     const { ca } = await loadOrCreateCa(join(dir));
     const pair = await issueServerCertificate(ca, ["plane.example"], 60_000);
-    const op = mkdtempSync(join(tmpdir(), "hw-tls-op-"));
+    const op = dirs.make("tls-op");
     writeFileSync(join(op, "cert.pem"), pair.cert.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n");
     writeFileSync(join(op, "key.pem"), pair.key);
     writeFileSync(join(op, "ca.pem"), ca.certPem);
@@ -90,12 +92,11 @@ describe("the plane's certificate authority (HW-TLS-1, HW-PIN-2)", () => {
 
     const missing = await startPlaneTls(op, [], { ...settings, certFile: files.certFile, keyFile: files.keyFile }, silent).catch((e: unknown) => e);
     expect((missing as ConfigError).option).toBe("HASHWARD_TLS_CA_FILE");
-    const other = await loadOrCreateCa(mkdtempSync(join(tmpdir(), "hw-tls-other-")));
+    const other = await loadOrCreateCa(dirs.make("tls-other"));
     writeFileSync(join(op, "other-ca.pem"), other.ca.certPem);
     const foreign = await startPlaneTls(op, [], { ...settings, ...files, caFile: join(op, "other-ca.pem") }, silent).catch((e: unknown) => e);
     expect(foreign).toBeInstanceOf(ConfigError);
     expect((foreign as ConfigError).message).toMatch(/not issued by this CA/);
-    rmSync(op, { recursive: true, force: true });
   });
 });
 

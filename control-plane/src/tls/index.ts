@@ -24,7 +24,7 @@ import type { Logger } from "pino";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { caCertHash } from "../../../shared/tls/index.js";
 import { assertPrivateFile, writeSecretFileAtomic } from "../keys/index.js";
-import type { SharedSecrets } from "../replicas/secrets.js";
+import type { SharedSecrets } from "../replicas/index.js";
 
 export const CA_CERT_FILE = "ca.pem";
 export const CA_KEY_FILE = "ca.key";

@@ -3,8 +3,6 @@
  * published verifies for a client (checked here with @tufjs/models, and end to end with tuf-js in the e2e tests).
  */
 import { createPublicKey } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Metadata, MetadataKind } from "@tufjs/models";
 import pino from "pino";
@@ -17,12 +15,14 @@ import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { ConflictError, NotFoundError } from "../errors.js";
 import { nextRoot, signWith, expiresIn } from "../release/metadata.js";
 import { createTufRepository, ImageTooLargeError, tufKeyId, type TufRepository } from "./index.js";
-import { chunksOf, offlineKeys, rootDocument, SAMPLE_CUSTOM, targetFor, targetsDocument } from "./testing.js";
+import { chunksOf, offlineKeys, rootDocument, SAMPLE_CUSTOM, targetFor, targetsDocument } from "./testing/index.js";
+import { tempDirPool } from "../../../test/support/temp-dir.js";
 
 const DAY_MS = 86_400_000;
 
 function contract(backend: string, open: () => Promise<TestDatabase>) {
   describe(`TUF repository (${backend})`, () => {
+    const dirs = tempDirPool("tuf");
     let dir: string;
     let db: Database;
     let close: () => Promise<void>;
@@ -34,7 +34,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     const image3 = new TextEncoder().encode("firmware image v3 ".repeat(1000));
 
     beforeAll(async () => {
-      dir = mkdtempSync(join(tmpdir(), "hw-tuf-"));
+      dir = dirs.make();
       const opened = await open();
       db = opened.db;
       close = opened.close;
@@ -49,7 +49,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     });
     afterAll(async () => {
       await close();
-      rmSync(dir, { recursive: true, force: true });
+      dirs.cleanup();
     });
 
     const doc = (opts: Parameters<typeof rootDocument>[2] = {}) => rootDocument(keys, repo.onlineKeys, { now: clock, ...opts });

@@ -7,7 +7,7 @@ import { Key, Signature } from "@tufjs/models";
 import { tufKeyIdOf } from "../../../shared/tuf/keys.js";
 import { signBytes, type KeyPair } from "../../../shared/crypto/index.js";
 import { loadOrCreateKey } from "../keys/index.js";
-import type { SharedSecrets } from "../replicas/secrets.js";
+import type { SharedSecrets } from "../replicas/index.js";
 
 export const SNAPSHOT_KEY_FILE = "tuf-snapshot.key";
 export const TIMESTAMP_KEY_FILE = "tuf-timestamp.key";

@@ -29,7 +29,7 @@ import { httpErrorFor, validationFailure } from "../http/errors.js";
 import { ROLE_EXTENSION } from "../http/openapi.js";
 import { eventStreamResponse } from "../http/routes/events.js";
 import { apiTokenBody, deviceListQuery, deviceParams, pageQuery, reasonBody } from "../http/schemas.js";
-import type { HttpEnv } from "../http/index.js";
+import type { HttpEnv } from "../http/env.js";
 import { POLICY_KINDS, policyInputSchemas, type PolicyKind } from "../policy/schemas.js";
 import type { PolicyService } from "../policy/types.js";
 import type { RolloutService } from "../rollouts/types.js";

@@ -24,6 +24,22 @@ export interface FleetQuery {
   limit: number;
 }
 
+/** A table with one header row naming `columns`; `children` are its body rows (`<tr>`). */
+function Table(props: { id?: string; columns: readonly string[]; children?: unknown }) {
+  return (
+    <table id={props.id}>
+      <thead>
+        <tr>
+          {props.columns.map((column) => (
+            <th>{column}</th>
+          ))}
+        </tr>
+      </thead>
+      <tbody>{props.children}</tbody>
+    </table>
+  );
+}
+
 function fleetHref(query: FleetQuery, change: Partial<FleetQuery>): string {
   const merged = { ...query, ...change };
   const params = new URLSearchParams();
@@ -70,48 +86,43 @@ function Select(props: { name: string; values: readonly string[]; selected: stri
   );
 }
 
+/** The first two cells of a device row: its id linking to its page, and its model and firmware. */
+function DeviceCells(props: { device: DeviceView }) {
+  const d = props.device;
+  return (
+    <>
+      <td class="mono">
+        <a href={`/ui/devices/${encodeURIComponent(d.deviceId)}`}>{d.deviceId}</a>
+      </td>
+      <td>
+        {d.model} {d.firmwareVersion}
+      </td>
+    </>
+  );
+}
+
 export function DeviceRows(props: { devices: DeviceView[] }) {
   return (
-    <table id="devices">
-      <thead>
-        <tr>
-          <th>device</th>
-          <th>model / firmware</th>
-          <th>enrollment</th>
-          <th>appraisal</th>
-          <th>containment</th>
-          <th>connected</th>
-          <th>last seen</th>
-          <th>active pool</th>
-          <th>hashrate (GH/s)</th>
+    <Table id="devices" columns={["device", "model / firmware", "enrollment", "appraisal", "containment", "connected", "last seen", "active pool", "hashrate (GH/s)"]}>
+      {props.devices.map((d) => (
+        <tr data-device={d.deviceId}>
+          <DeviceCells device={d} />
+          <td>
+            <State value={d.enrollment} field="enrollment" />
+          </td>
+          <td>
+            <State value={d.appraisal} field="appraisal" />
+          </td>
+          <td>
+            <State value={d.containment} field="containment" />
+          </td>
+          <td>{d.connected ? "yes" : "no"}</td>
+          <td>{when(d.lastSeenAt)}</td>
+          <td class="mono">{d.telemetry?.activePool ?? ""}</td>
+          <td>{d.telemetry?.hashrateGhs === undefined ? "" : d.telemetry.hashrateGhs.toFixed(1)}</td>
         </tr>
-      </thead>
-      <tbody>
-        {props.devices.map((d) => (
-          <tr data-device={d.deviceId}>
-            <td class="mono">
-              <a href={`/ui/devices/${encodeURIComponent(d.deviceId)}`}>{d.deviceId}</a>
-            </td>
-            <td>
-              {d.model} {d.firmwareVersion}
-            </td>
-            <td>
-              <State value={d.enrollment} field="enrollment" />
-            </td>
-            <td>
-              <State value={d.appraisal} field="appraisal" />
-            </td>
-            <td>
-              <State value={d.containment} field="containment" />
-            </td>
-            <td>{d.connected ? "yes" : "no"}</td>
-            <td>{when(d.lastSeenAt)}</td>
-            <td class="mono">{d.telemetry?.activePool ?? ""}</td>
-            <td>{d.telemetry?.hashrateGhs === undefined ? "" : d.telemetry.hashrateGhs.toFixed(1)}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+      ))}
+    </Table>
   );
 }
 
@@ -167,83 +178,51 @@ function ClaimVector(props: { result: AttestationResult | null }) {
       <p>
         <State value={result.status} /> {result.summary} <span class="muted">(evidence seq {result.evidenceSeq}, appraised {when(result.appraisedAt)}, reference {result.referenceId ?? "none"})</span>
       </p>
-      <table id="claims">
-        <thead>
+      <Table id="claims" columns={["claim", "tier"]}>
+        {Object.entries(result.trustworthiness).map(([claim, tier]) => (
           <tr>
-            <th>claim</th>
-            <th>tier</th>
+            <td>{claim}</td>
+            <td>
+              <State value={String(tier)} />
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {Object.entries(result.trustworthiness).map(([claim, tier]) => (
-            <tr>
-              <td>{claim}</td>
-              <td>
-                <State value={String(tier)} />
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        ))}
+      </Table>
       <h2>Differences ({result.differences.length})</h2>
       {result.differences.length === 0 ? (
         <p class="muted">none: every measurement matches the reference values</p>
       ) : (
-        <table id="differences">
-          <thead>
+        <Table id="differences" columns={["path", "claim", "kind", "expected", "seen"]}>
+          {result.differences.map((d) => (
             <tr>
-              <th>path</th>
-              <th>claim</th>
-              <th>kind</th>
-              <th>expected</th>
-              <th>seen</th>
+              <td class="mono">{d.path}</td>
+              <td>{d.claim}</td>
+              <td>{d.kind}</td>
+              <td class="mono">{d.expected ? `sha256 ${d.expected.sha256} (${d.expected.size} B)` : "—"}</td>
+              <td class="mono">{d.seen ? `sha256 ${d.seen.sha256} (${d.seen.size} B)` : "—"}</td>
             </tr>
-          </thead>
-          <tbody>
-            {result.differences.map((d) => (
-              <tr>
-                <td class="mono">{d.path}</td>
-                <td>{d.claim}</td>
-                <td>{d.kind}</td>
-                <td class="mono">{d.expected ? `sha256 ${d.expected.sha256} (${d.expected.size} B)` : "—"}</td>
-                <td class="mono">{d.seen ? `sha256 ${d.seen.sha256} (${d.seen.size} B)` : "—"}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+          ))}
+        </Table>
       )}
       <h2>Guard findings ({result.findings.length})</h2>
       {result.findings.length === 0 ? (
         <p class="muted">none</p>
       ) : (
-        <table id="findings">
-          <thead>
+        <Table id="findings" columns={["guard", "claim", "tier", "subject", "message", "expected", "seen"]}>
+          {result.findings.map((f) => (
             <tr>
-              <th>guard</th>
-              <th>claim</th>
-              <th>tier</th>
-              <th>subject</th>
-              <th>message</th>
-              <th>expected</th>
-              <th>seen</th>
+              <td>{f.guard}</td>
+              <td>{f.claim}</td>
+              <td>
+                <State value={f.tier} />
+              </td>
+              <td class="mono">{f.subject}</td>
+              <td>{f.message}</td>
+              <td class="mono">{json(f.expected)}</td>
+              <td class="mono">{json(f.seen)}</td>
             </tr>
-          </thead>
-          <tbody>
-            {result.findings.map((f) => (
-              <tr>
-                <td>{f.guard}</td>
-                <td>{f.claim}</td>
-                <td>
-                  <State value={f.tier} />
-                </td>
-                <td class="mono">{f.subject}</td>
-                <td>{f.message}</td>
-                <td class="mono">{json(f.expected)}</td>
-                <td class="mono">{json(f.seen)}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+          ))}
+        </Table>
       )}
     </>
   );
@@ -319,59 +298,36 @@ export function DevicePage(props: {
       <LineChart title="Temperatures" unit="°C" series={c.temperatures} />
       <LineChart title="Fans" unit="RPM" series={c.fans} />
       <h2>History</h2>
-      <table id="history">
-        <thead>
+      <Table id="history" columns={["at", "machine", "from → to", "reason", "by"]}>
+        {props.history.map((t) => (
           <tr>
-            <th>at</th>
-            <th>machine</th>
-            <th>from → to</th>
-            <th>reason</th>
-            <th>by</th>
+            <td>{when(t.at)}</td>
+            <td>{t.machine}</td>
+            <td>
+              {t.from} → <State value={t.to} />
+            </td>
+            <td>{t.reason}</td>
+            <td>
+              {t.actor.kind} {t.actor.id}
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {props.history.map((t) => (
-            <tr>
-              <td>{when(t.at)}</td>
-              <td>{t.machine}</td>
-              <td>
-                {t.from} → <State value={t.to} />
-              </td>
-              <td>{t.reason}</td>
-              <td>
-                {t.actor.kind} {t.actor.id}
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        ))}
+      </Table>
       <h2>Commands</h2>
-      <table id="commands">
-        <thead>
+      <Table id="commands" columns={["seq", "action", "status", "issued", "acked", "failure"]}>
+        {props.commands.map((cmd) => (
           <tr>
-            <th>seq</th>
-            <th>action</th>
-            <th>status</th>
-            <th>issued</th>
-            <th>acked</th>
-            <th>failure</th>
+            <td>{cmd.seq}</td>
+            <td>{cmd.action}</td>
+            <td>
+              <State value={cmd.status} />
+            </td>
+            <td>{when(cmd.issuedAt)}</td>
+            <td>{cmd.ackedAt ? when(cmd.ackedAt) : "—"}</td>
+            <td>{cmd.reason ?? ""}</td>
           </tr>
-        </thead>
-        <tbody>
-          {props.commands.map((cmd) => (
-            <tr>
-              <td>{cmd.seq}</td>
-              <td>{cmd.action}</td>
-              <td>
-                <State value={cmd.status} />
-              </td>
-              <td>{when(cmd.issuedAt)}</td>
-              <td>{cmd.ackedAt ? when(cmd.ackedAt) : "—"}</td>
-              <td>{cmd.reason ?? ""}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        ))}
+      </Table>
     </div>
   );
 }
@@ -379,92 +335,63 @@ export function DevicePage(props: {
 export function PendingPage(props: { devices: DeviceView[]; csrf: string; canAccept: boolean; canReject: boolean }) {
   if (props.devices.length === 0) return <p class="muted">no device waits for an operator</p>;
   return (
-    <table id="pending">
-      <thead>
-        <tr>
-          <th>device</th>
-          <th>model / firmware</th>
-          <th>asked</th>
-          <th>key</th>
-          <th>decision</th>
+    <Table id="pending" columns={["device", "model / firmware", "asked", "key", "decision"]}>
+      {props.devices.map((d) => (
+        <tr data-device={d.deviceId}>
+          <DeviceCells device={d} />
+          <td>{when(d.createdAt)}</td>
+          <td class="mono">{d.publicKey}</td>
+          <td>
+            {props.canAccept && <ActionForm action={`/ui/devices/${encodeURIComponent(d.deviceId)}/accept`} csrf={props.csrf} label="Accept" confirm={`Accept ${d.deviceId}?`} reason />}
+            {props.canReject && (
+              <ActionForm action={`/ui/devices/${encodeURIComponent(d.deviceId)}/reject`} csrf={props.csrf} label="Reject" confirm={`Reject ${d.deviceId}?`} reason danger />
+            )}
+          </td>
         </tr>
-      </thead>
-      <tbody>
-        {props.devices.map((d) => (
-          <tr data-device={d.deviceId}>
-            <td class="mono">
-              <a href={`/ui/devices/${encodeURIComponent(d.deviceId)}`}>{d.deviceId}</a>
-            </td>
-            <td>
-              {d.model} {d.firmwareVersion}
-            </td>
-            <td>{when(d.createdAt)}</td>
-            <td class="mono">{d.publicKey}</td>
-            <td>
-              {props.canAccept && <ActionForm action={`/ui/devices/${encodeURIComponent(d.deviceId)}/accept`} csrf={props.csrf} label="Accept" confirm={`Accept ${d.deviceId}?`} reason />}
-              {props.canReject && (
-                <ActionForm action={`/ui/devices/${encodeURIComponent(d.deviceId)}/reject`} csrf={props.csrf} label="Reject" confirm={`Reject ${d.deviceId}?`} reason danger />
-              )}
-            </td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+      ))}
+    </Table>
   );
 }
 
 export function ReferenceValuesPage(props: { sets: ReferenceValueSet[]; csrf: string; canApprove: boolean }) {
   if (props.sets.length === 0) return <p class="muted">no reference values yet</p>;
   return (
-    <table id="reference-values">
-      <thead>
+    <Table id="reference-values" columns={["id", "model / firmware", "status", "source", "measurements", "created", "approved"]}>
+      {props.sets.map((set) => (
         <tr>
-          <th>id</th>
-          <th>model / firmware</th>
-          <th>status</th>
-          <th>source</th>
-          <th>measurements</th>
-          <th>created</th>
-          <th>approved</th>
+          <td class="mono">{set.id}</td>
+          <td>
+            {set.model} {set.firmwareVersion}
+          </td>
+          <td>
+            <State value={set.status} />
+          </td>
+          <td>
+            {set.source}
+            {set.capturedFrom ? ` from ${set.capturedFrom}` : ""}
+          </td>
+          <td>
+            <details>
+              <summary>{set.measurements.length} paths</summary>
+              <ul class="mono">
+                {set.measurements.map((m) => (
+                  <li>
+                    {m.path} {m.sha256} ({m.size} B)
+                  </li>
+                ))}
+              </ul>
+            </details>
+          </td>
+          <td>{when(set.createdAt)}</td>
+          <td>
+            {set.approvedAt ? `${when(set.approvedAt)} by ${set.approvedBy ?? "?"}` : ""}
+            {set.status === "proposed" && props.canApprove && (
+              <ActionForm action={`/ui/reference-values/${encodeURIComponent(set.id)}/approve`} csrf={props.csrf} label="Approve" confirm={`Approve ${set.id} as the reference for ${set.model} ${set.firmwareVersion}?`} />
+            )}
+          </td>
         </tr>
-      </thead>
-      <tbody>
-        {props.sets.map((set) => (
-          <tr>
-            <td class="mono">{set.id}</td>
-            <td>
-              {set.model} {set.firmwareVersion}
-            </td>
-            <td>
-              <State value={set.status} />
-            </td>
-            <td>
-              {set.source}
-              {set.capturedFrom ? ` from ${set.capturedFrom}` : ""}
-            </td>
-            <td>
-              <details>
-                <summary>{set.measurements.length} paths</summary>
-                <ul class="mono">
-                  {set.measurements.map((m) => (
-                    <li>
-                      {m.path} {m.sha256} ({m.size} B)
-                    </li>
-                  ))}
-                </ul>
-              </details>
-            </td>
-            <td>{when(set.createdAt)}</td>
-            <td>
-              {set.approvedAt ? `${when(set.approvedAt)} by ${set.approvedBy ?? "?"}` : ""}
-              {set.status === "proposed" && props.canApprove && (
-                <ActionForm action={`/ui/reference-values/${encodeURIComponent(set.id)}/approve`} csrf={props.csrf} label="Approve" confirm={`Approve ${set.id} as the reference for ${set.model} ${set.firmwareVersion}?`} />
-              )}
-            </td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+      ))}
+    </Table>
   );
 }
 
@@ -474,28 +401,17 @@ export function PoliciesPage(props: { lists: { kind: string; policies: { id: str
       {props.lists.map((list) => (
         <section>
           <h2>{list.kind}</h2>
-          <table>
-            <thead>
+          <Table columns={["id", "scope", "version", "updated", "body"]}>
+            {list.policies.map((p) => (
               <tr>
-                <th>id</th>
-                <th>scope</th>
-                <th>version</th>
-                <th>updated</th>
-                <th>body</th>
+                <td class="mono">{p.id}</td>
+                <td class="mono">{json(p.scope)}</td>
+                <td>{p.version}</td>
+                <td>{when(p.updatedAt)}</td>
+                <td class="mono">{json(Object.fromEntries(Object.entries(p).filter(([k]) => !["id", "scope", "version", "createdAt", "updatedAt", "updatedBy", "kind"].includes(k))))}</td>
               </tr>
-            </thead>
-            <tbody>
-              {list.policies.map((p) => (
-                <tr>
-                  <td class="mono">{p.id}</td>
-                  <td class="mono">{json(p.scope)}</td>
-                  <td>{p.version}</td>
-                  <td>{when(p.updatedAt)}</td>
-                  <td class="mono">{json(Object.fromEntries(Object.entries(p).filter(([k]) => !["id", "scope", "version", "createdAt", "updatedAt", "updatedBy", "kind"].includes(k))))}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+            ))}
+          </Table>
           {list.builtInDefault !== null && <p class="muted">built-in default where none is stored: {json(list.builtInDefault)}</p>}
           {props.canEdit && (
             <ActionForm action={`/ui/policies/${list.kind}`} csrf={props.csrf} label={`Save ${list.kind} policy`} confirm={`Store this ${list.kind} policy and send it to the affected devices?`}>
@@ -535,34 +451,21 @@ export function RolloutsPage(props: { targets: { name: string; version?: string 
               {r.id} · {r.targetName} {r.version} · <State value={r.state} /> · group {r.currentGroup + 1} of {r.groupStatus.length}
             </h3>
             {r.reason && <p>{r.reason}</p>}
-            <table>
-              <thead>
+            <Table columns={["group", "progress", "waiting", "in progress", "succeeded", "failed", "cancelled"]}>
+              {r.groupStatus.map((g) => (
                 <tr>
-                  <th>group</th>
-                  <th>progress</th>
-                  <th>waiting</th>
-                  <th>in progress</th>
-                  <th>succeeded</th>
-                  <th>failed</th>
-                  <th>cancelled</th>
+                  <td>{g.index + 1}</td>
+                  <td>
+                    <progress max={Math.max(1, g.size)} value={g.succeeded + g.failed + g.cancelled}></progress>
+                  </td>
+                  <td>{g.waiting}</td>
+                  <td>{g.inProgress}</td>
+                  <td>{g.succeeded}</td>
+                  <td>{g.failed}</td>
+                  <td>{g.cancelled}</td>
                 </tr>
-              </thead>
-              <tbody>
-                {r.groupStatus.map((g) => (
-                  <tr>
-                    <td>{g.index + 1}</td>
-                    <td>
-                      <progress max={Math.max(1, g.size)} value={g.succeeded + g.failed + g.cancelled}></progress>
-                    </td>
-                    <td>{g.waiting}</td>
-                    <td>{g.inProgress}</td>
-                    <td>{g.succeeded}</td>
-                    <td>{g.failed}</td>
-                    <td>{g.cancelled}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+              ))}
+            </Table>
             {props.canControl && (
               <>
                 <ActionForm action={`/ui/rollouts/${encodeURIComponent(r.id)}/pause`} csrf={props.csrf} label="Pause" confirm={`Pause rollout ${r.id}?`} reason />
@@ -580,31 +483,20 @@ export function RolloutsPage(props: { targets: { name: string; version?: string 
 export function AuditPage(props: { entries: AuditEntry[]; offset: number; limit: number }) {
   return (
     <>
-      <table id="audit">
-        <thead>
+      <Table id="audit" columns={["at", "actor", "action", "target", "detail"]}>
+        {props.entries.map((e) => (
           <tr>
-            <th>at</th>
-            <th>actor</th>
-            <th>action</th>
-            <th>target</th>
-            <th>detail</th>
+            <td>{when(e.at)}</td>
+            <td>
+              {e.actor.kind} {e.actor.id}
+              {e.actor.role ? ` (${e.actor.role})` : ""}
+            </td>
+            <td>{e.action}</td>
+            <td class="mono">{e.target ?? ""}</td>
+            <td class="mono">{json(e.detail)}</td>
           </tr>
-        </thead>
-        <tbody>
-          {props.entries.map((e) => (
-            <tr>
-              <td>{when(e.at)}</td>
-              <td>
-                {e.actor.kind} {e.actor.id}
-                {e.actor.role ? ` (${e.actor.role})` : ""}
-              </td>
-              <td>{e.action}</td>
-              <td class="mono">{e.target ?? ""}</td>
-              <td class="mono">{json(e.detail)}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        ))}
+      </Table>
       <div class="pager">
         {props.offset > 0 && <a href={`/ui/audit?offset=${Math.max(0, props.offset - props.limit)}`}>← newer</a>}
         {props.entries.length === props.limit && <a href={`/ui/audit?offset=${props.offset + props.limit}`}>older →</a>}
@@ -629,36 +521,22 @@ export function TokensPage(props: { tokens: ApiTokenView[]; csrf: string; create
           <option value="admin">admin</option>
         </select>
       </ActionForm>
-      <table id="tokens">
-        <thead>
-          <tr>
-            <th>id</th>
-            <th>label</th>
-            <th>role</th>
-            <th>status</th>
-            <th>created</th>
-            <th>expires</th>
-            <th>last used</th>
-            <th></th>
+      <Table id="tokens" columns={["id", "label", "role", "status", "created", "expires", "last used", ""]}>
+        {props.tokens.map((t) => (
+          <tr data-token={t.id}>
+            <td class="mono">{t.id}</td>
+            <td>{t.label}</td>
+            <td>{t.role}</td>
+            <td>
+              <State value={t.status} />
+            </td>
+            <td>{when(t.createdAt)}</td>
+            <td>{t.expiresAt ? when(t.expiresAt) : "never"}</td>
+            <td>{when(t.lastUsedAt)}</td>
+            <td>{t.status === "active" && <ActionForm action={`/ui/tokens/${encodeURIComponent(t.id)}/revoke`} csrf={props.csrf} label="Revoke" confirm={`Revoke ${t.id}? Its sessions end too.`} reason danger />}</td>
           </tr>
-        </thead>
-        <tbody>
-          {props.tokens.map((t) => (
-            <tr data-token={t.id}>
-              <td class="mono">{t.id}</td>
-              <td>{t.label}</td>
-              <td>{t.role}</td>
-              <td>
-                <State value={t.status} />
-              </td>
-              <td>{when(t.createdAt)}</td>
-              <td>{t.expiresAt ? when(t.expiresAt) : "never"}</td>
-              <td>{when(t.lastUsedAt)}</td>
-              <td>{t.status === "active" && <ActionForm action={`/ui/tokens/${encodeURIComponent(t.id)}/revoke`} csrf={props.csrf} label="Revoke" confirm={`Revoke ${t.id}? Its sessions end too.`} reason danger />}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        ))}
+      </Table>
     </>
   );
 }

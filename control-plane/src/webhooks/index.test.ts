@@ -2,60 +2,19 @@
  * Webhooks over the real services and database (PGlite and PostgreSQL) with a real local HTTP receiver that
  * checks every Standard Webhooks signature.
  */
-import { createServer, type IncomingMessage, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { sql } from "drizzle-orm";
 import pino from "pino";
 import { Registry } from "prom-client";
-import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deviceIdFromPublicKey, generateKeyPair, signObject, toBase64Url } from "../../../shared/crypto/index.js";
 import type { Ack, Command } from "../../../shared/protocol/index.js";
 import { onEveryDatabase, type TestDatabase } from "../db/test-postgres.js";
 import { createHttpApp } from "../http/index.js";
 import { createServices, type DevicePublisher, type Services } from "../service/index.js";
+import { startWebhookReceiver } from "../../../test/support/webhook-receiver.js";
 import { createWebhookService, WebhookTargetError, type WebhookService } from "./index.js";
 
 const ADMIN = { kind: "operator", id: "tok_admin", role: "admin" } as const;
-
-interface Received {
-  id: string;
-  body: { type: string; timestamp: string; data: Record<string, unknown> };
-  verified: boolean;
-  answered: number;
-}
-
-/** A receiver on 127.0.0.1, port 0: answers `plan` statuses in turn (then 200) and verifies each signature. */
-async function receiver(plan: number[] = []) {
-  const received: Received[] = [];
-  let secret = "";
-  const server: Server = createServer((req: IncomingMessage, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const payload = Buffer.concat(chunks).toString("utf8");
-      let verified = false;
-      try {
-        new Webhook(secret).verify(payload, req.headers as Record<string, string>);
-        verified = true;
-      } catch {
-        verified = false;
-      }
-      const answered = verified ? (plan.shift() ?? 200) : 401;
-      received.push({ id: String(req.headers["webhook-id"]), body: JSON.parse(payload), verified, answered });
-      res.writeHead(answered).end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
-    received,
-    setSecret(value: string) {
-      secret = value;
-    },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
 
 function contract(backend: string, open: () => Promise<TestDatabase>) {
   describe(`webhooks (${backend})`, () => {
@@ -113,7 +72,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     }
 
     it("HW-HOOK-1/2: a signed delivery, retried with backoff after three failures, arrives once with one webhook-id", async () => {
-      const rx = await receiver([500, 503, 500]);
+      const rx = await startWebhookReceiver([500, 503, 500]);
       const service = webhooks();
       const { endpoint, secret } = await service.register(ADMIN, { url: rx.url, kinds: ["device.quarantined"] });
       expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]+=*$/);
@@ -144,7 +103,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     });
 
     it("HW-HOOK-1: a receiver with another secret refuses the signature", async () => {
-      const rx = await receiver();
+      const rx = await startWebhookReceiver();
       const service = webhooks({ maxAttempts: 1 });
       const { endpoint } = await service.register(ADMIN, { url: rx.url, kinds: ["device.quarantined"] });
       rx.setSecret(`whsec_${Buffer.alloc(24, 7).toString("base64")}`);
@@ -157,7 +116,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     });
 
     it("HW-HOOK-2: two planes sharing the database never send one delivery twice at once", async () => {
-      const rx = await receiver();
+      const rx = await startWebhookReceiver();
       const a = webhooks();
       const b = webhooks();
       const { endpoint, secret } = await a.register(ADMIN, { url: rx.url, kinds: ["device.quarantined"] });
@@ -172,7 +131,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     });
 
     it("disables an endpoint after N consecutive failures; its deliveries wait, logged", async () => {
-      const rx = await receiver([500, 500, 500, 500]);
+      const rx = await startWebhookReceiver([500, 500, 500, 500]);
       const service = webhooks({ maxConsecutiveFailures: 2, retryBaseMs: 10 });
       const { endpoint, secret } = await service.register(ADMIN, { url: rx.url, kinds: ["device.quarantined"] });
       rx.setSecret(secret);
@@ -251,7 +210,7 @@ function contract(backend: string, open: () => Promise<TestDatabase>) {
     });
 
     it("HW-HOOK-3: checks the address again at delivery, so a loopback target allowed before is refused", async () => {
-      const rx = await receiver();
+      const rx = await startWebhookReceiver();
       const lenient = webhooks({ allowLoopback: true });
       const byName = await lenient.register(ADMIN, { url: rx.url.replace("127.0.0.1", "localhost"), kinds: ["device.quarantined"] });
       const byAddress = await lenient.register(ADMIN, { url: rx.url, kinds: ["device.quarantined"] });

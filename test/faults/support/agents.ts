@@ -1,9 +1,10 @@
 /** Compiled agents on simulated boards for the fault campaigns (the real binary where execution matters). */
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createSimulatedBoard } from "../../../agent/src/platform/index.js";
 import { loadDeviceKey } from "../../support/device-key.js";
-import { simulatedAgentConfig, startAgent, tempDir, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../../support/processes.js";
+import { simulatedAgentConfig, startAgent, writeAgentConfig, type ControlPlane, type ManagedProcess } from "../../support/processes.js";
+import { tempDir } from "../../support/temp-dir.js";
 import { waitFor } from "../../support/wait.js";
 
 export const AGENT_MODEL = "S19";
@@ -21,7 +22,7 @@ export interface FaultAgent {
 
 /** Starts a compiled agent that enrolls with `token` (accepted at once) and waits for its device id. */
 export async function startFaultAgent(plane: ControlPlane, name: string, token: string): Promise<FaultAgent> {
-  const dir = tempDir(name);
+  const dir = tempDir(name).path;
   const boardRoot = join(dir, "board");
   await createSimulatedBoard(boardRoot, { model: AGENT_MODEL });
   const stateDir = join(dir, "state");
@@ -42,4 +43,27 @@ export function minerState(agent: FaultAgent): string {
 /** Commands of `action` the agent executed (its "command executed" log lines): a doubled command shows as 2. */
 export function executions(agent: FaultAgent, action: string): number[] {
   return agent.proc.lines.filter((line) => line.msg === "command executed" && line.action === action).map((line) => Number(line.seq));
+}
+
+/**
+ * Ends a plane-side fault campaign (nothing is left behind in /tmp: a 2,000-device plane's data dir and the boards
+ * are tens of MB): the event stream, the fleet, every agent and the plane (SIGKILL), their directories, then
+ * `beforeCluster` (e.g. closing a client pool) and the PostgreSQL cluster. Each part may be missing (a failed start).
+ */
+export async function endCampaign(parts: {
+  stream: { close(): Promise<void> } | undefined;
+  fleet: { stop(): Promise<void> } | undefined;
+  agents: readonly FaultAgent[];
+  plane: ControlPlane | undefined;
+  cluster: { destroy(): Promise<void> } | undefined;
+  beforeCluster?: () => Promise<unknown>;
+}): Promise<void> {
+  const { stream, fleet, agents, plane, cluster } = parts;
+  await stream?.close();
+  await fleet?.stop();
+  await Promise.all(agents.map((agent) => agent.proc.kill("SIGKILL")));
+  await plane?.proc.kill("SIGKILL");
+  for (const dir of [plane?.dataDir, ...agents.map((agent) => agent.dir)]) if (dir) rmSync(dir, { recursive: true, force: true });
+  await parts.beforeCluster?.();
+  await cluster?.destroy();
 }

@@ -107,6 +107,16 @@ export class UBootEmulator {
     return path;
   }
 
+  /**
+   * A health check for the booted slot (UBootSlots' `healthCommand`): healthy unless the slot's image says
+   * `selftest=fail`. Written to `path`; returns it.
+   */
+  writeHealthScript(path: string): string {
+    writeFileSync(path, `#!/bin/busybox ash\nslot=$(sed -n 's/.*hashward\\.slot=\\([ab]\\).*/\\1/p' ${this.cmdlineFile})\n! grep -q 'selftest=fail' ${this.dir}/slot-$slot.img\n`);
+    chmodSync(path, 0o755);
+    return path;
+  }
+
   /** Power on: U-Boot runs bootcmd (the boot script); returns the slot the kernel was started from. */
   boot(): SlotName {
     this.boots++;

@@ -8,7 +8,7 @@ import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createConnectToken } from "../../../../shared/auth/connect-token.js";
 import { deviceIdFromPublicKey, generateKeyPair, toBase64Url } from "../../../../shared/crypto/index.js";
-import { FakeDeviceSide } from "../fake-device-side.js";
+import { FakeDeviceSide } from "../testing/fake-device-side.js";
 import { createHookServer, resourceAllowed, topicAllowed, type HookServer } from "./hooks.js";
 
 const SECRET = "s".repeat(40);

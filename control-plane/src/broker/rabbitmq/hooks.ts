@@ -14,24 +14,17 @@
  * revoke), so a reconnect storm costs one signature check and one nonce insert per device (single use across
  * replicas, HW-AUTH-1), no lookups.
  *
- * Written on node:http rather than the API's Hono app on purpose: four form-encoded routes on a listener of their
- * own, with no middleware of the operator API (tokens, CORS, OpenAPI) to get in the way.
+ * The listener and the CONNECT check are ../hook-listener.ts (shared with the EMQX hooks), the rules ../auth.ts
+ * and ../acl.ts (shared with the embedded broker).
  */
-import { timingSafeEqual } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { Logger } from "pino";
-import { Counter, type Registry } from "prom-client";
+import type { IncomingMessage } from "node:http";
 import { isDeviceId } from "../../../../shared/protocol/index.js";
 import { clipForLog } from "../../log/index.js";
-import type { ConnectIdentity, DeviceSideService } from "../../service/index.js";
 import { maySubscribe, ownUpKind } from "../acl.js";
-import { ConnectRefusal, IdentityCache, verifyConnect } from "../auth.js";
-import { connectRefusedCounter } from "../metrics.js";
-
-/** Hook form fields are short; anything larger is refused before it is read in full. */
-const MAX_BODY_BYTES = 8 * 1024;
+import { createHookAuthenticator, createHookListener, secretEquals, type BrokerHookDeps, type BrokerHooks } from "../hook-listener.js";
 
 type Params = URLSearchParams;
+const CHECKS = new Set(["user", "vhost", "resource", "topic"]);
 
 /** MQTT topic of a routing key (or binding key) as RabbitMQ's MQTT plugin maps them: `.` -> `/`, `*` -> `+`. */
 export function topicOfRoutingKey(key: string): string {
@@ -84,81 +77,40 @@ export function topicAllowed(params: Params, exchange: string, vhost: string): b
   }
 }
 
-export interface HookDeps {
-  deviceSide: DeviceSideService;
-  logger: Logger;
-  registry: Registry;
-  secret: string;
+/** The RabbitMQ hooks' deps: the shared ones and the MQTT plugin's exchange and vhost. */
+export interface HookDeps extends BrokerHookDeps {
   exchange: string;
   vhost: string;
-  now?: () => number;
-  /** How long a device's identity is answered from cache; default 10000, capped at 30000 (revoke on this replica clears it at once). */
-  identityCacheMs?: number;
-  /** Called after a CONNECT was allowed, with the token's nonce (the connection's session, HW-LIVE-1). */
-  onAuthenticated?(deviceId: string, connectNonce: string): void;
 }
 
-export interface HookServer {
-  /** Listens; resolves with the bound port (port 0 picks one). */
-  listen(port: number, host: string): Promise<number>;
-  /** The device's identity, from cache when fresh enough (also used by ingest). */
-  identity(deviceId: string): Promise<ConnectIdentity | null>;
-  /** Forgets a device's cached identity (revocation). */
-  forget(deviceId: string): void;
-  close(): Promise<void>;
+export type HookServer = BrokerHooks;
+
+/** The check a hook request asks for: `/<secret>/<check>` with the right secret (HW-BROKER-2), else null. */
+function routeOf(request: IncomingMessage, secret: string): string | null {
+  const path = (request.url ?? "").split("?")[0] ?? "";
+  const [, given = "", check = "", ...rest] = path.split("/");
+  return secretEquals(given, secret) && rest.length === 0 && CHECKS.has(check) ? check : null;
 }
 
 /** Builds the hook listener (not yet listening); see the file comment for the endpoints and their rules. */
 export function createHookServer(deps: HookDeps): HookServer {
-  const { deviceSide, registry } = deps;
   const logger = deps.logger.child({ component: "broker-hooks" });
   const now = deps.now ?? Date.now;
-  const secret = Buffer.from(deps.secret);
-  const identities = new IdentityCache((deviceIds) => deviceSide.identitiesForConnect(deviceIds), now, deps.identityCacheMs ?? 10_000, 200_000);
-
-  const decisions = new Counter({
-    name: "hashward_broker_hook_requests_total",
-    help: "Requests from RabbitMQ's HTTP auth backend, by check and decision (refused: no or wrong secret)",
-    labelNames: ["check", "decision"] as const,
-    registers: [registry],
-  });
-  const connectRefused = connectRefusedCounter(registry);
-
-  /** HW-AUTH-1 through the broker: the same checks as the embedded broker's authenticate hook (../auth.ts). */
-  async function userAllowed(params: Params): Promise<{ allow: true } | { allow: false; reason: string }> {
-    const username = params.get("username") ?? "";
-    const vhost = params.get("vhost");
-    try {
-      const grant = await verifyConnect(
-        // Devices speak MQTT only, whose plugin always names the client id; it must be the username ([MQTT-3.1.3-9]).
-        { username, clientId: params.get("client_id") ?? undefined, password: params.get("password") ?? "" },
-        {
-          // A cached answer other than `accepted` is asked again (a device accepted a moment ago connects at once).
-          identity: (deviceId) => identities.get(deviceId, "cached-if-accepted"),
-          // Single use across replicas: the nonce is recorded in the database (HW-AUTH-1).
-          rememberNonce: (deviceId, nonce, exp) => deviceSide.rememberConnectNonce(deviceId, nonce, exp),
-          now,
-          onStoreFailure: (deviceId, step, cause) => logger.error({ deviceId, err: cause }, `${step} failed during CONNECT`),
-          inScope: () => vhost === null || vhost === deps.vhost,
-        },
-      );
-      deps.onAuthenticated?.(grant.deviceId, grant.nonce);
-      return { allow: true };
-    } catch (error) {
-      if (error instanceof ConnectRefusal) return { allow: false, reason: error.reason };
-      throw error;
-    }
-  }
+  const auth = createHookAuthenticator({ deviceSide: deps.deviceSide, logger, registry: deps.registry, now, ...(deps.identityCacheMs === undefined ? {} : { identityCacheMs: deps.identityCacheMs }) });
 
   async function answer(check: string, params: Params): Promise<boolean> {
     switch (check) {
       case "user": {
-        const result = await userAllowed(params);
-        if (!result.allow) {
-          connectRefused.inc({ reason: result.reason });
-          logger.warn({ deviceId: clipForLog(params.get("username") ?? ""), reason: result.reason }, "mqtt connect refused");
-        }
-        return result.allow;
+        const vhost = params.get("vhost");
+        // HW-AUTH-1 (../auth.ts). Devices speak MQTT only, whose plugin always names the client id; it must be the
+        // username ([MQTT-3.1.3-9]).
+        const grant = await auth.authenticate(
+          { username: params.get("username") ?? "", clientId: params.get("client_id") ?? undefined, password: params.get("password") ?? "" },
+          () => vhost === null || vhost === deps.vhost,
+        );
+        if (grant === null) return false;
+        deps.onAuthenticated?.(grant.deviceId, grant.nonce);
+        return true;
       }
       case "vhost": {
         const username = params.get("username") ?? "";
@@ -182,78 +134,25 @@ export function createHookServer(deps: HookDeps): HookServer {
     }
   }
 
-  function secretMatches(given: string): boolean {
-    const bytes = Buffer.from(given);
-    return bytes.length === secret.length && timingSafeEqual(bytes, secret);
-  }
-
-  function handle(request: IncomingMessage, response: ServerResponse): void {
-    const path = (request.url ?? "").split("?")[0] ?? "";
-    const [, given = "", check = "", ...rest] = path.split("/");
+  const text = { "content-type": "text/plain" };
+  const listener = createHookListener({
+    logger,
+    registry: deps.registry,
     // HW-BROKER-2: no secret, no answer (and nothing that tells a stranger which paths exist).
-    if (!secretMatches(given) || rest.length > 0 || request.method !== "POST") {
-      decisions.inc({ check: "unknown", decision: "refused" });
-      response.writeHead(404).end();
-      request.resume();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    request.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        response.writeHead(413).end();
-        request.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    request.on("end", () => {
-      if (size > MAX_BODY_BYTES) return;
-      const params = new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
-      answer(check, params).then(
-        (allow) => {
-          decisions.inc({ check, decision: allow ? "allow" : "deny" });
-          response.writeHead(200, { "content-type": "text/plain" }).end(allow ? "allow" : "deny");
-        },
-        (error: unknown) => {
-          logger.error({ err: error, check }, "broker hook failed; denied");
-          decisions.inc({ check, decision: "deny" });
-          response.writeHead(200, { "content-type": "text/plain" }).end("deny");
-        },
-      );
-    });
-  }
+    route: (request) => routeOf(request, deps.secret),
+    refused: { status: 404, body: "", decision: "refused" },
+    tooLarge: { status: 413, body: "", decision: "too-large" },
+    failed: { status: 200, body: "deny", headers: text, decision: "deny" },
+    answer: async (check, body) => {
+      const allow = await answer(check, new URLSearchParams(body.toString("utf8")));
+      return { status: 200, body: allow ? "allow" : "deny", headers: text, decision: allow ? "allow" : "deny" };
+    },
+  });
 
-  const servers: Server[] = [];
   return {
-    identity: (deviceId) => identities.get(deviceId, "cached"),
-    forget(deviceId) {
-      identities.forget(deviceId);
-    },
-    listen(port, host) {
-      const server = createServer(handle);
-      server.keepAliveTimeout = 65_000;
-      servers.push(server);
-      return new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(port, host, () => {
-          server.off("error", reject);
-          const address = server.address();
-          resolve(typeof address === "object" && address !== null ? address.port : port);
-        });
-      });
-    },
-    async close() {
-      await Promise.all(
-        servers.map(
-          (server) =>
-            new Promise<void>((resolve) => {
-              server.close(() => resolve());
-              server.closeAllConnections();
-            }),
-        ),
-      );
-    },
+    identity: (deviceId) => auth.identity(deviceId),
+    forget: (deviceId) => auth.forget(deviceId),
+    listen: (port, host) => listener.listen(port, host),
+    close: () => listener.close(),
   };
 }

@@ -18,17 +18,13 @@
  * The AMQP connection is re-established with backoff when RabbitMQ restarts (or another URL of a cluster answers).
  */
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from "amqplib";
-import { and, desc, eq, gt } from "drizzle-orm";
-import type { Logger } from "pino";
-import { Counter, Gauge, type Registry } from "prom-client";
-import { downTopic, encodePayload, isDeviceId, MAX_PAYLOAD_BYTES, parsePayload, parseTopic, upSchemas, type Challenge, type Command, type UpKind } from "../../../../shared/protocol/index.js";
-import { connectTokenNonces, type Database } from "../../db/index.js";
-import type { DevicePublisher, DeviceSession, DeviceSideService } from "../../service/index.js";
-import { dispatchUp, rejectionReason } from "../ingest.js";
-import type { BrokerConfig } from "./config.js";
-import { redactUrl } from "./config.js";
+import { Counter, Gauge } from "prom-client";
+import { downTopic, encodePayload, isDeviceId, type Challenge, type Command } from "../../../../shared/protocol/index.js";
+import type { DevicePublisher } from "../../service/index.js";
+import { createExternalIngest, type ExternalTransport, type ExternalTransportDeps } from "../external-ingest.js";
+import type { BrokerConfig } from "../config.js";
+import { redactUrl } from "../config.js";
 import { createHookServer, type HookServer } from "./hooks.js";
-import { DeviceWorkQueue } from "../device-queue.js";
 
 export const INGEST_QUEUE = "hashward.ingest";
 /** A delivery whose handler keeps failing internally is dropped after this many attempts (quorum queue delivery-limit). */
@@ -37,24 +33,10 @@ const EVENT_EXCHANGE = "amq.rabbitmq.event";
 
 type RabbitConfig = Extract<BrokerConfig, { kind: "rabbitmq" }>;
 
-export interface RabbitTransportDeps {
-  config: RabbitConfig;
-  deviceSide: DeviceSideService;
-  db: Database;
-  logger: Logger;
-  registry: Registry;
-  now?: () => number;
-  maxPayloadBytes?: number;
-}
-
-export interface RabbitTransport {
-  publisher: DevicePublisher;
-  /** The bound hook port (HASHWARD_BROKER_HOOK_PORT, or the one port 0 picked). */
-  hookPort: number;
-  /** Closes the device's connections through the management API and forgets its cached identity. */
-  disconnect(deviceId: string): void;
-  close(): Promise<void>;
-}
+/** RabbitMQ's transport deps (../external-ingest.ts). */
+export type RabbitTransportDeps = ExternalTransportDeps<RabbitConfig>;
+/** The RabbitMQ transport (`disconnect` closes the device's connections through the management API). */
+export type RabbitTransport = ExternalTransport;
 
 /** amqplib's Channel types lack the publish callback of a confirm channel in some versions: one narrow signature. */
 type Publish = (exchange: string, key: string, content: Buffer, options: amqp.Options.Publish, callback: (error: unknown) => void) => boolean;
@@ -63,15 +45,7 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
   const { config, deviceSide, db, registry } = deps;
   const logger = deps.logger.child({ component: "rabbitmq" });
   const now = deps.now ?? Date.now;
-  const maxPayloadBytes = Math.min(deps.maxPayloadBytes ?? MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES);
 
-  const messagesTotal = new Counter({ name: "hashward_mqtt_messages_total", help: "Device messages accepted and handled, by kind", labelNames: ["kind"] as const, registers: [registry] });
-  const messagesRejected = new Counter({
-    name: "hashward_mqtt_messages_rejected_total",
-    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal, oversize, foreign-topic, not-accepted; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
-    labelNames: ["kind", "reason"] as const,
-    registers: [registry],
-  });
   const requeued = new Counter({ name: "hashward_broker_ingest_requeued_total", help: "Deliveries handed back to RabbitMQ after an internal failure (redelivered up to the delivery limit)", registers: [registry] });
   /** Device id -> names of its live connections (from the event exchange). */
   const connections = new Map<string, Set<string>>();
@@ -85,11 +59,17 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
     },
   });
 
-  /** HW-LIVE-1: the session of each device's current connection, keyed by device id. */
-  const sessions = new Map<string, DeviceSession>();
-  /** Nonces this replica's hooks accepted last, per device (the fast path; the database answers for the others). */
-  const acceptedNonce = new Map<string, string>();
-  const hooks: HookServer = createHookServer({
+  // Made before the hooks (they report accepted nonces to it); reads identities through the hooks' cache.
+  const ingest = createExternalIngest({
+    deviceSide,
+    db,
+    identity: (deviceId) => startedHooks.identity(deviceId),
+    logger,
+    registry,
+    now,
+    ...(deps.maxPayloadBytes === undefined ? {} : { maxPayloadBytes: deps.maxPayloadBytes }),
+  });
+  const startedHooks: HookServer = createHookServer({
     deviceSide,
     logger,
     registry,
@@ -97,79 +77,10 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
     exchange: config.exchange,
     vhost: config.vhost,
     now,
-    onAuthenticated: (deviceId, nonce) => {
-      if (acceptedNonce.size >= 200_000) acceptedNonce.clear();
-      acceptedNonce.set(deviceId, nonce);
-    },
+    onAuthenticated: (deviceId, nonce) => ingest.onAuthenticated(deviceId, nonce),
   });
-  const hookPort = await hooks.listen(config.hookPort, config.hookHost);
-
-  const queue = new DeviceWorkQueue();
-  const enqueue = (deviceId: string, work: () => Promise<void>): Promise<void> => queue.enqueue(deviceId, work);
-
-  /** The latest unexpired connect-token nonce any replica recorded for the device (its current connection). */
-  async function latestNonce(deviceId: string): Promise<string | null> {
-    const rows = await db
-      .select({ nonce: connectTokenNonces.nonce })
-      .from(connectTokenNonces)
-      .where(and(eq(connectTokenNonces.deviceId, deviceId), gt(connectTokenNonces.expiresAt, new Date(now()))))
-      .orderBy(desc(connectTokenNonces.expiresAt))
-      .limit(1);
-    return rows[0]?.nonce ?? null;
-  }
-
-  /**
-   * HW-LIVE-1 over RabbitMQ: messages do not carry their connection, so the session is the device's latest
-   * authenticated connection: the nonce a hook accepted last for it (RabbitMQ closes an older connection with the
-   * same client id). When no replica remembers one (connection older than the token lifetime, and this replica took
-   * over ingest since), the message's own nonce is adopted.
-   */
-  async function sessionFor(deviceId: string, messageNonce: string, publicKey: string): Promise<DeviceSession> {
-    const current = sessions.get(deviceId);
-    if (current && current.connectNonce === messageNonce) {
-      current.publicKey = publicKey;
-      return current;
-    }
-    const latest = acceptedNonce.get(deviceId) === messageNonce ? messageNonce : await latestNonce(deviceId);
-    const nonce = latest ?? messageNonce;
-    if (current && current.connectNonce === nonce) return current;
-    const session: DeviceSession = { connectNonce: nonce, publicKey, lastHeartbeatSeq: -1 };
-    if (sessions.size >= 200_000) sessions.clear();
-    sessions.set(deviceId, session);
-    return session;
-  }
-
-  async function ingest(deviceId: string, kind: UpKind, payload: Buffer): Promise<"done" | "retry"> {
-    const identity = await hooks.identity(deviceId).catch((error: unknown) => {
-      logger.error({ deviceId, err: error }, "identity lookup failed during ingest");
-      return undefined;
-    });
-    if (identity === undefined) return "retry";
-    if (identity?.enrollment !== "accepted") {
-      messagesRejected.inc({ kind, reason: "not-accepted" });
-      return "done";
-    }
-    try {
-      const message = parsePayload(upSchemas[kind], payload, `${kind} from ${deviceId}`);
-      if (message.deviceId !== deviceId) {
-        messagesRejected.inc({ kind, reason: "device-mismatch" });
-        return "done";
-      }
-      const session = message.type === "hello" || message.type === "heartbeat" ? await sessionFor(deviceId, message.connectNonce, identity.publicKey) : null;
-      await dispatchUp(deviceSide, message, () => session as DeviceSession);
-      messagesTotal.inc({ kind });
-      return "done";
-    } catch (error) {
-      const reason = rejectionReason(kind, error);
-      if (reason === "internal") {
-        logger.error({ deviceId, kind, err: error }, "device message handler failed; handing it back to RabbitMQ");
-        return "retry";
-      }
-      messagesRejected.inc({ kind, reason });
-      logger.debug({ deviceId, kind, reason, detail: error instanceof Error ? error.message.slice(0, 512) : String(error) }, "device message dropped");
-      return "done";
-    }
-  }
+  const hookPort = await startedHooks.listen(config.hookPort, config.hookHost);
+  const enqueue = (deviceId: string, work: () => Promise<void>): Promise<void> => ingest.enqueue(deviceId, work);
 
   let connection: ChannelModel | null = null;
   let publishChannel: ConfirmChannel | null = null;
@@ -180,36 +91,17 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
   function onDelivery(channel: Channel, msg: ConsumeMessage | null): void {
     if (msg === null) return; // consumer cancelled by the broker (queue deleted): the reconnect path re-declares
     const topic = msg.fields.routingKey.split(".").join("/");
-    const parsed = parseTopic(topic);
-    if (parsed === null || parsed.direction !== "up" || !isDeviceId(parsed.deviceId)) {
-      messagesRejected.inc({ kind: "unknown", reason: "foreign-topic" });
-      channel.ack(msg);
-      return;
-    }
-    const { deviceId, kind } = parsed;
-    if (msg.content.length > maxPayloadBytes) {
-      messagesRejected.inc({ kind, reason: "oversize" });
-      channel.ack(msg);
-      return;
-    }
-    void enqueue(deviceId, async () => {
-      const outcome = await ingest(deviceId, kind, msg.content);
-      if (outcome === "retry") {
-        // Back off before handing it back (the device's next messages wait behind it, in order): a database outage
-        // must not burn the delivery limit in a second. Quorum queues count attempts in x-delivery-count.
-        const attempts = Number(msg.properties.headers?.["x-delivery-count"] ?? 0);
-        await new Promise((resolve) => setTimeout(resolve, Math.min(1_000 * 2 ** attempts, 30_000)));
+    void ingest.handle(topic, msg.content, async (outcome) => {
+      if (outcome === "done") {
+        channel.ack(msg);
+        return;
       }
-      try {
-        if (outcome === "done") channel.ack(msg);
-        else {
-          requeued.inc();
-          channel.nack(msg, false, true);
-        }
-      } catch (error) {
-        // The channel closed meanwhile: RabbitMQ redelivers the message (handlers are idempotent per id/seq).
-        logger.warn({ deviceId, err: error }, "could not acknowledge a delivery; it will be redelivered");
-      }
+      // Back off before handing it back (the device's next messages wait behind it, in order): a database outage
+      // must not burn the delivery limit in a second. Quorum queues count attempts in x-delivery-count.
+      const attempts = Number(msg.properties.headers?.["x-delivery-count"] ?? 0);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(1_000 * 2 ** attempts, 30_000)));
+      requeued.inc();
+      channel.nack(msg, false, true);
     });
   }
 
@@ -363,15 +255,15 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
     publisher,
     hookPort,
     disconnect(deviceId) {
-      hooks.forget(deviceId);
-      sessions.delete(deviceId);
+      startedHooks.forget(deviceId);
+      ingest.forget(deviceId);
       closeConnectionsOf(deviceId).catch((error: unknown) => logger.error({ deviceId, err: error }, "could not close the revoked device's connections"));
     },
     async close() {
       closing = true;
       if (reconnectTimer) clearTimeout(reconnectTimer);
-      await hooks.close();
-      await queue.drain();
+      await startedHooks.close();
+      await ingest.drain();
       await connection?.close().catch(() => undefined);
     },
   };

@@ -8,7 +8,7 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { ValidationError } from "../../../../shared/errors/index.js";
 import type { ControlPlaneService } from "../../service/index.js";
 import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
-import type { HttpEnv } from "../index.js";
+import type { HttpEnv } from "../env.js";
 
 /** `GET /ca.pem`: the CA certificate agents pin (kubeadm's cluster-info, read unauthenticated, checked by hash). */
 export const CA_PEM_PATH = "/ca.pem";

@@ -16,7 +16,7 @@ import { CapacityError } from "../../errors.js";
 import { errorBody } from "../errors.js";
 import { errorSchema } from "../schemas.js";
 import { errorResponses, json, securedRoute } from "../openapi.js";
-import type { HttpEnv } from "../index.js";
+import type { HttpEnv } from "../env.js";
 
 const errors = errorResponses();
 

@@ -2,8 +2,6 @@
  * Policy routes in-process (`app.request`) over the real services on PGlite: roles, validation naming the field
  * before any write, the change + delivery answer, the device's effective policy, and the OpenAPI document.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { Registry } from "prom-client";
@@ -14,10 +12,12 @@ import { openDatabase, type OpenedDatabase } from "../../db/index.js";
 import { createPolicyService } from "../../policy/index.js";
 import { createServices, type DevicePublisher, type Services } from "../../service/index.js";
 import { createHttpApp, OPENAPI_PATH, ROLE_EXTENSION } from "../index.js";
+import { tempDirPool } from "../../../../test/support/temp-dir.js";
 
 const POOL = "stratum+tcp://pool.example.com:3333";
 
 describe("policy routes", () => {
+  const dirs = tempDirPool("policy-routes");
   let dataDir: string;
   let opened: OpenedDatabase;
   let services: Services;
@@ -27,7 +27,7 @@ describe("policy routes", () => {
   let deviceId: string;
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), "hw-policy-routes-"));
+    dataDir = dirs.make();
     opened = await openDatabase({ dataDir });
     const publisher: DevicePublisher = {
       async publish(_id: string, _kind: "challenge" | "command", message: unknown) {
@@ -63,7 +63,7 @@ describe("policy routes", () => {
   afterAll(async () => {
     await services?.close();
     await opened?.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    dirs.cleanup();
   });
 
   const request = (method: string, path: string, token?: string, body?: unknown) =>

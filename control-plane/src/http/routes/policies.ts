@@ -10,7 +10,7 @@ import { INDICATOR_KINDS, POLICY_KINDS, type PolicyKind, policyInputSchemas } fr
 import type { PolicyService } from "../../policy/types.js";
 import type { ControlPlaneService, Role } from "../../service/index.js";
 import { errorResponses, json, securedRoute } from "../openapi.js";
-import type { HttpEnv } from "../index.js";
+import type { HttpEnv } from "../env.js";
 import { deviceParams } from "../schemas.js";
 
 const errors = errorResponses({ 409: "Conflicts with another policy (overlapping device groups, a device's last pool policy)" });

@@ -12,7 +12,7 @@ import { errorResponses, json, publicRoute, securedRoute } from "../openapi.js";
 import { errorBody } from "../errors.js";
 import { storedMeasurementSchema } from "../schemas.js";
 import { readableChunks } from "../../../../shared/fs/index.js";
-import type { HttpEnv } from "../index.js";
+import type { HttpEnv } from "../env.js";
 import type { RolloutService } from "../../rollouts/index.js";
 import { registerRolloutRoutes } from "./rollouts.js";
 

@@ -6,7 +6,7 @@ import type { RolloutService } from "../../rollouts/index.js";
 import type { ControlPlaneService, Role } from "../../service/index.js";
 import { errorResponses, json, securedRoute } from "../openapi.js";
 import { commandViewSchema, deviceParams } from "../schemas.js";
-import type { HttpEnv } from "../index.js";
+import type { HttpEnv } from "../env.js";
 
 const errors = errorResponses();
 

@@ -7,7 +7,7 @@ import { PLANE_EVENT_KINDS } from "../../events/index.js";
 import type { ControlPlaneService, Role } from "../../service/index.js";
 import type { WebhookService } from "../../webhooks/index.js";
 import { errorResponses, json, jsonBody, securedRoute } from "../openapi.js";
-import type { HttpEnv } from "../index.js";
+import type { HttpEnv } from "../env.js";
 
 const errors = errorResponses();
 

@@ -1,7 +1,13 @@
 /**
  * A recording fake ControlPlaneService for HTTP tests (STYLE 7): every call is recorded with its arguments,
  * answers are canned views, and any method can be told to throw a given error once or always.
+ * It keeps the operator contract (service/testing/operator-contract.ts) where the HTTP layer relies on it: it
+ * knows a few devices (DEVICE_ID, OTHER_DEVICE_ID, and those it pre-authorises), tokens and reference sets, and
+ * throws NotFoundError for any other id and ValidationError for the input the real service refuses.
  */
+import { deviceIdFromPublicKey, fromBase64Url } from "../../../../shared/crypto/index.js";
+import { ValidationError } from "../../../../shared/errors/index.js";
+import { NotFoundError } from "../../errors.js";
 import type {
   AuditEntry,
   ApiPrincipal,
@@ -31,11 +37,17 @@ export const TOKENS: Readonly<Record<Role, string>> = {
 };
 
 export const DEVICE_ID = "hw-0123456789abcdef01234567";
+export const OTHER_DEVICE_ID = "hw-abcdefabcdefabcdefabcdef";
+/** The API token, enrollment token and reference set the fake knows from the start (listed, revocable, approvable). */
+export const API_TOKEN_ID = "tok_0123abcd";
+export const ENROLLMENT_TOKEN_ID = "enr_0123abcd";
+export const REFERENCE_SET_ID = "ref-42";
+const ROLES: readonly Role[] = ["viewer", "operator", "admin"];
 export const COMMAND_PUBLIC_KEY = "A".repeat(43);
 const AT = "2025-01-01T00:00:00.000Z";
 
 const API_TOKEN_VIEW: ApiTokenView = {
-  id: "api_listed",
+  id: API_TOKEN_ID,
   role: "viewer",
   label: "grafana",
   createdAt: AT,
@@ -47,7 +59,7 @@ const API_TOKEN_VIEW: ApiTokenView = {
 };
 
 const ENROLLMENT_TOKEN_VIEW: EnrollmentTokenView = {
-  id: "enr_listed",
+  id: ENROLLMENT_TOKEN_ID,
   label: "rack 7",
   createdAt: AT,
   createdBy: { kind: "operator", id: "tok-admin", role: "admin" },
@@ -95,7 +107,7 @@ export function commandView(deviceId: string, action: string, seq = 1): CommandV
 
 export function referenceSet(overrides: Partial<ReferenceValueSet> = {}): ReferenceValueSet {
   return {
-    id: "ref-1",
+    id: REFERENCE_SET_ID,
     model: "S19",
     firmwareVersion: "1.2.0",
     status: "approved",
@@ -117,6 +129,12 @@ export class FakeControlPlaneService implements ControlPlaneService {
   private readonly principals = new Map<string, ApiPrincipal>(
     (Object.keys(TOKENS) as Role[]).map((role) => [TOKENS[role], { id: `tok-${role}`, role, label: role }]),
   );
+  /** Device ids the fake knows; any other is a NotFoundError, as in the real service. */
+  readonly devices = new Set([DEVICE_ID, OTHER_DEVICE_ID]);
+  private readonly apiTokenIds = new Set([API_TOKEN_ID]);
+  private readonly enrollmentTokenIds = new Set([ENROLLMENT_TOKEN_ID]);
+  private readonly referenceSetIds = new Set([REFERENCE_SET_ID]);
+  private created = 0;
 
   /** Makes `method` throw `error` (once by default). */
   failWith(method: ServiceMethod, error: unknown, once = true): void {
@@ -136,6 +154,10 @@ export class FakeControlPlaneService implements ControlPlaneService {
     this.calls.length = 0;
     this.failures.clear();
     this.enrollment = "accepted";
+  }
+
+  private knownDevice(deviceId: string): void {
+    if (!this.devices.has(deviceId)) throw new NotFoundError("device", deviceId);
   }
 
   private record(method: ServiceMethod, args: unknown[]): void {
@@ -161,7 +183,13 @@ export class FakeControlPlaneService implements ControlPlaneService {
   async createApiToken(...args: Parameters<ControlPlaneService["createApiToken"]>) {
     this.record("createApiToken", args);
     const [, input] = args;
-    return { id: "tok-new", token: "new-secret-token", role: input.role, label: input.label, expiresAt: input.ttlMs === undefined ? null : new Date(Date.parse(AT) + input.ttlMs).toISOString() };
+    if (!ROLES.includes(input.role)) throw new ValidationError(`role ${JSON.stringify(input.role)} is not one of ${ROLES.join(", ")}`, "role");
+    if (input.ttlMs !== undefined && (!Number.isInteger(input.ttlMs) || input.ttlMs <= 0)) throw new ValidationError(`ttlMs must be a positive integer, got ${input.ttlMs}`, "ttlMs");
+    const n = ++this.created;
+    const created = { id: `tok_new${n}`, token: `new-secret-token-${n}`, role: input.role, label: input.label, expiresAt: input.ttlMs === undefined ? null : new Date(Date.parse(AT) + input.ttlMs).toISOString() };
+    this.apiTokenIds.add(created.id);
+    this.principals.set(created.token, { id: created.id, role: created.role, label: created.label });
+    return created;
   }
 
   async listApiTokens() {
@@ -171,6 +199,8 @@ export class FakeControlPlaneService implements ControlPlaneService {
 
   async revokeApiToken(...args: Parameters<ControlPlaneService["revokeApiToken"]>) {
     this.record("revokeApiToken", args);
+    if (!this.apiTokenIds.has(args[1])) throw new NotFoundError("api token", args[1]);
+    for (const [token, principal] of this.principals) if (principal.id === args[1]) this.principals.delete(token);
     return { ...API_TOKEN_VIEW, id: args[1], revokedAt: AT, status: "revoked" as const };
   }
 
@@ -181,13 +211,18 @@ export class FakeControlPlaneService implements ControlPlaneService {
 
   async revokeEnrollmentToken(...args: Parameters<ControlPlaneService["revokeEnrollmentToken"]>) {
     this.record("revokeEnrollmentToken", args);
+    if (!this.enrollmentTokenIds.has(args[1])) throw new NotFoundError("enrollment token", args[1]);
     return { ...ENROLLMENT_TOKEN_VIEW, id: args[1], revokedAt: AT, status: "revoked" as const };
   }
 
   async createEnrollmentToken(...args: Parameters<ControlPlaneService["createEnrollmentToken"]>) {
     this.record("createEnrollmentToken", args);
     const [, input] = args;
-    return { id: "enr-1", token: "enrollment-secret", expiresAt: new Date(Date.parse(AT) + input.ttlMs).toISOString(), maxUses: input.maxUses };
+    if (!Number.isInteger(input.ttlMs) || input.ttlMs <= 0) throw new ValidationError(`ttlMs must be a positive integer, got ${input.ttlMs}`, "ttlMs");
+    if (!Number.isInteger(input.maxUses) || input.maxUses < 1) throw new ValidationError(`maxUses must be a positive integer, got ${input.maxUses}`, "maxUses");
+    const id = `enr_new${++this.created}`;
+    this.enrollmentTokenIds.add(id);
+    return { id, token: "enrollment-secret", expiresAt: new Date(Date.parse(AT) + input.ttlMs).toISOString(), maxUses: input.maxUses };
   }
 
   async listDevices(...args: Parameters<ControlPlaneService["listDevices"]>) {
@@ -197,31 +232,46 @@ export class FakeControlPlaneService implements ControlPlaneService {
 
   async getDevice(deviceId: string) {
     this.record("getDevice", [deviceId]);
+    this.knownDevice(deviceId);
     return deviceView(deviceId);
   }
 
   async acceptDevice(...args: Parameters<ControlPlaneService["acceptDevice"]>) {
     this.record("acceptDevice", args);
+    this.knownDevice(args[1]);
     return deviceView(args[1], { enrollment: "accepted" });
   }
 
   async rejectDevice(...args: Parameters<ControlPlaneService["rejectDevice"]>) {
     this.record("rejectDevice", args);
+    this.knownDevice(args[1]);
     return deviceView(args[1], { enrollment: "rejected" });
   }
 
   async revokeDevice(...args: Parameters<ControlPlaneService["revokeDevice"]>) {
     this.record("revokeDevice", args);
+    this.knownDevice(args[1]);
     return deviceView(args[1], { enrollment: "revoked" });
   }
 
   async preauthorizeDevice(...args: Parameters<ControlPlaneService["preauthorizeDevice"]>) {
     this.record("preauthorizeDevice", args);
-    return deviceView(DEVICE_ID, { publicKey: args[1].publicKey, model: args[1].model, enrollment: "accepted", connected: false });
+    let key: Uint8Array;
+    try {
+      key = fromBase64Url(args[1].publicKey);
+    } catch {
+      key = new Uint8Array();
+    }
+    if (key.length !== 32) throw new ValidationError("publicKey must be a base64url Ed25519 public key (32 bytes)", "publicKey");
+    if (typeof args[1].model !== "string" || args[1].model.length === 0) throw new ValidationError("model is required", "model");
+    const deviceId = deviceIdFromPublicKey(key);
+    this.devices.add(deviceId);
+    return deviceView(deviceId, { publicKey: args[1].publicKey, model: args[1].model, enrollment: "accepted", connected: false });
   }
 
   async history(...args: Parameters<ControlPlaneService["history"]>) {
     this.record("history", args);
+    this.knownDevice(args[0]);
     const transition: TransitionView = {
       id: "tr-1",
       deviceId: args[0],
@@ -238,11 +288,13 @@ export class FakeControlPlaneService implements ControlPlaneService {
 
   async listCommands(...args: Parameters<ControlPlaneService["listCommands"]>) {
     this.record("listCommands", args);
+    this.knownDevice(args[0]);
     return [commandView(args[0], "quarantine")];
   }
 
   async listEvents(...args: Parameters<ControlPlaneService["listEvents"]>) {
     this.record("listEvents", args);
+    this.knownDevice(args[0]);
     const event: EventView = {
       id: "evt-00000001",
       deviceId: args[0],
@@ -257,32 +309,41 @@ export class FakeControlPlaneService implements ControlPlaneService {
 
   async attestNow(...args: Parameters<ControlPlaneService["attestNow"]>) {
     this.record("attestNow", args);
+    this.knownDevice(args[1]);
     return { nonce: "n".repeat(22), expiresAt: AT };
   }
 
   async quarantine(...args: Parameters<ControlPlaneService["quarantine"]>) {
     this.record("quarantine", args);
+    args[1].forEach((id) => this.knownDevice(id));
     return args[1].map((id, i) => commandView(id, "quarantine", i + 1));
   }
 
   async release(...args: Parameters<ControlPlaneService["release"]>) {
     this.record("release", args);
+    args[1].forEach((id) => this.knownDevice(id));
     return args[1].map((id, i) => commandView(id, "release", i + 1));
   }
 
   async registerReferenceValues(...args: Parameters<ControlPlaneService["registerReferenceValues"]>) {
     this.record("registerReferenceValues", args);
     const [, input] = args;
-    return referenceSet({ model: input.model, firmwareVersion: input.firmwareVersion, measurements: input.measurements });
+    if (typeof input.model !== "string" || input.model.length === 0) throw new ValidationError("model is required", "model");
+    if (typeof input.firmwareVersion !== "string" || input.firmwareVersion.length === 0) throw new ValidationError("firmwareVersion is required", "firmwareVersion");
+    const id = `ref-new${++this.created}`;
+    this.referenceSetIds.add(id);
+    return referenceSet({ id, model: input.model, firmwareVersion: input.firmwareVersion, measurements: input.measurements });
   }
 
   async captureReferenceValues(...args: Parameters<ControlPlaneService["captureReferenceValues"]>) {
     this.record("captureReferenceValues", args);
+    this.knownDevice(args[1]);
     return referenceSet({ status: "proposed", source: "captured", capturedFrom: args[1], approvedAt: null, approvedBy: null });
   }
 
   async approveReferenceValues(...args: Parameters<ControlPlaneService["approveReferenceValues"]>) {
     this.record("approveReferenceValues", args);
+    if (!this.referenceSetIds.has(args[1])) throw new NotFoundError("reference value set", args[1]);
     return referenceSet({ id: args[1] });
   }
 

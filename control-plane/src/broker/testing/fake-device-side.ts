@@ -1,6 +1,15 @@
-/** A recording fake DeviceSideService for broker tests: identities are set by the test, calls are recorded. */
-import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../shared/protocol/index.js";
-import type { AttestationResult, ConnectIdentity, DeviceSession, DeviceSideService } from "../service/index.js";
+/**
+ * A recording fake DeviceSideService for broker tests: identities are set by the test, calls are recorded.
+ * It keeps the DeviceSideService contract (service/testing/device-side-contract.ts) where the broker relies on
+ * it: unknown devices have no identity, a connect nonce is accepted once, and evidence, events and acks from a
+ * device that is not enrolled and accepted, or not signed by its key, are refused with VerificationError (HW-SIG-1)
+ * having recorded nothing. Liveness (HW-LIVE-1: the hello/heartbeat bound to its connection) is the real
+ * service's alone: broker tests send heartbeats signed for a fixed nonce, so the fake records them unchecked.
+ */
+import { fromBase64Url, verifySignedObject } from "../../../../shared/crypto/index.js";
+import { VerificationError } from "../../../../shared/errors/index.js";
+import type { Ack, DeviceEvent, Evidence, Heartbeat, Hello } from "../../../../shared/protocol/index.js";
+import type { AttestationResult, ConnectIdentity, DeviceSession, DeviceSideService } from "../../service/index.js";
 
 export type RecordedCall =
   | { method: "onConnected" | "onDisconnected"; deviceId: string }
@@ -62,6 +71,14 @@ export class FakeDeviceSide implements DeviceSideService {
     this.calls.push({ method: "onSessionTakeover", deviceId, peers });
   }
 
+  /** As the real service (service/device-side.ts): an enrolled, accepted device's signature, or VerificationError. */
+  private verifySigned(message: Evidence | DeviceEvent | Ack): void {
+    const identity = this.identities.get(message.deviceId);
+    if (!identity) throw new VerificationError(`device ${message.deviceId} is not enrolled`);
+    if (identity.enrollment !== "accepted") throw new VerificationError(`device ${message.deviceId} is ${identity.enrollment}, not accepted`);
+    verifySignedObject(message, fromBase64Url(identity.publicKey)); // HW-SIG-1
+  }
+
   private maybeFail(): void {
     const queued = this.failures.shift();
     if (queued) throw queued;
@@ -83,6 +100,7 @@ export class FakeDeviceSide implements DeviceSideService {
 
   async onEvidence(message: Evidence): Promise<AttestationResult> {
     this.maybeFail();
+    this.verifySigned(message);
     this.calls.push({ method: "onEvidence", message });
     return {
       status: "none",
@@ -98,11 +116,13 @@ export class FakeDeviceSide implements DeviceSideService {
 
   async onEvent(message: DeviceEvent): Promise<void> {
     this.maybeFail();
+    this.verifySigned(message);
     this.calls.push({ method: "onEvent", message });
   }
 
   async onAck(message: Ack): Promise<void> {
     this.maybeFail();
+    this.verifySigned(message);
     this.calls.push({ method: "onAck", message });
   }
 

@@ -3,10 +3,9 @@
  * indicator sets, each scoped to the whole fleet, a model, or an explicit group of devices; and per device the
  * policy version delivered (as a signed `set-policy` command) and the version the device acknowledged.
  */
-import { bigint, index, integer, jsonb, pgSequence, pgTable, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
-import { devices } from "./schema.js";
-
-const ts = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+import { bigint, index, integer, jsonb, pgSequence, pgTable, text, uniqueIndex } from "drizzle-orm/pg-core";
+import { ts } from "./columns.js";
+import { devices } from "./core.js";
 
 /**
  * Policy versions: every change and every delivery takes the next value, so the version a device sees only ever

@@ -3,9 +3,8 @@
  * Metadata is kept as the exact bytes served: snapshot and timestamp pin lengths and hashes of those bytes, and
  * jsonb would reorder keys.
  */
-import { index, integer, jsonb, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
-
-const ts = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+import { index, integer, jsonb, pgTable, primaryKey, text } from "drizzle-orm/pg-core";
+import { ts } from "./columns.js";
 
 /** Every published version of every top-level role (root history included). */
 export const tufMetadata = pgTable(

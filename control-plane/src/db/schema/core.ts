@@ -1,11 +1,10 @@
 /**
  * The control plane's one PostgreSQL-dialect schema (PGlite by default, PostgreSQL with DATABASE_URL).
- * Migrations are generated from this file with drizzle-kit into control-plane/drizzle/ and committed.
+ * Migrations are generated from this folder (./index.ts) with drizzle-kit into control-plane/drizzle/ and committed.
  * Timestamps are `timestamptz`; JSON columns hold the signed messages and results verbatim.
  */
-import { bigint, boolean, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
-
-const ts = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+import { bigint, boolean, index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex } from "drizzle-orm/pg-core";
+import { ts } from "./columns.js";
 
 export const devices = pgTable(
   "devices",
@@ -243,9 +242,3 @@ export const evidence = pgTable(
   },
   (t) => [uniqueIndex("evidence_device_epoch_seq_idx").on(t.deviceId, t.epoch, t.seq)],
 );
-
-export * from "./schema-tuf.js";
-export * from "./schema-policy.js";
-export * from "./schema-events.js";
-export * from "./schema-replicas.js";
-export * from "./schema-ui.js";

@@ -8,9 +8,8 @@
  * SSE `id` and resumes from it (`Last-Event-ID`), and a reader walking positions never skips a row that
  * commits late, as an id cursor can on PostgreSQL (ids are taken at insert, not at commit).
  */
-import { bigint, boolean, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
-
-const ts = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+import { bigint, boolean, index, integer, jsonb, pgTable, text, uniqueIndex } from "drizzle-orm/pg-core";
+import { ts } from "./columns.js";
 
 export const planeEvents = pgTable(
   "plane_events",

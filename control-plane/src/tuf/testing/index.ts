@@ -2,10 +2,10 @@
  * Test helpers for the TUF repository: an offline release key set, images, and signed root/targets documents
  * built with the release library (control-plane/src/release/metadata.ts).
  */
-import { generateKeyPair, type KeyPair } from "../../../shared/crypto/index.js";
-import { buildRoot, buildTargets, expiresIn, sha256OfBytes, signWith, type TargetInput } from "../release/metadata.js";
-import type { ReleaseCustom } from "./release-metadata.js";
-import type { OnlineKeysExport } from "./keys.js";
+import { generateKeyPair, type KeyPair } from "../../../../shared/crypto/index.js";
+import { buildRoot, buildTargets, expiresIn, sha256OfBytes, signWith, type TargetInput } from "../../release/metadata.js";
+import type { ReleaseCustom } from "../release-metadata.js";
+import type { OnlineKeysExport } from "../keys.js";
 import type { Metadata, Targets } from "@tufjs/models";
 
 const DAY_MS = 86_400_000;

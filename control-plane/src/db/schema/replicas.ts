@@ -3,9 +3,8 @@
  * "Replicas"): what is created once for all of them (`plane_secrets`) and who runs the fleet-wide timers
  * (`leases`). A single plane on PGlite writes neither.
  */
-import { bigint, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
-
-const ts = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+import { bigint, jsonb, pgTable, text } from "drizzle-orm/pg-core";
+import { ts } from "./columns.js";
 
 /**
  * HW-HA-1/HW-HA-2: one row per thing made once for every replica (the command-signing key, the TUF online keys,

@@ -8,9 +8,8 @@
  * `telemetry_samples`: heartbeat telemetry over time for the device page's charts, at most one row per device per
  * sample interval (control-plane/src/service/heartbeats.ts), pruned after the retention.
  */
-import { doublePrecision, index, jsonb, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
-
-const ts = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+import { doublePrecision, index, jsonb, pgTable, primaryKey, text } from "drizzle-orm/pg-core";
+import { ts } from "./columns.js";
 
 export const uiSessions = pgTable(
   "ui_sessions",
