@@ -222,7 +222,7 @@ export class UpdateEngine {
     await this.checkpoint("download");
 
     // Verify again from the staged copy: flash is not RAM, and the slot is written from this file. Read in 1 MiB
-    // chunks: the default 64 KiB made this pass over a 64 MB image ~1,000 stream reads (issue 13).
+    // chunks: the default 64 KiB made this pass over a 64 MB image ~1,000 stream reads.
     await info.verify(createReadStream(file, { highWaterMark: 1024 * 1024 })).catch((cause: unknown) => {
       throw new Rejected(`staged image no longer matches its signed hashes: ${String(cause)}`);
     });

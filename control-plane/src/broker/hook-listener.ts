@@ -15,7 +15,7 @@ import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
 import { clipForLog } from "../log/index.js";
 import type { ConnectIdentity, DeviceSideService } from "../service/index.js";
-import { ConnectRefusal, IdentityCache, verifyConnect, type ConnectGrant, type ConnectRequest } from "./auth.js";
+import { CONNACK, ConnectRefusal, IdentityCache, verifyConnect, type ConnectGrant, type ConnectRequest } from "./auth.js";
 import { connectRefusedCounter } from "./metrics.js";
 
 /** One HTTP answer to the broker; `decision` is the metric label (allow, deny, ...). */
@@ -175,9 +175,11 @@ export interface HookAuthenticator {
   /**
    * HW-AUTH-1 (../auth.ts verifyConnect) for a CONNECT an external broker asks its hook about: the grant, or null
    * when refused (counted in hashward_mqtt_connect_refused_total{reason} and logged, attacker-chosen fields
-   * clipped). `inScope` is the broker's own scope check (RabbitMQ: the vhost). Never rejects for a refusal.
+   * clipped). `checks.inScope` is the broker's own scope check (RabbitMQ: the vhost); `checks.certificateCn`, when
+   * given, is the subject CN of the client certificate the broker verified, which must be the username (HW-MTLS-1).
+   * Never rejects for a refusal.
    */
-  authenticate(request: ConnectRequest, inScope?: () => boolean): Promise<ConnectGrant | null>;
+  authenticate(request: ConnectRequest, checks?: { inScope?: () => boolean; certificateCn?: string }): Promise<ConnectGrant | null>;
   /** The device's identity from the cache (ingest re-checks enrollment with it); throws what the store throws. */
   identity(deviceId: string): Promise<ConnectIdentity | null>;
   /** Forgets a device's cached identity (revocation through this plane). */
@@ -194,8 +196,13 @@ export function createHookAuthenticator(deps: HookAuthenticatorDeps): HookAuthen
   const identities = new IdentityCache((deviceIds) => deviceSide.identitiesForConnect(deviceIds), now, deps.identityCacheMs ?? 10_000, 200_000);
   const connectRefused = connectRefusedCounter(deps.registry);
   return {
-    async authenticate(request, inScope) {
+    async authenticate(request, checks = {}) {
+      const { inScope, certificateCn } = checks;
       try {
+        // HW-MTLS-1: a device's certificate does not let it pose as another device.
+        if (certificateCn !== undefined && certificateCn !== request.username) {
+          throw new ConnectRefusal("client-certificate", CONNACK.notAuthorized, "client certificate is not the device's");
+        }
         return await verifyConnect(request, {
           // A cached answer other than `accepted` is asked again (a device accepted a moment ago connects at once).
           identity: (deviceId) => identities.get(deviceId, "cached-if-accepted"),

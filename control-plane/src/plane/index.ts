@@ -302,7 +302,15 @@ export async function startPlane(
       cleanups.push(() => started.close());
     } else if (config.broker.kind === "emqx") {
       if (tls) await writeBrokerTlsFiles(config.dataDir, tls, logger); // EMQX's SSL listener serves the plane's certificate
-      const started = await startEmqxTransport({ config: config.broker, deviceSide, db: opened.db as Database, logger, registry, ...(tls ? { caPem: tls.ca.certPem } : {}) });
+      const started = await startEmqxTransport({
+        config: config.broker,
+        deviceSide,
+        db: opened.db as Database,
+        logger,
+        registry,
+        requireClientCertificate: config.tls.enabled && config.tls.requireClientCert, // HW-MTLS-1 at EMQX's listener
+        ...(tls ? { caPem: tls.ca.certPem } : {}),
+      });
       external = started;
       cleanups.push(() => started.close());
     } else {

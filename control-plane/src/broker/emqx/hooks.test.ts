@@ -82,12 +82,12 @@ describe("EMQX hooks: the documented requests (HW-BROKER-5)", () => {
     const text = await response.text();
     return { status: response.status, type: response.headers.get("content-type"), text, json: text === "" ? null : (JSON.parse(text) as unknown) };
   }
-  const connect = (values: Partial<Record<"clientid" | "username" | "password" | "peerhost", string>>) =>
+  const connect = (values: Partial<Record<"clientid" | "username" | "password" | "peerhost" | "cert_common_name", string>>) =>
     send(authn, { clientid: id, username: id, peerhost: "10.0.0.7", ...values });
   const token = (at = Date.now()) => createConnectToken(id, keys.privateKey, at);
 
   it("documents a body with every field the checks need", () => {
-    expect(Object.keys(authn.body).sort()).toEqual(["clientid", "password", "peerhost", "username"]);
+    expect(Object.keys(authn.body).sort()).toEqual(["cert_common_name", "clientid", "password", "peerhost", "username"]);
     expect(Object.keys(authz.body).sort()).toEqual(["action", "clientid", "qos", "retain", "topic", "username"]);
     expect(authn.headers.authorization).toBe("Bearer <HASHWARD_BROKER_HOOK_SECRET>");
     expect(authz.headers.authorization).toBe("Bearer <HASHWARD_BROKER_HOOK_SECRET>");
@@ -149,6 +149,19 @@ describe("EMQX hooks: the documented requests (HW-BROKER-5)", () => {
     it("answers deny, never ignore or a 5xx, when the database fails (HW-BROKER-6)", async () => {
       deviceSide.identitiesForConnect = () => Promise.reject(new Error("connection terminated"));
       expect(await connect({ password: token() })).toMatchObject({ status: 200, json: { result: "deny" } });
+    });
+
+    it("with client certificates required (HW-MTLS-1), allows only the device whose certificate CN is its username", async () => {
+      await hooks.close();
+      hooks = createEmqxHooks({ deviceSide, logger: pino({ level: "silent" }), registry: new Registry(), secret: SECRET, requireClientCertificate: true });
+      base = `http://127.0.0.1:${await hooks.listen(0, "127.0.0.1")}`;
+      expect((await connect({ password: token(), cert_common_name: id })).json).toEqual({ result: "allow", is_superuser: false });
+      for (const cn of [A, "", "undefined"]) expect((await connect({ password: token(), cert_common_name: cn })).json, cn).toEqual({ result: "deny" });
+      expect((await connect({ password: token() })).json).toEqual({ result: "deny" }); // no certificate: EMQX renders ""
+    });
+
+    it("ignores the certificate CN when client certificates are not required", async () => {
+      expect((await connect({ password: token(), cert_common_name: A })).json).toEqual({ result: "allow", is_superuser: false });
     });
 
     it("answers a reconnect storm from its identity cache: 20 CONNECTs, one lookup", async () => {

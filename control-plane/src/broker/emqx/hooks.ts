@@ -1,7 +1,8 @@
 /**
  * The endpoints EMQX 5's HTTP authenticator and HTTP authorizer ask (HASHWARD_BROKER=emqx; the configuration that
  * makes EMQX send these requests is in docs/emqx.md):
- *   POST /emqx/authn  {"clientid","username","password","peerhost"}  -> HW-AUTH-1 connect-token authentication;
+ *   POST /emqx/authn  {"clientid","username","password","peerhost","cert_common_name"} -> HW-AUTH-1 connect-token
+ *                     authentication (and HW-MTLS-1 when client certificates are required: CN = username);
  *                     the plane's own client (username `hashward-plane`, password = the hook secret) is superuser.
  *   POST /emqx/authz  {"clientid","username","action","topic","qos","retain"} -> HW-TOPIC-1: publish only
  *                     asic/v1/<own id>/up/<kind>, never retained; subscribe only asic/v1/<own id>/down/...
@@ -31,7 +32,13 @@ export const AUTHN_PATH = "/emqx/authn";
 export const AUTHZ_PATH = "/emqx/authz";
 
 /** The EMQX hooks' deps (`secret` is also the password of the plane's own MQTT client). */
-export type EmqxHookDeps = BrokerHookDeps;
+export interface EmqxHookDeps extends BrokerHookDeps {
+  /**
+   * HW-MTLS-1 (HASHWARD_MQTT_CLIENT_CERT=required): EMQX's listener demands a client certificate from the plane's
+   * CA, and the authn request's `cert_common_name` must be the username.
+   */
+  requireClientCertificate?: boolean;
+}
 export type EmqxHooks = BrokerHooks;
 
 /** The decision EMQX reads from a 200 answer. */
@@ -99,7 +106,8 @@ export function createEmqxHooks(deps: EmqxHookDeps): EmqxHooks {
       // The plane's replicas: the hook secret proves it; superuser, so EMQX skips authorization for them.
       return secretEquals(password, deps.secret) ? answerOf({ result: "allow", is_superuser: true }, "allow-plane") : DENY;
     }
-    const grant = await auth.authenticate({ username, clientId: fields.get("clientid"), password });
+    const certificate = deps.requireClientCertificate ? { certificateCn: fields.get("cert_common_name") ?? "" } : {};
+    const grant = await auth.authenticate({ username, clientId: fields.get("clientid"), password }, certificate);
     if (grant === null) return DENY;
     deps.onAuthenticated?.(grant.deviceId, grant.nonce);
     return answerOf({ result: "allow", is_superuser: false });

@@ -17,7 +17,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { Gauge } from "prom-client";
+import { connectedDevicesGauge } from "../metrics.js";
 import { downTopic, encodePayload, isDeviceId, UP_FILTER, type Challenge, type Command } from "../../../../shared/protocol/index.js";
 import type { DevicePublisher } from "../../service/index.js";
 import type { BrokerConfig } from "../config.js";
@@ -30,6 +30,8 @@ type EmqxConfig = Extract<BrokerConfig, { kind: "emqx" }>;
 
 /** How long a device whose message this replica ingested counts as connected without an event saying so. */
 const SEEN_CONNECTED_MS = 60_000;
+/** Devices remembered as seen at most (then the memory starts over). */
+const MAX_SEEN = 200_000;
 /** How long a message is held while its handler fails internally before the client reconnects (EMQX redispatches). */
 const HOLD_MS = 30_000;
 
@@ -39,6 +41,8 @@ export interface EmqxTransportDeps extends ExternalTransportDeps<EmqxConfig> {
   caPem?: string;
   /** Ingest clients per replica (each one message at a time); default 4. */
   ingestConnections?: number;
+  /** HW-MTLS-1: devices must present a client certificate whose CN is their username (EMQX verifies the chain). */
+  requireClientCertificate?: boolean;
 }
 
 /** The EMQX transport (`disconnect` kicks the device through EMQX's REST API). */
@@ -95,20 +99,21 @@ export async function startEmqxTransport(deps: EmqxTransportDeps): Promise<EmqxT
     keepRetrying: (firstAt) => !closing && now() - firstAt < HOLD_MS,
     ...(deps.maxPayloadBytes === undefined ? {} : { maxPayloadBytes: deps.maxPayloadBytes }),
   });
-  const hooks: EmqxHooks = createEmqxHooks({ deviceSide, logger, registry, secret: config.hookSecret, now, onAuthenticated: (deviceId, nonce) => ingest.onAuthenticated(deviceId, nonce) });
+  const hooks: EmqxHooks = createEmqxHooks({
+    deviceSide,
+    logger,
+    registry,
+    secret: config.hookSecret,
+    now,
+    requireClientCertificate: deps.requireClientCertificate === true,
+    onAuthenticated: (deviceId, nonce) => ingest.onAuthenticated(deviceId, nonce),
+  });
   const hookPort = await hooks.listen(config.hookPort, config.hookHost);
 
   const connections = new DeviceConnections();
   /** Device id -> when this replica last ingested one of its messages. */
   const seen = new Map<string, number>();
-  new Gauge({
-    name: "hashward_mqtt_connected_devices",
-    help: "Devices with a live authenticated MQTT connection (EMQX's client events)",
-    registers: [registry],
-    collect() {
-      this.set(connections.size);
-    },
-  });
+  connectedDevicesGauge(registry, () => connections.size);
 
   const clientId = (role: string) => `${PLANE_USERNAME}-${hostname().slice(0, 32)}-${process.pid}-${randomBytes(3).toString("hex")}-${role}`;
   const baseOptions = (role: string): IClientOptions => ({
@@ -174,7 +179,10 @@ export async function startEmqxTransport(deps: EmqxTransportDeps): Promise<EmqxT
           // id may name another message there); EMQX redispatches it.
           if (outcome === "done" && at === generation) {
             const deviceId = topic.split("/")[2] ?? "";
-            if (isDeviceId(deviceId)) seen.set(deviceId, now());
+            if (isDeviceId(deviceId)) {
+              if (seen.size >= MAX_SEEN) seen.clear(); // bounded; a device is seen again at its next message
+              seen.set(deviceId, now());
+            }
             ack(0);
           } else {
             ack(new NoAck("not acknowledged: handed back to EMQX"));

@@ -106,7 +106,7 @@ export function createHookServer(deps: HookDeps): HookServer {
         // username ([MQTT-3.1.3-9]).
         const grant = await auth.authenticate(
           { username: params.get("username") ?? "", clientId: params.get("client_id") ?? undefined, password: params.get("password") ?? "" },
-          () => vhost === null || vhost === deps.vhost,
+          { inScope: () => vhost === null || vhost === deps.vhost },
         );
         if (grant === null) return false;
         deps.onAuthenticated?.(grant.deviceId, grant.nonce);

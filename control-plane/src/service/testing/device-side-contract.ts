@@ -1,5 +1,5 @@
 /**
- * The DeviceSideService contract (STYLE rule 10), run against the real service on the database and against the
+ * The DeviceSideService contract, run against the real service on the database and against the
  * broker tests' fake (broker/testing/fake-device-side.ts) by service/device-side.contract.test.ts: the broker
  * tests only mean something while the fake answers as the real service does.
  */
