@@ -24,7 +24,7 @@ function recordingStore(known: ConnectIdentity[]): { fetchMany: IdentityBatchFet
   };
 }
 
-describe("IdentityCache: one store read for the lookups of one turn (issue 13), revocation bound unchanged (HW-AUTH-1)", () => {
+describe("IdentityCache: one store read for the lookups of one turn, revocation bound unchanged (HW-AUTH-1)", () => {
   it("answers lookups of many devices made together with one batch read, each with its own identity or null", async () => {
     const store = recordingStore([identity("hw-a"), identity("hw-b", "revoked")]);
     const cache = new IdentityCache(store.fetchMany, () => 0, 10_000, 100);

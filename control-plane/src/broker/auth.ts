@@ -70,7 +70,7 @@ export const MAX_IDENTITY_BATCH = 5_000;
  *
  * Lookups that miss the cache in the same event-loop turn (a burst of heartbeats or CONNECTs from many devices
  * whose entries expired together) are answered by one `fetchMany` (DataLoader, scheduled with setImmediate so the
- * reads of every socket in that turn join): one query for 2,000 devices instead of 2,000 (issue 13). Each lookup
+ * reads of every socket in that turn join): one query for 2,000 devices instead of 2,000. Each lookup
  * still gets an answer read from the store after it asked, so the TTL bound on revocation is unchanged.
  */
 export class IdentityCache {

@@ -306,7 +306,7 @@ export interface DeviceSideService {
   /**
    * For CONNECT authentication and the broker's enrollment re-check (HW-AUTH-1): the identities of `deviceIds` read
    * in one query, keyed by device id; a device that is not enrolled is absent. Cached by the caller at most a few
-   * seconds; the broker gathers the lookups of one event-loop turn into one call (issue 13: a burst from 2,000
+   * seconds; the broker gathers the lookups of one event-loop turn into one call (a burst from 2,000
    * devices is one query, not 2,000).
    */
   identitiesForConnect(deviceIds: readonly string[]): Promise<ReadonlyMap<string, ConnectIdentity>>;
