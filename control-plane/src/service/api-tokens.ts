@@ -8,7 +8,7 @@ import { ValidationError } from "../../../shared/errors/index.js";
 import { apiTokens, type Tx as DbTransaction } from "../db/index.js";
 import { NotFoundError } from "../errors.js";
 import { iso, newId, newSecret, type ServiceContext } from "./context.js";
-import { recordAudit, type Tx } from "./tx.js";
+import { recordAudit, revokeTokenOnce, type Tx } from "./tx.js";
 import type { Actor, ApiPrincipal, ApiTokenCreated, ApiTokenView, ControlPlaneService, Role } from "./types.js";
 
 const ROLES: readonly Role[] = ["viewer", "operator", "admin"];
@@ -81,14 +81,8 @@ export function createApiTokens(
 
     async revokeApiToken(actor, id, reason) {
       const at = new Date(ctx.now());
-      return db.transaction(async (tx) => {
-        const [row] = await tx.select().from(apiTokens).where(eq(apiTokens.id, id)).for("update");
-        if (!row) throw new NotFoundError("api token", id);
-        if (row.revokedAt !== null) return toApiTokenView(row, at.getTime());
-        const [revoked] = await tx.update(apiTokens).set({ revokedAt: at, revokedBy: actor }).where(eq(apiTokens.id, id)).returning();
-        await recordAudit(tx, [{ actor, action: "api-token.revoke", target: id, detail: { role: row.role, label: row.label, reason } }], at);
-        return toApiTokenView(revoked!, at.getTime());
-      });
+      const row = await revokeTokenOnce(db, apiTokens, "api token", id, actor, at, (token) => ({ action: "api-token.revoke", detail: { role: token.role, label: token.label, reason } }));
+      return toApiTokenView(row, at.getTime());
     },
   };
 }

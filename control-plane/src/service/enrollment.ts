@@ -13,7 +13,7 @@ import { CapacityError, ConflictError, NotFoundError } from "../errors.js";
 import { NEW, transition, type EnrollmentEvent } from "../trust/index.js";
 import { iso, MAX_CLOCK_DIFFERENCE_MS, newId, newSecret, type ServiceContext } from "./context.js";
 import { toDeviceView } from "./queries.js";
-import { type DeviceRow, lockDevice, recordAudit, recordTransitions } from "./tx.js";
+import { type DeviceRow, lockDevice, recordAudit, recordTransitions, revokeTokenOnce } from "./tx.js";
 import type { Actor, ControlPlaneService, DeviceView, EnrollmentState, EnrollmentTokenCreated, EnrollmentTokenView } from "./types.js";
 
 /** Devices that may wait in `pending` at once unless ServiceOptions.maxPendingDevices says otherwise. */
@@ -186,14 +186,8 @@ export function createEnrollment(
 
     async revokeEnrollmentToken(actor, id, reason) {
       const at = new Date(ctx.now());
-      return db.transaction(async (tx) => {
-        const [row] = await tx.select().from(enrollmentTokens).where(eq(enrollmentTokens.id, id)).for("update");
-        if (!row) throw new NotFoundError("enrollment token", id);
-        if (row.revokedAt !== null) return toEnrollmentTokenView(row, at.getTime());
-        const [revoked] = await tx.update(enrollmentTokens).set({ revokedAt: at, revokedBy: actor }).where(eq(enrollmentTokens.id, id)).returning();
-        await recordAudit(tx, [{ actor, action: "enrollment-token.revoke", target: id, detail: { label: row.label, uses: row.uses, reason } }], at);
-        return toEnrollmentTokenView(revoked!, at.getTime());
-      });
+      const row = await revokeTokenOnce(db, enrollmentTokens, "enrollment token", id, actor, at, (token) => ({ action: "enrollment-token.revoke", detail: { label: token.label, uses: token.uses, reason } }));
+      return toEnrollmentTokenView(row, at.getTime());
     },
 
     async createEnrollmentToken(actor, input): Promise<EnrollmentTokenCreated> {
