@@ -2,8 +2,8 @@
  * Agent footprint: compiled binary sizes (x64 and arm64, raw and gzip -6) and the idle resident set of
  * `hashward-agent-linux-x64 run` BENCH_IDLE_MS (default 10 s) after start, enrolled with an enrollment token and
  * connected to a real control plane (VmRSS from /proc/<pid>/status; VmHWM, the peak, too), then its idle CPU share
- * over the next BENCH_CPU_WINDOW_MS (default 20 s: two heartbeats at the default 10 s; utime+stime from
- * /proc/<pid>/stat, 10 ms ticks).
+ * over the next BENCH_CPU_WINDOW_MS (default 20 s: two heartbeats at the default 10 s; on-CPU ns of its threads
+ * from /proc/<pid>/task/<tid>/schedstat, with /proc/<pid>/stat's 10 ms ticks beside it as a cross-check).
  * Baselines (same run, same moment):
  *  - a trivial `bun -e "setInterval(()=>{},1000)"` process, the floor of any Bun program;
  *  - the same agent against a plaintext plane (HASHWARD_TLS=off, `allowPlaintext`), i.e. without TLS (HW-TLS-1):
@@ -20,7 +20,7 @@ import { loadDeviceKey } from "../test/support/device-key.js";
 import { AGENT_BINARY, BUN, ManagedProcess, REPO_ROOT, startAgent, writeAgentConfig } from "../test/support/processes.js";
 import { tempDir } from "../test/support/temp-dir.js";
 import { createEnrollmentToken, startBenchPlane, type BenchPlane } from "./support/plane.js";
-import { CLK_TCK, cpuTicks } from "./support/proc.js";
+import { cpuNsSince, cpuTicks, threadCpuNs } from "./support/proc.js";
 import { emitResult, type Row, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
 const IDLE_MS = envInt("BENCH_IDLE_MS", 10_000, { min: 1000, max: 120_000 });
@@ -130,13 +130,15 @@ try {
   const bareMemory = memory(bare.child.pid!);
   progress(`RSS sampled; idle CPU over the next ${CPU_WINDOW_MS} ms`);
   const ticksBefore = runs.map((run) => cpuTicks(run.agent.child.pid!));
+  const nsBefore = runs.map((run) => threadCpuNs(run.agent.child.pid!));
   const windowStart = performance.now();
   await new Promise((resolve) => setTimeout(resolve, CPU_WINDOW_MS));
   const windowS = (performance.now() - windowStart) / 1000;
   const samples = runs.map((run, i) => {
     if (!run.agent.running) throw new Error(`${run.label} exited\n${run.agent.tail()}`);
+    const ns = cpuNsSince(run.agent.child.pid!, nsBefore[i]!);
     const ticks = cpuTicks(run.agent.child.pid!) - ticksBefore[i]!;
-    return { memory: memories[i]!, cpuPercent: (ticks / CLK_TCK / windowS) * 100, ticks };
+    return { memory: memories[i]!, cpuPercent: (ns / 1e9 / windowS) * 100, ticks };
   });
   const stillConnected = await Promise.all(runs.map(async (run) => (await run.bench.admin.get<{ connected: boolean }>(`/api/v1/devices/${run.deviceId}`)).connected));
   const [tls, plain] = samples as [(typeof samples)[0], (typeof samples)[0]];
@@ -152,14 +154,14 @@ try {
         [`${run.label}: start -> connected`, `${round(run.connectMs!, 0)} ms`],
         [`${run.label}: VmRSS`, `${mib(sample.memory.rssKiB)} MiB`, `peak (VmHWM) ${mib(sample.memory.hwmKiB)} MiB; connected ${stillConnected[i]}`],
         [`${run.label}: RssAnon / RssFile`, `${mib(sample.memory.anonKiB)} / ${mib(sample.memory.fileKiB)} MiB`, "heap vs mapped binary"],
-        [`${run.label}: idle CPU`, `${round(sample.cpuPercent, 3)} %`, `${sample.ticks} ticks of 10 ms in ${round(windowS, 1)} s`],
+        [`${run.label}: idle CPU`, `${round(sample.cpuPercent, 3)} %`, `schedstat ns over ${round(windowS, 1)} s (/proc stat: ${sample.ticks} ticks of 10 ms)`],
       ] satisfies Row[];
     }),
     ["bare bun: VmRSS", `${mib(bareMemory.rssKiB)} MiB`, `peak ${mib(bareMemory.hwmKiB)} MiB`],
     ["bare bun: RssAnon / RssFile", `${mib(bareMemory.anonKiB)} / ${mib(bareMemory.fileKiB)} MiB`],
     ["ratio agent (TLS)/bare bun: VmRSS", ratio(tls.memory.rssKiB, bareMemory.rssKiB)],
     ["ratio TLS/plaintext: VmRSS", ratio(tls.memory.rssKiB, plain.memory.rssKiB), "what TLS costs the agent at rest (HW-TLS-1)"],
-    ["ratio TLS/plaintext: idle CPU", plain.cpuPercent > 0 ? ratio(tls.cpuPercent, plain.cpuPercent) : "n/a (plaintext below 1 tick)"],
+    ["ratio TLS/plaintext: idle CPU", plain.cpuPercent > 0 ? ratio(tls.cpuPercent, plain.cpuPercent) : "n/a"],
   ]);
 
   emitResult("agent-footprint", {

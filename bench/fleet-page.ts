@@ -11,9 +11,8 @@
  * Usage: npx tsx bench/fleet-page.ts
  */
 import { randomBytes } from "node:crypto";
-import { devices as devicesTable, openDatabase } from "../control-plane/src/db/index.js";
-import { ApiClient, planeFetch } from "../test/support/api.js";
-import { restartControlPlane } from "../test/support/processes.js";
+import type { devices as devicesTable } from "../control-plane/src/db/index.js";
+import { planeFetch } from "../test/support/api.js";
 import { readMetric, startBenchPlane } from "./support/plane.js";
 import { emitResult, envInt, median, printTable, progress, ratio, round } from "./support/report.js";
 
@@ -54,22 +53,13 @@ function seedRow(i: number, now: number): typeof devicesTable.$inferInsert {
 }
 
 const bench = await startBenchPlane();
-let plane = bench.plane;
-const databaseUrl = plane.env.DATABASE_URL || undefined;
 try {
-  if (!databaseUrl) await plane.proc.kill("SIGTERM"); // PGlite is one process's database
   progress(`seeding ${DEVICES} devices`);
-  const opened = await openDatabase({ dataDir: plane.dataDir, ...(databaseUrl ? { databaseUrl } : {}) });
   const now = Date.now();
-  const ids: string[] = [];
-  for (let start = 0; start < DEVICES; start += 1_000) {
-    const rows = Array.from({ length: Math.min(1_000, DEVICES - start) }, (_, k) => seedRow(start + k, now));
-    ids.push(...rows.map((r) => r.id));
-    await opened.db.insert(devicesTable).values(rows);
-  }
-  await opened.close();
-  if (!databaseUrl) plane = await restartControlPlane(plane);
-  const admin = new ApiClient(plane.httpUrl, plane.adminToken);
+  const rows = Array.from({ length: DEVICES }, (_, i) => seedRow(i, now));
+  const ids = rows.map((row) => row.id);
+  await bench.seed(rows);
+  const { plane, admin } = bench;
 
   // A dashboard session, signed in as a browser does.
   const login = await planeFetch(`${plane.httpUrl}/ui/login`, {
@@ -144,6 +134,5 @@ try {
     cases: Object.fromEntries(cases.map((c) => [c.name, { ui: { serverMs: results[c.name]!.ui.serverMs, wallMs: results[c.name]!.ui.wallMs, bytes: results[c.name]!.ui.bytes }, api: { serverMs: results[c.name]!.api.serverMs, wallMs: results[c.name]!.api.wallMs, bytes: results[c.name]!.api.bytes } }])),
   });
 } finally {
-  if (plane !== bench.plane) await plane.proc.kill("SIGTERM");
   await bench.close();
 }

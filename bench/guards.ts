@@ -1,11 +1,12 @@
 /**
  * Guard cost on the agent.
  *  1. CPU time of one guard cycle (process.cpuUsage around BENCH_GUARD_CYCLES cycles, in process) on a realistic
- *     board: simulated miner over TCP (summary, stats, pools), /proc/net/tcp with BENCH_GUARD_SOCKETS sockets, a
+ *     board: simulated miner over TCP (summary+stats+pools, one joined request), /proc/net/tcp with BENCH_GUARD_SOCKETS sockets, a
  *     pool policy, 20 malware indicators and a hosts file. Baseline (same run): one bare miner-API `summary`
  *     round trip, what any farm monitor already does per interval.
  *  2. Idle CPU share of the compiled agent (enrolled and connected to a stand-in plane) over BENCH_IDLE_MS with
- *     guards on (every BENCH_GUARD_INTERVAL_MS) against guards off, from /proc/<pid>/stat utime+stime, heartbeats
+ *     guards on (every BENCH_GUARD_INTERVAL_MS) against guards off, from the threads' /proc/<pid>/task/<tid>/schedstat
+ *     (ns; /proc/<pid>/stat's 10 ms ticks are shown beside it: a few ticks per window cannot carry a ratio), heartbeats
  *     every BENCH_HEARTBEAT_MS (the agent's default, 10 s; set it low to make the heartbeat's share visible).
  *  3. CPU time of one signed heartbeat (HW-LIVE-1: RFC 8785 form + Ed25519 signature through node:crypto, as the agent builds it)
  *     against the same heartbeat built and JSON-encoded unsigned (baseline), in process, mean of BENCH_SIGN_COUNT.
@@ -23,7 +24,7 @@ import { deviceIdFromPublicKey, generateKeyPair, signObject } from "../shared/in
 import { startFakePlane } from "../test/support/fake-plane.js";
 import { startAgent, writeAgentConfig } from "../test/support/processes.js";
 import { tempDir } from "../test/support/temp-dir.js";
-import { CLK_TCK, cpuTicks } from "./support/proc.js";
+import { CLK_TCK, cpuNsSince, cpuTicks, threadCpuNs } from "./support/proc.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
 const CYCLES = envInt("BENCH_GUARD_CYCLES", 200, { max: 100_000 });
@@ -95,11 +96,11 @@ async function cycleCost(): Promise<{ cycleCpuUs: number; summaryCpuUs: number; 
   used = process.cpuUsage(before);
   const summaryCpuUs = (used.user + used.system) / CYCLES;
   await miner.close();
-  // The in-process sim-miner's CPU is included on both sides (it answers 3 requests per cycle, 1 per summary).
+  // The in-process sim-miner's CPU is included on both sides (it answers 1 joined request per cycle, 1 per summary).
   return { cycleCpuUs, summaryCpuUs, findings: warm.findings.length };
 }
 
-async function idleShare(guards: boolean): Promise<{ cpuPercent: number; guardCycles: number }> {
+async function idleShare(guards: boolean): Promise<{ cpuPercent: number; tickPercent: number; ticks: number; guardCycles: number }> {
   const plane = await startFakePlane();
   const dir = tempDir(`bench-idle-${guards ? "on" : "off"}`).path;
   const root = join(dir, "board");
@@ -127,11 +128,13 @@ async function idleShare(guards: boolean): Promise<{ cpuPercent: number; guardCy
     await new Promise((r) => setTimeout(r, 1000)); // let startup evidence and the first guard cycle pass
     const asked = miner.log.length;
     const t0 = cpuTicks(agent.child.pid!);
+    const ns0 = threadCpuNs(agent.child.pid!);
     const started = performance.now();
     await new Promise((r) => setTimeout(r, IDLE_MS)); // measurement window, not synchronisation
+    const ns = cpuNsSince(agent.child.pid!, ns0);
     const ticks = cpuTicks(agent.child.pid!) - t0;
     const elapsedS = (performance.now() - started) / 1000;
-    return { cpuPercent: ((ticks / CLK_TCK) / elapsedS) * 100, guardCycles: Math.round((miner.log.length - asked) / 3) };
+    return { cpuPercent: (ns / 1e9 / elapsedS) * 100, tickPercent: ((ticks / CLK_TCK) / elapsedS) * 100, ticks, guardCycles: miner.log.slice(asked).filter((line) => line.split("+").includes("pools")).length };
   } finally {
     await agent.kill("SIGKILL");
     await miner.close();
@@ -173,9 +176,9 @@ printTable("Guards on the agent", [
   ["guard cycle CPU", `${round(cost.cycleCpuUs / 1000, 3)} ms`, `mean of ${CYCLES}; ${cost.findings} findings on the clean board`],
   ["baseline: one miner-API summary", `${round(cost.summaryCpuUs / 1000, 3)} ms`, "same process, same sim-miner"],
   ["ratio cycle / summary", ratio(cost.cycleCpuUs, cost.summaryCpuUs)],
-  ["agent idle CPU, guards on", `${round(on.cpuPercent, 3)} %`, `${on.guardCycles} cycles in ${IDLE_MS} ms`],
-  ["agent idle CPU, guards off", `${round(off.cpuPercent, 3)} %`, "baseline"],
-  ["ratio on / off", off.cpuPercent > 0 ? ratio(on.cpuPercent, off.cpuPercent) : "n/a (off below 1 tick)"],
+  ["agent idle CPU, guards on", `${round(on.cpuPercent, 3)} %`, `${on.guardCycles} cycles in ${IDLE_MS} ms; schedstat ns (ticks: ${on.ticks}, ${round(on.tickPercent, 2)} %)`],
+  ["agent idle CPU, guards off", `${round(off.cpuPercent, 3)} %`, `baseline (ticks: ${off.ticks}, ${round(off.tickPercent, 2)} %)`],
+  ["ratio on / off", off.cpuPercent > 0 ? ratio(on.cpuPercent, off.cpuPercent) : "n/a"],
   ["heartbeat interval (idle runs)", `${HEARTBEAT_MS} ms`],
   ["signed heartbeat CPU", `${round(signing.signedUs / 1000, 3)} ms`, `mean of ${SIGN_COUNT}, RFC 8785 + Ed25519 (node:crypto), this process`],
   ["baseline: unsigned heartbeat", `${round(signing.unsignedUs / 1000, 3)} ms`, "built and JSON-encoded"],
@@ -193,6 +196,8 @@ emitResult("guards", {
   agentCpuPercentGuardsOff: round(off.cpuPercent, 4),
   guardCyclesInWindow: on.guardCycles,
   ratioIdleOnToOff: off.cpuPercent > 0 ? ratio(on.cpuPercent, off.cpuPercent) : null,
+  agentTicksGuardsOn: on.ticks,
+  agentTicksGuardsOff: off.ticks,
   heartbeatIntervalMs: HEARTBEAT_MS,
   signedHeartbeatCpuMs: round(signing.signedUs / 1000, 4),
   unsignedHeartbeatCpuMs: round(signing.unsignedUs / 1000, 4),

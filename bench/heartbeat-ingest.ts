@@ -19,6 +19,7 @@ import {
   connectAll, disconnectAll, enrollAll, heartbeatPayload, heartbeatTopic, makeDevices, type SimDevice,
 } from "./support/devices.js";
 import { createEnrollmentToken, listAllDevices, readMetric, withBenchPlane } from "./support/plane.js";
+import { cpuMeter } from "./support/proc.js";
 import { emitResult, envInt, pollUntil, printTable, progress, ratio, round } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 2000, { max: 20_000 });
@@ -50,13 +51,15 @@ async function measureBaseline(devices: SimDevice[]) {
   try {
     const connectMs = await connectAll(broker.mqttUrl, devices);
     progress(`baseline: ${devices.length} clients connected to bare aedes in ${Math.round(connectMs)} ms`);
+    const cpu = cpuMeter(broker.proc.child.pid!);
     const sent = await burst(devices, Date.now());
     // Its counter endpoint is trivial, so it is polled finely: the baseline run is short.
     const done = await pollUntil(async () => ((await broker.delivered()) >= TOTAL ? performance.now() : undefined), { timeoutMs: TIMEOUT_MS, intervalMs: 20 });
+    const cpuMs = cpu();
     const delivered = await broker.delivered();
     await disconnectAll(devices);
     const handledMs = (done ?? performance.now()) - sent.startedAt;
-    return { connectMs, sentMs: sent.sentMs, handledMs, delivered, complete: done !== undefined };
+    return { connectMs, sentMs: sent.sentMs, handledMs, delivered, complete: done !== undefined, cpuMs };
   } finally {
     await broker.close();
   }
@@ -84,6 +87,7 @@ async function measurePlane(devices: SimDevice[], tls: boolean) {
     const before = await readMetric(admin, "hashward_mqtt_messages_total", labels);
     const rejectedBefore = await readMetric(admin, "hashward_mqtt_messages_rejected_total", labels);
 
+    const cpu = cpuMeter(plane.proc.child.pid!);
     const sent = await burst(devices, Date.now());
     const handledAt = await pollUntil(
       async () => ((await readMetric(admin, "hashward_mqtt_messages_total", labels)) - before >= TOTAL ? performance.now() : undefined),
@@ -96,6 +100,8 @@ async function measurePlane(devices: SimDevice[], tls: boolean) {
       async () => ((await devicesPersisted(admin, devices, sent.startedWallMs)) >= devices.length ? performance.now() : undefined),
       { timeoutMs: TIMEOUT_MS, intervalMs: 100 },
     );
+    // The plane's CPU from the first publish until all persisted (its answers to the polls above included).
+    const cpuMs = cpu();
     const persistedDevices = await devicesPersisted(admin, devices, sent.startedWallMs);
     if (persistedDevices < devices.length) {
       // Which heartbeat seq the lagging devices show: tells "late" from "lost" from "out of order".
@@ -122,6 +128,7 @@ async function measurePlane(devices: SimDevice[], tls: boolean) {
       persistedDevices,
       persistedComplete: persistedAt !== undefined,
       stillConnected,
+      cpuMs,
     };
   });
 }
@@ -135,6 +142,7 @@ progress(`plaintext plane: ${plaintext.handled} handled in ${Math.round(plaintex
 const plane = await measurePlane(devices, true);
 
 const rate = (count: number, ms: number) => round(count / (ms / 1000), 0);
+const cpuUs = (cpuMs: number) => round((cpuMs * 1000) / TOTAL, 1);
 const baselineRate = rate(baseline.delivered, baseline.handledMs);
 const handledRate = rate(plane.handled, plane.handledMs);
 const persistedRate = rate(TOTAL * (plane.persistedDevices / DEVICES), plane.persistedMs);
@@ -152,6 +160,7 @@ printTable(`heartbeat ingest: ${DEVICES} devices x ${HEARTBEATS} heartbeats (QoS
   ["plane: persisted time", `${round(plane.persistedMs, 0)} ms`],
   ["plane: persisted msgs/s", persistedRate, `ratio plane/bare ${ratio(persistedRate, baselineRate)}`],
   ["plane: clients still connected", `${plane.stillConnected}/${DEVICES}`],
+  ["CPU per message: bare / plane", `${cpuUs(baseline.cpuMs)} / ${cpuUs(plane.cpuMs)} us`, `ratio bare/plane ${ratio(baseline.cpuMs, plane.cpuMs)} (load-independent; 10 ms ticks)`],
   ["plaintext plane: connect", `${round(plaintext.connectMs, 0)} ms`, `${rate(DEVICES, plaintext.connectMs)} connects/s`],
   ["plaintext plane: handled msgs/s", rate(plaintext.handled, plaintext.handledMs), plaintext.handledComplete ? "" : "INCOMPLETE (timeout)"],
   ["TLS/plaintext: connects/s", ratio(rate(DEVICES, plane.connectMs), rate(DEVICES, plaintext.connectMs))],
@@ -176,6 +185,10 @@ emitResult("heartbeat-ingest", {
   planePersistedDevices: plane.persistedDevices,
   ratioHandled: ratio(handledRate, baselineRate),
   ratioPersisted: ratio(persistedRate, baselineRate),
+  baselineCpuUsPerMsg: cpuUs(baseline.cpuMs),
+  planeCpuUsPerMsg: cpuUs(plane.cpuMs),
+  plaintextPlaneCpuUsPerMsg: cpuUs(plaintext.cpuMs),
+  ratioCpuBareToPlane: ratio(baseline.cpuMs, plane.cpuMs),
   enrollDevicesPerSec: rate(DEVICES, plane.enrollMs),
   connectsPerSec: rate(DEVICES, plane.connectMs),
   plaintextConnectsPerSec: rate(DEVICES, plaintext.connectMs),

@@ -10,15 +10,22 @@
  * device's down/command; time until every client has received it. Usage: npx tsx bench/quarantine-fanout.ts
  */
 import type { ApiClient } from "../test/support/api.js";
+import { toBase64Url } from "../shared/index.js";
 import { upTopic, type Command } from "../shared/protocol/index.js";
 import { signedAckFor } from "../test/support/event-load.js";
 import { startBareBroker } from "./support/bare-broker.js";
-import { connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
+import { BENCH_FIRMWARE, BENCH_MODEL, connectAll, disconnectAll, enrollAll, makeDevices, type SimDevice } from "./support/devices.js";
 import { createEnrollmentToken, listAllDevices, withBenchPlane } from "./support/plane.js";
+import { cpuMeter } from "./support/proc.js";
 import { emitResult, envInt, mapPool, percentile, pollUntil, printTable, progress, ratio, round, withRetry } from "./support/report.js";
 
 const DEVICES = envInt("BENCH_DEVICES", 1000, { max: 10_000 });
 const TIMEOUT_MS = envInt("BENCH_TIMEOUT_MS", 60_000, { max: 600_000 });
+/** `http`: devices enroll over HTTP as agents do; `seed`: enrolled rows written into the database (10,000 devices). */
+const ENROLL = process.env.BENCH_ENROLL ?? "http";
+if (ENROLL !== "http" && ENROLL !== "seed") throw new Error(`BENCH_ENROLL must be http or seed, got ${JSON.stringify(ENROLL)}`);
+/** The name the result is reported under (run-bench sets it: the 10,000-device variant runs this same file). */
+const RESULT_NAME = process.env.BENCH_NAME ?? "quarantine-fanout";
 
 interface Receipts {
   /** Wall-clock ms at which each device first received a down/command. */
@@ -61,15 +68,17 @@ async function measureBaseline(devices: SimDevice[]) {
   try {
     await connectAll(broker.mqttUrl, devices, { subscribeDown: true });
     const receipts = listenForCommands(devices, { ack: false });
+    const cpu = cpuMeter(broker.proc.child.pid!);
     const startWallMs = Date.now();
     await broker.fanout(devices.map((d) => d.deviceId));
     const complete = await Promise.race([
       receipts.allReceived.then(() => true),
       new Promise<false>((resolve) => setTimeout(() => resolve(false), TIMEOUT_MS).unref()),
     ]);
+    const cpuMs = cpu();
     const received = latencies(startWallMs, receipts.at.values());
     await disconnectAll(devices);
-    return { totalMs: Math.max(...received), p50: percentile(received, 50), p99: percentile(received, 99), received: received.length, complete };
+    return { totalMs: Math.max(...received), p50: percentile(received, 50), p99: percentile(received, 99), received: received.length, complete, cpuMs };
   } finally {
     await broker.close();
   }
@@ -87,12 +96,31 @@ async function transitionTimes(admin: ApiClient, devices: readonly SimDevice[]):
   return times;
 }
 
+/** Enrolled, accepted device rows with the simulated devices' keys, as enrollment leaves them. */
+function enrolledRows(devices: readonly SimDevice[]) {
+  return devices.map((device) => ({
+    id: device.deviceId,
+    publicKey: toBase64Url(device.keyPair.publicKey),
+    model: BENCH_MODEL,
+    firmwareVersion: BENCH_FIRMWARE,
+    agentVersion: "bench",
+    enrollment: "accepted",
+  }));
+}
+
 async function measurePlane(devices: SimDevice[]) {
-  return withBenchPlane({}, async ({ plane, admin }) => {
-    const token = await createEnrollmentToken(admin, devices.length);
-    const enrollMs = await enrollAll(plane.httpUrl, devices, token);
+  return withBenchPlane({}, async (bench) => {
+    let enrollMs = 0;
+    if (ENROLL === "seed") {
+      const started = performance.now();
+      await bench.seed(enrolledRows(devices));
+      progress(`plane: ${devices.length} enrolled devices seeded in ${Math.round(performance.now() - started)} ms (BENCH_ENROLL=seed)`);
+    } else {
+      enrollMs = await enrollAll(bench.plane.httpUrl, devices, await createEnrollmentToken(bench.admin, devices.length));
+    }
+    const { plane, admin } = bench;
     const connectMs = await connectAll(plane.mqttUrl, devices, { subscribeDown: true, ca: plane.caPem });
-    progress(`plane: ${devices.length} devices enrolled in ${Math.round(enrollMs)} ms, connected in ${Math.round(connectMs)} ms`);
+    progress(`plane: ${devices.length} devices ${ENROLL === "seed" ? "seeded" : `enrolled in ${Math.round(enrollMs)} ms`}, connected in ${Math.round(connectMs)} ms`);
     const ours = new Set(devices.map((d) => d.deviceId));
     // The plane publishes only to devices it sees connected: start once it lists them all so.
     await pollUntil(
@@ -101,6 +129,7 @@ async function measurePlane(devices: SimDevice[]) {
     );
     const receipts = listenForCommands(devices, { ack: true });
 
+    const cpu = cpuMeter(plane.proc.child.pid!);
     const startWallMs = Date.now();
     const started = performance.now();
     await admin.post("/api/v1/quarantine", { deviceIds: devices.map((d) => d.deviceId), reason: "bench: fleet-wide quarantine" });
@@ -117,6 +146,8 @@ async function measurePlane(devices: SimDevice[]) {
       { timeoutMs: TIMEOUT_MS, intervalMs: 200 },
     );
     const totalMs = (doneAt ?? performance.now()) - started;
+    // The plane's CPU from the API call until the API listed all quarantined (its answers to those polls included).
+    const cpuMs = cpu();
     const history = await transitionTimes(admin, devices);
     const persisted = devices
       .map((d) => history.get(d.deviceId) ?? firstSeen.get(d.deviceId))
@@ -138,6 +169,7 @@ async function measurePlane(devices: SimDevice[]) {
       receivedCount: received.length,
       receivedP50: percentile(received, 50),
       receivedP99: percentile(received, 99),
+      cpuMs,
     };
   });
 }
@@ -157,9 +189,10 @@ printTable(`quarantine fan-out: ${DEVICES} devices, one POST /api/v1/quarantine`
   ["plane: quarantined", `${plane.quarantined}/${DEVICES}`, `${plane.complete ? "" : "INCOMPLETE (timeout) "}${plane.fromHistory} times from history`],
   ["plane: persisted p50 / p99", `${round(plane.p50, 0)} / ${round(plane.p99, 0)} ms`, `max ${round(plane.max, 0)} ms`],
   ["plane: total (all seen in API)", `${round(plane.totalMs, 0)} ms`, `ratio plane/bare ${ratio(plane.totalMs, baseline.totalMs)}`],
+  ["CPU: bare / plane", `${round(baseline.cpuMs, 0)} / ${round(plane.cpuMs, 0)} ms`, `plane/bare ${ratio(plane.cpuMs, baseline.cpuMs)} (load-independent; 10 ms ticks)`],
 ]);
 
-emitResult("quarantine-fanout", {
+emitResult(RESULT_NAME, {
   devices: DEVICES,
   baselineTotalMs: round(baseline.totalMs, 0),
   baselineP50Ms: round(baseline.p50, 0),
@@ -174,6 +207,10 @@ emitResult("quarantine-fanout", {
   quarantined: plane.quarantined,
   latencySource: plane.fromHistory === DEVICES ? "history" : "history+poll",
   ratioTotal: ratio(plane.totalMs, baseline.totalMs),
+  ratioP99: ratio(plane.p99, baseline.p99),
+  baselineCpuMs: round(baseline.cpuMs, 0),
+  planeCpuMs: round(plane.cpuMs, 0),
+  ratioCpu: ratio(plane.cpuMs, baseline.cpuMs),
   complete: baseline.complete && plane.complete,
 });
 process.exit(0);

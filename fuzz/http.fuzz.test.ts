@@ -21,6 +21,7 @@ import { createUpdates } from "../control-plane/src/rollouts/updates.js";
 import { createServices } from "../control-plane/src/service/index.js";
 import type { DevicePublisher } from "../control-plane/src/service/index.js";
 import { boundedAsync, deeplyNested, fuzzAsync, mutatedBytes, mutatedObject } from "./support.js";
+import { loopbackPlaneEnv } from "../test/support/processes.js";
 import { tempDirPool } from "../test/support/temp-dir.js";
 
 const DEVICE = "hw-0123456789abcdef01234567";
@@ -83,7 +84,7 @@ async function contentDigest(): Promise<string> {
 
 beforeAll(async () => {
   dataDir = dirs.make();
-  const config = loadConfig({ HASHWARD_DATA_DIR: dataDir, HASHWARD_HTTP_PORT: "0", HASHWARD_MQTT_PORT: "0", HASHWARD_HTTP_HOST: "127.0.0.1", HASHWARD_MQTT_HOST: "127.0.0.1" });
+  const config = loadConfig(loopbackPlaneEnv(dataDir));
   const logger = pino({ level: "silent" });
   opened = await openDatabase({ dataDir });
   closers.push(() => opened.close());

@@ -91,7 +91,7 @@ for (const t of targets) {
     `--define=HASHWARD_AGENT_TEST_HOOKS=${t.testHooks === true}`,
     // The binary must not pick up a stray bunfig.toml/.env from whatever directory it runs in.
     ...(compile ? ["--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"] : []),
-    // Issue 13: bytecode skips parsing ~1 MB of JS at every start (`measure` and `version` CPU), and --smol
+    // Bytecode skips parsing ~1 MB of JS at every start (`measure` and `version` CPU), and --smol
     // (Bun's smaller heap, GC sooner) fits a controller board with 256-512 MB that bmminer mostly needs: idle
     // RssAnon 22.7 -> 18.2 MiB measured together. Costs ~5 MB of binary (2.5 MB gzip). Both work cross-compiled
     // (test/e2e/arm64.test.ts runs the arm64 binary under qemu-user).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 /**
  * Entry point of `hashward-agent`: parses the command line and wires the folders together. Nothing else.
- * Each command's modules are imported when that command runs (issue 13): `measure` and `version` do not load the
+ * Each command's modules are imported when that command runs: `measure` and `version` do not load the
  * MQTT session, the guards or the update path, and a running agent does not load the TUF command-line client.
  * The specifiers are string literals, so `bun build --compile` bundles every one of them into the binary.
  */

@@ -2,14 +2,23 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { ApiClient } from "../../test/support/api.js";
-import { startControlPlane, type ControlPlane } from "../../test/support/processes.js";
+import { devices as devicesTable, openDatabase } from "../../control-plane/src/db/index.js";
+import { restartControlPlane, startControlPlane, type ControlPlane } from "../../test/support/processes.js";
 import { progress, withRetry } from "./report.js";
 
 export interface BenchPlane {
+  /** The running plane (a new process after `seed` on PGlite). */
   plane: ControlPlane;
   admin: ApiClient;
   /** Whether the plane still runs, and the tail of its log: printed when a bench fails. */
   describe(): string;
+  /**
+   * Writes device rows straight into the plane's database, for benches whose fleet is larger than enrollment over
+   * HTTP sets up in reasonable time (10,000 devices: minutes) and that do not measure enrollment. PGlite is one
+   * process's database: the plane is stopped, seeded in batches of 1,000 and started again on the same data dir
+   * and ports (`plane` and `admin` then point to the new process); on PostgreSQL the rows are written while it runs.
+   */
+  seed(rows: ReadonlyArray<typeof devicesTable.$inferInsert>): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -29,20 +38,33 @@ export async function startBenchPlane(env: Record<string, string> = {}): Promise
       ...env,
     },
   });
-  return {
+  const bench: BenchPlane = {
     plane,
     admin: new ApiClient(plane.httpUrl, plane.adminToken),
     describe() {
-      const state = plane.proc.running
-        ? "still running"
-        : `exited (code ${plane.proc.child.exitCode}, signal ${plane.proc.child.signalCode})`;
-      return `control plane ${state}; last log lines:\n${plane.proc.tail(40)}`;
+      const { proc } = bench.plane;
+      const state = proc.running ? "still running" : `exited (code ${proc.child.exitCode}, signal ${proc.child.signalCode})`;
+      return `control plane ${state}; last log lines:\n${proc.tail(40)}`;
+    },
+    async seed(rows) {
+      const databaseUrl = database?.url;
+      if (!databaseUrl) await bench.plane.proc.kill("SIGTERM");
+      const opened = await openDatabase({ dataDir: bench.plane.dataDir, ...(databaseUrl ? { databaseUrl } : {}) });
+      try {
+        for (let start = 0; start < rows.length; start += 1_000) await opened.db.insert(devicesTable).values(rows.slice(start, start + 1_000));
+      } finally {
+        await opened.close();
+      }
+      if (databaseUrl) return;
+      bench.plane = await restartControlPlane(bench.plane);
+      bench.admin = new ApiClient(bench.plane.httpUrl, bench.plane.adminToken);
     },
     async close() {
-      await plane.proc.kill("SIGTERM");
+      await bench.plane.proc.kill("SIGTERM");
       await database?.drop();
     },
   };
+  return bench;
 }
 
 /**

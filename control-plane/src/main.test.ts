@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ManagedProcess } from "../../test/support/processes.js";
+import { loopbackPlaneEnv, ManagedProcess } from "../../test/support/processes.js";
 import { tempDir } from "../../test/support/temp-dir.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -54,13 +54,7 @@ afterEach(async () => {
   cleanupDataDir();
 });
 
-const baseEnv = (): Record<string, string> => ({
-  HASHWARD_HTTP_HOST: "127.0.0.1",
-  HASHWARD_MQTT_HOST: "127.0.0.1",
-  HASHWARD_HTTP_PORT: "0",
-  HASHWARD_MQTT_PORT: "0",
-  HASHWARD_DATA_DIR: dataDir,
-});
+const baseEnv = (): Record<string, string> => loopbackPlaneEnv(dataDir);
 
 /** Every entry under `dir` (recursive, not following symlinks) with its permission bits. */
 async function modesBelow(dir: string): Promise<Array<{ path: string; mode: number }>> {

@@ -4,7 +4,7 @@
  * Signing and public-key derivation go through node:crypto (OpenSSL in Node, BoringSSL in Bun): Ed25519 is
  * deterministic (RFC 8032), so the bytes are those of @noble/ed25519, which the tests check on the committed
  * vectors and fresh keys. @noble/ed25519 stays the strict reference verifier; its signing would build a 4,225-point
- * base-point table (1.3 MB of heap for the process's life) and cost ~0.6 ms per heartbeat on the agent (issue 13).
+ * base-point table (1.3 MB of heap for the process's life) and cost ~0.6 ms per heartbeat on the agent.
  * `verifyFast` uses node:crypto for hot verification paths on the control plane; `vectors.json` beside this file
  * proves both verifiers agree, negative cases included.
  */

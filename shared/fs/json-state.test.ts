@@ -1,7 +1,7 @@
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { tempDirPool } from "../../test/support/temp-dir.js";
 import { z } from "zod";
 import { ConfigError } from "../errors/index.js";
 import { jsonStateFile } from "./json-state.js";
@@ -9,11 +9,10 @@ import { jsonStateFile } from "./json-state.js";
 const schema = z.strictObject({ seq: z.number().int() });
 
 describe("jsonStateFile", () => {
+  const dirs = tempDirPool("json-state");
   let dir: string;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "json-state-"));
-  });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  beforeEach(() => void (dir = dirs.make()));
+  afterEach(() => dirs.cleanup());
 
   it("a missing file loads as undefined; a saved one loads back, written with the mode and indentation asked for", () => {
     const file = jsonStateFile(join(dir, "state.json"), schema, { mode: 0o640, indent: 2 });

@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { tempDirPool } from "../../test/support/temp-dir.js";
 import { readableChunks, WRITE_BATCH_BYTES, writeStreamAtomic, writeStreamToFile } from "./stream.js";
 
 async function* chunks(...parts: string[]): AsyncGenerator<Uint8Array> {
@@ -10,11 +10,10 @@ async function* chunks(...parts: string[]): AsyncGenerator<Uint8Array> {
 }
 
 describe("streamed writes", () => {
+  const dirs = tempDirPool("stream");
   let dir: string;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "stream-"));
-  });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  beforeEach(() => void (dir = dirs.make()));
+  afterEach(() => dirs.cleanup());
 
   it("writes a stream atomically and counts its bytes", async () => {
     const path = join(dir, "image");

@@ -1,7 +1,7 @@
 /**
  * Streamed file writes: a body (an image upload, a download) written through one FileHandle, received chunks
  * (~64 KiB each from node:https) gathered into writes of WRITE_BATCH_BYTES: one write and one await per MiB instead
- * of per chunk (issue 13: a 64 MB update download). `writeStreamAtomic` adds what writeFileAtomicSync guarantees for small files:
+ * of per chunk (a 64 MB update download). `writeStreamAtomic` adds what writeFileAtomicSync guarantees for small files:
  * a temporary file in the same directory, fsync, rename, directory fsync, so a reader sees the old file or the
  * complete new one; a failed or refused stream leaves no file behind.
  */

@@ -10,6 +10,9 @@ import ipaddr from "ipaddr.js";
 /** A parsed IP address (ipaddr.js). */
 export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
 
+/** A dotted IPv4 address in its one spelling: four decimals 0..255 without leading zeros. */
+const CANONICAL_IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
 /** `[addr]` -> `addr`; anything else unchanged. */
 function unbracketed(text: string): string {
   return text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
@@ -50,6 +53,9 @@ export function unmapped(ip: IpAddress): IpAddress {
 
 /** The one spelling of an address (see the file comment); text that is not an IP literal comes back lowercased, brackets removed. */
 export function normalizeIp(text: string): string {
+  // Already the one spelling (dotted IPv4 without leading zeros, as /proc/net/tcp decodes to): ipaddr.js would
+  // give it back unchanged. The guards normalise every socket's addresses every cycle.
+  if (CANONICAL_IPV4.test(text)) return text;
   const ip = parseIp(text);
   if (ip === null) return unbracketed(text).toLowerCase();
   const plain = unmapped(ip);

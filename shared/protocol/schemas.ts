@@ -1,6 +1,6 @@
 /**
  * One schema per MQTT message and per device-facing HTTP body. Everything received is parsed with these
- * before use; anything that fails is dropped, counted and logged once with the reason (see `parseMessage`).
+ * before use; anything that fails is dropped, counted and logged once with the reason (see `parsePayload`, parse.ts).
  *
  * Messages with security meaning (enrollment, hello, heartbeat, evidence, event, command, ack) carry `sig`:
  * Ed25519 over the RFC 8785 form of every other field (shared/crypto `signObject`), HW-SIG-1. Everything that

@@ -1,5 +1,5 @@
 /**
- * No import cycles in agent/, control-plane/ and shared/, type-only imports included (issue 9: two modules in a
+ * No import cycles in agent/, control-plane/ and shared/, type-only imports included (two modules in a
  * cycle cannot be understood, tested or moved apart; a type-only cycle still ties their designs together).
  * dpdm parses every module with the TypeScript parser and, with `transform: false`, keeps `import type` and type
  * re-exports as dependencies; dynamic `import()` counts too.

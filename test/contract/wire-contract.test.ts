@@ -77,7 +77,13 @@ describe("wire contract: versions (HW-UPD-3)", () => {
   });
 
   it("every version the agents accept orders totally (a floor comparison never throws or contradicts itself)", () => {
-    const accepted = versionish.filter(agentAccepts);
+    // Built mostly valid (no prefix or suffix, numeric cores without leading zeros) so the filter keeps most draws:
+    // filtering the general versionish (about 2 % accepted) made the property slow enough to hit the test timeout.
+    const core = fc.nat().map(String);
+    const accepted = fc
+      .tuple(core, core, core, fc.option(dotted), fc.option(dotted))
+      .map(([major, minor, patch, pre, build]) => `${major}.${minor}.${patch}${pre === null ? "" : `-${pre}`}${build === null ? "" : `+${build}`}`)
+      .filter(agentAccepts);
     fc.assert(
       fc.property(accepted, accepted, (a, b) => {
         expect(compareSemVer(a, b)).toBe(-compareSemVer(b, a));

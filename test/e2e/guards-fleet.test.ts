@@ -40,7 +40,7 @@ interface FleetMiner {
   proc?: ManagedProcess;
   agent?: Agent;
   deviceId?: string;
-  /** `pools` requests the simulated miner had answered when the device's policy was acknowledged. */
+  /** Requests reading the pools the simulated miner had answered when the device's policy was acknowledged. */
   poolQueriesAtAck?: number;
 }
 
@@ -48,7 +48,8 @@ let plane: ControlPlane;
 let admin: ApiClient;
 const fleet: FleetMiner[] = [];
 
-const poolQueries = (miner: FleetMiner) => miner.sim.log.filter((line) => line === "pools").length;
+/** Requests that read the live pools: `pools` alone or joined (`summary+stats+pools`, one per guard cycle). */
+const poolQueries = (miner: FleetMiner) => miner.sim.log.filter((line) => line.split("+").includes("pools")).length;
 
 function agentConfig(miner: FleetMiner, enrollmentToken: string) {
   return {

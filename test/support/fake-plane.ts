@@ -4,14 +4,13 @@
  * attacker (or the plane) on the device's down/ topics, against the real compiled agent.
  */
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { mkdtempSync, rmSync } from "node:fs";
 import { createConnection, createServer as createNetServer, type AddressInfo, type Server as NetServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Aedes } from "aedes";
 import mqtt, { MqttClient } from "mqtt";
 import { generateKeyPair, toBase64Url, type KeyPair } from "../../shared/crypto/index.js";
 import { enrollmentRequestSchema } from "../../shared/protocol/index.js";
+import { tempDir } from "./temp-dir.js";
 
 export interface FakePlane {
   httpUrl: string;
@@ -39,8 +38,8 @@ export interface FakePlaneSockets {
 export async function startFakePlane({ host = "127.0.0.1", expose }: { host?: string; expose?: (sockets: FakePlaneSockets) => Promise<{ httpUrl: string; mqttUrl: string }> } = {}): Promise<FakePlane> {
   const commandKey = generateKeyPair();
   const enrolled: string[] = [];
-  const socketDir = expose ? mkdtempSync(join(tmpdir(), "hashward-plane-sock-")) : null;
-  const sockets: FakePlaneSockets | null = socketDir ? { http: join(socketDir, "http.sock"), mqtt: join(socketDir, "mqtt.sock") } : null;
+  const socketDir = expose ? tempDir("plane-sock") : null;
+  const sockets: FakePlaneSockets | null = socketDir ? { http: join(socketDir.path, "http.sock"), mqtt: join(socketDir.path, "mqtt.sock") } : null;
   const aedes = await Aedes.createBroker();
   const mqttServer: NetServer = createNetServer(aedes.handle);
   await new Promise<void>((resolve) => (sockets ? mqttServer.listen(sockets.mqtt, resolve) : mqttServer.listen(0, host, resolve)));
@@ -96,7 +95,7 @@ export async function startFakePlane({ host = "127.0.0.1", expose }: { host?: st
       await new Promise<void>((resolve) => mqttServer.close(() => resolve()));
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
-      if (socketDir) rmSync(socketDir, { recursive: true, force: true });
+      socketDir?.cleanup();
     },
   };
 }

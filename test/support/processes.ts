@@ -114,11 +114,18 @@ export interface ControlPlaneOptions {
   tls?: boolean;
 }
 
+/**
+ * The environment of a plane (spawned or in-process through loadConfig) on loopback with ephemeral ports (port 0,
+ * never a fixed one) and its data in `dataDir`; a test adds what it is about.
+ */
+export function loopbackPlaneEnv(dataDir: string): Record<string, string> {
+  return { HASHWARD_HTTP_HOST: "127.0.0.1", HASHWARD_MQTT_HOST: "127.0.0.1", HASHWARD_HTTP_PORT: "0", HASHWARD_MQTT_PORT: "0", HASHWARD_DATA_DIR: dataDir };
+}
+
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const dataDir = options.dataDir ?? tempDir("plane").path;
   const env: Record<string, string> = {
-    HASHWARD_HTTP_HOST: "127.0.0.1",
-    HASHWARD_MQTT_HOST: "127.0.0.1",
+    ...loopbackPlaneEnv(dataDir),
     HASHWARD_COMMAND_RETRY_MS: "500",
     HASHWARD_LOG_LEVEL: "info",
     ...(options.tls === false ? { HASHWARD_TLS: "off" } : {}),

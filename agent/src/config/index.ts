@@ -9,7 +9,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { z } from "zod";
-import { ConfigError, fromBase64Url } from "../../../shared/index.js";
+import { ConfigError, firstZodIssue, fromBase64Url } from "../../../shared/index.js";
 import { LOG_LEVELS } from "../log/index.js";
 import { CA_CERT_HASH_PATTERN } from "../../../shared/tls/index.js";
 
@@ -317,17 +317,18 @@ function getDotted(source: unknown, path: readonly PropertyKey[]): unknown {
 export function parseAgentConfig(raw: unknown, opts: { baseDir?: string; sources?: Map<string, string> } = {}): AgentConfig {
   const result = agentConfigSchema.safeParse(raw);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
-    const key = issue.path.map(String).join(".") || "(root)";
+    // The shared converter names the field (the first unknown key for unknown keys); the message adds the env
+    // variable the operator set, the value seen, and every unknown key at once.
+    const { field, message, issue } = firstZodIssue(result.error);
+    if (issue?.code === "unrecognized_keys") {
+      const parent = issue.path.map(String).join(".");
+      throw new ConfigError(`unknown option(s) ${issue.keys.map((k) => (parent ? `${parent}.${k}` : k)).join(", ")}`, field, { cause: result.error });
+    }
+    const key = field || "(root)";
     const option = opts.sources?.get(key) ?? key;
-    const value = getDotted(raw, issue.path);
+    const value = getDotted(raw, issue?.path ?? []);
     const shown = value === undefined ? "missing" : `got ${JSON.stringify(value)?.slice(0, 200)}`;
-    const message =
-      issue.code === "unrecognized_keys"
-        ? `unknown option(s) ${issue.keys.map((k) => (key === "(root)" ? k : `${key}.${k}`)).join(", ")}`
-        : `${option}: ${issue.message} (${shown})`;
-    const named = issue.code === "unrecognized_keys" ? (key === "(root)" ? issue.keys[0]! : `${key}.${issue.keys[0]}`) : option;
-    throw new ConfigError(message, named, { cause: result.error });
+    throw new ConfigError(`${option}: ${message} (${shown})`, option, { cause: result.error });
   }
   const base = opts.baseDir ?? process.cwd();
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));

@@ -30,7 +30,7 @@ const HASH_CACHE_MAX = 8192;
 export function platformReader(platform: Pick<Platform, "resolve">): BoardReader {
   const hashes = new Map<string, { stamp: string; sha256: string }>();
   // One read buffer for the reader's life: the reads are synchronous, so no two use it at once. A fresh zeroed
-  // 64 KiB per file cost a guard cycle more than parsing what was read (issue 13).
+  // 64 KiB per file cost a guard cycle more than parsing what was read.
   const scratch = Buffer.allocUnsafe(64 * 1024);
   return {
     sha256(devicePath, maxBytes) {

@@ -146,7 +146,7 @@ function walk(board: BoardReader, root: string, maxDepth: number, budget: ScanBu
 /**
  * One guard cycle's view of the board: indicators that name the same file or directory (five hosts-entry
  * indicators, several scans of /firmware) read it once per cycle, not once each. The cycle is one moment: a file
- * that changes is seen by the next cycle, as before (issue 13). Hashes keep the reader's own cache.
+ * that changes is seen by the next cycle, as before. Hashes keep the reader's own cache.
  */
 function cycleView(board: BoardReader): BoardReader {
   const texts = new Map<string, string | null>();

@@ -177,9 +177,23 @@ export function parseMinerConfig(path: string, text: string): MinerConfigFile {
   };
 }
 
+/** One matcher per policy object: a policy is immutable once applied (PolicyStore replaces it whole). */
+const matchers = new WeakMap<GuardPolicy, PoolMatcher>();
+
 /** Pool URLs judged as the miner reads them (shared/pools: scheme default, host case, #xnsub, any-port rules). */
 export class PoolMatcher {
-  private readonly urls: PoolAllowList;
+  /** The matcher of `policy`, built once per policy object (the guards judge pools several times per cycle). */
+  static of(policy: GuardPolicy): PoolMatcher {
+    let m = matchers.get(policy);
+    if (!m) {
+      m = new PoolMatcher(policy);
+      matchers.set(policy, m);
+    }
+    return m;
+  }
+
+
+  readonly urls: PoolAllowList;
   private readonly workers: RegExp[];
 
   constructor(readonly policy: GuardPolicy) {
@@ -213,7 +227,7 @@ function poolDifference(pool: { url: string; user: string }, m: PoolMatcher): { 
  * value of the wrong type), is a warning: we cannot vouch for it, and it never reads as clean.
  */
 export function poolConfigGuard(configs: readonly MinerConfigFile[], policy: GuardPolicy): Finding[] {
-  const m = new PoolMatcher(policy);
+  const m = PoolMatcher.of(policy);
   const out: Finding[] = [];
   for (const config of configs) {
     if (!config.ok) {
@@ -254,7 +268,7 @@ export function poolConfigGuard(configs: readonly MinerConfigFile[], policy: Gua
 
 /** HW-GUARD-1 on the live `pools` answer: any listed pool that is not approved (the active one says so). */
 export function poolLiveGuard(pools: readonly MinerPool[], policy: GuardPolicy): Finding[] {
-  const m = new PoolMatcher(policy);
+  const m = PoolMatcher.of(policy);
   const out: Finding[] = [];
   for (const pool of pools) {
     const diff = poolDifference(pool, m);

@@ -17,7 +17,7 @@
  * more (a fresh policy must be judged fresh).
  */
 import { isIP } from "node:net";
-import { PoolAllowList, poolRuleEndpoint, readMinerPoolUrl } from "../../../shared/pools/index.js";
+import { poolRuleEndpoint, readMinerPoolUrl } from "../../../shared/pools/index.js";
 import { writeFileAtomicSync } from "../../../shared/fs/atomic.js";
 import type { Observations, telemetrySchema } from "../../../shared/index.js";
 import type { z } from "zod";
@@ -296,7 +296,7 @@ export class GuardRunner {
   }
 
   /**
-   * summary + stats + pools. HW-MINER-1: answers are read as cgminer writes them (miner-api/answer.ts) and every
+   * summary + stats + pools (one joined request, miner-api `summaryStatsPools`). HW-MINER-1: answers are read as cgminer writes them (miner-api/answer.ts) and every
    * pool in a readable answer is judged. A failing answer is one miner-api warning per failure kind (once,
    * HW-GUARD-2), makes the live pools "not observed" (a warning, never clean, except under quarantine where an
    * unreachable miner is the stop working), keeps a contraindicated live-pool finding seen before, and no
@@ -309,18 +309,17 @@ export class GuardRunner {
     if (!api) return { findings: [], pools: null, telemetry: undefined, observation: { observed: false, reason: "no miner API configured" } };
     const stopped = this.deps.minerStopped();
     const errors = new Map<string, MinerApiError>();
-    const attempt = async <T>(call: () => Promise<T>): Promise<T | null> => {
-      try {
-        return await call();
-      } catch (error) {
-        const e = error instanceof MinerApiError ? error : new MinerApiError(String(error));
-        if (!errors.has(e.kind)) errors.set(e.kind, e);
-        return null;
-      }
+    const take = <T>(result: T | MinerApiError): T | null => {
+      if (!(result instanceof MinerApiError)) return result;
+      if (!errors.has(result.kind)) errors.set(result.kind, result);
+      return null;
     };
-    const summary = await attempt(() => api.summary());
-    const stats = summary ? await attempt(() => api.stats()) : null;
-    const pools = summary || errors.get("unreachable") === undefined ? await attempt(() => api.pools()) : null;
+    // One joined request per cycle (separate calls where the miner refuses joins); the readings are judged in the
+    // order separate calls were made: stats only after a good summary, pools unless the miner is unreachable.
+    const readings = await api.summaryStatsPools();
+    const summary = take(readings.summary);
+    const stats = summary ? take(readings.stats) : null;
+    const pools = summary || errors.get("unreachable") === undefined ? take(readings.pools) : null;
     const findings: Finding[] = [];
     for (const [kind, error] of errors) {
       if (stopped && kind === "unreachable") continue; // HW-APPRAISE-3: the stop worked; "not observed" says so below
@@ -390,7 +389,7 @@ export class GuardRunner {
     const endpoints: { host: string; port?: number }[] = [];
     if (policy) {
       names.push(...policy.network.allowedHosts);
-      endpoints.push(...new PoolAllowList(policy.pools.allowedUrls).rules.map(poolRuleEndpoint));
+      endpoints.push(...PoolMatcher.of(policy).urls.rules.map(poolRuleEndpoint));
     } else {
       // No policy yet: the board's own pools are the best notion of "expected" we have.
       const urls = [...configs.flatMap((c) => (c.ok ? c.pools.map((p) => p.url) : [])), ...(livePools ?? []).map((p) => p.url)];
@@ -424,14 +423,14 @@ export class GuardRunner {
   }
 
   private learnKnownGood(configs: readonly MinerConfigFile[], policy: GuardPolicy): void {
-    const m = new PoolMatcher(policy);
+    const m = PoolMatcher.of(policy);
     const clean = configs.find((c): c is Extract<MinerConfigFile, { ok: true }> => c.ok && c.pools.length > 0 && c.pools.every((p) => m.allowed(p)));
     if (clean) this.deps.knownGood.record(clean.pools);
   }
 
   /** Pools to put back: the last clean list still allowed by the current policy, else the allowed subset. */
   private restorePools(policy: GuardPolicy, config: Extract<MinerConfigFile, { ok: true }>): ConfigPool[] {
-    const m = new PoolMatcher(policy);
+    const m = PoolMatcher.of(policy);
     const known = this.deps.knownGood.get().filter((p) => m.allowed(p));
     return known.length > 0 ? known : config.pools.filter((p) => m.allowed(p));
   }
@@ -498,7 +497,7 @@ export class GuardRunner {
 
   /** addpool an approved pool if none is listed, switchpool to it, removepool the rest (highest index first). */
   private async restoreLivePools(policy: GuardPolicy, configs: readonly MinerConfigFile[], livePools: MinerPool[], api: MinerApiClient): Promise<string[]> {
-    const m = new PoolMatcher(policy);
+    const m = PoolMatcher.of(policy);
     const actions: string[] = [];
     try {
       let pools = livePools;

@@ -82,6 +82,73 @@ describe("miner API client", () => {
     await expect(new MinerApiClient({ host: "127.0.0.1", port: closed, timeoutMs: 500 }).summary()).rejects.toBeInstanceOf(MinerApiUnreachableError);
   });
 
+  it("reads summary, stats and pools in one joined request, exactly as the separate calls read them", async () => {
+    const { miner, client } = await simMiner();
+    const separate = { summary: await client.summary(), stats: await client.stats(), pools: await client.pools() };
+    const before = miner.log.length;
+    expect(await client.summaryStatsPools()).toEqual(separate);
+    expect(miner.log.slice(before)).toEqual(["summary+stats+pools"]);
+  });
+
+  it("a miner that refuses joins (cgminer before joins: Invalid command) is asked with separate calls, then and from then on", async () => {
+    const asked: string[] = [];
+    const answers: Record<string, string> = {
+      summary: '{"STATUS":[{"STATUS":"S","Code":11}],"SUMMARY":[{"GHS 5s":"100.5","Accepted":3}],"id":1}',
+      stats: '{"STATUS":[{"STATUS":"S","Code":70}],"STATS":[{"temp1":58,"fan1":3600}],"id":1}',
+      pools: '{"STATUS":[{"STATUS":"S","Code":7}],"POOLS":[{"POOL":0,"URL":"stratum+tcp://pool.example.net:3333","Status":"Alive","Priority":0,"User":"w","Stratum Active":true}],"id":1}',
+    };
+    const server = createServer((socket) => {
+      socket.on("error", () => undefined);
+      socket.once("data", (data) => {
+        const command = (JSON.parse(data.toString()) as { command: string }).command;
+        asked.push(command);
+        socket.end(`${answers[command] ?? '{"STATUS":[{"STATUS":"E","Code":14,"Msg":"Invalid command"}],"id":1}'}\0`);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const client = new MinerApiClient({ host: "127.0.0.1", port: (server.address() as AddressInfo).port });
+    const expected = {
+      summary: { hashrateGhs: 100.5, accepted: 3 },
+      stats: { temperaturesC: [58], fanRpm: [3600] },
+      pools: [{ index: 0, url: "stratum+tcp://pool.example.net:3333", user: "w", status: "Alive", priority: 0, active: true }],
+    };
+    expect(await client.summaryStatsPools()).toEqual(expected);
+    expect(await client.summaryStatsPools()).toEqual(expected);
+    expect(asked).toEqual(["summary+stats+pools", "summary", "stats", "pools", "summary", "stats", "pools"]);
+  });
+
+  it("in a joined answer a command's own refusal fails that command alone; a pools refusal \"No pools\" is an empty list", async () => {
+    const port = await rawServer(
+      '{"summary":[{"STATUS":[{"STATUS":"S","Code":11}],"SUMMARY":[{"GHS 5s":1}],"id":1}],"stats":[{"STATUS":[{"STATUS":"E","Code":45,"Msg":"Access denied"}],"id":1}],"pools":[{"STATUS":[{"STATUS":"E","Code":8,"Msg":"No pools"}],"id":1}],"id":1}\0',
+    );
+    const readings = await new MinerApiClient({ host: "127.0.0.1", port }).summaryStatsPools();
+    expect(readings.summary).toEqual({ hashrateGhs: 1 });
+    expect(readings.stats).toBeInstanceOf(MinerApiCommandError);
+    expect(readings.pools).toEqual([]);
+  });
+
+  it("joined readings of a misbehaving miner fail as the separate calls fail (malformed, wrong shape, oversized, silent, stopped)", async () => {
+    const { miner, client, root } = await simMiner();
+    for (const [fault, error] of [["malformed", MinerApiMalformedError], ["wrong-shape", MinerApiMalformedError], ["oversized", MinerApiOversizedError]] as const) {
+      miner.fault = fault;
+      const readings = await client.summaryStatsPools();
+      expect(readings.summary).toBeInstanceOf(error);
+      expect(readings.pools).toBeInstanceOf(error);
+    }
+    miner.fault = "hang";
+    const hung = await new MinerApiClient({ host: "127.0.0.1", port: client.port, timeoutMs: 200 }).summaryStatsPools();
+    expect([hung.summary, hung.stats, hung.pools].every((r) => r instanceof MinerApiTimeoutError)).toBe(true);
+    miner.fault = null;
+    writeFileSync(join(root, "run/miner.state"), "stopped\n");
+    const stopped = await client.summaryStatsPools();
+    expect([stopped.summary, stopped.stats, stopped.pools].every((r) => r instanceof MinerApiUnreachableError)).toBe(true);
+    writeFileSync(join(root, "run/miner.state"), "running\n");
+    const before = miner.log.length;
+    expect((await client.summaryStatsPools()).pools).toHaveLength(1);
+    expect(miner.log.slice(before)).toEqual(["summary+stats+pools"]); // faults of the answer never stop joining
+  });
+
   it("accepts bmminer's string numbers, missing commas between stats objects and a NUL terminator", async () => {
     const port = await rawServer('{"STATUS":[{"STATUS":"S","Code":70}],"STATS":[{"Type":"S9"}{"fan1":"3600","temp1":"58","fan2":0}],"id":1}\0garbage');
     expect(await new MinerApiClient({ host: "127.0.0.1", port }).stats()).toEqual({ temperaturesC: [58], fanRpm: [3600] });

@@ -83,11 +83,25 @@ const MSG_NOPOOL = 8;
 
 export type MinerCommand = "summary" | "pools" | "devs" | "stats" | "config" | "addpool" | "switchpool" | "removepool" | "enablepool" | "disablepool";
 
+/** cgminer's joined request for the guard's three readings (API-README: JSON only, `+` between report commands). */
+const JOINED_READINGS = "summary+stats+pools";
+
+/** One command's result within a joined reading: its value, or the error a separate call would have thrown. */
+export type MinerResult<T> = T | MinerApiError;
+/** The guard's three readings of one cycle (`summaryStatsPools`). */
+export interface MinerReadings {
+  summary: MinerResult<MinerSummary>;
+  stats: MinerResult<MinerStats>;
+  pools: MinerResult<MinerPool[]>;
+}
+
 export class MinerApiClient {
   readonly host: string;
   readonly port: number;
   private readonly timeoutMs: number;
   private readonly maxResponseBytes: number;
+  /** Set once the miner refused a joined request: `summaryStatsPools` asks with separate calls from then on. */
+  private joinRefused = false;
 
   constructor(opts: MinerApiOptions) {
     this.host = opts.host;
@@ -102,19 +116,83 @@ export class MinerApiClient {
 
   /** Sends one command on a fresh connection and returns the parsed JSON object (STATUS checked). */
   async request(command: MinerCommand, parameter?: string): Promise<Record<string, unknown>> {
-    const raw = await this.exchange(JSON.stringify(parameter === undefined ? { command } : { command, parameter }));
-    const body = parseCgminerAnswer(raw, command);
-    const status = statusSchema.safeParse(body["STATUS"]);
-    if (!status.success) throw new MinerApiMalformedError(`${command}: answer has no valid STATUS (${describeZodError(status.error)})`);
-    const first = status.data[0]!;
-    if (first.STATUS === "E" || first.STATUS === "F") {
-      throw new MinerApiCommandError(`${command}: miner refused: ${(first.Msg ?? "").slice(0, 200)}`, first.Code);
-    }
-    return body;
+    const raw = await this.exchange(JSON.stringify(parameter === undefined ? { command } : { command, parameter }), this.maxResponseBytes);
+    return checkStatus(parseCgminerAnswer(raw, command), command);
   }
 
   async summary(): Promise<MinerSummary> {
-    const s = this.parse(summarySchema, await this.request("summary"), "summary").SUMMARY[0]!;
+    return this.readSummary(await this.request("summary"));
+  }
+
+  async pools(): Promise<MinerPool[]> {
+    try {
+      return this.readPools(await this.request("pools"));
+    } catch (error) {
+      return noPools(error);
+    }
+  }
+
+  /** Board temperatures and fan speeds from `stats` (bmminer: temp1..N, temp2_1..N chip temps, fan1..N). */
+  async stats(): Promise<MinerStats> {
+    return this.readStats(await this.request("stats"));
+  }
+
+  /**
+   * summary, stats and pools in one exchange: cgminer's joined request `{"command":"summary+stats+pools"}`
+   * answers one object keyed by command name, each holding a one-element array with that command's own answer
+   * (STATUS checked per command, as `request` does). Each field is the command's result or the MinerApiError it
+   * would have thrown alone; nothing is thrown. The answer may be up to three times `maxResponseBytes` (three answers).
+   *
+   * A miner that refuses the join (cgminer before joins, or a firmware that forbids them: a top-level STATUS "E")
+   * is asked with separate calls from then on; a joined answer that is oversized, malformed or shaped otherwise is
+   * asked again with separate calls this time, so every answer is judged as a separate call would judge it
+   * (HW-MINER-1). Unreachable and timeout fail all three at once: the miner did not answer.
+   * Separate calls follow the guard's order: stats only after a good summary, nothing more when unreachable.
+   */
+  async summaryStatsPools(): Promise<MinerReadings> {
+    if (!this.joinRefused) {
+      try {
+        const raw = await this.exchange(JSON.stringify({ command: JOINED_READINGS }), this.maxResponseBytes * 3);
+        const body = parseCgminerAnswer(raw, JOINED_READINGS);
+        const part = (command: "summary" | "stats" | "pools") => {
+          const answer = body[command];
+          return Array.isArray(answer) && answer.length === 1 && typeof answer[0] === "object" && answer[0] !== null && !Array.isArray(answer[0])
+            ? (answer[0] as Record<string, unknown>)
+            : null;
+        };
+        const summary = part("summary");
+        const stats = part("stats");
+        const pools = part("pools");
+        if (summary && stats && pools) {
+          return {
+            summary: settle(() => this.readSummary(checkStatus(summary, "summary"))),
+            stats: settle(() => this.readStats(checkStatus(stats, "stats"))),
+            pools: settle(() => {
+              try {
+                return this.readPools(checkStatus(pools, "pools"));
+              } catch (error) {
+                return noPools(error);
+              }
+            }),
+          };
+        }
+        // Not a joined answer: a top-level STATUS "E"/"F" is the miner refusing joins (api.c "Invalid command",
+        // "Invalid join command"); anything else is judged by the separate calls below.
+        const status = statusSchema.safeParse(body["STATUS"]);
+        if (status.success && (status.data[0]!.STATUS === "E" || status.data[0]!.STATUS === "F")) this.joinRefused = true;
+      } catch (error) {
+        if (error instanceof MinerApiUnreachableError || error instanceof MinerApiTimeoutError) return { summary: error, stats: error, pools: error };
+        if (!(error instanceof MinerApiError)) throw error;
+      }
+    }
+    const summary = await settleAsync(() => this.summary());
+    if (summary instanceof MinerApiUnreachableError) return { summary, stats: summary, pools: summary };
+    const stats = summary instanceof MinerApiError ? summary : await settleAsync(() => this.stats());
+    return { summary, stats, pools: await settleAsync(() => this.pools()) };
+  }
+
+  private readSummary(body: Record<string, unknown>): MinerSummary {
+    const s = this.parse(summarySchema, body, "summary").SUMMARY[0]!;
     const ghs = s["GHS 5s"] ?? (s["MHS 5s"] !== undefined ? s["MHS 5s"] / 1000 : undefined);
     const ghsAv = s["GHS av"] ?? (s["MHS av"] !== undefined ? s["MHS av"] / 1000 : undefined);
     return {
@@ -126,15 +204,7 @@ export class MinerApiClient {
     };
   }
 
-  async pools(): Promise<MinerPool[]> {
-    let body: Record<string, unknown>;
-    try {
-      body = await this.request("pools");
-    } catch (error) {
-      // cgminer answers a miner without pools with STATUS "E", code 8 (api.c MSG_NOPOOL "No pools"): an empty list.
-      if (error instanceof MinerApiCommandError && error.code === MSG_NOPOOL) return [];
-      throw error;
-    }
+  private readPools(body: Record<string, unknown>): MinerPool[] {
     const pools = this.parse(poolsSchema, body, "pools").POOLS;
     const flagged = pools.some((p) => p["Stratum Active"] === true);
     // Without "Stratum Active" (getwork-era cgminer) the live pool is the alive one with the best priority.
@@ -153,9 +223,8 @@ export class MinerApiClient {
     return this.parse(devsSchema, await this.request("devs"), "devs").DEVS;
   }
 
-  /** Board temperatures and fan speeds from `stats` (bmminer: temp1..N, temp2_1..N chip temps, fan1..N). */
-  async stats(): Promise<MinerStats> {
-    const stats = this.parse(statsSchema, await this.request("stats"), "stats").STATS;
+  private readStats(body: Record<string, unknown>): MinerStats {
+    const stats = this.parse(statsSchema, body, "stats").STATS;
     const temperaturesC: number[] = [];
     const fanRpm: number[] = [];
     const number = (value: unknown) => (typeof value === "number" ? value : typeof value === "string" && /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN);
@@ -208,7 +277,7 @@ export class MinerApiClient {
     return parsed.data;
   }
 
-  private exchange(request: string): Promise<Buffer> {
+  private exchange(request: string, maxResponseBytes: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let bytes = 0;
@@ -228,8 +297,8 @@ export class MinerApiClient {
         const nul = chunk.indexOf(0);
         const part = nul >= 0 ? chunk.subarray(0, nul) : chunk;
         bytes += part.length;
-        if (bytes > this.maxResponseBytes) {
-          finish(new MinerApiOversizedError(`miner API ${this.endpoint}: answer over ${this.maxResponseBytes} bytes`));
+        if (bytes > maxResponseBytes) {
+          finish(new MinerApiOversizedError(`miner API ${this.endpoint}: answer over ${maxResponseBytes} bytes`));
           return;
         }
         chunks.push(part);
@@ -239,6 +308,43 @@ export class MinerApiClient {
       socket.on("close", () => finish(bytes === 0 ? new MinerApiUnreachableError(`miner API ${this.endpoint}: closed without an answer`) : null));
       socket.on("error", (error) => finish(new MinerApiUnreachableError(`miner API ${this.endpoint}: ${error.message}`)));
     });
+  }
+}
+
+/** The body when its STATUS is "S"/"I"/"W"; throws MinerApiMalformedError without a STATUS, MinerApiCommandError on "E"/"F". */
+function checkStatus(body: Record<string, unknown>, command: string): Record<string, unknown> {
+  const status = statusSchema.safeParse(body["STATUS"]);
+  if (!status.success) throw new MinerApiMalformedError(`${command}: answer has no valid STATUS (${describeZodError(status.error)})`);
+  const first = status.data[0]!;
+  if (first.STATUS === "E" || first.STATUS === "F") {
+    throw new MinerApiCommandError(`${command}: miner refused: ${(first.Msg ?? "").slice(0, 200)}`, first.Code);
+  }
+  return body;
+}
+
+/** cgminer answers a miner without pools with STATUS "E", code 8 (api.c MSG_NOPOOL "No pools"): an empty list. Rethrows anything else. */
+function noPools(error: unknown): MinerPool[] {
+  if (error instanceof MinerApiCommandError && error.code === MSG_NOPOOL) return [];
+  throw error;
+}
+
+function asMinerApiError(error: unknown): MinerApiError {
+  return error instanceof MinerApiError ? error : new MinerApiError(String(error));
+}
+
+function settle<T>(read: () => T): MinerResult<T> {
+  try {
+    return read();
+  } catch (error) {
+    return asMinerApiError(error);
+  }
+}
+
+async function settleAsync<T>(read: () => Promise<T>): Promise<MinerResult<T>> {
+  try {
+    return await read();
+  } catch (error) {
+    return asMinerApiError(error);
   }
 }
 

@@ -1,4 +1,4 @@
-/** Every Platform and UpdateSlots implementation runs the one contract suite (testing/contract.ts; STYLE rule 10). */
+/** Every Platform and UpdateSlots implementation runs the one contract suite (testing/contract.ts). */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe } from "vitest";

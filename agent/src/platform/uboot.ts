@@ -289,42 +289,44 @@ function describeDevice(device: SlotDevice): string {
   return device.kind === "block" ? device.path : device.kind === "mtd" ? device.device : device.volume;
 }
 
-/** sha256 of the first `bytes` bytes of a file or device; fewer bytes there is a PlatformError. */
-function hashFile(path: string, bytes: number): string {
-  const hash = createHash("sha256");
+/**
+ * Reads the first `bytes` bytes of the file at `path` in CHUNK_BYTES pieces and hands each to `use` with its
+ * offset (the buffer is reused: copy what must outlive the call). Fewer bytes there is a PlatformError saying
+ * `<path> <short> <done> of <bytes> bytes`.
+ */
+function readInChunks(path: string, bytes: number, short: string, use: (chunk: Buffer, offset: number) => void): void {
   const fd = openSync(path, "r");
   try {
     const buffer = Buffer.alloc(CHUNK_BYTES);
     let done = 0;
     while (done < bytes) {
       const n = readSync(fd, buffer, 0, Math.min(CHUNK_BYTES, bytes - done), done);
-      if (n === 0) throw new PlatformError(`${path} holds only ${done} of ${bytes} bytes`);
-      hash.update(buffer.subarray(0, n));
+      if (n === 0) throw new PlatformError(`${path} ${short} ${done} of ${bytes} bytes`);
+      use(buffer.subarray(0, n), done);
       done += n;
     }
   } finally {
     closeSync(fd);
   }
+}
+
+/** sha256 of the first `bytes` bytes of a file or device; fewer bytes there is a PlatformError. */
+function hashFile(path: string, bytes: number): string {
+  const hash = createHash("sha256");
+  readInChunks(path, bytes, "holds only", (chunk) => hash.update(chunk));
   return hash.digest("hex");
 }
 
 /** Writes the image over the start of a block device (or slot file) without truncating it, then fsyncs. */
 function copyInPlace(imageFile: string, target: string, bytes: number): void {
-  const input = openSync(imageFile, "r");
   const output = openSync(target, "r+");
   try {
-    const buffer = Buffer.alloc(CHUNK_BYTES);
-    let done = 0;
-    while (done < bytes) {
-      const n = readSync(input, buffer, 0, Math.min(CHUNK_BYTES, bytes - done), done);
-      if (n === 0) throw new PlatformError(`${imageFile} ended after ${done} of ${bytes} bytes`);
+    readInChunks(imageFile, bytes, "ended after", (chunk, offset) => {
       let written = 0;
-      while (written < n) written += writeSync(output, buffer, written, n - written, done + written);
-      done += n;
-    }
+      while (written < chunk.length) written += writeSync(output, chunk, written, chunk.length - written, offset + written);
+    });
     fsyncSync(output);
   } finally {
-    closeSync(input);
     closeSync(output);
   }
 }

@@ -41,7 +41,7 @@ export class PolicyStore {
     return new PolicyStore(file, file.load("without the stored policy version")?.policy ?? null);
   }
 
-  /** The stored policy, deeply frozen: every guard cycle reads it, and no reader can change it (issue 13: a copy per read cost a cycle 0.3 ms). */
+  /** The stored policy, deeply frozen: every guard cycle reads it, and no reader can change it (a copy per read cost a cycle 0.3 ms). */
   get policy(): GuardPolicy | null {
     return this.current;
   }

@@ -168,7 +168,7 @@ export class MqttSession {
       keepalive: this.opts.keepaliveSeconds ?? 30,
       resubscribe: false,
       // mqtt-packet's default builds a table of 65,536 two-byte Buffers at the first write (3 MB of heap for the
-      // process's life, issue 13); packet ids are encoded on the fly instead.
+      // process's life); packet ids are encoded on the fly instead.
       writeCache: false,
     });
     this.client = client;

@@ -13,7 +13,8 @@
  * journal is dropped (the plane re-sends the command until acked); from the switch on, the health check decides.
  * Progress and result go out as signed `update-progress` events {phase, targetName, version?, reason?, rolloutId?,
  * seq} with phase download | verify | install | health-check | committed | rolled-back | rejected, and as the
- * command's ack (done | failed with the reason). A commit is followed by evidence with reason "update".
+ * command's ack (done | failed with the reason). A commit is followed by evidence with reason "update", sent
+ * alongside the ack (the ack does not wait for the measurement).
  */
 import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -222,7 +223,7 @@ export class UpdateEngine {
     await this.checkpoint("download");
 
     // Verify again from the staged copy: flash is not RAM, and the slot is written from this file. Read in 1 MiB
-    // chunks: the default 64 KiB made this pass over a 64 MB image ~1,000 stream reads (issue 13).
+    // chunks: the default 64 KiB made this pass over a 64 MB image ~1,000 stream reads.
     await info.verify(createReadStream(file, { highWaterMark: 1024 * 1024 })).catch((cause: unknown) => {
       throw new Rejected(`staged image no longer matches its signed hashes: ${String(cause)}`);
     });
@@ -304,7 +305,10 @@ export class UpdateEngine {
     this.reportFinal(this.store.journal!);
     if (commit) {
       log.info({ slot: j.toSlot }, "update committed");
-      await this.deps.attest().catch((error: unknown) => log.warn({ err: String(error) }, "post-update evidence not sent"));
+      // The ack does not wait for the evidence: the plane calls the update succeeded on the ack alone (committed
+      // = installed, health-checked, floor raised; control-plane/src/rollouts), and the appraisal of the new slot
+      // comes from this evidence whenever it lands. Measuring the new slot takes seconds on a board.
+      void this.deps.attest().catch((error: unknown) => log.warn({ err: String(error) }, "post-update evidence not sent"));
       return { status: "done" };
     }
     log.warn({ reason, slot: j.fromSlot }, "update rolled back");

@@ -1,7 +1,7 @@
 /**
  * The install checkpoint hook (HASHWARD_AGENT_TEST_PAUSE_AT: freeze the install so a test can SIGKILL the agent
  * there) exists only in the test build: `scripts/build-agent.mjs` defines HASHWARD_AGENT_TEST_HOOKS=false for every
- * release output, and the hook is removed as dead code (issue 9 item 4). Skips what is not built.
+ * release output, and the hook is removed as dead code. Skips what is not built.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";

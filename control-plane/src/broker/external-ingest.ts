@@ -14,7 +14,8 @@
  */
 import { and, desc, eq, gt } from "drizzle-orm";
 import type { Logger } from "pino";
-import { Counter, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
+import { ingestMetrics } from "./metrics.js";
 import { isDeviceId, MAX_PAYLOAD_BYTES, parsePayload, parseTopic, upSchemas, type UpKind } from "../../../shared/protocol/index.js";
 import { connectTokenNonces, type Database } from "../db/index.js";
 import type { ConnectIdentity, DevicePublisher, DeviceSession, DeviceSideService } from "../service/index.js";
@@ -87,19 +88,7 @@ export function createExternalIngest(deps: ExternalIngestDeps): ExternalIngest {
   const { deviceSide, db, logger, registry } = deps;
   const now = deps.now ?? Date.now;
   const maxPayloadBytes = Math.min(deps.maxPayloadBytes ?? MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES);
-  const messagesTotal = new Counter({ name: "hashward_mqtt_messages_total", help: "Device messages accepted and handled, by kind", labelNames: ["kind"] as const, registers: [registry] });
-  const messagesRejected = new Counter({
-    name: "hashward_mqtt_messages_rejected_total",
-    help: "Device messages dropped, by kind and reason (invalid, device-mismatch, stale, unverified, internal, oversize, foreign-topic, not-accepted; for hello and heartbeat also unsigned, bad-signature, wrong-connection, replay, clock)",
-    labelNames: ["kind", "reason"] as const,
-    registers: [registry],
-  });
-  const retries = new Counter({
-    name: "hashward_mqtt_ingest_retries_total",
-    help: "Device messages tried again because handling failed internally (the database was unreachable, HW-FAULT-2), by kind",
-    labelNames: ["kind"] as const,
-    registers: [registry],
-  });
+  const { messagesTotal, messagesRejected, ingestRetries: retries } = ingestMetrics(registry);
   const queue = new DeviceWorkQueue();
   /** HW-LIVE-1: the session of each device's current connection. */
   const sessions = new Map<string, DeviceSession>();

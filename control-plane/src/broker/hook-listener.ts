@@ -193,7 +193,7 @@ export interface HookAuthenticator {
  */
 export function createHookAuthenticator(deps: HookAuthenticatorDeps): HookAuthenticator {
   const { deviceSide, logger, now } = deps;
-  const identities = new IdentityCache((deviceId) => deviceSide.identityForConnect(deviceId), now, deps.identityCacheMs ?? 10_000, 200_000);
+  const identities = new IdentityCache((deviceIds) => deviceSide.identitiesForConnect(deviceIds), now, deps.identityCacheMs ?? 10_000, 200_000);
   const connectRefused = connectRefusedCounter(deps.registry);
   return {
     async authenticate(request, checks = {}) {

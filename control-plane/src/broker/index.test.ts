@@ -521,6 +521,27 @@ describe("robustness", () => {
     await connect(device);
   });
 
+  it("keeps delivering when many more messages arrive than are being delivered (10,000 devices once crashed the plane)", async () => {
+    // aedes' default of 100 deliveries at once queued the rest; a message nobody subscribes to (every device
+    // message: the plane takes them in authorizePublish) completes synchronously, so draining a long queue recursed
+    // once per message until "Maximum call stack size exceeded" ended the process (quarantine-fanout-10k, where
+    // slow TLS sockets held deliveries). Here a listener holds 200 deliveries until 50,000 more messages wait.
+    const held: Array<() => void> = [];
+    await new Promise<void>((resolve) => broker.aedes.subscribe("bench/held", (_packet, callback) => void held.push(callback), resolve));
+    const total = 200 + 50_000;
+    let published = 0;
+    const done = () => void published++;
+    const packet = (topic: string) => ({ cmd: "publish" as const, topic, payload: Buffer.from("{}"), qos: 0 as const, retain: false, dup: false });
+    for (let i = 0; i < 200; i++) broker.aedes.publish(packet("bench/held"), done);
+    for (let i = 200; i < total; i++) broker.aedes.publish(packet("bench/unsubscribed"), done);
+    await waitFor("deliveries held", () => held.length > 0);
+    for (const release of held.splice(0)) release();
+    await waitFor("every publish handled", () => {
+      for (const release of held.splice(0)) release();
+      return published === total;
+    });
+  });
+
   it("close() is idempotent and waits for ingest", async () => {
     const device = enrolledDevice();
     await connect(device);

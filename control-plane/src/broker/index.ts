@@ -102,7 +102,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   // HW-AUTH-1: each connect token is usable once for the broker's lifetime (nonces kept until expiry).
   const nonces = new NonceMemory();
-  const identities = new IdentityCache((deviceId) => deviceSide.identityForConnect(deviceId), now, identityCacheMs, maxClients * 2);
+  const identities = new IdentityCache((deviceIds) => deviceSide.identitiesForConnect(deviceIds), now, identityCacheMs, maxClients * 2);
   const refusals = new RefusalLog(logger, now);
   const logOncePerClient = oncePerClientLog(logger);
   /** HW-LIVE-1: the session of each authenticated connection (set once its CONNECT verified). */
@@ -179,6 +179,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     maxClientsIdLength: 64,
     connectTimeout: deps.connectTimeoutMs ?? 10_000,
     maxTopicLevels: 8,
+    // No delivery queue (mqemitter concurrency 0 = unlimited). With aedes' default of 100, messages beyond 100 in
+    // delivery waited in mqemitter's queue, and draining it ran every message that completes synchronously (every
+    // device message: nothing subscribes to up/) inside the previous one's callback: at 10,000 TLS devices the
+    // recursion ended the plane with "Maximum call stack size exceeded". The queue was unbounded, so delivering
+    // at once holds no more memory; a fleet-wide command also goes out in one round instead of 100 at a time.
+    concurrency: 0,
 
     authenticate(client, username, password, done) {
       const certified = !deps.requireClientCertificate || clientCertificateCn(client) === username; // HW-MTLS-1

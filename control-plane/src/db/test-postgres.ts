@@ -49,7 +49,7 @@ export interface TestDatabase {
 }
 
 /**
- * Runs one contract suite on every backend (STYLE: one shared contract suite per interface): PGlite in a temp
+ * Runs one contract suite on every backend (one shared contract suite per interface): PGlite in a temp
  * folder always, and PostgreSQL in a throw-away database when HASHWARD_TEST_DATABASE_URL is set; otherwise a
  * skipped suite says how to run it.
  */

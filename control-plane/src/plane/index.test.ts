@@ -5,9 +5,10 @@ import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ConfigError } from "../../../shared/errors/index.js";
 import { FakeDeviceSide } from "../broker/testing/fake-device-side.js";
-import { loadConfig, type ControlPlaneConfig } from "../config/index.js";
+import type { ControlPlaneConfig } from "../config/index.js";
 import type { ControlPlaneService } from "../service/index.js";
 import { startPlane, type PlaneFactories } from "./index.js";
+import { testPlaneConfig } from "./testing/index.js";
 import { readFileSync } from "node:fs";
 import { X509Certificate } from "node:crypto";
 import { connect as tlsConnect } from "node:tls";
@@ -43,14 +44,7 @@ afterEach(async () => {
 });
 
 function config(env: Record<string, string> = {}): ControlPlaneConfig {
-  return loadConfig({
-    HASHWARD_HTTP_HOST: "127.0.0.1",
-    HASHWARD_MQTT_HOST: "127.0.0.1",
-    HASHWARD_HTTP_PORT: "0",
-    HASHWARD_MQTT_PORT: "0",
-    HASHWARD_DATA_DIR: dataDir,
-    ...env,
-  });
+  return testPlaneConfig(dataDir, env);
 }
 
 async function occupiedPort(): Promise<number> {

@@ -2,13 +2,13 @@
  * API tokens (HW-TOKEN-1, HW-HTTP-1): bearer secrets `hwa_...` with a role, stored only as a SHA-256 hash, read on
  * every request so a revoke or an expiry bites at once; and the bootstrap admin token of a fresh database (HW-HA-2).
  */
-import { asc, desc, eq, sql } from "drizzle-orm";
+import { eq, sql } from "drizzle-orm";
 import { sha256Hex } from "../../../shared/crypto/index.js";
 import { ValidationError } from "../../../shared/errors/index.js";
 import { apiTokens, type Tx as DbTransaction } from "../db/index.js";
 import { NotFoundError } from "../errors.js";
 import { iso, newId, newSecret, type ServiceContext } from "./context.js";
-import { recordAudit, type Tx } from "./tx.js";
+import { listTokens, recordAudit, revokeTokenOnce, type Tx } from "./tx.js";
 import type { Actor, ApiPrincipal, ApiTokenCreated, ApiTokenView, ControlPlaneService, Role } from "./types.js";
 
 const ROLES: readonly Role[] = ["viewer", "operator", "admin"];
@@ -73,22 +73,12 @@ export function createApiTokens(
       return db.transaction((tx) => createApiTokenRow(tx, actor, input.role, input.label, at, expiresAt));
     },
 
-    async listApiTokens() {
-      const rows = await db.select().from(apiTokens).orderBy(desc(apiTokens.createdAt), asc(apiTokens.id));
-      const now = ctx.now();
-      return rows.map((row) => toApiTokenView(row, now));
-    },
+    listApiTokens: () => listTokens(db, apiTokens, ctx.now, toApiTokenView),
 
     async revokeApiToken(actor, id, reason) {
       const at = new Date(ctx.now());
-      return db.transaction(async (tx) => {
-        const [row] = await tx.select().from(apiTokens).where(eq(apiTokens.id, id)).for("update");
-        if (!row) throw new NotFoundError("api token", id);
-        if (row.revokedAt !== null) return toApiTokenView(row, at.getTime());
-        const [revoked] = await tx.update(apiTokens).set({ revokedAt: at, revokedBy: actor }).where(eq(apiTokens.id, id)).returning();
-        await recordAudit(tx, [{ actor, action: "api-token.revoke", target: id, detail: { role: row.role, label: row.label, reason } }], at);
-        return toApiTokenView(revoked!, at.getTime());
-      });
+      const row = await revokeTokenOnce(db, apiTokens, "api token", id, actor, at, (token) => ({ action: "api-token.revoke", detail: { role: token.role, label: token.label, reason } }));
+      return toApiTokenView(row, at.getTime());
     },
   };
 }

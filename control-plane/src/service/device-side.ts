@@ -26,8 +26,8 @@ import {
 } from "./commands/index.js";
 import { MAX_CLOCK_DIFFERENCE_MS, type ServiceContext } from "./context.js";
 import { HeartbeatBuffer, verifyLiveness } from "./heartbeats.js";
-import { type DeviceRow, lockDevice, recordTransitions, type TransitionRecord } from "./tx.js";
-import type { Actor, AppraisalState, AttestationResult, ContainmentState, DeviceSession, DeviceSideService, EnrollmentState } from "./types.js";
+import { chunks, type DeviceRow, lockDevice, recordTransitions, type TransitionRecord } from "./tx.js";
+import type { Actor, AppraisalState, AttestationResult, ConnectIdentity, ContainmentState, DeviceSession, DeviceSideService, EnrollmentState } from "./types.js";
 
 /** HW-AUTH-2: device event kind of a session takeover, and the defaults of its threshold (count within window, ms). */
 export const TAKEOVER_EVENT = "session-takeover";
@@ -90,12 +90,16 @@ export function createDeviceSideService(ctx: ServiceContext): DeviceSideService 
   }
 
   return {
-    async identityForConnect(deviceId) {
-      const [row] = await db
-        .select({ deviceId: devices.id, publicKey: devices.publicKey, enrollment: devices.enrollment })
-        .from(devices)
-        .where(eq(devices.id, deviceId));
-      return row ? { deviceId: row.deviceId, publicKey: row.publicKey, enrollment: row.enrollment as EnrollmentState } : null;
+    async identitiesForConnect(deviceIds) {
+      const found = new Map<string, ConnectIdentity>();
+      for (const part of chunks([...new Set(deviceIds)], 5000)) {
+        const rows = await db
+          .select({ deviceId: devices.id, publicKey: devices.publicKey, enrollment: devices.enrollment })
+          .from(devices)
+          .where(inArray(devices.id, part));
+        for (const row of rows) found.set(row.deviceId, { deviceId: row.deviceId, publicKey: row.publicKey, enrollment: row.enrollment as EnrollmentState });
+      }
+      return found;
     },
 
     async rememberConnectNonce(deviceId, nonce, expiresAtMs) {

@@ -4,7 +4,7 @@
  * revoke. A revoked or rejected device loses its pending commands and its live MQTT session at once
  * (`publisher.disconnect`).
  */
-import { and, asc, desc, eq, gt, isNull, lt, sql } from "drizzle-orm";
+import { and, eq, gt, isNull, lt, sql } from "drizzle-orm";
 import { deviceIdFromPublicKey, fromBase64Url, sha256Hex, toBase64Url, verifyBytesFast, verifySignedObject } from "../../../shared/crypto/index.js";
 import { FreshnessError, ValidationError, VerificationError } from "../../../shared/errors/index.js";
 import type { EnrollmentRequest, EnrollmentResponse } from "../../../shared/protocol/index.js";
@@ -13,7 +13,7 @@ import { CapacityError, ConflictError, NotFoundError } from "../errors.js";
 import { NEW, transition, type EnrollmentEvent } from "../trust/index.js";
 import { iso, MAX_CLOCK_DIFFERENCE_MS, newId, newSecret, type ServiceContext } from "./context.js";
 import { toDeviceView } from "./queries.js";
-import { type DeviceRow, lockDevice, recordAudit, recordTransitions } from "./tx.js";
+import { type DeviceRow, listTokens, lockDevice, recordAudit, recordTransitions, revokeTokenOnce } from "./tx.js";
 import type { Actor, ControlPlaneService, DeviceView, EnrollmentState, EnrollmentTokenCreated, EnrollmentTokenView } from "./types.js";
 
 /** Devices that may wait in `pending` at once unless ServiceOptions.maxPendingDevices says otherwise. */
@@ -178,22 +178,12 @@ export function createEnrollment(
 
   return {
     enroll,
-    async listEnrollmentTokens() {
-      const rows = await db.select().from(enrollmentTokens).orderBy(desc(enrollmentTokens.createdAt), asc(enrollmentTokens.id));
-      const now = ctx.now();
-      return rows.map((row) => toEnrollmentTokenView(row, now));
-    },
+    listEnrollmentTokens: () => listTokens(db, enrollmentTokens, ctx.now, toEnrollmentTokenView),
 
     async revokeEnrollmentToken(actor, id, reason) {
       const at = new Date(ctx.now());
-      return db.transaction(async (tx) => {
-        const [row] = await tx.select().from(enrollmentTokens).where(eq(enrollmentTokens.id, id)).for("update");
-        if (!row) throw new NotFoundError("enrollment token", id);
-        if (row.revokedAt !== null) return toEnrollmentTokenView(row, at.getTime());
-        const [revoked] = await tx.update(enrollmentTokens).set({ revokedAt: at, revokedBy: actor }).where(eq(enrollmentTokens.id, id)).returning();
-        await recordAudit(tx, [{ actor, action: "enrollment-token.revoke", target: id, detail: { label: row.label, uses: row.uses, reason } }], at);
-        return toEnrollmentTokenView(revoked!, at.getTime());
-      });
+      const row = await revokeTokenOnce(db, enrollmentTokens, "enrollment token", id, actor, at, (token) => ({ action: "enrollment-token.revoke", detail: { label: token.label, uses: token.uses, reason } }));
+      return toEnrollmentTokenView(row, at.getTime());
     },
 
     async createEnrollmentToken(actor, input): Promise<EnrollmentTokenCreated> {

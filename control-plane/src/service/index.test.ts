@@ -202,7 +202,7 @@ function contract(name: string, open: () => Promise<Harness>) {
       const before = await counts();
       expect((await services.service.enroll(d.enrollment())).enrollment).toBe("pending");
       expect((await counts()).transitions).toBe(before.transitions);
-      expect((await services.deviceSide.identityForConnect(d.id))?.enrollment).toBe("pending");
+      expect((await services.deviceSide.identitiesForConnect([d.id])).get(d.id)?.enrollment).toBe("pending");
       const view = await services.service.acceptDevice(OPERATOR, d.id, "looks right");
       expect(view.enrollment).toBe("accepted");
       expect((await services.service.enroll(d.enrollment())).enrollment).toBe("accepted");
@@ -225,7 +225,7 @@ function contract(name: string, open: () => Promise<Harness>) {
       await expect(services.service.enroll(d2.enrollment(token))).rejects.toBeInstanceOf(ConflictError);
       await expect(services.service.enroll(d2.enrollment("hwe_unknown"))).rejects.toBeInstanceOf(VerificationError);
       expect(await counts()).toEqual(before);
-      expect(await services.deviceSide.identityForConnect(d2.id)).toBeNull();
+      expect((await services.deviceSide.identitiesForConnect([d2.id])).has(d2.id)).toBe(false);
     });
 
     it("caps devices waiting in pending: a new key without a token is refused (429) and nothing is written", async () => {

@@ -3,8 +3,9 @@
  * its audit row are written by the same transaction `tx`; rows are locked in id order so concurrent bulk calls
  * cannot deadlock.
  */
-import { eq, inArray } from "drizzle-orm";
-import { auditLog, type Database, devices, transitions } from "../db/index.js";
+import { asc, desc, eq, inArray } from "drizzle-orm";
+import { apiTokens, auditLog, type Database, devices, enrollmentTokens, transitions } from "../db/index.js";
+import { NotFoundError } from "../errors.js";
 import { planeEventsForTransitions, recordPlaneEvents } from "../events/record.js";
 import type { MachineName } from "../trust/index.js";
 import type { Actor } from "./types.js";
@@ -96,4 +97,41 @@ export async function lockDevices(tx: Tx, ids: string[]): Promise<DeviceRow[]> {
 export async function lockDevice(tx: Tx, id: string): Promise<DeviceRow | undefined> {
   const [row] = await tx.select().from(devices).where(eq(devices.id, id)).for("update");
   return row;
+}
+
+/** The token tables an operator revokes: API tokens and enrollment tokens (same id and revocation columns). */
+export type RevocableTokenTable = typeof apiTokens | typeof enrollmentTokens;
+
+/** Every token of `table`, newest first (ties by id), as `view(row, nowMs)` sees it at `nowMs`. */
+export async function listTokens<T extends RevocableTokenTable, V>(db: Database, table: T, nowMs: () => number, view: (row: T["$inferSelect"], nowMs: number) => V): Promise<V[]> {
+  const tokens = table as RevocableTokenTable;
+  const rows = await db.select().from(tokens).orderBy(desc(tokens.createdAt), asc(tokens.id));
+  const now = nowMs();
+  return rows.map((row) => view(row as T["$inferSelect"], now));
+}
+
+/**
+ * Revokes token `id` of `table` once, in one transaction with its audit row (HW-DB-1): the row is locked, a token
+ * already revoked is returned as it is (no second audit entry), else `revokedAt`/`revokedBy` are set and the audit
+ * entry `audit(row)` (action and detail, from the row before the change) is written. Returns the row now stored.
+ * Throws NotFoundError(`what`, id) for an unknown id.
+ */
+export async function revokeTokenOnce<T extends RevocableTokenTable>(
+  db: Database,
+  table: T,
+  what: string,
+  id: string,
+  actor: Actor,
+  at: Date,
+  audit: (row: T["$inferSelect"]) => { action: string; detail: Record<string, unknown> },
+): Promise<T["$inferSelect"]> {
+  const tokens = table as RevocableTokenTable;
+  return db.transaction(async (tx) => {
+    const [row] = await tx.select().from(tokens).where(eq(tokens.id, id)).for("update");
+    if (!row) throw new NotFoundError(what, id);
+    if (row.revokedAt !== null) return row as T["$inferSelect"];
+    const [revoked] = await tx.update(tokens).set({ revokedAt: at, revokedBy: actor }).where(eq(tokens.id, id)).returning();
+    await recordAudit(tx, [{ actor, target: id, ...audit(row as T["$inferSelect"]) }], at);
+    return revoked as T["$inferSelect"];
+  });
 }

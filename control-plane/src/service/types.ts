@@ -303,8 +303,13 @@ export interface DeviceSideHooks {
  * ValidationError on refusal, having changed nothing.
  */
 export interface DeviceSideService {
-  /** For CONNECT authentication; null when unknown. Cached by the caller at most a few seconds. */
-  identityForConnect(deviceId: string): Promise<ConnectIdentity | null>;
+  /**
+   * For CONNECT authentication and the broker's enrollment re-check (HW-AUTH-1): the identities of `deviceIds` read
+   * in one query, keyed by device id; a device that is not enrolled is absent. Cached by the caller at most a few
+   * seconds; the broker gathers the lookups of one event-loop turn into one call (a burst from 2,000
+   * devices is one query, not 2,000).
+   */
+  identitiesForConnect(deviceIds: readonly string[]): Promise<ReadonlyMap<string, ConnectIdentity>>;
   /** Records a connect token's nonce until it expires; false when it was already used (a replayed token). */
   rememberConnectNonce(deviceId: string, nonce: string, expiresAtMs: number): Promise<boolean>;
   /** Marks the device connected; liveness (last-seen) comes only from signed messages (HW-LIVE-1). */

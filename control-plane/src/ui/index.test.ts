@@ -236,6 +236,22 @@ onEveryDatabase("dashboard", (backend, open) => {
       }
     });
 
+    it("revokes an API token from the tokens page only when confirmed, as an admin, with the reason", async () => {
+      const created = (await api("POST", "/api/v1/api-tokens", admin, { role: "viewer", label: "revoked from the page" })).body;
+      const statusOf = async () => (await api("GET", "/api/v1/api-tokens", admin)).body.tokens.find((t: { id: string }) => t.id === created.id).status;
+      const operator = await signIn(tokens.operator!.token);
+      expect((await ui("POST", `/ui/tokens/${created.id}/revoke`, { cookie: operator.cookie, form: { _csrf: operator.csrf, confirmed: "yes", reason: "leaked" } })).status).toBe(403);
+      const page = await signIn(admin);
+      expect((await ui("POST", `/ui/tokens/${created.id}/revoke`, { cookie: page.cookie, form: { _csrf: page.csrf, reason: "leaked" } })).status).toBe(400);
+      expect(await statusOf()).toBe("active");
+      const done = await ui("POST", `/ui/tokens/${created.id}/revoke`, { cookie: page.cookie, form: { _csrf: page.csrf, confirmed: "yes", reason: "leaked" } });
+      expect(done.status).toBe(303);
+      expect(done.headers.get("location")).toBe(`/ui/tokens?notice=${encodeURIComponent(`revoked ${created.id}`)}`);
+      expect(await statusOf()).toBe("revoked");
+      const audit = (await api("GET", "/api/v1/audit?limit=5", admin)).body.entries;
+      expect(audit.find((e: { action: string; target: string }) => e.action === "api-token.revoke" && e.target === created.id)).toMatchObject({ detail: { reason: "leaked" } });
+    });
+
     it("rollouts: per-group progress, and pause/resume/cancel only for the API's role, with the reason", async () => {
       const viewer = await signIn(tokens.viewer!.token);
       const page = await (await ui("GET", "/ui/rollouts", { cookie: viewer.cookie })).text();

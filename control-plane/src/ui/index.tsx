@@ -235,6 +235,22 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
       }
     };
   const back = (c: Context, to: string, notice: string) => c.redirect(`${to}${to.includes("?") ? "&" : "?"}notice=${encodeURIComponent(notice)}`, 303);
+  /**
+   * POST `path` (with an `:id`, at most 128 characters used) acting on one item: the role, then the confirmation
+   * box (HW-UI-2), then `run`; back to `to` with the notice `<done> <id>`.
+   */
+  const confirmedIdAction = (path: string, role: Role, done: string, to: string, run: (actor: Actor, id: string, form: Record<string, string>) => Promise<unknown>) =>
+    ui.post(
+      path,
+      guarded(async (c) => {
+        const form = await readForm(c);
+        requireRole(c, role);
+        requireConfirmed(form);
+        const id = (c.req.param("id") ?? "").slice(0, 128);
+        await run(actorOf(c.get("session")), id, form);
+        return back(c, to, `${done} ${id}`);
+      }),
+    );
 
   // --- frame ----------------------------------------------------------------------------------------------------
   app.get("/", (c) => c.redirect("/ui/", 302));
@@ -387,17 +403,7 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
       return html(c, frameOf(c, "Reference values", "/ui/reference-values"), <ReferenceValuesPage sets={sets} csrf={c.get("session").csrfToken} canApprove={canApprove} />);
     }),
   );
-  ui.post(
-    "/ui/reference-values/:id/approve",
-    guarded(async (c) => {
-      const form = await readForm(c);
-      requireRole(c, roles.approveReference);
-      requireConfirmed(form);
-      const id = (c.req.param("id") ?? "").slice(0, 128);
-      await service.approveReferenceValues(actorOf(c.get("session")), id);
-      return back(c, "/ui/reference-values", `approved ${id}`);
-    }),
-  );
+  confirmedIdAction("/ui/reference-values/:id/approve", roles.approveReference, "approved", "/ui/reference-values", (actor, id) => service.approveReferenceValues(actor, id));
 
   // --- policies -------------------------------------------------------------------------------------------------
   if (deps.policies && roles.listPolicies && roles.putPolicy) {
@@ -513,17 +519,7 @@ export function registerDashboard(app: OpenAPIHono<HttpEnv>, service: ControlPla
       return html(c, frameOf(c, "API tokens", "/ui/tokens"), <TokensPage tokens={await service.listApiTokens()} csrf={c.get("session").csrfToken} created={created} />);
     }),
   );
-  ui.post(
-    "/ui/tokens/:id/revoke",
-    guarded(async (c) => {
-      const form = await readForm(c);
-      requireRole(c, roles.revokeToken);
-      requireConfirmed(form);
-      const id = (c.req.param("id") ?? "").slice(0, 128);
-      await service.revokeApiToken(actorOf(c.get("session")), id, reasonOf(form));
-      return back(c, "/ui/tokens", `revoked ${id}`);
-    }),
-  );
+  confirmedIdAction("/ui/tokens/:id/revoke", roles.revokeToken, "revoked", "/ui/tokens", (actor, id, form) => service.revokeApiToken(actor, id, reasonOf(form)));
 }
 
 function parseDeviceId(raw: string): string {

@@ -1,5 +1,5 @@
 /**
- * The Platform contract (STYLE rule 10): one suite of the promises of agent/src/platform/types.ts, run against
+ * The Platform contract: one suite of the promises of agent/src/platform/types.ts, run against
  * every implementation (the simulated board, AntminerPlatform on a recorded board, the recording fake) by
  * platform/contract.test.ts, so a fake cannot promise what the real boards do not keep (or the reverse); and the
  * A/B slot contract (UpdateSlots), run against the simulated board's slots and UBootSlots on the emulated U-Boot.

@@ -11,6 +11,7 @@ import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { Key, Metadata, MetaFile, Root, Signature, Snapshot, TargetFile, Targets, Timestamp } from "@tufjs/models";
 import { tufKeyIdOf } from "../../../../shared/tuf/keys.js";
+import type { ReleaseCustom } from "../../../../shared/protocol/release.js";
 import { buildFirmwareImage, type ImageFile } from "../image.js";
 import { simulatedFirmwareFiles } from "../../platform/simulated.js";
 
@@ -46,12 +47,11 @@ function hashedName(name: string, sha256: string): string {
 export const isoIn = (ms: number) => new Date(Date.now() + ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 const DAY = 86_400_000;
 
-export interface ReleaseCustom {
-  hardwareModels: string[];
-  version: string;
-  referenceMeasurements?: unknown[];
-  [key: string]: unknown;
-}
+/**
+ * A target's custom block as a test signs it: the wire shape (ReleaseCustom, shared/protocol/release.ts) loosened
+ * so a test can also sign what the agent must refuse (raw or bad measurements, extra fields).
+ */
+export type TestReleaseCustom = Omit<ReleaseCustom, "referenceMeasurements"> & { referenceMeasurements?: unknown[]; [key: string]: unknown };
 
 type Override = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -115,7 +115,7 @@ export class TestTufRepo {
   }
 
   /** Stores an image and lists it as a target with `custom` metadata (published by the next `publish`). */
-  addTarget(name: string, image: Buffer, custom: ReleaseCustom): TargetFile {
+  addTarget(name: string, image: Buffer, custom: TestReleaseCustom): TargetFile {
     const sha256 = createHash("sha256").update(image).digest("hex");
     const file = join(this.dir, "targets", hashedName(name, sha256));
     mkdirSync(dirname(file), { recursive: true });

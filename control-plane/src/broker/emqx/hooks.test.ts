@@ -147,7 +147,7 @@ describe("EMQX hooks: the documented requests (HW-BROKER-5)", () => {
     });
 
     it("answers deny, never ignore or a 5xx, when the database fails (HW-BROKER-6)", async () => {
-      deviceSide.identityForConnect = () => Promise.reject(new Error("connection terminated"));
+      deviceSide.identitiesForConnect = () => Promise.reject(new Error("connection terminated"));
       expect(await connect({ password: token() })).toMatchObject({ status: 200, json: { result: "deny" } });
     });
 

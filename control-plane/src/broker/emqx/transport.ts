@@ -17,7 +17,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { Gauge } from "prom-client";
+import { connectedDevicesGauge } from "../metrics.js";
 import { downTopic, encodePayload, isDeviceId, UP_FILTER, type Challenge, type Command } from "../../../../shared/protocol/index.js";
 import type { DevicePublisher } from "../../service/index.js";
 import type { BrokerConfig } from "../config.js";
@@ -113,14 +113,7 @@ export async function startEmqxTransport(deps: EmqxTransportDeps): Promise<EmqxT
   const connections = new DeviceConnections();
   /** Device id -> when this replica last ingested one of its messages. */
   const seen = new Map<string, number>();
-  new Gauge({
-    name: "hashward_mqtt_connected_devices",
-    help: "Devices with a live authenticated MQTT connection (EMQX's client events)",
-    registers: [registry],
-    collect() {
-      this.set(connections.size);
-    },
-  });
+  connectedDevicesGauge(registry, () => connections.size);
 
   const clientId = (role: string) => `${PLANE_USERNAME}-${hostname().slice(0, 32)}-${process.pid}-${randomBytes(3).toString("hex")}-${role}`;
   const baseOptions = (role: string): IClientOptions => ({

@@ -18,7 +18,8 @@
  * The AMQP connection is re-established with backoff when RabbitMQ restarts (or another URL of a cluster answers).
  */
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from "amqplib";
-import { Counter, Gauge } from "prom-client";
+import { Counter } from "prom-client";
+import { connectedDevicesGauge } from "../metrics.js";
 import { downTopic, encodePayload, isDeviceId, type Challenge, type Command } from "../../../../shared/protocol/index.js";
 import type { DevicePublisher } from "../../service/index.js";
 import { createExternalIngest, type ExternalTransport, type ExternalTransportDeps } from "../external-ingest.js";
@@ -50,14 +51,7 @@ export async function startRabbitTransport(deps: RabbitTransportDeps): Promise<R
   /** Device id -> names of its live connections (from the event exchange). */
   const connections = new Map<string, Set<string>>();
   const connectionOwner = new Map<string, string>();
-  new Gauge({
-    name: "hashward_mqtt_connected_devices",
-    help: "Devices with a live authenticated MQTT connection",
-    registers: [registry],
-    collect() {
-      this.set(connections.size);
-    },
-  });
+  connectedDevicesGauge(registry, () => connections.size);
 
   // Made before the hooks (they report accepted nonces to it); reads identities through the hooks' cache.
   const ingest = createExternalIngest({

@@ -37,14 +37,17 @@ export class FakeDeviceSide implements DeviceSideService {
     return this.calls.filter((call): call is Extract<RecordedCall, { method: M }> => call.method === method);
   }
 
-  /** When set, each identity lookup waits this long (ms): lets tests make lookups finish out of order. */
+  /** When set, each identity read waits this long (ms): lets tests make lookups finish out of order. */
   lookupDelayMs: (() => number) | null = null;
+  /** The device ids of each identity read, in order (one read answers the lookups of one turn). */
+  readonly identityReads: string[][] = [];
 
-  async identityForConnect(deviceId: string): Promise<ConnectIdentity | null> {
-    this.identityLookups++;
+  async identitiesForConnect(deviceIds: readonly string[]): Promise<ReadonlyMap<string, ConnectIdentity>> {
+    this.identityLookups += deviceIds.length;
+    this.identityReads.push([...deviceIds]);
     const delay = this.lookupDelayMs?.();
     if (delay) await new Promise((resolve) => setTimeout(resolve, delay));
-    return this.identities.get(deviceId) ?? null;
+    return new Map(deviceIds.flatMap((id) => (this.identities.has(id) ? [[id, this.identities.get(id)!] as const] : [])));
   }
 
   /** Token nonces as the database would keep them: shared by every broker built on this fake (a "restart"). */

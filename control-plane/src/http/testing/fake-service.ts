@@ -1,5 +1,5 @@
 /**
- * A recording fake ControlPlaneService for HTTP tests (STYLE 7): every call is recorded with its arguments,
+ * A recording fake ControlPlaneService for HTTP tests: every call is recorded with its arguments,
  * answers are canned views, and any method can be told to throw a given error once or always.
  * It keeps the operator contract (service/testing/operator-contract.ts) where the HTTP layer relies on it: it
  * knows a few devices (DEVICE_ID, OTHER_DEVICE_ID, and those it pre-authorises), tokens and reference sets, and
@@ -36,6 +36,7 @@ export const TOKENS: Readonly<Record<Role, string>> = {
   admin: "admin-token-0123456789",
 };
 
+/** The two devices the fake knows from the start (any other id is a NotFoundError until pre-authorised). */
 export const DEVICE_ID = "hw-0123456789abcdef01234567";
 export const OTHER_DEVICE_ID = "hw-abcdefabcdefabcdefabcdef";
 /** The API token, enrollment token and reference set the fake knows from the start (listed, revocable, approvable). */

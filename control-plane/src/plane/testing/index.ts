@@ -6,8 +6,9 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
 import { trustPlaneCa } from "../../../../test/support/api.js";
+import { loopbackPlaneEnv } from "../../../../test/support/processes.js";
 import { tempDir } from "../../../../test/support/temp-dir.js";
-import { loadConfig } from "../../config/index.js";
+import { loadConfig, type ControlPlaneConfig } from "../../config/index.js";
 import { startPlane, type Plane } from "../index.js";
 
 /** A running in-process plane, its CA (PEM, for MQTT clients) and `close`, which also deletes the data folder. */
@@ -17,21 +18,17 @@ export interface TestPlane {
   close(): Promise<void>;
 }
 
-/** Starts a plane with `env` (HASHWARD_* variables) on top of loopback hosts, port 0 and a temp data folder. */
+/** A plane's configuration for tests: loopback hosts, ports 0 (ephemeral), `dataDir`, then `env` (HASHWARD_*). */
+export function testPlaneConfig(dataDir: string, env: Record<string, string> = {}): ControlPlaneConfig {
+  return loadConfig({ ...loopbackPlaneEnv(dataDir), ...env });
+}
+
+/** Starts a plane with testPlaneConfig(`env`) in a fresh temp data folder named after `prefix`. */
 export async function startTestPlane(prefix: string, env: Record<string, string> = {}): Promise<TestPlane> {
   const dir = tempDir(prefix.replace(/-$/, ""));
-  const dataDir = dir.path;
-  const config = loadConfig({
-    HASHWARD_HTTP_HOST: "127.0.0.1",
-    HASHWARD_MQTT_HOST: "127.0.0.1",
-    HASHWARD_HTTP_PORT: "0",
-    HASHWARD_MQTT_PORT: "0",
-    HASHWARD_DATA_DIR: dataDir,
-    ...env,
-  });
-  const plane = await startPlane(config, pino({ level: "silent" }));
+  const plane = await startPlane(testPlaneConfig(dir.path, env), pino({ level: "silent" }));
   // HW-TLS-1: the plane serves HTTPS and MQTTS with its own CA; the test trusts it as agents do.
-  const caPem = await readFile(join(dataDir, "ca.pem"), "utf8");
+  const caPem = await readFile(join(dir.path, "ca.pem"), "utf8");
   trustPlaneCa(plane.httpUrl, caPem);
   return {
     plane,

@@ -1,5 +1,5 @@
 /**
- * The DeviceSideService contract (STYLE rule 10), run against the real service on the database and against the
+ * The DeviceSideService contract, run against the real service on the database and against the
  * broker tests' fake (broker/testing/fake-device-side.ts) by service/device-side.contract.test.ts: the broker
  * tests only mean something while the fake answers as the real service does.
  */
@@ -90,9 +90,10 @@ export function deviceSideContract(name: string, open: () => Promise<DeviceSideU
       "HW-AUTH-1: an unknown device has no identity; an enrolled one has its key and enrollment state",
       withService(async (under) => {
         const stranger = testDevice(under.nowMs);
-        expect(await under.service.identityForConnect(stranger.id)).toBeNull();
         const device = await enrolled(under);
-        expect(await under.service.identityForConnect(device.id)).toEqual({ deviceId: device.id, publicKey: device.publicKey, enrollment: "accepted" });
+        const found = await under.service.identitiesForConnect([stranger.id, device.id]);
+        expect(found.has(stranger.id)).toBe(false);
+        expect(found.get(device.id)).toEqual({ deviceId: device.id, publicKey: device.publicKey, enrollment: "accepted" });
       }),
     );
 

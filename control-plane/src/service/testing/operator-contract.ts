@@ -1,5 +1,5 @@
 /**
- * The operator ControlPlaneService contract (STYLE rule 10), run against the real service on the database and
+ * The operator ControlPlaneService contract, run against the real service on the database and
  * against the HTTP tests' fake (http/testing/fake-service.ts) by service/operator.contract.test.ts: answers have
  * the shapes the HTTP layer serialises, unknown ids are NotFoundError (404), refused input is ValidationError
  * (400), so the HTTP tests' status codes hold for the real service too.
