@@ -388,6 +388,7 @@ function contract(name: string, open: () => Promise<Harness>) {
       const d = await acceptedDevice();
       await services.service.quarantine(OPERATOR, [d.id], "suspect");
       publisher.sent = [];
+      clock += OPTIONS.commandRetryMs!; // a retry interval after its publish, the unacked command is re-sent (HW-TRUST-3)
       await services.deviceSide.retryPendingCommands();
       expect(publisher.of(d.id, "command")).toHaveLength(1);
       clock += OPTIONS.commandTtlMs + 1;
