@@ -28,7 +28,9 @@ describeUnless(qemuBoardSkipReason(), "emulated arm64 board (qemu-system-aarch64
   let setup: PlaneBoard;
   let deviceId: string;
   const board = () => setup.board;
-  const poolAnswers = async () => (await board().sh(`echo pool-probe | nc -w 5 ${POOL.host} ${POOL.port}`)).output.includes("pool-probe");
+  // The pool echoes the probe; `tr` turns it upper case so the serial console's echo of the typed command (which
+  // holds only the lower-case word) can never read as the pool's answer.
+  const poolAnswers = async () => (await board().sh(`echo pool-probe | nc -w 5 ${POOL.host} ${POOL.port} | tr a-z A-Z`)).output.includes("POOL-PROBE");
   const minerRunning = async () => (await board().sh("/etc/init.d/bmminer.sh status")).status === 0;
   const env = async () => Object.fromEntries((await board().sh("fw_printenv")).output.split("\n").map((l) => l.split("=")).filter((kv) => kv.length >= 2).map(([k, ...v]) => [k!.trim(), v.join("=").trim()]));
   const floor = async () => (JSON.parse((await board().sh("cat /config/hashward/state/update.json")).output) as { floor: string }).floor;
